@@ -1,0 +1,195 @@
+/**
+ * The bodies of the CLI commands that inspect files (`flows`, `explain`). Each takes
+ * parsed options and an output sink and returns an exit code; `cli.ts` only parses.
+ *
+ * @module
+ */
+
+import { formatActionKey, tryParseActionKey } from "./action_key.ts";
+import { type Catalog, type FileKind, hasErrors } from "./catalog.ts";
+import { type Diagnostic, formatDiagnostic } from "./diagnostics.ts";
+import { loadTarget } from "./handler.ts";
+import { loadFiles, pathToFileUrl } from "./load.ts";
+import type { MappingEntry } from "./mapping_file.ts";
+import { explainKey } from "./resolve.ts";
+
+/** Documented exit codes of the CLI. */
+export const ExitCode = Object.freeze({
+  /** Success. */
+  ok: 0,
+  /** A failure: load errors, an error publication, failed checks. */
+  failure: 1,
+  /** `explain`: no mapping entry resolves the key. */
+  unresolved: 2,
+  /** `send --wait`: no final publication before the timeout. */
+  timeout: 3,
+  /** Bad command-line usage (unknown option, missing argument, bad value). */
+  usage: 64,
+});
+
+/** Where commands write: standard output for results, standard error for the rest. */
+export interface Output {
+  /** Writes one line of result output. */
+  out(line: string): void;
+  /** Writes one line of diagnostics. */
+  err(line: string): void;
+}
+
+/** Output to the process's stdout and stderr. */
+export const consoleOutput: Output = {
+  out: (line) => console.log(line),
+  err: (line) => console.error(line),
+};
+
+/** Options of the `flows` command. */
+export interface FlowsOptions {
+  /** Print one JSON document instead of text. */
+  readonly json?: boolean;
+  /** Cross-file conflicts and unresolved targets become errors. */
+  readonly strict?: boolean;
+  /** Force the kind of every file. */
+  readonly kind?: FileKind;
+}
+
+/** A mapping entry with the outcome of loading its target. */
+interface CheckedEntry {
+  readonly entry: MappingEntry;
+  readonly reason?: string;
+}
+
+async function checkTargets(catalog: Catalog): Promise<CheckedEntry[]> {
+  const out: CheckedEntry[] = [];
+  for (const entry of catalog.allMappings) {
+    const r = await loadTarget(entry.target, pathToFileUrl(entry.file));
+    out.push(typeof r === "string" ? { entry, reason: r } : { entry });
+  }
+  return out;
+}
+
+/** `flows FILE…`: load files, list flows and mappings, exit 1 on any error. */
+export async function flowsCommand(
+  files: readonly string[],
+  options: FlowsOptions,
+  io: Output = consoleOutput,
+): Promise<number> {
+  const strict = options.strict ?? false;
+  const catalog = await loadFiles(files, { strict, kind: options.kind });
+  const checked = await checkTargets(catalog);
+  const targetDiagnostics: Diagnostic[] = checked.filter((c) => c.reason).map((c) => ({
+    file: c.entry.file,
+    line: c.entry.line,
+    column: c.entry.column,
+    severity: strict ? "error" : "warning",
+    message: `unresolved target "${c.entry.target}" for "${c.entry.text}": ${c.reason}`,
+  }));
+  const diagnostics = [...catalog.diagnostics, ...targetDiagnostics];
+  const errors = diagnostics.filter((d) => d.severity === "error");
+  const warnings = diagnostics.filter((d) => d.severity === "warning");
+  const steps = catalog.allFlows.reduce((n, f) => n + f.steps.length, 0);
+
+  if (options.json) {
+    const place = (d: Diagnostic) => ({ file: d.file, line: d.line, column: d.column, message: d.message });
+    io.out(JSON.stringify(
+      {
+        files: catalog.files,
+        flows: catalog.allFlows.map((f) => ({
+          name: f.name,
+          file: f.file,
+          line: f.line,
+          active: catalog.flows.get(f.name) === f,
+          steps: f.steps.map((s) => s.text),
+        })),
+        mappings: checked.map(({ entry, reason }) => ({
+          key: entry.text,
+          target: entry.target,
+          file: entry.file,
+          line: entry.line,
+          resolved: reason === undefined,
+          ...(reason === undefined ? {} : { reason }),
+        })),
+        errors: errors.map(place),
+        warnings: warnings.map(place),
+      },
+      null,
+      2,
+    ));
+  } else {
+    for (const f of catalog.allFlows) {
+      const lost = catalog.flows.get(f.name) !== f ? "  (overridden by a later file)" : "";
+      io.out(`flow ${f.name}  ${f.file}:${f.line}  ${f.steps.length} step(s)${lost}`);
+      f.steps.forEach((s, i) => io.out(`  ${String(i).padStart(3)}  ${formatActionKey(s.key)}`));
+    }
+    for (const { entry, reason } of checked) {
+      io.out(
+        `mapping ${entry.text} = ${entry.target}  ${entry.file}:${entry.line}  ` +
+          (reason === undefined ? "resolved" : "unresolved"),
+      );
+    }
+    for (const d of diagnostics) io.err(formatDiagnostic(d));
+    io.out(
+      `${catalog.files.length} files: ${catalog.allFlows.length} flows with ${steps} steps, ` +
+        `${catalog.allMappings.length} mapping entries (${
+          checked.filter((c) => !c.reason).length
+        } resolved); ` +
+        `${errors.length} errors, ${warnings.length} warnings`,
+    );
+  }
+  return errors.length > 0 ? ExitCode.failure : ExitCode.ok;
+}
+
+/** Options of the `explain` command. */
+export interface ExplainOptions {
+  /** Print one JSON document instead of text. */
+  readonly json?: boolean;
+  /** Force the kind of every file. */
+  readonly kind?: FileKind;
+}
+
+/** `explain KEY FILE…`: which mapping entry a key resolves to, and by which rule. */
+export async function explainCommand(
+  keyText: string,
+  files: readonly string[],
+  options: ExplainOptions,
+  io: Output = consoleOutput,
+): Promise<number> {
+  const parsed = tryParseActionKey(keyText);
+  if (!parsed.ok) {
+    io.err(`error: invalid action key "${keyText}" at column ${parsed.column}: ${parsed.reason}`);
+    return ExitCode.usage;
+  }
+  const catalog = await loadFiles(files, { kind: options.kind });
+  if (hasErrors(catalog.diagnostics)) {
+    for (const d of catalog.diagnostics) io.err(formatDiagnostic(d));
+    return ExitCode.failure;
+  }
+  const e = explainKey(catalog.mappings, parsed.key);
+  const r = e.resolution;
+  if (options.json) {
+    io.out(JSON.stringify(
+      {
+        key: keyText,
+        target: r?.entry.target ?? null,
+        rule: r?.rule ?? null,
+        pattern: r?.pattern ?? null,
+        lookup: r?.lookup ?? null,
+        file: r?.entry.file ?? null,
+        line: r?.entry.line ?? null,
+        tried: e.tried,
+      },
+      null,
+      2,
+    ));
+  } else {
+    for (const t of e.tried) {
+      const mark = r && t.rule === r.rule ? "=>" : t.found ? " +" : "  ";
+      io.out(`${mark} rule ${t.rule}  ${t.pattern.padEnd(6)} ${t.lookup}${t.found ? "  (exists)" : ""}`);
+    }
+    if (r) {
+      io.out(`${keyText} resolves by rule ${r.rule} (${r.pattern}) to ${r.entry.target}`);
+      io.out(`  defined as "${r.entry.text}" at ${r.entry.file}:${r.entry.line}`);
+    } else {
+      io.out(`${keyText} resolves to nothing: none of the seven lookups exists in the given mappings`);
+    }
+  }
+  return r ? ExitCode.ok : ExitCode.unresolved;
+}

@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { parseMappingFile } from "../src/mapping_file.ts";
+
+Deno.test("mapping file: entries of [actionmapping]; other sections ignored", () => {
+  const text = [
+    "[actionmapping]",
+    "IAM??Type = digitalpy.core.iam.IAMController.evaluate_request",
+    "",
+    "; comment",
+    "??Echo=./echo.ts#Echo.run",
+    "[Request]",
+    "__class = digitalpy.core.routing.impl.default_request.DefaultRequest",
+    "[servicemapping]",
+    "anything goes here ; even this",
+  ].join("\n");
+  const { entries, diagnostics } = parseMappingFile(text, "m.ini");
+  assert.deepEqual(diagnostics, []);
+  assert.deepEqual(entries.map((e) => [e.text, e.lookup, e.target, e.line]), [
+    ["IAM??Type", "IAM??Type", "digitalpy.core.iam.IAMController.evaluate_request", 2],
+    ["??Echo", "??Echo", "./echo.ts#Echo.run", 5],
+  ]);
+});
+
+Deno.test("mapping file: the same key in different contexts is not a duplicate", () => {
+  const text = "[actionmapping]\n?MEMORY?X = a.b\n?CACHING?X = a.c\n??X = a.d\n";
+  const { entries, diagnostics } = parseMappingFile(text, "m.ini");
+  assert.deepEqual(diagnostics, []);
+  assert.equal(entries.length, 3);
+});
+
+Deno.test("mapping file: two entries reducing to one lookup key are an error naming both lines", () => {
+  const text = "[actionmapping]\nS?C?A = a.b\nS?C@PUBLISH?A = a.c\n";
+  const { entries, diagnostics } = parseMappingFile(text, "m.ini");
+  assert.equal(entries.length, 1);
+  assert.equal(diagnostics.length, 1);
+  const d = diagnostics[0];
+  assert.equal(d.line, 3);
+  assert.match(d.message, /repeats lookup key "S\?C\?A" of line 2/);
+  assert.deepEqual(d.related, [{ file: "m.ini", line: 2, column: 1 }]);
+});
+
+Deno.test("mapping file: every bad entry is reported with its column", () => {
+  const text = [
+    "[actionmapping]",
+    "no separator here", // 2
+    "  bad key?a?b = x.y", // 3: space in key at column 6
+    "??ok =", // 4: empty target
+    " = x.y", // 5: no key
+    "[actionmapping", // 6: malformed header inside the mapping section
+  ].join("\n");
+  const { diagnostics } = parseMappingFile(text, "m.ini");
+  assert.deepEqual(diagnostics.map((d) => `${d.line}:${d.column}`), ["2:1", "3:6", "4:7", "5:2", "6:15"]);
+  assert.match(diagnostics[0].message, /has no '='/);
+  assert.match(diagnostics[2].message, /empty target/);
+});
+
+Deno.test("mapping file: section name matched case-insensitively", () => {
+  const { entries } = parseMappingFile("[ActionMapping]\n??A = x.y\n", "m.ini");
+  assert.equal(entries.length, 1);
+});
