@@ -8,7 +8,14 @@
  */
 
 import { Command, CommanderError, Option } from "commander";
-import { consoleOutput, ExitCode, explainCommand, flowsCommand, type Output } from "./src/commands.ts";
+import {
+  consoleOutput,
+  doctorCommand,
+  ExitCode,
+  explainCommand,
+  flowsCommand,
+  type Output,
+} from "./src/commands.ts";
 
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
@@ -42,6 +49,11 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .action(async (key: string, files: string[], opts) =>
       setCode(await explainCommand(key, files, opts, io))
     );
+
+  program.command("doctor")
+    .description("show the libzmq in use: version, the file it was loaded from, and its capabilities")
+    .option("--json", "print one JSON document")
+    .action((opts) => setCode(doctorCommand(opts, io)));
 
   program.command("start")
     .description("run Subject, Integration Manager and workers together (not yet available)")

@@ -12,6 +12,7 @@ import { loadTarget } from "./handler.ts";
 import { loadFiles, pathToFileUrl } from "./load.ts";
 import type { MappingEntry } from "./mapping_file.ts";
 import { explainKey } from "./resolve.ts";
+import { capabilities, libzmq, LibZmqNotFoundError } from "./zmq/ffi.ts";
 
 /** Documented exit codes of the CLI. */
 export const ExitCode = Object.freeze({
@@ -192,4 +193,34 @@ export async function explainCommand(
     }
   }
   return r ? ExitCode.ok : ExitCode.unresolved;
+}
+
+/** `doctor`: which libzmq is loaded, from where, and what it can do. */
+export function doctorCommand(options: { json?: boolean }, io: Output = consoleOutput): number {
+  let lib;
+  try {
+    lib = libzmq();
+  } catch (e) {
+    if (e instanceof LibZmqNotFoundError) {
+      io.err(e.message);
+      return ExitCode.failure;
+    }
+    throw e;
+  }
+  const caps = capabilities();
+  const info = {
+    libzmq: lib.version,
+    path: lib.path,
+    capabilities: caps,
+    deno: Deno.version.deno,
+    os: `${Deno.build.os}-${Deno.build.arch}`,
+  };
+  if (options.json) io.out(JSON.stringify(info, null, 2));
+  else {
+    io.out(`libzmq ${info.libzmq}`);
+    io.out(`loaded from ${info.path}`);
+    io.out(`capabilities: ${Object.entries(caps).map(([k, v]) => `${k}=${v ? "yes" : "no"}`).join(" ")}`);
+    io.out(`deno ${info.deno} on ${info.os}`);
+  }
+  return ExitCode.ok;
 }

@@ -143,3 +143,23 @@ Deno.test("usage errors exit 64 and --help exits 0", async () => {
   assert.equal(await main(["flows", "--help"], help), 0);
   assert.match(help.stdout.join("\n"), /Usage: zmanager flows/);
 });
+
+Deno.test("doctor: names the libzmq in use, and what was tried when none loads", async () => {
+  const ok = await runCli("doctor", "--json");
+  assert.equal(ok.code, 0);
+  const info = JSON.parse(ok.stdout);
+  assert.match(info.libzmq, /^4\./);
+  assert.equal(info.capabilities.ipc, true);
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "doctor"],
+    env: { ZMANAGER_LIBZMQ: "/nonexistent/libzmq.so.5" },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const bad = await cmd.output();
+  assert.equal(bad.code, 1);
+  assert.match(
+    new TextDecoder().decode(bad.stderr),
+    /Could not load libzmq\. Tried:\n {2}\/nonexistent\/libzmq\.so\.5: /,
+  );
+});

@@ -1,0 +1,342 @@
+/**
+ * Synchronous libzmq sockets. A socket belongs to one thread; when it is registered with a
+ * {@linkcode Reactor}, only the reactor touches it (see `reactor.ts`), because an
+ * off-thread `zmq_poll` must never overlap a send or receive on the same socket.
+ *
+ * @module
+ */
+
+import {
+  cstr,
+  CTX_BLOCKY,
+  CTX_IO_THREADS,
+  DONTWAIT,
+  Errno,
+  i64,
+  lastError,
+  libzmq,
+  Opt,
+  SNDMORE,
+  SocketType,
+  type SocketTypeName,
+  type ZmqSymbols,
+} from "./ffi.ts";
+
+/** Linux limit for the path of a Unix socket (`sun_path` less its NUL). */
+export const IPC_PATH_MAX = 107;
+
+/** Options of a socket; names follow the `ZMQ_*` options they set. */
+export interface SocketOptions {
+  /**
+   * Milliseconds to keep unsent messages after close (`ZMQ_LINGER`); -1 forever.
+   * @default {1000}
+   */
+  readonly linger?: number;
+  /** `ZMQ_SNDHWM`: messages queued per peer before sends block. @default {1000} */
+  readonly sendHighWaterMark?: number;
+  /** `ZMQ_RCVHWM`: messages queued per peer before the peer is pushed back. @default {1000} */
+  readonly receiveHighWaterMark?: number;
+  /** `ZMQ_MAXMSGSIZE`: bytes; a peer sending a larger frame is disconnected. @default {-1} */
+  readonly maxMessageSize?: number;
+  /** `ZMQ_ROUTING_ID`. */
+  readonly routingId?: string | Uint8Array;
+  /** `ZMQ_ROUTER_MANDATORY`: sending to an unknown routing id fails instead of dropping. */
+  readonly routerMandatory?: boolean;
+  /** `ZMQ_IMMEDIATE`: queue only to completed connections. */
+  readonly immediate?: boolean;
+  /** `ZMQ_HEARTBEAT_IVL`, milliseconds. */
+  readonly heartbeatInterval?: number;
+  /** `ZMQ_HEARTBEAT_TIMEOUT`, milliseconds. */
+  readonly heartbeatTimeout?: number;
+  /** `ZMQ_HEARTBEAT_TTL`, milliseconds. */
+  readonly heartbeatTtl?: number;
+  /** `ZMQ_RECONNECT_IVL`, milliseconds. */
+  readonly reconnectInterval?: number;
+  /** `ZMQ_RECONNECT_IVL_MAX`, milliseconds. */
+  readonly reconnectIntervalMax?: number;
+  /** `ZMQ_CURVE_SERVER`. Needs a libzmq built with CURVE (see `doctor`). */
+  readonly curveServer?: boolean;
+  /** `ZMQ_CURVE_PUBLICKEY`, Z85 text. */
+  readonly curvePublicKey?: string;
+  /** `ZMQ_CURVE_SECRETKEY`, Z85 text. */
+  readonly curveSecretKey?: string;
+  /** `ZMQ_CURVE_SERVERKEY`, Z85 text. */
+  readonly curveServerKey?: string;
+  /** `ZMQ_ZAP_DOMAIN`. */
+  readonly zapDomain?: string;
+}
+
+/** Options of a {@linkcode Context}. */
+export interface ContextOptions {
+  /** `ZMQ_IO_THREADS`. @default {1} */
+  readonly ioThreads?: number;
+}
+
+const DEFAULT_LINGER = 1000;
+/** Frames larger than this are dropped on receipt (and counted) unless a socket allows more. */
+export const DEFAULT_RECEIVE_BUFFER = 4 * 1024 * 1024;
+
+/** Checks an endpoint before bind/connect; an over-long ipc path gets a clear error. */
+export function checkEndpoint(endpoint: string): void {
+  if (endpoint.startsWith("ipc://")) {
+    const path = endpoint.slice(6);
+    const bytes = new TextEncoder().encode(path).length;
+    if (bytes > IPC_PATH_MAX) {
+      throw new RangeError(
+        `ipc endpoint path is ${bytes} bytes, over the ${IPC_PATH_MAX}-byte limit for Unix sockets: ${path}; ` +
+          "use a shorter runtime directory (--runtime-dir) or a tcp:// endpoint",
+      );
+    }
+  }
+}
+
+/** A libzmq context: owns sockets and I/O threads. */
+export class Context {
+  readonly #z: ZmqSymbols;
+  #ptr: Deno.PointerValue;
+  readonly #sockets = new Set<Socket>();
+  #terminated?: Promise<boolean>;
+
+  /** Creates a context. */
+  constructor(options: ContextOptions = {}) {
+    this.#z = libzmq().symbols;
+    this.#ptr = this.#z.zmq_ctx_new();
+    if (!this.#ptr) throw lastError("zmq_ctx_new");
+    this.#z.zmq_ctx_set(this.#ptr, CTX_IO_THREADS, options.ioThreads ?? 1);
+    this.#z.zmq_ctx_set(this.#ptr, CTX_BLOCKY, 0);
+  }
+
+  /** Creates a socket of this context. */
+  socket(type: SocketTypeName, options: SocketOptions = {}): Socket {
+    if (!this.#ptr) throw new Error("Context is terminated");
+    const s = new Socket(this.#z, this.#ptr, type, options, (x) => this.#sockets.delete(x));
+    this.#sockets.add(s);
+    return s;
+  }
+
+  /**
+   * Closes every socket still open and terminates the context. Resolves `true` when libzmq
+   * finished, `false` if it was still lingering after `timeoutMs` (the process may exit
+   * anyway). Safe to call twice.
+   */
+  terminate(timeoutMs = 5000): Promise<boolean> {
+    if (this.#terminated) return this.#terminated;
+    for (const s of [...this.#sockets]) s.close();
+    const ptr = this.#ptr;
+    this.#ptr = null;
+    this.#z.zmq_ctx_shutdown(ptr);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = this.#z.zmq_ctx_term_async(ptr).then(() => true);
+    const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    this.#terminated = Promise.race([done, late]).finally(() => clearTimeout(timer));
+    return this.#terminated;
+  }
+}
+
+const moreFlag = new Int32Array(1);
+const moreFlagBytes = new Uint8Array(moreFlag.buffer);
+const optLen = new BigUint64Array(1);
+const optLenBytes = new Uint8Array(optLen.buffer);
+let receiveBuffer = new Uint8Array(DEFAULT_RECEIVE_BUFFER);
+
+/** A libzmq socket, used synchronously. */
+export class Socket {
+  /** The socket type. */
+  readonly type: SocketTypeName;
+  readonly #z: ZmqSymbols;
+  #ptr: Deno.PointerValue;
+  readonly #onClose: (s: Socket) => void;
+  /** Messages dropped on receipt because a frame was larger than the receive buffer. */
+  oversizeDrops = 0;
+
+  /** Use {@linkcode Context.socket}. */
+  constructor(
+    z: ZmqSymbols,
+    ctx: Deno.PointerValue,
+    type: SocketTypeName,
+    options: SocketOptions,
+    onClose: (s: Socket) => void,
+  ) {
+    this.#z = z;
+    this.type = type;
+    this.#onClose = onClose;
+    this.#ptr = z.zmq_socket(ctx, SocketType[type]);
+    if (!this.#ptr) throw lastError("zmq_socket");
+    this.setInt(Opt.LINGER, options.linger ?? DEFAULT_LINGER);
+    if (options.sendHighWaterMark !== undefined) this.setInt(Opt.SNDHWM, options.sendHighWaterMark);
+    if (options.receiveHighWaterMark !== undefined) this.setInt(Opt.RCVHWM, options.receiveHighWaterMark);
+    if (options.maxMessageSize !== undefined) {
+      this.setInt64(Opt.MAXMSGSIZE, options.maxMessageSize);
+      if (options.maxMessageSize > receiveBuffer.length) {
+        receiveBuffer = new Uint8Array(options.maxMessageSize);
+      }
+    }
+    if (options.routingId !== undefined) this.setBytes(Opt.ROUTING_ID, options.routingId);
+    if (options.routerMandatory) this.setInt(Opt.ROUTER_MANDATORY, 1);
+    if (options.immediate) this.setInt(Opt.IMMEDIATE, 1);
+    if (options.heartbeatInterval !== undefined) this.setInt(Opt.HEARTBEAT_IVL, options.heartbeatInterval);
+    if (options.heartbeatTimeout !== undefined) this.setInt(Opt.HEARTBEAT_TIMEOUT, options.heartbeatTimeout);
+    if (options.heartbeatTtl !== undefined) this.setInt(Opt.HEARTBEAT_TTL, options.heartbeatTtl);
+    if (options.reconnectInterval !== undefined) this.setInt(Opt.RECONNECT_IVL, options.reconnectInterval);
+    if (options.reconnectIntervalMax !== undefined) {
+      this.setInt(Opt.RECONNECT_IVL_MAX, options.reconnectIntervalMax);
+    }
+    if (options.curveServer) this.setInt(Opt.CURVE_SERVER, 1);
+    if (options.curvePublicKey) this.setBytes(Opt.CURVE_PUBLICKEY, options.curvePublicKey);
+    if (options.curveSecretKey) this.setBytes(Opt.CURVE_SECRETKEY, options.curveSecretKey);
+    if (options.curveServerKey) this.setBytes(Opt.CURVE_SERVERKEY, options.curveServerKey);
+    if (options.zapDomain !== undefined) this.setBytes(Opt.ZAP_DOMAIN, options.zapDomain);
+  }
+
+  /** The raw `void*`, for poll items. */
+  get pointer(): Deno.PointerValue {
+    return this.#ptr;
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#ptr === null;
+  }
+
+  #live(): Deno.PointerValue {
+    if (!this.#ptr) throw new Error(`${this.type} socket is closed`);
+    return this.#ptr;
+  }
+
+  /** Binds to an endpoint (`ipc://`, `tcp://`, `inproc://`). */
+  bind(endpoint: string): void {
+    checkEndpoint(endpoint);
+    if (this.#z.zmq_bind(this.#live(), cstr(endpoint)) !== 0) throw lastError(`zmq_bind(${endpoint})`);
+  }
+
+  /** Connects to an endpoint. */
+  connect(endpoint: string): void {
+    checkEndpoint(endpoint);
+    if (this.#z.zmq_connect(this.#live(), cstr(endpoint)) !== 0) throw lastError(`zmq_connect(${endpoint})`);
+  }
+
+  /** Unbinds from an endpoint. */
+  unbind(endpoint: string): void {
+    if (this.#z.zmq_unbind(this.#live(), cstr(endpoint)) !== 0) throw lastError(`zmq_unbind(${endpoint})`);
+  }
+
+  /** Disconnects from an endpoint. */
+  disconnect(endpoint: string): void {
+    if (this.#z.zmq_disconnect(this.#live(), cstr(endpoint)) !== 0) {
+      throw lastError(`zmq_disconnect(${endpoint})`);
+    }
+  }
+
+  /** Sets an int option. */
+  setInt(option: number, value: number): void {
+    const b = new Int32Array([value]);
+    if (this.#z.zmq_setsockopt(this.#live(), option, new Uint8Array(b.buffer), i64(4)) !== 0) {
+      throw lastError(`zmq_setsockopt(${option})`);
+    }
+  }
+
+  /** Sets an int64 option. */
+  setInt64(option: number, value: number): void {
+    const b = new BigInt64Array([BigInt(value)]);
+    if (this.#z.zmq_setsockopt(this.#live(), option, new Uint8Array(b.buffer), i64(8)) !== 0) {
+      throw lastError(`zmq_setsockopt(${option})`);
+    }
+  }
+
+  /** Sets a binary or text option. */
+  setBytes(option: number, value: string | Uint8Array): void {
+    const b = typeof value === "string" ? new TextEncoder().encode(value) : value;
+    if (this.#z.zmq_setsockopt(this.#live(), option, b as Uint8Array<ArrayBuffer>, i64(b.length)) !== 0) {
+      throw lastError(`zmq_setsockopt(${option})`);
+    }
+  }
+
+  /** Reads an int option. */
+  getInt(option: number): number {
+    optLen[0] = 4n;
+    if (this.#z.zmq_getsockopt(this.#live(), option, moreFlagBytes, optLenBytes) !== 0) {
+      throw lastError(`zmq_getsockopt(${option})`);
+    }
+    return moreFlag[0];
+  }
+
+  /** The endpoint last bound, with the port or path filled in (`ZMQ_LAST_ENDPOINT`). */
+  get lastEndpoint(): string {
+    const b = new Uint8Array(1024);
+    optLen[0] = BigInt(b.length);
+    if (this.#z.zmq_getsockopt(this.#live(), Opt.LAST_ENDPOINT, b, optLenBytes) !== 0) {
+      throw lastError("zmq_getsockopt(LAST_ENDPOINT)");
+    }
+    return new TextDecoder().decode(b.subarray(0, Math.max(0, Number(optLen[0]) - 1)));
+  }
+
+  /** Subscribes a SUB socket to a topic prefix. */
+  subscribe(prefix: string | Uint8Array): void {
+    this.setBytes(Opt.SUBSCRIBE, prefix);
+  }
+
+  /** Removes a subscription. */
+  unsubscribe(prefix: string | Uint8Array): void {
+    this.setBytes(Opt.UNSUBSCRIBE, prefix);
+  }
+
+  /**
+   * Sends a multipart message without blocking. Returns `false` when the socket cannot take
+   * it now (high-water mark reached, or no peer for PUSH/DEALER); libzmq takes multipart
+   * messages whole, so a `false` means nothing was sent.
+   * @throws {ZmqError} on other failures (e.g. `EHOSTUNREACH` with `routerMandatory`).
+   */
+  trySend(frames: readonly Uint8Array[]): boolean {
+    const ptr = this.#live();
+    const last = frames.length - 1;
+    for (let i = 0; i <= last; i++) {
+      const f = frames[i] as Uint8Array<ArrayBuffer>;
+      const rc = this.#z.zmq_send(ptr, f, i64(f.length), i < last ? SNDMORE | DONTWAIT : DONTWAIT);
+      if (rc < 0) {
+        const err = lastError("zmq_send");
+        if (err.errno === Errno.EAGAIN && i === 0) return false;
+        throw err;
+      }
+    }
+    return true;
+  }
+
+  /**
+   * Receives one multipart message without blocking; `null` when none is waiting. A message
+   * with a frame larger than the receive buffer is consumed, counted in `oversizeDrops`,
+   * and skipped.
+   */
+  tryReceive(): Uint8Array[] | null {
+    const ptr = this.#live();
+    const z = this.#z;
+    for (;;) {
+      let n = z.zmq_recv(ptr, receiveBuffer, i64(receiveBuffer.length), DONTWAIT);
+      if (n < 0) {
+        const err = lastError("zmq_recv");
+        if (err.errno === Errno.EAGAIN || err.errno === Errno.EINTR) return null;
+        throw err;
+      }
+      const frames: Uint8Array[] = [];
+      let oversize = false;
+      for (;;) {
+        if (n > receiveBuffer.length) oversize = true;
+        else frames.push(receiveBuffer.slice(0, n));
+        optLen[0] = 4n;
+        z.zmq_getsockopt(ptr, Opt.RCVMORE, moreFlagBytes, optLenBytes);
+        if (moreFlag[0] === 0) break;
+        n = z.zmq_recv(ptr, receiveBuffer, i64(receiveBuffer.length), 0);
+        if (n < 0) throw lastError("zmq_recv");
+      }
+      if (!oversize) return frames;
+      this.oversizeDrops++;
+    }
+  }
+
+  /** Closes the socket (pending messages linger per `linger`). Safe to call twice. */
+  close(): void {
+    if (!this.#ptr) return;
+    this.#z.zmq_close(this.#ptr);
+    this.#ptr = null;
+    this.#onClose(this);
+  }
+}

@@ -1,0 +1,46 @@
+// A separate process for the ZeroMQ binding tests. Modes:
+//   push ENDPOINT N SIZE     PUSH N messages (index in the first 4 bytes), then wait for stdin to close
+//   echo ENDPOINT            DEALER: sends "hello", then echoes every message back, until stdin closes
+//   reconnect ENDPOINT N     N times: new DEALER, send "hello <i>", wait for the reply, close
+import { Reactor } from "../../src/zmq/reactor.ts";
+
+const [mode, endpoint, a, b] = Deno.args;
+const reactor = new Reactor();
+const stdinClosed = (async () => {
+  for await (const _ of Deno.stdin.readable) { /* wait for EOF */ }
+})();
+
+if (mode === "push") {
+  const n = Number(a);
+  const size = Number(b);
+  const push = reactor.socket("PUSH");
+  await push.connect(endpoint);
+  for (let i = 0; i < n; i++) {
+    const m = new Uint8Array(size);
+    new DataView(m.buffer).setUint32(0, i);
+    if (!push.sendNow([m])) await push.send([m]);
+  }
+  await stdinClosed;
+} else if (mode === "echo") {
+  const dealer = reactor.socket("DEALER");
+  await dealer.connect(endpoint);
+  dealer.onMessage((frames) => {
+    if (!dealer.sendNow(frames)) void dealer.send(frames);
+  });
+  await dealer.send([new TextEncoder().encode("hello")]); // lets the ROUTER learn our routing id
+  await stdinClosed;
+} else if (mode === "reconnect") {
+  const n = Number(a);
+  for (let i = 0; i < n; i++) {
+    const d = reactor.socket("DEALER", { linger: 0 });
+    await d.connect(endpoint);
+    await d.send([new TextEncoder().encode(`hello ${i}`)]);
+    const [reply] = await d.receive();
+    if (new TextDecoder().decode(reply) !== `hello ${i}`) throw new Error(`bad reply ${i}`);
+    await d.close();
+  }
+  console.log(`reconnected ${n}`);
+} else {
+  throw new Error(`unknown mode ${mode}`);
+}
+await reactor.close();

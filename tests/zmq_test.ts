@@ -1,0 +1,271 @@
+import assert from "node:assert/strict";
+import { capabilities, libzmq } from "../src/zmq/ffi.ts";
+import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
+import { checkEndpoint } from "../src/zmq/socket.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const PEER = new URL("./peers/zmq_peer.ts", import.meta.url).pathname;
+
+type Transport = "ipc" | "tcp" | "inproc";
+let counter = 0;
+
+/** A fresh bind endpoint for a transport; tcp binds to a random loopback port. */
+function endpointFor(t: Transport, dir: string): string {
+  counter++;
+  if (t === "ipc") return `ipc://${dir}/s${counter}`;
+  if (t === "tcp") return "tcp://127.0.0.1:*";
+  return `inproc://test-${Deno.pid}-${counter}`;
+}
+
+async function withReactor(fn: (r: Reactor, dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "zmt" });
+  const r = new Reactor();
+  try {
+    await fn(r, dir);
+  } finally {
+    await r.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function bound(s: ReactorSocket, ep: string): Promise<string> {
+  await s.bind(ep);
+  return await s.lastEndpoint();
+}
+
+function spawnPeer(...args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", PEER, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+}
+
+async function finish(p: Deno.ChildProcess): Promise<void> {
+  await p.stdin.close();
+  await p.stdout.cancel().catch(() => {});
+  const s = await p.status;
+  assert.equal(s.code, 0, "peer process exited cleanly");
+}
+
+Deno.test("libzmq loads from the npm:zeromq package and reports its capabilities", () => {
+  const lib = libzmq();
+  assert.match(lib.version, /^4\.\d+\.\d+$/);
+  assert.ok(lib.path.length > 0);
+  assert.equal(capabilities().ipc, true);
+});
+
+Deno.test("ipc paths over 107 bytes are refused with a clear error", () => {
+  assert.throws(() => checkEndpoint(`ipc:///tmp/${"x".repeat(120)}`), /over the 107-byte limit/);
+  checkEndpoint(`ipc:///tmp/${"x".repeat(90)}`);
+});
+
+for (const t of ["ipc", "tcp", "inproc"] as Transport[]) {
+  Deno.test(`PUSH/PULL in one process over ${t}`, () =>
+    withReactor(async (r, dir) => {
+      const pull = r.socket("PULL");
+      const ep = await bound(pull, endpointFor(t, dir));
+      const push = r.socket("PUSH");
+      await push.connect(ep);
+      const n = 5000;
+      const got: number[] = [];
+      const all = new Promise<void>((res) =>
+        pull.onMessage(([m]) => {
+          got.push(new DataView(m.buffer).getUint32(0));
+          if (got.length === n) res();
+        })
+      );
+      for (let i = 0; i < n; i++) {
+        const m = new Uint8Array(8);
+        new DataView(m.buffer).setUint32(0, i);
+        await push.send([m]);
+      }
+      await all;
+      assert.deepEqual(got, Array.from({ length: n }, (_, i) => i), "all messages, in order");
+    }));
+
+  Deno.test(`PUB/SUB with prefix filters over ${t}`, () =>
+    withReactor(async (r, dir) => {
+      const pub = r.socket("PUB");
+      const ep = await bound(pub, endpointFor(t, dir));
+      const sub = r.socket("SUB");
+      await sub.subscribe("Flow~");
+      await sub.subscribe("ping");
+      await sub.connect(ep);
+      const it = sub.messages();
+      // Slow joiner: publish pings until one arrives, so the subscription is known to be active.
+      // One receive stays pending across tries, so no message is lost to an abandoned promise.
+      const first = it.next();
+      for (let i = 0; i < 500; i++) {
+        await pub.send([enc.encode("ping")]);
+        if (await Promise.race([first, delay(20)])) break;
+      }
+      for (const topic of ["FlowX~~~~done", "Flow~~~~done", "Other~~~~done", "Flow~PUBLISH~s~c~a"]) {
+        await pub.send([enc.encode(topic), enc.encode("{}")]);
+      }
+      await pub.send([enc.encode("ping"), enc.encode("end")]);
+      const seen: string[] = [];
+      for await (const [topic, body] of it) {
+        const name = dec.decode(topic);
+        if (name !== "ping") seen.push(name);
+        else if (body && dec.decode(body) === "end") break;
+      }
+      assert.deepEqual(seen, ["Flow~~~~done", "Flow~PUBLISH~s~c~a"], "FlowX~ does not match Flow~");
+    }));
+
+  Deno.test(`ROUTER/DEALER routing by identity over ${t}`, () =>
+    withReactor(async (r, dir) => {
+      const router = r.socket("ROUTER", { routerMandatory: true });
+      const ep = await bound(router, endpointFor(t, dir));
+      const a = r.socket("DEALER", { routingId: "alice" });
+      const b = r.socket("DEALER", { routingId: "bob" });
+      await a.connect(ep);
+      await b.connect(ep);
+      await a.send([enc.encode("from alice")]);
+      await b.send([enc.encode("from bob")]);
+      const ids = new Set<string>();
+      for (let i = 0; i < 2; i++) {
+        const [id, body] = await router.receive();
+        assert.equal(dec.decode(body), `from ${dec.decode(id)}`);
+        ids.add(dec.decode(id));
+      }
+      assert.deepEqual([...ids].sort(), ["alice", "bob"]);
+      await router.send([enc.encode("bob"), enc.encode("for bob")]);
+      await router.send([enc.encode("alice"), enc.encode("for alice")]);
+      assert.equal(dec.decode((await a.receive())[0]), "for alice");
+      assert.equal(dec.decode((await b.receive())[0]), "for bob");
+      await assert.rejects(router.send([enc.encode("nobody"), enc.encode("x")]), /EHOSTUNREACH/);
+    }));
+}
+
+for (const t of ["ipc", "tcp"] as Transport[]) {
+  Deno.test(`PUSH/PULL across processes over ${t}: every message arrives`, () =>
+    withReactor(async (r, dir) => {
+      const pull = r.socket("PULL");
+      const ep = await bound(pull, endpointFor(t, dir));
+      const n = 20000;
+      const peer = spawnPeer("push", ep, String(n), "100");
+      let count = 0;
+      let sum = 0;
+      await new Promise<void>((res) =>
+        pull.onMessage(([m]) => {
+          assert.equal(m.length, 100);
+          sum += new DataView(m.buffer).getUint32(0);
+          if (++count === n) res();
+        })
+      );
+      assert.equal(sum, (n * (n - 1)) / 2, "each index once");
+      await finish(peer);
+    }));
+}
+
+Deno.test("ping-pong across processes: 2,000 round trips, 20 runs in a row, no hang", async (t) => {
+  for (const transport of ["ipc", "tcp"] as Transport[]) {
+    await t.step(transport, () =>
+      withReactor(async (r, dir) => {
+        const router = r.socket("ROUTER");
+        const ep = await bound(router, endpointFor(transport, dir));
+        const it = router.messages();
+        const runs = transport === "ipc" ? 20 : 5;
+        for (let run = 0; run < runs; run++) {
+          const peer = spawnPeer("echo", ep);
+          const hello = (await it.next()).value!;
+          assert.equal(dec.decode(hello[1]), "hello");
+          const id = hello[0];
+          const started = performance.now();
+          for (let i = 0; i < 2000; i++) {
+            const body = enc.encode(`ping ${run}/${i}`);
+            await router.send([id, body]);
+            const [rid, reply] = (await it.next()).value!;
+            assert.deepEqual(rid, id);
+            assert.equal(dec.decode(reply), `ping ${run}/${i}`);
+          }
+          const ms = performance.now() - started;
+          assert.ok(ms < 20000, `2,000 round trips took ${ms.toFixed(0)} ms`);
+          await finish(peer);
+        }
+      }));
+  }
+});
+
+Deno.test("a peer that reconnects 50 times is served every time", () =>
+  withReactor(async (r, dir) => {
+    const router = r.socket("ROUTER");
+    const ep = await bound(router, endpointFor("ipc", dir));
+    router.onMessage(([id, body]) => void router.send([id, body]));
+    const peer = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", PEER, "reconnect", ep, "50"],
+      stdout: "piped",
+      stderr: "inherit",
+    });
+    const out = await peer.output();
+    assert.equal(out.code, 0);
+    assert.equal(dec.decode(out.stdout).trim(), "reconnected 50");
+  }));
+
+Deno.test("closing a socket ends a pending receive; closing the reactor ends the rest", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmt" });
+  const r = new Reactor();
+  const a = r.socket("PULL");
+  await a.bind(`ipc://${dir}/a`);
+  const b = r.socket("SUB");
+  await b.connect(`ipc://${dir}/a-missing`);
+  const pendingA = a.receive();
+  const pendingB = b.messages().next();
+  await a.close();
+  await assert.rejects(pendingA, /closed while receiving/);
+  await a.close(); // twice is fine
+  await r.close();
+  assert.deepEqual(await pendingB, { value: undefined, done: true });
+  await r.close(); // twice is fine
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("ZMQ_MAXMSGSIZE drops an oversize message; later messages still arrive", () =>
+  withReactor(async (r, dir) => {
+    const pull = r.socket("PULL", { maxMessageSize: 1000 });
+    const ep = await bound(pull, endpointFor("ipc", dir));
+    const push = r.socket("PUSH", { reconnectInterval: 10 });
+    await push.connect(ep);
+    await push.send([new Uint8Array(5000).fill(1)]);
+    const it = pull.messages();
+    let next = it.next();
+    // The oversize frame makes libzmq drop the connection; the pusher reconnects and resends
+    // whatever it still holds. Keep sending small messages until one arrives.
+    let got: Uint8Array[] | undefined;
+    for (let i = 0; i < 200 && !got; i++) {
+      await push.send([enc.encode(`small ${i}`)]);
+      got = await Promise.race([next, delay(25)]).then((x) => (x ? x.value : undefined));
+    }
+    assert.ok(got, "a small message arrived after the oversize one");
+    assert.match(dec.decode(got[0]), /^small \d+$/, "the oversize message was never delivered");
+    next = it.next();
+    void next;
+  }));
+
+Deno.test("high-water mark backpressure: send waits for room instead of queueing without bound", () =>
+  withReactor(async (r, dir) => {
+    const pull = r.socket("PULL", { receiveHighWaterMark: 10 });
+    const ep = await bound(pull, endpointFor("inproc", dir));
+    const push = r.socket("PUSH", { sendHighWaterMark: 10 });
+    await push.connect(ep);
+    let accepted = 0;
+    while (push.sendNow([enc.encode(`m${accepted}`)])) accepted++;
+    assert.ok(accepted >= 10 && accepted <= 40, `accepted ${accepted} before the mark`);
+    let sent = false;
+    const waiting = push.send([enc.encode("late")]).then(() => (sent = true));
+    await delay(50);
+    assert.equal(sent, false, "the send waits while the pipe is full");
+    const received: string[] = [];
+    pull.onMessage(([m]) => received.push(dec.decode(m)));
+    await waiting;
+    assert.equal(sent, true);
+    while (received.length < accepted + 1) await delay(5);
+    assert.equal(received.at(-1), "late");
+  }));
+
+function delay(ms: number): Promise<undefined> {
+  return new Promise((res) => setTimeout(() => res(undefined), ms));
+}
