@@ -15,11 +15,64 @@ import {
   explainCommand,
   flowsCommand,
   type Output,
+  sendCommand,
+  statsCommand,
+  tapCommand,
 } from "./src/commands.ts";
+import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
+import { setupLogging } from "./src/log.ts";
+import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/run.ts";
 
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
     .choices(["flow", "mapping"]);
+
+const supervisedOption = () =>
+  new Option("--supervised", "run under `start`: stop when standard input closes, ignore SIGINT/SIGTERM")
+    .hideHelp();
+
+/** Adds `--config`, `--runtime-dir` and one flag per setting (`--step-limit`, …). */
+function withConfig(cmd: Command): Command {
+  cmd.option("--config <file>", "an INI file with a [ZManager] section (DigitalPy key names)");
+  for (const key of CONFIG_KEYS) {
+    if (key === "worker_count") continue; // `start --workers`
+    cmd.option(`--${key.replaceAll("_", "-")} <value>`, `setting ${key}`);
+  }
+  return cmd;
+}
+
+function camel(key: string): string {
+  return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** Resolves the config of a command: defaults < --config file < environment < flags. */
+async function configFrom(opts: Record<string, unknown>, io: Output): Promise<Config | undefined> {
+  const flags: PartialConfig = {};
+  for (const key of CONFIG_KEYS) {
+    const v = opts[camel(key)];
+    if (typeof v === "string") flags[key] = v;
+  }
+  if (typeof opts.workers === "string") flags.worker_count = opts.workers;
+  try {
+    return await loadConfig({ file: opts.config as string | undefined, flags });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      io.err(`error: ${e.message}`);
+      return undefined;
+    }
+    throw e;
+  }
+}
+
+/** The flags that give a child process exactly this config. */
+function configArgs(config: Config, _file?: string): string[] {
+  const out: string[] = [];
+  for (const key of CONFIG_KEYS) {
+    if (key === "worker_count") continue;
+    out.push(`--${key.replaceAll("_", "-")}`, String(config[key]));
+  }
+  return out;
+}
 
 /** Builds the command tree; `run` is called with each command's exit code. */
 export function buildProgram(io: Output, setCode: (code: number) => void): Command {
@@ -55,13 +108,92 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .option("--json", "print one JSON document")
     .action((opts) => setCode(doctorCommand(opts, io)));
 
-  program.command("start")
-    .description("run Subject, Integration Manager and workers together (not yet available)")
-    .argument("[files...]", "flow and mapping files")
-    .action(() => {
-      io.err("start: not yet available; the runtime roles land with the runtime issue");
-      setCode(ExitCode.failure);
+  withConfig(
+    program.command("start")
+      .description(
+        "run the Integration Manager, the Subject and N worker processes together (the bundled example when no files are given)",
+      )
+      .argument("[files...]", "flow and mapping files")
+      .option("--workers <n>", "worker processes (worker_count)")
+      .option("--strict", "cross-file conflicts and unresolved targets are errors"),
+  ).action(async (files: string[], opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    setCode(
+      await runStart(config, { roleArgs: configArgs(config, opts.config), files, strict: opts.strict }),
+    );
+  });
+
+  for (
+    const [name, description, run] of [
+      ["subject", "run the Subject alone", runSubject],
+      ["worker", "run one worker alone", runWorker],
+    ] as const
+  ) {
+    withConfig(
+      program.command(name).description(description)
+        .argument("[files...]", "flow and mapping files (the bundled example when none are given)")
+        .option("--strict", "cross-file conflicts and unresolved targets are errors")
+        .addOption(supervisedOption()),
+    ).action(async (files: string[], opts) => {
+      const config = await configFrom(opts, io);
+      if (!config) return setCode(ExitCode.usage);
+      setupLogging();
+      setCode(await run(config, files, opts.strict, opts.supervised));
     });
+  }
+
+  withConfig(
+    program.command("integration-manager").description("run the Integration Manager alone")
+      .addOption(supervisedOption()),
+  ).action(async (opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    setupLogging();
+    setCode(await runIntegrationManager(config, opts.supervised));
+  });
+
+  withConfig(
+    program.command("send")
+      .description("push a request to the Subject; with --wait print its final publication as JSON")
+      .argument("<flow>", "the flow to run")
+      .option("--data <json>", "the request's values, a JSON object", "{}")
+      .option("--wait", "wait for the final publication; exit 1 on an error publication, 3 on timeout")
+      .option("--key <key>", "the action key the request names (default: the flow's entry)")
+      .option("--id <id>", "the request id (default: a random UUID)")
+      .option("--timeout <ms>", "milliseconds to wait with --wait", "30000"),
+  ).action(async (flow: string, opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    const timeout = Number(opts.timeout);
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+      io.err(`error: --timeout must be a positive number of milliseconds, got "${opts.timeout}"`);
+      return setCode(ExitCode.usage);
+    }
+    setCode(await sendCommand(config, flow, { ...opts, timeout }, io));
+  });
+
+  withConfig(
+    program.command("tap")
+      .description("print Integration Manager publications as JSON lines (all when no prefix is given)")
+      .argument("[prefixes...]", "topic prefixes, e.g. Hello~ or Hello~PUBLISH~")
+      .option("--count <n>", "exit after this many publications"),
+  ).action(async (prefixes: string[], opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    const count = opts.count === undefined ? undefined : Number(opts.count);
+    setCode(await tapCommand(config, prefixes, { count }, io));
+  });
+
+  withConfig(
+    program.command("stats")
+      .description("show each running role's counters (received, dispatched, published, errors, in flight)")
+      .option("--json", "print one JSON document"),
+  ).action(async (opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    setCode(await statsCommand(config, opts, io));
+  });
 
   return program;
 }
@@ -83,5 +215,6 @@ export async function main(args: readonly string[], io: Output = consoleOutput):
 }
 
 if (import.meta.main) {
+  setupLogging();
   Deno.exit(await main(Deno.args));
 }

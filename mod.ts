@@ -1,8 +1,10 @@
 /**
  * ZManager for Deno: a ZeroMQ message router that runs DigitalPy-style flows.
  *
- * This module exposes the pure topic system: action keys, flow and mapping files, the
- * seven-rule handler resolution, and the loaders.
+ * This module exposes the pure topic system (action keys, flow and mapping files, the
+ * seven-rule handler resolution, flow stepping, the wire format), the three roles
+ * ({@linkcode Subject}, {@linkcode Worker}, {@linkcode IntegrationManager}), the service
+ * {@linkcode Client}, and the project's own libzmq binding ({@linkcode Reactor}).
  *
  * @example
  * ```ts
@@ -28,3 +30,15 @@ export * from "./src/catalog.ts";
 export * from "./src/resolve.ts";
 export * from "./src/handler.ts";
 export * from "./src/load.ts";
+export * from "./src/flow_step.ts";
+export * from "./src/protocol.ts";
+export * from "./src/config.ts";
+export { Client, type ClientOptions, type RequestOptions, RequestTimeoutError } from "./src/client.ts";
+export {
+  IntegrationManager,
+  type IntegrationManagerOptions,
+  type IntegrationManagerStats,
+} from "./src/roles/integration_manager.ts";
+export { Subject, type SubjectOptions, type SubjectStats } from "./src/roles/subject.ts";
+export { type SegmentResult, Worker, type WorkerOptions, type WorkerStats } from "./src/roles/worker.ts";
+export * from "./src/zmq/mod.ts";

@@ -12,6 +12,9 @@ import { loadTarget } from "./handler.ts";
 import { loadFiles, pathToFileUrl } from "./load.ts";
 import type { MappingEntry } from "./mapping_file.ts";
 import { explainKey } from "./resolve.ts";
+import { Client, RequestTimeoutError } from "./client.ts";
+import type { Config } from "./config.ts";
+import { publicationJson } from "./protocol.ts";
 import { capabilities, libzmq, LibZmqNotFoundError } from "./zmq/ffi.ts";
 
 /** Documented exit codes of the CLI. */
@@ -223,4 +226,145 @@ export function doctorCommand(options: { json?: boolean }, io: Output = consoleO
     io.out(`deno ${info.deno} on ${info.os}`);
   }
   return ExitCode.ok;
+}
+
+/** Options of the `send` command. */
+export interface SendOptions {
+  /** The request's values, as JSON text. */
+  readonly data?: string;
+  /** Wait for the final publication and print it. */
+  readonly wait?: boolean;
+  /** The action key the request names. */
+  readonly key?: string;
+  /** The request id. */
+  readonly id?: string;
+  /** Milliseconds to wait with `wait`. */
+  readonly timeout?: number;
+}
+
+/** `send FLOW`: push a request; with `wait`, print its final publication. */
+export async function sendCommand(
+  config: Config,
+  flow: string,
+  options: SendOptions,
+  io: Output = consoleOutput,
+): Promise<number> {
+  let values: Record<string, unknown> = {};
+  if (options.data !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(options.data);
+    } catch (e) {
+      io.err(`error: --data is not valid JSON: ${(e as Error).message}`);
+      return ExitCode.usage;
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      io.err('error: --data must be a JSON object, e.g. --data \'{"name": "Ada"}\'');
+      return ExitCode.usage;
+    }
+    values = parsed as Record<string, unknown>;
+  }
+  if (options.key !== undefined) {
+    const r = tryParseActionKey(options.key);
+    if (!r.ok) {
+      io.err(`error: invalid --key "${options.key}" at column ${r.column}: ${r.reason}`);
+      return ExitCode.usage;
+    }
+  }
+  const client = await Client.connect({
+    subject: config.subject_pull_address,
+    publisher: config.integration_manager_pub_address,
+  });
+  try {
+    if (!options.wait) {
+      const id = await client.send(flow, values, { key: options.key, id: options.id });
+      io.out(JSON.stringify({ id }));
+      return ExitCode.ok;
+    }
+    const p = await client.request(flow, values, {
+      key: options.key,
+      id: options.id,
+      timeout: options.timeout ?? 30_000,
+    });
+    io.out(JSON.stringify(publicationJson(p)));
+    return p.error ? ExitCode.failure : ExitCode.ok;
+  } catch (e) {
+    if (e instanceof RequestTimeoutError) {
+      io.err(`error: ${e.message}; is the deployment running (deno task start) with the same --runtime-dir?`);
+      return ExitCode.timeout;
+    }
+    throw e;
+  } finally {
+    await client.close();
+  }
+}
+
+/** `tap [PREFIX…]`: print publications as JSON lines until interrupted (or `count` seen). */
+export async function tapCommand(
+  config: Config,
+  prefixes: readonly string[],
+  options: { count?: number; signal?: AbortSignal },
+  io: Output = consoleOutput,
+): Promise<number> {
+  const client = await Client.connect({
+    subject: config.subject_pull_address,
+    publisher: config.integration_manager_pub_address,
+  });
+  const ac = new AbortController();
+  options.signal?.addEventListener("abort", () => ac.abort(), { once: true });
+  const onSignal = () => ac.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const list = prefixes.length ? [...new Set(prefixes)] : [""];
+    // One subscription per prefix; a publication matching several prints once.
+    const iterators = await Promise.all(list.map((p) => client.subscribe(p, { signal: ac.signal })));
+    io.err(`tap: subscribed to ${list.map((p) => JSON.stringify(p)).join(", ")}`);
+    let seen = 0;
+    const printed = new WeakSet<object>();
+    await Promise.all(iterators.map(async (it) => {
+      for await (const p of it) {
+        if (printed.has(p)) continue;
+        printed.add(p);
+        io.out(JSON.stringify(publicationJson(p)));
+        if (options.count !== undefined && ++seen >= options.count) ac.abort();
+      }
+    }));
+    return ExitCode.ok;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await client.close();
+  }
+}
+
+/** `stats`: the counters each running role writes to the runtime directory. */
+export async function statsCommand(
+  config: Config,
+  options: { json?: boolean },
+  io: Output = consoleOutput,
+): Promise<number> {
+  const dir = `${config.runtime_dir}/stats`;
+  const rows: Record<string, unknown>[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.name.endsWith(".json")) continue;
+      try {
+        const row = JSON.parse(await Deno.readTextFile(`${dir}/${e.name}`));
+        if (Date.now() - row.at < 5000) rows.push(row);
+      } catch { /* being rewritten */ }
+    }
+  } catch {
+    io.err(`stats: no running roles found in ${config.runtime_dir}; is the deployment running?`);
+    return ExitCode.failure;
+  }
+  rows.sort((a, b) => String(a.role).localeCompare(String(b.role)) || Number(a.pid) - Number(b.pid));
+  if (options.json) io.out(JSON.stringify(rows, null, 2));
+  else {
+    for (const r of rows) {
+      const { role, pid, at: _at, ...counters } = r;
+      io.out(`${String(role).padEnd(20)} pid ${String(pid).padEnd(8)} ${JSON.stringify(counters)}`);
+    }
+  }
+  return rows.length ? ExitCode.ok : ExitCode.failure;
 }

@@ -372,6 +372,7 @@ export class ReactorSocket {
 
   /** Resumes receiving. */
   resume(): void {
+    if (!this.#paused) return;
     this.#paused = false;
     this.#reactor.wake();
   }

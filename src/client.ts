@@ -1,0 +1,371 @@
+/**
+ * The service client: push requests to the Subject, wait for their final publication,
+ * subscribe to Integration Manager topics, and handle `@PUBLISH` steps.
+ *
+ * Delivery: the Subject acknowledges every message it accepts; {@linkcode Client.drain}
+ * waits for those acknowledgements, so a service that drains before exiting never loses its
+ * last message in a socket queue. Subscriptions are confirmed with a ping that travels the
+ * whole path (client → Subject → Integration Manager → client) before a request is sent, so
+ * no publication is missed to ZeroMQ's slow-joiner effect.
+ *
+ * @module
+ */
+
+import { type ActionKey, formatActionKey, keysMatch, parseActionKey, PUBLISH } from "./action_key.ts";
+import type { Handler, Values } from "./handler.ts";
+import { logger } from "./log.ts";
+import { TIMED_OUT, withTimeout } from "./_async.ts";
+import {
+  decodeHeader,
+  encodeHeader,
+  type Header,
+  isFinal,
+  type Publication,
+  text,
+  toPublication,
+  utf8,
+} from "./protocol.ts";
+import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
+
+/** Options of {@linkcode Client.connect}. */
+export interface ClientOptions {
+  /** The Subject's request endpoint (`subject_pull_address`). */
+  readonly subject: string;
+  /** The Integration Manager's publish endpoint (`integration_manager_pub_address`). */
+  readonly publisher: string;
+  /** Milliseconds {@linkcode Client.request} waits for the final publication. @default {30000} */
+  readonly requestTimeout?: number;
+  /** A reactor to share; by default the client makes its own. */
+  readonly reactor?: Reactor;
+}
+
+/** Options of one request. */
+export interface RequestOptions {
+  /** Milliseconds to wait for the final publication. */
+  readonly timeout?: number;
+  /** Aborts the wait (the request itself may still run). */
+  readonly signal?: AbortSignal;
+  /** The action key the request names (default: the flow's entry, `??`). */
+  readonly key?: string;
+  /** The request id (default: a random UUID). */
+  readonly id?: string;
+}
+
+/** The wait for a request's final publication ended without one. */
+export class RequestTimeoutError extends Error {
+  /** The request id. */
+  readonly id: string;
+  /** Builds the error. */
+  constructor(id: string, ms: number) {
+    super(`No final publication for request ${id} within ${ms} ms`);
+    this.name = "RequestTimeoutError";
+    this.id = id;
+  }
+}
+
+interface Waiter {
+  resolve(p: Publication): void;
+  reject(e: unknown): void;
+}
+
+interface Subscription {
+  readonly prefix: string;
+  readonly push: (p: Publication) => void;
+  readonly end?: () => void;
+}
+
+const PING = "ping";
+let clientCount = 0;
+
+/** A connection to a deployment, for services. */
+export class Client {
+  readonly #reactor: Reactor;
+  readonly #ownsReactor: boolean;
+  readonly #timeout: number;
+  readonly #log = logger("client");
+  readonly #clientId = `${Deno.pid}-${++clientCount}-${crypto.randomUUID().slice(0, 8)}`;
+  #dealer!: ReactorSocket;
+  #sub!: ReactorSocket;
+  readonly #waiters = new Map<string, Waiter>();
+  readonly #pings = new Map<string, () => void>();
+  readonly #unacked = new Map<string, number>();
+  #ackWaiters: (() => void)[] = [];
+  readonly #subscribed = new Map<string, Promise<void>>();
+  readonly #subs = new Set<Subscription>();
+  readonly #handlers = new Set<Promise<unknown>>();
+  #closed?: Promise<void>;
+
+  private constructor(options: ClientOptions) {
+    this.#reactor = options.reactor ?? new Reactor();
+    this.#ownsReactor = !options.reactor;
+    this.#timeout = options.requestTimeout ?? 30_000;
+  }
+
+  /** Connects to the Subject and the Integration Manager. */
+  static async connect(options: ClientOptions): Promise<Client> {
+    const c = new Client(options);
+    c.#dealer = c.#reactor.socket("DEALER", {
+      sendHighWaterMark: 100_000,
+      receiveHighWaterMark: 100_000,
+      linger: 2000,
+    });
+    await c.#dealer.connect(options.subject);
+    c.#dealer.onMessage((f) => c.#onDealer(f));
+    c.#sub = c.#reactor.socket("SUB", { receiveHighWaterMark: 100_000, linger: 0 });
+    await c.#sub.connect(options.publisher);
+    c.#sub.onMessage((f) => c.#onPublication(f));
+    return c;
+  }
+
+  #onDealer(frames: Uint8Array[]): void {
+    if (frames.length === 2 && text(frames[0]) === "ACK") {
+      let ids: unknown;
+      try {
+        ids = JSON.parse(text(frames[1]));
+      } catch {
+        return;
+      }
+      if (!Array.isArray(ids)) return;
+      for (const id of ids) {
+        const n = (this.#unacked.get(id) ?? 1) - 1;
+        if (n <= 0) this.#unacked.delete(id);
+        else this.#unacked.set(id, n);
+      }
+      if (this.#unacked.size === 0 && this.#ackWaiters.length) {
+        const ws = this.#ackWaiters;
+        this.#ackWaiters = [];
+        for (const w of ws) w();
+      }
+    }
+  }
+
+  #onPublication(frames: Uint8Array[]): void {
+    if (frames.length !== 3) return;
+    const header = decodeHeader(frames[1]);
+    if (typeof header === "string") return;
+    if (header.k === "ping") {
+      this.#pings.get(header.id)?.();
+      return;
+    }
+    const p = toPublication(frames);
+    if (typeof p === "string") return;
+    if (isFinal(p)) {
+      const w = this.#waiters.get(p.id);
+      if (w) {
+        this.#waiters.delete(p.id);
+        w.resolve(p);
+      }
+    }
+    for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
+  }
+
+  /** Sends one message to the Subject; requests (not pings) count until acknowledged. */
+  async #push(topic: string, header: Header, values: Uint8Array): Promise<void> {
+    if (header.k !== "ping") this.#unacked.set(header.id, (this.#unacked.get(header.id) ?? 0) + 1);
+    await this.#dealer.send([utf8(topic), encodeHeader(header), values]);
+  }
+
+  /**
+   * Subscribes to a topic prefix and resolves once publications on it are known to arrive:
+   * a fresh ping subscription, sent after it on the same connection, must see its ping.
+   */
+  #subscribe(prefix: string): Promise<void> {
+    let p = this.#subscribed.get(prefix);
+    if (p) return p;
+    p = (async () => {
+      await this.#sub.subscribe(prefix);
+      const nonce = crypto.randomUUID();
+      const pingTopic = `~~~~${PING}-${this.#clientId}-${nonce.slice(0, 8)}`;
+      await this.#sub.subscribe(pingTopic);
+      try {
+        const seen = new Promise<void>((r) => this.#pings.set(nonce, r));
+        for (let i = 0;; i++) {
+          await this.#push(pingTopic, { v: 1, id: nonce, k: "ping" }, utf8("{}"));
+          if ((await withTimeout(seen, Math.min(50 * (i + 1), 500))) !== TIMED_OUT) break;
+          if (this.#closed) throw new Error("client closed");
+        }
+      } finally {
+        this.#pings.delete(nonce);
+        await this.#sub.unsubscribe(pingTopic).catch(() => {});
+      }
+    })();
+    this.#subscribed.set(prefix, p);
+    p.catch(() => this.#subscribed.delete(prefix));
+    return p;
+  }
+
+  /**
+   * Pushes a request and resolves with its final publication (`done` or `error`), matched by
+   * request id. Error publications resolve too: check `error` on the result.
+   *
+   * @throws {RequestTimeoutError} when no final publication arrives in time.
+   */
+  async request(flow: string, values: Values = {}, options: RequestOptions = {}): Promise<Publication> {
+    const id = options.id ?? crypto.randomUUID();
+    const ms = options.timeout ?? this.#timeout;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const result = new Promise<Publication>((resolve, reject) => {
+      this.#waiters.set(id, { resolve, reject });
+      timer = setTimeout(() => reject(new RequestTimeoutError(id, ms)), ms);
+      if (options.signal) {
+        onAbort = () => reject(options.signal!.reason);
+        if (options.signal.aborted) onAbort();
+        options.signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    try {
+      // The timeout covers the subscription handshake too (no deployment: no ping comes back).
+      await Promise.race([this.#subscribe(`${flow}~~~~`), result]);
+      await this.#push(this.#requestTopic(flow, options.key), { v: 1, id }, utf8(JSON.stringify(values)));
+      return await result;
+    } finally {
+      clearTimeout(timer);
+      this.#waiters.delete(id);
+      if (onAbort) options.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #requestTopic(flow: string, key?: string): string {
+    const k = key ? parseActionKey(key) : { sender: "", context: "", decorator: "", action: "" };
+    return `${flow}~${k.decorator}~${k.sender}~${k.context}~${k.action}`;
+  }
+
+  /**
+   * Pushes a request without waiting for its result; resolves with its id once the Subject
+   * has accepted it.
+   */
+  async send(
+    flow: string,
+    values: Values = {},
+    options: Pick<RequestOptions, "key" | "id"> = {},
+  ): Promise<string> {
+    const id = options.id ?? crypto.randomUUID();
+    await this.#push(this.#requestTopic(flow, options.key), { v: 1, id }, utf8(JSON.stringify(values)));
+    await this.#acked();
+    return id;
+  }
+
+  #acked(): Promise<void> {
+    if (this.#unacked.size === 0) return Promise.resolve();
+    return new Promise((r) => this.#ackWaiters.push(r));
+  }
+
+  /**
+   * Publications whose topic starts with `prefix`, as an async iterable. Subscribe by flow
+   * with `Flow~`, by flow and decorator with `Flow~PUBLISH~`, or to everything with `""`;
+   * see {@linkcode subscriptionPrefix}. Resolves once the subscription is active.
+   */
+  async subscribe(
+    prefix: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<AsyncIterableIterator<Publication>> {
+    const queue: Publication[] = [];
+    let wake: (() => void) | undefined;
+    let done = false;
+    const finish = () => {
+      done = true;
+      this.#subs.delete(sub);
+      wake?.();
+    };
+    const sub: Subscription = {
+      prefix,
+      push: (p) => {
+        queue.push(p);
+        wake?.();
+      },
+      end: finish,
+    };
+    this.#subs.add(sub);
+    await this.#subscribe(prefix);
+    options.signal?.addEventListener("abort", finish, { once: true });
+    const it: AsyncIterableIterator<Publication> = {
+      [Symbol.asyncIterator]: () => it,
+      next: async () => {
+        while (!queue.length && !done && !this.#closed) await new Promise<void>((r) => (wake = r));
+        if (queue.length) return { value: queue.shift()!, done: false };
+        return { value: undefined, done: true };
+      },
+      return: () => {
+        finish();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+    return it;
+  }
+
+  /**
+   * Handles a `@PUBLISH` step: runs `handler` for each publication of a step matching `key`
+   * (its decorator taken as PUBLISH) and pushes the continuation of the flow back to the
+   * Subject. With `flow`, the subscription is a ZeroMQ prefix of that flow's step topic;
+   * without it, every publication is received and filtered here. A handler that throws
+   * produces a `handler_error` publication for the request. Resolves once active.
+   */
+  async handle(key: string, handler: Handler, options: { flow?: string } = {}): Promise<void> {
+    const parsed = parseActionKey(key);
+    const k: ActionKey = { ...parsed, decorator: PUBLISH };
+    const prefix = options.flow ? `${options.flow}~${PUBLISH}~${k.sender}~${k.context}~${k.action}` : "";
+    const sub: Subscription = {
+      prefix,
+      push: (p) => {
+        if (p.decorator !== PUBLISH || p.position === undefined) return;
+        if (
+          !keysMatch(k, { sender: p.sender, context: p.context, decorator: p.decorator, action: p.action })
+        ) return;
+        const run = this.#runHandler(handler, p).finally(() => this.#handlers.delete(run));
+        this.#handlers.add(run);
+      },
+    };
+    this.#subs.add(sub);
+    await this.#subscribe(prefix);
+    this.#log.debug("Handling {key}", { key: formatActionKey(k) });
+  }
+
+  async #runHandler(handler: Handler, p: Publication): Promise<void> {
+    const ac = new AbortController();
+    let out: Values | undefined;
+    let failure: string | undefined;
+    try {
+      const r = await handler(p.values, {
+        key: { sender: p.sender, context: p.context, decorator: p.decorator, action: p.action },
+        flow: p.flow,
+        id: p.id,
+        position: p.position!,
+        logger: logger("handler", p.flow),
+        signal: ac.signal,
+      });
+      if (r === null || typeof r !== "object" || Array.isArray(r)) failure = "handler returned a non-object";
+      else out = r;
+    } catch (e) {
+      failure = e instanceof Error ? e.message : String(e);
+    }
+    const header: Header = { v: 1, id: p.id, pos: p.position! + 1, n: 0 };
+    if (failure !== undefined) header.error = { code: "handler_error", message: failure };
+    await this.#push(p.topic, header, utf8(JSON.stringify(out ?? p.values)));
+  }
+
+  /** Waits until every handler has finished and every message sent has been accepted. */
+  async drain(): Promise<void> {
+    while (this.#handlers.size) await Promise.allSettled([...this.#handlers]);
+    await this.#acked();
+  }
+
+  /** Drains, then closes. Pending `request()` calls reject. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      await withTimeout(this.drain(), 5000);
+      for (const w of this.#waiters.values()) w.reject(new Error("client closed"));
+      this.#waiters.clear();
+      for (const s of [...this.#subs]) s.end?.();
+      this.#subs.clear();
+      if (this.#ownsReactor) await this.#reactor.close();
+      else await Promise.all([this.#dealer.close(), this.#sub.close()]);
+    })();
+    return this.#closed;
+  }
+
+  /** Same as {@linkcode Client.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

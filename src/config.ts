@@ -1,0 +1,193 @@
+/**
+ * Configuration (SPEC §7): built-in defaults < an INI file's `[ZManager]` section (DigitalPy's
+ * key names) < `ZMANAGER_*` environment variables < command-line flags.
+ *
+ * @module
+ */
+
+import { scanIni } from "./_ini.ts";
+import { DEFAULT_STEP_LIMIT } from "./flow_step.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE } from "./protocol.ts";
+
+/** Every setting, resolved. */
+export interface Config {
+  /** Where the default ipc endpoints live. */
+  readonly runtime_dir: string;
+  /** Where services push requests to the Subject. */
+  readonly subject_pull_address: string;
+  /** Where workers connect to the Subject. */
+  readonly subject_worker_address: string;
+  /** Where the Subject (and only it) pushes results to the Integration Manager. */
+  readonly integration_manager_pull_address: string;
+  /** Where the Integration Manager publishes. */
+  readonly integration_manager_pub_address: string;
+  /** Worker processes `start` runs. */
+  readonly worker_count: number;
+  /** Steps one worker runs at once (its credit with the Subject). */
+  readonly worker_concurrency: number;
+  /** Largest number of steps one request may run. */
+  readonly step_limit: number;
+  /** Milliseconds a handler may run before a `timeout` error. */
+  readonly handler_timeout: number;
+  /** Milliseconds between worker heartbeats. */
+  readonly heartbeat_interval: number;
+  /** Milliseconds of silence after which the Subject declares a worker dead. */
+  readonly heartbeat_timeout: number;
+  /** Largest accepted frame, in bytes. */
+  readonly max_message_size: number;
+  /** Requests the Subject holds waiting for worker credit before it stops reading. */
+  readonly max_pending: number;
+}
+
+/** Names of the settings, in documentation order. */
+export const CONFIG_KEYS: readonly (keyof Config)[] = [
+  "runtime_dir",
+  "subject_pull_address",
+  "subject_worker_address",
+  "integration_manager_pull_address",
+  "integration_manager_pub_address",
+  "worker_count",
+  "worker_concurrency",
+  "step_limit",
+  "handler_timeout",
+  "heartbeat_interval",
+  "heartbeat_timeout",
+  "max_message_size",
+  "max_pending",
+];
+
+const NUMERIC = new Set<keyof Config>([
+  "worker_count",
+  "worker_concurrency",
+  "step_limit",
+  "handler_timeout",
+  "heartbeat_interval",
+  "heartbeat_timeout",
+  "max_message_size",
+  "max_pending",
+]);
+
+/** The default runtime directory: short, private to the user, the same for every command. */
+export function defaultRuntimeDir(): string {
+  const uid = Deno.uid() ?? 0;
+  const base = Deno.env.get("XDG_RUNTIME_DIR") && (Deno.env.get("XDG_RUNTIME_DIR")!.length < 40)
+    ? Deno.env.get("XDG_RUNTIME_DIR")!
+    : "/tmp";
+  return `${base}/zmanager-${uid}`;
+}
+
+/** Settings given as text, before defaults are filled in. */
+export type PartialConfig = Partial<Record<keyof Config, string | number>>;
+
+/** A bad setting. */
+export class ConfigError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Reads the `[ZManager]` section of an INI file; unknown keys are errors naming the line. */
+export function parseConfigIni(textContent: string, file: string): PartialConfig {
+  const out: PartialConfig = {};
+  let inSection = false;
+  const errors: string[] = [];
+  for (const l of scanIni(textContent)) {
+    if (l.kind === "section") {
+      inSection = l.name.toLowerCase() === "zmanager";
+      continue;
+    }
+    if (!inSection) continue;
+    if (l.kind === "malformed") {
+      errors.push(`${file}:${l.line}:${l.column}: ${l.reason}`);
+      continue;
+    }
+    const eq = l.text.search(/[=:]/);
+    if (eq < 0) {
+      errors.push(`${file}:${l.line}:${l.column}: expected key = value`);
+      continue;
+    }
+    const key = l.text.slice(0, eq).trim().toLowerCase() as keyof Config;
+    if (!CONFIG_KEYS.includes(key)) {
+      errors.push(
+        `${file}:${l.line}:${l.column}: unknown setting "${key}"; known: ${CONFIG_KEYS.join(", ")}`,
+      );
+      continue;
+    }
+    out[key] = l.text.slice(eq + 1).trim();
+  }
+  if (errors.length) throw new ConfigError(errors.join("\n"));
+  return out;
+}
+
+/** Settings from `ZMANAGER_<KEY>` environment variables. */
+export function configFromEnv(env: Record<string, string> = Deno.env.toObject()): PartialConfig {
+  const out: PartialConfig = {};
+  for (const key of CONFIG_KEYS) {
+    const v = env[`ZMANAGER_${key.toUpperCase()}`];
+    if (v !== undefined && v !== "") out[key] = v;
+  }
+  return out;
+}
+
+/**
+ * Resolves layers, lowest precedence first, into a full config. Endpoints not given
+ * default to ipc endpoints in the runtime directory.
+ */
+export function resolveConfig(...layers: PartialConfig[]): Config {
+  const merged: PartialConfig = {};
+  for (const layer of layers) {
+    for (const [k, v] of Object.entries(layer)) if (v !== undefined) merged[k as keyof Config] = v;
+  }
+  const dir = String(merged.runtime_dir ?? defaultRuntimeDir()).replace(/\/+$/, "");
+  const num = (key: keyof Config, def: number, min: number): number => {
+    const raw = merged[key];
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) {
+      throw new ConfigError(`setting ${key} must be a whole number of at least ${min}, got "${raw}"`);
+    }
+    return n;
+  };
+  for (const k of Object.keys(merged) as (keyof Config)[]) {
+    if (!NUMERIC.has(k) && typeof merged[k] !== "string") merged[k] = String(merged[k]);
+  }
+  return {
+    runtime_dir: dir,
+    subject_pull_address: String(merged.subject_pull_address ?? `ipc://${dir}/subject`),
+    subject_worker_address: String(merged.subject_worker_address ?? `ipc://${dir}/workers`),
+    integration_manager_pull_address: String(
+      merged.integration_manager_pull_address ?? `ipc://${dir}/im-pull`,
+    ),
+    integration_manager_pub_address: String(merged.integration_manager_pub_address ?? `ipc://${dir}/im-pub`),
+    worker_count: num("worker_count", navigator.hardwareConcurrency || 1, 0),
+    worker_concurrency: num("worker_concurrency", 64, 1),
+    step_limit: num("step_limit", DEFAULT_STEP_LIMIT, 1),
+    handler_timeout: num("handler_timeout", 30_000, 1),
+    heartbeat_interval: num("heartbeat_interval", 1000, 10),
+    heartbeat_timeout: num("heartbeat_timeout", 5000, 50),
+    max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
+    max_pending: num("max_pending", 10_000, 1),
+  };
+}
+
+/** Loads a config: defaults < file < environment < flags. */
+export async function loadConfig(options: { file?: string; flags?: PartialConfig } = {}): Promise<Config> {
+  let fromFile: PartialConfig = {};
+  if (options.file) {
+    let content: string;
+    try {
+      content = await Deno.readTextFile(options.file);
+    } catch (e) {
+      throw new ConfigError(`${options.file}: cannot read the config file: ${(e as Error).message}`);
+    }
+    fromFile = parseConfigIni(content, options.file);
+  }
+  return resolveConfig(fromFile, configFromEnv(), options.flags ?? {});
+}
+
+/** Creates the runtime directory (mode 0700) if it does not exist. */
+export async function ensureRuntimeDir(config: Config): Promise<void> {
+  await Deno.mkdir(config.runtime_dir, { recursive: true, mode: 0o700 });
+}

@@ -1,0 +1,229 @@
+/**
+ * The wire format (see PROTOCOL.md). Pure: encoding and decoding of frames, no sockets.
+ *
+ * Data messages are three frames: `topic`, `header` (JSON), `values` (JSON).
+ *
+ * @module
+ */
+
+import type { ActionKey } from "./action_key.ts";
+
+/** The protocol version carried in every header as `v`. */
+export const PROTOCOL_VERSION = 1;
+/** Default largest accepted frame, in bytes. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024;
+
+/** Error codes of error publications (SPEC §6, plus `no_step` and `bad_request`). */
+export type ErrorCode =
+  | "unknown_flow"
+  | "no_step"
+  | "no_handler"
+  | "handler_error"
+  | "timeout"
+  | "step_limit"
+  | "bad_resume"
+  | "bad_request"
+  | "overloaded";
+
+/** The JSON header frame. */
+export interface Header {
+  /** Protocol version, {@linkcode PROTOCOL_VERSION}. */
+  v: number;
+  /** The request id; every publication of a request carries it. */
+  id: string;
+  /** Position of the step in its flow, when known. */
+  pos?: number;
+  /** Steps run so far for this request (the step-limit counter). */
+  n?: number;
+  /** Message kind: absent for requests and results; `ping` for a readiness probe. */
+  k?: "ping";
+  /** On error publications. */
+  error?: { code: ErrorCode; message: string };
+  /** On pause publications: the token that resumes the flow. */
+  resume?: string;
+}
+
+/** The five fields of a topic. */
+export interface TopicFields {
+  /** The flow (config) name. */
+  readonly flow: string;
+  /** Decorator. */
+  readonly decorator: string;
+  /** Sender. */
+  readonly sender: string;
+  /** Context. */
+  readonly context: string;
+  /** Action. */
+  readonly action: string;
+}
+
+/** A publication as shown outside the wire (CLI, tap, client API). */
+export interface Publication extends TopicFields {
+  /** The topic frame. */
+  readonly topic: string;
+  /** The request id. */
+  readonly id: string;
+  /** The values. */
+  readonly values: Record<string, unknown>;
+  /** Position of the step, on step publications. */
+  readonly position?: number;
+  /** On error publications. */
+  readonly error?: { readonly code: ErrorCode; readonly message: string };
+  /** On pause publications. */
+  readonly resume?: string;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** UTF-8 encode. */
+export function utf8(s: string): Uint8Array {
+  return encoder.encode(s);
+}
+
+/** UTF-8 decode. */
+export function text(b: Uint8Array): string {
+  return decoder.decode(b);
+}
+
+/**
+ * The topic of a key in a flow: `flow~decorator~sender~context~action`.
+ *
+ * @example
+ * ```ts
+ * import { formatTopic } from "./protocol.ts";
+ * formatTopic("Chat", { sender: "", context: "Chat", decorator: "PUBLISH", action: "Send" });
+ * // "Chat~PUBLISH~~Chat~Send"
+ * ```
+ */
+export function formatTopic(flow: string, key: ActionKey): string {
+  return `${flow}~${key.decorator}~${key.sender}~${key.context}~${key.action}`;
+}
+
+/** The topic of a flow's end: `Flow~~~~done`. */
+export function doneTopic(flow: string): string {
+  return `${flow}~~~~done`;
+}
+
+/** The topic of a flow's error publications: `Flow~~~~error`. */
+export function errorTopic(flow: string): string {
+  return `${flow}~~~~error`;
+}
+
+/**
+ * Splits a topic into its five fields; `undefined` unless there are exactly five.
+ *
+ * @example
+ * ```ts
+ * import { parseTopic } from "./protocol.ts";
+ * parseTopic("Echo~~~~done")?.action; // "done"
+ * ```
+ */
+export function parseTopic(topic: string): TopicFields | undefined {
+  const p = topic.split("~");
+  if (p.length !== 5) return undefined;
+  return { flow: p[0], decorator: p[1], sender: p[2], context: p[3], action: p[4] };
+}
+
+/**
+ * The subscription prefix for a flow, optionally narrowed to a decorator, as ZeroMQ prefix
+ * subscriptions see it. Always ends at a `~`, so `Flow~` never matches `FlowX~`.
+ *
+ * @example
+ * ```ts
+ * import { subscriptionPrefix } from "./protocol.ts";
+ * subscriptionPrefix("Chat"); // "Chat~"
+ * subscriptionPrefix("Chat", "PUBLISH"); // "Chat~PUBLISH~"
+ * ```
+ */
+export function subscriptionPrefix(flow: string, decorator?: string): string {
+  return decorator === undefined ? `${flow}~` : `${flow}~${decorator}~`;
+}
+
+/** Why a message was dropped. */
+export type DropReason = "frame_count" | "bad_topic" | "bad_header" | "bad_json" | "oversize";
+
+/** A decoded header, or why it could not be. */
+export function decodeHeader(frame: Uint8Array): Header | DropReason {
+  let h: unknown;
+  try {
+    h = JSON.parse(text(frame));
+  } catch {
+    return "bad_header";
+  }
+  if (h === null || typeof h !== "object" || Array.isArray(h)) return "bad_header";
+  const o = h as Record<string, unknown>;
+  if (o.v !== PROTOCOL_VERSION || typeof o.id !== "string" || o.id.length === 0 || o.id.length > 200) {
+    return "bad_header";
+  }
+  if (o.pos !== undefined && (!Number.isInteger(o.pos) || (o.pos as number) < 0)) return "bad_header";
+  if (o.n !== undefined && (!Number.isInteger(o.n) || (o.n as number) < 0)) return "bad_header";
+  return o as unknown as Header;
+}
+
+/** Encodes a header. */
+export function encodeHeader(h: Header): Uint8Array {
+  return encoder.encode(JSON.stringify(h));
+}
+
+/** Parses a values frame: it must be a JSON object. */
+export function decodeValues(frame: Uint8Array): Record<string, unknown> | DropReason {
+  let v: unknown;
+  try {
+    v = JSON.parse(text(frame));
+  } catch {
+    return "bad_json";
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return "bad_json";
+  return v as Record<string, unknown>;
+}
+
+/** Encodes values. */
+export function encodeValues(v: Record<string, unknown>): Uint8Array {
+  return encoder.encode(JSON.stringify(v));
+}
+
+/** Builds the JSON shape of a publication from its three frames. */
+export function toPublication(frames: readonly Uint8Array[]): Publication | DropReason {
+  if (frames.length !== 3) return "frame_count";
+  const topic = text(frames[0]);
+  const fields = parseTopic(topic);
+  if (!fields) return "bad_topic";
+  const header = decodeHeader(frames[1]);
+  if (typeof header === "string") return header;
+  const values = decodeValues(frames[2]);
+  if (typeof values === "string") return values;
+  return {
+    topic,
+    ...fields,
+    id: header.id,
+    values,
+    ...(header.pos !== undefined && fields.action !== "done" && fields.action !== "error"
+      ? { position: header.pos }
+      : {}),
+    ...(header.error ? { error: header.error } : {}),
+    ...(header.resume ? { resume: header.resume } : {}),
+  };
+}
+
+/** The JSON object SPEC §5 shows for a publication (key order fixed). */
+export function publicationJson(p: Publication): Record<string, unknown> {
+  return {
+    topic: p.topic,
+    flow: p.flow,
+    sender: p.sender,
+    context: p.context,
+    decorator: p.decorator,
+    action: p.action,
+    id: p.id,
+    values: p.values,
+    ...(p.error ? { error: p.error } : {}),
+    ...(p.resume ? { resume: p.resume } : {}),
+  };
+}
+
+/** True for the publications that end a request: `done` and `error`. */
+export function isFinal(p: Pick<Publication, "action" | "decorator" | "sender" | "context">): boolean {
+  return (p.action === "done" || p.action === "error") && p.decorator === "" && p.sender === "" &&
+    p.context === "";
+}

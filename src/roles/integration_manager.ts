@@ -1,0 +1,95 @@
+/**
+ * The Integration Manager: pulls results and publishes every message unchanged, on its
+ * topic (its first frame). No business logic; payloads are never decoded.
+ *
+ * @module
+ */
+
+import { logger } from "../log.ts";
+import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+
+/** Options of {@linkcode IntegrationManager.start}. */
+export interface IntegrationManagerOptions {
+  /** Endpoint to bind for results (only the Subject pushes here). */
+  readonly pullAddress: string;
+  /** Endpoint to bind for publications. */
+  readonly pubAddress: string;
+  /** Largest accepted frame in bytes; a peer sending more is disconnected by libzmq. */
+  readonly maxMessageSize?: number;
+  /** A reactor to share (for inproc deployments); by default the IM makes its own. */
+  readonly reactor?: Reactor;
+}
+
+/** Counters of an Integration Manager. */
+export interface IntegrationManagerStats {
+  /** Messages pulled. */
+  received: number;
+  /** Messages published. */
+  published: number;
+  /** Messages dropped because they did not have three frames. */
+  dropped: number;
+}
+
+/** A running Integration Manager. */
+export class IntegrationManager {
+  readonly #reactor: Reactor;
+  readonly #ownsReactor: boolean;
+  readonly #sockets: ReactorSocket[] = [];
+  readonly #stats: IntegrationManagerStats = { received: 0, published: 0, dropped: 0 };
+  #closed?: Promise<void>;
+
+  private constructor(reactor: Reactor, owns: boolean) {
+    this.#reactor = reactor;
+    this.#ownsReactor = owns;
+  }
+
+  /** Binds both endpoints and starts forwarding. */
+  static async start(options: IntegrationManagerOptions): Promise<IntegrationManager> {
+    const reactor = options.reactor ?? new Reactor();
+    const im = new IntegrationManager(reactor, !options.reactor);
+    const log = logger("integration-manager");
+    const pub = reactor.socket("PUB", { sendHighWaterMark: 100_000, linger: 2000 });
+    await pub.bind(options.pubAddress);
+    const pull = reactor.socket("PULL", {
+      receiveHighWaterMark: 100_000,
+      maxMessageSize: options.maxMessageSize,
+    });
+    await pull.bind(options.pullAddress);
+    im.#sockets.push(pull, pub);
+    const stats = im.#stats;
+    let warned = false;
+    pull.onMessage((frames) => {
+      stats.received++;
+      if (frames.length !== 3) {
+        stats.dropped++;
+        if (!warned) {
+          warned = true;
+          log.warn("Dropped a message with {count} frames (expected 3); further drops are only counted", {
+            count: frames.length,
+          });
+        }
+        return;
+      }
+      if (!pub.sendNow(frames)) void pub.send(frames);
+      stats.published++;
+    });
+    log.info("Integration Manager pulling on {pull}, publishing on {pub}", {
+      pull: options.pullAddress,
+      pub: options.pubAddress,
+    });
+    return im;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): IntegrationManagerStats {
+    return { ...this.#stats };
+  }
+
+  /** Stops and closes the sockets. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closed ??= this.#ownsReactor
+      ? this.#reactor.close()
+      : Promise.all(this.#sockets.map((s) => s.close())).then(() => {});
+    return this.#closed;
+  }
+}

@@ -1,0 +1,480 @@
+/**
+ * The Subject: the ventilator and load balancer. It receives requests from services, works
+ * out the next step of each request's flow, and sends plain steps to workers and `@PUBLISH`
+ * steps (and flow ends) to the Integration Manager. It never runs handler code.
+ *
+ * Workers connect with DEALER sockets and get steps only while they have credit (one credit
+ * per step they are willing to run at once), so a slow worker never hoards work. Every step
+ * sent to a worker stays in flight here until its result comes back; a worker that goes
+ * silent past the heartbeat timeout has its steps given to another. Results travel back
+ * through the Subject, which forwards them to the Integration Manager, so a result counts as
+ * delivered only once a long-lived process holds it.
+ *
+ * @module
+ */
+
+import type { ActionKey } from "../action_key.ts";
+import type { Flow } from "../flow_file.ts";
+import { placeRequest, stepKind } from "../flow_step.ts";
+import { logger } from "../log.ts";
+import {
+  decodeHeader,
+  doneTopic,
+  type DropReason,
+  encodeHeader,
+  type ErrorCode,
+  errorTopic,
+  formatTopic,
+  type Header,
+  parseTopic,
+  text,
+  utf8,
+} from "../protocol.ts";
+import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+
+/** Options of {@linkcode Subject.start}. */
+export interface SubjectOptions {
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** Endpoint to bind for services' requests. */
+  readonly pullAddress: string;
+  /** Endpoint to bind for workers. */
+  readonly workerAddress: string;
+  /** The Integration Manager's pull endpoint. */
+  readonly integrationManagerAddress: string;
+  /** @default {100} */
+  readonly stepLimit?: number;
+  /** Milliseconds of worker silence before its steps are given to another. @default {5000} */
+  readonly heartbeatTimeout?: number;
+  /** Requests held for worker credit before the Subject stops reading more. @default {10000} */
+  readonly maxPending?: number;
+  /** Largest accepted frame in bytes. */
+  readonly maxMessageSize?: number;
+  /** A reactor to share (inproc deployments); by default the Subject makes its own. */
+  readonly reactor?: Reactor;
+}
+
+/** Counters of a Subject. */
+export interface SubjectStats {
+  /** Requests received from services (including continuations and pings). */
+  received: number;
+  /** Steps sent to workers (including redeliveries). */
+  dispatched: number;
+  /** Messages sent to the Integration Manager. */
+  published: number;
+  /** Error publications made by the Subject (unknown flow, step limit…). */
+  errors: number;
+  /** Steps given to another worker after theirs went silent. */
+  redelivered: number;
+  /** Results that arrived for a step already given to another worker (ignored). */
+  lateResults: number;
+  /** Messages dropped, by reason. */
+  dropped: Record<string, number>;
+  /** Steps at workers now. */
+  inFlight: number;
+  /** Requests waiting for worker credit now. */
+  pending: number;
+  /** Workers connected now. */
+  workers: number;
+}
+
+interface WorkerState {
+  readonly key: string;
+  readonly idFrame: Uint8Array;
+  credit: number;
+  readonly inflight: Set<number>;
+  lastSeen: number;
+  leaving: boolean;
+}
+
+interface InFlight {
+  readonly worker: string;
+  /** topic, header, values */
+  readonly frames: readonly Uint8Array[];
+}
+
+const STEP = utf8("STEP");
+const ACK = utf8("ACK");
+const EMPTY_VALUES = utf8("{}");
+
+/** A running Subject. */
+export class Subject {
+  readonly #o: Required<Omit<SubjectOptions, "reactor" | "maxMessageSize">> & { maxMessageSize?: number };
+  readonly #reactor: Reactor;
+  readonly #ownsReactor: boolean;
+  readonly #log = logger("subject");
+  #services!: ReactorSocket;
+  #workersSock!: ReactorSocket;
+  #im!: ReactorSocket;
+  readonly #workers = new Map<string, WorkerState>();
+  readonly #inflight = new Map<number, InFlight>();
+  #pending: (readonly Uint8Array[])[] = [];
+  #pendingHead = 0;
+  #nextDispatch = 1;
+  #acks = new Map<string, { idFrame: Uint8Array; ids: string[] }>();
+  #acksScheduled = false;
+  #timer?: ReturnType<typeof setInterval>;
+  #draining = false;
+  #closed?: Promise<void>;
+  readonly #warned = new Set<string>();
+  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers"> = {
+    received: 0,
+    dispatched: 0,
+    published: 0,
+    errors: 0,
+    redelivered: 0,
+    lateResults: 0,
+    dropped: {},
+  };
+
+  private constructor(options: SubjectOptions) {
+    this.#reactor = options.reactor ?? new Reactor();
+    this.#ownsReactor = !options.reactor;
+    this.#o = {
+      flows: options.flows,
+      pullAddress: options.pullAddress,
+      workerAddress: options.workerAddress,
+      integrationManagerAddress: options.integrationManagerAddress,
+      stepLimit: options.stepLimit ?? 100,
+      heartbeatTimeout: options.heartbeatTimeout ?? 5000,
+      maxPending: options.maxPending ?? 10_000,
+      maxMessageSize: options.maxMessageSize,
+    };
+  }
+
+  /** Binds the service and worker endpoints, connects to the Integration Manager, and runs. */
+  static async start(options: SubjectOptions): Promise<Subject> {
+    const s = new Subject(options);
+    await s.#open();
+    return s;
+  }
+
+  async #open(): Promise<void> {
+    const r = this.#reactor;
+    this.#im = r.socket("PUSH", { sendHighWaterMark: 100_000, linger: 5000 });
+    await this.#im.connect(this.#o.integrationManagerAddress);
+    this.#workersSock = r.socket("ROUTER", {
+      maxMessageSize: this.#o.maxMessageSize,
+      sendHighWaterMark: 100_000,
+      receiveHighWaterMark: 100_000,
+    });
+    await this.#workersSock.bind(this.#o.workerAddress);
+    this.#services = r.socket("ROUTER", {
+      maxMessageSize: this.#o.maxMessageSize,
+      receiveHighWaterMark: 100_000,
+      sendHighWaterMark: 100_000,
+    });
+    await this.#services.bind(this.#o.pullAddress);
+    this.#workersSock.onMessage((f) => this.#onWorker(f));
+    this.#services.onMessage((f) => this.#onService(f));
+    const every = Math.max(10, Math.floor(this.#o.heartbeatTimeout / 4));
+    this.#timer = setInterval(() => this.#checkWorkers(), every);
+    this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
+      pull: this.#o.pullAddress,
+      workers: this.#o.workerAddress,
+      flows: this.#o.flows.size,
+    });
+  }
+
+  /** A snapshot of the counters. */
+  stats(): SubjectStats {
+    return {
+      ...this.#stats,
+      dropped: { ...this.#stats.dropped },
+      inFlight: this.#inflight.size,
+      pending: this.#pending.length - this.#pendingHead,
+      workers: this.#workers.size,
+    };
+  }
+
+  #drop(reason: DropReason | string, detail?: string): void {
+    this.#stats.dropped[reason] = (this.#stats.dropped[reason] ?? 0) + 1;
+    if (!this.#warned.has(reason)) {
+      this.#warned.add(reason);
+      this.#log.warn("Dropped a message: {reason}{detail}; further drops for this reason are only counted", {
+        reason,
+        detail: detail ? ` (${detail})` : "",
+      });
+    }
+  }
+
+  // ---- services ---------------------------------------------------------------------------
+
+  #onService(frames: Uint8Array[]): void {
+    this.#stats.received++;
+    if (frames.length !== 4) {
+      return this.#drop("frame_count", `${frames.length - 1} frames after the identity`);
+    }
+    const topic = text(frames[1]);
+    const fields = parseTopic(topic);
+    if (!fields) return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
+    const header = decodeHeader(frames[2]);
+    if (typeof header === "string") return this.#drop(header);
+    this.#ack(frames[0], header.id);
+    if (this.#draining) {
+      this.#errorPublish(fields.flow, header, frames[3], "overloaded", "the Subject is shutting down");
+      return;
+    }
+    if (header.k === "ping") {
+      if (!fields.action.startsWith("ping")) {
+        return this.#drop("bad_topic", "a ping's action must start with ping");
+      }
+      this.#toIM([frames[1], frames[2], frames[3]]);
+      return;
+    }
+    const flow = this.#o.flows.get(fields.flow);
+    if (!flow) {
+      return this.#errorPublish(
+        fields.flow,
+        header,
+        frames[3],
+        "unknown_flow",
+        `unknown flow "${fields.flow}"`,
+      );
+    }
+    if (header.error) {
+      // A service's handler for a @PUBLISH step failed: publish the error for the request.
+      const e = header.error;
+      return this.#errorPublish(
+        flow.name,
+        header,
+        frames[3],
+        e.code ?? "handler_error",
+        String(e.message ?? ""),
+      );
+    }
+    const key: ActionKey = {
+      sender: fields.sender,
+      context: fields.context,
+      decorator: fields.decorator,
+      action: fields.action,
+    };
+    const place = placeRequest(flow, key, header.pos);
+    if ("error" in place) return this.#errorPublish(flow.name, header, frames[3], "no_step", place.error);
+    this.#route(flow, place.position, header.id, header.n ?? 0, frames[3]);
+  }
+
+  #ack(idFrame: Uint8Array, id: string): void {
+    const k = text(idFrame);
+    let a = this.#acks.get(k);
+    if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
+    a.ids.push(id);
+    if (!this.#acksScheduled) {
+      this.#acksScheduled = true;
+      queueMicrotask(() => this.#flushAcks());
+    }
+  }
+
+  #flushAcks(): void {
+    this.#acksScheduled = false;
+    const acks = this.#acks;
+    this.#acks = new Map();
+    for (const { idFrame, ids } of acks.values()) {
+      const frames = [idFrame, ACK, utf8(JSON.stringify(ids))];
+      if (!this.#services.sendNow(frames)) void this.#services.send(frames).catch(() => {});
+    }
+  }
+
+  /** Sends a request at `position` of `flow` on its way. */
+  #route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
+    const kind = stepKind(flow, position);
+    if (kind === "done") {
+      this.#toIM([utf8(doneTopic(flow.name)), encodeHeader({ v: 1, id, n }), values]);
+      return;
+    }
+    if (n >= this.#o.stepLimit) {
+      return this.#errorPublish(
+        flow.name,
+        { id, pos: position, n },
+        values,
+        "step_limit",
+        `request ran ${n} steps, the limit is ${this.#o.stepLimit}`,
+      );
+    }
+    const step = flow.steps[position];
+    const topic = utf8(formatTopic(flow.name, step.key));
+    const header = encodeHeader({ v: 1, id, pos: position, n });
+    if (kind === "publish" || kind === "pause") {
+      this.#toIM([topic, header, values]);
+      return;
+    }
+    this.#dispatch([topic, header, values]);
+  }
+
+  #errorPublish(
+    flow: string,
+    h: Pick<Header, "id" | "pos" | "n">,
+    values: Uint8Array | undefined,
+    code: ErrorCode,
+    message: string,
+  ): void {
+    this.#stats.errors++;
+    const safeFlow = /^[A-Za-z0-9_.^-]*$/.test(flow) ? flow : "";
+    const header: Header = { v: 1, id: h.id, error: { code, message } };
+    if (h.pos !== undefined) header.pos = h.pos;
+    this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), values ?? EMPTY_VALUES]);
+  }
+
+  #toIM(frames: readonly Uint8Array[]): void {
+    this.#stats.published++;
+    if (!this.#im.sendNow(frames)) {
+      void this.#im.send(frames).catch((e) => this.#log.error("IM send failed: {e}", { e }));
+    }
+  }
+
+  // ---- workers ----------------------------------------------------------------------------
+
+  #dispatch(frames: readonly Uint8Array[]): void {
+    const w = this.#pickWorker();
+    if (!w) {
+      this.#pending.push(frames);
+      if (this.#pending.length - this.#pendingHead >= this.#o.maxPending) this.#services.pause();
+      return;
+    }
+    this.#sendTo(w, frames);
+  }
+
+  #pickWorker(): WorkerState | undefined {
+    let best: WorkerState | undefined;
+    for (const w of this.#workers.values()) {
+      if (!w.leaving && w.credit > 0 && (!best || w.credit > best.credit)) best = w;
+    }
+    return best;
+  }
+
+  #sendTo(w: WorkerState, frames: readonly Uint8Array[]): void {
+    const d = this.#nextDispatch++;
+    w.credit--;
+    w.inflight.add(d);
+    this.#inflight.set(d, { worker: w.key, frames });
+    this.#stats.dispatched++;
+    const msg = [w.idFrame, STEP, utf8(String(d)), frames[0], frames[1], frames[2]];
+    if (!this.#workersSock.sendNow(msg)) void this.#workersSock.send(msg).catch(() => {});
+  }
+
+  #pump(): void {
+    while (this.#pendingHead < this.#pending.length) {
+      const w = this.#pickWorker();
+      if (!w) break;
+      this.#sendTo(w, this.#pending[this.#pendingHead]);
+      this.#pending[this.#pendingHead++] = undefined as unknown as Uint8Array[];
+    }
+    if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
+      this.#pending = this.#pending.slice(this.#pendingHead);
+      this.#pendingHead = 0;
+    }
+    if (this.#pending.length - this.#pendingHead < this.#o.maxPending / 2) this.#services.resume();
+  }
+
+  #onWorker(frames: Uint8Array[]): void {
+    if (frames.length < 2) return this.#drop("frame_count", "worker message without a type");
+    const key = text(frames[0]);
+    const type = text(frames[1]);
+    let w = this.#workers.get(key);
+    if (type === "RESULT") {
+      // [id, RESULT, d, kind, topic, header, values]
+      if (frames.length !== 7) return this.#drop("frame_count", "worker RESULT");
+      const d = Number(text(frames[2]));
+      const f = this.#inflight.get(d);
+      if (!f) {
+        this.#stats.lateResults++;
+        return;
+      }
+      this.#inflight.delete(d);
+      const owner = this.#workers.get(f.worker);
+      if (owner) {
+        owner.inflight.delete(d);
+        owner.credit++;
+        owner.lastSeen = performance.now();
+      }
+      this.#toIM([frames[4], frames[5], frames[6]]);
+      this.#pump();
+      this.#maybeForget(owner);
+      return;
+    }
+    if (type === "READY" || type === "HB") {
+      let credit = 0;
+      try {
+        credit = Number(JSON.parse(text(frames[2] ?? utf8("{}"))).credit ?? 0);
+      } catch { /* a heartbeat without a body */ }
+      if (!w) {
+        w = { key, idFrame: frames[0], credit: 0, inflight: new Set(), lastSeen: 0, leaving: false };
+        this.#workers.set(key, w);
+        this.#log.info("Worker {worker} joined with {credit} credits", { worker: key, credit });
+      }
+      w.lastSeen = performance.now();
+      if (type === "READY" || w.credit + w.inflight.size === 0) {
+        w.credit = Math.max(0, credit - w.inflight.size);
+      }
+      this.#pump();
+      return;
+    }
+    if (type === "BYE") {
+      if (!w) return;
+      w.leaving = true;
+      this.#maybeForget(w);
+      return;
+    }
+    this.#drop("bad_worker_message", type.slice(0, 20));
+  }
+
+  #maybeForget(w: WorkerState | undefined): void {
+    if (w && w.leaving && w.inflight.size === 0) {
+      this.#workers.delete(w.key);
+      this.#log.info("Worker {worker} left", { worker: w.key });
+    }
+  }
+
+  #checkWorkers(): void {
+    const now = performance.now();
+    for (const w of [...this.#workers.values()]) {
+      if (now - w.lastSeen <= this.#o.heartbeatTimeout) continue;
+      this.#workers.delete(w.key);
+      const lost = [...w.inflight].sort((a, b) => a - b).map((d) => {
+        const f = this.#inflight.get(d)!;
+        this.#inflight.delete(d);
+        return f.frames;
+      });
+      this.#stats.redelivered += lost.length;
+      this.#log.warn("Worker {worker} silent for {ms} ms: giving its {n} steps to other workers", {
+        worker: w.key,
+        ms: Math.round(now - w.lastSeen),
+        n: lost.length,
+      });
+      // Redelivered steps go first, in their original order.
+      this.#pending = [...lost, ...this.#pending.slice(this.#pendingHead)];
+      this.#pendingHead = 0;
+    }
+    this.#pump();
+  }
+
+  /**
+   * Stops taking requests (new ones get an `overloaded` error publication), waits until every
+   * accepted request has left the Subject, then closes. Resolves `true` if all work finished
+   * within `timeoutMs`.
+   */
+  async drain(timeoutMs = 10_000): Promise<boolean> {
+    this.#draining = true;
+    const deadline = performance.now() + timeoutMs;
+    while (
+      this.#inflight.size + (this.#pending.length - this.#pendingHead) > 0 && performance.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const clean = this.#inflight.size + (this.#pending.length - this.#pendingHead) === 0;
+    await this.close();
+    return clean;
+  }
+
+  /** Closes at once; in-flight steps are abandoned. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      clearInterval(this.#timer);
+      if (this.#ownsReactor) await this.#reactor.close();
+      else {
+        await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
+      }
+    })();
+    return this.#closed;
+  }
+}

@@ -1,0 +1,359 @@
+/**
+ * A worker: receives steps from the Subject, runs the mapped handlers, and keeps running the
+ * following plain steps of the same flow itself. It hands the result back when the flow
+ * ends, or when the next step is `@PUBLISH` or `@ASYNC`, or on an error.
+ *
+ * @module
+ */
+
+import { formatActionKey } from "../action_key.ts";
+import type { Flow } from "../flow_file.ts";
+import { stepKind } from "../flow_step.ts";
+import type { BoundHandler, HandlerRegistry, Values } from "../handler.ts";
+import { logger } from "../log.ts";
+import {
+  decodeHeader,
+  decodeValues,
+  doneTopic,
+  encodeHeader,
+  type ErrorCode,
+  errorTopic,
+  formatTopic,
+  type Header,
+  parseTopic,
+  text,
+  utf8,
+} from "../protocol.ts";
+import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+
+/** Options of {@linkcode Worker.start}. */
+export interface WorkerOptions {
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** The handlers. */
+  readonly handlers: HandlerRegistry;
+  /** The Subject's worker endpoint. */
+  readonly subjectAddress: string;
+  /** Steps run at once (the worker's credit). @default {64} */
+  readonly concurrency?: number;
+  /** @default {100} */
+  readonly stepLimit?: number;
+  /** Milliseconds a handler may run. @default {30000} */
+  readonly handlerTimeout?: number;
+  /** Milliseconds between heartbeats. @default {1000} */
+  readonly heartbeatInterval?: number;
+  /** A reactor to share (inproc deployments). */
+  readonly reactor?: Reactor;
+}
+
+/** Counters of a worker. */
+export interface WorkerStats {
+  /** Step messages received. */
+  received: number;
+  /** Handlers run. */
+  steps: number;
+  /** Results sent back. */
+  results: number;
+  /** Results that were errors. */
+  errors: number;
+  /** Segments running now. */
+  active: number;
+}
+
+/** The outcome of running a segment of a flow. */
+export interface SegmentResult {
+  /** `done`, `publish`, `pause` or `error`. */
+  readonly kind: "done" | "publish" | "pause" | "error";
+  /** The three frames to publish. */
+  readonly frames: readonly [Uint8Array, Uint8Array, Uint8Array];
+}
+
+class StepTimeout extends Error {}
+
+const RESULT = utf8("RESULT");
+
+/** A running worker. */
+export class Worker {
+  readonly #o: Required<Omit<WorkerOptions, "reactor">>;
+  readonly #reactor: Reactor;
+  readonly #ownsReactor: boolean;
+  readonly #log = logger("worker");
+  #sock!: ReactorSocket;
+  #timer?: ReturnType<typeof setInterval>;
+  readonly #cache = new Map<string, BoundHandler | null>();
+  readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
+  readonly #stop = new AbortController();
+  #closed?: Promise<void>;
+
+  private constructor(options: WorkerOptions) {
+    this.#reactor = options.reactor ?? new Reactor();
+    this.#ownsReactor = !options.reactor;
+    this.#o = {
+      flows: options.flows,
+      handlers: options.handlers,
+      subjectAddress: options.subjectAddress,
+      concurrency: options.concurrency ?? 64,
+      stepLimit: options.stepLimit ?? 100,
+      handlerTimeout: options.handlerTimeout ?? 30_000,
+      heartbeatInterval: options.heartbeatInterval ?? 1000,
+    };
+  }
+
+  /** Connects to the Subject and starts taking steps. */
+  static async start(options: WorkerOptions): Promise<Worker> {
+    const w = new Worker(options);
+    w.#sock = w.#reactor.socket("DEALER", {
+      sendHighWaterMark: 100_000,
+      receiveHighWaterMark: 100_000,
+      linger: 1000,
+      routingId: `worker-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+    });
+    await w.#sock.connect(w.#o.subjectAddress);
+    w.#sock.onMessage((f) => w.#onMessage(f));
+    await w.#sock.send([utf8("READY"), utf8(JSON.stringify({ credit: w.#o.concurrency, pid: Deno.pid }))]);
+    w.#timer = setInterval(() => {
+      const hb = [utf8("HB"), utf8(JSON.stringify({ credit: w.#o.concurrency - w.#stats.active }))];
+      if (!w.#sock.closed && !w.#sock.sendNow(hb)) void w.#sock.send(hb).catch(() => {});
+    }, w.#o.heartbeatInterval);
+    w.#log.info("Worker {pid} connected to {subject} with {credit} credits", {
+      pid: Deno.pid,
+      subject: w.#o.subjectAddress,
+      credit: w.#o.concurrency,
+    });
+    return w;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): WorkerStats {
+    return { ...this.#stats };
+  }
+
+  #onMessage(frames: Uint8Array[]): void {
+    // [STEP, d, topic, header, values]
+    if (frames.length !== 5 || text(frames[0]) !== "STEP") {
+      this.#log.warn("Ignored a message of {n} frames from the Subject", { n: frames.length });
+      return;
+    }
+    this.#stats.received++;
+    this.#stats.active++;
+    const d = frames[1];
+    this.runSegment(frames[2], frames[3], frames[4]).then((r) => {
+      this.#stats.active--;
+      this.#stats.results++;
+      if (r.kind === "error") this.#stats.errors++;
+      const msg = [RESULT, d, utf8(r.kind), r.frames[0], r.frames[1], r.frames[2]];
+      if (!this.#sock.closed && !this.#sock.sendNow(msg)) void this.#sock.send(msg).catch(() => {});
+    });
+  }
+
+  #handlerFor(flow: Flow, position: number): BoundHandler | null {
+    const k = `${flow.name}\u0000${position}`;
+    let h = this.#cache.get(k);
+    if (h === undefined) {
+      h = this.#o.handlers.resolve(flow.steps[position].key)?.entry ?? null;
+      this.#cache.set(k, h);
+    }
+    return h;
+  }
+
+  /**
+   * Runs steps from the header's position until the flow ends or reaches a `@PUBLISH` or
+   * `@ASYNC` step, or a step fails. Never throws: failures become error results.
+   */
+  async runSegment(
+    topicFrame: Uint8Array,
+    headerFrame: Uint8Array,
+    valuesFrame: Uint8Array,
+  ): Promise<SegmentResult> {
+    const fields = parseTopic(text(topicFrame));
+    const header = decodeHeader(headerFrame);
+    if (!fields || typeof header === "string" || header.pos === undefined) {
+      return this.#error(
+        fields?.flow ?? "",
+        { id: typeof header === "string" ? "" : header.id },
+        valuesFrame,
+        "bad_request",
+        "malformed step from the Subject",
+      );
+    }
+    const flow = this.#o.flows.get(fields.flow);
+    if (!flow) {
+      return this.#error(
+        fields.flow,
+        header,
+        valuesFrame,
+        "unknown_flow",
+        `this worker does not know flow "${fields.flow}"`,
+      );
+    }
+    const decoded = decodeValues(valuesFrame);
+    if (typeof decoded === "string") {
+      return this.#error(
+        flow.name,
+        header,
+        valuesFrame,
+        "bad_request",
+        "the request's values are not a JSON object",
+      );
+    }
+    let values: Values = decoded;
+    let pos = header.pos;
+    let n = header.n ?? 0;
+    for (;;) {
+      const step = flow.steps[pos];
+      const handler = this.#handlerFor(flow, pos);
+      if (!handler) {
+        return this.#error(
+          flow.name,
+          { id: header.id, pos, n },
+          values,
+          "no_handler",
+          `no handler for ${formatActionKey(step.key)} (step ${pos} of ${flow.name})`,
+        );
+      }
+      try {
+        values = await this.#call(handler, values, flow, pos, header.id);
+      } catch (e) {
+        const timeout = e instanceof StepTimeout;
+        return this.#error(
+          flow.name,
+          { id: header.id, pos, n },
+          values,
+          timeout ? "timeout" : "handler_error",
+          timeout ? (e as Error).message : errorMessage(e),
+        );
+      }
+      this.#stats.steps++;
+      n++;
+      pos++;
+      const kind = stepKind(flow, pos);
+      if (kind === "done") {
+        return {
+          kind: "done",
+          frames: [
+            utf8(doneTopic(flow.name)),
+            encodeHeader({ v: 1, id: header.id, n }),
+            utf8(JSON.stringify(values)),
+          ],
+        };
+      }
+      if (n >= this.#o.stepLimit) {
+        return this.#error(
+          flow.name,
+          { id: header.id, pos, n },
+          values,
+          "step_limit",
+          `request ran ${n} steps, the limit is ${this.#o.stepLimit}`,
+        );
+      }
+      if (kind === "publish" || kind === "pause") {
+        const next = flow.steps[pos];
+        return {
+          kind,
+          frames: [
+            utf8(formatTopic(flow.name, next.key)),
+            encodeHeader({ v: 1, id: header.id, pos, n }),
+            utf8(JSON.stringify(values)),
+          ],
+        };
+      }
+    }
+  }
+
+  async #call(
+    handler: BoundHandler,
+    values: Values,
+    flow: Flow,
+    position: number,
+    id: string,
+  ): Promise<Values> {
+    const key = flow.steps[position].key;
+    const ac = new AbortController();
+    const onStop = () => ac.abort(this.#stop.signal.reason);
+    this.#stop.signal.addEventListener("abort", onStop, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const result = handler.call(values, {
+        key,
+        flow: flow.name,
+        id,
+        position,
+        logger: logger("handler", flow.name),
+        signal: ac.signal,
+      });
+      const out = result instanceof Promise
+        ? await Promise.race([
+          result,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => {
+              const e = new StepTimeout(
+                `handler for ${formatActionKey(key)} ran past ${this.#o.handlerTimeout} ms`,
+              );
+              ac.abort(e);
+              reject(e);
+            }, this.#o.handlerTimeout);
+          }),
+        ])
+        : result;
+      if (out === null || typeof out !== "object" || Array.isArray(out)) {
+        throw new TypeError(
+          `handler for ${formatActionKey(key)} returned ${
+            Array.isArray(out) ? "an array" : String(out === null ? "null" : typeof out)
+          }, not an object`,
+        );
+      }
+      return out;
+    } finally {
+      clearTimeout(timer);
+      this.#stop.signal.removeEventListener("abort", onStop);
+    }
+  }
+
+  #error(
+    flow: string,
+    h: Pick<Header, "id" | "pos" | "n">,
+    values: Values | Uint8Array,
+    code: ErrorCode,
+    message: string,
+  ): SegmentResult {
+    const header: Header = { v: 1, id: h.id, error: { code, message } };
+    if (h.pos !== undefined) header.pos = h.pos;
+    const body = values instanceof Uint8Array ? values : utf8(JSON.stringify(values));
+    return { kind: "error", frames: [utf8(errorTopic(flow)), encodeHeader(header), body] };
+  }
+
+  /**
+   * Tells the Subject it is leaving, waits for running steps to finish (up to `timeoutMs`),
+   * then closes.
+   */
+  async drain(timeoutMs = 10_000): Promise<void> {
+    if (!this.#sock.closed) await this.#sock.send([utf8("BYE")]).catch(() => {});
+    const deadline = performance.now() + timeoutMs;
+    while (this.#stats.active > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // Results still queued leave during the socket's linger; any that do not are redelivered
+    // by the Subject, which retires a step only when its result arrives.
+    await this.close();
+  }
+
+  /** Closes at once; running handlers are told to stop through their signal. Safe twice. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      clearInterval(this.#timer);
+      this.#stop.abort(new Error("worker closing"));
+      if (this.#ownsReactor) await this.#reactor.close();
+      else await this.#sock.close();
+    })();
+    return this.#closed;
+  }
+}
+
+function errorMessage(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  try {
+    return JSON.stringify(e);
+  } catch {
+    return String(e);
+  }
+}
