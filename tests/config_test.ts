@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { ConfigError, configFromEnv, parseConfigIni, resolveConfig } from "../src/config.ts";
+
+Deno.test("defaults: ipc endpoints in the runtime directory", () => {
+  const c = resolveConfig({ runtime_dir: "/tmp/zm-x/" });
+  assert.equal(c.subject_pull_address, "ipc:///tmp/zm-x/subject");
+  assert.equal(c.integration_manager_pub_address, "ipc:///tmp/zm-x/im-pub");
+  assert.equal(c.step_limit, 100);
+  assert.ok(c.worker_count >= 1);
+});
+
+Deno.test("precedence: defaults < file < environment < flags", () => {
+  const file = parseConfigIni(
+    "[Other]\nstep_limit = 1\n[ZManager]\nstep_limit = 10\nworker_count = 3\nsubject_pull_address = tcp://a:1\n",
+    "z.ini",
+  );
+  const env = configFromEnv({ ZMANAGER_WORKER_COUNT: "5", ZMANAGER_HANDLER_TIMEOUT: "77" });
+  const c = resolveConfig(file, env, { handler_timeout: "99" });
+  assert.equal(c.step_limit, 10, "file over default");
+  assert.equal(c.worker_count, 5, "environment over file");
+  assert.equal(c.handler_timeout, 99, "flag over environment");
+  assert.equal(c.subject_pull_address, "tcp://a:1");
+});
+
+Deno.test("bad settings are errors naming the file, line and fix", () => {
+  assert.throws(() => parseConfigIni("[ZManager]\nnot_a_setting = 1\n", "z.ini"), (e: Error) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /^z\.ini:2:1: unknown setting "not_a_setting"; known: runtime_dir/);
+    return true;
+  });
+  assert.throws(
+    () => resolveConfig({ step_limit: "many" }),
+    /step_limit must be a whole number of at least 1, got "many"/,
+  );
+});
