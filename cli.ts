@@ -15,6 +15,7 @@ import {
   explainCommand,
   flowsCommand,
   type Output,
+  pausedCommand,
   sendCommand,
   statsCommand,
   tapCommand,
@@ -161,7 +162,8 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       .option("--wait", "wait for the final publication; exit 1 on an error publication, 3 on timeout")
       .option("--key <key>", "the action key the request names (default: the flow's entry)")
       .option("--id <id>", "the request id (default: a random UUID)")
-      .option("--timeout <ms>", "milliseconds to wait with --wait", "30000"),
+      .option("--timeout <ms>", "milliseconds to wait with --wait", "30000")
+      .option("--resume <token>", "resume the flow paused with this token (FLOW is then ignored)"),
   ).action(async (flow: string, opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
@@ -183,6 +185,16 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     if (!config) return setCode(ExitCode.usage);
     const count = opts.count === undefined ? undefined : Number(opts.count);
     setCode(await tapCommand(config, prefixes, { count }, io));
+  });
+
+  withConfig(
+    program.command("paused")
+      .description("list flows paused at an @ASYNC step: flow, request id, age, deadline, token")
+      .option("--json", "print one JSON document"),
+  ).action(async (opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    setCode(pausedCommand(config, opts, io));
   });
 
   withConfig(

@@ -14,6 +14,7 @@
 import { type ActionKey, formatActionKey, keysMatch, parseActionKey, PUBLISH } from "./action_key.ts";
 import type { Handler, Values } from "./handler.ts";
 import { logger } from "./log.ts";
+import { parseToken } from "./paused_store.ts";
 import { TIMED_OUT, withTimeout } from "./_async.ts";
 import {
   decodeHeader,
@@ -86,7 +87,8 @@ export class Client {
   readonly #clientId = `${Deno.pid}-${++clientCount}-${crypto.randomUUID().slice(0, 8)}`;
   #dealer!: ReactorSocket;
   #sub!: ReactorSocket;
-  readonly #waiters = new Map<string, Waiter>();
+  /** Waiting callers by request id; several may wait for one id (`request` and `resume`). */
+  readonly #waiters = new Map<string, Set<Waiter>>();
   readonly #pings = new Map<string, () => void>();
   readonly #unacked = new Map<string, number>();
   #ackWaiters: (() => void)[] = [];
@@ -150,10 +152,10 @@ export class Client {
     const p = toPublication(frames);
     if (typeof p === "string") return;
     if (isFinal(p)) {
-      const w = this.#waiters.get(p.id);
-      if (w) {
+      const ws = this.#waiters.get(p.id);
+      if (ws) {
         this.#waiters.delete(p.id);
-        w.resolve(p);
+        for (const w of ws) w.resolve(p);
       }
     }
     for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
@@ -205,8 +207,10 @@ export class Client {
     const ms = options.timeout ?? this.#timeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
+    let waiter!: Waiter;
     const result = new Promise<Publication>((resolve, reject) => {
-      this.#waiters.set(id, { resolve, reject });
+      waiter = { resolve, reject };
+      this.#wait(id, waiter);
       timer = setTimeout(() => reject(new RequestTimeoutError(id, ms)), ms);
       if (options.signal) {
         onAbort = () => reject(options.signal!.reason);
@@ -221,9 +225,65 @@ export class Client {
       return await result;
     } finally {
       clearTimeout(timer);
-      this.#waiters.delete(id);
+      this.#unwait(id, waiter);
       if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * Resumes a flow paused at an `@ASYNC` step, with `values` merged into its values, and
+   * resolves with the final publication of the original request (or a `bad_resume` error
+   * publication when the token is unknown, expired or already used).
+   */
+  async resume(
+    token: string,
+    values: Values = {},
+    options: Pick<RequestOptions, "timeout" | "signal"> = {},
+  ): Promise<Publication> {
+    const named = parseToken(token);
+    const flow = named?.flow ?? "";
+    const resumeId = crypto.randomUUID();
+    const ms = options.timeout ?? this.#timeout;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ids = named ? [resumeId, named.id] : [resumeId];
+    let waiter!: Waiter;
+    const result = new Promise<Publication>((resolve, reject) => {
+      waiter = { resolve, reject };
+      for (const id of ids) this.#wait(id, waiter);
+      timer = setTimeout(() => reject(new RequestTimeoutError(resumeId, ms)), ms);
+      options.signal?.addEventListener("abort", () => reject(options.signal!.reason), { once: true });
+    });
+    try {
+      await Promise.race([this.#subscribe(`${flow}~~~~`), result]);
+      await this.#push(`${flow}~~~~`, { v: 1, id: resumeId, resume: token }, utf8(JSON.stringify(values)));
+      return await result;
+    } finally {
+      clearTimeout(timer);
+      for (const id of ids) this.#unwait(id, waiter);
+    }
+  }
+
+  /** Sends a resume without waiting for the flow to finish; resolves once accepted. */
+  async sendResume(token: string, values: Values = {}): Promise<string> {
+    const id = crypto.randomUUID();
+    await this.#push(
+      `${parseToken(token)?.flow ?? ""}~~~~`,
+      { v: 1, id, resume: token },
+      utf8(JSON.stringify(values)),
+    );
+    await this.#acked();
+    return id;
+  }
+
+  #wait(id: string, w: Waiter): void {
+    let ws = this.#waiters.get(id);
+    if (!ws) this.#waiters.set(id, ws = new Set());
+    ws.add(w);
+  }
+
+  #unwait(id: string, w: Waiter): void {
+    const ws = this.#waiters.get(id);
+    if (ws?.delete(w) && ws.size === 0) this.#waiters.delete(id);
   }
 
   #requestTopic(flow: string, key?: string): string {
@@ -354,7 +414,7 @@ export class Client {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       await withTimeout(this.drain(), 5000);
-      for (const w of this.#waiters.values()) w.reject(new Error("client closed"));
+      for (const ws of this.#waiters.values()) for (const w of ws) w.reject(new Error("client closed"));
       this.#waiters.clear();
       for (const s of [...this.#subs]) s.end?.();
       this.#subs.clear();

@@ -15,6 +15,7 @@ import { explainKey } from "./resolve.ts";
 import { Client, RequestTimeoutError } from "./client.ts";
 import type { Config } from "./config.ts";
 import { publicationJson } from "./protocol.ts";
+import { PausedStore } from "./paused_store.ts";
 import { capabilities, libzmq, LibZmqNotFoundError } from "./zmq/ffi.ts";
 
 /** Documented exit codes of the CLI. */
@@ -240,6 +241,8 @@ export interface SendOptions {
   readonly id?: string;
   /** Milliseconds to wait with `wait`. */
   readonly timeout?: number;
+  /** Resume the paused flow this token names, instead of starting one. */
+  readonly resume?: string;
 }
 
 /** `send FLOW`: push a request; with `wait`, print its final publication. */
@@ -276,6 +279,15 @@ export async function sendCommand(
     publisher: config.integration_manager_pub_address,
   });
   try {
+    if (options.resume !== undefined) {
+      if (!options.wait) {
+        io.out(JSON.stringify({ id: await client.sendResume(options.resume, values) }));
+        return ExitCode.ok;
+      }
+      const p = await client.resume(options.resume, values, { timeout: options.timeout ?? 30_000 });
+      io.out(JSON.stringify(publicationJson(p)));
+      return p.error ? ExitCode.failure : ExitCode.ok;
+    }
     if (!options.wait) {
       const id = await client.send(flow, values, { key: options.key, id: options.id });
       io.out(JSON.stringify({ id }));
@@ -367,4 +379,45 @@ export async function statsCommand(
     }
   }
   return rows.length ? ExitCode.ok : ExitCode.failure;
+}
+
+/** `paused`: flows paused at an `@ASYNC` step (flow, request id, age, time left). */
+export function pausedCommand(
+  config: Config,
+  options: { json?: boolean },
+  io: Output = consoleOutput,
+): number {
+  let store: PausedStore;
+  try {
+    Deno.statSync(config.async_store);
+    store = new PausedStore(config.async_store);
+  } catch {
+    io.err(`paused: no paused-flow store at ${config.async_store}; is the deployment running?`);
+    return ExitCode.failure;
+  }
+  try {
+    const now = Date.now();
+    const rows = store.list().map((p) => ({
+      flow: p.flow,
+      id: p.id,
+      position: p.position,
+      ageMs: now - p.pausedAt,
+      deadline: new Date(p.deadline).toISOString(),
+      expiresInMs: p.deadline - now,
+      token: p.token,
+    }));
+    if (options.json) io.out(JSON.stringify(rows, null, 2));
+    else {
+      for (const r of rows) {
+        io.out(
+          `${r.flow.padEnd(30)} id ${r.id}  age ${(r.ageMs / 1000).toFixed(1)} s  deadline ${r.deadline} ` +
+            `(in ${(r.expiresInMs / 1000).toFixed(1)} s)  token ${r.token}`,
+        );
+      }
+      io.out(`${rows.length} paused flow${rows.length === 1 ? "" : "s"}`);
+    }
+    return ExitCode.ok;
+  } finally {
+    store.close();
+  }
 }

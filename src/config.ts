@@ -37,6 +37,10 @@ export interface Config {
   readonly max_message_size: number;
   /** Requests the Subject holds waiting for worker credit before it stops reading. */
   readonly max_pending: number;
+  /** Milliseconds a paused (`@ASYNC`) flow waits to be resumed before a `timeout` error. */
+  readonly async_timeout: number;
+  /** The SQLite file that keeps paused flows across Subject restarts. */
+  readonly async_store: string;
 }
 
 /** Names of the settings, in documentation order. */
@@ -54,6 +58,8 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "heartbeat_timeout",
   "max_message_size",
   "max_pending",
+  "async_timeout",
+  "async_store",
 ];
 
 const NUMERIC = new Set<keyof Config>([
@@ -65,6 +71,7 @@ const NUMERIC = new Set<keyof Config>([
   "heartbeat_timeout",
   "max_message_size",
   "max_pending",
+  "async_timeout",
 ]);
 
 /** The default runtime directory: short, private to the user, the same for every command. */
@@ -169,6 +176,8 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     heartbeat_timeout: num("heartbeat_timeout", 5000, 50),
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
     max_pending: num("max_pending", 10_000, 1),
+    async_timeout: num("async_timeout", 3_600_000, 1),
+    async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
   };
 }
 

@@ -39,8 +39,10 @@ export interface Header {
   k?: "ping";
   /** On error publications. */
   error?: { code: ErrorCode; message: string };
-  /** On pause publications: the token that resumes the flow. */
+  /** On pause publications: the token that resumes the flow; on a resume: the token. */
   resume?: string;
+  /** Set (1) on a step resumed at its `@ASYNC` step. */
+  r?: 1;
 }
 
 /** The five fields of a topic. */

@@ -129,6 +129,8 @@ export async function runSubject(
     heartbeatTimeout: config.heartbeat_timeout,
     maxPending: config.max_pending,
     maxMessageSize: config.max_message_size,
+    pausedStore: config.async_store,
+    asyncTimeout: config.async_timeout,
   });
   const stop = statsWriter(config, "subject", () => subject.stats());
   const signal = await waitForStop(supervised);
@@ -212,7 +214,25 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     }).spawn();
 
   const im = spawn("integration-manager", false);
-  const subject = spawn("subject", true);
+  // The Subject is restarted if it dies (paused flows survive in async_store); `subject`
+  // always names the current process.
+  let subject = spawn("subject", true);
+  const superviseSubject = (backoff = 200) => {
+    const p = subject;
+    p.status.then((s) => {
+      if (stopping || p !== subject) return;
+      log.warn("The Subject (pid {pid}) exited with {code}; restarting in {ms} ms", {
+        pid: p.pid,
+        code: s.signal ?? s.code,
+        ms: backoff,
+      });
+      setTimeout(() => {
+        if (stopping) return;
+        subject = spawn("subject", true);
+        superviseSubject(Math.min(backoff * 2, 5000));
+      }, backoff);
+    });
+  };
   const workers = new Set<Deno.ChildProcess>();
   const supervise = (slot: number, backoff = 200) => {
     const p = spawn("worker", true);
@@ -248,6 +268,7 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     await Promise.all([im, subject, ...workers].map(stopChild));
     return 1;
   }
+  superviseSubject();
   console.log("ready");
   log.info("ZManager running in {dir}: {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
@@ -255,14 +276,14 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     flows: catalog.flows.size,
   });
 
-  const signal = await Promise.race([waitForStop(), subject.status.then(() => "subject exited")]);
+  const signal = await Promise.race([waitForStop(), im.status.then(() => "integration manager exited")]);
   stopping = true;
   log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
   await stopChild(subject);
   await Promise.all([...workers].map(stopChild));
   await stopChild(im);
   log.info("Stopped");
-  return signal === "subject exited" ? 1 : 0;
+  return signal === "integration manager exited" ? 1 : 0;
 }
 
 /** Asks a supervised role to stop (closes its stdin) and waits for it to exit. */

@@ -17,8 +17,10 @@ import type { ActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
 import { placeRequest, stepKind } from "../flow_step.ts";
 import { logger } from "../log.ts";
+import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
   decodeHeader,
+  decodeValues,
   doneTopic,
   type DropReason,
   encodeHeader,
@@ -52,6 +54,10 @@ export interface SubjectOptions {
   readonly maxMessageSize?: number;
   /** A reactor to share (inproc deployments); by default the Subject makes its own. */
   readonly reactor?: Reactor;
+  /** Where paused flows are kept: a SQLite file, or `:memory:`. @default {":memory:"} */
+  readonly pausedStore?: string;
+  /** Milliseconds a paused flow waits for its resume before a `timeout` error. @default {3600000} */
+  readonly asyncTimeout?: number;
 }
 
 /** Counters of a Subject. */
@@ -76,6 +82,10 @@ export interface SubjectStats {
   pending: number;
   /** Workers connected now. */
   workers: number;
+  /** Flows paused at an `@ASYNC` step now. */
+  paused: number;
+  /** Flows resumed. */
+  resumed: number;
 }
 
 interface WorkerState {
@@ -100,6 +110,7 @@ const EMPTY_VALUES = utf8("{}");
 /** A running Subject. */
 export class Subject {
   readonly #o: Required<Omit<SubjectOptions, "reactor" | "maxMessageSize">> & { maxMessageSize?: number };
+  #store!: PausedStore;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("subject");
@@ -117,7 +128,8 @@ export class Subject {
   #draining = false;
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
-  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers"> = {
+  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
+    resumed: 0,
     received: 0,
     dispatched: 0,
     published: 0,
@@ -139,6 +151,8 @@ export class Subject {
       heartbeatTimeout: options.heartbeatTimeout ?? 5000,
       maxPending: options.maxPending ?? 10_000,
       maxMessageSize: options.maxMessageSize,
+      pausedStore: options.pausedStore ?? ":memory:",
+      asyncTimeout: options.asyncTimeout ?? 3_600_000,
     };
   }
 
@@ -150,6 +164,7 @@ export class Subject {
   }
 
   async #open(): Promise<void> {
+    this.#store = new PausedStore(this.#o.pausedStore);
     const r = this.#reactor;
     this.#im = r.socket("PUSH", { sendHighWaterMark: 100_000, linger: 5000 });
     await this.#im.connect(this.#o.integrationManagerAddress);
@@ -168,7 +183,10 @@ export class Subject {
     this.#workersSock.onMessage((f) => this.#onWorker(f));
     this.#services.onMessage((f) => this.#onService(f));
     const every = Math.max(10, Math.floor(this.#o.heartbeatTimeout / 4));
-    this.#timer = setInterval(() => this.#checkWorkers(), every);
+    this.#timer = setInterval(() => {
+      this.#checkWorkers();
+      this.#expirePaused();
+    }, every);
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: this.#o.pullAddress,
       workers: this.#o.workerAddress,
@@ -184,6 +202,7 @@ export class Subject {
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead,
       workers: this.#workers.size,
+      paused: this.#store.count(),
     };
   }
 
@@ -232,6 +251,7 @@ export class Subject {
         `unknown flow "${fields.flow}"`,
       );
     }
+    if (header.resume !== undefined) return this.#resume(fields.flow, header, frames[3]);
     if (header.error) {
       // A service's handler for a @PUBLISH step failed: publish the error for the request.
       const e = header.error;
@@ -294,11 +314,85 @@ export class Subject {
     const step = flow.steps[position];
     const topic = utf8(formatTopic(flow.name, step.key));
     const header = encodeHeader({ v: 1, id, pos: position, n });
-    if (kind === "publish" || kind === "pause") {
+    if (kind === "pause") return this.#pause(flow, position, id, n, values);
+    if (kind === "publish") {
       this.#toIM([topic, header, values]);
       return;
     }
     this.#dispatch([topic, header, values]);
+  }
+
+  /**
+   * Pauses a flow at its `@ASYNC` step: saves its state (on disk before anything is
+   * published), then publishes the values so far on the step's topic with the resume token.
+   */
+  #pause(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
+    const token = makeToken(flow.name, id);
+    const now = Date.now();
+    this.#store.save({
+      token,
+      id,
+      flow: flow.name,
+      position,
+      n,
+      values: text(values),
+      pausedAt: now,
+      deadline: now + this.#o.asyncTimeout,
+    });
+    const step = flow.steps[position];
+    this.#toIM([
+      utf8(formatTopic(flow.name, step.key)),
+      encodeHeader({ v: 1, id, pos: position, n, resume: token }),
+      values,
+    ]);
+  }
+
+  /** Resumes a paused flow at its `@ASYNC` step, with the new values merged in. */
+  #resume(topicFlow: string, header: Header, values: Uint8Array): void {
+    const paused = this.#store.take(String(header.resume));
+    if (!paused) {
+      return this.#errorPublish(
+        parseToken(String(header.resume))?.flow ?? topicFlow,
+        header,
+        values,
+        "bad_resume",
+        "resume token unknown, expired or already used",
+      );
+    }
+    const flow = this.#o.flows.get(paused.flow);
+    const added = decodeValues(values);
+    if (!flow || typeof added === "string") {
+      const why = !flow
+        ? `flow "${paused.flow}" is no longer loaded`
+        : "the resume values are not a JSON object";
+      return this.#errorPublish(
+        paused.flow,
+        { id: paused.id },
+        utf8(paused.values),
+        flow ? "bad_request" : "unknown_flow",
+        why,
+      );
+    }
+    this.#stats.resumed++;
+    const merged = utf8(JSON.stringify({ ...JSON.parse(paused.values), ...added }));
+    const step = flow.steps[paused.position];
+    this.#dispatch([
+      utf8(formatTopic(flow.name, step.key)),
+      encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
+      merged,
+    ]);
+  }
+
+  #expirePaused(): void {
+    for (const p of this.#store.expire()) {
+      this.#errorPublish(
+        p.flow,
+        { id: p.id, pos: p.position },
+        utf8(p.values),
+        "timeout",
+        `paused flow was not resumed within ${this.#o.asyncTimeout} ms`,
+      );
+    }
   }
 
   #errorPublish(
@@ -387,7 +481,8 @@ export class Subject {
         owner.credit++;
         owner.lastSeen = performance.now();
       }
-      this.#toIM([frames[4], frames[5], frames[6]]);
+      if (text(frames[3]) === "pause") this.#pauseResult(frames[4], frames[5], frames[6]);
+      else this.#toIM([frames[4], frames[5], frames[6]]);
       this.#pump();
       this.#maybeForget(owner);
       return;
@@ -416,6 +511,17 @@ export class Subject {
       return;
     }
     this.#drop("bad_worker_message", type.slice(0, 20));
+  }
+
+  /** A worker reached an `@ASYNC` step: pause the flow here, where the state is kept. */
+  #pauseResult(topic: Uint8Array, headerFrame: Uint8Array, values: Uint8Array): void {
+    const fields = parseTopic(text(topic));
+    const h = decodeHeader(headerFrame);
+    const flow = fields && this.#o.flows.get(fields.flow);
+    if (!flow || typeof h === "string" || h.pos === undefined) {
+      return this.#drop("bad_worker_message", "pause");
+    }
+    this.#pause(flow, h.pos, h.id, h.n ?? 0, values);
   }
 
   #maybeForget(w: WorkerState | undefined): void {
@@ -474,6 +580,7 @@ export class Subject {
       else {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
       }
+      this.#store.close();
     })();
     return this.#closed;
   }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatActionKey } from "../action_key.ts";
+import { ASYNC, formatActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
 import { stepKind } from "../flow_step.ts";
 import type { BoundHandler, HandlerRegistry, Values } from "../handler.ts";
@@ -199,10 +199,15 @@ export class Worker {
     let values: Values = decoded;
     let pos = header.pos;
     let n = header.n ?? 0;
+    // A flow resumed at its @ASYNC step runs that step's handler if one is mapped; if none is,
+    // the step only marks where outside input (the resume values) enters the flow.
+    let passThrough = header.r === 1 && flow.steps[pos]?.key.decorator === ASYNC &&
+      !this.#handlerFor(flow, pos);
     for (;;) {
       const step = flow.steps[pos];
-      const handler = this.#handlerFor(flow, pos);
-      if (!handler) {
+      const handler = passThrough ? null : this.#handlerFor(flow, pos);
+      if (passThrough) passThrough = false;
+      else if (!handler) {
         return this.#error(
           flow.name,
           { id: header.id, pos, n },
@@ -212,7 +217,7 @@ export class Worker {
         );
       }
       try {
-        values = await this.#call(handler, values, flow, pos, header.id);
+        if (handler) values = await this.#call(handler, values, flow, pos, header.id);
       } catch (e) {
         const timeout = e instanceof StepTimeout;
         return this.#error(
