@@ -22,6 +22,7 @@ import {
 } from "./src/commands.ts";
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
+import { runBench } from "./src/bench.ts";
 import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/run.ts";
 
 const kindOption = () =>
@@ -186,6 +187,15 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     const count = opts.count === undefined ? undefined : Number(opts.count);
     setCode(await tapCommand(config, prefixes, { count }, io));
   });
+
+  program.command("bench")
+    .description("measure the raw one-hop ZeroMQ rate and end-to-end flows through real roles")
+    .option("--json <file>", "also write the figures as JSON")
+    .option("--seconds <n>", "seconds of each closed-loop measurement", "3")
+    .action(async (opts) => {
+      await runBench({ json: opts.json, seconds: Number(opts.seconds) });
+      setCode(ExitCode.ok);
+    });
 
   withConfig(
     program.command("paused")

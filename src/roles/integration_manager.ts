@@ -6,7 +6,7 @@
  */
 
 import { logger } from "../log.ts";
-import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode IntegrationManager.start}. */
 export interface IntegrationManagerOptions {
@@ -45,7 +45,7 @@ export class IntegrationManager {
 
   /** Binds both endpoints and starts forwarding. */
   static async start(options: IntegrationManagerOptions): Promise<IntegrationManager> {
-    const reactor = options.reactor ?? new Reactor();
+    const reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     const im = new IntegrationManager(reactor, !options.reactor);
     const log = logger("integration-manager");
     const pub = reactor.socket("PUB", { sendHighWaterMark: 100_000, linger: 2000 });

@@ -32,7 +32,7 @@ import {
   text,
   utf8,
 } from "../protocol.ts";
-import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode Subject.start}. */
 export interface SubjectOptions {
@@ -140,7 +140,7 @@ export class Subject {
   };
 
   private constructor(options: SubjectOptions) {
-    this.#reactor = options.reactor ?? new Reactor();
+    this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = {
       flows: options.flows,

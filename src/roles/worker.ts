@@ -24,7 +24,7 @@ import {
   text,
   utf8,
 } from "../protocol.ts";
-import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode Worker.start}. */
 export interface WorkerOptions {
@@ -86,7 +86,7 @@ export class Worker {
   #closed?: Promise<void>;
 
   private constructor(options: WorkerOptions) {
-    this.#reactor = options.reactor ?? new Reactor();
+    this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = {
       flows: options.flows,
@@ -137,13 +137,17 @@ export class Worker {
     this.#stats.received++;
     this.#stats.active++;
     const d = frames[1];
-    this.runSegment(frames[2], frames[3], frames[4]).then((r) => {
-      this.#stats.active--;
-      this.#stats.results++;
-      if (r.kind === "error") this.#stats.errors++;
-      const msg = [RESULT, d, utf8(r.kind), r.frames[0], r.frames[1], r.frames[2]];
-      if (!this.#sock.closed && !this.#sock.sendNow(msg)) void this.#sock.send(msg).catch(() => {});
-    });
+    const r = this.runSegment(frames[2], frames[3], frames[4]);
+    if (r instanceof Promise) r.then((x) => this.#reply(d, x));
+    else this.#reply(d, r);
+  }
+
+  #reply(d: Uint8Array, r: SegmentResult): void {
+    this.#stats.active--;
+    this.#stats.results++;
+    if (r.kind === "error") this.#stats.errors++;
+    const msg = [RESULT, d, utf8(r.kind), r.frames[0], r.frames[1], r.frames[2]];
+    if (!this.#sock.closed && !this.#sock.sendNow(msg)) void this.#sock.send(msg).catch(() => {});
   }
 
   #handlerFor(flow: Flow, position: number): BoundHandler | null {
@@ -158,13 +162,15 @@ export class Worker {
 
   /**
    * Runs steps from the header's position until the flow ends or reaches a `@PUBLISH` or
-   * `@ASYNC` step, or a step fails. Never throws: failures become error results.
+   * `@ASYNC` step, or a step fails. Never throws: failures become error results. Synchronous
+   * handlers run synchronously end to end (no promise hops, so the result leaves at once);
+   * the first handler that returns a promise switches the rest of the segment to async.
    */
-  async runSegment(
+  runSegment(
     topicFrame: Uint8Array,
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
-  ): Promise<SegmentResult> {
+  ): SegmentResult | Promise<SegmentResult> {
     const fields = parseTopic(text(topicFrame));
     const header = decodeHeader(headerFrame);
     if (!fields || typeof header === "string" || header.pos === undefined) {
@@ -196,122 +202,150 @@ export class Worker {
         "the request's values are not a JSON object",
       );
     }
-    let values: Values = decoded;
-    let pos = header.pos;
-    let n = header.n ?? 0;
     // A flow resumed at its @ASYNC step runs that step's handler if one is mapped; if none is,
     // the step only marks where outside input (the resume values) enters the flow.
-    let passThrough = header.r === 1 && flow.steps[pos]?.key.decorator === ASYNC &&
-      !this.#handlerFor(flow, pos);
+    const passThrough = header.r === 1 && flow.steps[header.pos]?.key.decorator === ASYNC &&
+      !this.#handlerFor(flow, header.pos);
+    return this.#steps(flow, header.id, header.pos, header.n ?? 0, decoded, passThrough);
+  }
+
+  #steps(
+    flow: Flow,
+    id: string,
+    pos: number,
+    n: number,
+    values: Values,
+    passThrough: boolean,
+  ): SegmentResult | Promise<SegmentResult> {
     for (;;) {
       const step = flow.steps[pos];
-      const handler = passThrough ? null : this.#handlerFor(flow, pos);
-      if (passThrough) passThrough = false;
-      else if (!handler) {
-        return this.#error(
-          flow.name,
-          { id: header.id, pos, n },
-          values,
-          "no_handler",
-          `no handler for ${formatActionKey(step.key)} (step ${pos} of ${flow.name})`,
-        );
+      let out: Values | Promise<Values> = values;
+      if (!passThrough) {
+        const handler = this.#handlerFor(flow, pos);
+        if (!handler) {
+          return this.#error(
+            flow.name,
+            { id, pos, n },
+            values,
+            "no_handler",
+            `no handler for ${formatActionKey(step.key)} (step ${pos} of ${flow.name})`,
+          );
+        }
+        try {
+          out = this.#call(handler, values, flow, pos, id);
+        } catch (e) {
+          return this.#failed(flow, id, pos, n, values, e);
+        }
       }
-      try {
-        if (handler) values = await this.#call(handler, values, flow, pos, header.id);
-      } catch (e) {
-        const timeout = e instanceof StepTimeout;
-        return this.#error(
-          flow.name,
-          { id: header.id, pos, n },
-          values,
-          timeout ? "timeout" : "handler_error",
-          timeout ? (e as Error).message : errorMessage(e),
-        );
+      passThrough = false;
+      if (out instanceof Promise) {
+        const p0 = pos, n0 = n, v0 = values;
+        const release = this.#reactor.holdSyncWait();
+        return out.then(
+          (v) => this.#after(flow, id, p0, n0, v) ?? this.#steps(flow, id, p0 + 1, n0 + 1, v, false),
+          (e) => this.#failed(flow, id, p0, n0, v0, e),
+        ).finally(release);
       }
-      this.#stats.steps++;
-      n++;
+      const done = this.#after(flow, id, pos, n, out);
+      if (done) return done;
+      values = out;
       pos++;
-      const kind = stepKind(flow, pos);
-      if (kind === "done") {
-        return {
-          kind: "done",
-          frames: [
-            utf8(doneTopic(flow.name)),
-            encodeHeader({ v: 1, id: header.id, n }),
-            utf8(JSON.stringify(values)),
-          ],
-        };
-      }
-      if (n >= this.#o.stepLimit) {
-        return this.#error(
-          flow.name,
-          { id: header.id, pos, n },
-          values,
-          "step_limit",
-          `request ran ${n} steps, the limit is ${this.#o.stepLimit}`,
-        );
-      }
-      if (kind === "publish" || kind === "pause") {
-        const next = flow.steps[pos];
-        return {
-          kind,
-          frames: [
-            utf8(formatTopic(flow.name, next.key)),
-            encodeHeader({ v: 1, id: header.id, pos, n }),
-            utf8(JSON.stringify(values)),
-          ],
-        };
-      }
+      n++;
     }
   }
 
-  async #call(
+  /** After a step ran: the segment's result if it ends here, else `undefined` (go on). */
+  #after(flow: Flow, id: string, pos: number, n: number, values: Values): SegmentResult | undefined {
+    if (values === null || typeof values !== "object" || Array.isArray(values)) {
+      const what = Array.isArray(values) ? "an array" : values === null ? "null" : typeof values;
+      return this.#error(
+        flow.name,
+        { id, pos, n },
+        {},
+        "handler_error",
+        `handler for ${formatActionKey(flow.steps[pos].key)} returned ${what}, not an object`,
+      );
+    }
+    this.#stats.steps++;
+    n++;
+    pos++;
+    const kind = stepKind(flow, pos);
+    if (kind === "done") {
+      return {
+        kind: "done",
+        frames: [utf8(doneTopic(flow.name)), encodeHeader({ v: 1, id, n }), utf8(JSON.stringify(values))],
+      };
+    }
+    if (n >= this.#o.stepLimit) {
+      return this.#error(
+        flow.name,
+        { id, pos, n },
+        values,
+        "step_limit",
+        `request ran ${n} steps, the limit is ${this.#o.stepLimit}`,
+      );
+    }
+    if (kind === "publish" || kind === "pause") {
+      return {
+        kind,
+        frames: [
+          utf8(formatTopic(flow.name, flow.steps[pos].key)),
+          encodeHeader({ v: 1, id, pos, n }),
+          utf8(JSON.stringify(values)),
+        ],
+      };
+    }
+    return undefined;
+  }
+
+  #failed(flow: Flow, id: string, pos: number, n: number, values: Values, e: unknown): SegmentResult {
+    const timeout = e instanceof StepTimeout;
+    return this.#error(
+      flow.name,
+      { id, pos, n },
+      values,
+      timeout ? "timeout" : "handler_error",
+      timeout ? (e as Error).message : errorMessage(e),
+    );
+  }
+
+  /** Calls a handler; a promise it returns is raced against the step timeout. */
+  #call(
     handler: BoundHandler,
     values: Values,
     flow: Flow,
     position: number,
     id: string,
-  ): Promise<Values> {
+  ): Values | Promise<Values> {
     const key = flow.steps[position].key;
     const ac = new AbortController();
+    const result = handler.call(values, {
+      key,
+      flow: flow.name,
+      id,
+      position,
+      logger: logger("handler", flow.name),
+      signal: ac.signal,
+    });
+    if (!(result instanceof Promise)) return result;
     const onStop = () => ac.abort(this.#stop.signal.reason);
     this.#stop.signal.addEventListener("abort", onStop, { once: true });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      const result = handler.call(values, {
-        key,
-        flow: flow.name,
-        id,
-        position,
-        logger: logger("handler", flow.name),
-        signal: ac.signal,
-      });
-      const out = result instanceof Promise
-        ? await Promise.race([
-          result,
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => {
-              const e = new StepTimeout(
-                `handler for ${formatActionKey(key)} ran past ${this.#o.handlerTimeout} ms`,
-              );
-              ac.abort(e);
-              reject(e);
-            }, this.#o.handlerTimeout);
-          }),
-        ])
-        : result;
-      if (out === null || typeof out !== "object" || Array.isArray(out)) {
-        throw new TypeError(
-          `handler for ${formatActionKey(key)} returned ${
-            Array.isArray(out) ? "an array" : String(out === null ? "null" : typeof out)
-          }, not an object`,
-        );
-      }
-      return out;
-    } finally {
+    return Promise.race([
+      result,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const e = new StepTimeout(
+            `handler for ${formatActionKey(key)} ran past ${this.#o.handlerTimeout} ms`,
+          );
+          ac.abort(e);
+          reject(e);
+        }, this.#o.handlerTimeout);
+      }),
+    ]).finally(() => {
       clearTimeout(timer);
       this.#stop.signal.removeEventListener("abort", onStop);
-    }
+    });
   }
 
   #error(

@@ -25,6 +25,15 @@ export interface ReactorOptions {
    * loop run timers and I/O. @default {4}
    */
   readonly yieldMs?: number;
+  /**
+   * When a pass finds nothing to do, wait this long in a synchronous (in-thread) `zmq_poll`
+   * before handing the wait to another thread. Waking an off-thread poll costs ~0.2 ms per
+   * message; an in-thread wait wakes in microseconds and uses no CPU, but holds other
+   * JavaScript (timers, I/O callbacks, promise continuations) for at most this long, so it
+   * suits processes whose work is done in `onMessage` callbacks (the roles). 0 disables it;
+   * so does {@linkcode Reactor.holdSyncWait} while async work is pending. @default {0}
+   */
+  readonly syncWaitMs?: number;
   /** Called when a message callback throws; by default the error is logged to stderr. */
   readonly onError?: (error: unknown) => void;
   /** Context options, when the reactor creates its own context. */
@@ -38,6 +47,12 @@ interface PendingSend {
   readonly reject: (e: unknown) => void;
 }
 
+/**
+ * The in-thread wait of the roles' reactors: their work happens in message callbacks and their
+ * timers (heartbeats, stats, expiry) are coarse, so a timer may run up to this late.
+ */
+export const ROLE_SYNC_WAIT_MS = 10;
+
 let reactorCount = 0;
 const RESOLVED = Promise.resolve();
 
@@ -49,27 +64,46 @@ export class Reactor {
   readonly #ops: Op[] = [];
   readonly #batch: number;
   readonly #yieldMs: number;
+  readonly #syncWaitMs: number;
   readonly #onError: (error: unknown) => void;
   readonly #signalIn: Socket;
   readonly #signalOut: Socket;
   #polling = false;
+  #holds = 0;
   #signalled = false;
   #closing = false;
   #loop?: Promise<void>;
   #closed?: Promise<void>;
   #items = new Uint8Array(0);
+  #view = new DataView(new ArrayBuffer(0));
 
   /** Creates a reactor with its own context. */
   constructor(options: ReactorOptions = {}) {
     this.context = new Context({ ioThreads: options.ioThreads ?? 1 });
     this.#batch = options.batch ?? 256;
     this.#yieldMs = options.yieldMs ?? 4;
+    this.#syncWaitMs = options.syncWaitMs ?? 0;
     this.#onError = options.onError ?? ((e) => console.error("reactor: message callback failed:", e));
     const ep = `inproc://zmanager-reactor-${Deno.pid}-${++reactorCount}`;
     this.#signalIn = this.context.socket("PAIR", { linger: 0 });
     this.#signalIn.bind(ep);
     this.#signalOut = this.context.socket("PAIR", { linger: 0, sendHighWaterMark: 4 });
     this.#signalOut.connect(ep);
+  }
+
+  /**
+   * Disables the in-thread wait until the returned function is called: for async work (a
+   * handler awaiting I/O or a timer) that must not be held up by a blocked thread.
+   */
+  holdSyncWait(): () => void {
+    this.#holds++;
+    let released = false;
+    return () => {
+      if (!released) {
+        released = true;
+        this.#holds--;
+      }
+    };
   }
 
   /** True while the off-thread poll runs (sockets must not be touched then). */
@@ -138,9 +172,16 @@ export class Reactor {
         continue;
       }
       const n = this.#buildPollItems();
+      let timeout = work > 0 || this.#ops.length > 0 ? 0 : -1;
+      if (work === 0 && this.#syncWaitMs > 0 && this.#holds === 0 && this.#ops.length === 0) {
+        // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
+        // with this poll). A message arriving now is picked up in microseconds; if none comes,
+        // hand over with a zero-timeout poll so timers and I/O callbacks run, then wait again.
+        if (z.zmq_poll(this.#items, n, i64(this.#syncWaitMs)) > 0) continue;
+        timeout = 0;
+      }
       this.#polling = true;
-      const busy = work > 0 || this.#ops.length > 0;
-      await z.zmq_poll_async(this.#items, n, i64(busy ? 0 : -1));
+      await z.zmq_poll_async(this.#items, n, i64(timeout));
       this.#polling = false;
       lastYield = performance.now();
       if (this.#signalled) {
@@ -176,8 +217,11 @@ export class Reactor {
     const list: (ReactorSocket | null)[] = [null];
     for (const s of this.#sockets) if (s.pollEvents) list.push(s);
     const size = 16 * list.length;
-    if (this.#items.length < size) this.#items = new Uint8Array(size * 2);
-    const view = new DataView(this.#items.buffer);
+    if (this.#items.length < size) {
+      this.#items = new Uint8Array(size * 2);
+      this.#view = new DataView(this.#items.buffer);
+    }
+    const view = this.#view;
     list.forEach((s, i) => {
       const ptr = s ? s.raw.pointer : this.#signalIn.pointer;
       view.setBigUint64(i * 16, BigInt(Deno.UnsafePointer.value(ptr)), true);

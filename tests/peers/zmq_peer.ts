@@ -1,5 +1,7 @@
 // A separate process for the ZeroMQ binding tests. Modes:
 //   push ENDPOINT N SIZE     PUSH N messages (index in the first 4 bytes), then wait for stdin to close
+//   push3 ENDPOINT N         PUSH N three-frame messages, then wait for stdin to close
+//   pull3 ENDPOINT N         bind a PULL, print "ready", receive N messages, print what arrived
 //   echo ENDPOINT            DEALER: sends "hello", then echoes every message back, until stdin closes
 //   reconnect ENDPOINT N     N times: new DEALER, send "hello <i>", wait for the reply, close
 import { Reactor } from "../../src/zmq/reactor.ts";
@@ -21,6 +23,30 @@ if (mode === "push") {
     if (!push.sendNow([m])) await push.send([m]);
   }
   await stdinClosed;
+} else if (mode === "push3") {
+  const push = reactor.socket("PUSH", { sendHighWaterMark: 100_000 });
+  await push.connect(endpoint);
+  for (let i = 0; i < Number(a); i++) {
+    const frames = [new Uint8Array(14), new Uint8Array(60), new TextEncoder().encode(String(i))];
+    if (!push.sendNow(frames)) await push.send(frames);
+  }
+  await stdinClosed;
+} else if (mode === "pull3") {
+  const n = Number(a);
+  const pull = reactor.socket("PULL", { receiveHighWaterMark: 100_000 });
+  await pull.bind(endpoint);
+  console.log("ready");
+  const seen = new Uint8Array(n);
+  let count = 0;
+  let malformed = 0;
+  await new Promise<void>((res) =>
+    pull.onMessage((frames) => {
+      if (frames.length !== 3) malformed++;
+      else seen[Number(new TextDecoder().decode(frames[2]))] = 1;
+      if (++count === n) res();
+    })
+  );
+  console.log(JSON.stringify({ count, malformed, unique: seen.reduce((x, y) => x + y, 0) }));
 } else if (mode === "echo") {
   const dealer = reactor.socket("DEALER");
   await dealer.connect(endpoint);

@@ -1,0 +1,439 @@
+/**
+ * `deno task bench`: the raw ZeroMQ ceiling of this machine (the project's own binding, one
+ * hop between two processes) and end-to-end flows through real role processes, with the
+ * ratio between the two. Prints a table; `--json FILE` writes the figures.
+ *
+ * The load generator talks the wire protocol on raw sockets (no client library), in this
+ * process; the roles run as `start` runs them, each in its own process.
+ *
+ * @module
+ */
+
+import { benchFrames } from "./bench_peer.ts";
+import { libzmq } from "./zmq/ffi.ts";
+import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
+import { utf8 } from "./protocol.ts";
+import { delay } from "./_async.ts";
+
+/** Options of {@linkcode runBench}. */
+export interface BenchOptions {
+  /** Write the figures as JSON to this file. */
+  readonly json?: string;
+  /** Seconds of each closed-loop measurement. @default {3} */
+  readonly seconds?: number;
+  /** Print progress lines. */
+  readonly progress?: (line: string) => void;
+}
+
+/** One end-to-end measurement. */
+export interface FlowRun {
+  /** Steps in the flow. */
+  readonly steps: number;
+  /** Worker processes. */
+  readonly workers: number;
+  /** Flows per second at peak (closed loop). */
+  readonly flowsPerSecond: number;
+  /** Per role: CPU use (share of one core) and peak RSS (MiB) during the peak run. */
+  readonly roles: Record<string, { cpu: number; rssMiB: number }>;
+}
+
+/** The figures of a benchmark run. */
+export interface BenchResult {
+  /** The machine. */
+  readonly machine: { cores: number; cpu: string; deno: string; libzmq: string; os: string };
+  /** PUSH→PULL one hop between two processes over ipc, messages per second. */
+  readonly raw_hop_msgs_per_s: number;
+  /** PUB→SUB one hop between two processes over ipc, messages per second. */
+  readonly raw_pubsub_msgs_per_s: number;
+  /** 3-step flow, 2 workers, closed-loop peak. */
+  readonly flows_per_s: number;
+  /** `flows_per_s / raw_hop_msgs_per_s`. */
+  readonly ratio: number;
+  /** Round trip at 50% of peak (3-step flow, 2 workers), open loop. */
+  readonly p50_ms: number;
+  /** 90th percentile. */
+  readonly p90_ms: number;
+  /** 99th percentile. */
+  readonly p99_ms: number;
+  /** Offered rate of the latency run. */
+  readonly latency_rate: number;
+  /** Every end-to-end run. */
+  readonly runs: readonly FlowRun[];
+}
+
+const CLI = new URL("../cli.ts", import.meta.url).href;
+const PEER = new URL("./bench_peer.ts", import.meta.url).href;
+const FILES = ["./bench/flows.ini", "./bench/mapping.ini"].map((f) =>
+  decodeURIComponent(new URL(f, import.meta.url).pathname)
+);
+
+function machine(): BenchResult["machine"] {
+  let cpu = "unknown";
+  try {
+    cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
+  } catch { /* not Linux */ }
+  return {
+    cores: navigator.hardwareConcurrency,
+    cpu,
+    deno: Deno.version.deno,
+    libzmq: libzmq().version,
+    os: `${Deno.build.os}-${Deno.build.arch}`,
+  };
+}
+
+async function rawPushPull(dir: string, n: number): Promise<number> {
+  const r = new Reactor();
+  try {
+    const pull = r.socket("PULL", { receiveHighWaterMark: 100_000 });
+    const ep = `ipc://${dir}/raw-push`;
+    await pull.bind(ep);
+    const peer = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", PEER, "push", ep, String(n)],
+      stdin: "piped",
+      stdout: "null",
+    }).spawn();
+    let count = 0;
+    let first = 0;
+    let last = 0;
+    await new Promise<void>((resolve) =>
+      pull.onMessage(() => {
+        if (count++ === 0) first = performance.now();
+        if (count === n) {
+          last = performance.now();
+          resolve();
+        }
+      })
+    );
+    await peer.stdin.close();
+    await peer.status;
+    return (n - 1) / ((last - first) / 1000);
+  } finally {
+    await r.close();
+  }
+}
+
+async function rawPubSub(dir: string, n: number): Promise<number> {
+  const r = new Reactor();
+  try {
+    const pub = r.socket("PUB", { sendHighWaterMark: n + 1000 });
+    const ep = `ipc://${dir}/raw-pub`;
+    await pub.bind(ep);
+    const peer = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", PEER, "sub", ep, String(n)],
+      stdout: "piped",
+    }).spawn();
+    const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    const ready = (async () => {
+      while (!out.includes("ready")) out += (await lines.read()).value ?? "";
+    })();
+    let isReady = false;
+    ready.then(() => (isReady = true));
+    while (!isReady) {
+      await pub.send([utf8("probe")]);
+      await delay(10);
+    }
+    const frames = benchFrames();
+    for (let i = 0; i < n; i++) if (!pub.sendNow(frames)) await pub.send(frames);
+    while (!out.includes("}")) out += (await lines.read()).value ?? "";
+    lines.releaseLock();
+    await peer.status;
+    const { received, ms } = JSON.parse(out.slice(out.indexOf("{")));
+    return (received - 1) / (ms / 1000);
+  } finally {
+    await r.close();
+  }
+}
+
+interface Deployment {
+  readonly process: Deno.ChildProcess;
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+export async function deploy(workers: number): Promise<Deployment> {
+  const dir = await Deno.makeTempDir({ prefix: "zmb" });
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "start", "--workers", String(workers), "--runtime-dir", dir, "--", ...FILES],
+    stdout: "piped",
+    stderr: "null",
+    stdin: "null",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("ready")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("start exited before it was ready");
+    out += value;
+  }
+  reader.releaseLock();
+  // Wait until every worker has joined the Subject.
+  for (let i = 0; i < 100; i++) {
+    const pids = await rolePids(dir);
+    if (pids.filter(([r]) => r === "worker").length === workers) break;
+    await delay(50);
+  }
+  return {
+    process,
+    dir,
+    async stop() {
+      process.kill("SIGINT");
+      await process.status;
+      await process.stdout.cancel().catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+async function rolePids(dir: string): Promise<[string, number][]> {
+  const out: [string, number][] = [];
+  try {
+    for await (const e of Deno.readDir(`${dir}/stats`)) {
+      const m = /^(.*)-(\d+)\.json$/.exec(e.name);
+      if (m) out.push([m[1], Number(m[2])]);
+    }
+  } catch { /* not yet */ }
+  return out;
+}
+
+function cpuTicks(pid: number): number {
+  try {
+    const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    return Number(f[11]) + Number(f[12]); // utime + stime
+  } catch {
+    return 0;
+  }
+}
+
+function peakRssMiB(pid: number): number {
+  try {
+    const kb = Number(Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmHWM:\s*(\d+)/)?.[1] ?? 0);
+    return Math.round(kb / 102.4) / 10;
+  } catch {
+    return 0;
+  }
+}
+
+/** A raw-socket load generator speaking the wire protocol. */
+export class Generator {
+  readonly #r = new Reactor();
+  #dealer!: ReactorSocket;
+  #sub!: ReactorSocket;
+  #onDone: (index: number, at: number) => void = () => {};
+  readonly #topic: Uint8Array;
+  readonly #values = utf8(JSON.stringify({ payload: "x".repeat(60) }));
+
+  constructor(readonly flow: string) {
+    this.#topic = utf8(`${flow}~~~~`);
+  }
+
+  async open(dir: string): Promise<void> {
+    this.#dealer = this.#r.socket("DEALER", {
+      sendHighWaterMark: 1_000_000,
+      receiveHighWaterMark: 1_000_000,
+    });
+    this.#dealer.onMessage(() => {}); // acknowledgements
+    await this.#dealer.connect(`ipc://${dir}/subject`);
+    this.#sub = this.#r.socket("SUB", { receiveHighWaterMark: 1_000_000 });
+    await this.#sub.subscribe(`${this.flow}~~~~done`);
+    await this.#sub.subscribe("~~~~ping-bench");
+    await this.#sub.connect(`ipc://${dir}/im-pub`);
+    const dec = new TextDecoder();
+    let pinged = false;
+    this.#sub.onMessage((frames) => {
+      const at = performance.now();
+      const h = dec.decode(frames[1]);
+      if (h.includes('"k":"ping"')) {
+        pinged = true;
+        return;
+      }
+      // Ids are "b<index>"; read the index without a full JSON parse.
+      const i = h.indexOf('"id":"b');
+      this.#onDone(parseInt(h.slice(i + 7), 10), at);
+    });
+    while (!pinged) {
+      await this.#dealer.send([utf8("~~~~ping-bench"), utf8('{"v":1,"id":"ping","k":"ping"}'), utf8("{}")]);
+      await delay(20);
+    }
+  }
+
+  send(index: number): void {
+    const frames = [this.#topic, utf8(`{"v":1,"id":"b${index}"}`), this.#values];
+    if (!this.#dealer.sendNow(frames)) void this.#dealer.send(frames);
+  }
+
+  /** Closed loop: keep `window` requests outstanding for `seconds`; returns flows/s. */
+  async closedLoop(seconds: number, window = 2000): Promise<number> {
+    let sent = 0;
+    let done = 0;
+    let measuring = false;
+    let counted = 0;
+    let stop = false;
+    this.#onDone = () => {
+      done++;
+      if (measuring) counted++;
+      if (!stop) this.send(sent++);
+    };
+    for (let i = 0; i < window; i++) this.send(sent++);
+    await delay(500); // warm up
+    measuring = true;
+    const t0 = performance.now();
+    await delay(seconds * 1000);
+    const elapsed = (performance.now() - t0) / 1000;
+    measuring = false;
+    stop = true;
+    while (done < sent) await delay(20);
+    return counted / elapsed;
+  }
+
+  /** Open loop at `rate` flows/s for `seconds`; returns round-trip times in ms. */
+  async openLoop(rate: number, seconds: number): Promise<number[]> {
+    const total = Math.round(rate * seconds);
+    const sentAt = new Float64Array(total);
+    const rtt: number[] = [];
+    this.#onDone = (i, at) => {
+      if (i >= 0 && i < total) rtt.push(at - sentAt[i]);
+    };
+    const t0 = performance.now();
+    let sent = 0;
+    while (sent < total) {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
+      while (sent < due) {
+        sentAt[sent] = t0 + (sent / rate) * 1000; // the scheduled time: no coordinated omission
+        this.send(sent++);
+      }
+      await delay(1);
+    }
+    const deadline = performance.now() + 10_000;
+    while (rtt.length < total && performance.now() < deadline) await delay(20);
+    return rtt.sort((a, b) => a - b);
+  }
+
+  close(): Promise<void> {
+    return this.#r.close();
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function flowRun(
+  steps: number,
+  workers: number,
+  seconds: number,
+  latency: boolean,
+): Promise<FlowRun & { latency?: { rate: number; p50: number; p90: number; p99: number; n: number } }> {
+  const d = await deploy(workers);
+  const g = new Generator(`Bench${steps}`);
+  try {
+    await g.open(d.dir);
+    const pids = await rolePids(d.dir);
+    const before = pids.map(([, pid]) => cpuTicks(pid));
+    const t0 = performance.now();
+    const flowsPerSecond = await g.closedLoop(seconds);
+    const wall = (performance.now() - t0) / 1000;
+    const roles: Record<string, { cpu: number; rssMiB: number }> = {};
+    pids.forEach(([role, pid], i) => {
+      const name = role === "worker"
+        ? `worker ${pids.slice(0, i).filter(([r]) => r === "worker").length + 1}`
+        : role;
+      roles[name] = {
+        cpu: Math.round(((cpuTicks(pid) - before[i]) / 100 / wall) * 100) / 100,
+        rssMiB: peakRssMiB(pid),
+      };
+    });
+    let lat;
+    if (latency) {
+      const rate = Math.round(flowsPerSecond / 2);
+      const rtt = await g.openLoop(rate, seconds);
+      lat = {
+        rate,
+        p50: percentile(rtt, 50),
+        p90: percentile(rtt, 90),
+        p99: percentile(rtt, 99),
+        n: rtt.length,
+      };
+    }
+    return { steps, workers, flowsPerSecond, roles, latency: lat };
+  } finally {
+    await g.close();
+    await d.stop();
+  }
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+/** Runs the benchmark and prints the table; returns the figures. */
+export async function runBench(options: BenchOptions = {}): Promise<BenchResult> {
+  const say = options.progress ?? ((l: string) => console.error(l));
+  const seconds = options.seconds ?? 3;
+  const m = machine();
+  const dir = await Deno.makeTempDir({ prefix: "zmb" });
+  say("bench 1/7: raw PUSH->PULL one hop between two processes (ipc)");
+  const rawHop = await rawPushPull(dir, 500_000);
+  say("bench 2/7: raw PUB->SUB one hop between two processes (ipc)");
+  const rawPub = await rawPubSub(dir, 300_000);
+  await Deno.remove(dir, { recursive: true });
+  const runs: Awaited<ReturnType<typeof flowRun>>[] = [];
+  let stage = 3;
+  for (const [steps, workers] of [[1, 1], [1, 2], [3, 1], [3, 2]]) {
+    const latency = steps === 3 && workers === 2;
+    say(
+      `bench ${stage++}/7: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
+        latency ? " then open loop at 50% of peak" : ""
+      }`,
+    );
+    runs.push(await flowRun(steps, workers, seconds, latency));
+  }
+  const main = runs.find((r) => r.steps === 3 && r.workers === 2)!;
+  const result: BenchResult = {
+    machine: m,
+    raw_hop_msgs_per_s: Math.round(rawHop),
+    raw_pubsub_msgs_per_s: Math.round(rawPub),
+    flows_per_s: Math.round(main.flowsPerSecond),
+    ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
+    p50_ms: round3(main.latency!.p50),
+    p90_ms: round3(main.latency!.p90),
+    p99_ms: round3(main.latency!.p99),
+    latency_rate: main.latency!.rate,
+    runs: runs.map(({ latency: _l, ...r }) => ({ ...r, flowsPerSecond: Math.round(r.flowsPerSecond) })),
+  };
+  say("bench 7/7: done");
+  printTable(result);
+  if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result, null, 2) + "\n");
+  return result;
+}
+
+function round3(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
+
+function printTable(r: BenchResult): void {
+  const m = r.machine;
+  const lines = [
+    `machine: ${m.cores} cores, ${m.cpu}, ${m.os}; Deno ${m.deno}; libzmq ${m.libzmq}`,
+    "",
+    "| measurement | figure |",
+    "| --- | ---: |",
+    `| raw PUSH->PULL, one hop, two processes, ipc | ${fmt(r.raw_hop_msgs_per_s)} msgs/s |`,
+    `| raw PUB->SUB, one hop, two processes, ipc | ${fmt(r.raw_pubsub_msgs_per_s)} msgs/s |`,
+    ...r.runs.map((x) =>
+      `| ${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}, peak (closed loop) | ${
+        fmt(x.flowsPerSecond)
+      } flows/s |`
+    ),
+    `| ratio: 3-step/2-worker flows/s to raw one-hop msgs/s | ${r.ratio.toFixed(4)} |`,
+    `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
+      r.p50_ms.toFixed(2)
+    } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,
+    "",
+    "CPU (cores) and peak RSS per role, 3-step flow, 2 workers, at peak:",
+    ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2)!.roles).map(([role, v]) =>
+      `  ${role.padEnd(20)} cpu ${v.cpu.toFixed(2)}  rss ${v.rssMiB.toFixed(1)} MiB`
+    ),
+  ];
+  console.log(lines.join("\n"));
+}

@@ -1,0 +1,56 @@
+/**
+ * The other process of `bench`'s raw one-hop measurements, on the project's own binding.
+ *
+ *   push ENDPOINT N   PUSH N copies of a request-sized message, then wait for stdin to close
+ *   sub ENDPOINT N    SUB: print "ready" at the first probe, then count N data messages and
+ *                     print {"received", "ms"} (first to last)
+ *
+ * @module
+ */
+
+import { Reactor } from "./zmq/reactor.ts";
+
+/** The three frames of a request of the benchmark's size (about 150 bytes in all). */
+export function benchFrames(flow = "Bench3"): Uint8Array[] {
+  const enc = new TextEncoder();
+  return [
+    enc.encode(`${flow}~~~~`),
+    enc.encode(JSON.stringify({ v: 1, id: "00000000-0000-0000-0000-000000000000" })),
+    enc.encode(JSON.stringify({ payload: "x".repeat(60) })),
+  ];
+}
+
+if (import.meta.main) {
+  const [mode, endpoint, count] = Deno.args;
+  const n = Number(count);
+  const reactor = new Reactor();
+  if (mode === "push") {
+    const push = reactor.socket("PUSH", { sendHighWaterMark: 100_000 });
+    await push.connect(endpoint);
+    const frames = benchFrames();
+    for (let i = 0; i < n; i++) if (!push.sendNow(frames)) await push.send(frames);
+    for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
+  } else if (mode === "sub") {
+    const sub = reactor.socket("SUB", { receiveHighWaterMark: n + 1000 });
+    await sub.subscribe("");
+    await sub.connect(endpoint);
+    let received = 0;
+    let first = 0;
+    let ready = false;
+    await new Promise<void>((resolve) =>
+      sub.onMessage((frames) => {
+        if (frames.length === 1) {
+          if (!ready) {
+            ready = true;
+            console.log("ready");
+          }
+          return;
+        }
+        if (received++ === 0) first = performance.now();
+        if (received === n) resolve();
+      })
+    );
+    console.log(JSON.stringify({ received, ms: performance.now() - first }));
+  }
+  await reactor.close();
+}
