@@ -23,6 +23,7 @@ import {
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
 import { runBench } from "./src/bench.ts";
+import { conformanceCommand } from "./src/conformance.ts";
 import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/run.ts";
 
 const kindOption = () =>
@@ -187,6 +188,23 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     const count = opts.count === undefined ? undefined : Number(opts.count);
     setCode(await tapCommand(config, prefixes, { count }, io));
   });
+
+  program.command("conformance")
+    .description(
+      "replay the recorded fixtures (fixtures/cases) against real roles over ipc; exit 1 on any difference",
+    )
+    .argument("[action]", "`record` to write what happens into the fixtures instead of comparing")
+    .option("--filter <text>", "run only fixtures whose name contains this")
+    .option("--json", "print a JSON report")
+    .option("--target <endpoints>", "replay against a running deployment: subject=ENDPOINT,im=ENDPOINT")
+    .option("--coverage", "print the SPEC coverage table of the fixtures")
+    .action(async (action: string | undefined, opts) => {
+      if (action !== undefined && action !== "record") {
+        io.err(`error: unknown conformance action "${action}"; the only one is record`);
+        return setCode(ExitCode.usage);
+      }
+      setCode(await conformanceCommand({ ...opts, record: action === "record" }, io));
+    });
 
   program.command("bench")
     .description("measure the raw one-hop ZeroMQ rate and end-to-end flows through real roles")

@@ -238,11 +238,11 @@ export class Client {
   async resume(
     token: string,
     values: Values = {},
-    options: Pick<RequestOptions, "timeout" | "signal"> = {},
+    options: Pick<RequestOptions, "timeout" | "signal" | "id"> = {},
   ): Promise<Publication> {
     const named = parseToken(token);
     const flow = named?.flow ?? "";
-    const resumeId = crypto.randomUUID();
+    const resumeId = options.id ?? crypto.randomUUID();
     const ms = options.timeout ?? this.#timeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const ids = named ? [resumeId, named.id] : [resumeId];

@@ -4,8 +4,8 @@ import { Client } from "../src/client.ts";
 
 export const CLI = new URL("../cli.ts", import.meta.url).pathname;
 export const RUNTIME_FIXTURE = [
-  new URL("./testdata/runtime/flows.ini", import.meta.url).pathname,
-  new URL("./testdata/runtime/mapping.ini", import.meta.url).pathname,
+  new URL("../fixtures/components/basic/flows.ini", import.meta.url).pathname,
+  new URL("../fixtures/components/basic/mapping.ini", import.meta.url).pathname,
 ];
 
 export interface Deployment extends AsyncDisposable {
