@@ -1,0 +1,162 @@
+// Fault injection (SPEC §6): workers killed under load, garbage on every bound endpoint,
+// SIGTERM under load. Real processes, real sockets, bounded in count and time.
+import assert from "node:assert/strict";
+import { Reactor } from "../src/zmq/reactor.ts";
+import { type Deployment, startDeployment } from "./helpers.ts";
+
+async function rolePids(dir: string, role: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir(`${dir}/stats`)) {
+    const m = new RegExp(`^${role}-(\\d+)\\.json$`).exec(e.name);
+    if (!m) continue;
+    try {
+      Deno.kill(Number(m[1]), "SIGCONT"); // alive?
+      pids.push(Number(m[1]));
+    } catch { /* a stale file */ }
+  }
+  return pids;
+}
+
+async function roleStats(d: Deployment, role: string): Promise<Record<string, unknown>> {
+  const [pid] = await rolePids(d.dir, role);
+  return JSON.parse(await Deno.readTextFile(`${d.dir}/stats/${role}-${pid}.json`));
+}
+
+Deno.test("10,000 requests while a worker is SIGKILLed about every second: one final each, none lost", async () => {
+  await using d = await startDeployment({
+    workers: 2,
+    args: ["--heartbeat-interval", "100", "--heartbeat-timeout", "600"],
+  });
+  await using client = await d.connect();
+  const finals = new Map<string, number>();
+  const stream = await client.subscribe("Who~~~~");
+  const counting = (async () => {
+    for await (const p of stream) finals.set(p.id, (finals.get(p.id) ?? 0) + 1);
+  })();
+  let kills = 0;
+  let stop = false;
+  const killer = (async () => {
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const pids = await rolePids(d.dir, "worker");
+      if (stop || !pids.length) continue;
+      Deno.kill(pids[kills % pids.length], "SIGKILL");
+      kills++;
+    }
+  })();
+  const n = 10_000;
+  const results = [];
+  // In waves, so the run spans several kills; each request sleeps 60 ms in its handler, so the run spans several kills.
+  for (let wave = 0; wave < 10; wave++) {
+    const batch = Array.from({ length: n / 10 }, (_, i) => {
+      const k = wave * (n / 10) + i;
+      return client.request("Who", { k, ms: 60 }, { id: `k-${k}`, timeout: 60_000 });
+    });
+    results.push(...await Promise.all(batch));
+  }
+  stop = true;
+  await killer;
+  await new Promise((r) => setTimeout(r, 300)); // a duplicate final would arrive by now
+  await stream.return!();
+  await counting;
+  assert.ok(kills >= 3, `workers were killed ${kills} times`);
+  results.forEach((p, k) => {
+    assert.equal(p.action, "done", `request ${k}: ${JSON.stringify(p.error)}`);
+    assert.equal(p.values.k, k);
+  });
+  assert.equal(finals.size, n, "a final publication for every request");
+  const dupes = [...finals].filter(([, c]) => c !== 1);
+  assert.deepEqual(dupes, [], "no request has two finals");
+  const subject = await roleStats(d, "subject");
+  assert.ok(Number(subject.redelivered) > 0, "steps of killed workers were redelivered");
+});
+
+Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic in between is answered", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const r = new Reactor();
+  const enc = new TextEncoder();
+  const junk = (i: number): Uint8Array[] => {
+    // Never a valid message: a wrong frame count, a topic without five fields, or a truncated header.
+    const kind = i % 4;
+    const bytes = crypto.getRandomValues(new Uint8Array(1 + (i % 40)));
+    if (kind === 0) return [bytes];
+    if (kind === 1) return [bytes, bytes, bytes, bytes, bytes];
+    if (kind === 2) return [enc.encode(`no-tilde-${i}`), enc.encode('{"v":1,"id":"x"}'), enc.encode("{}")];
+    return [enc.encode("Three~~~~"), enc.encode('{"v":1,"id":"trunc'), enc.encode("{}")];
+  };
+  try {
+    const services = r.socket("DEALER", { sendHighWaterMark: 200_000 });
+    await services.connect(d.subject);
+    services.onMessage(() => {}); // acknowledgements of nothing
+    const workers = r.socket("DEALER", { sendHighWaterMark: 200_000 });
+    await workers.connect(`ipc://${d.dir}/workers`);
+    const im = r.socket("PUSH", { sendHighWaterMark: 200_000 });
+    await im.connect(`ipc://${d.dir}/im-pull`);
+    const n = 100_000;
+    const answered: Promise<unknown>[] = [];
+    let imDropped = 0;
+    for (let i = 0; i < n; i++) {
+      await services.send(junk(i));
+      const w = junk(i + 1);
+      await workers.send(w[0].length === 0 ? [enc.encode("x")] : [enc.encode("NOISE"), ...w]);
+      const m = junk(i);
+      if (m.length !== 3) { // three frames would be published as they are: the IM never reads them
+        imDropped++;
+        await im.send(m);
+      }
+      if (i % 5000 === 0) answered.push(client.request("Three", { i }));
+    }
+    const results = await Promise.all(answered) as { action: string; values: { i: number } }[];
+    assert.ok(results.every((p) => p.action === "done"), "valid requests among the garbage are all answered");
+    // The counters are written every second.
+    let subject: Record<string, Record<string, number>> = {};
+    let imStats: Record<string, number> = {};
+    for (let t = 0; t < 60; t++) {
+      await new Promise((res) => setTimeout(res, 250));
+      subject = await roleStats(d, "subject") as typeof subject;
+      imStats = await roleStats(d, "integration-manager") as typeof imStats;
+      const dropped = Object.values(subject.dropped).reduce((a, b) => a + b, 0);
+      if (dropped >= 2 * n && imStats.dropped >= imDropped) break;
+    }
+    const dropped = subject.dropped;
+    assert.equal(
+      (dropped.frame_count ?? 0) + (dropped.bad_topic ?? 0) + (dropped.bad_header ?? 0) +
+        (dropped.bad_worker_message ?? 0),
+      2 * n,
+      JSON.stringify(dropped),
+    );
+    assert.equal(imStats.dropped, imDropped);
+    assert.equal((await rolePids(d.dir, "subject")).length, 1, "the Subject is still running");
+    assert.equal((await rolePids(d.dir, "worker")).length, 1, "the worker is still running");
+    assert.equal((await client.request("Three", { after: true })).action, "done");
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("SIGTERM to start under steady load: every request sent before it is answered", async () => {
+  const d = await startDeployment({ workers: 2 });
+  const client = await d.connect();
+  try {
+    const pending: Promise<{ action: string; error?: { code: string } }>[] = [];
+    const t0 = performance.now();
+    let i = 0;
+    while (performance.now() - t0 < 1500) {
+      for (let j = 0; j < 50; j++) {
+        pending.push(client.request("Slow", { ms: 20, i: i++ }, { timeout: 30_000 }));
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    d.process.kill("SIGTERM");
+    const results = await Promise.all(pending);
+    const done = results.filter((p) => p.action === "done").length;
+    const refused = results.filter((p) => p.error?.code === "overloaded").length;
+    assert.equal(done + refused, results.length, "each request finished, or was refused while shutting down");
+    assert.ok(done > results.length / 2, `${done} of ${results.length} finished`);
+    assert.equal((await d.process.status).code, 0);
+  } finally {
+    await client.close();
+    await d.stop();
+  }
+});
