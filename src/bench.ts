@@ -45,6 +45,12 @@ export interface BenchResult {
   readonly raw_hop_msgs_per_s: number;
   /** PUB→SUB one hop between two processes over ipc, messages per second. */
   readonly raw_pubsub_msgs_per_s: number;
+  /** Round trip between two processes over ipc (ROUTER→DEALER echo), 2,000 in a row. */
+  readonly raw_rtt_p50_ms: number;
+  /** 99th percentile of the same. */
+  readonly raw_rtt_p99_ms: number;
+  /** zeromq.js on Node, same shapes, for context; `null` when Node or its packages are missing. */
+  readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
   /** 3-step flow, 2 workers, closed-loop peak. */
   readonly flows_per_s: number;
   /** `flows_per_s / raw_hop_msgs_per_s`. */
@@ -142,6 +148,73 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
     return (received - 1) / (ms / 1000);
   } finally {
     await r.close();
+  }
+}
+
+async function rawRoundTrip(dir: string, n: number): Promise<number[]> {
+  const r = new Reactor();
+  try {
+    const router = r.socket("ROUTER");
+    const ep = `ipc://${dir}/raw-rtt`;
+    await router.bind(ep);
+    const peer = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", PEER, "echo", ep],
+      stdin: "piped",
+      stdout: "null",
+    }).spawn();
+    const it = router.messages();
+    const id = (await it.next()).value![0];
+    const frames = benchFrames();
+    const rtt: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await router.send([id, ...frames]);
+      await it.next();
+      rtt.push(performance.now() - t);
+    }
+    await peer.stdin.close();
+    await peer.status;
+    return rtt.sort((a, b) => a - b);
+  } finally {
+    await r.close();
+  }
+}
+
+/** zeromq.js on Node, run from Deno's copy of the npm packages; `null` if it cannot run. */
+async function nodeZeromq(dir: string): Promise<BenchResult["node_zeromq"]> {
+  try {
+    const pkg = decodeURIComponent(new URL(".", import.meta.resolve("zeromq/package.json")).pathname);
+    // Deno's global cache keeps packages as <name>/<version>/; give Node a node_modules view.
+    const cache = pkg.replace(/\/zeromq\/[^/]+\/$/, "");
+    const nm = `${dir}/node/node_modules`;
+    await Deno.mkdir(nm, { recursive: true });
+    const link = async (name: string, version: string) =>
+      await Deno.symlink(`${cache}/${name}/${version}`, `${nm}/${name}`);
+    await link("zeromq", "6.8.0");
+    await link("cmake-ts", "1.0.2");
+    const napi = [...Deno.readDirSync(`${cache}/node-addon-api`)].find((e) => e.isDirectory)?.name;
+    if (napi) await link("node-addon-api", napi);
+    const script = `${dir}/node/bench_node.mjs`;
+    await Deno.copyFile(decodeURIComponent(new URL("./bench_node.mjs", import.meta.url).pathname), script);
+    const run = async (...args: string[]) => {
+      const out = await new Deno.Command("node", {
+        // Node must see the packages where the symlinks put them, to find their dependencies.
+        args: ["--preserve-symlinks", "--preserve-symlinks-main", script, ...args],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      if (!out.success) throw new Error(`node ${args[0]} failed`);
+      return JSON.parse(new TextDecoder().decode(out.stdout));
+    };
+    const pp = await run("pull", `ipc://${dir}/node-push`, "300000");
+    const rt = await run("rtt", `ipc://${dir}/node-rtt`, "2000");
+    return {
+      push_pull_msgs_per_s: pp.msgs_per_s,
+      rtt_p50_ms: round3(rt.p50_ms),
+      rtt_p99_ms: round3(rt.p99_ms),
+    };
+  } catch {
+    return null;
   }
 }
 
@@ -372,13 +445,16 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/7: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/8: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 500_000);
-  say("bench 2/7: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/8: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
+  say("bench 3/8: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  const rtt = await rawRoundTrip(dir, 2000);
+  const node = await nodeZeromq(dir);
   await Deno.remove(dir, { recursive: true });
   const runs: Awaited<ReturnType<typeof flowRun>>[] = [];
-  let stage = 3;
+  let stage = 4;
   for (const [steps, workers] of [[1, 1], [1, 2], [3, 1], [3, 2]]) {
     const latency = steps === 3 && workers === 2;
     say(
@@ -393,6 +469,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     machine: m,
     raw_hop_msgs_per_s: Math.round(rawHop),
     raw_pubsub_msgs_per_s: Math.round(rawPub),
+    raw_rtt_p50_ms: round3(percentile(rtt, 50)),
+    raw_rtt_p99_ms: round3(percentile(rtt, 99)),
+    node_zeromq: node,
     flows_per_s: Math.round(main.flowsPerSecond),
     ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
     p50_ms: round3(main.latency!.p50),
@@ -401,7 +480,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     latency_rate: main.latency!.rate,
     runs: runs.map(({ latency: _l, ...r }) => ({ ...r, flowsPerSecond: Math.round(r.flowsPerSecond) })),
   };
-  say("bench 7/7: done");
+  say("bench 8/8: done");
   printTable(result);
   if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result, null, 2) + "\n");
   return result;
@@ -420,6 +499,19 @@ function printTable(r: BenchResult): void {
     "| --- | ---: |",
     `| raw PUSH->PULL, one hop, two processes, ipc | ${fmt(r.raw_hop_msgs_per_s)} msgs/s |`,
     `| raw PUB->SUB, one hop, two processes, ipc | ${fmt(r.raw_pubsub_msgs_per_s)} msgs/s |`,
+    `| raw round trip, two processes, ipc: p50 / p99 | ${r.raw_rtt_p50_ms.toFixed(3)} / ${
+      r.raw_rtt_p99_ms.toFixed(3)
+    } ms |`,
+    ...(r.node_zeromq
+      ? [
+        `| zeromq.js on Node: PUSH->PULL, one hop, two processes | ${
+          fmt(r.node_zeromq.push_pull_msgs_per_s)
+        } msgs/s |`,
+        `| zeromq.js on Node: REQ/REP round trip p50 / p99 | ${r.node_zeromq.rtt_p50_ms.toFixed(3)} / ${
+          r.node_zeromq.rtt_p99_ms.toFixed(3)
+        } ms |`,
+      ]
+      : ["| zeromq.js on Node | not measured (Node or its packages missing) |"]),
     ...r.runs.map((x) =>
       `| ${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}, peak (closed loop) | ${
         fmt(x.flowsPerSecond)

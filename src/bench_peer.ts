@@ -4,6 +4,7 @@
  *   push ENDPOINT N   PUSH N copies of a request-sized message, then wait for stdin to close
  *   sub ENDPOINT N    SUB: print "ready" at the first probe, then count N data messages and
  *                     print {"received", "ms"} (first to last)
+ *   echo ENDPOINT     DEALER: send "hello", then echo every message back until stdin closes
  *
  * @module
  */
@@ -29,6 +30,14 @@ if (import.meta.main) {
     await push.connect(endpoint);
     const frames = benchFrames();
     for (let i = 0; i < n; i++) if (!push.sendNow(frames)) await push.send(frames);
+    for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
+  } else if (mode === "echo") {
+    const dealer = reactor.socket("DEALER");
+    await dealer.connect(endpoint);
+    dealer.onMessage((frames) => {
+      if (!dealer.sendNow(frames)) void dealer.send(frames);
+    });
+    await dealer.send([new TextEncoder().encode("hello")]);
     for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
   } else if (mode === "sub") {
     const sub = reactor.socket("SUB", { receiveHighWaterMark: n + 1000 });
