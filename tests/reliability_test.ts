@@ -160,3 +160,78 @@ Deno.test("SIGTERM to start under steady load: every request sent before it is a
     await d.stop();
   }
 });
+
+Deno.test("a handler sleeping 1 s per call does not stall other flows (throughput within 80%)", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  // Closed loop of 3-step flows, 100 outstanding, for `ms` milliseconds; returns flows/s.
+  const measure = async (ms: number) => {
+    let done = 0;
+    let running = true;
+    const loop = async () => {
+      while (running) {
+        await client.request("Three", {});
+        done++;
+      }
+    };
+    const loops = Array.from({ length: 100 }, loop);
+    await new Promise((r) => setTimeout(r, ms));
+    running = false;
+    await Promise.all(loops);
+    return done / (ms / 1000);
+  };
+  await measure(500); // warm up
+  const alone = await measure(2000);
+  // Now with 20 sleepers always in flight: each holds a worker credit for a second.
+  let sleeping = true;
+  const sleepers = Array.from({ length: 20 }, async () => {
+    while (sleeping) await client.request("Slow", { ms: 1000 });
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  const withSleepers = await measure(2000);
+  sleeping = false;
+  await Promise.all(sleepers);
+  assert.ok(
+    withSleepers >= 0.8 * alone,
+    `${Math.round(withSleepers)} flows/s with sleepers, ${Math.round(alone)} without`,
+  );
+});
+
+Deno.test("under a flood well past capacity each role's peak RSS stays below 512 MiB", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  const r = new Reactor();
+  const enc = new TextEncoder();
+  try {
+    const sub = r.socket("SUB", { receiveHighWaterMark: 1_000_000 });
+    await sub.subscribe("Three~~~~done");
+    await sub.connect(d.publisher);
+    const answered = new Set<string>();
+    const dec = new TextDecoder();
+    sub.onMessage((f) => {
+      const id = /"id":"(f\d+)"/.exec(dec.decode(f[1]))?.[1];
+      if (id) answered.add(id);
+    });
+    await using client = await d.connect();
+    await client.request("Three", {}); // the path works and the subscription had time to settle
+    const dealer = r.socket("DEALER", { sendHighWaterMark: 1_000_000 });
+    dealer.onMessage(() => {}); // acknowledgements
+    await dealer.connect(d.subject);
+    const n = 200_000;
+    const values = enc.encode(JSON.stringify({ payload: "x".repeat(200) }));
+    const topic = enc.encode("Three~~~~");
+    for (let i = 0; i < n; i++) await dealer.send([topic, enc.encode(`{"v":1,"id":"f${i}"}`), values]);
+    const deadline = performance.now() + 120_000;
+    while (answered.size < n && performance.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(answered.size, n, "every flooded request was answered");
+    for (const role of ["subject", "worker", "integration-manager"]) {
+      for (const pid of await rolePids(d.dir, role)) {
+        const kb = Number(Deno.readTextFileSync(`/proc/${pid}/status`).match(/VmHWM:\s*(\d+)/)![1]);
+        assert.ok(kb < 512 * 1024, `${role} ${pid} peaked at ${Math.round(kb / 1024)} MiB`);
+      }
+    }
+  } finally {
+    await r.close();
+  }
+});
