@@ -42,3 +42,4 @@ export {
 export { Subject, type SubjectOptions, type SubjectStats } from "./src/roles/subject.ts";
 export { type SegmentResult, Worker, type WorkerOptions, type WorkerStats } from "./src/roles/worker.ts";
 export * from "./src/zmq/mod.ts";
+export * from "./src/deployment.ts";

@@ -14,6 +14,7 @@ import { libzmq } from "./zmq/ffi.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 import { utf8 } from "./protocol.ts";
 import { delay } from "./_async.ts";
+import { type Deployment, rolePids, spawnDeployment } from "./deployment.ts";
 
 /** Options of {@linkcode runBench}. */
 export interface BenchOptions {
@@ -67,7 +68,6 @@ export interface BenchResult {
   readonly runs: readonly FlowRun[];
 }
 
-const CLI = new URL("../cli.ts", import.meta.url).href;
 const PEER = new URL("./bench_peer.ts", import.meta.url).href;
 const FILES = ["./bench/flows.ini", "./bench/mapping.ini"].map((f) =>
   decodeURIComponent(new URL(f, import.meta.url).pathname)
@@ -218,55 +218,18 @@ async function nodeZeromq(dir: string): Promise<BenchResult["node_zeromq"]> {
   }
 }
 
-interface Deployment {
-  readonly process: Deno.ChildProcess;
-  readonly dir: string;
-  stop(): Promise<void>;
-}
-
+/** A deployment of the bench flows, once every worker has joined. */
 export async function deploy(workers: number): Promise<Deployment> {
-  const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "start", "--workers", String(workers), "--runtime-dir", dir, "--", ...FILES],
-    stdout: "piped",
-    stderr: "null",
-    stdin: "null",
-    env: { ZMANAGER_LOG: "warning" },
-  }).spawn();
-  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("ready")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("start exited before it was ready");
-    out += value;
-  }
-  reader.releaseLock();
-  // Wait until every worker has joined the Subject.
-  for (let i = 0; i < 100; i++) {
-    const pids = await rolePids(dir);
-    if (pids.filter(([r]) => r === "worker").length === workers) break;
-    await delay(50);
-  }
-  return {
-    process,
-    dir,
-    async stop() {
-      process.kill("SIGINT");
-      await process.status;
-      await process.stdout.cancel().catch(() => {});
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
+  const d = await spawnDeployment({ files: FILES, workers });
+  for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
+  return d;
 }
 
-async function rolePids(dir: string): Promise<[string, number][]> {
+async function roleProcesses(dir: string): Promise<[string, number][]> {
   const out: [string, number][] = [];
-  try {
-    for await (const e of Deno.readDir(`${dir}/stats`)) {
-      const m = /^(.*)-(\d+)\.json$/.exec(e.name);
-      if (m) out.push([m[1], Number(m[2])]);
-    }
-  } catch { /* not yet */ }
+  for (const role of ["subject", "integration-manager", "worker"]) {
+    for (const pid of await rolePids(dir, role)) out.push([role, pid]);
+  }
   return out;
 }
 
@@ -403,7 +366,7 @@ async function flowRun(
   const g = new Generator(`Bench${steps}`);
   try {
     await g.open(d.dir);
-    const pids = await rolePids(d.dir);
+    const pids = await roleProcesses(d.dir);
     const before = pids.map(([, pid]) => cpuTicks(pid));
     const t0 = performance.now();
     const flowsPerSecond = await g.closedLoop(seconds);

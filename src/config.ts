@@ -62,17 +62,16 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "async_store",
 ];
 
-const NUMERIC = new Set<keyof Config>([
-  "worker_count",
-  "worker_concurrency",
-  "step_limit",
-  "handler_timeout",
-  "heartbeat_interval",
-  "heartbeat_timeout",
-  "max_message_size",
-  "max_pending",
-  "async_timeout",
+/** The settings that are text (paths and endpoints); every other one is a whole number. */
+const TEXT = new Set<keyof Config>([
+  "runtime_dir",
+  "subject_pull_address",
+  "subject_worker_address",
+  "integration_manager_pull_address",
+  "integration_manager_pub_address",
+  "async_store",
 ]);
+const NUMERIC = new Set(CONFIG_KEYS.filter((k) => !TEXT.has(k)));
 
 /** The default runtime directory: short, private to the user, the same for every command. */
 export function defaultRuntimeDir(): string {

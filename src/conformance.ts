@@ -9,6 +9,7 @@
  */
 
 import { Client } from "./client.ts";
+import { spawnDeployment } from "./deployment.ts";
 import type { Values } from "./handler.ts";
 import type { Publication } from "./protocol.ts";
 import type { Output } from "./commands.ts";
@@ -237,44 +238,6 @@ export interface ConformanceOptions {
   readonly coverage?: boolean;
 }
 
-interface Deployed {
-  readonly subject: string;
-  readonly publisher: string;
-  stop(): Promise<void>;
-}
-
-async function deploy(files: string[], args: string[]): Promise<Deployed> {
-  const dir = await Deno.makeTempDir({ prefix: "zmc" });
-  const cli = new URL("../cli.ts", import.meta.url).href;
-  const p = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, "start", "--workers", "2", "--runtime-dir", dir, ...args, "--", ...files],
-    stdout: "piped",
-    stderr: "null",
-    stdin: "null",
-    env: { ZMANAGER_LOG: "error" },
-  }).spawn();
-  const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("ready")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the deployment did not start (files: ${files.join(" ")})`);
-    out += value;
-  }
-  const drained = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })();
-  return {
-    subject: `ipc://${dir}/subject`,
-    publisher: `ipc://${dir}/im-pub`,
-    async stop() {
-      p.kill("SIGINT");
-      await p.status;
-      await drained;
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
 /** The coverage table: each SPEC section and the fixtures that cover it. */
 export function coverageTable(fixtures: readonly LoadedFixture[]): string {
   const bySection = new Map<string, string[]>();
@@ -334,7 +297,8 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
   };
   for (const [key, group] of groups) {
     const [files, args] = JSON.parse(key) as [string[], string[]];
-    const d = external ?? await deploy(files, args);
+    const deployed = external ? undefined : await spawnDeployment({ files, args, logLevel: "error" });
+    const d = external ?? deployed!;
     try {
       for (const f of group) {
         let actual: Recorded[][];
@@ -360,7 +324,7 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
         progress(f.name);
       }
     } finally {
-      if (!external) await (d as Deployed).stop();
+      await deployed?.stop();
     }
   }
   results.sort((a, b) => a.name.localeCompare(b.name));

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import type { Values } from "../src/handler.ts";
 import type { Publication } from "../src/protocol.ts";
+import { rolePids } from "../src/deployment.ts";
 import { runCli, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
 const CORE_FLOWS =
@@ -124,15 +125,7 @@ Deno.test("a token resumes once; unknown and expired tokens get bad_resume; an e
 });
 
 async function subjectPid(dir: string): Promise<number> {
-  for await (const e of Deno.readDir(`${dir}/stats`)) {
-    const m = /^subject-(\d+)\.json$/.exec(e.name);
-    if (m) {
-      const pid = Number(m[1]);
-      try {
-        Deno.kill(pid, "SIGCONT"); // alive?
-        return pid;
-      } catch { /* a stale file of a killed Subject */ }
-    }
-  }
-  throw new Error("no live Subject");
+  const [pid] = await rolePids(dir, "subject");
+  if (pid === undefined) throw new Error("no live Subject");
+  return pid;
 }

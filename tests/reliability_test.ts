@@ -2,25 +2,8 @@
 // SIGTERM under load. Real processes, real sockets, bounded in count and time.
 import assert from "node:assert/strict";
 import { Reactor } from "../src/zmq/reactor.ts";
-import { type Deployment, startDeployment } from "./helpers.ts";
-
-async function rolePids(dir: string, role: string): Promise<number[]> {
-  const pids: number[] = [];
-  for await (const e of Deno.readDir(`${dir}/stats`)) {
-    const m = new RegExp(`^${role}-(\\d+)\\.json$`).exec(e.name);
-    if (!m) continue;
-    try {
-      Deno.kill(Number(m[1]), "SIGCONT"); // alive?
-      pids.push(Number(m[1]));
-    } catch { /* a stale file */ }
-  }
-  return pids;
-}
-
-async function roleStats(d: Deployment, role: string): Promise<Record<string, unknown>> {
-  const [pid] = await rolePids(d.dir, role);
-  return JSON.parse(await Deno.readTextFile(`${d.dir}/stats/${role}-${pid}.json`));
-}
+import { killRole, rolePids, roleStats } from "../src/deployment.ts";
+import { startDeployment } from "./helpers.ts";
 
 Deno.test("10,000 requests while a worker is SIGKILLed about every second: one final each, none lost", async () => {
   await using d = await startDeployment({
@@ -38,10 +21,8 @@ Deno.test("10,000 requests while a worker is SIGKILLed about every second: one f
   const killer = (async () => {
     while (!stop) {
       await new Promise((r) => setTimeout(r, 1000));
-      const pids = await rolePids(d.dir, "worker");
-      if (stop || !pids.length) continue;
-      Deno.kill(pids[kills % pids.length], "SIGKILL");
-      kills++;
+      if (stop) continue;
+      if (await killRole(d.dir, "worker", kills) !== undefined) kills++;
     }
   })();
   const n = 10_000;
@@ -67,7 +48,7 @@ Deno.test("10,000 requests while a worker is SIGKILLed about every second: one f
   assert.equal(finals.size, n, "a final publication for every request");
   const dupes = [...finals].filter(([, c]) => c !== 1);
   assert.deepEqual(dupes, [], "no request has two finals");
-  const subject = await roleStats(d, "subject");
+  const subject = await roleStats(d.dir, "subject");
   assert.ok(Number(subject.redelivered) > 0, "steps of killed workers were redelivered");
 });
 
@@ -114,8 +95,8 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
     let imStats: Record<string, number> = {};
     for (let t = 0; t < 60; t++) {
       await new Promise((res) => setTimeout(res, 250));
-      subject = await roleStats(d, "subject") as typeof subject;
-      imStats = await roleStats(d, "integration-manager") as typeof imStats;
+      subject = await roleStats(d.dir, "subject") as typeof subject;
+      imStats = await roleStats(d.dir, "integration-manager") as typeof imStats;
       const dropped = Object.values(subject.dropped).reduce((a, b) => a + b, 0);
       if (dropped >= 2 * n && imStats.dropped >= imDropped) break;
     }

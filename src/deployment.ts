@@ -1,0 +1,161 @@
+/**
+ * A whole deployment (`cli.ts start`: Integration Manager, Subject, workers) run as a child
+ * process, for the conformance suite, the benchmark and tests; plus fault-injection helpers
+ * that find and kill its role processes.
+ *
+ * @module
+ */
+
+import { Client } from "./client.ts";
+
+/** Options of {@linkcode spawnDeployment}. */
+export interface SpawnOptions {
+  /** Flow and mapping files (default: the bundled example). */
+  readonly files?: readonly string[];
+  /** Worker processes. @default {2} */
+  readonly workers?: number;
+  /** `ipc` in a temporary directory, or `tcp` on free loopback ports. @default {"ipc"} */
+  readonly transport?: "ipc" | "tcp";
+  /** More `start` arguments (e.g. `--step-limit 4`). */
+  readonly args?: readonly string[];
+  /** `ZMANAGER_LOG` of the roles. @default {"warning"} */
+  readonly logLevel?: string;
+  /** Show the roles' logs on this process's stderr. @default {false} */
+  readonly showLogs?: boolean;
+}
+
+/** A running deployment. */
+export interface Deployment extends AsyncDisposable {
+  /** Its runtime directory. */
+  readonly dir: string;
+  /** The Subject's request endpoint. */
+  readonly subject: string;
+  /** The Integration Manager's publish endpoint. */
+  readonly publisher: string;
+  /** CLI flags that point a command (`send`, `tap`, `stats`) at this deployment. */
+  readonly flags: readonly string[];
+  /** The `start` process. */
+  readonly process: Deno.ChildProcess;
+  /** Connects a client. */
+  connect(): Promise<Client>;
+  /** Sends SIGINT, waits for the exit and removes the directory; returns the exit code. */
+  stop(): Promise<number>;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Runs `cli.ts start` and resolves once it prints `ready`. */
+export async function spawnDeployment(options: SpawnOptions = {}): Promise<Deployment> {
+  const dir = await Deno.makeTempDir({ prefix: "zmd" });
+  const flags = ["--runtime-dir", dir];
+  let subject = `ipc://${dir}/subject`;
+  let publisher = `ipc://${dir}/im-pub`;
+  if (options.transport === "tcp") {
+    const [a, b, c, d] = [freePort(), freePort(), freePort(), freePort()];
+    subject = `tcp://127.0.0.1:${a}`;
+    publisher = `tcp://127.0.0.1:${d}`;
+    flags.push(
+      "--subject-pull-address",
+      subject,
+      "--subject-worker-address",
+      `tcp://127.0.0.1:${b}`,
+      "--integration-manager-pull-address",
+      `tcp://127.0.0.1:${c}`,
+      "--integration-manager-pub-address",
+      publisher,
+    );
+  }
+  const cli = new URL("../cli.ts", import.meta.url).href;
+  const process = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      cli,
+      "start",
+      "--workers",
+      String(options.workers ?? 2),
+      ...flags,
+      ...(options.args ?? []),
+      ...(options.files?.length ? ["--", ...options.files] : []),
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: options.showLogs ? "inherit" : "null",
+    env: { ZMANAGER_LOG: options.logLevel ?? "warning" },
+  }).spawn();
+  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw new Error(`start exited before it was ready (files: ${options.files?.join(" ") ?? "example"})`);
+    }
+    out += value;
+  }
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  let stopped: Promise<number> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      try {
+        process.kill("SIGINT");
+      } catch { /* already gone */ }
+      const s = await process.status;
+      await drained;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      return s.code;
+    })();
+  return {
+    dir,
+    subject,
+    publisher,
+    flags,
+    process,
+    connect: () => Client.connect({ subject, publisher }),
+    stop,
+    [Symbol.asyncDispose]: async () => void (await stop()),
+  };
+}
+
+/**
+ * The live pids of a role (`subject`, `worker`, `integration-manager`) of a deployment, from the
+ * counters each role writes to `<runtime_dir>/stats/<role>-<pid>.json`.
+ */
+export async function rolePids(dir: string, role: string): Promise<number[]> {
+  const pids: number[] = [];
+  try {
+    for await (const e of Deno.readDir(`${dir}/stats`)) {
+      const m = /^(.*)-(\d+)\.json$/.exec(e.name);
+      if (!m || m[1] !== role) continue;
+      try {
+        Deno.kill(Number(m[2]), "SIGCONT"); // alive? (SIGCONT changes nothing for a running process)
+        pids.push(Number(m[2]));
+      } catch { /* a stale file of a dead process */ }
+    }
+  } catch { /* no stats yet */ }
+  return pids;
+}
+
+/** The counters a role last wrote (the first live process of that role). */
+export async function roleStats(dir: string, role: string): Promise<Record<string, unknown>> {
+  const [pid] = await rolePids(dir, role);
+  if (pid === undefined) throw new Error(`no live ${role} in ${dir}`);
+  return JSON.parse(await Deno.readTextFile(`${dir}/stats/${role}-${pid}.json`));
+}
+
+/** Fault injection: SIGKILLs one live process of a role; returns its pid, or `undefined`. */
+export async function killRole(dir: string, role: string, which = 0): Promise<number | undefined> {
+  const pids = await rolePids(dir, role);
+  if (!pids.length) return undefined;
+  const pid = pids[which % pids.length];
+  Deno.kill(pid, "SIGKILL");
+  return pid;
+}
