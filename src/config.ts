@@ -43,6 +43,19 @@ export interface Config {
   readonly async_store: string;
 }
 
+/** Steps one worker runs at once, by default. */
+export const DEFAULT_WORKER_CONCURRENCY = 64;
+/** Milliseconds a handler may run, by default. */
+export const DEFAULT_HANDLER_TIMEOUT = 30_000;
+/** Milliseconds between worker heartbeats, by default. */
+export const DEFAULT_HEARTBEAT_INTERVAL = 1000;
+/** Milliseconds of worker silence before its steps are redelivered, by default. */
+export const DEFAULT_HEARTBEAT_TIMEOUT = 5000;
+/** Requests the Subject holds for worker credit before it stops reading, by default. */
+export const DEFAULT_MAX_PENDING = 10_000;
+/** Milliseconds a paused flow waits to be resumed, by default. */
+export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
+
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "runtime_dir",
@@ -168,14 +181,14 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     ),
     integration_manager_pub_address: String(merged.integration_manager_pub_address ?? `ipc://${dir}/im-pub`),
     worker_count: num("worker_count", navigator.hardwareConcurrency || 1, 0),
-    worker_concurrency: num("worker_concurrency", 64, 1),
+    worker_concurrency: num("worker_concurrency", DEFAULT_WORKER_CONCURRENCY, 1),
     step_limit: num("step_limit", DEFAULT_STEP_LIMIT, 1),
-    handler_timeout: num("handler_timeout", 30_000, 1),
-    heartbeat_interval: num("heartbeat_interval", 1000, 10),
-    heartbeat_timeout: num("heartbeat_timeout", 5000, 50),
+    handler_timeout: num("handler_timeout", DEFAULT_HANDLER_TIMEOUT, 1),
+    heartbeat_interval: num("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 10),
+    heartbeat_timeout: num("heartbeat_timeout", DEFAULT_HEARTBEAT_TIMEOUT, 50),
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
-    max_pending: num("max_pending", 10_000, 1),
-    async_timeout: num("async_timeout", 3_600_000, 1),
+    max_pending: num("max_pending", DEFAULT_MAX_PENDING, 1),
+    async_timeout: num("async_timeout", DEFAULT_ASYNC_TIMEOUT, 1),
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
   };
 }

@@ -15,7 +15,8 @@
 
 import type { ActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
-import { placeRequest, stepKind } from "../flow_step.ts";
+import { DEFAULT_STEP_LIMIT, placeRequest, stepKind } from "../flow_step.ts";
+import { DEFAULT_ASYNC_TIMEOUT, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_PENDING } from "../config.ts";
 import { logger } from "../log.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
@@ -147,12 +148,12 @@ export class Subject {
       pullAddress: options.pullAddress,
       workerAddress: options.workerAddress,
       integrationManagerAddress: options.integrationManagerAddress,
-      stepLimit: options.stepLimit ?? 100,
-      heartbeatTimeout: options.heartbeatTimeout ?? 5000,
-      maxPending: options.maxPending ?? 10_000,
+      stepLimit: options.stepLimit ?? DEFAULT_STEP_LIMIT,
+      heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+      maxPending: options.maxPending ?? DEFAULT_MAX_PENDING,
       maxMessageSize: options.maxMessageSize,
       pausedStore: options.pausedStore ?? ":memory:",
-      asyncTimeout: options.asyncTimeout ?? 3_600_000,
+      asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     };
   }
 

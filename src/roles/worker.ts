@@ -8,7 +8,12 @@
 
 import { ASYNC, formatActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
-import { stepKind } from "../flow_step.ts";
+import { DEFAULT_STEP_LIMIT, stepKind } from "../flow_step.ts";
+import {
+  DEFAULT_HANDLER_TIMEOUT,
+  DEFAULT_HEARTBEAT_INTERVAL,
+  DEFAULT_WORKER_CONCURRENCY,
+} from "../config.ts";
 import type { BoundHandler, HandlerRegistry, Values } from "../handler.ts";
 import { logger } from "../log.ts";
 import {
@@ -92,10 +97,10 @@ export class Worker {
       flows: options.flows,
       handlers: options.handlers,
       subjectAddress: options.subjectAddress,
-      concurrency: options.concurrency ?? 64,
-      stepLimit: options.stepLimit ?? 100,
-      handlerTimeout: options.handlerTimeout ?? 30_000,
-      heartbeatInterval: options.heartbeatInterval ?? 1000,
+      concurrency: options.concurrency ?? DEFAULT_WORKER_CONCURRENCY,
+      stepLimit: options.stepLimit ?? DEFAULT_STEP_LIMIT,
+      handlerTimeout: options.handlerTimeout ?? DEFAULT_HANDLER_TIMEOUT,
+      heartbeatInterval: options.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
     };
   }
 
