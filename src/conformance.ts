@@ -8,6 +8,8 @@
  * @module
  */
 
+import cliProgress from "cli-progress";
+import process from "node:process";
 import { Client } from "./client.ts";
 import { spawnDeployment } from "./deployment.ts";
 import type { Values } from "./handler.ts";
@@ -289,11 +291,20 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
     const key = JSON.stringify([files, f.fixture.args ?? []]);
     groups.set(key, [...(groups.get(key) ?? []), f]);
   }
+  // A progress bar on a terminal; plain lines otherwise (CI logs), nothing with --json.
   let done = 0;
   const total = fixtures.length;
+  const bar = !options.json && Deno.stderr.isTerminal()
+    ? new cliProgress.SingleBar(
+      { format: "conformance [{bar}] {value}/{total} {name}", stream: process.stderr },
+      cliProgress.Presets.shades_classic,
+    )
+    : undefined;
+  bar?.start(total, 0, { name: "" });
   const progress = (name: string) => {
     done++;
-    if (!options.json) io.err(`[${String(done).padStart(3)}/${total}] ${name}`);
+    if (bar) bar.increment(1, { name });
+    else if (!options.json) io.err(`[${String(done).padStart(3)}/${total}] ${name}`);
   };
   for (const [key, group] of groups) {
     const [files, args] = JSON.parse(key) as [string[], string[]];
@@ -327,6 +338,7 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
       await deployed?.stop();
     }
   }
+  bar?.stop();
   results.sort((a, b) => a.name.localeCompare(b.name));
   const passed = results.filter((r) => r.status === "passed" || r.status === "recorded").length;
   const failed = results.filter((r) => r.status === "failed").length;
