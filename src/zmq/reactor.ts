@@ -31,7 +31,7 @@ export interface ReactorOptions {
    * message; an in-thread wait wakes in microseconds and uses no CPU, but holds other
    * JavaScript (timers, I/O callbacks, promise continuations) for at most this long, so it
    * suits processes whose work is done in `onMessage` callbacks (the roles). 0 disables it;
-   * so does {@linkcode Reactor.holdSyncWait} while async work is pending. @default {0}
+   * {@linkcode Reactor.holdSyncWait} cuts it to 1 ms while async work is pending. @default {0}
    */
   readonly syncWaitMs?: number;
   /** Called when a message callback throws; by default the error is logged to stderr. */
@@ -92,8 +92,8 @@ export class Reactor {
   }
 
   /**
-   * Disables the in-thread wait until the returned function is called: for async work (a
-   * handler awaiting I/O or a timer) that must not be held up by a blocked thread.
+   * Cuts the in-thread wait to 1 ms until the returned function is called: for async work (a
+   * handler awaiting I/O or a timer) that must not be held up long by a blocked thread.
    */
   holdSyncWait(): () => void {
     this.#holds++;
@@ -173,11 +173,14 @@ export class Reactor {
       }
       const n = this.#buildPollItems();
       let timeout = work > 0 || this.#ops.length > 0 ? 0 : -1;
-      if (work === 0 && this.#syncWaitMs > 0 && this.#holds === 0 && this.#ops.length === 0) {
+      if (work === 0 && this.#syncWaitMs > 0 && this.#ops.length === 0) {
         // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
         // with this poll). A message arriving now is picked up in microseconds; if none comes,
         // hand over with a zero-timeout poll so timers and I/O callbacks run, then wait again.
-        if (z.zmq_poll(this.#items, n, i64(this.#syncWaitMs)) > 0) continue;
+        // While async work is pending (holdSyncWait) the wait is cut to 1 ms, so its timers and
+        // I/O run at most that late.
+        const wait = this.#holds > 0 ? Math.min(1, this.#syncWaitMs) : this.#syncWaitMs;
+        if (z.zmq_poll(this.#items, n, i64(wait)) > 0) continue;
         timeout = 0;
       }
       this.#polling = true;
