@@ -399,7 +399,8 @@ export class Client {
     } catch (e) {
       failure = e instanceof Error ? e.message : String(e);
     }
-    const header: Header = { v: 1, id: p.id, pos: p.position! + 1, n: 0 };
+    // The @PUBLISH step counts as a step run: the step limit spans the whole flow.
+    const header: Header = { v: 1, id: p.id, pos: p.position! + 1, n: (p.n ?? 0) + 1 };
     if (failure !== undefined) header.error = { code: "handler_error", message: failure };
     await this.#push(p.topic, header, utf8(JSON.stringify(out ?? p.values)));
   }

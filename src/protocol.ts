@@ -69,6 +69,8 @@ export interface Publication extends TopicFields {
   readonly values: Record<string, unknown>;
   /** Position of the step, on step publications. */
   readonly position?: number;
+  /** Steps run so far, on step publications (a continuation carries `n + 1`). */
+  readonly n?: number;
   /** On error publications. */
   readonly error?: { readonly code: ErrorCode; readonly message: string };
   /** On pause publications. */
@@ -201,7 +203,7 @@ export function toPublication(frames: readonly Uint8Array[]): Publication | Drop
     id: header.id,
     values,
     ...(header.pos !== undefined && fields.action !== "done" && fields.action !== "error"
-      ? { position: header.pos }
+      ? { position: header.pos, n: header.n ?? 0 }
       : {}),
     ...(header.error ? { error: header.error } : {}),
     ...(header.resume ? { resume: header.resume } : {}),
