@@ -14,7 +14,7 @@ import {
   DEFAULT_HEARTBEAT_INTERVAL,
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
-import type { BoundHandler, HandlerRegistry, Values } from "../handler.ts";
+import type { BoundHandler, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
 import { logger } from "../log.ts";
 import {
   decodeHeader,
@@ -85,7 +85,8 @@ export class Worker {
   readonly #log = logger("worker");
   #sock!: ReactorSocket;
   #timer?: ReturnType<typeof setInterval>;
-  readonly #cache = new Map<string, BoundHandler | null>();
+  readonly #cache = new Map<Flow, (BoundHandler | null)[]>();
+  readonly #loggers = new Map<string, HandlerLogger>();
   readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
   readonly #stop = new AbortController();
   #closed?: Promise<void>;
@@ -155,12 +156,13 @@ export class Worker {
     if (!this.#sock.closed && !this.#sock.sendNow(msg)) void this.#sock.send(msg).catch(() => {});
   }
 
+  /** The handler of a step, resolved once per flow position (`null`: none maps it). */
   #handlerFor(flow: Flow, position: number): BoundHandler | null {
-    const k = `${flow.name}\u0000${position}`;
-    let h = this.#cache.get(k);
+    let byPosition = this.#cache.get(flow);
+    if (!byPosition) this.#cache.set(flow, byPosition = []);
+    let h = byPosition[position];
     if (h === undefined) {
-      h = this.#o.handlers.resolve(flow.steps[position].key)?.entry ?? null;
-      this.#cache.set(k, h);
+      h = byPosition[position] = this.#o.handlers.resolve(flow.steps[position].key)?.entry ?? null;
     }
     return h;
   }
@@ -323,34 +325,52 @@ export class Worker {
     id: string,
   ): Values | Promise<Values> {
     const key = flow.steps[position].key;
-    const ac = new AbortController();
+    // Most handlers never read their signal: the controller is made only when one does. A
+    // handler that reads it after a timeout or a stop gets an already aborted signal.
+    const stop = this.#stop.signal;
+    let ac: AbortController | undefined;
+    let timedOut: StepTimeout | undefined;
     const result = handler.call(values, {
       key,
       flow: flow.name,
       id,
       position,
-      logger: logger("handler", flow.name),
-      signal: ac.signal,
+      logger: this.#handlerLogger(flow.name),
+      get signal(): AbortSignal {
+        if (!ac) {
+          ac = new AbortController();
+          if (timedOut) ac.abort(timedOut);
+          else if (stop.aborted) ac.abort(stop.reason);
+        }
+        return ac.signal;
+      },
     });
     if (!(result instanceof Promise)) return result;
-    const onStop = () => ac.abort(this.#stop.signal.reason);
-    this.#stop.signal.addEventListener("abort", onStop, { once: true });
+    const onStop = () => ac?.abort(stop.reason);
+    stop.addEventListener("abort", onStop, { once: true });
     let timer: ReturnType<typeof setTimeout> | undefined;
     return Promise.race([
       result,
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          const e = new StepTimeout(
+          timedOut = new StepTimeout(
             `handler for ${formatActionKey(key)} ran past ${this.#o.handlerTimeout} ms`,
           );
-          ac.abort(e);
-          reject(e);
+          ac?.abort(timedOut);
+          reject(timedOut);
         }, this.#o.handlerTimeout);
       }),
     ]).finally(() => {
       clearTimeout(timer);
-      this.#stop.signal.removeEventListener("abort", onStop);
+      stop.removeEventListener("abort", onStop);
     });
+  }
+
+  /** One logger per flow, made once (handlers get it in their context on every step). */
+  #handlerLogger(flow: string): HandlerLogger {
+    let l = this.#loggers.get(flow);
+    if (!l) this.#loggers.set(flow, l = logger("handler", flow));
+    return l;
   }
 
   #error(
