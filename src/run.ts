@@ -94,6 +94,23 @@ function waitForStop(supervised = false): Promise<string> {
   })();
 }
 
+/**
+ * Keeps a started role running: writes its counters to the runtime directory until it is told
+ * to stop (see {@linkcode waitForStop}), then runs `shutdown`. Returns the exit code.
+ */
+async function serveUntilStopped(
+  config: Config,
+  role: string,
+  supervised: boolean,
+  snapshot: () => unknown,
+  shutdown: (signal: string) => Promise<void>,
+): Promise<number> {
+  const stopStats = statsWriter(config, role, snapshot);
+  await shutdown(await waitForStop(supervised));
+  stopStats();
+  return 0;
+}
+
 /** `integration-manager`: runs until SIGINT/SIGTERM. */
 export async function runIntegrationManager(config: Config, supervised = false): Promise<number> {
   await ensureRuntimeDir(config);
@@ -102,12 +119,16 @@ export async function runIntegrationManager(config: Config, supervised = false):
     pubAddress: config.integration_manager_pub_address,
     maxMessageSize: config.max_message_size,
   });
-  const stop = statsWriter(config, "integration-manager", () => im.stats());
-  const signal = await waitForStop(supervised);
-  logger("integration-manager").info("{signal}: stopping", { signal });
-  stop();
-  await im.close();
-  return 0;
+  return await serveUntilStopped(
+    config,
+    "integration-manager",
+    supervised,
+    () => im.stats(),
+    async (signal) => {
+      logger("integration-manager").info("{signal}: stopping", { signal });
+      await im.close();
+    },
+  );
 }
 
 /** `subject`: runs until SIGINT/SIGTERM, then drains. */
@@ -132,14 +153,13 @@ export async function runSubject(
     pausedStore: config.async_store,
     asyncTimeout: config.async_timeout,
   });
-  const stop = statsWriter(config, "subject", () => subject.stats());
-  const signal = await waitForStop(supervised);
-  const log = logger("subject");
-  log.info("{signal}: draining (no new requests; finishing accepted ones)", { signal });
-  const clean = await subject.drain(config.handler_timeout + 5000);
-  if (!clean) log.warn("Drain timed out with work still in flight");
-  stop();
-  return 0;
+  return await serveUntilStopped(config, "subject", supervised, () => subject.stats(), async (signal) => {
+    const log = logger("subject");
+    log.info("{signal}: draining (no new requests; finishing accepted ones)", { signal });
+    if (!await subject.drain(config.handler_timeout + 5000)) {
+      log.warn("Drain timed out with work still in flight");
+    }
+  });
 }
 
 /** `worker`: runs until SIGINT/SIGTERM, then finishes running steps. */
@@ -171,12 +191,10 @@ export async function runWorker(
     handlerTimeout: config.handler_timeout,
     heartbeatInterval: config.heartbeat_interval,
   });
-  const stop = statsWriter(config, "worker", () => worker.stats());
-  const signal = await waitForStop(supervised);
-  log.info("{signal}: finishing running steps", { signal });
-  await worker.drain(config.handler_timeout);
-  stop();
-  return 0;
+  return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
+    log.info("{signal}: finishing running steps", { signal });
+    await worker.drain(config.handler_timeout);
+  });
 }
 
 /** Options of {@linkcode runStart}. */
