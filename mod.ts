@@ -39,7 +39,8 @@ export {
   type IntegrationManagerOptions,
   type IntegrationManagerStats,
 } from "./src/roles/integration_manager.ts";
-export { Subject, type SubjectOptions, type SubjectStats } from "./src/roles/subject.ts";
+export { IM_BACKLOG_LIMIT, Subject, type SubjectOptions, type SubjectStats } from "./src/roles/subject.ts";
 export { type SegmentResult, Worker, type WorkerOptions, type WorkerStats } from "./src/roles/worker.ts";
 export * from "./src/zmq/mod.ts";
 export * from "./src/deployment.ts";
+export * from "./src/fault.ts";

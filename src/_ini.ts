@@ -86,7 +86,10 @@ export function scanIni(text: string): IniLine[] {
   return out;
 }
 
-/** True when the text has an `[actionmapping]` section (the mark of a mapping file). */
+/**
+ * True when the text has an `[actionmapping]` or `[actiontimeout]` section (the mark of a
+ * mapping file).
+ */
 export function hasActionMappingSection(text: string): boolean {
-  return /^[ \t]*\[[ \t]*actionmapping[ \t]*\][ \t]*\r?$/im.test(text);
+  return /^[ \t]*\[[ \t]*action(mapping|timeout)[ \t]*\][ \t]*\r?$/im.test(text);
 }

@@ -11,7 +11,7 @@
 
 import { type Diagnostic, formatPlace } from "./diagnostics.ts";
 import { type Flow, parseFlowFile } from "./flow_file.ts";
-import { type MappingEntry, parseMappingFile } from "./mapping_file.ts";
+import { type MappingEntry, parseMappingFile, type TimeoutEntry } from "./mapping_file.ts";
 import { hasActionMappingSection } from "./_ini.ts";
 
 /** What a file holds. */
@@ -46,6 +46,8 @@ export interface Catalog {
   readonly allFlows: readonly Flow[];
   /** Every mapping entry found, in load order, including ones that lost a conflict. */
   readonly allMappings: readonly MappingEntry[];
+  /** Per-action handler timeouts (`[actiontimeout]`) by lookup key; the later file wins. */
+  readonly timeouts: ReadonlyMap<string, TimeoutEntry>;
   /** The kind each file was read as, in load order. */
   readonly files: readonly { readonly file: string; readonly kind: FileKind }[];
   /** Errors and warnings from every file. */
@@ -89,6 +91,7 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
   const diagnostics: Diagnostic[] = [];
   const allFlows: Flow[] = [];
   const allMappings: MappingEntry[] = [];
+  const allTimeouts: TimeoutEntry[] = [];
   const files: { file: string; kind: FileKind }[] = [];
   for (const src of sources) {
     const kind = src.kind ?? detectKind(src.text);
@@ -96,6 +99,7 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
     if (kind === "mapping") {
       const r = parseMappingFile(src.text, src.file);
       allMappings.push(...r.entries);
+      allTimeouts.push(...r.timeouts);
       diagnostics.push(...r.diagnostics);
     } else {
       const r = parseFlowFile(src.text, src.file);
@@ -141,7 +145,24 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
       });
     }
   }
-  return { flows, mappings, allFlows, allMappings, files, diagnostics };
+  const timeouts = new Map<string, TimeoutEntry>();
+  for (const [lookup, defs] of group(allTimeouts, (t) => t.lookup)) {
+    const winner = defs[defs.length - 1];
+    timeouts.set(lookup, winner);
+    if (defs.length > 1) {
+      diagnostics.push({
+        file: winner.file,
+        line: winner.line,
+        column: winner.column,
+        severity,
+        message: `timeout "${lookup}" is set in ${defs.length} places (` +
+          defs.map(formatPlace).join(", ") +
+          `); ${strict ? "strict mode forbids this" : `the last, ${formatPlace(winner)}, wins`}`,
+        related: defs.slice(0, -1).map((d) => ({ file: d.file, line: d.line, column: d.column })),
+      });
+    }
+  }
+  return { flows, mappings, allFlows, allMappings, timeouts, files, diagnostics };
 }
 
 function group<T>(items: readonly T[], keyOf: (t: T) => string): Map<string, T[]> {

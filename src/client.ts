@@ -36,6 +36,12 @@ export interface ClientOptions {
   readonly publisher: string;
   /** Milliseconds {@linkcode Client.request} waits for the final publication. @default {30000} */
   readonly requestTimeout?: number;
+  /**
+   * Milliseconds after which a message the Subject has not acknowledged is sent again, with
+   * the same id (the Subject drops duplicates it has seen, so this does not run a request
+   * twice). 0 turns resending off. @default {2000}
+   */
+  readonly resendAfter?: number;
   /** A reactor to share; by default the client makes its own. */
   readonly reactor?: Reactor;
 }
@@ -90,7 +96,11 @@ export class Client {
   /** Waiting callers by request id; several may wait for one id (`request` and `resume`). */
   readonly #waiters = new Map<string, Set<Waiter>>();
   readonly #pings = new Map<string, () => void>();
-  readonly #unacked = new Map<string, number>();
+  /** Messages not yet acknowledged, by request id (oldest first), with when they were last sent. */
+  readonly #unacked = new Map<string, { frames: Uint8Array[][]; at: number }>();
+  #resendTimer?: ReturnType<typeof setInterval>;
+  /** Messages sent again because their acknowledgement was late. */
+  resent = 0;
   #ackWaiters: (() => void)[] = [];
   readonly #subscribed = new Map<string, Promise<void>>();
   readonly #subs = new Set<Subscription>();
@@ -113,6 +123,12 @@ export class Client {
     });
     await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));
+    const resendAfter = options.resendAfter ?? 2000;
+    if (resendAfter > 0) {
+      const timer = setInterval(() => c.#resend(resendAfter), Math.max(10, resendAfter / 2));
+      Deno.unrefTimer(timer);
+      c.#resendTimer = timer;
+    }
     c.#sub = c.#reactor.socket("SUB", { receiveHighWaterMark: 100_000, linger: 0 });
     await c.#sub.connect(options.publisher);
     c.#sub.onMessage((f) => c.#onPublication(f));
@@ -129,9 +145,10 @@ export class Client {
       }
       if (!Array.isArray(ids)) return;
       for (const id of ids) {
-        const n = (this.#unacked.get(id) ?? 1) - 1;
-        if (n <= 0) this.#unacked.delete(id);
-        else this.#unacked.set(id, n);
+        const u = this.#unacked.get(id);
+        if (!u) continue; // the acknowledgement of a message sent again
+        u.frames.shift();
+        if (u.frames.length === 0) this.#unacked.delete(id);
       }
       if (this.#unacked.size === 0 && this.#ackWaiters.length) {
         const ws = this.#ackWaiters;
@@ -161,10 +178,29 @@ export class Client {
     for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
   }
 
-  /** Sends one message to the Subject; requests (not pings) count until acknowledged. */
+  /** Sends one message to the Subject; requests (not pings) are kept until acknowledged. */
   async #push(topic: string, header: Header, values: Uint8Array): Promise<void> {
-    if (header.k !== "ping") this.#unacked.set(header.id, (this.#unacked.get(header.id) ?? 0) + 1);
-    await this.#dealer.send([utf8(topic), encodeHeader(header), values]);
+    const frames = [utf8(topic), encodeHeader(header), values];
+    if (header.k !== "ping") {
+      const u = this.#unacked.get(header.id);
+      if (u) u.frames.push(frames);
+      else this.#unacked.set(header.id, { frames: [frames], at: performance.now() });
+    }
+    await this.#dealer.send(frames);
+  }
+
+  /** Sends again the messages whose acknowledgement is more than `after` ms late. */
+  #resend(after: number): void {
+    if (this.#dealer.closed) return;
+    const now = performance.now();
+    for (const u of this.#unacked.values()) {
+      if (now - u.at < after) continue;
+      u.at = now;
+      for (const f of u.frames) {
+        this.resent++;
+        void this.#dealer.send(f).catch(() => {});
+      }
+    }
   }
 
   /**
@@ -415,6 +451,7 @@ export class Client {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       await withTimeout(this.drain(), 5000);
+      clearInterval(this.#resendTimer);
       for (const ws of this.#waiters.values()) for (const w of ws) w.reject(new Error("client closed"));
       this.#waiters.clear();
       for (const s of [...this.#subs]) s.end?.();

@@ -112,6 +112,12 @@ export async function flowsCommand(
           resolved: reason === undefined,
           ...(reason === undefined ? {} : { reason }),
         })),
+        timeouts: [...catalog.timeouts.values()].map((t) => ({
+          key: t.text,
+          ms: t.ms,
+          file: t.file,
+          line: t.line,
+        })),
         errors: errors.map(place),
         warnings: warnings.map(place),
       },
@@ -129,6 +135,9 @@ export async function flowsCommand(
         `mapping ${entry.text} = ${entry.target}  ${entry.file}:${entry.line}  ` +
           (reason === undefined ? "resolved" : "unresolved"),
       );
+    }
+    for (const t of catalog.timeouts.values()) {
+      io.out(`timeout ${t.text} = ${t.ms} ms  ${t.file}:${t.line}`);
     }
     for (const d of diagnostics) io.err(formatDiagnostic(d));
     io.out(

@@ -37,6 +37,8 @@ export interface Config {
   readonly max_message_size: number;
   /** Requests the Subject holds waiting for worker credit before it stops reading. */
   readonly max_pending: number;
+  /** Recent requests the Subject remembers to drop duplicates (same id, position and step count); 0: off. */
+  readonly duplicate_window: number;
   /** Milliseconds a paused (`@ASYNC`) flow waits to be resumed before a `timeout` error. */
   readonly async_timeout: number;
   /** The SQLite file that keeps paused flows across Subject restarts. */
@@ -53,6 +55,8 @@ export const DEFAULT_HEARTBEAT_INTERVAL = 1000;
 export const DEFAULT_HEARTBEAT_TIMEOUT = 5000;
 /** Requests the Subject holds for worker credit before it stops reading, by default. */
 export const DEFAULT_MAX_PENDING = 10_000;
+/** Recent requests the Subject remembers to drop duplicates, by default. */
+export const DEFAULT_DUPLICATE_WINDOW = 100_000;
 /** Milliseconds a paused flow waits to be resumed, by default. */
 export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
 
@@ -71,6 +75,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "heartbeat_timeout",
   "max_message_size",
   "max_pending",
+  "duplicate_window",
   "async_timeout",
   "async_store",
 ];
@@ -188,6 +193,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     heartbeat_timeout: num("heartbeat_timeout", DEFAULT_HEARTBEAT_TIMEOUT, 50),
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
     max_pending: num("max_pending", DEFAULT_MAX_PENDING, 1),
+    duplicate_window: num("duplicate_window", DEFAULT_DUPLICATE_WINDOW, 0),
     async_timeout: num("async_timeout", DEFAULT_ASYNC_TIMEOUT, 1),
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
   };

@@ -1,6 +1,8 @@
 /**
- * Action-mapping files: the `[actionmapping]` section's `key = target` entries. Other
- * sections (`[Request]`, `__class = …` object sections, `[servicemapping]`) are ignored.
+ * Action-mapping files: the `[actionmapping]` section's `key = target` entries, and the
+ * `[actiontimeout]` section's `key = milliseconds` entries (this project's addition: a
+ * handler timeout per action, resolved by the same seven rules). Other sections
+ * (`[Request]`, `__class = …` object sections, `[servicemapping]`) are ignored.
  *
  * @module
  */
@@ -27,16 +29,39 @@ export interface MappingEntry {
   readonly column: number;
 }
 
+/** One `key = milliseconds` entry of an `[actiontimeout]` section. */
+export interface TimeoutEntry {
+  /** The parsed key. */
+  readonly key: ActionKey;
+  /** The key as written. */
+  readonly text: string;
+  /** `sender?context?action`: what resolution looks up. */
+  readonly lookup: string;
+  /** The handler timeout in milliseconds (a positive integer). */
+  readonly ms: number;
+  /** The file it was loaded from. */
+  readonly file: string;
+  /** 1-based line. */
+  readonly line: number;
+  /** 1-based column of the key. */
+  readonly column: number;
+}
+
 /** What {@linkcode parseMappingFile} found. */
 export interface MappingFileResult {
   /** The entries, in file order (a duplicate lookup key appears once, first definition). */
   readonly entries: MappingEntry[];
+  /** The `[actiontimeout]` entries, in file order (duplicates likewise appear once). */
+  readonly timeouts: TimeoutEntry[];
   /** Every error in the file. */
   readonly diagnostics: Diagnostic[];
 }
 
 /** The name of the section that holds mapping entries (matched case-insensitively). */
 export const ACTION_MAPPING_SECTION = "actionmapping";
+
+/** The name of the section that holds per-action handler timeouts (matched case-insensitively). */
+export const ACTION_TIMEOUT_SECTION = "actiontimeout";
 
 /**
  * Parses a mapping file, reporting every error.
@@ -46,22 +71,31 @@ export const ACTION_MAPPING_SECTION = "actionmapping";
  * import { parseMappingFile } from "./mapping_file.ts";
  * const { entries } = parseMappingFile("[actionmapping]\n??Echo = ./echo.ts#echo\n", "m.ini");
  * console.log(entries[0].lookup, entries[0].target); // "??Echo" "./echo.ts#echo"
+ * const { timeouts } = parseMappingFile("[actiontimeout]\n??Echo = 500\n", "m.ini");
+ * console.log(timeouts[0].ms); // 500
  * ```
  */
 export function parseMappingFile(text: string, file: string): MappingFileResult {
   const entries: MappingEntry[] = [];
+  const timeouts: TimeoutEntry[] = [];
   const diagnostics: Diagnostic[] = [];
   const seen = new Map<string, MappingEntry>();
-  let inMapping = false;
+  const seenTimeouts = new Map<string, TimeoutEntry>();
+  let section: "mapping" | "timeout" | undefined;
   const error = (line: number, column: number, message: string, related?: Diagnostic["related"]) =>
     diagnostics.push({ file, line, column, severity: "error", message, related });
 
   for (const l of scanIni(text)) {
     if (l.kind === "section") {
-      inMapping = l.name.toLowerCase() === ACTION_MAPPING_SECTION;
+      const name = l.name.toLowerCase();
+      section = name === ACTION_MAPPING_SECTION
+        ? "mapping"
+        : name === ACTION_TIMEOUT_SECTION
+        ? "timeout"
+        : undefined;
       continue;
     }
-    if (!inMapping) continue; // other sections are DigitalPy object wiring: ignored
+    if (!section) continue; // other sections are DigitalPy object wiring: ignored
     if (l.kind === "malformed") {
       error(l.line, l.column, l.reason);
       continue;
@@ -74,7 +108,9 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
     const rawKey = l.text.slice(0, eq);
     const keyText = rawKey.trim();
     const keyColumn = l.column + (rawKey.length - rawKey.trimStart().length);
-    const target = l.text.slice(eq + 1).trim();
+    const rawTarget = l.text.slice(eq + 1);
+    const target = rawTarget.trim();
+    const targetColumn = l.column + eq + 1 + (rawTarget.length - rawTarget.trimStart().length);
     if (keyText === "") {
       error(l.line, l.column, "mapping entry without a key before '='");
       continue;
@@ -82,6 +118,39 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
     const r = tryParseActionKey(keyText);
     if (!r.ok) {
       error(l.line, keyColumn + r.column - 1, `invalid action key "${keyText}": ${r.reason}`);
+      continue;
+    }
+    if (section === "timeout") {
+      const ms = Number(target);
+      if (!/^\d+$/.test(target) || !Number.isSafeInteger(ms) || ms < 1) {
+        error(
+          l.line,
+          targetColumn,
+          `timeout for "${keyText}" is "${target}": write a whole number of milliseconds, e.g. ${keyText} = 5000`,
+        );
+        continue;
+      }
+      const t: TimeoutEntry = {
+        key: r.key,
+        text: keyText,
+        lookup: lookupKey(r.key),
+        ms,
+        file,
+        line: l.line,
+        column: keyColumn,
+      };
+      const before = seenTimeouts.get(t.lookup);
+      if (before) {
+        error(
+          l.line,
+          keyColumn,
+          `"${keyText}" repeats the timeout key "${t.lookup}" of line ${before.line}; keep one of the two lines`,
+          [{ file, line: before.line, column: before.column }],
+        );
+        continue;
+      }
+      seenTimeouts.set(t.lookup, t);
+      timeouts.push(t);
       continue;
     }
     if (target === "") {
@@ -111,5 +180,5 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
     seen.set(entry.lookup, entry);
     entries.push(entry);
   }
-  return { entries, diagnostics };
+  return { entries, timeouts, diagnostics };
 }

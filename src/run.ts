@@ -150,6 +150,7 @@ export async function runSubject(
     heartbeatTimeout: config.heartbeat_timeout,
     maxPending: config.max_pending,
     maxMessageSize: config.max_message_size,
+    duplicateWindow: config.duplicate_window,
     pausedStore: config.async_store,
     asyncTimeout: config.async_timeout,
   });
@@ -189,6 +190,7 @@ export async function runWorker(
     concurrency: config.worker_concurrency,
     stepLimit: config.step_limit,
     handlerTimeout: config.handler_timeout,
+    timeouts: new Map([...catalog.timeouts].map(([lookup, t]) => [lookup, t.ms])),
     heartbeatInterval: config.heartbeat_interval,
   });
   return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseMappingFile } from "../src/mapping_file.ts";
+import { buildCatalog } from "../src/catalog.ts";
 
 Deno.test("mapping file: entries of [actionmapping]; other sections ignored", () => {
   const text = [
@@ -57,4 +58,35 @@ Deno.test("mapping file: every bad entry is reported with its column", () => {
 Deno.test("mapping file: section name matched case-insensitively", () => {
   const { entries } = parseMappingFile("[ActionMapping]\n??A = x.y\n", "m.ini");
   assert.equal(entries.length, 1);
+});
+
+Deno.test("mapping file: [actiontimeout] entries; a bad value or a repeated key is an error at its place", () => {
+  const text = [
+    "[actionmapping]",
+    "??Slow = ./slow.ts#slow",
+    "[actiontimeout]",
+    "??Slow = 1500",
+    "S?C?Fast = 20 ; inline comment",
+    "??Bad =  soon",
+    "??Zero = 0",
+    "??Slow = 10",
+  ].join("\n");
+  const { entries, timeouts, diagnostics } = parseMappingFile(text, "m.ini");
+  assert.equal(entries.length, 1);
+  assert.deepEqual(timeouts.map((t) => [t.lookup, t.ms, t.line]), [["??Slow", 1500, 4], ["S?C?Fast", 20, 5]]);
+  assert.deepEqual(diagnostics.map((d) => [d.line, d.column]), [[6, 10], [7, 10], [8, 1]]);
+  assert.match(diagnostics[0].message, /"soon": write a whole number of milliseconds/);
+  assert.match(diagnostics[2].message, /repeats the timeout key "\?\?Slow" of line 4/);
+});
+
+Deno.test("catalog: a file with only [actiontimeout] is a mapping file; the later file's timeout wins", () => {
+  const c = buildCatalog([
+    { file: "a.ini", text: "[actiontimeout]\n??X = 100\n" },
+    { file: "b.ini", text: "[actiontimeout]\n??X = 200\n" },
+  ]);
+  assert.deepEqual(c.files.map((f) => f.kind), ["mapping", "mapping"]);
+  assert.equal(c.timeouts.get("??X")?.ms, 200);
+  assert.equal(c.diagnostics.length, 1);
+  assert.equal(c.diagnostics[0].severity, "warning");
+  assert.match(c.diagnostics[0].message, /timeout "\?\?X" is set in 2 places/);
 });

@@ -259,24 +259,26 @@ Deno.test("closing a socket ends a pending receive; closing the reactor ends the
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("ZMQ_MAXMSGSIZE drops an oversize message; later messages still arrive", () =>
+Deno.test("a message over maxMessageSize is dropped and counted; over 16 times it, libzmq refuses it; later messages arrive", () =>
   withReactor(async (r, dir) => {
     const pull = r.socket("PULL", { maxMessageSize: 1000 });
     const ep = await bound(pull, endpointFor("ipc", dir));
     const push = r.socket("PUSH", { reconnectInterval: 10 });
     await push.connect(ep);
-    await push.send([new Uint8Array(5000).fill(1)]);
+    await push.send([new Uint8Array(5000).fill(1)]); // read and counted
+    await push.send([new Uint8Array(20_000).fill(2)]); // over 16 × 1000: libzmq drops the connection
     const it = pull.messages();
     let next = it.next();
-    // The oversize frame makes libzmq drop the connection; the pusher reconnects and resends
-    // whatever it still holds. Keep sending small messages until one arrives.
+    // The pusher reconnects and resends whatever it still holds. Keep sending small messages
+    // until one arrives.
     let got: Uint8Array[] | undefined;
     for (let i = 0; i < 200 && !got; i++) {
       await push.send([enc.encode(`small ${i}`)]);
       got = await Promise.race([next, delay(25)]).then((x) => (x ? x.value : undefined));
     }
     assert.ok(got, "a small message arrived after the oversize one");
-    assert.match(dec.decode(got[0]), /^small \d+$/, "the oversize message was never delivered");
+    assert.match(dec.decode(got[0]), /^small \d+$/, "the oversize messages were never delivered");
+    assert.equal(pull.oversizeDrops, 1, "the one read was counted");
     next = it.next();
     void next;
   }));

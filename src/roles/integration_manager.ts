@@ -14,7 +14,7 @@ export interface IntegrationManagerOptions {
   readonly pullAddress: string;
   /** Endpoint to bind for publications. */
   readonly pubAddress: string;
-  /** Largest accepted frame in bytes; a peer sending more is disconnected by libzmq. */
+  /** Largest accepted frame in bytes; larger messages are dropped and counted (`oversize`). */
   readonly maxMessageSize?: number;
   /** A reactor to share (for inproc deployments); by default the IM makes its own. */
   readonly reactor?: Reactor;
@@ -26,8 +26,10 @@ export interface IntegrationManagerStats {
   received: number;
   /** Messages published. */
   published: number;
-  /** Messages dropped because they did not have three frames. */
+  /** Messages dropped: not three frames, or oversize. */
   dropped: number;
+  /** Of those, messages with a frame over `max_message_size`. */
+  oversize: number;
 }
 
 /** A running Integration Manager. */
@@ -35,7 +37,9 @@ export class IntegrationManager {
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #sockets: ReactorSocket[] = [];
-  readonly #stats: IntegrationManagerStats = { received: 0, published: 0, dropped: 0 };
+  readonly #stats = { received: 0, published: 0, dropped: 0 };
+  #pull?: ReactorSocket;
+  #oversizeWarned = false;
   #closed?: Promise<void>;
 
   private constructor(reactor: Reactor, owns: boolean) {
@@ -56,6 +60,7 @@ export class IntegrationManager {
     });
     await pull.bind(options.pullAddress);
     im.#sockets.push(pull, pub);
+    im.#pull = pull;
     const stats = im.#stats;
     let warned = false;
     pull.onMessage((frames) => {
@@ -82,7 +87,14 @@ export class IntegrationManager {
 
   /** A snapshot of the counters. */
   stats(): IntegrationManagerStats {
-    return { ...this.#stats };
+    const oversize = this.#pull?.oversizeDrops ?? 0;
+    if (oversize > 0 && !this.#oversizeWarned) {
+      this.#oversizeWarned = true;
+      logger("integration-manager").warn(
+        "Dropped a message with a frame over max_message_size; further drops are only counted",
+      );
+    }
+    return { ...this.#stats, dropped: this.#stats.dropped + oversize, oversize };
   }
 
   /** Stops and closes the sockets. Safe to call twice. */

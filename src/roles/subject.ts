@@ -16,7 +16,12 @@
 import type { ActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
 import { DEFAULT_STEP_LIMIT, placeRequest, stepKind } from "../flow_step.ts";
-import { DEFAULT_ASYNC_TIMEOUT, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_PENDING } from "../config.ts";
+import {
+  DEFAULT_ASYNC_TIMEOUT,
+  DEFAULT_DUPLICATE_WINDOW,
+  DEFAULT_HEARTBEAT_TIMEOUT,
+  DEFAULT_MAX_PENDING,
+} from "../config.ts";
 import { logger } from "../log.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
@@ -53,6 +58,12 @@ export interface SubjectOptions {
   readonly maxPending?: number;
   /** Largest accepted frame in bytes. */
   readonly maxMessageSize?: number;
+  /**
+   * Recent requests remembered to drop duplicates: a message with the same id, position,
+   * step count and resume token as one of them is acknowledged and dropped (`duplicate`).
+   * 0 turns this off. @default {100000}
+   */
+  readonly duplicateWindow?: number;
   /** A reactor to share (inproc deployments); by default the Subject makes its own. */
   readonly reactor?: Reactor;
   /** Where paused flows are kept: a SQLite file, or `:memory:`. @default {":memory:"} */
@@ -71,8 +82,10 @@ export interface SubjectStats {
   published: number;
   /** Error publications made by the Subject (unknown flow, step limit…). */
   errors: number;
-  /** Steps given to another worker after theirs went silent. */
+  /** Steps given to another worker: theirs went silent, or its heartbeat showed them lost. */
   redelivered: number;
+  /** Of those, steps a live worker's heartbeat showed lost (never received, or result lost). */
+  lost: number;
   /** Results that arrived for a step already given to another worker (ignored). */
   lateResults: number;
   /** Messages dropped, by reason. */
@@ -100,9 +113,18 @@ interface WorkerState {
 
 interface InFlight {
   readonly worker: string;
+  /** `performance.now()` when sent. */
+  readonly at: number;
   /** topic, header, values */
   readonly frames: readonly Uint8Array[];
 }
+
+/**
+ * Publications waiting in JavaScript for room towards the Integration Manager (its socket's
+ * high-water mark is reached) at which the Subject stops reading requests; it reads again
+ * below half of this. With `max_pending` this bounds the Subject's memory when the IM is slow.
+ */
+export const IM_BACKLOG_LIMIT = 10_000;
 
 const STEP = utf8("STEP");
 const ACK = utf8("ACK");
@@ -122,13 +144,19 @@ export class Subject {
   readonly #inflight = new Map<number, InFlight>();
   #pending: (readonly Uint8Array[])[] = [];
   #pendingHead = 0;
-  #nextDispatch = 1;
+  /**
+   * Dispatch numbers grow from a base taken from the clock, so a restarted Subject never
+   * reuses the numbers of the one before (workers report the highest number they received).
+   */
+  #nextDispatch = Date.now() * 1000;
   #acks = new Map<string, { idFrame: Uint8Array; ids: string[] }>();
   #acksScheduled = false;
   #timer?: ReturnType<typeof setInterval>;
   #draining = false;
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
+  /** Keys of recent requests (insertion order = age), for dropping duplicates. */
+  readonly #recent = new Set<string>();
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
     resumed: 0,
     received: 0,
@@ -136,6 +164,7 @@ export class Subject {
     published: 0,
     errors: 0,
     redelivered: 0,
+    lost: 0,
     lateResults: 0,
     dropped: {},
   };
@@ -152,6 +181,7 @@ export class Subject {
       heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
       maxPending: options.maxPending ?? DEFAULT_MAX_PENDING,
       maxMessageSize: options.maxMessageSize,
+      duplicateWindow: options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW,
       pausedStore: options.pausedStore ?? ":memory:",
       asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     };
@@ -187,6 +217,12 @@ export class Subject {
     this.#timer = setInterval(() => {
       this.#checkWorkers();
       this.#expirePaused();
+      if (!this.#warned.has("oversize") && this.#services.oversizeDrops + this.#workersSock.oversizeDrops) {
+        this.#warned.add("oversize");
+        this.#log.warn(
+          "Dropped a message with a frame over max_message_size; further drops are only counted",
+        );
+      }
     }, every);
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: this.#o.pullAddress,
@@ -197,9 +233,12 @@ export class Subject {
 
   /** A snapshot of the counters. */
   stats(): SubjectStats {
+    const dropped = { ...this.#stats.dropped };
+    const oversize = this.#services.oversizeDrops + this.#workersSock.oversizeDrops;
+    if (oversize > 0) dropped.oversize = oversize;
     return {
       ...this.#stats,
-      dropped: { ...this.#stats.dropped },
+      dropped,
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead,
       workers: this.#workers.size,
@@ -231,6 +270,9 @@ export class Subject {
     const header = decodeHeader(frames[2]);
     if (typeof header === "string") return this.#drop(header);
     this.#ack(frames[0], header.id);
+    if (header.k !== "ping" && this.#o.duplicateWindow > 0 && this.#isDuplicate(header)) {
+      return this.#drop("duplicate", `request ${JSON.stringify(header.id).slice(0, 60)} seen before`);
+    }
     if (this.#draining) {
       this.#errorPublish(fields.flow, header, frames[3], "overloaded", "the Subject is shutting down");
       return;
@@ -273,6 +315,17 @@ export class Subject {
     const place = placeRequest(flow, key, header.pos);
     if ("error" in place) return this.#errorPublish(flow.name, header, frames[3], "no_step", place.error);
     this.#route(flow, place.position, header.id, header.n ?? 0, frames[3]);
+  }
+
+  /** True if a message with this header was seen among the last `duplicateWindow`. */
+  #isDuplicate(h: Header): boolean {
+    const key = `${h.id}\u0000${h.pos ?? ""}\u0000${h.n ?? ""}\u0000${h.resume ?? ""}`;
+    if (this.#recent.has(key)) return true;
+    this.#recent.add(key);
+    if (this.#recent.size > this.#o.duplicateWindow) {
+      this.#recent.delete(this.#recent.values().next().value!);
+    }
+    return false;
   }
 
   #ack(idFrame: Uint8Array, id: string): void {
@@ -413,8 +466,23 @@ export class Subject {
   #toIM(frames: readonly Uint8Array[]): void {
     this.#stats.published++;
     if (!this.#im.sendNow(frames)) {
-      void this.#im.send(frames).catch((e) => this.#log.error("IM send failed: {e}", { e }));
+      void this.#im.send(frames).then(
+        () => this.#throttle(),
+        (e) => this.#log.error("IM send failed: {e}", { e }),
+      );
+      this.#throttle();
     }
+  }
+
+  /**
+   * Stops reading requests while too many wait for worker credit or for room towards the
+   * Integration Manager; reads again once both are below half their limits.
+   */
+  #throttle(): void {
+    const pending = this.#pending.length - this.#pendingHead;
+    const backlog = this.#im.backlog;
+    if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT) this.#services.pause();
+    else if (pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2) this.#services.resume();
   }
 
   // ---- workers ----------------------------------------------------------------------------
@@ -441,7 +509,7 @@ export class Subject {
     const d = this.#nextDispatch++;
     w.credit--;
     w.inflight.add(d);
-    this.#inflight.set(d, { worker: w.key, frames });
+    this.#inflight.set(d, { worker: w.key, at: performance.now(), frames });
     this.#stats.dispatched++;
     const msg = [w.idFrame, STEP, utf8(String(d)), frames[0], frames[1], frames[2]];
     if (!this.#workersSock.sendNow(msg)) void this.#workersSock.send(msg).catch(() => {});
@@ -458,7 +526,7 @@ export class Subject {
       this.#pending = this.#pending.slice(this.#pendingHead);
       this.#pendingHead = 0;
     }
-    if (this.#pending.length - this.#pendingHead < this.#o.maxPending / 2) this.#services.resume();
+    this.#throttle();
   }
 
   #onWorker(frames: Uint8Array[]): void {
@@ -490,8 +558,10 @@ export class Subject {
     }
     if (type === "READY" || type === "HB") {
       let credit = 0;
+      let body: { credit?: unknown; holding?: unknown; last?: unknown } = {};
       try {
-        credit = Number(JSON.parse(text(frames[2] ?? utf8("{}"))).credit ?? 0);
+        body = JSON.parse(text(frames[2] ?? utf8("{}"))) ?? {};
+        credit = Number(body.credit ?? 0) || 0;
       } catch { /* a heartbeat without a body */ }
       if (!w) {
         w = { key, idFrame: frames[0], credit: 0, inflight: new Set(), lastSeen: 0, leaving: false };
@@ -499,6 +569,9 @@ export class Subject {
         this.#log.info("Worker {worker} joined with {credit} credits", { worker: key, credit });
       }
       w.lastSeen = performance.now();
+      if (type === "HB" && Array.isArray(body.holding) && typeof body.last === "number") {
+        this.#reconcile(w, new Set(body.holding as number[]), body.last);
+      }
       if (type === "READY" || w.credit + w.inflight.size === 0) {
         w.credit = Math.max(0, credit - w.inflight.size);
       }
@@ -512,6 +585,43 @@ export class Subject {
       return;
     }
     this.#drop("bad_worker_message", type.slice(0, 20));
+  }
+
+  /**
+   * Finds the steps a live worker lost. Its heartbeat lists the steps it holds and the
+   * highest dispatch number it received; results travel on the same connection ahead of the
+   * heartbeat. So a step still in flight here that the worker does not hold was lost on the
+   * way (a dropped connection, a proxy) if it was sent before a step the worker did receive,
+   * or if it was sent more than a heartbeat timeout ago. Such steps go to the front of the
+   * queue; if the first copy turns up after all, its result is a late one and is ignored.
+   */
+  #reconcile(w: WorkerState, holding: Set<number>, last: number): void {
+    const now = performance.now();
+    const lost: number[] = [];
+    for (const d of w.inflight) {
+      if (holding.has(d)) continue;
+      const f = this.#inflight.get(d);
+      if (f && (d <= last || now - f.at > this.#o.heartbeatTimeout)) lost.push(d);
+    }
+    if (!lost.length) return;
+    const frames = lost.sort((a, b) => a - b).map((d) => {
+      const f = this.#inflight.get(d)!;
+      this.#inflight.delete(d);
+      w.inflight.delete(d);
+      w.credit++;
+      return f.frames;
+    });
+    this.#stats.lost += frames.length;
+    this.#stats.redelivered += frames.length;
+    if (!this.#warned.has("lost")) {
+      this.#warned.add("lost");
+      this.#log.warn(
+        "Worker {worker} does not hold {n} steps sent to it: sending them again (further cases are counted in stats.lost)",
+        { worker: w.key, n: frames.length },
+      );
+    }
+    this.#pending = [...frames, ...this.#pending.slice(this.#pendingHead)];
+    this.#pendingHead = 0;
   }
 
   /** A worker reached an `@ASYNC` step: pause the flow here, where the state is kept. */

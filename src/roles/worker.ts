@@ -16,6 +16,7 @@ import {
 } from "../config.ts";
 import type { BoundHandler, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
 import { logger } from "../log.ts";
+import { resolveKey } from "../resolve.ts";
 import {
   decodeHeader,
   decodeValues,
@@ -43,8 +44,13 @@ export interface WorkerOptions {
   readonly concurrency?: number;
   /** @default {100} */
   readonly stepLimit?: number;
-  /** Milliseconds a handler may run. @default {30000} */
+  /** Milliseconds a handler may run, unless `timeouts` sets its action's own. @default {30000} */
   readonly handlerTimeout?: number;
+  /**
+   * Per-action handler timeouts in milliseconds, by lookup key (`sender?context?action`, as in
+   * a mapping file's `[actiontimeout]` section), resolved by the seven rules.
+   */
+  readonly timeouts?: ReadonlyMap<string, number>;
   /** Milliseconds between heartbeats. @default {1000} */
   readonly heartbeatInterval?: number;
   /** A reactor to share (inproc deployments). */
@@ -77,6 +83,14 @@ class StepTimeout extends Error {}
 
 const RESULT = utf8("RESULT");
 
+/** What a worker resolved for one step of a flow (once, then cached). */
+interface StepPlan {
+  /** The handler, or `null` when none maps the step. */
+  readonly handler: BoundHandler | null;
+  /** Its timeout in milliseconds. */
+  readonly timeout: number;
+}
+
 /** A running worker. */
 export class Worker {
   readonly #o: Required<Omit<WorkerOptions, "reactor">>;
@@ -85,7 +99,11 @@ export class Worker {
   readonly #log = logger("worker");
   #sock!: ReactorSocket;
   #timer?: ReturnType<typeof setInterval>;
-  readonly #cache = new Map<Flow, (BoundHandler | null)[]>();
+  readonly #cache = new Map<Flow, StepPlan[]>();
+  /** Dispatch numbers of the steps this worker holds now (reported in every heartbeat). */
+  readonly #holding = new Set<number>();
+  /** The highest dispatch number received. */
+  #lastDispatch = 0;
   readonly #loggers = new Map<string, HandlerLogger>();
   readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
   readonly #stop = new AbortController();
@@ -101,6 +119,7 @@ export class Worker {
       concurrency: options.concurrency ?? DEFAULT_WORKER_CONCURRENCY,
       stepLimit: options.stepLimit ?? DEFAULT_STEP_LIMIT,
       handlerTimeout: options.handlerTimeout ?? DEFAULT_HANDLER_TIMEOUT,
+      timeouts: options.timeouts ?? new Map(),
       heartbeatInterval: options.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
     };
   }
@@ -118,7 +137,17 @@ export class Worker {
     w.#sock.onMessage((f) => w.#onMessage(f));
     await w.#sock.send([utf8("READY"), utf8(JSON.stringify({ credit: w.#o.concurrency, pid: Deno.pid }))]);
     w.#timer = setInterval(() => {
-      const hb = [utf8("HB"), utf8(JSON.stringify({ credit: w.#o.concurrency - w.#stats.active }))];
+      // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped
+      // connection, a proxy): a step it sent that is at most `last` but not held, and whose
+      // result has not arrived before this heartbeat, is gone.
+      const hb = [
+        utf8("HB"),
+        utf8(JSON.stringify({
+          credit: w.#o.concurrency - w.#stats.active,
+          holding: [...w.#holding],
+          last: w.#lastDispatch,
+        })),
+      ];
       if (!w.#sock.closed && !w.#sock.sendNow(hb)) void w.#sock.send(hb).catch(() => {});
     }, w.#o.heartbeatInterval);
     w.#log.info("Worker {pid} connected to {subject} with {credit} credits", {
@@ -143,12 +172,16 @@ export class Worker {
     this.#stats.received++;
     this.#stats.active++;
     const d = frames[1];
+    const dn = Number(text(d));
+    this.#holding.add(dn);
+    if (dn > this.#lastDispatch) this.#lastDispatch = dn;
     const r = this.runSegment(frames[2], frames[3], frames[4]);
-    if (r instanceof Promise) r.then((x) => this.#reply(d, x));
-    else this.#reply(d, r);
+    if (r instanceof Promise) r.then((x) => this.#reply(d, dn, x));
+    else this.#reply(d, dn, r);
   }
 
-  #reply(d: Uint8Array, r: SegmentResult): void {
+  #reply(d: Uint8Array, dn: number, r: SegmentResult): void {
+    this.#holding.delete(dn);
     this.#stats.active--;
     this.#stats.results++;
     if (r.kind === "error") this.#stats.errors++;
@@ -156,15 +189,19 @@ export class Worker {
     if (!this.#sock.closed && !this.#sock.sendNow(msg)) void this.#sock.send(msg).catch(() => {});
   }
 
-  /** The handler of a step, resolved once per flow position (`null`: none maps it). */
-  #handlerFor(flow: Flow, position: number): BoundHandler | null {
+  /** The handler and timeout of a step, resolved once per flow position. */
+  #plan(flow: Flow, position: number): StepPlan {
     let byPosition = this.#cache.get(flow);
     if (!byPosition) this.#cache.set(flow, byPosition = []);
-    let h = byPosition[position];
-    if (h === undefined) {
-      h = byPosition[position] = this.#o.handlers.resolve(flow.steps[position].key)?.entry ?? null;
+    let p = byPosition[position];
+    if (p === undefined) {
+      const key = flow.steps[position].key;
+      p = byPosition[position] = {
+        handler: this.#o.handlers.resolve(key)?.entry ?? null,
+        timeout: resolveKey(this.#o.timeouts, key)?.entry ?? this.#o.handlerTimeout,
+      };
     }
-    return h;
+    return p;
   }
 
   /**
@@ -212,7 +249,7 @@ export class Worker {
     // A flow resumed at its @ASYNC step runs that step's handler if one is mapped; if none is,
     // the step only marks where outside input (the resume values) enters the flow.
     const passThrough = header.r === 1 && flow.steps[header.pos]?.key.decorator === ASYNC &&
-      !this.#handlerFor(flow, header.pos);
+      !this.#plan(flow, header.pos).handler;
     return this.#steps(flow, header.id, header.pos, header.n ?? 0, decoded, passThrough);
   }
 
@@ -228,8 +265,8 @@ export class Worker {
       const step = flow.steps[pos];
       let out: Values | Promise<Values> = values;
       if (!passThrough) {
-        const handler = this.#handlerFor(flow, pos);
-        if (!handler) {
+        const plan = this.#plan(flow, pos);
+        if (!plan.handler) {
           return this.#error(
             flow.name,
             { id, pos, n },
@@ -239,7 +276,7 @@ export class Worker {
           );
         }
         try {
-          out = this.#call(handler, values, flow, pos, id);
+          out = this.#call(plan.handler, plan.timeout, values, flow, pos, id);
         } catch (e) {
           return this.#failed(flow, id, pos, n, values, e);
         }
@@ -319,6 +356,7 @@ export class Worker {
   /** Calls a handler; a promise it returns is raced against the step timeout. */
   #call(
     handler: BoundHandler,
+    timeout: number,
     values: Values,
     flow: Flow,
     position: number,
@@ -354,11 +392,11 @@ export class Worker {
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           timedOut = new StepTimeout(
-            `handler for ${formatActionKey(key)} ran past ${this.#o.handlerTimeout} ms`,
+            `handler for ${formatActionKey(key)} ran past ${timeout} ms`,
           );
           ac?.abort(timedOut);
           reject(timedOut);
-        }, this.#o.handlerTimeout);
+        }, timeout);
       }),
     ]).finally(() => {
       clearTimeout(timer);

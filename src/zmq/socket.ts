@@ -36,7 +36,12 @@ export interface SocketOptions {
   readonly sendHighWaterMark?: number;
   /** `ZMQ_RCVHWM`: messages queued per peer before the peer is pushed back. @default {1000} */
   readonly receiveHighWaterMark?: number;
-  /** `ZMQ_MAXMSGSIZE`: bytes; a peer sending a larger frame is disconnected. @default {-1} */
+  /**
+   * Largest frame in bytes. A message with a larger frame is read, counted in
+   * `oversizeDrops` and dropped; one with a frame over {@linkcode HARD_SIZE_FACTOR} times this
+   * is refused by libzmq (`ZMQ_MAXMSGSIZE`), which drops the sender's connection instead of
+   * reading it into memory. @default {unlimited}
+   */
   readonly maxMessageSize?: number;
   /** `ZMQ_ROUTING_ID`. */
   readonly routingId?: string | Uint8Array;
@@ -158,6 +163,9 @@ function copyOut(n: number): Uint8Array {
   return view;
 }
 
+/** How many times `maxMessageSize` a frame may be before libzmq refuses it unread. */
+export const HARD_SIZE_FACTOR = 16;
+
 /** A libzmq socket, used synchronously. */
 export class Socket {
   /** The socket type. */
@@ -165,8 +173,9 @@ export class Socket {
   readonly #z: ZmqSymbols;
   #ptr: Deno.PointerValue;
   readonly #onClose: (s: Socket) => void;
-  /** Messages dropped on receipt because a frame was larger than the receive buffer. */
+  /** Messages dropped on receipt because a frame was larger than `maxMessageSize`. */
   oversizeDrops = 0;
+  readonly #maxFrame: number = Infinity;
 
   /** Use {@linkcode Context.socket}. */
   constructor(
@@ -185,7 +194,8 @@ export class Socket {
     if (options.sendHighWaterMark !== undefined) this.setInt(Opt.SNDHWM, options.sendHighWaterMark);
     if (options.receiveHighWaterMark !== undefined) this.setInt(Opt.RCVHWM, options.receiveHighWaterMark);
     if (options.maxMessageSize !== undefined) {
-      this.setInt64(Opt.MAXMSGSIZE, options.maxMessageSize);
+      this.#maxFrame = options.maxMessageSize;
+      this.setInt64(Opt.MAXMSGSIZE, options.maxMessageSize * HARD_SIZE_FACTOR);
       if (options.maxMessageSize > receiveBuffer.length) {
         receiveBuffer = new Uint8Array(options.maxMessageSize);
       }
@@ -323,8 +333,8 @@ export class Socket {
 
   /**
    * Receives one multipart message without blocking; `null` when none is waiting. A message
-   * with a frame larger than the receive buffer is consumed, counted in `oversizeDrops`,
-   * and skipped. Small frames are views into a shared slab: read them through their
+   * with a frame larger than `maxMessageSize` (or the receive buffer) is consumed, counted in
+   * `oversizeDrops`, and skipped. Small frames are views into a shared slab: read them through their
    * `byteOffset` (as `TextDecoder`, `subarray` and `DataView(f.buffer, f.byteOffset)` do).
    */
   tryReceive(): Uint8Array[] | null {
@@ -336,7 +346,7 @@ export class Socket {
       const frames: Uint8Array[] = [];
       let oversize = false;
       for (;;) {
-        if (n > receiveBuffer.length) oversize = true;
+        if (n > receiveBuffer.length || n > this.#maxFrame) oversize = true;
         else frames.push(copyOut(n));
         optLen[0] = 4n;
         z.zmq_getsockopt(ptr, Opt.RCVMORE, moreFlagBytes, optLenBytes);

@@ -1,0 +1,196 @@
+// Faults on the wire (src/fault.ts): messages dropped, duplicated and reordered between
+// the roles; oversize messages; per-action handler timeouts. Real processes and sockets.
+import assert from "node:assert/strict";
+import { roleStats } from "../src/deployment.ts";
+import { FaultProxy } from "../src/fault.ts";
+import { Client } from "../src/client.ts";
+import { Reactor } from "../src/zmq/reactor.ts";
+import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
+
+/** Starts `cli.ts worker` processes connecting to `address`. */
+function spawnWorkers(dir: string, address: string, count: number): Deno.ChildProcess[] {
+  return Array.from({ length: count }, () =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        CLI,
+        "worker",
+        "--runtime-dir",
+        dir,
+        "--subject-worker-address",
+        address,
+        "--heartbeat-interval",
+        "100",
+        "--",
+        ...RUNTIME_FIXTURE,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      env: { ZMANAGER_LOG: "error" },
+    }).spawn());
+}
+
+/** Counts the final publications of a flow per request id until `stop` is called. */
+async function countFinals(client: Client, prefix: string) {
+  const finals = new Map<string, number>();
+  const stream = await client.subscribe(prefix);
+  const counting = (async () => {
+    for await (const p of stream) finals.set(p.id, (finals.get(p.id) ?? 0) + 1);
+  })();
+  return {
+    finals,
+    async stop() {
+      await new Promise((r) => setTimeout(r, 300)); // a duplicate final would have arrived by now
+      await stream.return!();
+      await counting;
+    },
+  };
+}
+
+/** Waits until the Subject's counters (written every second) satisfy `ok`. */
+async function subjectStatsWhen(dir: string, ok: (s: Record<string, unknown>) => boolean) {
+  let s: Record<string, unknown> = {};
+  for (let i = 0; i < 40 && !ok(s); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    s = await roleStats(dir, "subject");
+  }
+  return s;
+}
+
+Deno.test("steps dropped, duplicated and reordered between the Subject and its workers: one final each", async () => {
+  await using d = await startDeployment({ workers: 0, args: ["--heartbeat-timeout", "2000"] });
+  await using proxy = await FaultProxy.start({
+    kind: "router",
+    front: `ipc://${d.dir}/faulty`,
+    back: `ipc://${d.dir}/workers`,
+    policy: { drop: 0.02, duplicate: 0.02, jitterMs: 2 },
+    seed: 7,
+  });
+  const workers = spawnWorkers(d.dir, `ipc://${d.dir}/faulty`, 2);
+  try {
+    await using client = await d.connect();
+    const tally = await countFinals(client, "Three~~~~");
+    const n = 2000;
+    const results = [];
+    for (let wave = 0; wave < 4; wave++) {
+      results.push(
+        ...await Promise.all(Array.from({ length: n / 4 }, (_, i) => {
+          const k = wave * (n / 4) + i;
+          return client.request("Three", { k }, { id: `f-${k}`, timeout: 60_000 });
+        })),
+      );
+    }
+    await tally.stop();
+    results.forEach((p, k) => {
+      assert.equal(p.action, "done", `request ${k}: ${JSON.stringify(p.error)}`);
+      assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] });
+    });
+    assert.equal(tally.finals.size, n, "a final publication for every request");
+    assert.deepEqual([...tally.finals].filter(([, c]) => c !== 1), [], "no request has two finals");
+    const { up, down } = proxy.stats();
+    assert.ok(up.dropped > 0 && down.dropped > 0, JSON.stringify(proxy.stats()));
+    assert.ok(up.duplicated > 0 && down.duplicated > 0, JSON.stringify(proxy.stats()));
+    const s = await subjectStatsWhen(d.dir, (s) => Number(s.lost) > 0);
+    assert.ok(Number(s.lost) > 0, `lost steps were found and sent again: ${JSON.stringify(s)}`);
+    assert.ok(Number(s.lateResults) > 0, "duplicate and late results were ignored");
+  } finally {
+    for (const w of workers) {
+      w.kill("SIGKILL");
+      await w.status;
+    }
+  }
+});
+
+Deno.test("requests duplicated, dropped and delayed on the way to the Subject run once; lost ones are sent again", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using proxy = await FaultProxy.start({
+    kind: "router",
+    front: `ipc://${d.dir}/faulty`,
+    back: d.subject,
+    policy: { drop: 0.02, duplicate: 0.05, jitterMs: 2 },
+    seed: 11,
+  });
+  await using client = await Client.connect({
+    subject: `ipc://${d.dir}/faulty`,
+    publisher: d.publisher,
+    resendAfter: 200,
+  });
+  const tally = await countFinals(client, "Three~~~~");
+  const n = 1000;
+  const results = await Promise.all(
+    Array.from({ length: n }, (_, k) => client.request("Three", { k }, { id: `s-${k}`, timeout: 60_000 })),
+  );
+  await tally.stop();
+  results.forEach((p, k) => assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] }));
+  assert.equal(tally.finals.size, n);
+  assert.deepEqual([...tally.finals].filter(([, c]) => c !== 1), [], "no request ran twice");
+  assert.ok(client.resent > 0, "unacknowledged requests were sent again");
+  assert.ok(proxy.stats().up.duplicated > 0);
+  const s = await subjectStatsWhen(
+    d.dir,
+    (s) => ((s.dropped as Record<string, number> | undefined)?.duplicate ?? 0) > 0,
+  );
+  assert.ok((s.dropped as Record<string, number>).duplicate > 0, JSON.stringify(s.dropped));
+});
+
+Deno.test("oversize messages are dropped and counted by the Subject and the Integration Manager", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--max-message-size", "65536"] });
+  await using client = await d.connect();
+  const r = new Reactor();
+  try {
+    const enc = new TextEncoder();
+    const big = new Uint8Array(100_000).fill(0x20);
+    const dealer = r.socket("DEALER");
+    dealer.onMessage(() => {});
+    await dealer.connect(d.subject);
+    const im = r.socket("PUSH");
+    await im.connect(`ipc://${d.dir}/im-pull`);
+    for (let i = 0; i < 50; i++) {
+      await dealer.send([enc.encode("Three~~~~"), enc.encode(`{"v":1,"id":"big-${i}"}`), big]);
+      await im.send([enc.encode("Three~~~~done"), enc.encode(`{"v":1,"id":"big-${i}"}`), big]);
+    }
+    const after = await client.request("Three", { after: true });
+    assert.equal(after.action, "done", "the roles keep serving after oversize messages");
+    const s = await subjectStatsWhen(
+      d.dir,
+      (s) => (s.dropped as Record<string, number> | undefined)?.oversize === 50,
+    );
+    assert.equal((s.dropped as Record<string, number>).oversize, 50, JSON.stringify(s.dropped));
+    let imStats: Record<string, unknown> = {};
+    for (let i = 0; i < 40 && imStats.oversize !== 50; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      imStats = await roleStats(d.dir, "integration-manager");
+    }
+    assert.equal(imStats.oversize, 50, JSON.stringify(imStats));
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("an [actiontimeout] entry sets one action's handler timeout; others keep the global one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmt" });
+  try {
+    const timeouts = `${dir}/timeouts.ini`;
+    await Deno.writeTextFile(timeouts, "[actiontimeout]\nT?Slow?sleep = 150\n");
+    await using d = await startDeployment({
+      workers: 1,
+      files: [...RUNTIME_FIXTURE, timeouts],
+      args: ["--handler-timeout", "30000"],
+    });
+    await using client = await d.connect();
+    const t0 = performance.now();
+    const slow = await client.request("Slow", { ms: 3000 });
+    const took = performance.now() - t0;
+    assert.equal(slow.error?.code, "timeout");
+    assert.match(slow.error!.message, /ran past 150 ms/);
+    assert.ok(took < 2500, `the timeout error came after ${Math.round(took)} ms`);
+    const fast = await client.request("Slow", { ms: 10 });
+    assert.equal(fast.action, "done", "a call within its timeout finishes");
+    const who = await client.request("Who", { ms: 400 });
+    assert.equal(who.action, "done", "other actions keep the 30 s global timeout");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
