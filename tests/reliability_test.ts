@@ -74,6 +74,10 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
     await workers.connect(`ipc://${d.dir}/workers`);
     const im = r.socket("PUSH", { sendHighWaterMark: 200_000 });
     await im.connect(`ipc://${d.dir}/im-pull`);
+    // Only a SUB or XSUB can talk to the IM's PUB endpoint: an XSUB sends frames that are not
+    // subscriptions (a first byte other than 0 or 1), which PUB must ignore.
+    const xsub = r.socket("XSUB", { sendHighWaterMark: 200_000 });
+    await xsub.connect(d.publisher);
     const n = 100_000;
     const answered: Promise<unknown>[] = [];
     let imDropped = 0;
@@ -86,6 +90,9 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
         imDropped++;
         await im.send(m);
       }
+      const noise = junk(i + 2)[0];
+      noise[0] = 2 + (noise[0] % 254);
+      await xsub.send([noise]);
       if (i % 5000 === 0) answered.push(client.request("Three", { i }));
     }
     const results = await Promise.all(answered) as { action: string; values: { i: number } }[];
@@ -110,6 +117,7 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
     assert.equal(imStats.dropped, imDropped);
     assert.equal((await rolePids(d.dir, "subject")).length, 1, "the Subject is still running");
     assert.equal((await rolePids(d.dir, "worker")).length, 1, "the worker is still running");
+    assert.equal((await rolePids(d.dir, "integration-manager")).length, 1, "the IM is still running");
     assert.equal((await client.request("Three", { after: true })).action, "done");
   } finally {
     await r.close();
