@@ -259,6 +259,11 @@ export class Generator {
   #onDone: (index: number, at: number) => void = () => {};
   readonly #topic: Uint8Array;
   readonly #values = utf8(JSON.stringify({ payload: "x".repeat(60) }));
+  /**
+   * Ids are `b<epoch>_<index>`, a new epoch per measurement: the Subject drops a request id it
+   * has seen (`duplicate_window`), so ids are never reused.
+   */
+  #epoch = 0;
 
   constructor(readonly flow: string) {
     this.#topic = utf8(`${flow}~~~~`);
@@ -284,9 +289,11 @@ export class Generator {
         pinged = true;
         return;
       }
-      // Ids are "b<index>"; read the index without a full JSON parse.
+      // Ids are "b<epoch>_<index>"; read them without a full JSON parse.
       const i = h.indexOf('"id":"b');
-      this.#onDone(parseInt(h.slice(i + 7), 10), at);
+      const u = h.indexOf("_", i);
+      if (i < 0 || u < 0 || parseInt(h.slice(i + 7, u), 10) !== this.#epoch) return;
+      this.#onDone(parseInt(h.slice(u + 1), 10), at);
     });
     while (!pinged) {
       await this.#dealer.send([utf8("~~~~ping-bench"), utf8('{"v":1,"id":"ping","k":"ping"}'), utf8("{}")]);
@@ -295,7 +302,7 @@ export class Generator {
   }
 
   send(index: number): void {
-    const frames = [this.#topic, utf8(`{"v":1,"id":"b${index}"}`), this.#values];
+    const frames = [this.#topic, utf8(`{"v":1,"id":"b${this.#epoch}_${index}"}`), this.#values];
     if (!this.#dealer.sendNow(frames)) void this.#dealer.send(frames);
   }
 
@@ -306,6 +313,7 @@ export class Generator {
     let measuring = false;
     let counted = 0;
     let stop = false;
+    this.#epoch++;
     this.#onDone = () => {
       done++;
       if (measuring) counted++;
@@ -328,6 +336,7 @@ export class Generator {
     const total = Math.round(rate * seconds);
     const sentAt = new Float64Array(total);
     const rtt: number[] = [];
+    this.#epoch++;
     this.#onDone = (i, at) => {
       if (i >= 0 && i < total) rtt.push(at - sentAt[i]);
     };
