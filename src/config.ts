@@ -46,7 +46,7 @@ export interface Config {
 }
 
 /** Steps one worker runs at once, by default. */
-export const DEFAULT_WORKER_CONCURRENCY = 64;
+export const DEFAULT_WORKER_CONCURRENCY = 256;
 /** Milliseconds a handler may run, by default. */
 export const DEFAULT_HANDLER_TIMEOUT = 30_000;
 /** Milliseconds between worker heartbeats, by default. */

@@ -80,9 +80,27 @@ export interface Publication extends TopicFields {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** UTF-8 encode. */
+// Encoded strings are written into a shared slab and handed out as views: `encode()` makes a
+// new ArrayBuffer each time, which costs ~0.4 µs in Deno, four times `encodeInto` a slab.
+const ENCODE_SLAB = 64 * 1024;
+let encodeSlab = new Uint8Array(ENCODE_SLAB);
+let encodeOffset = 0;
+
+/**
+ * UTF-8 encode. Short strings come back as views into a shared buffer: read them through
+ * their `byteOffset` (as `subarray`, `TextDecoder` and FFI calls do), and never write to them.
+ */
 export function utf8(s: string): Uint8Array {
-  return encoder.encode(s);
+  const max = s.length * 3;
+  if (max > ENCODE_SLAB / 16) return encoder.encode(s);
+  if (encodeOffset + max > ENCODE_SLAB) {
+    encodeSlab = new Uint8Array(ENCODE_SLAB);
+    encodeOffset = 0;
+  }
+  const start = encodeOffset;
+  const { written } = encoder.encodeInto(s, encodeSlab.subarray(start));
+  encodeOffset = start + written;
+  return encodeSlab.subarray(start, encodeOffset);
 }
 
 /** UTF-8 decode. */
@@ -167,7 +185,7 @@ export function decodeHeader(frame: Uint8Array): Header | DropReason {
 
 /** Encodes a header. */
 export function encodeHeader(h: Header): Uint8Array {
-  return encoder.encode(JSON.stringify(h));
+  return utf8(JSON.stringify(h));
 }
 
 /** Parses a values frame: it must be a JSON object. */
@@ -184,7 +202,7 @@ export function decodeValues(frame: Uint8Array): Record<string, unknown> | DropR
 
 /** Encodes values. */
 export function encodeValues(v: Record<string, unknown>): Uint8Array {
-  return encoder.encode(JSON.stringify(v));
+  return utf8(JSON.stringify(v));
 }
 
 /** Builds the JSON shape of a publication from its three frames. */
@@ -230,4 +248,44 @@ export function publicationJson(p: Publication): Record<string, unknown> {
 export function isFinal(p: Pick<Publication, "action" | "decorator" | "sender" | "context">): boolean {
   return (p.action === "done" || p.action === "error") && p.decorator === "" && p.sender === "" &&
     p.context === "";
+}
+
+/** What {@linkcode TopicCache} needs of a flow. */
+export interface TopicSource {
+  /** The flow name. */
+  readonly name: string;
+  /** Its steps' keys. */
+  readonly steps: readonly { readonly key: ActionKey }[];
+}
+
+/**
+ * The encoded topics of flows' steps and of their `done`, made once per flow and position:
+ * the roles send them with every message.
+ *
+ * @example
+ * ```ts
+ * import { TopicCache } from "./protocol.ts";
+ * const cache = new TopicCache();
+ * const flow = { name: "F", steps: [{ key: { sender: "S", context: "F", decorator: "", action: "Go" } }] };
+ * new TextDecoder().decode(cache.step(flow, 0)); // "F~~S~F~Go"
+ * new TextDecoder().decode(cache.done(flow)); // "F~~~~done"
+ * ```
+ */
+export class TopicCache {
+  readonly #steps = new WeakMap<TopicSource, Uint8Array[]>();
+  readonly #done = new WeakMap<TopicSource, Uint8Array>();
+
+  /** The topic of the step at `position`. */
+  step(flow: TopicSource, position: number): Uint8Array {
+    let list = this.#steps.get(flow);
+    if (!list) this.#steps.set(flow, list = []);
+    return list[position] ??= encoder.encode(formatTopic(flow.name, flow.steps[position].key));
+  }
+
+  /** The topic of the flow's `done`. */
+  done(flow: TopicSource): Uint8Array {
+    let t = this.#done.get(flow);
+    if (!t) this.#done.set(flow, t = encoder.encode(doneTopic(flow.name)));
+    return t;
+  }
 }

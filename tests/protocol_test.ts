@@ -98,3 +98,12 @@ Deno.test("publications: the JSON shape of SPEC §5, error and resume when prese
   assert.equal(toPublication([utf8("F~~~~done"), utf8("{}")]), "frame_count");
   assert.equal(toPublication([utf8("F~done"), encodeHeader({ v: 1, id: "r" }), utf8("{}")]), "bad_topic");
 });
+
+Deno.test("utf8: short strings are views that never overlap; long ones are their own buffers", () => {
+  const dec = new TextDecoder();
+  const made = Array.from({ length: 5000 }, (_, i) => [`s-${i}-é`, utf8(`s-${i}-é`)] as const);
+  for (const [s, b] of made) assert.equal(dec.decode(b), s);
+  const long = "x".repeat(20_000);
+  assert.equal(utf8(long).byteLength, 20_000);
+  assert.equal(utf8(long).byteOffset, 0);
+});

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { readBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
@@ -63,20 +64,33 @@ export class IntegrationManager {
     im.#pull = pull;
     const stats = im.#stats;
     let warned = false;
+    const publish = (frames: Uint8Array[]) => {
+      // PUB never blocks (a slow subscriber loses messages at its high-water mark), so
+      // `sendNow` fails only while another send is queued; queue a copy then.
+      if (!pub.sendNow(frames)) void pub.send(frames.map((f) => f.slice())).catch(() => {});
+      stats.published++;
+    };
     pull.onMessage((frames) => {
+      // The Subject sends batches (one frame, see batch.ts); three frames are one message.
+      const records = frames.length === 1 ? readBatch(frames[0]) : undefined;
+      if (records) {
+        stats.received += records.length;
+        for (const r of records) publish(r.frames);
+        return;
+      }
       stats.received++;
       if (frames.length !== 3) {
         stats.dropped++;
         if (!warned) {
           warned = true;
-          log.warn("Dropped a message with {count} frames (expected 3); further drops are only counted", {
-            count: frames.length,
-          });
+          log.warn(
+            "Dropped a message with {count} frames (expected a batch or 3 frames); further drops are only counted",
+            { count: frames.length },
+          );
         }
         return;
       }
-      if (!pub.sendNow(frames)) void pub.send(frames);
-      stats.published++;
+      publish(frames);
     });
     log.info("Integration Manager pulling on {pull}, publishing on {pub}", {
       pull: options.pullAddress,

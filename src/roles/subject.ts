@@ -22,20 +22,20 @@ import {
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
+import { BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
   decodeHeader,
   decodeValues,
-  doneTopic,
   type DropReason,
   encodeHeader,
   type ErrorCode,
   errorTopic,
-  formatTopic,
   type Header,
   parseTopic,
   text,
+  TopicCache,
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -105,6 +105,8 @@ export interface SubjectStats {
 interface WorkerState {
   readonly key: string;
   readonly idFrame: Uint8Array;
+  /** Steps to send at the end of this turn. */
+  readonly batch: BatchWriter;
   credit: number;
   readonly inflight: Set<number>;
   lastSeen: number;
@@ -120,13 +122,17 @@ interface InFlight {
 }
 
 /**
- * Publications waiting in JavaScript for room towards the Integration Manager (its socket's
- * high-water mark is reached) at which the Subject stops reading requests; it reads again
- * below half of this. With `max_pending` this bounds the Subject's memory when the IM is slow.
+ * Bytes of publications waiting in JavaScript for room towards the Integration Manager (its
+ * socket's high-water mark is reached) at which the Subject stops reading requests; it reads
+ * again below half of this. With `max_pending` this bounds the Subject's memory when the IM
+ * is slow.
  */
-export const IM_BACKLOG_LIMIT = 10_000;
+export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 
-const STEP = utf8("STEP");
+/** A batch is sent as soon as it holds this many bytes, without waiting for the end of the turn. */
+const BATCH_BYTES = 64 * 1024;
+
+const STEPS = utf8("STEPS");
 const ACK = utf8("ACK");
 const EMPTY_VALUES = utf8("{}");
 
@@ -150,11 +156,18 @@ export class Subject {
    */
   #nextDispatch = Date.now() * 1000;
   #acks = new Map<string, { idFrame: Uint8Array; ids: string[] }>();
-  #acksScheduled = false;
+  /** Publications to send to the IM at the end of this turn. */
+  readonly #imBatch = new BatchWriter();
+  /** Bytes of IM batches waiting in JavaScript for room in the socket. */
+  #imBacklog = 0;
+  /** Workers with steps to send at the end of this turn. */
+  readonly #stepsFor = new Set<WorkerState>();
+  #flushScheduled = false;
   #timer?: ReturnType<typeof setInterval>;
   #draining = false;
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
+  readonly #topics = new TopicCache();
   /** Keys of recent requests (insertion order = age), for dropping duplicates. */
   readonly #recent = new Set<string>();
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
@@ -213,6 +226,7 @@ export class Subject {
     await this.#services.bind(this.#o.pullAddress);
     this.#workersSock.onMessage((f) => this.#onWorker(f));
     this.#services.onMessage((f) => this.#onService(f));
+    r.afterReceive(() => this.#flush());
     const every = Math.max(10, Math.floor(this.#o.heartbeatTimeout / 4));
     this.#timer = setInterval(() => {
       this.#checkWorkers();
@@ -333,14 +347,53 @@ export class Subject {
     let a = this.#acks.get(k);
     if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
     a.ids.push(id);
-    if (!this.#acksScheduled) {
-      this.#acksScheduled = true;
-      queueMicrotask(() => this.#flushAcks());
+    this.#scheduleFlush();
+  }
+
+  /**
+   * Sends what this turn produced (steps, publications, acknowledgements) once it ends: after
+   * the reactor's pass (`afterReceive`), or for work done outside one (timers), in a microtask.
+   */
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => this.#flush());
+  }
+
+  #flush(): void {
+    if (!this.#flushScheduled) return;
+    this.#flushScheduled = false;
+    for (const w of this.#stepsFor) this.#flushSteps(w);
+    this.#stepsFor.clear();
+    this.#flushIM();
+    if (this.#acks.size) this.#flushAcks();
+  }
+
+  #flushSteps(w: WorkerState): void {
+    if (!w.batch.count) return;
+    const body = w.batch.take();
+    if (!this.#workersSock.sendNow([w.idFrame, STEPS, body])) {
+      void this.#workersSock.send([w.idFrame, STEPS, body.slice()]).catch(() => {});
     }
   }
 
+  #flushIM(): void {
+    if (!this.#imBatch.count) return;
+    const body = this.#imBatch.take();
+    if (this.#im.sendNow([body])) return;
+    const copy = body.slice();
+    this.#imBacklog += copy.length;
+    void this.#im.send([copy]).then(
+      () => {
+        this.#imBacklog -= copy.length;
+        this.#throttle();
+      },
+      (e) => this.#log.error("IM send failed: {e}", { e }),
+    );
+    this.#throttle();
+  }
+
   #flushAcks(): void {
-    this.#acksScheduled = false;
     const acks = this.#acks;
     this.#acks = new Map();
     for (const { idFrame, ids } of acks.values()) {
@@ -353,7 +406,7 @@ export class Subject {
   #route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
     const kind = stepKind(flow, position);
     if (kind === "done") {
-      this.#toIM([utf8(doneTopic(flow.name)), encodeHeader({ v: 1, id, n }), values]);
+      this.#toIM([this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values]);
       return;
     }
     if (n >= this.#o.stepLimit) {
@@ -365,8 +418,7 @@ export class Subject {
         `request ran ${n} steps, the limit is ${this.#o.stepLimit}`,
       );
     }
-    const step = flow.steps[position];
-    const topic = utf8(formatTopic(flow.name, step.key));
+    const topic = this.#topics.step(flow, position);
     const header = encodeHeader({ v: 1, id, pos: position, n });
     if (kind === "pause") return this.#pause(flow, position, id, n, values);
     if (kind === "publish") {
@@ -393,9 +445,8 @@ export class Subject {
       pausedAt: now,
       deadline: now + this.#o.asyncTimeout,
     });
-    const step = flow.steps[position];
     this.#toIM([
-      utf8(formatTopic(flow.name, step.key)),
+      this.#topics.step(flow, position),
       encodeHeader({ v: 1, id, pos: position, n, resume: token }),
       values,
     ]);
@@ -429,9 +480,8 @@ export class Subject {
     }
     this.#stats.resumed++;
     const merged = utf8(JSON.stringify({ ...JSON.parse(paused.values), ...added }));
-    const step = flow.steps[paused.position];
     this.#dispatch([
-      utf8(formatTopic(flow.name, step.key)),
+      this.#topics.step(flow, paused.position),
       encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
       merged,
     ]);
@@ -465,13 +515,9 @@ export class Subject {
 
   #toIM(frames: readonly Uint8Array[]): void {
     this.#stats.published++;
-    if (!this.#im.sendNow(frames)) {
-      void this.#im.send(frames).then(
-        () => this.#throttle(),
-        (e) => this.#log.error("IM send failed: {e}", { e }),
-      );
-      this.#throttle();
-    }
+    this.#imBatch.add(0, 0, frames[0], frames[1], frames[2]);
+    if (this.#imBatch.size >= BATCH_BYTES) this.#flushIM();
+    else this.#scheduleFlush();
   }
 
   /**
@@ -480,7 +526,7 @@ export class Subject {
    */
   #throttle(): void {
     const pending = this.#pending.length - this.#pendingHead;
-    const backlog = this.#im.backlog;
+    const backlog = this.#imBacklog;
     if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT) this.#services.pause();
     else if (pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2) this.#services.resume();
   }
@@ -511,8 +557,12 @@ export class Subject {
     w.inflight.add(d);
     this.#inflight.set(d, { worker: w.key, at: performance.now(), frames });
     this.#stats.dispatched++;
-    const msg = [w.idFrame, STEP, utf8(String(d)), frames[0], frames[1], frames[2]];
-    if (!this.#workersSock.sendNow(msg)) void this.#workersSock.send(msg).catch(() => {});
+    w.batch.add(d, 0, frames[0], frames[1], frames[2]);
+    if (w.batch.size >= BATCH_BYTES) this.#flushSteps(w);
+    else {
+      this.#stepsFor.add(w);
+      this.#scheduleFlush();
+    }
   }
 
   #pump(): void {
@@ -534,26 +584,30 @@ export class Subject {
     const key = text(frames[0]);
     const type = text(frames[1]);
     let w = this.#workers.get(key);
-    if (type === "RESULT") {
-      // [id, RESULT, d, kind, topic, header, values]
-      if (frames.length !== 7) return this.#drop("frame_count", "worker RESULT");
-      const d = Number(text(frames[2]));
-      const f = this.#inflight.get(d);
-      if (!f) {
-        this.#stats.lateResults++;
-        return;
+    if (type === "RESULTS") {
+      // [id, RESULTS, batch of (d, kind, topic, header, values)]
+      if (frames.length !== 3) return this.#drop("frame_count", "worker RESULTS");
+      const records = readBatch(frames[2]);
+      if (!records) return this.#drop("bad_batch", "worker RESULTS");
+      const now = performance.now();
+      for (const r of records) {
+        const f = this.#inflight.get(r.tag);
+        if (!f) {
+          this.#stats.lateResults++;
+          continue;
+        }
+        this.#inflight.delete(r.tag);
+        const owner = this.#workers.get(f.worker);
+        if (owner) {
+          owner.inflight.delete(r.tag);
+          owner.credit++;
+          owner.lastSeen = now;
+          this.#maybeForget(owner);
+        }
+        if (r.kind === KIND_CODES.pause) this.#pauseResult(r.frames[0], r.frames[1], r.frames[2]);
+        else this.#toIM(r.frames);
       }
-      this.#inflight.delete(d);
-      const owner = this.#workers.get(f.worker);
-      if (owner) {
-        owner.inflight.delete(d);
-        owner.credit++;
-        owner.lastSeen = performance.now();
-      }
-      if (text(frames[3]) === "pause") this.#pauseResult(frames[4], frames[5], frames[6]);
-      else this.#toIM([frames[4], frames[5], frames[6]]);
       this.#pump();
-      this.#maybeForget(owner);
       return;
     }
     if (type === "READY" || type === "HB") {
@@ -564,7 +618,15 @@ export class Subject {
         credit = Number(body.credit ?? 0) || 0;
       } catch { /* a heartbeat without a body */ }
       if (!w) {
-        w = { key, idFrame: frames[0], credit: 0, inflight: new Set(), lastSeen: 0, leaving: false };
+        w = {
+          key,
+          idFrame: frames[0].slice(),
+          batch: new BatchWriter(4096),
+          credit: 0,
+          inflight: new Set(),
+          lastSeen: 0,
+          leaving: false,
+        };
         this.#workers.set(key, w);
         this.#log.info("Worker {worker} joined with {credit} credits", { worker: key, credit });
       }

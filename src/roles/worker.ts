@@ -15,19 +15,19 @@ import {
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
 import type { BoundHandler, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
+import { BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { resolveKey } from "../resolve.ts";
 import {
   decodeHeader,
   decodeValues,
-  doneTopic,
   encodeHeader,
   type ErrorCode,
   errorTopic,
-  formatTopic,
   type Header,
   parseTopic,
   text,
+  TopicCache,
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -40,7 +40,7 @@ export interface WorkerOptions {
   readonly handlers: HandlerRegistry;
   /** The Subject's worker endpoint. */
   readonly subjectAddress: string;
-  /** Steps run at once (the worker's credit). @default {64} */
+  /** Steps run at once (the worker's credit). @default {256} */
   readonly concurrency?: number;
   /** @default {100} */
   readonly stepLimit?: number;
@@ -81,7 +81,9 @@ export interface SegmentResult {
 
 class StepTimeout extends Error {}
 
-const RESULT = utf8("RESULT");
+const RESULTS = utf8("RESULTS");
+/** A batch of results is sent as soon as it holds this many bytes. */
+const BATCH_BYTES = 64 * 1024;
 
 /** What a worker resolved for one step of a flow (once, then cached). */
 interface StepPlan {
@@ -104,7 +106,11 @@ export class Worker {
   readonly #holding = new Set<number>();
   /** The highest dispatch number received. */
   #lastDispatch = 0;
+  /** Results to send at the end of this turn. */
+  readonly #results = new BatchWriter();
+  #flushScheduled = false;
   readonly #loggers = new Map<string, HandlerLogger>();
+  readonly #topics = new TopicCache();
   readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
   readonly #stop = new AbortController();
   #closed?: Promise<void>;
@@ -135,6 +141,7 @@ export class Worker {
     });
     await w.#sock.connect(w.#o.subjectAddress);
     w.#sock.onMessage((f) => w.#onMessage(f));
+    w.#reactor.afterReceive(() => w.#flush());
     await w.#sock.send([utf8("READY"), utf8(JSON.stringify({ credit: w.#o.concurrency, pid: Deno.pid }))]);
     w.#timer = setInterval(() => {
       // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped
@@ -164,29 +171,43 @@ export class Worker {
   }
 
   #onMessage(frames: Uint8Array[]): void {
-    // [STEP, d, topic, header, values]
-    if (frames.length !== 5 || text(frames[0]) !== "STEP") {
+    // [STEPS, batch of (d, topic, header, values)]
+    const records = frames.length === 2 && text(frames[0]) === "STEPS" ? readBatch(frames[1]) : undefined;
+    if (!records) {
       this.#log.warn("Ignored a message of {n} frames from the Subject", { n: frames.length });
       return;
     }
-    this.#stats.received++;
-    this.#stats.active++;
-    const d = frames[1];
-    const dn = Number(text(d));
-    this.#holding.add(dn);
-    if (dn > this.#lastDispatch) this.#lastDispatch = dn;
-    const r = this.runSegment(frames[2], frames[3], frames[4]);
-    if (r instanceof Promise) r.then((x) => this.#reply(d, dn, x));
-    else this.#reply(d, dn, r);
+    for (const { tag: d, frames: [topic, header, values] } of records) {
+      this.#stats.received++;
+      this.#stats.active++;
+      this.#holding.add(d);
+      if (d > this.#lastDispatch) this.#lastDispatch = d;
+      const r = this.runSegment(topic, header, values);
+      if (r instanceof Promise) r.then((x) => this.#reply(d, x));
+      else this.#reply(d, r);
+    }
   }
 
-  #reply(d: Uint8Array, dn: number, r: SegmentResult): void {
-    this.#holding.delete(dn);
+  #reply(d: number, r: SegmentResult): void {
+    this.#holding.delete(d);
     this.#stats.active--;
     this.#stats.results++;
     if (r.kind === "error") this.#stats.errors++;
-    const msg = [RESULT, d, utf8(r.kind), r.frames[0], r.frames[1], r.frames[2]];
-    if (!this.#sock.closed && !this.#sock.sendNow(msg)) void this.#sock.send(msg).catch(() => {});
+    this.#results.add(d, KIND_CODES[r.kind], r.frames[0], r.frames[1], r.frames[2]);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+    if (this.#results.size >= BATCH_BYTES) this.#flush();
+  }
+
+  /** Sends the results collected in this turn as one batch. */
+  #flush(): void {
+    if (!this.#flushScheduled) return;
+    this.#flushScheduled = false;
+    if (!this.#results.count || this.#sock.closed) return;
+    const body = this.#results.take();
+    if (!this.#sock.sendNow([RESULTS, body])) void this.#sock.send([RESULTS, body.slice()]).catch(() => {});
   }
 
   /** The handler and timeout of a step, resolved once per flow position. */
@@ -317,7 +338,7 @@ export class Worker {
     if (kind === "done") {
       return {
         kind: "done",
-        frames: [utf8(doneTopic(flow.name)), encodeHeader({ v: 1, id, n }), utf8(JSON.stringify(values))],
+        frames: [this.#topics.done(flow), encodeHeader({ v: 1, id, n }), utf8(JSON.stringify(values))],
       };
     }
     if (n >= this.#o.stepLimit) {
@@ -333,7 +354,7 @@ export class Worker {
       return {
         kind,
         frames: [
-          utf8(formatTopic(flow.name, flow.steps[pos].key)),
+          this.#topics.step(flow, pos),
           encodeHeader({ v: 1, id, pos, n }),
           utf8(JSON.stringify(values)),
         ],

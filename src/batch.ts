@@ -1,0 +1,144 @@
+/**
+ * Batches for the internal hops (Subject → worker, worker → Subject, Subject → Integration
+ * Manager): one ZeroMQ frame that carries several three-frame messages, so a busy hop pays
+ * the per-message cost of ZeroMQ (a few system calls and allocations) once per batch rather
+ * than once per frame. Pure: no sockets.
+ *
+ * Layout (little-endian), see PROTOCOL.md:
+ *
+ * ```text
+ * "ZMB1"                                         4 bytes, the magic
+ * then per record:
+ *   tag     f64                                  the dispatch number (0 where unused)
+ *   kind    u8                                   a result's kind (0 where unused)
+ *   la lb lc u32 ×3                              the lengths of the three frames
+ *   a b c                                        the frames: topic, header, values
+ * ```
+ *
+ * @module
+ */
+
+/** The four bytes a batch starts with. */
+export const BATCH_MAGIC: Uint8Array = new Uint8Array([0x5a, 0x4d, 0x42, 0x31]); // "ZMB1"
+const RECORD_HEAD = 8 + 1 + 12;
+
+/** Result kinds as carried in a batch record. */
+export const KIND_CODES = Object.freeze({ none: 0, done: 1, publish: 2, pause: 3, error: 4 } as const);
+/** A result kind's name by its code. */
+export const KIND_NAMES: readonly string[] = ["none", "done", "publish", "pause", "error"];
+
+/**
+ * Collects records into one reusable buffer. `take()` returns a view of the batch; it is
+ * valid until the next `add` (send it, which copies, before adding more).
+ *
+ * @example
+ * ```ts
+ * import { BatchWriter, readBatch } from "./batch.ts";
+ * const w = new BatchWriter();
+ * const enc = new TextEncoder();
+ * w.add(7, 1, enc.encode("F~~~~done"), enc.encode('{"v":1,"id":"a"}'), enc.encode("{}"));
+ * const records = readBatch(w.take());
+ * console.log(records?.length, records?.[0].tag); // 1 7
+ * ```
+ */
+export class BatchWriter {
+  #buf: Uint8Array;
+  #view: DataView;
+  #len = 4;
+  #count = 0;
+
+  /** Starts with room for `initial` bytes (it grows as needed). */
+  constructor(initial = 16 * 1024) {
+    this.#buf = new Uint8Array(Math.max(64, initial));
+    this.#buf.set(BATCH_MAGIC);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Records added since the last `take`. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Bytes held since the last `take`. */
+  get size(): number {
+    return this.#len;
+  }
+
+  /** Adds a record. */
+  add(tag: number, kind: number, a: Uint8Array, b: Uint8Array, c: Uint8Array): void {
+    const need = this.#len + RECORD_HEAD + a.length + b.length + c.length;
+    if (need > this.#buf.length) {
+      const bigger = new Uint8Array(Math.max(need, this.#buf.length * 2));
+      bigger.set(this.#buf.subarray(0, this.#len));
+      this.#buf = bigger;
+      this.#view = new DataView(bigger.buffer);
+    }
+    const v = this.#view;
+    let o = this.#len;
+    v.setFloat64(o, tag, true);
+    v.setUint8(o + 8, kind);
+    v.setUint32(o + 9, a.length, true);
+    v.setUint32(o + 13, b.length, true);
+    v.setUint32(o + 17, c.length, true);
+    o += RECORD_HEAD;
+    this.#buf.set(a, o);
+    o += a.length;
+    this.#buf.set(b, o);
+    o += b.length;
+    this.#buf.set(c, o);
+    this.#len = o + c.length;
+    this.#count++;
+  }
+
+  /** The batch so far, as a view; the writer starts a new batch. */
+  take(): Uint8Array {
+    const out = this.#buf.subarray(0, this.#len);
+    this.#len = 4;
+    this.#count = 0;
+    return out;
+  }
+}
+
+/** One record of a batch: views into the batch frame. */
+export interface BatchRecord {
+  /** The dispatch number, or 0. */
+  readonly tag: number;
+  /** The kind code (see {@linkcode KIND_CODES}), or 0. */
+  readonly kind: number;
+  /** The three frames: topic, header, values. */
+  readonly frames: [Uint8Array, Uint8Array, Uint8Array];
+}
+
+/** True if a frame starts with the batch magic. */
+export function isBatch(frame: Uint8Array): boolean {
+  return frame.length >= 4 && frame[0] === 0x5a && frame[1] === 0x4d && frame[2] === 0x42 &&
+    frame[3] === 0x31;
+}
+
+/**
+ * Reads a batch. Returns `undefined` for a frame that is not a well-formed batch (no magic,
+ * a record running past the end, or no record at all); a malformed batch is dropped whole.
+ * The records' frames are views into `frame`.
+ */
+export function readBatch(frame: Uint8Array): BatchRecord[] | undefined {
+  if (!isBatch(frame)) return undefined;
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const out: BatchRecord[] = [];
+  let o = 4;
+  const end = frame.length;
+  while (o < end) {
+    if (o + RECORD_HEAD > end) return undefined;
+    const tag = v.getFloat64(o, true);
+    const kind = v.getUint8(o + 8);
+    const la = v.getUint32(o + 9, true);
+    const lb = v.getUint32(o + 13, true);
+    const lc = v.getUint32(o + 17, true);
+    o += RECORD_HEAD;
+    if (o + la + lb + lc > end) return undefined;
+    const a = frame.subarray(o, o += la);
+    const b = frame.subarray(o, o += lb);
+    const c = frame.subarray(o, o += lc);
+    out.push({ tag, kind, frames: [a, b, c] });
+  }
+  return out.length ? out : undefined;
+}

@@ -1,0 +1,45 @@
+import assert from "node:assert/strict";
+import { BatchWriter, isBatch, KIND_CODES, readBatch } from "../src/batch.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+Deno.test("batch: records round-trip with their tags, kinds and frames; the writer grows and restarts", () => {
+  const w = new BatchWriter(64);
+  const big = "v".repeat(5000);
+  w.add(
+    1.7e15 + 3,
+    KIND_CODES.done,
+    enc.encode("F~~~~done"),
+    enc.encode('{"v":1,"id":"a"}'),
+    enc.encode("{}"),
+  );
+  w.add(0, 0, new Uint8Array(0), enc.encode("h"), enc.encode(big));
+  assert.equal(w.count, 2);
+  const records = readBatch(w.take().slice())!;
+  assert.deepEqual(records.map((r) => [r.tag, r.kind, ...r.frames.map((f) => dec.decode(f))]), [
+    [1.7e15 + 3, KIND_CODES.done, "F~~~~done", '{"v":1,"id":"a"}', "{}"],
+    [0, 0, "", "h", big],
+  ]);
+  assert.equal(w.count, 0);
+  w.add(9, 0, enc.encode("a"), enc.encode("b"), enc.encode("c"));
+  assert.deepEqual(readBatch(w.take())!.map((r) => r.tag), [9], "a new batch after take()");
+});
+
+Deno.test("batch: malformed frames are refused whole", () => {
+  const w = new BatchWriter();
+  w.add(1, 0, enc.encode("topic"), enc.encode("header"), enc.encode("values"));
+  const good = w.take().slice();
+  assert.ok(isBatch(good));
+  assert.equal(readBatch(good.subarray(0, good.length - 1)), undefined, "a record running past the end");
+  assert.equal(readBatch(good.subarray(0, 4)), undefined, "no record");
+  assert.equal(readBatch(enc.encode("ZMB2....")), undefined, "another magic");
+  assert.equal(
+    readBatch(new Uint8Array([0x5a, 0x4d, 0x42, 0x31, 1, 2, 3])),
+    undefined,
+    "a truncated record head",
+  );
+  const lying = good.slice();
+  new DataView(lying.buffer).setUint32(4 + 9, 1_000_000, true);
+  assert.equal(readBatch(lying), undefined, "a length larger than the frame");
+});
