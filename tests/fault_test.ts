@@ -194,3 +194,18 @@ Deno.test("an [actiontimeout] entry sets one action's handler timeout; others ke
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a repeated request is dropped while among the last duplicate_window requests, and runs again after", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--duplicate-window", "3"] });
+  await using client = await d.connect();
+  const tally = await countFinals(client, "Three~~~~");
+  for (const id of ["a", "a", "b", "c", "d", "a"]) await client.send("Three", { id }, { id: `dup-${id}` });
+  for (let i = 0; i < 50 && tally.finals.size < 4; i++) await new Promise((r) => setTimeout(r, 50));
+  await tally.stop();
+  assert.deepEqual(Object.fromEntries(tally.finals), { "dup-a": 2, "dup-b": 1, "dup-c": 1, "dup-d": 1 });
+  const s = await subjectStatsWhen(
+    d.dir,
+    (s) => (s.dropped as Record<string, number> | undefined)?.duplicate === 1,
+  );
+  assert.equal((s.dropped as Record<string, number>).duplicate, 1, JSON.stringify(s.dropped));
+});

@@ -132,6 +132,9 @@ export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 /** A batch is sent as soon as it holds this many bytes, without waiting for the end of the turn. */
 const BATCH_BYTES = 64 * 1024;
 
+/** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
+const ACK_EVERY_MS = 1;
+
 const STEPS = utf8("STEPS");
 const ACK = utf8("ACK");
 const EMPTY_VALUES = utf8("{}");
@@ -163,13 +166,16 @@ export class Subject {
   /** Workers with steps to send at the end of this turn. */
   readonly #stepsFor = new Set<WorkerState>();
   #flushScheduled = false;
+  #acksSentAt = 0;
   #timer?: ReturnType<typeof setInterval>;
   #draining = false;
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
   readonly #topics = new TopicCache();
-  /** Keys of recent requests (insertion order = age), for dropping duplicates. */
+  /** Keys of recent requests, for dropping duplicates; `#recentRing` holds them oldest first. */
   readonly #recent = new Set<string>();
+  #recentRing: string[] = [];
+  #recentNext = 0;
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
     resumed: 0,
     received: 0,
@@ -227,6 +233,7 @@ export class Subject {
     this.#workersSock.onMessage((f) => this.#onWorker(f));
     this.#services.onMessage((f) => this.#onService(f));
     r.afterReceive(() => this.#flush());
+    r.onIdle(() => this.#flushAcks());
     const every = Math.max(10, Math.floor(this.#o.heartbeatTimeout / 4));
     this.#timer = setInterval(() => {
       this.#checkWorkers();
@@ -335,10 +342,14 @@ export class Subject {
   #isDuplicate(h: Header): boolean {
     const key = `${h.id}\u0000${h.pos ?? ""}\u0000${h.n ?? ""}\u0000${h.resume ?? ""}`;
     if (this.#recent.has(key)) return true;
+    // A ring of the last `duplicateWindow` keys says which to forget. (Deleting a Set's first
+    // entry through `values().next()` walks over the holes earlier deletions left.)
+    const ring = this.#recentRing;
+    const i = this.#recentNext;
+    if (i < ring.length) this.#recent.delete(ring[i]);
+    ring[i] = key;
+    this.#recentNext = i + 1 === this.#o.duplicateWindow ? 0 : i + 1;
     this.#recent.add(key);
-    if (this.#recent.size > this.#o.duplicateWindow) {
-      this.#recent.delete(this.#recent.values().next().value!);
-    }
     return false;
   }
 
@@ -366,7 +377,9 @@ export class Subject {
     for (const w of this.#stepsFor) this.#flushSteps(w);
     this.#stepsFor.clear();
     this.#flushIM();
-    if (this.#acks.size) this.#flushAcks();
+    // Acknowledgements go at most once per millisecond while busy (each is a message that
+    // wakes the service), and at once when the Subject runs out of work (onIdle).
+    if (this.#acks.size && performance.now() - this.#acksSentAt >= ACK_EVERY_MS) this.#flushAcks();
   }
 
   #flushSteps(w: WorkerState): void {
@@ -394,6 +407,8 @@ export class Subject {
   }
 
   #flushAcks(): void {
+    if (!this.#acks.size) return;
+    this.#acksSentAt = performance.now();
     const acks = this.#acks;
     this.#acks = new Map();
     for (const { idFrame, ids } of acks.values()) {

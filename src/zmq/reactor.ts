@@ -76,6 +76,7 @@ export class Reactor {
   #closed?: Promise<void>;
   #items = new Uint8Array(0);
   readonly #afterReceive: (() => void)[] = [];
+  readonly #onIdle: (() => void)[] = [];
   #view = new DataView(new ArrayBuffer(0));
 
   /** Creates a reactor with its own context. */
@@ -115,6 +116,14 @@ export class Reactor {
    */
   afterReceive(fn: () => void): void {
     this.#afterReceive.push(fn);
+  }
+
+  /**
+   * Calls `fn` whenever a pass found nothing to do, before the reactor waits: where a consumer
+   * sends what it held back while busy (acknowledgements, say).
+   */
+  onIdle(fn: () => void): void {
+    this.#onIdle.push(fn);
   }
 
   /** True while the off-thread poll runs (sockets must not be touched then). */
@@ -192,6 +201,15 @@ export class Reactor {
       if (work > 0 && now - lastYield < this.#yieldMs) {
         await null; // let promise continuations (awaiting consumers) run, then drain again
         continue;
+      }
+      if (work === 0) {
+        for (const fn of this.#onIdle) {
+          try {
+            fn();
+          } catch (e) {
+            this.#onError(e);
+          }
+        }
       }
       const n = this.#buildPollItems();
       let timeout = work > 0 || this.#ops.length > 0 ? 0 : -1;
