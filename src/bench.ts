@@ -50,6 +50,12 @@ export interface BenchResult {
   readonly raw_rtt_p50_ms: number;
   /** 99th percentile of the same. */
   readonly raw_rtt_p99_ms: number;
+  /** Raw round trip p50 when each message follows 2 ms of idleness (both processes asleep). */
+  readonly raw_rtt_idle_p50_ms: number;
+  /** 3-step flow, 2 workers, one request at a time back to back: p50 and p99 round trip. */
+  readonly sequential_p50_ms: number;
+  /** See `sequential_p50_ms`. */
+  readonly sequential_p99_ms: number;
   /** zeromq.js on Node, same shapes, for context; `null` when Node or its packages are missing. */
   readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
   /** 3-step flow, 2 workers, closed-loop peak. */
@@ -151,7 +157,8 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
   }
 }
 
-async function rawRoundTrip(dir: string, n: number): Promise<number[]> {
+/** Round trips to an echo process, one at a time, `gapMs` apart (0: back to back). */
+async function rawRoundTrip(dir: string, n: number, gapMs = 0): Promise<number[]> {
   const r = new Reactor();
   try {
     const router = r.socket("ROUTER");
@@ -171,6 +178,7 @@ async function rawRoundTrip(dir: string, n: number): Promise<number[]> {
       await router.send([id, ...frames]);
       await it.next();
       rtt.push(performance.now() - t);
+      if (gapMs) await delay(gapMs);
     }
     await peer.stdin.close();
     await peer.status;
@@ -331,6 +339,20 @@ export class Generator {
     return counted / elapsed;
   }
 
+  /** One request at a time, back to back, `n` times; returns round-trip times in ms. */
+  async sequential(n: number): Promise<number[]> {
+    this.#epoch++;
+    const rtt: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      const done = new Promise<void>((resolve) => (this.#onDone = () => resolve()));
+      this.send(i);
+      await done;
+      rtt.push(performance.now() - t);
+    }
+    return rtt.sort((a, b) => a - b);
+  }
+
   /** Open loop at `rate` flows/s for `seconds`; returns round-trip times in ms. */
   async openLoop(rate: number, seconds: number): Promise<number[]> {
     const total = Math.round(rate * seconds);
@@ -370,7 +392,11 @@ async function flowRun(
   workers: number,
   seconds: number,
   latency: boolean,
-): Promise<FlowRun & { latency?: { rate: number; p50: number; p90: number; p99: number; n: number } }> {
+): Promise<
+  FlowRun & {
+    latency?: { rate: number; p50: number; p90: number; p99: number; n: number; sequential?: number[] };
+  }
+> {
   const d = await deploy(workers);
   const g = new Generator(`Bench${steps}`);
   try {
@@ -391,7 +417,9 @@ async function flowRun(
       };
     });
     let lat;
+    let sequential: number[] | undefined;
     if (latency) {
+      sequential = await g.sequential(500);
       const rate = Math.round(flowsPerSecond / 2);
       const rtt = await g.openLoop(rate, seconds);
       lat = {
@@ -400,6 +428,7 @@ async function flowRun(
         p90: percentile(rtt, 90),
         p99: percentile(rtt, 99),
         n: rtt.length,
+        sequential,
       };
     }
     return { steps, workers, flowsPerSecond, roles, latency: lat };
@@ -423,6 +452,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const rawPub = await rawPubSub(dir, 300_000);
   say("bench 3/8: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
+  const idleRtt = await rawRoundTrip(dir, 200, 2);
   const node = await nodeZeromq(dir);
   await Deno.remove(dir, { recursive: true });
   const runs: Awaited<ReturnType<typeof flowRun>>[] = [];
@@ -443,6 +473,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     raw_pubsub_msgs_per_s: Math.round(rawPub),
     raw_rtt_p50_ms: round3(percentile(rtt, 50)),
     raw_rtt_p99_ms: round3(percentile(rtt, 99)),
+    raw_rtt_idle_p50_ms: round3(percentile(idleRtt, 50)),
+    sequential_p50_ms: round3(percentile(main.latency!.sequential ?? [], 50)),
+    sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
     node_zeromq: node,
     flows_per_s: Math.round(main.flowsPerSecond),
     ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
@@ -474,6 +507,7 @@ function printTable(r: BenchResult): void {
     `| raw round trip, two processes, ipc: p50 / p99 | ${r.raw_rtt_p50_ms.toFixed(3)} / ${
       r.raw_rtt_p99_ms.toFixed(3)
     } ms |`,
+    `| raw round trip, each after 2 ms idle: p50 | ${r.raw_rtt_idle_p50_ms.toFixed(3)} ms |`,
     ...(r.node_zeromq
       ? [
         `| zeromq.js on Node: PUSH->PULL, one hop, two processes | ${
@@ -493,6 +527,9 @@ function printTable(r: BenchResult): void {
     `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
       r.p50_ms.toFixed(2)
     } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,
+    `| 3-step flow, one request at a time back to back: p50 / p99 | ${r.sequential_p50_ms.toFixed(2)} / ${
+      r.sequential_p99_ms.toFixed(2)
+    } ms |`,
     "",
     "CPU (cores) and peak RSS per role, 3-step flow, 2 workers, at peak:",
     ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2)!.roles).map(([role, v]) =>
