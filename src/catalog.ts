@@ -127,42 +127,36 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
     }
   }
 
-  const mapGroups = group(allMappings, (m) => m.lookup);
-  const mappings = new Map<string, MappingEntry>();
-  for (const [lookup, defs] of mapGroups) {
-    const winner = defs[defs.length - 1];
-    mappings.set(lookup, winner);
-    if (defs.length > 1) {
+  const conflict =
+    (what: string, verb: string) =>
+    <T extends { file: string; line: number; column: number }>(key: string, defs: T[], winner: T) =>
       diagnostics.push({
         file: winner.file,
         line: winner.line,
         column: winner.column,
         severity,
-        message: `mapping "${lookup}" is defined in ${defs.length} places (` +
-          defs.map(formatPlace).join(", ") +
+        message: `${what} "${key}" ${verb} in ${defs.length} places (` + defs.map(formatPlace).join(", ") +
           `); ${strict ? "strict mode forbids this" : `the last, ${formatPlace(winner)}, wins`}`,
         related: defs.slice(0, -1).map((d) => ({ file: d.file, line: d.line, column: d.column })),
       });
-    }
-  }
-  const timeouts = new Map<string, TimeoutEntry>();
-  for (const [lookup, defs] of group(allTimeouts, (t) => t.lookup)) {
-    const winner = defs[defs.length - 1];
-    timeouts.set(lookup, winner);
-    if (defs.length > 1) {
-      diagnostics.push({
-        file: winner.file,
-        line: winner.line,
-        column: winner.column,
-        severity,
-        message: `timeout "${lookup}" is set in ${defs.length} places (` +
-          defs.map(formatPlace).join(", ") +
-          `); ${strict ? "strict mode forbids this" : `the last, ${formatPlace(winner)}, wins`}`,
-        related: defs.slice(0, -1).map((d) => ({ file: d.file, line: d.line, column: d.column })),
-      });
-    }
-  }
+  const mappings = lastWins(allMappings, (m) => m.lookup, conflict("mapping", "is defined"));
+  const timeouts = lastWins(allTimeouts, (t) => t.lookup, conflict("timeout", "is set"));
   return { flows, mappings, allFlows, allMappings, timeouts, files, diagnostics };
+}
+
+/** The last definition of each key; `onConflict` hears of every key defined more than once. */
+function lastWins<T>(
+  items: readonly T[],
+  keyOf: (t: T) => string,
+  onConflict: (key: string, defs: T[], winner: T) => void,
+): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const [key, defs] of group(items, keyOf)) {
+    const winner = defs[defs.length - 1];
+    out.set(key, winner);
+    if (defs.length > 1) onConflict(key, defs, winner);
+  }
+  return out;
 }
 
 function group<T>(items: readonly T[], keyOf: (t: T) => string): Map<string, T[]> {
