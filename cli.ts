@@ -198,6 +198,10 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .option("--json", "print a JSON report")
     .option("--target <endpoints>", "replay against a running deployment: subject=ENDPOINT,im=ENDPOINT")
     .option("--coverage", "print the SPEC coverage table of the fixtures")
+    .option(
+      "--faults <policy>",
+      "drop, duplicate or delay messages between the services and the Subject, e.g. drop=0.02,duplicate=0.05,jitter=2",
+    )
     .action(async (action: string | undefined, opts) => {
       if (action !== undefined && action !== "record") {
         io.err(`error: unknown conformance action "${action}"; the only one is record`);

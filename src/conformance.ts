@@ -12,6 +12,7 @@ import cliProgress from "cli-progress";
 import process from "node:process";
 import { Client } from "./client.ts";
 import { spawnDeployment } from "./deployment.ts";
+import { type FaultPolicy, FaultProxy, parseFaultPolicy } from "./fault.ts";
 import type { Values } from "./handler.ts";
 import type { Publication } from "./protocol.ts";
 import type { Output } from "./commands.ts";
@@ -238,6 +239,11 @@ export interface ConformanceOptions {
   readonly record?: boolean;
   /** Print the coverage table (SPEC section → fixtures) and exit. */
   readonly coverage?: boolean;
+  /**
+   * Faults on the way between the fixture's services and the Subject, as a {@linkcode FaultProxy}
+   * policy (`drop=0.02,duplicate=0.05,jitter=2`): the recordings must come out the same.
+   */
+  readonly faults?: string;
 }
 
 /** The coverage table: each SPEC section and the fixtures that cover it. */
@@ -274,6 +280,15 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
     }
     external = { subject: parts.subject, publisher: parts.im };
   }
+  let faults: FaultPolicy | undefined;
+  if (options.faults !== undefined) {
+    const p = parseFaultPolicy(options.faults);
+    if (typeof p === "string") {
+      io.err(`error: --faults: ${p}`);
+      return 64;
+    }
+    faults = p;
+  }
   // One deployment per component, files and arguments.
   const groups = new Map<string, LoadedFixture[]>();
   const results: { name: string; status: "passed" | "failed" | "skipped" | "recorded"; diff?: string[] }[] =
@@ -306,10 +321,22 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
     if (bar) bar.increment(1, { name });
     else if (!options.json) io.err(`[${String(done).padStart(3)}/${total}] ${name}`);
   };
+  const injected = { dropped: 0, duplicated: 0 };
   for (const [key, group] of groups) {
     const [files, args] = JSON.parse(key) as [string[], string[]];
     const deployed = external ? undefined : await spawnDeployment({ files, args, logLevel: "error" });
-    const d = external ?? deployed!;
+    let d = external ?? deployed!;
+    // With --faults, the fixture's clients reach the Subject through a fault proxy.
+    const proxyDir = faults ? await Deno.makeTempDir({ prefix: "zmf" }) : undefined;
+    const proxy = faults
+      ? await FaultProxy.start({
+        kind: "router",
+        front: `ipc://${proxyDir}/s`,
+        back: d.subject,
+        policy: faults,
+      })
+      : undefined;
+    if (proxy) d = { subject: `ipc://${proxyDir}/s`, publisher: d.publisher };
     try {
       for (const f of group) {
         let actual: Recorded[][];
@@ -335,6 +362,13 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
         progress(f.name);
       }
     } finally {
+      if (proxy) {
+        const { up, down } = proxy.stats();
+        injected.dropped += up.dropped + down.dropped;
+        injected.duplicated += up.duplicated + down.duplicated;
+      }
+      await proxy?.close();
+      if (proxyDir) await Deno.remove(proxyDir, { recursive: true }).catch(() => {});
       await deployed?.stop();
     }
   }
@@ -343,8 +377,15 @@ export async function conformanceCommand(options: ConformanceOptions, io: Output
   const passed = results.filter((r) => r.status === "passed" || r.status === "recorded").length;
   const failed = results.filter((r) => r.status === "failed").length;
   const skipped = results.filter((r) => r.status === "skipped").length;
-  if (options.json) io.out(JSON.stringify({ passed, failed, skipped, results }, null, 2));
+  const faultReport = faults ? { faults: { policy: options.faults, ...injected } } : {};
+  if (options.json) io.out(JSON.stringify({ passed, failed, skipped, ...faultReport, results }, null, 2));
   else {
+    if (faults) {
+      io.out(
+        `faults between services and the Subject (${options.faults}): ` +
+          `${injected.dropped} messages dropped, ${injected.duplicated} duplicated`,
+      );
+    }
     for (const r of results) {
       io.out(`${r.status === "failed" ? "FAIL" : r.status === "skipped" ? "skip" : "ok  "} ${r.name}`);
       for (const l of r.diff ?? []) io.out(l);

@@ -85,6 +85,36 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
+/**
+ * Parses a policy written as `drop=0.02,duplicate=0.05,delay=1,jitter=3` (any subset; `delay`
+ * and `jitter` in milliseconds). Returns a reason string when the text is not such a policy.
+ *
+ * @example
+ * ```ts
+ * import { parseFaultPolicy } from "./fault.ts";
+ * parseFaultPolicy("drop=0.02,jitter=3"); // { drop: 0.02, jitterMs: 3 }
+ * ```
+ */
+export function parseFaultPolicy(text: string): FaultPolicy | string {
+  const policy: { drop?: number; duplicate?: number; delayMs?: number; jitterMs?: number } = {};
+  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const [name, value, extra] = part.split("=");
+    const n = Number(value);
+    if (extra !== undefined || value === undefined || value.trim() === "" || !Number.isFinite(n) || n < 0) {
+      return `"${part}" is not name=number (e.g. drop=0.02,duplicate=0.05,delay=1,jitter=3)`;
+    }
+    if ((name === "drop" || name === "duplicate") && n > 1) {
+      return `${name} is a probability between 0 and 1, not ${value}`;
+    }
+    if (name === "drop") policy.drop = n;
+    else if (name === "duplicate") policy.duplicate = n;
+    else if (name === "delay") policy.delayMs = n;
+    else if (name === "jitter") policy.jitterMs = n;
+    else return `unknown fault "${name}": use drop, duplicate, delay or jitter`;
+  }
+  return policy;
+}
+
 const newStats = (): FaultStats => ({ received: 0, forwarded: 0, dropped: 0, duplicated: 0 });
 
 /** A running fault-injecting proxy. */

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { coverageTable, diffRecordings, fixtureFiles, loadFixtures } from "../src/conformance.ts";
+import { parseFaultPolicy } from "../src/fault.ts";
+import { runCli } from "./helpers.ts";
 
 Deno.test("diff: equal recordings give no lines; a mismatch shows expected and actual", () => {
   const rec = [[{ topic: "F~~~~done", values: { a: 1 } }]];
@@ -43,4 +45,33 @@ Deno.test("the coverage table in fixtures/README.md is up to date", async () => 
   for (const row of fold(coverageTable(await loadFixtures())).split("\n")) {
     assert.ok(readme.includes(row), `${row} is missing: run deno run -A cli.ts conformance --coverage`);
   }
+});
+
+Deno.test("conformance --faults: fixtures replayed through a fault proxy give the recorded publications", async () => {
+  const r = await runCli([
+    "conformance",
+    "--filter",
+    "publish",
+    "--faults",
+    "duplicate=0.5,drop=0.1,jitter=2",
+    "--json",
+  ]);
+  const report = JSON.parse(r.stdout);
+  assert.equal(r.code, 0, r.stdout);
+  assert.deepEqual([report.passed, report.failed], [3, 0]);
+  assert.ok(report.faults.duplicated > 0, JSON.stringify(report.faults));
+});
+
+Deno.test("fault policies parse from text; bad ones name the problem", () => {
+  assert.deepEqual(parseFaultPolicy("drop=0.02, duplicate=0.05,delay=1,jitter=3"), {
+    drop: 0.02,
+    duplicate: 0.05,
+    delayMs: 1,
+    jitterMs: 3,
+  });
+  assert.deepEqual(parseFaultPolicy(""), {});
+  assert.match(parseFaultPolicy("drop=2") as string, /probability between 0 and 1/);
+  assert.match(parseFaultPolicy("lose=0.1") as string, /unknown fault "lose"/);
+  assert.match(parseFaultPolicy("drop") as string, /not name=number/);
+  assert.match(parseFaultPolicy("jitter=-1") as string, /not name=number/);
 });
