@@ -137,17 +137,27 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
     const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let out = "";
     const ready = (async () => {
-      while (!out.includes("ready")) out += (await lines.read()).value ?? "";
+      while (!out.includes("ready")) {
+        const { value, done } = await lines.read();
+        if (done) throw new Error("the SUB peer exited before it was ready");
+        out += value;
+      }
     })();
     let isReady = false;
-    ready.then(() => (isReady = true));
+    let failed: unknown;
+    ready.then(() => (isReady = true), (e) => (failed = e));
     while (!isReady) {
+      if (failed) throw failed;
       await pub.send([utf8("probe")]);
       await delay(10);
     }
     const frames = benchFrames();
     for (let i = 0; i < n; i++) if (!pub.sendNow(frames)) await pub.send(frames);
-    while (!out.includes("}")) out += (await lines.read()).value ?? "";
+    while (!out.includes("}")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error("the SUB peer exited before it reported");
+      out += value;
+    }
     lines.releaseLock();
     await peer.status;
     const { received, ms } = JSON.parse(out.slice(out.indexOf("{")));

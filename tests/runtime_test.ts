@@ -187,7 +187,11 @@ Deno.test("CLI: send --wait prints only the final publication; exit codes 0, 1 a
   // tap says on stderr when its subscription is active.
   const errReader = tap.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let errText = "";
-  while (!errText.includes("subscribed")) errText += (await errReader.read()).value ?? "";
+  while (!errText.includes("subscribed")) {
+    const { value, done } = await errReader.read();
+    assert.ok(!done, `tap exited before it subscribed: ${errText}`);
+    errText += value;
+  }
   const sent = await runCli([
     "send",
     "Hello",

@@ -203,7 +203,14 @@ Deno.test("signals interrupting libzmq calls (EINTR) lose no message and split n
   }).spawn();
   const lines = receiver.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
-  while (!out.includes("ready")) out += (await lines.read()).value ?? "";
+  while (!out.includes("ready")) {
+    const { value, done } = await lines.read();
+    if (done) {
+      const err = new TextDecoder().decode(await new Response(receiver.stderr).arrayBuffer());
+      throw new Error(`the receiver exited (${(await receiver.status).code}) before it was ready: ${err}`);
+    }
+    out += value;
+  }
   const sender = spawnPeer("push3", ep, String(n));
   const result = await Promise.race([
     (async () => {
@@ -307,3 +314,25 @@ Deno.test("high-water mark backpressure: send waits for room instead of queueing
 function delay(ms: number): Promise<undefined> {
   return new Promise((res) => setTimeout(() => res(undefined), ms));
 }
+
+Deno.test("afterReceive runs once a pass has delivered its messages; onIdle when a pass finds none", () =>
+  withReactor(async (r, dir) => {
+    const pull = r.socket("PULL");
+    const ep = await bound(pull, endpointFor("ipc", dir));
+    const events: string[] = [];
+    let received = 0;
+    pull.onMessage(() => received++);
+    r.afterReceive(() => events.push(`after ${received}`));
+    r.onIdle(() => events.push("idle"));
+    const push = r.socket("PUSH");
+    await push.connect(ep);
+    for (let i = 0; i < 50; i++) await push.send([enc.encode(`m${i}`)]);
+    for (let i = 0; i < 200 && received < 50; i++) await delay(5);
+    await delay(20);
+    assert.equal(received, 50);
+    const afters = events.filter((e) => e.startsWith("after")).map((e) => Number(e.slice(6)));
+    assert.ok(afters.length > 0 && afters.at(-1) === 50, `a pass ended after the last message: ${afters}`);
+    assert.deepEqual(afters, [...afters].sort((a, b) => a - b), "in order");
+    assert.ok(afters.every((n) => n > 0), "only after passes that delivered messages");
+    assert.ok(events.at(-1) === "idle", "idle once the messages are handled");
+  }));

@@ -77,6 +77,8 @@ export class Reactor {
   #items = new Uint8Array(0);
   readonly #afterReceive: (() => void)[] = [];
   readonly #onIdle: (() => void)[] = [];
+  /** Messages delivered by the current pass. */
+  #delivered = 0;
   #view = new DataView(new ArrayBuffer(0));
 
   /** Creates a reactor with its own context. */
@@ -183,17 +185,10 @@ export class Reactor {
     const z = libzmq().symbols;
     let lastYield = performance.now();
     for (;;) {
+      this.#delivered = 0;
       let work = this.#turn(true);
       if (this.#closing) break;
-      if (work > 0) {
-        for (const fn of this.#afterReceive) {
-          try {
-            fn();
-          } catch (e) {
-            this.#onError(e);
-          }
-        }
-      }
+      if (this.#delivered > 0) this.#callAll(this.#afterReceive);
       // Sends queued by the callbacks of that turn. Not another receive pass: each socket's
       // receive pass ends with a zmq_recv that finds nothing, which costs libzmq a system call.
       work += this.#turn(false);
@@ -202,15 +197,7 @@ export class Reactor {
         await null; // let promise continuations (awaiting consumers) run, then drain again
         continue;
       }
-      if (work === 0) {
-        for (const fn of this.#onIdle) {
-          try {
-            fn();
-          } catch (e) {
-            this.#onError(e);
-          }
-        }
-      }
+      if (work === 0) this.#callAll(this.#onIdle);
       const n = this.#buildPollItems();
       let timeout = work > 0 || this.#ops.length > 0 ? 0 : -1;
       if (work === 0 && this.#syncWaitMs > 0 && this.#ops.length === 0) {
@@ -237,6 +224,16 @@ export class Reactor {
     this.#signalIn.close();
   }
 
+  #callAll(hooks: readonly (() => void)[]): void {
+    for (const fn of hooks) {
+      try {
+        fn();
+      } catch (e) {
+        this.#onError(e);
+      }
+    }
+  }
+
   /** One pass: queued operations, pending sends, then (if asked) receives. Returns the work done. */
   #turn(receive: boolean): number {
     let work = 0;
@@ -249,7 +246,9 @@ export class Reactor {
     for (const s of this.#sockets) {
       if (!s.wantsInput) continue;
       try {
-        work += s.drain(this.#batch);
+        const n = s.drain(this.#batch);
+        this.#delivered += n;
+        work += n;
       } catch (e) {
         this.#onError(e);
       }
