@@ -51,6 +51,20 @@ function freePort(): number {
 
 /** Runs `cli.ts start` and resolves once it prints `ready`. */
 export async function spawnDeployment(options: SpawnOptions = {}): Promise<Deployment> {
+  // Free tcp ports are found by binding port 0 and letting go; another process may take one
+  // before `start` binds it. Then `start` exits at once: try again with new ports.
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await spawnOnce(options);
+    } catch (e) {
+      if (options.transport !== "tcp" || attempt === 3 || !(e instanceof StartFailed)) throw e;
+    }
+  }
+}
+
+class StartFailed extends Error {}
+
+async function spawnOnce(options: SpawnOptions): Promise<Deployment> {
   const dir = await Deno.makeTempDir({ prefix: "zmd" });
   const flags = ["--runtime-dir", dir];
   let subject = `ipc://${dir}/subject`;
@@ -94,7 +108,9 @@ export async function spawnDeployment(options: SpawnOptions = {}): Promise<Deplo
     const { value, done } = await reader.read();
     if (done) {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
-      throw new Error(`start exited before it was ready (files: ${options.files?.join(" ") ?? "example"})`);
+      throw new StartFailed(
+        `start exited before it was ready (files: ${options.files?.join(" ") ?? "example"})`,
+      );
     }
     out += value;
   }
