@@ -18,6 +18,9 @@
  * @module
  */
 
+/** A batch is sent as soon as it holds this many bytes, without waiting for the end of the turn. */
+export const BATCH_FLUSH_BYTES = 64 * 1024;
+
 /** The four bytes a batch starts with. */
 export const BATCH_MAGIC: Uint8Array = new Uint8Array([0x5a, 0x4d, 0x42, 0x31]); // "ZMB1"
 const RECORD_HEAD = 8 + 1 + 12;

@@ -11,6 +11,7 @@
 
 import { benchFrames } from "./bench_peer.ts";
 import { libzmq } from "./zmq/ffi.ts";
+import { BatchWriter } from "./batch.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 import { utf8 } from "./protocol.ts";
 import { delay } from "./_async.ts";
@@ -282,6 +283,10 @@ export class Generator {
    * has seen (`duplicate_window`), so ids are never reused.
    */
   #epoch = 0;
+  readonly #out = new BatchWriter();
+  #flushScheduled = false;
+  /** Send requests in batches (as the bundled client does). */
+  batch = true;
 
   constructor(readonly flow: string) {
     this.#topic = utf8(`${flow}~~~~`);
@@ -293,6 +298,7 @@ export class Generator {
       receiveHighWaterMark: 1_000_000,
     });
     this.#dealer.onMessage(() => {}); // acknowledgements
+    this.#r.afterReceive(() => this.#flush());
     await this.#dealer.connect(`ipc://${dir}/subject`);
     this.#sub = this.#r.socket("SUB", { receiveHighWaterMark: 1_000_000 });
     await this.#sub.subscribe(`${this.flow}~~~~done`);
@@ -319,9 +325,29 @@ export class Generator {
     }
   }
 
+  /**
+   * Queues a request; what one turn queued leaves as one batch (PROTOCOL.md), as the bundled
+   * client sends it, or as separate three-frame messages with `batch` off.
+   */
   send(index: number): void {
-    const frames = [this.#topic, utf8(`{"v":1,"id":"b${this.#epoch}_${index}"}`), this.#values];
-    if (!this.#dealer.sendNow(frames)) void this.#dealer.send(frames);
+    const header = utf8(`{"v":1,"id":"b${this.#epoch}_${index}"}`);
+    if (!this.batch) {
+      const frames = [this.#topic, header, this.#values];
+      if (!this.#dealer.sendNow(frames)) void this.#dealer.send(frames);
+      return;
+    }
+    this.#out.add(0, 0, this.#topic, header, this.#values);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (!this.#out.count) return;
+    const body = this.#out.take();
+    if (!this.#dealer.sendNow([body])) void this.#dealer.send([body.slice()]);
   }
 
   /** Closed loop: keep `window` requests outstanding for `seconds`; returns flows/s. */

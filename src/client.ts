@@ -26,6 +26,7 @@ import {
   toPublication,
   utf8,
 } from "./protocol.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter } from "./batch.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 
 /** Options of {@linkcode Client.connect}. */
@@ -99,6 +100,10 @@ export class Client {
   /** Messages not yet acknowledged, by request id (oldest first), with when they were last sent. */
   readonly #unacked = new Map<string, { frames: Uint8Array[][]; at: number }>();
   #resendTimer?: ReturnType<typeof setInterval>;
+  /** Messages pushed in this turn, sent as one batch at its end. */
+  readonly #out = new BatchWriter();
+  #outWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  #flushScheduled = false;
   /** Messages sent again because their acknowledgement was late. */
   resent = 0;
   #ackWaiters: (() => void)[] = [];
@@ -178,15 +183,42 @@ export class Client {
     for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
   }
 
-  /** Sends one message to the Subject; requests (not pings) are kept until acknowledged. */
-  async #push(topic: string, header: Header, values: Uint8Array): Promise<void> {
+  /**
+   * Sends one message to the Subject; requests (not pings) are kept until acknowledged. What
+   * one turn of the caller pushes leaves as one batch (PROTOCOL.md); resolves once libzmq has
+   * taken it.
+   */
+  #push(topic: string, header: Header, values: Uint8Array): Promise<void> {
     const frames = [utf8(topic), encodeHeader(header), values];
     if (header.k !== "ping") {
       const u = this.#unacked.get(header.id);
       if (u) u.frames.push(frames);
       else this.#unacked.set(header.id, { frames: [frames], at: performance.now() });
     }
-    await this.#dealer.send(frames);
+    this.#out.add(0, 0, frames[0], frames[1], frames[2]);
+    const sent = new Promise<void>((resolve, reject) => this.#outWaiters.push({ resolve, reject }));
+    if (this.#out.size >= BATCH_FLUSH_BYTES) this.#flushOut();
+    else if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flushOut());
+    }
+    return sent;
+  }
+
+  #flushOut(): void {
+    this.#flushScheduled = false;
+    if (!this.#out.count) return;
+    const body = this.#out.take();
+    const waiters = this.#outWaiters;
+    this.#outWaiters = [];
+    if (!this.#dealer.closed && this.#dealer.sendNow([body])) {
+      for (const w of waiters) w.resolve();
+      return;
+    }
+    this.#dealer.send([body.slice()]).then(
+      () => waiters.forEach((w) => w.resolve()),
+      (e) => waiters.forEach((w) => w.reject(e)),
+    );
   }
 
   /** Sends again the messages whose acknowledgement is more than `after` ms late. */

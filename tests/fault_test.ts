@@ -109,7 +109,7 @@ Deno.test("requests duplicated, dropped and delayed on the way to the Subject ru
     kind: "router",
     front: `ipc://${d.dir}/faulty`,
     back: d.subject,
-    policy: { drop: 0.02, duplicate: 0.05, jitterMs: 2 },
+    policy: { drop: 0.05, duplicate: 0.05, jitterMs: 2 },
     seed: 11,
   });
   await using client = await Client.connect({
@@ -118,10 +118,15 @@ Deno.test("requests duplicated, dropped and delayed on the way to the Subject ru
     resendAfter: 200,
   });
   const tally = await countFinals(client, "Three~~~~");
+  // 20 loops of sequential requests: the client batches what one turn sends, so this makes
+  // many small messages for the faults to hit.
   const n = 1000;
-  const results = await Promise.all(
-    Array.from({ length: n }, (_, k) => client.request("Three", { k }, { id: `s-${k}`, timeout: 60_000 })),
-  );
+  const results: Publication[] = new Array(n);
+  await Promise.all(Array.from({ length: 20 }, async (_, loop) => {
+    for (let k = loop; k < n; k += 20) {
+      results[k] = await client.request("Three", { k }, { id: `s-${k}`, timeout: 60_000 });
+    }
+  }));
   await tally.stop();
   results.forEach((p, k) => assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] }));
   assert.equal(tally.finals.size, n);

@@ -109,8 +109,8 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
     }
     const dropped = subject.dropped;
     assert.equal(
-      (dropped.frame_count ?? 0) + (dropped.bad_topic ?? 0) + (dropped.bad_header ?? 0) +
-        (dropped.bad_worker_message ?? 0),
+      (dropped.frame_count ?? 0) + (dropped.bad_batch ?? 0) + (dropped.bad_topic ?? 0) +
+        (dropped.bad_header ?? 0) + (dropped.bad_worker_message ?? 0),
       2 * n,
       JSON.stringify(dropped),
     );

@@ -22,7 +22,7 @@ import {
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
-import { BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
@@ -128,9 +128,6 @@ interface InFlight {
  * is slow.
  */
 export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
-
-/** A batch is sent as soon as it holds this many bytes, without waiting for the end of the turn. */
-const BATCH_BYTES = 64 * 1024;
 
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
@@ -281,28 +278,43 @@ export class Subject {
   // ---- services ---------------------------------------------------------------------------
 
   #onService(frames: Uint8Array[]): void {
-    this.#stats.received++;
+    // [identity, topic, header, values], or [identity, batch of (topic, header, values)]
+    if (frames.length === 2) {
+      const records = readBatch(frames[1]);
+      if (!records) {
+        this.#stats.received++;
+        return this.#drop("bad_batch", "service message");
+      }
+      for (const r of records) this.#onRequest(frames[0], r.frames);
+      return;
+    }
     if (frames.length !== 4) {
+      this.#stats.received++;
       return this.#drop("frame_count", `${frames.length - 1} frames after the identity`);
     }
-    const topic = text(frames[1]);
+    this.#onRequest(frames[0], [frames[1], frames[2], frames[3]]);
+  }
+
+  #onRequest(idFrame: Uint8Array, frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
+    this.#stats.received++;
+    const topic = text(frames[0]);
     const fields = parseTopic(topic);
     if (!fields) return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
-    const header = decodeHeader(frames[2]);
+    const header = decodeHeader(frames[1]);
     if (typeof header === "string") return this.#drop(header);
-    this.#ack(frames[0], header.id);
+    this.#ack(idFrame, header.id);
     if (header.k !== "ping" && this.#o.duplicateWindow > 0 && this.#isDuplicate(header)) {
       return this.#drop("duplicate", `request ${JSON.stringify(header.id).slice(0, 60)} seen before`);
     }
     if (this.#draining) {
-      this.#errorPublish(fields.flow, header, frames[3], "overloaded", "the Subject is shutting down");
+      this.#errorPublish(fields.flow, header, frames[2], "overloaded", "the Subject is shutting down");
       return;
     }
     if (header.k === "ping") {
       if (!fields.action.startsWith("ping")) {
         return this.#drop("bad_topic", "a ping's action must start with ping");
       }
-      this.#toIM([frames[1], frames[2], frames[3]]);
+      this.#toIM([frames[0], frames[1], frames[2]]);
       return;
     }
     const flow = this.#o.flows.get(fields.flow);
@@ -310,19 +322,19 @@ export class Subject {
       return this.#errorPublish(
         fields.flow,
         header,
-        frames[3],
+        frames[2],
         "unknown_flow",
         `unknown flow "${fields.flow}"`,
       );
     }
-    if (header.resume !== undefined) return this.#resume(fields.flow, header, frames[3]);
+    if (header.resume !== undefined) return this.#resume(fields.flow, header, frames[2]);
     if (header.error) {
       // A service's handler for a @PUBLISH step failed: publish the error for the request.
       const e = header.error;
       return this.#errorPublish(
         flow.name,
         header,
-        frames[3],
+        frames[2],
         e.code ?? "handler_error",
         String(e.message ?? ""),
       );
@@ -334,8 +346,8 @@ export class Subject {
       action: fields.action,
     };
     const place = placeRequest(flow, key, header.pos);
-    if ("error" in place) return this.#errorPublish(flow.name, header, frames[3], "no_step", place.error);
-    this.#route(flow, place.position, header.id, header.n ?? 0, frames[3]);
+    if ("error" in place) return this.#errorPublish(flow.name, header, frames[2], "no_step", place.error);
+    this.#route(flow, place.position, header.id, header.n ?? 0, frames[2]);
   }
 
   /** True if a message with this header was seen among the last `duplicateWindow`. */
@@ -531,7 +543,7 @@ export class Subject {
   #toIM(frames: readonly Uint8Array[]): void {
     this.#stats.published++;
     this.#imBatch.add(0, 0, frames[0], frames[1], frames[2]);
-    if (this.#imBatch.size >= BATCH_BYTES) this.#flushIM();
+    if (this.#imBatch.size >= BATCH_FLUSH_BYTES) this.#flushIM();
     else this.#scheduleFlush();
   }
 
@@ -573,7 +585,7 @@ export class Subject {
     this.#inflight.set(d, { worker: w.key, at: performance.now(), frames });
     this.#stats.dispatched++;
     w.batch.add(d, 0, frames[0], frames[1], frames[2]);
-    if (w.batch.size >= BATCH_BYTES) this.#flushSteps(w);
+    if (w.batch.size >= BATCH_FLUSH_BYTES) this.#flushSteps(w);
     else {
       this.#stepsFor.add(w);
       this.#scheduleFlush();

@@ -15,7 +15,7 @@ import {
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
 import type { BoundHandler, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
-import { BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { resolveKey } from "../resolve.ts";
 import {
@@ -82,8 +82,6 @@ export interface SegmentResult {
 class StepTimeout extends Error {}
 
 const RESULTS = utf8("RESULTS");
-/** A batch of results is sent as soon as it holds this many bytes. */
-const BATCH_BYTES = 64 * 1024;
 
 /** What a worker resolved for one step of a flow (once, then cached). */
 interface StepPlan {
@@ -198,7 +196,7 @@ export class Worker {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flush());
     }
-    if (this.#results.size >= BATCH_BYTES) this.#flush();
+    if (this.#results.size >= BATCH_FLUSH_BYTES) this.#flush();
   }
 
   /** Sends the results collected in this turn as one batch. */
