@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { roleStats } from "../src/deployment.ts";
 import { FaultProxy } from "../src/fault.ts";
 import { Client } from "../src/client.ts";
-import type { Publication } from "../src/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
@@ -50,6 +49,15 @@ async function countFinals(client: Client, prefix: string) {
   };
 }
 
+/** `loops` loops at once, each making its share of calls `fn(k)` for k < n one after another. */
+async function inLoops<T>(n: number, loops: number, fn: (k: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(n);
+  await Promise.all(Array.from({ length: loops }, async (_, loop) => {
+    for (let k = loop; k < n; k += loops) out[k] = await fn(k);
+  }));
+  return out;
+}
+
 /** Waits until the Subject's counters (written every second) satisfy `ok`. */
 async function subjectStatsWhen(dir: string, ok: (s: Record<string, unknown>) => boolean) {
   let s: Record<string, unknown> = {};
@@ -76,12 +84,11 @@ Deno.test("steps dropped, duplicated and reordered between the Subject and its w
     // 20 loops of sequential requests: the hop carries many small batches (the Subject and
     // the workers batch what one turn produces), so the faults hit many messages.
     const n = 2000;
-    const results: Publication[] = new Array(n);
-    await Promise.all(Array.from({ length: 20 }, async (_, loop) => {
-      for (let k = loop; k < n; k += 20) {
-        results[k] = await client.request("Three", { k }, { id: `f-${k}`, timeout: 60_000 });
-      }
-    }));
+    const results = await inLoops(
+      n,
+      20,
+      (k) => client.request("Three", { k }, { id: `f-${k}`, timeout: 60_000 }),
+    );
     await tally.stop();
     results.forEach((p, k) => {
       assert.equal(p.action, "done", `request ${k}: ${JSON.stringify(p.error)}`);
@@ -121,12 +128,11 @@ Deno.test("requests duplicated, dropped and delayed on the way to the Subject ru
   // 20 loops of sequential requests: the client batches what one turn sends, so this makes
   // many small messages for the faults to hit.
   const n = 1000;
-  const results: Publication[] = new Array(n);
-  await Promise.all(Array.from({ length: 20 }, async (_, loop) => {
-    for (let k = loop; k < n; k += 20) {
-      results[k] = await client.request("Three", { k }, { id: `s-${k}`, timeout: 60_000 });
-    }
-  }));
+  const results = await inLoops(
+    n,
+    20,
+    (k) => client.request("Three", { k }, { id: `s-${k}`, timeout: 60_000 }),
+  );
   await tally.stop();
   results.forEach((p, k) => assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] }));
   assert.equal(tally.finals.size, n);
