@@ -102,6 +102,29 @@ export class BatchWriter {
   }
 }
 
+/** What {@linkcode sendBatch} needs of a socket (a `ReactorSocket`). */
+export interface BatchSocket {
+  /** Hands the frames to libzmq now, or returns `false` and sends nothing. */
+  sendNow(frames: readonly Uint8Array[]): boolean;
+  /** Queues the frames until the socket has room. */
+  send(frames: readonly Uint8Array[]): Promise<void>;
+}
+
+/**
+ * Sends the writer's batch as the last frame after `prefix`, and starts the writer's next
+ * batch. Returns `undefined` when libzmq took it at once; otherwise a copy (the writer reuses
+ * its buffer) waits in the socket's queue, and the promise settles when it leaves.
+ */
+export function sendBatch(
+  socket: BatchSocket,
+  prefix: readonly Uint8Array[],
+  writer: BatchWriter,
+): Promise<void> | undefined {
+  const body = writer.take();
+  if (socket.sendNow([...prefix, body])) return undefined;
+  return socket.send([...prefix, body.slice()]);
+}
+
 /** One record of a batch: views into the batch frame. */
 export interface BatchRecord {
   /** The dispatch number, or 0. */

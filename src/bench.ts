@@ -11,7 +11,7 @@
 
 import { benchFrames } from "./bench_peer.ts";
 import { libzmq } from "./zmq/ffi.ts";
-import { BatchWriter } from "./batch.ts";
+import { BatchWriter, sendBatch } from "./batch.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 import { utf8 } from "./protocol.ts";
 import { delay } from "./_async.ts";
@@ -285,8 +285,6 @@ export class Generator {
   #epoch = 0;
   readonly #out = new BatchWriter();
   #flushScheduled = false;
-  /** Send requests in batches (as the bundled client does). */
-  batch = true;
 
   constructor(readonly flow: string) {
     this.#topic = utf8(`${flow}~~~~`);
@@ -325,18 +323,9 @@ export class Generator {
     }
   }
 
-  /**
-   * Queues a request; what one turn queued leaves as one batch (PROTOCOL.md), as the bundled
-   * client sends it, or as separate three-frame messages with `batch` off.
-   */
+  /** Queues a request; what one turn queued leaves as one batch (PROTOCOL.md), as the bundled client sends it. */
   send(index: number): void {
-    const header = utf8(`{"v":1,"id":"b${this.#epoch}_${index}"}`);
-    if (!this.batch) {
-      const frames = [this.#topic, header, this.#values];
-      if (!this.#dealer.sendNow(frames)) void this.#dealer.send(frames);
-      return;
-    }
-    this.#out.add(0, 0, this.#topic, header, this.#values);
+    this.#out.add(0, 0, this.#topic, utf8(`{"v":1,"id":"b${this.#epoch}_${index}"}`), this.#values);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flush());
@@ -345,9 +334,7 @@ export class Generator {
 
   #flush(): void {
     this.#flushScheduled = false;
-    if (!this.#out.count) return;
-    const body = this.#out.take();
-    if (!this.#dealer.sendNow([body])) void this.#dealer.send([body.slice()]);
+    if (this.#out.count) void sendBatch(this.#dealer, [], this.#out);
   }
 
   /** Closed loop: keep `window` requests outstanding for `seconds`; returns flows/s. */

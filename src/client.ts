@@ -26,7 +26,7 @@ import {
   toPublication,
   utf8,
 } from "./protocol.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter } from "./batch.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "./batch.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 
 /** Options of {@linkcode Client.connect}. */
@@ -208,14 +208,14 @@ export class Client {
   #flushOut(): void {
     this.#flushScheduled = false;
     if (!this.#out.count) return;
-    const body = this.#out.take();
     const waiters = this.#outWaiters;
     this.#outWaiters = [];
-    if (!this.#dealer.closed && this.#dealer.sendNow([body])) {
-      for (const w of waiters) w.resolve();
+    if (this.#dealer.closed) {
+      this.#out.take();
+      for (const w of waiters) w.reject(new Error("client closed"));
       return;
     }
-    this.#dealer.send([body.slice()]).then(
+    (sendBatch(this.#dealer, [], this.#out) ?? Promise.resolve()).then(
       () => waiters.forEach((w) => w.resolve()),
       (e) => waiters.forEach((w) => w.reject(e)),
     );

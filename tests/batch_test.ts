@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BatchWriter, isBatch, KIND_CODES, readBatch } from "../src/batch.ts";
+import { BatchWriter, isBatch, KIND_CODES, readBatch, sendBatch } from "../src/batch.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -42,4 +42,27 @@ Deno.test("batch: malformed frames are refused whole", () => {
   const lying = good.slice();
   new DataView(lying.buffer).setUint32(4 + 9, 1_000_000, true);
   assert.equal(readBatch(lying), undefined, "a length larger than the frame");
+});
+
+Deno.test("sendBatch: sent at once, or a copy waits that later batches do not overwrite", async () => {
+  const sent: Uint8Array[][] = [];
+  let room = true;
+  // Like libzmq, sendNow copies the bytes at once; send keeps what it was given for later.
+  const socket = {
+    sendNow: (frames: readonly Uint8Array[]) => room && (sent.push(frames.map((f) => f.slice())), true),
+    send: (frames: readonly Uint8Array[]) => (sent.push([...frames]), Promise.resolve()),
+  };
+  const w = new BatchWriter();
+  const prefix = enc.encode("P");
+  w.add(1, 0, enc.encode("a"), enc.encode("b"), enc.encode("c"));
+  assert.equal(sendBatch(socket, [prefix], w), undefined, "taken at once");
+  room = false;
+  w.add(2, 0, enc.encode("d"), enc.encode("e"), enc.encode("f"));
+  await sendBatch(socket, [prefix], w);
+  w.add(3, 0, enc.encode("x"), enc.encode("y"), enc.encode("z")); // reuses the writer's buffer
+  assert.equal(w.count, 1, "the writer started a new batch");
+  assert.deepEqual(sent.map((m) => [dec.decode(m[0]), readBatch(m[1])!.map((r) => r.tag)]), [["P", [1]], [
+    "P",
+    [2],
+  ]]);
 });

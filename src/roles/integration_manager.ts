@@ -66,8 +66,9 @@ export class IntegrationManager {
     let warned = false;
     const publish = (frames: Uint8Array[]) => {
       // PUB never blocks (a slow subscriber loses messages at its high-water mark), so
-      // `sendNow` fails only while another send is queued; queue a copy then.
-      if (!pub.sendNow(frames)) void pub.send(frames.map((f) => f.slice())).catch(() => {});
+      // `sendNow` fails only while another send is queued. Received frames are never written
+      // again, so they can wait in the queue as they are.
+      if (!pub.sendNow(frames)) void pub.send(frames).catch(() => {});
       stats.published++;
     };
     pull.onMessage((frames) => {

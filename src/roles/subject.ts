@@ -22,7 +22,7 @@ import {
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
@@ -395,22 +395,18 @@ export class Subject {
   }
 
   #flushSteps(w: WorkerState): void {
-    if (!w.batch.count) return;
-    const body = w.batch.take();
-    if (!this.#workersSock.sendNow([w.idFrame, STEPS, body])) {
-      void this.#workersSock.send([w.idFrame, STEPS, body.slice()]).catch(() => {});
-    }
+    if (w.batch.count) void sendBatch(this.#workersSock, [w.idFrame, STEPS], w.batch)?.catch(() => {});
   }
 
   #flushIM(): void {
     if (!this.#imBatch.count) return;
-    const body = this.#imBatch.take();
-    if (this.#im.sendNow([body])) return;
-    const copy = body.slice();
-    this.#imBacklog += copy.length;
-    void this.#im.send([copy]).then(
+    const bytes = this.#imBatch.size;
+    const queued = sendBatch(this.#im, [], this.#imBatch);
+    if (!queued) return;
+    this.#imBacklog += bytes;
+    void queued.then(
       () => {
-        this.#imBacklog -= copy.length;
+        this.#imBacklog -= bytes;
         this.#throttle();
       },
       (e) => this.#log.error("IM send failed: {e}", { e }),

@@ -15,7 +15,7 @@ import {
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
 import type { BoundHandler, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch } from "../batch.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { resolveKey } from "../resolve.ts";
 import {
@@ -204,8 +204,7 @@ export class Worker {
     if (!this.#flushScheduled) return;
     this.#flushScheduled = false;
     if (!this.#results.count || this.#sock.closed) return;
-    const body = this.#results.take();
-    if (!this.#sock.sendNow([RESULTS, body])) void this.#sock.send([RESULTS, body.slice()]).catch(() => {});
+    void sendBatch(this.#sock, [RESULTS], this.#results)?.catch(() => {});
   }
 
   /** The handler and timeout of a step, resolved once per flow position. */

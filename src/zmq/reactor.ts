@@ -327,11 +327,6 @@ export class ReactorSocket {
     return this.raw.oversizeDrops;
   }
 
-  /** Messages waiting in JavaScript for room in the socket (sent with {@linkcode send}). */
-  get backlog(): number {
-    return this.#sends.length;
-  }
-
   /** True once closed. */
   get closed(): boolean {
     return this.#closed;
