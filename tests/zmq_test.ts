@@ -323,16 +323,21 @@ Deno.test("afterReceive runs once a pass has delivered its messages; onIdle when
     let received = 0;
     pull.onMessage(() => received++);
     r.afterReceive(() => events.push(`after ${received}`));
-    r.onIdle(() => events.push("idle"));
+    // The signal to wait for: the reactor going idle once every message has been handled.
+    const idleAfterAll = new Promise<void>((resolve) =>
+      r.onIdle(() => {
+        events.push("idle");
+        if (received === 50) resolve();
+      })
+    );
     const push = r.socket("PUSH");
     await push.connect(ep);
     for (let i = 0; i < 50; i++) await push.send([enc.encode(`m${i}`)]);
-    for (let i = 0; i < 200 && received < 50; i++) await delay(5);
-    await delay(20);
+    await Promise.race([idleAfterAll, delay(5000)]);
     assert.equal(received, 50);
     const afters = events.filter((e) => e.startsWith("after")).map((e) => Number(e.slice(6)));
     assert.ok(afters.length > 0 && afters.at(-1) === 50, `a pass ended after the last message: ${afters}`);
     assert.deepEqual(afters, [...afters].sort((a, b) => a - b), "in order");
     assert.ok(afters.every((n) => n > 0), "only after passes that delivered messages");
-    assert.ok(events.at(-1) === "idle", "idle once the messages are handled");
+    assert.equal(events.at(-1), "idle", "idle once the messages are handled");
   }));
