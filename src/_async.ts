@@ -23,3 +23,21 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/**
+ * Reads a text stream until what was read (after `sofar`) includes `marker`. Returns all of
+ * it, or `undefined` when the stream ends first (a child process that exited, say).
+ */
+export async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  marker: string,
+  sofar = "",
+): Promise<string | undefined> {
+  let out = sofar;
+  while (!out.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) return undefined;
+    out += value;
+  }
+  return out;
+}

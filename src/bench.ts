@@ -14,7 +14,7 @@ import { libzmq } from "./zmq/ffi.ts";
 import { BatchWriter, sendBatch } from "./batch.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 import { utf8 } from "./protocol.ts";
-import { delay } from "./_async.ts";
+import { delay, readUntil } from "./_async.ts";
 import { type Deployment, rolePids, spawnDeployment } from "./deployment.ts";
 
 /** Options of {@linkcode runBench}. */
@@ -136,29 +136,17 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
       stdout: "piped",
     }).spawn();
     const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let out = "";
-    const ready = (async () => {
-      while (!out.includes("ready")) {
-        const { value, done } = await lines.read();
-        if (done) throw new Error("the SUB peer exited before it was ready");
-        out += value;
-      }
-    })();
-    let isReady = false;
-    let failed: unknown;
-    ready.then(() => (isReady = true), (e) => (failed = e));
-    while (!isReady) {
-      if (failed) throw failed;
+    let ready: string | undefined | null = null; // null: not yet; undefined: the peer exited
+    readUntil(lines, "ready").then((r) => (ready = r));
+    while (ready === null) {
       await pub.send([utf8("probe")]);
       await delay(10);
     }
+    if (ready === undefined) throw new Error("the SUB peer exited before it was ready");
     const frames = benchFrames();
     for (let i = 0; i < n; i++) if (!pub.sendNow(frames)) await pub.send(frames);
-    while (!out.includes("}")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error("the SUB peer exited before it reported");
-      out += value;
-    }
+    const out = await readUntil(lines, "}", ready);
+    if (out === undefined) throw new Error("the SUB peer exited before it reported");
     lines.releaseLock();
     await peer.status;
     const { received, ms } = JSON.parse(out.slice(out.indexOf("{")));

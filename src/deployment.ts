@@ -7,6 +7,7 @@
  */
 
 import { Client } from "./client.ts";
+import { readUntil } from "./_async.ts";
 
 /** Options of {@linkcode spawnDeployment}. */
 export interface SpawnOptions {
@@ -103,16 +104,11 @@ async function spawnOnce(options: SpawnOptions): Promise<Deployment> {
     env: { ZMANAGER_LOG: options.logLevel ?? "warning" },
   }).spawn();
   const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("ready\n")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-      throw new StartFailed(
-        `start exited before it was ready (files: ${options.files?.join(" ") ?? "example"})`,
-      );
-    }
-    out += value;
+  if (await readUntil(reader, "ready\n") === undefined) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new StartFailed(
+      `start exited before it was ready (files: ${options.files?.join(" ") ?? "example"})`,
+    );
   }
   // Keep draining stdout so the child never blocks on a full pipe.
   const drained = (async () => {

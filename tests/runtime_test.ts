@@ -2,6 +2,7 @@
 // real sockets, driven by real clients.
 import assert from "node:assert/strict";
 import type { Publication } from "../src/protocol.ts";
+import { readUntil } from "../src/_async.ts";
 import { runCli, startDeployment } from "./helpers.ts";
 
 const EXAMPLE = [
@@ -186,12 +187,7 @@ Deno.test("CLI: send --wait prints only the final publication; exit codes 0, 1 a
   }).spawn();
   // tap says on stderr when its subscription is active.
   const errReader = tap.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let errText = "";
-  while (!errText.includes("subscribed")) {
-    const { value, done } = await errReader.read();
-    assert.ok(!done, `tap exited before it subscribed: ${errText}`);
-    errText += value;
-  }
+  assert.ok(await readUntil(errReader, "subscribed") !== undefined, "tap exited before it subscribed");
   const sent = await runCli([
     "send",
     "Hello",

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { capabilities, libzmq } from "../src/zmq/ffi.ts";
 import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
 import { checkEndpoint } from "../src/zmq/socket.ts";
+import { readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -202,35 +203,22 @@ Deno.test("signals interrupting libzmq calls (EINTR) lose no message and split n
     stderr: "piped",
   }).spawn();
   const lines = receiver.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("ready")) {
-    const { value, done } = await lines.read();
-    if (done) {
-      const err = new TextDecoder().decode(await new Response(receiver.stderr).arrayBuffer());
-      throw new Error(`the receiver exited (${(await receiver.status).code}) before it was ready: ${err}`);
-    }
-    out += value;
+  const ready = await readUntil(lines, "ready");
+  if (ready === undefined) {
+    const err = new TextDecoder().decode(await new Response(receiver.stderr).arrayBuffer());
+    throw new Error(`the receiver exited (${(await receiver.status).code}) before it was ready: ${err}`);
   }
   const sender = spawnPeer("push3", ep, String(n));
-  const result = await Promise.race([
-    (async () => {
-      while (!out.includes("}")) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        out += value;
-      }
-      return out;
-    })(),
-    delay(60_000).then(() => undefined),
-  ]);
-  if (result === undefined) receiver.kill("SIGKILL");
+  const result = await withTimeout(readUntil(lines, "}", ready), 60_000);
+  if (result === TIMED_OUT) receiver.kill("SIGKILL");
   const status = await receiver.status;
   const stderr = new TextDecoder().decode(await new Response(receiver.stderr).arrayBuffer());
   await finish(sender);
   await Deno.remove(dir, { recursive: true });
-  assert.ok(result !== undefined, "the receiver got every message within 60 s");
+  assert.notEqual(result, TIMED_OUT, "the receiver got every message within 60 s");
   assert.equal(status.code, 0, stderr.slice(0, 2000));
-  assert.deepEqual(JSON.parse(out.slice(out.indexOf("{"))), { count: n, malformed: 0, unique: n });
+  assert.ok(typeof result === "string", "the receiver reported before it exited");
+  assert.deepEqual(JSON.parse(result.slice(result.indexOf("{"))), { count: n, malformed: 0, unique: n });
 });
 
 Deno.test("a peer that reconnects 50 times is served every time", () =>
