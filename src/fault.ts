@@ -163,8 +163,7 @@ export class FaultProxy {
           linger: 1000,
         });
         dealers.set(key, dealer = d);
-        const idCopy = id.slice();
-        d.onMessage((m) => p.#pass(down, p.#down, m, (x) => p.#send(router, [idCopy, ...x])));
+        d.onMessage((m) => p.#pass(down, p.#down, m, (x) => p.#send(router, [id, ...x])));
         // Messages sent before the connection exists wait in the socket's queue, in order.
         void d.connect(options.back);
       }
@@ -187,13 +186,12 @@ export class FaultProxy {
     }
     const copies = policy.duplicate && this.#random() < policy.duplicate ? 2 : 1;
     if (copies === 2) stats.duplicated++;
-    // Received frames may be views into a shared buffer: copy them before holding them.
-    const held = frames.map((f) => f.slice());
+    // Received frames are views the binding never writes again: they can be held as they are.
     const delay = (policy.delayMs ?? 0) + (policy.jitterMs ? this.#random() * policy.jitterMs : 0);
     const go = () => {
       for (let i = 0; i < copies; i++) {
         stats.forwarded++;
-        forward(held);
+        forward(frames);
       }
     };
     if (delay <= 0) return go();
