@@ -9,7 +9,7 @@
  * @module
  */
 
-import { benchFrames } from "./bench_peer.ts";
+import { benchFrames, REQUEST_BYTES } from "./bench_peer.ts";
 import { libzmq } from "./zmq/ffi.ts";
 import { BatchWriter, sendBatch } from "./batch.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
@@ -43,8 +43,13 @@ export interface FlowRun {
 export interface BenchResult {
   /** The machine. */
   readonly machine: { cores: number; cpu: string; deno: string; libzmq: string; os: string };
-  /** PUSH→PULL one hop between two processes over ipc, messages per second. */
+  /**
+   * PUSH→PULL one hop between two processes over ipc, messages per second: single-frame
+   * messages as large as a request's three frames together. The ceiling `ratio` divides by.
+   */
   readonly raw_hop_msgs_per_s: number;
+  /** The same with a request's three frames as a three-frame message (three `zmq_recv` each). */
+  readonly raw_hop_3frame_msgs_per_s: number;
   /** PUB→SUB one hop between two processes over ipc, messages per second. */
   readonly raw_pubsub_msgs_per_s: number;
   /** Round trip between two processes over ipc (ROUTER→DEALER echo), 2,000 in a row. */
@@ -94,14 +99,14 @@ function machine(): BenchResult["machine"] {
   };
 }
 
-async function rawPushPull(dir: string, n: number): Promise<number> {
+async function rawPushPull(dir: string, n: number, shape: "1" | "3"): Promise<number> {
   const r = new Reactor();
   try {
     const pull = r.socket("PULL", { receiveHighWaterMark: 100_000 });
     const ep = `ipc://${dir}/raw-push`;
     await pull.bind(ep);
     const peer = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", PEER, "push", ep, String(n)],
+      args: ["run", "-A", PEER, "push", ep, String(n), shape],
       stdin: "piped",
       stdout: "null",
     }).spawn();
@@ -157,7 +162,7 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
 }
 
 /** Round trips to an echo process, one at a time, `gapMs` apart (0: back to back). */
-async function rawRoundTrip(dir: string, n: number, gapMs = 0): Promise<number[]> {
+export async function rawRoundTrip(dir: string, n: number, gapMs = 0): Promise<number[]> {
   const r = new Reactor();
   try {
     const router = r.socket("ROUTER");
@@ -290,25 +295,28 @@ export class Generator {
     await this.#sub.subscribe(`${this.flow}~~~~done`);
     await this.#sub.subscribe("~~~~ping-bench");
     await this.#sub.connect(`ipc://${dir}/im-pub`);
-    const dec = new TextDecoder();
-    let pinged = false;
-    this.#sub.onMessage((frames) => {
-      const at = performance.now();
-      const h = dec.decode(frames[1]);
-      if (h.includes('"k":"ping"')) {
-        pinged = true;
-        return;
-      }
-      // Ids are "b<epoch>_<index>"; read them without a full JSON parse.
-      const i = h.indexOf('"id":"b');
-      const u = h.indexOf("_", i);
-      if (i < 0 || u < 0 || parseInt(h.slice(i + 7, u), 10) !== this.#epoch) return;
-      this.#onDone(parseInt(h.slice(u + 1), 10), at);
-    });
-    while (!pinged) {
+    this.#sub.onMessage((frames) => this.#published(frames, performance.now()));
+    while (!this.#pinged) {
       await this.#dealer.send([utf8("~~~~ping-bench"), utf8('{"v":1,"id":"ping","k":"ping"}'), utf8("{}")]);
       await delay(20);
     }
+  }
+
+  #pinged = false;
+  readonly #dec = new TextDecoder();
+
+  /** A publication seen on the SUB socket at `at` (ms). */
+  #published(frames: Uint8Array[], at: number): void {
+    const h = this.#dec.decode(frames[1]);
+    if (h.includes('"k":"ping"')) {
+      this.#pinged = true;
+      return;
+    }
+    // Ids are "b<epoch>_<index>"; read them without a full JSON parse.
+    const i = h.indexOf('"id":"b');
+    const u = h.indexOf("_", i);
+    if (i < 0 || u < 0 || parseInt(h.slice(i + 7, u), 10) !== this.#epoch) return;
+    this.#onDone(parseInt(h.slice(u + 1), 10), at);
   }
 
   /** Queues a request; what one turn queued leaves as one batch (PROTOCOL.md), as the bundled client sends it. */
@@ -364,28 +372,52 @@ export class Generator {
     return rtt.sort((a, b) => a - b);
   }
 
-  /** Open loop at `rate` flows/s for `seconds`; returns round-trip times in ms. */
-  async openLoop(rate: number, seconds: number): Promise<number[]> {
-    const total = Math.round(rate * seconds);
-    const sentAt = new Float64Array(total);
-    const rtt: number[] = [];
-    this.#epoch++;
-    this.#onDone = (i, at) => {
-      if (i >= 0 && i < total) rtt.push(at - sentAt[i]);
-    };
-    const t0 = performance.now();
-    let sent = 0;
-    while (sent < total) {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
-      while (sent < due) {
-        sentAt[sent] = t0 + (sent / rate) * 1000; // the scheduled time: no coordinated omission
-        this.send(sent++);
+  /**
+   * Open loop at `rate` flows/s for `seconds`; returns round-trip times in ms, each from the
+   * request's scheduled time (no coordinated omission).
+   *
+   * The loop is paced in-thread: it owns the reactor's turn (no off-thread poll meanwhile),
+   * sends what is due, reads the publications as they arrive, and sleeps ~0.1 ms between
+   * passes (`Atomics.wait`). A 1 ms JavaScript timer fires every ~2 ms while a reactor runs,
+   * so a timer-paced generator sends bursts of ~50 requests and measures its own queueing.
+   */
+  openLoop(rate: number, seconds: number): Promise<number[]> {
+    return this.#r.exec(() => {
+      const total = Math.round(rate * seconds);
+      const sentAt = new Float64Array(total);
+      const rtt: number[] = [];
+      this.#epoch++;
+      this.#onDone = (i, at) => {
+        if (i >= 0 && i < total) rtt.push(at - sentAt[i]);
+      };
+      const dealer = this.#dealer.raw;
+      const sub = this.#sub.raw;
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      const t0 = performance.now();
+      const deadline = t0 + seconds * 1000 + 10_000;
+      let sent = 0;
+      for (let now = t0; rtt.length < total && now < deadline; now = performance.now()) {
+        // Request i is due at t0 + i / rate (request 0 at once).
+        const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate) + 1);
+        while (sent < due) {
+          sentAt[sent] = t0 + (sent / rate) * 1000;
+          this.#out.add(0, 0, this.#topic, utf8(`{"v":1,"id":"b${this.#epoch}_${sent}"}`), this.#values);
+          sent++;
+        }
+        if (this.#out.count) {
+          const body = this.#out.take();
+          while (!dealer.trySend([body])) Atomics.wait(nap, 0, 0, 0.05);
+        }
+        let got = 0;
+        for (let f = sub.tryReceive(); f; f = sub.tryReceive()) {
+          this.#published(f, performance.now());
+          got++;
+        }
+        while (dealer.tryReceive()) got++; // acknowledgements
+        if (!got) Atomics.wait(nap, 0, 0, 0.05);
       }
-      await delay(1);
-    }
-    const deadline = performance.now() + 10_000;
-    while (rtt.length < total && performance.now() < deadline) await delay(20);
-    return rtt.sort((a, b) => a - b);
+      return rtt.sort((a, b) => a - b);
+    });
   }
 
   close(): Promise<void> {
@@ -458,7 +490,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
   say("bench 1/8: raw PUSH->PULL one hop between two processes (ipc)");
-  const rawHop = await rawPushPull(dir, 500_000);
+  const rawHop = await rawPushPull(dir, 1_000_000, "1");
+  const rawHop3 = await rawPushPull(dir, 500_000, "3");
   say("bench 2/8: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
   say("bench 3/8: raw round trips between two processes (ipc), and zeromq.js on Node if present");
@@ -471,7 +504,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers] of [[1, 1], [1, 2], [3, 1], [3, 2]]) {
     const latency = steps === 3 && workers === 2;
     say(
-      `bench ${stage++}/7: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
+      `bench ${stage++}/8: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
         latency ? " then open loop at 50% of peak" : ""
       }`,
     );
@@ -481,6 +514,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const result: BenchResult = {
     machine: m,
     raw_hop_msgs_per_s: Math.round(rawHop),
+    raw_hop_3frame_msgs_per_s: Math.round(rawHop3),
     raw_pubsub_msgs_per_s: Math.round(rawPub),
     raw_rtt_p50_ms: round3(percentile(rtt, 50)),
     raw_rtt_p99_ms: round3(percentile(rtt, 99)),
@@ -513,7 +547,10 @@ function printTable(r: BenchResult): void {
     "",
     "| measurement | figure |",
     "| --- | ---: |",
-    `| raw PUSH->PULL, one hop, two processes, ipc | ${fmt(r.raw_hop_msgs_per_s)} msgs/s |`,
+    `| raw PUSH->PULL, one hop, two processes, ipc, one ${REQUEST_BYTES}-byte frame | ${
+      fmt(r.raw_hop_msgs_per_s)
+    } msgs/s |`,
+    `| raw PUSH->PULL, the same bytes as three frames | ${fmt(r.raw_hop_3frame_msgs_per_s)} msgs/s |`,
     `| raw PUB->SUB, one hop, two processes, ipc | ${fmt(r.raw_pubsub_msgs_per_s)} msgs/s |`,
     `| raw round trip, two processes, ipc: p50 / p99 | ${r.raw_rtt_p50_ms.toFixed(3)} / ${
       r.raw_rtt_p99_ms.toFixed(3)

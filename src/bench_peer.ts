@@ -1,7 +1,8 @@
 /**
  * The other process of `bench`'s raw one-hop measurements, on the project's own binding.
  *
- *   push ENDPOINT N   PUSH N copies of a request-sized message, then wait for stdin to close
+ *   push ENDPOINT N S PUSH N copies of a request-sized message, then wait for stdin to close;
+ *                     S "1": one frame of the request's size, "3": the request's three frames
  *   sub ENDPOINT N    SUB: print "ready" at the first probe, then count N data messages and
  *                     print {"received", "ms"} (first to last)
  *   echo ENDPOINT     DEALER: send "hello", then echo every message back until stdin closes
@@ -21,6 +22,9 @@ export function benchFrames(flow = "Bench3"): Uint8Array[] {
   ];
 }
 
+/** Bytes of a benchmark request, its three frames together. */
+export const REQUEST_BYTES: number = benchFrames().reduce((n, f) => n + f.length, 0);
+
 if (import.meta.main) {
   const [mode, endpoint, count] = Deno.args;
   const n = Number(count);
@@ -28,7 +32,7 @@ if (import.meta.main) {
   if (mode === "push") {
     const push = reactor.socket("PUSH", { sendHighWaterMark: 100_000 });
     await push.connect(endpoint);
-    const frames = benchFrames();
+    const frames = Deno.args[3] === "1" ? [new Uint8Array(REQUEST_BYTES).fill(120)] : benchFrames();
     for (let i = 0; i < n; i++) if (!push.sendNow(frames)) await push.send(frames);
     for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
   } else if (mode === "echo") {
