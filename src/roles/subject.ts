@@ -13,9 +13,8 @@
  * @module
  */
 
-import type { ActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
-import { DEFAULT_STEP_LIMIT, placeRequest, stepKind } from "../flow_step.ts";
+import { DEFAULT_STEP_LIMIT, type Placement, placeRequest, stepKind } from "../flow_step.ts";
 import {
   DEFAULT_ASYNC_TIMEOUT,
   DEFAULT_DUPLICATE_WINDOW,
@@ -36,6 +35,7 @@ import {
   parseTopic,
   text,
   TopicCache,
+  type TopicFields,
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -131,6 +131,17 @@ export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
+/** Most request topics whose parse and placement the Subject keeps (see `#topic`). */
+const TOPIC_CACHE_SIZE = 10_000;
+
+/** What the Subject works out once per request topic. */
+interface TopicInfo {
+  readonly fields: TopicFields;
+  /** Undefined for an unknown flow. */
+  readonly flow: Flow | undefined;
+  /** Where a request without a position starts (with a known flow). */
+  readonly place: Placement | undefined;
+}
 
 const STEPS = utf8("STEPS");
 const ACK = utf8("ACK");
@@ -171,6 +182,7 @@ export class Subject {
   readonly #topics = new TopicCache();
   /** Keys of recent requests, for dropping duplicates; `#recentRing` holds them oldest first. */
   readonly #recent = new Set<string>();
+  readonly #topicInfo = new Map<string, TopicInfo>();
   #recentRing: string[] = [];
   #recentNext = 0;
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
@@ -285,24 +297,27 @@ export class Subject {
         this.#stats.received++;
         return this.#drop("bad_batch", "service message");
       }
-      for (const r of records) this.#onRequest(frames[0], r.frames);
+      const ack = this.#ackList(frames[0]);
+      for (const r of records) this.#onRequest(ack, r.frames);
       return;
     }
     if (frames.length !== 4) {
       this.#stats.received++;
       return this.#drop("frame_count", `${frames.length - 1} frames after the identity`);
     }
-    this.#onRequest(frames[0], [frames[1], frames[2], frames[3]]);
+    this.#onRequest(this.#ackList(frames[0]), [frames[1], frames[2], frames[3]]);
   }
 
-  #onRequest(idFrame: Uint8Array, frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
+  #onRequest(ack: string[], frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
     this.#stats.received++;
     const topic = text(frames[0]);
-    const fields = parseTopic(topic);
-    if (!fields) return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
+    const t = this.#topic(topic);
+    if (!t) return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
+    const fields = t.fields;
     const header = decodeHeader(frames[1]);
     if (typeof header === "string") return this.#drop(header);
-    this.#ack(idFrame, header.id);
+    ack.push(header.id);
+    this.#scheduleFlush();
     if (header.k !== "ping" && this.#o.duplicateWindow > 0 && this.#isDuplicate(header)) {
       return this.#drop("duplicate", `request ${JSON.stringify(header.id).slice(0, 60)} seen before`);
     }
@@ -317,7 +332,7 @@ export class Subject {
       this.#toIM([frames[0], frames[1], frames[2]]);
       return;
     }
-    const flow = this.#o.flows.get(fields.flow);
+    const flow = t.flow;
     if (!flow) {
       return this.#errorPublish(
         fields.flow,
@@ -339,13 +354,7 @@ export class Subject {
         String(e.message ?? ""),
       );
     }
-    const key: ActionKey = {
-      sender: fields.sender,
-      context: fields.context,
-      decorator: fields.decorator,
-      action: fields.action,
-    };
-    const place = placeRequest(flow, key, header.pos);
+    const place = header.pos === undefined ? t.place! : placeRequest(flow, fields, header.pos);
     if ("error" in place) return this.#errorPublish(flow.name, header, frames[2], "no_step", place.error);
     this.#route(flow, place.position, header.id, header.n ?? 0, frames[2]);
   }
@@ -365,12 +374,29 @@ export class Subject {
     return false;
   }
 
-  #ack(idFrame: Uint8Array, id: string): void {
+  /** The list of request ids to acknowledge to the service whose identity frame this is. */
+  #ackList(idFrame: Uint8Array): string[] {
     const k = text(idFrame);
     let a = this.#acks.get(k);
     if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
-    a.ids.push(id);
-    this.#scheduleFlush();
+    return a.ids;
+  }
+
+  /**
+   * A request topic's fields, flow and, for a request without a position, where it starts:
+   * all three depend on the topic alone, so they are worked out once per topic text. The
+   * cache is emptied when it reaches {@linkcode TOPIC_CACHE_SIZE} topics.
+   */
+  #topic(topic: string): TopicInfo | undefined {
+    let t = this.#topicInfo.get(topic);
+    if (t) return t;
+    const fields = parseTopic(topic);
+    if (!fields) return undefined;
+    const flow = this.#o.flows.get(fields.flow);
+    t = { fields, flow, place: flow && placeRequest(flow, fields) };
+    if (this.#topicInfo.size >= TOPIC_CACHE_SIZE) this.#topicInfo.clear();
+    this.#topicInfo.set(topic, t);
+    return t;
   }
 
   /**
