@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ASYNC, formatActionKey } from "../action_key.ts";
+import { type ActionKey, ASYNC, formatActionKey } from "../action_key.ts";
 import type { Flow } from "../flow_file.ts";
 import { DEFAULT_STEP_LIMIT, stepKind } from "../flow_step.ts";
 import {
@@ -14,7 +14,7 @@ import {
   DEFAULT_HEARTBEAT_INTERVAL,
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
-import type { BoundHandler, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
+import type { BoundHandler, HandlerContext, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
 import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { resolveKey } from "../resolve.ts";
@@ -28,6 +28,7 @@ import {
   parseTopic,
   text,
   TopicCache,
+  type TopicFields,
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -81,6 +82,48 @@ export interface SegmentResult {
 
 class StepTimeout extends Error {}
 
+/**
+ * What a handler gets with its values. A class rather than an object literal with a getter:
+ * one small object per step, no closures. The abort controller is made only when a handler
+ * reads `signal`; one that reads it after a timeout or a stop gets an already aborted signal.
+ */
+class StepContext implements HandlerContext {
+  #ac?: AbortController;
+  #timedOut?: StepTimeout;
+  readonly #stop: AbortSignal;
+
+  constructor(
+    readonly key: ActionKey,
+    readonly flow: string,
+    readonly id: string,
+    readonly position: number,
+    readonly logger: HandlerLogger,
+    stop: AbortSignal,
+  ) {
+    this.#stop = stop;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#ac) {
+      this.#ac = new AbortController();
+      if (this.#timedOut) this.#ac.abort(this.#timedOut);
+      else if (this.#stop.aborted) this.#ac.abort(this.#stop.reason);
+    }
+    return this.#ac.signal;
+  }
+
+  /** The worker is stopping. */
+  stopped(): void {
+    this.#ac?.abort(this.#stop.reason);
+  }
+
+  /** The step ran past its timeout. */
+  timeOut(e: StepTimeout): void {
+    this.#timedOut = e;
+    this.#ac?.abort(e);
+  }
+}
+
 const RESULTS = utf8("RESULTS");
 
 /** What a worker resolved for one step of a flow (once, then cached). */
@@ -102,6 +145,7 @@ export class Worker {
   readonly #cache = new Map<Flow, StepPlan[]>();
   /** Dispatch numbers of the steps this worker holds now (reported in every heartbeat). */
   readonly #holding = new Set<number>();
+  readonly #topicInfo = new Map<string, TopicFields & { readonly flowDef: Flow | undefined }>();
   /** The highest dispatch number received. */
   #lastDispatch = 0;
   /** Results to send at the end of this turn. */
@@ -207,6 +251,21 @@ export class Worker {
     void sendBatch(this.#sock, [RESULTS], this.#results)?.catch(() => {});
   }
 
+  /**
+   * A step topic's fields and flow, worked out once per topic text (the cache is emptied at
+   * 10,000 topics).
+   */
+  #topic(topic: string): (TopicFields & { readonly flowDef: Flow | undefined }) | undefined {
+    let t = this.#topicInfo.get(topic);
+    if (t) return t;
+    const fields = parseTopic(topic);
+    if (!fields) return undefined;
+    t = { ...fields, flowDef: this.#o.flows.get(fields.flow) };
+    if (this.#topicInfo.size >= 10_000) this.#topicInfo.clear();
+    this.#topicInfo.set(topic, t);
+    return t;
+  }
+
   /** The handler and timeout of a step, resolved once per flow position. */
   #plan(flow: Flow, position: number): StepPlan {
     let byPosition = this.#cache.get(flow);
@@ -233,7 +292,7 @@ export class Worker {
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
   ): SegmentResult | Promise<SegmentResult> {
-    const fields = parseTopic(text(topicFrame));
+    const fields = this.#topic(text(topicFrame));
     const header = decodeHeader(headerFrame);
     if (!fields || typeof header === "string" || header.pos === undefined) {
       return this.#error(
@@ -244,7 +303,7 @@ export class Worker {
         "malformed step from the Subject",
       );
     }
-    const flow = this.#o.flows.get(fields.flow);
+    const flow = fields.flowDef;
     if (!flow) {
       return this.#error(
         fields.flow,
@@ -381,39 +440,20 @@ export class Worker {
     id: string,
   ): Values | Promise<Values> {
     const key = flow.steps[position].key;
-    // Most handlers never read their signal: the controller is made only when one does. A
-    // handler that reads it after a timeout or a stop gets an already aborted signal.
     const stop = this.#stop.signal;
-    let ac: AbortController | undefined;
-    let timedOut: StepTimeout | undefined;
-    const result = handler.call(values, {
-      key,
-      flow: flow.name,
-      id,
-      position,
-      logger: this.#handlerLogger(flow.name),
-      get signal(): AbortSignal {
-        if (!ac) {
-          ac = new AbortController();
-          if (timedOut) ac.abort(timedOut);
-          else if (stop.aborted) ac.abort(stop.reason);
-        }
-        return ac.signal;
-      },
-    });
+    const ctx = new StepContext(key, flow.name, id, position, this.#handlerLogger(flow.name), stop);
+    const result = handler.call(values, ctx);
     if (!(result instanceof Promise)) return result;
-    const onStop = () => ac?.abort(stop.reason);
+    const onStop = () => ctx.stopped();
     stop.addEventListener("abort", onStop, { once: true });
     let timer: ReturnType<typeof setTimeout> | undefined;
     return Promise.race([
       result,
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          timedOut = new StepTimeout(
-            `handler for ${formatActionKey(key)} ran past ${timeout} ms`,
-          );
-          ac?.abort(timedOut);
-          reject(timedOut);
+          const e = new StepTimeout(`handler for ${formatActionKey(key)} ran past ${timeout} ms`);
+          ctx.timeOut(e);
+          reject(e);
         }, timeout);
       }),
     ]).finally(() => {
