@@ -70,12 +70,7 @@ export class BatchWriter {
   /** Adds a record. */
   add(tag: number, kind: number, a: Uint8Array, b: Uint8Array, c: Uint8Array): void {
     const need = this.#len + RECORD_HEAD + a.length + b.length + c.length;
-    if (need > this.#buf.length) {
-      const bigger = new Uint8Array(Math.max(need, this.#buf.length * 2));
-      bigger.set(this.#buf.subarray(0, this.#len));
-      this.#buf = bigger;
-      this.#view = new DataView(bigger.buffer);
-    }
+    if (need > this.#buf.length) this.#grow(need);
     const v = this.#view;
     let o = this.#len;
     v.setFloat64(o, tag, true);
@@ -91,6 +86,29 @@ export class BatchWriter {
     this.#buf.set(c, o);
     this.#len = o + c.length;
     this.#count++;
+  }
+
+  /**
+   * Adds record `i` of `view` as it is, with a new tag and kind: its bytes are copied in one
+   * piece (no views of its frames are made).
+   */
+  addRecord(view: BatchView, i: number, tag: number, kind: number): void {
+    const start = view.start(i);
+    const n = view.start(i + 1) - start;
+    if (this.#len + n > this.#buf.length) this.#grow(this.#len + n);
+    const o = this.#len;
+    this.#buf.set(view.frame.subarray(start, start + n), o);
+    this.#view.setFloat64(o, tag, true);
+    this.#view.setUint8(o + 8, kind);
+    this.#len = o + n;
+    this.#count++;
+  }
+
+  #grow(need: number): void {
+    const bigger = new Uint8Array(Math.max(need, this.#buf.length * 2));
+    bigger.set(this.#buf.subarray(0, this.#len));
+    this.#buf = bigger;
+    this.#view = new DataView(bigger.buffer);
   }
 
   /** The batch so far, as a view; the writer starts a new batch. */
@@ -167,4 +185,83 @@ export function readBatch(frame: Uint8Array): BatchRecord[] | undefined {
     out.push({ tag, kind, frames: [a, b, c] });
   }
   return out.length ? out : undefined;
+}
+
+/**
+ * A batch read in place: the records' tags and kinds without making a view of each frame,
+ * for a role that forwards records ({@linkcode BatchWriter.addRecord}) rather than reads them.
+ *
+ * @example
+ * ```ts
+ * import { BatchView, BatchWriter } from "./batch.ts";
+ * const w = new BatchWriter();
+ * const enc = new TextEncoder();
+ * w.add(7, 1, enc.encode("F~~~~done"), enc.encode('{"v":1,"id":"a"}'), enc.encode("{}"));
+ * const view = BatchView.of(w.take().slice())!;
+ * const out = new BatchWriter();
+ * out.addRecord(view, 0, 0, 0);
+ * console.log(view.count, view.tag(0), view.kind(0), out.count); // 1 7 1 1
+ * ```
+ */
+export class BatchView {
+  readonly #v: DataView;
+  /** Where each record starts, and the frame's end last. */
+  readonly #starts: number[];
+
+  private constructor(readonly frame: Uint8Array, starts: number[]) {
+    this.#v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    this.#starts = starts;
+  }
+
+  /** Reads a batch; `undefined` when {@linkcode readBatch} would refuse it. */
+  static of(frame: Uint8Array): BatchView | undefined {
+    if (!isBatch(frame)) return undefined;
+    const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    const starts: number[] = [];
+    let o = 4;
+    const end = frame.length;
+    while (o < end) {
+      if (o + RECORD_HEAD > end) return undefined;
+      starts.push(o);
+      o += RECORD_HEAD + v.getUint32(o + 9, true) + v.getUint32(o + 13, true) + v.getUint32(o + 17, true);
+      if (o > end) return undefined;
+    }
+    if (!starts.length) return undefined;
+    starts.push(end);
+    return new BatchView(frame, starts);
+  }
+
+  /** Records in the batch. */
+  get count(): number {
+    return this.#starts.length - 1;
+  }
+
+  /** Where record `i` starts (`count` gives the frame's end). */
+  start(i: number): number {
+    return this.#starts[i];
+  }
+
+  /** Record `i`'s tag. */
+  tag(i: number): number {
+    return this.#v.getFloat64(this.#starts[i], true);
+  }
+
+  /** Record `i`'s kind. */
+  kind(i: number): number {
+    return this.#v.getUint8(this.#starts[i] + 8);
+  }
+
+  /** Record `i`'s three frames, as views into the batch. */
+  frames(i: number): [Uint8Array, Uint8Array, Uint8Array] {
+    const o = this.#starts[i];
+    const la = this.#v.getUint32(o + 9, true);
+    const lb = this.#v.getUint32(o + 13, true);
+    const lc = this.#v.getUint32(o + 17, true);
+    let p = o + RECORD_HEAD;
+    return [
+      this.frame.subarray(p, p += la),
+      this.frame.subarray(p, p += lb),
+      this.frame.subarray(p, p + lc),
+    ];
+  }
 }

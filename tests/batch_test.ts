@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BatchWriter, isBatch, KIND_CODES, readBatch, sendBatch } from "../src/batch.ts";
+import { BatchView, BatchWriter, isBatch, KIND_CODES, readBatch, sendBatch } from "../src/batch.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -65,4 +65,43 @@ Deno.test("sendBatch: sent at once, or a copy waits that later batches do not ov
     "P",
     [2],
   ]]);
+});
+
+Deno.test("BatchView: reads what readBatch reads, refuses what it refuses, and forwards records byte for byte", () => {
+  const w = new BatchWriter(64);
+  const big = "v".repeat(5000);
+  w.add(
+    1.7e15 + 3,
+    KIND_CODES.done,
+    enc.encode("F~~~~done"),
+    enc.encode('{"v":1,"id":"a"}'),
+    enc.encode("{}"),
+  );
+  w.add(12, KIND_CODES.pause, new Uint8Array(0), enc.encode("h"), enc.encode(big));
+  const frame = w.take().slice();
+  const view = BatchView.of(frame)!;
+  const records = readBatch(frame)!;
+  assert.equal(view.count, records.length);
+  for (let i = 0; i < view.count; i++) {
+    assert.equal(view.tag(i), records[i].tag);
+    assert.equal(view.kind(i), records[i].kind);
+    assert.deepEqual(view.frames(i).map((f) => dec.decode(f)), records[i].frames.map((f) => dec.decode(f)));
+  }
+  for (const bad of [frame.subarray(0, frame.length - 1), frame.subarray(0, 4), enc.encode("ZMB2....")]) {
+    assert.equal(BatchView.of(bad), readBatch(bad));
+  }
+  // Forwarded with new tags and kinds (0 on the IM hop); a small writer grows to take them.
+  const out = new BatchWriter(64);
+  out.add(5, 0, enc.encode("x"), enc.encode("y"), enc.encode("z"));
+  out.addRecord(view, 1, 0, 0);
+  out.addRecord(view, 0, 0, 0);
+  assert.equal(out.count, 3);
+  assert.deepEqual(
+    readBatch(out.take())!.map((r) => [r.tag, r.kind, ...r.frames.map((f) => dec.decode(f))]),
+    [
+      [5, 0, "x", "y", "z"],
+      [0, 0, "", "h", big],
+      [0, 0, "F~~~~done", '{"v":1,"id":"a"}', "{}"],
+    ],
+  );
 });

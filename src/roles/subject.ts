@@ -21,7 +21,7 @@ import {
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
+import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
@@ -563,8 +563,13 @@ export class Subject {
   }
 
   #toIM(frames: readonly Uint8Array[]): void {
-    this.#stats.published++;
     this.#imBatch.add(0, 0, frames[0], frames[1], frames[2]);
+    this.#addedToIM();
+  }
+
+  /** A publication went into the IM batch. */
+  #addedToIM(): void {
+    this.#stats.published++;
     if (this.#imBatch.size >= BATCH_FLUSH_BYTES) this.#flushIM();
     else this.#scheduleFlush();
   }
@@ -636,25 +641,29 @@ export class Subject {
     if (type === "RESULTS") {
       // [id, RESULTS, batch of (d, kind, topic, header, values)]
       if (frames.length !== 3) return this.#drop("frame_count", "worker RESULTS");
-      const records = readBatch(frames[2]);
-      if (!records) return this.#drop("bad_batch", "worker RESULTS");
+      const batch = BatchView.of(frames[2]);
+      if (!batch) return this.#drop("bad_batch", "worker RESULTS");
       const now = performance.now();
-      for (const r of records) {
-        const f = this.#inflight.get(r.tag);
+      for (let i = 0; i < batch.count; i++) {
+        const d = batch.tag(i);
+        const f = this.#inflight.get(d);
         if (!f) {
           this.#stats.lateResults++;
           continue;
         }
-        this.#inflight.delete(r.tag);
+        this.#inflight.delete(d);
         const owner = this.#workers.get(f.worker);
         if (owner) {
-          owner.inflight.delete(r.tag);
+          owner.inflight.delete(d);
           owner.credit++;
           owner.lastSeen = now;
           this.#maybeForget(owner);
         }
-        if (r.kind === KIND_CODES.pause) this.#pauseResult(r.frames[0], r.frames[1], r.frames[2]);
-        else this.#toIM(r.frames);
+        if (batch.kind(i) === KIND_CODES.pause) this.#pauseResult(...batch.frames(i));
+        else {
+          this.#imBatch.addRecord(batch, i, 0, 0); // as it came, without views of its frames
+          this.#addedToIM();
+        }
       }
       this.#pump();
       return;
