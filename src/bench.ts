@@ -35,7 +35,7 @@ export interface FlowRun {
   readonly workers: number;
   /** Flows per second at peak (closed loop). */
   readonly flowsPerSecond: number;
-  /** Per role: CPU use (share of one core) and peak RSS (MiB) during the peak run. */
+  /** Per role, and the load generator: CPU use (share of one core) and peak RSS (MiB) during the peak run. */
   readonly roles: Record<string, { cpu: number; rssMiB: number }>;
 }
 
@@ -445,6 +445,8 @@ async function flowRun(
   try {
     await g.open(d.dir);
     const pids = await roleProcesses(d.dir);
+    // The load generator (this process) shares the machine with the roles: shown beside them.
+    pids.push(["load generator", Deno.pid]);
     const before = pids.map(([, pid]) => cpuTicks(pid));
     const t0 = performance.now();
     const flowsPerSecond = await g.closedLoop(seconds);
@@ -579,7 +581,7 @@ function printTable(r: BenchResult): void {
       r.sequential_p99_ms.toFixed(2)
     } ms |`,
     "",
-    "CPU (cores) and peak RSS per role, 3-step flow, 2 workers, at peak:",
+    "CPU (cores) and peak RSS per process, 3-step flow, 2 workers, at peak:",
     ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2)!.roles).map(([role, v]) =>
       `  ${role.padEnd(20)} cpu ${v.cpu.toFixed(2)}  rss ${v.rssMiB.toFixed(1)} MiB`
     ),
