@@ -23,6 +23,7 @@ import {
 } from "../config.ts";
 import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
 import { logger } from "../log.ts";
+import { RecentKeys } from "../recent_keys.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
 import {
   decodeHeader,
@@ -180,11 +181,9 @@ export class Subject {
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
   readonly #topics = new TopicCache();
-  /** Keys of recent requests, for dropping duplicates; `#recentRing` holds them oldest first. */
-  readonly #recent = new Set<string>();
+  /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
+  #recent?: RecentKeys;
   readonly #topicInfo = new Map<string, TopicInfo>();
-  #recentRing: string[] = [];
-  #recentNext = 0;
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
     resumed: 0,
     received: 0,
@@ -361,17 +360,9 @@ export class Subject {
 
   /** True if a message with this header was seen among the last `duplicateWindow`. */
   #isDuplicate(h: Header): boolean {
-    const key = `${h.id}\u0000${h.pos ?? ""}\u0000${h.n ?? ""}\u0000${h.resume ?? ""}`;
-    if (this.#recent.has(key)) return true;
-    // A ring of the last `duplicateWindow` keys says which to forget. (Deleting a Set's first
-    // entry through `values().next()` walks over the holes earlier deletions left.)
-    const ring = this.#recentRing;
-    const i = this.#recentNext;
-    if (i < ring.length) this.#recent.delete(ring[i]);
-    ring[i] = key;
-    this.#recentNext = i + 1 === this.#o.duplicateWindow ? 0 : i + 1;
-    this.#recent.add(key);
-    return false;
+    this.#recent ??= new RecentKeys(this.#o.duplicateWindow);
+    const resume = h.resume === undefined || typeof h.resume === "string" ? h.resume : String(h.resume);
+    return this.#recent.seen(h.id, h.pos, h.n, resume);
   }
 
   /** The list of request ids to acknowledge to the service whose identity frame this is. */
