@@ -289,3 +289,34 @@ export class TopicCache {
     return t;
   }
 }
+
+/**
+ * What a role works out from a topic's text alone (its fields, its flow, where a request
+ * starts), made once per distinct text. Bounded: the memo is emptied when it holds `limit`
+ * texts, so a stream of distinct topics costs recomputation, not memory.
+ *
+ * @example
+ * ```ts
+ * import { parseTopic, TopicMemo } from "./protocol.ts";
+ * const memo = new TopicMemo((t) => parseTopic(t));
+ * memo.get("Chat~~~Chat~Send")?.action; // "Send", parsed once
+ * memo.get("Chat~~~Chat~Send") === memo.get("Chat~~~Chat~Send"); // true
+ * ```
+ */
+export class TopicMemo<V> {
+  readonly #made = new Map<string, V>();
+
+  /** `make` works a topic text out; `limit` bounds the texts kept. */
+  constructor(readonly make: (topic: string) => V, readonly limit = 10_000) {}
+
+  /** `make(topic)`, from the memo when it is there. */
+  get(topic: string): V {
+    let v = this.#made.get(topic);
+    if (v === undefined && !this.#made.has(topic)) {
+      v = this.make(topic);
+      if (this.#made.size >= this.limit) this.#made.clear();
+      this.#made.set(topic, v);
+    }
+    return v as V;
+  }
+}

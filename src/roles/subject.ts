@@ -37,6 +37,7 @@ import {
   text,
   TopicCache,
   type TopicFields,
+  TopicMemo,
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -132,8 +133,6 @@ export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
-/** Most request topics whose parse and placement the Subject keeps (see `#topic`). */
-const TOPIC_CACHE_SIZE = 10_000;
 
 /** What the Subject works out once per request topic. */
 interface TopicInfo {
@@ -183,7 +182,16 @@ export class Subject {
   readonly #topics = new TopicCache();
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
   #recent?: RecentKeys;
-  readonly #topicInfo = new Map<string, TopicInfo>();
+  /**
+   * A request topic's fields, flow and, for a request without a position, where it starts: all
+   * three depend on the topic alone, so they are worked out once per topic text.
+   */
+  readonly #topicInfo = new TopicMemo<TopicInfo | undefined>((topic) => {
+    const fields = parseTopic(topic);
+    if (!fields) return undefined;
+    const flow = this.#o.flows.get(fields.flow);
+    return { fields, flow, place: flow && placeRequest(flow, fields) };
+  });
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
     resumed: 0,
     received: 0,
@@ -310,7 +318,7 @@ export class Subject {
   #onRequest(ack: string[], frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
     this.#stats.received++;
     const topic = text(frames[0]);
-    const t = this.#topic(topic);
+    const t = this.#topicInfo.get(topic);
     if (!t) return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
     const fields = t.fields;
     const header = decodeHeader(frames[1]);
@@ -371,23 +379,6 @@ export class Subject {
     let a = this.#acks.get(k);
     if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
     return a.ids;
-  }
-
-  /**
-   * A request topic's fields, flow and, for a request without a position, where it starts:
-   * all three depend on the topic alone, so they are worked out once per topic text. The
-   * cache is emptied when it reaches {@linkcode TOPIC_CACHE_SIZE} topics.
-   */
-  #topic(topic: string): TopicInfo | undefined {
-    let t = this.#topicInfo.get(topic);
-    if (t) return t;
-    const fields = parseTopic(topic);
-    if (!fields) return undefined;
-    const flow = this.#o.flows.get(fields.flow);
-    t = { fields, flow, place: flow && placeRequest(flow, fields) };
-    if (this.#topicInfo.size >= TOPIC_CACHE_SIZE) this.#topicInfo.clear();
-    this.#topicInfo.set(topic, t);
-    return t;
   }
 
   /**

@@ -29,6 +29,7 @@ import {
   text,
   TopicCache,
   type TopicFields,
+  TopicMemo,
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -145,7 +146,13 @@ export class Worker {
   readonly #cache = new Map<Flow, StepPlan[]>();
   /** Dispatch numbers of the steps this worker holds now (reported in every heartbeat). */
   readonly #holding = new Set<number>();
-  readonly #topicInfo = new Map<string, TopicFields & { readonly flowDef: Flow | undefined }>();
+  /** A step topic's fields and flow, worked out once per topic text. */
+  readonly #topicInfo = new TopicMemo<(TopicFields & { readonly flowDef: Flow | undefined }) | undefined>(
+    (topic) => {
+      const fields = parseTopic(topic);
+      return fields && { ...fields, flowDef: this.#o.flows.get(fields.flow) };
+    },
+  );
   /** The highest dispatch number received. */
   #lastDispatch = 0;
   /** Results to send at the end of this turn. */
@@ -251,21 +258,6 @@ export class Worker {
     void sendBatch(this.#sock, [RESULTS], this.#results)?.catch(() => {});
   }
 
-  /**
-   * A step topic's fields and flow, worked out once per topic text (the cache is emptied at
-   * 10,000 topics).
-   */
-  #topic(topic: string): (TopicFields & { readonly flowDef: Flow | undefined }) | undefined {
-    let t = this.#topicInfo.get(topic);
-    if (t) return t;
-    const fields = parseTopic(topic);
-    if (!fields) return undefined;
-    t = { ...fields, flowDef: this.#o.flows.get(fields.flow) };
-    if (this.#topicInfo.size >= 10_000) this.#topicInfo.clear();
-    this.#topicInfo.set(topic, t);
-    return t;
-  }
-
   /** The handler and timeout of a step, resolved once per flow position. */
   #plan(flow: Flow, position: number): StepPlan {
     let byPosition = this.#cache.get(flow);
@@ -292,7 +284,7 @@ export class Worker {
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
   ): SegmentResult | Promise<SegmentResult> {
-    const fields = this.#topic(text(topicFrame));
+    const fields = this.#topicInfo.get(text(topicFrame));
     const header = decodeHeader(headerFrame);
     if (!fields || typeof header === "string" || header.pos === undefined) {
       return this.#error(
