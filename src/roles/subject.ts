@@ -428,6 +428,7 @@ export class Subject {
     const acks = this.#acks;
     this.#acks = new Map();
     for (const { idFrame, ids } of acks.values()) {
+      if (!ids.length) continue; // a message whose requests were all dropped before they were read
       const frames = [idFrame, ACK, utf8(JSON.stringify(ids))];
       if (!this.#services.sendNow(frames)) void this.#services.send(frames).catch(() => {});
     }
