@@ -165,26 +165,13 @@ export function isBatch(frame: Uint8Array): boolean {
  * The records' frames are views into `frame`.
  */
 export function readBatch(frame: Uint8Array): BatchRecord[] | undefined {
-  if (!isBatch(frame)) return undefined;
-  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  const out: BatchRecord[] = [];
-  let o = 4;
-  const end = frame.length;
-  while (o < end) {
-    if (o + RECORD_HEAD > end) return undefined;
-    const tag = v.getFloat64(o, true);
-    const kind = v.getUint8(o + 8);
-    const la = v.getUint32(o + 9, true);
-    const lb = v.getUint32(o + 13, true);
-    const lc = v.getUint32(o + 17, true);
-    o += RECORD_HEAD;
-    if (o + la + lb + lc > end) return undefined;
-    const a = frame.subarray(o, o += la);
-    const b = frame.subarray(o, o += lb);
-    const c = frame.subarray(o, o += lc);
-    out.push({ tag, kind, frames: [a, b, c] });
+  const view = BatchView.of(frame);
+  if (!view) return undefined;
+  const out: BatchRecord[] = new Array(view.count);
+  for (let i = 0; i < view.count; i++) {
+    out[i] = { tag: view.tag(i), kind: view.kind(i), frames: view.frames(i) };
   }
-  return out.length ? out : undefined;
+  return out;
 }
 
 /**
