@@ -4,9 +4,11 @@ import { BatchView, BatchWriter, isBatch, KIND_CODES, readBatch, sendBatch } fro
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-Deno.test("batch: records round-trip with their tags, kinds and frames; the writer grows and restarts", () => {
+const BIG = "v".repeat(5000);
+
+/** A writer (starting small, so it must grow) holding a done record and one with a large frame. */
+function twoRecords(secondTag: number, secondKind: number): BatchWriter {
   const w = new BatchWriter(64);
-  const big = "v".repeat(5000);
   w.add(
     1.7e15 + 3,
     KIND_CODES.done,
@@ -14,7 +16,13 @@ Deno.test("batch: records round-trip with their tags, kinds and frames; the writ
     enc.encode('{"v":1,"id":"a"}'),
     enc.encode("{}"),
   );
-  w.add(0, 0, new Uint8Array(0), enc.encode("h"), enc.encode(big));
+  w.add(secondTag, secondKind, new Uint8Array(0), enc.encode("h"), enc.encode(BIG));
+  return w;
+}
+
+Deno.test("batch: records round-trip with their tags, kinds and frames; the writer grows and restarts", () => {
+  const w = twoRecords(0, 0);
+  const big = BIG;
   assert.equal(w.count, 2);
   const records = readBatch(w.take().slice())!;
   assert.deepEqual(records.map((r) => [r.tag, r.kind, ...r.frames.map((f) => dec.decode(f))]), [
@@ -68,17 +76,8 @@ Deno.test("sendBatch: sent at once, or a copy waits that later batches do not ov
 });
 
 Deno.test("BatchView: tags, kinds and frames in place; records forwarded byte for byte with new tags and kinds", () => {
-  const w = new BatchWriter(64);
-  const big = "v".repeat(5000);
-  w.add(
-    1.7e15 + 3,
-    KIND_CODES.done,
-    enc.encode("F~~~~done"),
-    enc.encode('{"v":1,"id":"a"}'),
-    enc.encode("{}"),
-  );
-  w.add(12, KIND_CODES.pause, new Uint8Array(0), enc.encode("h"), enc.encode(big));
-  const view = BatchView.of(w.take().slice())!;
+  const big = BIG;
+  const view = BatchView.of(twoRecords(12, KIND_CODES.pause).take().slice())!;
   assert.equal(view.count, 2);
   assert.deepEqual([view.tag(0), view.kind(0), view.tag(1), view.kind(1)], [
     1.7e15 + 3,
