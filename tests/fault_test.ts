@@ -58,6 +58,27 @@ async function inLoops<T>(n: number, loops: number, fn: (k: number) => Promise<T
   return out;
 }
 
+/**
+ * Runs `n` requests of flow `Three` (ids `<prefix>-<k>`) in 20 loops of sequential requests,
+ * and checks that each got its values through the three steps and exactly one final
+ * publication. Returns the results, by k.
+ */
+async function threeStepsOnceEach(client: Client, n: number, prefix: string) {
+  const tally = await countFinals(client, "Three~~~~");
+  const results = await inLoops(
+    n,
+    20,
+    (k) => client.request("Three", { k }, { id: `${prefix}-${k}`, timeout: 60_000 }),
+  );
+  await tally.stop();
+  results.forEach((p, k) =>
+    assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] }, `request ${k}`)
+  );
+  assert.equal(tally.finals.size, n, "a final publication for every request");
+  assert.deepEqual([...tally.finals].filter(([, c]) => c !== 1), [], "no request has two finals");
+  return results;
+}
+
 /** Waits until the Subject's counters (written every second) satisfy `ok`. */
 async function subjectStatsWhen(dir: string, ok: (s: Record<string, unknown>) => boolean) {
   let s: Record<string, unknown> = {};
@@ -80,22 +101,10 @@ Deno.test("steps dropped, duplicated and reordered between the Subject and its w
   const workers = spawnWorkers(d.dir, `ipc://${d.dir}/faulty`, 2);
   try {
     await using client = await d.connect();
-    const tally = await countFinals(client, "Three~~~~");
-    // 20 loops of sequential requests: the hop carries many small batches (the Subject and
-    // the workers batch what one turn produces), so the faults hit many messages.
-    const n = 2000;
-    const results = await inLoops(
-      n,
-      20,
-      (k) => client.request("Three", { k }, { id: `f-${k}`, timeout: 60_000 }),
-    );
-    await tally.stop();
-    results.forEach((p, k) => {
-      assert.equal(p.action, "done", `request ${k}: ${JSON.stringify(p.error)}`);
-      assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] });
-    });
-    assert.equal(tally.finals.size, n, "a final publication for every request");
-    assert.deepEqual([...tally.finals].filter(([, c]) => c !== 1), [], "no request has two finals");
+    // The hop carries many small batches (the Subject and the workers batch what one turn
+    // produces), so the faults hit many messages.
+    const results = await threeStepsOnceEach(client, 2000, "f");
+    results.forEach((p, k) => assert.equal(p.action, "done", `request ${k}: ${JSON.stringify(p.error)}`));
     const { up, down } = proxy.stats();
     assert.ok(up.dropped > 0 && down.dropped > 0, JSON.stringify(proxy.stats()));
     assert.ok(up.duplicated > 0 && down.duplicated > 0, JSON.stringify(proxy.stats()));
@@ -124,19 +133,9 @@ Deno.test("requests duplicated, dropped and delayed on the way to the Subject ru
     publisher: d.publisher,
     resendAfter: 200,
   });
-  const tally = await countFinals(client, "Three~~~~");
-  // 20 loops of sequential requests: the client batches what one turn sends, so this makes
-  // many small messages for the faults to hit.
-  const n = 1000;
-  const results = await inLoops(
-    n,
-    20,
-    (k) => client.request("Three", { k }, { id: `s-${k}`, timeout: 60_000 }),
-  );
-  await tally.stop();
-  results.forEach((p, k) => assert.deepEqual(p.values, { k, trace: ["one", "two", "three"] }));
-  assert.equal(tally.finals.size, n);
-  assert.deepEqual([...tally.finals].filter(([, c]) => c !== 1), [], "no request ran twice");
+  // The client batches what one turn sends, so the loops make many small messages for the
+  // faults to hit.
+  await threeStepsOnceEach(client, 1000, "s");
   assert.ok(client.resent > 0, "unacknowledged requests were sent again");
   assert.ok(proxy.stats().up.duplicated > 0);
   const s = await subjectStatsWhen(
