@@ -162,7 +162,7 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
 }
 
 /** Round trips to an echo process, one at a time, `gapMs` apart (0: back to back). */
-export async function rawRoundTrip(dir: string, n: number, gapMs = 0): Promise<number[]> {
+async function rawRoundTrip(dir: string, n: number, gapMs = 0): Promise<number[]> {
   const r = new Reactor();
   try {
     const router = r.socket("ROUTER");
