@@ -284,8 +284,12 @@ Deno.test("high-water mark backpressure: send waits for room instead of queueing
     const ep = await bound(pull, endpointFor("inproc", dir));
     const push = r.socket("PUSH", { sendHighWaterMark: 10 });
     await push.connect(ep);
-    let accepted = 0;
-    while (push.sendNow([enc.encode(`m${accepted}`)])) accepted++;
+    // On the reactor's turn, where sendNow reaches libzmq (between turns it may be polling).
+    const accepted = await r.exec(() => {
+      let n = 0;
+      while (push.sendNow([enc.encode(`m${n}`)])) n++;
+      return n;
+    });
     assert.ok(accepted >= 10 && accepted <= 40, `accepted ${accepted} before the mark`);
     let sent = false;
     const waiting = push.send([enc.encode("late")]).then(() => (sent = true));
@@ -329,3 +333,28 @@ Deno.test("afterReceive runs once a pass has delivered its messages; onIdle when
     assert.ok(afters.every((n) => n > 0), "only after passes that delivered messages");
     assert.equal(events.at(-1), "idle", "idle once the messages are handled");
   }));
+
+Deno.test("in-thread wait: a send that a promise continuation defers to a microtask leaves before the reactor waits", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmt" });
+  // A long in-thread wait: a send held back by it would take half a second.
+  const r = new Reactor({ syncWaitMs: 500 });
+  try {
+    const a = r.socket("PAIR");
+    const ep = await bound(a, endpointFor("inproc", dir));
+    const b = r.socket("PAIR");
+    await b.connect(ep);
+    const inbox = b.messages();
+    const asked = a.messages();
+    await b.send([enc.encode("ping")]);
+    await asked.next(); // a consumer awaiting a message: resumed by a promise continuation
+    const t = performance.now();
+    queueMicrotask(() => void a.send([enc.encode("pong")])); // a flush deferred to a microtask
+    const [reply] = (await inbox.next()).value!;
+    const waited = performance.now() - t;
+    assert.equal(dec.decode(reply), "pong");
+    assert.ok(waited < 250, `the reply waited ${waited.toFixed(0)} ms (the in-thread wait is 500 ms)`);
+  } finally {
+    await r.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

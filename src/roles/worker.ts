@@ -191,6 +191,7 @@ export class Worker {
     await w.#sock.connect(w.#o.subjectAddress);
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#flush());
+    w.#reactor.onIdle(() => w.#flush()); // results of async handlers that settled in microtasks
     await w.#sock.send([utf8("READY"), utf8(JSON.stringify({ credit: w.#o.concurrency, pid: Deno.pid }))]);
     w.#timer = setInterval(() => {
       // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped

@@ -53,6 +53,12 @@ interface PendingSend {
  */
 export const ROLE_SYNC_WAIT_MS = 10;
 
+/**
+ * Microtask turns the reactor yields before it waits: enough for an async function that awaits
+ * an already settled promise to finish and for a send it defers to a microtask to leave.
+ */
+const IDLE_TICKS = 4;
+
 let reactorCount = 0;
 const RESOLVED = Promise.resolve();
 
@@ -197,7 +203,14 @@ export class Reactor {
         await null; // let promise continuations (awaiting consumers) run, then drain again
         continue;
       }
-      if (work === 0) this.#callAll(this.#onIdle);
+      if (work === 0) {
+        // Before the thread may block in an in-thread wait: let the promise chains the last
+        // pass set off run first (a consumer awaiting a message, a send deferred to a
+        // microtask), or what they send would wait for the end of that wait.
+        for (let i = 0; i < IDLE_TICKS; i++) await null;
+        if (this.#closing) break;
+        this.#callAll(this.#onIdle);
+      }
       const n = this.#buildPollItems();
       let timeout = work > 0 || this.#ops.length > 0 ? 0 : -1;
       if (work === 0 && this.#syncWaitMs > 0 && this.#ops.length === 0) {
@@ -394,7 +407,11 @@ export class ReactorSocket {
    * is reached it waits for room (POLLOUT) instead of queueing without bound in JavaScript.
    */
   send(frames: readonly Uint8Array[]): Promise<void> {
-    if (this.sendNow(frames)) return RESOLVED;
+    try {
+      if (this.sendNow(frames)) return RESOLVED;
+    } catch (e) {
+      return Promise.reject(e); // a send that fails at once (EHOSTUNREACH, closed) rejects like a later one
+    }
     return new Promise<void>((resolve, reject) => {
       this.#sends.push({ frames, resolve, reject });
       this.#reactor.wake();
