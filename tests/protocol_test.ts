@@ -107,3 +107,19 @@ Deno.test("utf8: short strings are views that never overlap; long ones are their
   assert.equal(utf8(long).byteLength, 20_000);
   assert.equal(utf8(long).byteOffset, 0);
 });
+
+Deno.test("utf8: the same bytes as TextEncoder, whether a string is ASCII, not, or turns non-ASCII late", () => {
+  const enc = new TextEncoder();
+  const alphabet = ["a", "~", "{", '"', "0", "\u007f", "é", "€", "😀"];
+  let seed = 7;
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const made: [string, Uint8Array][] = [];
+  for (let i = 0; i < 20_000; i++) {
+    const len = rnd(100);
+    let s = "";
+    for (let j = 0; j < len; j++) s += alphabet[rnd(i % 3 === 0 ? alphabet.length : 6)];
+    made.push([s, utf8(s)]);
+  }
+  // Checked after all were made: later strings must not have overwritten earlier ones.
+  for (const [s, b] of made) assert.deepEqual([...b], [...enc.encode(s)], JSON.stringify(s));
+});
