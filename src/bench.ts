@@ -269,6 +269,39 @@ function peakRssMiB(pid: number): number {
   }
 }
 
+const TILDE = 0x7e, UNDERSCORE = 0x5f, QUOTE = 0x22, ZERO = 0x30, NINE = 0x39;
+const ID_PREFIX = new TextEncoder().encode('"id":"b');
+
+/**
+ * The epoch and index of a bench request id (`b<epoch>_<index>`) in a header frame, read from
+ * the bytes without decoding the frame; `undefined` when the header holds no such id.
+ *
+ * @example
+ * ```ts
+ * import { benchId } from "./bench.ts";
+ * benchId(new TextEncoder().encode('{"v":1,"id":"b3_42","n":3}')); // [3, 42]
+ * ```
+ */
+export function benchId(h: Uint8Array): [number, number] | undefined {
+  const last = h.length - ID_PREFIX.length;
+  let i = -1;
+  outer: for (let k = 0; k <= last; k++) {
+    for (let j = 0; j < ID_PREFIX.length; j++) if (h[k + j] !== ID_PREFIX[j]) continue outer;
+    i = k + ID_PREFIX.length;
+    break;
+  }
+  if (i < 0) return undefined;
+  let epoch = 0;
+  let digits = 0;
+  for (; i < h.length && h[i] >= ZERO && h[i] <= NINE; i++, digits++) epoch = epoch * 10 + h[i] - ZERO;
+  if (!digits || h[i] !== UNDERSCORE) return undefined;
+  let index = 0;
+  digits = 0;
+  for (i++; i < h.length && h[i] >= ZERO && h[i] <= NINE; i++, digits++) index = index * 10 + h[i] - ZERO;
+  if (!digits || h[i] !== QUOTE) return undefined;
+  return [epoch, index];
+}
+
 /** A raw-socket load generator speaking the wire protocol. */
 export class Generator {
   /**
@@ -314,20 +347,15 @@ export class Generator {
   }
 
   #pinged = false;
-  readonly #dec = new TextDecoder();
 
   /** A publication seen on the SUB socket at `at` (ms). */
   #published(frames: Uint8Array[], at: number): void {
-    const h = this.#dec.decode(frames[1]);
-    if (h.includes('"k":"ping"')) {
-      this.#pinged = true;
+    if (frames[0][0] === TILDE) {
+      this.#pinged = true; // "~~~~ping-bench": the only subscribed topic that starts with "~"
       return;
     }
-    // Ids are "b<epoch>_<index>"; read them without a full JSON parse.
-    const i = h.indexOf('"id":"b');
-    const u = h.indexOf("_", i);
-    if (i < 0 || u < 0 || parseInt(h.slice(i + 7, u), 10) !== this.#epoch) return;
-    this.#onDone(parseInt(h.slice(u + 1), 10), at);
+    const id = benchId(frames[1]);
+    if (id && id[0] === this.#epoch) this.#onDone(id[1], at);
   }
 
   /** Queues a request; what one turn queued leaves as one batch (PROTOCOL.md), as the bundled client sends it. */
