@@ -60,6 +60,10 @@ export interface BenchResult {
   readonly raw_rtt_p99_ms: number;
   /** Raw round trip p50 when each message follows 2 ms of idleness (both processes asleep). */
   readonly raw_rtt_idle_p50_ms: number;
+  /** Raw round trip p50 with both ends waiting in-thread, as the roles do (`ROLE_SYNC_WAIT_MS`). */
+  readonly raw_rtt_in_thread_p50_ms: number;
+  /** 99th percentile of the same. */
+  readonly raw_rtt_in_thread_p99_ms: number;
   /** 3-step flow, 2 workers, one request at a time back to back: p50 and p99 round trip. */
   readonly sequential_p50_ms: number;
   /** See `sequential_p50_ms`. */
@@ -167,15 +171,18 @@ async function rawPubSub(dir: string, n: number): Promise<number> {
   }
 }
 
-/** Round trips to an echo process, one at a time, `gapMs` apart (0: back to back). */
-async function rawRoundTrip(dir: string, n: number, gapMs = 0): Promise<number[]> {
-  const r = new Reactor();
+/**
+ * Round trips to an echo process, one at a time, `gapMs` apart (0: back to back). `inThread`:
+ * both ends wait for messages in-thread, as the roles do, instead of in an off-thread poll.
+ */
+async function rawRoundTrip(dir: string, n: number, gapMs = 0, inThread = false): Promise<number[]> {
+  const r = new Reactor(inThread ? { syncWaitMs: ROLE_SYNC_WAIT_MS } : {});
   try {
     const router = r.socket("ROUTER");
     const ep = `ipc://${dir}/raw-rtt`;
     await router.bind(ep);
     const peer = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", PEER, "echo", ep],
+      args: ["run", "-A", PEER, "echo", ep, inThread ? "in-thread" : "off-thread"],
       stdin: "piped",
       stdout: "null",
     }).spawn();
@@ -545,6 +552,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   say("bench 3/8: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
+  const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
   const node = await nodeZeromq(dir);
   await Deno.remove(dir, { recursive: true });
   const runs: Awaited<ReturnType<typeof flowRun>>[] = [];
@@ -567,6 +575,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     raw_rtt_p50_ms: round3(percentile(rtt, 50)),
     raw_rtt_p99_ms: round3(percentile(rtt, 99)),
     raw_rtt_idle_p50_ms: round3(percentile(idleRtt, 50)),
+    raw_rtt_in_thread_p50_ms: round3(percentile(inThreadRtt, 50)),
+    raw_rtt_in_thread_p99_ms: round3(percentile(inThreadRtt, 99)),
     sequential_p50_ms: round3(percentile(main.latency!.sequential ?? [], 50)),
     sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
     node_zeromq: node,
@@ -610,6 +620,9 @@ function printTable(r: BenchResult): void {
       r.raw_rtt_p99_ms.toFixed(3)
     } ms |`,
     `| raw round trip, each after 2 ms idle: p50 | ${r.raw_rtt_idle_p50_ms.toFixed(3)} ms |`,
+    `| raw round trip, both ends waiting in-thread as the roles do: p50 / p99 | ${
+      r.raw_rtt_in_thread_p50_ms.toFixed(3)
+    } / ${r.raw_rtt_in_thread_p99_ms.toFixed(3)} ms |`,
     ...(r.node_zeromq
       ? [
         `| zeromq.js on Node: PUSH->PULL, one hop, two processes | ${

@@ -5,12 +5,13 @@
  *                     S "1": one frame of the request's size, "3": the request's three frames
  *   sub ENDPOINT N    SUB: print "ready" at the first probe, then count N data messages and
  *                     print {"received", "ms"} (first to last)
- *   echo ENDPOINT     DEALER: send "hello", then echo every message back until stdin closes
+ *   echo ENDPOINT W   DEALER: send "hello", then echo every message back until stdin closes;
+ *                     W "in-thread": wait for messages in-thread, as the roles do
  *
  * @module
  */
 
-import { Reactor } from "./zmq/reactor.ts";
+import { Reactor, ROLE_SYNC_WAIT_MS } from "./zmq/reactor.ts";
 
 /** The three frames of a request of the benchmark's size (about 150 bytes in all). */
 export function benchFrames(flow = "Bench3"): Uint8Array[] {
@@ -28,7 +29,9 @@ export const REQUEST_BYTES: number = benchFrames().reduce((n, f) => n + f.length
 if (import.meta.main) {
   const [mode, endpoint, count] = Deno.args;
   const n = Number(count);
-  const reactor = new Reactor();
+  const reactor = new Reactor(
+    mode === "echo" && Deno.args[2] === "in-thread" ? { syncWaitMs: ROLE_SYNC_WAIT_MS } : {},
+  );
   if (mode === "push") {
     const push = reactor.socket("PUSH", { sendHighWaterMark: 100_000 });
     await push.connect(endpoint);
