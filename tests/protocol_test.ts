@@ -112,7 +112,10 @@ Deno.test("utf8: the same bytes as TextEncoder, whether a string is ASCII, not, 
   const enc = new TextEncoder();
   const alphabet = ["a", "~", "{", '"', "0", "\u007f", "é", "€", "😀"];
   let seed = 7;
-  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const rnd = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; // a fixed LCG; its high bits are the random ones
+    return (seed >>> 16) % n;
+  };
   const made: [string, Uint8Array][] = [];
   for (let i = 0; i < 20_000; i++) {
     const len = rnd(100);
