@@ -276,6 +276,9 @@ function peakRssMiB(pid: number): number {
   }
 }
 
+/** Requests the closed loop keeps outstanding. */
+const CLOSED_LOOP_WINDOW = 2000;
+
 const TILDE = 0x7e, UNDERSCORE = 0x5f, QUOTE = 0x22, ZERO = 0x30, NINE = 0x39;
 const ID_PREFIX = new TextEncoder().encode('"id":"b');
 
@@ -380,7 +383,7 @@ export class Generator {
   }
 
   /** Closed loop: keep `window` requests outstanding for `seconds`; returns flows/s. */
-  async closedLoop(seconds: number, window = 2000): Promise<number> {
+  async closedLoop(seconds: number, window = CLOSED_LOOP_WINDOW): Promise<number> {
     let sent = 0;
     let done = 0;
     let measuring = false;
@@ -646,7 +649,9 @@ function printTable(r: BenchResult): void {
       r.sequential_p99_ms.toFixed(2)
     } ms |`,
     "",
-    `Peaks: 2,000 requests outstanding for ${r.seconds} s, after the same load for ${r.warm_up_seconds} s (the "first" figure).`,
+    `Peaks: ${
+      fmt(CLOSED_LOOP_WINDOW)
+    } requests outstanding for ${r.seconds} s, after the same load for ${r.warm_up_seconds} s (the "first" figure).`,
     "CPU (cores) and peak RSS per process, 3-step flow, 2 workers, at peak:",
     ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2)!.roles).map(([role, v]) =>
       `  ${role.padEnd(20)} cpu ${v.cpu.toFixed(2)}  rss ${v.rssMiB.toFixed(1)} MiB`
