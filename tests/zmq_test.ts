@@ -358,3 +358,32 @@ Deno.test("in-thread wait: a send that a promise continuation defers to a microt
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("in-thread wait: while async work is held, its promise chains run before the reactor waits", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmt" });
+  const r = new Reactor({ syncWaitMs: 50 });
+  try {
+    const a = r.socket("PAIR");
+    const ep = await bound(a, endpointFor("inproc", dir));
+    const b = r.socket("PAIR");
+    await b.connect(ep);
+    const inbox = b.messages();
+    const events: string[] = [];
+    let armed = false;
+    r.onIdle(() => armed && events.push("idle"));
+    const release = r.holdSyncWait(); // as a worker does while an async handler runs
+    a.onMessage(async () => {
+      armed = true;
+      for (let i = 0; i < 20; i++) await null; // a chain longer than a few microtask turns
+      events.push("sent");
+      await a.send([enc.encode("pong")]);
+    });
+    await b.send([enc.encode("ping")]);
+    assert.equal(dec.decode((await inbox.next()).value![0]), "pong");
+    release();
+    assert.equal(events[0], "sent", `the reactor went idle before the chain finished: ${events}`);
+  } finally {
+    await r.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { i64, libzmq, POLLIN, POLLOUT } from "./ffi.ts";
 import { Context, type Socket, type SocketOptions } from "./socket.ts";
 import type { SocketTypeName } from "./ffi.ts";
@@ -102,8 +103,10 @@ export class Reactor {
   }
 
   /**
-   * Cuts the in-thread wait to 1 ms until the returned function is called: for async work (a
-   * handler awaiting I/O or a timer) that must not be held up long by a blocked thread.
+   * Cuts the in-thread wait to 1 ms until the returned function is called, and lets a whole
+   * event-loop turn run before each wait (so promise chains finish and completed I/O is seen):
+   * for async work (a handler awaiting I/O or a timer) that must not be held up by a blocked
+   * thread.
    */
   holdSyncWait(): () => void {
     this.#holds++;
@@ -207,7 +210,11 @@ export class Reactor {
         // Before the thread may block in an in-thread wait: let the promise chains the last
         // pass set off run first (a consumer awaiting a message, a send deferred to a
         // microtask), or what they send would wait for the end of that wait.
-        for (let i = 0; i < IDLE_TICKS; i++) await null;
+        // While async work is pending (holdSyncWait), yield a whole event-loop turn instead: its
+        // promise chains may be longer than a few turns (an async handler per step), and I/O that
+        // has completed runs too.
+        if (this.#holds > 0) await new Promise((resolve) => setImmediate(resolve));
+        else for (let i = 0; i < IDLE_TICKS; i++) await null;
         if (this.#closing) break;
         this.#callAll(this.#onIdle);
       }
