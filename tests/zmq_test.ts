@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { capabilities, libzmq } from "../src/zmq/ffi.ts";
-import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
+import { Reactor, type ReactorOptions, type ReactorSocket } from "../src/zmq/reactor.ts";
 import { checkEndpoint } from "../src/zmq/socket.ts";
 import { readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
 
@@ -19,9 +19,12 @@ function endpointFor(t: Transport, dir: string): string {
   return `inproc://test-${Deno.pid}-${counter}`;
 }
 
-async function withReactor(fn: (r: Reactor, dir: string) => Promise<void>): Promise<void> {
+async function withReactor(
+  fn: (r: Reactor, dir: string) => Promise<void>,
+  options: ReactorOptions = {},
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "zmt" });
-  const r = new Reactor();
+  const r = new Reactor(options);
   try {
     await fn(r, dir);
   } finally {
@@ -334,15 +337,23 @@ Deno.test("afterReceive runs once a pass has delivered its messages; onIdle when
     assert.equal(events.at(-1), "idle", "idle once the messages are handled");
   }));
 
-Deno.test("in-thread wait: a send that a promise continuation defers to a microtask leaves before the reactor waits", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "zmt" });
-  // A long in-thread wait: a send held back by it would take half a second.
-  const r = new Reactor({ syncWaitMs: 500 });
-  try {
+/** Two PAIR sockets connected over inproc, on a reactor that waits in-thread for `syncWaitMs`. */
+function withInThreadPair(
+  syncWaitMs: number,
+  fn: (r: Reactor, a: ReactorSocket, b: ReactorSocket) => Promise<void>,
+): Promise<void> {
+  return withReactor(async (r, dir) => {
     const a = r.socket("PAIR");
     const ep = await bound(a, endpointFor("inproc", dir));
     const b = r.socket("PAIR");
     await b.connect(ep);
+    await fn(r, a, b);
+  }, { syncWaitMs });
+}
+
+Deno.test("in-thread wait: a send that a promise continuation defers to a microtask leaves before the reactor waits", () =>
+  // A long in-thread wait: a send held back by it would take half a second.
+  withInThreadPair(500, async (_r, a, b) => {
     const inbox = b.messages();
     const asked = a.messages();
     await b.send([enc.encode("ping")]);
@@ -353,20 +364,10 @@ Deno.test("in-thread wait: a send that a promise continuation defers to a microt
     const waited = performance.now() - t;
     assert.equal(dec.decode(reply), "pong");
     assert.ok(waited < 250, `the reply waited ${waited.toFixed(0)} ms (the in-thread wait is 500 ms)`);
-  } finally {
-    await r.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("in-thread wait: while async work is held, its promise chains run before the reactor waits", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "zmt" });
-  const r = new Reactor({ syncWaitMs: 50 });
-  try {
-    const a = r.socket("PAIR");
-    const ep = await bound(a, endpointFor("inproc", dir));
-    const b = r.socket("PAIR");
-    await b.connect(ep);
+Deno.test("in-thread wait: while async work is held, its promise chains run before the reactor waits", () =>
+  withInThreadPair(50, async (r, a, b) => {
     const inbox = b.messages();
     const events: string[] = [];
     let armed = false;
@@ -382,8 +383,4 @@ Deno.test("in-thread wait: while async work is held, its promise chains run befo
     assert.equal(dec.decode((await inbox.next()).value![0]), "pong");
     release();
     assert.equal(events[0], "sent", `the reactor went idle before the chain finished: ${events}`);
-  } finally {
-    await r.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
