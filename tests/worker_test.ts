@@ -3,6 +3,7 @@
 // directory) and the bundled client.
 import assert from "node:assert/strict";
 import { Client } from "../src/client.ts";
+import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { parseFlowFile } from "../src/flow_file.ts";
 import { type HandlerContext, HandlerRegistry } from "../src/handler.ts";
 import { IntegrationManager } from "../src/roles/integration_manager.ts";
@@ -60,9 +61,11 @@ async function withRoles(
 }
 
 Deno.test("worker: an async step past its timeout ends in a timeout error, and its handler's signal aborts with it", async () => {
-  const reasons: unknown[] = [];
+  const aborted = Promise.withResolvers<unknown>();
+  let calls = 0;
   await withRoles(async (v, ctx) => {
-    reasons.push(await untilAborted(ctx));
+    calls++;
+    aborted.resolve(await untilAborted(ctx));
     return v;
   }, async (client) => {
     const t0 = performance.now();
@@ -71,24 +74,26 @@ Deno.test("worker: an async step past its timeout ends in a timeout error, and i
     assert.equal(r.error?.code, "timeout");
     assert.match(r.error!.message, /ran past 100 ms/);
     assert.ok(took >= 100 && took < 2000, `the timeout error came after ${Math.round(took)} ms`);
-    for (let i = 0; i < 100 && !reasons.length; i++) await new Promise((res) => setTimeout(res, 10));
-    assert.equal(reasons.length, 1);
-    assert.match(String((reasons[0] as Error).message), /ran past 100 ms/);
+    const reason = await withTimeout(aborted.promise, 1000);
+    assert.notEqual(reason, TIMED_OUT, "the handler's signal aborted");
+    assert.match(String((reason as Error).message), /ran past 100 ms/);
+    assert.equal(calls, 1);
   });
 });
 
 Deno.test("worker: closing it aborts the signal of the async steps still running", async () => {
-  let running!: () => void;
-  const started = new Promise<void>((r) => (running = r));
-  let reason: unknown;
+  const started = Promise.withResolvers<void>();
+  const aborted = Promise.withResolvers<unknown>();
   await withRoles(async (v, ctx) => {
-    running();
-    reason = await untilAborted(ctx);
+    started.resolve();
+    aborted.resolve(await untilAborted(ctx));
     return v;
   }, async (client, worker) => {
     void client.request("T", {}).catch(() => {});
-    await started;
+    await started.promise;
     await worker.close();
-    assert.match(String((reason as Error)?.message), /worker closing/);
+    const reason = await withTimeout(aborted.promise, 1000);
+    assert.notEqual(reason, TIMED_OUT, "the handler's signal aborted");
+    assert.match(String((reason as Error).message), /worker closing/);
   });
 });
