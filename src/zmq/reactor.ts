@@ -218,26 +218,34 @@ export class Reactor {
         if (this.#closing) break;
         this.#callAll(this.#onIdle);
       }
-      const n = this.#buildPollItems();
-      let timeout = work > 0 || this.#ops.length > 0 ? 0 : -1;
-      if (work === 0 && this.#syncWaitMs > 0 && this.#ops.length === 0) {
-        // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
-        // with this poll). A message arriving now is picked up in microseconds; if none comes,
-        // hand over with a zero-timeout poll so timers and I/O callbacks run, then wait again.
-        // While async work is pending (holdSyncWait) the wait is cut to 1 ms, so its timers and
-        // I/O run at most that late.
-        const wait = this.#holds > 0 ? Math.min(1, this.#syncWaitMs) : this.#syncWaitMs;
-        if (z.zmq_poll(this.#items, n, i64(wait)) > 0) continue;
-        timeout = 0;
+      if (work === 0 && this.#ops.length === 0) {
+        const n = this.#buildPollItems();
+        if (this.#syncWaitMs > 0) {
+          // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
+          // with this poll). A message arriving now is picked up in microseconds; if none comes,
+          // let the event loop run a turn below (timers, I/O callbacks), then wait again.
+          // While async work is pending (holdSyncWait) the wait is cut to 1 ms, so its timers and
+          // I/O run at most that late.
+          const wait = this.#holds > 0 ? Math.min(1, this.#syncWaitMs) : this.#syncWaitMs;
+          if (z.zmq_poll(this.#items, n, i64(wait)) > 0) continue;
+        } else {
+          this.#polling = true;
+          await z.zmq_poll_async(this.#items, n, i64(-1));
+          this.#polling = false;
+          lastYield = performance.now();
+          if (this.#signalled) {
+            while (this.#signalIn.tryReceive()) { /* drain wake-ups */ }
+            this.#signalled = false;
+          }
+          continue;
+        }
       }
-      this.#polling = true;
-      await z.zmq_poll_async(this.#items, n, i64(timeout));
-      this.#polling = false;
+      // Busy for yieldMs, or an in-thread wait that found nothing: one event-loop turn, so
+      // timers, I/O callbacks and promise chains run. A zero-timeout off-thread poll did this
+      // before, at the price of two thread hops: an idle role woke three threads every 10 ms,
+      // and on a loaded 2-core machine the hop alone took 4-15 ms now and then (measured).
+      await new Promise((resolve) => setImmediate(resolve));
       lastYield = performance.now();
-      if (this.#signalled) {
-        while (this.#signalIn.tryReceive()) { /* drain wake-ups */ }
-        this.#signalled = false;
-      }
     }
     for (const s of [...this.#sockets]) s.closeNow();
     this.#signalOut.close();
