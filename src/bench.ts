@@ -82,6 +82,22 @@ export interface BenchResult {
   readonly p99_ms: number;
   /** Offered rate of the latency run. */
   readonly latency_rate: number;
+  /**
+   * CPU in use on the whole machine's processes of the run (roles and load generator, in cores)
+   * during the run at 50% of peak: how much of the machine is left, the queueing that latency
+   * at that rate is made of.
+   */
+  readonly busy_cores_at_50pct: number;
+  /** Offered rate of the run at 10% of peak. */
+  readonly latency_rate_10pct: number;
+  /** Round trip at 10% of peak, open loop: p50. */
+  readonly p50_ms_at_10pct: number;
+  /** 99th percentile of the same. */
+  readonly p99_ms_at_10pct: number;
+  /** The same deployment idle, after the load: CPU of its role processes together, in cores. */
+  readonly idle_cpu_cores: number;
+  /** The same: context switches per second of all the role processes' threads together. */
+  readonly idle_context_switches_per_s: number;
   /** Every end-to-end run. */
   readonly runs: readonly FlowRun[];
   /** Seconds each closed-loop peak was measured over. */
@@ -265,6 +281,30 @@ function cpuTicks(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** Context switches (voluntary and not) of all of a process's threads so far. */
+function contextSwitches(pid: number): number {
+  let n = 0;
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const status = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/status`);
+        for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s*(\d+)/gm)) n += Number(m[1]);
+      } catch { /* a thread that ended */ }
+    }
+  } catch { /* not Linux, or gone */ }
+  return n;
+}
+
+/** Runs `fn` and returns its result with the CPU (cores) the processes used meanwhile, together. */
+async function withCpu<T>(pids: readonly number[], fn: () => Promise<T>): Promise<[T, number]> {
+  const before = pids.map(cpuTicks);
+  const t0 = performance.now();
+  const result = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  const ticks = pids.reduce((sum, pid, i) => sum + cpuTicks(pid) - before[i], 0);
+  return [result, Math.round((ticks / 100 / wall) * 100) / 100];
 }
 
 function peakRssMiB(pid: number): number {
@@ -486,7 +526,19 @@ async function flowRun(
   latency: boolean,
 ): Promise<
   FlowRun & {
-    latency?: { rate: number; p50: number; p90: number; p99: number; n: number; sequential?: number[] };
+    latency?: {
+      rate: number;
+      p50: number;
+      p90: number;
+      p99: number;
+      n: number;
+      sequential: number[];
+      busyCores: number;
+      low: number[];
+      lowRate: number;
+      idleCpu: number;
+      idleSwitches: number;
+    };
   }
 > {
   const d = await deploy(workers);
@@ -519,7 +571,16 @@ async function flowRun(
     if (latency) {
       sequential = await g.sequential(500);
       const rate = Math.round(flowsPerSecond / 2);
-      const rtt = await g.openLoop(rate, seconds);
+      const [rtt, busyCores] = await withCpu(pids.map(([, pid]) => pid), () => g.openLoop(rate, seconds));
+      const lowRate = Math.round(flowsPerSecond / 10);
+      const low = await g.openLoop(lowRate, seconds);
+      // The deployment idle: what an edge box pays while nothing happens.
+      const roleOnly = pids.filter(([role]) => role !== "load generator").map(([, pid]) => pid);
+      await delay(500);
+      const switches = roleOnly.reduce((n, pid) => n + contextSwitches(pid), 0);
+      const [, idleCpu] = await withCpu(roleOnly, () => delay(IDLE_SECONDS * 1000));
+      const idleSwitches = (roleOnly.reduce((n, pid) => n + contextSwitches(pid), 0) - switches) /
+        IDLE_SECONDS;
       lat = {
         rate,
         p50: percentile(rtt, 50),
@@ -527,6 +588,11 @@ async function flowRun(
         p99: percentile(rtt, 99),
         n: rtt.length,
         sequential,
+        busyCores,
+        low,
+        lowRate,
+        idleCpu,
+        idleSwitches: Math.round(idleSwitches),
       };
     }
     return { steps, workers, flowsPerSecond, warmUpFlowsPerSecond, roles, latency: lat };
@@ -535,6 +601,9 @@ async function flowRun(
     await d.stop();
   }
 }
+
+/** Seconds the main deployment is watched idle after its load. */
+const IDLE_SECONDS = 3;
 
 /** Seconds of closed-loop load each deployment runs before its peak is measured. */
 const WARM_UP_SECONDS = 8;
@@ -589,6 +658,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     p90_ms: round3(main.latency!.p90),
     p99_ms: round3(main.latency!.p99),
     latency_rate: main.latency!.rate,
+    busy_cores_at_50pct: main.latency!.busyCores,
+    latency_rate_10pct: main.latency!.lowRate,
+    p50_ms_at_10pct: round3(percentile(main.latency!.low, 50)),
+    p99_ms_at_10pct: round3(percentile(main.latency!.low, 99)),
+    idle_cpu_cores: main.latency!.idleCpu,
+    idle_context_switches_per_s: main.latency!.idleSwitches,
     seconds,
     warm_up_seconds: WARM_UP_SECONDS,
     runs: runs.map(({ latency: _l, ...r }) => ({
@@ -645,9 +720,18 @@ function printTable(r: BenchResult): void {
     `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
       r.p50_ms.toFixed(2)
     } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,
+    `| CPU busy meanwhile (roles and load generator, of ${m.cores} cores) | ${
+      r.busy_cores_at_50pct.toFixed(2)
+    } cores |`,
+    `| round trip at 10% of peak (${fmt(r.latency_rate_10pct)} flows/s offered): p50 / p99 | ${
+      r.p50_ms_at_10pct.toFixed(2)
+    } / ${r.p99_ms_at_10pct.toFixed(2)} ms |`,
     `| 3-step flow, one request at a time back to back: p50 / p99 | ${r.sequential_p50_ms.toFixed(2)} / ${
       r.sequential_p99_ms.toFixed(2)
     } ms |`,
+    `| the deployment idle: CPU of its roles / context switches | ${r.idle_cpu_cores.toFixed(2)} cores / ${
+      fmt(r.idle_context_switches_per_s)
+    } per s |`,
     "",
     `Peaks: ${
       fmt(CLOSED_LOOP_WINDOW)
