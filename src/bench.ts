@@ -94,7 +94,7 @@ export interface BenchResult {
   readonly p50_ms_at_10pct: number;
   /** 99th percentile of the same. */
   readonly p99_ms_at_10pct: number;
-  /** The same deployment idle, after the load: CPU of its role processes together, in cores. */
+  /** The same deployment idle, from 1.5 s after the load: CPU of its role processes together, in cores. */
   readonly idle_cpu_cores: number;
   /** The same: context switches per second of all the role processes' threads together. */
   readonly idle_context_switches_per_s: number;
@@ -574,9 +574,10 @@ async function flowRun(
       const [rtt, busyCores] = await withCpu(pids.map(([, pid]) => pid), () => g.openLoop(rate, seconds));
       const lowRate = Math.round(flowsPerSecond / 10);
       const low = await g.openLoop(lowRate, seconds);
-      // The deployment idle: what an edge box pays while nothing happens.
+      // The deployment idle: what an edge box pays while nothing happens. Watched from 1.5 s after
+      // the load, once the roles' reactors have handed their waits off-thread (after 1 s idle).
       const roleOnly = pids.filter(([role]) => role !== "load generator").map(([, pid]) => pid);
-      await delay(500);
+      await delay(1500);
       const switches = roleOnly.reduce((n, pid) => n + contextSwitches(pid), 0);
       const [, idleCpu] = await withCpu(roleOnly, () => delay(IDLE_SECONDS * 1000));
       const idleSwitches = (roleOnly.reduce((n, pid) => n + contextSwitches(pid), 0) - switches) /
