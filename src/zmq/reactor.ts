@@ -232,8 +232,9 @@ export class Reactor {
         this.#callAll(this.#onIdle);
       }
       if (work === 0 && this.#ops.length === 0) {
-        const n = this.#buildPollItems();
-        if (this.#syncWaitMs > 0 && (this.#holds > 0 || now - lastMessage < IDLE_HANDOFF_MS)) {
+        const inThread = this.#syncWaitMs > 0 && (this.#holds > 0 || now - lastMessage < IDLE_HANDOFF_MS);
+        const n = this.#buildPollItems(!inThread);
+        if (inThread) {
           // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
           // with this poll). A message arriving now is picked up in microseconds; if none comes,
           // let the event loop run a turn below (timers, I/O callbacks), then wait again.
@@ -300,8 +301,13 @@ export class Reactor {
     return work;
   }
 
-  #buildPollItems(): number {
-    const list: (ReactorSocket | null)[] = [null];
+  /**
+   * Fills the poll items; with `signal`, the wake-up socket first. An in-thread wait leaves it
+   * out: no JavaScript runs meanwhile, so nothing can signal, and libzmq would check it twice
+   * per wait (`ZMQ_EVENTS`: a `getpid` and a `poll` system call each).
+   */
+  #buildPollItems(signal: boolean): number {
+    const list: (ReactorSocket | null)[] = signal ? [null] : [];
     for (const s of this.#sockets) if (s.pollEvents) list.push(s);
     const size = 16 * list.length;
     if (this.#items.length < size) {
