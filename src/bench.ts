@@ -297,15 +297,17 @@ function contextSwitches(pid: number): number {
   return n;
 }
 
-/** Runs `fn` and returns its result with the CPU (cores) the processes used meanwhile, together. */
-async function withCpu<T>(pids: readonly number[], fn: () => Promise<T>): Promise<[T, number]> {
+/** Runs `fn`; returns its result and the CPU (cores) each process used meanwhile. */
+async function withCpu<T>(pids: readonly number[], fn: () => Promise<T>): Promise<[T, number[]]> {
   const before = pids.map(cpuTicks);
   const t0 = performance.now();
   const result = await fn();
   const wall = (performance.now() - t0) / 1000;
-  const ticks = pids.reduce((sum, pid, i) => sum + cpuTicks(pid) - before[i], 0);
-  return [result, Math.round((ticks / 100 / wall) * 100) / 100];
+  return [result, pids.map((pid, i) => (cpuTicks(pid) - before[i]) / 100 / wall)];
 }
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+const round2 = (n: number) => Math.round(n * 100) / 100;
 
 function peakRssMiB(pid: number): number {
   try {
@@ -552,17 +554,15 @@ async function flowRun(
     // after start (functions still being optimized, V8's young generation growing), so the same
     // load runs first; its figure is kept as the cold one.
     const warmUpFlowsPerSecond = await g.closedLoop(WARM_UP_SECONDS);
-    const before = pids.map(([, pid]) => cpuTicks(pid));
-    const t0 = performance.now();
-    const flowsPerSecond = await g.closedLoop(seconds);
-    const wall = (performance.now() - t0) / 1000;
+    const all = pids.map(([, pid]) => pid);
+    const [flowsPerSecond, cores] = await withCpu(all, () => g.closedLoop(seconds));
     const roles: Record<string, { cpu: number; rssMiB: number }> = {};
     pids.forEach(([role, pid], i) => {
       const name = role === "worker"
         ? `worker ${pids.slice(0, i).filter(([r]) => r === "worker").length + 1}`
         : role;
       roles[name] = {
-        cpu: Math.round(((cpuTicks(pid) - before[i]) / 100 / wall) * 100) / 100,
+        cpu: round2(cores[i]),
         rssMiB: peakRssMiB(pid),
       };
     });
@@ -571,17 +571,17 @@ async function flowRun(
     if (latency) {
       sequential = await g.sequential(500);
       const rate = Math.round(flowsPerSecond / 2);
-      const [rtt, busyCores] = await withCpu(pids.map(([, pid]) => pid), () => g.openLoop(rate, seconds));
+      const [rtt, busy] = await withCpu(all, () => g.openLoop(rate, seconds));
       const lowRate = Math.round(flowsPerSecond / 10);
       const low = await g.openLoop(lowRate, seconds);
       // The deployment idle: what an edge box pays while nothing happens. Watched from 1.5 s after
       // the load, once the roles' reactors have handed their waits off-thread (after 1 s idle).
       const roleOnly = pids.filter(([role]) => role !== "load generator").map(([, pid]) => pid);
       await delay(1500);
-      const switches = roleOnly.reduce((n, pid) => n + contextSwitches(pid), 0);
-      const [, idleCpu] = await withCpu(roleOnly, () => delay(IDLE_SECONDS * 1000));
-      const idleSwitches = (roleOnly.reduce((n, pid) => n + contextSwitches(pid), 0) - switches) /
-        IDLE_SECONDS;
+      const switches = () => sum(roleOnly.map(contextSwitches));
+      const switchesBefore = switches();
+      const [, idle] = await withCpu(roleOnly, () => delay(IDLE_SECONDS * 1000));
+      const idleSwitches = (switches() - switchesBefore) / IDLE_SECONDS;
       lat = {
         rate,
         p50: percentile(rtt, 50),
@@ -589,10 +589,10 @@ async function flowRun(
         p99: percentile(rtt, 99),
         n: rtt.length,
         sequential,
-        busyCores,
+        busyCores: round2(sum(busy)),
         low,
         lowRate,
-        idleCpu,
+        idleCpu: round2(sum(idle)),
         idleSwitches: Math.round(idleSwitches),
       };
     }
