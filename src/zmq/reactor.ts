@@ -1,7 +1,8 @@
 /**
- * A reactor per process: every socket of a role waited on together by one off-thread
- * `zmq_poll`, woken early through an inproc signal socket when JavaScript wants to send,
- * change a socket, or stop. Between polls, ready sockets are drained synchronously in
+ * A reactor per process: every socket of a role waited on together by one `zmq_poll`, either
+ * off-thread (woken early through an inproc signal socket when JavaScript wants to send,
+ * change a socket, or stop) or, for the roles while messages keep coming, in-thread (see
+ * {@linkcode ReactorOptions.syncWaitMs}). Between polls, ready sockets are drained synchronously in
  * batches, which is where the speed comes from: a thread hop per message manages ~15k/s,
  * a synchronous `zmq_recv` over a million.
  *
@@ -27,12 +28,12 @@ export interface ReactorOptions {
    */
   readonly yieldMs?: number;
   /**
-   * When a pass finds nothing to do, wait this long in a synchronous (in-thread) `zmq_poll`
-   * before handing the wait to another thread. Waking an off-thread poll costs ~0.2 ms per
-   * message; an in-thread wait wakes in microseconds and uses no CPU, but holds other
-   * JavaScript (timers, I/O callbacks, promise continuations) for at most this long, so it
-   * suits processes whose work is done in `onMessage` callbacks (the roles). After 1 s
-   * without a message the reactor waits off-thread again until one comes. 0 disables it;
+   * When a pass finds nothing to do, wait up to this long in a synchronous (in-thread)
+   * `zmq_poll`, then let the event loop run a turn, and wait again. Waking an off-thread poll
+   * costs ~0.2 ms per message; an in-thread wait wakes in microseconds and uses no CPU, but
+   * holds other JavaScript (timers, I/O callbacks, promise continuations) for at most this
+   * long, so it suits processes whose work is done in `onMessage` callbacks (the roles). After
+   * 1 s without a message the reactor waits off-thread until one comes. 0 disables it;
    * {@linkcode Reactor.holdSyncWait} cuts it to 1 ms while async work is pending. @default {0}
    */
   readonly syncWaitMs?: number;
@@ -70,6 +71,11 @@ const IDLE_TICKS = 4;
  * 2.8 ms at p50 and 6 ms at p90 through the five hops, against 1.7 and 2.0 ms.
  */
 const IDLE_HANDOFF_MS = 1000;
+
+/** One turn of the event loop: timers, I/O callbacks and promise chains run, in microseconds. */
+function eventLoopTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 let reactorCount = 0;
 const RESOLVED = Promise.resolve();
@@ -226,7 +232,7 @@ export class Reactor {
         // While async work is pending (holdSyncWait), yield a whole event-loop turn instead: its
         // promise chains may be longer than a few turns (an async handler per step), and I/O that
         // has completed runs too.
-        if (this.#holds > 0) await new Promise((resolve) => setImmediate(resolve));
+        if (this.#holds > 0) await eventLoopTurn();
         else for (let i = 0; i < IDLE_TICKS; i++) await null;
         if (this.#closing) break;
         this.#callAll(this.#onIdle);
@@ -261,7 +267,7 @@ export class Reactor {
       // timers, I/O callbacks and promise chains run. A zero-timeout off-thread poll did this
       // before, at the price of two thread hops: an idle role woke three threads every 10 ms,
       // and on a loaded 2-core machine the hop alone took 4-15 ms now and then (measured).
-      await new Promise((resolve) => setImmediate(resolve));
+      await eventLoopTurn();
       lastYield = performance.now();
     }
     for (const s of [...this.#sockets]) s.closeNow();
