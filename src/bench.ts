@@ -98,6 +98,21 @@ export interface BenchResult {
   readonly idle_cpu_cores: number;
   /** The same: context switches per second of all the role processes' threads together. */
   readonly idle_context_switches_per_s: number;
+  /**
+   * The bare pipeline: the deployment's shape (four hops, five processes) with relays that only
+   * forward each message, libzmq's loop called from Deno; one message at a time: p50.
+   */
+  readonly bare_sequential_p50_ms: number;
+  /** The bare pipeline open loop at `latency_rate`: p50. */
+  readonly bare_p50_ms: number;
+  /** 99th percentile of the same. */
+  readonly bare_p99_ms: number;
+  /** CPU its five processes used meanwhile, in cores. */
+  readonly bare_busy_cores: number;
+  /** The bare pipeline open loop at `latency_rate_10pct`: p50. */
+  readonly bare_p50_ms_at_10pct: number;
+  /** 99th percentile of the same. */
+  readonly bare_p99_ms_at_10pct: number;
   /** Every end-to-end run. */
   readonly runs: readonly FlowRun[];
   /** Seconds each closed-loop peak was measured over. */
@@ -354,6 +369,48 @@ export function benchId(h: Uint8Array): [number, number] | undefined {
   return [epoch, index];
 }
 
+const NAP = new Int32Array(new SharedArrayBuffer(4));
+
+/** Sleeps the thread for `ms` milliseconds (no event-loop turn). */
+function nap(ms: number): void {
+  Atomics.wait(NAP, 0, 0, ms);
+}
+
+/** What {@linkcode pace} drives: a sender and a reader on raw sockets. */
+interface PacedIo {
+  /** Queues (or sends) request `i`. */
+  add(i: number): void;
+  /** Sends what `add` queued, if anything. */
+  flush(): void;
+  /** Reads what has arrived; returns how many messages it read. */
+  poll(): number;
+}
+
+/**
+ * An open-loop run, paced in-thread at `rate` requests/s: request i is due at t0 + i / rate and
+ * `sentAt[i]` is set to that time; runs until `finished()` or 10 s after the last is due.
+ *
+ * The caller owns the reactor's turn (`Reactor.exec`: no off-thread poll meanwhile). Each pass
+ * sends what is due, reads what arrived, and sleeps ~0.1 ms when nothing did (`Atomics.wait`).
+ * A 1 ms JavaScript timer fires every ~2 ms while a reactor runs, so a timer-paced generator
+ * sends bursts of ~50 requests and measures its own queueing.
+ */
+function pace(rate: number, sentAt: Float64Array, finished: () => boolean, io: PacedIo): void {
+  const total = sentAt.length;
+  const t0 = performance.now();
+  const deadline = t0 + (total / rate) * 1000 + 10_000;
+  let sent = 0;
+  for (let now = t0; !finished() && now < deadline; now = performance.now()) {
+    const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate) + 1); // request 0 at once
+    while (sent < due) {
+      sentAt[sent] = t0 + (sent / rate) * 1000;
+      io.add(sent++);
+    }
+    io.flush();
+    if (!io.poll()) nap(0.05);
+  }
+}
+
 /** A raw-socket load generator speaking the wire protocol. */
 export class Generator {
   /**
@@ -464,49 +521,38 @@ export class Generator {
   }
 
   /**
-   * Open loop at `rate` flows/s for `seconds`; returns round-trip times in ms, each from the
-   * request's scheduled time (no coordinated omission).
-   *
-   * The loop is paced in-thread: it owns the reactor's turn (no off-thread poll meanwhile),
-   * sends what is due, reads the publications as they arrive, and sleeps ~0.1 ms between
-   * passes (`Atomics.wait`). A 1 ms JavaScript timer fires every ~2 ms while a reactor runs,
-   * so a timer-paced generator sends bursts of ~50 requests and measures its own queueing.
+   * Open loop at `rate` flows/s for `seconds` (see {@linkcode pace}); returns round-trip times
+   * in ms, each from the request's scheduled time (no coordinated omission).
    */
   openLoop(rate: number, seconds: number): Promise<number[]> {
     return this.#r.exec(() => {
-      const total = Math.round(rate * seconds);
-      const sentAt = new Float64Array(total);
+      const sentAt = new Float64Array(Math.round(rate * seconds));
       const rtt: number[] = [];
       this.#epoch++;
       this.#onDone = (i, at) => {
-        if (i >= 0 && i < total) rtt.push(at - sentAt[i]);
+        if (i >= 0 && i < sentAt.length) rtt.push(at - sentAt[i]);
       };
       const dealer = this.#dealer.raw;
       const sub = this.#sub.raw;
-      const nap = new Int32Array(new SharedArrayBuffer(4));
-      const t0 = performance.now();
-      const deadline = t0 + seconds * 1000 + 10_000;
-      let sent = 0;
-      for (let now = t0; rtt.length < total && now < deadline; now = performance.now()) {
-        // Request i is due at t0 + i / rate (request 0 at once).
-        const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate) + 1);
-        while (sent < due) {
-          sentAt[sent] = t0 + (sent / rate) * 1000;
-          this.#out.add(0, 0, this.#topic, utf8(`{"v":1,"id":"b${this.#epoch}_${sent}"}`), this.#values);
-          sent++;
-        }
-        if (this.#out.count) {
+      pace(rate, sentAt, () => rtt.length >= sentAt.length, {
+        add: (i) => {
+          this.#out.add(0, 0, this.#topic, utf8(`{"v":1,"id":"b${this.#epoch}_${i}"}`), this.#values);
+        },
+        flush: () => {
+          if (!this.#out.count) return;
           const body = this.#out.take();
-          while (!dealer.trySend([body])) Atomics.wait(nap, 0, 0, 0.05);
-        }
-        let got = 0;
-        for (let f = sub.tryReceive(); f; f = sub.tryReceive()) {
-          this.#published(f, performance.now());
-          got++;
-        }
-        while (dealer.tryReceive()) got++; // acknowledgements
-        if (!got) Atomics.wait(nap, 0, 0, 0.05);
-      }
+          while (!dealer.trySend([body])) nap(0.05);
+        },
+        poll: () => {
+          let got = 0;
+          for (let f = sub.tryReceive(); f; f = sub.tryReceive()) {
+            this.#published(f, performance.now());
+            got++;
+          }
+          while (dealer.tryReceive()) got++; // acknowledgements
+          return got;
+        },
+      });
       return rtt.sort((a, b) => a - b);
     });
   }
@@ -603,6 +649,109 @@ async function flowRun(
   }
 }
 
+/** Figures of {@linkcode barePipeline}. */
+interface BareRun {
+  /** One message at a time, back to back: round trips in ms, sorted. */
+  sequential: number[];
+  /** Per offered rate: round trips in ms (sorted) and the CPU of its processes together (cores). */
+  runs: { rate: number; rtt: number[]; busyCores: number }[];
+}
+
+/**
+ * The shape of a deployment with no framework work in it: this process pushes to a relay in the
+ * Subject's place, which pushes to two relays in the workers' places, which push to a relay in
+ * the Integration Manager's, which publishes back to this process (four hops, five processes).
+ * Each relay is libzmq's own loop called from Deno (`bench_peer.ts relay`: `zmq_poll` in-thread,
+ * then `zmq_recv`/`zmq_send` on one buffer, no reactor, no routing); this process paces and
+ * reads as the flows' generator does. Run open loop at the offered rates of the flows, it shows
+ * what this machine's wake-ups cost before any framework work: the floor of the latency rows.
+ */
+async function barePipeline(rates: readonly number[], seconds: number): Promise<BareRun> {
+  const dir = await Deno.makeTempDir({ prefix: "zmp" });
+  const ep = (name: string) => `ipc://${dir}/${name}`;
+  const stages = [
+    [`@${ep("in")}`, `@${ep("work")}`, "PUSH"],
+    [ep("work"), ep("im"), "PUSH"],
+    [ep("work"), ep("im"), "PUSH"],
+    [`@${ep("im")}`, `@${ep("out")}`, "PUB"],
+  ].map((args) =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", PEER, "relay", ...args], stdin: "piped" }).spawn()
+  );
+  const r = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
+  try {
+    const hwm = { sendHighWaterMark: 1_000_000, receiveHighWaterMark: 1_000_000 };
+    const push = r.socket("PUSH", hwm);
+    await push.connect(ep("in"));
+    const sub = r.socket("SUB", hwm);
+    await sub.subscribe("");
+    await sub.connect(ep("out"));
+    const msg = new Uint8Array(REQUEST_BYTES).fill(120);
+    const index = new DataView(msg.buffer);
+    const send = (i: number) => {
+      index.setFloat64(0, i, true);
+      while (!push.raw.trySend([msg])) nap(0.05);
+    };
+    let arrived = (_i: number, _at: number) => {};
+    const onFrames = (frames: Uint8Array[]) => {
+      const f = frames[0];
+      arrived(new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true), performance.now());
+    };
+    sub.onMessage(onFrames);
+    // Until the whole path is up: a PUB drops what it publishes before the SUB has joined.
+    let up = false;
+    arrived = () => (up = true);
+    for (let i = 0; i < 500 && !up; i++) {
+      send(-1);
+      await delay(20);
+    }
+    if (!up) throw new Error("the bare pipeline did not come up in 10 s");
+    await delay(100);
+    const sequential: number[] = [];
+    for (let i = 0; i < 500; i++) {
+      const t = performance.now();
+      await new Promise<void>((resolve) => {
+        arrived = (j) => j === i && resolve();
+        send(i);
+      });
+      sequential.push(performance.now() - t);
+    }
+    const pids = [...stages.map((p) => p.pid), Deno.pid];
+    const runs: BareRun["runs"] = [];
+    for (const rate of rates) {
+      const [rtt, cores] = await withCpu(pids, () =>
+        r.exec(() => {
+          const sentAt = new Float64Array(Math.round(rate * seconds));
+          const rtt: number[] = [];
+          arrived = (i, at) => {
+            if (i >= 0 && i < sentAt.length) rtt.push(at - sentAt[i]);
+          };
+          pace(rate, sentAt, () => rtt.length >= sentAt.length, {
+            add: send,
+            flush: () => {},
+            poll: () => {
+              let got = 0;
+              for (let f = sub.raw.tryReceive(); f; f = sub.raw.tryReceive()) {
+                onFrames(f);
+                got++;
+              }
+              return got;
+            },
+          });
+          return rtt.sort((a, b) => a - b);
+        }));
+      runs.push({ rate, rtt, busyCores: round2(sum(cores)) });
+    }
+    return { sequential: sequential.sort((a, b) => a - b), runs };
+  } finally {
+    await r.close();
+    for (const p of stages) {
+      await p.stdin.close().catch(() => {});
+      await p.status;
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** Seconds the main deployment is watched idle after its load. */
 const IDLE_SECONDS = 3;
 
@@ -617,12 +766,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/8: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/9: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/8: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/9: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/8: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/9: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -633,13 +782,15 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers] of [[1, 1], [1, 2], [3, 1], [3, 2]]) {
     const latency = steps === 3 && workers === 2;
     say(
-      `bench ${stage++}/8: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
+      `bench ${stage++}/9: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
         latency ? " then open loop at 50% of peak" : ""
       }`,
     );
     runs.push(await flowRun(steps, workers, seconds, latency));
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2)!;
+  say("bench 8/9: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
   const result: BenchResult = {
     machine: m,
     raw_hop_msgs_per_s: Math.round(rawHop),
@@ -665,6 +816,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     p99_ms_at_10pct: round3(percentile(main.latency!.low, 99)),
     idle_cpu_cores: main.latency!.idleCpu,
     idle_context_switches_per_s: main.latency!.idleSwitches,
+    bare_sequential_p50_ms: round3(percentile(bare.sequential, 50)),
+    bare_p50_ms: round3(percentile(bare.runs[0].rtt, 50)),
+    bare_p99_ms: round3(percentile(bare.runs[0].rtt, 99)),
+    bare_busy_cores: bare.runs[0].busyCores,
+    bare_p50_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 50)),
+    bare_p99_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 99)),
     seconds,
     warm_up_seconds: WARM_UP_SECONDS,
     runs: runs.map(({ latency: _l, ...r }) => ({
@@ -673,7 +830,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       warmUpFlowsPerSecond: Math.round(r.warmUpFlowsPerSecond),
     })),
   };
-  say("bench 8/8: done");
+  say("bench 9/9: done");
   printTable(result);
   if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result, null, 2) + "\n");
   return result;
@@ -729,6 +886,15 @@ function printTable(r: BenchResult): void {
     } / ${r.p99_ms_at_10pct.toFixed(2)} ms |`,
     `| 3-step flow, one request at a time back to back: p50 / p99 | ${r.sequential_p50_ms.toFixed(2)} / ${
       r.sequential_p99_ms.toFixed(2)
+    } ms |`,
+    `| bare pipeline, same shape, relays only: one at a time p50 | ${
+      r.bare_sequential_p50_ms.toFixed(2)
+    } ms |`,
+    `| bare pipeline at ${fmt(r.latency_rate)} /s: p50 / p99; CPU busy | ${r.bare_p50_ms.toFixed(2)} / ${
+      r.bare_p99_ms.toFixed(2)
+    } ms; ${r.bare_busy_cores.toFixed(2)} cores |`,
+    `| bare pipeline at ${fmt(r.latency_rate_10pct)} /s: p50 / p99 | ${r.bare_p50_ms_at_10pct.toFixed(2)} / ${
+      r.bare_p99_ms_at_10pct.toFixed(2)
     } ms |`,
     `| the deployment idle: CPU of its roles / context switches | ${r.idle_cpu_cores.toFixed(2)} cores / ${
       fmt(r.idle_context_switches_per_s)

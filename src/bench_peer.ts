@@ -7,11 +7,16 @@
  *                     print {"received", "ms"} (first to last)
  *   echo ENDPOINT W   DEALER: send "hello", then echo every message back until stdin closes;
  *                     W "in-thread": wait for messages in-thread, as the roles do
+ *   relay IN OUT TYPE one stage of the bare pipeline: PULL single-frame messages from IN and
+ *                     forward each as it comes to OUT (a TYPE socket: PUSH or PUB), until stdin
+ *                     closes; an endpoint written "@ENDPOINT" is bound, else connected
  *
  * @module
  */
 
 import { Reactor, ROLE_SYNC_WAIT_MS } from "./zmq/reactor.ts";
+import { Context } from "./zmq/socket.ts";
+import { DONTWAIT, i64, libzmq, POLLIN } from "./zmq/ffi.ts";
 
 /** The three frames of a request of the benchmark's size (about 150 bytes in all). */
 export function benchFrames(flow = "Bench3"): Uint8Array[] {
@@ -26,9 +31,53 @@ export function benchFrames(flow = "Bench3"): Uint8Array[] {
 /** Bytes of a benchmark request, its three frames together. */
 export const REQUEST_BYTES: number = benchFrames().reduce((n, f) => n + f.length, 0);
 
+/**
+ * A stage of the bare pipeline: libzmq's own loop, with nothing of this project's above the
+ * binding (no reactor, no frame copies, no routing). It waits in `zmq_poll` in-thread and
+ * forwards what it finds with `zmq_recv`/`zmq_send` on one buffer, as a C relay would; when it
+ * has waited 100 ms for nothing it lets the event loop run, to see stdin close.
+ */
+async function relay(input: string, output: string, type: "PUSH" | "PUB"): Promise<void> {
+  const z = libzmq().symbols;
+  const ctx = new Context();
+  const hwm = { sendHighWaterMark: 1_000_000, receiveHighWaterMark: 1_000_000, linger: 0 };
+  const pull = ctx.socket("PULL", hwm);
+  const out = ctx.socket(type, hwm);
+  for (const [s, ep] of [[out, output], [pull, input]] as const) {
+    if (ep.startsWith("@")) s.bind(ep.slice(1));
+    else s.connect(ep);
+  }
+  let open = true;
+  (async () => {
+    for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
+    open = false;
+  })();
+  const items = new Uint8Array(16); // one zmq_pollitem_t: socket, fd, events, revents
+  const view = new DataView(items.buffer);
+  view.setBigUint64(0, BigInt(Deno.UnsafePointer.value(pull.pointer)), true);
+  view.setInt16(12, POLLIN, true);
+  const buf = new Uint8Array(64 * 1024);
+  const size = i64(buf.length);
+  const ip = pull.pointer, op = out.pointer;
+  while (open) {
+    if (z.zmq_poll(items, 1, 100n) <= 0) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      continue;
+    }
+    for (let n = z.zmq_recv(ip, buf, size, DONTWAIT); n >= 0; n = z.zmq_recv(ip, buf, size, DONTWAIT)) {
+      z.zmq_send(op, buf, i64(Math.min(n, buf.length)), 0);
+    }
+  }
+  await ctx.terminate();
+}
+
 if (import.meta.main) {
   const [mode, endpoint, count] = Deno.args;
   const n = Number(count);
+  if (mode === "relay") {
+    await relay(endpoint, Deno.args[2], Deno.args[3] === "PUB" ? "PUB" : "PUSH");
+    Deno.exit(0);
+  }
   const reactor = new Reactor(
     mode === "echo" && Deno.args[2] === "in-thread" ? { syncWaitMs: ROLE_SYNC_WAIT_MS } : {},
   );

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { benchId } from "../src/bench.ts";
 import { encodeHeader } from "../src/protocol.ts";
+import { Reactor } from "../src/zmq/reactor.ts";
+import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 
 Deno.test("bench: the generator reads the epoch and index of its request ids from header bytes", () => {
   assert.deepEqual(benchId(encodeHeader({ v: 1, id: "b3_42", n: 3 })), [3, 42]);
@@ -10,4 +12,44 @@ Deno.test("bench: the generator reads the epoch and index of its request ids fro
     assert.equal(benchId(encodeHeader({ v: 1, id })), undefined, id);
   }
   assert.equal(benchId(new Uint8Array(0)), undefined);
+});
+
+Deno.test("bench: a bare-pipeline relay forwards every message in order and exits when stdin closes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmt" });
+  const r = new Reactor();
+  const relay = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../src/bench_peer.ts", import.meta.url).href,
+      "relay",
+      `@ipc://${dir}/in`,
+      `@ipc://${dir}/out`,
+      "PUSH",
+    ],
+    stdin: "piped",
+  }).spawn();
+  try {
+    const push = r.socket("PUSH");
+    await push.connect(`ipc://${dir}/in`);
+    const pull = r.socket("PULL");
+    await pull.connect(`ipc://${dir}/out`);
+    const it = pull.messages();
+    const n = 2000;
+    for (let i = 0; i < n; i++) await push.send([new TextEncoder().encode(`m${i}`)]);
+    for (let i = 0; i < n; i++) {
+      const frames = (await it.next()).value!;
+      assert.equal(new TextDecoder().decode(frames[0]), `m${i}`);
+    }
+    await relay.stdin.close();
+    const status = await withTimeout(relay.status, 5000);
+    assert.notEqual(status, TIMED_OUT, "the relay did not exit within 5 s of stdin closing");
+    assert.equal(status !== TIMED_OUT && status.code, 0);
+  } finally {
+    try {
+      relay.kill();
+    } catch { /* exited */ }
+    await r.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
