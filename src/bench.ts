@@ -14,7 +14,7 @@ import { libzmq } from "./zmq/ffi.ts";
 import { BatchWriter, sendBatch } from "./batch.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "./zmq/reactor.ts";
 import { utf8 } from "./protocol.ts";
-import { delay, readUntil } from "./_async.ts";
+import { delay, readUntil, TIMED_OUT, withTimeout } from "./_async.ts";
 import { type Deployment, rolePids, spawnDeployment } from "./deployment.ts";
 
 /** Options of {@linkcode runBench}. */
@@ -687,9 +687,15 @@ async function barePipeline(rates: readonly number[], seconds: number): Promise<
     await sub.connect(ep("out"));
     const msg = new Uint8Array(REQUEST_BYTES).fill(120);
     const index = new DataView(msg.buffer);
-    const send = (i: number) => {
+    // On the reactor's turn (inside `exec`): straight to libzmq.
+    const sendNow = (i: number) => {
       index.setFloat64(0, i, true);
       while (!push.raw.trySend([msg])) nap(0.05);
+    };
+    // Outside it (the reactor may be polling on another thread): through the reactor.
+    const send = (i: number) => {
+      index.setFloat64(0, i, true);
+      return push.send([msg]);
     };
     let arrived = (_i: number, _at: number) => {};
     const onFrames = (frames: Uint8Array[]) => {
@@ -701,7 +707,7 @@ async function barePipeline(rates: readonly number[], seconds: number): Promise<
     let up = false;
     arrived = () => (up = true);
     for (let i = 0; i < 500 && !up; i++) {
-      send(-1);
+      await send(-1);
       await delay(20);
     }
     if (!up) throw new Error("the bare pipeline did not come up in 10 s");
@@ -709,10 +715,9 @@ async function barePipeline(rates: readonly number[], seconds: number): Promise<
     const sequential: number[] = [];
     for (let i = 0; i < 500; i++) {
       const t = performance.now();
-      await new Promise<void>((resolve) => {
-        arrived = (j) => j === i && resolve();
-        send(i);
-      });
+      const done = new Promise<void>((resolve) => (arrived = (j) => j === i && resolve()));
+      await send(i);
+      await done;
       sequential.push(performance.now() - t);
     }
     const pids = [...stages.map((p) => p.pid), Deno.pid];
@@ -726,7 +731,7 @@ async function barePipeline(rates: readonly number[], seconds: number): Promise<
             if (i >= 0 && i < sentAt.length) rtt.push(at - sentAt[i]);
           };
           pace(rate, sentAt, () => rtt.length >= sentAt.length, {
-            add: send,
+            add: sendNow,
             flush: () => {},
             poll: () => {
               let got = 0;
@@ -746,7 +751,11 @@ async function barePipeline(rates: readonly number[], seconds: number): Promise<
     await r.close();
     for (const p of stages) {
       await p.stdin.close().catch(() => {});
-      await p.status;
+      // A relay blocked in a send (its peer gone) never sees stdin close.
+      if (await withTimeout(p.status, 5000) === TIMED_OUT) {
+        p.kill("SIGKILL");
+        await p.status;
+      }
     }
     await Deno.remove(dir, { recursive: true });
   }
