@@ -16,6 +16,7 @@
 
 import { Reactor, ROLE_SYNC_WAIT_MS } from "./zmq/reactor.ts";
 import { Context } from "./zmq/socket.ts";
+import { delay } from "./_async.ts";
 import { DONTWAIT, i64, libzmq, POLLIN } from "./zmq/ffi.ts";
 
 /** The three frames of a request of the benchmark's size (about 150 bytes in all). */
@@ -61,7 +62,7 @@ async function relay(input: string, output: string, type: "PUSH" | "PUB"): Promi
   const ip = pull.pointer, op = out.pointer;
   while (open) {
     if (z.zmq_poll(items, 1, 100n) <= 0) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await delay(0);
       continue;
     }
     for (let n = z.zmq_recv(ip, buf, size, DONTWAIT); n >= 0; n = z.zmq_recv(ip, buf, size, DONTWAIT)) {
