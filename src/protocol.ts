@@ -23,7 +23,8 @@ export type ErrorCode =
   | "step_limit"
   | "bad_resume"
   | "bad_request"
-  | "overloaded";
+  | "overloaded"
+  | "poisoned";
 
 /** The JSON header frame. */
 export interface Header {

@@ -153,6 +153,7 @@ export async function runSubject(
     duplicateWindow: config.duplicate_window,
     pausedStore: config.async_store,
     asyncTimeout: config.async_timeout,
+    maxDeliveries: config.max_deliveries,
   });
   return await serveUntilStopped(config, "subject", supervised, () => subject.stats(), async (signal) => {
     const log = logger("subject");
@@ -192,6 +193,8 @@ export async function runWorker(
     handlerTimeout: config.handler_timeout,
     timeouts: new Map([...catalog.timeouts].map(([lookup, t]) => [lookup, t.ms])),
     heartbeatInterval: config.heartbeat_interval,
+    heartbeatTimeout: config.heartbeat_timeout,
+    watchdog: true,
   });
   return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
     log.info("{signal}: finishing running steps", { signal });

@@ -19,6 +19,7 @@ import {
   DEFAULT_ASYNC_TIMEOUT,
   DEFAULT_DUPLICATE_WINDOW,
   DEFAULT_HEARTBEAT_TIMEOUT,
+  DEFAULT_MAX_DELIVERIES,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
 import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
@@ -72,6 +73,12 @@ export interface SubjectOptions {
   readonly pausedStore?: string;
   /** Milliseconds a paused flow waits for its resume before a `timeout` error. @default {3600000} */
   readonly asyncTimeout?: number;
+  /**
+   * Deliveries of one step that may end in its worker's failure (it died, went silent, or its
+   * watchdog reported the step blocking its event loop) before the request ends with a
+   * `poisoned` error publication instead of another delivery. @default {2}
+   */
+  readonly maxDeliveries?: number;
 }
 
 /** Counters of a Subject. */
@@ -102,6 +109,8 @@ export interface SubjectStats {
   paused: number;
   /** Flows resumed. */
   resumed: number;
+  /** Requests ended with a `poisoned` error: their step's workers failed `max_deliveries` times. */
+  poisoned: number;
 }
 
 interface WorkerState {
@@ -113,6 +122,8 @@ interface WorkerState {
   readonly inflight: Set<number>;
   lastSeen: number;
   leaving: boolean;
+  /** Reserved for a suspect step, which it runs alone (it gets no other step meanwhile). */
+  isolating: boolean;
 }
 
 interface InFlight {
@@ -192,8 +203,16 @@ export class Subject {
     const flow = this.#o.flows.get(fields.flow);
     return { fields, flow, place: flow && placeRequest(flow, fields) };
   });
+  /**
+   * Why each delivery of a step ended in its worker's failure, by the step's frames (the same
+   * array travels with every redelivery of the step).
+   */
+  readonly #failures = new WeakMap<readonly Uint8Array[], string[]>();
+  /** Steps that failed `maxDeliveries` times among others, waiting to run alone on a worker. */
+  #suspects: (readonly Uint8Array[])[] = [];
   readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
     resumed: 0,
+    poisoned: 0,
     received: 0,
     dispatched: 0,
     published: 0,
@@ -219,6 +238,7 @@ export class Subject {
       duplicateWindow: options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW,
       pausedStore: options.pausedStore ?? ":memory:",
       asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
+      maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
     };
   }
 
@@ -277,7 +297,7 @@ export class Subject {
       ...this.#stats,
       dropped,
       inFlight: this.#inflight.size,
-      pending: this.#pending.length - this.#pendingHead,
+      pending: this.#pending.length - this.#pendingHead + this.#suspects.length,
       workers: this.#workers.size,
       paused: this.#store.count(),
     };
@@ -583,7 +603,7 @@ export class Subject {
   #pickWorker(): WorkerState | undefined {
     let best: WorkerState | undefined;
     for (const w of this.#workers.values()) {
-      if (!w.leaving && w.credit > 0 && (!best || w.credit > best.credit)) best = w;
+      if (!w.leaving && !w.isolating && w.credit > 0 && (!best || w.credit > best.credit)) best = w;
     }
     return best;
   }
@@ -603,6 +623,7 @@ export class Subject {
   }
 
   #pump(): void {
+    this.#pumpSuspects();
     while (this.#pendingHead < this.#pending.length) {
       const w = this.#pickWorker();
       if (!w) break;
@@ -667,6 +688,7 @@ export class Subject {
           inflight: new Set(),
           lastSeen: 0,
           leaving: false,
+          isolating: false,
         };
         this.#workers.set(key, w);
         this.#log.info("Worker {worker} joined with {credit} credits", { worker: key, credit });
@@ -680,6 +702,16 @@ export class Subject {
       }
       this.#pump();
       return;
+    }
+    if (type === "STUCK") {
+      // From a worker's watchdog thread: [id, STUCK, {"worker", "d", "ms"}]
+      try {
+        const b = JSON.parse(text(frames[2] ?? utf8("{}")));
+        if (typeof b?.worker === "string" && typeof b.d === "number") {
+          return this.#onStuck(b.worker, b.d, Number(b.ms) || 0);
+        }
+      } catch { /* dropped below */ }
+      return this.#drop("bad_worker_message", "STUCK");
     }
     if (type === "BYE") {
       if (!w) return;
@@ -749,23 +781,113 @@ export class Subject {
     const now = performance.now();
     for (const w of [...this.#workers.values()]) {
       if (now - w.lastSeen <= this.#o.heartbeatTimeout) continue;
-      this.#workers.delete(w.key);
-      const lost = [...w.inflight].sort((a, b) => a - b).map((d) => {
-        const f = this.#inflight.get(d)!;
-        this.#inflight.delete(d);
-        return f.frames;
-      });
-      this.#stats.redelivered += lost.length;
+      const ms = Math.round(now - w.lastSeen);
+      const why = `worker ${w.key} went silent for ${ms} ms (it died, hung or was stopped)`;
+      const held = this.#takeSteps(w);
+      const lost = held.filter((f) => this.#deliveryFailed(f, why, held.length === 1));
       this.#log.warn("Worker {worker} silent for {ms} ms: giving its {n} steps to other workers", {
         worker: w.key,
-        ms: Math.round(now - w.lastSeen),
+        ms,
         n: lost.length,
       });
-      // Redelivered steps go first, in their original order.
-      this.#pending = [...lost, ...this.#pending.slice(this.#pendingHead)];
-      this.#pendingHead = 0;
+      this.#redeliver(lost);
     }
     this.#pump();
+  }
+
+  /**
+   * A worker's watchdog reports that the handler of step `d` has blocked the worker's event
+   * loop for `ms` ms. That step alone counts a failed delivery; the worker's other steps are
+   * innocent and go to other workers at once. The worker gets no more steps until it speaks
+   * again (its watchdog kills it once the handler runs past its timeout).
+   */
+  #onStuck(key: string, d: number, ms: number): void {
+    const w = this.#workers.get(key);
+    if (!w || !w.inflight.has(d)) return; // its steps were given away already
+    const culprit = this.#inflight.get(d)!.frames;
+    const steps = this.#takeSteps(w).filter((f) =>
+      f !== culprit ||
+      this.#deliveryFailed(f, `worker ${key}: the handler blocked its event loop for ${ms} ms`, true)
+    );
+    this.#log.warn(
+      "Worker {worker}: a handler has blocked its event loop for {ms} ms; giving its {n} steps to other workers",
+      {
+        worker: key,
+        ms,
+        n: steps.length,
+      },
+    );
+    this.#redeliver(steps);
+    this.#pump();
+  }
+
+  /**
+   * Sends suspect steps one at a time to a worker reserved for them: it gets no other step, and
+   * the suspect goes once its steps in flight have finished. One worker at most is reserved;
+   * it goes back to ordinary work when no suspect is left.
+   */
+  #pumpSuspects(): void {
+    let reserved: WorkerState | undefined;
+    for (const w of this.#workers.values()) if (w.isolating) reserved = w;
+    if (!this.#suspects.length) {
+      if (reserved && reserved.inflight.size === 0) reserved.isolating = false;
+      return;
+    }
+    if (!reserved) {
+      for (const w of this.#workers.values()) {
+        if (!w.leaving && (!reserved || w.inflight.size < reserved.inflight.size)) reserved = w;
+      }
+      if (!reserved) return;
+      reserved.isolating = true;
+    }
+    if (reserved.inflight.size === 0 && reserved.credit > 0) this.#sendTo(reserved, this.#suspects.shift()!);
+  }
+
+  /** Forgets a worker and takes back its steps in flight, in dispatch order. */
+  #takeSteps(w: WorkerState): (readonly Uint8Array[])[] {
+    this.#workers.delete(w.key);
+    return [...w.inflight].sort((a, b) => a - b).map((d) => {
+      const f = this.#inflight.get(d)!;
+      this.#inflight.delete(d);
+      return f.frames;
+    });
+  }
+
+  /** Puts steps taken back from a worker at the front of the queue, in their order. */
+  #redeliver(steps: (readonly Uint8Array[])[]): void {
+    this.#stats.redelivered += steps.length;
+    this.#pending = [...steps, ...this.#pending.slice(this.#pendingHead)];
+    this.#pendingHead = 0;
+  }
+
+  /**
+   * Records that a delivery of a step ended in its worker's failure. Returns `true` if it is to
+   * be delivered again as usual. After `maxDeliveries` failures the step is poisoned (a `poisoned`
+   * error publication ends its request) when the last failure is pinned on it: its worker's
+   * watchdog named it, or it was the only step its worker held. A step whose worker died holding
+   * other steps too may only have been unlucky: it gets one more delivery, alone on a worker
+   * (see `#pumpSuspects`), so innocent steps that shared two dying workers with a poison one are
+   * not poisoned with it.
+   */
+  #deliveryFailed(frames: readonly Uint8Array[], why: string, pinned: boolean): boolean {
+    let whys = this.#failures.get(frames);
+    if (!whys) this.#failures.set(frames, whys = []);
+    whys.push(why);
+    if (whys.length < this.#o.maxDeliveries) return true;
+    if (!pinned) {
+      this.#suspects.push(frames);
+      this.#stats.redelivered++;
+      return false;
+    }
+    this.#stats.poisoned++;
+    const topic = text(frames[0]);
+    const h = decodeHeader(frames[1]);
+    const header = typeof h === "string" ? { id: "" } : h;
+    const message = `step ${topic} was delivered ${whys.length} times and its worker failed each time: ` +
+      whys.map((w, i) => `(${i + 1}) ${w}`).join("; ");
+    this.#log.error("Request {id} poisoned: {message}", { id: header.id, message });
+    this.#errorPublish(parseTopic(topic)?.flow ?? "", header, frames[2], "poisoned", message);
+    return false;
   }
 
   /**
@@ -776,12 +898,12 @@ export class Subject {
   async drain(timeoutMs = 10_000): Promise<boolean> {
     this.#draining = true;
     const deadline = performance.now() + timeoutMs;
-    while (
-      this.#inflight.size + (this.#pending.length - this.#pendingHead) > 0 && performance.now() < deadline
-    ) {
+    const left = () =>
+      this.#inflight.size + (this.#pending.length - this.#pendingHead) + this.#suspects.length;
+    while (left() > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    const clean = this.#inflight.size + (this.#pending.length - this.#pendingHead) === 0;
+    const clean = left() === 0;
     await this.close();
     return clean;
   }

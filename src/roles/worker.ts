@@ -12,6 +12,7 @@ import { DEFAULT_STEP_LIMIT, stepKind } from "../flow_step.ts";
 import {
   DEFAULT_HANDLER_TIMEOUT,
   DEFAULT_HEARTBEAT_INTERVAL,
+  DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
 import type { BoundHandler, HandlerContext, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
@@ -33,6 +34,7 @@ import {
   utf8,
 } from "../protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import { LoopMonitor, startWatchdog } from "./watchdog.ts";
 
 /** Options of {@linkcode Worker.start}. */
 export interface WorkerOptions {
@@ -57,6 +59,18 @@ export interface WorkerOptions {
   readonly heartbeatInterval?: number;
   /** A reactor to share (inproc deployments). */
   readonly reactor?: Reactor;
+  /**
+   * Milliseconds of silence after which the Subject gives this worker's steps away (its
+   * `heartbeat_timeout`); the watchdog reports a blocked handler after half of it.
+   * @default {5000}
+   */
+  readonly heartbeatTimeout?: number;
+  /**
+   * Run a watchdog thread (see `watchdog.ts`) that reports a handler blocking the event loop to
+   * the Subject and kills this process once the loop has been blocked past the handler timeout.
+   * Only for a worker that has its process to itself. @default {false}
+   */
+  readonly watchdog?: boolean;
 }
 
 /** Counters of a worker. */
@@ -149,7 +163,7 @@ interface StepPlan {
 
 /** A running worker. */
 export class Worker {
-  readonly #o: Required<Omit<WorkerOptions, "reactor">>;
+  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog">>;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("worker");
@@ -178,6 +192,9 @@ export class Worker {
   readonly #running = new Set<RunningStep>();
   #sweepTimer?: ReturnType<typeof setTimeout>;
   #closed?: Promise<void>;
+  /** Marks which step's handler runs, for the watchdog thread (when there is one). */
+  #monitor?: LoopMonitor;
+  #stopWatchdog?: () => void;
 
   private constructor(options: WorkerOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
@@ -191,18 +208,33 @@ export class Worker {
       handlerTimeout: options.handlerTimeout ?? DEFAULT_HANDLER_TIMEOUT,
       timeouts: options.timeouts ?? new Map(),
       heartbeatInterval: options.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
+      heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
     };
   }
 
   /** Connects to the Subject and starts taking steps. */
   static async start(options: WorkerOptions): Promise<Worker> {
     const w = new Worker(options);
+    const routingId = `worker-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
     w.#sock = w.#reactor.socket("DEALER", {
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       linger: 1000,
-      routingId: `worker-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+      routingId,
     });
+    if (options.watchdog) {
+      w.#monitor = new LoopMonitor();
+      // Reported well before the Subject would take the worker for dead (its heartbeat timeout),
+      // so only the blocking step is counted against; killed at the handler timeout.
+      const stallAfter = Math.min(w.#o.handlerTimeout, Math.floor(w.#o.heartbeatTimeout / 2));
+      w.#stopWatchdog = startWatchdog({
+        buffer: w.#monitor.buffer,
+        subjectAddress: w.#o.subjectAddress,
+        worker: routingId,
+        stallAfter,
+        killAfter: Math.max(stallAfter, w.#o.handlerTimeout),
+      });
+    }
     await w.#sock.connect(w.#o.subjectAddress);
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#flush());
@@ -247,7 +279,7 @@ export class Worker {
       this.#stats.active++;
       this.#holding.add(d);
       if (d > this.#lastDispatch) this.#lastDispatch = d;
-      const r = this.runSegment(topic, header, values);
+      const r = this.runSegment(topic, header, values, d);
       if (r instanceof Promise) r.then((x) => this.#reply(d, x));
       else this.#reply(d, r);
     }
@@ -299,6 +331,7 @@ export class Worker {
     topicFrame: Uint8Array,
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
+    d = 0,
   ): SegmentResult | Promise<SegmentResult> {
     const fields = this.#topicInfo.get(text(topicFrame));
     const header = decodeHeader(headerFrame);
@@ -335,7 +368,7 @@ export class Worker {
     // the step only marks where outside input (the resume values) enters the flow.
     const passThrough = header.r === 1 && flow.steps[header.pos]?.key.decorator === ASYNC &&
       !this.#plan(flow, header.pos).handler;
-    return this.#steps(flow, header.id, header.pos, header.n ?? 0, decoded, passThrough);
+    return this.#steps(flow, header.id, header.pos, header.n ?? 0, decoded, passThrough, d);
   }
 
   #steps(
@@ -345,6 +378,7 @@ export class Worker {
     n: number,
     values: Values,
     passThrough: boolean,
+    d: number,
   ): SegmentResult | Promise<SegmentResult> {
     for (;;) {
       const step = flow.steps[pos];
@@ -361,7 +395,7 @@ export class Worker {
           );
         }
         try {
-          out = this.#call(plan.handler, plan.timeout, values, flow, pos, id);
+          out = this.#call(plan.handler, plan.timeout, values, flow, pos, id, d);
         } catch (e) {
           return this.#failed(flow, id, pos, n, values, e);
         }
@@ -371,7 +405,7 @@ export class Worker {
         const p0 = pos, n0 = n, v0 = values;
         const release = this.#reactor.holdSyncWait();
         return out.then(
-          (v) => this.#after(flow, id, p0, n0, v) ?? this.#steps(flow, id, p0 + 1, n0 + 1, v, false),
+          (v) => this.#after(flow, id, p0, n0, v) ?? this.#steps(flow, id, p0 + 1, n0 + 1, v, false, d),
           (e) => this.#failed(flow, id, p0, n0, v0, e),
         ).finally(release);
       }
@@ -450,6 +484,7 @@ export class Worker {
     flow: Flow,
     position: number,
     id: string,
+    d: number,
   ): Values | Promise<Values> {
     const key = flow.steps[position].key;
     const ctx = new StepContext(
@@ -460,7 +495,15 @@ export class Worker {
       this.#handlerLogger(flow.name),
       this.#stop.signal,
     );
-    const result = handler.call(values, ctx);
+    let result: Values | Promise<Values>;
+    if (this.#monitor) {
+      this.#monitor.enter(d);
+      try {
+        result = handler.call(values, ctx);
+      } finally {
+        this.#monitor.leave();
+      }
+    } else result = handler.call(values, ctx);
     if (!(result instanceof Promise)) return result;
     return new Promise<Values>((resolve, reject) => {
       const step: RunningStep = { ctx, key, timeout, deadline: performance.now() + timeout, reject };
@@ -529,6 +572,8 @@ export class Worker {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
       clearTimeout(this.#sweepTimer);
+      this.#monitor?.stop();
+      this.#stopWatchdog?.();
       this.#stop.abort(new Error("worker closing"));
       for (const step of this.#running) step.ctx.stopped();
       if (this.#ownsReactor) await this.#reactor.close();

@@ -1,0 +1,162 @@
+// Poison requests (SPEC §6, issue 16 item 1): a request whose handler blocks its worker's event
+// loop for good ends with a `poisoned` error publication after `max_deliveries` deliveries,
+// while steady traffic around it loses nothing; the hung workers are killed and replaced, and
+// SIGTERM still stops `start`. Real processes, real signals.
+import assert from "node:assert/strict";
+import { rolePids, roleStats } from "../src/deployment.ts";
+import type { Publication } from "../src/protocol.ts";
+import { startDeployment } from "./helpers.ts";
+
+const POISON = [
+  new URL("../fixtures/components/poison/flows.ini", import.meta.url).pathname,
+  new URL("../fixtures/components/poison/mapping.ini", import.meta.url).pathname,
+];
+const HANDLER_TIMEOUT = 1500;
+
+/** The Subject's counters once `ok` holds of them (they are written once a second), or after 5 s. */
+async function subjectStatsWhen(
+  dir: string,
+  ok: (s: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  const deadline = performance.now() + 5000;
+  for (;;) {
+    const s = await roleStats(dir, "subject");
+    if (ok(s) || performance.now() > deadline) return s;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+const HEARTBEAT_TIMEOUT = 2000;
+
+Deno.test("a request whose handler blocks the event loop ends as poisoned; steady traffic loses nothing; SIGTERM stops start", async () => {
+  await using d = await startDeployment({
+    files: POISON,
+    workers: 2,
+    args: [
+      "--handler-timeout",
+      String(HANDLER_TIMEOUT),
+      "--heartbeat-interval",
+      "200",
+      "--heartbeat-timeout",
+      String(HEARTBEAT_TIMEOUT),
+    ],
+  });
+  await using client = await d.connect();
+  const workersBefore = await rolePids(d.dir, "worker");
+
+  // Steady load: 40 requests in flight at all times (20 ms handlers), 3,000 in all.
+  const total = 3000;
+  let sent = 0;
+  let stopLoad = false;
+  const results: Publication[] = [];
+  const lane = async () => {
+    while (!stopLoad && sent < total) {
+      const k = sent++;
+      results.push(await client.request("Hang", { k, ms: 20 }, { id: `ok-${k}`, timeout: 60_000 }));
+    }
+  };
+  const load = Promise.all(Array.from({ length: 40 }, lane));
+
+  await new Promise((r) => setTimeout(r, 500));
+  const t0 = performance.now();
+  const poisoned = await client.request("Hang", { hang: true }, { id: "poison", timeout: 30_000 });
+  const took = performance.now() - t0;
+  await load;
+  stopLoad = true;
+
+  assert.equal(poisoned.action, "error", JSON.stringify(poisoned));
+  assert.equal(poisoned.error?.code, "poisoned");
+  assert.match(poisoned.error!.message, /blocked its event loop/);
+  assert.match(poisoned.error!.message, /delivered 2 times/);
+  const bound = HANDLER_TIMEOUT + HEARTBEAT_TIMEOUT + 3000;
+  assert.ok(took < bound, `the poisoned error came after ${Math.round(took)} ms (bound ${bound} ms)`);
+
+  assert.equal(results.length, total, "every ordinary request was answered");
+  const failed = results.filter((p) => p.action !== "done");
+  assert.deepEqual(failed.map((p) => p.error), [], "no ordinary request failed");
+  assert.deepEqual(
+    results.map((p) => Number(p.values.k)).sort((a, b) => a - b),
+    Array.from({ length: total }, (_, k) => k),
+  );
+
+  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
+  assert.equal(subject.poisoned, 1);
+  // Both workers that ran the poison were killed by their watchdogs and replaced.
+  const deadline = performance.now() + 10_000;
+  let workersAfter = await rolePids(d.dir, "worker");
+  while (
+    (workersAfter.length < 2 || workersAfter.some((p) => workersBefore.includes(p))) &&
+    performance.now() < deadline
+  ) {
+    await new Promise((r) => setTimeout(r, 100));
+    workersAfter = await rolePids(d.dir, "worker");
+  }
+  assert.equal(workersAfter.length, 2, "two live workers again");
+  assert.ok(!workersAfter.some((p) => workersBefore.includes(p)), "the hung workers were replaced");
+  // The replaced workers serve again.
+  const again = await client.request("Hang", { ms: 1 }, { timeout: 10_000 });
+  assert.equal(again.action, "done");
+
+  await client.close();
+  const stopAt = performance.now();
+  d.process.kill("SIGTERM");
+  const status = await d.process.status;
+  const stopTook = performance.now() - stopAt;
+  assert.equal(status.code, 0);
+  assert.ok(stopTook < 20_000, `SIGTERM stopped start in ${Math.round(stopTook)} ms`);
+});
+
+Deno.test("a poison request alone on a quiet deployment: the worker's other steps are not counted against", async () => {
+  await using d = await startDeployment({
+    files: POISON,
+    workers: 2,
+    args: ["--handler-timeout", "1000", "--heartbeat-interval", "200", "--heartbeat-timeout", "3000"],
+  });
+  await using client = await d.connect();
+  assert.equal((await subjectStatsWhen(d.dir, (s) => s.workers === 2)).workers, 2, "both workers joined");
+  // Innocents (600 ms each) in flight on both workers when the poison lands: those on the blocked
+  // worker are handed on with the poison, so they are on both workers its watchdogs report. They
+  // are never counted as failed deliveries (two would poison them too), and finish.
+  const innocents = Array.from(
+    { length: 20 },
+    (_, k) => client.request("Hang", { k, ms: 600 }, { id: `slow-${k}`, timeout: 30_000 }),
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  const poison = await client.request("Hang", { hang: true }, { id: "poison", timeout: 20_000 });
+  assert.equal(poison.error?.code, "poisoned");
+  for (const p of await Promise.all(innocents)) assert.equal(p.action, "done", JSON.stringify(p.error));
+  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
+  assert.equal(subject.poisoned, 1);
+  assert.ok(Number(subject.redelivered) > 2, `innocent steps were handed on (${subject.redelivered})`);
+});
+
+Deno.test("a request that kills its worker process is poisoned once it has killed a worker alone; steady traffic loses nothing", async () => {
+  await using d = await startDeployment({
+    files: POISON,
+    workers: 2,
+    args: ["--heartbeat-interval", "100", "--heartbeat-timeout", "1000"],
+  });
+  await using client = await d.connect();
+  assert.equal((await subjectStatsWhen(d.dir, (s) => s.workers === 2)).workers, 2, "both workers joined");
+  // 60 requests of 300 ms always in flight: the workers that the poison kills hold many steps,
+  // and the steps redelivered with it share its second worker too.
+  const total = 1500;
+  let sent = 0;
+  const results: Publication[] = [];
+  const lane = async () => {
+    while (sent < total) {
+      const k = sent++;
+      results.push(await client.request("Hang", { k, ms: 300 }, { id: `ok-${k}`, timeout: 60_000 }));
+    }
+  };
+  const load = Promise.all(Array.from({ length: 60 }, lane));
+  await new Promise((r) => setTimeout(r, 500));
+  const poison = await client.request("Hang", { crash: true }, { id: "poison", timeout: 30_000 });
+  await load;
+  assert.equal(poison.error?.code, "poisoned", JSON.stringify(poison));
+  assert.match(poison.error!.message, /went silent/);
+  const failed = results.filter((p) => p.action !== "done");
+  assert.deepEqual(failed.map((p) => p.error), [], "no ordinary request failed");
+  assert.equal(results.length, total);
+  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
+  assert.equal(subject.poisoned, 1);
+});
