@@ -64,8 +64,13 @@ export interface Fixture {
   spec: string[];
   /** The component folder under `fixtures/components/`. */
   component: string;
-  /** Extra flow/mapping files: `{corpus}/…` is the shared DigitalPy corpus. */
+  /**
+   * Extra flow/mapping files loaded before the component's, in this order: `{corpus}/…` is the
+   * shared DigitalPy corpus, `{components}/…` the fixtures' components folder.
+   */
   files?: string[];
+  /** Extra files loaded after the component's, in this order (a later file wins a conflict). */
+  filesAfter?: string[];
   /** Extra `start` arguments (e.g. `--step-limit 4`). */
   args?: string[];
   /** Services for `@PUBLISH` steps. */
@@ -106,16 +111,18 @@ export async function loadFixtures(filter?: string, dir: string = FIXTURES_DIR):
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** The files a fixture's deployment loads; `undefined` if the corpus it needs is missing. */
+/**
+ * The files a fixture's deployment loads, in loading order: `files`, the component's flows and
+ * mapping, then `filesAfter`. `undefined` if one is missing (the corpus is not beside the repo).
+ */
 export function fixtureFiles(f: Fixture, dir: string = FIXTURES_DIR): string[] | undefined {
   const comp = `${dir}components/${f.component}`;
-  const files = [`${comp}/flows.ini`, `${comp}/mapping.ini`].filter((p) => exists(p));
-  for (const extra of f.files ?? []) {
-    const p = extra.replace("{corpus}/", CORPUS_DIR);
-    if (!exists(p)) return undefined;
-    files.unshift(p);
-  }
-  return files;
+  const resolve = (p: string) =>
+    p.replace("{corpus}/", CORPUS_DIR).replace("{components}/", `${dir}components/`);
+  const before = (f.files ?? []).map(resolve);
+  const after = (f.filesAfter ?? []).map(resolve);
+  if (![...before, ...after].every(exists)) return undefined;
+  return [...before, ...[`${comp}/flows.ini`, `${comp}/mapping.ini`].filter(exists), ...after];
 }
 
 function exists(p: string): boolean {
