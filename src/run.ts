@@ -192,6 +192,7 @@ export async function runWorker(
     handlerTimeout: config.handler_timeout,
     timeouts: new Map([...catalog.timeouts].map(([lookup, t]) => [lookup, t.ms])),
     heartbeatInterval: config.heartbeat_interval,
+    maxMessageSize: config.max_message_size,
   });
   return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
     log.info("{signal}: finishing running steps", { signal });
