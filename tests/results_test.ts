@@ -15,6 +15,13 @@ const FILES = [
 /** Generous: a worker that crashes on the result makes the request wait for good. */
 const TIMEOUT = { timeout: 30_000 };
 
+/**
+ * A generous heartbeat timeout: encoding 50 MB takes seconds on a busy machine, and each
+ * circular result costs V8 100-300 ms to report, while the worker sends no heartbeat; the
+ * tests are about crashes and re-runs, not about silence.
+ */
+const ARGS = ["--heartbeat-timeout", "20000"];
+
 /** The Subject's counters, as written at least `ms` after now (they are written every second). */
 async function subjectStatsAfter(d: Deployment, ms = 1500): Promise<Record<string, unknown>> {
   const since = Date.now() + ms;
@@ -40,7 +47,7 @@ async function assertWorkerUnharmed(d: Deployment, workersBefore: number[]): Pro
 }
 
 Deno.test("a result JSON cannot encode (BigInt, sync and async; a cycle) is a handler_error naming the key path; the worker keeps serving", async () => {
-  await using d = await startDeployment({ workers: 1, files: FILES });
+  await using d = await startDeployment({ workers: 1, files: FILES, args: ARGS });
   await using client = await d.connect();
   const workers = await rolePids(d.dir, "worker");
   assert.equal(workers.length, 1);
@@ -78,9 +85,28 @@ Deno.test("a result JSON cannot encode (BigInt, sync and async; a cycle) is a ha
   );
   assert.deepEqual(second.values, { k: 4 });
 
+  // An error whose values cannot be sent leaves them out, and says so.
+  const thrown = await client.request("ThrowPoisoned", { k: 5 }, TIMEOUT);
+  assert.equal(thrown.error?.code, "handler_error", JSON.stringify(thrown));
+  assert.equal(
+    thrown.error!.message,
+    "gave up (values left out: values JSON cannot encode: values.big: BigInt)",
+  );
+  assert.deepEqual(thrown.values, {});
+
+  // An error message is cut at 4,096 characters.
+  const long = await client.request("LongError", { k: 6 }, TIMEOUT);
+  assert.equal(long.error?.code, "handler_error");
+  assert.equal(long.error!.message.length, 4096 - 40 + "…(95944 more characters)".length);
+  assert.match(long.error!.message, /^e{4056}…\(95944 more characters\)$/);
+  assert.deepEqual(long.values, { k: 6 });
+
   // Many at once, mixed with good requests: every one answered, each as it should be.
   const mixed = await Promise.all(
-    Array.from({ length: 60 }, (_, i) => client.request(["BigInt", "Cycle", "Echo"][i % 3], { i }, TIMEOUT)),
+    Array.from(
+      { length: 60 },
+      (_, i) => client.request(["BigInt", "BigIntLater", "Echo"][i % 3], { i }, TIMEOUT),
+    ),
   );
   mixed.forEach((p, i) => {
     if (i % 3 === 2) assert.equal(p.action, "done", JSON.stringify(p.error));
@@ -92,7 +118,7 @@ Deno.test("a result JSON cannot encode (BigInt, sync and async; a cycle) is a ha
 });
 
 Deno.test("a result over max_message_size (2 MB, 50 MB) is a handler_error with its size and the limit, never re-run", async () => {
-  await using d = await startDeployment({ workers: 1, files: FILES });
+  await using d = await startDeployment({ workers: 1, files: FILES, args: ARGS });
   await using client = await d.connect();
   const workers = await rolePids(d.dir, "worker");
   assert.equal(workers.length, 1);
@@ -110,7 +136,7 @@ Deno.test("a result over max_message_size (2 MB, 50 MB) is a handler_error with 
 });
 
 Deno.test("a request of 1,048,500 bytes of values (just under max_message_size) through a pass-through handler ends in `done` with the same values", async () => {
-  await using d = await startDeployment({ workers: 1, files: FILES });
+  await using d = await startDeployment({ workers: 1, files: FILES, args: ARGS });
   await using client = await d.connect();
   const workers = await rolePids(d.dir, "worker");
   const values = { s: "y".repeat(1_048_500 - '{"s":""}'.length) };

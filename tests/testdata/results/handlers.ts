@@ -29,3 +29,14 @@ export function huge(v: Values): Values {
 export function echo(v: Values): Values {
   return v;
 }
+
+/** Puts a BigInt into its input values, then throws: the error cannot carry those values. */
+export function throwPoisoned(v: Values): Values {
+  v.big = 1n;
+  throw new Error("gave up");
+}
+
+/** Throws an error whose message is 100,000 characters long. */
+export function longError(): Values {
+  throw new Error("e".repeat(100_000));
+}
