@@ -21,6 +21,33 @@
 /** A batch is sent as soon as it holds this many bytes, without waiting for the end of the turn. */
 export const BATCH_FLUSH_BYTES = 64 * 1024;
 
+/**
+ * Room for a record's topic, header and record head next to its values on an internal hop:
+ * topics are short, request ids at most 200 characters, error messages at most
+ * {@linkcode MAX_ERROR_MESSAGE} characters.
+ */
+export const RECORD_HEADROOM = 64 * 1024;
+
+/** The most characters of an error publication's message; longer ones are cut. */
+export const MAX_ERROR_MESSAGE = 4096;
+
+/**
+ * The largest frame an internal hop (worker ↔ Subject, Subject → Integration Manager) accepts
+ * when values may be up to `maxMessageSize` bytes: a batch is flushed once it holds
+ * {@linkcode BATCH_FLUSH_BYTES}, so it holds at most that much plus one record, whose values are
+ * at most `maxMessageSize` and the rest at most {@linkcode RECORD_HEADROOM}.
+ */
+export function internalFrameLimit(maxMessageSize: number): number {
+  return maxMessageSize + BATCH_FLUSH_BYTES + RECORD_HEADROOM;
+}
+
+/** `message`, cut to {@linkcode MAX_ERROR_MESSAGE} characters (saying how many were left out). */
+export function capErrorMessage(message: string): string {
+  if (message.length <= MAX_ERROR_MESSAGE) return message;
+  const cut = MAX_ERROR_MESSAGE - 40;
+  return `${message.slice(0, cut)}…(${message.length - cut} more characters)`;
+}
+
 /** The four bytes a batch starts with. */
 export const BATCH_MAGIC: Uint8Array = new Uint8Array([0x5a, 0x4d, 0x42, 0x31]); // "ZMB1"
 const RECORD_HEAD = 8 + 1 + 12;

@@ -195,6 +195,13 @@ export class Client {
       if (u) u.frames.push(frames);
       else this.#unacked.set(header.id, { frames: [frames], at: performance.now() });
     }
+    if (values.length >= BATCH_FLUSH_BYTES) {
+      // A large request leaves alone, as three frames (after what is batched before it): in a
+      // batch, its one frame would be larger than its values, and values just under the
+      // Subject's max_message_size would go over it.
+      this.#flushOut();
+      return this.#dealer.send(frames);
+    }
     this.#out.add(0, 0, frames[0], frames[1], frames[2]);
     const sent = new Promise<void>((resolve, reject) => this.#outWaiters.push({ resolve, reject }));
     if (this.#out.size >= BATCH_FLUSH_BYTES) this.#flushOut();

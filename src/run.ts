@@ -195,6 +195,7 @@ export async function runWorker(
     heartbeatInterval: config.heartbeat_interval,
     heartbeatTimeout: config.heartbeat_timeout,
     watchdog: true,
+    maxMessageSize: config.max_message_size,
   });
   return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
     log.info("{signal}: finishing running steps", { signal });

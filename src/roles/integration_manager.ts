@@ -5,7 +5,7 @@
  * @module
  */
 
-import { readBatch } from "../batch.ts";
+import { internalFrameLimit, readBatch } from "../batch.ts";
 import { logger } from "../log.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
@@ -15,7 +15,11 @@ export interface IntegrationManagerOptions {
   readonly pullAddress: string;
   /** Endpoint to bind for publications. */
   readonly pubAddress: string;
-  /** Largest accepted frame in bytes; larger messages are dropped and counted (`oversize`). */
+  /**
+   * Largest accepted frame of a three-frame message in bytes; larger messages are dropped and
+   * counted (`oversize`). A batch from the Subject may be larger by the batch headroom (see
+   * {@linkcode internalFrameLimit}).
+   */
   readonly maxMessageSize?: number;
   /** A reactor to share (for inproc deployments); by default the IM makes its own. */
   readonly reactor?: Reactor;
@@ -39,6 +43,8 @@ export class IntegrationManager {
   readonly #ownsReactor: boolean;
   readonly #sockets: ReactorSocket[] = [];
   readonly #stats = { received: 0, published: 0, dropped: 0 };
+  /** Three-frame messages with a frame over `maxMessageSize` (but under the batch limit). */
+  #oversize = 0;
   #pull?: ReactorSocket;
   #oversizeWarned = false;
   #closed?: Promise<void>;
@@ -55,9 +61,10 @@ export class IntegrationManager {
     const log = logger("integration-manager");
     const pub = reactor.socket("PUB", { sendHighWaterMark: 100_000, linger: 2000 });
     await pub.bind(options.pubAddress);
+    const max = options.maxMessageSize;
     const pull = reactor.socket("PULL", {
       receiveHighWaterMark: 100_000,
-      maxMessageSize: options.maxMessageSize,
+      maxMessageSize: max === undefined ? undefined : internalFrameLimit(max),
     });
     await pull.bind(options.pullAddress);
     im.#sockets.push(pull, pub);
@@ -91,6 +98,10 @@ export class IntegrationManager {
         }
         return;
       }
+      if (max !== undefined && (frames[0].length > max || frames[1].length > max || frames[2].length > max)) {
+        im.#oversize++;
+        return;
+      }
       publish(frames);
     });
     log.info("Integration Manager pulling on {pull}, publishing on {pub}", {
@@ -102,7 +113,7 @@ export class IntegrationManager {
 
   /** A snapshot of the counters. */
   stats(): IntegrationManagerStats {
-    const oversize = this.#pull?.oversizeDrops ?? 0;
+    const oversize = (this.#pull?.oversizeDrops ?? 0) + this.#oversize;
     if (oversize > 0 && !this.#oversizeWarned) {
       this.#oversizeWarned = true;
       logger("integration-manager").warn(

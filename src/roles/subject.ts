@@ -22,7 +22,16 @@ import {
   DEFAULT_MAX_DELIVERIES,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
-import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
+import {
+  BATCH_FLUSH_BYTES,
+  BatchView,
+  BatchWriter,
+  capErrorMessage,
+  internalFrameLimit,
+  KIND_CODES,
+  readBatch,
+  sendBatch,
+} from "../batch.ts";
 import { logger } from "../log.ts";
 import { RecentKeys } from "../recent_keys.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
@@ -255,7 +264,10 @@ export class Subject {
     this.#im = r.socket("PUSH", { sendHighWaterMark: 100_000, linger: 5000 });
     await this.#im.connect(this.#o.integrationManagerAddress);
     this.#workersSock = r.socket("ROUTER", {
-      maxMessageSize: this.#o.maxMessageSize,
+      // Workers send batches of results whose values are each up to the limit (see batch.ts).
+      maxMessageSize: this.#o.maxMessageSize === undefined
+        ? undefined
+        : internalFrameLimit(this.#o.maxMessageSize),
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
     });
@@ -560,7 +572,7 @@ export class Subject {
   ): void {
     this.#stats.errors++;
     const safeFlow = /^[A-Za-z0-9_.^-]*$/.test(flow) ? flow : "";
-    const header: Header = { v: 1, id: h.id, error: { code, message } };
+    const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
     if (h.pos !== undefined) header.pos = h.pos;
     this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), values ?? EMPTY_VALUES]);
   }

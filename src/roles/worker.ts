@@ -16,12 +16,21 @@ import {
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
 import type { BoundHandler, HandlerContext, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
+import {
+  BATCH_FLUSH_BYTES,
+  BatchWriter,
+  capErrorMessage,
+  internalFrameLimit,
+  KIND_CODES,
+  readBatch,
+  sendBatch,
+} from "../batch.ts";
 import { logger } from "../log.ts";
 import { resolveKey } from "../resolve.ts";
 import {
   decodeHeader,
   decodeValues,
+  DEFAULT_MAX_MESSAGE_SIZE,
   encodeHeader,
   type ErrorCode,
   errorTopic,
@@ -33,6 +42,7 @@ import {
   TopicMemo,
   utf8,
 } from "../protocol.ts";
+import { findUnencodable } from "../unencodable.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { LoopMonitor, startWatchdog } from "./watchdog.ts";
 
@@ -57,6 +67,11 @@ export interface WorkerOptions {
   readonly timeouts?: ReadonlyMap<string, number>;
   /** Milliseconds between heartbeats. @default {1000} */
   readonly heartbeatInterval?: number;
+  /**
+   * Largest values frame a result may carry, in bytes (`max_message_size`): a handler's result
+   * that encodes larger, or that JSON cannot encode, becomes a `handler_error`. @default {1048576}
+   */
+  readonly maxMessageSize?: number;
   /** A reactor to share (inproc deployments). */
   readonly reactor?: Reactor;
   /**
@@ -209,6 +224,7 @@ export class Worker {
       timeouts: options.timeouts ?? new Map(),
       heartbeatInterval: options.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
       heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+      maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
     };
   }
 
@@ -220,6 +236,9 @@ export class Worker {
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       linger: 1000,
+      // Steps carry values up to the limit; a resumed flow's, the paused values merged with the
+      // resume values, each up to it.
+      maxMessageSize: internalFrameLimit(2 * w.#o.maxMessageSize),
       routingId,
     });
     if (options.watchdog) {
@@ -279,10 +298,34 @@ export class Worker {
       this.#stats.active++;
       this.#holding.add(d);
       if (d > this.#lastDispatch) this.#lastDispatch = d;
-      const r = this.runSegment(topic, header, values, d);
-      if (r instanceof Promise) r.then((x) => this.#reply(d, x));
-      else this.#reply(d, r);
+      let r: SegmentResult | Promise<SegmentResult>;
+      try {
+        r = this.runSegment(topic, header, values, d);
+      } catch (e) {
+        r = this.#crashed(topic, header, e);
+      }
+      if (r instanceof Promise) {
+        r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#crashed(topic, header, e)));
+      } else this.#reply(d, r);
     }
+  }
+
+  /**
+   * The result of a step whose run threw where nothing should (`runSegment` turns every failure
+   * it knows into an error result): an error, so the step is answered, not redelivered.
+   */
+  #crashed(topic: Uint8Array, headerFrame: Uint8Array, e: unknown): SegmentResult {
+    const header = decodeHeader(headerFrame);
+    return this.#error(
+      parseTopic(text(topic))?.flow ?? "",
+      {
+        id: typeof header === "string" ? "" : header.id,
+        pos: typeof header === "string" ? undefined : header.pos,
+      },
+      EMPTY_VALUES,
+      "handler_error",
+      `the worker failed running the step: ${describeError(e)}`,
+    );
   }
 
   #reply(d: number, r: SegmentResult): void {
@@ -405,11 +448,11 @@ export class Worker {
         const p0 = pos, n0 = n, v0 = values;
         const release = this.#reactor.holdSyncWait();
         return out.then(
-          (v) => this.#after(flow, id, p0, n0, v) ?? this.#steps(flow, id, p0 + 1, n0 + 1, v, false, d),
+          (v) => this.#after(flow, id, p0, n0, v, v0) ?? this.#steps(flow, id, p0 + 1, n0 + 1, v, false, d),
           (e) => this.#failed(flow, id, p0, n0, v0, e),
         ).finally(release);
       }
-      const done = this.#after(flow, id, pos, n, out);
+      const done = this.#after(flow, id, pos, n, out, values);
       if (done) return done;
       values = out;
       pos++;
@@ -417,8 +460,18 @@ export class Worker {
     }
   }
 
-  /** After a step ran: the segment's result if it ends here, else `undefined` (go on). */
-  #after(flow: Flow, id: string, pos: number, n: number, values: Values): SegmentResult | undefined {
+  /**
+   * After a step ran (`input` went in, `values` came out): the segment's result if it ends
+   * here, else `undefined` (go on).
+   */
+  #after(
+    flow: Flow,
+    id: string,
+    pos: number,
+    n: number,
+    values: Values,
+    input: Values,
+  ): SegmentResult | undefined {
     if (values === null || typeof values !== "object" || Array.isArray(values)) {
       const what = Array.isArray(values) ? "an array" : values === null ? "null" : typeof values;
       return this.#error(
@@ -430,14 +483,14 @@ export class Worker {
       );
     }
     this.#stats.steps++;
+    const ran = pos, ranN = n;
     n++;
     pos++;
     const kind = stepKind(flow, pos);
     if (kind === "done") {
-      return {
-        kind: "done",
-        frames: [this.#topics.done(flow), encodeHeader({ v: 1, id, n }), utf8(JSON.stringify(values))],
-      };
+      const body = encodeValues(values, this.#o.maxMessageSize);
+      if (typeof body === "string") return this.#unsendable(flow, id, ran, ranN, input, body);
+      return { kind: "done", frames: [this.#topics.done(flow), encodeHeader({ v: 1, id, n }), body] };
     }
     if (n >= this.#o.stepLimit) {
       return this.#error(
@@ -449,16 +502,27 @@ export class Worker {
       );
     }
     if (kind === "publish" || kind === "pause") {
-      return {
-        kind,
-        frames: [
-          this.#topics.step(flow, pos),
-          encodeHeader({ v: 1, id, pos, n }),
-          utf8(JSON.stringify(values)),
-        ],
-      };
+      const body = encodeValues(values, this.#o.maxMessageSize);
+      if (typeof body === "string") return this.#unsendable(flow, id, ran, ranN, input, body);
+      return { kind, frames: [this.#topics.step(flow, pos), encodeHeader({ v: 1, id, pos, n }), body] };
     }
     return undefined;
+  }
+
+  /**
+   * A handler's result that cannot leave the worker (`why`: JSON cannot encode it, or it is over
+   * `max_message_size`): a `handler_error` at the handler's step, carrying the step's input
+   * values (or `{}` where those cannot be sent either), never the result.
+   */
+  #unsendable(flow: Flow, id: string, pos: number, n: number, input: Values, why: string): SegmentResult {
+    const body = encodeValues(input, this.#o.maxMessageSize); // the handler may have changed its input
+    return this.#error(
+      flow.name,
+      { id, pos, n },
+      typeof body === "string" ? EMPTY_VALUES : body,
+      "handler_error",
+      `handler for ${formatActionKey(flow.steps[pos].key)} returned ${why}`,
+    );
   }
 
   #failed(flow: Flow, id: string, pos: number, n: number, values: Values, e: unknown): SegmentResult {
@@ -546,9 +610,17 @@ export class Worker {
     code: ErrorCode,
     message: string,
   ): SegmentResult {
-    const header: Header = { v: 1, id: h.id, error: { code, message } };
+    // An error publication must fit on its way too: values that cannot be sent are left out.
+    let body = values instanceof Uint8Array ? values : encodeValues(values, this.#o.maxMessageSize);
+    if (typeof body !== "string" && body.length > this.#o.maxMessageSize) {
+      body = `${body.length} bytes of values, over max_message_size (${this.#o.maxMessageSize} bytes)`;
+    }
+    if (typeof body === "string") {
+      message = `${message} (values left out: ${body})`;
+      body = EMPTY_VALUES;
+    }
+    const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
     if (h.pos !== undefined) header.pos = h.pos;
-    const body = values instanceof Uint8Array ? values : utf8(JSON.stringify(values));
     return { kind: "error", frames: [utf8(errorTopic(flow)), encodeHeader(header), body] };
   }
 
@@ -584,10 +656,61 @@ export class Worker {
 }
 
 function errorMessage(e: unknown): string {
-  if (e instanceof Error) return e.message;
   try {
-    return JSON.stringify(e);
+    if (e instanceof Error) return String(e.message);
+    return JSON.stringify(e) ?? String(e);
   } catch {
-    return String(e);
+    return describeError(e);
   }
+}
+
+/** An error's name and message, whatever was thrown; never throws. */
+function describeError(e: unknown): string {
+  try {
+    return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  } catch {
+    return "an unprintable value";
+  }
+}
+
+const EMPTY_VALUES = utf8("{}");
+
+/**
+ * Values as a frame: a JSON object of at most `max` bytes. Otherwise what is wrong, as the end
+ * of a sentence (`values JSON cannot encode: values.a[2]: BigInt`). The hot path is one
+ * `JSON.stringify`; only after it throws is the value walked to find where.
+ */
+function encodeValues(values: unknown, max: number): Uint8Array | string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(values);
+  } catch (e) {
+    const at = findUnencodable(values);
+    return `values JSON cannot encode: ${at ? `${at.path}: ${at.reason}` : describeError(e)}`;
+  }
+  if (typeof json !== "string" || json.charCodeAt(0) !== 0x7b /* { */) {
+    return `values that do not encode as a JSON object (they encode as ${String(json).slice(0, 40)})`;
+  }
+  if (json.length > max) return `${utf8Length(json)} bytes of values, over max_message_size (${max} bytes)`;
+  const bytes = utf8(json);
+  if (bytes.length > max) return `${bytes.length} bytes of values, over max_message_size (${max} bytes)`;
+  return bytes;
+}
+
+/** The UTF-8 length of a string too large to send, without encoding it. */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
 }
