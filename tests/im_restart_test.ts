@@ -3,7 +3,10 @@
 // publishes. Real processes (`cli.ts start`), real sockets, a real SIGKILL.
 import assert from "node:assert/strict";
 import { Client } from "../src/client.ts";
-import { readUntil } from "../src/_async.ts";
+import { readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { BatchWriter } from "../src/batch.ts";
+import { IntegrationManager } from "../src/roles/integration_manager.ts";
+import { Reactor } from "../src/zmq/reactor.ts";
 import { killRole, rolePids, roleStats } from "../src/deployment.ts";
 import { CLI, RUNTIME_FIXTURE } from "./helpers.ts";
 
@@ -88,4 +91,85 @@ Deno.test("SIGKILL of the IM with 500 requests in flight: start keeps running, o
   }
   if (Deno.env.get("SHOW_STDERR")) console.log(stderr);
   assert.match(stderr, /Integration Manager \(pid \d+\) exited/, "a warning about the IM's death");
+});
+
+Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnation, never publishes a seq twice, and still takes plain messages", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmim" });
+  const r = new Reactor();
+  const im = await IntegrationManager.start({
+    pullAddress: `ipc://${dir}/im-pull`,
+    pubAddress: `ipc://${dir}/im-pub`,
+    warmupMs: 0,
+  });
+  try {
+    const sub = r.socket("SUB");
+    await sub.connect(`ipc://${dir}/im-pub`);
+    await sub.subscribe("T~");
+    const got: string[] = [];
+    // One pending read per socket, kept across timeouts (a second read must not replace it).
+    const reader = (it: AsyncIterator<Uint8Array[]>) => {
+      let pending: Promise<IteratorResult<Uint8Array[]>> | undefined;
+      return async (ms: number) => {
+        pending ??= it.next();
+        const m = await withTimeout(pending, ms);
+        if (m === TIMED_OUT) return undefined;
+        pending = undefined;
+        return m.value as Uint8Array[];
+      };
+    };
+    const fromSub = reader(sub.messages());
+    const dealer = r.socket("DEALER");
+    await dealer.connect(`ipc://${dir}/im-pull`);
+    const fromIM = reader(dealer.messages());
+    const enc = new TextEncoder();
+    const dec = new TextDecoder();
+    // Until the subscription is active: plain three-frame messages, published, never acknowledged.
+    for (let i = 0; i < 100; i++) {
+      await dealer.send([enc.encode("T~~~~plain"), enc.encode(`{"v":1,"id":"p${i}"}`), enc.encode("{}")]);
+      const m = await fromSub(100);
+      if (m) {
+        got.push(dec.decode(m[1]));
+        break;
+      }
+    }
+    assert.equal(got.length, 1, "the subscription became active");
+    const batch = (id: string) => {
+      const w = new BatchWriter();
+      w.add(0, 0, enc.encode("T~~~~done"), enc.encode(`{"v":1,"id":"${id}"}`), enc.encode("{}"));
+      return w.take().slice();
+    };
+    const readAck = async () => {
+      const f = await fromIM(5000);
+      assert.ok(f, "an acknowledgement came");
+      assert.equal(dec.decode(f[0]), "ACK");
+      return { inc: dec.decode(f[1]), seqs: JSON.parse(dec.decode(f[2])) as number[] };
+    };
+    await dealer.send([enc.encode("1001"), batch("a")]);
+    const first = await readAck();
+    assert.deepEqual(first.seqs, [1001]);
+    await dealer.send([enc.encode("1001"), batch("a")]); // a resend: acknowledged, not published
+    await dealer.send([enc.encode("1002"), batch("b")]);
+    await dealer.send([enc.encode("PING"), enc.encode("1003")]);
+    const seqs: number[] = [];
+    while (seqs.length < 3) {
+      const a = await readAck();
+      assert.equal(a.inc, first.inc, "one incarnation per IM process");
+      seqs.push(...a.seqs);
+    }
+    assert.deepEqual(seqs, [1001, 1002, 1003], "acknowledged in order");
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const m = await fromSub(500);
+      if (!m) break;
+      ids.push(JSON.parse(dec.decode(m[1])).id);
+    }
+    assert.deepEqual(ids, ["a", "b"], "each batch published once");
+    const s = im.stats();
+    assert.equal(s.repeated, 1);
+    assert.equal(s.dropped, 0);
+  } finally {
+    await r.close();
+    await im.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });
