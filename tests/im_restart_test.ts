@@ -158,10 +158,11 @@ Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnat
     }
     assert.deepEqual(seqs, [1001, 1002, 1003], "acknowledged in order");
     const ids: string[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 100; i++) {
       const m = await fromSub(500);
       if (!m) break;
-      ids.push(JSON.parse(dec.decode(m[1])).id);
+      // Late copies of the probes (sent until the subscription was active) are not batches.
+      if (dec.decode(m[0]) === "T~~~~done") ids.push(JSON.parse(dec.decode(m[1])).id);
     }
     assert.deepEqual(ids, ["a", "b"], "each batch published once");
     const s = im.stats();
