@@ -285,7 +285,7 @@ export class Subject {
       }
     }, every);
     this.#imTimer = setInterval(
-      () => void this.#reactor.exec(() => this.#pingIM()).catch(() => {}),
+      () => this.#outbox.size && void this.#reactor.exec(() => this.#pingIM()).catch(() => {}),
       IM_PING_MS,
     );
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
@@ -471,9 +471,13 @@ export class Subject {
     }
   }
 
-  /** Every {@linkcode IM_PING_MS}, on the reactor's turn: a ping, so the IM's answer shows losses. */
+  /**
+   * Every {@linkcode IM_PING_MS}, on the reactor's turn, while batches wait for acknowledgement: a
+   * ping, so the IM's answer shows losses. With nothing unacknowledged nothing can be lost, so an
+   * idle Subject sends none (and wakes nobody).
+   */
   #pingIM(): void {
-    if (this.#im.closed) return;
+    if (this.#im.closed || this.#outbox.size === 0) return;
     this.#sendToIM();
     if (this.#imSending || this.#outbox.hasQueued) return; // the IM is away or full: no ping needed
     const p = this.#outbox.ping();
