@@ -237,7 +237,20 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
       stderr: "inherit",
     }).spawn();
 
-  const im = spawn("integration-manager", false);
+  let im = spawn("integration-manager", false);
+  // The IM is restarted if it dies (the Subject sends it again what it did not acknowledge).
+  const superviseIM = () => {
+    const p = im;
+    p.status.then((s) => {
+      if (stopping || p !== im) return;
+      log.warn("The Integration Manager (pid {pid}) exited with {code}; restarting it", {
+        pid: p.pid,
+        code: s.signal ?? s.code,
+      });
+      im = spawn("integration-manager", false);
+      superviseIM();
+    });
+  };
   // The Subject is restarted if it dies (paused flows survive in async_store); `subject`
   // always names the current process.
   let subject = spawn("subject", true);
@@ -293,6 +306,7 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     return 1;
   }
   superviseSubject();
+  superviseIM();
   console.log("ready");
   log.info("ZManager running in {dir}: {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
@@ -300,14 +314,14 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     flows: catalog.flows.size,
   });
 
-  const signal = await Promise.race([waitForStop(), im.status.then(() => "integration manager exited")]);
+  const signal = await waitForStop();
   stopping = true;
   log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
   await stopChild(subject);
   await Promise.all([...workers].map(stopChild));
   await stopChild(im);
   log.info("Stopped");
-  return signal === "integration manager exited" ? 1 : 0;
+  return 0;
 }
 
 /** Asks a supervised role to stop (closes its stdin) and waits for it to exit. */

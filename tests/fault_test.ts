@@ -155,7 +155,7 @@ Deno.test("oversize messages are dropped and counted by the Subject and the Inte
     const dealer = r.socket("DEALER");
     dealer.onMessage(() => {});
     await dealer.connect(d.subject);
-    const im = r.socket("PUSH");
+    const im = r.socket("DEALER"); // the IM binds a ROUTER
     await im.connect(`ipc://${d.dir}/im-pull`);
     for (let i = 0; i < 50; i++) {
       await dealer.send([enc.encode("Three~~~~"), enc.encode(`{"v":1,"id":"big-${i}"}`), big]);

@@ -74,7 +74,7 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
     services.onMessage(() => {}); // acknowledgements of nothing
     const workers = r.socket("DEALER", { sendHighWaterMark: 200_000 });
     await workers.connect(`ipc://${d.dir}/workers`);
-    const im = r.socket("PUSH", { sendHighWaterMark: 200_000 });
+    const im = r.socket("DEALER", { sendHighWaterMark: 200_000 }); // the IM binds a ROUTER
     await im.connect(`ipc://${d.dir}/im-pull`);
     // Only a SUB or XSUB can talk to the IM's PUB endpoint: an XSUB sends frames that are not
     // subscriptions (a first byte other than 0 or 1), which PUB must ignore.

@@ -32,6 +32,7 @@ import {
   readBatch,
   sendBatch,
 } from "../batch.ts";
+import { ImOutbox, type OutboxEntry } from "../im_outbox.ts";
 import { logger } from "../log.ts";
 import { RecentKeys } from "../recent_keys.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
@@ -120,6 +121,10 @@ export interface SubjectStats {
   resumed: number;
   /** Requests ended with a `poisoned` error: their step's workers failed `max_deliveries` times. */
   poisoned: number;
+  /** Batches of publications sent to the Integration Manager and not yet acknowledged, now. */
+  imUnacked: number;
+  /** Batches sent to the Integration Manager again (lost on the way, or in an IM that died). */
+  imResent: number;
 }
 
 interface WorkerState {
@@ -144,12 +149,14 @@ interface InFlight {
 }
 
 /**
- * Bytes of publications waiting in JavaScript for room towards the Integration Manager (its
- * socket's high-water mark is reached) at which the Subject stops reading requests; it reads
- * again below half of this. With `max_pending` this bounds the Subject's memory when the IM
- * is slow.
+ * Bytes of publications not yet acknowledged by the Integration Manager (sent or waiting to be
+ * sent) at which the Subject stops reading requests; it reads again below half of this. With
+ * `max_pending` this bounds the Subject's memory when the IM is slow, or away (restarting).
  */
 export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
+
+/** Milliseconds between the Subject's pings to the Integration Manager (see `im_outbox.ts`). */
+export const IM_PING_MS = 250;
 
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
@@ -164,6 +171,7 @@ interface TopicInfo {
 }
 
 const STEPS = utf8("STEPS");
+const PING = utf8("PING");
 const ACK = utf8("ACK");
 const EMPTY_VALUES = utf8("{}");
 
@@ -189,8 +197,12 @@ export class Subject {
   #acks = new Map<string, { idFrame: Uint8Array; ids: string[] }>();
   /** Publications to send to the IM at the end of this turn. */
   readonly #imBatch = new BatchWriter();
-  /** Bytes of IM batches waiting in JavaScript for room in the socket. */
-  #imBacklog = 0;
+  /** Batches towards the IM until it acknowledges them. */
+  readonly #outbox = new ImOutbox(Date.now() * 1000);
+  /** A batch waiting in the IM socket's queue for room (at most one: the others wait in the outbox). */
+  #imSending = false;
+  #imResent = 0;
+  #imTimer?: ReturnType<typeof setInterval>;
   /** Workers with steps to send at the end of this turn. */
   readonly #stepsFor = new Set<WorkerState>();
   #flushScheduled = false;
@@ -219,7 +231,10 @@ export class Subject {
   readonly #failures = new WeakMap<readonly Uint8Array[], string[]>();
   /** Steps that failed `maxDeliveries` times among others, waiting to run alone on a worker. */
   #suspects: (readonly Uint8Array[])[] = [];
-  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
+  readonly #stats: Omit<
+    SubjectStats,
+    "inFlight" | "pending" | "workers" | "paused" | "imUnacked" | "imResent"
+  > = {
     resumed: 0,
     poisoned: 0,
     received: 0,
@@ -261,7 +276,15 @@ export class Subject {
   async #open(): Promise<void> {
     this.#store = new PausedStore(this.#o.pausedStore);
     const r = this.#reactor;
-    this.#im = r.socket("PUSH", { sendHighWaterMark: 100_000, linger: 5000 });
+    // ZMQ_IMMEDIATE: nothing is queued to a connection that is not up (an IM that is away);
+    // batches wait in the outbox instead, until the IM acknowledges them.
+    this.#im = r.socket("DEALER", {
+      sendHighWaterMark: 100_000,
+      receiveHighWaterMark: 100_000,
+      linger: 5000,
+      immediate: true,
+    });
+    this.#im.onMessage((f) => this.#onIMAck(f));
     await this.#im.connect(this.#o.integrationManagerAddress);
     this.#workersSock = r.socket("ROUTER", {
       // Workers send batches of results whose values are each up to the limit (see batch.ts).
@@ -293,6 +316,10 @@ export class Subject {
         );
       }
     }, every);
+    this.#imTimer = setInterval(
+      () => this.#outbox.size && void this.#reactor.exec(() => this.#pingIM()).catch(() => {}),
+      IM_PING_MS,
+    );
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: this.#o.pullAddress,
       workers: this.#o.workerAddress,
@@ -312,6 +339,8 @@ export class Subject {
       pending: this.#pending.length - this.#pendingHead + this.#suspects.length,
       workers: this.#workers.size,
       paused: this.#store.count(),
+      imUnacked: this.#outbox.size,
+      imResent: this.#imResent,
     };
   }
 
@@ -440,17 +469,78 @@ export class Subject {
 
   #flushIM(): void {
     if (!this.#imBatch.count) return;
-    const bytes = this.#imBatch.size;
-    const queued = sendBatch(this.#im, [], this.#imBatch);
-    if (!queued) return;
-    this.#imBacklog += bytes;
-    void queued.then(
-      () => {
-        this.#imBacklog -= bytes;
-        this.#throttle();
-      },
-      (e) => this.#log.error("IM send failed: {e}", { e }),
-    );
+    this.#outbox.add(this.#imBatch.take().slice()); // the writer reuses its buffer
+    this.#sendToIM();
+    this.#throttle();
+  }
+
+  /**
+   * Sends the outbox's queued batches, oldest first, each as `[seq, batch]`. When the socket
+   * cannot take one now (the IM is away: ZMQ_IMMEDIATE; or its high-water mark), that one waits
+   * in the socket's queue for room and the rest stay in the outbox.
+   */
+  #sendToIM(): void {
+    if (this.#imSending || this.#im.closed) return;
+    for (let e = this.#outbox.next(); e; e = this.#outbox.next()) {
+      const frames = [utf8(String(e.seq)), e.body!];
+      if (this.#im.sendNow(frames)) {
+        this.#outbox.sent(e);
+        continue;
+      }
+      this.#imSending = true;
+      const entry: OutboxEntry = e;
+      void this.#im.send(frames).then(
+        () => {
+          this.#imSending = false;
+          this.#outbox.sent(entry);
+          this.#sendToIM();
+        },
+        () => {
+          this.#imSending = false; // closed
+        },
+      );
+      return;
+    }
+  }
+
+  /**
+   * Every {@linkcode IM_PING_MS}, on the reactor's turn, while batches wait for acknowledgement: a
+   * ping, so the IM's answer shows losses. With nothing unacknowledged nothing can be lost, so an
+   * idle Subject sends none (and wakes nobody).
+   */
+  #pingIM(): void {
+    if (this.#im.closed || this.#outbox.size === 0) return;
+    this.#sendToIM();
+    if (this.#imSending || this.#outbox.hasQueued) return; // the IM is away or full: no ping needed
+    const p = this.#outbox.ping();
+    if (this.#im.sendNow([PING, utf8(String(p.seq))])) this.#outbox.sent(p);
+    else this.#outbox.dropPing();
+  }
+
+  /** `["ACK", incarnation, "[seq, …]"]` from the IM. */
+  #onIMAck(frames: Uint8Array[]): void {
+    if (frames.length !== 3 || text(frames[0]) !== "ACK") return this.#drop("bad_im_message");
+    let seqs: unknown;
+    try {
+      seqs = JSON.parse(text(frames[2]));
+    } catch { /* below */ }
+    if (!Array.isArray(seqs)) return this.#drop("bad_im_message");
+    const r = this.#outbox.ack(text(frames[1]), seqs as number[]);
+    if (r.restarted) {
+      this.#log.warn(
+        "The Integration Manager restarted (incarnation {now}, was {was}): {n} unacknowledged batches sent again",
+        { now: this.#outbox.incarnation, was: r.previous, n: r.resent },
+      );
+    }
+    this.#imResent += r.resent;
+    for (const e of r.givenUp) {
+      this.#stats.dropped.im_refused = (this.#stats.dropped.im_refused ?? 0) + 1;
+      this.#log.error(
+        "The Integration Manager did not take a batch of {bytes} bytes, {tries} times: dropped (over its max_message_size?)",
+        { bytes: e.body!.length, tries: e.misses },
+      );
+    }
+    if (r.resent) this.#sendToIM();
     this.#throttle();
   }
 
@@ -595,7 +685,7 @@ export class Subject {
    */
   #throttle(): void {
     const pending = this.#pending.length - this.#pendingHead;
-    const backlog = this.#imBacklog;
+    const backlog = this.#outbox.bytes;
     if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT) this.#services.pause();
     else if (pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2) this.#services.resume();
   }
@@ -910,12 +1000,14 @@ export class Subject {
   async drain(timeoutMs = 10_000): Promise<boolean> {
     this.#draining = true;
     const deadline = performance.now() + timeoutMs;
-    const left = () =>
-      this.#inflight.size + (this.#pending.length - this.#pendingHead) + this.#suspects.length;
-    while (left() > 0 && performance.now() < deadline) {
+    // Accepted work has left once every step is done and the IM acknowledged every publication.
+    const busy = () =>
+      this.#inflight.size + (this.#pending.length - this.#pendingHead) + this.#suspects.length +
+          this.#outbox.size > 0;
+    while (busy() && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    const clean = left() === 0;
+    const clean = !busy();
     await this.close();
     return clean;
   }
@@ -924,6 +1016,7 @@ export class Subject {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
+      clearInterval(this.#imTimer);
       if (this.#ownsReactor) await this.#reactor.close();
       else {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
