@@ -98,6 +98,8 @@ export interface SubjectStats {
   pending: number;
   /** Workers connected now. */
   workers: number;
+  /** Steps the workers can take now (their free credit, as this Subject counts it). */
+  credit: number;
   /** Flows paused at an `@ASYNC` step now. */
   paused: number;
   /** Flows resumed. */
@@ -192,7 +194,7 @@ export class Subject {
     const flow = this.#o.flows.get(fields.flow);
     return { fields, flow, place: flow && placeRequest(flow, fields) };
   });
-  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
+  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused" | "credit"> = {
     resumed: 0,
     received: 0,
     dispatched: 0,
@@ -279,6 +281,7 @@ export class Subject {
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead,
       workers: this.#workers.size,
+      credit: [...this.#workers.values()].reduce((sum, w) => sum + (w.leaving ? 0 : w.credit), 0),
       paused: this.#store.count(),
     };
   }
@@ -674,8 +677,14 @@ export class Subject {
       w.lastSeen = performance.now();
       if (type === "HB" && Array.isArray(body.holding) && typeof body.last === "number") {
         this.#reconcile(w, new Set(body.holding as number[]), body.last);
-      }
-      if (type === "READY" || w.credit + w.inflight.size === 0) {
+        // The worker's free credit as of this heartbeat, less the steps on their way to it
+        // (sent after the last one it received; results travel ahead of the heartbeat). This
+        // also counts steps it runs for a Subject before this one (a restart): their
+        // credit comes back here as they finish, their results being late ones.
+        let onTheWay = 0;
+        for (const d of w.inflight) if (d > body.last) onTheWay++;
+        w.credit = Math.max(0, credit - onTheWay);
+      } else if (type === "READY" || w.credit + w.inflight.size === 0) {
         w.credit = Math.max(0, credit - w.inflight.size);
       }
       this.#pump();
