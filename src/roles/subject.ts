@@ -133,6 +133,15 @@ interface InFlight {
  */
 export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 
+/**
+ * How often the Subject announces its incarnation (PROTOCOL.md, _Subject restarts_); it also
+ * announces it when it starts and before each ping it forwards.
+ */
+export const HELLO_EVERY_MS = 1000;
+
+/** The topic of the Subject's announcements. */
+export const HELLO_TOPIC = "~~~~hello";
+
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
 
@@ -178,6 +187,16 @@ export class Subject {
   #flushScheduled = false;
   #acksSentAt = 0;
   #timer?: ReturnType<typeof setInterval>;
+  #helloTimer?: ReturnType<typeof setInterval>;
+  /**
+   * This process's incarnation: a client that sees a new one sends again the requests it
+   * still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
+   */
+  readonly #hello = [
+    utf8(HELLO_TOPIC),
+    encodeHeader({ v: 1, id: crypto.randomUUID(), k: "hello" }),
+    EMPTY_VALUES,
+  ];
   #draining = false;
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
@@ -263,6 +282,8 @@ export class Subject {
         );
       }
     }, every);
+    this.#announce();
+    this.#helloTimer = setInterval(() => this.#announce(), HELLO_EVERY_MS);
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: this.#o.pullAddress,
       workers: this.#o.workerAddress,
@@ -339,6 +360,8 @@ export class Subject {
       if (!fields.action.startsWith("ping")) {
         return this.#drop("bad_topic", "a ping's action must start with ping");
       }
+      // The announcement first: once its ping is back, a client knows this incarnation.
+      this.#announce();
       this.#toIM([frames[0], frames[1], frames[2]]);
       return;
     }
@@ -546,6 +569,12 @@ export class Subject {
     const header: Header = { v: 1, id: h.id, error: { code, message } };
     if (h.pos !== undefined) header.pos = h.pos;
     this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), values ?? EMPTY_VALUES]);
+  }
+
+  /** Publishes the incarnation announcement (not counted in `published`). */
+  #announce(): void {
+    this.#imBatch.add(0, 0, this.#hello[0], this.#hello[1], this.#hello[2]);
+    this.#scheduleFlush();
   }
 
   #toIM(frames: readonly Uint8Array[]): void {
@@ -799,6 +828,7 @@ export class Subject {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
+      clearInterval(this.#helloTimer);
       if (this.#ownsReactor) await this.#reactor.close();
       else {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
