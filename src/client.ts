@@ -394,7 +394,10 @@ export class Client {
       return await result;
     } finally {
       clearTimeout(timer);
-      for (const id of ids) this.#unwait(id, waiter);
+      for (const id of ids) {
+        this.#unwait(id, waiter);
+        if (!this.#waiters.has(id)) this.#kept.forget(id); // a request() that ended while this waited
+      }
     }
   }
 

@@ -51,12 +51,12 @@ async function settle(d: Deployment, client: Client, seen: (id: string) => Promi
   return id;
 }
 
-function assertExactlyOnce(finals: Map<string, number>, ids: string[], sentinel: string) {
+function assertExactlyOnce(finals: Map<string, number>, ids: string[], sentinel: string, warmUps = 1) {
   const missing = ids.filter((id) => !finals.has(id));
   assert.deepEqual(missing, [], "every request has a final publication");
   const dupes = [...finals].filter(([, c]) => c !== 1);
   assert.deepEqual(dupes, [], "no request has two finals");
-  assert.equal(finals.size, ids.length + 1 + 1, "no final for anything else (the warm-up and the sentinel)");
+  assert.equal(finals.size, ids.length + warmUps + 1, "no final for anything else (warm-up, sentinel)");
   assert.equal(finals.get(sentinel), 1);
 }
 
@@ -212,5 +212,43 @@ Deno.test("requests paused at an @ASYNC step are not sent again after a Subject 
   } finally {
     await stream.return!();
     await counting;
+  }
+});
+
+Deno.test("requests waiting at a @PUBLISH step's service when the Subject dies: each gets one final", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  await using service = await d.connect();
+  const w = await countFinals(d, "Svc");
+  const n = 50;
+  let calls = 0;
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let allAtService!: () => void;
+  const atService = new Promise<void>((r) => (allAtService = r));
+  await service.handle("T?Svc?approve", async (v) => {
+    if (++calls === n) allAtService();
+    await released;
+    return { ...v, approvedBy: "service" };
+  }, { flow: "Svc" });
+  try {
+    const ids = Array.from({ length: n }, (_, i) => `v-${i}`);
+    const results = ids.map((id, i) => client.request("Svc", { i }, { id, timeout: 45_000 }));
+    results.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
+    await atService; // every request is at the service, its continuation not sent yet
+    assert.ok(await killRole(d.dir, "subject") !== undefined, "a Subject to kill");
+    for (let i = 0; i < 400 && client.subjectRestarts === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(client.subjectRestarts, 1, "the client saw the new Subject");
+    release(); // the continuations go to the new Subject; the requests sent again reach the service again
+    const out = await Promise.all(results);
+    out.forEach((p, i) => {
+      assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+      assert.deepEqual(p.values, { i, trace: ["one", "two"], approvedBy: "service" });
+    });
+    const sentinel = await settle(d, client, w.seen, "Svc");
+    assertExactlyOnce(w.finals, ids, sentinel, 0);
+    console.log(`the service's handler ran ${calls - 1} times for ${n} requests`);
+  } finally {
+    await w.close();
   }
 });
