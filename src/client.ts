@@ -8,6 +8,11 @@
  * whole path (client → Subject → Integration Manager → client) before a request is sent, so
  * no publication is missed to ZeroMQ's slow-joiner effect.
  *
+ * Subject restarts: every request a caller waits for is kept, as sent, until its final
+ * publication; when a new Subject incarnation announces itself, the client sends again the
+ * ones not finished (not those paused at an `@ASYNC` step), so a request the Subject had
+ * accepted when it died still gets its final publication (PROTOCOL.md, _Subject restarts_).
+ *
  * @module
  */
 
@@ -27,6 +32,7 @@ import {
   utf8,
 } from "./protocol.ts";
 import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "./batch.ts";
+import { KeptRequests } from "./kept_requests.ts";
 import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
 
 /** Options of {@linkcode Client.connect}. */
@@ -83,6 +89,8 @@ interface Subscription {
 }
 
 const PING = "ping";
+/** The topic of a Subject's announcement of its incarnation (`HELLO_TOPIC` of the Subject). */
+const HELLO_TOPIC = "~~~~hello";
 let clientCount = 0;
 
 /** A connection to a deployment, for services. */
@@ -106,6 +114,12 @@ export class Client {
   #flushScheduled = false;
   /** Messages sent again because their acknowledgement was late. */
   resent = 0;
+  /** Requests waited for, kept until their final publication, to send again after a Subject restart. */
+  readonly #kept = new KeptRequests();
+  /** Subject incarnations seen after the first (Subject restarts). */
+  subjectRestarts = 0;
+  /** Requests sent again because a new Subject incarnation announced itself. */
+  resentAfterRestart = 0;
   #ackWaiters: (() => void)[] = [];
   readonly #subscribed = new Map<string, Promise<void>>();
   readonly #subs = new Set<Subscription>();
@@ -135,6 +149,9 @@ export class Client {
       c.#resendTimer = timer;
     }
     c.#sub = c.#reactor.socket("SUB", { receiveHighWaterMark: 100_000, linger: 0 });
+    // Before any ping: the Subject announces itself ahead of each ping it forwards, so once a
+    // first ping is back the client knows the incarnation its requests go to.
+    await c.#sub.subscribe(HELLO_TOPIC);
     await c.#sub.connect(options.publisher);
     c.#sub.onMessage((f) => c.#onPublication(f));
     return c;
@@ -155,11 +172,41 @@ export class Client {
         u.frames.shift();
         if (u.frames.length === 0) this.#unacked.delete(id);
       }
-      if (this.#unacked.size === 0 && this.#ackWaiters.length) {
-        const ws = this.#ackWaiters;
-        this.#ackWaiters = [];
-        for (const w of ws) w();
-      }
+      this.#wakeAckWaiters();
+    }
+  }
+
+  #wakeAckWaiters(): void {
+    if (this.#unacked.size === 0 && this.#ackWaiters.length) {
+      const ws = this.#ackWaiters;
+      this.#ackWaiters = [];
+      for (const w of ws) w();
+    }
+  }
+
+  /**
+   * A Subject announced its incarnation. A new one (after another) means the Subject restarted
+   * and lost what it held: send again every request still waited for (not paused), and every
+   * message not yet acknowledged, at once. The same id, position and step count: a request the
+   * new Subject already has is dropped as a duplicate.
+   */
+  #onHello(incarnation: string): void {
+    const again = this.#kept.hello(incarnation);
+    if (!again) return;
+    this.subjectRestarts++;
+    this.#log.info("Subject restarted ({incarnation}): sending {n} unfinished requests again", {
+      incarnation,
+      n: again.length,
+    });
+    const now = performance.now();
+    for (const [id, frames] of again) {
+      if (!this.#unacked.has(id)) this.#unacked.set(id, { frames: [frames as Uint8Array[]], at: now });
+      this.resentAfterRestart++;
+    }
+    if (this.#dealer.closed) return;
+    for (const u of this.#unacked.values()) {
+      u.at = now;
+      for (const f of u.frames) void this.#dealer.send(f).catch(() => {});
     }
   }
 
@@ -171,9 +218,18 @@ export class Client {
       this.#pings.get(header.id)?.();
       return;
     }
+    if (header.k === "hello") {
+      if (text(frames[0]) === HELLO_TOPIC) this.#onHello(header.id);
+      return;
+    }
     const p = toPublication(frames);
     if (typeof p === "string") return;
+    if (p.resume !== undefined && !isFinal(p)) this.#kept.paused(p.id);
     if (isFinal(p)) {
+      this.#kept.forget(p.id);
+      // The request was accepted, whatever happened to its acknowledgement: sending it again
+      // (to a restarted Subject, which has not seen it) would run it twice.
+      if (this.#unacked.delete(p.id)) this.#wakeAckWaiters();
       const ws = this.#waiters.get(p.id);
       if (ws) {
         this.#waiters.delete(p.id);
@@ -188,8 +244,9 @@ export class Client {
    * one turn of the caller pushes leaves as one batch (PROTOCOL.md); resolves once libzmq has
    * taken it.
    */
-  #push(topic: string, header: Header, values: Uint8Array): Promise<void> {
+  #push(topic: string, header: Header, values: Uint8Array, keep = false): Promise<void> {
     const frames = [utf8(topic), encodeHeader(header), values];
+    if (keep) this.#kept.keep(header.id, frames);
     if (header.k !== "ping") {
       const u = this.#unacked.get(header.id);
       if (u) u.frames.push(frames);
@@ -251,6 +308,10 @@ export class Client {
     if (p) return p;
     p = (async () => {
       await this.#sub.subscribe(prefix);
+      // A flow's finals: its pause publications too, so that a request paused at an @ASYNC
+      // step is not sent again from its start after a Subject restart.
+      const flow = /^([^~]+)~~~~$/.exec(prefix)?.[1];
+      if (flow) await this.#sub.subscribe(`${flow}~ASYNC~`);
       const nonce = crypto.randomUUID();
       const pingTopic = `~~~~${PING}-${this.#clientId}-${nonce.slice(0, 8)}`;
       await this.#sub.subscribe(pingTopic);
@@ -296,11 +357,17 @@ export class Client {
     try {
       // The timeout covers the subscription handshake too (no deployment: no ping comes back).
       await Promise.race([this.#subscribe(`${flow}~~~~`), result]);
-      await this.#push(this.#requestTopic(flow, options.key), { v: 1, id }, utf8(JSON.stringify(values)));
+      await this.#push(
+        this.#requestTopic(flow, options.key),
+        { v: 1, id },
+        utf8(JSON.stringify(values)),
+        true,
+      );
       return await result;
     } finally {
       clearTimeout(timer);
       this.#unwait(id, waiter);
+      if (!this.#waiters.has(id)) this.#kept.forget(id);
       if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     }
   }
@@ -334,7 +401,10 @@ export class Client {
       return await result;
     } finally {
       clearTimeout(timer);
-      for (const id of ids) this.#unwait(id, waiter);
+      for (const id of ids) {
+        this.#unwait(id, waiter);
+        if (!this.#waiters.has(id)) this.#kept.forget(id); // a request() that ended while this waited
+      }
     }
   }
 

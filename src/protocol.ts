@@ -36,8 +36,11 @@ export interface Header {
   pos?: number;
   /** Steps run so far for this request (the step-limit counter). */
   n?: number;
-  /** Message kind: absent for requests and results; `ping` for a readiness probe. */
-  k?: "ping";
+  /**
+   * Message kind: absent for requests and results; `ping` for a readiness probe; `hello` for
+   * a Subject's announcement of its incarnation (the `id`).
+   */
+  k?: "ping" | "hello";
   /** On error publications. */
   error?: { code: ErrorCode; message: string };
   /** On pause publications: the token that resumes the flow; on a resume: the token. */

@@ -115,6 +115,8 @@ export interface SubjectStats {
   pending: number;
   /** Workers connected now. */
   workers: number;
+  /** Steps the workers can take now (their free credit, as this Subject counts it). */
+  credit: number;
   /** Flows paused at an `@ASYNC` step now. */
   paused: number;
   /** Flows resumed. */
@@ -157,6 +159,15 @@ export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 
 /** Milliseconds between the Subject's pings to the Integration Manager (see `im_outbox.ts`). */
 export const IM_PING_MS = 250;
+
+/**
+ * How often the Subject announces its incarnation (PROTOCOL.md, _Subject restarts_); it also
+ * announces it when it starts and before each ping it forwards.
+ */
+export const HELLO_EVERY_MS = 1000;
+
+/** The topic of the Subject's announcements. */
+export const HELLO_TOPIC = "~~~~hello";
 
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
@@ -208,6 +219,16 @@ export class Subject {
   #flushScheduled = false;
   #acksSentAt = 0;
   #timer?: ReturnType<typeof setInterval>;
+  #helloTimer?: ReturnType<typeof setInterval>;
+  /**
+   * This process's incarnation: a client that sees a new one sends again the requests it
+   * still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
+   */
+  readonly #hello = [
+    utf8(HELLO_TOPIC),
+    encodeHeader({ v: 1, id: crypto.randomUUID(), k: "hello" }),
+    EMPTY_VALUES,
+  ];
   #draining = false;
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
@@ -233,7 +254,7 @@ export class Subject {
   #suspects: (readonly Uint8Array[])[] = [];
   readonly #stats: Omit<
     SubjectStats,
-    "inFlight" | "pending" | "workers" | "paused" | "imUnacked" | "imResent"
+    "inFlight" | "pending" | "workers" | "paused" | "imUnacked" | "imResent" | "credit"
   > = {
     resumed: 0,
     poisoned: 0,
@@ -320,6 +341,8 @@ export class Subject {
       () => this.#outbox.size && void this.#reactor.exec(() => this.#pingIM()).catch(() => {}),
       IM_PING_MS,
     );
+    this.#announce();
+    this.#helloTimer = setInterval(() => this.#announce(), HELLO_EVERY_MS);
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: this.#o.pullAddress,
       workers: this.#o.workerAddress,
@@ -338,6 +361,7 @@ export class Subject {
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead + this.#suspects.length,
       workers: this.#workers.size,
+      credit: [...this.#workers.values()].reduce((sum, w) => sum + (w.leaving ? 0 : w.credit), 0),
       paused: this.#store.count(),
       imUnacked: this.#outbox.size,
       imResent: this.#imResent,
@@ -397,6 +421,8 @@ export class Subject {
       if (!fields.action.startsWith("ping")) {
         return this.#drop("bad_topic", "a ping's action must start with ping");
       }
+      // The announcement first: once its ping is back, a client knows this incarnation.
+      this.#announce();
       this.#toIM([frames[0], frames[1], frames[2]]);
       return;
     }
@@ -667,6 +693,12 @@ export class Subject {
     this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), values ?? EMPTY_VALUES]);
   }
 
+  /** Publishes the incarnation announcement (not counted in `published`). */
+  #announce(): void {
+    this.#imBatch.add(0, 0, this.#hello[0], this.#hello[1], this.#hello[2]);
+    this.#scheduleFlush();
+  }
+
   #toIM(frames: readonly Uint8Array[]): void {
     this.#imBatch.add(0, 0, frames[0], frames[1], frames[2]);
     this.#addedToIM();
@@ -798,8 +830,14 @@ export class Subject {
       w.lastSeen = performance.now();
       if (type === "HB" && Array.isArray(body.holding) && typeof body.last === "number") {
         this.#reconcile(w, new Set(body.holding as number[]), body.last);
-      }
-      if (type === "READY" || w.credit + w.inflight.size === 0) {
+        // The worker's free credit as of this heartbeat, less the steps on their way to it
+        // (sent after the last one it received; results travel ahead of the heartbeat). This
+        // also counts steps it runs for a Subject before this one (a restart): their
+        // credit comes back here as they finish, their results being late ones.
+        let onTheWay = 0;
+        for (const d of w.inflight) if (d > body.last) onTheWay++;
+        w.credit = Math.max(0, credit - onTheWay);
+      } else if (type === "READY" || w.credit + w.inflight.size === 0) {
         w.credit = Math.max(0, credit - w.inflight.size);
       }
       this.#pump();
@@ -1017,6 +1055,7 @@ export class Subject {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
       clearInterval(this.#imTimer);
+      clearInterval(this.#helloTimer);
       if (this.#ownsReactor) await this.#reactor.close();
       else {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);

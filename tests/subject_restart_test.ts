@@ -1,0 +1,254 @@
+// Issue 16 (4): a Subject SIGKILLed (and restarted by `start`) loses no accepted request. The
+// client keeps every request it waits for until its final publication and sends the unfinished
+// ones again when a new Subject incarnation announces itself (PROTOCOL.md, Subject restarts).
+// Real processes, real sockets, real signals.
+import assert from "node:assert/strict";
+import { killRole, rolePids, roleStats } from "../src/deployment.ts";
+import type { Client } from "../src/client.ts";
+import type { Publication } from "../src/protocol.ts";
+import { type Deployment, startDeployment } from "./helpers.ts";
+
+/** Counts final publications per request id on a subscription of its own (its own client). */
+async function countFinals(d: Deployment, flow: string) {
+  const watcher = await d.connect();
+  const finals = new Map<string, number>();
+  const waiting = new Map<string, () => void>();
+  const stream = await watcher.subscribe(`${flow}~~~~`);
+  const counting = (async () => {
+    for await (const p of stream) {
+      if (p.action !== "done" && p.action !== "error") continue;
+      finals.set(p.id, (finals.get(p.id) ?? 0) + 1);
+      waiting.get(p.id)?.();
+    }
+  })();
+  return {
+    finals,
+    /** Resolves once the watcher has seen a final for `id`. */
+    seen: (id: string) => new Promise<void>((r) => finals.has(id) ? r() : waiting.set(id, r)),
+    close: async () => {
+      await stream.return!();
+      await counting;
+      await watcher.close();
+    },
+  };
+}
+
+/**
+ * Waits until the (new) Subject holds nothing (its counters are written every second), then sends
+ * one more request and waits for the watcher to see its final: the IM publishes in order what the
+ * Subject sends it, so a duplicate final of an earlier request would have been seen by then.
+ */
+async function settle(d: Deployment, client: Client, seen: (id: string) => Promise<void>, flow: string) {
+  for (let i = 0; i < 120; i++) {
+    const s = await roleStats(d.dir, "subject").catch(() => undefined);
+    if (s && s.inFlight === 0 && s.pending === 0) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const id = `sentinel-${crypto.randomUUID()}`;
+  const watched = seen(id);
+  assert.equal((await client.request(flow, { ms: 0 }, { id })).action, "done");
+  await watched;
+  return id;
+}
+
+function assertExactlyOnce(finals: Map<string, number>, ids: string[], sentinel: string, warmUps = 1) {
+  const missing = ids.filter((id) => !finals.has(id));
+  assert.deepEqual(missing, [], "every request has a final publication");
+  const dupes = [...finals].filter(([, c]) => c !== 1);
+  assert.deepEqual(dupes, [], "no request has two finals");
+  assert.equal(finals.size, ids.length + warmUps + 1, "no final for anything else (warm-up, sentinel)");
+  assert.equal(finals.get(sentinel), 1);
+}
+
+Deno.test("SIGKILL of the Subject with 500 one-second requests in flight: 0 lost, 0 duplicate finals", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  const w = await countFinals(d, "Slow");
+  try {
+    // The subscription handshake first, so that the 500 requests leave at once.
+    assert.equal((await client.request("Slow", { ms: 0 }, { id: "warm-up" })).action, "done");
+    const n = 500;
+    const ids = Array.from({ length: n }, (_, i) => `s-${i}`);
+    const results = ids.map((id, i) => client.request("Slow", { ms: 1000, i }, { id, timeout: 45_000 }));
+    results.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
+    await new Promise((r) => setTimeout(r, 0)); // let the requests reach the socket
+    await client.drain(); // every one acknowledged: accepted by the Subject
+    const t0 = performance.now();
+    const old = await killRole(d.dir, "subject");
+    assert.ok(old !== undefined, "a Subject to kill");
+    const out = await Promise.all(results);
+    const recovered = performance.now() - t0;
+    out.forEach((p, i) => {
+      assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+      assert.equal(p.values.i, i);
+      assert.equal(p.values.slept, true);
+    });
+    const pids = await rolePids(d.dir, "subject");
+    assert.equal(pids.length, 1, "start restarted the Subject");
+    assert.notEqual(pids[0], old);
+    assert.equal(client.subjectRestarts, 1, "the client saw one new incarnation");
+    const sentinel = await settle(d, client, w.seen, "Slow");
+    assertExactlyOnce(w.finals, ids, sentinel);
+    const s = await roleStats(d.dir, "subject");
+    console.log(
+      `all ${n} finals ${Math.round(recovered)} ms after the kill; resent after the restart: ` +
+        `${client.resentAfterRestart}; late results the new Subject ignored: ${s.lateResults}`,
+    );
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("SIGKILL of the Subject while a burst of 2,000 requests is still being sent: 0 lost, 0 duplicate finals", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  const w = await countFinals(d, "Slow");
+  try {
+    assert.equal((await client.request("Slow", { ms: 0 }, { id: "warm-up" })).action, "done");
+    const n = 2000;
+    const ids = Array.from({ length: n }, (_, i) => `b-${i}`);
+    const results: Promise<Publication>[] = [];
+    let sent = 0;
+    let quarter!: () => void;
+    const quarterSent = new Promise<void>((r) => (quarter = r));
+    const sender = (async () => {
+      for (let i = 0; i < n; i++) {
+        const r = client.request("Slow", { ms: 200, i }, { id: ids[i], timeout: 60_000 });
+        r.catch(() => {}); // a failed assertion below reports itself, not these
+        results.push(r);
+        sent++;
+        if (i === n / 4) quarter();
+        // The burst is spread over a second or so, across the kill and the restart.
+        if (i % 20 === 19) await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    await quarterSent;
+    const t0 = performance.now();
+    const old = await killRole(d.dir, "subject");
+    const sentAtKill = sent;
+    assert.ok(old !== undefined, "a Subject to kill");
+    await sender;
+    assert.ok(sentAtKill < n, `the kill came while the burst was being sent (${sentAtKill} of ${n} sent)`);
+    const out = await Promise.all(results);
+    const recovered = performance.now() - t0;
+    out.forEach((p, i) => {
+      assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+      assert.equal(p.values.i, i);
+    });
+    assert.notEqual((await rolePids(d.dir, "subject"))[0], old, "start restarted the Subject");
+    const sentinel = await settle(d, client, w.seen, "Slow");
+    assertExactlyOnce(w.finals, ids, sentinel);
+    console.log(
+      `killed with ${sentAtKill} of ${n} sent; all finals ${Math.round(recovered)} ms after the kill; ` +
+        `resent after the restart: ${client.resentAfterRestart}, resent for a late ack: ${client.resent}`,
+    );
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("after a Subject restart the workers' whole credit is used again (taken from their heartbeats)", async () => {
+  // 160 one-second steps over 2 workers of 100 credits: each worker is running ~80 of the old
+  // Subject's steps (20 free) when the new Subject meets it. Their credit must come back as they
+  // finish (their results are late ones), not stay at the 20 the first heartbeat showed.
+  await using d = await startDeployment({ workers: 2, args: ["--worker-concurrency", "100"] });
+  await using client = await d.connect();
+  assert.equal((await client.request("Slow", { ms: 0 })).action, "done");
+  const results = Array.from(
+    { length: 160 },
+    (_, i) => client.request("Slow", { ms: 1000, i }, { timeout: 45_000 }),
+  );
+  await new Promise((r) => setTimeout(r, 0));
+  await client.drain();
+  assert.ok(await killRole(d.dir, "subject") !== undefined, "a Subject to kill");
+  assert.ok((await Promise.all(results)).every((p) => p.action === "done"), "every request is answered");
+  // Idle now: the counters are written every second, heartbeats go every second.
+  let credit = 0;
+  for (let i = 0; i < 80 && credit !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    credit = Number((await roleStats(d.dir, "subject").catch(() => ({ credit: 0 }))).credit);
+  }
+  assert.equal(credit, 200, "the new Subject counts both workers' whole credit");
+});
+
+Deno.test("requests paused at an @ASYNC step are not sent again after a Subject restart; resumed, each ends once", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  await using watcher = await d.connect();
+  const seen = new Map<string, { pauses: number; finals: number }>();
+  const pauses: Publication[] = [];
+  let wake: () => void = () => {};
+  const stream = await watcher.subscribe("Pause~");
+  const counting = (async () => {
+    for await (const p of stream) {
+      const c = seen.get(p.id) ?? { pauses: 0, finals: 0 };
+      if (p.resume !== undefined) c.pauses++, pauses.push(p);
+      if (p.action === "done" || p.action === "error") c.finals++;
+      seen.set(p.id, c);
+      wake();
+    }
+  })();
+  try {
+    const n = 20;
+    const requests = Array.from({ length: n }, (_, i) => client.request("Pause", { i }, { id: `p-${i}` }));
+    requests.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
+    for (let i = 0; i < 400 && pauses.length < n; i++) await new Promise<void>((r) => (wake = r));
+    assert.equal(pauses.length, n, "every request paused");
+    const old = await killRole(d.dir, "subject");
+    assert.ok(old !== undefined, "a Subject to kill");
+    // The client learns of the new Subject from its announcement (within a second of its start).
+    for (let i = 0; i < 400 && client.subjectRestarts === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(client.subjectRestarts, 1, "the client saw the new Subject");
+    assert.equal(client.resentAfterRestart, 0, "no paused request was sent again");
+    const resumer = await d.connect();
+    for (const p of pauses) await resumer.sendResume(p.resume!, { reply: p.id });
+    await resumer.close();
+    const results = await Promise.all(requests);
+    results.forEach((p, i) => assert.deepEqual(p.values, { i, trace: ["one", "two"], reply: `p-${i}` }));
+    const sentinel = `sentinel-${crypto.randomUUID()}`;
+    await client.send("Pause", { i: -1 }, { id: sentinel }); // pauses: its publication comes last
+    for (let i = 0; i < 400 && !seen.has(sentinel); i++) await new Promise<void>((r) => (wake = r));
+    for (let i = 0; i < n; i++) assert.deepEqual(seen.get(`p-${i}`), { pauses: 1, finals: 1 }, `p-${i}`);
+  } finally {
+    await stream.return!();
+    await counting;
+  }
+});
+
+Deno.test("requests waiting at a @PUBLISH step's service when the Subject dies: each gets one final", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  await using service = await d.connect();
+  const w = await countFinals(d, "Svc");
+  const n = 50;
+  let calls = 0;
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let allAtService!: () => void;
+  const atService = new Promise<void>((r) => (allAtService = r));
+  await service.handle("T?Svc?approve", async (v) => {
+    if (++calls === n) allAtService();
+    await released;
+    return { ...v, approvedBy: "service" };
+  }, { flow: "Svc" });
+  try {
+    const ids = Array.from({ length: n }, (_, i) => `v-${i}`);
+    const results = ids.map((id, i) => client.request("Svc", { i }, { id, timeout: 45_000 }));
+    results.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
+    await atService; // every request is at the service, its continuation not sent yet
+    assert.ok(await killRole(d.dir, "subject") !== undefined, "a Subject to kill");
+    for (let i = 0; i < 400 && client.subjectRestarts === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(client.subjectRestarts, 1, "the client saw the new Subject");
+    release(); // the continuations go to the new Subject; the requests sent again reach the service again
+    const out = await Promise.all(results);
+    out.forEach((p, i) => {
+      assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+      assert.deepEqual(p.values, { i, trace: ["one", "two"], approvedBy: "service" });
+    });
+    const sentinel = await settle(d, client, w.seen, "Svc");
+    assertExactlyOnce(w.finals, ids, sentinel, 0);
+    console.log(`the service's handler ran ${calls - 1} times for ${n} requests`);
+  } finally {
+    await w.close();
+  }
+});
