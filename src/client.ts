@@ -77,6 +77,25 @@ export class RequestTimeoutError extends Error {
   }
 }
 
+/**
+ * The Subject refused a message (a `NACK`, PROTOCOL.md _Acknowledgements_): it was dropped
+ * unread, for `reason` (`bad_topic`, `frame_count`, `oversize`), and sending it again would not
+ * help.
+ */
+export class RequestRefusedError extends Error {
+  /** The request id. */
+  readonly id: string;
+  /** Why: a drop reason of PROTOCOL.md. */
+  readonly reason: string;
+  /** Builds the error. */
+  constructor(id: string, reason: string, message: string) {
+    super(`The Subject refused request ${id}: ${reason}: ${message}`);
+    this.name = "RequestRefusedError";
+    this.id = id;
+    this.reason = reason;
+  }
+}
+
 interface Waiter {
   resolve(p: Publication): void;
   reject(e: unknown): void;
@@ -121,6 +140,10 @@ export class Client {
   /** Requests sent again because a new Subject incarnation announced itself. */
   resentAfterRestart = 0;
   #ackWaiters: (() => void)[] = [];
+  /** Ids that `send()` / `sendResume()` wait to see accepted, with the refusal if one came. */
+  readonly #sending = new Map<string, RequestRefusedError | undefined>();
+  /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
+  readonly #resumes = new Map<string, () => void>();
   readonly #subscribed = new Map<string, Promise<void>>();
   readonly #subs = new Set<Subscription>();
   readonly #handlers = new Set<Promise<unknown>>();
@@ -158,6 +181,11 @@ export class Client {
   }
 
   #onDealer(frames: Uint8Array[]): void {
+    if (frames.length === 2 && text(frames[0]) === "NACK") return this.#onRefused(frames[1]);
+    if (frames.length === 2 && text(frames[0]) === "RESUMED") {
+      for (const r of parseJsonArray(frames[1])) if (typeof r?.id === "string") this.#resumes.get(r.id)?.();
+      return;
+    }
     if (frames.length === 2 && text(frames[0]) === "ACK") {
       let ids: unknown;
       try {
@@ -174,6 +202,23 @@ export class Client {
       }
       this.#wakeAckWaiters();
     }
+  }
+
+  /** The Subject refused messages: stop sending them, and fail whoever waits for them. */
+  #onRefused(frame: Uint8Array): void {
+    for (const r of parseJsonArray(frame)) {
+      if (typeof r?.id !== "string") continue;
+      const e = new RequestRefusedError(r.id, String(r.reason), String(r.message ?? ""));
+      this.#unacked.delete(r.id);
+      this.#kept.forget(r.id);
+      if (this.#sending.has(r.id)) this.#sending.set(r.id, e);
+      const ws = this.#waiters.get(r.id);
+      if (ws) {
+        this.#waiters.delete(r.id);
+        for (const w of ws) w.reject(e);
+      }
+    }
+    this.#wakeAckWaiters();
   }
 
   #wakeAckWaiters(): void {
@@ -387,11 +432,26 @@ export class Client {
     const resumeId = options.id ?? crypto.randomUUID();
     const ms = options.timeout ?? this.#timeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    // An error under the resume's own id (`bad_resume`, …) ends the wait. The original request's
+    // final counts only once the Subject said this resume took the token (`RESUMED`, on the
+    // DEALER): it may arrive first, and then waits for that word.
     const ids = named ? [resumeId, named.id] : [resumeId];
-    let waiter!: Waiter;
+    let own!: Waiter;
+    let original!: Waiter;
     const result = new Promise<Publication>((resolve, reject) => {
-      waiter = { resolve, reject };
-      for (const id of ids) this.#wait(id, waiter);
+      let won = false;
+      let final: Publication | undefined;
+      own = { resolve, reject };
+      original = {
+        resolve: (p) => won ? resolve(p) : final = p,
+        reject,
+      };
+      this.#wait(resumeId, own);
+      if (named) this.#wait(named.id, original);
+      this.#resumes.set(resumeId, () => {
+        won = true;
+        if (final) resolve(final);
+      });
       timer = setTimeout(() => reject(new RequestTimeoutError(resumeId, ms)), ms);
       options.signal?.addEventListener("abort", () => reject(options.signal!.reason), { once: true });
     });
@@ -401,23 +461,31 @@ export class Client {
       return await result;
     } finally {
       clearTimeout(timer);
+      this.#resumes.delete(resumeId);
+      this.#unwait(resumeId, own);
+      if (named) this.#unwait(named.id, original);
       for (const id of ids) {
-        this.#unwait(id, waiter);
         if (!this.#waiters.has(id)) this.#kept.forget(id); // a request() that ended while this waited
       }
     }
   }
 
   /** Sends a resume without waiting for the flow to finish; resolves once accepted. */
-  async sendResume(token: string, values: Values = {}): Promise<string> {
-    const id = crypto.randomUUID();
-    await this.#push(
-      `${parseToken(token)?.flow ?? ""}~~~~`,
-      { v: 1, id, resume: token },
-      utf8(JSON.stringify(values)),
+  async sendResume(
+    token: string,
+    values: Values = {},
+    options: Pick<RequestOptions, "id"> = {},
+  ): Promise<string> {
+    const id = options.id ?? crypto.randomUUID();
+    return await this.#accepted(
+      id,
+      () =>
+        this.#push(
+          `${parseToken(token)?.flow ?? ""}~~~~`,
+          { v: 1, id, resume: token },
+          utf8(JSON.stringify(values)),
+        ),
     );
-    await this.#acked();
-    return id;
   }
 
   #wait(id: string, w: Waiter): void {
@@ -446,9 +514,24 @@ export class Client {
     options: Pick<RequestOptions, "key" | "id"> = {},
   ): Promise<string> {
     const id = options.id ?? crypto.randomUUID();
-    await this.#push(this.#requestTopic(flow, options.key), { v: 1, id }, utf8(JSON.stringify(values)));
-    await this.#acked();
-    return id;
+    return await this.#accepted(
+      id,
+      () => this.#push(this.#requestTopic(flow, options.key), { v: 1, id }, utf8(JSON.stringify(values))),
+    );
+  }
+
+  /** Sends with `push` and resolves with `id` once accepted; rejects if the Subject refuses it. */
+  async #accepted(id: string, push: () => Promise<void>): Promise<string> {
+    this.#sending.set(id, undefined);
+    try {
+      await push();
+      await this.#acked();
+      const refused = this.#sending.get(id);
+      if (refused) throw refused;
+      return id;
+    } finally {
+      this.#sending.delete(id);
+    }
   }
 
   #acked(): Promise<void> {
@@ -574,5 +657,15 @@ export class Client {
   /** Same as {@linkcode Client.close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+}
+
+/** A JSON array from a frame, or an empty one when the frame holds anything else. */
+function parseJsonArray(frame: Uint8Array): ({ readonly [k: string]: unknown } | null | undefined)[] {
+  try {
+    const v = JSON.parse(text(frame));
+    return Array.isArray(v) ? v : [];
+  } catch {
+    return [];
   }
 }

@@ -172,9 +172,26 @@ export const HELLO_TOPIC = "~~~~hello";
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
 
+/** What to answer one service connection at the end of a turn. */
+interface AckList {
+  readonly idFrame: Uint8Array;
+  /** Ids of the messages taken. */
+  readonly ids: string[];
+  /** Messages refused (dropped), with why (PROTOCOL.md, _Acknowledgements_). */
+  nacks?: { id: string; reason: string; message: string }[];
+  /** Resume messages that took their token, with the request each continues. */
+  resumed?: { id: string; request: string }[];
+}
+
+/** The characters of a topic's key fields; a flow name may also have `.`. */
+const KEY_FIELD = /^[A-Za-z0-9_^-]*$/;
+const FLOW_NAME = /^[A-Za-z0-9_.^-]*$/;
+
 /** What the Subject works out once per request topic. */
 interface TopicInfo {
   readonly fields: TopicFields;
+  /** Why the topic cannot be routed (a field with a character no key may have), if so. */
+  readonly invalid: string | undefined;
   /** Undefined for an unknown flow. */
   readonly flow: Flow | undefined;
   /** Where a request without a position starts (with a known flow). */
@@ -184,6 +201,8 @@ interface TopicInfo {
 const STEPS = utf8("STEPS");
 const PING = utf8("PING");
 const ACK = utf8("ACK");
+const NACK = utf8("NACK");
+const RESUMED = utf8("RESUMED");
 const EMPTY_VALUES = utf8("{}");
 
 /** A running Subject. */
@@ -205,7 +224,8 @@ export class Subject {
    * reuses the numbers of the one before (workers report the highest number they received).
    */
   #nextDispatch = Date.now() * 1000;
-  #acks = new Map<string, { idFrame: Uint8Array; ids: string[] }>();
+  /** Acknowledgements (and refusals) to send, by the service's identity. */
+  #acks = new Map<string, AckList>();
   /** Publications to send to the IM at the end of this turn. */
   readonly #imBatch = new BatchWriter();
   /** Batches towards the IM until it acknowledges them. */
@@ -242,8 +262,13 @@ export class Subject {
   readonly #topicInfo = new TopicMemo<TopicInfo | undefined>((topic) => {
     const fields = parseTopic(topic);
     if (!fields) return undefined;
-    const flow = this.#o.flows.get(fields.flow);
-    return { fields, flow, place: flow && placeRequest(flow, fields) };
+    const invalid = !FLOW_NAME.test(fields.flow)
+      ? `the flow name ${JSON.stringify(fields.flow)} has a character other than letters, digits, _ - ^ .`
+      : [fields.decorator, fields.sender, fields.context, fields.action].some((f) => !KEY_FIELD.test(f))
+      ? "a key field of the topic has a character other than letters, digits, _ - ^"
+      : undefined;
+    const flow = invalid ? undefined : this.#o.flows.get(fields.flow);
+    return { fields, invalid, flow, place: flow && placeRequest(flow, fields) };
   });
   /**
    * Why each delivery of a step ended in its worker's failure, by the step's frames (the same
@@ -322,6 +347,7 @@ export class Subject {
       sendHighWaterMark: 100_000,
     });
     await this.#services.bind(this.#o.pullAddress);
+    this.#services.raw.onOversize = (f) => this.#onOversize(f);
     this.#workersSock.onMessage((f) => this.#onWorker(f));
     this.#services.onMessage((f) => this.#onService(f));
     r.afterReceive(() => this.#flush());
@@ -395,20 +421,33 @@ export class Subject {
     }
     if (frames.length !== 4) {
       this.#stats.received++;
+      // Answered when a header with an id can be read where it belongs (the second frame).
+      const h = frames.length > 2 ? decodeHeader(frames[2]) : undefined;
+      if (h && typeof h !== "string") {
+        this.#refuse(this.#ackList(frames[0]), h.id, "frame_count", `${frames.length - 1} frames, not 3`);
+      }
       return this.#drop("frame_count", `${frames.length - 1} frames after the identity`);
     }
     this.#onRequest(this.#ackList(frames[0]), [frames[1], frames[2], frames[3]]);
   }
 
-  #onRequest(ack: string[], frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
+  #onRequest(ack: AckList, frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
     this.#stats.received++;
+    const header = decodeHeader(frames[1]);
+    if (typeof header === "string") return this.#drop(header); // no id to answer
     const topic = text(frames[0]);
     const t = this.#topicInfo.get(topic);
-    if (!t) return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
+    if (!t || t.invalid) {
+      const why = t?.invalid ?? "the topic is not five fields joined by ~";
+      this.#refuse(ack, header.id, "bad_topic", why);
+      return this.#drop("bad_topic", JSON.stringify(topic.slice(0, 80)));
+    }
     const fields = t.fields;
-    const header = decodeHeader(frames[1]);
-    if (typeof header === "string") return this.#drop(header);
-    ack.push(header.id);
+    if (header.k === "ping" && !fields.action.startsWith("ping")) {
+      this.#refuse(ack, header.id, "bad_topic", "a ping's action must start with ping");
+      return this.#drop("bad_topic", "a ping's action must start with ping");
+    }
+    ack.ids.push(header.id);
     this.#scheduleFlush();
     if (header.k !== "ping" && this.#o.duplicateWindow > 0 && this.#isDuplicate(header)) {
       return this.#drop("duplicate", `request ${JSON.stringify(header.id).slice(0, 60)} seen before`);
@@ -418,14 +457,13 @@ export class Subject {
       return;
     }
     if (header.k === "ping") {
-      if (!fields.action.startsWith("ping")) {
-        return this.#drop("bad_topic", "a ping's action must start with ping");
-      }
       // The announcement first: once its ping is back, a client knows this incarnation.
       this.#announce();
       this.#toIM([frames[0], frames[1], frames[2]]);
       return;
     }
+    // A resume names its flow in its token; its errors go on the flow of the topic it came on.
+    if (header.resume !== undefined) return this.#resume(ack, fields.flow, header, frames[2]);
     const flow = t.flow;
     if (!flow) {
       return this.#errorPublish(
@@ -436,7 +474,6 @@ export class Subject {
         `unknown flow "${fields.flow}"`,
       );
     }
-    if (header.resume !== undefined) return this.#resume(fields.flow, header, frames[2]);
     if (header.error) {
       // A service's handler for a @PUBLISH step failed: publish the error for the request.
       const e = header.error;
@@ -460,12 +497,33 @@ export class Subject {
     return this.#recent.seen(h.id, h.pos, h.n, resume);
   }
 
-  /** The list of request ids to acknowledge to the service whose identity frame this is. */
-  #ackList(idFrame: Uint8Array): string[] {
+  /** What to answer the service whose identity frame this is, at the end of the turn. */
+  #ackList(idFrame: Uint8Array): AckList {
     const k = text(idFrame);
     let a = this.#acks.get(k);
     if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
-    return a.ids;
+    return a;
+  }
+
+  /** Refuses a message: the service is told (NACK) instead of waiting for an ACK that never comes. */
+  #refuse(ack: AckList, id: string, reason: string, message: string): void {
+    (ack.nacks ??= []).push({ id, reason, message });
+    this.#scheduleFlush();
+  }
+
+  /** A message from a service had a frame over max_message_size: refuse it if its header can be read. */
+  #onOversize(frames: (Uint8Array | null)[]): void {
+    const [idFrame, , headerFrame] = frames;
+    if (!idFrame || !headerFrame || frames.length !== 4) return;
+    const h = decodeHeader(headerFrame);
+    if (typeof h === "string") return;
+    const limit = this.#o.maxMessageSize;
+    this.#refuse(
+      this.#ackList(idFrame.slice()),
+      h.id,
+      "oversize",
+      `a frame is over max_message_size (${limit} bytes)`,
+    );
   }
 
   /**
@@ -575,10 +633,14 @@ export class Subject {
     this.#acksSentAt = performance.now();
     const acks = this.#acks;
     this.#acks = new Map();
-    for (const { idFrame, ids } of acks.values()) {
-      if (!ids.length) continue; // a message whose requests were all dropped before they were read
-      const frames = [idFrame, ACK, utf8(JSON.stringify(ids))];
+    const send = (frames: Uint8Array[]) => {
       if (!this.#services.sendNow(frames)) void this.#services.send(frames).catch(() => {});
+    };
+    for (const { idFrame, ids, nacks, resumed } of acks.values()) {
+      // (no ids: a message whose requests were all dropped before they were read)
+      if (ids.length) send([idFrame, ACK, utf8(JSON.stringify(ids))]);
+      if (nacks) send([idFrame, NACK, utf8(JSON.stringify(nacks))]);
+      if (resumed) send([idFrame, RESUMED, utf8(JSON.stringify(resumed))]);
     }
   }
 
@@ -633,29 +695,47 @@ export class Subject {
   }
 
   /** Resumes a paused flow at its `@ASYNC` step, with the new values merged in. */
-  #resume(topicFlow: string, header: Header, values: Uint8Array): void {
-    const paused = this.#store.take(String(header.resume));
+  /**
+   * Resumes a paused flow. Its answers go under the resume message's own id, on the flow of the
+   * topic it came on (the one its sender subscribed to): `bad_request` for values that are not
+   * a JSON object (the token is not used), `bad_resume` for a token that is malformed, unknown,
+   * expired or already used; the one resume that takes the token is told so on its sender's
+   * connection (`RESUMED`, with the acknowledgements), and the original request's final
+   * publication follows. So of two resumes of one token, each learns which won.
+   */
+  #resume(ack: AckList, topicFlow: string, header: Header, values: Uint8Array): void {
+    const added = decodeValues(values);
+    if (typeof added === "string") {
+      return this.#errorPublish(
+        topicFlow,
+        header,
+        undefined,
+        "bad_request",
+        "the resume values are not a JSON object",
+      );
+    }
+    const token = typeof header.resume === "string" ? header.resume : "";
+    const paused = parseToken(token) ? this.#store.take(token) : undefined;
     if (!paused) {
       return this.#errorPublish(
-        parseToken(String(header.resume))?.flow ?? topicFlow,
+        topicFlow,
         header,
         values,
         "bad_resume",
-        "resume token unknown, expired or already used",
+        parseToken(token)
+          ? "resume token unknown, expired or already used"
+          : "malformed resume token (expected Flow~<32 hex>~<request id>)",
       );
     }
+    (ack.resumed ??= []).push({ id: header.id, request: paused.id });
     const flow = this.#o.flows.get(paused.flow);
-    const added = decodeValues(values);
-    if (!flow || typeof added === "string") {
-      const why = !flow
-        ? `flow "${paused.flow}" is no longer loaded`
-        : "the resume values are not a JSON object";
+    if (!flow) {
       return this.#errorPublish(
         paused.flow,
         { id: paused.id },
         utf8(paused.values),
-        flow ? "bad_request" : "unknown_flow",
-        why,
+        "unknown_flow",
+        `flow "${paused.flow}" is no longer loaded`,
       );
     }
     this.#stats.resumed++;
@@ -687,10 +767,12 @@ export class Subject {
     message: string,
   ): void {
     this.#stats.errors++;
-    const safeFlow = /^[A-Za-z0-9_.^-]*$/.test(flow) ? flow : "";
+    const safeFlow = FLOW_NAME.test(flow) ? flow : "";
     const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
     if (h.pos !== undefined) header.pos = h.pos;
-    this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), values ?? EMPTY_VALUES]);
+    // Publications carry JSON objects: values as sent that are not one are left out.
+    const body = values && typeof decodeValues(values) !== "string" ? values : EMPTY_VALUES;
+    this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), body]);
   }
 
   /** Publishes the incarnation announcement (not counted in `published`). */

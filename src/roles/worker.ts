@@ -402,7 +402,7 @@ export class Worker {
       return this.#error(
         flow.name,
         header,
-        valuesFrame,
+        {}, // publications carry JSON objects: values that are not one are not echoed
         "bad_request",
         "the request's values are not a JSON object",
       );

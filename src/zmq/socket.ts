@@ -175,6 +175,11 @@ export class Socket {
   readonly #onClose: (s: Socket) => void;
   /** Messages dropped on receipt because a frame was larger than `maxMessageSize`. */
   oversizeDrops = 0;
+  /**
+   * Called with each message dropped as oversize: its frames, `null` in place of each frame
+   * over the limit (never read), so a role can answer the sender (its identity, its header).
+   */
+  onOversize?: (frames: (Uint8Array | null)[]) => void;
   readonly #maxFrame: number = Infinity;
 
   /** Use {@linkcode Context.socket}. */
@@ -369,19 +374,22 @@ export class Socket {
     for (;;) {
       let n = this.#recv(ptr, DONTWAIT);
       if (n < 0) return null; // EAGAIN: nothing waiting (no Error object: this is the hot path)
-      const frames: Uint8Array[] = [];
+      const frames: (Uint8Array | null)[] = [];
       let oversize = false;
       for (;;) {
-        if (n > receiveBuffer.length || n > this.#maxFrame) oversize = true;
-        else frames.push(copyOut(n));
+        if (n > receiveBuffer.length || n > this.#maxFrame) {
+          oversize = true;
+          frames.push(null);
+        } else frames.push(copyOut(n));
         optLen[0] = 4n;
         z.zmq_getsockopt(ptr, Opt.RCVMORE, moreFlagBytes, optLenBytes);
         if (moreFlag[0] === 0) break;
         n = this.#recv(ptr, 0); // the rest of a multipart message is already here
         if (n < 0) throw lastError("zmq_recv");
       }
-      if (!oversize) return frames;
+      if (!oversize) return frames as Uint8Array[];
       this.oversizeDrops++;
+      this.onOversize?.(frames);
     }
   }
 

@@ -1,0 +1,159 @@
+// What the correctness sweep (issue 17) found, over real processes: refusals answered on the
+// service's DEALER (NACK), error publications that are always JSON objects, resume answers under
+// the resume's own id, and concurrent resumes of one token that each learn which one won.
+import assert from "node:assert/strict";
+import { RequestRefusedError } from "../src/client.ts";
+import type { Publication } from "../src/protocol.ts";
+import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
+import { startDeployment } from "./helpers.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A raw service: a DEALER to the Subject whose ACK and NACK frames are collected. */
+async function rawService(reactor: Reactor, subject: string) {
+  const s = reactor.socket("DEALER");
+  await s.connect(subject);
+  const acked = new Set<string>();
+  const refused = new Map<string, { reason: string; message: string }>();
+  const waiters: (() => void)[] = [];
+  s.onMessage((f) => {
+    const list = JSON.parse(dec.decode(f[1]));
+    if (dec.decode(f[0]) === "ACK") { for (const id of list) acked.add(id); }
+    if (dec.decode(f[0]) === "NACK") { for (const r of list) refused.set(r.id, r); }
+    for (const w of waiters.splice(0)) w();
+  });
+  /** Waits until `id` is acknowledged or refused (10 s at most). */
+  const answer = async (id: string) => {
+    const deadline = performance.now() + 10_000;
+    while (!acked.has(id) && !refused.has(id) && performance.now() < deadline) {
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 100);
+      });
+    }
+    return { acked: acked.has(id), refused: refused.get(id) };
+  };
+  return { socket: s as ReactorSocket, answer };
+}
+
+const frames = (topic: string, header: object | string, values: string) => [
+  enc.encode(topic),
+  enc.encode(typeof header === "string" ? header : JSON.stringify(header)),
+  enc.encode(values),
+];
+
+Deno.test("dropped messages are refused on the DEALER (NACK) with their reason, never acknowledged", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--max-message-size", "2048"] });
+  const reactor = new Reactor();
+  try {
+    const svc = await rawService(reactor, d.subject);
+    // A flow name with a space: its error could reach no subscriber, so the sender is told.
+    await svc.socket.send(frames("Ca lc~~~~", { v: 1, id: "bad-topic" }, "{}"));
+    // A ping whose action does not start with ping.
+    await svc.socket.send(frames("~~~~pong-1", { v: 1, id: "bad-ping", k: "ping" }, "{}"));
+    // Four frames after the identity, the header where it belongs.
+    await svc.socket.send([...frames("Three~~~~", { v: 1, id: "four-frames" }, "{}"), enc.encode("x")]);
+    // A values frame over max_message_size.
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "too-big" }, `{"a":"${"x".repeat(4096)}"}`));
+    // And a good one, acknowledged.
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "good" }, "{}"));
+    const expect: [string, string][] = [
+      ["bad-topic", "bad_topic"],
+      ["bad-ping", "bad_topic"],
+      ["four-frames", "frame_count"],
+      ["too-big", "oversize"],
+    ];
+    for (const [id, reason] of expect) {
+      const a = await svc.answer(id);
+      assert.equal(a.acked, false, `${id} is not acknowledged`);
+      assert.equal(a.refused?.reason, reason, `${id}: ${JSON.stringify(a)}`);
+      assert.ok(a.refused!.message.length > 0);
+    }
+    assert.equal((await svc.answer("good")).acked, true);
+  } finally {
+    await reactor.close();
+  }
+  // The bundled client turns a refusal into an error instead of resending forever.
+  await using client = await d.connect();
+  await assert.rejects(
+    client.request("Ca lc", {}, { timeout: 10_000 }),
+    (e) => e instanceof RequestRefusedError && e.reason === "bad_topic",
+  );
+  await assert.rejects(
+    client.send("Three", { a: "x".repeat(4096) }),
+    (e) => e instanceof RequestRefusedError && e.reason === "oversize",
+  );
+});
+
+Deno.test("error publications always carry a JSON object, whatever values the request had", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const seen = new Map<string, Publication>();
+  const stream = await client.subscribe("");
+  const collecting = (async () => {
+    for await (const p of stream) seen.set(p.id, p);
+  })();
+  const reactor = new Reactor();
+  try {
+    const svc = await rawService(reactor, d.subject);
+    const cases: [string, string, string][] = [
+      ["Three~~~~", "not-json", "not json"],
+      ["Three~~~~", "array", "[1,2]"],
+      ["Three~~~~", "string", '"s"'],
+      ["Nope~~~~", "unknown-flow", "not json"],
+    ];
+    for (const [topic, id, values] of cases) await svc.socket.send(frames(topic, { v: 1, id }, values));
+    const deadline = performance.now() + 10_000;
+    while (cases.some(([, id]) => !seen.has(id)) && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const [, id] of cases) {
+      const p = seen.get(id);
+      assert.ok(p, `an error publication for ${id}`);
+      assert.equal(p.action, "error");
+      assert.deepEqual(p.values, {}, `${id}: values ${JSON.stringify(p.values)}`);
+    }
+    assert.equal(seen.get("not-json")!.error?.code, "bad_request");
+    assert.equal(seen.get("unknown-flow")!.error?.code, "unknown_flow");
+  } finally {
+    await reactor.close();
+    await stream.return!();
+    await collecting;
+  }
+});
+
+Deno.test("resume answers: bad_resume for malformed and unknown-flow tokens; two resumes of one token each learn which won", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  await using other = await d.connect();
+
+  const malformed = await client.resume("not-a-token", { a: 1 }, { timeout: 10_000 });
+  assert.equal(malformed.error?.code, "bad_resume", JSON.stringify(malformed));
+  assert.match(malformed.error!.message, /malformed/);
+  const unknownFlow = await client.resume(`Nope~${"0".repeat(32)}~someone`, {}, { timeout: 10_000 });
+  assert.equal(unknownFlow.error?.code, "bad_resume", JSON.stringify(unknownFlow));
+  assert.equal(unknownFlow.topic, "Nope~~~~error", "on the flow the resume came on");
+
+  const pauses = await client.subscribe("Pause~ASYNC~");
+  const races = 25;
+  for (let i = 0; i < races; i++) {
+    const final = client.request("Pause", { i }, { id: `race-${i}`, timeout: 20_000 });
+    const pause = (await pauses.next()).value as Publication;
+    assert.equal(pause.id, `race-${i}`);
+    const [a, b] = await Promise.all([
+      client.resume(pause.resume!, { by: "a" }, { id: `race-${i}-a`, timeout: 20_000 }),
+      other.resume(pause.resume!, { by: "b" }, { id: `race-${i}-b`, timeout: 20_000 }),
+    ]);
+    const winners = [a, b].filter((p) => p.action === "done");
+    const losers = [a, b].filter((p) => p.error?.code === "bad_resume");
+    assert.equal(winners.length, 1, `race ${i}: one winner (${a.action}, ${b.action})`);
+    assert.equal(losers.length, 1, `race ${i}: one loser`);
+    const winner = winners[0];
+    assert.equal(winner.id, `race-${i}`, "the winner gets the original request's final");
+    assert.equal(winner.values.by, a === winner ? "a" : "b", "with its own values");
+    assert.equal(losers[0].id, a === winner ? `race-${i}-b` : `race-${i}-a`, "the loser, under its own id");
+    assert.deepEqual((await final).values, winner.values);
+  }
+  await pauses.return!();
+});
