@@ -187,7 +187,7 @@ export async function checkHandlers(catalog: Catalog, config: Config, strict = f
     } else foreign++;
   }
   if (foreign) {
-    logger("start").warn(
+    logger("handlers").warn(
       "{n} mapping targets are not module#Export targets (Python paths?): their steps answer no_handler",
       { n: foreign },
     );
@@ -256,8 +256,14 @@ export interface StartOptions {
  * can be sent.
  */
 export async function runStart(config: Config, options: StartOptions): Promise<number> {
-  await ensureRuntimeDir(config);
-  const lock = lockRuntimeDir(config.runtime_dir);
+  let lock: ReturnType<typeof lockRuntimeDir>;
+  try {
+    await ensureRuntimeDir(config);
+    lock = lockRuntimeDir(config.runtime_dir);
+  } catch (e) {
+    console.error(`error: cannot use the runtime directory ${config.runtime_dir}: ${(e as Error).message}`);
+    return 1;
+  }
   if ("heldBy" in lock) {
     console.error(
       `error: the runtime directory ${config.runtime_dir} is in use by another deployment (start, pid ${

@@ -137,16 +137,29 @@ export class SupervisedProcess {
         code: s.signal ?? s.code,
         ms,
       });
-      this.#timer = setTimeout(() => {
-        if (this.#stopping) return;
-        this.#child = this.#spawn();
-        this.#backoff.started();
-        this.restarts++;
-        this.#log.warn(`${this.label} restarted (pid {pid})`, { pid: this.#child.pid });
-        this.supervise();
-      }, ms);
+      this.#restartAfter(ms);
     });
     return this;
+  }
+
+  #restartAfter(ms: number): void {
+    this.#timer = setTimeout(() => {
+      if (this.#stopping) return;
+      try {
+        this.#child = this.#spawn();
+      } catch (e) {
+        const next = this.#backoff.exited();
+        this.#log.error(`${this.label} could not be started: {error}; trying again in {ms} ms`, {
+          error: (e as Error).message,
+          ms: next,
+        });
+        return this.#restartAfter(next);
+      }
+      this.#backoff.started();
+      this.restarts++;
+      this.#log.warn(`${this.label} restarted (pid {pid})`, { pid: this.#child.pid });
+      this.supervise();
+    }, ms);
   }
 
   /** Stops restarting, then stops the current process (see {@linkcode stopChild}). */
