@@ -161,6 +161,19 @@ async function checkRound(
   return { results, stuck: { module: current.module, reason } };
 }
 
+/** An import error's first line, and where in the module it happened when that is known. */
+export function describeImportError(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const first = e.message.split("\n")[0];
+  const self = new URL(import.meta.url).href;
+  const where = [
+    ...`${e.message}\n${e.stack ?? ""}`.matchAll(/\bat (?:.*\()?((?:file|https?):\/\/[^\s()]+:\d+:\d+)/g),
+  ]
+    .map((m) => m[1])
+    .find((loc) => !loc.startsWith(self) && !first.includes(loc));
+  return where ? `${first} (at ${where})` : first;
+}
+
 async function checkMain(nonce: string): Promise<void> {
   const list: { target: string; fileUrl: string }[] = JSON.parse(
     await new Response(Deno.stdin.readable).text(),
@@ -173,7 +186,19 @@ async function checkMain(nonce: string): Promise<void> {
   };
   for (let i = 0; i < list.length; i++) {
     say(`start ${i}`);
-    const r = await loadTarget(list[i].target, new URL(list[i].fileUrl));
+    const { target, fileUrl } = list[i];
+    const ref = parseTarget(target);
+    if (typeof ref !== "string") {
+      // Imported here first for a fuller reason than loadTarget's first line: where it failed.
+      const url = targetModuleUrl(ref.specifier, new URL(fileUrl));
+      try {
+        await import(url);
+      } catch (e) {
+        say(`fail ${i} ${JSON.stringify(`cannot import ${url}: ${describeImportError(e)}`)}`);
+        continue;
+      }
+    }
+    const r = await loadTarget(target, new URL(fileUrl));
     say(typeof r === "string" ? `fail ${i} ${JSON.stringify(r)}` : `ok ${i}`);
   }
   // Modules may have left timers or sockets open: the check is over.

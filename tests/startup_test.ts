@@ -50,13 +50,18 @@ async function until(what: string, cond: () => Promise<boolean>, tries = 300): P
 
 const BAD_MODULES: [name: string, module: string | undefined, target: string, reason: RegExp][] = [
   ["a missing module", undefined, "./nope.ts#go", /cannot import file:.*\/nope\.ts: Module not found/],
-  ["a syntax error", "export const go = (\n", "./syntax.ts#go", /cannot import file:.*\/syntax\.ts: .*Error/],
+  [
+    "a syntax error",
+    "export const go = (\n",
+    "./syntax.ts#go",
+    /cannot import file:.*\/syntax\.ts: SyntaxError: .* \(at file:.*\/syntax\.ts:1:\d+\)$/,
+  ],
   ["a missing export", "export const other = 1;\n", "./noexp.ts#go", /noexp\.ts has no go/],
   [
     "a module that throws on import",
     'throw new Error("boom on import");\nexport const go = (v: unknown) => v;\n',
     "./throws.ts#go",
-    /cannot import file:.*\/throws\.ts: boom on import/,
+    /cannot import file:.*\/throws\.ts: boom on import \(at file:.*\/throws\.ts:1:\d+\)$/,
   ],
   [
     "a module that loops on import",
