@@ -2,7 +2,8 @@
  * The `zmanager` command line: `deno run -A cli.ts <command> …`. Run with `--help`.
  *
  * Exit codes: 0 success; 1 failure (load errors, an error publication, failed checks);
- * 2 `explain` found no entry; 3 `send --wait` timed out; 64 bad usage.
+ * 2 `explain` found no entry; 3 `send` timed out (no final publication with --wait, no
+ * acknowledgement from the Subject without it); 64 bad usage.
  *
  * @module
  */
@@ -164,7 +165,11 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       .option("--wait", "wait for the final publication; exit 1 on an error publication, 3 on timeout")
       .option("--key <key>", "the action key the request names (default: the flow's entry)")
       .option("--id <id>", "the request id (default: a random UUID)")
-      .option("--timeout <ms>", "milliseconds to wait with --wait", "30000")
+      .option(
+        "--timeout <ms>",
+        "milliseconds to wait for the final publication (--wait) or else for the Subject's acknowledgement",
+        "30000",
+      )
       .option("--resume <token>", "resume the flow paused with this token (FLOW is then ignored)"),
   ).action(async (flow: string, opts) => {
     const config = await configFrom(opts, io);

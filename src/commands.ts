@@ -15,6 +15,7 @@ import { explainKey } from "./resolve.ts";
 import { Client, RequestTimeoutError } from "./client.ts";
 import type { Config } from "./config.ts";
 import { publicationJson } from "./protocol.ts";
+import { TIMED_OUT, withTimeout } from "./_async.ts";
 import { PausedStore } from "./paused_store.ts";
 import { capabilities, libzmq, LibZmqNotFoundError } from "./zmq/ffi.ts";
 
@@ -26,7 +27,7 @@ export const ExitCode = Object.freeze({
   failure: 1,
   /** `explain`: no mapping entry resolves the key. */
   unresolved: 2,
-  /** `send --wait`: no final publication before the timeout. */
+  /** `send`: no final publication (`--wait`) or no acknowledgement before the timeout. */
   timeout: 3,
   /** Bad command-line usage (unknown option, missing argument, bad value). */
   usage: 64,
@@ -248,7 +249,10 @@ export interface SendOptions {
   readonly key?: string;
   /** The request id. */
   readonly id?: string;
-  /** Milliseconds to wait with `wait`. */
+  /**
+   * Milliseconds to wait for the final publication with `wait`, for the Subject's
+   * acknowledgement without it. @default {30000}
+   */
   readonly timeout?: number;
   /** Resume the paused flow this token names, instead of starting one. */
   readonly resume?: string;
@@ -287,25 +291,35 @@ export async function sendCommand(
     subject: config.subject_pull_address,
     publisher: config.integration_manager_pub_address,
   });
+  const timeout = options.timeout ?? 30_000;
+  let unacknowledged = false;
   try {
-    if (options.resume !== undefined) {
-      if (!options.wait) {
-        io.out(JSON.stringify({ id: await client.sendResume(options.resume, values) }));
-        return ExitCode.ok;
+    // Without --wait the command waits (up to the timeout) for the Subject's acknowledgement.
+    const acknowledged = async (sent: Promise<string>): Promise<number> => {
+      const id = await withTimeout(sent, timeout);
+      if (id === TIMED_OUT) {
+        io.err(
+          `error: the Subject did not acknowledge the request within ${timeout} ms; is the deployment running (deno task start) with the same --runtime-dir?`,
+        );
+        unacknowledged = true;
+        return ExitCode.timeout;
       }
-      const p = await client.resume(options.resume, values, { timeout: options.timeout ?? 30_000 });
+      io.out(JSON.stringify({ id }));
+      return ExitCode.ok;
+    };
+    if (options.resume !== undefined) {
+      if (!options.wait) return await acknowledged(client.sendResume(options.resume, values));
+      const p = await client.resume(options.resume, values, { timeout });
       io.out(JSON.stringify(publicationJson(p)));
       return p.error ? ExitCode.failure : ExitCode.ok;
     }
     if (!options.wait) {
-      const id = await client.send(flow, values, { key: options.key, id: options.id });
-      io.out(JSON.stringify({ id }));
-      return ExitCode.ok;
+      return await acknowledged(client.send(flow, values, { key: options.key, id: options.id }));
     }
     const p = await client.request(flow, values, {
       key: options.key,
       id: options.id,
-      timeout: options.timeout ?? 30_000,
+      timeout,
     });
     io.out(JSON.stringify(publicationJson(p)));
     return p.error ? ExitCode.failure : ExitCode.ok;
@@ -316,7 +330,10 @@ export async function sendCommand(
     }
     throw e;
   } finally {
-    await client.close();
+    // An unacknowledged message would hold close() for its drain time: the command has
+    // already waited its timeout, so the client is closed without waiting for it.
+    if (unacknowledged) void client.close();
+    else await client.close();
   }
 }
 
@@ -336,10 +353,22 @@ export async function tapCommand(
   const onSignal = () => ac.abort();
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  const aborted = new Promise<"aborted">((r) => {
+    if (ac.signal.aborted) r("aborted");
+    ac.signal.addEventListener("abort", () => r("aborted"), { once: true });
+  });
   try {
     const list = prefixes.length ? [...new Set(prefixes)] : [""];
-    // One subscription per prefix; a publication matching several prints once.
-    const iterators = await Promise.all(list.map((p) => client.subscribe(p, { signal: ac.signal })));
+    // One subscription per prefix; a publication matching several prints once. Confirming a
+    // subscription needs a running deployment: a signal stops the wait for it too.
+    io.err(`tap: subscribing to ${list.map((p) => JSON.stringify(p)).join(", ")}`);
+    const subscribing = Promise.all(list.map((p) => client.subscribe(p, { signal: ac.signal })));
+    const iterators = await Promise.race([subscribing, aborted]);
+    if (iterators === "aborted") {
+      subscribing.catch(() => {}); // ends with the client
+      io.err("tap: stopped before the subscription was confirmed; is the deployment running?");
+      return ExitCode.ok;
+    }
     io.err(`tap: subscribed to ${list.map((p) => JSON.stringify(p)).join(", ")}`);
     let seen = 0;
     const printed = new WeakSet<object>();

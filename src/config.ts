@@ -45,6 +45,8 @@ export interface Config {
   readonly async_store: string;
   /** Deliveries of a step that may end in its worker's failure before the request is `poisoned`. */
   readonly max_deliveries: number;
+  /** Milliseconds a handler module may take to import when `start` or `worker` checks it at start-up. */
+  readonly handler_import_timeout: number;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -63,6 +65,8 @@ export const DEFAULT_DUPLICATE_WINDOW = 100_000;
 export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
 /** Deliveries of a step that may end in its worker's failure, by default. */
 export const DEFAULT_MAX_DELIVERIES = 2;
+/** Milliseconds a handler module may take to import at start-up, by default. */
+export const DEFAULT_HANDLER_IMPORT_TIMEOUT = 10_000;
 
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
@@ -83,6 +87,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "async_timeout",
   "async_store",
   "max_deliveries",
+  "handler_import_timeout",
 ];
 
 /** The settings that are text (paths and endpoints); every other one is a whole number. */
@@ -202,6 +207,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     async_timeout: num("async_timeout", DEFAULT_ASYNC_TIMEOUT, 1),
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
     max_deliveries: num("max_deliveries", DEFAULT_MAX_DELIVERIES, 1),
+    handler_import_timeout: num("handler_import_timeout", DEFAULT_HANDLER_IMPORT_TIMEOUT, 1),
   };
 }
 

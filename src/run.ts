@@ -1,7 +1,7 @@
 /**
  * Process mains of the roles, as the CLI runs them: load files, start a role, write its
  * counters to the runtime directory, and stop gracefully on SIGINT or SIGTERM. `start`
- * supervises one process per role and restarts workers that die.
+ * supervises one process per role and restarts any that dies.
  *
  * @module
  */
@@ -11,11 +11,14 @@ import { Client } from "./client.ts";
 import type { Config } from "./config.ts";
 import { ensureRuntimeDir } from "./config.ts";
 import { formatDiagnostic } from "./diagnostics.ts";
+import { parseTarget } from "./handler.ts";
+import { checkHandlerTargets } from "./handler_check.ts";
 import { loadFiles, loadHandlers } from "./load.ts";
 import { logger } from "./log.ts";
 import { IntegrationManager } from "./roles/integration_manager.ts";
 import { Subject } from "./roles/subject.ts";
 import { Worker } from "./roles/worker.ts";
+import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 
 /** The bundled example component, loaded by `start` when no files are given. */
 export const EXAMPLE_FILES: readonly string[] = [
@@ -164,7 +167,40 @@ export async function runSubject(
   });
 }
 
-/** `worker`: runs until SIGINT/SIGTERM, then finishes running steps. */
+/**
+ * Checks every handler target of a catalog before the deployment says `ready` (SPEC §6): a
+ * TypeScript target whose module is missing, fails to import, does not finish importing within
+ * `handler_import_timeout` ms, or lacks the mapped export is an error, printed as
+ * `file:line: error: <target>: <reason>`. Targets that are not `module#Export` (DigitalPy's
+ * Python paths) are warnings (their steps answer `no_handler`), errors in strict mode.
+ * Returns `false` when there is an error.
+ */
+export async function checkHandlers(catalog: Catalog, config: Config, strict = false): Promise<boolean> {
+  const problems = await checkHandlerTargets(catalog.mappings.values(), {
+    timeout: config.handler_import_timeout,
+  });
+  let errors = 0;
+  let foreign = 0;
+  for (const p of problems) {
+    if (p.error || strict) {
+      errors++;
+      console.error(`${p.entry.file}:${p.entry.line}: error: ${p.entry.target}: ${p.reason}`);
+    } else foreign++;
+  }
+  if (foreign) {
+    logger("handlers").warn(
+      "{n} mapping targets are not module#Export targets (Python paths?): their steps answer no_handler",
+      { n: foreign },
+    );
+  }
+  return errors === 0;
+}
+
+/**
+ * `worker`: runs until SIGINT/SIGTERM, then finishes running steps. Run alone, it first checks
+ * its handler targets (see {@linkcode checkHandlers}); under `start`, which checked them, it
+ * imports them directly. Either way a TypeScript target that does not load makes it exit 1.
+ */
 export async function runWorker(
   config: Config,
   files: readonly string[],
@@ -173,17 +209,18 @@ export async function runWorker(
 ): Promise<number> {
   const catalog = await loadForRole(files, strict);
   if (!catalog) return 1;
+  if (!supervised && !await checkHandlers(catalog, config, strict)) return 1;
   const { registry, unresolved } = await loadHandlers(catalog);
   const log = logger("worker");
+  let failed = 0;
   for (const u of unresolved) {
-    log.warn("{file}:{line}: unresolved target {target}: {reason}", {
-      file: u.entry.file,
-      line: u.entry.line,
-      target: u.entry.target,
-      reason: u.reason,
-    });
+    const props = { file: u.entry.file, line: u.entry.line, target: u.entry.target, reason: u.reason };
+    if (typeof parseTarget(u.entry.target) !== "string") {
+      failed++;
+      log.error("{file}:{line}: target {target} does not load: {reason}", props);
+    } else log.warn("{file}:{line}: unresolved target {target}: {reason}", props);
   }
-  if (strict && unresolved.length) return 1;
+  if (failed || (strict && unresolved.length)) return 1;
   const worker = await Worker.start({
     flows: catalog.flows,
     handlers: registry,
@@ -214,82 +251,73 @@ export interface StartOptions {
 }
 
 /**
- * `start`: runs the Integration Manager, the Subject and `worker_count` workers as separate
- * processes, restarts workers that die, and on SIGINT/SIGTERM stops the Subject first (it
- * finishes accepted work), then the workers and the Integration Manager. Prints one line,
- * `ready`, on standard output once requests can be sent.
+ * `start`: takes the runtime directory (a second `start` on it exits 1), checks every handler
+ * target (see {@linkcode checkHandlers}), then runs the Integration Manager, the Subject and
+ * `worker_count` workers as separate processes, each restarted when it dies (200 ms doubling
+ * to 5 s, reset after a healthy minute). On SIGINT/SIGTERM it stops the Subject first (it
+ * finishes accepted work), then the workers and the Integration Manager, killing any that does
+ * not stop within its grace period. Prints one line, `ready`, on standard output once requests
+ * can be sent.
  */
 export async function runStart(config: Config, options: StartOptions): Promise<number> {
+  let lock: ReturnType<typeof lockRuntimeDir>;
+  try {
+    await ensureRuntimeDir(config);
+    lock = lockRuntimeDir(config.runtime_dir);
+  } catch (e) {
+    console.error(`error: cannot use the runtime directory ${config.runtime_dir}: ${(e as Error).message}`);
+    return 1;
+  }
+  if ("heldBy" in lock) {
+    console.error(
+      `error: the runtime directory ${config.runtime_dir} is in use by another deployment (start, pid ${
+        lock.heldBy ?? "unknown"
+      }, ${config.runtime_dir}/${LOCK_FILE}); stop it or give another --runtime-dir`,
+    );
+    return 1;
+  }
+  try {
+    return await supervise(config, options);
+  } finally {
+    lock.release();
+  }
+}
+
+async function supervise(config: Config, options: StartOptions): Promise<number> {
   const log = logger("start");
   const catalog = await loadForRole(options.files, options.strict);
   if (!catalog) return 1;
-  await ensureRuntimeDir(config);
+  if (!await checkHandlers(catalog, config, options.strict)) return 1;
   const cli = new URL("../cli.ts", import.meta.url).href;
   const files = options.files.length ? options.files : EXAMPLE_FILES;
-  const common = [...options.roleArgs, "--supervised", ...(options.strict ? ["--strict"] : [])];
-  let stopping = false;
+  const common = [...options.roleArgs, "--supervised"];
+  // Only the roles that load files take --strict.
+  const strict = options.strict ? ["--strict"] : [];
 
-  const spawn = (role: string, withFiles: boolean) =>
+  const spawner = (role: string, withFiles: boolean) => () =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", cli, role, ...common, ...(withFiles ? ["--", ...files] : [])],
+      args: ["run", "-A", cli, role, ...common, ...(withFiles ? [...strict, "--", ...files] : [])],
       stdin: "piped", // closed to stop the role (see waitForStop)
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
 
-  let im = spawn("integration-manager", false);
-  // The IM is restarted if it dies (the Subject sends it again what it did not acknowledge).
-  const superviseIM = () => {
-    const p = im;
-    p.status.then((s) => {
-      if (stopping || p !== im) return;
-      log.warn("The Integration Manager (pid {pid}) exited with {code}; restarting it", {
-        pid: p.pid,
-        code: s.signal ?? s.code,
-      });
-      im = spawn("integration-manager", false);
-      superviseIM();
-    });
+  const im = new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log);
+  const subject = new SupervisedProcess("The Subject", spawner("subject", true), log);
+  const workers = Array.from(
+    { length: config.worker_count },
+    (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
+  );
+  // Grace periods: the Subject drains for up to handler_timeout + 5 s; a worker finishes its
+  // running steps for up to handler_timeout.
+  const stopAll = async () => {
+    await subject.stop(config.handler_timeout + 5000 + STOP_MARGIN);
+    await Promise.all(workers.map((w) => w.stop(config.handler_timeout + STOP_MARGIN)));
+    await im.stop(STOP_MARGIN);
   };
-  // The Subject is restarted if it dies (paused flows survive in async_store); `subject`
-  // always names the current process.
-  let subject = spawn("subject", true);
-  const superviseSubject = (backoff = 200) => {
-    const p = subject;
-    p.status.then((s) => {
-      if (stopping || p !== subject) return;
-      log.warn("The Subject (pid {pid}) exited with {code}; restarting in {ms} ms", {
-        pid: p.pid,
-        code: s.signal ?? s.code,
-        ms: backoff,
-      });
-      setTimeout(() => {
-        if (stopping) return;
-        subject = spawn("subject", true);
-        superviseSubject(Math.min(backoff * 2, 5000));
-      }, backoff);
-    });
-  };
-  const workers = new Set<Deno.ChildProcess>();
-  const supervise = (slot: number, backoff = 200) => {
-    const p = spawn("worker", true);
-    workers.add(p);
-    p.status.then((s) => {
-      workers.delete(p);
-      if (stopping) return;
-      log.warn("Worker {slot} (pid {pid}) exited with {code}; restarting in {ms} ms", {
-        slot,
-        pid: p.pid,
-        code: s.signal ?? s.code,
-        ms: backoff,
-      });
-      setTimeout(() => !stopping && supervise(slot, Math.min(backoff * 2, 5000)), backoff);
-    });
-  };
-  for (let i = 0; i < config.worker_count; i++) supervise(i);
 
   // Ready once a ping travels client -> Subject -> Integration Manager -> client.
-  const earlyExit = Promise.race([im.status, subject.status]).then(() => "exited" as const);
+  const earlyExit = Promise.race([im.child.status, subject.child.status]).then(() => "exited" as const);
   const probe = (async () => {
     const c = await Client.connect({
       subject: config.subject_pull_address,
@@ -301,12 +329,13 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
   })();
   if ((await Promise.race([probe, earlyExit])) === "exited") {
     log.error("The Subject or the Integration Manager exited at start-up");
-    stopping = true;
-    await Promise.all([im, subject, ...workers].map(stopChild));
+    await stopAll();
     return 1;
   }
-  superviseSubject();
-  superviseIM();
+  // From here on the Integration Manager and the Subject are restarted too (paused flows
+  // survive in async_store); `start` ends only on a signal.
+  im.supervise();
+  subject.supervise();
   console.log("ready");
   log.info("ZManager running in {dir}: {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
@@ -315,17 +344,11 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
   });
 
   const signal = await waitForStop();
-  stopping = true;
   log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
-  await stopChild(subject);
-  await Promise.all([...workers].map(stopChild));
-  await stopChild(im);
+  await stopAll();
   log.info("Stopped");
   return 0;
 }
 
-/** Asks a supervised role to stop (closes its stdin) and waits for it to exit. */
-async function stopChild(p: Deno.ChildProcess): Promise<void> {
-  await p.stdin.close().catch(() => {});
-  await p.status;
-}
+/** Milliseconds a role gets past its own drain time to exit before it is killed. */
+const STOP_MARGIN = 3000;

@@ -1,0 +1,214 @@
+/**
+ * What `start` needs to supervise its role processes: the restart backoff, one supervised
+ * process per role (restarted when it dies), stopping a child with a grace period, and the
+ * lock that makes a runtime directory belong to one deployment.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { TIMED_OUT, withTimeout } from "./_async.ts";
+
+/** Options of {@linkcode RestartBackoff}. */
+export interface BackoffOptions {
+  /** Milliseconds before the first restart. @default {200} */
+  readonly initial?: number;
+  /** Largest delay, in milliseconds. @default {5000} */
+  readonly max?: number;
+  /** A child that ran this many milliseconds was healthy: the delay starts again from `initial`. @default {60000} */
+  readonly healthyAfter?: number;
+  /** The clock, in milliseconds. @default {performance.now} */
+  readonly now?: () => number;
+}
+
+/**
+ * The delay before restarting a child that died: `initial`, doubling at each death up to `max`,
+ * back to `initial` once a child has run `healthyAfter` ms.
+ *
+ * @example
+ * ```ts
+ * import { RestartBackoff } from "./supervisor.ts";
+ * const b = new RestartBackoff();
+ * b.started();
+ * b.exited(); // 200
+ * b.started();
+ * b.exited(); // 400
+ * ```
+ */
+export class RestartBackoff {
+  readonly #initial: number;
+  readonly #max: number;
+  readonly #healthyAfter: number;
+  readonly #now: () => number;
+  #next: number;
+  #startedAt?: number;
+
+  /** Builds a backoff. */
+  constructor(options: BackoffOptions = {}) {
+    this.#initial = options.initial ?? 200;
+    this.#max = options.max ?? 5000;
+    this.#healthyAfter = options.healthyAfter ?? 60_000;
+    this.#now = options.now ?? (() => performance.now());
+    this.#next = this.#initial;
+  }
+
+  /** Call when a child starts. */
+  started(): void {
+    this.#startedAt = this.#now();
+  }
+
+  /** Call when the child exits: returns the milliseconds to wait before starting the next. */
+  exited(): number {
+    if (this.#startedAt !== undefined && this.#now() - this.#startedAt >= this.#healthyAfter) {
+      this.#next = this.#initial;
+    }
+    this.#startedAt = undefined;
+    const delay = this.#next;
+    this.#next = Math.min(this.#next * 2, this.#max);
+    return delay;
+  }
+}
+
+/**
+ * Asks a supervised role to stop (closes its standard input) and waits for it to exit; after
+ * `graceMs` (a child that cannot read its input: stopped, or its event loop blocked) it is
+ * sent SIGKILL.
+ */
+export async function stopChild(
+  p: Deno.ChildProcess,
+  graceMs: number,
+  log?: Logger,
+  label = "child",
+): Promise<void> {
+  await p.stdin.close().catch(() => {});
+  if ((await withTimeout(p.status, graceMs)) !== TIMED_OUT) return;
+  log?.warn(`${label} (pid {pid}) did not stop within {ms} ms; killing it`, {
+    pid: p.pid,
+    ms: graceMs,
+  });
+  try {
+    p.kill("SIGKILL");
+  } catch { /* exited meanwhile */ }
+  await p.status;
+}
+
+/**
+ * One role's process, restarted with a {@linkcode RestartBackoff} when it dies (once
+ * {@linkcode SupervisedProcess.supervise} is called), until {@linkcode SupervisedProcess.stop}.
+ * Every restart is logged at warning level.
+ */
+export class SupervisedProcess {
+  readonly #spawn: () => Deno.ChildProcess;
+  readonly #backoff: RestartBackoff;
+  readonly #log: Logger;
+  #child: Deno.ChildProcess;
+  #stopping = false;
+  #timer?: ReturnType<typeof setTimeout>;
+  /** Restarts so far. */
+  restarts = 0;
+
+  /** Spawns the first process. */
+  constructor(
+    readonly label: string,
+    spawn: () => Deno.ChildProcess,
+    log: Logger,
+    backoff: RestartBackoff = new RestartBackoff(),
+  ) {
+    this.#spawn = spawn;
+    this.#log = log;
+    this.#backoff = backoff;
+    this.#child = spawn();
+    backoff.started();
+  }
+
+  /** The current process. */
+  get child(): Deno.ChildProcess {
+    return this.#child;
+  }
+
+  /** Restarts the process whenever it exits, from now on (also when it already has). */
+  supervise(): this {
+    const p = this.#child;
+    p.status.then((s) => {
+      if (this.#stopping || p !== this.#child) return;
+      const ms = this.#backoff.exited();
+      this.#log.warn(`${this.label} (pid {pid}) exited with {code}; restarting in {ms} ms`, {
+        pid: p.pid,
+        code: s.signal ?? s.code,
+        ms,
+      });
+      this.#restartAfter(ms);
+    });
+    return this;
+  }
+
+  #restartAfter(ms: number): void {
+    this.#timer = setTimeout(() => {
+      if (this.#stopping) return;
+      try {
+        this.#child = this.#spawn();
+      } catch (e) {
+        const next = this.#backoff.exited();
+        this.#log.error(`${this.label} could not be started: {error}; trying again in {ms} ms`, {
+          error: (e as Error).message,
+          ms: next,
+        });
+        return this.#restartAfter(next);
+      }
+      this.#backoff.started();
+      this.restarts++;
+      this.#log.warn(`${this.label} restarted (pid {pid})`, { pid: this.#child.pid });
+      this.supervise();
+    }, ms);
+  }
+
+  /** Stops restarting, then stops the current process (see {@linkcode stopChild}). */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#timer);
+    await stopChild(this.#child, graceMs, this.#log, this.label);
+  }
+}
+
+/** The lock of a runtime directory, held by the `start` that owns it. */
+export interface RuntimeLock {
+  /** Lets the directory go. */
+  release(): void;
+}
+
+/** The name of the lock file in the runtime directory. */
+export const LOCK_FILE = "start.lock";
+
+/**
+ * Takes the runtime directory for this process: an exclusive `flock` on `<dir>/start.lock`,
+ * which holds the pid. The kernel releases the lock when the process dies, however it dies, so
+ * a lock left by a SIGKILLed `start` is simply taken over. Returns the pid of the holder when
+ * another live process holds it.
+ */
+export function lockRuntimeDir(dir: string): RuntimeLock | { heldBy: number | undefined } {
+  const path = `${dir}/${LOCK_FILE}`;
+  const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
+  if (!file.tryLockSync(true)) {
+    let heldBy: number | undefined;
+    try {
+      const n = Number(new TextDecoder().decode(Deno.readFileSync(path)).trim());
+      if (Number.isInteger(n) && n > 0) heldBy = n;
+    } catch { /* unreadable: the pid stays unknown */ }
+    file.close();
+    return { heldBy };
+  }
+  file.truncateSync(0);
+  const bytes = new TextEncoder().encode(`${Deno.pid}\n`);
+  for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
+  let released = false;
+  return {
+    release() {
+      if (released) return;
+      released = true;
+      try {
+        file.truncateSync(0); // the file stays: removing it would let two processes lock two files
+        file.close(); // releases the lock
+      } catch { /* the directory is gone */ }
+    },
+  };
+}
