@@ -43,6 +43,8 @@ export interface Config {
   readonly async_timeout: number;
   /** The SQLite file that keeps paused flows across Subject restarts. */
   readonly async_store: string;
+  /** Bytes of publications the Integration Manager queues for one subscriber that stops reading. */
+  readonly subscriber_buffer: number;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -59,6 +61,8 @@ export const DEFAULT_MAX_PENDING = 10_000;
 export const DEFAULT_DUPLICATE_WINDOW = 100_000;
 /** Milliseconds a paused flow waits to be resumed, by default. */
 export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
+/** Bytes of publications queued for one subscriber that stops reading, by default (64 MiB). */
+export const DEFAULT_SUBSCRIBER_BUFFER = 64 * 1024 * 1024;
 
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
@@ -78,6 +82,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "duplicate_window",
   "async_timeout",
   "async_store",
+  "subscriber_buffer",
 ];
 
 /** The settings that are text (paths and endpoints); every other one is a whole number. */
@@ -196,6 +201,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     duplicate_window: num("duplicate_window", DEFAULT_DUPLICATE_WINDOW, 0),
     async_timeout: num("async_timeout", DEFAULT_ASYNC_TIMEOUT, 1),
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
+    subscriber_buffer: num("subscriber_buffer", DEFAULT_SUBSCRIBER_BUFFER, 1024 * 1024),
   };
 }
 

@@ -226,3 +226,73 @@ Deno.test("under a flood well past capacity each role's peak RSS stays below 512
     await r.close();
   }
 });
+
+Deno.test("a subscriber that stops reading while 1.1 GB of 100 KB publications flow: the IM stays under 256 MiB", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const r = new Reactor();
+  const rssMiB = (pid: number, field = "VmRSS") =>
+    Number(Deno.readTextFileSync(`/proc/${pid}/status`).match(new RegExp(`${field}:\\s*(\\d+)`))![1]) / 1024;
+  try {
+    const [im] = await rolePids(d.dir, "integration-manager");
+    assert.ok(im, "the IM is running");
+    // The stalled subscriber: subscribed to everything, it takes one publication and then never
+    // reads again (its own queue is kept small so the IM's side fills).
+    const stalled = r.socket("SUB", { receiveHighWaterMark: 10, linger: 0 });
+    await stalled.subscribe("");
+    await stalled.connect(d.publisher);
+    const first = Promise.withResolvers<void>();
+    stalled.onMessage(() => {
+      stalled.pause();
+      first.resolve();
+    });
+    const values = { blob: "x".repeat(100_000) };
+    assert.equal((await client.request("Empty", values)).action, "done");
+    await first.promise;
+    // 11,000 requests of 100 KB through a flow with no step (the Subject publishes the request's
+    // values as its final): 1.1 GB of publications, 32 in flight; the client's own SUB reads them all.
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, rssMiB(im));
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
+    const n = 11_000;
+    let next = 0;
+    let done = 0;
+    await Promise.all(Array.from({ length: 32 }, async () => {
+      while (next < n) {
+        const i = next++;
+        const p = await client.request("Empty", { ...values, i }, { timeout: 60_000 });
+        assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+        assert.equal(p.values.i, i);
+        done++;
+      }
+    }));
+    sampling = false;
+    await sampler;
+    assert.equal(done, n, "every request got its final publication");
+    const hwm = rssMiB(im, "VmHWM");
+    // The stalled subscriber's losses are counted (the counters are written every second).
+    let stats = await roleStats(d.dir, "integration-manager");
+    for (let t = 0; t < 20 && !(Number(stats.subscriberFull) > 0); t++) {
+      await new Promise((res) => setTimeout(res, 250));
+      stats = await roleStats(d.dir, "integration-manager");
+    }
+    console.log(
+      `IM RSS: peak ${Math.round(hwm)} MiB (sampled ${Math.round(peak)}), ${rssMiB(im).toFixed(0)} MiB ` +
+        `after the flood; IM stats ${JSON.stringify(stats)}`,
+    );
+    assert.ok(hwm < 256, `the IM peaked at ${Math.round(hwm)} MiB`);
+    assert.ok(Number(stats.subscriberFull) > 0, "the stalled subscriber's full queue was counted");
+    // Then the stalled subscriber leaves: what the IM holds for it is freed.
+    await stalled.close();
+    await new Promise((res) => setTimeout(res, 1000));
+    console.log(`IM RSS 1 s after the stalled subscriber left: ${rssMiB(im).toFixed(0)} MiB`);
+    assert.equal((await client.request("Empty", values)).action, "done");
+  } finally {
+    await r.close();
+  }
+});

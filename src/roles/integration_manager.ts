@@ -6,7 +6,11 @@
  */
 
 import { readBatch } from "../batch.ts";
+import { hwmForBytes, MESSAGE_OVERHEAD, queueHwm, SizeEstimate } from "../byte_budget.ts";
 import { logger } from "../log.ts";
+import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE } from "../protocol.ts";
+import { Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode IntegrationManager.start}. */
@@ -17,6 +21,12 @@ export interface IntegrationManagerOptions {
   readonly pubAddress: string;
   /** Largest accepted frame in bytes; larger messages are dropped and counted (`oversize`). */
   readonly maxMessageSize?: number;
+  /**
+   * Bytes of publications queued for one subscriber that stops reading; past it that subscriber
+   * loses publications (see {@linkcode IntegrationManagerStats.subscriberFull}).
+   * @default {DEFAULT_SUBSCRIBER_BUFFER}
+   */
+  readonly subscriberBuffer?: number;
   /** A reactor to share (for inproc deployments); by default the IM makes its own. */
   readonly reactor?: Reactor;
 }
@@ -31,6 +41,13 @@ export interface IntegrationManagerStats {
   dropped: number;
   /** Of those, messages with a frame over `max_message_size`. */
   oversize: number;
+  /**
+   * Times a publication found a subscriber's queue full (`subscriber_buffer` reached): each starts
+   * a run of one or more publications that subscriber loses. libzmq does not report how many.
+   */
+  subscriberFull: number;
+  /** The publish socket's high-water mark now, in messages: `subscriber_buffer` over the size estimate. */
+  publishHighWaterMark: number;
 }
 
 /** A running Integration Manager. */
@@ -38,7 +55,7 @@ export class IntegrationManager {
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #sockets: ReactorSocket[] = [];
-  readonly #stats = { received: 0, published: 0, dropped: 0 };
+  readonly #stats = { received: 0, published: 0, dropped: 0, subscriberFull: 0, publishHighWaterMark: 0 };
   #pull?: ReactorSocket;
   #oversizeWarned = false;
   #closed?: Promise<void>;
@@ -53,10 +70,35 @@ export class IntegrationManager {
     const reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     const im = new IntegrationManager(reactor, !options.reactor);
     const log = logger("integration-manager");
-    const pub = reactor.socket("PUB", { sendHighWaterMark: 100_000, linger: 2000 });
+    const maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    const budget = options.subscriberBuffer ?? DEFAULT_SUBSCRIBER_BUFFER;
+    // Each subscriber's queue is bounded in bytes (SPEC §6): the high-water mark is `budget` over
+    // an estimate of the publications' size that rises at once to a larger publication (before it
+    // is queued) and falls slowly. A subscriber's connection takes the mark the socket had when it
+    // was bound, for the largest publication, until it sends a subscription (XPUB tells us), when
+    // the current mark is set on every connection again (libzmq 4.3 applies a changed
+    // SNDHWM to the connections the socket has taken in).
+    const pub = reactor.socket("XPUB", {
+      sendHighWaterMark: hwmForBytes(budget, 3 * maxMessageSize + MESSAGE_OVERHEAD),
+      maxMessageSize,
+      linger: 2000,
+    });
     await pub.bind(options.pubAddress);
+    const raw = pub.raw;
+    await reactor.exec(() => {
+      raw.setInt(Opt.XPUB_VERBOSE, 1); // every subscription, not just the first of a topic
+      raw.setInt(Opt.XPUB_NODROP, 1); // a send fails when a subscriber's queue is full: counted
+    });
+    let hwm = 0;
+    let reapply = true;
+    const estimate = new SizeEstimate(MESSAGE_OVERHEAD);
+    pub.onMessage((frames) => {
+      // Subscriptions (first byte 1) mean a connection that may still have the bind-time mark;
+      // anything else an XSUB sends is ignored, as PUB would.
+      if (frames.length === 1 && frames[0][0] === 1) reapply = true;
+    });
     const pull = reactor.socket("PULL", {
-      receiveHighWaterMark: 100_000,
+      receiveHighWaterMark: queueHwm(maxMessageSize),
       maxMessageSize: options.maxMessageSize,
     });
     await pull.bind(options.pullAddress);
@@ -64,11 +106,34 @@ export class IntegrationManager {
     im.#pull = pull;
     const stats = im.#stats;
     let warned = false;
+    // Runs on the reactor's turn (publications come from `onMessage`), so it may use the raw socket.
+    const send = (frames: Uint8Array[]) => {
+      const size = estimate.add(frames[0].length + frames[1].length + frames[2].length + MESSAGE_OVERHEAD);
+      const want = hwmForBytes(budget, size);
+      // Set when it falls by more than 1/16 or rises by more than 1/8 (each set is a command
+      // to every connection), and after a new subscription.
+      if (reapply || want < hwm - hwm / 16 || want > hwm + hwm / 8) {
+        raw.setInt(Opt.SNDHWM, want);
+        hwm = want;
+        stats.publishHighWaterMark = want;
+        reapply = false;
+      }
+      if (raw.trySend(frames)) return;
+      // XPUB_NODROP: a matching subscriber's queue is full. Count it, and send to the others
+      // (libzmq then skips that subscriber, silently, until its queue has room again).
+      stats.subscriberFull++;
+      raw.setInt(Opt.XPUB_NODROP, 0);
+      try {
+        raw.trySend(frames);
+      } finally {
+        raw.setInt(Opt.XPUB_NODROP, 1);
+      }
+    };
     const publish = (frames: Uint8Array[]) => {
-      // PUB never blocks (a slow subscriber loses messages at its high-water mark), so
-      // `sendNow` fails only while another send is queued. Received frames are never written
-      // again, so they can wait in the queue as they are.
-      if (!pub.sendNow(frames)) void pub.send(frames).catch(() => {});
+      // XPUB never blocks (a slow subscriber loses messages at its high-water mark). Received
+      // frames are never written again, so they can wait for the reactor's turn as they are.
+      if (reactor.polling) void reactor.exec(() => send(frames)).catch(() => {});
+      else send(frames);
       stats.published++;
     };
     pull.onMessage((frames) => {
