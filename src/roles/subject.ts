@@ -22,6 +22,7 @@ import {
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
 import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, KIND_CODES, readBatch, sendBatch } from "../batch.ts";
+import { queueHwm as queueBudgetHwm } from "../byte_budget.ts";
 import { logger } from "../log.ts";
 import { RecentKeys } from "../recent_keys.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
@@ -232,17 +233,21 @@ export class Subject {
   async #open(): Promise<void> {
     this.#store = new PausedStore(this.#o.pausedStore);
     const r = this.#reactor;
-    this.#im = r.socket("PUSH", { sendHighWaterMark: 100_000, linger: 5000 });
+    // Queues that could hold large messages are bounded in bytes: QUEUE_BYTES per connection,
+    // in messages of up to max_message_size (byte_budget.ts). ROUTER send queues keep their
+    // count: a ROUTER drops at its mark, and worker credit and acknowledgements bound them.
+    const queueHwm = queueBudgetHwm(this.#o.maxMessageSize);
+    this.#im = r.socket("PUSH", { sendHighWaterMark: queueHwm, linger: 5000 });
     await this.#im.connect(this.#o.integrationManagerAddress);
     this.#workersSock = r.socket("ROUTER", {
       maxMessageSize: this.#o.maxMessageSize,
       sendHighWaterMark: 100_000,
-      receiveHighWaterMark: 100_000,
+      receiveHighWaterMark: queueHwm,
     });
     await this.#workersSock.bind(this.#o.workerAddress);
     this.#services = r.socket("ROUTER", {
       maxMessageSize: this.#o.maxMessageSize,
-      receiveHighWaterMark: 100_000,
+      receiveHighWaterMark: queueHwm,
       sendHighWaterMark: 100_000,
     });
     await this.#services.bind(this.#o.pullAddress);
