@@ -296,3 +296,44 @@ Deno.test("a subscriber that stops reading while 1.1 GB of 100 KB publications f
     await r.close();
   }
 });
+
+Deno.test("5,000 requests of 100 KB while no worker takes them: the Subject holds at most 64 MiB and stops reading", async () => {
+  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "1000"] });
+  const r = new Reactor();
+  const enc = new TextEncoder();
+  try {
+    const [subject] = await rolePids(d.dir, "subject");
+    assert.ok(subject, "the Subject is running");
+    const dealer = r.socket("DEALER", { sendHighWaterMark: 10_000 });
+    dealer.onMessage(() => {}); // acknowledgements
+    await dealer.connect(d.subject);
+    const n = 5000;
+    const values = enc.encode(JSON.stringify({ blob: "x".repeat(100_000) }));
+    const topic = enc.encode("Three~~~~");
+    for (let i = 0; i < n; i++) await dealer.send([topic, enc.encode(`{"v":1,"id":"b${i}"}`), values]);
+    // The Subject reads until 64 MiB of requests wait for a worker, then stops: the rest wait in
+    // this process's queue. The counters are written every second.
+    let stats: Record<string, unknown> = {};
+    let before = -1;
+    for (let t = 0; t < 40; t++) { // until two writes agree
+      await new Promise((res) => setTimeout(res, 500));
+      stats = await roleStats(d.dir, "subject");
+      if (Number(stats.pending) > 0 && stats.pending === before) break;
+      before = Number(stats.pending);
+    }
+    const kb = Number(Deno.readTextFileSync(`/proc/${subject}/status`).match(/VmHWM:\s*(\d+)/)![1]);
+    console.log(
+      `Subject: peak RSS ${Math.round(kb / 1024)} MiB, ${stats.pending} requests pending ` +
+        `(${stats.pendingBytes} bytes)`,
+    );
+    const pending = Number(stats.pending);
+    assert.ok(
+      pending > 0 && pending < 1000,
+      `${pending} of ${n} requests pending: the Subject stopped reading`,
+    );
+    assert.ok(Number(stats.pendingBytes) < 64 * 1024 * 1024 + 200_000, `${stats.pendingBytes} bytes pending`);
+    assert.ok(kb < 256 * 1024, `the Subject peaked at ${Math.round(kb / 1024)} MiB`);
+  } finally {
+    await r.close();
+  }
+});

@@ -97,6 +97,8 @@ export interface SubjectStats {
   inFlight: number;
   /** Requests waiting for worker credit now. */
   pending: number;
+  /** Bytes of those requests (the Subject stops reading at `PENDING_BYTES_LIMIT`). */
+  pendingBytes: number;
   /** Workers connected now. */
   workers: number;
   /** Flows paused at an `@ASYNC` step now. */
@@ -132,6 +134,15 @@ interface InFlight {
  */
 export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
 
+/**
+ * Bytes of requests waiting for worker credit at which the Subject stops reading requests (as
+ * at `max_pending` requests); it reads again below half of this.
+ */
+export const PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
+
+/** Bytes of a message's frames. */
+const bytesOf = (frames: readonly Uint8Array[]): number => frames.reduce((n, f) => n + f.length, 0);
+
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
 
@@ -162,6 +173,8 @@ export class Subject {
   readonly #inflight = new Map<number, InFlight>();
   #pending: (readonly Uint8Array[])[] = [];
   #pendingHead = 0;
+  /** Bytes of the requests in `#pending`. */
+  #pendingBytes = 0;
   /**
    * Dispatch numbers grow from a base taken from the clock, so a restarted Subject never
    * reuses the numbers of the one before (workers report the highest number they received).
@@ -193,7 +206,7 @@ export class Subject {
     const flow = this.#o.flows.get(fields.flow);
     return { fields, flow, place: flow && placeRequest(flow, fields) };
   });
-  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "workers" | "paused"> = {
+  readonly #stats: Omit<SubjectStats, "inFlight" | "pending" | "pendingBytes" | "workers" | "paused"> = {
     resumed: 0,
     received: 0,
     dispatched: 0,
@@ -283,6 +296,7 @@ export class Subject {
       dropped,
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead,
+      pendingBytes: this.#pendingBytes,
       workers: this.#workers.size,
       paused: this.#store.count(),
     };
@@ -569,8 +583,12 @@ export class Subject {
   #throttle(): void {
     const pending = this.#pending.length - this.#pendingHead;
     const backlog = this.#imBacklog;
-    if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT) this.#services.pause();
-    else if (pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2) this.#services.resume();
+    const bytes = this.#pendingBytes;
+    if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT || bytes >= PENDING_BYTES_LIMIT) {
+      this.#services.pause();
+    } else if (
+      pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2 && bytes < PENDING_BYTES_LIMIT / 2
+    ) this.#services.resume();
   }
 
   // ---- workers ----------------------------------------------------------------------------
@@ -579,7 +597,11 @@ export class Subject {
     const w = this.#pickWorker();
     if (!w) {
       this.#pending.push(frames);
-      if (this.#pending.length - this.#pendingHead >= this.#o.maxPending) this.#services.pause();
+      this.#pendingBytes += bytesOf(frames);
+      if (
+        this.#pending.length - this.#pendingHead >= this.#o.maxPending ||
+        this.#pendingBytes >= PENDING_BYTES_LIMIT
+      ) this.#services.pause();
       return;
     }
     this.#sendTo(w, frames);
@@ -611,7 +633,9 @@ export class Subject {
     while (this.#pendingHead < this.#pending.length) {
       const w = this.#pickWorker();
       if (!w) break;
-      this.#sendTo(w, this.#pending[this.#pendingHead]);
+      const frames = this.#pending[this.#pendingHead];
+      this.#pendingBytes -= bytesOf(frames);
+      this.#sendTo(w, frames);
       this.#pending[this.#pendingHead++] = undefined as unknown as Uint8Array[];
     }
     if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
@@ -730,6 +754,7 @@ export class Subject {
     }
     this.#pending = [...frames, ...this.#pending.slice(this.#pendingHead)];
     this.#pendingHead = 0;
+    this.#pendingBytes += frames.reduce((n, f) => n + bytesOf(f), 0);
   }
 
   /** A worker reached an `@ASYNC` step: pause the flow here, where the state is kept. */
@@ -769,6 +794,7 @@ export class Subject {
       // Redelivered steps go first, in their original order.
       this.#pending = [...lost, ...this.#pending.slice(this.#pendingHead)];
       this.#pendingHead = 0;
+      this.#pendingBytes += lost.reduce((n, f) => n + bytesOf(f), 0);
     }
     this.#pump();
   }
