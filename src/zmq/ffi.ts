@@ -86,7 +86,6 @@ export const Opt = Object.freeze({
   LAST_ENDPOINT: 32,
   ROUTER_MANDATORY: 33,
   IMMEDIATE: 39,
-  XPUB_VERBOSE: 40,
   CURVE_SERVER: 47,
   CURVE_PUBLICKEY: 48,
   CURVE_SECRETKEY: 49,
@@ -97,6 +96,7 @@ export const Opt = Object.freeze({
   HEARTBEAT_IVL: 75,
   HEARTBEAT_TTL: 76,
   HEARTBEAT_TIMEOUT: 77,
+  XPUB_VERBOSER: 78,
   CONNECT_TIMEOUT: 79,
 });
 
