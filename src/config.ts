@@ -47,6 +47,8 @@ export interface Config {
   readonly max_deliveries: number;
   /** Milliseconds a handler module may take to import when `start` or `worker` checks it at start-up. */
   readonly handler_import_timeout: number;
+  /** Bytes of publications the Integration Manager queues for one subscriber that stops reading. */
+  readonly subscriber_buffer: number;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -67,6 +69,8 @@ export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
 export const DEFAULT_MAX_DELIVERIES = 2;
 /** Milliseconds a handler module may take to import at start-up, by default. */
 export const DEFAULT_HANDLER_IMPORT_TIMEOUT = 10_000;
+/** Bytes of publications queued for one subscriber that stops reading, by default (64 MiB). */
+export const DEFAULT_SUBSCRIBER_BUFFER = 64 * 1024 * 1024;
 
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
@@ -88,6 +92,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "async_store",
   "max_deliveries",
   "handler_import_timeout",
+  "subscriber_buffer",
 ];
 
 /** The settings that are text (paths and endpoints); every other one is a whole number. */
@@ -208,6 +213,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
     max_deliveries: num("max_deliveries", DEFAULT_MAX_DELIVERIES, 1),
     handler_import_timeout: num("handler_import_timeout", DEFAULT_HANDLER_IMPORT_TIMEOUT, 1),
+    subscriber_buffer: num("subscriber_buffer", DEFAULT_SUBSCRIBER_BUFFER, 1024 * 1024),
   };
 }
 

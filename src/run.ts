@@ -121,6 +121,7 @@ export async function runIntegrationManager(config: Config, supervised = false):
     pullAddress: config.integration_manager_pull_address,
     pubAddress: config.integration_manager_pub_address,
     maxMessageSize: config.max_message_size,
+    subscriberBuffer: config.subscriber_buffer,
   });
   return await serveUntilStopped(
     config,

@@ -226,3 +226,124 @@ Deno.test("under a flood well past capacity each role's peak RSS stays below 512
     await r.close();
   }
 });
+
+Deno.test("a subscriber that stops reading while 1.1 GB of 100 KB publications flow: the IM stays under 256 MiB", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const r = new Reactor();
+  const rssMiB = (pid: number, field = "VmRSS") =>
+    Number(Deno.readTextFileSync(`/proc/${pid}/status`).match(new RegExp(`${field}:\\s*(\\d+)`))![1]) / 1024;
+  try {
+    const [im] = await rolePids(d.dir, "integration-manager");
+    assert.ok(im, "the IM is running");
+    // The stalled subscriber: subscribed to everything, it takes one publication and then never
+    // reads again (its own queue is kept small so the IM's side fills).
+    const stalled = r.socket("SUB", { receiveHighWaterMark: 10, linger: 0 });
+    await stalled.subscribe("");
+    await stalled.connect(d.publisher);
+    const first = Promise.withResolvers<void>();
+    stalled.onMessage(() => {
+      stalled.pause();
+      first.resolve();
+    });
+    const values = { blob: "x".repeat(100_000) };
+    assert.equal((await client.request("Empty", values)).action, "done");
+    await first.promise;
+    // 11,000 requests of 100 KB through a flow with no step (the Subject publishes the request's
+    // values as its final): 1.1 GB of publications, 32 in flight; the client's own SUB reads them all.
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, rssMiB(im));
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
+    const n = 11_000;
+    let next = 0;
+    let done = 0;
+    await Promise.all(Array.from({ length: 32 }, async () => {
+      while (next < n) {
+        const i = next++;
+        const p = await client.request("Empty", { ...values, i }, { timeout: 60_000 });
+        assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+        assert.equal(p.values.i, i);
+        done++;
+      }
+    }));
+    sampling = false;
+    await sampler;
+    assert.equal(done, n, "every request got its final publication");
+    const hwm = rssMiB(im, "VmHWM");
+    // The stalled subscriber's losses are counted (the counters are written every second).
+    let stats = await roleStats(d.dir, "integration-manager");
+    for (let t = 0; t < 20 && !(Number(stats.subscriberFull) > 0); t++) {
+      await new Promise((res) => setTimeout(res, 250));
+      stats = await roleStats(d.dir, "integration-manager");
+    }
+    console.log(
+      `IM RSS: peak ${Math.round(hwm)} MiB (sampled ${Math.round(peak)}), ${rssMiB(im).toFixed(0)} MiB ` +
+        `after the flood; IM stats ${JSON.stringify(stats)}`,
+    );
+    assert.ok(hwm < 256, `the IM peaked at ${Math.round(hwm)} MiB`);
+    assert.ok(Number(stats.subscriberFull) > 0, "the stalled subscriber's full queue was counted");
+    // Then the stalled subscriber leaves: libzmq frees its queue, and the IM hands the memory back
+    // to the system (a second after the unsubscription).
+    await stalled.close();
+    const left = performance.now();
+    let after = rssMiB(im);
+    for (let t = 0; t < 60 && after > hwm - 48; t++) {
+      await new Promise((res) => setTimeout(res, 250));
+      after = rssMiB(im);
+    }
+    console.log(
+      `IM RSS ${((performance.now() - left) / 1000).toFixed(1)} s after the stalled subscriber left: ` +
+        `${after.toFixed(0)} MiB`,
+    );
+    assert.ok(after < hwm - 48, `the IM kept ${after.toFixed(0)} MiB of its ${hwm.toFixed(0)} MiB peak`);
+    assert.equal((await client.request("Empty", values)).action, "done");
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("5,000 requests of 100 KB while no worker takes them: the Subject holds at most 64 MiB and stops reading", async () => {
+  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "1000"] });
+  const r = new Reactor();
+  const enc = new TextEncoder();
+  try {
+    const [subject] = await rolePids(d.dir, "subject");
+    assert.ok(subject, "the Subject is running");
+    const dealer = r.socket("DEALER", { sendHighWaterMark: 10_000 });
+    dealer.onMessage(() => {}); // acknowledgements
+    await dealer.connect(d.subject);
+    const n = 5000;
+    const values = enc.encode(JSON.stringify({ blob: "x".repeat(100_000) }));
+    const topic = enc.encode("Three~~~~");
+    for (let i = 0; i < n; i++) await dealer.send([topic, enc.encode(`{"v":1,"id":"b${i}"}`), values]);
+    // The Subject reads until 64 MiB of requests wait for a worker, then stops: the rest wait in
+    // this process's queue. The counters are written every second.
+    let stats: Record<string, unknown> = {};
+    let before = -1;
+    for (let t = 0; t < 40; t++) { // until two writes agree
+      await new Promise((res) => setTimeout(res, 500));
+      stats = await roleStats(d.dir, "subject");
+      if (Number(stats.pending) > 0 && stats.pending === before) break;
+      before = Number(stats.pending);
+    }
+    const kb = Number(Deno.readTextFileSync(`/proc/${subject}/status`).match(/VmHWM:\s*(\d+)/)![1]);
+    console.log(
+      `Subject: peak RSS ${Math.round(kb / 1024)} MiB, ${stats.pending} requests pending ` +
+        `(${stats.pendingBytes} bytes)`,
+    );
+    const pending = Number(stats.pending);
+    assert.ok(
+      pending > 0 && pending < 1000,
+      `${pending} of ${n} requests pending: the Subject stopped reading`,
+    );
+    assert.ok(Number(stats.pendingBytes) < 64 * 1024 * 1024 + 200_000, `${stats.pendingBytes} bytes pending`);
+    assert.ok(kb < 256 * 1024, `the Subject peaked at ${Math.round(kb / 1024)} MiB`);
+  } finally {
+    await r.close();
+  }
+});

@@ -5,9 +5,13 @@
  * @module
  */
 
+import { mallocTrim } from "../_malloc_trim.ts";
 import { internalFrameLimit, isBatch, readBatch } from "../batch.ts";
+import { hwmForBytes, MESSAGE_OVERHEAD, queueHwm, SizeEstimate } from "../byte_budget.ts";
+import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
-import { text, utf8 } from "../protocol.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../protocol.ts";
+import { Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode IntegrationManager.start}. */
@@ -22,6 +26,12 @@ export interface IntegrationManagerOptions {
    * {@linkcode internalFrameLimit}).
    */
   readonly maxMessageSize?: number;
+  /**
+   * Bytes of publications queued for one subscriber that stops reading; past it that subscriber
+   * loses publications (see {@linkcode IntegrationManagerStats.subscriberFull}).
+   * @default {DEFAULT_SUBSCRIBER_BUFFER}
+   */
+  readonly subscriberBuffer?: number;
   /** A reactor to share (for inproc deployments); by default the IM makes its own. */
   readonly reactor?: Reactor;
   /** Milliseconds between binding the publish endpoint and the pull endpoint. @default {IM_WARMUP_MS} */
@@ -76,6 +86,13 @@ export interface IntegrationManagerStats {
   repeated: number;
   /** Of those, messages with a frame over `max_message_size`. */
   oversize: number;
+  /**
+   * Times a publication found a subscriber's queue full (`subscriber_buffer` reached): each starts
+   * a run of one or more publications that subscriber loses. libzmq does not report how many.
+   */
+  subscriberFull: number;
+  /** The publish socket's high-water mark now, in messages: `subscriber_buffer` over the size estimate. */
+  publishHighWaterMark: number;
 }
 
 /** A running Integration Manager. */
@@ -83,11 +100,20 @@ export class IntegrationManager {
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #sockets: ReactorSocket[] = [];
-  readonly #stats = { received: 0, published: 0, dropped: 0, repeated: 0 };
+  readonly #stats = {
+    received: 0,
+    published: 0,
+    dropped: 0,
+    repeated: 0,
+    subscriberFull: 0,
+    publishHighWaterMark: 0,
+  };
   /** Three-frame messages with a frame over `maxMessageSize` (but under the batch limit). */
   #oversize = 0;
   #pull?: ReactorSocket;
   #oversizeWarned = false;
+  #trimTimer?: ReturnType<typeof setTimeout>;
+  #lastTrim = -Infinity;
   #closed?: Promise<void>;
 
   private constructor(reactor: Reactor, owns: boolean) {
@@ -104,14 +130,53 @@ export class IntegrationManager {
     const reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     const im = new IntegrationManager(reactor, !options.reactor);
     const log = logger("integration-manager");
-    const pub = reactor.socket("PUB", { sendHighWaterMark: 100_000, linger: 2000 });
+    const maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    const budget = options.subscriberBuffer ?? DEFAULT_SUBSCRIBER_BUFFER;
+    // Each subscriber's queue is bounded in bytes (SPEC §6): the high-water mark is `budget` over
+    // an estimate of the publications' size that rises at once to a larger publication (before it
+    // is queued) and falls slowly. A subscriber's connection takes the mark the socket had when it
+    // was bound, for the largest publication, until it sends a subscription (XPUB tells us), when
+    // the current mark is set on every connection again (libzmq 4.3 applies a changed
+    // SNDHWM to the connections the socket has taken in).
+    const pub = reactor.socket("XPUB", {
+      sendHighWaterMark: hwmForBytes(budget, 3 * maxMessageSize + MESSAGE_OVERHEAD),
+      maxMessageSize,
+      linger: 2000,
+    });
     await pub.bind(options.pubAddress);
     im.#sockets.push(pub);
+    const raw = pub.raw;
+    await reactor.exec(() => {
+      // Every subscription and unsubscription, not just the first and last of a topic.
+      raw.setInt(Opt.XPUB_VERBOSER, 1);
+      raw.setInt(Opt.XPUB_NODROP, 1); // a send fails when a subscriber's queue is full: counted
+    });
+    let hwm = 0;
+    let reapply = true;
+    const estimate = new SizeEstimate(MESSAGE_OVERHEAD);
+    pub.onMessage((frames) => {
+      // Subscriptions (first byte 1) mean a connection that may still have the bind-time mark;
+      // anything else an XSUB sends is ignored, as PUB would.
+      if (frames.length !== 1) return;
+      if (frames[0][0] === 1) reapply = true;
+      // An unsubscription (also sent when a subscriber leaves, whose queue libzmq then frees):
+      // hand the freed memory back to the system a second later, at most once every 10 s (a
+      // trim stalls this thread for ~2 ms, or up to ~200 ms when 170 MiB come back).
+      else if (frames[0][0] === 0 && im.#trimTimer === undefined) {
+        const wait = Math.max(1000, im.#lastTrim + 10_000 - performance.now());
+        im.#trimTimer = setTimeout(() => {
+          im.#trimTimer = undefined;
+          im.#lastTrim = performance.now();
+          mallocTrim();
+        }, wait);
+        Deno.unrefTimer(im.#trimTimer);
+      }
+    });
     const warmup = options.warmupMs ?? IM_WARMUP_MS;
     if (warmup > 0) await new Promise((r) => setTimeout(r, warmup));
     const max = options.maxMessageSize;
     const pull = reactor.socket("ROUTER", {
-      receiveHighWaterMark: 100_000,
+      receiveHighWaterMark: queueHwm(maxMessageSize),
       sendHighWaterMark: 100_000,
       maxMessageSize: max === undefined ? undefined : internalFrameLimit(max),
     });
@@ -135,11 +200,34 @@ export class IntegrationManager {
         );
       }
     };
+    // Runs on the reactor's turn (publications come from `onMessage`), so it may use the raw socket.
+    const send = (frames: Uint8Array[]) => {
+      const size = estimate.add(frames[0].length + frames[1].length + frames[2].length + MESSAGE_OVERHEAD);
+      const want = hwmForBytes(budget, size);
+      // Set when it falls by more than 1/16 or rises by more than 1/8 (each set is a command
+      // to every connection), and after a new subscription.
+      if (reapply || want < hwm - hwm / 16 || want > hwm + hwm / 8) {
+        raw.setInt(Opt.SNDHWM, want);
+        hwm = want;
+        stats.publishHighWaterMark = want;
+        reapply = false;
+      }
+      if (raw.trySend(frames)) return;
+      // XPUB_NODROP: a matching subscriber's queue is full. Count it, and send to the others
+      // (libzmq then skips that subscriber, silently, until its queue has room again).
+      stats.subscriberFull++;
+      raw.setInt(Opt.XPUB_NODROP, 0);
+      try {
+        raw.trySend(frames);
+      } finally {
+        raw.setInt(Opt.XPUB_NODROP, 1);
+      }
+    };
     const publish = (frames: Uint8Array[]) => {
-      // PUB never blocks (a slow subscriber loses messages at its high-water mark), so
-      // `sendNow` fails only while another send is queued. Received frames are never written
-      // again, so they can wait in the queue as they are.
-      if (!pub.sendNow(frames)) void pub.send(frames).catch(() => {});
+      // XPUB never blocks (a slow subscriber loses messages at its high-water mark). Received
+      // frames are never written again, so they can wait for the reactor's turn as they are.
+      if (reactor.polling) void reactor.exec(() => send(frames)).catch(() => {});
+      else send(frames);
       stats.published++;
     };
     const ack = (idFrame: Uint8Array, seqFrame: Uint8Array): number | undefined => {
@@ -219,6 +307,7 @@ export class IntegrationManager {
 
   /** Stops and closes the sockets. Safe to call twice. */
   close(): Promise<void> {
+    clearTimeout(this.#trimTimer);
     this.#closed ??= this.#ownsReactor
       ? this.#reactor.close()
       : Promise.all(this.#sockets.map((s) => s.close())).then(() => {});

@@ -33,6 +33,7 @@ import {
   sendBatch,
 } from "../batch.ts";
 import { ImOutbox, type OutboxEntry } from "../im_outbox.ts";
+import { queueHwm as queueBudgetHwm } from "../byte_budget.ts";
 import { logger } from "../log.ts";
 import { RecentKeys } from "../recent_keys.ts";
 import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
@@ -113,6 +114,8 @@ export interface SubjectStats {
   inFlight: number;
   /** Requests waiting for worker credit now. */
   pending: number;
+  /** Bytes of those requests (the Subject stops reading at `PENDING_BYTES_LIMIT`). */
+  pendingBytes: number;
   /** Workers connected now. */
   workers: number;
   /** Steps the workers can take now (their free credit, as this Subject counts it). */
@@ -169,6 +172,15 @@ export const HELLO_EVERY_MS = 1000;
 /** The topic of the Subject's announcements. */
 export const HELLO_TOPIC = "~~~~hello";
 
+/**
+ * Bytes of requests waiting for worker credit at which the Subject stops reading requests (as
+ * at `max_pending` requests); it reads again below half of this.
+ */
+export const PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
+
+/** Bytes of a message's frames. */
+const bytesOf = (frames: readonly Uint8Array[]): number => frames.reduce((n, f) => n + f.length, 0);
+
 /** While busy, the Subject sends acknowledgements at most this often (it sends at once when idle). */
 const ACK_EVERY_MS = 1;
 
@@ -219,6 +231,8 @@ export class Subject {
   readonly #inflight = new Map<number, InFlight>();
   #pending: (readonly Uint8Array[])[] = [];
   #pendingHead = 0;
+  /** Bytes of the requests in `#pending`. */
+  #pendingBytes = 0;
   /**
    * Dispatch numbers grow from a base taken from the clock, so a restarted Subject never
    * reuses the numbers of the one before (workers report the highest number they received).
@@ -279,7 +293,7 @@ export class Subject {
   #suspects: (readonly Uint8Array[])[] = [];
   readonly #stats: Omit<
     SubjectStats,
-    "inFlight" | "pending" | "workers" | "paused" | "imUnacked" | "imResent" | "credit"
+    "inFlight" | "pending" | "workers" | "paused" | "imUnacked" | "imResent" | "credit" | "pendingBytes"
   > = {
     resumed: 0,
     poisoned: 0,
@@ -322,10 +336,14 @@ export class Subject {
   async #open(): Promise<void> {
     this.#store = new PausedStore(this.#o.pausedStore);
     const r = this.#reactor;
+    // Queues that could hold large messages are bounded in bytes: QUEUE_BYTES per connection,
+    // in messages of up to max_message_size (byte_budget.ts). ROUTER send queues keep their
+    // count: a ROUTER drops at its mark, and worker credit and acknowledgements bound them.
+    const queueHwm = queueBudgetHwm(this.#o.maxMessageSize);
     // ZMQ_IMMEDIATE: nothing is queued to a connection that is not up (an IM that is away);
     // batches wait in the outbox instead, until the IM acknowledges them.
     this.#im = r.socket("DEALER", {
-      sendHighWaterMark: 100_000,
+      sendHighWaterMark: queueHwm,
       receiveHighWaterMark: 100_000,
       linger: 5000,
       immediate: true,
@@ -338,12 +356,12 @@ export class Subject {
         ? undefined
         : internalFrameLimit(this.#o.maxMessageSize),
       sendHighWaterMark: 100_000,
-      receiveHighWaterMark: 100_000,
+      receiveHighWaterMark: queueHwm,
     });
     await this.#workersSock.bind(this.#o.workerAddress);
     this.#services = r.socket("ROUTER", {
       maxMessageSize: this.#o.maxMessageSize,
-      receiveHighWaterMark: 100_000,
+      receiveHighWaterMark: queueHwm,
       sendHighWaterMark: 100_000,
     });
     await this.#services.bind(this.#o.pullAddress);
@@ -386,6 +404,7 @@ export class Subject {
       dropped,
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead + this.#suspects.length,
+      pendingBytes: this.#pendingBytes,
       workers: this.#workers.size,
       credit: [...this.#workers.values()].reduce((sum, w) => sum + (w.leaving ? 0 : w.credit), 0),
       paused: this.#store.count(),
@@ -800,8 +819,12 @@ export class Subject {
   #throttle(): void {
     const pending = this.#pending.length - this.#pendingHead;
     const backlog = this.#outbox.bytes;
-    if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT) this.#services.pause();
-    else if (pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2) this.#services.resume();
+    const bytes = this.#pendingBytes;
+    if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT || bytes >= PENDING_BYTES_LIMIT) {
+      this.#services.pause();
+    } else if (
+      pending < this.#o.maxPending / 2 && backlog < IM_BACKLOG_LIMIT / 2 && bytes < PENDING_BYTES_LIMIT / 2
+    ) this.#services.resume();
   }
 
   // ---- workers ----------------------------------------------------------------------------
@@ -810,7 +833,11 @@ export class Subject {
     const w = this.#pickWorker();
     if (!w) {
       this.#pending.push(frames);
-      if (this.#pending.length - this.#pendingHead >= this.#o.maxPending) this.#services.pause();
+      this.#pendingBytes += bytesOf(frames);
+      if (
+        this.#pending.length - this.#pendingHead >= this.#o.maxPending ||
+        this.#pendingBytes >= PENDING_BYTES_LIMIT
+      ) this.#services.pause();
       return;
     }
     this.#sendTo(w, frames);
@@ -843,7 +870,9 @@ export class Subject {
     while (this.#pendingHead < this.#pending.length) {
       const w = this.#pickWorker();
       if (!w) break;
-      this.#sendTo(w, this.#pending[this.#pendingHead]);
+      const frames = this.#pending[this.#pendingHead];
+      this.#pendingBytes -= bytesOf(frames);
+      this.#sendTo(w, frames);
       this.#pending[this.#pendingHead++] = undefined as unknown as Uint8Array[];
     }
     if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
@@ -979,6 +1008,7 @@ export class Subject {
     }
     this.#pending = [...frames, ...this.#pending.slice(this.#pendingHead)];
     this.#pendingHead = 0;
+    this.#pendingBytes += frames.reduce((n, f) => n + bytesOf(f), 0);
   }
 
   /** A worker reached an `@ASYNC` step: pause the flow here, where the state is kept. */
@@ -1080,6 +1110,7 @@ export class Subject {
     this.#stats.redelivered += steps.length;
     this.#pending = [...steps, ...this.#pending.slice(this.#pendingHead)];
     this.#pendingHead = 0;
+    this.#pendingBytes += steps.reduce((n, f) => n + bytesOf(f), 0);
   }
 
   /**
