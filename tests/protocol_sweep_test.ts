@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { RequestRefusedError } from "../src/client.ts";
 import type { Publication } from "../src/protocol.ts";
+import { BatchWriter, KIND_CODES, readBatch } from "../src/batch.ts";
 import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
 import { startDeployment } from "./helpers.ts";
 
@@ -156,4 +157,68 @@ Deno.test("resume answers: bad_resume for malformed and unknown-flow tokens; two
     assert.deepEqual((await final).values, winner.values);
   }
   await pauses.return!();
+});
+
+Deno.test("a worker's results are checked: one for another request or on a topic its flow cannot publish is refused", async () => {
+  // A deployment with no worker of its own; a rogue one, written from PROTOCOL.md, joins.
+  await using d = await startDeployment({ workers: 0 });
+  await using client = await d.connect();
+  const seen: Publication[] = [];
+  const stream = await client.subscribe("");
+  const collecting = (async () => {
+    for await (const p of stream) seen.push(p);
+  })();
+  const reactor = new Reactor();
+  try {
+    const rogue = reactor.socket("DEALER", { routingId: "rogue" });
+    await rogue.connect(`ipc://${d.dir}/workers`);
+    const steps: { d: number; header: { id: string } }[] = [];
+    rogue.onMessage((f) => {
+      for (const r of readBatch(f[1]) ?? []) {
+        steps.push({ d: r.tag, header: JSON.parse(dec.decode(r.frames[1])) });
+      }
+    });
+    await rogue.send([enc.encode("READY"), enc.encode('{"credit": 10}')]);
+    const answers = [
+      client.request("Three", { k: "steals" }, { id: "victim-a", timeout: 10_000 }),
+      client.request("Three", { k: "spoofs" }, { id: "victim-b", timeout: 10_000 }),
+    ];
+    const deadline = performance.now() + 10_000;
+    while (steps.length < 2 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(steps.length, 2, "the rogue worker got both steps");
+    const results = new BatchWriter();
+    const [a, b] = steps;
+    // For step a: a "done" for some other request. For step b: a publication on a topic of its
+    // own choosing, claimed as a @PUBLISH result.
+    results.add(
+      a.d,
+      KIND_CODES.done,
+      enc.encode("Three~~~~done"),
+      enc.encode('{"v":1,"id":"someone-else"}'),
+      enc.encode('{"stolen":true}'),
+    );
+    results.add(
+      b.d,
+      KIND_CODES.publish,
+      enc.encode("Three~PUBLISH~X~Y~anything"),
+      enc.encode(JSON.stringify({ v: 1, id: b.header.id, pos: 1 })),
+      enc.encode('{"spoofed":true}'),
+    );
+    await rogue.send([enc.encode("RESULTS"), results.take().slice()]);
+    for (const p of await Promise.all(answers)) {
+      assert.equal(p.action, "error", JSON.stringify(p));
+      assert.equal(p.error?.code, "handler_error");
+      assert.match(p.error!.message, /the worker's result was refused/);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(seen.filter((p) => p.id === "someone-else" || p.topic.includes("anything")), []);
+    assert.ok(
+      seen.every((p) => !p.values.stolen && !p.values.spoofed),
+      "nothing the rogue made up was published",
+    );
+  } finally {
+    await reactor.close();
+    await stream.return!();
+    await collecting;
+  }
 });

@@ -29,10 +29,12 @@ import {
   capErrorMessage,
   internalFrameLimit,
   KIND_CODES,
+  KIND_NAMES,
   readBatch,
   sendBatch,
 } from "../batch.ts";
 import { ImOutbox, type OutboxEntry } from "../im_outbox.ts";
+import { checkResult, type ResultKind } from "../result_check.ts";
 import { queueHwm as queueBudgetHwm } from "../byte_budget.ts";
 import { logger } from "../log.ts";
 import { RecentKeys } from "../recent_keys.ts";
@@ -267,6 +269,8 @@ export class Subject {
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
   readonly #topics = new TopicCache();
+  /** Result topics' fields, worked out once per topic text. */
+  readonly #resultTopics = new TopicMemo<TopicFields | undefined>(parseTopic);
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
   #recent?: RecentKeys;
   /**
@@ -908,7 +912,22 @@ export class Subject {
           owner.lastSeen = now;
           this.#maybeForget(owner);
         }
-        if (batch.kind(i) === KIND_CODES.pause) this.#pauseResult(...batch.frames(i));
+        const [topic, header, values] = batch.frames(i);
+        const refused = this.#refuseResult(batch.kind(i), topic, header, f.frames);
+        if (refused !== undefined) {
+          this.#drop("bad_result", refused);
+          const step = this.#topicInfo.get(text(f.frames[0]));
+          const h = decodeHeader(f.frames[1]);
+          if (step && typeof h !== "string") {
+            this.#errorPublish(
+              step.fields.flow,
+              h,
+              f.frames[2],
+              "handler_error",
+              `the worker's result was refused: ${refused}`,
+            );
+          }
+        } else if (batch.kind(i) === KIND_CODES.pause) this.#pauseResult(topic, header, values);
         else {
           this.#imBatch.addRecord(batch, i, 0, 0); // as it came, without views of its frames
           this.#addedToIM();
@@ -1009,6 +1028,29 @@ export class Subject {
     this.#pending = [...frames, ...this.#pending.slice(this.#pendingHead)];
     this.#pendingHead = 0;
     this.#pendingBytes += frames.reduce((n, f) => n + bytesOf(f), 0);
+  }
+
+  /**
+   * Why a worker's result for the step `step` (its frames as dispatched) cannot be published, or
+   * `undefined` (see `result_check.ts`): a worker is a trust boundary.
+   */
+  #refuseResult(
+    kind: number,
+    topic: Uint8Array,
+    header: Uint8Array,
+    step: readonly Uint8Array[],
+  ): string | undefined {
+    const flow = this.#topicInfo.get(text(step[0]))?.flow;
+    const sent = decodeHeader(step[1]);
+    if (!flow || typeof sent === "string") return "the step it answers is not known";
+    const name = KIND_NAMES[kind] as ResultKind | undefined;
+    return checkResult(
+      name === "done" || name === "publish" || name === "pause" || name === "error" ? name : undefined,
+      this.#resultTopics.get(text(topic)),
+      decodeHeader(header),
+      sent.id,
+      flow,
+    );
   }
 
   /** A worker reached an `@ASYNC` step: pause the flow here, where the state is kept. */
