@@ -3,7 +3,8 @@
  *
  * Exit codes: 0 success; 1 failure (load errors, an error publication, failed checks);
  * 2 `explain` found no entry; 3 `send` timed out (no final publication with --wait, no
- * acknowledgement from the Subject without it); 64 bad usage.
+ * acknowledgement from the Subject without it); 4 `send --wait`: the flow paused (its pause
+ * publication, with the token, is printed); 64 bad usage.
  *
  * @module
  */
@@ -160,9 +161,13 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
   withConfig(
     program.command("send")
       .description("push a request to the Subject; with --wait print its final publication as JSON")
-      .argument("<flow>", "the flow to run")
+      .argument("[flow]", "the flow to run (not needed with --resume)")
       .option("--data <json>", "the request's values, a JSON object", "{}")
-      .option("--wait", "wait for the final publication; exit 1 on an error publication, 3 on timeout")
+      .option(
+        "--wait",
+        "wait for the final publication; exit 1 on an error publication, 3 on timeout, 4 when the flow pauses (the pause publication, with its token, is printed)",
+      )
+      .option("--through-pauses", "with --wait: wait through pauses for the final publication")
       .option("--key <key>", "the action key the request names (default: the flow's entry)")
       .option("--id <id>", "the request id (default: a random UUID)")
       .option(
@@ -170,16 +175,20 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
         "milliseconds to wait for the final publication (--wait) or else for the Subject's acknowledgement",
         "30000",
       )
-      .option("--resume <token>", "resume the flow paused with this token (FLOW is then ignored)"),
-  ).action(async (flow: string, opts) => {
+      .option("--resume <token>", "resume the flow paused with this token (FLOW is not needed)"),
+  ).action(async (flow: string | undefined, opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
+    if (flow === undefined && opts.resume === undefined) {
+      io.err("error: missing argument FLOW (or --resume TOKEN); see send --help");
+      return setCode(ExitCode.usage);
+    }
     const timeout = Number(opts.timeout);
     if (!Number.isFinite(timeout) || timeout <= 0) {
       io.err(`error: --timeout must be a positive number of milliseconds, got "${opts.timeout}"`);
       return setCode(ExitCode.usage);
     }
-    setCode(await sendCommand(config, flow, { ...opts, timeout }, io));
+    setCode(await sendCommand(config, flow ?? "", { ...opts, timeout }, io));
   });
 
   withConfig(

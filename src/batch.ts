@@ -265,6 +265,21 @@ export class BatchView {
     return this.#v.getUint8(this.#starts[i] + 8);
   }
 
+  /**
+   * Whether record `i`'s frame `k` (0 topic, 1 header, 2 values) equals `bytes` (`whole`), or
+   * starts with them; without making a view.
+   */
+  frameIs(i: number, k: 0 | 1 | 2, bytes: Uint8Array, whole: boolean): boolean {
+    const o = this.#starts[i];
+    const la = this.#v.getUint32(o + 9, true);
+    const length = this.#v.getUint32(o + 9 + 4 * k, true);
+    if (whole ? length !== bytes.length : length < bytes.length) return false;
+    const p = o + RECORD_HEAD + (k === 0 ? 0 : k === 1 ? la : la + this.#v.getUint32(o + 13, true));
+    const f = this.frame;
+    for (let j = 0; j < bytes.length; j++) if (f[p + j] !== bytes[j]) return false;
+    return true;
+  }
+
   /** Record `i`'s three frames, as views into the batch. */
   frames(i: number): [Uint8Array, Uint8Array, Uint8Array] {
     const o = this.#starts[i];

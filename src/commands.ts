@@ -15,6 +15,7 @@ import { explainKey } from "./resolve.ts";
 import { Client, RequestTimeoutError } from "./client.ts";
 import type { Config } from "./config.ts";
 import { publicationJson } from "./protocol.ts";
+import { parseToken } from "./paused_store.ts";
 import { TIMED_OUT, withTimeout } from "./_async.ts";
 import { PausedStore } from "./paused_store.ts";
 import { capabilities, libzmq, LibZmqNotFoundError } from "./zmq/ffi.ts";
@@ -29,6 +30,8 @@ export const ExitCode = Object.freeze({
   unresolved: 2,
   /** `send`: no final publication (`--wait`) or no acknowledgement before the timeout. */
   timeout: 3,
+  /** `send --wait`: the flow paused at an `@ASYNC` step; its pause publication (with its token) was printed. */
+  paused: 4,
   /** Bad command-line usage (unknown option, missing argument, bad value). */
   usage: 64,
 });
@@ -256,6 +259,8 @@ export interface SendOptions {
   readonly timeout?: number;
   /** Resume the paused flow this token names, instead of starting one. */
   readonly resume?: string;
+  /** With `wait`: wait through pauses for the final publication, instead of ending at the first pause. */
+  readonly throughPauses?: boolean;
 }
 
 /** `send FLOW`: push a request; with `wait`, print its final publication. */
@@ -307,22 +312,37 @@ export async function sendCommand(
       io.out(JSON.stringify({ id }));
       return ExitCode.ok;
     };
-    if (options.resume !== undefined) {
-      if (!options.wait) return await acknowledged(client.sendResume(options.resume, values));
-      const p = await client.resume(options.resume, values, { timeout });
-      io.out(JSON.stringify(publicationJson(p)));
-      return p.error ? ExitCode.failure : ExitCode.ok;
+    const resume = options.resume;
+    if (resume !== undefined && !options.wait) {
+      return await acknowledged(client.sendResume(resume, values, { id: options.id }));
     }
     if (!options.wait) {
       return await acknowledged(client.send(flow, values, { key: options.key, id: options.id }));
     }
-    const p = await client.request(flow, values, {
-      key: options.key,
-      id: options.id,
-      timeout,
-    });
-    io.out(JSON.stringify(publicationJson(p)));
-    return p.error ? ExitCode.failure : ExitCode.ok;
+    // Unless told to wait through pauses, a pause of the request ends the wait: its publication
+    // (with the token that resumes it) is printed, exit code 4.
+    const named = resume === undefined ? undefined : parseToken(resume);
+    const id = named?.id ?? options.id ?? crypto.randomUUID();
+    const subscribing = options.throughPauses ? undefined : client.subscribe(`${named?.flow ?? flow}~ASYNC~`);
+    subscribing?.catch(() => {}); // (rejected when the client closes while it still waits)
+    const pauses = subscribing && await withTimeout(subscribing, timeout);
+    if (pauses === TIMED_OUT) throw new RequestTimeoutError(id, timeout);
+    try {
+      const paused = pauses && (async () => {
+        for await (const p of pauses) if (p.id === id && p.resume !== undefined) return p;
+        return new Promise<never>(() => {});
+      })();
+      const final = resume === undefined
+        ? client.request(flow, values, { key: options.key, id, timeout })
+        : client.resume(resume, values, { id: options.id, timeout });
+      final.catch(() => {}); // when the pause ends the wait, the request's own wait is let go
+      const p = await (paused ? Promise.race([final, paused]) : final);
+      io.out(JSON.stringify(publicationJson(p)));
+      if (p.resume !== undefined && !p.error) return ExitCode.paused;
+      return p.error ? ExitCode.failure : ExitCode.ok;
+    } finally {
+      await pauses?.return?.();
+    }
   } catch (e) {
     if (e instanceof RequestTimeoutError) {
       io.err(`error: ${e.message}; is the deployment running (deno task start) with the same --runtime-dir?`);

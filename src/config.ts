@@ -95,6 +95,85 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "subscriber_buffer",
 ];
 
+/** Each setting's default, as documentation shows it, and what it means: the README's table is made from this. */
+export const SETTINGS_DOC: Readonly<
+  Record<keyof Config, { readonly default: string; readonly meaning: string }>
+> = {
+  runtime_dir: {
+    default: "`/tmp/zmanager-<uid>`",
+    meaning: "where the default ipc endpoints, stats and the lock live",
+  },
+  subject_pull_address: { default: "`ipc://<runtime_dir>/subject`", meaning: "where services send requests" },
+  subject_worker_address: { default: "`ipc://<runtime_dir>/workers`", meaning: "where workers connect" },
+  integration_manager_pull_address: {
+    default: "`ipc://<runtime_dir>/im-pull`",
+    meaning: "where the Subject hands results to the IM (acknowledged)",
+  },
+  integration_manager_pub_address: {
+    default: "`ipc://<runtime_dir>/im-pub`",
+    meaning: "where the IM publishes",
+  },
+  worker_count: { default: "number of cores", meaning: "worker processes `start` runs (`--workers`)" },
+  worker_concurrency: {
+    default: String(DEFAULT_WORKER_CONCURRENCY),
+    meaning: "steps one worker runs at once (its credit)",
+  },
+  step_limit: { default: String(DEFAULT_STEP_LIMIT), meaning: "most steps one request may run" },
+  handler_timeout: {
+    default: String(DEFAULT_HANDLER_TIMEOUT),
+    meaning: "ms a handler may run before a `timeout` error",
+  },
+  heartbeat_interval: {
+    default: String(DEFAULT_HEARTBEAT_INTERVAL),
+    meaning: "ms between worker heartbeats",
+  },
+  heartbeat_timeout: {
+    default: String(DEFAULT_HEARTBEAT_TIMEOUT),
+    meaning: "ms of worker silence before its steps are given to another",
+  },
+  max_message_size: {
+    default: String(DEFAULT_MAX_MESSAGE_SIZE),
+    meaning: "bytes: largest frame from a service, or values from a handler",
+  },
+  max_pending: {
+    default: String(DEFAULT_MAX_PENDING),
+    meaning: "requests the Subject holds for worker credit before it stops reading",
+  },
+  duplicate_window: {
+    default: String(DEFAULT_DUPLICATE_WINDOW),
+    meaning: "recent requests the Subject remembers to drop repeats; 0: off",
+  },
+  async_timeout: {
+    default: String(DEFAULT_ASYNC_TIMEOUT),
+    meaning: "ms a paused (`@ASYNC`) flow waits to be resumed",
+  },
+  async_store: {
+    default: "`<runtime_dir>/paused.sqlite`",
+    meaning: "the SQLite file that keeps paused flows",
+  },
+  max_deliveries: {
+    default: String(DEFAULT_MAX_DELIVERIES),
+    meaning: "deliveries of a step that may end in its worker's failure (then `poisoned`)",
+  },
+  handler_import_timeout: {
+    default: String(DEFAULT_HANDLER_IMPORT_TIMEOUT),
+    meaning: "ms a handler module may take to import in the start-up check",
+  },
+  subscriber_buffer: {
+    default: String(DEFAULT_SUBSCRIBER_BUFFER),
+    meaning: "bytes the IM queues for one subscriber that stops reading (64 MiB)",
+  },
+};
+
+/** The settings as a Markdown table (the README's). */
+export function settingsTable(): string {
+  return [
+    "| setting | default | meaning |",
+    "| --- | --- | --- |",
+    ...CONFIG_KEYS.map((k) => `| \`${k}\` | ${SETTINGS_DOC[k].default} | ${SETTINGS_DOC[k].meaning} |`),
+  ].join("\n");
+}
+
 /** The settings that are text (paths and endpoints); every other one is a whole number. */
 const TEXT = new Set<keyof Config>([
   "runtime_dir",

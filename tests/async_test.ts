@@ -129,3 +129,52 @@ async function subjectPid(dir: string): Promise<number> {
   if (pid === undefined) throw new Error("no live Subject");
   return pid;
 }
+
+Deno.test("CLI: send --wait on a flow that pauses prints the pause with its token (exit 4); send --resume TOKEN needs no FLOW and takes --id", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const paused = await runCli(["send", "Pause", "--data", '{"q": 1}', "--id", "cli-1", "--wait", ...d.flags]);
+  assert.equal(paused.code, 4, paused.stderr);
+  const pause = JSON.parse(paused.stdout);
+  assert.equal(pause.id, "cli-1");
+  assert.equal(pause.topic, "Pause~ASYNC~T~Pause~wait");
+  assert.match(pause.resume, /^Pause~[0-9a-f]{32}~cli-1$/);
+
+  // Without --wait: accepted under the given id, printed.
+  const sent = await runCli([
+    "send",
+    "--resume",
+    pause.resume,
+    "--data",
+    '{"r": 2}',
+    "--id",
+    "res-1",
+    ...d.flags,
+  ]);
+  assert.equal(sent.code, 0, sent.stderr);
+  assert.deepEqual(JSON.parse(sent.stdout), { id: "res-1" });
+
+  // With --wait through a resume: the final of the original request.
+  const again = await runCli(["send", "Pause", "--id", "cli-2", "--wait", ...d.flags]);
+  assert.equal(again.code, 4);
+  const token = JSON.parse(again.stdout).resume;
+  const done = await runCli(["send", "--resume", token, "--data", '{"r": 3}', "--wait", ...d.flags]);
+  assert.equal(done.code, 0, done.stderr);
+  assert.deepEqual(JSON.parse(done.stdout).values, { r: 3, trace: ["one", "two"] });
+  assert.equal(JSON.parse(done.stdout).id, "cli-2");
+
+  // --through-pauses waits for the final (here the pause times out first: exit 3).
+  const through = await runCli([
+    "send",
+    "Pause",
+    "--wait",
+    "--through-pauses",
+    "--timeout",
+    "1500",
+    ...d.flags,
+  ]);
+  assert.equal(through.code, 3);
+
+  const usage = await runCli(["send", ...d.flags]);
+  assert.equal(usage.code, 64);
+  assert.match(usage.stderr, /missing argument FLOW \(or --resume TOKEN\)/);
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, configFromEnv, parseConfigIni, resolveConfig } from "../src/config.ts";
+import { ConfigError, configFromEnv, parseConfigIni, resolveConfig, settingsTable } from "../src/config.ts";
 
 Deno.test("defaults: ipc endpoints in the runtime directory", () => {
   const c = resolveConfig({ runtime_dir: "/tmp/zm-x/" });
@@ -31,5 +31,18 @@ Deno.test("bad settings are errors naming the file, line and fix", () => {
   assert.throws(
     () => resolveConfig({ step_limit: "many" }),
     /step_limit must be a whole number of at least 1, got "many"/,
+  );
+});
+
+Deno.test("the README's settings table is the one src/config.ts makes (every setting, its default, its meaning)", async () => {
+  const fold = (t: string) =>
+    t.trim().split("\n").map((l) => l.replace(/-{3,}/g, "---").replace(/ +/g, " ").trim());
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf("| setting ");
+  const table = readme.slice(start, readme.indexOf("\n\n", start));
+  assert.deepEqual(
+    fold(table),
+    fold(settingsTable()),
+    `regenerate it: deno eval 'import {settingsTable} from "./src/config.ts"; console.log(settingsTable())'`,
   );
 });

@@ -41,3 +41,46 @@ Deno.test({
     assert.deepEqual(p.values, { from: "python", trace: ["one", "two", "three"] });
   },
 });
+
+Deno.test({
+  name: "a pyzmq worker written from PROTOCOL.md joins and runs flows, pauses included",
+  ignore: python === undefined && !Deno.env.get("CI"),
+  async fn() {
+    assert.ok(python, "python3 with pyzmq is required in CI (apt-get install python3-zmq)");
+    // No worker of our own: every step is run by the Python worker.
+    await using d = await startDeployment({ workers: 0 });
+    const worker = new Deno.Command(python, {
+      args: [
+        new URL("./peers/pyzmq_worker.py", import.meta.url).pathname,
+        `ipc://${d.dir}/workers`,
+        new URL("../fixtures/components/basic/flows.ini", import.meta.url).pathname,
+        "60",
+      ],
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    try {
+      await using client = await d.connect();
+      const done = await Promise.all(
+        Array.from({ length: 50 }, (_, k) => client.request("Three", { k }, { timeout: 20_000 })),
+      );
+      done.forEach((p, k) => {
+        assert.equal(p.topic, "Three~~~~done", JSON.stringify(p));
+        assert.deepEqual(p.values, { k, trace: ["one@python", "two@python", "three@python"] });
+      });
+      // A flow that pauses at @ASYNC: the worker's pause result, then the resumed step ("r": 1,
+      // no handler: passed through) and the rest of the flow.
+      const pauses = await client.subscribe("Pause~ASYNC~");
+      const final = client.request("Pause", { q: 1 }, { timeout: 20_000 });
+      const pause = (await pauses.next()).value as { resume?: string; values: unknown };
+      assert.deepEqual(pause.values, { q: 1, trace: ["one@python"] });
+      const resumed = await client.resume(pause.resume!, { reply: "r" }, { timeout: 20_000 });
+      assert.deepEqual(resumed.values, { q: 1, reply: "r", trace: ["one@python", "two@python"] });
+      assert.deepEqual((await final).values, resumed.values);
+      await pauses.return!();
+    } finally {
+      worker.kill("SIGKILL");
+      await worker.status;
+    }
+  },
+});

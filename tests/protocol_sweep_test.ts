@@ -222,3 +222,28 @@ Deno.test("a worker's results are checked: one for another request or on a topic
     await collecting;
   }
 });
+
+Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000 stops new steps until credit comes back", async () => {
+  // A short drain at the end: the step this worker takes is never answered.
+  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "500"] });
+  await using client = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const w = reactor.socket("DEALER", { routingId: "paced" });
+    await w.connect(`ipc://${d.dir}/workers`);
+    let received = 0;
+    w.onMessage((f) => received += readBatch(f[1])?.length ?? 0);
+    await w.send([enc.encode("READY"), enc.encode('{"credit": 1000}')]);
+    await w.send([enc.encode("HB"), enc.encode('{"credit": 0, "holding": [], "last": 0}')]);
+    const pending = client.request("Three", {}, { timeout: 10_000 }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(received, 0, "no step while the worker's credit is 0");
+    await w.send([enc.encode("HB"), enc.encode('{"credit": 5, "holding": [], "last": 0}')]);
+    const deadline = performance.now() + 5000;
+    while (received === 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(received, 1, "the step came once the heartbeat gave credit");
+    void pending;
+  } finally {
+    await reactor.close();
+  }
+});

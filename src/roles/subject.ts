@@ -269,6 +269,8 @@ export class Subject {
   #closed?: Promise<void>;
   readonly #warned = new Set<string>();
   readonly #topics = new TopicCache();
+  /** The flow of each step made here (for checking its result without parsing its frames). */
+  readonly #stepFlows = new WeakMap<readonly Uint8Array[], Flow>();
   /** Result topics' fields, worked out once per topic text. */
   readonly #resultTopics = new TopicMemo<TopicFields | undefined>(parseTopic);
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
@@ -690,7 +692,7 @@ export class Subject {
       this.#toIM([topic, header, values]);
       return;
     }
-    this.#dispatch([topic, header, values]);
+    this.#dispatch([topic, header, values], flow);
   }
 
   /**
@@ -767,7 +769,7 @@ export class Subject {
       this.#topics.step(flow, paused.position),
       encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
       merged,
-    ]);
+    ], flow);
   }
 
   #expirePaused(): void {
@@ -833,7 +835,8 @@ export class Subject {
 
   // ---- workers ----------------------------------------------------------------------------
 
-  #dispatch(frames: readonly Uint8Array[]): void {
+  #dispatch(frames: readonly Uint8Array[], flow: Flow): void {
+    this.#stepFlows.set(frames, flow);
     const w = this.#pickWorker();
     if (!w) {
       this.#pending.push(frames);
@@ -911,6 +914,11 @@ export class Subject {
           owner.credit++;
           owner.lastSeen = now;
           this.#maybeForget(owner);
+        }
+        if (this.#plainDone(batch, i, f.frames)) {
+          this.#imBatch.addRecord(batch, i, 0, 0); // as it came, without views of its frames
+          this.#addedToIM();
+          continue;
         }
         const [topic, header, values] = batch.frames(i);
         const refused = this.#refuseResult(batch.kind(i), topic, header, f.frames);
@@ -1040,7 +1048,7 @@ export class Subject {
     header: Uint8Array,
     step: readonly Uint8Array[],
   ): string | undefined {
-    const flow = this.#topicInfo.get(text(step[0]))?.flow;
+    const flow = this.#stepFlows.get(step) ?? this.#topicInfo.get(text(step[0]))?.flow;
     const sent = decodeHeader(step[1]);
     if (!flow || typeof sent === "string") return "the step it answers is not known";
     const name = KIND_NAMES[kind] as ResultKind | undefined;
@@ -1051,6 +1059,19 @@ export class Subject {
       sent.id,
       flow,
     );
+  }
+
+  /**
+   * The common result, checked without parsing or views: a `done` on its flow's done topic whose
+   * header starts as the step's did, up to the end of the id (as this project's workers write it).
+   * `false` means only "not shown so": the result is then checked in full.
+   */
+  #plainDone(batch: BatchView, i: number, step: readonly Uint8Array[]): boolean {
+    if (batch.kind(i) !== KIND_CODES.done) return false;
+    const flow = this.#stepFlows.get(step);
+    if (!flow || !batch.frameIs(i, 0, this.#topics.done(flow), true)) return false;
+    const id = idPrefix(step[1]);
+    return id !== undefined && batch.frameIs(i, 1, id, false);
   }
 
   /** A worker reached an `@ASYNC` step: pause the flow here, where the state is kept. */
@@ -1219,4 +1240,21 @@ export class Subject {
     })();
     return this.#closed;
   }
+}
+
+const ID_START = utf8('{"v":1,"id":"').slice();
+
+/**
+ * The first bytes of a header this project wrote, up to and including its id's closing quote
+ * (a view, no copy); `undefined` if it does not start with `{"v":1,"id":"` or the id has escapes.
+ */
+function idPrefix(header: Uint8Array): Uint8Array | undefined {
+  const n = ID_START.length;
+  if (header.length <= n) return undefined;
+  for (let i = 0; i < n; i++) if (header[i] !== ID_START[i]) return undefined;
+  for (let i = n; i < header.length; i++) {
+    if (header[i] === 0x5c) return undefined; // an escape: leave it to the full check
+    if (header[i] === 0x22) return header.subarray(0, i + 1);
+  }
+  return undefined;
 }

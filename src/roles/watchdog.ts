@@ -38,8 +38,14 @@ const BEAT = 0;
 const STEP = 1;
 const SINCE = 2;
 
-/** How often the worker's thread marks that its loop turned. */
-export const LOOP_BEAT_MS = 50;
+/**
+ * How often the worker's thread marks that its loop turned, for a watchdog that reports a stall
+ * after `stallAfter` ms: a tenth of it, from 20 ms to 250 ms (an idle worker wakes 4 times a
+ * second for it by default).
+ */
+export function loopBeatMs(stallAfter: number): number {
+  return Math.max(20, Math.min(250, Math.floor(stallAfter / 10)));
+}
 
 /** The worker thread's side: marks loop turns and the step whose handler runs now. */
 export class LoopMonitor {
@@ -47,9 +53,10 @@ export class LoopMonitor {
   readonly #slots = new Float64Array(this.buffer);
   readonly #timer: ReturnType<typeof setInterval>;
 
-  constructor() {
+  /** Marks a loop turn every `beatMs` ms. */
+  constructor(beatMs: number) {
     this.#slots[BEAT] = Date.now();
-    this.#timer = setInterval(() => this.#slots[BEAT] = Date.now(), LOOP_BEAT_MS);
+    this.#timer = setInterval(() => this.#slots[BEAT] = Date.now(), beatMs);
     Deno.unrefTimer(this.#timer);
   }
 
@@ -100,7 +107,7 @@ function watch(setup: WatchdogSetup): void {
       );
       Deno.kill(Deno.pid, "SIGKILL");
     }
-  }, Math.max(10, Math.min(100, Math.floor(setup.stallAfter / 5))));
+  }, 2 * loopBeatMs(setup.stallAfter));
 }
 
 /** Tells the Subject which step blocks the worker, on a socket of the watchdog's own. */

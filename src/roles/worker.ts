@@ -44,7 +44,7 @@ import {
 } from "../protocol.ts";
 import { findUnencodable } from "../unencodable.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
-import { LoopMonitor, startWatchdog } from "./watchdog.ts";
+import { loopBeatMs, LoopMonitor, startWatchdog } from "./watchdog.ts";
 
 /** Options of {@linkcode Worker.start}. */
 export interface WorkerOptions {
@@ -242,10 +242,10 @@ export class Worker {
       routingId,
     });
     if (options.watchdog) {
-      w.#monitor = new LoopMonitor();
       // Reported well before the Subject would take the worker for dead (its heartbeat timeout),
       // so only the blocking step is counted against; killed at the handler timeout.
       const stallAfter = Math.min(w.#o.handlerTimeout, Math.floor(w.#o.heartbeatTimeout / 2));
+      w.#monitor = new LoopMonitor(loopBeatMs(stallAfter));
       w.#stopWatchdog = startWatchdog({
         buffer: w.#monitor.buffer,
         subjectAddress: w.#o.subjectAddress,
