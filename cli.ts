@@ -21,12 +21,11 @@ import {
   sendCommand,
   statsCommand,
   tapCommand,
-} from "./src/commands.ts";
+} from "./src/cli/commands.ts";
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
-import { runBench } from "./src/bench.ts";
-import { conformanceCommand } from "./src/conformance.ts";
-import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/run.ts";
+import { conformanceCommand } from "./testing/conformance.ts";
+import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/cli/run.ts";
 
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
@@ -229,7 +228,15 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .option("--json <file>", "also write the figures as JSON")
     .option("--seconds <n>", "seconds of each closed-loop measurement", "3")
     .action(async (opts) => {
-      await runBench({ json: opts.json, seconds: Number(opts.seconds) });
+      // The bench lives in the repository, not in the published package: loaded when asked for.
+      const where = new URL("./bench/bench.ts", import.meta.url).href;
+      const bench: { runBench(o: { json?: string; seconds?: number }): Promise<unknown> } | undefined =
+        await import(where).catch(() => undefined);
+      if (!bench) {
+        io.err("error: bench is part of the repository, not of the published package: run it from a clone");
+        return setCode(ExitCode.failure);
+      }
+      await bench.runBench({ json: opts.json, seconds: Number(opts.seconds) });
       setCode(ExitCode.ok);
     });
 

@@ -22,25 +22,108 @@
  * @module
  */
 
-export * from "./src/action_key.ts";
-export * from "./src/diagnostics.ts";
-export * from "./src/flow_file.ts";
-export * from "./src/mapping_file.ts";
-export * from "./src/catalog.ts";
-export * from "./src/resolve.ts";
-export * from "./src/handler.ts";
-export * from "./src/load.ts";
-export * from "./src/flow_step.ts";
-export * from "./src/protocol.ts";
-export * from "./src/config.ts";
-export { Client, type ClientOptions, type RequestOptions, RequestTimeoutError } from "./src/client.ts";
+// The pure topic system: action keys, flow and mapping files, the catalog, resolution, stepping.
+export {
+  type ActionKey,
+  ActionKeySyntaxError,
+  ASYNC,
+  DONE_KEY,
+  formatActionKey,
+  isDone,
+  keysMatch,
+  lookupKey,
+  parseActionKey,
+  type ParseResult,
+  PUBLISH,
+  tryParseActionKey,
+} from "./src/topic/action_key.ts";
+export { type Diagnostic, formatDiagnostic, type Place } from "./src/topic/diagnostics.ts";
+export { type Flow, type FlowFileResult, type FlowStep, parseFlowFile } from "./src/topic/flow_file.ts";
+export {
+  type MappingEntry,
+  type MappingFileResult,
+  parseMappingFile,
+  type TimeoutEntry,
+} from "./src/topic/mapping_file.ts";
+export {
+  buildCatalog,
+  type Catalog,
+  type CatalogOptions,
+  detectKind,
+  type FileKind,
+  hasErrors,
+  type SourceFile,
+} from "./src/topic/catalog.ts";
+export { explainKey, type Explanation, type Resolution, resolveKey, RULES } from "./src/topic/resolve.ts";
+export {
+  DEFAULT_STEP_LIMIT,
+  type Placement,
+  placeRequest,
+  type StepKind,
+  stepKind,
+} from "./src/topic/flow_step.ts";
+
+// Handlers and loading files from disk.
+export {
+  type Handler,
+  type HandlerContext,
+  type HandlerLogger,
+  HandlerRegistry,
+  type Values,
+} from "./src/handler.ts";
+export { loadFiles, loadHandlers, type LoadOptions } from "./src/load.ts";
+
+// The wire: topics, headers, publications (PROTOCOL.md).
+export {
+  DEFAULT_MAX_MESSAGE_SIZE,
+  doneTopic,
+  type ErrorCode,
+  errorTopic,
+  formatTopic,
+  type Header,
+  isFinal,
+  parseTopic,
+  PROTOCOL_VERSION,
+  type Publication,
+  subscriptionPrefix,
+  type TopicFields,
+} from "./src/wire/protocol.ts";
+
+// Settings.
+export {
+  type Config,
+  CONFIG_KEYS,
+  ConfigError,
+  loadConfig,
+  type PartialConfig,
+  resolveConfig,
+} from "./src/config.ts";
+
+// The service client and the roles.
+export {
+  Client,
+  type ClientOptions,
+  type RequestOptions,
+  RequestRefusedError,
+  RequestTimeoutError,
+} from "./src/client/client.ts";
 export {
   IntegrationManager,
   type IntegrationManagerOptions,
   type IntegrationManagerStats,
 } from "./src/roles/integration_manager.ts";
-export { IM_BACKLOG_LIMIT, Subject, type SubjectOptions, type SubjectStats } from "./src/roles/subject.ts";
-export { type SegmentResult, Worker, type WorkerOptions, type WorkerStats } from "./src/roles/worker.ts";
-export * from "./src/zmq/mod.ts";
-export * from "./src/deployment.ts";
-export * from "./src/fault.ts";
+export { Subject, type SubjectOptions, type SubjectStats } from "./src/roles/subject.ts";
+export { Worker, type WorkerOptions, type WorkerStats } from "./src/roles/worker.ts";
+
+// The ZeroMQ binding.
+export {
+  capabilities,
+  libzmq,
+  LibZmqNotFoundError,
+  Reactor,
+  type ReactorOptions,
+  ReactorSocket,
+  type SocketOptions,
+  type SocketTypeName,
+  ZmqError,
+} from "./src/zmq/mod.ts";

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { scanIni } from "./_ini.ts";
-import { DEFAULT_STEP_LIMIT } from "./flow_step.ts";
-import { DEFAULT_MAX_MESSAGE_SIZE } from "./protocol.ts";
+import { scanIni } from "./topic/_ini.ts";
+import { DEFAULT_STEP_LIMIT } from "./topic/flow_step.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE } from "./wire/protocol.ts";
 
 /** Every setting, resolved. */
 export interface Config {

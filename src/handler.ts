@@ -11,9 +11,9 @@ import {
   type LookupFields,
   lookupKey,
   parseActionKey,
-} from "./action_key.ts";
-import type { MappingEntry } from "./mapping_file.ts";
-import { type Resolution, resolveKey } from "./resolve.ts";
+} from "./topic/action_key.ts";
+import type { MappingEntry } from "./topic/mapping_file.ts";
+import { type Resolution, resolveKey } from "./topic/resolve.ts";
 
 /** A request's values: a plain JSON object. */
 export type Values = Record<string, unknown>;

@@ -13,8 +13,8 @@ import {
   type CatalogOptions,
   type FileKind,
   type SourceFile,
-} from "./catalog.ts";
-import type { Diagnostic } from "./diagnostics.ts";
+} from "./topic/catalog.ts";
+import type { Diagnostic } from "./topic/diagnostics.ts";
 import { HandlerRegistry, type UnresolvedTarget } from "./handler.ts";
 
 /** Options for {@linkcode loadFiles}. */

@@ -9,7 +9,7 @@ import {
   lookupKey,
   parseActionKey,
   tryParseActionKey,
-} from "../src/action_key.ts";
+} from "../src/topic/action_key.ts";
 
 Deno.test("parse: all four fields", () => {
   assert.deepEqual(parseActionKey("Subject?IAM@PUBLISH?Connect"), {

@@ -1,8 +1,8 @@
 // @ASYNC flows: pause, durable state, resume (SPEC §4), over real processes.
 import assert from "node:assert/strict";
 import type { Values } from "../src/handler.ts";
-import type { Publication } from "../src/protocol.ts";
-import { rolePids } from "../src/deployment.ts";
+import type { Publication } from "../src/wire/protocol.ts";
+import { rolePids } from "../testing/deployment.ts";
 import { runCli, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
 const CORE_FLOWS =

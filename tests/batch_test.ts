@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BatchView, BatchWriter, isBatch, KIND_CODES, readBatch, sendBatch } from "../src/batch.ts";
+import { BatchView, BatchWriter, isBatch, KIND_CODES, readBatch, sendBatch } from "../src/wire/batch.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { benchId } from "../src/bench.ts";
-import { encodeHeader } from "../src/protocol.ts";
+import { benchId } from "../bench/bench.ts";
+import { encodeHeader } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 
@@ -21,7 +21,7 @@ Deno.test("bench: a bare-pipeline relay forwards every message in order and exit
     args: [
       "run",
       "-A",
-      new URL("../src/bench_peer.ts", import.meta.url).href,
+      new URL("../bench/bench_peer.ts", import.meta.url).href,
       "relay",
       `@ipc://${dir}/in`,
       `@ipc://${dir}/out`,

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { hwmForBytes, MAX_BUDGET_HWM, MIN_BUDGET_HWM, queueHwm, SizeEstimate } from "../src/byte_budget.ts";
+import {
+  hwmForBytes,
+  MAX_BUDGET_HWM,
+  MIN_BUDGET_HWM,
+  queueHwm,
+  SizeEstimate,
+} from "../src/roles/byte_budget.ts";
 
 Deno.test("hwmForBytes: budget over message size, clamped to [16, 100,000]", () => {
   assert.equal(hwmForBytes(64 * 1024 * 1024, 100_256), 669);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { buildCatalog, detectKind, hasErrors } from "../src/catalog.ts";
+import { buildCatalog, detectKind, hasErrors } from "../src/topic/catalog.ts";
 
 Deno.test("kind is told by content: an [actionmapping] section makes a mapping file", () => {
   assert.equal(detectKind("[actionmapping]\n??A = x.y\n"), "mapping");

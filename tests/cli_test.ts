@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { main } from "../cli.ts";
-import type { Output } from "../src/commands.ts";
+import type { Output } from "../src/cli/commands.ts";
 import { HandlerRegistry } from "../src/handler.ts";
 import { loadFiles, pathToFileUrl } from "../src/load.ts";
 

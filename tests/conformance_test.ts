@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { coverageTable, diffRecordings, fixtureFiles, loadFixtures } from "../src/conformance.ts";
-import { parseFaultPolicy } from "../src/fault.ts";
+import { coverageTable, diffRecordings, fixtureFiles, loadFixtures } from "../testing/conformance.ts";
+import { parseFaultPolicy } from "../testing/fault.ts";
 import { runCli } from "./helpers.ts";
 
 Deno.test("diff: equal recordings give no lines; a mismatch shows expected and actual", () => {

@@ -1,9 +1,9 @@
-// Faults on the wire (src/fault.ts): messages dropped, duplicated and reordered between
+// Faults on the wire (testing/fault.ts): messages dropped, duplicated and reordered between
 // the roles; oversize messages; per-action handler timeouts. Real processes and sockets.
 import assert from "node:assert/strict";
-import { roleStats } from "../src/deployment.ts";
-import { FaultProxy } from "../src/fault.ts";
-import { Client } from "../src/client.ts";
+import { roleStats } from "../testing/deployment.ts";
+import { FaultProxy } from "../testing/fault.ts";
+import { Client } from "../src/client/client.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 

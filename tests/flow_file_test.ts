@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { formatDiagnostic } from "../src/diagnostics.ts";
-import { parseFlowFile } from "../src/flow_file.ts";
+import { formatDiagnostic } from "../src/topic/diagnostics.ts";
+import { parseFlowFile } from "../src/topic/flow_file.ts";
 
 Deno.test("flow file: sections of keys, comments, blank lines", () => {
   const text =

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { parseActionKey } from "../src/action_key.ts";
-import { parseFlowFile } from "../src/flow_file.ts";
-import { placeRequest, stepKind } from "../src/flow_step.ts";
+import { parseActionKey } from "../src/topic/action_key.ts";
+import { parseFlowFile } from "../src/topic/flow_file.ts";
+import { placeRequest, stepKind } from "../src/topic/flow_step.ts";
 
 const flow = (text: string) => parseFlowFile(text, "f.ini").flows[0];
 const F = flow("[F]\n?F?Push\nS?F?a\nS?F@PUBLISH?b\nS?F@ASYNC?c\nS?F@CUSTOM?d\n??done\nS?F?never\n");

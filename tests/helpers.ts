@@ -1,6 +1,6 @@
 // Test helpers: a real deployment (`cli.ts start` in its own process) per test, on ipc in a
-// temporary directory or tcp on free loopback ports (see src/deployment.ts).
-import { type Deployment, spawnDeployment, type SpawnOptions } from "../src/deployment.ts";
+// temporary directory or tcp on free loopback ports (see testing/deployment.ts).
+import { type Deployment, spawnDeployment, type SpawnOptions } from "../testing/deployment.ts";
 
 export type { Deployment };
 export const CLI = new URL("../cli.ts", import.meta.url).pathname;

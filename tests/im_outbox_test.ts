@@ -1,6 +1,6 @@
-// The Subject's bookkeeping of batches towards the Integration Manager (src/im_outbox.ts): pure.
+// The Subject's bookkeeping of batches towards the Integration Manager (src/roles/im_outbox.ts): pure.
 import assert from "node:assert/strict";
-import { ImOutbox, type OutboxEntry } from "../src/im_outbox.ts";
+import { ImOutbox, type OutboxEntry } from "../src/roles/im_outbox.ts";
 
 const bytes = (n: number) => new Uint8Array(n);
 

@@ -2,12 +2,12 @@
 // sends again what the dead one did not acknowledge, and subscribers are back before the new one
 // publishes. Real processes (`cli.ts start`), real sockets, a real SIGKILL.
 import assert from "node:assert/strict";
-import { Client } from "../src/client.ts";
+import { Client } from "../src/client/client.ts";
 import { readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { BatchWriter } from "../src/batch.ts";
+import { BatchWriter } from "../src/wire/batch.ts";
 import { IntegrationManager } from "../src/roles/integration_manager.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
-import { killRole, rolePids, roleStats } from "../src/deployment.ts";
+import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { CLI, RUNTIME_FIXTURE } from "./helpers.ts";
 
 Deno.test("SIGKILL of the IM with 500 requests in flight: start keeps running, one final each, none lost, a warning", async () => {

@@ -1,7 +1,7 @@
-// The client's bookkeeping for Subject restarts (src/kept_requests.ts): which requests are sent
+// The client's bookkeeping for Subject restarts (src/client/kept_requests.ts): which requests are sent
 // again, and when.
 import assert from "node:assert/strict";
-import { KeptRequests } from "../src/kept_requests.ts";
+import { KeptRequests } from "../src/client/kept_requests.ts";
 
 const frames = (id: string) => [new TextEncoder().encode(id)];
 const ids = (r: [string, unknown][] | undefined) => r?.map(([id]) => id).sort();

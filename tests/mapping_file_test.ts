@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { parseMappingFile } from "../src/mapping_file.ts";
-import { buildCatalog } from "../src/catalog.ts";
+import { parseMappingFile } from "../src/topic/mapping_file.ts";
+import { buildCatalog } from "../src/topic/catalog.ts";
 
 Deno.test("mapping file: entries of [actionmapping]; other sections ignored", () => {
   const text = [

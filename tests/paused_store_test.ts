@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { makeToken, parseToken, PausedStore } from "../src/paused_store.ts";
+import { makeToken, parseToken, PausedStore } from "../src/roles/paused_store.ts";
 
 const flow = (token: string, deadline: number) => ({
   token,

@@ -3,8 +3,8 @@
 // while steady traffic around it loses nothing; the hung workers are killed and replaced, and
 // SIGTERM still stops `start`. Real processes, real signals.
 import assert from "node:assert/strict";
-import { rolePids, roleStats } from "../src/deployment.ts";
-import type { Publication } from "../src/protocol.ts";
+import { rolePids, roleStats } from "../testing/deployment.ts";
+import type { Publication } from "../src/wire/protocol.ts";
 import { startDeployment } from "./helpers.ts";
 
 const POISON = [

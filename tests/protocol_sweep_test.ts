@@ -2,9 +2,9 @@
 // service's DEALER (NACK), error publications that are always JSON objects, resume answers under
 // the resume's own id, and concurrent resumes of one token that each learn which one won.
 import assert from "node:assert/strict";
-import { RequestRefusedError } from "../src/client.ts";
-import type { Publication } from "../src/protocol.ts";
-import { BatchWriter, KIND_CODES, readBatch } from "../src/batch.ts";
+import { RequestRefusedError } from "../src/client/client.ts";
+import type { Publication } from "../src/wire/protocol.ts";
+import { BatchWriter, KIND_CODES, readBatch } from "../src/wire/batch.ts";
 import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
 import { startDeployment } from "./helpers.ts";
 

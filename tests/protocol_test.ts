@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseActionKey } from "../src/action_key.ts";
+import { parseActionKey } from "../src/topic/action_key.ts";
 import {
   decodeHeader,
   decodeValues,
@@ -13,7 +13,7 @@ import {
   subscriptionPrefix,
   toPublication,
   utf8,
-} from "../src/protocol.ts";
+} from "../src/wire/protocol.ts";
 
 Deno.test("topics: five fields joined by ~", () => {
   assert.equal(formatTopic("F", parseActionKey("S?C@PUBLISH?A")), "F~PUBLISH~S~C~A");

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RecentKeys } from "../src/recent_keys.ts";
+import { RecentKeys } from "../src/roles/recent_keys.ts";
 
 Deno.test("RecentKeys: a key repeated within the window is seen; position, step count and resume token tell keys apart", () => {
   const r = new RecentKeys(100);

@@ -2,7 +2,7 @@
 // SIGTERM under load. Real processes, real sockets, bounded in count and time.
 import assert from "node:assert/strict";
 import { Reactor } from "../src/zmq/reactor.ts";
-import { killRole, rolePids, roleStats } from "../src/deployment.ts";
+import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { startDeployment } from "./helpers.ts";
 
 Deno.test("10,000+ requests while a worker is SIGKILLed about every second: one final each, none lost", async () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { parseActionKey } from "../src/action_key.ts";
-import { buildCatalog } from "../src/catalog.ts";
-import { candidates, explainKey, resolveKey } from "../src/resolve.ts";
+import { parseActionKey } from "../src/topic/action_key.ts";
+import { buildCatalog } from "../src/topic/catalog.ts";
+import { candidates, explainKey, resolveKey } from "../src/topic/resolve.ts";
 
 const KEY = parseActionKey("Snd?Ctx?Act");
 // One mapping entry per rule; rule N's entry exists only when its lookup is present.

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { parseFlowFile } from "../src/flow_file.ts";
-import { checkResult } from "../src/result_check.ts";
-import { parseTopic } from "../src/protocol.ts";
+import { parseFlowFile } from "../src/topic/flow_file.ts";
+import { checkResult } from "../src/topic/result_check.ts";
+import { parseTopic } from "../src/wire/protocol.ts";
 
 const flow = parseFlowFile(
   "[F]\n?F?Push\nS?F?a\nS?F@PUBLISH?ask\nS?F@ASYNC?wait\n??done\n",

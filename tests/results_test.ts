@@ -3,7 +3,7 @@
 // running and nothing is redelivered. And values just under the limit go all the way through.
 // Real processes (`cli.ts start`), real sockets.
 import assert from "node:assert/strict";
-import { rolePids, roleStats } from "../src/deployment.ts";
+import { rolePids, roleStats } from "../testing/deployment.ts";
 import type { Deployment } from "./helpers.ts";
 import { startDeployment } from "./helpers.ts";
 

@@ -1,7 +1,7 @@
 // End-to-end tests: a real `start` (Subject, Integration Manager, 2 worker processes) over
 // real sockets, driven by real clients.
 import assert from "node:assert/strict";
-import type { Publication } from "../src/protocol.ts";
+import type { Publication } from "../src/wire/protocol.ts";
 import { readUntil } from "../src/_async.ts";
 import { runCli, startDeployment } from "./helpers.ts";
 

@@ -5,9 +5,9 @@
 // sockets and signals throughout.
 import assert from "node:assert/strict";
 import { readUntil } from "../src/_async.ts";
-import { Client } from "../src/client.ts";
-import { killRole, rolePids } from "../src/deployment.ts";
-import { RestartBackoff } from "../src/supervisor.ts";
+import { Client } from "../src/client/client.ts";
+import { killRole, rolePids } from "../testing/deployment.ts";
+import { RestartBackoff } from "../src/cli/supervisor.ts";
 import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
 const FLOWS = "[Bad]\n?Bad?Push\nT?Bad?go\n??done\n";

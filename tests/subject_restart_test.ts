@@ -3,9 +3,9 @@
 // ones again when a new Subject incarnation announces itself (PROTOCOL.md, Subject restarts).
 // Real processes, real sockets, real signals.
 import assert from "node:assert/strict";
-import { killRole, rolePids, roleStats } from "../src/deployment.ts";
-import type { Client } from "../src/client.ts";
-import type { Publication } from "../src/protocol.ts";
+import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
+import type { Client } from "../src/client/client.ts";
+import type { Publication } from "../src/wire/protocol.ts";
 import { type Deployment, startDeployment } from "./helpers.ts";
 
 /** Counts final publications per request id on a subscription of its own (its own client). */

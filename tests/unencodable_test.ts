@@ -1,6 +1,6 @@
-// The path finder of src/unencodable.ts: where JSON.stringify would fail, and why.
+// The path finder of src/wire/unencodable.ts: where JSON.stringify would fail, and why.
 import assert from "node:assert/strict";
-import { findUnencodable } from "../src/unencodable.ts";
+import { findUnencodable } from "../src/wire/unencodable.ts";
 
 /** Asserts that JSON.stringify refuses `v` and the finder names `path` and a reason matching `reason`. */
 function refused(v: unknown, path: string, reason: RegExp): void {

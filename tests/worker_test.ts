@@ -2,9 +2,9 @@
 // worker closes. Real Subject, Integration Manager and worker (one shared reactor, ipc in a temp
 // directory) and the bundled client.
 import assert from "node:assert/strict";
-import { Client } from "../src/client.ts";
+import { Client } from "../src/client/client.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { parseFlowFile } from "../src/flow_file.ts";
+import { parseFlowFile } from "../src/topic/flow_file.ts";
 import { type HandlerContext, HandlerRegistry } from "../src/handler.ts";
 import { IntegrationManager } from "../src/roles/integration_manager.ts";
 import { Subject } from "../src/roles/subject.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { Client } from "../../src/client.ts";
+import { Client } from "../../src/client/client.ts";
 import { loadConfig } from "../../src/config.ts";
 
 const config = await loadConfig();

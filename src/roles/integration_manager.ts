@@ -5,12 +5,12 @@
  * @module
  */
 
-import { mallocTrim } from "../_malloc_trim.ts";
-import { internalFrameLimit, isBatch, readBatch } from "../batch.ts";
-import { hwmForBytes, MESSAGE_OVERHEAD, queueHwm, SizeEstimate } from "../byte_budget.ts";
+import { mallocTrim } from "./_malloc_trim.ts";
+import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
+import { hwmForBytes, MESSAGE_OVERHEAD, queueHwm, SizeEstimate } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
-import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../protocol.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
 import { Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 

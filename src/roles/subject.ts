@@ -13,8 +13,8 @@
  * @module
  */
 
-import type { Flow } from "../flow_file.ts";
-import { DEFAULT_STEP_LIMIT, type Placement, placeRequest, stepKind } from "../flow_step.ts";
+import type { Flow } from "../topic/flow_file.ts";
+import { DEFAULT_STEP_LIMIT, type Placement, placeRequest, stepKind } from "../topic/flow_step.ts";
 import {
   DEFAULT_ASYNC_TIMEOUT,
   DEFAULT_DUPLICATE_WINDOW,
@@ -32,13 +32,13 @@ import {
   KIND_NAMES,
   readBatch,
   sendBatch,
-} from "../batch.ts";
-import { ImOutbox, type OutboxEntry } from "../im_outbox.ts";
-import { checkResult, type ResultKind } from "../result_check.ts";
-import { queueHwm as queueBudgetHwm } from "../byte_budget.ts";
+} from "../wire/batch.ts";
+import { ImOutbox, type OutboxEntry } from "./im_outbox.ts";
+import { checkResult, type ResultKind } from "../topic/result_check.ts";
+import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { logger } from "../log.ts";
-import { RecentKeys } from "../recent_keys.ts";
-import { makeToken, parseToken, PausedStore } from "../paused_store.ts";
+import { RecentKeys } from "./recent_keys.ts";
+import { makeToken, parseToken, PausedStore } from "./paused_store.ts";
 import {
   decodeHeader,
   decodeValues,
@@ -53,7 +53,7 @@ import {
   type TopicFields,
   TopicMemo,
   utf8,
-} from "../protocol.ts";
+} from "../wire/protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode Subject.start}. */

@@ -18,7 +18,7 @@
  */
 
 import { Context } from "../zmq/socket.ts";
-import { utf8 } from "../protocol.ts";
+import { utf8 } from "../wire/protocol.ts";
 
 /** What the watchdog thread is started with. */
 export interface WatchdogSetup {

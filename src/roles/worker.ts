@@ -6,9 +6,9 @@
  * @module
  */
 
-import { type ActionKey, ASYNC, formatActionKey } from "../action_key.ts";
-import type { Flow } from "../flow_file.ts";
-import { DEFAULT_STEP_LIMIT, stepKind } from "../flow_step.ts";
+import { type ActionKey, ASYNC, formatActionKey } from "../topic/action_key.ts";
+import type { Flow } from "../topic/flow_file.ts";
+import { DEFAULT_STEP_LIMIT, stepKind } from "../topic/flow_step.ts";
 import {
   DEFAULT_HANDLER_TIMEOUT,
   DEFAULT_HEARTBEAT_INTERVAL,
@@ -24,9 +24,9 @@ import {
   KIND_CODES,
   readBatch,
   sendBatch,
-} from "../batch.ts";
+} from "../wire/batch.ts";
 import { logger } from "../log.ts";
-import { resolveKey } from "../resolve.ts";
+import { resolveKey } from "../topic/resolve.ts";
 import {
   decodeHeader,
   decodeValues,
@@ -41,8 +41,8 @@ import {
   type TopicFields,
   TopicMemo,
   utf8,
-} from "../protocol.ts";
-import { findUnencodable } from "../unencodable.ts";
+} from "../wire/protocol.ts";
+import { findUnencodable } from "../wire/unencodable.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { loopBeatMs, LoopMonitor, startWatchdog } from "./watchdog.ts";
 

@@ -1,7 +1,7 @@
 // A service that handles one @PUBLISH step of the test flow `Svc` and exits right after:
 // close() drains first (waits until the Subject has accepted the continuation), so the
 // continuation survives the exit. Prints "ready" once its subscription is active.
-import { Client } from "../../src/client.ts";
+import { Client } from "../../src/client/client.ts";
 
 const [subject, publisher] = Deno.args;
 const client = await Client.connect({ subject, publisher });

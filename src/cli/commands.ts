@@ -5,20 +5,20 @@
  * @module
  */
 
-import { formatActionKey, tryParseActionKey } from "./action_key.ts";
-import { type Catalog, type FileKind, hasErrors } from "./catalog.ts";
-import { type Diagnostic, formatDiagnostic } from "./diagnostics.ts";
-import { loadTarget } from "./handler.ts";
-import { loadFiles, pathToFileUrl } from "./load.ts";
-import type { MappingEntry } from "./mapping_file.ts";
-import { explainKey } from "./resolve.ts";
-import { Client, RequestTimeoutError } from "./client.ts";
-import type { Config } from "./config.ts";
-import { publicationJson } from "./protocol.ts";
-import { parseToken } from "./paused_store.ts";
-import { TIMED_OUT, withTimeout } from "./_async.ts";
-import { PausedStore } from "./paused_store.ts";
-import { capabilities, libzmq, LibZmqNotFoundError } from "./zmq/ffi.ts";
+import { formatActionKey, tryParseActionKey } from "../topic/action_key.ts";
+import { type Catalog, type FileKind, hasErrors } from "../topic/catalog.ts";
+import { type Diagnostic, formatDiagnostic } from "../topic/diagnostics.ts";
+import { loadTarget } from "../handler.ts";
+import { loadFiles, pathToFileUrl } from "../load.ts";
+import type { MappingEntry } from "../topic/mapping_file.ts";
+import { explainKey } from "../topic/resolve.ts";
+import { Client, RequestTimeoutError } from "../client/client.ts";
+import type { Config } from "../config.ts";
+import { publicationJson } from "../wire/protocol.ts";
+import { parseToken } from "../roles/paused_store.ts";
+import { TIMED_OUT, withTimeout } from "../_async.ts";
+import { PausedStore } from "../roles/paused_store.ts";
+import { capabilities, libzmq, LibZmqNotFoundError } from "../zmq/ffi.ts";
 
 /** Documented exit codes of the CLI. */
 export const ExitCode = Object.freeze({

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { DEFAULT_MAX_MESSAGE_SIZE } from "./protocol.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE } from "../wire/protocol.ts";
 
 /** Fewest messages a high-water mark derived from a byte budget allows. */
 export const MIN_BUDGET_HWM = 16;

@@ -42,21 +42,3 @@ export function formatDiagnostic(d: Diagnostic): string {
 export function formatPlace(p: Pick<Place, "file" | "line">): string {
   return `${p.file}:${p.line}`;
 }
-
-/**
- * Thrown when files fail to load; carries every diagnostic, not just the first.
- */
-export class LoadError extends Error {
-  /** Every error (and warning) found. */
-  readonly diagnostics: readonly Diagnostic[];
-  /** Builds the error; its message lists every error as file:line:column. */
-  constructor(diagnostics: readonly Diagnostic[]) {
-    const errors = diagnostics.filter((d) => d.severity === "error");
-    super(
-      `${errors.length} load error${errors.length === 1 ? "" : "s"}:\n` +
-        errors.map(formatDiagnostic).join("\n"),
-    );
-    this.name = "LoadError";
-    this.diagnostics = diagnostics;
-  }
-}

@@ -13,10 +13,10 @@
  * @module
  */
 
-import { loadTarget, parseTarget, targetModuleUrl } from "./handler.ts";
-import { pathToFileUrl } from "./load.ts";
-import type { MappingEntry } from "./mapping_file.ts";
-import { TIMED_OUT, withTimeout } from "./_async.ts";
+import { loadTarget, parseTarget, targetModuleUrl } from "../handler.ts";
+import { pathToFileUrl } from "../load.ts";
+import type { MappingEntry } from "../topic/mapping_file.ts";
+import { TIMED_OUT, withTimeout } from "../_async.ts";
 
 /** A mapping entry whose target did not pass the check. */
 export interface TargetProblem {

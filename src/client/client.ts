@@ -16,11 +16,11 @@
  * @module
  */
 
-import { type ActionKey, formatActionKey, keysMatch, parseActionKey, PUBLISH } from "./action_key.ts";
-import type { Handler, Values } from "./handler.ts";
-import { logger } from "./log.ts";
-import { parseToken } from "./paused_store.ts";
-import { TIMED_OUT, withTimeout } from "./_async.ts";
+import { type ActionKey, formatActionKey, keysMatch, parseActionKey, PUBLISH } from "../topic/action_key.ts";
+import type { Handler, Values } from "../handler.ts";
+import { logger } from "../log.ts";
+import { parseToken } from "../roles/paused_store.ts";
+import { TIMED_OUT, withTimeout } from "../_async.ts";
 import {
   decodeHeader,
   encodeHeader,
@@ -30,10 +30,10 @@ import {
   text,
   toPublication,
   utf8,
-} from "./protocol.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "./batch.ts";
+} from "../wire/protocol.ts";
+import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "../wire/batch.ts";
 import { KeptRequests } from "./kept_requests.ts";
-import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
+import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode Client.connect}. */
 export interface ClientOptions {

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { Client } from "./client.ts";
-import { readUntil } from "./_async.ts";
+import { Client } from "../src/client/client.ts";
+import { readUntil } from "../src/_async.ts";
 
 /** Options of {@linkcode spawnDeployment}. */
 export interface SpawnOptions {

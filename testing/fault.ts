@@ -29,7 +29,7 @@
  * @module
  */
 
-import { Reactor, type ReactorSocket } from "./zmq/reactor.ts";
+import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
 
 /** What happens to the messages one way through a proxy. */
 export interface FaultPolicy {

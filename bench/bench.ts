@@ -10,12 +10,12 @@
  */
 
 import { benchFrames, REQUEST_BYTES } from "./bench_peer.ts";
-import { libzmq } from "./zmq/ffi.ts";
-import { BatchWriter, sendBatch } from "./batch.ts";
-import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "./zmq/reactor.ts";
-import { utf8 } from "./protocol.ts";
-import { delay, readUntil, TIMED_OUT, withTimeout } from "./_async.ts";
-import { type Deployment, rolePids, spawnDeployment } from "./deployment.ts";
+import { libzmq } from "../src/zmq/ffi.ts";
+import { BatchWriter, sendBatch } from "../src/wire/batch.ts";
+import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
+import { utf8 } from "../src/wire/protocol.ts";
+import { delay, readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { type Deployment, rolePids, spawnDeployment } from "../testing/deployment.ts";
 
 /** Options of {@linkcode runBench}. */
 export interface BenchOptions {
@@ -128,7 +128,7 @@ export interface BenchResult {
 }
 
 const PEER = new URL("./bench_peer.ts", import.meta.url).href;
-const FILES = ["./bench/flows.ini", "./bench/mapping.ini"].map((f) =>
+const FILES = ["./component/flows.ini", "./component/mapping.ini"].map((f) =>
   decodeURIComponent(new URL(f, import.meta.url).pathname)
 );
 

@@ -14,10 +14,10 @@
  * @module
  */
 
-import { Reactor, ROLE_SYNC_WAIT_MS } from "./zmq/reactor.ts";
-import { Context } from "./zmq/socket.ts";
-import { delay } from "./_async.ts";
-import { DONTWAIT, i64, libzmq, POLLIN } from "./zmq/ffi.ts";
+import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
+import { Context } from "../src/zmq/socket.ts";
+import { delay } from "../src/_async.ts";
+import { DONTWAIT, i64, libzmq, POLLIN } from "../src/zmq/ffi.ts";
 
 /** The three frames of a request of the benchmark's size (about 150 bytes in all). */
 export function benchFrames(flow = "Bench3"): Uint8Array[] {

@@ -10,13 +10,13 @@
 
 import cliProgress from "cli-progress";
 import process from "node:process";
-import { Client } from "./client.ts";
+import { Client } from "../src/client/client.ts";
 import { spawnDeployment } from "./deployment.ts";
 import { type FaultPolicy, FaultProxy, parseFaultPolicy } from "./fault.ts";
-import type { Values } from "./handler.ts";
-import type { Publication } from "./protocol.ts";
-import type { Output } from "./commands.ts";
-import { delay } from "./_async.ts";
+import type { Values } from "../src/handler.ts";
+import type { Publication } from "../src/wire/protocol.ts";
+import type { Output } from "../src/cli/commands.ts";
+import { delay } from "../src/_async.ts";
 
 /** A publication as a recording keeps it: no ids, no messages (only error codes). */
 export interface Recorded {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { ActionKey } from "./action_key.ts";
+import type { ActionKey } from "../topic/action_key.ts";
 
 /** The protocol version carried in every header as `v`. */
 export const PROTOCOL_VERSION = 1;
@@ -221,11 +221,6 @@ export function decodeValues(frame: Uint8Array): Record<string, unknown> | DropR
   }
   if (v === null || typeof v !== "object" || Array.isArray(v)) return "bad_json";
   return v as Record<string, unknown>;
-}
-
-/** Encodes values. */
-export function encodeValues(v: Record<string, unknown>): Uint8Array {
-  return utf8(JSON.stringify(v));
 }
 
 /** Builds the JSON shape of a publication from its three frames. */

@@ -10,8 +10,8 @@
  * program says whether JavaScript is what stands between those rows and the latency targets.
  *
  * Build and run (any libzmq 4.3; Debian: `apt-get install libzmq5`):
- *   gcc -O2 -o /tmp/bare_pipeline tools/bare_pipeline.c -ldl -lpthread
- *   ZLIB=/usr/lib/x86_64-linux-gnu/libzmq.so.5 sh tools/bare_pipeline.sh /tmp/bare_pipeline 10000 50000
+ *   gcc -O2 -o /tmp/bare_pipeline bench/tools/bare_pipeline.c -ldl -lpthread
+ *   ZLIB=/usr/lib/x86_64-linux-gnu/libzmq.so.5 sh bench/tools/bare_pipeline.sh /tmp/bare_pipeline 10000 50000
  *
  * libzmq is loaded with dlopen (ZLIB), so no headers are needed.
  */

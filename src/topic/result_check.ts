@@ -10,7 +10,7 @@
 
 import { ASYNC, PUBLISH } from "./action_key.ts";
 import type { Flow } from "./flow_file.ts";
-import type { Header, TopicFields } from "./protocol.ts";
+import type { Header, TopicFields } from "../wire/protocol.ts";
 
 /** A result's kind, as a batch record carries it. */
 export type ResultKind = "done" | "publish" | "pause" | "error";

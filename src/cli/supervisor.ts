@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { TIMED_OUT, withTimeout } from "./_async.ts";
+import { TIMED_OUT, withTimeout } from "../_async.ts";
 
 /** Options of {@linkcode RestartBackoff}. */
 export interface BackoffOptions {

@@ -35,8 +35,6 @@ export interface LookupFields {
 export const PUBLISH = "PUBLISH";
 /** The decorator that pauses a flow until a resume message arrives. */
 export const ASYNC = "ASYNC";
-/** The text of the end-of-flow key. */
-export const DONE_TEXT = "??done";
 /** The end-of-flow key, `??done`. */
 export const DONE_KEY: ActionKey = Object.freeze({
   sender: "",

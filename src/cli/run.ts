@@ -6,24 +6,24 @@
  * @module
  */
 
-import { type Catalog, hasErrors } from "./catalog.ts";
-import { Client } from "./client.ts";
-import type { Config } from "./config.ts";
-import { ensureRuntimeDir } from "./config.ts";
-import { formatDiagnostic } from "./diagnostics.ts";
-import { parseTarget } from "./handler.ts";
+import { type Catalog, hasErrors } from "../topic/catalog.ts";
+import { Client } from "../client/client.ts";
+import type { Config } from "../config.ts";
+import { ensureRuntimeDir } from "../config.ts";
+import { formatDiagnostic } from "../topic/diagnostics.ts";
+import { parseTarget } from "../handler.ts";
 import { checkHandlerTargets } from "./handler_check.ts";
-import { loadFiles, loadHandlers } from "./load.ts";
-import { logger } from "./log.ts";
-import { IntegrationManager } from "./roles/integration_manager.ts";
-import { Subject } from "./roles/subject.ts";
-import { Worker } from "./roles/worker.ts";
+import { loadFiles, loadHandlers } from "../load.ts";
+import { logger } from "../log.ts";
+import { IntegrationManager } from "../roles/integration_manager.ts";
+import { Subject } from "../roles/subject.ts";
+import { Worker } from "../roles/worker.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 
 /** The bundled example component, loaded by `start` when no files are given. */
 export const EXAMPLE_FILES: readonly string[] = [
-  new URL("../examples/hello/flows.ini", import.meta.url),
-  new URL("../examples/hello/action_mapping.ini", import.meta.url),
+  new URL("../../examples/hello/flows.ini", import.meta.url),
+  new URL("../../examples/hello/action_mapping.ini", import.meta.url),
 ].map((u) => decodeURIComponent(u.pathname));
 
 /** Loads files for a role; prints every error and returns `undefined` when any. */
@@ -289,7 +289,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   const catalog = await loadForRole(options.files, options.strict);
   if (!catalog) return 1;
   if (!await checkHandlers(catalog, config, options.strict)) return 1;
-  const cli = new URL("../cli.ts", import.meta.url).href;
+  const cli = new URL("../../cli.ts", import.meta.url).href;
   const files = options.files.length ? options.files : EXAMPLE_FILES;
   const common = [...options.roleArgs, "--supervised"];
   // Only the roles that load files take --strict.
@@ -337,6 +337,9 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   // survive in async_store); `start` ends only on a signal.
   im.supervise();
   subject.supervise();
+  // Listening for SIGINT/SIGTERM before saying ready: a signal sent on seeing `ready` stops the
+  // deployment gracefully, never kills `start` with the roles left behind.
+  const stopped = waitForStop();
   console.log("ready");
   log.info("ZManager running in {dir}: {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
@@ -344,7 +347,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     flows: catalog.flows.size,
   });
 
-  const signal = await waitForStop();
+  const signal = await stopped;
   log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
   await stopAll();
   log.info("Stopped");

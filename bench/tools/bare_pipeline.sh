@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs tools/bare_pipeline.c's five processes: sh tools/bare_pipeline.sh BINARY [RATE...]
+# Runs bench/tools/bare_pipeline.c's five processes: sh bench/tools/bare_pipeline.sh BINARY [RATE...]
 set -e
 bin=$1
 shift

@@ -1,0 +1,60 @@
+// The layout explains the design (docs/architecture.md), and these checks keep it so: the pure
+// topic system does no I/O, the product never reaches into the tooling, and the public API is a
+// named list.
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url);
+
+async function tsFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(new URL(dir, root))) {
+    const path = `${dir}${e.name}`;
+    if (e.isDirectory) out.push(...await tsFiles(`${path}/`));
+    else if (e.name.endsWith(".ts")) out.push(path);
+  }
+  return out;
+}
+
+/** Code without comments (doc examples included) and the module specifiers it imports. */
+async function importsOf(path: string): Promise<{ code: string; specifiers: string[] }> {
+  const text = await Deno.readTextFile(new URL(path, root));
+  const code = text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+  const specifiers = [...code.matchAll(/(?:from|import)\s*\(?\s*["']([^"']+)["']/g)].map((m) => m[1]);
+  return { code, specifiers };
+}
+
+/** `spec` imported by `from` as a path from the repository's root (or the bare specifier). */
+function resolved(from: string, spec: string): string {
+  if (!spec.startsWith(".")) return spec;
+  return new URL(spec, new URL(from, root)).pathname.slice(root.pathname.length);
+}
+
+Deno.test("the topic system (src/topic/) is pure: no Deno API, node:, npm: or socket module, only its own folder and the wire's types", async () => {
+  for (const f of await tsFiles("src/topic/")) {
+    const { code, specifiers } = await importsOf(f);
+    assert.doesNotMatch(code, /\bDeno\./, `${f} uses the Deno API`);
+    for (const s of specifiers) {
+      const r = resolved(f, s);
+      assert.ok(
+        r.startsWith("src/topic/") || r === "src/wire/protocol.ts",
+        `${f} imports ${s}: the topic system imports only itself and the wire's types`,
+      );
+    }
+  }
+});
+
+Deno.test("nothing under src/ imports the tooling (testing/, bench/)", async () => {
+  for (const f of await tsFiles("src/")) {
+    for (const s of (await importsOf(f)).specifiers) {
+      const r = resolved(f, s);
+      assert.ok(!r.startsWith("testing/") && !r.startsWith("bench/"), `${f} imports ${s}`);
+    }
+  }
+});
+
+Deno.test("mod.ts and testing/mod.ts export named lists only", async () => {
+  for (const f of ["mod.ts", "testing/mod.ts"]) {
+    const { code } = await importsOf(f);
+    assert.doesNotMatch(code, /export \*/, `${f} has export *`);
+  }
+});
