@@ -26,7 +26,6 @@ import {
   BATCH_FLUSH_BYTES,
   BatchView,
   BatchWriter,
-  capErrorMessage,
   internalFrameLimit,
   KIND_CODES,
   KIND_NAMES,
@@ -45,7 +44,7 @@ import {
   type DropReason,
   encodeHeader,
   type ErrorCode,
-  errorTopic,
+  errorFrames,
   type Header,
   parseTopic,
   text,
@@ -792,12 +791,9 @@ export class Subject {
     message: string,
   ): void {
     this.#stats.errors++;
-    const safeFlow = FLOW_NAME.test(flow) ? flow : "";
-    const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
-    if (h.pos !== undefined) header.pos = h.pos;
     // Publications carry JSON objects: values as sent that are not one are left out.
     const body = values && typeof decodeValues(values) !== "string" ? values : EMPTY_VALUES;
-    this.#toIM([utf8(errorTopic(safeFlow)), encodeHeader(header), body]);
+    this.#toIM(errorFrames(flow, h, code, message, body));
   }
 
   /** Publishes the incarnation announcement (not counted in `published`). */

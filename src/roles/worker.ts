@@ -19,7 +19,6 @@ import type { BoundHandler, HandlerContext, HandlerLogger, HandlerRegistry, Valu
 import {
   BATCH_FLUSH_BYTES,
   BatchWriter,
-  capErrorMessage,
   internalFrameLimit,
   KIND_CODES,
   readBatch,
@@ -33,7 +32,7 @@ import {
   DEFAULT_MAX_MESSAGE_SIZE,
   encodeHeader,
   type ErrorCode,
-  errorTopic,
+  errorFrames,
   type Header,
   parseTopic,
   text,
@@ -619,9 +618,7 @@ export class Worker {
       message = `${message} (values left out: ${body})`;
       body = EMPTY_VALUES;
     }
-    const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
-    if (h.pos !== undefined) header.pos = h.pos;
-    return { kind: "error", frames: [utf8(errorTopic(flow)), encodeHeader(header), body] };
+    return { kind: "error", frames: errorFrames(flow, h, code, message, body) };
   }
 
   /**

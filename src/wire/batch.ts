@@ -23,13 +23,10 @@ export const BATCH_FLUSH_BYTES = 64 * 1024;
 
 /**
  * Room for a record's topic, header and record head next to its values on an internal hop:
- * topics are short, request ids at most 200 characters, error messages at most
- * {@linkcode MAX_ERROR_MESSAGE} characters.
+ * topics are short, request ids at most 200 characters, error messages at most 4,096
+ * characters (`MAX_ERROR_MESSAGE` in protocol.ts).
  */
 export const RECORD_HEADROOM = 64 * 1024;
-
-/** The most characters of an error publication's message; longer ones are cut. */
-export const MAX_ERROR_MESSAGE = 4096;
 
 /**
  * The largest frame an internal hop (worker ↔ Subject, Subject → Integration Manager) accepts
@@ -39,13 +36,6 @@ export const MAX_ERROR_MESSAGE = 4096;
  */
 export function internalFrameLimit(maxMessageSize: number): number {
   return maxMessageSize + BATCH_FLUSH_BYTES + RECORD_HEADROOM;
-}
-
-/** `message`, cut to {@linkcode MAX_ERROR_MESSAGE} characters (saying how many were left out). */
-export function capErrorMessage(message: string): string {
-  if (message.length <= MAX_ERROR_MESSAGE) return message;
-  const cut = MAX_ERROR_MESSAGE - 40;
-  return `${message.slice(0, cut)}…(${message.length - cut} more characters)`;
 }
 
 /** The four bytes a batch starts with. */

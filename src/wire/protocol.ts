@@ -155,6 +155,42 @@ export function errorTopic(flow: string): string {
   return `${flow}~~~~error`;
 }
 
+/** Longest error message a publication carries; a longer one is cut, saying how much was. */
+export const MAX_ERROR_MESSAGE = 4096;
+
+/** `message`, cut to {@linkcode MAX_ERROR_MESSAGE} characters. */
+export function capErrorMessage(message: string): string {
+  if (message.length <= MAX_ERROR_MESSAGE) return message;
+  const cut = MAX_ERROR_MESSAGE - 40;
+  return `${message.slice(0, cut)}…(${message.length - cut} more characters)`;
+}
+
+/**
+ * The three frames of an error publication (PROTOCOL.md): on `Flow~~~~error` (`~~~~error` for a
+ * flow name a topic cannot carry), the request's id and the step's position, the error's code
+ * and its message (cut to {@linkcode MAX_ERROR_MESSAGE}), and `values`, which the caller has
+ * made sure is a JSON object that fits.
+ *
+ * @example
+ * ```ts
+ * import { errorFrames, text } from "./protocol.ts";
+ * const [topic, header] = errorFrames("Order", { id: "r1", pos: 2 }, "timeout", "too slow", new Uint8Array());
+ * [text(topic), JSON.parse(text(header)).error.code]; // ["Order~~~~error", "timeout"]
+ * ```
+ */
+export function errorFrames(
+  flow: string,
+  h: Pick<Header, "id" | "pos">,
+  code: ErrorCode,
+  message: string,
+  values: Uint8Array,
+): [Uint8Array, Uint8Array, Uint8Array] {
+  const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
+  if (h.pos !== undefined) header.pos = h.pos;
+  const topicFlow = /^[A-Za-z0-9_.^-]*$/.test(flow) ? flow : "";
+  return [utf8(errorTopic(topicFlow)), encodeHeader(header), values];
+}
+
 /**
  * Splits a topic into its five fields; `undefined` unless there are exactly five.
  *
