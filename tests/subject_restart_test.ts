@@ -72,7 +72,7 @@ Deno.test("SIGKILL of the Subject with 500 one-second requests in flight: 0 lost
     const results = ids.map((id, i) => client.request("Slow", { ms: 1000, i }, { id, timeout: 45_000 }));
     results.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
     await new Promise((r) => setTimeout(r, 0)); // let the requests reach the socket
-    await client.drain(); // every one acknowledged: accepted by the Subject
+    await client.flush(); // every one acknowledged: accepted by the Subject
     const t0 = performance.now();
     const old = await killRole(d.dir, "subject");
     assert.ok(old !== undefined, "a Subject to kill");
@@ -159,7 +159,7 @@ Deno.test("after a Subject restart the workers' whole credit is used again (take
     (_, i) => client.request("Slow", { ms: 1000, i }, { timeout: 45_000 }),
   );
   await new Promise((r) => setTimeout(r, 0));
-  await client.drain();
+  await client.flush();
   assert.ok(await killRole(d.dir, "subject") !== undefined, "a Subject to kill");
   assert.ok((await Promise.all(results)).every((p) => p.action === "done"), "every request is answered");
   // Idle now: the counters are written every second, heartbeats go every second.

@@ -24,6 +24,6 @@ await client.handle(
   },
 );
 console.error("approver: handling Order~PUBLISH~Subject~Order~Approve; Ctrl-C to stop");
-const stop = () => client.close().then(() => Deno.exit(0));
+const stop = () => client.drain().then(() => Deno.exit(0));
 Deno.addSignalListener("SIGINT", stop);
 Deno.addSignalListener("SIGTERM", stop);

@@ -350,10 +350,10 @@ export async function sendCommand(
     }
     throw e;
   } finally {
-    // An unacknowledged message would hold close() for its drain time: the command has
-    // already waited its timeout, so the client is closed without waiting for it.
+    // An unacknowledged message would hold drain() for up to 5 s: the command has already
+    // waited its timeout, so the client is closed without waiting for it.
     if (unacknowledged) void client.close();
-    else await client.close();
+    else await client.drain();
   }
 }
 

@@ -148,6 +148,7 @@ export class Client {
   readonly #subs = new Set<Subscription>();
   readonly #handlers = new Set<Promise<unknown>>();
   #closed?: Promise<void>;
+  readonly #done = Promise.withResolvers<void>();
 
   private constructor(options: ClientOptions) {
     this.#reactor = options.reactor ?? new Reactor();
@@ -633,16 +634,30 @@ export class Client {
     await this.#push(p.topic, header, utf8(JSON.stringify(out ?? p.values)));
   }
 
-  /** Waits until every handler has finished and every message sent has been accepted. */
-  async drain(): Promise<void> {
+  /**
+   * Waits until every handler has finished and every message sent has been accepted by the
+   * Subject; the client stays open.
+   */
+  async flush(): Promise<void> {
     while (this.#handlers.size) await Promise.allSettled([...this.#handlers]);
     await this.#acked();
   }
 
-  /** Drains, then closes. Pending `request()` calls reject. Safe to call twice. */
+  /**
+   * Finishes accepted work (see {@linkcode Client.flush}, up to 5 s), then closes: a service
+   * that exits right after its last reply loses nothing.
+   */
+  async drain(): Promise<void> {
+    await withTimeout(this.flush(), 5000);
+    await this.close();
+  }
+
+  /**
+   * Closes at once: messages not yet accepted may be lost, pending `request()` calls reject.
+   * Safe to call twice.
+   */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      await withTimeout(this.drain(), 5000);
       clearInterval(this.#resendTimer);
       for (const ws of this.#waiters.values()) for (const w of ws) w.reject(new Error("client closed"));
       this.#waiters.clear();
@@ -650,13 +665,18 @@ export class Client {
       this.#subs.clear();
       if (this.#ownsReactor) await this.#reactor.close();
       else await Promise.all([this.#dealer.close(), this.#sub.close()]);
-    })();
+    })().finally(() => this.#done.resolve());
     return this.#closed;
   }
 
-  /** Same as {@linkcode Client.close}. */
+  /** Resolves once closed (by {@linkcode Client.close}, {@linkcode Client.drain} or disposal). */
+  closed(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Same as {@linkcode Client.drain}: disposal at the end of a scope loses nothing sent. */
   [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
+    return this.drain();
   }
 }
 

@@ -115,6 +115,7 @@ export class IntegrationManager {
   #trimTimer?: ReturnType<typeof setTimeout>;
   #lastTrim = -Infinity;
   #closed?: Promise<void>;
+  readonly #done = Promise.withResolvers<void>();
 
   private constructor(reactor: Reactor, owns: boolean) {
     this.#reactor = reactor;
@@ -308,9 +309,31 @@ export class IntegrationManager {
   /** Stops and closes the sockets. Safe to call twice. */
   close(): Promise<void> {
     clearTimeout(this.#trimTimer);
-    this.#closed ??= this.#ownsReactor
-      ? this.#reactor.close()
-      : Promise.all(this.#sockets.map((s) => s.close())).then(() => {});
+    this.#closed ??=
+      (this.#ownsReactor
+        ? this.#reactor.close()
+        : Promise.all(this.#sockets.map((s) => s.close())).then(() => {})).finally(() =>
+          this.#done.resolve()
+        );
     return this.#closed;
+  }
+
+  /**
+   * Finishes accepted work, then closes. The IM holds no work of its own: what it took is
+   * handed to its publish socket at once (and leaves during the socket's linger), so this is
+   * {@linkcode IntegrationManager.close}.
+   */
+  drain(): Promise<void> {
+    return this.close();
+  }
+
+  /** Resolves once closed (by {@linkcode IntegrationManager.close}, {@linkcode IntegrationManager.drain} or disposal). */
+  closed(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Same as {@linkcode IntegrationManager.drain}: disposal finishes accepted work first. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.drain();
   }
 }

@@ -266,6 +266,7 @@ export class Subject {
   ];
   #draining = false;
   #closed?: Promise<void>;
+  readonly #done = Promise.withResolvers<void>();
   readonly #warned = new Set<string>();
   readonly #topics = new TopicCache();
   /** The flow of each step made here (for checking its result without parsing its frames). */
@@ -1233,8 +1234,18 @@ export class Subject {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
       }
       this.#store.close();
-    })();
+    })().finally(() => this.#done.resolve());
     return this.#closed;
+  }
+
+  /** Resolves once closed (by {@linkcode Subject.close}, {@linkcode Subject.drain} or disposal). */
+  closed(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Same as {@linkcode Subject.drain}: disposal finishes accepted work first. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.drain();
   }
 }
 

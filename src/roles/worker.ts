@@ -24,6 +24,7 @@ import {
   readBatch,
   sendBatch,
 } from "../wire/batch.ts";
+import { withTimeout } from "../_async.ts";
 import { logger } from "../log.ts";
 import { resolveKey } from "../topic/resolve.ts";
 import {
@@ -206,6 +207,7 @@ export class Worker {
   readonly #running = new Set<RunningStep>();
   #sweepTimer?: ReturnType<typeof setTimeout>;
   #closed?: Promise<void>;
+  readonly #done = Promise.withResolvers<void>();
   /** Marks which step's handler runs, for the watchdog thread (when there is one). */
   #monitor?: LoopMonitor;
   #stopWatchdog?: () => void;
@@ -626,7 +628,8 @@ export class Worker {
    * then closes.
    */
   async drain(timeoutMs = 10_000): Promise<void> {
-    if (!this.#sock.closed) await this.#sock.send([utf8("BYE")]).catch(() => {});
+    // Waited for 1 s at most: with no Subject to take it (gone, restarting) it would wait for ever.
+    if (!this.#sock.closed) await withTimeout(this.#sock.send([utf8("BYE")]).catch(() => {}), 1000);
     const deadline = performance.now() + timeoutMs;
     while (this.#stats.active > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 10));
@@ -647,8 +650,18 @@ export class Worker {
       for (const step of this.#running) step.ctx.stopped();
       if (this.#ownsReactor) await this.#reactor.close();
       else await this.#sock.close();
-    })();
+    })().finally(() => this.#done.resolve());
     return this.#closed;
+  }
+
+  /** Resolves once closed (by {@linkcode Worker.close}, {@linkcode Worker.drain} or disposal). */
+  closed(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Same as {@linkcode Worker.drain}: disposal finishes accepted work first. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.drain();
   }
 }
 

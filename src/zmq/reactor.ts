@@ -98,6 +98,7 @@ export class Reactor {
   #closing = false;
   #loop?: Promise<void>;
   #closed?: Promise<void>;
+  readonly #done = Promise.withResolvers<void>();
   #items = new Uint8Array(0);
   readonly #afterReceive: (() => void)[] = [];
   readonly #onIdle: (() => void)[] = [];
@@ -297,7 +298,7 @@ export class Reactor {
     for (const s of this.#sockets) {
       if (!s.wantsInput) continue;
       try {
-        const n = s.drain(this.#batch);
+        const n = s.receiveUpTo(this.#batch);
         this.#delivered += n;
         work += n;
       } catch (e) {
@@ -346,13 +347,26 @@ export class Reactor {
         this.#signalIn.close();
       }
       await this.context.terminate();
-    })();
+    })().finally(() => this.#done.resolve());
     return this.#closed;
   }
 
-  /** Same as {@linkcode Reactor.close}. */
-  [Symbol.asyncDispose](): Promise<void> {
+  /**
+   * Finishes accepted work, then closes: a reactor holds none of its own (pending sends leave
+   * during each socket's linger), so this is {@linkcode Reactor.close}.
+   */
+  drain(): Promise<void> {
     return this.close();
+  }
+
+  /** Resolves once closed. */
+  closed(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Same as {@linkcode Reactor.drain}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.drain();
   }
 }
 
@@ -479,7 +493,7 @@ export class ReactorSocket {
   }
 
   /** @internal Receives up to `max` messages and hands them to the consumer. */
-  drain(max: number): number {
+  receiveUpTo(max: number): number {
     let n = 0;
     while (n < max && this.wantsInput) {
       const frames = this.raw.tryReceive();

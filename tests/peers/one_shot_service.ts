@@ -1,5 +1,5 @@
 // A service that handles one @PUBLISH step of the test flow `Svc` and exits right after:
-// close() drains first (waits until the Subject has accepted the continuation), so the
+// drain() waits until the Subject has accepted the continuation, then closes, so the
 // continuation survives the exit. Prints "ready" once its subscription is active.
 import { Client } from "../../src/client/client.ts";
 
@@ -13,4 +13,4 @@ await client.handle("T?Svc?approve", (v) => {
 }, { flow: "Svc" });
 console.log("ready");
 await once;
-await client.close();
+await client.drain();
