@@ -16,13 +16,13 @@ Deno.test("hwmForBytes: budget over message size, clamped to [16, 100,000]", () 
   assert.equal(queueHwm(64 * 1024), 1024);
 });
 
-Deno.test("SizeEstimate rises at once to a larger message and falls slowly", () => {
+Deno.test("SizeEstimate rises at once to a larger message and falls by a quarter of the gap per smaller one", () => {
   const e = new SizeEstimate(256);
   assert.equal(e.add(100_000), 100_000, "a larger message: at once");
-  for (let i = 0; i < 1000; i++) e.add(1000);
-  // (1 - 1/1024)^1000 of the gap is left: about 38%.
-  assert.ok(e.value > 0.3 * 100_000 && e.value < 0.45 * 100_000, String(e.value));
-  for (let i = 0; i < 20_000; i++) e.add(1000);
-  assert.ok(e.value < 1100, String(e.value));
+  e.add(1000);
+  assert.equal(e.value, 100_000 - 99_000 / 4);
+  for (let i = 0; i < 15; i++) e.add(1000);
+  // (3/4)^16 of the gap is left: about 1%.
+  assert.ok(e.value > 1000 && e.value < 2100, String(e.value));
   assert.equal(e.add(5000), 5000);
 });

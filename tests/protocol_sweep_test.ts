@@ -57,6 +57,8 @@ Deno.test("dropped messages are refused on the DEALER (NACK) with their reason, 
     await svc.socket.send([...frames("Three~~~~", { v: 1, id: "four-frames" }, "{}"), enc.encode("x")]);
     // A values frame over max_message_size.
     await svc.socket.send(frames("Three~~~~", { v: 1, id: "too-big" }, `{"a":"${"x".repeat(4096)}"}`));
+    // A header with a usable id but a position that is not a whole number from 0.
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "bad-pos", pos: -1 }, "{}"));
     // And a good one, acknowledged.
     await svc.socket.send(frames("Three~~~~", { v: 1, id: "good" }, "{}"));
     const expect: [string, string][] = [
@@ -64,6 +66,7 @@ Deno.test("dropped messages are refused on the DEALER (NACK) with their reason, 
       ["bad-ping", "bad_topic"],
       ["four-frames", "frame_count"],
       ["too-big", "oversize"],
+      ["bad-pos", "bad_header"],
     ];
     for (const [id, reason] of expect) {
       const a = await svc.answer(id);
@@ -245,5 +248,80 @@ Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000
     void pending;
   } finally {
     await reactor.close();
+  }
+});
+
+Deno.test("only the worker a step was sent to may answer it: a forged final for another worker's step is refused", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  assert.equal((await client.request("Three", {})).action, "done"); // the real worker has joined
+  const reactor = new Reactor();
+  try {
+    const rogue = reactor.socket("DEALER", { routingId: "forger" });
+    await rogue.connect(`ipc://${d.dir}/workers`);
+    const bait: number[] = [];
+    rogue.onMessage((f) => {
+      for (const r of readBatch(f[1]) ?? []) bait.push(r.tag);
+    });
+    // More credit than the real worker: the next step comes here, and shows the numbering.
+    await rogue.send([enc.encode("READY"), enc.encode('{"credit": 1000}')]);
+    await new Promise((r) => setTimeout(r, 200));
+    void client.send("Three", { bait: true });
+    const deadline = performance.now() + 5000;
+    while (!bait.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(bait.length, 1, "the rogue got its bait step");
+    const d0 = bait[0];
+    // No more steps for the rogue; the victim goes to the real worker.
+    await rogue.send([enc.encode("HB"), enc.encode(JSON.stringify({ credit: 0, holding: [d0], last: d0 }))]);
+    await new Promise((r) => setTimeout(r, 200));
+    const victim = client.request("Slow", { ms: 600 }, { id: "victim", timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    const forged = new BatchWriter();
+    for (let d = d0 + 1; d <= d0 + 20; d++) {
+      forged.add(
+        d,
+        KIND_CODES.done,
+        enc.encode("Slow~~~~done"),
+        enc.encode('{"v":1,"id":"victim"}'),
+        enc.encode('{"forged":true}'),
+      );
+    }
+    await rogue.send([enc.encode("RESULTS"), forged.take().slice()]);
+    const p = await victim;
+    assert.equal(p.action, "done");
+    assert.equal(p.values.forged, undefined, `the forged final was published: ${JSON.stringify(p.values)}`);
+    assert.equal(p.values.slept, true, "the real worker's result");
+  } finally {
+    await reactor.close();
+  }
+});
+
+Deno.test("a service's error continuation carries a documented code; a header pos 0 starts after the entry step", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const seen = new Map<string, Publication>();
+  const stream = await client.subscribe("");
+  const collecting = (async () => {
+    for await (const p of stream) seen.set(p.id, p);
+  })();
+  const reactor = new Reactor();
+  try {
+    const svc = await rawService(reactor, d.subject);
+    await svc.socket.send(
+      frames("Three~~~~", { v: 1, id: "odd-code", pos: 2, error: { code: 123, message: "x" } }, "{}"),
+    );
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "string-error", pos: 2, error: "boom" }, "{}"));
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "pos-0", pos: 0 }, "{}"));
+    const deadline = performance.now() + 10_000;
+    while (seen.size < 3 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(seen.get("odd-code")?.error?.code, "handler_error");
+    assert.equal(seen.get("string-error")?.error?.code, "handler_error");
+    assert.equal(seen.get("string-error")?.error?.message, "boom");
+    assert.equal(seen.get("pos-0")?.action, "done", JSON.stringify(seen.get("pos-0")));
+    assert.deepEqual(seen.get("pos-0")?.values.trace, ["one", "two", "three"]);
+  } finally {
+    await reactor.close();
+    await stream.return!();
+    await collecting;
   }
 });

@@ -347,3 +347,60 @@ Deno.test("5,000 requests of 100 KB while no worker takes them: the Subject hold
     await r.close();
   }
 });
+
+Deno.test("a greedy worker (credit 1,000,000, never answers) and 1,500 requests of 500 KB: the Subject holds at most 64 MiB of steps", async () => {
+  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "1000"] });
+  const r = new Reactor();
+  const enc = new TextEncoder();
+  try {
+    const [subject] = await rolePids(d.dir, "subject");
+    const greedy = r.socket("DEALER", { routingId: "greedy", receiveHighWaterMark: 1_000_000 });
+    greedy.onMessage(() => {}); // takes every step, answers none
+    await greedy.connect(`ipc://${d.dir}/workers`);
+    await greedy.send([enc.encode("READY"), enc.encode('{"credit": 1000000}')]);
+    const beat = setInterval(
+      () => void greedy.send([enc.encode("HB"), enc.encode('{"credit": 1000000}')]),
+      300,
+    );
+    const dealer = r.socket("DEALER", { sendHighWaterMark: 10_000 });
+    dealer.onMessage(() => {});
+    await dealer.connect(d.subject);
+    const values = enc.encode(JSON.stringify({ blob: "x".repeat(500_000) }));
+    const topic = enc.encode("Three~~~~");
+    for (let i = 0; i < 1500; i++) await dealer.send([topic, enc.encode(`{"v":1,"id":"g${i}"}`), values]);
+    let stats: Record<string, unknown> = {};
+    let before = -1;
+    for (let t = 0; t < 40; t++) { // until two writes agree
+      await new Promise((res) => setTimeout(res, 500));
+      stats = await roleStats(d.dir, "subject");
+      if (Number(stats.inFlight) > 0 && stats.inFlight === before) break;
+      before = Number(stats.inFlight);
+    }
+    clearInterval(beat);
+    const kb = Number(Deno.readTextFileSync(`/proc/${subject}/status`).match(/VmHWM:\s*(\d+)/)![1]);
+    console.log(
+      `Subject: peak RSS ${Math.round(kb / 1024)} MiB, ${stats.inFlight} steps at the greedy worker`,
+    );
+    assert.ok(Number(stats.heldBytes) < 64 * 1024 * 1024 + 1_000_000, `${stats.heldBytes} bytes held`);
+    assert.ok(Number(stats.inFlight) < 200, `${stats.inFlight} of 1,500 steps went to the greedy worker`);
+    assert.ok(kb < 320 * 1024, `the Subject peaked at ${Math.round(kb / 1024)} MiB`);
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("small finals right after a few 900 KB publications all reach their subscriber (the IM's queue bound recovers at once)", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  const big = "x".repeat(900_000);
+  for (const p of await Promise.all(Array.from({ length: 10 }, () => client.request("Empty", { big })))) {
+    assert.equal(p.action, "done");
+  }
+  // Bursts of 200 small requests at once: their finals must all arrive.
+  for (let wave = 0; wave < 5; wave++) {
+    const finals = await Promise.all(
+      Array.from({ length: 200 }, (_, k) => client.request("Three", { k }, { timeout: 15_000 })),
+    );
+    assert.ok(finals.every((p) => p.action === "done"), `wave ${wave}`);
+  }
+});

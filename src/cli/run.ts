@@ -309,11 +309,13 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     { length: config.worker_count },
     (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
   );
-  // Grace periods: the Subject drains for up to handler_timeout + 5 s; a worker finishes its
-  // running steps for up to handler_timeout.
+  // Grace periods: the Subject drains for up to handler_timeout + 5 s (its drain ends once every
+  // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
   const stopAll = async () => {
     await subject.stop(config.handler_timeout + 5000 + STOP_MARGIN);
-    await Promise.all(workers.map((w) => w.stop(config.handler_timeout + STOP_MARGIN)));
+    // Once the Subject is gone its workers' results have nowhere to go: a short grace, whatever
+    // the handler timeout (a SIGSTOPped worker cannot read its stdin and is killed after it).
+    await Promise.all(workers.map((w) => w.stop(STOP_MARGIN)));
     await im.stop(STOP_MARGIN);
   };
 

@@ -115,8 +115,13 @@ export interface SubjectStats {
   inFlight: number;
   /** Requests waiting for worker credit now. */
   pending: number;
-  /** Bytes of those requests (the Subject stops reading at `PENDING_BYTES_LIMIT`). */
+  /** Bytes of those requests. */
   pendingBytes: number;
+  /**
+   * Bytes of every step the Subject holds: waiting for credit, or at a worker until its result
+   * comes back. It stops reading requests at `PENDING_BYTES_LIMIT`.
+   */
+  heldBytes: number;
   /** Workers connected now. */
   workers: number;
   /** Steps the workers can take now (their free credit, as this Subject counts it). */
@@ -174,8 +179,9 @@ export const HELLO_EVERY_MS = 1000;
 export const HELLO_TOPIC = "~~~~hello";
 
 /**
- * Bytes of requests waiting for worker credit at which the Subject stops reading requests (as
- * at `max_pending` requests); it reads again below half of this.
+ * Bytes of steps held (waiting for worker credit, or at workers until their results come back)
+ * at which the Subject stops reading requests (as at `max_pending` requests waiting); it reads
+ * again below half of this.
  */
 export const PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
 
@@ -234,6 +240,8 @@ export class Subject {
   #pendingHead = 0;
   /** Bytes of the requests in `#pending`. */
   #pendingBytes = 0;
+  /** Bytes of the steps held: waiting for credit, or at workers (see `heldBytes` in the stats). */
+  #heldBytes = 0;
   /**
    * Dispatch numbers grow from a base taken from the clock, so a restarted Subject never
    * reuses the numbers of the one before (workers report the highest number they received).
@@ -299,7 +307,15 @@ export class Subject {
   #suspects: (readonly Uint8Array[])[] = [];
   readonly #stats: Omit<
     SubjectStats,
-    "inFlight" | "pending" | "workers" | "paused" | "imUnacked" | "imResent" | "credit" | "pendingBytes"
+    | "inFlight"
+    | "pending"
+    | "workers"
+    | "paused"
+    | "imUnacked"
+    | "imResent"
+    | "credit"
+    | "pendingBytes"
+    | "heldBytes"
   > = {
     resumed: 0,
     poisoned: 0,
@@ -411,6 +427,7 @@ export class Subject {
       inFlight: this.#inflight.size,
       pending: this.#pending.length - this.#pendingHead + this.#suspects.length,
       pendingBytes: this.#pendingBytes,
+      heldBytes: this.#heldBytes,
       workers: this.#workers.size,
       credit: [...this.#workers.values()].reduce((sum, w) => sum + (w.leaving ? 0 : w.credit), 0),
       paused: this.#store.count(),
@@ -459,7 +476,13 @@ export class Subject {
   #onRequest(ack: AckList, frames: readonly [Uint8Array, Uint8Array, Uint8Array]): void {
     this.#stats.received++;
     const header = decodeHeader(frames[1]);
-    if (typeof header === "string") return this.#drop(header); // no id to answer
+    if (typeof header === "string") {
+      const id = readableId(frames[1]);
+      if (id !== undefined) {
+        this.#refuse(ack, id, header, "the header is not valid: v must be 1, pos and n whole numbers from 0");
+      }
+      return this.#drop(header);
+    }
     const topic = text(frames[0]);
     const t = this.#topicInfo.get(topic);
     if (!t || t.invalid) {
@@ -500,15 +523,15 @@ export class Subject {
       );
     }
     if (header.error) {
-      // A service's handler for a @PUBLISH step failed: publish the error for the request.
-      const e = header.error;
-      return this.#errorPublish(
-        flow.name,
-        header,
-        frames[2],
-        e.code ?? "handler_error",
-        String(e.message ?? ""),
-      );
+      // A service's handler for a @PUBLISH step failed: publish the error for the request, with
+      // one of the documented codes (anything else is a handler_error).
+      const e = header.error as unknown;
+      const o = e !== null && typeof e === "object" ? e as { code?: unknown; message?: unknown } : {};
+      const code = typeof o.code === "string" && ERROR_CODES.has(o.code)
+        ? o.code as ErrorCode
+        : "handler_error";
+      const message = typeof e === "string" ? e : typeof o.message === "string" ? o.message : "";
+      return this.#errorPublish(flow.name, header, frames[2], code, message);
     }
     const place = header.pos === undefined ? t.place! : placeRequest(flow, fields, header.pos);
     if ("error" in place) return this.#errorPublish(flow.name, header, frames[2], "no_step", place.error);
@@ -822,7 +845,7 @@ export class Subject {
   #throttle(): void {
     const pending = this.#pending.length - this.#pendingHead;
     const backlog = this.#outbox.bytes;
-    const bytes = this.#pendingBytes;
+    const bytes = this.#heldBytes;
     if (pending >= this.#o.maxPending || backlog >= IM_BACKLOG_LIMIT || bytes >= PENDING_BYTES_LIMIT) {
       this.#services.pause();
     } else if (
@@ -834,17 +857,20 @@ export class Subject {
 
   #dispatch(frames: readonly Uint8Array[], flow: Flow): void {
     this.#stepFlows.set(frames, flow);
+    const bytes = bytesOf(frames);
+    this.#heldBytes += bytes;
     const w = this.#pickWorker();
     if (!w) {
       this.#pending.push(frames);
-      this.#pendingBytes += bytesOf(frames);
+      this.#pendingBytes += bytes;
       if (
         this.#pending.length - this.#pendingHead >= this.#o.maxPending ||
-        this.#pendingBytes >= PENDING_BYTES_LIMIT
+        this.#heldBytes >= PENDING_BYTES_LIMIT
       ) this.#services.pause();
       return;
     }
     this.#sendTo(w, frames);
+    if (this.#heldBytes >= PENDING_BYTES_LIMIT) this.#services.pause();
   }
 
   #pickWorker(): WorkerState | undefined {
@@ -904,7 +930,13 @@ export class Subject {
           this.#stats.lateResults++;
           continue;
         }
+        if (f.worker !== key) {
+          // Only the worker a step was sent to may answer it (dispatch numbers can be guessed).
+          this.#drop("bad_result", "a result for a step sent to another worker");
+          continue;
+        }
         this.#inflight.delete(d);
+        this.#heldBytes -= bytesOf(f.frames);
         const owner = this.#workers.get(f.worker);
         if (owner) {
           owner.inflight.delete(d);
@@ -982,7 +1014,7 @@ export class Subject {
       // From a worker's watchdog thread: [id, STUCK, {"worker", "d", "ms"}]
       try {
         const b = JSON.parse(text(frames[2] ?? utf8("{}")));
-        if (typeof b?.worker === "string" && typeof b.d === "number") {
+        if (typeof b?.worker === "string" && typeof b.d === "number" && key === `${b.worker}!watchdog`) {
           return this.#onStuck(b.worker, b.d, Number(b.ms) || 0);
         }
       } catch { /* dropped below */ }
@@ -1193,6 +1225,7 @@ export class Subject {
       return false;
     }
     this.#stats.poisoned++;
+    this.#heldBytes -= bytesOf(frames);
     const topic = text(frames[0]);
     const h = decodeHeader(frames[1]);
     const header = typeof h === "string" ? { id: "" } : h;
@@ -1264,4 +1297,29 @@ function idPrefix(header: Uint8Array): Uint8Array | undefined {
     if (header[i] === 0x22) return header.subarray(0, i + 1);
   }
   return undefined;
+}
+
+/** The error codes of PROTOCOL.md, the only ones a service's error continuation may carry. */
+const ERROR_CODES = new Set<string>([
+  "unknown_flow",
+  "no_step",
+  "no_handler",
+  "handler_error",
+  "timeout",
+  "step_limit",
+  "bad_resume",
+  "bad_request",
+  "overloaded",
+  "poisoned",
+]);
+
+/** The id of a header that is not valid otherwise, when it has a usable one (to refuse it by). */
+function readableId(frame: Uint8Array): string | undefined {
+  try {
+    const h = JSON.parse(text(frame));
+    const id = h?.id;
+    return typeof id === "string" && id.length > 0 && id.length <= 200 ? id : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -64,7 +64,8 @@ export function placeRequest(flow: Flow, key: ActionKey, position?: number): Pla
         error: `position ${position} is past the end of flow "${flow.name}" (${flow.steps.length} steps)`,
       };
     }
-    return { position };
+    // The entry step is never run: a request placed on it starts at the step after it.
+    return { position: position === 0 && flow.steps.length > 0 ? 1 : position };
   }
   if (flow.steps.length === 0) return { position: 0 };
   const i = flow.steps.findIndex((s) => keysMatch(s.key, key));
