@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parseActionKey } from "../src/topic/action_key.ts";
 import { parseFlowFile } from "../src/topic/flow_file.ts";
-import { placeRequest, stepKind } from "../src/topic/flow_step.ts";
+import { nextStep, placeRequest, stepKind } from "../src/topic/flow_step.ts";
 
 const flow = (text: string) => parseFlowFile(text, "f.ini").flows[0];
 const F = flow("[F]\n?F?Push\nS?F?a\nS?F@PUBLISH?b\nS?F@ASYNC?c\nS?F@CUSTOM?d\n??done\nS?F?never\n");
@@ -41,4 +41,19 @@ Deno.test("placement: a key matching no step is an error; an empty flow ends at 
   const empty = flow("[E]\n");
   assert.deepEqual(placeRequest(empty, parseActionKey("??")), { position: 0 });
   assert.equal(stepKind(empty, 0), "done");
+});
+
+Deno.test("nextStep: the flow's end first, then the step limit, then what the step is", () => {
+  const flow = parseFlowFile(
+    "[F]\n?F?Push\nS?F?a\nS?F@PUBLISH?p\nS?F@ASYNC?w\n??done\n",
+    "f.ini",
+  ).flows[0];
+  assert.equal(nextStep(flow, 1, 0, 100), "run");
+  assert.equal(nextStep(flow, 2, 1, 100), "publish");
+  assert.equal(nextStep(flow, 3, 2, 100), "pause");
+  assert.equal(nextStep(flow, 4, 3, 100), "done");
+  assert.equal(nextStep(flow, 9, 3, 100), "done", "past the last step");
+  assert.equal(nextStep(flow, 1, 4, 4), "step_limit");
+  assert.equal(nextStep(flow, 2, 4, 4), "step_limit", "a @PUBLISH step counts too");
+  assert.equal(nextStep(flow, 4, 4, 4), "done", "the end is never cut off");
 });

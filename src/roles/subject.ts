@@ -14,7 +14,7 @@
  */
 
 import type { Flow } from "../topic/flow_file.ts";
-import { DEFAULT_STEP_LIMIT, type Placement, placeRequest, stepKind } from "../topic/flow_step.ts";
+import { DEFAULT_STEP_LIMIT, nextStep, type Placement, placeRequest } from "../topic/flow_step.ts";
 import {
   DEFAULT_ASYNC_TIMEOUT,
   DEFAULT_DUPLICATE_WINDOW,
@@ -694,12 +694,12 @@ export class Subject {
 
   /** Sends a request at `position` of `flow` on its way. */
   #route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
-    const kind = stepKind(flow, position);
+    const kind = nextStep(flow, position, n, this.#o.stepLimit);
     if (kind === "done") {
       this.#toIM([this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values]);
       return;
     }
-    if (n >= this.#o.stepLimit) {
+    if (kind === "step_limit") {
       return this.#errorPublish(
         flow.name,
         { id, pos: position, n },

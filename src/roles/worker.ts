@@ -8,7 +8,7 @@
 
 import { type ActionKey, ASYNC, formatActionKey } from "../topic/action_key.ts";
 import type { Flow } from "../topic/flow_file.ts";
-import { DEFAULT_STEP_LIMIT, stepKind } from "../topic/flow_step.ts";
+import { DEFAULT_STEP_LIMIT, nextStep } from "../topic/flow_step.ts";
 import {
   DEFAULT_HANDLER_TIMEOUT,
   DEFAULT_HEARTBEAT_INTERVAL,
@@ -487,13 +487,13 @@ export class Worker {
     const ran = pos, ranN = n;
     n++;
     pos++;
-    const kind = stepKind(flow, pos);
+    const kind = nextStep(flow, pos, n, this.#o.stepLimit);
     if (kind === "done") {
       const body = encodeValues(values, this.#o.maxMessageSize);
       if (typeof body === "string") return this.#unsendable(flow, id, ran, ranN, input, body);
       return { kind: "done", frames: [this.#topics.done(flow), encodeHeader({ v: 1, id, n }), body] };
     }
-    if (n >= this.#o.stepLimit) {
+    if (kind === "step_limit") {
       return this.#error(
         flow.name,
         { id, pos, n },

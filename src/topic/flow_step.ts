@@ -41,6 +41,28 @@ export function stepKind(flow: Flow, position: number): StepKind {
   return "run";
 }
 
+/** What a request at a position of its flow, having run `n` steps, does next. */
+export type NextStep = StepKind | "step_limit";
+
+/**
+ * What happens at `position` for a request that has run `n` steps: the flow ends (`done`), the
+ * step limit stops it (`step_limit`: checked only where a step would run), or the step is run,
+ * published or paused at. The one rule that the Subject (routing a request) and a worker (going
+ * on through a flow) both follow.
+ *
+ * @example
+ * ```ts
+ * import { parseFlowFile } from "./flow_file.ts";
+ * import { nextStep } from "./flow_step.ts";
+ * const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\nS?F?b\n??done\n", "f.ini").flows[0];
+ * [nextStep(flow, 1, 0, 100), nextStep(flow, 2, 1, 1), nextStep(flow, 3, 2, 1)]; // ["run", "step_limit", "done"]
+ * ```
+ */
+export function nextStep(flow: Flow, position: number, n: number, stepLimit: number): NextStep {
+  const kind = stepKind(flow, position);
+  return kind !== "done" && n >= stepLimit ? "step_limit" : kind;
+}
+
 /** Where a request starts, or why it cannot. */
 export type Placement = { readonly position: number } | { readonly error: string };
 
