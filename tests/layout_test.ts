@@ -58,3 +58,18 @@ Deno.test("mod.ts and testing/mod.ts export named lists only", async () => {
     assert.doesNotMatch(code, /export \*/, `${f} has export *`);
   }
 });
+
+Deno.test("a service that only wants a client loads no node:sqlite (the token codec is in the wire layer)", async () => {
+  const seen = new Set<string>();
+  const visit = async (f: string): Promise<void> => {
+    if (seen.has(f)) return;
+    seen.add(f);
+    for (const s of (await importsOf(f)).specifiers) {
+      assert.notEqual(s, "node:sqlite", `${f} imports node:sqlite`);
+      const r = resolved(f, s);
+      if (r.endsWith(".ts") && !r.startsWith("npm:") && !r.startsWith("node:")) await visit(r);
+    }
+  };
+  await visit("src/client/client.ts");
+  assert.ok(seen.size > 5, "the client's modules were followed");
+});

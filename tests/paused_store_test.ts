@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { makeToken, parseToken, PausedStore } from "../src/roles/paused_store.ts";
+import { PausedStore } from "../src/roles/paused_store.ts";
+import { makeToken, parseToken } from "../src/wire/protocol.ts";
 
 const flow = (token: string, deadline: number) => ({
   token,

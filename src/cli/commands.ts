@@ -15,7 +15,7 @@ import { explainKey } from "../topic/resolve.ts";
 import { Client, RequestTimeoutError } from "../client/client.ts";
 import type { Config } from "../config.ts";
 import { publicationJson } from "../wire/protocol.ts";
-import { parseToken } from "../roles/paused_store.ts";
+import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 import { PausedStore } from "../roles/paused_store.ts";
 import { capabilities, libzmq, LibZmqNotFoundError } from "../zmq/ffi.ts";

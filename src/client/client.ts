@@ -19,11 +19,12 @@
 import { type ActionKey, formatActionKey, keysMatch, parseActionKey, PUBLISH } from "../topic/action_key.ts";
 import type { Handler, Values } from "../handler.ts";
 import { logger } from "../log.ts";
-import { parseToken } from "../roles/paused_store.ts";
+import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 import {
   decodeHeader,
   encodeHeader,
+  formatTopic,
   type Header,
   isFinal,
   type Publication,
@@ -502,7 +503,7 @@ export class Client {
 
   #requestTopic(flow: string, key?: string): string {
     const k = key ? parseActionKey(key) : { sender: "", context: "", decorator: "", action: "" };
-    return `${flow}~${k.decorator}~${k.sender}~${k.context}~${k.action}`;
+    return formatTopic(flow, k);
   }
 
   /**
@@ -593,7 +594,7 @@ export class Client {
   async handle(key: string, handler: Handler, options: { flow?: string } = {}): Promise<void> {
     const parsed = parseActionKey(key);
     const k: ActionKey = { ...parsed, decorator: PUBLISH };
-    const prefix = options.flow ? `${options.flow}~${PUBLISH}~${k.sender}~${k.context}~${k.action}` : "";
+    const prefix = options.flow ? formatTopic(options.flow, k) : "";
     const sub: Subscription = {
       prefix,
       push: (p) => {

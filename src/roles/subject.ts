@@ -37,7 +37,7 @@ import { checkResult, type ResultKind } from "../topic/result_check.ts";
 import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { logger } from "../log.ts";
 import { RecentKeys } from "./recent_keys.ts";
-import { makeToken, parseToken, PausedStore } from "./paused_store.ts";
+import { PausedStore } from "./paused_store.ts";
 import {
   decodeHeader,
   decodeValues,
@@ -46,6 +46,8 @@ import {
   type ErrorCode,
   errorFrames,
   type Header,
+  makeToken,
+  parseToken,
   parseTopic,
   text,
   TopicCache,

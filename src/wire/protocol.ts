@@ -374,3 +374,18 @@ export class TopicMemo<V> {
     return v as V;
   }
 }
+
+/**
+ * A resume token (PROTOCOL.md, _Pausing and resuming_): `flow~random~request id` (flow names never
+ * contain `~`). Here, not with the paused flows' store, so a client does not load `node:sqlite`.
+ */
+export function makeToken(flow: string, id: string): string {
+  const r = crypto.getRandomValues(new Uint8Array(16));
+  return `${flow}~${Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("")}~${id}`;
+}
+
+/** The flow and original request id a token names, if it is well formed. */
+export function parseToken(token: string): { flow: string; id: string } | undefined {
+  const m = /^([^~]*)~[0-9a-f]{32}~(.+)$/s.exec(token);
+  return m ? { flow: m[1], id: m[2] } : undefined;
+}
