@@ -199,9 +199,11 @@ export type PartialConfig = Partial<Record<keyof Config, string | number>>;
 
 /** A bad setting. */
 export class ConfigError extends Error {
-  /** Builds the error. */
-  constructor(message: string) {
-    super(message);
+  /** What kind of error this is, for programs: `bad_config`. */
+  readonly code = "bad_config";
+  /** Builds the error; `options.cause` is the error behind it, if any. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "ConfigError";
   }
 }
@@ -304,7 +306,9 @@ export async function loadConfig(options: { file?: string; flags?: PartialConfig
     try {
       content = await Deno.readTextFile(options.file);
     } catch (e) {
-      throw new ConfigError(`${options.file}: cannot read the config file: ${(e as Error).message}`);
+      throw new ConfigError(`${options.file}: cannot read the config file: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     fromFile = parseConfigIni(content, options.file);
   }

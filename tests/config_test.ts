@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ConfigError, configFromEnv, parseConfigIni, resolveConfig, settingsTable } from "../src/config.ts";
+import {
+  ConfigError,
+  configFromEnv,
+  loadConfig,
+  parseConfigIni,
+  resolveConfig,
+  settingsTable,
+} from "../src/config.ts";
 
 Deno.test("defaults: ipc endpoints in the runtime directory", () => {
   const c = resolveConfig({ runtime_dir: "/tmp/zm-x/" });
@@ -45,4 +52,12 @@ Deno.test("the README's settings table is the one src/config.ts makes (every set
     fold(settingsTable()),
     `regenerate it: deno eval 'import {settingsTable} from "./src/config.ts"; console.log(settingsTable())'`,
   );
+});
+
+Deno.test("errors carry a code for programs, and the error behind them as cause", async () => {
+  const e = await loadConfig({ file: "/nonexistent/zmanager.ini" }).catch((e) => e);
+  assert.ok(e instanceof ConfigError);
+  assert.equal(e.code, "bad_config");
+  assert.ok(e.cause instanceof Deno.errors.NotFound, String(e.cause));
+  assert.match(e.message, /\/nonexistent\/zmanager.ini: cannot read the config file/);
 });

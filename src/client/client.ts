@@ -70,6 +70,8 @@ export interface RequestOptions {
 export class RequestTimeoutError extends Error {
   /** The request id. */
   readonly id: string;
+  /** What kind of error this is, for programs: `timeout`. */
+  readonly code = "timeout";
   /** Builds the error. */
   constructor(id: string, ms: number) {
     super(`No final publication for request ${id} within ${ms} ms`);
@@ -88,6 +90,8 @@ export class RequestRefusedError extends Error {
   readonly id: string;
   /** Why: a drop reason of PROTOCOL.md. */
   readonly reason: string;
+  /** What kind of error this is, for programs: `refused`. */
+  readonly code = "refused";
   /** Builds the error. */
   constructor(id: string, reason: string, message: string) {
     super(`The Subject refused request ${id}: ${reason}: ${message}`);

@@ -54,6 +54,8 @@ export class ActionKeySyntaxError extends SyntaxError {
   readonly reason: string;
   /** The text that was parsed. */
   readonly text: string;
+  /** What kind of error this is, for programs: `bad_action_key`. */
+  readonly code = "bad_action_key";
 
   /** Builds the error; the message quotes the text and names the column. */
   constructor(text: string, column: number, reason: string) {

@@ -154,6 +154,8 @@ export class ZmqError extends Error {
 export class LibZmqNotFoundError extends Error {
   /** Every file tried, with the reason it failed. */
   readonly tried: readonly { path: string; reason: string }[];
+  /** What kind of error this is, for programs: `libzmq_not_found`. */
+  readonly code = "libzmq_not_found";
   /** Builds the error listing what was tried. */
   constructor(tried: readonly { path: string; reason: string }[]) {
     super(
