@@ -21,6 +21,7 @@ import type { Handler, Values } from "../handler.ts";
 import { logger } from "../log.ts";
 import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
+import { decodeList, isControl } from "../wire/control.ts";
 import {
   decodeHeader,
   encodeHeader,
@@ -187,12 +188,12 @@ export class Client {
   }
 
   #onDealer(frames: Uint8Array[]): void {
-    if (frames.length === 2 && text(frames[0]) === "NACK") return this.#onRefused(frames[1]);
-    if (frames.length === 2 && text(frames[0]) === "RESUMED") {
-      for (const r of parseJsonArray(frames[1])) if (typeof r?.id === "string") this.#resumes.get(r.id)?.();
+    if (frames.length === 2 && isControl(frames[0], "NACK")) return this.#onRefused(frames[1]);
+    if (frames.length === 2 && isControl(frames[0], "RESUMED")) {
+      for (const r of decodeList(frames[1])) if (typeof r?.id === "string") this.#resumes.get(r.id)?.();
       return;
     }
-    if (frames.length === 2 && text(frames[0]) === "ACK") {
+    if (frames.length === 2 && isControl(frames[0], "ACK")) {
       let ids: unknown;
       try {
         ids = JSON.parse(text(frames[1]));
@@ -212,7 +213,7 @@ export class Client {
 
   /** The Subject refused messages: stop sending them, and fail whoever waits for them. */
   #onRefused(frame: Uint8Array): void {
-    for (const r of parseJsonArray(frame)) {
+    for (const r of decodeList(frame)) {
       if (typeof r?.id !== "string") continue;
       const e = new RequestRefusedError(r.id, String(r.reason), String(r.message ?? ""));
       this.#unacked.delete(r.id);
@@ -682,15 +683,5 @@ export class Client {
   /** Same as {@linkcode Client.drain}: disposal at the end of a scope loses nothing sent. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.drain();
-  }
-}
-
-/** A JSON array from a frame, or an empty one when the frame holds anything else. */
-function parseJsonArray(frame: Uint8Array): ({ readonly [k: string]: unknown } | null | undefined)[] {
-  try {
-    const v = JSON.parse(text(frame));
-    return Array.isArray(v) ? v : [];
-  } catch {
-    return [];
   }
 }

@@ -6,6 +6,7 @@
  */
 
 import { mallocTrim } from "./_malloc_trim.ts";
+import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
 import { hwmForBytes, MESSAGE_OVERHEAD, queueHwm, SizeEstimate } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
@@ -49,7 +50,7 @@ export const IM_WARMUP_MS = 400;
 /** Sequence numbers of batches an IM remembers having published (the last this many). */
 export const SEQ_WINDOW = 65_536;
 
-const ACK = utf8("ACK");
+const ACK = CONTROL_FRAMES.ACK;
 
 /** The last `size` numbers added, for membership tests. */
 class SeqWindow {
@@ -258,7 +259,7 @@ export class IntegrationManager {
         for (const r of records) publish(r.frames);
         return;
       }
-      if (n === 2 && frames[1].length === 4 && text(frames[1]) === "PING") {
+      if (n === 2 && isControl(frames[1], "PING")) {
         if (ack(frames[0], frames[2]) === undefined) drop(n);
         return;
       }

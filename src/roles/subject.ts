@@ -33,6 +33,7 @@ import {
   sendBatch,
 } from "../wire/batch.ts";
 import { ImOutbox, type OutboxEntry } from "./im_outbox.ts";
+import { CONTROL, CONTROL_FRAMES, decodeStuck, decodeWorkerStatus, isControl } from "../wire/control.ts";
 import { checkResult, type ResultKind } from "../topic/result_check.ts";
 import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { logger } from "../log.ts";
@@ -219,11 +220,7 @@ interface TopicInfo {
   readonly place: Placement | undefined;
 }
 
-const STEPS = utf8("STEPS");
-const PING = utf8("PING");
-const ACK = utf8("ACK");
-const NACK = utf8("NACK");
-const RESUMED = utf8("RESUMED");
+const { STEPS, PING, ACK, NACK, RESUMED } = CONTROL_FRAMES;
 const EMPTY_VALUES = utf8("{}");
 
 /** A running Subject. */
@@ -653,7 +650,7 @@ export class Subject {
 
   /** `["ACK", incarnation, "[seq, …]"]` from the IM. */
   #onIMAck(frames: Uint8Array[]): void {
-    if (frames.length !== 3 || text(frames[0]) !== "ACK") return this.#drop("bad_im_message");
+    if (frames.length !== 3 || !isControl(frames[0], "ACK")) return this.#drop("bad_im_message");
     let seqs: unknown;
     try {
       seqs = JSON.parse(text(frames[2]));
@@ -919,7 +916,7 @@ export class Subject {
     const key = text(frames[0]);
     const type = text(frames[1]);
     let w = this.#workers.get(key);
-    if (type === "RESULTS") {
+    if (type === CONTROL.RESULTS) {
       // [id, RESULTS, batch of (d, kind, topic, header, values)]
       if (frames.length !== 3) return this.#drop("frame_count", "worker RESULTS");
       const batch = BatchView.of(frames[2]);
@@ -975,13 +972,9 @@ export class Subject {
       this.#pump();
       return;
     }
-    if (type === "READY" || type === "HB") {
-      let credit = 0;
-      let body: { credit?: unknown; holding?: unknown; last?: unknown } = {};
-      try {
-        body = JSON.parse(text(frames[2] ?? utf8("{}"))) ?? {};
-        credit = Number(body.credit ?? 0) || 0;
-      } catch { /* a heartbeat without a body */ }
+    if (type === CONTROL.READY || type === CONTROL.HB) {
+      const status = decodeWorkerStatus(frames[2]);
+      const credit = status.credit;
       if (!w) {
         w = {
           key,
@@ -997,32 +990,29 @@ export class Subject {
         this.#log.info("Worker {worker} joined with {credit} credits", { worker: key, credit });
       }
       w.lastSeen = performance.now();
-      if (type === "HB" && Array.isArray(body.holding) && typeof body.last === "number") {
-        this.#reconcile(w, new Set(body.holding as number[]), body.last);
+      if (type === CONTROL.HB && status.holding && status.last !== undefined) {
+        const last = status.last;
+        this.#reconcile(w, new Set(status.holding), last);
         // The worker's free credit as of this heartbeat, less the steps on their way to it
         // (sent after the last one it received; results travel ahead of the heartbeat). This
         // also counts steps it runs for a Subject before this one (a restart): their
         // credit comes back here as they finish, their results being late ones.
         let onTheWay = 0;
-        for (const d of w.inflight) if (d > body.last) onTheWay++;
+        for (const d of w.inflight) if (d > last) onTheWay++;
         w.credit = Math.max(0, credit - onTheWay);
-      } else if (type === "READY" || w.credit + w.inflight.size === 0) {
+      } else if (type === CONTROL.READY || w.credit + w.inflight.size === 0) {
         w.credit = Math.max(0, credit - w.inflight.size);
       }
       this.#pump();
       return;
     }
-    if (type === "STUCK") {
-      // From a worker's watchdog thread: [id, STUCK, {"worker", "d", "ms"}]
-      try {
-        const b = JSON.parse(text(frames[2] ?? utf8("{}")));
-        if (typeof b?.worker === "string" && typeof b.d === "number" && key === `${b.worker}!watchdog`) {
-          return this.#onStuck(b.worker, b.d, Number(b.ms) || 0);
-        }
-      } catch { /* dropped below */ }
+    if (type === CONTROL.STUCK) {
+      // From a worker's watchdog thread, on a socket of its own named after the worker.
+      const r = decodeStuck(frames[2]);
+      if (r && key === `${r.worker}!watchdog`) return this.#onStuck(r.worker, r.d, r.ms);
       return this.#drop("bad_worker_message", "STUCK");
     }
-    if (type === "BYE") {
+    if (type === CONTROL.BYE) {
       if (!w) return;
       w.leaving = true;
       this.#maybeForget(w);

@@ -18,7 +18,7 @@
  */
 
 import { Context } from "../zmq/socket.ts";
-import { utf8 } from "../wire/protocol.ts";
+import { stuckReport } from "../wire/control.ts";
 
 /** What the watchdog thread is started with. */
 export interface WatchdogSetup {
@@ -116,7 +116,7 @@ function report(setup: WatchdogSetup, d: number, ms: number): void {
     const ctx = new Context();
     const s = ctx.socket("DEALER", { routingId: `${setup.worker}!watchdog`, linger: 1000 });
     s.connect(setup.subjectAddress);
-    s.trySend([utf8("STUCK"), utf8(JSON.stringify({ worker: setup.worker, d, ms }))]);
+    s.trySend(stuckReport({ worker: setup.worker, d, ms }));
     s.close();
     void ctx.terminate(1000);
   } catch (e) {

@@ -43,6 +43,7 @@ import {
   utf8,
 } from "../wire/protocol.ts";
 import { findUnencodable } from "../wire/unencodable.ts";
+import { CONTROL_FRAMES, isControl, workerStatus } from "../wire/control.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { loopBeatMs, LoopMonitor, startWatchdog } from "./watchdog.ts";
 
@@ -154,7 +155,7 @@ class StepContext implements HandlerContext {
   }
 }
 
-const RESULTS = utf8("RESULTS");
+const { RESULTS, BYE } = CONTROL_FRAMES;
 
 /** How often a worker checks its running async steps for timeouts: a timeout fires up to this late. */
 const TIMEOUT_SWEEP_MS = 10;
@@ -259,19 +260,16 @@ export class Worker {
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#flush());
     w.#reactor.onIdle(() => w.#flush()); // results of async handlers that settled in microtasks
-    await w.#sock.send([utf8("READY"), utf8(JSON.stringify({ credit: w.#o.concurrency, pid: Deno.pid }))]);
+    await w.#sock.send(workerStatus("READY", { credit: w.#o.concurrency, pid: Deno.pid }));
     w.#timer = setInterval(() => {
       // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped
       // connection, a proxy): a step it sent that is at most `last` but not held, and whose
       // result has not arrived before this heartbeat, is gone.
-      const hb = [
-        utf8("HB"),
-        utf8(JSON.stringify({
-          credit: w.#o.concurrency - w.#stats.active,
-          holding: [...w.#holding],
-          last: w.#lastDispatch,
-        })),
-      ];
+      const hb = workerStatus("HB", {
+        credit: w.#o.concurrency - w.#stats.active,
+        holding: [...w.#holding],
+        last: w.#lastDispatch,
+      });
       if (!w.#sock.closed && !w.#sock.sendNow(hb)) void w.#sock.send(hb).catch(() => {});
     }, w.#o.heartbeatInterval);
     w.#log.info("Worker {pid} connected to {subject} with {credit} credits", {
@@ -289,7 +287,7 @@ export class Worker {
 
   #onMessage(frames: Uint8Array[]): void {
     // [STEPS, batch of (d, topic, header, values)]
-    const records = frames.length === 2 && text(frames[0]) === "STEPS" ? readBatch(frames[1]) : undefined;
+    const records = frames.length === 2 && isControl(frames[0], "STEPS") ? readBatch(frames[1]) : undefined;
     if (!records) {
       this.#log.warn("Ignored a message of {n} frames from the Subject", { n: frames.length });
       return;
@@ -629,7 +627,7 @@ export class Worker {
    */
   async drain(timeoutMs = 10_000): Promise<void> {
     // Waited for 1 s at most: with no Subject to take it (gone, restarting) it would wait for ever.
-    if (!this.#sock.closed) await withTimeout(this.#sock.send([utf8("BYE")]).catch(() => {}), 1000);
+    if (!this.#sock.closed) await withTimeout(this.#sock.send([BYE]).catch(() => {}), 1000);
     const deadline = performance.now() + timeoutMs;
     while (this.#stats.active > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 10));
