@@ -161,7 +161,7 @@ export const SETTINGS_DOC: Readonly<
   },
   subscriber_buffer: {
     default: String(DEFAULT_SUBSCRIBER_BUFFER),
-    meaning: "bytes the IM queues for one subscriber that stops reading (64 MiB)",
+    meaning: "the IM queues this / 64 KiB publications (1,024) for a subscriber that stops reading",
   },
 };
 

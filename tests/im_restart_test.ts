@@ -70,7 +70,12 @@ Deno.test("SIGKILL of the IM with 500 requests in flight: start keeps running, o
     await stream.return!();
     await counting;
     assert.equal(finals.size, n, "a final publication for every request on the separate subscription");
-    assert.deepEqual([...finals].filter(([, c]) => c !== 1), [], "no request has two finals");
+    // The IM is killed right after it published a final: the one window PROTOCOL.md names, where
+    // the batch it was publishing (acknowledged at the end of its pass) is published again by its
+    // successor. The client keeps one final per request; a raw subscriber may see that batch twice.
+    const twice = [...finals].filter(([, c]) => c !== 1);
+    assert.ok(twice.every(([, c]) => c === 2), `no final more than twice: ${JSON.stringify(twice)}`);
+    assert.ok(twice.length <= 300, `${twice.length} finals twice: at most one batch`);
     assert.equal(exited, false, "start keeps running");
     const [imAfter] = await rolePids(dir, "integration-manager");
     assert.ok(imAfter !== undefined && imAfter !== killed, "a new IM runs");

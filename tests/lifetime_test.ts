@@ -74,3 +74,51 @@ Deno.test("await using drains a reactor; close() twice is safe", async () => {
   }
   assert.equal(done, true);
 });
+
+Deno.test("a STUCK report without the worker's secret is refused, even from the watchdog's identity", async () => {
+  const reactor = new Reactor();
+  const ep = (name: string) => `inproc://stuck-${Deno.pid}-${name}`;
+  await using _im = await IntegrationManager.start({
+    pullAddress: ep("pull"),
+    pubAddress: ep("pub"),
+    reactor,
+    warmupMs: 0,
+  });
+  await using subject = await Subject.start({
+    flows: catalog.flows,
+    pullAddress: ep("subject"),
+    workerAddress: ep("workers"),
+    integrationManagerAddress: ep("pull"),
+    reactor,
+  });
+  const handlers = new HandlerRegistry();
+  handlers.register("S?Slow?nap", async (v) => {
+    await new Promise((r) => setTimeout(r, 300));
+    return { ...v, napped: true };
+  });
+  await using worker = await Worker.start({
+    flows: catalog.flows,
+    handlers,
+    subjectAddress: ep("workers"),
+    reactor,
+  });
+  await using client = await Client.connect({ subject: ep("subject"), publisher: ep("pub"), reactor });
+  const forger = reactor.socket("DEALER", { routingId: `${worker.id}!watchdog` });
+  await forger.connect(ep("workers"));
+  const answer = client.request("Slow", {});
+  while (subject.stats().inFlight === 0) await new Promise((r) => setTimeout(r, 5));
+  // The attacker knows the worker's id (it is logged), not its secret; it tries every number.
+  const base = Date.now() * 1000;
+  for (let d = base - 60_000_000; d < base; d += 1_000_000) {
+    await forger.send([
+      new TextEncoder().encode("STUCK"),
+      new TextEncoder().encode(JSON.stringify({ worker: worker.id, d, ms: 9000 })),
+    ]);
+  }
+  assert.equal((await answer).values.napped, true);
+  const s = subject.stats();
+  assert.equal(s.redelivered, 0, "no step was taken from the worker");
+  assert.equal(s.poisoned, 0);
+  assert.ok((s.dropped.bad_worker_message ?? 0) > 0, JSON.stringify(s.dropped));
+  await reactor.drain();
+});

@@ -404,3 +404,19 @@ Deno.test("small finals right after a few 900 KB publications all reach their su
     assert.ok(finals.every((p) => p.action === "done"), `wave ${wave}`);
   }
 });
+
+Deno.test("a long-lived client keeps getting its finals after large publications (no subscriber goes deaf)", async () => {
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  // The re-attack's shape: small requests first, then large ones, then small ones again, on one
+  // client (one subscriber connection) for the whole run.
+  for (let k = 0; k < 400; k++) assert.equal((await client.request("Three", { k })).action, "done");
+  const big = "x".repeat(900_000);
+  for (const p of await Promise.all(Array.from({ length: 20 }, () => client.request("Empty", { big })))) {
+    assert.equal(p.action, "done");
+  }
+  const after = await Promise.all(
+    Array.from({ length: 300 }, (_, k) => client.request("Three", { k }, { timeout: 15_000 })),
+  );
+  assert.ok(after.every((p) => p.action === "done"), "every final after the large publications arrived");
+});

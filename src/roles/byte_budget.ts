@@ -40,33 +40,19 @@ export function queueHwm(maxMessageSize: number = DEFAULT_MAX_MESSAGE_SIZE): num
   return hwmForBytes(QUEUE_BYTES, maxMessageSize);
 }
 
+/** The publication size a subscriber's budget is counted in: its queue holds `budget` / this. */
+export const SUBSCRIBER_PUBLICATION_BYTES = 64 * 1024;
+
 /**
- * A running estimate of message sizes that rises at once to a larger message and falls quickly
- * (by a quarter of the gap per smaller message, to within 1% of it after 16): a high-water mark
- * derived from it drops before a larger message is queued, and is back up for the small
- * messages after it before a burst of them can overflow a queue held low (a slow fall made a
- * burst of small publications after a few large ones overflow 74-message queues: lost finals).
- * However fast it falls, a stalled queue holds at most `budget` × (1 + ln(L/s)) bytes when sizes
- * fall from L to s: each message was let in under a mark of `budget` over a size no smaller
- * than its own.
+ * The high-water mark of each subscriber's queue in the IM, in publications: `budget` / 64 KiB,
+ * at least 16 (1,024 for the default 64 MiB). Fixed for the IM's life (see integration_manager.ts).
+ *
+ * @example
+ * ```ts
+ * import { subscriberHwm } from "./byte_budget.ts";
+ * subscriberHwm(64 * 1024 * 1024); // 1024
+ * ```
  */
-export class SizeEstimate {
-  #value: number;
-
-  /** Starts at `initial` bytes. */
-  constructor(initial: number) {
-    this.#value = initial;
-  }
-
-  /** The current estimate, in bytes. */
-  get value(): number {
-    return this.#value;
-  }
-
-  /** Takes one message's size into account; returns the new estimate. */
-  add(bytes: number): number {
-    if (bytes >= this.#value) this.#value = bytes;
-    else this.#value += (bytes - this.#value) / 4;
-    return this.#value;
-  }
+export function subscriberHwm(budget: number): number {
+  return Math.max(16, Math.floor(budget / SUBSCRIBER_PUBLICATION_BYTES));
 }

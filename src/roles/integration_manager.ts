@@ -8,7 +8,7 @@
 import { mallocTrim } from "./_malloc_trim.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
-import { hwmForBytes, MESSAGE_OVERHEAD, queueHwm, SizeEstimate } from "./byte_budget.ts";
+import { queueHwm, subscriberHwm } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
@@ -92,7 +92,7 @@ export interface IntegrationManagerStats {
    * a run of one or more publications that subscriber loses. libzmq does not report how many.
    */
   subscriberFull: number;
-  /** The publish socket's high-water mark now, in messages: `subscriber_buffer` over the size estimate. */
+  /** The publish socket's high-water mark, in messages: `subscriber_buffer` / 64 KiB (1,024 by default). */
   publishHighWaterMark: number;
 }
 
@@ -134,17 +134,13 @@ export class IntegrationManager {
     const log = logger("integration-manager");
     const maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
     const budget = options.subscriberBuffer ?? DEFAULT_SUBSCRIBER_BUFFER;
-    // Each subscriber's queue is bounded in bytes (SPEC §6): the high-water mark is `budget` over
-    // an estimate of the publications' size that rises at once to a larger publication (before it
-    // is queued) and falls slowly. A subscriber's connection takes the mark the socket had when it
-    // was bound, for the largest publication, until it sends a subscription (XPUB tells us), when
-    // the current mark is set on every connection again (libzmq 4.3 applies a changed
-    // SNDHWM to the connections the socket has taken in).
-    const pub = reactor.socket("XPUB", {
-      sendHighWaterMark: hwmForBytes(budget, 3 * maxMessageSize + MESSAGE_OVERHEAD),
-      maxMessageSize,
-      linger: 2000,
-    });
+    // Each subscriber's queue holds at most `budget` / 64 KiB publications (1,024 by default):
+    // `budget` bytes while they average 64 KiB or less. The mark is set once, at bind, and never
+    // changed: libzmq applies a changed SNDHWM to existing connections, but a connection whose
+    // mark is lowered while its reader has already reported all it read is taken for full for
+    // good (the reader reports only every half mark it reads), and that subscriber goes deaf.
+    const hwm = subscriberHwm(budget);
+    const pub = reactor.socket("XPUB", { sendHighWaterMark: hwm, maxMessageSize, linger: 2000 });
     await pub.bind(options.pubAddress);
     im.#sockets.push(pub);
     const raw = pub.raw;
@@ -153,18 +149,14 @@ export class IntegrationManager {
       raw.setInt(Opt.XPUB_VERBOSER, 1);
       raw.setInt(Opt.XPUB_NODROP, 1); // a send fails when a subscriber's queue is full: counted
     });
-    let hwm = 0;
-    let reapply = true;
-    const estimate = new SizeEstimate(MESSAGE_OVERHEAD);
+    im.#stats.publishHighWaterMark = hwm;
     pub.onMessage((frames) => {
-      // Subscriptions (first byte 1) mean a connection that may still have the bind-time mark;
-      // anything else an XSUB sends is ignored, as PUB would.
+      // Anything an XSUB sends other than (un)subscriptions is ignored, as PUB would.
       if (frames.length !== 1) return;
-      if (frames[0][0] === 1) reapply = true;
       // An unsubscription (also sent when a subscriber leaves, whose queue libzmq then frees):
       // hand the freed memory back to the system a second later, at most once every 10 s (a
       // trim stalls this thread for ~2 ms, or up to ~200 ms when 170 MiB come back).
-      else if (frames[0][0] === 0 && im.#trimTimer === undefined) {
+      if (frames[0][0] === 0 && im.#trimTimer === undefined) {
         const wait = Math.max(1000, im.#lastTrim + 10_000 - performance.now());
         im.#trimTimer = setTimeout(() => {
           im.#trimTimer = undefined;
@@ -204,16 +196,6 @@ export class IntegrationManager {
     };
     // Runs on the reactor's turn (publications come from `onMessage`), so it may use the raw socket.
     const send = (frames: Uint8Array[]) => {
-      const size = estimate.add(frames[0].length + frames[1].length + frames[2].length + MESSAGE_OVERHEAD);
-      const want = hwmForBytes(budget, size);
-      // Set when it falls by more than 1/16 or rises by more than 1/8 (each set is a command
-      // to every connection), and after a new subscription.
-      if (reapply || want < hwm - hwm / 16 || want > hwm + hwm / 8) {
-        raw.setInt(Opt.SNDHWM, want);
-        hwm = want;
-        stats.publishHighWaterMark = want;
-        reapply = false;
-      }
       if (raw.trySend(frames)) return;
       // XPUB_NODROP: a matching subscriber's queue is full. Count it, and send to the others
       // (libzmq then skips that subscriber, silently, until its queue has room again).

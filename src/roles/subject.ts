@@ -152,6 +152,8 @@ interface WorkerState {
   leaving: boolean;
   /** Reserved for a suspect step, which it runs alone (it gets no other step meanwhile). */
   isolating: boolean;
+  /** The secret its watchdog's `STUCK` reports must carry (from its `READY` or `HB`). */
+  watch?: string;
 }
 
 interface InFlight {
@@ -990,6 +992,7 @@ export class Subject {
         this.#log.info("Worker {worker} joined with {credit} credits", { worker: key, credit });
       }
       w.lastSeen = performance.now();
+      if (status.watch !== undefined) w.watch = status.watch;
       if (type === CONTROL.HB && status.holding && status.last !== undefined) {
         const last = status.last;
         this.#reconcile(w, new Set(status.holding), last);
@@ -1009,7 +1012,10 @@ export class Subject {
     if (type === CONTROL.STUCK) {
       // From a worker's watchdog thread, on a socket of its own named after the worker.
       const r = decodeStuck(frames[2]);
-      if (r && key === `${r.worker}!watchdog`) return this.#onStuck(r.worker, r.d, r.ms);
+      const named = r && this.#workers.get(r.worker);
+      if (r && named?.watch !== undefined && r.token === named.watch && key === `${r.worker}!watchdog`) {
+        return this.#onStuck(r.worker, r.d, r.ms);
+      }
       return this.#drop("bad_worker_message", "STUCK");
     }
     if (type === CONTROL.BYE) {

@@ -28,6 +28,8 @@ export interface WatchdogSetup {
   readonly subjectAddress: string;
   /** The worker's routing id, as the Subject knows it. */
   readonly worker: string;
+  /** The secret the worker gave the Subject (`watch` in its `READY` and `HB`), sent with each report. */
+  readonly token: string;
   /** Milliseconds of a blocked loop before the Subject is told which step blocks it. */
   readonly stallAfter: number;
   /** Milliseconds of a blocked loop before the process is killed. */
@@ -116,7 +118,7 @@ function report(setup: WatchdogSetup, d: number, ms: number): void {
     const ctx = new Context();
     const s = ctx.socket("DEALER", { routingId: `${setup.worker}!watchdog`, linger: 1000 });
     s.connect(setup.subjectAddress);
-    s.trySend(stuckReport({ worker: setup.worker, d, ms }));
+    s.trySend(stuckReport({ worker: setup.worker, d, ms, token: setup.token }));
     s.close();
     void ctx.terminate(1000);
   } catch (e) {

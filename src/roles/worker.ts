@@ -209,6 +209,7 @@ export class Worker {
   #sweepTimer?: ReturnType<typeof setTimeout>;
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
+  #id = "";
   /** Marks which step's handler runs, for the watchdog thread (when there is one). */
   #monitor?: LoopMonitor;
   #stopWatchdog?: () => void;
@@ -234,6 +235,9 @@ export class Worker {
   static async start(options: WorkerOptions): Promise<Worker> {
     const w = new Worker(options);
     const routingId = `worker-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+    // Proves a STUCK report comes from this worker's watchdog (sent only to the Subject).
+    const watch = crypto.randomUUID();
+    w.#id = routingId;
     w.#sock = w.#reactor.socket("DEALER", {
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
@@ -252,6 +256,7 @@ export class Worker {
         buffer: w.#monitor.buffer,
         subjectAddress: w.#o.subjectAddress,
         worker: routingId,
+        token: watch,
         stallAfter,
         killAfter: Math.max(stallAfter, w.#o.handlerTimeout),
       });
@@ -260,12 +265,13 @@ export class Worker {
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#flush());
     w.#reactor.onIdle(() => w.#flush()); // results of async handlers that settled in microtasks
-    await w.#sock.send(workerStatus("READY", { credit: w.#o.concurrency, pid: Deno.pid }));
+    await w.#sock.send(workerStatus("READY", { credit: w.#o.concurrency, pid: Deno.pid, watch }));
     w.#timer = setInterval(() => {
       // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped
       // connection, a proxy): a step it sent that is at most `last` but not held, and whose
       // result has not arrived before this heartbeat, is gone.
       const hb = workerStatus("HB", {
+        watch,
         credit: w.#o.concurrency - w.#stats.active,
         holding: [...w.#holding],
         last: w.#lastDispatch,
@@ -278,6 +284,11 @@ export class Worker {
       credit: w.#o.concurrency,
     });
     return w;
+  }
+
+  /** This worker's routing id, as the Subject knows it (and logs it). */
+  get id(): string {
+    return this.#id;
   }
 
   /** A snapshot of the counters. */

@@ -61,6 +61,8 @@ export interface WorkerStatus {
   readonly last?: number;
   /** `READY`: its process id (informative). */
   readonly pid?: number;
+  /** The secret its watchdog's `STUCK` reports carry (never leaves the worker–Subject connection). */
+  readonly watch?: string;
 }
 
 /** The frames of a `READY` or `HB`. */
@@ -73,9 +75,10 @@ export function decodeWorkerStatus(frame: Uint8Array | undefined): WorkerStatus 
   try {
     const b = JSON.parse(text(frame ?? utf8("{}"))) ?? {};
     const credit = Number(b.credit ?? 0) || 0;
+    const watch = typeof b.watch === "string" ? { watch: b.watch as string } : {};
     return Array.isArray(b.holding) && typeof b.last === "number"
-      ? { credit, holding: b.holding as number[], last: b.last }
-      : { credit };
+      ? { credit, holding: b.holding as number[], last: b.last, ...watch }
+      : { credit, ...watch };
   } catch {
     return { credit: 0 };
   }
@@ -89,6 +92,8 @@ export interface StuckReport {
   readonly d: number;
   /** How long it has been blocked, in milliseconds. */
   readonly ms: number;
+  /** The worker's `watch` secret, which proves the report comes from its watchdog. */
+  readonly token?: string;
 }
 
 /** The frames of a `STUCK` report. */
@@ -101,7 +106,12 @@ export function decodeStuck(frame: Uint8Array | undefined): StuckReport | undefi
   try {
     const b = JSON.parse(text(frame ?? utf8("{}")));
     return typeof b?.worker === "string" && typeof b.d === "number"
-      ? { worker: b.worker, d: b.d, ms: Number(b.ms) || 0 }
+      ? {
+        worker: b.worker,
+        d: b.d,
+        ms: Number(b.ms) || 0,
+        ...(typeof b.token === "string" ? { token: b.token } : {}),
+      }
       : undefined;
   } catch {
     return undefined;
