@@ -161,7 +161,7 @@ export const SETTINGS_DOC: Readonly<
   },
   subscriber_buffer: {
     default: String(DEFAULT_SUBSCRIBER_BUFFER),
-    meaning: "the IM queues this / 64 KiB publications (1,024) for a subscriber that stops reading",
+    meaning: "the IM queues this / 4 KiB publications (16,384) for a subscriber that stops reading",
   },
 };
 

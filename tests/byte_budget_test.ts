@@ -16,8 +16,8 @@ Deno.test("hwmForBytes: budget over message size, clamped to [16, 100,000]", () 
   assert.equal(queueHwm(64 * 1024), 1024);
 });
 
-Deno.test("subscriberHwm: subscriber_buffer / 64 KiB publications, at least 16", () => {
-  assert.equal(subscriberHwm(64 * 1024 * 1024), 1024);
-  assert.equal(subscriberHwm(1024 * 1024), 16);
-  assert.equal(subscriberHwm(256 * 1024 * 1024), 4096);
+Deno.test("subscriberHwm: subscriber_buffer / 4 KiB publications, at least 16", () => {
+  assert.equal(subscriberHwm(64 * 1024 * 1024), 16_384);
+  assert.equal(subscriberHwm(32 * 1024), 16);
+  assert.equal(subscriberHwm(256 * 1024 * 1024), 65_536);
 });

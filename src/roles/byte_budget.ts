@@ -40,17 +40,21 @@ export function queueHwm(maxMessageSize: number = DEFAULT_MAX_MESSAGE_SIZE): num
   return hwmForBytes(QUEUE_BYTES, maxMessageSize);
 }
 
-/** The publication size a subscriber's budget is counted in: its queue holds `budget` / this. */
-export const SUBSCRIBER_PUBLICATION_BYTES = 64 * 1024;
+/**
+ * The publication size a subscriber's budget is counted in: its queue holds `budget` / this
+ * (16,384 publications for 64 MiB: enough to ride out a subscriber's 100-200 ms stall at the
+ * deployment's peak rate; 1,024 lost finals of healthy subscribers under a flood).
+ */
+export const SUBSCRIBER_PUBLICATION_BYTES = 4 * 1024;
 
 /**
- * The high-water mark of each subscriber's queue in the IM, in publications: `budget` / 64 KiB,
- * at least 16 (1,024 for the default 64 MiB). Fixed for the IM's life (see integration_manager.ts).
+ * The high-water mark of each subscriber's queue in the IM, in publications: `budget` / 4 KiB,
+ * at least 16 (16,384 for the default 64 MiB). Fixed for the IM's life (see integration_manager.ts).
  *
  * @example
  * ```ts
  * import { subscriberHwm } from "./byte_budget.ts";
- * subscriberHwm(64 * 1024 * 1024); // 1024
+ * subscriberHwm(64 * 1024 * 1024); // 16384
  * ```
  */
 export function subscriberHwm(budget: number): number {

@@ -92,7 +92,7 @@ export interface IntegrationManagerStats {
    * a run of one or more publications that subscriber loses. libzmq does not report how many.
    */
   subscriberFull: number;
-  /** The publish socket's high-water mark, in messages: `subscriber_buffer` / 64 KiB (1,024 by default). */
+  /** The publish socket's high-water mark, in messages: `subscriber_buffer` / 4 KiB (16,384 by default). */
   publishHighWaterMark: number;
 }
 
@@ -134,8 +134,8 @@ export class IntegrationManager {
     const log = logger("integration-manager");
     const maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
     const budget = options.subscriberBuffer ?? DEFAULT_SUBSCRIBER_BUFFER;
-    // Each subscriber's queue holds at most `budget` / 64 KiB publications (1,024 by default):
-    // `budget` bytes while they average 64 KiB or less. The mark is set once, at bind, and never
+    // Each subscriber's queue holds at most `budget` / 4 KiB publications (16,384 by default):
+    // `budget` bytes while they average 4 KiB or less. The mark is set once, at bind, and never
     // changed: libzmq applies a changed SNDHWM to existing connections, but a connection whose
     // mark is lowered while its reader has already reported all it read is taken for full for
     // good (the reader reports only every half mark it reads), and that subscriber goes deaf.
