@@ -12,9 +12,10 @@ import { Reactor } from "../src/zmq/reactor.ts";
 
 const catalog = buildCatalog([{ file: "flows.ini", text: "[Slow]\n?Slow?Push\nS?Slow?nap\n??done\n" }]);
 
-Deno.test("drain() finishes accepted work, then closes; closed() resolves for every role, the client and the reactor", async () => {
+/** A whole deployment in this process over inproc, on one reactor; the step `S?Slow?nap` sleeps 300 ms. */
+async function inProcess(name: string) {
   const reactor = new Reactor();
-  const ep = (name: string) => `inproc://lifetime-${Deno.pid}-${name}`;
+  const ep = (what: string) => `inproc://${name}-${Deno.pid}-${what}`;
   const im = await IntegrationManager.start({
     pullAddress: ep("pull"),
     pubAddress: ep("pub"),
@@ -40,6 +41,11 @@ Deno.test("drain() finishes accepted work, then closes; closed() resolves for ev
     reactor,
   });
   const client = await Client.connect({ subject: ep("subject"), publisher: ep("pub"), reactor });
+  return { reactor, im, subject, worker, client, ep };
+}
+
+Deno.test("drain() finishes accepted work, then closes; closed() resolves for every role, the client and the reactor", async () => {
+  const { reactor, im, subject, worker, client, ep } = await inProcess("lifetime");
   const closed: string[] = [];
   for (const [name, x] of Object.entries({ im, subject, worker, client, reactor })) {
     void x.closed().then(() => closed.push(name));
@@ -76,33 +82,7 @@ Deno.test("await using drains a reactor; close() twice is safe", async () => {
 });
 
 Deno.test("a STUCK report without the worker's secret is refused, even from the watchdog's identity", async () => {
-  const reactor = new Reactor();
-  const ep = (name: string) => `inproc://stuck-${Deno.pid}-${name}`;
-  await using _im = await IntegrationManager.start({
-    pullAddress: ep("pull"),
-    pubAddress: ep("pub"),
-    reactor,
-    warmupMs: 0,
-  });
-  await using subject = await Subject.start({
-    flows: catalog.flows,
-    pullAddress: ep("subject"),
-    workerAddress: ep("workers"),
-    integrationManagerAddress: ep("pull"),
-    reactor,
-  });
-  const handlers = new HandlerRegistry();
-  handlers.register("S?Slow?nap", async (v) => {
-    await new Promise((r) => setTimeout(r, 300));
-    return { ...v, napped: true };
-  });
-  await using worker = await Worker.start({
-    flows: catalog.flows,
-    handlers,
-    subjectAddress: ep("workers"),
-    reactor,
-  });
-  await using client = await Client.connect({ subject: ep("subject"), publisher: ep("pub"), reactor });
+  const { reactor, subject, worker, client, ep } = await inProcess("stuck");
   const forger = reactor.socket("DEALER", { routingId: `${worker.id}!watchdog` });
   await forger.connect(ep("workers"));
   const answer = client.request("Slow", {});

@@ -2,7 +2,7 @@
 // service's DEALER (NACK), error publications that are always JSON objects, resume answers under
 // the resume's own id, and concurrent resumes of one token that each learn which one won.
 import assert from "node:assert/strict";
-import { RequestRefusedError } from "../src/client/client.ts";
+import { type Client, RequestRefusedError } from "../src/client/client.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { BatchWriter, KIND_CODES, readBatch } from "../src/wire/batch.ts";
 import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
@@ -36,6 +36,22 @@ async function rawService(reactor: Reactor, subject: string) {
     return { acked: acked.has(id), refused: refused.get(id) };
   };
   return { socket: s as ReactorSocket, answer };
+}
+
+/** The last publication of each request id, as they arrive; `stop()` ends the collecting. */
+async function lastPublications(client: Client) {
+  const seen = new Map<string, Publication>();
+  const stream = await client.subscribe("");
+  const collecting = (async () => {
+    for await (const p of stream) seen.set(p.id, p);
+  })();
+  return {
+    seen,
+    stop: async () => {
+      await stream.return!();
+      await collecting;
+    },
+  };
 }
 
 const frames = (topic: string, header: object | string, values: string) => [
@@ -93,11 +109,7 @@ Deno.test("dropped messages are refused on the DEALER (NACK) with their reason, 
 Deno.test("error publications always carry a JSON object, whatever values the request had", async () => {
   await using d = await startDeployment({ workers: 1 });
   await using client = await d.connect();
-  const seen = new Map<string, Publication>();
-  const stream = await client.subscribe("");
-  const collecting = (async () => {
-    for await (const p of stream) seen.set(p.id, p);
-  })();
+  const { seen, stop } = await lastPublications(client);
   const reactor = new Reactor();
   try {
     const svc = await rawService(reactor, d.subject);
@@ -122,8 +134,7 @@ Deno.test("error publications always carry a JSON object, whatever values the re
     assert.equal(seen.get("unknown-flow")!.error?.code, "unknown_flow");
   } finally {
     await reactor.close();
-    await stream.return!();
-    await collecting;
+    await stop();
   }
 });
 
@@ -299,11 +310,7 @@ Deno.test("only the worker a step was sent to may answer it: a forged final for 
 Deno.test("a service's error continuation carries a documented code; a header pos 0 starts after the entry step", async () => {
   await using d = await startDeployment({ workers: 1 });
   await using client = await d.connect();
-  const seen = new Map<string, Publication>();
-  const stream = await client.subscribe("");
-  const collecting = (async () => {
-    for await (const p of stream) seen.set(p.id, p);
-  })();
+  const { seen, stop } = await lastPublications(client);
   const reactor = new Reactor();
   try {
     const svc = await rawService(reactor, d.subject);
@@ -321,7 +328,6 @@ Deno.test("a service's error continuation carries a documented code; a header po
     assert.deepEqual(seen.get("pos-0")?.values.trace, ["one", "two", "three"]);
   } finally {
     await reactor.close();
-    await stream.return!();
-    await collecting;
+    await stop();
   }
 });
