@@ -45,7 +45,7 @@ async function inProcess(name: string) {
 }
 
 Deno.test("drain() finishes accepted work, then closes; closed() resolves for every role, the client and the reactor", async () => {
-  const { reactor, im, subject, worker, client, ep } = await inProcess("lifetime");
+  const { reactor, im, subject, worker, client } = await inProcess("lifetime");
   const closed: string[] = [];
   for (const [name, x] of Object.entries({ im, subject, worker, client, reactor })) {
     void x.closed().then(() => closed.push(name));
