@@ -309,7 +309,7 @@ Deno.test("a greedy worker (credit 1,000,000, never answers) and 1,500 requests 
   }
 });
 
-Deno.test("small finals right after a few 900 KB publications all reach their subscriber (the IM's queue bound recovers at once)", async () => {
+Deno.test("small finals right after a few 900 KB publications all reach their subscriber (bursts fit the IM's per-subscriber queue)", async () => {
   await using d = await startDeployment({ workers: 2 });
   await using client = await d.connect();
   const big = "x".repeat(900_000);

@@ -1,7 +1,7 @@
 /**
  * Byte budgets for libzmq queues. libzmq's high-water marks count messages, not bytes; these
- * helpers turn a budget in bytes into a high-water mark for messages of a known or estimated
- * size.
+ * helpers turn a budget in bytes into a high-water mark, fixed when a socket is made (changing
+ * one at run time can stall a connection for good: see integration_manager.ts).
  *
  * @module
  */
@@ -19,12 +19,6 @@ export const MAX_BUDGET_HWM = 100_000;
  * ({@linkcode hwmForBytes}), so 64 messages of the largest accepted size by default.
  */
 export const QUEUE_BYTES = 64 * 1024 * 1024;
-
-/**
- * Bytes libzmq spends on a message besides its frames (three `msg_t`s of 64 bytes in the pipe,
- * allocation headers), counted with each publication so tiny messages are not under-counted.
- */
-export const MESSAGE_OVERHEAD = 256;
 
 /** The high-water mark that keeps a queue of `messageBytes`-sized messages within `bytes`. */
 export function hwmForBytes(bytes: number, messageBytes: number): number {
