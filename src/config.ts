@@ -161,7 +161,8 @@ export const SETTINGS_DOC: Readonly<
   },
   subscriber_buffer: {
     default: String(DEFAULT_SUBSCRIBER_BUFFER),
-    meaning: "the IM queues this / 4 KiB publications (16,384) for a subscriber that stops reading",
+    meaning:
+      "bytes a subscriber may fall behind before the IM disconnects it (its queue: this / 4 KiB publications)",
   },
 };
 

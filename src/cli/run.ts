@@ -297,7 +297,16 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
 
   const spawner = (role: string, withFiles: boolean) => () =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", cli, role, ...common, ...(withFiles ? [...strict, "--", ...files] : [])],
+      args: [
+        "run",
+        "-A",
+        // The IM collects garbage before it hands freed memory back (see IntegrationManager).
+        ...(role === "integration-manager" ? ["--v8-flags=--expose-gc"] : []),
+        cli,
+        role,
+        ...common,
+        ...(withFiles ? [...strict, "--", ...files] : []),
+      ],
       stdin: "piped", // closed to stop the role (see waitForStop)
       stdout: "inherit",
       stderr: "inherit",

@@ -5,14 +5,21 @@
  * @module
  */
 
-import { mallocTrim } from "./_malloc_trim.ts";
+import {
+  connectionCallsAvailable,
+  connectionCookie,
+  connectionsFull,
+  mallocTrim,
+  shutdownConnection,
+} from "./_libc.ts";
+import { GUARD_INTERVAL_MS, publicationBytes, SubscriberGuard } from "./subscriber_guard.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
 import { queueHwm, subscriberHwm } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
-import { Opt } from "../zmq/ffi.ts";
+import { MonitorEvent, Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 
 /** Options of {@linkcode IntegrationManager.start}. */
@@ -28,8 +35,10 @@ export interface IntegrationManagerOptions {
    */
   readonly maxMessageSize?: number;
   /**
-   * Bytes of publications queued for one subscriber that stops reading; past it that subscriber
-   * loses publications (see {@linkcode IntegrationManagerStats.subscriberFull}).
+   * Bytes of publications one subscriber that does not keep up may fall behind: past it the IM
+   * disconnects it (see {@linkcode IntegrationManagerStats.subscribersCut}). Its queue also holds
+   * at most this / 4 KiB publications; past that it loses publications
+   * ({@linkcode IntegrationManagerStats.subscriberFull}).
    * @default {DEFAULT_SUBSCRIBER_BUFFER}
    */
   readonly subscriberBuffer?: number;
@@ -94,6 +103,13 @@ export interface IntegrationManagerStats {
   subscriberFull: number;
   /** The publish socket's high-water mark, in messages: `subscriber_buffer` / 4 KiB (16,384 by default). */
   publishHighWaterMark: number;
+  /** Subscriber connections now open. */
+  subscribers: number;
+  /**
+   * Subscribers disconnected because they fell `subscriber_buffer` bytes behind: their
+   * connection stayed full while the IM published that much (see subscriber_guard.ts).
+   */
+  subscribersCut: number;
 }
 
 /** A running Integration Manager. */
@@ -108,7 +124,10 @@ export class IntegrationManager {
     repeated: 0,
     subscriberFull: 0,
     publishHighWaterMark: 0,
+    subscribers: 0,
+    subscribersCut: 0,
   };
+  #guardTimer?: ReturnType<typeof setInterval>;
   /** Three-frame messages with a frame over `maxMessageSize` (but under the batch limit). */
   #oversize = 0;
   #pull?: ReactorSocket;
@@ -141,9 +160,12 @@ export class IntegrationManager {
     // good (the reader reports only every half mark it reads), and that subscriber goes deaf.
     const hwm = subscriberHwm(budget);
     const pub = reactor.socket("XPUB", { sendHighWaterMark: hwm, maxMessageSize, linger: 2000 });
-    await pub.bind(options.pubAddress);
     im.#sockets.push(pub);
     const raw = pub.raw;
+    const guard = new SubscriberGuard(budget);
+    if (connectionCallsAvailable()) await im.#watchSubscribers(pub, guard);
+    else log.info("No C library calls here: a subscriber that stops reading is not disconnected");
+    await pub.bind(options.pubAddress);
     await reactor.exec(() => {
       // Every subscription and unsubscription, not just the first and last of a topic.
       raw.setInt(Opt.XPUB_VERBOSER, 1);
@@ -156,15 +178,7 @@ export class IntegrationManager {
       // An unsubscription (also sent when a subscriber leaves, whose queue libzmq then frees):
       // hand the freed memory back to the system a second later, at most once every 10 s (a
       // trim stalls this thread for ~2 ms, or up to ~200 ms when 170 MiB come back).
-      if (frames[0][0] === 0 && im.#trimTimer === undefined) {
-        const wait = Math.max(1000, im.#lastTrim + 10_000 - performance.now());
-        im.#trimTimer = setTimeout(() => {
-          im.#trimTimer = undefined;
-          im.#lastTrim = performance.now();
-          mallocTrim();
-        }, wait);
-        Deno.unrefTimer(im.#trimTimer);
-      }
+      if (frames[0][0] === 0) im.#scheduleTrim();
     });
     const warmup = options.warmupMs ?? IM_WARMUP_MS;
     if (warmup > 0) await new Promise((r) => setTimeout(r, warmup));
@@ -208,6 +222,7 @@ export class IntegrationManager {
       }
     };
     const publish = (frames: Uint8Array[]) => {
+      guard.published(publicationBytes(frames));
       // XPUB never blocks (a slow subscriber loses messages at its high-water mark). Received
       // frames are never written again, so they can wait for the reactor's turn as they are.
       if (reactor.polling) void reactor.exec(() => send(frames)).catch(() => {});
@@ -277,6 +292,87 @@ export class IntegrationManager {
     return im;
   }
 
+  /**
+   * Hands freed memory back to the system a second from now, at most once every 10 s (a trim
+   * stalls this thread for ~2 ms, or up to ~200 ms when 170 MiB come back).
+   */
+  #scheduleTrim(): void {
+    if (this.#trimTimer !== undefined) return;
+    const wait = Math.max(1000, this.#lastTrim + 10_000 - performance.now());
+    this.#trimTimer = setTimeout(() => {
+      this.#trimTimer = undefined;
+      this.#lastTrim = performance.now();
+      // Received frames are views into buffers only a collection frees; `gc` exists when the
+      // process runs with --expose-gc (`start` runs the IM so).
+      (globalThis as { gc?: () => void }).gc?.();
+      mallocTrim();
+    }, wait);
+    Deno.unrefTimer(this.#trimTimer);
+  }
+
+  /**
+   * Follows the publish socket's connections (a libzmq socket monitor gives each one's file
+   * descriptor) and, every {@linkcode GUARD_INTERVAL_MS}, disconnects those the guard names.
+   */
+  async #watchSubscribers(pub: ReactorSocket, guard: SubscriberGuard): Promise<void> {
+    const log = logger("integration-manager");
+    const endpoint = `inproc://zmanager-im-monitor-${crypto.randomUUID()}`;
+    await this.#reactor.exec(() =>
+      pub.raw.monitor(endpoint, MonitorEvent.ACCEPTED | MonitorEvent.DISCONNECTED | MonitorEvent.CLOSED)
+    );
+    const monitor = this.#reactor.socket("PAIR", { linger: 0 });
+    this.#sockets.push(monitor);
+    await monitor.connect(endpoint);
+    /** Each connection's kernel identity, so a reused descriptor is never cut by mistake. */
+    const cookies = new Map<number, bigint | undefined>();
+    const stats = this.#stats;
+    monitor.onMessage((frames) => {
+      const head = frames[0];
+      if (head.length < 6) return;
+      const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+      const event = view.getUint16(0, true);
+      const fd = view.getUint32(2, true);
+      if (event === MonitorEvent.ACCEPTED) {
+        cookies.set(fd, connectionCookie(fd));
+        guard.connected(fd);
+      } else if (cookies.delete(fd)) {
+        guard.disconnected(fd);
+      }
+      stats.subscribers = guard.size;
+    });
+    /** Bytes published at the last look, when that count last changed, and at the last trim. */
+    let seen = 0;
+    let quietSince = performance.now();
+    let trimmedAt = 0;
+    this.#guardTimer = setInterval(() => {
+      // After a burst of publications (`subscriber_buffer` bytes or more), once quiet for a second:
+      // hand back what the burst's queues freed.
+      if (guard.total !== seen) {
+        seen = guard.total;
+        quietSince = performance.now();
+      } else if (seen - trimmedAt >= guard.budget && performance.now() - quietSince >= 1000) {
+        trimmedAt = seen;
+        this.#scheduleTrim();
+      }
+      for (const { id, behind } of guard.sample(connectionsFull)) {
+        const cookie = cookies.get(id);
+        cookies.delete(id);
+        // The descriptor may have been closed and reused since the monitor reported it.
+        if (connectionCookie(id) !== cookie) continue;
+        if (!shutdownConnection(id)) continue;
+        stats.subscribersCut++;
+        this.#scheduleTrim();
+        log.warn(
+          "Disconnected a subscriber that stopped keeping up: {behind} bytes published since it last " +
+            "did (subscriber_buffer {budget}); it will connect again and miss what was published meanwhile",
+          { behind, budget: guard.budget },
+        );
+      }
+      stats.subscribers = guard.size;
+    }, GUARD_INTERVAL_MS);
+    Deno.unrefTimer(this.#guardTimer);
+  }
+
   /** A snapshot of the counters. */
   stats(): IntegrationManagerStats {
     const oversize = (this.#pull?.oversizeDrops ?? 0) + this.#oversize;
@@ -292,6 +388,7 @@ export class IntegrationManager {
   /** Stops and closes the sockets. Safe to call twice. */
   close(): Promise<void> {
     clearTimeout(this.#trimTimer);
+    clearInterval(this.#guardTimer);
     this.#closed ??=
       (this.#ownsReactor
         ? this.#reactor.close()

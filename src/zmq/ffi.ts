@@ -32,6 +32,7 @@ const SYMBOLS = {
   zmq_send: { parameters: ["pointer", "buffer", "usize", "i32"], result: "i32" },
   zmq_recv: { parameters: ["pointer", "buffer", "usize", "i32"], result: "i32" },
   zmq_poll: { parameters: ["buffer", "i32", "i64"], result: "i32" },
+  zmq_socket_monitor: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   zmq_poll_async: {
     name: "zmq_poll",
     parameters: ["buffer", "i32", "i64"],
@@ -98,6 +99,13 @@ export const Opt = Object.freeze({
   HEARTBEAT_TIMEOUT: 77,
   XPUB_VERBOSER: 78,
   CONNECT_TIMEOUT: 79,
+});
+
+/** Socket monitor events (`ZMQ_EVENT_*`); each event's value is the connection's file descriptor. */
+export const MonitorEvent = Object.freeze({
+  ACCEPTED: 0x0020,
+  CLOSED: 0x0080,
+  DISCONNECTED: 0x0200,
 });
 
 /** Send and receive flags. */

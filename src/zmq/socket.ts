@@ -287,6 +287,15 @@ export class Socket {
     );
   }
 
+  /**
+   * Reports this socket's connection events (`events`, a mask of `MonitorEvent` values from ffi.ts) to a
+   * PAIR socket libzmq binds at `endpoint` (an `inproc://` name): messages of two frames, the
+   * event (uint16 id, uint32 value, little-endian) and the endpoint.
+   */
+  monitor(endpoint: string, events: number): void {
+    this.#endpointCall("zmq_socket_monitor", endpoint, (p, ep) => this.#z.zmq_socket_monitor(p, ep, events));
+  }
+
   /** Sets an int option. */
   setInt(option: number, value: number): void {
     const b = new Int32Array([value]);

@@ -1,0 +1,98 @@
+/**
+ * The few C library calls a role makes outside libzmq, through `Deno.dlopen` (Linux and glibc;
+ * elsewhere each reports that it is not available):
+ * - `malloc_trim(0)`: glibc keeps memory that libzmq frees (a departed subscriber's queue, say)
+ *   for reuse; this hands its free pages back to the system;
+ * - the state of connections libzmq owns, by their file descriptors (from a socket monitor):
+ *   whether the kernel would take more bytes for each (`poll`), each one's identity; and
+ *   `shutdown`, which makes libzmq drop a connection (and free its queue) as if the peer had gone.
+ *
+ * @module
+ */
+
+const SYMBOLS = {
+  malloc_trim: { parameters: ["usize"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let lib: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | null | undefined;
+
+function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] | null {
+  if (lib === undefined) {
+    lib = null;
+    if (Deno.build.os === "linux") {
+      try {
+        lib = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+      } catch { /* musl, or no libc.so.6 */ }
+    }
+  }
+  return lib;
+}
+
+/** Calls glibc's `malloc_trim(0)`; returns `false` where there is none (not Linux, not glibc). */
+export function mallocTrim(): boolean {
+  const c = libc();
+  if (!c) return false;
+  c.malloc_trim(0n);
+  return true;
+}
+
+const POLLOUT = 0x004;
+const POLLERR_HUP = 0x008 | 0x010;
+const POLLNVAL = 0x020;
+const SOL_SOCKET = 1;
+const SO_COOKIE = 57;
+const SHUT_RDWR = 2;
+const int = new Int32Array(2);
+const intBytes = new Uint8Array(int.buffer);
+const len = new Uint32Array(1);
+const lenBytes = new Uint8Array(len.buffer);
+
+/** True where the connection calls below work (Linux with glibc). */
+export function connectionCallsAvailable(): boolean {
+  return libc() !== null;
+}
+
+/**
+ * Whether each connection's kernel send buffer is full (it would take no more bytes now: its
+ * peer is not reading fast enough), in one `poll` with no wait; `undefined` for a descriptor
+ * that is no longer open, and for all of them where `poll` is not available.
+ */
+export function connectionsFull(fds: readonly number[]): (boolean | undefined)[] {
+  const c = libc();
+  const items = new Int32Array(fds.length * 2); // struct pollfd { int fd; short events, revents; }
+  const shorts = new Int16Array(items.buffer);
+  fds.forEach((fd, i) => {
+    items[i * 2] = fd;
+    shorts[i * 4 + 2] = POLLOUT;
+  });
+  if (!c || !fds.length || c.poll(new Uint8Array(items.buffer), BigInt(fds.length), 0) < 0) {
+    return fds.map(() => undefined);
+  }
+  return fds.map((_, i) => {
+    const revents = shorts[i * 4 + 3];
+    if (revents & POLLNVAL) return undefined;
+    // A connection in error or hung up is libzmq's to close, not full.
+    return (revents & (POLLOUT | POLLERR_HUP)) === 0;
+  });
+}
+
+/**
+ * The kernel's identity of the socket at `fd` (`SO_COOKIE`, unique while the system runs), to
+ * tell a connection from a later one that reuses its descriptor; `undefined` if none.
+ */
+export function connectionCookie(fd: number): bigint | undefined {
+  const c = libc();
+  if (!c) return undefined;
+  len[0] = 8;
+  if (c.getsockopt(fd, SOL_SOCKET, SO_COOKIE, intBytes, lenBytes) !== 0) return undefined;
+  return new BigUint64Array(int.buffer)[0];
+}
+
+/** Shuts connection `fd` down in both directions; its owner (libzmq) then closes it. */
+export function shutdownConnection(fd: number): boolean {
+  const c = libc();
+  return c !== null && c.shutdown(fd, SHUT_RDWR) === 0;
+}
