@@ -33,7 +33,8 @@ import {
   toPublication,
   utf8,
 } from "../wire/protocol.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "../wire/batch.ts";
+import { BATCH_FLUSH_BYTES, TurnBatch } from "../wire/batch.ts";
+import { checkHandlerResult } from "../topic/result_check.ts";
 import { KeptRequests } from "./kept_requests.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
 
@@ -134,9 +135,7 @@ export class Client {
   readonly #unacked = new Map<string, { frames: Uint8Array[][]; at: number }>();
   #resendTimer?: ReturnType<typeof setInterval>;
   /** Messages pushed in this turn, sent as one batch at its end. */
-  readonly #out = new BatchWriter();
-  #outWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
-  #flushScheduled = false;
+  #out!: TurnBatch;
   /** Messages sent again because their acknowledgement was late. */
   resent = 0;
   /** Requests waited for, kept until their final publication, to send again after a Subject restart. */
@@ -170,6 +169,7 @@ export class Client {
       receiveHighWaterMark: 100_000,
       linger: 2000,
     });
+    c.#out = new TurnBatch(c.#dealer, [], "client closed");
     await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));
     const resendAfter = options.resendAfter ?? 2000;
@@ -308,33 +308,10 @@ export class Client {
       // A large request leaves alone, as three frames (after what is batched before it): in a
       // batch, its one frame would be larger than its values, and values just under the
       // Subject's max_message_size would go over it.
-      this.#flushOut();
+      this.#out.flush();
       return this.#dealer.send(frames);
     }
-    this.#out.add(0, 0, frames[0], frames[1], frames[2]);
-    const sent = new Promise<void>((resolve, reject) => this.#outWaiters.push({ resolve, reject }));
-    if (this.#out.size >= BATCH_FLUSH_BYTES) this.#flushOut();
-    else if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flushOut());
-    }
-    return sent;
-  }
-
-  #flushOut(): void {
-    this.#flushScheduled = false;
-    if (!this.#out.count) return;
-    const waiters = this.#outWaiters;
-    this.#outWaiters = [];
-    if (this.#dealer.closed) {
-      this.#out.take();
-      for (const w of waiters) w.reject(new Error("client closed"));
-      return;
-    }
-    (sendBatch(this.#dealer, [], this.#out) ?? Promise.resolve()).then(
-      () => waiters.forEach((w) => w.resolve()),
-      (e) => waiters.forEach((w) => w.reject(e)),
-    );
+    return this.#out.addAndWait(0, 0, frames[0], frames[1], frames[2]);
   }
 
   /** Sends again the messages whose acknowledgement is more than `after` ms late. */
@@ -620,17 +597,18 @@ export class Client {
     const ac = new AbortController();
     let out: Values | undefined;
     let failure: string | undefined;
+    const key = { sender: p.sender, context: p.context, decorator: p.decorator, action: p.action };
     try {
       const r = await handler(p.values, {
-        key: { sender: p.sender, context: p.context, decorator: p.decorator, action: p.action },
+        key,
         flow: p.flow,
         id: p.id,
         position: p.position!,
         logger: logger("handler", p.flow),
         signal: ac.signal,
       });
-      if (r === null || typeof r !== "object" || Array.isArray(r)) failure = "handler returned a non-object";
-      else out = r;
+      failure = checkHandlerResult(r, key);
+      if (failure === undefined) out = r;
     } catch (e) {
       failure = e instanceof Error ? e.message : String(e);
     }
