@@ -62,6 +62,16 @@ export {
   type StepKind,
   stepKind,
 } from "./src/topic/flow_step.ts";
+export {
+  advance,
+  NO_HANDLER,
+  runSegment,
+  type SegmentOutcome,
+  type SegmentPlan,
+  type StepCall,
+  type StepRun,
+  StepTimeoutError,
+} from "./src/topic/segment.ts";
 
 // Handlers and loading files from disk.
 export {

@@ -19,6 +19,9 @@ import { Context } from "../src/zmq/socket.ts";
 import { delay } from "../src/_async.ts";
 import { DONTWAIT, i64, libzmq, POLLIN } from "../src/zmq/ffi.ts";
 
+/** This module, to run as the other process: `deno run -A PEER_MODULE push …`. */
+export const PEER_MODULE: string = import.meta.url;
+
 /** The three frames of a request of the benchmark's size (about 150 bytes in all). */
 export function benchFrames(flow = "Bench3"): Uint8Array[] {
   const enc = new TextEncoder();

@@ -14,9 +14,9 @@ import {
 } from "./topic/action_key.ts";
 import type { MappingEntry } from "./topic/mapping_file.ts";
 import { type Resolution, resolveKey } from "./topic/resolve.ts";
+import type { Values } from "./topic/segment.ts";
 
-/** A request's values: a plain JSON object. */
-export type Values = Record<string, unknown>;
+export type { Values } from "./topic/segment.ts";
 
 /** A minimal structured logger, as given to handlers. */
 export interface HandlerLogger {

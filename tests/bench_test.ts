@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { benchId } from "../bench/bench.ts";
+import { benchId } from "../bench/generator.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";

@@ -16,11 +16,11 @@
  * @module
  */
 
-import { type ActionKey, formatActionKey, keysMatch, parseActionKey, PUBLISH } from "../topic/action_key.ts";
+import { type ActionKey, formatActionKey, parseActionKey, PUBLISH } from "../topic/action_key.ts";
 import type { Handler, Values } from "../handler.ts";
 import { logger } from "../log.ts";
-import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
+import { BATCH_FLUSH_BYTES, TurnBatch } from "../wire/batch.ts";
 import { decodeList, isControl } from "../wire/control.ts";
 import {
   decodeHeader,
@@ -28,90 +28,29 @@ import {
   formatTopic,
   type Header,
   isFinal,
+  parseToken,
   type Publication,
   text,
   toPublication,
   utf8,
 } from "../wire/protocol.ts";
-import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "../wire/batch.ts";
-import { KeptRequests } from "./kept_requests.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+import { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
+import { KeptRequests } from "./kept_requests.ts";
+import { runPublishHandler, takesPublication } from "./publish_handler.ts";
+import { PublicationStream, type Subscription } from "./subscription.ts";
+import { Unacked } from "./unacked.ts";
 
-/** Options of {@linkcode Client.connect}. */
-export interface ClientOptions {
-  /** The Subject's request endpoint (`subject_pull_address`). */
-  readonly subject: string;
-  /** The Integration Manager's publish endpoint (`integration_manager_pub_address`). */
-  readonly publisher: string;
-  /** Milliseconds {@linkcode Client.request} waits for the final publication. @default {30000} */
-  readonly requestTimeout?: number;
-  /**
-   * Milliseconds after which a message the Subject has not acknowledged is sent again, with
-   * the same id (the Subject drops duplicates it has seen, so this does not run a request
-   * twice). 0 turns resending off. @default {2000}
-   */
-  readonly resendAfter?: number;
-  /** A reactor to share; by default the client makes its own. */
-  readonly reactor?: Reactor;
-}
+import {
+  type ClientOptions,
+  DEFAULT_REQUEST_TIMEOUT,
+  DEFAULT_RESEND_AFTER,
+  type RequestOptions,
+} from "./options.ts";
+import { type Waiter, Waiters } from "./waiters.ts";
 
-/** Options of one request. */
-export interface RequestOptions {
-  /** Milliseconds to wait for the final publication. */
-  readonly timeout?: number;
-  /** Aborts the wait (the request itself may still run). */
-  readonly signal?: AbortSignal;
-  /** The action key the request names (default: the flow's entry, `??`). */
-  readonly key?: string;
-  /** The request id (default: a random UUID). */
-  readonly id?: string;
-}
-
-/** The wait for a request's final publication ended without one. */
-export class RequestTimeoutError extends Error {
-  /** The request id. */
-  readonly id: string;
-  /** What kind of error this is, for programs: `timeout`. */
-  readonly code = "timeout";
-  /** Builds the error. */
-  constructor(id: string, ms: number) {
-    super(`No final publication for request ${id} within ${ms} ms`);
-    this.name = "RequestTimeoutError";
-    this.id = id;
-  }
-}
-
-/**
- * The Subject refused a message (a `NACK`, PROTOCOL.md _Acknowledgements_): it was dropped
- * unread, for `reason` (`bad_topic`, `frame_count`, `oversize`), and sending it again would not
- * help.
- */
-export class RequestRefusedError extends Error {
-  /** The request id. */
-  readonly id: string;
-  /** Why: a drop reason of PROTOCOL.md. */
-  readonly reason: string;
-  /** What kind of error this is, for programs: `refused`. */
-  readonly code = "refused";
-  /** Builds the error. */
-  constructor(id: string, reason: string, message: string) {
-    super(`The Subject refused request ${id}: ${reason}: ${message}`);
-    this.name = "RequestRefusedError";
-    this.id = id;
-    this.reason = reason;
-  }
-}
-
-interface Waiter {
-  resolve(p: Publication): void;
-  reject(e: unknown): void;
-}
-
-interface Subscription {
-  readonly prefix: string;
-  readonly push: (p: Publication) => void;
-  readonly end?: () => void;
-}
+export { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
+export type { ClientOptions, RequestOptions } from "./options.ts";
 
 const PING = "ping";
 /** The topic of a Subject's announcement of its incarnation (`HELLO_TOPIC` of the Subject). */
@@ -128,15 +67,13 @@ export class Client {
   #dealer!: ReactorSocket;
   #sub!: ReactorSocket;
   /** Waiting callers by request id; several may wait for one id (`request` and `resume`). */
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #waiters = new Waiters();
   readonly #pings = new Map<string, () => void>();
-  /** Messages not yet acknowledged, by request id (oldest first), with when they were last sent. */
-  readonly #unacked = new Map<string, { frames: Uint8Array[][]; at: number }>();
+  /** Messages not yet acknowledged. */
+  readonly #unacked = new Unacked();
   #resendTimer?: ReturnType<typeof setInterval>;
   /** Messages pushed in this turn, sent as one batch at its end. */
-  readonly #out = new BatchWriter();
-  #outWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
-  #flushScheduled = false;
+  #out!: TurnBatch;
   /** Messages sent again because their acknowledgement was late. */
   resent = 0;
   /** Requests waited for, kept until their final publication, to send again after a Subject restart. */
@@ -145,7 +82,6 @@ export class Client {
   subjectRestarts = 0;
   /** Requests sent again because a new Subject incarnation announced itself. */
   resentAfterRestart = 0;
-  #ackWaiters: (() => void)[] = [];
   /** Ids that `send()` / `sendResume()` wait to see accepted, with the refusal if one came. */
   readonly #sending = new Map<string, RequestRefusedError | undefined>();
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
@@ -159,7 +95,7 @@ export class Client {
   private constructor(options: ClientOptions) {
     this.#reactor = options.reactor ?? new Reactor();
     this.#ownsReactor = !options.reactor;
-    this.#timeout = options.requestTimeout ?? 30_000;
+    this.#timeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
   }
 
   /** Connects to the Subject and the Integration Manager. */
@@ -170,9 +106,10 @@ export class Client {
       receiveHighWaterMark: 100_000,
       linger: 2000,
     });
+    c.#out = new TurnBatch(c.#dealer, [], "client closed");
     await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));
-    const resendAfter = options.resendAfter ?? 2000;
+    const resendAfter = options.resendAfter ?? DEFAULT_RESEND_AFTER;
     if (resendAfter > 0) {
       const timer = setInterval(() => c.#resend(resendAfter), Math.max(10, resendAfter / 2));
       Deno.unrefTimer(timer);
@@ -200,14 +137,7 @@ export class Client {
       } catch {
         return;
       }
-      if (!Array.isArray(ids)) return;
-      for (const id of ids) {
-        const u = this.#unacked.get(id);
-        if (!u) continue; // the acknowledgement of a message sent again
-        u.frames.shift();
-        if (u.frames.length === 0) this.#unacked.delete(id);
-      }
-      this.#wakeAckWaiters();
+      if (Array.isArray(ids)) this.#unacked.ack(ids);
     }
   }
 
@@ -219,20 +149,7 @@ export class Client {
       this.#unacked.delete(r.id);
       this.#kept.forget(r.id);
       if (this.#sending.has(r.id)) this.#sending.set(r.id, e);
-      const ws = this.#waiters.get(r.id);
-      if (ws) {
-        this.#waiters.delete(r.id);
-        for (const w of ws) w.reject(e);
-      }
-    }
-    this.#wakeAckWaiters();
-  }
-
-  #wakeAckWaiters(): void {
-    if (this.#unacked.size === 0 && this.#ackWaiters.length) {
-      const ws = this.#ackWaiters;
-      this.#ackWaiters = [];
-      for (const w of ws) w();
+      this.#waiters.reject(r.id, e);
     }
   }
 
@@ -252,14 +169,11 @@ export class Client {
     });
     const now = performance.now();
     for (const [id, frames] of again) {
-      if (!this.#unacked.has(id)) this.#unacked.set(id, { frames: [frames as Uint8Array[]], at: now });
+      if (!this.#unacked.has(id)) this.#unacked.add(id, frames, now);
       this.resentAfterRestart++;
     }
     if (this.#dealer.closed) return;
-    for (const u of this.#unacked.values()) {
-      u.at = now;
-      for (const f of u.frames) void this.#dealer.send(f).catch(() => {});
-    }
+    for (const f of this.#unacked.due(now)) void this.#dealer.send(f).catch(() => {});
   }
 
   #onPublication(frames: Uint8Array[]): void {
@@ -281,12 +195,8 @@ export class Client {
       this.#kept.forget(p.id);
       // The request was accepted, whatever happened to its acknowledgement: sending it again
       // (to a restarted Subject, which has not seen it) would run it twice.
-      if (this.#unacked.delete(p.id)) this.#wakeAckWaiters();
-      const ws = this.#waiters.get(p.id);
-      if (ws) {
-        this.#waiters.delete(p.id);
-        for (const w of ws) w.resolve(p);
-      }
+      this.#unacked.delete(p.id);
+      this.#waiters.resolve(p.id, p);
     }
     for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
   }
@@ -299,55 +209,23 @@ export class Client {
   #push(topic: string, header: Header, values: Uint8Array, keep = false): Promise<void> {
     const frames = [utf8(topic), encodeHeader(header), values];
     if (keep) this.#kept.keep(header.id, frames);
-    if (header.k !== "ping") {
-      const u = this.#unacked.get(header.id);
-      if (u) u.frames.push(frames);
-      else this.#unacked.set(header.id, { frames: [frames], at: performance.now() });
-    }
+    if (header.k !== "ping") this.#unacked.add(header.id, frames, performance.now());
     if (values.length >= BATCH_FLUSH_BYTES) {
       // A large request leaves alone, as three frames (after what is batched before it): in a
       // batch, its one frame would be larger than its values, and values just under the
       // Subject's max_message_size would go over it.
-      this.#flushOut();
+      this.#out.flush();
       return this.#dealer.send(frames);
     }
-    this.#out.add(0, 0, frames[0], frames[1], frames[2]);
-    const sent = new Promise<void>((resolve, reject) => this.#outWaiters.push({ resolve, reject }));
-    if (this.#out.size >= BATCH_FLUSH_BYTES) this.#flushOut();
-    else if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flushOut());
-    }
-    return sent;
-  }
-
-  #flushOut(): void {
-    this.#flushScheduled = false;
-    if (!this.#out.count) return;
-    const waiters = this.#outWaiters;
-    this.#outWaiters = [];
-    if (this.#dealer.closed) {
-      this.#out.take();
-      for (const w of waiters) w.reject(new Error("client closed"));
-      return;
-    }
-    (sendBatch(this.#dealer, [], this.#out) ?? Promise.resolve()).then(
-      () => waiters.forEach((w) => w.resolve()),
-      (e) => waiters.forEach((w) => w.reject(e)),
-    );
+    return this.#out.addAndWait(0, 0, frames[0], frames[1], frames[2]);
   }
 
   /** Sends again the messages whose acknowledgement is more than `after` ms late. */
   #resend(after: number): void {
     if (this.#dealer.closed) return;
-    const now = performance.now();
-    for (const u of this.#unacked.values()) {
-      if (now - u.at < after) continue;
-      u.at = now;
-      for (const f of u.frames) {
-        this.resent++;
-        void this.#dealer.send(f).catch(() => {});
-      }
+    for (const f of this.#unacked.due(performance.now(), after)) {
+      this.resent++;
+      void this.#dealer.send(f).catch(() => {});
     }
   }
 
@@ -398,7 +276,7 @@ export class Client {
     let waiter!: Waiter;
     const result = new Promise<Publication>((resolve, reject) => {
       waiter = { resolve, reject };
-      this.#wait(id, waiter);
+      this.#waiters.add(id, waiter);
       timer = setTimeout(() => reject(new RequestTimeoutError(id, ms)), ms);
       if (options.signal) {
         onAbort = () => reject(options.signal!.reason);
@@ -418,7 +296,7 @@ export class Client {
       return await result;
     } finally {
       clearTimeout(timer);
-      this.#unwait(id, waiter);
+      this.#waiters.remove(id, waiter);
       if (!this.#waiters.has(id)) this.#kept.forget(id);
       if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     }
@@ -453,8 +331,8 @@ export class Client {
         resolve: (p) => won ? resolve(p) : final = p,
         reject,
       };
-      this.#wait(resumeId, own);
-      if (named) this.#wait(named.id, original);
+      this.#waiters.add(resumeId, own);
+      if (named) this.#waiters.add(named.id, original);
       this.#resumes.set(resumeId, () => {
         won = true;
         if (final) resolve(final);
@@ -469,8 +347,8 @@ export class Client {
     } finally {
       clearTimeout(timer);
       this.#resumes.delete(resumeId);
-      this.#unwait(resumeId, own);
-      if (named) this.#unwait(named.id, original);
+      this.#waiters.remove(resumeId, own);
+      if (named) this.#waiters.remove(named.id, original);
       for (const id of ids) {
         if (!this.#waiters.has(id)) this.#kept.forget(id); // a request() that ended while this waited
       }
@@ -493,17 +371,6 @@ export class Client {
           utf8(JSON.stringify(values)),
         ),
     );
-  }
-
-  #wait(id: string, w: Waiter): void {
-    let ws = this.#waiters.get(id);
-    if (!ws) this.#waiters.set(id, ws = new Set());
-    ws.add(w);
-  }
-
-  #unwait(id: string, w: Waiter): void {
-    const ws = this.#waiters.get(id);
-    if (ws?.delete(w) && ws.size === 0) this.#waiters.delete(id);
   }
 
   #requestTopic(flow: string, key?: string): string {
@@ -532,18 +399,13 @@ export class Client {
     this.#sending.set(id, undefined);
     try {
       await push();
-      await this.#acked();
+      await this.#unacked.settled();
       const refused = this.#sending.get(id);
       if (refused) throw refused;
       return id;
     } finally {
       this.#sending.delete(id);
     }
-  }
-
-  #acked(): Promise<void> {
-    if (this.#unacked.size === 0) return Promise.resolve();
-    return new Promise((r) => this.#ackWaiters.push(r));
   }
 
   /**
@@ -555,38 +417,11 @@ export class Client {
     prefix: string,
     options: { signal?: AbortSignal } = {},
   ): Promise<AsyncIterableIterator<Publication>> {
-    const queue: Publication[] = [];
-    let wake: (() => void) | undefined;
-    let done = false;
-    const finish = () => {
-      done = true;
-      this.#subs.delete(sub);
-      wake?.();
-    };
-    const sub: Subscription = {
-      prefix,
-      push: (p) => {
-        queue.push(p);
-        wake?.();
-      },
-      end: finish,
-    };
-    this.#subs.add(sub);
+    const stream: PublicationStream = new PublicationStream(prefix, () => this.#subs.delete(stream));
+    this.#subs.add(stream);
     await this.#subscribe(prefix);
-    options.signal?.addEventListener("abort", finish, { once: true });
-    const it: AsyncIterableIterator<Publication> = {
-      [Symbol.asyncIterator]: () => it,
-      next: async () => {
-        while (!queue.length && !done && !this.#closed) await new Promise<void>((r) => (wake = r));
-        if (queue.length) return { value: queue.shift()!, done: false };
-        return { value: undefined, done: true };
-      },
-      return: () => {
-        finish();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-    };
-    return it;
+    options.signal?.addEventListener("abort", stream.end, { once: true });
+    return stream;
   }
 
   /**
@@ -603,11 +438,10 @@ export class Client {
     const sub: Subscription = {
       prefix,
       push: (p) => {
-        if (p.decorator !== PUBLISH || p.position === undefined) return;
-        if (
-          !keysMatch(k, { sender: p.sender, context: p.context, decorator: p.decorator, action: p.action })
-        ) return;
-        const run = this.#runHandler(handler, p).finally(() => this.#handlers.delete(run));
+        if (!takesPublication(k, p)) return;
+        const run = runPublishHandler(handler, p)
+          .then(({ header, values }) => this.#push(p.topic, header, utf8(JSON.stringify(values))))
+          .finally(() => this.#handlers.delete(run));
         this.#handlers.add(run);
       },
     };
@@ -616,37 +450,13 @@ export class Client {
     this.#log.debug("Handling {key}", { key: formatActionKey(k) });
   }
 
-  async #runHandler(handler: Handler, p: Publication): Promise<void> {
-    const ac = new AbortController();
-    let out: Values | undefined;
-    let failure: string | undefined;
-    try {
-      const r = await handler(p.values, {
-        key: { sender: p.sender, context: p.context, decorator: p.decorator, action: p.action },
-        flow: p.flow,
-        id: p.id,
-        position: p.position!,
-        logger: logger("handler", p.flow),
-        signal: ac.signal,
-      });
-      if (r === null || typeof r !== "object" || Array.isArray(r)) failure = "handler returned a non-object";
-      else out = r;
-    } catch (e) {
-      failure = e instanceof Error ? e.message : String(e);
-    }
-    // The @PUBLISH step counts as a step run: the step limit spans the whole flow.
-    const header: Header = { v: 1, id: p.id, pos: p.position! + 1, n: (p.n ?? 0) + 1 };
-    if (failure !== undefined) header.error = { code: "handler_error", message: failure };
-    await this.#push(p.topic, header, utf8(JSON.stringify(out ?? p.values)));
-  }
-
   /**
    * Waits until every handler has finished and every message sent has been accepted by the
    * Subject; the client stays open.
    */
   async flush(): Promise<void> {
     while (this.#handlers.size) await Promise.allSettled([...this.#handlers]);
-    await this.#acked();
+    await this.#unacked.settled();
   }
 
   /**
@@ -665,8 +475,7 @@ export class Client {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       clearInterval(this.#resendTimer);
-      for (const ws of this.#waiters.values()) for (const w of ws) w.reject(new Error("client closed"));
-      this.#waiters.clear();
+      this.#waiters.rejectAll(new Error("client closed"));
       for (const s of [...this.#subs]) s.end?.();
       this.#subs.clear();
       if (this.#ownsReactor) await this.#reactor.close();

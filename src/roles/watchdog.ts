@@ -86,6 +86,46 @@ export function startWatchdog(setup: WatchdogSetup): () => void {
   return () => w.terminate();
 }
 
+/** What {@linkcode watchWorker} needs to know of the worker. */
+export interface WorkerWatch {
+  /** The Subject's worker endpoint. */
+  readonly subjectAddress: string;
+  /** The worker's routing id. */
+  readonly worker: string;
+  /** The secret the worker gives the Subject. */
+  readonly token: string;
+  /** The worker's handler timeout, in milliseconds. */
+  readonly handlerTimeout: number;
+  /** The Subject's heartbeat timeout, in milliseconds. */
+  readonly heartbeatTimeout: number;
+}
+
+/**
+ * Watches a worker process's event loop: a {@linkcode LoopMonitor} for the worker's thread, and
+ * the watchdog thread. A blocking step is reported well before the Subject would take the worker
+ * for dead (half its heartbeat timeout), so only that step is counted against; the process is
+ * killed at the handler timeout. Returns the monitor and a function that stops both.
+ */
+export function watchWorker(w: WorkerWatch): { monitor: LoopMonitor; stop: () => void } {
+  const stallAfter = Math.min(w.handlerTimeout, Math.floor(w.heartbeatTimeout / 2));
+  const monitor = new LoopMonitor(loopBeatMs(stallAfter));
+  const stopThread = startWatchdog({
+    buffer: monitor.buffer,
+    subjectAddress: w.subjectAddress,
+    worker: w.worker,
+    token: w.token,
+    stallAfter,
+    killAfter: Math.max(stallAfter, w.handlerTimeout),
+  });
+  return {
+    monitor,
+    stop: () => {
+      monitor.stop();
+      stopThread();
+    },
+  };
+}
+
 /** The watchdog thread's loop. */
 function watch(setup: WatchdogSetup): void {
   const slots = new Float64Array(setup.buffer);

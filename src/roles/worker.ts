@@ -6,46 +6,34 @@
  * @module
  */
 
-import { type ActionKey, ASYNC, formatActionKey } from "../topic/action_key.ts";
+import { ASYNC } from "../topic/action_key.ts";
 import type { Flow } from "../topic/flow_file.ts";
-import { DEFAULT_STEP_LIMIT, nextStep } from "../topic/flow_step.ts";
+import { DEFAULT_STEP_LIMIT } from "../topic/flow_step.ts";
+import { runSegment, type SegmentOutcome } from "../topic/segment.ts";
 import {
   DEFAULT_HANDLER_TIMEOUT,
   DEFAULT_HEARTBEAT_INTERVAL,
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
-import type { BoundHandler, HandlerContext, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
-import {
-  BATCH_FLUSH_BYTES,
-  BatchWriter,
-  internalFrameLimit,
-  KIND_CODES,
-  readBatch,
-  sendBatch,
-} from "../wire/batch.ts";
+import type { HandlerRegistry } from "../handler.ts";
 import { withTimeout } from "../_async.ts";
 import { logger } from "../log.ts";
-import { resolveKey } from "../topic/resolve.ts";
+import { internalFrameLimit, KIND_CODES, readBatch, TurnBatch } from "../wire/batch.ts";
+import { CONTROL_FRAMES, isControl, workerStatus } from "../wire/control.ts";
 import {
   decodeHeader,
   decodeValues,
   DEFAULT_MAX_MESSAGE_SIZE,
-  encodeHeader,
-  type ErrorCode,
-  errorFrames,
-  type Header,
   parseTopic,
   text,
-  TopicCache,
   type TopicFields,
   TopicMemo,
-  utf8,
 } from "../wire/protocol.ts";
-import { findUnencodable } from "../wire/unencodable.ts";
-import { CONTROL_FRAMES, isControl, workerStatus } from "../wire/control.ts";
+import { type StepResult, StepResults } from "../wire/step_result.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
-import { loopBeatMs, LoopMonitor, startWatchdog } from "./watchdog.ts";
+import { HandlerCalls } from "./handler_calls.ts";
+import { watchWorker } from "./watchdog.ts";
 
 /** Options of {@linkcode Worker.start}. */
 export interface WorkerOptions {
@@ -103,79 +91,7 @@ export interface WorkerStats {
   active: number;
 }
 
-/** The outcome of running a segment of a flow. */
-export interface SegmentResult {
-  /** `done`, `publish`, `pause` or `error`. */
-  readonly kind: "done" | "publish" | "pause" | "error";
-  /** The three frames to publish. */
-  readonly frames: readonly [Uint8Array, Uint8Array, Uint8Array];
-}
-
-class StepTimeout extends Error {}
-
-/**
- * What a handler gets with its values. A class rather than an object literal with a getter:
- * one small object per step, no closures. The abort controller is made only when a handler
- * reads `signal`; one that reads it after a timeout or a stop gets an already aborted signal.
- */
-class StepContext implements HandlerContext {
-  #ac?: AbortController;
-  #timedOut?: StepTimeout;
-  readonly #stop: AbortSignal;
-
-  constructor(
-    readonly key: ActionKey,
-    readonly flow: string,
-    readonly id: string,
-    readonly position: number,
-    readonly logger: HandlerLogger,
-    stop: AbortSignal,
-  ) {
-    this.#stop = stop;
-  }
-
-  get signal(): AbortSignal {
-    if (!this.#ac) {
-      this.#ac = new AbortController();
-      if (this.#timedOut) this.#ac.abort(this.#timedOut);
-      else if (this.#stop.aborted) this.#ac.abort(this.#stop.reason);
-    }
-    return this.#ac.signal;
-  }
-
-  /** The worker is stopping. */
-  stopped(): void {
-    this.#ac?.abort(this.#stop.reason);
-  }
-
-  /** The step ran past its timeout. */
-  timeOut(e: StepTimeout): void {
-    this.#timedOut = e;
-    this.#ac?.abort(e);
-  }
-}
-
 const { RESULTS, BYE } = CONTROL_FRAMES;
-
-/** How often a worker checks its running async steps for timeouts: a timeout fires up to this late. */
-const TIMEOUT_SWEEP_MS = 10;
-
-/** An async step still running. */
-interface RunningStep {
-  readonly ctx: StepContext;
-  readonly key: ActionKey;
-  readonly timeout: number;
-  readonly deadline: number;
-  readonly reject: (e: unknown) => void;
-}
-
-/** What a worker resolved for one step of a flow (once, then cached). */
-interface StepPlan {
-  /** The handler, or `null` when none maps the step. */
-  readonly handler: BoundHandler | null;
-  /** Its timeout in milliseconds. */
-  readonly timeout: number;
-}
 
 /** A running worker. */
 export class Worker {
@@ -185,7 +101,6 @@ export class Worker {
   readonly #log = logger("worker");
   #sock!: ReactorSocket;
   #timer?: ReturnType<typeof setInterval>;
-  readonly #cache = new Map<Flow, StepPlan[]>();
   /** Dispatch numbers of the steps this worker holds now (reported in every heartbeat). */
   readonly #holding = new Set<number>();
   /** A step topic's fields and flow, worked out once per topic text. */
@@ -198,20 +113,13 @@ export class Worker {
   /** The highest dispatch number received. */
   #lastDispatch = 0;
   /** Results to send at the end of this turn. */
-  readonly #results = new BatchWriter();
-  #flushScheduled = false;
-  readonly #loggers = new Map<string, HandlerLogger>();
-  readonly #topics = new TopicCache();
+  #results!: TurnBatch;
+  readonly #encoder: StepResults;
   readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
-  readonly #stop = new AbortController();
-  /** Async steps still running, for their timeouts and for stopping them. */
-  readonly #running = new Set<RunningStep>();
-  #sweepTimer?: ReturnType<typeof setTimeout>;
+  #calls!: HandlerCalls;
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
   #id = "";
-  /** Marks which step's handler runs, for the watchdog thread (when there is one). */
-  #monitor?: LoopMonitor;
   #stopWatchdog?: () => void;
 
   private constructor(options: WorkerOptions) {
@@ -229,6 +137,7 @@ export class Worker {
       heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
       maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE,
     };
+    this.#encoder = new StepResults(this.#o.maxMessageSize);
   }
 
   /** Connects to the Subject and starts taking steps. */
@@ -247,24 +156,14 @@ export class Worker {
       maxMessageSize: internalFrameLimit(2 * w.#o.maxMessageSize),
       routingId,
     });
-    if (options.watchdog) {
-      // Reported well before the Subject would take the worker for dead (its heartbeat timeout),
-      // so only the blocking step is counted against; killed at the handler timeout.
-      const stallAfter = Math.min(w.#o.handlerTimeout, Math.floor(w.#o.heartbeatTimeout / 2));
-      w.#monitor = new LoopMonitor(loopBeatMs(stallAfter));
-      w.#stopWatchdog = startWatchdog({
-        buffer: w.#monitor.buffer,
-        subjectAddress: w.#o.subjectAddress,
-        worker: routingId,
-        token: watch,
-        stallAfter,
-        killAfter: Math.max(stallAfter, w.#o.handlerTimeout),
-      });
-    }
+    w.#results = new TurnBatch(w.#sock, [RESULTS]);
+    const watching = options.watchdog ? watchWorker({ ...w.#o, worker: routingId, token: watch }) : undefined;
+    w.#stopWatchdog = watching?.stop;
+    w.#calls = new HandlerCalls({ ...w.#o, monitor: watching?.monitor });
     await w.#sock.connect(w.#o.subjectAddress);
     w.#sock.onMessage((f) => w.#onMessage(f));
-    w.#reactor.afterReceive(() => w.#flush());
-    w.#reactor.onIdle(() => w.#flush()); // results of async handlers that settled in microtasks
+    w.#reactor.afterReceive(() => w.#results.flush());
+    w.#reactor.onIdle(() => w.#results.flush()); // results of async handlers that settled in microtasks
     await w.#sock.send(workerStatus("READY", { credit: w.#o.concurrency, pid: Deno.pid, watch }));
     w.#timer = setInterval(() => {
       // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped
@@ -308,88 +207,40 @@ export class Worker {
       this.#stats.active++;
       this.#holding.add(d);
       if (d > this.#lastDispatch) this.#lastDispatch = d;
-      let r: SegmentResult | Promise<SegmentResult>;
+      let r: StepResult | Promise<StepResult>;
       try {
-        r = this.runSegment(topic, header, values, d);
+        r = this.#segment(topic, header, values, d);
       } catch (e) {
-        r = this.#crashed(topic, header, e);
+        r = this.#encoder.crashed(topic, header, e);
       }
       if (r instanceof Promise) {
-        r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#crashed(topic, header, e)));
+        r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#encoder.crashed(topic, header, e)));
       } else this.#reply(d, r);
     }
   }
 
-  /**
-   * The result of a step whose run threw where nothing should (`runSegment` turns every failure
-   * it knows into an error result): an error, so the step is answered, not redelivered.
-   */
-  #crashed(topic: Uint8Array, headerFrame: Uint8Array, e: unknown): SegmentResult {
-    const header = decodeHeader(headerFrame);
-    return this.#error(
-      parseTopic(text(topic))?.flow ?? "",
-      {
-        id: typeof header === "string" ? "" : header.id,
-        pos: typeof header === "string" ? undefined : header.pos,
-      },
-      EMPTY_VALUES,
-      "handler_error",
-      `the worker failed running the step: ${describeError(e)}`,
-    );
-  }
-
-  #reply(d: number, r: SegmentResult): void {
+  #reply(d: number, r: StepResult): void {
     this.#holding.delete(d);
     this.#stats.active--;
     this.#stats.results++;
     if (r.kind === "error") this.#stats.errors++;
     this.#results.add(d, KIND_CODES[r.kind], r.frames[0], r.frames[1], r.frames[2]);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
-    if (this.#results.size >= BATCH_FLUSH_BYTES) this.#flush();
-  }
-
-  /** Sends the results collected in this turn as one batch. */
-  #flush(): void {
-    if (!this.#flushScheduled) return;
-    this.#flushScheduled = false;
-    if (!this.#results.count || this.#sock.closed) return;
-    void sendBatch(this.#sock, [RESULTS], this.#results)?.catch(() => {});
-  }
-
-  /** The handler and timeout of a step, resolved once per flow position. */
-  #plan(flow: Flow, position: number): StepPlan {
-    let byPosition = this.#cache.get(flow);
-    if (!byPosition) this.#cache.set(flow, byPosition = []);
-    let p = byPosition[position];
-    if (p === undefined) {
-      const key = flow.steps[position].key;
-      p = byPosition[position] = {
-        handler: this.#o.handlers.resolve(key)?.entry ?? null,
-        timeout: resolveKey(this.#o.timeouts, key)?.entry ?? this.#o.handlerTimeout,
-      };
-    }
-    return p;
   }
 
   /**
-   * Runs steps from the header's position until the flow ends or reaches a `@PUBLISH` or
-   * `@ASYNC` step, or a step fails. Never throws: failures become error results. Synchronous
-   * handlers run synchronously end to end (no promise hops, so the result leaves at once);
-   * the first handler that returns a promise switches the rest of the segment to async.
+   * Runs the segment a step message starts (see {@linkcode runSegment}) and encodes its
+   * outcome. Never throws: failures become error results.
    */
-  runSegment(
+  #segment(
     topicFrame: Uint8Array,
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
-    d = 0,
-  ): SegmentResult | Promise<SegmentResult> {
+    d: number,
+  ): StepResult | Promise<StepResult> {
     const fields = this.#topicInfo.get(text(topicFrame));
     const header = decodeHeader(headerFrame);
     if (!fields || typeof header === "string" || header.pos === undefined) {
-      return this.#error(
+      return this.#encoder.error(
         fields?.flow ?? "",
         { id: typeof header === "string" ? "" : header.id },
         valuesFrame,
@@ -399,7 +250,7 @@ export class Worker {
     }
     const flow = fields.flowDef;
     if (!flow) {
-      return this.#error(
+      return this.#encoder.error(
         fields.flow,
         header,
         valuesFrame,
@@ -409,7 +260,7 @@ export class Worker {
     }
     const decoded = decodeValues(valuesFrame);
     if (typeof decoded === "string") {
-      return this.#error(
+      return this.#encoder.error(
         flow.name,
         header,
         {}, // publications carry JSON objects: values that are not one are not echoed
@@ -417,219 +268,22 @@ export class Worker {
         "the request's values are not a JSON object",
       );
     }
+    const id = header.id;
     // A flow resumed at its @ASYNC step runs that step's handler if one is mapped; if none is,
     // the step only marks where outside input (the resume values) enters the flow.
     const passThrough = header.r === 1 && flow.steps[header.pos]?.key.decorator === ASYNC &&
-      !this.#plan(flow, header.pos).handler;
-    return this.#steps(flow, header.id, header.pos, header.n ?? 0, decoded, passThrough, d);
+      !this.#calls.has(flow, header.pos);
+    const plan = { pos: header.pos, n: header.n ?? 0, stepLimit: this.#o.stepLimit, passThrough };
+    const step = { id: header.id, d };
+    const out = runSegment(flow, plan, decoded, (pos, values) => this.#calls.call(flow, pos, values, step));
+    if (!(out instanceof Promise)) return this.#encode(flow, id, out);
+    const release = this.#reactor.holdSyncWait();
+    return out.then((o) => this.#encode(flow, id, o)).finally(release);
   }
 
-  #steps(
-    flow: Flow,
-    id: string,
-    pos: number,
-    n: number,
-    values: Values,
-    passThrough: boolean,
-    d: number,
-  ): SegmentResult | Promise<SegmentResult> {
-    for (;;) {
-      const step = flow.steps[pos];
-      let out: Values | Promise<Values> = values;
-      if (!passThrough) {
-        const plan = this.#plan(flow, pos);
-        if (!plan.handler) {
-          return this.#error(
-            flow.name,
-            { id, pos, n },
-            values,
-            "no_handler",
-            `no handler for ${formatActionKey(step.key)} (step ${pos} of ${flow.name})`,
-          );
-        }
-        try {
-          out = this.#call(plan.handler, plan.timeout, values, flow, pos, id, d);
-        } catch (e) {
-          return this.#failed(flow, id, pos, n, values, e);
-        }
-      }
-      passThrough = false;
-      if (out instanceof Promise) {
-        const p0 = pos, n0 = n, v0 = values;
-        const release = this.#reactor.holdSyncWait();
-        return out.then(
-          (v) => this.#after(flow, id, p0, n0, v, v0) ?? this.#steps(flow, id, p0 + 1, n0 + 1, v, false, d),
-          (e) => this.#failed(flow, id, p0, n0, v0, e),
-        ).finally(release);
-      }
-      const done = this.#after(flow, id, pos, n, out, values);
-      if (done) return done;
-      values = out;
-      pos++;
-      n++;
-    }
-  }
-
-  /**
-   * After a step ran (`input` went in, `values` came out): the segment's result if it ends
-   * here, else `undefined` (go on).
-   */
-  #after(
-    flow: Flow,
-    id: string,
-    pos: number,
-    n: number,
-    values: Values,
-    input: Values,
-  ): SegmentResult | undefined {
-    if (values === null || typeof values !== "object" || Array.isArray(values)) {
-      const what = Array.isArray(values) ? "an array" : values === null ? "null" : typeof values;
-      return this.#error(
-        flow.name,
-        { id, pos, n },
-        {},
-        "handler_error",
-        `handler for ${formatActionKey(flow.steps[pos].key)} returned ${what}, not an object`,
-      );
-    }
-    this.#stats.steps++;
-    const ran = pos, ranN = n;
-    n++;
-    pos++;
-    const kind = nextStep(flow, pos, n, this.#o.stepLimit);
-    if (kind === "done") {
-      const body = encodeValues(values, this.#o.maxMessageSize);
-      if (typeof body === "string") return this.#unsendable(flow, id, ran, ranN, input, body);
-      return { kind: "done", frames: [this.#topics.done(flow), encodeHeader({ v: 1, id, n }), body] };
-    }
-    if (kind === "step_limit") {
-      return this.#error(
-        flow.name,
-        { id, pos, n },
-        values,
-        "step_limit",
-        `request ran ${n} steps, the limit is ${this.#o.stepLimit}`,
-      );
-    }
-    if (kind === "publish" || kind === "pause") {
-      const body = encodeValues(values, this.#o.maxMessageSize);
-      if (typeof body === "string") return this.#unsendable(flow, id, ran, ranN, input, body);
-      return { kind, frames: [this.#topics.step(flow, pos), encodeHeader({ v: 1, id, pos, n }), body] };
-    }
-    return undefined;
-  }
-
-  /**
-   * A handler's result that cannot leave the worker (`why`: JSON cannot encode it, or it is over
-   * `max_message_size`): a `handler_error` at the handler's step, carrying the step's input
-   * values (or `{}` where those cannot be sent either), never the result.
-   */
-  #unsendable(flow: Flow, id: string, pos: number, n: number, input: Values, why: string): SegmentResult {
-    const body = encodeValues(input, this.#o.maxMessageSize); // the handler may have changed its input
-    return this.#error(
-      flow.name,
-      { id, pos, n },
-      typeof body === "string" ? EMPTY_VALUES : body,
-      "handler_error",
-      `handler for ${formatActionKey(flow.steps[pos].key)} returned ${why}`,
-    );
-  }
-
-  #failed(flow: Flow, id: string, pos: number, n: number, values: Values, e: unknown): SegmentResult {
-    const timeout = e instanceof StepTimeout;
-    return this.#error(
-      flow.name,
-      { id, pos, n },
-      values,
-      timeout ? "timeout" : "handler_error",
-      timeout ? (e as Error).message : errorMessage(e),
-    );
-  }
-
-  /**
-   * Calls a handler. A promise it returns joins the running steps, whose timeouts one timer
-   * checks every {@linkcode TIMEOUT_SWEEP_MS} while any runs: a `setTimeout`, a `Promise.race`
-   * and an abort listener per async step halved the throughput of async handlers.
-   */
-  #call(
-    handler: BoundHandler,
-    timeout: number,
-    values: Values,
-    flow: Flow,
-    position: number,
-    id: string,
-    d: number,
-  ): Values | Promise<Values> {
-    const key = flow.steps[position].key;
-    const ctx = new StepContext(
-      key,
-      flow.name,
-      id,
-      position,
-      this.#handlerLogger(flow.name),
-      this.#stop.signal,
-    );
-    let result: Values | Promise<Values>;
-    if (this.#monitor) {
-      this.#monitor.enter(d);
-      try {
-        result = handler.call(values, ctx);
-      } finally {
-        this.#monitor.leave();
-      }
-    } else result = handler.call(values, ctx);
-    if (!(result instanceof Promise)) return result;
-    return new Promise<Values>((resolve, reject) => {
-      const step: RunningStep = { ctx, key, timeout, deadline: performance.now() + timeout, reject };
-      this.#running.add(step);
-      this.#sweepTimer ??= setTimeout(() => this.#sweepTimeouts(), TIMEOUT_SWEEP_MS);
-      result.then(
-        (v) => this.#running.delete(step) && resolve(v),
-        (e) => this.#running.delete(step) && reject(e),
-      );
-    });
-  }
-
-  /** Fails the running steps past their timeout; runs again while any step runs. */
-  #sweepTimeouts(): void {
-    this.#sweepTimer = undefined;
-    const now = performance.now();
-    for (const step of this.#running) {
-      if (now < step.deadline) continue;
-      this.#running.delete(step);
-      const e = new StepTimeout(`handler for ${formatActionKey(step.key)} ran past ${step.timeout} ms`);
-      step.ctx.timeOut(e);
-      step.reject(e);
-    }
-    if (this.#running.size && !this.#stop.signal.aborted) {
-      this.#sweepTimer = setTimeout(() => this.#sweepTimeouts(), TIMEOUT_SWEEP_MS);
-    }
-  }
-
-  /** One logger per flow, made once (handlers get it in their context on every step). */
-  #handlerLogger(flow: string): HandlerLogger {
-    let l = this.#loggers.get(flow);
-    if (!l) this.#loggers.set(flow, l = logger("handler", flow));
-    return l;
-  }
-
-  #error(
-    flow: string,
-    h: Pick<Header, "id" | "pos" | "n">,
-    values: Values | Uint8Array,
-    code: ErrorCode,
-    message: string,
-  ): SegmentResult {
-    // An error publication must fit on its way too: values that cannot be sent are left out.
-    let body = values instanceof Uint8Array ? values : encodeValues(values, this.#o.maxMessageSize);
-    if (typeof body !== "string" && body.length > this.#o.maxMessageSize) {
-      body = `${body.length} bytes of values, over max_message_size (${this.#o.maxMessageSize} bytes)`;
-    }
-    if (typeof body === "string") {
-      message = `${message} (values left out: ${body})`;
-      body = EMPTY_VALUES;
-    }
-    return { kind: "error", frames: errorFrames(flow, h, code, message, body) };
+  #encode(flow: Flow, id: string, out: SegmentOutcome): StepResult {
+    this.#stats.steps += out.steps;
+    return this.#encoder.outcome(flow, id, out);
   }
 
   /**
@@ -652,11 +306,8 @@ export class Worker {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
-      clearTimeout(this.#sweepTimer);
-      this.#monitor?.stop();
       this.#stopWatchdog?.();
-      this.#stop.abort(new Error("worker closing"));
-      for (const step of this.#running) step.ctx.stopped();
+      this.#calls?.stop();
       if (this.#ownsReactor) await this.#reactor.close();
       else await this.#sock.close();
     })().finally(() => this.#done.resolve());
@@ -672,64 +323,4 @@ export class Worker {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.drain();
   }
-}
-
-function errorMessage(e: unknown): string {
-  try {
-    if (e instanceof Error) return String(e.message);
-    return JSON.stringify(e) ?? String(e);
-  } catch {
-    return describeError(e);
-  }
-}
-
-/** An error's name and message, whatever was thrown; never throws. */
-function describeError(e: unknown): string {
-  try {
-    return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-  } catch {
-    return "an unprintable value";
-  }
-}
-
-const EMPTY_VALUES = utf8("{}");
-
-/**
- * Values as a frame: a JSON object of at most `max` bytes. Otherwise what is wrong, as the end
- * of a sentence (`values JSON cannot encode: values.a[2]: BigInt`). The hot path is one
- * `JSON.stringify`; only after it throws is the value walked to find where.
- */
-function encodeValues(values: unknown, max: number): Uint8Array | string {
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(values);
-  } catch (e) {
-    const at = findUnencodable(values);
-    return `values JSON cannot encode: ${at ? `${at.path}: ${at.reason}` : describeError(e)}`;
-  }
-  if (typeof json !== "string" || json.charCodeAt(0) !== 0x7b /* { */) {
-    return `values that do not encode as a JSON object (they encode as ${String(json).slice(0, 40)})`;
-  }
-  if (json.length > max) return `${utf8Length(json)} bytes of values, over max_message_size (${max} bytes)`;
-  const bytes = utf8(json);
-  if (bytes.length > max) return `${bytes.length} bytes of values, over max_message_size (${max} bytes)`;
-  return bytes;
-}
-
-/** The UTF-8 length of a string too large to send, without encoding it. */
-function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n += 4;
-        i++;
-      } else n += 3;
-    } else n += 3;
-  }
-  return n;
 }

@@ -1,6 +1,7 @@
 /**
- * What the Subject accepts from a worker as the result of a step it sent it (PROTOCOL.md,
- * _Workers_). A worker is a trust boundary (it may run on another host, or be another
+ * What a handler may return (an object, {@linkcode checkHandlerResult}: the worker and the
+ * client's `@PUBLISH` handlers check it alike), and what the Subject accepts from a worker as the
+ * result of a step it sent it (PROTOCOL.md, _Workers_). A worker is a trust boundary (it may run on another host, or be another
  * implementation): a result must be for the request of the step, and its topic must be one the
  * flow can publish at that point, so a worker cannot publish on arbitrary topics or for other
  * requests. Pure: the Subject wires it to its sockets.
@@ -8,9 +9,28 @@
  * @module
  */
 
-import { ASYNC, PUBLISH } from "./action_key.ts";
+import { type ActionKey, ASYNC, formatActionKey, PUBLISH } from "./action_key.ts";
 import type { Flow } from "./flow_file.ts";
 import type { Header, TopicFields } from "../wire/protocol.ts";
+
+/**
+ * Why a handler's return value cannot go on as the request's values (it must be a JSON object,
+ * not an array or `null`), or `undefined` when it can. `key` is the step's, for the message.
+ *
+ * @example
+ * ```ts
+ * import { parseActionKey } from "./action_key.ts";
+ * import { checkHandlerResult } from "./result_check.ts";
+ * const key = parseActionKey("S?F?a");
+ * checkHandlerResult({ ok: true }, key); // undefined
+ * checkHandlerResult([1], key); // "handler for S?F?a returned an array, not an object"
+ * ```
+ */
+export function checkHandlerResult(value: unknown, key: ActionKey): string | undefined {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return undefined;
+  const what = Array.isArray(value) ? "an array" : value === null ? "null" : typeof value;
+  return `handler for ${formatActionKey(key)} returned ${what}, not an object`;
+}
 
 /** A result's kind, as a batch record carries it. */
 export type ResultKind = "done" | "publish" | "pause" | "error";

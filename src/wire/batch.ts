@@ -160,6 +160,68 @@ export function sendBatch(
   return socket.send([...prefix, body.slice()]);
 }
 
+/**
+ * The records a sender adds in one turn of the event loop, sent as one batch (after `prefix`) at
+ * the end of the turn, or at once when the batch reaches {@linkcode BATCH_FLUSH_BYTES}.
+ */
+export class TurnBatch {
+  readonly #writer = new BatchWriter();
+  readonly #socket: BatchSocket & { readonly closed: boolean };
+  readonly #prefix: readonly Uint8Array[];
+  readonly #closedMessage: string;
+  #scheduled = false;
+  #waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+
+  /** Sends on `socket`; what is added after it closed is dropped, its waiters rejected with `closedMessage`. */
+  constructor(
+    socket: BatchSocket & { readonly closed: boolean },
+    prefix: readonly Uint8Array[],
+    closedMessage = "socket closed",
+  ) {
+    this.#socket = socket;
+    this.#prefix = prefix;
+    this.#closedMessage = closedMessage;
+  }
+
+  /** Adds a record (see {@linkcode BatchWriter.add}). */
+  add(tag: number, kind: number, a: Uint8Array, b: Uint8Array, c: Uint8Array): void {
+    this.#writer.add(tag, kind, a, b, c);
+    if (this.#writer.size >= BATCH_FLUSH_BYTES) this.flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Adds a record; resolves once libzmq has taken the batch that holds it. */
+  addAndWait(tag: number, kind: number, a: Uint8Array, b: Uint8Array, c: Uint8Array): Promise<void> {
+    const sent = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    this.add(tag, kind, a, b, c);
+    return sent;
+  }
+
+  /** Sends what was added, if anything. */
+  flush(): void {
+    this.#scheduled = false;
+    if (!this.#writer.count) return;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    if (this.#socket.closed) {
+      this.#writer.take();
+      for (const w of waiters) w.reject(new Error(this.#closedMessage));
+      return;
+    }
+    const sent = sendBatch(this.#socket, this.#prefix, this.#writer);
+    if (!waiters.length) void sent?.catch(() => {});
+    else {
+      (sent ?? Promise.resolve()).then(
+        () => waiters.forEach((w) => w.resolve()),
+        (e) => waiters.forEach((w) => w.reject(e)),
+      );
+    }
+  }
+}
+
 /** One record of a batch: views into the batch frame. */
 export interface BatchRecord {
   /** The dispatch number, or 0. */

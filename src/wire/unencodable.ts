@@ -14,6 +14,9 @@
  * @module
  */
 
+import { describeError } from "../topic/segment.ts";
+import { utf8 } from "./protocol.ts";
+
 /** Where and why a value cannot be encoded as JSON. */
 export interface Unencodable {
   /** The key path from the root, e.g. `values.a.b[2]` or `values["a key"]`. */
@@ -60,20 +63,20 @@ export function findUnencodable(value: unknown, root = "values"): Unencodable | 
     try {
       v = (at.holder as Record<string, unknown>)[at.key];
     } catch (e) {
-      return found(at, `reading it threw: ${describe(e)}`);
+      return found(at, `reading it threw: ${describeError(e)}`);
     }
     if ((typeof v === "object" && v !== null) || typeof v === "bigint") {
       let toJSON: unknown;
       try {
         toJSON = (v as { toJSON?: unknown }).toJSON;
       } catch (e) {
-        return found(at, `reading its toJSON threw: ${describe(e)}`);
+        return found(at, `reading its toJSON threw: ${describeError(e)}`);
       }
       if (typeof toJSON === "function") {
         try {
           v = toJSON.call(v, at.key);
         } catch (e) {
-          return found(at, `its toJSON threw: ${describe(e)}`);
+          return found(at, `its toJSON threw: ${describeError(e)}`);
         }
       }
     }
@@ -88,7 +91,7 @@ export function findUnencodable(value: unknown, root = "values"): Unencodable | 
       keys = isArray ? [] : Object.keys(v);
       if (isArray) { for (let i = 0, n = (v as unknown[]).length; i < n; i++) keys.push(String(i)); }
     } catch (e) {
-      return found(at, `listing its keys threw: ${describe(e)}`);
+      return found(at, `listing its keys threw: ${describeError(e)}`);
     }
     ancestors.set(v, at);
     stack.push({ leave: v });
@@ -130,10 +133,52 @@ function pathOf(at: Visit): string {
   }`;
 }
 
-function describe(e: unknown): string {
+/** `{}` as a frame: the values of a publication whose own values cannot be sent. */
+export const EMPTY_VALUES: Uint8Array = utf8("{}");
+
+/**
+ * Values as a frame: a JSON object of at most `max` bytes. Otherwise what is wrong, as the end
+ * of a sentence (`values JSON cannot encode: values.a[2]: BigInt`). The hot path is one
+ * `JSON.stringify`; only after it throws is the value walked to find where.
+ *
+ * @example
+ * ```ts
+ * import { encodeValues } from "./unencodable.ts";
+ * encodeValues({ a: 1 }, 100); // the bytes of {"a":1}
+ * encodeValues({ a: 1n }, 100); // "values JSON cannot encode: values.a: BigInt"
+ * ```
+ */
+export function encodeValues(values: unknown, max: number): Uint8Array | string {
+  let json: string | undefined;
   try {
-    return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-  } catch {
-    return "an unprintable value";
+    json = JSON.stringify(values);
+  } catch (e) {
+    const at = findUnencodable(values);
+    return `values JSON cannot encode: ${at ? `${at.path}: ${at.reason}` : describeError(e)}`;
   }
+  if (typeof json !== "string" || json.charCodeAt(0) !== 0x7b /* { */) {
+    return `values that do not encode as a JSON object (they encode as ${String(json).slice(0, 40)})`;
+  }
+  if (json.length > max) return `${utf8Length(json)} bytes of values, over max_message_size (${max} bytes)`;
+  const bytes = utf8(json);
+  if (bytes.length > max) return `${bytes.length} bytes of values, over max_message_size (${max} bytes)`;
+  return bytes;
+}
+
+/** The UTF-8 length of a string too large to send, without encoding it. */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
 }

@@ -1,0 +1,127 @@
+/**
+ * The bare pipeline: the deployment's shape with relays that only forward, to show what this
+ * machine's wake-ups cost before any framework work.
+ *
+ * @module
+ */
+
+import { PEER_MODULE, REQUEST_BYTES } from "./bench_peer.ts";
+import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
+import { delay, TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { nap, pace } from "./generator.ts";
+import { withCpu } from "./proc.ts";
+import { round2, sum } from "./report.ts";
+
+const PEER = PEER_MODULE;
+
+/** Figures of {@linkcode barePipeline}. */
+export interface BareRun {
+  /** One message at a time, back to back: round trips in ms, sorted. */
+  sequential: number[];
+  /** Per offered rate: round trips in ms (sorted) and the CPU of its processes together (cores). */
+  runs: { rate: number; rtt: number[]; busyCores: number }[];
+}
+
+/**
+ * The shape of a deployment with no framework work in it: this process pushes to a relay in the
+ * Subject's place, which pushes to two relays in the workers' places, which push to a relay in
+ * the Integration Manager's, which publishes back to this process (four hops, five processes).
+ * Each relay is libzmq's own loop called from Deno (`bench_peer.ts relay`: `zmq_poll` in-thread,
+ * then `zmq_recv`/`zmq_send` on one buffer, no reactor, no routing); this process paces and
+ * reads as the flows' generator does. Run open loop at the offered rates of the flows, it shows
+ * what this machine's wake-ups cost before any framework work: the floor of the latency rows.
+ */
+export async function barePipeline(rates: readonly number[], seconds: number): Promise<BareRun> {
+  const dir = await Deno.makeTempDir({ prefix: "zmp" });
+  const ep = (name: string) => `ipc://${dir}/${name}`;
+  const stages = [
+    [`@${ep("in")}`, `@${ep("work")}`, "PUSH"],
+    [ep("work"), ep("im"), "PUSH"],
+    [ep("work"), ep("im"), "PUSH"],
+    [`@${ep("im")}`, `@${ep("out")}`, "PUB"],
+  ].map((args) =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", PEER, "relay", ...args], stdin: "piped" }).spawn()
+  );
+  const r = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
+  try {
+    const hwm = { sendHighWaterMark: 1_000_000, receiveHighWaterMark: 1_000_000 };
+    const push = r.socket("PUSH", hwm);
+    await push.connect(ep("in"));
+    const sub = r.socket("SUB", hwm);
+    await sub.subscribe("");
+    await sub.connect(ep("out"));
+    const msg = new Uint8Array(REQUEST_BYTES).fill(120);
+    const index = new DataView(msg.buffer);
+    // On the reactor's turn (inside `exec`): straight to libzmq.
+    const sendNow = (i: number) => {
+      index.setFloat64(0, i, true);
+      while (!push.raw.trySend([msg])) nap(0.05);
+    };
+    // Outside it (the reactor may be polling on another thread): through the reactor.
+    const send = (i: number) => {
+      index.setFloat64(0, i, true);
+      return push.send([msg]);
+    };
+    let arrived = (_i: number, _at: number) => {};
+    const onFrames = (frames: Uint8Array[]) => {
+      const f = frames[0];
+      arrived(new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true), performance.now());
+    };
+    sub.onMessage(onFrames);
+    // Until the whole path is up: a PUB drops what it publishes before the SUB has joined.
+    let up = false;
+    arrived = () => (up = true);
+    for (let i = 0; i < 500 && !up; i++) {
+      await send(-1);
+      await delay(20);
+    }
+    if (!up) throw new Error("the bare pipeline did not come up in 10 s");
+    await delay(100);
+    const sequential: number[] = [];
+    for (let i = 0; i < 500; i++) {
+      const t = performance.now();
+      const done = new Promise<void>((resolve) => (arrived = (j) => j === i && resolve()));
+      await send(i);
+      await done;
+      sequential.push(performance.now() - t);
+    }
+    const pids = [...stages.map((p) => p.pid), Deno.pid];
+    const runs: BareRun["runs"] = [];
+    for (const rate of rates) {
+      const [rtt, cores] = await withCpu(pids, () =>
+        r.exec(() => {
+          const sentAt = new Float64Array(Math.round(rate * seconds));
+          const rtt: number[] = [];
+          arrived = (i, at) => {
+            if (i >= 0 && i < sentAt.length) rtt.push(at - sentAt[i]);
+          };
+          pace(rate, sentAt, () => rtt.length >= sentAt.length, {
+            add: sendNow,
+            flush: () => {},
+            poll: () => {
+              let got = 0;
+              for (let f = sub.raw.tryReceive(); f; f = sub.raw.tryReceive()) {
+                onFrames(f);
+                got++;
+              }
+              return got;
+            },
+          });
+          return rtt.sort((a, b) => a - b);
+        }));
+      runs.push({ rate, rtt, busyCores: round2(sum(cores)) });
+    }
+    return { sequential: sequential.sort((a, b) => a - b), runs };
+  } finally {
+    await r.close();
+    for (const p of stages) {
+      await p.stdin.close().catch(() => {});
+      // A relay blocked in a send (its peer gone) never sees stdin close.
+      if (await withTimeout(p.status, 5000) === TIMED_OUT) {
+        p.kill("SIGKILL");
+        await p.status;
+      }
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * The options of a `Client` and of its requests, with their defaults.
+ *
+ * @module
+ */
+
+import type { Reactor } from "../zmq/reactor.ts";
+
+/** Milliseconds a request waits for its final publication, by default. */
+export const DEFAULT_REQUEST_TIMEOUT = 30_000;
+
+/** Milliseconds after which an unacknowledged message is sent again, by default. */
+export const DEFAULT_RESEND_AFTER = 2000;
+
+/** Options of `Client.connect`. */
+export interface ClientOptions {
+  /** The Subject's request endpoint (`subject_pull_address`). */
+  readonly subject: string;
+  /** The Integration Manager's publish endpoint (`integration_manager_pub_address`). */
+  readonly publisher: string;
+  /** Milliseconds `Client.request` waits for the final publication. @default {30000} */
+  readonly requestTimeout?: number;
+  /**
+   * Milliseconds after which a message the Subject has not acknowledged is sent again, with
+   * the same id (the Subject drops duplicates it has seen, so this does not run a request
+   * twice). 0 turns resending off. @default {2000}
+   */
+  readonly resendAfter?: number;
+  /** A reactor to share; by default the client makes its own. */
+  readonly reactor?: Reactor;
+}
+
+/** Options of one request. */
+export interface RequestOptions {
+  /** Milliseconds to wait for the final publication. */
+  readonly timeout?: number;
+  /** Aborts the wait (the request itself may still run). */
+  readonly signal?: AbortSignal;
+  /** The action key the request names (default: the flow's entry, `??`). */
+  readonly key?: string;
+  /** The request id (default: a random UUID). */
+  readonly id?: string;
+}

@@ -1,0 +1,87 @@
+/**
+ * The client's side of acknowledgements (PROTOCOL.md, _Acknowledgements_): every message sent to
+ * the Subject (pings aside) is kept, by request id, until the Subject acknowledges it; a message
+ * whose acknowledgement is late is sent again with the same id (the Subject drops duplicates).
+ * Several messages may share an id (a request and its resumes): the Subject acknowledges them
+ * in order. Pure bookkeeping with the time passed in; no sockets.
+ *
+ * @module
+ */
+
+/** A message as sent: topic, header and values frames. */
+export type MessageFrames = readonly Uint8Array[];
+
+interface Entry {
+  readonly frames: MessageFrames[];
+  /** When the messages were last sent (ms). */
+  at: number;
+}
+
+/** Messages not yet acknowledged, oldest id first. */
+export class Unacked {
+  readonly #byId = new Map<string, Entry>();
+  #waiters: (() => void)[] = [];
+
+  /** Ids with a message not yet acknowledged. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Whether a message of `id` waits for its acknowledgement. */
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** A message of `id` was sent at `now`. */
+  add(id: string, frames: MessageFrames, now: number): void {
+    const e = this.#byId.get(id);
+    if (e) e.frames.push(frames);
+    else this.#byId.set(id, { frames: [frames], at: now });
+  }
+
+  /** The Subject acknowledged one message of each id in `ids` (the oldest of that id). */
+  ack(ids: readonly unknown[]): void {
+    for (const id of ids) {
+      const e = typeof id === "string" ? this.#byId.get(id) : undefined;
+      if (!e) continue; // the acknowledgement of a message sent again
+      e.frames.shift();
+      if (e.frames.length === 0) this.#byId.delete(id as string);
+    }
+    this.#wake();
+  }
+
+  /** Forgets every message of `id` (refused, or its request finished); whether there was one. */
+  delete(id: string): boolean {
+    const had = this.#byId.delete(id);
+    if (had) this.#wake();
+    return had;
+  }
+
+  /**
+   * The messages whose acknowledgement is more than `after` ms late at `now` (every one without
+   * `after`), marked as sent again at `now`.
+   */
+  due(now: number, after?: number): MessageFrames[] {
+    const out: MessageFrames[] = [];
+    for (const e of this.#byId.values()) {
+      if (after !== undefined && now - e.at < after) continue;
+      e.at = now;
+      out.push(...e.frames);
+    }
+    return out;
+  }
+
+  /** Resolves once every message is acknowledged (or forgotten). */
+  settled(): Promise<void> {
+    if (this.#byId.size === 0) return Promise.resolve();
+    return new Promise((r) => this.#waiters.push(r));
+  }
+
+  #wake(): void {
+    if (this.#byId.size === 0 && this.#waiters.length) {
+      const ws = this.#waiters;
+      this.#waiters = [];
+      for (const w of ws) w();
+    }
+  }
+}
