@@ -251,12 +251,7 @@ export async function runWorker(
       });
       unresolved = [...started.unresolved, ...foreign];
     } catch (e) {
-      const message = (e as Error).message;
-      log.error("The handler sandboxes did not start: {message}", {
-        message: /Unstable API/.test(message)
-          ? `${message} (run the worker with --unstable-worker-options, as start does, or with --no-sandbox)`
-          : message,
-      });
+      log.error("The handler sandboxes did not start: {message}", { message: (e as Error).message });
       return 1;
     }
     if (!reportUnresolved(unresolved, strict)) {
