@@ -109,6 +109,10 @@ export function serveSandbox(): void {
     e.preventDefault();
     log.warn("A handler left a promise rejected and unhandled: {reason}", { reason: String(e.reason) });
   });
+  self.addEventListener("error", (e) => {
+    e.preventDefault();
+    log.warn("A handler's callback threw: {message}", { message: e.message });
+  });
 
   scope.addEventListener("message", async (e) => {
     const m = e.data;
