@@ -69,7 +69,8 @@ export interface WorkerOptions {
   readonly watchdog?: boolean;
   /**
    * Run the handlers of these groups in sandbox threads (see `sandbox.ts`) instead of `handlers`
-   * on this thread. The process needs `--unstable-worker-options`.
+   * on this thread. The process needs `--unstable-worker-options`. A sandbox that was terminated
+   * and cannot start again ends the process (exit 1), so that its supervisor replaces it.
    */
   readonly sandboxes?: readonly SandboxGroup[];
 }
@@ -140,15 +141,12 @@ export class Worker {
     this.#encoder = new StepResults(this.#o.maxMessageSize);
   }
 
-  /**
-   * Connects to the Subject and starts taking steps. With `sandboxes`, the sandboxes start first;
-   * `unresolved` lists their mapping entries whose targets did not load.
-   */
+  /** Connects to the Subject and starts taking steps (with `sandboxes`, once they have started). */
   static async start(options: WorkerOptions): Promise<Worker> {
     return (await Worker.startWith(options)).worker;
   }
 
-  /** {@linkcode Worker.start}, also returning the sandboxed entries that did not load. */
+  /** {@linkcode Worker.start}, also returning the sandboxes' mapping entries whose targets did not load. */
   static async startWith(
     options: WorkerOptions,
   ): Promise<{ worker: Worker; unresolved: readonly SandboxUnresolved[] }> {
