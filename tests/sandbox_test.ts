@@ -137,3 +137,19 @@ Deno.test("flows and explain show each component's permissions; --strict refuses
     await Deno.remove(net.dir, { recursive: true });
   }
 });
+
+Deno.test("a handler stuck in its sandbox is stopped at its own [actiontimeout], and the same worker serves the next request", async () => {
+  await using d = await startDeployment({ files: FILES, workers: 1, args: ["--max-deliveries", "1"] });
+  await using client = await d.connect();
+  const pids = await rolePids(d.dir, "worker");
+  const t0 = performance.now();
+  const stuck = await client.request("Spin", {}, { timeout: 20_000 });
+  const took = performance.now() - t0;
+  assert.equal(stuck.error?.code, "poisoned", JSON.stringify(stuck));
+  assert.match(stuck.error!.message, /blocked its event loop for \d+ ms/);
+  // 1 s, not the 30 s handler_timeout; generous margins for a loaded machine.
+  assert.ok(took > 900 && took < 10_000, `the stuck step ended after ${Math.round(took)} ms`);
+  const next = await client.request("Try", { what: "nothing" }, { timeout: 10_000 });
+  assert.equal(next.action, "done", JSON.stringify(next.error));
+  assert.deepEqual([next.values.pid], pids, "the same worker process serves on");
+});
