@@ -31,6 +31,15 @@ const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
     .choices(["flow", "mapping"]);
 
+const allowPermissionsOption = () =>
+  new Option(
+    "--allow-component-permissions",
+    "with --strict: let components ask to run programs or for unrestricted network access",
+  );
+
+const noSandboxOption = () =>
+  new Option("--no-sandbox", "run handlers on the worker's own thread, with its permissions (sandbox = off)");
+
 const supervisedOption = () =>
   new Option("--supervised", "run under `start`: stop when standard input closes, ignore SIGINT/SIGTERM")
     .hideHelp();
@@ -57,6 +66,7 @@ async function configFrom(opts: Record<string, unknown>, io: Output): Promise<Co
     if (typeof v === "string") flags[key] = v;
   }
   if (typeof opts.workers === "string") flags.worker_count = opts.workers;
+  if (opts.sandbox === false) flags.sandbox = "off"; // --no-sandbox
   try {
     return await loadConfig({ file: opts.config as string | undefined, flags });
   } catch (e) {
@@ -94,6 +104,7 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .argument("<files...>", "flow and mapping files (.ini)")
     .option("--json", "print one JSON document")
     .option("--strict", "cross-file conflicts and unresolved targets are errors")
+    .addOption(allowPermissionsOption())
     .addOption(kindOption())
     .action(async (files: string[], opts) => setCode(await flowsCommand(files, opts, io)));
 
@@ -119,12 +130,19 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       )
       .argument("[files...]", "flow and mapping files")
       .option("--workers <n>", "worker processes (worker_count)")
-      .option("--strict", "cross-file conflicts and unresolved targets are errors"),
+      .option("--strict", "cross-file conflicts and unresolved targets are errors")
+      .addOption(allowPermissionsOption())
+      .addOption(noSandboxOption()),
   ).action(async (files: string[], opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
     setCode(
-      await runStart(config, { roleArgs: configArgs(config, opts.config), files, strict: opts.strict }),
+      await runStart(config, {
+        roleArgs: configArgs(config, opts.config),
+        files,
+        strict: opts.strict,
+        allowComponentPermissions: opts.allowComponentPermissions,
+      }),
     );
   });
 
@@ -134,16 +152,19 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       ["worker", "run one worker alone", runWorker],
     ] as const
   ) {
+    const cmd = program.command(name).description(description);
+    if (name === "worker") cmd.addOption(noSandboxOption());
     withConfig(
-      program.command(name).description(description)
+      cmd
         .argument("[files...]", "flow and mapping files (the bundled example when none are given)")
         .option("--strict", "cross-file conflicts and unresolved targets are errors")
+        .addOption(allowPermissionsOption())
         .addOption(supervisedOption()),
     ).action(async (files: string[], opts) => {
       const config = await configFrom(opts, io);
       if (!config) return setCode(ExitCode.usage);
       setupLogging();
-      setCode(await run(config, files, opts.strict, opts.supervised));
+      setCode(await run(config, files, opts.strict, opts.supervised, opts.allowComponentPermissions));
     });
   }
 

@@ -37,8 +37,8 @@ const FILES = ["./component/flows.ini", "./component/mapping.ini"].map((f) =>
 );
 
 /** A deployment of the bench flows, once every worker has joined. */
-export async function deploy(workers: number): Promise<Deployment> {
-  const d = await spawnDeployment({ files: FILES, workers });
+export async function deploy(workers: number, sandbox = true): Promise<Deployment> {
+  const d = await spawnDeployment({ files: FILES, workers, args: sandbox ? [] : ["--no-sandbox"] });
   for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
   return d;
 }
@@ -48,6 +48,7 @@ async function flowRun(
   workers: number,
   seconds: number,
   latency: boolean,
+  sandbox = true,
 ): Promise<
   FlowRun & {
     latency?: {
@@ -66,7 +67,7 @@ async function flowRun(
     };
   }
 > {
-  const d = await deploy(workers);
+  const d = await deploy(workers, sandbox);
   const g = new Generator(`Bench${steps}`);
   try {
     await g.open(d.dir);
@@ -121,7 +122,7 @@ async function flowRun(
         idleSwitches: Math.round(idleSwitches),
       };
     }
-    return { steps, workers, flowsPerSecond, warmUpFlowsPerSecond, roles, latency: lat };
+    return { steps, workers, sandbox, flowsPerSecond, warmUpFlowsPerSecond, roles, latency: lat };
   } finally {
     await g.close();
     await d.stop();
@@ -140,12 +141,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/9: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/10: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/9: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/10: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/9: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/10: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -153,17 +154,25 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   await Deno.remove(dir, { recursive: true });
   const runs: Awaited<ReturnType<typeof flowRun>>[] = [];
   let stage = 4;
-  for (const [steps, workers] of [[1, 1], [1, 2], [3, 1], [3, 2]]) {
-    const latency = steps === 3 && workers === 2;
+  // The handler sandbox (the default) on, then the main shape again with it off, one after the
+  // other so that the machine's drift touches both alike.
+  const shapes: [number, number, boolean][] = [[1, 1, true], [1, 2, true], [3, 1, true], [3, 2, true], [
+    3,
+    2,
+    false,
+  ]];
+  for (const [steps, workers, sandbox] of shapes) {
+    const latency = steps === 3 && workers === 2 && sandbox;
     say(
-      `bench ${stage++}/9: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
-        latency ? " then open loop at 50% of peak" : ""
-      }`,
+      `bench ${stage++}/10: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
+        sandbox ? "" : ", --no-sandbox"
+      }, closed loop${latency ? " then open loop at 50% of peak" : ""}`,
     );
-    runs.push(await flowRun(steps, workers, seconds, latency));
+    runs.push(await flowRun(steps, workers, seconds, latency, sandbox));
   }
-  const main = runs.find((r) => r.steps === 3 && r.workers === 2)!;
-  say("bench 8/9: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  const main = runs.find((r) => r.steps === 3 && r.workers === 2 && r.sandbox)!;
+  const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox)!;
+  say("bench 9/10: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
   const result: BenchResult = {
     machine: m,
@@ -179,6 +188,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
     node_zeromq: node,
     flows_per_s: Math.round(main.flowsPerSecond),
+    no_sandbox_flows_per_s: Math.round(unboxed.flowsPerSecond),
+    sandbox_cost: Math.round((1 - main.flowsPerSecond / unboxed.flowsPerSecond) * 1000) / 1000,
     ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
     p50_ms: round3(main.latency!.p50),
     p90_ms: round3(main.latency!.p90),
@@ -205,7 +216,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       warmUpFlowsPerSecond: Math.round(r.warmUpFlowsPerSecond),
     })),
   };
-  say("bench 9/9: done");
+  say("bench 10/10: done");
   printTable(result);
   if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result, null, 2) + "\n");
   return result;

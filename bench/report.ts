@@ -14,6 +14,8 @@ export interface FlowRun {
   readonly steps: number;
   /** Worker processes. */
   readonly workers: number;
+  /** Handlers ran in sandbox threads (the default), or on the workers' threads (`--no-sandbox`). */
+  readonly sandbox: boolean;
   /** Flows per second at peak (closed loop). */
   readonly flowsPerSecond: number;
   /** Flows per second over the warm-up: the same load during the first seconds after start. */
@@ -53,6 +55,10 @@ export interface BenchResult {
   readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
   /** 3-step flow, 2 workers, closed-loop peak. */
   readonly flows_per_s: number;
+  /** The same, 3-step flow and 2 workers, with `--no-sandbox`. */
+  readonly no_sandbox_flows_per_s: number;
+  /** What the handler sandbox costs: `1 - flows_per_s / no_sandbox_flows_per_s` (negative: nothing measurable). */
+  readonly sandbox_cost: number;
   /** `flows_per_s / raw_hop_msgs_per_s`. */
   readonly ratio: number;
   /** Round trip at 50% of peak (3-step flow, 2 workers), open loop. */
@@ -158,10 +164,15 @@ export function printTable(r: BenchResult): void {
       ]
       : ["| zeromq.js on Node | not measured (Node or its packages missing) |"]),
     ...r.runs.map((x) =>
-      `| ${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}, peak (closed loop) | ${
-        fmt(x.flowsPerSecond)
-      } flows/s (first ${r.warm_up_seconds} s: ${fmt(x.warmUpFlowsPerSecond)}) |`
+      `| ${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}${
+        x.sandbox ? "" : ", --no-sandbox"
+      }, peak (closed loop) | ${fmt(x.flowsPerSecond)} flows/s (first ${r.warm_up_seconds} s: ${
+        fmt(x.warmUpFlowsPerSecond)
+      }) |`
     ),
+    `| the handler sandbox's cost: 3-step/2-worker peak, on vs --no-sandbox | ${
+      (r.sandbox_cost * 100).toFixed(1)
+    }% (${fmt(r.flows_per_s)} vs ${fmt(r.no_sandbox_flows_per_s)} flows/s) |`,
     `| ratio: 3-step/2-worker flows/s to raw one-hop msgs/s | ${r.ratio.toFixed(4)} |`,
     `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
       r.p50_ms.toFixed(2)
@@ -195,9 +206,9 @@ export function printTable(r: BenchResult): void {
       fmt(CLOSED_LOOP_WINDOW)
     } requests outstanding for ${r.seconds} s, after the same load for ${r.warm_up_seconds} s (the "first" figure).`,
     "CPU (cores) and peak RSS per process, 3-step flow, 2 workers, at peak:",
-    ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2)!.roles).map(([role, v]) =>
-      `  ${role.padEnd(20)} cpu ${v.cpu.toFixed(2)}  rss ${v.rssMiB.toFixed(1)} MiB`
-    ),
+    ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2 && x.sandbox)!.roles).map((
+      [role, v],
+    ) => `  ${role.padEnd(20)} cpu ${v.cpu.toFixed(2)}  rss ${v.rssMiB.toFixed(1)} MiB`),
   ];
   console.log(lines.join("\n"));
 }

@@ -49,6 +49,8 @@ export interface Config {
   readonly handler_import_timeout: number;
   /** Bytes of publications the Integration Manager queues for one subscriber that stops reading. */
   readonly subscriber_buffer: number;
+  /** Run handlers in sandbox threads bound to their components' permissions (`--no-sandbox`: off). */
+  readonly sandbox: boolean;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -93,6 +95,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "max_deliveries",
   "handler_import_timeout",
   "subscriber_buffer",
+  "sandbox",
 ];
 
 /** Each setting's default, as documentation shows it, and what it means: the README's table is made from this. */
@@ -164,6 +167,11 @@ export const SETTINGS_DOC: Readonly<
     meaning:
       "bytes a subscriber may fall behind before the IM disconnects it (its queue: this / 4 KiB publications)",
   },
+  sandbox: {
+    default: "`on`",
+    meaning:
+      "run handlers in sandbox threads with their components' permissions (`on`/`off`; `--no-sandbox`)",
+  },
 };
 
 /** The settings as a Markdown table (the README's). */
@@ -183,6 +191,7 @@ const TEXT = new Set<keyof Config>([
   "integration_manager_pull_address",
   "integration_manager_pub_address",
   "async_store",
+  "sandbox",
 ]);
 const NUMERIC = new Set(CONFIG_KEYS.filter((k) => !TEXT.has(k)));
 
@@ -296,7 +305,17 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     max_deliveries: num("max_deliveries", DEFAULT_MAX_DELIVERIES, 1),
     handler_import_timeout: num("handler_import_timeout", DEFAULT_HANDLER_IMPORT_TIMEOUT, 1),
     subscriber_buffer: num("subscriber_buffer", DEFAULT_SUBSCRIBER_BUFFER, 1024 * 1024),
+    sandbox: onOff("sandbox", merged.sandbox, true),
   };
+}
+
+/** A setting that is on or off: `on`/`off`, `true`/`false`, `1`/`0`, `yes`/`no`. */
+function onOff(key: keyof Config, raw: string | number | undefined, def: boolean): boolean {
+  if (raw === undefined) return def;
+  const v = String(raw).trim().toLowerCase();
+  if (["on", "true", "1", "yes"].includes(v)) return true;
+  if (["off", "false", "0", "no"].includes(v)) return false;
+  throw new ConfigError(`setting ${key} must be on or off, got "${raw}"`);
 }
 
 /** Loads a config: defaults < file < environment < flags. */

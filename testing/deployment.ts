@@ -50,7 +50,11 @@ function freePort(): number {
   return port;
 }
 
-/** Runs `cli.ts start` and resolves once it prints `ready`. */
+/**
+ * Runs `cli.ts start` and resolves once it prints `ready` and every worker has started (written
+ * its counters; up to 15 s): `ready` means requests are taken, and a worker whose handler
+ * sandboxes are still importing their modules may join a moment later.
+ */
 export async function spawnDeployment(options: SpawnOptions = {}): Promise<Deployment> {
   // Free tcp ports are found by binding port 0 and letting go; another process may take one
   // before `start` binds it. Then `start` exits at once: try again with new ports.
@@ -114,6 +118,10 @@ async function spawnOnce(options: SpawnOptions): Promise<Deployment> {
   const drained = (async () => {
     while (!(await reader.read()).done) { /* discard */ }
   })();
+  const workers = options.workers ?? 2;
+  for (let i = 0; i < 150 && (await rolePids(dir, "worker")).length < workers; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
   let stopped: Promise<number> | undefined;
   const stop = () =>
     stopped ??= (async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseMappingFile } from "../src/topic/mapping_file.ts";
 import { buildCatalog } from "../src/topic/catalog.ts";
+import { componentPermissions, deniedMessage, formatPermissions } from "../src/topic/permissions.ts";
 
 Deno.test("mapping file: entries of [actionmapping]; other sections ignored", () => {
   const text = [
@@ -89,4 +90,54 @@ Deno.test("catalog: a file with only [actiontimeout] is a mapping file; the late
   assert.equal(c.diagnostics.length, 1);
   assert.equal(c.diagnostics[0].severity, "warning");
   assert.match(c.diagnostics[0].message, /timeout "\?\?X" is set in 2 places/);
+});
+
+Deno.test("[permissions]: read, write, net, env and run lists, * for all; DigitalPy files without it load unchanged", () => {
+  const r = parseMappingFile(
+    "[actionmapping]\n??A = ./a.ts#a\n[permissions]\nread = data, /etc/ssl\nnet = 127.0.0.1:5432\nenv = *\n",
+    "/srv/c/m.ini",
+  );
+  assert.deepEqual(r.diagnostics, []);
+  assert.deepEqual(r.permissions?.grants, { read: ["data", "/etc/ssl"], net: ["127.0.0.1:5432"], env: true });
+  assert.deepEqual(r.permissions?.lines, { read: 4, net: 5, env: 6 });
+  const p = componentPermissions("/srv/c/m.ini", r.permissions);
+  assert.deepEqual(p, {
+    read: ["/srv/c", "/srv/c/data", "/etc/ssl"],
+    write: [],
+    net: ["127.0.0.1:5432"],
+    env: true,
+    run: [],
+  });
+  assert.equal(formatPermissions(p), "read /srv/c, /srv/c/data, /etc/ssl; net 127.0.0.1:5432; env *");
+  // Without the section: its own folder, read only.
+  const plain = parseMappingFile("[actionmapping]\n??A = ./a.ts#a\n", "/srv/c/m.ini");
+  assert.equal(plain.permissions, undefined);
+  assert.deepEqual(componentPermissions("/srv/c/m.ini", plain.permissions), {
+    read: ["/srv/c"],
+    write: [],
+    net: [],
+    env: [],
+    run: [],
+  });
+});
+
+Deno.test("[permissions] errors name the line: an unknown kind, a kind given twice, * among other entries", () => {
+  const r = parseMappingFile("[permissions]\nsys = *\nread = a\nread = b\nnet = *, x:1\n", "m.ini");
+  assert.deepEqual(r.diagnostics.map((d) => [d.line, d.message]), [
+    [2, 'unknown permission "sys"; known: read, write, net, env, run'],
+    [4, '"read" is given twice (line 3); list it once'],
+    [5, "net = * grants all: write it alone, without other entries"],
+  ]);
+});
+
+Deno.test("a denied operation's message names the permission and the resource", () => {
+  assert.equal(
+    deniedMessage('Requires read access to "/etc/passwd", run again with the --allow-read flag'),
+    'read access to "/etc/passwd" denied',
+  );
+  assert.equal(
+    deniedMessage("Requires run access, run again with the --allow-run flag"),
+    "run access denied",
+  );
+  assert.equal(deniedMessage("something else"), undefined);
 });

@@ -1,7 +1,9 @@
 // Poison requests (SPEC §6, issue 16 item 1): a request whose handler blocks its worker's event
 // loop for good ends with a `poisoned` error publication after `max_deliveries` deliveries,
-// while steady traffic around it loses nothing; the hung workers are killed and replaced, and
-// SIGTERM still stops `start`. Real processes, real signals.
+// while steady traffic around it loses nothing, and SIGTERM still stops `start`. With the handler
+// sandbox (the default) the blocked sandbox thread is terminated and the worker process serves
+// on; with `--no-sandbox` the watchdog kills the hung worker and it is replaced. Real processes,
+// real signals.
 import assert from "node:assert/strict";
 import { rolePids, roleStats } from "../testing/deployment.ts";
 import type { Publication } from "../src/wire/protocol.ts";
@@ -27,11 +29,20 @@ async function subjectStatsWhen(
 }
 const HEARTBEAT_TIMEOUT = 2000;
 
-Deno.test("a request whose handler blocks the event loop ends as poisoned; steady traffic loses nothing; SIGTERM stops start", async () => {
+for (const sandbox of [true, false]) {
+  const how = sandbox
+    ? "its sandbox is terminated and the same worker processes serve on"
+    : "--no-sandbox: the hung workers are killed and replaced";
+  Deno.test(`a request whose handler blocks the event loop ends as poisoned; steady traffic loses nothing; ${how}; SIGTERM stops start`, () =>
+    blockedLoop(sandbox));
+}
+
+async function blockedLoop(sandbox: boolean): Promise<void> {
   await using d = await startDeployment({
     files: POISON,
     workers: 2,
     args: [
+      ...(sandbox ? [] : ["--no-sandbox"]),
       "--handler-timeout",
       String(HANDLER_TIMEOUT),
       "--heartbeat-interval",
@@ -80,21 +91,22 @@ Deno.test("a request whose handler blocks the event loop ends as poisoned; stead
 
   const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
   assert.equal(subject.poisoned, 1);
-  // Both workers that ran the poison were killed by their watchdogs and replaced.
-  const deadline = performance.now() + 10_000;
-  let workersAfter = await rolePids(d.dir, "worker");
-  while (
-    (workersAfter.length < 2 || workersAfter.some((p) => workersBefore.includes(p))) &&
-    performance.now() < deadline
-  ) {
-    await new Promise((r) => setTimeout(r, 100));
-    workersAfter = await rolePids(d.dir, "worker");
+  if (sandbox) {
+    // The blocked sandboxes were terminated and started again: no worker process was lost.
+    assert.deepEqual((await rolePids(d.dir, "worker")).sort(), [...workersBefore].sort(), "the same workers");
+    const pids = new Set<number>();
+    for (let k = 0; k < 20; k++) {
+      const p = await client.request("Hang", { ms: 1 }, { timeout: 10_000 });
+      assert.equal(p.action, "done", JSON.stringify(p.error));
+      pids.add(Number(p.values.pid));
+    }
+    assert.ok([...pids].every((p) => workersBefore.includes(p)), "answered by the same worker processes");
+  } else {
+    await replaced(d.dir, workersBefore);
+    // The replaced workers serve again.
+    const again = await client.request("Hang", { ms: 1 }, { timeout: 10_000 });
+    assert.equal(again.action, "done");
   }
-  assert.equal(workersAfter.length, 2, "two live workers again");
-  assert.ok(!workersAfter.some((p) => workersBefore.includes(p)), "the hung workers were replaced");
-  // The replaced workers serve again.
-  const again = await client.request("Hang", { ms: 1 }, { timeout: 10_000 });
-  assert.equal(again.action, "done");
 
   await client.close();
   const stopAt = performance.now();
@@ -103,7 +115,22 @@ Deno.test("a request whose handler blocks the event loop ends as poisoned; stead
   const stopTook = performance.now() - stopAt;
   assert.equal(status.code, 0);
   assert.ok(stopTook < 20_000, `SIGTERM stopped start in ${Math.round(stopTook)} ms`);
-});
+}
+
+/** Both workers that ran the poison were killed by their watchdogs and replaced. */
+async function replaced(dir: string, workersBefore: number[]): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  let workersAfter = await rolePids(dir, "worker");
+  while (
+    (workersAfter.length < 2 || workersAfter.some((p) => workersBefore.includes(p))) &&
+    performance.now() < deadline
+  ) {
+    await new Promise((r) => setTimeout(r, 100));
+    workersAfter = await rolePids(dir, "worker");
+  }
+  assert.equal(workersAfter.length, 2, "two live workers again");
+  assert.ok(!workersAfter.some((p) => workersBefore.includes(p)), "the hung workers were replaced");
+}
 
 Deno.test("a poison request alone on a quiet deployment: the worker's other steps are not counted against", async () => {
   await using d = await startDeployment({

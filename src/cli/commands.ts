@@ -5,6 +5,8 @@
  * @module
  */
 
+import { resolve as resolvePath } from "node:path";
+import { type ComponentPermissions, componentPermissions, formatPermissions } from "../topic/permissions.ts";
 import { formatActionKey, tryParseActionKey } from "../topic/action_key.ts";
 import { type Catalog, type FileKind, hasErrors } from "../topic/catalog.ts";
 import { type Diagnostic, formatDiagnostic } from "../topic/diagnostics.ts";
@@ -58,6 +60,13 @@ export interface FlowsOptions {
   readonly strict?: boolean;
   /** Force the kind of every file. */
   readonly kind?: FileKind;
+  /** With `strict`: let components ask to run programs or for unrestricted network access. */
+  readonly allowComponentPermissions?: boolean;
+}
+
+/** What a component's handlers may touch (its mapping file's `[permissions]`, or the default). */
+function permissionsOf(catalog: Catalog, mappingFile: string): ComponentPermissions {
+  return componentPermissions(resolvePath(mappingFile), catalog.permissions.get(mappingFile));
 }
 
 /** A mapping entry with the outcome of loading its target. */
@@ -82,7 +91,12 @@ export async function flowsCommand(
   io: Output = consoleOutput,
 ): Promise<number> {
   const strict = options.strict ?? false;
-  const catalog = await loadFiles(files, { strict, kind: options.kind });
+  const catalog = await loadFiles(files, {
+    strict,
+    kind: options.kind,
+    allowComponentPermissions: options.allowComponentPermissions,
+  });
+  const components = catalog.files.filter((f) => f.kind === "mapping").map((f) => f.file);
   const checked = await checkTargets(catalog);
   const targetDiagnostics: Diagnostic[] = checked.filter((c) => c.reason).map((c) => ({
     file: c.entry.file,
@@ -122,6 +136,7 @@ export async function flowsCommand(
           file: t.file,
           line: t.line,
         })),
+        components: components.map((file) => ({ file, permissions: permissionsOf(catalog, file) })),
         errors: errors.map(place),
         warnings: warnings.map(place),
       },
@@ -142,6 +157,9 @@ export async function flowsCommand(
     }
     for (const t of catalog.timeouts.values()) {
       io.out(`timeout ${t.text} = ${t.ms} ms  ${t.file}:${t.line}`);
+    }
+    for (const file of components) {
+      io.out(`permissions ${file}: ${formatPermissions(permissionsOf(catalog, file))}`);
     }
     for (const d of diagnostics) io.err(formatDiagnostic(d));
     io.out(
@@ -192,6 +210,7 @@ export async function explainCommand(
         lookup: r?.lookup ?? null,
         file: r?.entry.file ?? null,
         line: r?.entry.line ?? null,
+        permissions: r ? permissionsOf(catalog, r.entry.file) : null,
         tried: e.tried,
       },
       null,
@@ -205,6 +224,7 @@ export async function explainCommand(
     if (r) {
       io.out(`${keyText} resolves by rule ${r.rule} (${r.pattern}) to ${r.entry.target}`);
       io.out(`  defined as "${r.entry.text}" at ${r.entry.file}:${r.entry.line}`);
+      io.out(`  its handler runs with: ${formatPermissions(permissionsOf(catalog, r.entry.file))}`);
     } else {
       io.out(`${keyText} resolves to nothing: none of the seven lookups exists in the given mappings`);
     }

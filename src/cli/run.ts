@@ -11,13 +11,14 @@ import { Client } from "../client/client.ts";
 import type { Config } from "../config.ts";
 import { ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
-import { parseTarget } from "../handler.ts";
+import { HandlerRegistry, parseTarget, type UnresolvedTarget } from "../handler.ts";
 import { checkHandlerTargets } from "./handler_check.ts";
 import { loadFiles, loadHandlers } from "../load.ts";
 import { logger } from "../log.ts";
 import { IntegrationManager } from "../roles/integration_manager.ts";
 import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
+import { sandboxGroups } from "../roles/sandbox.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 
 /** The bundled example component, loaded by `start` when no files are given. */
@@ -27,8 +28,15 @@ export const EXAMPLE_FILES: readonly string[] = [
 ].map((u) => decodeURIComponent(u.pathname));
 
 /** Loads files for a role; prints every error and returns `undefined` when any. */
-export async function loadForRole(files: readonly string[], strict = false): Promise<Catalog | undefined> {
-  const catalog = await loadFiles(files.length ? files : EXAMPLE_FILES, { strict });
+export async function loadForRole(
+  files: readonly string[],
+  strict = false,
+  allowComponentPermissions = false,
+): Promise<Catalog | undefined> {
+  const catalog = await loadFiles(files.length ? files : EXAMPLE_FILES, {
+    strict,
+    allowComponentPermissions,
+  });
   for (const d of catalog.diagnostics) {
     if (d.severity === "error" || strict) console.error(formatDiagnostic(d));
   }
@@ -141,8 +149,9 @@ export async function runSubject(
   files: readonly string[],
   strict = false,
   supervised = false,
+  allowComponentPermissions = false,
 ): Promise<number> {
-  const catalog = await loadForRole(files, strict);
+  const catalog = await loadForRole(files, strict, allowComponentPermissions);
   if (!catalog) return 1;
   await ensureRuntimeDir(config);
   const subject = await Subject.start({
@@ -207,24 +216,14 @@ export async function runWorker(
   files: readonly string[],
   strict = false,
   supervised = false,
+  allowComponentPermissions = false,
 ): Promise<number> {
-  const catalog = await loadForRole(files, strict);
+  const catalog = await loadForRole(files, strict, allowComponentPermissions);
   if (!catalog) return 1;
   if (!supervised && !await checkHandlers(catalog, config, strict)) return 1;
-  const { registry, unresolved } = await loadHandlers(catalog);
   const log = logger("worker");
-  let failed = 0;
-  for (const u of unresolved) {
-    const props = { file: u.entry.file, line: u.entry.line, target: u.entry.target, reason: u.reason };
-    if (typeof parseTarget(u.entry.target) !== "string") {
-      failed++;
-      log.error("{file}:{line}: target {target} does not load: {reason}", props);
-    } else log.warn("{file}:{line}: unresolved target {target}: {reason}", props);
-  }
-  if (failed || (strict && unresolved.length)) return 1;
-  const worker = await Worker.start({
+  const options = {
     flows: catalog.flows,
-    handlers: registry,
     subjectAddress: config.subject_worker_address,
     concurrency: config.worker_concurrency,
     stepLimit: config.step_limit,
@@ -234,11 +233,57 @@ export async function runWorker(
     heartbeatTimeout: config.heartbeat_timeout,
     watchdog: true,
     maxMessageSize: config.max_message_size,
-  });
+  };
+  let worker: Worker;
+  let unresolved: readonly UnresolvedTarget[];
+  if (config.sandbox) {
+    // The handlers are imported by their sandboxes only, never on this thread (it holds FFI).
+    try {
+      const started = await Worker.startWith({
+        ...options,
+        handlers: new HandlerRegistry(),
+        sandboxes: sandboxGroups(catalog),
+      });
+      worker = started.worker;
+      const foreign = [...catalog.mappings.values()].flatMap((entry) => {
+        const ref = parseTarget(entry.target);
+        return typeof ref === "string" ? [{ entry, reason: ref }] : [];
+      });
+      unresolved = [...started.unresolved, ...foreign];
+    } catch (e) {
+      log.error("The handler sandboxes did not start: {message}", { message: (e as Error).message });
+      return 1;
+    }
+    if (!reportUnresolved(unresolved, strict)) {
+      await worker.close();
+      return 1;
+    }
+  } else {
+    const loaded = await loadHandlers(catalog);
+    if (!reportUnresolved(loaded.unresolved, strict)) return 1;
+    worker = await Worker.start({ ...options, handlers: loaded.registry });
+  }
   return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
     log.info("{signal}: finishing running steps", { signal });
     await worker.drain(config.handler_timeout);
   });
+}
+
+/**
+ * Logs the mapping targets that did not load: a TypeScript target is an error, a foreign one
+ * (a Python path) a warning. Returns `false` when the worker must not run.
+ */
+function reportUnresolved(unresolved: readonly UnresolvedTarget[], strict: boolean): boolean {
+  const log = logger("worker");
+  let failed = 0;
+  for (const u of unresolved) {
+    const props = { file: u.entry.file, line: u.entry.line, target: u.entry.target, reason: u.reason };
+    if (typeof parseTarget(u.entry.target) !== "string") {
+      failed++;
+      log.error("{file}:{line}: target {target} does not load: {reason}", props);
+    } else log.warn("{file}:{line}: unresolved target {target}: {reason}", props);
+  }
+  return !(failed || (strict && unresolved.length));
 }
 
 /** Options of {@linkcode runStart}. */
@@ -249,6 +294,8 @@ export interface StartOptions {
   readonly files: readonly string[];
   /** Load strictly. */
   readonly strict?: boolean;
+  /** With `strict`: let components ask to run programs or for unrestricted network access. */
+  readonly allowComponentPermissions?: boolean;
 }
 
 /**
@@ -286,14 +333,17 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
 
 async function supervise(config: Config, options: StartOptions): Promise<number> {
   const log = logger("start");
-  const catalog = await loadForRole(options.files, options.strict);
+  const catalog = await loadForRole(options.files, options.strict, options.allowComponentPermissions);
   if (!catalog) return 1;
   if (!await checkHandlers(catalog, config, options.strict)) return 1;
   const cli = new URL("../../cli.ts", import.meta.url).href;
   const files = options.files.length ? options.files : EXAMPLE_FILES;
   const common = [...options.roleArgs, "--supervised"];
   // Only the roles that load files take --strict.
-  const strict = options.strict ? ["--strict"] : [];
+  const strict = [
+    ...(options.strict ? ["--strict"] : []),
+    ...(options.allowComponentPermissions ? ["--allow-component-permissions"] : []),
+  ];
 
   const spawner = (role: string, withFiles: boolean) => () =>
     new Deno.Command(Deno.execPath(), {
@@ -302,6 +352,8 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         "-A",
         // The IM collects garbage before it hands freed memory back (see IntegrationManager).
         ...(role === "integration-manager" ? ["--v8-flags=--expose-gc"] : []),
+        // The only way Deno gives a thread permissions of its own (README, "Handler sandbox").
+        ...(role === "worker" && config.sandbox ? ["--unstable-worker-options"] : []),
         cli,
         role,
         ...common,

@@ -14,7 +14,7 @@ import { resolveKey } from "../topic/resolve.ts";
 import { NO_HANDLER, StepTimeoutError } from "../topic/segment.ts";
 import type { BoundHandler, HandlerContext, HandlerLogger, HandlerRegistry, Values } from "../handler.ts";
 import { logger } from "../log.ts";
-import type { LoopMonitor } from "./watchdog.ts";
+import type { LoopMonitor } from "./loop_monitor.ts";
 
 /** How often the running async steps are checked for timeouts: a timeout fires up to this late. */
 const TIMEOUT_SWEEP_MS = 10;
@@ -151,7 +151,7 @@ export class HandlerCalls {
     const monitor = this.#o.monitor;
     let result: Values | Promise<Values>;
     if (monitor) {
-      monitor.enter(step.d);
+      monitor.enter(step.d, timeout);
       try {
         result = handler.call(values, ctx);
       } finally {

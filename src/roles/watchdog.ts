@@ -9,16 +9,18 @@
  * timeout), the watchdog kills the process, so its supervisor replaces it instead of leaving
  * a process spinning at 100% CPU forever.
  *
- * The shared buffer holds three numbers, written by the worker's thread
- * ({@linkcode LoopMonitor}): when the loop last turned, the dispatch number of the step whose
- * handler is running synchronously now (0: none) and when it started (`Date.now()`, which
- * both threads share).
+ * The shared buffer is written by the worker's thread ({@linkcode LoopMonitor}, in
+ * `loop_monitor.ts`): when the loop last turned, and the step whose handler runs synchronously
+ * now and since when.
  *
  * @module
  */
 
 import { Context } from "../zmq/socket.ts";
 import { stuckReport } from "../wire/control.ts";
+import { loopBeatMs, LoopMonitor, SLOT } from "./loop_monitor.ts";
+
+export { loopBeatMs, LoopMonitor } from "./loop_monitor.ts";
 
 /** What the watchdog thread is started with. */
 export interface WatchdogSetup {
@@ -36,48 +38,7 @@ export interface WatchdogSetup {
   readonly killAfter: number;
 }
 
-const BEAT = 0;
-const STEP = 1;
-const SINCE = 2;
-
-/**
- * How often the worker's thread marks that its loop turned, for a watchdog that reports a stall
- * after `stallAfter` ms: a tenth of it, from 20 ms to 250 ms (an idle worker wakes 4 times a
- * second for it by default).
- */
-export function loopBeatMs(stallAfter: number): number {
-  return Math.max(20, Math.min(250, Math.floor(stallAfter / 10)));
-}
-
-/** The worker thread's side: marks loop turns and the step whose handler runs now. */
-export class LoopMonitor {
-  readonly buffer = new SharedArrayBuffer(3 * 8);
-  readonly #slots = new Float64Array(this.buffer);
-  readonly #timer: ReturnType<typeof setInterval>;
-
-  /** Marks a loop turn every `beatMs` ms. */
-  constructor(beatMs: number) {
-    this.#slots[BEAT] = Date.now();
-    this.#timer = setInterval(() => this.#slots[BEAT] = Date.now(), beatMs);
-    Deno.unrefTimer(this.#timer);
-  }
-
-  /** A handler for step `d` starts running synchronously. */
-  enter(d: number): void {
-    this.#slots[STEP] = d;
-    this.#slots[SINCE] = Date.now();
-  }
-
-  /** The handler returned (or returned a promise). */
-  leave(): void {
-    this.#slots[STEP] = 0;
-  }
-
-  /** Stops marking. */
-  stop(): void {
-    clearInterval(this.#timer);
-  }
-}
+const { BEAT, STEP, SINCE } = SLOT;
 
 /** Starts the watchdog thread for this process; returns a function that stops it. */
 export function startWatchdog(setup: WatchdogSetup): () => void {

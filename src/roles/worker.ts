@@ -6,10 +6,8 @@
  * @module
  */
 
-import { ASYNC } from "../topic/action_key.ts";
 import type { Flow } from "../topic/flow_file.ts";
 import { DEFAULT_STEP_LIMIT } from "../topic/flow_step.ts";
-import { runSegment, type SegmentOutcome } from "../topic/segment.ts";
 import {
   DEFAULT_HANDLER_TIMEOUT,
   DEFAULT_HEARTBEAT_INTERVAL,
@@ -20,19 +18,13 @@ import type { HandlerRegistry } from "../handler.ts";
 import { withTimeout } from "../_async.ts";
 import { logger } from "../log.ts";
 import { internalFrameLimit, KIND_CODES, readBatch, TurnBatch } from "../wire/batch.ts";
-import { CONTROL_FRAMES, isControl, workerStatus } from "../wire/control.ts";
-import {
-  decodeHeader,
-  decodeValues,
-  DEFAULT_MAX_MESSAGE_SIZE,
-  parseTopic,
-  text,
-  type TopicFields,
-  TopicMemo,
-} from "../wire/protocol.ts";
+import { CONTROL_FRAMES, isControl, stuckReport, workerStatus } from "../wire/control.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE } from "../wire/protocol.ts";
 import { type StepResult, StepResults } from "../wire/step_result.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { HandlerCalls } from "./handler_calls.ts";
+import { type SandboxGroup, SandboxPool, type SandboxUnresolved } from "./sandbox.ts";
+import { StepRunner } from "./step_runner.ts";
 import { watchWorker } from "./watchdog.ts";
 
 /** Options of {@linkcode Worker.start}. */
@@ -75,6 +67,12 @@ export interface WorkerOptions {
    * Only for a worker that has its process to itself. @default {false}
    */
   readonly watchdog?: boolean;
+  /**
+   * Run the handlers of these groups in sandbox threads (see `sandbox.ts`) instead of `handlers`
+   * on this thread. The process needs `--unstable-worker-options`. A sandbox that was terminated
+   * and cannot start again ends the process (exit 1), so that its supervisor replaces it.
+   */
+  readonly sandboxes?: readonly SandboxGroup[];
 }
 
 /** Counters of a worker. */
@@ -95,7 +93,7 @@ const { RESULTS, BYE } = CONTROL_FRAMES;
 
 /** A running worker. */
 export class Worker {
-  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog">>;
+  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog" | "sandboxes">>;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("worker");
@@ -103,13 +101,6 @@ export class Worker {
   #timer?: ReturnType<typeof setInterval>;
   /** Dispatch numbers of the steps this worker holds now (reported in every heartbeat). */
   readonly #holding = new Set<number>();
-  /** A step topic's fields and flow, worked out once per topic text. */
-  readonly #topicInfo = new TopicMemo<(TopicFields & { readonly flowDef: Flow | undefined }) | undefined>(
-    (topic) => {
-      const fields = parseTopic(topic);
-      return fields && { ...fields, flowDef: this.#o.flows.get(fields.flow) };
-    },
-  );
   /** The highest dispatch number received. */
   #lastDispatch = 0;
   /** Results to send at the end of this turn. */
@@ -117,13 +108,23 @@ export class Worker {
   readonly #encoder: StepResults;
   readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
   #calls!: HandlerCalls;
+  #runner!: StepRunner;
+  /** The handler sandboxes, when handlers run in them. */
+  #pool?: SandboxPool;
+  /** Where this worker's `STUCK` reports for its sandboxes go (made at the first). */
+  #stuckSock?: ReactorSocket;
+  #stuckConnected?: Promise<void>;
+  #watch = "";
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
   #id = "";
   #stopWatchdog?: () => void;
 
   private constructor(options: WorkerOptions) {
-    this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
+    // With sandboxes, results come back as messages to this thread's event loop, which an
+    // in-thread wait would hold up (measured: the 3-step flow's peak halved): wait off-thread.
+    this.#reactor = options.reactor ??
+      new Reactor({ syncWaitMs: options.sandboxes ? 0 : ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = {
       flows: options.flows,
@@ -140,13 +141,40 @@ export class Worker {
     this.#encoder = new StepResults(this.#o.maxMessageSize);
   }
 
-  /** Connects to the Subject and starts taking steps. */
+  /** Connects to the Subject and starts taking steps (with `sandboxes`, once they have started). */
   static async start(options: WorkerOptions): Promise<Worker> {
+    return (await Worker.startWith(options)).worker;
+  }
+
+  /** {@linkcode Worker.start}, also returning the sandboxes' mapping entries whose targets did not load. */
+  static async startWith(
+    options: WorkerOptions,
+  ): Promise<{ worker: Worker; unresolved: readonly SandboxUnresolved[] }> {
     const w = new Worker(options);
     const routingId = `worker-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
     // Proves a STUCK report comes from this worker's watchdog (sent only to the Subject).
     const watch = crypto.randomUUID();
     w.#id = routingId;
+    w.#watch = watch;
+    let unresolved: readonly SandboxUnresolved[] = [];
+    if (options.sandboxes) {
+      const started = await SandboxPool.start({
+        ...w.#o,
+        groups: options.sandboxes,
+        onResult: (d, kind, a, b, c) => w.#replied(d, kind, a, b, c),
+        onResultsEnd: () => w.#results.flush(),
+        onStuck: (d, ms) => w.#reportStuck(d, ms),
+        onLost: (ds) => w.#lost(ds),
+        onSteps: (n) => w.#stats.steps += n,
+        onFatal: (message) => {
+          w.#log.error("{message}: the worker stops", { message });
+          void w.close().finally(() => Deno.exit(1));
+        },
+        hold: () => w.#reactor.holdSyncWait(),
+      });
+      w.#pool = started.pool;
+      unresolved = started.unresolved;
+    }
     w.#sock = w.#reactor.socket("DEALER", {
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
@@ -157,9 +185,18 @@ export class Worker {
       routingId,
     });
     w.#results = new TurnBatch(w.#sock, [RESULTS]);
-    const watching = options.watchdog ? watchWorker({ ...w.#o, worker: routingId, token: watch }) : undefined;
+    const watching = options.watchdog && !w.#pool
+      ? watchWorker({ ...w.#o, worker: routingId, token: watch })
+      : undefined;
     w.#stopWatchdog = watching?.stop;
-    w.#calls = new HandlerCalls({ ...w.#o, monitor: watching?.monitor });
+    const calls = w.#calls = new HandlerCalls({ ...w.#o, monitor: watching?.monitor });
+    w.#runner = new StepRunner({
+      ...w.#o,
+      encoder: w.#encoder,
+      has: (flow, pos) => calls.has(flow, pos),
+      call: (flow, pos, values, step) => calls.call(flow, pos, values, step),
+      onSteps: (n) => w.#stats.steps += n,
+    });
     await w.#sock.connect(w.#o.subjectAddress);
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#results.flush());
@@ -182,7 +219,7 @@ export class Worker {
       subject: w.#o.subjectAddress,
       credit: w.#o.concurrency,
     });
-    return w;
+    return { worker: w, unresolved };
   }
 
   /** This worker's routing id, as the Subject knows it (and logs it). */
@@ -202,11 +239,16 @@ export class Worker {
       this.#log.warn("Ignored a message of {n} frames from the Subject", { n: frames.length });
       return;
     }
+    const pool = this.#pool;
     for (const { tag: d, frames: [topic, header, values] } of records) {
       this.#stats.received++;
       this.#stats.active++;
       this.#holding.add(d);
       if (d > this.#lastDispatch) this.#lastDispatch = d;
+      if (pool) {
+        pool.send(d, topic, header, values);
+        continue;
+      }
       let r: StepResult | Promise<StepResult>;
       try {
         r = this.#segment(topic, header, values, d);
@@ -217,73 +259,56 @@ export class Worker {
         r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#encoder.crashed(topic, header, e)));
       } else this.#reply(d, r);
     }
+    pool?.flush();
   }
 
   #reply(d: number, r: StepResult): void {
+    this.#replied(d, KIND_CODES[r.kind], r.frames[0], r.frames[1], r.frames[2]);
+  }
+
+  #replied(d: number, kind: number, topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
     this.#holding.delete(d);
     this.#stats.active--;
     this.#stats.results++;
-    if (r.kind === "error") this.#stats.errors++;
-    this.#results.add(d, KIND_CODES[r.kind], r.frames[0], r.frames[1], r.frames[2]);
+    if (kind === KIND_CODES.error) this.#stats.errors++;
+    this.#results.add(d, kind, topic, header, values);
+  }
+
+  /** Steps a terminated sandbox held: the Subject sends them again (see `sandbox.ts`). */
+  #lost(ds: readonly number[]): void {
+    for (const d of ds) {
+      if (this.#holding.delete(d)) this.#stats.active--;
+    }
   }
 
   /**
-   * Runs the segment a step message starts (see {@linkcode runSegment}) and encodes its
-   * outcome. Never throws: failures become error results.
+   * Tells the Subject that step `d`'s handler blocked its sandbox, as the watchdog thread of a
+   * worker without sandboxes does: on a socket named after this worker, with its secret.
    */
+  #reportStuck(d: number, ms: number): void {
+    if (!this.#stuckSock) {
+      const sock = this.#reactor.socket("DEALER", { routingId: `${this.#id}!watchdog`, linger: 1000 });
+      this.#stuckSock = sock;
+      this.#stuckConnected = sock.connect(this.#o.subjectAddress);
+    }
+    const sock = this.#stuckSock;
+    const report = stuckReport({ worker: this.#id, d, ms, token: this.#watch });
+    void this.#stuckConnected!.then(() => sock.send(report)).catch((e) =>
+      this.#log.warn("Could not tell the Subject of a stuck handler: {why}", { why: (e as Error).message })
+    );
+  }
+
+  /** Runs the segment a step message starts on this thread (see {@linkcode StepRunner}). */
   #segment(
     topicFrame: Uint8Array,
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
     d: number,
   ): StepResult | Promise<StepResult> {
-    const fields = this.#topicInfo.get(text(topicFrame));
-    const header = decodeHeader(headerFrame);
-    if (!fields || typeof header === "string" || header.pos === undefined) {
-      return this.#encoder.error(
-        fields?.flow ?? "",
-        { id: typeof header === "string" ? "" : header.id },
-        valuesFrame,
-        "bad_request",
-        "malformed step from the Subject",
-      );
-    }
-    const flow = fields.flowDef;
-    if (!flow) {
-      return this.#encoder.error(
-        fields.flow,
-        header,
-        valuesFrame,
-        "unknown_flow",
-        `this worker does not know flow "${fields.flow}"`,
-      );
-    }
-    const decoded = decodeValues(valuesFrame);
-    if (typeof decoded === "string") {
-      return this.#encoder.error(
-        flow.name,
-        header,
-        {}, // publications carry JSON objects: values that are not one are not echoed
-        "bad_request",
-        "the request's values are not a JSON object",
-      );
-    }
-    const id = header.id;
-    // A flow resumed at its @ASYNC step runs that step's handler if one is mapped; if none is,
-    // the step only marks where outside input (the resume values) enters the flow.
-    const passThrough = header.r === 1 && flow.steps[header.pos]?.key.decorator === ASYNC &&
-      !this.#calls.has(flow, header.pos);
-    const plan = { pos: header.pos, n: header.n ?? 0, stepLimit: this.#o.stepLimit, passThrough };
-    const step = { id: header.id, d };
-    const out = runSegment(flow, plan, decoded, (pos, values) => this.#calls.call(flow, pos, values, step));
-    if (!(out instanceof Promise)) return this.#encode(flow, id, out);
+    const out = this.#runner.run(topicFrame, headerFrame, valuesFrame, d) as StepResult | Promise<StepResult>;
+    if (!(out instanceof Promise)) return out;
     const release = this.#reactor.holdSyncWait();
-    return out.then((o) => this.#encode(flow, id, o)).finally(release);
-  }
-
-  #encode(flow: Flow, id: string, out: SegmentOutcome): StepResult {
-    this.#stats.steps += out.steps;
-    return this.#encoder.outcome(flow, id, out);
+    return out.finally(release);
   }
 
   /**
@@ -308,6 +333,7 @@ export class Worker {
       clearInterval(this.#timer);
       this.#stopWatchdog?.();
       this.#calls?.stop();
+      this.#pool?.close();
       if (this.#ownsReactor) await this.#reactor.close();
       else await this.#sock.close();
     })().finally(() => this.#done.resolve());

@@ -13,6 +13,7 @@ import { type Diagnostic, formatPlace } from "./diagnostics.ts";
 import { type Flow, parseFlowFile } from "./flow_file.ts";
 import { type MappingEntry, parseMappingFile, type TimeoutEntry } from "./mapping_file.ts";
 import { hasActionMappingSection } from "./_ini.ts";
+import { type DeclaredPermissions, riskyGrants } from "./permissions.ts";
 
 /** What a file holds. */
 export type FileKind = "flow" | "mapping";
@@ -34,6 +35,12 @@ export interface CatalogOptions {
    * @default {false}
    */
   readonly strict?: boolean;
+  /**
+   * In strict mode, lets a component ask to run programs or for unrestricted network access
+   * (`--allow-component-permissions`); without it, strict mode refuses such a component.
+   * @default {false}
+   */
+  readonly allowComponentPermissions?: boolean;
 }
 
 /** Flows and mappings loaded from a set of files. */
@@ -48,6 +55,8 @@ export interface Catalog {
   readonly allMappings: readonly MappingEntry[];
   /** Per-action handler timeouts (`[actiontimeout]`) by lookup key; the later file wins. */
   readonly timeouts: ReadonlyMap<string, TimeoutEntry>;
+  /** The `[permissions]` sections, by mapping file (a mapping file without one is not listed). */
+  readonly permissions: ReadonlyMap<string, DeclaredPermissions>;
   /** The kind each file was read as, in load order. */
   readonly files: readonly { readonly file: string; readonly kind: FileKind }[];
   /** Errors and warnings from every file. */
@@ -93,6 +102,7 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
   const allMappings: MappingEntry[] = [];
   const allTimeouts: TimeoutEntry[] = [];
   const files: { file: string; kind: FileKind }[] = [];
+  const permissions = new Map<string, DeclaredPermissions>();
   for (const src of sources) {
     const kind = src.kind ?? detectKind(src.text);
     files.push({ file: src.file, kind });
@@ -101,6 +111,20 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
       allMappings.push(...r.entries);
       allTimeouts.push(...r.timeouts);
       diagnostics.push(...r.diagnostics);
+      if (r.permissions) {
+        permissions.set(src.file, r.permissions);
+        if (strict && !options.allowComponentPermissions) {
+          for (const { kind, reason } of riskyGrants(r.permissions)) {
+            diagnostics.push({
+              file: src.file,
+              line: r.permissions.lines[kind] ?? 1,
+              column: 1,
+              severity: "error",
+              message: `the component ${reason}: strict mode refuses it unless --allow-component-permissions`,
+            });
+          }
+        }
+      }
     } else {
       const r = parseFlowFile(src.text, src.file);
       allFlows.push(...r.flows);
@@ -141,7 +165,7 @@ export function buildCatalog(sources: readonly SourceFile[], options: CatalogOpt
       });
   const mappings = lastWins(allMappings, (m) => m.lookup, conflict("mapping", "is defined"));
   const timeouts = lastWins(allTimeouts, (t) => t.lookup, conflict("timeout", "is set"));
-  return { flows, mappings, allFlows, allMappings, timeouts, files, diagnostics };
+  return { flows, mappings, allFlows, allMappings, timeouts, permissions, files, diagnostics };
 }
 
 /** The last definition of each key; `onConflict` hears of every key defined more than once. */

@@ -1,8 +1,10 @@
 /**
  * Action-mapping files: the `[actionmapping]` section's `key = target` entries, and the
  * `[actiontimeout]` section's `key = milliseconds` entries (this project's addition: a
- * handler timeout per action, resolved by the same seven rules). Other sections
- * (`[Request]`, `__class = …` object sections, `[servicemapping]`) are ignored.
+ * handler timeout per action, resolved by the same seven rules), and the `[permissions]`
+ * section's `kind = list` entries (also ours: what the component's handlers may touch, see
+ * `permissions.ts`). Other sections (`[Request]`, `__class = …` object sections,
+ * `[servicemapping]`) are ignored.
  *
  * @module
  */
@@ -10,6 +12,13 @@
 import { type ActionKey, lookupKey, tryParseActionKey } from "./action_key.ts";
 import type { Diagnostic } from "./diagnostics.ts";
 import { scanIni } from "./_ini.ts";
+import {
+  type DeclaredPermissions,
+  type Grant,
+  parseGrant,
+  PERMISSION_KINDS,
+  type PermissionKind,
+} from "./permissions.ts";
 
 /** One `key = target` entry. */
 export interface MappingEntry {
@@ -53,6 +62,8 @@ export interface MappingFileResult {
   readonly entries: MappingEntry[];
   /** The `[actiontimeout]` entries, in file order (duplicates likewise appear once). */
   readonly timeouts: TimeoutEntry[];
+  /** The `[permissions]` section, when the file has one. */
+  readonly permissions?: DeclaredPermissions;
   /** Every error in the file. */
   readonly diagnostics: Diagnostic[];
 }
@@ -62,6 +73,9 @@ export const ACTION_MAPPING_SECTION = "actionmapping";
 
 /** The name of the section that holds per-action handler timeouts (matched case-insensitively). */
 export const ACTION_TIMEOUT_SECTION = "actiontimeout";
+
+/** The name of the section that declares the component's permissions (matched case-insensitively). */
+export const PERMISSIONS_SECTION = "permissions";
 
 /**
  * Parses a mapping file, reporting every error.
@@ -81,7 +95,9 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
   const diagnostics: Diagnostic[] = [];
   const seen = new Map<string, MappingEntry>();
   const seenTimeouts = new Map<string, TimeoutEntry>();
-  let section: "mapping" | "timeout" | undefined;
+  let section: "mapping" | "timeout" | "permissions" | undefined;
+  let grants: Partial<Record<PermissionKind, Grant>> | undefined;
+  const grantLines: Partial<Record<PermissionKind, number>> = {};
   const error = (line: number, column: number, message: string, related?: Diagnostic["related"]) =>
     diagnostics.push({ file, line, column, severity: "error", message, related });
 
@@ -92,7 +108,10 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
         ? "mapping"
         : name === ACTION_TIMEOUT_SECTION
         ? "timeout"
+        : name === PERMISSIONS_SECTION
+        ? "permissions"
         : undefined;
+      if (section === "permissions") grants ??= {};
       continue;
     }
     if (!section) continue; // other sections are DigitalPy object wiring: ignored
@@ -113,6 +132,25 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
     const targetColumn = l.column + eq + 1 + (rawTarget.length - rawTarget.trimStart().length);
     if (keyText === "") {
       error(l.line, l.column, "mapping entry without a key before '='");
+      continue;
+    }
+    if (section === "permissions") {
+      const kind = keyText.toLowerCase() as PermissionKind;
+      if (!PERMISSION_KINDS.includes(kind)) {
+        error(l.line, keyColumn, `unknown permission "${keyText}"; known: ${PERMISSION_KINDS.join(", ")}`);
+        continue;
+      }
+      if (grantLines[kind] !== undefined) {
+        error(l.line, keyColumn, `"${kind}" is given twice (line ${grantLines[kind]}); list it once`);
+        continue;
+      }
+      const grant = parseGrant(kind, target);
+      if (typeof grant === "string") {
+        error(l.line, targetColumn, grant);
+        continue;
+      }
+      grants![kind] = grant;
+      grantLines[kind] = l.line;
       continue;
     }
     const r = tryParseActionKey(keyText);
@@ -180,5 +218,6 @@ export function parseMappingFile(text: string, file: string): MappingFileResult 
     seen.set(entry.lookup, entry);
     entries.push(entry);
   }
-  return { entries, timeouts, diagnostics };
+  const permissions = grants && { file, grants, lines: grantLines };
+  return { entries, timeouts, ...(permissions ? { permissions } : {}), diagnostics };
 }

@@ -1,0 +1,424 @@
+/**
+ * Handler sandboxes: a worker process runs its handlers in Web Workers that Deno binds to their
+ * components' permissions (`deno.permissions`, behind `--unstable-worker-options`), one per
+ * distinct permission set, none holding FFI: the worker's main thread, which holds libzmq, runs
+ * no handler code. Each sandbox runs whole segments (`sandbox_thread.ts`); the steps of a turn
+ * go in as one message and their results come back as one. A segment whose next step is another
+ * sandbox's goes on there, through the main thread.
+ *
+ * The main thread's event loop stays free while a handler blocks its sandbox's loop, so it sees a
+ * handler running synchronously past its timeout (the sandbox's `LoopMonitor` buffer),
+ * tells the Subject which step it was (`STUCK`, as the watchdog of `--no-sandbox` does: the
+ * Subject counts a failed delivery against that step and poisons it after `max_deliveries`),
+ * terminates the sandbox, and starts a new one: the worker process keeps serving.
+ *
+ * @module
+ */
+
+import { resolve as resolvePath } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Catalog } from "../topic/catalog.ts";
+import type { Flow } from "../topic/flow_file.ts";
+import type { MappingEntry } from "../topic/mapping_file.ts";
+import {
+  type ComponentPermissions,
+  componentPermissions,
+  formatPermissions,
+  type Grant,
+  permissionsKey,
+} from "../topic/permissions.ts";
+import { resolveKey } from "../topic/resolve.ts";
+import { parseTarget, targetModuleUrl } from "../handler.ts";
+import { logger } from "../log.ts";
+import type { Logger } from "@logtape/logtape";
+import { BatchView, BatchWriter } from "../wire/batch.ts";
+import { decodeHeader, parseTopic, text, TopicMemo } from "../wire/protocol.ts";
+import { loopBeatMs, SLOT } from "./loop_monitor.ts";
+import {
+  type FromSandbox,
+  HANDOFF_KIND,
+  type Owners,
+  type SandboxSetup,
+  type ToSandbox,
+} from "./sandbox_thread.ts";
+
+/** The handlers of the components that share one permission set: one sandbox runs them. */
+export interface SandboxGroup {
+  /** What they may touch. */
+  readonly permissions: ComponentPermissions;
+  /** Their mapping files. */
+  readonly components: readonly string[];
+  /** Their winning mapping entries with TypeScript targets. */
+  readonly entries: readonly MappingEntry[];
+}
+
+/**
+ * Groups a catalog's handlers by their components' permission sets. Entries whose targets are not
+ * `module#Export` (Python paths) are left out: their steps answer `no_handler`.
+ */
+export function sandboxGroups(catalog: Catalog): SandboxGroup[] {
+  const groups = new Map<
+    string,
+    { permissions: ComponentPermissions; components: string[]; entries: MappingEntry[] }
+  >();
+  for (const entry of catalog.mappings.values()) {
+    if (typeof parseTarget(entry.target) === "string") continue;
+    const permissions = componentPermissions(resolvePath(entry.file), catalog.permissions.get(entry.file));
+    const key = permissionsKey(permissions);
+    let g = groups.get(key);
+    if (!g) groups.set(key, g = { permissions, components: [], entries: [] });
+    if (!g.components.includes(entry.file)) g.components.push(entry.file);
+    g.entries.push(entry);
+  }
+  return [...groups.values()];
+}
+
+/** The permissions a sandbox's Web Worker gets: its components' grants; never FFI. */
+export function workerPermissions(p: ComponentPermissions): Deno.PermissionOptionsObject {
+  const g = (x: Grant) => x === true ? true : x.length ? [...x] : false;
+  return {
+    read: g(p.read),
+    write: g(p.write),
+    net: g(p.net),
+    env: g(p.env),
+    run: g(p.run),
+    ffi: false,
+    sys: false,
+    import: false,
+  };
+}
+
+/** Options of {@linkcode SandboxPool.start}. */
+export interface SandboxPoolOptions {
+  /** The sandboxes' handlers (see {@linkcode sandboxGroups}). */
+  readonly groups: readonly SandboxGroup[];
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** Per-action handler timeouts, by lookup key. */
+  readonly timeouts: ReadonlyMap<string, number>;
+  /** Milliseconds a handler may run where `timeouts` sets none. */
+  readonly handlerTimeout: number;
+  /** The largest number of steps a request may run. */
+  readonly stepLimit: number;
+  /** `max_message_size`. */
+  readonly maxMessageSize: number;
+  /** A result of step `d` (kind code and frames, as a `RESULTS` batch record carries them). */
+  readonly onResult: (d: number, kind: number, a: Uint8Array, b: Uint8Array, c: Uint8Array) => void;
+  /** The results of one sandbox message have all been given: send them. */
+  readonly onResultsEnd: () => void;
+  /** A handler blocked its sandbox running step `d` for `ms`: tell the Subject. */
+  readonly onStuck: (d: number, ms: number) => void;
+  /** Steps that will never have a result here (their sandbox was terminated). */
+  readonly onLost: (ds: readonly number[]) => void;
+  /** Handlers run. */
+  readonly onSteps: (n: number) => void;
+  /** A sandbox that was terminated could not start again: the worker cannot go on. */
+  readonly onFatal: (message: string) => void;
+  /** Holds the reactor's fast wake-up while any step runs in a sandbox (its results come by message). */
+  readonly hold: () => () => void;
+}
+
+/** A mapping entry that no sandbox could load. */
+export interface SandboxUnresolved {
+  /** The entry. */
+  readonly entry: MappingEntry;
+  /** Why. */
+  readonly reason: string;
+}
+
+const THREAD_URL = new URL("./sandbox_thread.ts", import.meta.url).href;
+
+/** One sandbox thread, restarted when it is terminated. */
+class Sandbox {
+  /** Steps sent to it and not answered. */
+  readonly pending = new Set<number>();
+  readonly #out = new BatchWriter(64 * 1024);
+  readonly log: Logger = logger("sandbox");
+  #thread?: Worker;
+  #ready = false;
+  slots?: Float64Array;
+
+  constructor(
+    readonly index: number,
+    readonly group: SandboxGroup,
+    readonly setup: Omit<SandboxSetup, "index" | "entries" | "owners">,
+    readonly onMessage: (s: Sandbox, m: FromSandbox) => void,
+    readonly onCrash: (s: Sandbox, message: string) => void,
+  ) {}
+
+  /** What the logs call it. */
+  get name(): string {
+    return `sandbox ${this.index} (${this.group.components.join(", ")}: ${
+      formatPermissions(this.group.permissions)
+    })`;
+  }
+
+  /** Starts the thread; resolves with its `ready` message. */
+  start(owners?: Owners): Promise<Extract<FromSandbox, { type: "ready" }>> {
+    const ready = Promise.withResolvers<Extract<FromSandbox, { type: "ready" }>>();
+    // The handler modules are imported statically by the entry module: Deno loads a worker's
+    // module graph without checking its read permissions, and a handler's own reads are checked.
+    const modules = new Set<string>();
+    for (const e of this.group.entries) {
+      const ref = parseTarget(e.target);
+      if (typeof ref !== "string") {
+        modules.add(targetModuleUrl(ref.specifier, new URL(this.setup.fileUrls[e.file])));
+      }
+    }
+    const entry = [
+      `import { serveSandbox } from ${JSON.stringify(THREAD_URL)};`,
+      ...[...modules].map((u) => `import ${JSON.stringify(u)};`),
+      "serveSandbox();",
+    ].join("\n");
+    const thread = new Worker(`data:application/javascript,${encodeURIComponent(entry)}`, {
+      type: "module",
+      deno: { permissions: workerPermissions(this.group.permissions) },
+    } as WorkerOptions);
+    this.#thread = thread;
+    this.#ready = false;
+    thread.onmessage = (e: MessageEvent<FromSandbox>) => {
+      const m = e.data;
+      if (m.type === "ready") {
+        this.slots = new Float64Array(m.monitor);
+        this.#ready = true;
+        ready.resolve(m);
+        this.flush();
+      } else this.onMessage(this, m);
+    };
+    thread.onerror = (e) => {
+      e.preventDefault();
+      const message = e.message ?? String(e);
+      if (!this.#ready) ready.reject(new Error(`${this.name} did not start: ${message}`));
+      else this.onCrash(this, message);
+    };
+    const setup: SandboxSetup = { ...this.setup, index: this.index, entries: this.group.entries, owners };
+    thread.postMessage({ type: "init", setup } satisfies ToSandbox);
+    return ready.promise;
+  }
+
+  /** Gives it its owners table. */
+  owners(owners: Owners): void {
+    this.#thread?.postMessage({ type: "owners", owners } satisfies ToSandbox);
+  }
+
+  /** Queues a step message for the next {@linkcode Sandbox.flush}. */
+  add(d: number, topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
+    this.pending.add(d);
+    this.#out.add(d, 0, topic, header, values);
+  }
+
+  /** Sends the queued step messages as one message (once the thread is ready). */
+  flush(): void {
+    if (!this.#ready || !this.#out.count) return;
+    const batch = this.#out.take().slice();
+    this.#thread!.postMessage(batch, [batch.buffer]);
+  }
+
+  /** Ends the thread at once; returns the steps it held. */
+  terminate(): number[] {
+    this.#thread?.terminate();
+    this.#thread = undefined;
+    this.#ready = false;
+    this.#out.take();
+    const lost = [...this.pending];
+    this.pending.clear();
+    return lost;
+  }
+}
+
+/** A worker process's sandboxes. */
+export class SandboxPool {
+  readonly #o: SandboxPoolOptions;
+  readonly #sandboxes: Sandbox[] = [];
+  #owners: Owners = {};
+  #watch?: ReturnType<typeof setInterval>;
+  #pending = 0;
+  #release?: () => void;
+  #closed = false;
+  readonly #route = new TopicMemo<string | undefined>((t) => parseTopic(t)?.flow);
+
+  private constructor(options: SandboxPoolOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * Starts one sandbox per group, waits until each has imported its handlers, and works out which
+   * sandbox runs each step. Returns the pool and the entries that did not load.
+   */
+  static async start(
+    options: SandboxPoolOptions,
+  ): Promise<{ pool: SandboxPool; unresolved: SandboxUnresolved[] }> {
+    const pool = new SandboxPool(options);
+    const fileUrls: Record<string, string> = {};
+    for (const g of options.groups) {
+      for (const e of g.entries) fileUrls[e.file] ??= pathToFileURL(resolvePath(e.file)).href;
+    }
+    const setup = {
+      fileUrls,
+      flows: [...options.flows.values()],
+      timeouts: [...options.timeouts],
+      handlerTimeout: options.handlerTimeout,
+      stepLimit: options.stepLimit,
+      maxMessageSize: options.maxMessageSize,
+      logLevel: Deno.env.get("ZMANAGER_LOG") ?? "info",
+    };
+    options.groups.forEach((g, i) =>
+      pool.#sandboxes.push(
+        new Sandbox(i, g, setup, (s, m) => pool.#onMessage(s, m), (s, why) => pool.#crashed(s, why)),
+      )
+    );
+    let readies;
+    try {
+      readies = await Promise.all(pool.#sandboxes.map((s) => s.start()));
+    } catch (e) {
+      pool.close();
+      throw e;
+    }
+    // Which sandbox runs each step: the seven rules over every handler that loaded.
+    const owner = new Map<string, number>();
+    const unresolved: SandboxUnresolved[] = [];
+    readies.forEach((r, i) => {
+      for (const l of r.loaded) owner.set(l, i);
+      for (const u of r.unresolved) {
+        const entry = options.groups[i].entries.find((e) => e.lookup === u.lookup)!;
+        unresolved.push({ entry, reason: u.reason });
+      }
+    });
+    const owners: Record<string, (number | null)[]> = {};
+    for (const f of options.flows.values()) {
+      owners[f.name] = f.steps.map((s) => resolveKey(owner, s.key)?.entry ?? null);
+    }
+    pool.#owners = owners;
+    for (const s of pool.#sandboxes) s.owners(owners);
+    const beat = loopBeatMs(options.handlerTimeout);
+    pool.#watch = setInterval(() => pool.#checkStuck(), beat);
+    for (const s of pool.#sandboxes) {
+      s.log.info("Handlers of {components} run in a sandbox: {permissions}", {
+        components: s.group.components.join(", "),
+        permissions: formatPermissions(s.group.permissions),
+      });
+    }
+    return { pool, unresolved };
+  }
+
+  /** How many sandboxes run. */
+  get size(): number {
+    return this.#sandboxes.length;
+  }
+
+  /** Queues a step message for the sandbox that runs its first handler. */
+  send(d: number, topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
+    this.#sandboxes[this.#sandboxes.length === 1 ? 0 : this.#firstOwner(topic, header)].add(
+      d,
+      topic,
+      header,
+      values,
+    );
+    if (this.#pending++ === 0) this.#release = this.#o.hold();
+  }
+
+  /** The sandbox whose handler a step message runs first (any, where none maps it: it answers). */
+  #firstOwner(topic: Uint8Array, header: Uint8Array): number {
+    const flow = this.#route.get(text(topic));
+    const h = decodeHeader(header);
+    if (flow === undefined || typeof h === "string" || h.pos === undefined) return 0;
+    const o = this.#owners[flow];
+    return o?.[h.pos] ?? o?.[h.pos + 1] ?? 0;
+  }
+
+  /** Sends every sandbox its queued steps. */
+  flush(): void {
+    for (const s of this.#sandboxes) s.flush();
+  }
+
+  #onMessage(s: Sandbox, m: FromSandbox): void {
+    if (m.type !== "results") return;
+    this.#o.onSteps(m.steps);
+    const view = BatchView.of(m.batch);
+    if (!view) return;
+    let handedOff = false;
+    for (let i = 0; i < view.count; i++) {
+      const d = view.tag(i);
+      if (!s.pending.delete(d)) continue; // a sandbox since terminated and restarted: not ours
+      const kind = view.kind(i);
+      const [a, b, c] = view.frames(i);
+      if (kind >= HANDOFF_KIND) {
+        this.#sandboxes[kind - HANDOFF_KIND].add(d, a, b, c);
+        handedOff = true;
+        continue;
+      }
+      this.#o.onResult(d, kind, a, b, c);
+      this.#done(1);
+    }
+    if (handedOff) this.flush();
+    this.#o.onResultsEnd();
+  }
+
+  #done(n: number): void {
+    this.#pending -= n;
+    if (this.#pending === 0) {
+      this.#release?.();
+      this.#release = undefined;
+    }
+  }
+
+  /**
+   * A handler that has run synchronously past its timeout blocks its sandbox: the Subject is told
+   * which step (it takes back every step of this worker and counts a failed delivery against that
+   * one), and the sandbox is terminated and started again. A loop blocked past the handler timeout
+   * with no handler call marked (an async handler's continuation that never yields) has no step
+   * to name: its sandbox's steps are given up, and the Subject sends them again.
+   */
+  #checkStuck(): void {
+    const now = Date.now();
+    for (const s of this.#sandboxes) {
+      const slots = s.slots;
+      if (!slots || !s.pending.size) continue;
+      const d = slots[SLOT.STEP];
+      const since = now - slots[SLOT.SINCE];
+      const limit = slots[SLOT.LIMIT] || this.#o.handlerTimeout;
+      if (d && since >= limit) {
+        s.log.error("{sandbox}: the handler of step {d} has blocked it for {ms} ms; terminating it", {
+          sandbox: s.name,
+          d,
+          ms: since,
+        });
+        this.#restart(s, d, since);
+      } else if (!d && now - slots[SLOT.BEAT] >= this.#o.handlerTimeout) {
+        s.log.error("{sandbox}: its event loop has been blocked for {ms} ms; terminating it", {
+          sandbox: s.name,
+          ms: now - slots[SLOT.BEAT],
+        });
+        this.#restart(s, 0, 0);
+      }
+    }
+  }
+
+  #crashed(s: Sandbox, why: string): void {
+    s.log.error("{sandbox} failed: {why}; starting it again", { sandbox: s.name, why });
+    this.#restart(s, 0, 0);
+  }
+
+  #restart(s: Sandbox, d: number, ms: number): void {
+    s.slots = undefined;
+    const lost = s.terminate();
+    if (d && lost.includes(d)) this.#o.onStuck(d, Math.round(ms));
+    if (lost.length) {
+      this.#o.onLost(lost);
+      this.#done(lost.length);
+    }
+    if (this.#closed) return;
+    s.start(this.#owners).catch((e) =>
+      this.#o.onFatal(`${s.name} could not start again: ${(e as Error).message}`)
+    );
+  }
+
+  /** Terminates every sandbox. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#watch);
+    for (const s of this.#sandboxes) s.terminate();
+    this.#release?.();
+    this.#release = undefined;
+  }
+}

@@ -1,0 +1,155 @@
+// The handler sandbox (issue 20): a handler can touch only what its component declares. Real
+// deployments (`cli.ts start`), real files, sockets and processes: each denied attempt is a
+// `handler_error` naming the permission and the resource, and the worker keeps serving; a
+// component that declares `net = 127.0.0.1:PORT` reaches that port and no other; `--no-sandbox`
+// restores the worker's own permissions.
+import assert from "node:assert/strict";
+import { rolePids } from "../testing/deployment.ts";
+import { runCli, startDeployment } from "./helpers.ts";
+
+const COMPONENT = new URL("../fixtures/components/sandbox/", import.meta.url);
+const FILES = ["flows.ini", "mapping.ini"].map((f) => new URL(f, COMPONENT).pathname);
+const HANDLERS = new URL("handlers.ts", COMPONENT).href;
+
+/** A loopback listener that accepts and closes connections until closed. */
+function listener(): { port: number; close: () => void } {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    try {
+      for await (const c of l) c.close();
+    } catch { /* closed */ }
+  })();
+  return { port: (l.addr as Deno.NetAddr).port, close: () => l.close() };
+}
+
+/** A second component, in a folder of its own: `??reach` may connect to 127.0.0.1:`port` only. */
+async function netComponent(port: number): Promise<{ dir: string; mapping: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-net-" });
+  const mapping = `${dir}/mapping.ini`;
+  await Deno.writeTextFile(
+    mapping,
+    `[actionmapping]\n??reach = ${HANDLERS}#reach\n\n[permissions]\nnet = 127.0.0.1:${port}\n`,
+  );
+  return { dir, mapping };
+}
+
+Deno.test("a sandboxed handler is denied what its component does not declare, by name; the worker keeps serving", async () => {
+  const open = listener();
+  const scratch = await Deno.makeTempDir({ prefix: "zm-sbx-" });
+  try {
+    await using d = await startDeployment({ files: FILES, workers: 1 });
+    await using client = await d.connect();
+    const pids = await rolePids(d.dir, "worker");
+    const attempts: [string, string, string][] = [
+      ["read", "/etc/hostname", 'read access to "/etc/hostname" denied'],
+      ["write", `${scratch}/out.txt`, `write access to "${scratch}/out.txt" denied`],
+      ["net", "", `net access to "127.0.0.1:${open.port}" denied`],
+      ["env", "HOME", 'env access to "HOME" denied'],
+      ["run", "true", 'run access to "true" denied'],
+      ["dlopen", "libc.so.6", 'ffi access to "libc.so.6" denied'],
+    ];
+    for (const [what, target, message] of attempts) {
+      const p = await client.request("Try", { what, target, port: open.port }, { timeout: 10_000 });
+      assert.equal(p.action, "error", `${what}: ${JSON.stringify(p.values)}`);
+      assert.equal(p.error?.code, "handler_error", what);
+      assert.equal(p.error?.message, message, what);
+    }
+    assert.equal(await Deno.stat(`${scratch}/out.txt`).catch(() => null), null, "nothing was written");
+    // Its own folder is readable; the same worker process answers.
+    const own = await client.request("Try", { what: "read-own" }, { timeout: 10_000 });
+    assert.equal(own.action, "done", JSON.stringify(own.error));
+    assert.equal(own.values.text, "inside the component's folder");
+    const plain = await client.request("Try", { what: "nothing" }, { timeout: 10_000 });
+    assert.deepEqual([plain.values.pid], pids, "the worker process that was denied serves on");
+  } finally {
+    open.close();
+    await Deno.remove(scratch, { recursive: true });
+  }
+});
+
+Deno.test("a component that declares net = 127.0.0.1:PORT reaches that port and no other; a flow crosses sandboxes and back", async () => {
+  const allowed = listener();
+  const other = listener();
+  const net = await netComponent(allowed.port);
+  try {
+    await using d = await startDeployment({ files: [...FILES, net.mapping], workers: 1 });
+    await using client = await d.connect();
+    const ok = await client.request("Reach", { port: allowed.port }, { timeout: 10_000 });
+    assert.equal(ok.action, "done", JSON.stringify(ok.error));
+    assert.equal(ok.values.reached, allowed.port);
+    assert.equal(ok.values.stamps, 2, "the steps before and after ran in the first component's sandbox");
+    const denied = await client.request("Reach", { port: other.port }, { timeout: 10_000 });
+    assert.equal(denied.error?.code, "handler_error");
+    assert.equal(denied.error?.message, `net access to "127.0.0.1:${other.port}" denied`);
+    // The first component, with no net at all, cannot reach the allowed port either.
+    const fromFirst = await client.request("Try", { what: "net", port: allowed.port }, { timeout: 10_000 });
+    assert.equal(fromFirst.error?.message, `net access to "127.0.0.1:${allowed.port}" denied`);
+  } finally {
+    allowed.close();
+    other.close();
+    await Deno.remove(net.dir, { recursive: true });
+  }
+});
+
+Deno.test("--no-sandbox: handlers run with the worker's own permissions again", async () => {
+  await using d = await startDeployment({ files: FILES, workers: 1, args: ["--no-sandbox"] });
+  await using client = await d.connect();
+  const p = await client.request("Try", { what: "read", target: "/etc/hostname" }, { timeout: 10_000 });
+  assert.equal(p.action, "done", JSON.stringify(p.error));
+  assert.equal(p.values.text, await Deno.readTextFile("/etc/hostname"));
+});
+
+Deno.test("flows and explain show each component's permissions; --strict refuses run and unrestricted net unless allowed", async () => {
+  const net = await netComponent(5555);
+  const risky = `${net.dir}/risky.ini`;
+  await Deno.writeTextFile(
+    risky,
+    `[actionmapping]\n??spawn = ${HANDLERS}#attempt\n[permissions]\nrun = true\nnet = *\n`,
+  );
+  try {
+    const flows = await runCli(["flows", ...FILES, net.mapping]);
+    assert.equal(flows.code, 0, flows.stderr);
+    assert.match(
+      flows.stdout,
+      new RegExp(`permissions ${FILES[1]}: read ${COMPONENT.pathname.slice(0, -1)}\n`),
+    );
+    assert.match(
+      flows.stdout,
+      new RegExp(`permissions ${net.mapping}: read ${net.dir}; net 127\\.0\\.0\\.1:5555`),
+    );
+    const explain = await runCli(["explain", "--json", "T?Reach?reach", net.mapping]);
+    assert.deepEqual(JSON.parse(explain.stdout).permissions, {
+      read: [net.dir],
+      write: [],
+      net: ["127.0.0.1:5555"],
+      env: [],
+      run: [],
+    });
+
+    assert.equal((await runCli(["flows", risky])).code, 0, "without --strict it loads");
+    const strict = await runCli(["flows", "--strict", risky]);
+    assert.equal(strict.code, 1);
+    assert.match(strict.stderr, /risky\.ini:4:1: error: the component asks to run programs \(run = true\)/);
+    assert.match(strict.stderr, /risky\.ini:5:1: error: the component asks for unrestricted network access/);
+    const allowed = await runCli(["flows", "--strict", "--allow-component-permissions", risky]);
+    assert.equal(allowed.code, 0, allowed.stderr);
+  } finally {
+    await Deno.remove(net.dir, { recursive: true });
+  }
+});
+
+Deno.test("a handler stuck in its sandbox is stopped at its own [actiontimeout], and the same worker serves the next request", async () => {
+  await using d = await startDeployment({ files: FILES, workers: 1, args: ["--max-deliveries", "1"] });
+  await using client = await d.connect();
+  const pids = await rolePids(d.dir, "worker");
+  const t0 = performance.now();
+  const stuck = await client.request("Spin", {}, { timeout: 20_000 });
+  const took = performance.now() - t0;
+  assert.equal(stuck.error?.code, "poisoned", JSON.stringify(stuck));
+  assert.match(stuck.error!.message, /blocked its event loop for \d+ ms/);
+  // 1 s, not the 30 s handler_timeout; generous margins for a loaded machine.
+  assert.ok(took > 900 && took < 10_000, `the stuck step ended after ${Math.round(took)} ms`);
+  const next = await client.request("Try", { what: "nothing" }, { timeout: 10_000 });
+  assert.equal(next.action, "done", JSON.stringify(next.error));
+  assert.deepEqual([next.values.pid], pids, "the same worker process serves on");
+});
