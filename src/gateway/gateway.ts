@@ -77,6 +77,11 @@ interface Answer {
 
 /** Idempotency keys remembered with their answers. */
 const IDEMPOTENCY_MEMORY = 10_000;
+/**
+ * Seconds a WebSocket client may leave a ping unanswered before Deno closes its connection: how
+ * a client cut off for not reading (which never answers the close either) loses its connection.
+ */
+const WS_IDLE_TIMEOUT = 10;
 /** Milliseconds after which a role's metrics count as stale (the role is gone). */
 const METRICS_STALE_MS = 3500;
 
@@ -446,7 +451,7 @@ export class Gateway {
    * `accepted` (`{id}`), `final` (with `wait`), `error` (`{message}`), `heartbeat`, `cutoff`.
    */
   #webSocket(req: Request, caller?: Caller): Response {
-    const { socket, response } = Deno.upgradeWebSocket(req);
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: WS_IDLE_TIMEOUT });
     const limit = this.#o.clientBuffer ?? 1024 * 1024;
     const subs = new Map<string, AsyncIterableIterator<Publication>>();
     let cut = false;
@@ -458,10 +463,20 @@ export class Gateway {
         this.#stats.cutOff++;
         const reason = `slow client: more than ${limit} bytes waiting to be sent`;
         this.#log.warn("WebSocket client cut off: {reason}", { reason });
-        try {
-          socket.close(1008, reason.slice(0, 120));
-        } catch { /* already closing */ }
         stop();
+        // Nothing more is sent but the reason. A client that reads it (its buffer drains) gets a
+        // close with it; one that never reads never answers Deno's pings either, and Deno drops
+        // its connection after WS_IDLE_TIMEOUT (closing it ourselves would wait for its answer).
+        try {
+          socket.send(JSON.stringify({ type: "cutoff", reason }));
+        } catch { /* closing */ }
+        const drained = setInterval(() => {
+          if (socket.readyState !== WebSocket.OPEN) return clearInterval(drained);
+          if (socket.bufferedAmount > 0) return;
+          clearInterval(drained);
+          socket.close(1008, reason.slice(0, 120));
+        }, 200);
+        socket.addEventListener("close", () => clearInterval(drained));
         return;
       }
       socket.send(data);
@@ -583,6 +598,7 @@ class StreamSink {
   #wake?: () => void;
   #cut?: string;
   #ended = false;
+  #onCutStream?: () => void;
   onEnd?: () => void;
 
   constructor(limit: number, onCut: () => void, log: ReturnType<typeof logger>) {
@@ -599,12 +615,24 @@ class StreamSink {
       this.#q.clear();
       this.#onCut();
       this.#log.warn("Event-stream client cut off: {reason}", { reason: this.#cut });
+      this.#onCutStream?.();
     }
     this.#wake?.();
   }
 
   stream(last: (reason: string) => Uint8Array): ReadableStream<Uint8Array> {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let told = false;
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    // Erroring the body is what makes Deno drop the connection (closing it would end the
+    // response and keep the connection alive for the next request).
+    const abort = () => {
+      if (this.#ended) return;
+      try {
+        controller.error(new Error(`event stream cut off: ${this.#cut}`));
+      } catch { /* closed meanwhile */ }
+      end();
+    };
     const end = () => {
       if (this.#ended) return;
       this.#ended = true;
@@ -612,39 +640,26 @@ class StreamSink {
       this.#q.clear();
       this.onEnd?.();
     };
+    this.#onCutStream = () => {
+      // A client that reads no more is not waited for: the connection goes within 2 s.
+      timer = setTimeout(abort, 2000);
+    };
     return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
+      start: (c) => void (controller = c),
+      pull: async (c) => {
         for (;;) {
-          const c = this.#q.shift();
-          if (c) return controller.enqueue(c);
+          if (this.#ended) return;
           if (this.#cut) {
-            // The reason goes last; a client that reads no more is not waited for long.
-            controller.enqueue(last(this.#cut));
-            controller.close();
-            return end();
+            // The reason goes last, for a client that still reads; then the connection goes.
+            if (told) return abort();
+            told = true;
+            return c.enqueue(last(this.#cut));
           }
+          const chunk = this.#q.shift();
+          if (chunk) return c.enqueue(chunk);
           await new Promise<void>((r) => this.#wake = r);
           this.#wake = undefined;
         }
-      },
-      start: (controller) => {
-        // Once cut off, the connection closes within 2 s whether or not the client reads.
-        const check = setInterval(() => {
-          if (!this.#cut || this.#ended) return;
-          clearInterval(check);
-          timer = setTimeout(() => {
-            if (this.#ended) return;
-            try {
-              controller.error(new Error(this.#cut));
-            } catch { /* closed meanwhile */ }
-            end();
-          }, 2000);
-        }, 100);
-        const old = this.onEnd;
-        this.onEnd = () => {
-          clearInterval(check);
-          old?.();
-        };
       },
       cancel: () => end(),
     }, { highWaterMark: 0 });
