@@ -59,6 +59,7 @@ export async function runGateway(
       tokens,
       bodyLimit: config.http_body_limit,
       corsOrigins: config.http_cors_origins.split(",").map((s) => s.trim()),
+      pausedStore: config.async_store,
     });
   } catch (e) {
     console.error(`error: the gateway cannot listen on ${options.listen}: ${(e as Error).message}`);

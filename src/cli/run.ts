@@ -238,7 +238,9 @@ export async function runWorker(
     watchdog: true,
     maxMessageSize: config.max_message_size,
   });
-  return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
+  // (credit: what the worker may still take, for the metrics)
+  const snapshot = () => ({ ...worker.stats(), credit: config.worker_concurrency - worker.stats().active });
+  return await serveUntilStopped(config, "worker", supervised, snapshot, async (signal) => {
     log.info("{signal}: finishing running steps", { signal });
     await worker.drain(config.handler_timeout);
   });

@@ -30,6 +30,9 @@ import { METRICS_TOPIC, type RoleMetrics } from "../roles/metrics.ts";
 import { Auth, type Caller, type Refusal, type TokenEntry } from "./auth.ts";
 import { ByteQueue } from "./byte_queue.ts";
 import { openApiDocument } from "./openapi.ts";
+import { PROMETHEUS_CONTENT_TYPE, renderMetrics } from "./prometheus.ts";
+import { chartLibrary, dashboardPage } from "./dashboard.ts";
+import { PausedStore } from "../roles/paused_store.ts";
 import { errorStatus, OVERLOADED_RETRY_AFTER } from "./status.ts";
 
 /** Options of {@linkcode Gateway.start}. */
@@ -56,6 +59,11 @@ export interface GatewayOptions {
   readonly bodyLimit?: number;
   /** Origins allowed cross-origin requests (`*`: any); absent or empty: none. */
   readonly corsOrigins?: readonly string[];
+  /**
+   * The Subject's paused-flow store (`async_store`), for `GET /v1/paused` and the dashboard;
+   * readable only where the gateway shares the Subject's host. Absent: the list is empty.
+   */
+  readonly pausedStore?: string;
 }
 
 /** The gateway's own counters. */
@@ -82,6 +90,8 @@ const IDEMPOTENCY_MEMORY = 10_000;
  * a client cut off for not reading (which never answers the close either) loses its connection.
  */
 const WS_IDLE_TIMEOUT = 10;
+/** Error publications the dashboard lists. */
+const RECENT_ERRORS = 50;
 /** Milliseconds after which a role's metrics count as stale (the role is gone). */
 const METRICS_STALE_MS = 3500;
 
@@ -103,6 +113,9 @@ export class Gateway {
   readonly #metrics = new Map<string, RoleMetrics>();
   readonly #streams = new Set<() => void>();
   readonly #stats: GatewayStats = { responses: {}, streams: 0, cutOff: 0 };
+  /** The latest error publications of the loaded flows, newest last. */
+  readonly #errors: Record<string, unknown>[] = [];
+  readonly #errorSubs: AsyncIterableIterator<Publication>[] = [];
   #closed?: Promise<void>;
 
   private constructor(
@@ -137,6 +150,7 @@ export class Gateway {
     await sub.connect(options.publisher);
     const g = new Gateway(options, reactor, client, sub);
     sub.onMessage((f) => g.#onMetrics(f));
+    void g.#watchErrors();
     return g;
   }
 
@@ -158,6 +172,40 @@ export class Gateway {
     return [...this.#metrics.values()];
   }
 
+  /** Keeps the last {@linkcode RECENT_ERRORS} error publications of the loaded flows. */
+  async #watchErrors(): Promise<void> {
+    for (const name of this.#o.flows.keys()) {
+      const it = await this.#client.subscribe(`${name}~~~~error`).catch(() => undefined);
+      if (!it) return;
+      this.#errorSubs.push(it);
+      void (async () => {
+        for await (const p of it) {
+          if (p.action !== "error" || p.flow !== name) continue;
+          this.#errors.push({ at: Date.now(), ...publicationJson(p) });
+          if (this.#errors.length > RECENT_ERRORS) this.#errors.shift();
+        }
+      })();
+    }
+  }
+
+  /** Flows paused at an `@ASYNC` step, from the store (see {@linkcode GatewayOptions.pausedStore}). */
+  #paused(): Record<string, unknown>[] {
+    const path = this.#o.pausedStore;
+    if (!path) return [];
+    try {
+      Deno.statSync(path);
+    } catch {
+      return [];
+    }
+    const store = new PausedStore(path);
+    try {
+      const now = Date.now();
+      return store.list().map((p) => ({ flow: p.flow, id: p.id, ageMs: now - p.pausedAt, token: p.token }));
+    } finally {
+      store.close();
+    }
+  }
+
   #onMetrics(frames: Uint8Array[]): void {
     if (frames.length !== 3 || text(frames[0]) !== METRICS_TOPIC) return;
     const h = decodeHeader(frames[1]);
@@ -165,7 +213,11 @@ export class Gateway {
     try {
       const m = JSON.parse(text(frames[2])) as RoleMetrics;
       if (typeof m?.role !== "string" || typeof m.pid !== "number") return;
-      this.#metrics.set(`${m.role}-${m.host}-${m.pid}`, { ...m, at: Date.now() });
+      // `at`: when it arrived (for staleness); `sentAt`: when the role took it (for rates).
+      this.#metrics.set(
+        `${m.role}-${m.host}-${m.pid}`,
+        { ...m, sentAt: m.at, at: Date.now() } as RoleMetrics,
+      );
     } catch { /* not ours */ }
   }
 
@@ -203,6 +255,30 @@ export class Gateway {
       const r = this.#ready();
       return c.json(r, r.ready ? 200 : 503);
     });
+    app.get("/metrics", async (c) => {
+      const who = await this.#caller(c);
+      if ("status" in who) return refuse(c, who);
+      return c.body(renderMetrics(this.roles(), this.#stats), 200, {
+        "content-type": PROMETHEUS_CONTENT_TYPE,
+      });
+    });
+    app.get("/v1/metrics.json", async (c) => {
+      const who = await this.#caller(c);
+      if ("status" in who) return refuse(c, who);
+      return c.json({
+        at: Date.now(),
+        roles: this.roles(),
+        gateway: this.stats(),
+        errors: this.#errors,
+        paused: this.#paused(),
+      });
+    });
+    app.get("/", async (c) => c.html(await dashboardPage()));
+    app.get("/dashboard/chart.js", async (c) =>
+      c.body(await chartLibrary(), 200, {
+        "content-type": "text/javascript; charset=utf-8",
+        "cache-control": "max-age=3600",
+      }));
     app.get("/v1/flows", async (c) => {
       const who = await this.#caller(c);
       if ("status" in who) return refuse(c, who);
@@ -566,6 +642,7 @@ export class Gateway {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       for (const s of [...this.#streams]) s();
+      for (const it of this.#errorSubs) void it.return?.();
       await this.#server.shutdown().catch(() => {});
       await this.#client.close();
       await this.#metricsSub.close().catch(() => {});
