@@ -26,7 +26,7 @@ import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig }
 import { setupLogging } from "./src/log.ts";
 import { conformanceCommand } from "./testing/conformance.ts";
 import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/cli/run.ts";
-import { runGateway } from "./src/cli/gateway.ts";
+import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
@@ -125,6 +125,17 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
   ).action(async (files: string[], opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
+    if (opts.http !== undefined) {
+      if (!parseListen(opts.http)) {
+        io.err(`error: --http must be HOST:PORT (e.g. 127.0.0.1:8080), got "${opts.http}"`);
+        return setCode(ExitCode.usage);
+      }
+      const bad = await checkTokenFile(config);
+      if (bad) {
+        io.err(`error: http_tokens: ${bad}`);
+        return setCode(ExitCode.failure);
+      }
+    }
     setCode(
       await runStart(config, {
         roleArgs: configArgs(config, opts.config),

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { type GatewayRun, gatewayRun } from "./gateway_bench.ts";
 import { benchFrames, REQUEST_BYTES } from "./bench_peer.ts";
 import { libzmq } from "../src/zmq/ffi.ts";
 import { BatchWriter, sendBatch } from "../src/wire/batch.ts";
@@ -121,6 +122,8 @@ export interface BenchResult {
   readonly bare_p99_ms_at_10pct: number;
   /** Every end-to-end run. */
   readonly runs: readonly FlowRun[];
+  /** The 3-step flow through the HTTP gateway (64 keep-alive connections), and its share of `flows_per_s`. */
+  readonly gateway?: GatewayRun & { readonly ratio_to_zeromq_client: number };
   /** Seconds each closed-loop peak was measured over. */
   readonly seconds: number;
   /** Seconds of the same load each deployment ran, unmeasured, before its peak was measured. */
@@ -823,6 +826,14 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const main = runs.find((r) => r.steps === 3 && r.workers === 2)!;
   say("bench 8/9: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
+  say("bench 8/9 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
+  const gateway = await gatewayRun(seconds);
+  const toZmq = Math.round((gateway.flowsPerSecond / main.flowsPerSecond) * 1000) / 1000;
+  say(
+    `  gateway: ${gateway.flowsPerSecond} flows/s (${toZmq} of the ZeroMQ client's ${
+      Math.round(main.flowsPerSecond)
+    }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms`,
+  );
   const result: BenchResult = {
     machine: m,
     raw_hop_msgs_per_s: Math.round(rawHop),
@@ -855,6 +866,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     bare_busy_cores: bare.runs[0].busyCores,
     bare_p50_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 50)),
     bare_p99_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 99)),
+    gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
     seconds,
     warm_up_seconds: WARM_UP_SECONDS,
     runs: runs.map(({ latency: _l, ...r }) => ({

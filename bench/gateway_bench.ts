@@ -27,6 +27,20 @@ export interface GatewayRun {
   readonly p99_ms: number;
   /** POSTs that did not answer 200 (should be 0). */
   readonly failed: number;
+  /** Cores the gateway process used meanwhile. */
+  readonly gatewayCores: number;
+  /** Cores the load generator (this process: `fetch`) used meanwhile. */
+  readonly generatorCores: number;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc (Linux); 0 elsewhere. */
+function cpuSeconds(pid: number): number {
+  try {
+    const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -63,7 +77,10 @@ export async function gatewayRun(seconds: number, workers = 2, connections = 64)
       return { times, failed, seconds: ms / 1000 };
     };
     await loop(seconds * 1000); // warm-up, unmeasured
+    const [gatewayPid] = await rolePids(d.dir, "gateway");
+    const before = [cpuSeconds(gatewayPid), cpuSeconds(Deno.pid)];
     const run = await loop(seconds * 1000);
+    const after = [cpuSeconds(gatewayPid), cpuSeconds(Deno.pid)];
     client.close();
     const sorted = run.times.sort((a, b) => a - b);
     return {
@@ -73,6 +90,8 @@ export async function gatewayRun(seconds: number, workers = 2, connections = 64)
       p50_ms: Math.round(percentile(sorted, 50) * 1000) / 1000,
       p99_ms: Math.round(percentile(sorted, 99) * 1000) / 1000,
       failed: run.failed,
+      gatewayCores: Math.round(((after[0] - before[0]) / run.seconds) * 100) / 100,
+      generatorCores: Math.round(((after[1] - before[1]) / run.seconds) * 100) / 100,
     };
   } finally {
     await d.stop();

@@ -424,3 +424,29 @@ Deno.test("gateway: clients that never read (SSE and WebSocket) are cut off; the
     await d.stop();
   }
 });
+
+Deno.test("gateway CLI: a bad --listen / --http is a usage error (64); a bad token file fails start before it runs (1)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmgcli" });
+  try {
+    const listen = await runCli(["gateway", "--listen", "nowhere", "--runtime-dir", dir]);
+    assert.equal(listen.code, 64);
+    assert.match(listen.stderr, /--listen must be HOST:PORT/);
+    const http = await runCli(["start", "--http", "127.0.0.1:99999", "--runtime-dir", dir]);
+    assert.equal(http.code, 64);
+    assert.match(http.stderr, /--http must be HOST:PORT/);
+    await Deno.writeTextFile(`${dir}/tokens.json`, '{"tokens": [{"sha256": "plain-text-token"}]}');
+    const tokens = await runCli([
+      "start",
+      "--http",
+      "127.0.0.1:0",
+      "--http-tokens",
+      `${dir}/tokens.json`,
+      "--runtime-dir",
+      dir,
+    ]);
+    assert.equal(tokens.code, 1);
+    assert.match(tokens.stderr, /tokens\.json: tokens\[0\]: "sha256" must be 64 lowercase hex digits/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

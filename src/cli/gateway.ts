@@ -19,6 +19,17 @@ export function parseListen(text: string): { hostname: string; port: number } | 
   return { hostname: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
+/** Why the config's token file (`http_tokens`) cannot be used, or `undefined` when it can (or is not set). */
+export async function checkTokenFile(config: Config): Promise<string | undefined> {
+  if (!config.http_tokens) return undefined;
+  try {
+    parseTokenFile(await Deno.readTextFile(config.http_tokens), config.http_tokens);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 /**
  * Runs the gateway until SIGINT/SIGTERM (or, `supervised`, until standard input closes).
  * Prints `listening on http://HOST:PORT` on standard output once it serves. Returns the exit

@@ -109,6 +109,8 @@ export class Gateway {
   /** Waiters for the pause publication of a request id. */
   readonly #pauseWaiters = new Map<string, (p: Publication) => void>();
   readonly #pauseSubs = new Map<string, Promise<unknown>>();
+  /** Flows whose pause subscription is active. */
+  readonly #pausesWatched = new Set<string>();
   /** The latest metrics of each role process, by `role-pid`. */
   readonly #metrics = new Map<string, RoleMetrics>();
   readonly #streams = new Set<() => void>();
@@ -269,8 +271,8 @@ export class Gateway {
         at: Date.now(),
         roles: this.roles(),
         gateway: this.stats(),
-        errors: this.#errors,
-        paused: this.#paused(),
+        errors: this.#errors.filter((e) => !who.entry || this.#auth!.allow(who as Caller, String(e.flow))),
+        paused: this.#paused().filter((p) => !who.entry || this.#auth!.allow(who as Caller, String(p.flow))),
       });
     });
     app.get("/", async (c) => c.html(await dashboardPage()));
@@ -295,8 +297,8 @@ export class Gateway {
     });
     app.post("/v1/flows/:flow", async (c) => {
       const flow = c.req.param("flow");
-      const denied = await this.#admit(c, flow);
-      if (denied) return denied;
+      const caller = await this.#admit(c, flow);
+      if (caller instanceof Response) return caller;
       const body = await readValues(c);
       if ("answer" in body) return send(c, body.answer);
       const values = body.values;
@@ -312,8 +314,8 @@ export class Gateway {
       const id = idem ?? crypto.randomUUID();
       if (c.req.query("wait") === "0") return send(c, await this.#accept(flow, values, id, key));
       if (idem === undefined) return send(c, await this.#run(flow, values, id, key));
-      // A retried POST: the first one's answer, or a wait for it.
-      const slot = `${flow}\0${idem}`;
+      // A retried POST: the first one's answer, or a wait for it (keys are per token and flow).
+      const slot = `${caller}\0${flow}\0${idem}`;
       let answer = this.#answers.get(slot);
       if (!answer) {
         answer = this.#run(flow, values, id, key);
@@ -323,8 +325,8 @@ export class Gateway {
     });
     app.post("/v1/resume/:token", async (c) => {
       const token = c.req.param("token");
-      const denied = await this.#admit(c, parseToken(token)?.flow ?? "");
-      if (denied) return denied;
+      const caller = await this.#admit(c, parseToken(token)?.flow ?? "");
+      if (caller instanceof Response) return caller;
       const body = await readValues(c);
       if ("answer" in body) return send(c, body.answer);
       return send(c, await this.#resume(token, body.values));
@@ -364,9 +366,12 @@ export class Gateway {
     return await this.#auth.authenticate(c.req.header("Authorization"));
   }
 
-  /** With auth on: a refusal (401, 403, 429) unless the caller may run `flow` now. */
-  async #admit(c: HonoContext, flow: string): Promise<Response | undefined> {
-    if (!this.#auth) return undefined;
+  /**
+   * With auth on: a refusal (401, 403, 429) unless the caller may run `flow` now; else the
+   * caller's token name ("" with auth off).
+   */
+  async #admit(c: HonoContext, flow: string): Promise<Response | string> {
+    if (!this.#auth) return "";
     const who = await this.#auth.authenticate(c.req.header("Authorization"));
     if ("status" in who) return refuse(c, who);
     if (!this.#auth.allow(who, flow)) {
@@ -376,7 +381,7 @@ export class Gateway {
     if (wait > 0) {
       return refuse(c, { status: 429, message: "over this token's rate", retryAfter: Math.ceil(wait) });
     }
-    return undefined;
+    return who.entry.name;
   }
 
   #remember(slot: string, answer: Promise<Answer>): void {
@@ -464,12 +469,16 @@ export class Gateway {
     const ac = new AbortController();
     try {
       const timeout = this.#o.waitTimeout ?? 30_000;
-      const watching = this.#watchPauses(flow);
-      const subscribed = await Promise.race([
-        watching.then(() => true),
-        new Promise<false>((r) => setTimeout(() => r(false), timeout)),
-      ]);
-      if (!subscribed) return { status: 504, body: problem("timeout", "no deployment answered", id) };
+      if (!this.#pausesWatched.has(flow)) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const subscribed = await Promise.race([
+          this.#watchPauses(flow).then(() => true),
+          new Promise<false>((r) => timer = setTimeout(() => r(false), timeout)),
+        ]);
+        clearTimeout(timer);
+        if (!subscribed) return { status: 504, body: problem("timeout", "no deployment answered", id) };
+        this.#pausesWatched.add(flow);
+      }
       const paused = new Promise<Publication>((r) => this.#pauseWaiters.set(id, r));
       const final = start(ac.signal);
       final.catch(() => {});

@@ -96,7 +96,7 @@ export class RequestMetrics {
    * `now` in milliseconds; at most `maxTracked` requests are timed at once (past it the oldest
    * is forgotten: its final is counted, not timed).
    */
-  constructor(now: () => number = () => performance.now(), maxTracked = 1_000_000) {
+  constructor(now: () => number = () => performance.now(), maxTracked = 200_000) {
     this.#now = now;
     this.#maxTracked = maxTracked;
   }
