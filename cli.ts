@@ -26,6 +26,7 @@ import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig }
 import { setupLogging } from "./src/log.ts";
 import { conformanceCommand } from "./testing/conformance.ts";
 import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/cli/run.ts";
+import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
@@ -130,18 +131,54 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       )
       .argument("[files...]", "flow and mapping files")
       .option("--workers <n>", "worker processes (worker_count)")
+      .option("--http <host:port>", "also run the HTTP gateway on this address")
       .option("--strict", "cross-file conflicts and unresolved targets are errors")
       .addOption(allowPermissionsOption())
       .addOption(noSandboxOption()),
   ).action(async (files: string[], opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
+    if (opts.http !== undefined) {
+      if (!parseListen(opts.http)) {
+        io.err(`error: --http must be HOST:PORT (e.g. 127.0.0.1:8080), got "${opts.http}"`);
+        return setCode(ExitCode.usage);
+      }
+      const bad = await checkTokenFile(config);
+      if (bad) {
+        io.err(`error: http_tokens: ${bad}`);
+        return setCode(ExitCode.failure);
+      }
+    }
     setCode(
       await runStart(config, {
         roleArgs: configArgs(config, opts.config),
         files,
         strict: opts.strict,
         allowComponentPermissions: opts.allowComponentPermissions,
+        http: opts.http,
+      }),
+    );
+  });
+
+  withConfig(
+    program.command("gateway")
+      .description("run the HTTP gateway (REST, Server-Sent Events, WebSocket) for a running deployment")
+      .argument(
+        "[files...]",
+        "the deployment's flow and mapping files (for /v1/flows and the OpenAPI document)",
+      )
+      .option("--listen <host:port>", "the address to listen on", "127.0.0.1:8080")
+      .option("--strict", "cross-file conflicts and unresolved targets are errors")
+      .addOption(supervisedOption()),
+  ).action(async (files: string[], opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    setupLogging();
+    setCode(
+      await runGateway(config, files, {
+        listen: opts.listen,
+        strict: opts.strict,
+        supervised: opts.supervised,
       }),
     );
   });

@@ -15,6 +15,7 @@
 import { type Deployment, rolePids, spawnDeployment } from "../testing/deployment.ts";
 import { delay } from "../src/_async.ts";
 import { barePipeline } from "./bare.ts";
+import { gatewayRun } from "./gateway_bench.ts";
 import { Generator } from "./generator.ts";
 import { contextSwitches, kernelMemoryMonitors, peakRssMiB, roleProcesses, withCpu } from "./proc.ts";
 import { machine, nodeZeromq, rawPubSub, rawPushPull, rawRoundTrip } from "./raw.ts";
@@ -174,6 +175,14 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox)!;
   say("bench 9/10: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
+  say("bench 10/10 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
+  const gateway = await gatewayRun(seconds);
+  const toZmq = Math.round((gateway.flowsPerSecond / main.flowsPerSecond) * 1000) / 1000;
+  say(
+    `  gateway: ${gateway.flowsPerSecond} flows/s (${toZmq} of the ZeroMQ client's ${
+      Math.round(main.flowsPerSecond)
+    }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms`,
+  );
   const result: BenchResult = {
     machine: m,
     raw_hop_msgs_per_s: Math.round(rawHop),
@@ -208,6 +217,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     bare_busy_cores: bare.runs[0].busyCores,
     bare_p50_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 50)),
     bare_p99_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 99)),
+    gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
     seconds,
     warm_up_seconds: WARM_UP_SECONDS,
     runs: runs.map(({ latency: _l, ...r }) => ({

@@ -7,6 +7,7 @@
 
 import { REQUEST_BYTES } from "./bench_peer.ts";
 import { CLOSED_LOOP_WINDOW } from "./generator.ts";
+import type { GatewayRun } from "./gateway_bench.ts";
 
 /** One end-to-end measurement. */
 export interface FlowRun {
@@ -108,6 +109,8 @@ export interface BenchResult {
   readonly bare_p99_ms_at_10pct: number;
   /** Every end-to-end run. */
   readonly runs: readonly FlowRun[];
+  /** The 3-step flow through the HTTP gateway (64 keep-alive connections), and its share of `flows_per_s`. */
+  readonly gateway?: GatewayRun & { readonly ratio_to_zeromq_client: number };
   /** Seconds each closed-loop peak was measured over. */
   readonly seconds: number;
   /** Seconds of the same load each deployment ran, unmeasured, before its peak was measured. */

@@ -51,6 +51,16 @@ export interface Config {
   readonly subscriber_buffer: number;
   /** Run handlers in sandbox threads bound to their components' permissions (`--no-sandbox`: off). */
   readonly sandbox: boolean;
+  /** The HTTP gateway's bearer-token file (JSON, tokens stored as SHA-256); empty: no auth. */
+  readonly http_tokens: string;
+  /** Origins the HTTP gateway allows cross-origin requests from, comma-separated; empty: none. */
+  readonly http_cors_origins: string;
+  /** Largest request body the HTTP gateway reads, in bytes; 0: no limit of its own. */
+  readonly http_body_limit: number;
+  /** Bytes the HTTP gateway queues for one event-stream or WebSocket client before cutting it off. */
+  readonly http_client_buffer: number;
+  /** Milliseconds a gateway `POST` waits for the final publication before answering 504. */
+  readonly http_wait_timeout: number;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -73,6 +83,10 @@ export const DEFAULT_MAX_DELIVERIES = 2;
 export const DEFAULT_HANDLER_IMPORT_TIMEOUT = 10_000;
 /** Bytes of publications queued for one subscriber that stops reading, by default (64 MiB). */
 export const DEFAULT_SUBSCRIBER_BUFFER = 64 * 1024 * 1024;
+/** Bytes the HTTP gateway queues for one slow event client, by default (1 MiB). */
+export const DEFAULT_HTTP_CLIENT_BUFFER = 1024 * 1024;
+/** Milliseconds a gateway `POST` waits for the final publication, by default. */
+export const DEFAULT_HTTP_WAIT_TIMEOUT = 30_000;
 
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
@@ -96,6 +110,11 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "handler_import_timeout",
   "subscriber_buffer",
   "sandbox",
+  "http_tokens",
+  "http_cors_origins",
+  "http_body_limit",
+  "http_client_buffer",
+  "http_wait_timeout",
 ];
 
 /** Each setting's default, as documentation shows it, and what it means: the README's table is made from this. */
@@ -172,6 +191,23 @@ export const SETTINGS_DOC: Readonly<
     meaning:
       "run handlers in sandbox threads with their components' permissions (`on`/`off`; `--no-sandbox`)",
   },
+  http_tokens: {
+    default: "(none: no auth)",
+    meaning: "HTTP gateway: the bearer-token file (SHA-256 of each token, its flow prefixes, its rate)",
+  },
+  http_cors_origins: {
+    default: "(none)",
+    meaning: "HTTP gateway: origins allowed cross-origin requests, comma-separated (`*`: any)",
+  },
+  http_body_limit: { default: "0 (off)", meaning: "HTTP gateway: largest request body in bytes (413 above)" },
+  http_client_buffer: {
+    default: String(DEFAULT_HTTP_CLIENT_BUFFER),
+    meaning: "HTTP gateway: bytes queued for one SSE/WebSocket client before it is cut off",
+  },
+  http_wait_timeout: {
+    default: String(DEFAULT_HTTP_WAIT_TIMEOUT),
+    meaning: "HTTP gateway: ms a `POST` waits for the final publication (then 504)",
+  },
 };
 
 /** The settings as a Markdown table (the README's). */
@@ -192,6 +228,8 @@ const TEXT = new Set<keyof Config>([
   "integration_manager_pub_address",
   "async_store",
   "sandbox",
+  "http_tokens",
+  "http_cors_origins",
 ]);
 const NUMERIC = new Set(CONFIG_KEYS.filter((k) => !TEXT.has(k)));
 
@@ -306,6 +344,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     handler_import_timeout: num("handler_import_timeout", DEFAULT_HANDLER_IMPORT_TIMEOUT, 1),
     subscriber_buffer: num("subscriber_buffer", DEFAULT_SUBSCRIBER_BUFFER, 1024 * 1024),
     sandbox: onOff("sandbox", merged.sandbox, true),
+    http_tokens: String(merged.http_tokens ?? ""),
+    http_cors_origins: String(merged.http_cors_origins ?? ""),
+    http_body_limit: num("http_body_limit", 0, 0),
+    http_client_buffer: num("http_client_buffer", DEFAULT_HTTP_CLIENT_BUFFER, 1024),
+    http_wait_timeout: num("http_wait_timeout", DEFAULT_HTTP_WAIT_TIMEOUT, 1),
   };
 }
 

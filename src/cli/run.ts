@@ -20,6 +20,7 @@ import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
 import { sandboxGroups } from "../roles/sandbox.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
+import { publishMetrics } from "../roles/metrics.ts";
 
 /** The bundled example component, loaded by `start` when no files are given. */
 export const EXAMPLE_FILES: readonly string[] = [
@@ -86,7 +87,7 @@ function onSignals(fn: (signal: string) => void): () => void {
  * Supervised roles ignore SIGINT and SIGTERM, which a terminal's Ctrl-C sends to the whole
  * process group: the supervisor alone decides the order (Subject first, IM last).
  */
-function waitForStop(supervised = false): Promise<string> {
+export function waitForStop(supervised = false): Promise<string> {
   if (!supervised) {
     return new Promise((resolve) => {
       const off = onSignals((s) => {
@@ -109,7 +110,7 @@ function waitForStop(supervised = false): Promise<string> {
  * Keeps a started role running: writes its counters to the runtime directory until it is told
  * to stop (see {@linkcode waitForStop}), then runs `shutdown`. Returns the exit code.
  */
-async function serveUntilStopped(
+export async function serveUntilStopped(
   config: Config,
   role: string,
   supervised: boolean,
@@ -117,7 +118,9 @@ async function serveUntilStopped(
   shutdown: (signal: string) => Promise<void>,
 ): Promise<number> {
   const stopStats = statsWriter(config, role, snapshot);
+  const stopMetrics = publishMetrics({ subject: config.subject_pull_address, role, snapshot });
   await shutdown(await waitForStop(supervised));
+  stopMetrics();
   stopStats();
   return 0;
 }
@@ -263,7 +266,9 @@ export async function runWorker(
     if (!reportUnresolved(loaded.unresolved, strict)) return 1;
     worker = await Worker.start({ ...options, handlers: loaded.registry });
   }
-  return await serveUntilStopped(config, "worker", supervised, () => worker.stats(), async (signal) => {
+  // (credit: what the worker may still take, for the metrics)
+  const snapshot = () => ({ ...worker.stats(), credit: config.worker_concurrency - worker.stats().active });
+  return await serveUntilStopped(config, "worker", supervised, snapshot, async (signal) => {
     log.info("{signal}: finishing running steps", { signal });
     await worker.drain(config.handler_timeout);
   });
@@ -296,6 +301,8 @@ export interface StartOptions {
   readonly strict?: boolean;
   /** With `strict`: let components ask to run programs or for unrestricted network access. */
   readonly allowComponentPermissions?: boolean;
+  /** Also run the HTTP gateway, listening on this `HOST:PORT`. */
+  readonly http?: string;
 }
 
 /**
@@ -370,9 +377,20 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     { length: config.worker_count },
     (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
   );
+  const http = options.http;
+  const gateway = http === undefined
+    ? undefined
+    : new SupervisedProcess("The gateway", () =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, "gateway", "--listen", http, ...common, ...strict, "--", ...files],
+        stdin: "piped",
+        stdout: "null",
+        stderr: "inherit",
+      }).spawn(), log).supervise();
   // Grace periods: the Subject drains for up to handler_timeout + 5 s (its drain ends once every
   // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
   const stopAll = async () => {
+    await gateway?.stop(STOP_MARGIN);
     await subject.stop(config.handler_timeout + 5000 + STOP_MARGIN);
     // Once the Subject is gone its workers' results have nowhere to go: a short grace, whatever
     // the handler timeout (a SIGSTOPped worker cannot read its stdin and is killed after it).
@@ -400,6 +418,11 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   // survive in async_store); `start` ends only on a signal.
   im.supervise();
   subject.supervise();
+  if (http !== undefined && !await gatewayListening(http)) {
+    log.error("The gateway did not answer on {http} within 20 s", { http });
+    await stopAll();
+    return 1;
+  }
   // Listening for SIGINT/SIGTERM before saying ready: a signal sent on seeing `ready` stops the
   // deployment gracefully, never kills `start` with the roles left behind.
   const stopped = waitForStop();
@@ -415,6 +438,17 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   await stopAll();
   log.info("Stopped");
   return 0;
+}
+
+/** Polls the gateway's `/healthz` (every 100 ms, up to 20 s) until it answers. */
+async function gatewayListening(listen: string): Promise<boolean> {
+  const url = `http://${listen.replace(/^(0\.0\.0\.0|\[::\]|)(?=:\d+$)/, "127.0.0.1")}/healthz`;
+  for (let i = 0; i < 200; i++) {
+    const ok = await fetch(url).then(async (r) => (await r.body?.cancel(), r.ok), () => false);
+    if (ok) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
 }
 
 /** Milliseconds a role gets past its own drain time to exit before it is killed. */

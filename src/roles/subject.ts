@@ -37,6 +37,7 @@ import { CONTROL, CONTROL_FRAMES, decodeStuck, decodeWorkerStatus, isControl } f
 import { checkResult, type ResultKind } from "../topic/result_check.ts";
 import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { logger } from "../log.ts";
+import { type RequestFigures, RequestMetrics } from "./request_metrics.ts";
 import { RecentKeys } from "./recent_keys.ts";
 import { PausedStore } from "./paused_store.ts";
 import {
@@ -139,6 +140,8 @@ export interface SubjectStats {
   imUnacked: number;
   /** Batches sent to the Integration Manager again (lost on the way, or in an IM that died). */
   imResent: number;
+  /** Per-flow outcomes and end-to-end latency (acceptance to final publication). */
+  requests: RequestFigures;
 }
 
 interface WorkerState {
@@ -252,6 +255,8 @@ export class Subject {
   #acks = new Map<string, AckList>();
   /** Publications to send to the IM at the end of this turn. */
   readonly #imBatch = new BatchWriter();
+  /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
+  readonly #requests = new RequestMetrics();
   /** Batches towards the IM until it acknowledges them. */
   readonly #outbox = new ImOutbox(Date.now() * 1000);
   /** A batch waiting in the IM socket's queue for room (at most one: the others wait in the outbox). */
@@ -314,6 +319,7 @@ export class Subject {
     | "paused"
     | "imUnacked"
     | "imResent"
+    | "requests"
     | "credit"
     | "pendingBytes"
     | "heldBytes"
@@ -434,6 +440,7 @@ export class Subject {
       paused: this.#store.count(),
       imUnacked: this.#outbox.size,
       imResent: this.#imResent,
+      requests: this.#requests.snapshot(),
     };
   }
 
@@ -500,6 +507,9 @@ export class Subject {
     this.#scheduleFlush();
     if (header.k !== "ping" && this.#o.duplicateWindow > 0 && this.#isDuplicate(header)) {
       return this.#drop("duplicate", `request ${JSON.stringify(header.id).slice(0, 60)} seen before`);
+    }
+    if (header.k === undefined && header.pos === undefined && header.resume === undefined) {
+      this.#requests.accepted(header.id);
     }
     if (this.#draining) {
       this.#errorPublish(fields.flow, header, frames[2], "overloaded", "the Subject is shutting down");
@@ -602,7 +612,9 @@ export class Subject {
 
   #flushIM(): void {
     if (!this.#imBatch.count) return;
-    this.#outbox.add(this.#imBatch.take().slice()); // the writer reuses its buffer
+    const batch = this.#imBatch.take().slice(); // the writer reuses its buffer
+    this.#requests.published(batch);
+    this.#outbox.add(batch);
     this.#sendToIM();
     this.#throttle();
   }

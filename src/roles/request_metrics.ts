@@ -1,0 +1,159 @@
+/**
+ * Per-flow request outcomes and end-to-end latency, measured in the Subject from a request's
+ * acceptance to its final publication (the batch that carries it leaving for the Integration
+ * Manager). Pure: the clock is injected; the Subject calls {@linkcode RequestMetrics.accepted}
+ * and {@linkcode RequestMetrics.published}, and puts {@linkcode RequestMetrics.snapshot} in its
+ * stats.
+ *
+ * @module
+ */
+
+import { BatchView } from "../wire/batch.ts";
+import { text } from "../wire/protocol.ts";
+
+/** Upper bounds (seconds) of the latency histogram's buckets (Prometheus `le`), `+Inf` implied. */
+export const LATENCY_BUCKETS: readonly number[] = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+];
+
+/** One flow's figures. */
+export interface FlowFigures {
+  /** Final publications by outcome: `done` or an error code. */
+  readonly outcomes: Record<string, number>;
+  /** Requests per latency bucket (not cumulative; the last one is `+Inf`), of timed requests. */
+  readonly buckets: number[];
+  /** Seconds of the timed requests, summed. */
+  readonly sum: number;
+  /** Timed requests (accepted by this Subject incarnation, so their start is known). */
+  readonly count: number;
+}
+
+/** What {@linkcode RequestMetrics.snapshot} gives. */
+export interface RequestFigures {
+  /** The bucket bounds, seconds. */
+  readonly bounds: readonly number[];
+  /** By flow name. */
+  readonly flows: Record<string, FlowFigures>;
+}
+
+const DONE = new TextEncoder().encode("~~~~done");
+const ERROR = new TextEncoder().encode("~~~~error");
+
+function endsWith(f: Uint8Array, tail: Uint8Array): boolean {
+  if (f.length < tail.length) return false;
+  const o = f.length - tail.length;
+  for (let i = 0; i < tail.length; i++) if (f[o + i] !== tail[i]) return false;
+  return true;
+}
+
+/**
+ * Counts final publications per flow and outcome, and times them from acceptance.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BatchWriter } from "../wire/batch.ts";
+ * import { RequestMetrics } from "./request_metrics.ts";
+ * let now = 0;
+ * const m = new RequestMetrics(() => now);
+ * m.accepted("r1");
+ * now = 30; // ms
+ * const b = new BatchWriter();
+ * const enc = (s: string) => new TextEncoder().encode(s);
+ * b.add(0, 0, enc("Hello~~~~done"), enc('{"v":1,"id":"r1"}'), enc("{}"));
+ * m.published(b.take());
+ * const f = m.snapshot().flows.Hello;
+ * assert.deepEqual(f.outcomes, { done: 1 });
+ * assert.equal(f.count, 1);
+ * assert.equal(f.sum, 0.03);
+ * ```
+ */
+export class RequestMetrics {
+  readonly #now: () => number;
+  readonly #maxTracked: number;
+  /** Acceptance times (ms) of requests without a final yet, oldest first. */
+  readonly #started = new Map<string, number>();
+  readonly #flows = new Map<
+    string,
+    { outcomes: Record<string, number>; buckets: number[]; sum: number; count: number }
+  >();
+
+  /**
+   * `now` in milliseconds; at most `maxTracked` requests are timed at once (past it the oldest
+   * is forgotten: its final is counted, not timed).
+   */
+  constructor(now: () => number = () => performance.now(), maxTracked = 200_000) {
+    this.#now = now;
+    this.#maxTracked = maxTracked;
+  }
+
+  /** A new request was accepted. */
+  accepted(id: string): void {
+    if (this.#started.has(id)) return;
+    this.#started.set(id, this.#now());
+    if (this.#started.size > this.#maxTracked) this.#started.delete(this.#started.keys().next().value!);
+  }
+
+  /** A batch leaves for the Integration Manager: count and time the final publications in it. */
+  published(batch: Uint8Array): void {
+    const view = BatchView.of(batch);
+    if (!view) return;
+    for (let i = 0; i < view.count; i++) {
+      const [topic, header] = view.frames(i);
+      const done = endsWith(topic, DONE);
+      if (!done && !endsWith(topic, ERROR)) continue;
+      const t = text(topic);
+      const flow = t.slice(0, t.indexOf("~"));
+      // Only a final's topic has four empty fields before its action.
+      if (t.length !== flow.length + (done ? DONE.length : ERROR.length)) continue;
+      let h: { id?: unknown; error?: { code?: unknown } };
+      try {
+        h = JSON.parse(text(header));
+      } catch {
+        continue;
+      }
+      const outcome = done ? "done" : String(h.error?.code ?? "error");
+      let f = this.#flows.get(flow);
+      if (!f) {
+        this.#flows.set(
+          flow,
+          f = { outcomes: {}, buckets: new Array(LATENCY_BUCKETS.length + 1).fill(0), sum: 0, count: 0 },
+        );
+      }
+      f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
+      const id = String(h.id);
+      const start = this.#started.get(id);
+      if (start === undefined) continue;
+      this.#started.delete(id);
+      const s = (this.#now() - start) / 1000;
+      let b = LATENCY_BUCKETS.findIndex((le) => s <= le);
+      if (b < 0) b = LATENCY_BUCKETS.length;
+      f.buckets[b]++;
+      f.sum += s;
+      f.count++;
+    }
+  }
+
+  /** The figures so far. */
+  snapshot(): RequestFigures {
+    const flows: Record<string, FlowFigures> = {};
+    for (const [name, f] of this.#flows) {
+      flows[name] = { outcomes: { ...f.outcomes }, buckets: [...f.buckets], sum: f.sum, count: f.count };
+    }
+    return { bounds: LATENCY_BUCKETS, flows };
+  }
+}

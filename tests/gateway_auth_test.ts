@@ -1,0 +1,156 @@
+// The gateway's auth, body limit and CORS: the pure token logic with an injected clock, then the
+// refusals over a real deployment (`start --http` with a token file).
+import assert from "node:assert/strict";
+import { Auth, hashToken, parseTokenFile } from "../src/gateway/auth.ts";
+import { startDeployment } from "./helpers.ts";
+
+Deno.test("auth: token file errors name the file and the entry", () => {
+  assert.throws(() => parseTokenFile("{", "t.json"), /t\.json: not JSON/);
+  assert.throws(() => parseTokenFile('{"tokens": {}}', "t.json"), /expected \{"tokens"/);
+  assert.throws(
+    () => parseTokenFile('{"tokens": [{"sha256": "secret"}]}', "t.json"),
+    /t\.json: tokens\[0\]: "sha256" must be 64 lowercase hex digits/,
+  );
+  const ok = "a".repeat(64);
+  assert.throws(() => parseTokenFile(`{"tokens": [{"sha256": "${ok}", "rate": 0}]}`, "t"), /"rate"/);
+  assert.throws(() => parseTokenFile(`{"tokens": [{"sha256": "${ok}", "flows": "Hello"}]}`, "t"), /"flows"/);
+  assert.deepEqual(parseTokenFile(`{"tokens": [{"name": "a", "sha256": "${ok}", "rate": 5}]}`, "t"), [
+    { name: "a", sha256: ok, rate: 5 },
+  ]);
+});
+
+Deno.test("auth: tokens are matched by hash; flow prefixes; a token bucket per token", async () => {
+  let now = 0;
+  const auth = new Auth([
+    { name: "web", sha256: await hashToken("w"), flows: ["Hel", "Order"], rate: 2 },
+    { name: "ops", sha256: await hashToken("o") },
+  ], () => now);
+  assert.equal((await auth.authenticate(undefined) as { status: number }).status, 401);
+  assert.equal((await auth.authenticate("Basic dzp3") as { status: number }).status, 401);
+  assert.equal((await auth.authenticate("Bearer nope") as { status: number }).status, 401);
+  const web = await auth.authenticate("Bearer w");
+  const ops = await auth.authenticate("bearer o");
+  assert.ok(!("status" in web) && !("status" in ops));
+  assert.equal(auth.allow(web, "Hello"), true);
+  assert.equal(auth.allow(web, "Three"), false);
+  assert.equal(auth.allow(ops, "Three"), true);
+  assert.equal(auth.allowPrefix(web, "Order~"), true);
+  assert.equal(auth.allowPrefix(web, ""), false, "everything includes flows it may not see");
+  // Burst of 2, then one every 500 ms.
+  assert.equal(auth.take(web), 0);
+  assert.equal(auth.take(web), 0);
+  assert.equal(auth.take(web), 0.5);
+  now = 250;
+  assert.equal(auth.take(web), 0.25);
+  now = 500;
+  assert.equal(auth.take(web), 0);
+  for (let i = 0; i < 100; i++) assert.equal(auth.take(ops), 0, "no rate: no limit");
+});
+
+Deno.test("gateway auth over a real deployment: no token, wrong token, flow not allowed, over the rate; body limit; CORS", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "zmgauth" });
+  const tokens = `${dir}/tokens.json`;
+  await Deno.writeTextFile(
+    tokens,
+    JSON.stringify({
+      tokens: [
+        { name: "three", sha256: await hashToken("t-secret"), flows: ["Three"], rate: 1 },
+        { name: "any", sha256: await hashToken("a-secret") },
+      ],
+    }),
+  );
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const url = `http://127.0.0.1:${port}`;
+  const d = await startDeployment({
+    workers: 1,
+    args: [
+      "--http",
+      `127.0.0.1:${port}`,
+      "--http-tokens",
+      tokens,
+      "--http-body-limit",
+      "1000",
+      "--http-cors-origins",
+      "https://app.example",
+    ],
+  });
+  const post = async (path: string, token?: string, body = "{}") => {
+    const r = await fetch(`${url}${path}`, {
+      method: "POST",
+      body,
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    });
+    return { status: r.status, headers: r.headers, json: await r.json() };
+  };
+  try {
+    await t.step("no token: 401 with WWW-Authenticate", async () => {
+      const r = await post("/v1/flows/Three");
+      assert.equal(r.status, 401);
+      assert.match(r.headers.get("WWW-Authenticate") ?? "", /^Bearer/);
+      assert.equal(r.json.error.code, "unauthorized");
+      const flows = await fetch(`${url}/v1/flows`);
+      assert.equal(flows.status, 401);
+      await flows.body?.cancel();
+    });
+    await t.step("wrong token: 401", async () => {
+      assert.equal((await post("/v1/flows/Three", "t-secreT")).status, 401);
+    });
+    await t.step(
+      "flow not allowed: 403 (POST, event stream); /v1/flows lists only allowed flows",
+      async () => {
+        const r = await post("/v1/flows/Boom", "t-secret");
+        assert.equal(r.status, 403);
+        assert.equal(r.json.error.code, "forbidden");
+        const sse = await fetch(`${url}/v1/events?prefix=Boom~`, {
+          headers: { Authorization: "Bearer t-secret" },
+        });
+        assert.equal(sse.status, 403);
+        await sse.body?.cancel();
+        const flows =
+          await (await fetch(`${url}/v1/flows`, { headers: { Authorization: "Bearer t-secret" } }))
+            .json();
+        assert.deepEqual(flows.map((f: { name: string }) => f.name), ["Three"]);
+      },
+    );
+    await t.step("allowed, then over the rate (1/s): 200, then 429 with Retry-After", async () => {
+      // The 403 above took nothing from the bucket: only admitted requests count.
+      const first = await post("/v1/flows/Three", "t-secret");
+      assert.equal(first.status, 200, JSON.stringify(first.json));
+      const second = await post("/v1/flows/Three", "t-secret");
+      assert.equal(second.status, 429);
+      assert.equal(second.headers.get("Retry-After"), "1");
+      assert.equal(second.json.error.code, "rate_limited");
+      // Another token has its own bucket (and no limit).
+      for (let i = 0; i < 3; i++) assert.equal((await post("/v1/flows/Three", "a-secret")).status, 200);
+    });
+    await t.step("body over http_body_limit: 413", async () => {
+      const r = await post("/v1/flows/Three", "a-secret", JSON.stringify({ pad: "x".repeat(2000) }));
+      assert.equal(r.status, 413);
+    });
+    await t.step("CORS: the allowed origin gets the headers, another does not", async () => {
+      const pre = (origin: string) =>
+        fetch(`${url}/v1/flows/Three`, {
+          method: "OPTIONS",
+          headers: { Origin: origin, "Access-Control-Request-Method": "POST" },
+        });
+      const ok = await pre("https://app.example");
+      await ok.body?.cancel();
+      assert.equal(ok.headers.get("Access-Control-Allow-Origin"), "https://app.example");
+      const other = await pre("https://evil.example");
+      await other.body?.cancel();
+      assert.notEqual(other.headers.get("Access-Control-Allow-Origin"), "https://evil.example");
+    });
+    await t.step("/healthz and /readyz need no token", async () => {
+      for (const p of ["/healthz", "/readyz"]) {
+        const r = await fetch(`${url}${p}`);
+        await r.body?.cancel();
+        assert.notEqual(r.status, 401, p);
+      }
+    });
+  } finally {
+    await d.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

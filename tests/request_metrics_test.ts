@@ -1,0 +1,52 @@
+// The Subject's per-flow outcomes and latency histograms (pure, injected clock).
+import assert from "node:assert/strict";
+import { BatchWriter } from "../src/wire/batch.ts";
+import { LATENCY_BUCKETS, RequestMetrics } from "../src/roles/request_metrics.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+
+function batch(...records: [topic: string, header: unknown][]): Uint8Array {
+  const b = new BatchWriter();
+  for (const [t, h] of records) b.add(0, 0, enc(t), enc(JSON.stringify(h)), enc("{}"));
+  return b.take().slice();
+}
+
+Deno.test("request metrics: outcomes per flow; latency from acceptance into the right bucket", () => {
+  let now = 1000;
+  const m = new RequestMetrics(() => now);
+  m.accepted("a");
+  m.accepted("b");
+  m.accepted("c");
+  now += 3; // 3 ms: bucket le=0.005
+  m.published(batch(["F~~~~done", { v: 1, id: "a" }], ["F~T~F~PUBLISH~x", { v: 1, id: "b", pos: 1 }]));
+  now += 997; // b: 1 s, le=1
+  m.published(batch(["F~~~~error", { v: 1, id: "b", error: { code: "handler_error", message: "x" } }]));
+  now += 99_000; // c: 100 s, over every bound
+  m.published(batch(["G~~~~error", { v: 1, id: "c", error: { code: "timeout", message: "x" } }]));
+  const s = m.snapshot();
+  assert.deepEqual(s.flows.F.outcomes, { done: 1, handler_error: 1 });
+  assert.deepEqual(s.flows.G.outcomes, { timeout: 1 });
+  const at = (le: number) => LATENCY_BUCKETS.indexOf(le);
+  assert.equal(s.flows.F.buckets[at(0.005)], 1);
+  assert.equal(s.flows.F.buckets[at(1)], 1);
+  assert.equal(s.flows.F.count, 2);
+  assert.equal(s.flows.G.buckets[LATENCY_BUCKETS.length], 1, "+Inf");
+  assert.ok(Math.abs(s.flows.F.sum - 1.003) < 1e-9);
+});
+
+Deno.test("request metrics: a final of a request not accepted here is counted, not timed; step topics are not finals", () => {
+  const m = new RequestMetrics(() => 0, 2);
+  m.accepted("x1");
+  m.accepted("x2");
+  m.accepted("x3"); // over maxTracked: x1 is forgotten
+  m.published(batch(
+    ["F~~~~done", { v: 1, id: "x1" }],
+    ["F~~~~done", { v: 1, id: "x2" }],
+    ["F~~~~done", { v: 1, id: "elsewhere" }],
+    ["F~A~B~C~done", { v: 1, id: "x3" }], // an action named done on a step topic
+  ));
+  const f = m.snapshot().flows.F;
+  assert.deepEqual(f.outcomes, { done: 3 });
+  assert.equal(f.count, 1);
+  m.published(enc("not a batch"));
+});
