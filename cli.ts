@@ -16,6 +16,7 @@ import {
   ExitCode,
   explainCommand,
   flowsCommand,
+  keygenCommand,
   type Output,
   pausedCommand,
   sendCommand,
@@ -111,6 +112,12 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .description("show the libzmq in use: version, the file it was loaded from, and its capabilities")
     .option("--json", "print one JSON document")
     .action((opts) => setCode(doctorCommand(opts, io)));
+
+  program.command("keygen")
+    .description("write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (public, printed)")
+    .argument("<name>", "path and name of the pair, e.g. keys/hub")
+    .option("--force", "replace existing files")
+    .action(async (name: string, opts) => setCode(await keygenCommand(name, opts, io)));
 
   withConfig(
     program.command("start")

@@ -49,6 +49,16 @@ export interface Config {
   readonly handler_import_timeout: number;
   /** Bytes of publications the Integration Manager queues for one subscriber that stops reading. */
   readonly subscriber_buffer: number;
+  /** This process's CURVE secret key file (`keygen`); empty: tcp endpoints are plaintext. */
+  readonly curve_secret_key: string;
+  /** The Subject's and IM's CURVE public key file, for connecting sides; empty: this process's own. */
+  readonly curve_server_key: string;
+  /** Folder of the `.pub` keys that may connect as services. */
+  readonly curve_allow_services: string;
+  /** Folder of the `.pub` keys that may connect as workers. */
+  readonly curve_allow_workers: string;
+  /** Folder of the `.pub` keys that may subscribe. */
+  readonly curve_allow_subscribers: string;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -93,6 +103,11 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "max_deliveries",
   "handler_import_timeout",
   "subscriber_buffer",
+  "curve_secret_key",
+  "curve_server_key",
+  "curve_allow_services",
+  "curve_allow_workers",
+  "curve_allow_subscribers",
 ];
 
 /** Each setting's default, as documentation shows it, and what it means: the README's table is made from this. */
@@ -163,6 +178,24 @@ export const SETTINGS_DOC: Readonly<
     default: String(DEFAULT_SUBSCRIBER_BUFFER),
     meaning: "the IM queues this / 4 KiB publications (16,384) for a subscriber that stops reading",
   },
+  curve_secret_key: {
+    default: "none",
+    meaning:
+      "this host's secret key file (`keygen NAME` writes `NAME.key`, mode 0600); when set, every tcp endpoint uses CURVE",
+  },
+  curve_server_key: {
+    default: "this host's public key",
+    meaning: "the `.pub` file of the Subject's and IM's key pair, for workers and services",
+  },
+  curve_allow_services: {
+    default: "none",
+    meaning: "folder of `.pub` files that may send requests (Subject, over tcp)",
+  },
+  curve_allow_workers: { default: "none", meaning: "folder of `.pub` files that may join as workers" },
+  curve_allow_subscribers: {
+    default: "none",
+    meaning: "folder of `.pub` files that may subscribe to the IM (over tcp)",
+  },
 };
 
 /** The settings as a Markdown table (the README's). */
@@ -182,6 +215,11 @@ const TEXT = new Set<keyof Config>([
   "integration_manager_pull_address",
   "integration_manager_pub_address",
   "async_store",
+  "curve_secret_key",
+  "curve_server_key",
+  "curve_allow_services",
+  "curve_allow_workers",
+  "curve_allow_subscribers",
 ]);
 const NUMERIC = new Set(CONFIG_KEYS.filter((k) => !TEXT.has(k)));
 
@@ -295,6 +333,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     max_deliveries: num("max_deliveries", DEFAULT_MAX_DELIVERIES, 1),
     handler_import_timeout: num("handler_import_timeout", DEFAULT_HANDLER_IMPORT_TIMEOUT, 1),
     subscriber_buffer: num("subscriber_buffer", DEFAULT_SUBSCRIBER_BUFFER, 1024 * 1024),
+    curve_secret_key: String(merged.curve_secret_key ?? ""),
+    curve_server_key: String(merged.curve_server_key ?? ""),
+    curve_allow_services: String(merged.curve_allow_services ?? ""),
+    curve_allow_workers: String(merged.curve_allow_workers ?? ""),
+    curve_allow_subscribers: String(merged.curve_allow_subscribers ?? ""),
   };
 }
 

@@ -19,6 +19,20 @@ import { IntegrationManager } from "../roles/integration_manager.ts";
 import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
+import { SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+
+/** Starts a role; a {@linkcode SecurityError} (a tcp endpoint without its allowlist) is printed, `null` returned. */
+async function started<T>(start: () => Promise<T>): Promise<T | null> {
+  try {
+    return await start();
+  } catch (e) {
+    if (e instanceof SecurityError) {
+      console.error(`error: ${e.message}`);
+      return null;
+    }
+    throw e;
+  }
+}
 
 /** The bundled example component, loaded by `start` when no files are given. */
 export const EXAMPLE_FILES: readonly string[] = [
@@ -116,18 +130,24 @@ async function serveUntilStopped(
 
 /** `integration-manager`: runs until SIGINT/SIGTERM. */
 export async function runIntegrationManager(config: Config, supervised = false): Promise<number> {
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   await ensureRuntimeDir(config);
-  const im = await IntegrationManager.start({
-    pullAddress: config.integration_manager_pull_address,
-    pubAddress: config.integration_manager_pub_address,
-    maxMessageSize: config.max_message_size,
-    subscriberBuffer: config.subscriber_buffer,
-  });
+  const im = await started(() =>
+    IntegrationManager.start({
+      pullAddress: config.integration_manager_pull_address,
+      pubAddress: config.integration_manager_pub_address,
+      maxMessageSize: config.max_message_size,
+      subscriberBuffer: config.subscriber_buffer,
+      security,
+    })
+  );
+  if (!im) return 1;
   return await serveUntilStopped(
     config,
     "integration-manager",
     supervised,
-    () => im.stats(),
+    () => ({ ...im.stats(), ...securityStats() }),
     async (signal) => {
       logger("integration-manager").info("{signal}: stopping", { signal });
       await im.close();
@@ -144,22 +164,29 @@ export async function runSubject(
 ): Promise<number> {
   const catalog = await loadForRole(files, strict);
   if (!catalog) return 1;
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   await ensureRuntimeDir(config);
-  const subject = await Subject.start({
-    flows: catalog.flows,
-    pullAddress: config.subject_pull_address,
-    workerAddress: config.subject_worker_address,
-    integrationManagerAddress: config.integration_manager_pull_address,
-    stepLimit: config.step_limit,
-    heartbeatTimeout: config.heartbeat_timeout,
-    maxPending: config.max_pending,
-    maxMessageSize: config.max_message_size,
-    duplicateWindow: config.duplicate_window,
-    pausedStore: config.async_store,
-    asyncTimeout: config.async_timeout,
-    maxDeliveries: config.max_deliveries,
-  });
-  return await serveUntilStopped(config, "subject", supervised, () => subject.stats(), async (signal) => {
+  const subject = await started(() =>
+    Subject.start({
+      security,
+      flows: catalog.flows,
+      pullAddress: config.subject_pull_address,
+      workerAddress: config.subject_worker_address,
+      integrationManagerAddress: config.integration_manager_pull_address,
+      stepLimit: config.step_limit,
+      heartbeatTimeout: config.heartbeat_timeout,
+      maxPending: config.max_pending,
+      maxMessageSize: config.max_message_size,
+      duplicateWindow: config.duplicate_window,
+      pausedStore: config.async_store,
+      asyncTimeout: config.async_timeout,
+      maxDeliveries: config.max_deliveries,
+    })
+  );
+  if (!subject) return 1;
+  const snapshot = () => ({ ...subject.stats(), ...securityStats() });
+  return await serveUntilStopped(config, "subject", supervised, snapshot, async (signal) => {
     const log = logger("subject");
     log.info("{signal}: draining (no new requests; finishing accepted ones)", { signal });
     if (!await subject.drain(config.handler_timeout + 5000)) {
@@ -222,7 +249,10 @@ export async function runWorker(
     } else log.warn("{file}:{line}: unresolved target {target}: {reason}", props);
   }
   if (failed || (strict && unresolved.length)) return 1;
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   const worker = await Worker.start({
+    security,
     flows: catalog.flows,
     handlers: registry,
     subjectAddress: config.subject_worker_address,
@@ -289,6 +319,8 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   const catalog = await loadForRole(options.files, options.strict);
   if (!catalog) return 1;
   if (!await checkHandlers(catalog, config, options.strict)) return 1;
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   const cli = new URL("../../cli.ts", import.meta.url).href;
   const files = options.files.length ? options.files : EXAMPLE_FILES;
   const common = [...options.roleArgs, "--supervised"];
@@ -325,6 +357,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     const c = await Client.connect({
       subject: config.subject_pull_address,
       publisher: config.integration_manager_pub_address,
+      curve: security?.keys,
     });
     await c.subscribe("~~~~ready").then((it) => it.return?.());
     await c.close();

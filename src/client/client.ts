@@ -36,6 +36,7 @@ import {
 import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "../wire/batch.ts";
 import { KeptRequests } from "./kept_requests.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+import { type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
 
 /** Options of {@linkcode Client.connect}. */
 export interface ClientOptions {
@@ -53,6 +54,8 @@ export interface ClientOptions {
   readonly resendAfter?: number;
   /** A reactor to share; by default the client makes its own. */
   readonly reactor?: Reactor;
+  /** CURVE keys for tcp endpoints (its key pair and the Subject's / IM's public key); none: plaintext. */
+  readonly curve?: CurveClientKeys;
 }
 
 /** Options of one request. */
@@ -166,6 +169,7 @@ export class Client {
   static async connect(options: ClientOptions): Promise<Client> {
     const c = new Client(options);
     c.#dealer = c.#reactor.socket("DEALER", {
+      ...curveClientOptions(options.curve, options.subject),
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       linger: 2000,
@@ -178,7 +182,11 @@ export class Client {
       Deno.unrefTimer(timer);
       c.#resendTimer = timer;
     }
-    c.#sub = c.#reactor.socket("SUB", { receiveHighWaterMark: 100_000, linger: 0 });
+    c.#sub = c.#reactor.socket("SUB", {
+      ...curveClientOptions(options.curve, options.publisher),
+      receiveHighWaterMark: 100_000,
+      linger: 0,
+    });
     // Before any ping: the Subject announces itself ahead of each ping it forwards, so once a
     // first ping is back the client knows the incarnation its requests go to.
     await c.#sub.subscribe(HELLO_TOPIC);

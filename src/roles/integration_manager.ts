@@ -14,9 +14,12 @@ import { logger } from "../log.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
 import { Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import { bindSecure, type Security } from "./security.ts";
 
 /** Options of {@linkcode IntegrationManager.start}. */
 export interface IntegrationManagerOptions {
+  /** CURVE keys and allowlists for tcp endpoints (`security.ts`); none: plaintext. */
+  readonly security?: Security;
   /** Endpoint to bind for results (only the Subject pushes here). */
   readonly pullAddress: string;
   /** Endpoint to bind for publications. */
@@ -141,7 +144,7 @@ export class IntegrationManager {
     // good (the reader reports only every half mark it reads), and that subscriber goes deaf.
     const hwm = subscriberHwm(budget);
     const pub = reactor.socket("XPUB", { sendHighWaterMark: hwm, maxMessageSize, linger: 2000 });
-    await pub.bind(options.pubAddress);
+    await bindSecure(reactor, pub, options.pubAddress, "subscribers", options.security);
     im.#sockets.push(pub);
     const raw = pub.raw;
     await reactor.exec(() => {
@@ -174,7 +177,7 @@ export class IntegrationManager {
       sendHighWaterMark: 100_000,
       maxMessageSize: max === undefined ? undefined : internalFrameLimit(max),
     });
-    await pull.bind(options.pullAddress);
+    await bindSecure(reactor, pull, options.pullAddress, "subject", options.security);
     im.#sockets.push(pull);
     im.#pull = pull;
     const stats = im.#stats;

@@ -45,10 +45,14 @@ import {
 import { findUnencodable } from "../wire/unencodable.ts";
 import { CONTROL_FRAMES, isControl, workerStatus } from "../wire/control.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import { connectSecure, type Security } from "./security.ts";
+import { curveClientOptions } from "../zmq/curve.ts";
 import { loopBeatMs, LoopMonitor, startWatchdog } from "./watchdog.ts";
 
 /** Options of {@linkcode Worker.start}. */
 export interface WorkerOptions {
+  /** CURVE keys for a tcp Subject (`security.ts`); none: plaintext. */
+  readonly security?: Security;
   /** The flows, by name. */
   readonly flows: ReadonlyMap<string, Flow>;
   /** The handlers. */
@@ -179,7 +183,7 @@ interface StepPlan {
 
 /** A running worker. */
 export class Worker {
-  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog">>;
+  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog" | "security">>;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("worker");
@@ -255,13 +259,14 @@ export class Worker {
       w.#stopWatchdog = startWatchdog({
         buffer: w.#monitor.buffer,
         subjectAddress: w.#o.subjectAddress,
+        curve: curveClientOptions(options.security?.keys, w.#o.subjectAddress),
         worker: routingId,
         token: watch,
         stallAfter,
         killAfter: Math.max(stallAfter, w.#o.handlerTimeout),
       });
     }
-    await w.#sock.connect(w.#o.subjectAddress);
+    await connectSecure(w.#reactor, w.#sock, w.#o.subjectAddress, options.security);
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#flush());
     w.#reactor.onIdle(() => w.#flush()); // results of async handlers that settled in microtasks
