@@ -26,7 +26,14 @@ import {
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
 import { conformanceCommand } from "./testing/conformance.ts";
-import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/cli/run.ts";
+import {
+  parseRoles,
+  runIntegrationManager,
+  runStart,
+  runSubject,
+  runWorker,
+  START_ROLES,
+} from "./src/cli/run.ts";
 
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
@@ -126,12 +133,28 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       )
       .argument("[files...]", "flow and mapping files")
       .option("--workers <n>", "worker processes (worker_count)")
+      .option(
+        "--roles <list>",
+        `the roles this host runs, comma-separated: ${START_ROLES.join(", ")} (default: all)`,
+      )
       .option("--strict", "cross-file conflicts and unresolved targets are errors"),
   ).action(async (files: string[], opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
+    let roles;
+    try {
+      roles = opts.roles === undefined ? undefined : parseRoles(opts.roles);
+    } catch (e) {
+      io.err(`error: ${(e as Error).message}`);
+      return setCode(ExitCode.usage);
+    }
     setCode(
-      await runStart(config, { roleArgs: configArgs(config, opts.config), files, strict: opts.strict }),
+      await runStart(config, {
+        roleArgs: configArgs(config, opts.config),
+        files,
+        strict: opts.strict,
+        roles,
+      }),
     );
   });
 

@@ -170,3 +170,11 @@ Deno.test("keys on a libzmq without CURVE: every role and `start` exit 1 at star
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("start --roles: an unknown or empty role list is a usage error naming the roles", async () => {
+  for (const roles of ["subject,nonsense", ","]) {
+    const r = await cli(["start", "--roles", roles]);
+    assert.equal(r.code, 64, r.stderr);
+    assert.match(r.stderr, /the roles are subject, integration-manager, workers/);
+  }
+});

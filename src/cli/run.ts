@@ -19,7 +19,7 @@ import { IntegrationManager } from "../roles/integration_manager.ts";
 import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
-import { SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+import { type Security, SecurityError, securityOrError, securityStats } from "../roles/security.ts";
 
 /** Starts a role; a {@linkcode SecurityError} (a tcp endpoint without its allowlist) is printed, `null` returned. */
 async function started<T>(start: () => Promise<T>): Promise<T | null> {
@@ -271,8 +271,31 @@ export async function runWorker(
   });
 }
 
+/** The roles `start --roles` can run on a host. */
+export const START_ROLES = ["subject", "integration-manager", "workers"] as const;
+/** One of {@linkcode START_ROLES}. */
+export type StartRole = typeof START_ROLES[number];
+
+/**
+ * Parses `--roles`: a comma-separated subset of {@linkcode START_ROLES}.
+ * @throws {RangeError} naming an unknown role.
+ */
+export function parseRoles(list: string): Set<StartRole> {
+  const out = new Set<StartRole>();
+  for (const r of list.split(",").map((s) => s.trim()).filter(Boolean)) {
+    if (!(START_ROLES as readonly string[]).includes(r)) {
+      throw new RangeError(`unknown role "${r}" in --roles; the roles are ${START_ROLES.join(", ")}`);
+    }
+    out.add(r as StartRole);
+  }
+  if (out.size === 0) throw new RangeError(`--roles names no role; the roles are ${START_ROLES.join(", ")}`);
+  return out;
+}
+
 /** Options of {@linkcode runStart}. */
 export interface StartOptions {
+  /** The roles this host runs (`--roles`). @default {all of START_ROLES} */
+  readonly roles?: ReadonlySet<StartRole>;
   /** Arguments passed on to every role process (config, runtime dir, endpoints). */
   readonly roleArgs: readonly string[];
   /** Flow and mapping files. */
@@ -335,50 +358,52 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
       stderr: "inherit",
     }).spawn();
 
-  const im = new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log);
-  const subject = new SupervisedProcess("The Subject", spawner("subject", true), log);
+  const roles = options.roles ?? new Set(START_ROLES);
+  const im = roles.has("integration-manager")
+    ? new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log)
+    : undefined;
+  const subject = roles.has("subject")
+    ? new SupervisedProcess("The Subject", spawner("subject", true), log)
+    : undefined;
   const workers = Array.from(
-    { length: config.worker_count },
+    { length: roles.has("workers") ? config.worker_count : 0 },
     (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
   );
   // Grace periods: the Subject drains for up to handler_timeout + 5 s (its drain ends once every
   // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
   const stopAll = async () => {
-    await subject.stop(config.handler_timeout + 5000 + STOP_MARGIN);
+    await subject?.stop(config.handler_timeout + 5000 + STOP_MARGIN);
     // Once the Subject is gone its workers' results have nowhere to go: a short grace, whatever
     // the handler timeout (a SIGSTOPped worker cannot read its stdin and is killed after it).
     await Promise.all(workers.map((w) => w.stop(STOP_MARGIN)));
-    await im.stop(STOP_MARGIN);
+    await im?.stop(STOP_MARGIN);
   };
 
-  // Ready once a ping travels client -> Subject -> Integration Manager -> client.
-  const earlyExit = Promise.race([im.child.status, subject.child.status]).then(() => "exited" as const);
-  const probe = (async () => {
-    const c = await Client.connect({
-      subject: config.subject_pull_address,
-      publisher: config.integration_manager_pub_address,
-      curve: security?.keys,
-    });
-    await c.subscribe("~~~~ready").then((it) => it.return?.());
-    await c.close();
-    return "ready" as const;
-  })();
+  // Ready once a ping travels client -> Subject -> Integration Manager -> client; on a host that
+  // runs only some roles, once each of its role processes has written its counters (its sockets
+  // are bound or connected).
+  const early = [im, subject, ...(subject && im ? [] : workers)].filter((p) => p !== undefined);
+  const earlyExit = Promise.race(early.map((p) => p.child.status)).then(() => "exited" as const);
+  const probe = subject && im
+    ? pingProbe(config, security)
+    : statsProbe(config, early.map((p) => p.child.pid));
   if ((await Promise.race([probe, earlyExit])) === "exited") {
-    log.error("The Subject or the Integration Manager exited at start-up");
+    log.error("A role exited at start-up");
     await stopAll();
     return 1;
   }
   // From here on the Integration Manager and the Subject are restarted too (paused flows
   // survive in async_store); `start` ends only on a signal.
-  im.supervise();
-  subject.supervise();
+  im?.supervise();
+  subject?.supervise();
   // Listening for SIGINT/SIGTERM before saying ready: a signal sent on seeing `ready` stops the
   // deployment gracefully, never kills `start` with the roles left behind.
   const stopped = waitForStop();
   console.log("ready");
-  log.info("ZManager running in {dir}: {workers} workers, {flows} flows", {
+  log.info("ZManager running in {dir}: {roles}, {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
-    workers: config.worker_count,
+    roles: [...roles].join(", "),
+    workers: workers.length,
     flows: catalog.flows.size,
   });
 
@@ -387,6 +412,31 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   await stopAll();
   log.info("Stopped");
   return 0;
+}
+
+/** Resolves once a ping travels client -> Subject -> Integration Manager -> client. */
+async function pingProbe(config: Config, security: Security | undefined): Promise<"ready"> {
+  const c = await Client.connect({
+    subject: config.subject_pull_address,
+    publisher: config.integration_manager_pub_address,
+    curve: security?.keys,
+  });
+  await c.subscribe("~~~~ready").then((it) => it.return?.());
+  await c.close();
+  return "ready" as const;
+}
+
+/** Resolves once each of these role processes has written its counters to the runtime directory. */
+async function statsProbe(config: Config, pids: readonly number[]): Promise<"ready"> {
+  const files = pids.map((pid) => new RegExp(`^[a-z-]+-${pid}\\.json$`));
+  for (;;) {
+    let names: string[] = [];
+    try {
+      names = [...Deno.readDirSync(`${config.runtime_dir}/stats`)].map((e) => e.name);
+    } catch { /* not written yet */ }
+    if (files.every((f) => names.some((n) => f.test(n)))) return "ready";
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Milliseconds a role gets past its own drain time to exit before it is killed. */

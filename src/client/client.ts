@@ -36,7 +36,7 @@ import {
 import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "../wire/batch.ts";
 import { KeptRequests } from "./kept_requests.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
-import { type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
+import { connectRedialing, type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
 
 /** Options of {@linkcode Client.connect}. */
 export interface ClientOptions {
@@ -174,7 +174,8 @@ export class Client {
       receiveHighWaterMark: 100_000,
       linger: 2000,
     });
-    await c.#dealer.connect(options.subject);
+    if (options.curve) await connectRedialing(c.#reactor, c.#dealer, options.subject);
+    else await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));
     const resendAfter = options.resendAfter ?? 2000;
     if (resendAfter > 0) {
@@ -190,7 +191,8 @@ export class Client {
     // Before any ping: the Subject announces itself ahead of each ping it forwards, so once a
     // first ping is back the client knows the incarnation its requests go to.
     await c.#sub.subscribe(HELLO_TOPIC);
-    await c.#sub.connect(options.publisher);
+    if (options.curve) await connectRedialing(c.#reactor, c.#sub, options.publisher);
+    else await c.#sub.connect(options.publisher);
     c.#sub.onMessage((f) => c.#onPublication(f));
     return c;
   }

@@ -12,8 +12,9 @@
  * @module
  */
 
-import { cstr, libzmq, MonitorEvent, Opt } from "../zmq/ffi.ts";
+import { MonitorEvent, Opt } from "../zmq/ffi.ts";
 import {
+  connectRedialing,
   type CurveClientKeys,
   curveClientOptions,
   curveKeyPair,
@@ -21,6 +22,7 @@ import {
   curveServerOptions,
   CurveUnavailableError,
   isTcp,
+  monitorSocket,
   requireCurve,
   z85Key,
 } from "../zmq/curve.ts";
@@ -206,12 +208,11 @@ export interface SecurityStats {
 /** The well-known endpoint of a context's ZAP handler (RFC 27). */
 export const ZAP_ENDPOINT = "inproc://zeromq.zap.01";
 /** Milliseconds after a folder change before the allowlists are read again (changes come in bursts). */
-const RELOAD_DELAY_MS = 100;
+const RELOAD_DELAY_MS = 50;
 /** Milliseconds during which a repeated refusal of the same peer and key is counted, not logged again. */
 const LOG_EVERY_MS = 60_000;
 
 const gatekeepers = new Map<Reactor, Gatekeeper>();
-let monitors = 0;
 
 /** The ZAP handler of one reactor's context. Use {@linkcode bindSecure}. */
 export class Gatekeeper {
@@ -320,25 +321,14 @@ export class Gatekeeper {
 
   /** Counts the handshakes that fail before ZAP on `socket` (plaintext peers, wrong server keys). */
   async watch(socket: ReactorSocket, domain: ZapDomain): Promise<void> {
-    const ep = `inproc://zmanager-monitor-${Deno.pid}-${++monitors}`;
     const events = MonitorEvent.HANDSHAKE_FAILED_NO_DETAIL | MonitorEvent.HANDSHAKE_FAILED_PROTOCOL;
-    await this.#reactor.exec(() => {
-      if (libzmq().symbols.zmq_socket_monitor(socket.raw.pointer, cstr(ep), events) !== 0) {
-        throw new Error("zmq_socket_monitor failed");
-      }
-    });
-    const mon = this.#reactor.socket("PAIR", { linger: 0 });
-    await mon.connect(ep);
-    mon.onMessage((f) => {
-      if (f.length !== 2 || f[0].length < 6) return;
-      const event = f[0][0] | (f[0][1] << 8);
-      if (!(event & events)) return;
+    await monitorSocket(this.#reactor, socket, events, (_, endpoint) => {
       this.#stats.handshakeFailed[domain]++;
       this.#refusal(
         domain,
-        new TextDecoder().decode(f[1]),
+        `a peer of ${endpoint}`,
         "-",
-        "handshake failed (plaintext peer or wrong server key)",
+        "its handshake failed (plaintext, or a wrong server key)",
       );
     });
   }
@@ -424,6 +414,7 @@ export async function connectSecure(
   security: Security | undefined,
 ): Promise<void> {
   const o = curveClientOptions(security?.keys, endpoint);
-  if (o.curveServerKey) await reactor.exec(() => apply(socket, o));
-  await socket.connect(endpoint);
+  if (!o.curveServerKey) return await socket.connect(endpoint);
+  await reactor.exec(() => apply(socket, o));
+  await connectRedialing(reactor, socket, endpoint);
 }

@@ -6,8 +6,9 @@
  * @module
  */
 
-import { cstr, CURVE_ADVICE, libzmq } from "./ffi.ts";
+import { cstr, CURVE_ADVICE, libzmq, MonitorEvent } from "./ffi.ts";
 import type { SocketOptions } from "./socket.ts";
+import type { Reactor, ReactorSocket } from "./reactor.ts";
 
 /** A CURVE key pair in Z85 text (40 characters each). */
 export interface CurveKeyPair {
@@ -98,4 +99,63 @@ export function curveServerOptions(
   if (!keys || !isTcp(endpoint)) return {};
   requireCurve();
   return { curveServer: true, curveSecretKey: keys.secretKey, zapDomain: domain };
+}
+
+/** Milliseconds between a refused CURVE handshake and the next attempt. */
+export const REDIAL_MS = 250;
+let monitors = 0;
+
+/**
+ * Watches a socket's own handshakes on another monitor socket of the same reactor; calls
+ * `onEvent` with each event in `events` (`ZMQ_EVENT_*`) and the endpoint it names.
+ */
+export async function monitorSocket(
+  reactor: Reactor,
+  socket: ReactorSocket,
+  events: number,
+  onEvent: (event: number, endpoint: string) => void,
+): Promise<void> {
+  const ep = `inproc://zmanager-monitor-${Deno.pid}-${++monitors}`;
+  await reactor.exec(() => {
+    if (libzmq().symbols.zmq_socket_monitor(socket.raw.pointer, cstr(ep), events) !== 0) {
+      throw new Error("zmq_socket_monitor failed");
+    }
+  });
+  const mon = reactor.socket("PAIR", { linger: 0 });
+  await mon.connect(ep);
+  mon.onMessage((f) => {
+    if (f.length !== 2 || f[0].length < 6) return;
+    const event = f[0][0] | (f[0][1] << 8);
+    if (event & events) onEvent(event, text.decode(f[1]));
+  });
+}
+
+/**
+ * Connects a CURVE client and connects again {@linkcode REDIAL_MS} after each refused
+ * handshake: libzmq 4.3 gives up a connection whose handshake the server refused (a key not on
+ * its allowlist yet), and a key added to the allowlist must be taken without restarting anything.
+ */
+export async function connectRedialing(
+  reactor: Reactor,
+  socket: ReactorSocket,
+  endpoint: string,
+  options: { onAccepted?: () => void } = {},
+): Promise<void> {
+  if (!isTcp(endpoint)) return await socket.connect(endpoint);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const failed = MonitorEvent.HANDSHAKE_FAILED_AUTH | MonitorEvent.HANDSHAKE_FAILED_PROTOCOL |
+    MonitorEvent.HANDSHAKE_FAILED_NO_DETAIL;
+  // One monitor per socket (libzmq replaces an earlier one): successes are reported from here too.
+  await monitorSocket(reactor, socket, failed | MonitorEvent.HANDSHAKE_SUCCEEDED, (event) => {
+    if (event === MonitorEvent.HANDSHAKE_SUCCEEDED) return options.onAccepted?.();
+    if (timer !== undefined || socket.closed) return;
+    timer = setTimeout(async () => {
+      timer = undefined;
+      if (socket.closed) return;
+      await socket.disconnect(endpoint).catch(() => {}); // already gone with the refused session
+      await socket.connect(endpoint).catch(() => {});
+    }, REDIAL_MS);
+    Deno.unrefTimer(timer);
+  });
+  await socket.connect(endpoint);
 }
