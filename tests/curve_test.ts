@@ -7,6 +7,7 @@ import type { CurveClientKeys } from "../src/zmq/curve.ts";
 import { Context, type Socket } from "../src/zmq/socket.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { connectRedialing } from "../src/zmq/curve.ts";
+import { startDeployment } from "./helpers.ts";
 import {
   type Endpoints,
   loopbackEndpoints,
@@ -233,4 +234,30 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("tcp edge: a peer that connects and says nothing is dropped after the handshake timeout (5 s)", async () => {
+  await using d = await startDeployment({ transport: "tcp", workers: 1 });
+  const port = Number(d.subject.split(":").pop());
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const started = performance.now();
+  const buf = new Uint8Array(1024);
+  // The Subject sends its greeting, then closes the connection when the handshake does not come.
+  const closed = (async () => {
+    try {
+      while ((await conn.read(buf)) !== null) { /* the greeting */ }
+    } catch { /* reset */ }
+    return performance.now() - started;
+  })();
+  const limit = new Promise<number>((r) => setTimeout(() => r(Infinity), 20_000));
+  const after = await Promise.race([closed, limit]);
+  try {
+    conn.close();
+  } catch { /* closed */ }
+  await closed;
+  assert.ok(
+    after < 20_000,
+    "a silent peer kept its connection for 20 s (libzmq's default handshake timeout is 30 s)",
+  );
+  console.log(`silent peer dropped after ${Math.round(after)} ms`);
 });

@@ -205,6 +205,8 @@ export interface SecurityStats {
   readonly reloads: number;
 }
 
+/** Milliseconds a peer of a bound tcp endpoint has to complete its handshake (libzmq's default: 30 s). */
+export const HANDSHAKE_TIMEOUT_MS = 5000;
 /** The well-known endpoint of a context's ZAP handler (RFC 27). */
 export const ZAP_ENDPOINT = "inproc://zeromq.zap.01";
 /** Milliseconds after a folder change before the allowlists are read again (changes come in bursts). */
@@ -392,6 +394,9 @@ export async function bindSecure(
   domain: ZapDomain,
   security: Security | undefined,
 ): Promise<void> {
+  // A peer that connects and stays silent is dropped after HANDSHAKE_TIMEOUT_MS (ZMQ_HANDSHAKE_IVL),
+  // with or without keys: it cannot hold a half-open connection.
+  if (isTcp(endpoint)) await reactor.exec(() => socket.raw.setInt(Opt.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS));
   if (security && isTcp(endpoint)) {
     if (domain !== "subject" && !security.allow[domain]) {
       throw new SecurityError(
