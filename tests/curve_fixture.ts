@@ -89,7 +89,17 @@ export async function runRole(
   options: { prefix?: readonly string[]; ready?: boolean; runtimeDir: string; logs?: boolean },
 ): Promise<RoleProcess> {
   const prefix = options.prefix ?? [];
-  const cmd = [...prefix, Deno.execPath(), "run", "-A", CLI, ...args, "--runtime-dir", options.runtimeDir];
+  const cmd = [
+    ...prefix,
+    Deno.execPath(),
+    "run",
+    "-A",
+    CLI,
+    args[0],
+    "--runtime-dir",
+    options.runtimeDir,
+    ...args.slice(1),
+  ];
   const process = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     stdin: "null",
