@@ -16,6 +16,9 @@ import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../src/zmq/react
 import { utf8 } from "../src/wire/protocol.ts";
 import { delay, readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { type Deployment, rolePids, spawnDeployment } from "../testing/deployment.ts";
+import { type CurveClientKeys, curveClientOptions } from "../src/zmq/curve.ts";
+import { writeKeyPair } from "../src/roles/security.ts";
+import { parseKeyFile } from "../src/roles/zap.ts";
 
 /** Options of {@linkcode runBench}. */
 export interface BenchOptions {
@@ -45,6 +48,10 @@ export interface FlowRun {
 export interface BenchResult {
   /** The machine. */
   readonly machine: { cores: number; cpu: string; deno: string; libzmq: string; os: string };
+  /** The 3-step flow with 2 workers over tcp with CURVE on loopback, peak flows per second. */
+  readonly curve_flows_per_s: number;
+  /** The cost of CURVE on tcp: ipc flows/s divided by tcp + CURVE flows/s (3 steps, 2 workers). */
+  readonly curve_cost: number;
   /**
    * PUSH→PULL one hop between two processes over ipc, messages per second: single-frame
    * messages as large as a request's three frames together. The ceiling `ratio` divides by.
@@ -280,11 +287,48 @@ async function nodeZeromq(dir: string): Promise<BenchResult["node_zeromq"]> {
   }
 }
 
-/** A deployment of the bench flows, once every worker has joined. */
-export async function deploy(workers: number): Promise<Deployment> {
+/**
+ * A deployment of the bench flows, once every worker has joined; with `curve`, over tcp on
+ * loopback with CURVE keys (its `curve` field: the generator's keys).
+ */
+export async function deploy(
+  workers: number,
+  curve = false,
+): Promise<Deployment & { curve?: CurveClientKeys }> {
+  if (curve) return await deployCurve(workers);
   const d = await spawnDeployment({ files: FILES, workers });
   for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
   return d;
+}
+
+async function deployCurve(workers: number): Promise<Deployment & { curve: CurveClientKeys }> {
+  const keys = await Deno.makeTempDir({ prefix: "zmk" });
+  await writeKeyPair(`${keys}/hub`);
+  const bench = await writeKeyPair(`${keys}/bench`);
+  await Deno.mkdir(`${keys}/allow`);
+  await Deno.copyFile(`${keys}/bench.pub`, `${keys}/allow/bench.pub`);
+  const d = await spawnDeployment({
+    files: FILES,
+    workers,
+    transport: "tcp",
+    args: [
+      "--curve-secret-key",
+      `${keys}/hub.key`,
+      ...["services", "workers", "subscribers"].flatMap((k) => [`--curve-allow-${k}`, `${keys}/allow`]),
+    ],
+  });
+  for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
+  const secret = parseKeyFile(await Deno.readTextFile(`${keys}/bench.key`), "bench.key");
+  const serverKey = parseKeyFile(await Deno.readTextFile(`${keys}/hub.pub`), "hub.pub");
+  const stop = d.stop;
+  return Object.assign(d, {
+    curve: { publicKey: bench, secretKey: secret, serverKey },
+    stop: async () => {
+      const code = await stop();
+      await Deno.remove(keys, { recursive: true });
+      return code;
+    },
+  });
 }
 
 async function roleProcesses(dir: string): Promise<[string, number][]> {
@@ -455,19 +499,23 @@ export class Generator {
     this.#topic = utf8(`${flow}~~~~`);
   }
 
-  async open(dir: string): Promise<void> {
+  async open(d: { subject: string; publisher: string; curve?: CurveClientKeys }): Promise<void> {
     this.#dealer = this.#r.socket("DEALER", {
+      ...curveClientOptions(d.curve, d.subject),
       sendHighWaterMark: 1_000_000,
       receiveHighWaterMark: 1_000_000,
     });
     this.#dealer.onMessage(() => {}); // acknowledgements
     this.#r.afterReceive(() => this.#flush());
     this.#r.onIdle(() => this.#flush());
-    await this.#dealer.connect(`ipc://${dir}/subject`);
-    this.#sub = this.#r.socket("SUB", { receiveHighWaterMark: 1_000_000 });
+    await this.#dealer.connect(d.subject);
+    this.#sub = this.#r.socket("SUB", {
+      ...curveClientOptions(d.curve, d.publisher),
+      receiveHighWaterMark: 1_000_000,
+    });
     await this.#sub.subscribe(`${this.flow}~~~~done`);
     await this.#sub.subscribe("~~~~ping-bench");
-    await this.#sub.connect(`ipc://${dir}/im-pub`);
+    await this.#sub.connect(d.publisher);
     this.#sub.onMessage((frames) => this.#published(frames, performance.now()));
     while (!this.#pinged) {
       await this.#dealer.send([utf8("~~~~ping-bench"), utf8('{"v":1,"id":"ping","k":"ping"}'), utf8("{}")]);
@@ -592,6 +640,7 @@ async function flowRun(
   workers: number,
   seconds: number,
   latency: boolean,
+  curve = false,
 ): Promise<
   FlowRun & {
     latency?: {
@@ -610,10 +659,10 @@ async function flowRun(
     };
   }
 > {
-  const d = await deploy(workers);
+  const d = await deploy(workers, curve);
   const g = new Generator(`Bench${steps}`);
   try {
-    await g.open(d.dir);
+    await g.open(d);
     const pids = await roleProcesses(d.dir);
     // The load generator (this process) shares the machine with the roles: shown beside them.
     pids.push(["load generator", Deno.pid]);
@@ -798,12 +847,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/9: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/10: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/9: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/10: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/9: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/10: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -814,14 +863,16 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers] of [[1, 1], [1, 2], [3, 1], [3, 2]]) {
     const latency = steps === 3 && workers === 2;
     say(
-      `bench ${stage++}/9: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
+      `bench ${stage++}/10: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}, closed loop${
         latency ? " then open loop at 50% of peak" : ""
       }`,
     );
     runs.push(await flowRun(steps, workers, seconds, latency));
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2)!;
-  say("bench 8/9: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  say("bench 8/10: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
+  const curve = await flowRun(3, 2, seconds, false, true);
+  say("bench 9/10: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
   const result: BenchResult = {
     machine: m,
@@ -837,6 +888,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
     node_zeromq: node,
     flows_per_s: Math.round(main.flowsPerSecond),
+    curve_flows_per_s: Math.round(curve.flowsPerSecond),
+    curve_cost: Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100,
     ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
     p50_ms: round3(main.latency!.p50),
     p90_ms: round3(main.latency!.p90),
@@ -863,7 +916,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       warmUpFlowsPerSecond: Math.round(r.warmUpFlowsPerSecond),
     })),
   };
-  say("bench 9/9: done");
+  say("bench 10/10: done");
   printTable(result);
   if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result, null, 2) + "\n");
   return result;
@@ -908,6 +961,9 @@ function printTable(r: BenchResult): void {
       } flows/s (first ${r.warm_up_seconds} s: ${fmt(x.warmUpFlowsPerSecond)}) |`
     ),
     `| ratio: 3-step/2-worker flows/s to raw one-hop msgs/s | ${r.ratio.toFixed(4)} |`,
+    `| 3-step flow, 2 workers, tcp + CURVE on loopback, peak (closed loop) | ${
+      fmt(r.curve_flows_per_s)
+    } flows/s: ipc is ${r.curve_cost.toFixed(2)}x that |`,
     `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
       r.p50_ms.toFixed(2)
     } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,

@@ -358,7 +358,22 @@ export async function loadConfig(options: { file?: string; flags?: PartialConfig
   return resolveConfig(fromFile, configFromEnv(), options.flags ?? {});
 }
 
-/** Creates the runtime directory (mode 0700) if it does not exist. */
+/**
+ * Creates the runtime directory (mode 0700) if it does not exist, and checks that it is this
+ * user's and closed to others: its ipc endpoints take no keys, so its permissions are their guard.
+ *
+ * @throws {ConfigError} when another user owns it or others may enter it.
+ */
 export async function ensureRuntimeDir(config: Config): Promise<void> {
   await Deno.mkdir(config.runtime_dir, { recursive: true, mode: 0o700 });
+  if (Deno.build.os === "windows") return;
+  const st = await Deno.stat(config.runtime_dir);
+  const mode = (st.mode ?? 0) & 0o777;
+  if (st.uid !== Deno.uid() || mode & 0o077) {
+    throw new ConfigError(
+      `the runtime directory ${config.runtime_dir} is ${
+        st.uid !== Deno.uid() ? `owned by uid ${st.uid}` : `mode 0${mode.toString(8)}`
+      }: other users could reach its ipc endpoints, which take no keys; chmod 700 it or give another --runtime-dir`,
+    );
+  }
 }

@@ -226,6 +226,17 @@ Deno.test({
         ),
         "the removed key's refusal was not counted",
       );
+      // SIGHUP reads the allowlists again too (the process keeps running: same pid, counters go on).
+      const before = (await roleCounters(hubDir)).subject[0];
+      Deno.kill(Number(before.pid), "SIGHUP");
+      assert.ok(
+        await waitFor(async () => {
+          const row = (await roleCounters(hubDir)).subject?.find((r) => r.pid === before.pid);
+          return Number((row?.security as SecurityCounters | undefined)?.reloads) >
+            (before.security as SecurityCounters).reloads;
+        }, 4000),
+        "SIGHUP did not reload the allowlists",
+      );
     } finally {
       for (const c of clients) await c.close();
       ctx.terminate(0);

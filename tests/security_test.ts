@@ -178,3 +178,17 @@ Deno.test("start --roles: an unknown or empty role list is a usage error naming 
     assert.match(r.stderr, /the roles are subject, integration-manager, workers/);
   }
 });
+
+Deno.test("the runtime directory: created 0700; one that others may enter is refused at start-up", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.chmod(dir, 0o755);
+    for (const args of [["start", "--workers", "0"], ["subject"], ["integration-manager"]]) {
+      const r = await cli([...args, "--runtime-dir", dir]);
+      assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
+      assert.match(r.stderr, /is mode 0755: other users could reach its ipc endpoints.*chmod 700/, args[0]);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -9,7 +9,7 @@
 import { type Catalog, hasErrors } from "../topic/catalog.ts";
 import { Client } from "../client/client.ts";
 import type { Config } from "../config.ts";
-import { ensureRuntimeDir } from "../config.ts";
+import { ConfigError, ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
 import { parseTarget } from "../handler.ts";
 import { checkHandlerTargets } from "./handler_check.ts";
@@ -20,6 +20,18 @@ import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 import { type Security, SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+
+/** Creates and checks the runtime directory (see `ensureRuntimeDir`); prints why not and returns false. */
+async function runtimeDirOk(config: Config): Promise<boolean> {
+  try {
+    await ensureRuntimeDir(config);
+    return true;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(`error: ${e.message}`);
+    return false;
+  }
+}
 
 /** Starts a role; a {@linkcode SecurityError} (a tcp endpoint without its allowlist) is printed, `null` returned. */
 async function started<T>(start: () => Promise<T>): Promise<T | null> {
@@ -132,7 +144,7 @@ async function serveUntilStopped(
 export async function runIntegrationManager(config: Config, supervised = false): Promise<number> {
   const security = await securityOrError(config);
   if (security === null) return 1;
-  await ensureRuntimeDir(config);
+  if (!await runtimeDirOk(config)) return 1;
   const im = await started(() =>
     IntegrationManager.start({
       pullAddress: config.integration_manager_pull_address,
@@ -166,7 +178,7 @@ export async function runSubject(
   if (!catalog) return 1;
   const security = await securityOrError(config);
   if (security === null) return 1;
-  await ensureRuntimeDir(config);
+  if (!await runtimeDirOk(config)) return 1;
   const subject = await started(() =>
     Subject.start({
       security,
@@ -316,7 +328,7 @@ export interface StartOptions {
 export async function runStart(config: Config, options: StartOptions): Promise<number> {
   let lock: ReturnType<typeof lockRuntimeDir>;
   try {
-    await ensureRuntimeDir(config);
+    if (!await runtimeDirOk(config)) return 1;
     lock = lockRuntimeDir(config.runtime_dir);
   } catch (e) {
     console.error(`error: cannot use the runtime directory ${config.runtime_dir}: ${(e as Error).message}`);
