@@ -49,9 +49,9 @@ export interface BenchResult {
   /** The machine. */
   readonly machine: { cores: number; cpu: string; deno: string; libzmq: string; os: string };
   /** The 3-step flow with 2 workers over tcp with CURVE on loopback, peak flows per second. */
-  readonly curve_flows_per_s: number;
+  readonly curve_flows_per_s: number | null;
   /** The cost of CURVE on tcp: ipc flows/s divided by tcp + CURVE flows/s (3 steps, 2 workers). */
-  readonly curve_cost: number;
+  readonly curve_cost: number | null;
   /**
    * PUSH→PULL one hop between two processes over ipc, messages per second: single-frame
    * messages as large as a request's three frames together. The ceiling `ratio` divides by.
@@ -871,7 +871,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2)!;
   say("bench 8/10: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
-  const curve = await flowRun(3, 2, seconds, false, true);
+  const curve = libzmq().curve ? await flowRun(3, 2, seconds, false, true) : undefined;
   say("bench 9/10: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
   const result: BenchResult = {
@@ -888,8 +888,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
     node_zeromq: node,
     flows_per_s: Math.round(main.flowsPerSecond),
-    curve_flows_per_s: Math.round(curve.flowsPerSecond),
-    curve_cost: Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100,
+    curve_flows_per_s: curve ? Math.round(curve.flowsPerSecond) : null,
+    curve_cost: curve ? Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100 : null,
     ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
     p50_ms: round3(main.latency!.p50),
     p90_ms: round3(main.latency!.p90),
@@ -961,9 +961,11 @@ function printTable(r: BenchResult): void {
       } flows/s (first ${r.warm_up_seconds} s: ${fmt(x.warmUpFlowsPerSecond)}) |`
     ),
     `| ratio: 3-step/2-worker flows/s to raw one-hop msgs/s | ${r.ratio.toFixed(4)} |`,
-    `| 3-step flow, 2 workers, tcp + CURVE on loopback, peak (closed loop) | ${
-      fmt(r.curve_flows_per_s)
-    } flows/s: ipc is ${r.curve_cost.toFixed(2)}x that |`,
+    r.curve_flows_per_s === null || r.curve_cost === null
+      ? "| 3-step flow, 2 workers, tcp + CURVE on loopback | not measured (no libzmq with CURVE: see doctor) |"
+      : `| 3-step flow, 2 workers, tcp + CURVE on loopback, peak (closed loop) | ${
+        fmt(r.curve_flows_per_s)
+      } flows/s: ipc is ${r.curve_cost.toFixed(2)}x that |`,
     `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
       r.p50_ms.toFixed(2)
     } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,

@@ -1,15 +1,25 @@
 // Test tools for CURVE deployments: key pairs, allowlist folders, per-host config files, role
 // processes, and their counters (read from the stats files each role writes).
-import { writeKeyPair } from "../src/roles/security.ts";
 import { readUntil } from "../src/_async.ts";
 
 export const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
-/** Writes `dir/keys/NAME.key` and `.pub` for each name; returns the public keys. */
+/**
+ * Writes `dir/keys/NAME.key` and `.pub` for each name with `cli.ts keygen` (in a process of its
+ * own: this one may have loaded a libzmq without CURVE already); returns the public keys.
+ */
 export async function makeKeys(dir: string, names: readonly string[]): Promise<Record<string, string>> {
   await Deno.mkdir(`${dir}/keys`, { recursive: true });
   const out: Record<string, string> = {};
-  for (const n of names) out[n] = await writeKeyPair(`${dir}/keys/${n}`);
+  for (const n of names) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, "keygen", `${dir}/keys/${n}`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!r.success) throw new Error(`keygen ${n}: ${new TextDecoder().decode(r.stderr)}`);
+    out[n] = new TextDecoder().decode(r.stdout).trim();
+  }
   return out;
 }
 

@@ -6,7 +6,7 @@ import { loadSecurity } from "../src/roles/security.ts";
 import type { CurveClientKeys } from "../src/zmq/curve.ts";
 import { Context, type Socket } from "../src/zmq/socket.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
-import { connectRedialing } from "../src/zmq/curve.ts";
+import { connectRedialing, requireCurve } from "../src/zmq/curve.ts";
 import { startDeployment } from "./helpers.ts";
 import {
   type Endpoints,
@@ -18,6 +18,9 @@ import {
   waitFor,
   writeHostConfig,
 } from "./curve_fixture.ts";
+
+// This process's sockets use CURVE: load a libzmq with CURVE before any socket is made.
+requireCurve();
 
 async function keysOf(dir: string, name: string): Promise<CurveClientKeys> {
   const s = await loadSecurity({

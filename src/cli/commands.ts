@@ -19,7 +19,7 @@ import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 import { PausedStore } from "../roles/paused_store.ts";
 import { securityOrError, writeKeyPair } from "../roles/security.ts";
-import { capabilities, CURVE_ADVICE, libzmq, LibZmqNotFoundError } from "../zmq/ffi.ts";
+import { capabilities, CURVE_ADVICE, curveLibrary, libzmq, LibZmqNotFoundError } from "../zmq/ffi.ts";
 
 /** Documented exit codes of the CLI. */
 export const ExitCode = Object.freeze({
@@ -226,13 +226,15 @@ export function doctorCommand(options: { json?: boolean }, io: Output = consoleO
     throw e;
   }
   const caps = capabilities();
+  const withCurve = lib.curve ? lib.path : curveLibrary();
   const info = {
     libzmq: lib.version,
     path: lib.path,
     source: lib.source,
     curve: lib.curve,
     capabilities: caps,
-    ...(lib.curve ? {} : { advice: `CURVE (keys on tcp endpoints) is not available: ${CURVE_ADVICE}` }),
+    curveLibrary: withCurve ?? null,
+    ...(withCurve ? {} : { advice: `CURVE (keys on tcp endpoints) is not available: ${CURVE_ADVICE}` }),
     deno: Deno.version.deno,
     os: `${Deno.build.os}-${Deno.build.arch}`,
   };
@@ -242,7 +244,13 @@ export function doctorCommand(options: { json?: boolean }, io: Output = consoleO
     io.out(`libzmq ${info.libzmq}`);
     io.out(`loaded from ${info.path} (${from})`);
     io.out(`capabilities: ${Object.entries(caps).map(([k, v]) => `${k}=${v ? "yes" : "no"}`).join(" ")}`);
-    io.out(lib.curve ? "CURVE: available" : `CURVE: not available; ${CURVE_ADVICE}`);
+    io.out(
+      lib.curve
+        ? "CURVE: available"
+        : withCurve
+        ? `CURVE: not in this libzmq; ${withCurve} has it (unset ZMANAGER_LIBZMQ to use it)`
+        : `CURVE: not available; ${CURVE_ADVICE}`,
+    );
     io.out(`deno ${info.deno} on ${info.os}`);
   }
   return ExitCode.ok;

@@ -36,7 +36,7 @@ import {
 import { BATCH_FLUSH_BYTES, BatchWriter, sendBatch } from "../wire/batch.ts";
 import { KeptRequests } from "./kept_requests.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
-import { connectRedialing, type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
+import { connectRedialing, type CurveClientKeys, curveClientOptions, requireCurve } from "../zmq/curve.ts";
 
 /** Options of {@linkcode Client.connect}. */
 export interface ClientOptions {
@@ -160,6 +160,7 @@ export class Client {
   readonly #done = Promise.withResolvers<void>();
 
   private constructor(options: ClientOptions) {
+    if (options.curve) requireCurve(); // a clear error before any socket
     this.#reactor = options.reactor ?? new Reactor();
     this.#ownsReactor = !options.reactor;
     this.#timeout = options.requestTimeout ?? 30_000;

@@ -250,8 +250,8 @@ let loaded: LibZmq | undefined;
 
 /**
  * Loads libzmq once per process: `ZMANAGER_LIBZMQ` when set (and only that); else a system
- * libzmq that has CURVE; else the npm:zeromq addon for this platform; else a system libzmq
- * without CURVE.
+ * libzmq built with CURVE (Debian's `libzmq5`) when there is one; else the npm:zeromq addon for
+ * this platform (libzmq 4.3.5, no CURVE); else a system libzmq without CURVE.
  *
  * @throws {LibZmqNotFoundError} listing every file tried.
  */
@@ -264,15 +264,11 @@ export function libzmq(): LibZmq {
     if (typeof r !== "string") return (loaded = r);
     throw new LibZmqNotFoundError([{ path: override, reason: r }]);
   }
-  let plainSystem: LibZmq | undefined;
-  for (const path of systemCandidates()) {
-    const r = tryOpen(path, "system");
-    if (typeof r === "string") tried.push({ path, reason: r });
-    else if (r.curve) return (loaded = r);
-    else {
-      plainSystem ??= r; // kept open: used only when the addon does not load either
-      tried.push({ path, reason: "no CURVE" });
-    }
+  const withCurve = curveLibrary();
+  if (withCurve) {
+    const r = tryOpen(withCurve, "system");
+    if (typeof r !== "string") return (loaded = r);
+    tried.push({ path: withCurve, reason: r });
   }
   const addons = addonCandidates();
   if (addons.length === 0) {
@@ -281,13 +277,35 @@ export function libzmq(): LibZmq {
       reason: "package directory not found on disk",
     });
   }
-  for (const path of addons) {
-    const r = tryOpen(path, "npm");
+  for (const path of [...addons, ...systemCandidates()]) {
+    const r = tryOpen(path, addons.includes(path) ? "npm" : "system");
     if (typeof r === "string") tried.push({ path, reason: r });
     else return (loaded = r);
   }
-  if (plainSystem) return (loaded = plainSystem);
   throw new LibZmqNotFoundError(tried);
+}
+
+let curvePath: string | null | undefined;
+
+/** A system libzmq built with CURVE, if there is one (the one {@linkcode libzmq} prefers). */
+export function curveLibrary(): string | undefined {
+  if (curvePath !== undefined) return curvePath ?? undefined;
+  curvePath = null;
+  for (const path of systemCandidates()) {
+    let lib: Deno.DynamicLibrary<{ zmq_has: { parameters: ["buffer"]; result: "i32" } }>;
+    try {
+      lib = Deno.dlopen(path, { zmq_has: { parameters: ["buffer"], result: "i32" } });
+    } catch {
+      continue;
+    }
+    const has = lib.symbols.zmq_has(cstr("curve")) === 1;
+    lib.close();
+    if (has) {
+      curvePath = path;
+      break;
+    }
+  }
+  return curvePath ?? undefined;
 }
 
 /**
