@@ -16,6 +16,7 @@ import {
   ExitCode,
   explainCommand,
   flowsCommand,
+  keygenCommand,
   type Output,
   pausedCommand,
   sendCommand,
@@ -25,7 +26,14 @@ import {
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
 import { conformanceCommand } from "./testing/conformance.ts";
-import { runIntegrationManager, runStart, runSubject, runWorker } from "./src/cli/run.ts";
+import {
+  parseRoles,
+  runIntegrationManager,
+  runStart,
+  runSubject,
+  runWorker,
+  START_ROLES,
+} from "./src/cli/run.ts";
 import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
 const kindOption = () =>
@@ -124,6 +132,12 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     .option("--json", "print one JSON document")
     .action((opts) => setCode(doctorCommand(opts, io)));
 
+  program.command("keygen")
+    .description("write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (public, printed)")
+    .argument("<name>", "path and name of the pair, e.g. keys/hub")
+    .option("--force", "replace existing files")
+    .action(async (name: string, opts) => setCode(await keygenCommand(name, opts, io)));
+
   withConfig(
     program.command("start")
       .description(
@@ -131,6 +145,10 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       )
       .argument("[files...]", "flow and mapping files")
       .option("--workers <n>", "worker processes (worker_count)")
+      .option(
+        "--roles <list>",
+        `the roles this host runs, comma-separated: ${START_ROLES.join(", ")} (default: all)`,
+      )
       .option("--http <host:port>", "also run the HTTP gateway on this address")
       .option("--strict", "cross-file conflicts and unresolved targets are errors")
       .addOption(allowPermissionsOption())
@@ -138,6 +156,13 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
   ).action(async (files: string[], opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
+    let roles;
+    try {
+      roles = opts.roles === undefined ? undefined : parseRoles(opts.roles);
+    } catch (e) {
+      io.err(`error: ${(e as Error).message}`);
+      return setCode(ExitCode.usage);
+    }
     if (opts.http !== undefined) {
       if (!parseListen(opts.http)) {
         io.err(`error: --http must be HOST:PORT (e.g. 127.0.0.1:8080), got "${opts.http}"`);
@@ -156,6 +181,7 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
         strict: opts.strict,
         allowComponentPermissions: opts.allowComponentPermissions,
         http: opts.http,
+        roles,
       }),
     );
   });

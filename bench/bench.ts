@@ -14,6 +14,10 @@
 
 import { type Deployment, rolePids, spawnDeployment } from "../testing/deployment.ts";
 import { delay } from "../src/_async.ts";
+import { libzmq } from "../src/zmq/ffi.ts";
+import { type CurveClientKeys } from "../src/zmq/curve.ts";
+import { writeKeyPair } from "../src/roles/security.ts";
+import { parseKeyFile } from "../src/roles/zap.ts";
 import { barePipeline } from "./bare.ts";
 import { gatewayRun } from "./gateway_bench.ts";
 import { Generator } from "./generator.ts";
@@ -37,11 +41,49 @@ const FILES = ["./component/flows.ini", "./component/mapping.ini"].map((f) =>
   decodeURIComponent(new URL(f, import.meta.url).pathname)
 );
 
-/** A deployment of the bench flows, once every worker has joined. */
-export async function deploy(workers: number, sandbox = true): Promise<Deployment> {
+/**
+ * A deployment of the bench flows, once every worker has joined; with `curve`, over tcp on
+ * loopback with CURVE keys (its `curve` field: the generator's keys).
+ */
+export async function deploy(
+  workers: number,
+  sandbox = true,
+  curve = false,
+): Promise<Deployment & { curve?: CurveClientKeys }> {
+  if (curve) return await deployCurve(workers);
   const d = await spawnDeployment({ files: FILES, workers, args: sandbox ? [] : ["--no-sandbox"] });
   for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
   return d;
+}
+
+async function deployCurve(workers: number): Promise<Deployment & { curve: CurveClientKeys }> {
+  const keys = await Deno.makeTempDir({ prefix: "zmk" });
+  await writeKeyPair(`${keys}/hub`);
+  const bench = await writeKeyPair(`${keys}/bench`);
+  await Deno.mkdir(`${keys}/allow`);
+  await Deno.copyFile(`${keys}/bench.pub`, `${keys}/allow/bench.pub`);
+  const d = await spawnDeployment({
+    files: FILES,
+    workers,
+    transport: "tcp",
+    args: [
+      "--curve-secret-key",
+      `${keys}/hub.key`,
+      ...["services", "workers", "subscribers"].flatMap((k) => [`--curve-allow-${k}`, `${keys}/allow`]),
+    ],
+  });
+  for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
+  const secret = parseKeyFile(await Deno.readTextFile(`${keys}/bench.key`), "bench.key");
+  const serverKey = parseKeyFile(await Deno.readTextFile(`${keys}/hub.pub`), "hub.pub");
+  const stop = d.stop;
+  return Object.assign(d, {
+    curve: { publicKey: bench, secretKey: secret, serverKey },
+    stop: async () => {
+      const code = await stop();
+      await Deno.remove(keys, { recursive: true });
+      return code;
+    },
+  });
 }
 
 async function flowRun(
@@ -50,6 +92,7 @@ async function flowRun(
   seconds: number,
   latency: boolean,
   sandbox = true,
+  curve = false,
 ): Promise<
   FlowRun & {
     latency?: {
@@ -68,10 +111,10 @@ async function flowRun(
     };
   }
 > {
-  const d = await deploy(workers, sandbox);
+  const d = await deploy(workers, sandbox, curve);
   const g = new Generator(`Bench${steps}`);
   try {
-    await g.open(d.dir);
+    await g.open(d);
     const pids = await roleProcesses(d.dir);
     // The load generator (this process) shares the machine with the roles: shown beside them.
     pids.push(["load generator", Deno.pid]);
@@ -142,12 +185,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/10: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/11: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/10: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/11: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/10: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/11: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -165,7 +208,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers, sandbox] of shapes) {
     const latency = steps === 3 && workers === 2 && sandbox;
     say(
-      `bench ${stage++}/10: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
+      `bench ${stage++}/11: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
         sandbox ? "" : ", --no-sandbox"
       }, closed loop${latency ? " then open loop at 50% of peak" : ""}`,
     );
@@ -173,9 +216,11 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2 && r.sandbox)!;
   const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox)!;
-  say("bench 9/10: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  say("bench 9/11: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
+  const curve = libzmq().curve ? await flowRun(3, 2, seconds, false, true, true) : undefined;
+  say("bench 10/11: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
-  say("bench 10/10 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
+  say("bench 11/11 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
   const gateway = await gatewayRun(seconds);
   const toZmq = Math.round((gateway.flowsPerSecond / main.flowsPerSecond) * 1000) / 1000;
   say(
@@ -197,6 +242,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
     node_zeromq: node,
     flows_per_s: Math.round(main.flowsPerSecond),
+    curve_flows_per_s: curve ? Math.round(curve.flowsPerSecond) : null,
+    curve_cost: curve ? Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100 : null,
     no_sandbox_flows_per_s: Math.round(unboxed.flowsPerSecond),
     sandbox_cost: Math.round((1 - main.flowsPerSecond / unboxed.flowsPerSecond) * 1000) / 1000,
     ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
@@ -226,7 +273,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       warmUpFlowsPerSecond: Math.round(r.warmUpFlowsPerSecond),
     })),
   };
-  say("bench 10/10: done");
+  say("bench: done");
   printTable(result);
   if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result, null, 2) + "\n");
   return result;

@@ -10,6 +10,7 @@ import { BatchWriter, sendBatch } from "../src/wire/batch.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
 import { utf8 } from "../src/wire/protocol.ts";
 import { delay } from "../src/_async.ts";
+import { type CurveClientKeys, curveClientOptions } from "../src/zmq/curve.ts";
 
 /** Requests the closed loop keeps outstanding. */
 export const CLOSED_LOOP_WINDOW = 2000;
@@ -113,19 +114,24 @@ export class Generator {
     this.#topic = utf8(`${flow}~~~~`);
   }
 
-  async open(dir: string): Promise<void> {
+  /** Connects to a deployment's endpoints (with `curve`, as a CURVE client on tcp). */
+  async open(d: { subject: string; publisher: string; curve?: CurveClientKeys }): Promise<void> {
     this.#dealer = this.#r.socket("DEALER", {
+      ...curveClientOptions(d.curve, d.subject),
       sendHighWaterMark: 1_000_000,
       receiveHighWaterMark: 1_000_000,
     });
     this.#dealer.onMessage(() => {}); // acknowledgements
     this.#r.afterReceive(() => this.#flush());
     this.#r.onIdle(() => this.#flush());
-    await this.#dealer.connect(`ipc://${dir}/subject`);
-    this.#sub = this.#r.socket("SUB", { receiveHighWaterMark: 1_000_000 });
+    await this.#dealer.connect(d.subject);
+    this.#sub = this.#r.socket("SUB", {
+      ...curveClientOptions(d.curve, d.publisher),
+      receiveHighWaterMark: 1_000_000,
+    });
     await this.#sub.subscribe(`${this.flow}~~~~done`);
     await this.#sub.subscribe("~~~~ping-bench");
-    await this.#sub.connect(`ipc://${dir}/im-pub`);
+    await this.#sub.connect(d.publisher);
     this.#sub.onMessage((frames) => this.#published(frames, performance.now()));
     while (!this.#pinged) {
       await this.#dealer.send([utf8("~~~~ping-bench"), utf8('{"v":1,"id":"ping","k":"ping"}'), utf8("{}")]);

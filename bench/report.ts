@@ -56,6 +56,10 @@ export interface BenchResult {
   readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
   /** 3-step flow, 2 workers, closed-loop peak. */
   readonly flows_per_s: number;
+  /** The 3-step flow with 2 workers over tcp with CURVE on loopback, peak flows per second. */
+  readonly curve_flows_per_s: number | null;
+  /** The cost of CURVE on tcp: ipc flows/s divided by tcp + CURVE flows/s (3 steps, 2 workers). */
+  readonly curve_cost: number | null;
   /** The same, 3-step flow and 2 workers, with `--no-sandbox`. */
   readonly no_sandbox_flows_per_s: number;
   /** What the handler sandbox costs: `1 - flows_per_s / no_sandbox_flows_per_s` (negative: nothing measurable). */
@@ -177,6 +181,11 @@ export function printTable(r: BenchResult): void {
       (r.sandbox_cost * 100).toFixed(1)
     }% (${fmt(r.flows_per_s)} vs ${fmt(r.no_sandbox_flows_per_s)} flows/s) |`,
     `| ratio: 3-step/2-worker flows/s to raw one-hop msgs/s | ${r.ratio.toFixed(4)} |`,
+    r.curve_flows_per_s === null || r.curve_cost === null
+      ? "| 3-step flow, 2 workers, tcp + CURVE on loopback | not measured (no libzmq with CURVE: see doctor) |"
+      : `| 3-step flow, 2 workers, tcp + CURVE on loopback, peak (closed loop) | ${
+        fmt(r.curve_flows_per_s)
+      } flows/s: ipc is ${r.curve_cost.toFixed(2)}x that |`,
     `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
       r.p50_ms.toFixed(2)
     } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,

@@ -19,7 +19,7 @@ for (let i = 0; i < 2 * pairs; i++) {
   const d = await deploy(2, sandbox);
   const g = new Generator("Bench3");
   try {
-    await g.open(d.dir);
+    await g.open(d);
     await g.closedLoop(5); // warm-up
     const pids = await roleProcesses(d.dir);
     const [flows, cores] = await withCpu(pids.map(([, p]) => p), () => g.closedLoop(3));

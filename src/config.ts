@@ -61,6 +61,16 @@ export interface Config {
   readonly http_client_buffer: number;
   /** Milliseconds a gateway `POST` waits for the final publication before answering 504. */
   readonly http_wait_timeout: number;
+  /** This process's CURVE secret key file (`keygen`); empty: tcp endpoints are plaintext. */
+  readonly curve_secret_key: string;
+  /** The Subject's and IM's CURVE public key file, for connecting sides; empty: this process's own. */
+  readonly curve_server_key: string;
+  /** Folder of the `.pub` keys that may connect as services. */
+  readonly curve_allow_services: string;
+  /** Folder of the `.pub` keys that may connect as workers. */
+  readonly curve_allow_workers: string;
+  /** Folder of the `.pub` keys that may subscribe. */
+  readonly curve_allow_subscribers: string;
 }
 
 /** Steps one worker runs at once, by default. */
@@ -115,6 +125,11 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "http_body_limit",
   "http_client_buffer",
   "http_wait_timeout",
+  "curve_secret_key",
+  "curve_server_key",
+  "curve_allow_services",
+  "curve_allow_workers",
+  "curve_allow_subscribers",
 ];
 
 /** Each setting's default, as documentation shows it, and what it means: the README's table is made from this. */
@@ -208,6 +223,24 @@ export const SETTINGS_DOC: Readonly<
     default: String(DEFAULT_HTTP_WAIT_TIMEOUT),
     meaning: "HTTP gateway: ms a `POST` waits for the final publication (then 504)",
   },
+  curve_secret_key: {
+    default: "none",
+    meaning:
+      "this host's secret key file (`keygen NAME` writes `NAME.key`, mode 0600); when set, every tcp endpoint uses CURVE",
+  },
+  curve_server_key: {
+    default: "this host's public key",
+    meaning: "the `.pub` file of the Subject's and IM's key pair, for workers and services",
+  },
+  curve_allow_services: {
+    default: "none",
+    meaning: "folder of `.pub` files that may send requests (Subject, over tcp)",
+  },
+  curve_allow_workers: { default: "none", meaning: "folder of `.pub` files that may join as workers" },
+  curve_allow_subscribers: {
+    default: "none",
+    meaning: "folder of `.pub` files that may subscribe to the IM (over tcp)",
+  },
 };
 
 /** The settings as a Markdown table (the README's). */
@@ -230,6 +263,11 @@ const TEXT = new Set<keyof Config>([
   "sandbox",
   "http_tokens",
   "http_cors_origins",
+  "curve_secret_key",
+  "curve_server_key",
+  "curve_allow_services",
+  "curve_allow_workers",
+  "curve_allow_subscribers",
 ]);
 const NUMERIC = new Set(CONFIG_KEYS.filter((k) => !TEXT.has(k)));
 
@@ -349,6 +387,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     http_body_limit: num("http_body_limit", 0, 0),
     http_client_buffer: num("http_client_buffer", DEFAULT_HTTP_CLIENT_BUFFER, 1024),
     http_wait_timeout: num("http_wait_timeout", DEFAULT_HTTP_WAIT_TIMEOUT, 1),
+    curve_secret_key: String(merged.curve_secret_key ?? ""),
+    curve_server_key: String(merged.curve_server_key ?? ""),
+    curve_allow_services: String(merged.curve_allow_services ?? ""),
+    curve_allow_workers: String(merged.curve_allow_workers ?? ""),
+    curve_allow_subscribers: String(merged.curve_allow_subscribers ?? ""),
   };
 }
 
@@ -378,7 +421,22 @@ export async function loadConfig(options: { file?: string; flags?: PartialConfig
   return resolveConfig(fromFile, configFromEnv(), options.flags ?? {});
 }
 
-/** Creates the runtime directory (mode 0700) if it does not exist. */
+/**
+ * Creates the runtime directory (mode 0700) if it does not exist, and checks that it is this
+ * user's and closed to others: its ipc endpoints take no keys, so its permissions are their guard.
+ *
+ * @throws {ConfigError} when another user owns it or others may enter it.
+ */
 export async function ensureRuntimeDir(config: Config): Promise<void> {
   await Deno.mkdir(config.runtime_dir, { recursive: true, mode: 0o700 });
+  if (Deno.build.os === "windows") return;
+  const st = await Deno.stat(config.runtime_dir);
+  const mode = (st.mode ?? 0) & 0o777;
+  if (st.uid !== Deno.uid() || mode & 0o077) {
+    throw new ConfigError(
+      `the runtime directory ${config.runtime_dir} is ${
+        st.uid !== Deno.uid() ? `owned by uid ${st.uid}` : `mode 0${mode.toString(8)}`
+      }: other users could reach its ipc endpoints, which take no keys; chmod 700 it or give another --runtime-dir`,
+    );
+  }
 }

@@ -1,7 +1,8 @@
 // The wire protocol is language-neutral: a Python program using only pyzmq (Debian's
 // python3-zmq, which .ci/run installs) pushes a request and reads its done publication.
 import assert from "node:assert/strict";
-import { startDeployment } from "./helpers.ts";
+import { RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
+import { loopbackEndpoints, makeAllowlists, makeKeys, runRole, writeHostConfig } from "./curve_fixture.ts";
 
 async function pythonWithZmq(): Promise<string | undefined> {
   for (const py of ["/usr/bin/python3", "python3"]) {
@@ -81,6 +82,63 @@ Deno.test({
     } finally {
       worker.kill("SIGKILL");
       await worker.status;
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a pyzmq service with CURVE keys (PROTOCOL.md, Security) pushes a request and reads its done publication over tcp",
+  ignore: python === undefined && !Deno.env.get("CI"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    assert.ok(python, "python3 with pyzmq is required in CI (apt-get install python3-zmq)");
+    const dir = await Deno.makeTempDir();
+    const ep = loopbackEndpoints();
+    await makeKeys(dir, ["hub", "py", "other"]);
+    await makeAllowlists(dir, { services: ["py"], workers: [], subscribers: ["py"] });
+    await writeHostConfig(`${dir}/hub.ini`, dir, ep, { key: "hub", hub: true });
+    const hub = await runRole([
+      "start",
+      "--workers",
+      "1",
+      "--config",
+      `${dir}/hub.ini`,
+      "--",
+      ...RUNTIME_FIXTURE,
+    ], {
+      ready: true,
+      runtimeDir: `${dir}/rt`,
+    });
+    const py = (key: string) =>
+      new Deno.Command(python!, {
+        args: [
+          new URL("./peers/pyzmq_client.py", import.meta.url).pathname,
+          ep.subject,
+          ep.imPub,
+          "Three",
+          '{"from": "python"}',
+          `${dir}/keys/${key}.key`,
+          `${dir}/keys/hub.pub`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    try {
+      const dec = new TextDecoder();
+      const out = await py("py");
+      assert.equal(out.code, 0, dec.decode(out.stderr));
+      const p = JSON.parse(dec.decode(out.stdout));
+      assert.equal(p.topic, "Three~~~~done");
+      assert.deepEqual(p.values, { from: "python", trace: ["one", "two", "three"] });
+      // The same program with a key not on the allowlist gets nothing back (its ping never returns).
+      const refused = await py("other");
+      assert.notEqual(refused.code, 0);
+      assert.match(dec.decode(refused.stderr), /no ping came back/);
+    } finally {
+      await hub.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -20,7 +20,8 @@ import { publicationJson } from "../wire/protocol.ts";
 import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 import { PausedStore } from "../roles/paused_store.ts";
-import { capabilities, libzmq, LibZmqNotFoundError } from "../zmq/ffi.ts";
+import { securityOrError, writeKeyPair } from "../roles/security.ts";
+import { capabilities, CURVE_ADVICE, curveLibrary, libzmq, LibZmqNotFoundError } from "../zmq/ffi.ts";
 
 /** Documented exit codes of the CLI. */
 export const ExitCode = Object.freeze({
@@ -245,21 +246,65 @@ export function doctorCommand(options: { json?: boolean }, io: Output = consoleO
     throw e;
   }
   const caps = capabilities();
+  const withCurve = lib.curve ? lib.path : curveLibrary();
   const info = {
     libzmq: lib.version,
     path: lib.path,
+    source: lib.source,
+    curve: lib.curve,
     capabilities: caps,
+    curveLibrary: withCurve ?? null,
+    ...(withCurve ? {} : { advice: `CURVE (keys on tcp endpoints) is not available: ${CURVE_ADVICE}` }),
     deno: Deno.version.deno,
     os: `${Deno.build.os}-${Deno.build.arch}`,
   };
   if (options.json) io.out(JSON.stringify(info, null, 2));
   else {
+    const from = { env: "ZMANAGER_LIBZMQ", system: "the system", npm: `the npm:zeromq addon` }[lib.source];
     io.out(`libzmq ${info.libzmq}`);
-    io.out(`loaded from ${info.path}`);
+    io.out(`loaded from ${info.path} (${from})`);
     io.out(`capabilities: ${Object.entries(caps).map(([k, v]) => `${k}=${v ? "yes" : "no"}`).join(" ")}`);
+    io.out(
+      lib.curve
+        ? "CURVE: available"
+        : withCurve
+        ? `CURVE: not in this libzmq; ${withCurve} has it (unset ZMANAGER_LIBZMQ to use it)`
+        : `CURVE: not available; ${CURVE_ADVICE}`,
+    );
     io.out(`deno ${info.deno} on ${info.os}`);
   }
   return ExitCode.ok;
+}
+
+/**
+ * `keygen NAME`: writes a CURVE key pair, `NAME.key` (secret, mode 0600) and `NAME.pub`
+ * (public), and prints the public key. Never overwrites a file unless `force`.
+ */
+export async function keygenCommand(
+  name: string,
+  options: { force?: boolean },
+  io: Output = consoleOutput,
+): Promise<number> {
+  try {
+    const pub = await writeKeyPair(name, options);
+    io.out(pub);
+    io.err(`wrote ${name}.key (secret, mode 0600) and ${name}.pub (public)`);
+    return ExitCode.ok;
+  } catch (e) {
+    if (e instanceof Deno.errors.AlreadyExists) {
+      io.err(`error: ${name}.key or ${name}.pub exists already; pass --force to replace them`);
+      return ExitCode.failure;
+    }
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+      io.err(`error: cannot write ${name}.key: ${(e as Error).message}`);
+      return ExitCode.failure;
+    }
+    if ((e as { code?: string }).code === "curve_unavailable") {
+      io.err(`error: ${(e as Error).message}`);
+      return ExitCode.failure;
+    }
+    throw e;
+  }
 }
 
 /** Options of the `send` command. */
@@ -312,9 +357,12 @@ export async function sendCommand(
       return ExitCode.usage;
     }
   }
+  const security = await securityOrError(config, (l) => io.err(l));
+  if (security === null) return ExitCode.failure;
   const client = await Client.connect({
     subject: config.subject_pull_address,
     publisher: config.integration_manager_pub_address,
+    curve: security?.keys,
   });
   const timeout = options.timeout ?? 30_000;
   let unacknowledged = false;
@@ -384,9 +432,12 @@ export async function tapCommand(
   options: { count?: number; signal?: AbortSignal },
   io: Output = consoleOutput,
 ): Promise<number> {
+  const security = await securityOrError(config, (l) => io.err(l));
+  if (security === null) return ExitCode.failure;
   const client = await Client.connect({
     subject: config.subject_pull_address,
     publisher: config.integration_manager_pub_address,
+    curve: security?.keys,
   });
   const ac = new AbortController();
   options.signal?.addEventListener("abort", () => ac.abort(), { once: true });

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { securityOrError } from "../roles/security.ts";
 import type { Config } from "../config.ts";
 import { Gateway } from "../gateway/gateway.ts";
 import { parseTokenFile, type TokenEntry } from "../gateway/auth.ts";
@@ -57,9 +58,12 @@ export async function runGateway(
       return 1;
     }
   }
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   let gateway: Gateway;
   try {
     gateway = await Gateway.start({
+      curve: security?.keys,
       subject: config.subject_pull_address,
       publisher: config.integration_manager_pub_address,
       flows: catalog.flows,

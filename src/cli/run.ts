@@ -9,7 +9,7 @@
 import { type Catalog, hasErrors } from "../topic/catalog.ts";
 import { Client } from "../client/client.ts";
 import type { Config } from "../config.ts";
-import { ensureRuntimeDir } from "../config.ts";
+import { ConfigError, ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
 import { HandlerRegistry, parseTarget, type UnresolvedTarget } from "../handler.ts";
 import { checkHandlerTargets } from "./handler_check.ts";
@@ -21,6 +21,32 @@ import { Worker } from "../roles/worker.ts";
 import { sandboxGroups } from "../roles/sandbox.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 import { publishMetrics } from "../roles/metrics.ts";
+import { type Security, SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+
+/** Creates and checks the runtime directory (see `ensureRuntimeDir`); prints why not and returns false. */
+async function runtimeDirOk(config: Config): Promise<boolean> {
+  try {
+    await ensureRuntimeDir(config);
+    return true;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(`error: ${e.message}`);
+    return false;
+  }
+}
+
+/** Starts a role; a {@linkcode SecurityError} (a tcp endpoint without its allowlist) is printed, `null` returned. */
+async function started<T>(start: () => Promise<T>): Promise<T | null> {
+  try {
+    return await start();
+  } catch (e) {
+    if (e instanceof SecurityError) {
+      console.error(`error: ${e.message}`);
+      return null;
+    }
+    throw e;
+  }
+}
 
 /** The bundled example component, loaded by `start` when no files are given. */
 export const EXAMPLE_FILES: readonly string[] = [
@@ -127,18 +153,24 @@ export async function serveUntilStopped(
 
 /** `integration-manager`: runs until SIGINT/SIGTERM. */
 export async function runIntegrationManager(config: Config, supervised = false): Promise<number> {
-  await ensureRuntimeDir(config);
-  const im = await IntegrationManager.start({
-    pullAddress: config.integration_manager_pull_address,
-    pubAddress: config.integration_manager_pub_address,
-    maxMessageSize: config.max_message_size,
-    subscriberBuffer: config.subscriber_buffer,
-  });
+  const security = await securityOrError(config);
+  if (security === null) return 1;
+  if (!await runtimeDirOk(config)) return 1;
+  const im = await started(() =>
+    IntegrationManager.start({
+      pullAddress: config.integration_manager_pull_address,
+      pubAddress: config.integration_manager_pub_address,
+      maxMessageSize: config.max_message_size,
+      subscriberBuffer: config.subscriber_buffer,
+      security,
+    })
+  );
+  if (!im) return 1;
   return await serveUntilStopped(
     config,
     "integration-manager",
     supervised,
-    () => im.stats(),
+    () => ({ ...im.stats(), ...securityStats() }),
     async (signal) => {
       logger("integration-manager").info("{signal}: stopping", { signal });
       await im.close();
@@ -156,22 +188,29 @@ export async function runSubject(
 ): Promise<number> {
   const catalog = await loadForRole(files, strict, allowComponentPermissions);
   if (!catalog) return 1;
-  await ensureRuntimeDir(config);
-  const subject = await Subject.start({
-    flows: catalog.flows,
-    pullAddress: config.subject_pull_address,
-    workerAddress: config.subject_worker_address,
-    integrationManagerAddress: config.integration_manager_pull_address,
-    stepLimit: config.step_limit,
-    heartbeatTimeout: config.heartbeat_timeout,
-    maxPending: config.max_pending,
-    maxMessageSize: config.max_message_size,
-    duplicateWindow: config.duplicate_window,
-    pausedStore: config.async_store,
-    asyncTimeout: config.async_timeout,
-    maxDeliveries: config.max_deliveries,
-  });
-  return await serveUntilStopped(config, "subject", supervised, () => subject.stats(), async (signal) => {
+  const security = await securityOrError(config);
+  if (security === null) return 1;
+  if (!await runtimeDirOk(config)) return 1;
+  const subject = await started(() =>
+    Subject.start({
+      security,
+      flows: catalog.flows,
+      pullAddress: config.subject_pull_address,
+      workerAddress: config.subject_worker_address,
+      integrationManagerAddress: config.integration_manager_pull_address,
+      stepLimit: config.step_limit,
+      heartbeatTimeout: config.heartbeat_timeout,
+      maxPending: config.max_pending,
+      maxMessageSize: config.max_message_size,
+      duplicateWindow: config.duplicate_window,
+      pausedStore: config.async_store,
+      asyncTimeout: config.async_timeout,
+      maxDeliveries: config.max_deliveries,
+    })
+  );
+  if (!subject) return 1;
+  const snapshot = () => ({ ...subject.stats(), ...securityStats() });
+  return await serveUntilStopped(config, "subject", supervised, snapshot, async (signal) => {
     const log = logger("subject");
     log.info("{signal}: draining (no new requests; finishing accepted ones)", { signal });
     if (!await subject.drain(config.handler_timeout + 5000)) {
@@ -225,7 +264,10 @@ export async function runWorker(
   if (!catalog) return 1;
   if (!supervised && !await checkHandlers(catalog, config, strict)) return 1;
   const log = logger("worker");
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   const options = {
+    security,
     flows: catalog.flows,
     subjectAddress: config.subject_worker_address,
     concurrency: config.worker_concurrency,
@@ -291,8 +333,31 @@ function reportUnresolved(unresolved: readonly UnresolvedTarget[], strict: boole
   return !(failed || (strict && unresolved.length));
 }
 
+/** The roles `start --roles` can run on a host. */
+export const START_ROLES = ["subject", "integration-manager", "workers"] as const;
+/** One of {@linkcode START_ROLES}. */
+export type StartRole = typeof START_ROLES[number];
+
+/**
+ * Parses `--roles`: a comma-separated subset of {@linkcode START_ROLES}.
+ * @throws {RangeError} naming an unknown role.
+ */
+export function parseRoles(list: string): Set<StartRole> {
+  const out = new Set<StartRole>();
+  for (const r of list.split(",").map((s) => s.trim()).filter(Boolean)) {
+    if (!(START_ROLES as readonly string[]).includes(r)) {
+      throw new RangeError(`unknown role "${r}" in --roles; the roles are ${START_ROLES.join(", ")}`);
+    }
+    out.add(r as StartRole);
+  }
+  if (out.size === 0) throw new RangeError(`--roles names no role; the roles are ${START_ROLES.join(", ")}`);
+  return out;
+}
+
 /** Options of {@linkcode runStart}. */
 export interface StartOptions {
+  /** The roles this host runs (`--roles`). @default {all of START_ROLES} */
+  readonly roles?: ReadonlySet<StartRole>;
   /** Arguments passed on to every role process (config, runtime dir, endpoints). */
   readonly roleArgs: readonly string[];
   /** Flow and mapping files. */
@@ -317,7 +382,7 @@ export interface StartOptions {
 export async function runStart(config: Config, options: StartOptions): Promise<number> {
   let lock: ReturnType<typeof lockRuntimeDir>;
   try {
-    await ensureRuntimeDir(config);
+    if (!await runtimeDirOk(config)) return 1;
     lock = lockRuntimeDir(config.runtime_dir);
   } catch (e) {
     console.error(`error: cannot use the runtime directory ${config.runtime_dir}: ${(e as Error).message}`);
@@ -343,6 +408,8 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   const catalog = await loadForRole(options.files, options.strict, options.allowComponentPermissions);
   if (!catalog) return 1;
   if (!await checkHandlers(catalog, config, options.strict)) return 1;
+  const security = await securityOrError(config);
+  if (security === null) return 1;
   const cli = new URL("../../cli.ts", import.meta.url).href;
   const files = options.files.length ? options.files : EXAMPLE_FILES;
   const common = [...options.roleArgs, "--supervised"];
@@ -371,10 +438,15 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
       stderr: "inherit",
     }).spawn();
 
-  const im = new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log);
-  const subject = new SupervisedProcess("The Subject", spawner("subject", true), log);
+  const roles = options.roles ?? new Set(START_ROLES);
+  const im = roles.has("integration-manager")
+    ? new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log)
+    : undefined;
+  const subject = roles.has("subject")
+    ? new SupervisedProcess("The Subject", spawner("subject", true), log)
+    : undefined;
   const workers = Array.from(
-    { length: config.worker_count },
+    { length: roles.has("workers") ? config.worker_count : 0 },
     (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
   );
   const http = options.http;
@@ -391,33 +463,30 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
   const stopAll = async () => {
     await gateway?.stop(STOP_MARGIN);
-    await subject.stop(config.handler_timeout + 5000 + STOP_MARGIN);
+    await subject?.stop(config.handler_timeout + 5000 + STOP_MARGIN);
     // Once the Subject is gone its workers' results have nowhere to go: a short grace, whatever
     // the handler timeout (a SIGSTOPped worker cannot read its stdin and is killed after it).
     await Promise.all(workers.map((w) => w.stop(STOP_MARGIN)));
-    await im.stop(STOP_MARGIN);
+    await im?.stop(STOP_MARGIN);
   };
 
-  // Ready once a ping travels client -> Subject -> Integration Manager -> client.
-  const earlyExit = Promise.race([im.child.status, subject.child.status]).then(() => "exited" as const);
-  const probe = (async () => {
-    const c = await Client.connect({
-      subject: config.subject_pull_address,
-      publisher: config.integration_manager_pub_address,
-    });
-    await c.subscribe("~~~~ready").then((it) => it.return?.());
-    await c.close();
-    return "ready" as const;
-  })();
+  // Ready once a ping travels client -> Subject -> Integration Manager -> client; on a host that
+  // runs only some roles, once each of its role processes has written its counters (its sockets
+  // are bound or connected).
+  const early = [im, subject, ...(subject && im ? [] : workers)].filter((p) => p !== undefined);
+  const earlyExit = Promise.race(early.map((p) => p.child.status)).then(() => "exited" as const);
+  const probe = subject && im
+    ? pingProbe(config, security)
+    : statsProbe(config, early.map((p) => p.child.pid));
   if ((await Promise.race([probe, earlyExit])) === "exited") {
-    log.error("The Subject or the Integration Manager exited at start-up");
+    log.error("A role exited at start-up");
     await stopAll();
     return 1;
   }
   // From here on the Integration Manager and the Subject are restarted too (paused flows
   // survive in async_store); `start` ends only on a signal.
-  im.supervise();
-  subject.supervise();
+  im?.supervise();
+  subject?.supervise();
   if (http !== undefined && !await gatewayListening(http)) {
     log.error("The gateway did not answer on {http} within 20 s", { http });
     await stopAll();
@@ -427,9 +496,10 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   // deployment gracefully, never kills `start` with the roles left behind.
   const stopped = waitForStop();
   console.log("ready");
-  log.info("ZManager running in {dir}: {workers} workers, {flows} flows", {
+  log.info("ZManager running in {dir}: {roles}, {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
-    workers: config.worker_count,
+    roles: [...roles].join(", "),
+    workers: workers.length,
     flows: catalog.flows.size,
   });
 
@@ -438,6 +508,31 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   await stopAll();
   log.info("Stopped");
   return 0;
+}
+
+/** Resolves once a ping travels client -> Subject -> Integration Manager -> client. */
+async function pingProbe(config: Config, security: Security | undefined): Promise<"ready"> {
+  const c = await Client.connect({
+    subject: config.subject_pull_address,
+    publisher: config.integration_manager_pub_address,
+    curve: security?.keys,
+  });
+  await c.subscribe("~~~~ready").then((it) => it.return?.());
+  await c.close();
+  return "ready" as const;
+}
+
+/** Resolves once each of these role processes has written its counters to the runtime directory. */
+async function statsProbe(config: Config, pids: readonly number[]): Promise<"ready"> {
+  const files = pids.map((pid) => new RegExp(`^[a-z-]+-${pid}\\.json$`));
+  for (;;) {
+    let names: string[] = [];
+    try {
+      names = [...Deno.readDirSync(`${config.runtime_dir}/stats`)].map((e) => e.name);
+    } catch { /* not written yet */ }
+    if (files.every((f) => names.some((n) => f.test(n)))) return "ready";
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Polls the gateway's `/healthz` (every 100 ms, up to 20 s) until it answers. */

@@ -48,6 +48,7 @@ import {
   type RequestOptions,
 } from "./options.ts";
 import { type Waiter, Waiters } from "./waiters.ts";
+import { connectRedialing, curveClientOptions, requireCurve } from "../zmq/curve.ts";
 
 export { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
 export type { ClientOptions, RequestOptions } from "./options.ts";
@@ -93,6 +94,7 @@ export class Client {
   readonly #done = Promise.withResolvers<void>();
 
   private constructor(options: ClientOptions) {
+    if (options.curve) requireCurve(); // a clear error before any socket
     this.#reactor = options.reactor ?? new Reactor();
     this.#ownsReactor = !options.reactor;
     this.#timeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
@@ -102,12 +104,14 @@ export class Client {
   static async connect(options: ClientOptions): Promise<Client> {
     const c = new Client(options);
     c.#dealer = c.#reactor.socket("DEALER", {
+      ...curveClientOptions(options.curve, options.subject),
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       linger: 2000,
     });
     c.#out = new TurnBatch(c.#dealer, [], "client closed");
-    await c.#dealer.connect(options.subject);
+    if (options.curve) await connectRedialing(c.#reactor, c.#dealer, options.subject);
+    else await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));
     const resendAfter = options.resendAfter ?? DEFAULT_RESEND_AFTER;
     if (resendAfter > 0) {
@@ -115,11 +119,16 @@ export class Client {
       Deno.unrefTimer(timer);
       c.#resendTimer = timer;
     }
-    c.#sub = c.#reactor.socket("SUB", { receiveHighWaterMark: 100_000, linger: 0 });
+    c.#sub = c.#reactor.socket("SUB", {
+      ...curveClientOptions(options.curve, options.publisher),
+      receiveHighWaterMark: 100_000,
+      linger: 0,
+    });
     // Before any ping: the Subject announces itself ahead of each ping it forwards, so once a
     // first ping is back the client knows the incarnation its requests go to.
     await c.#sub.subscribe(HELLO_TOPIC);
-    await c.#sub.connect(options.publisher);
+    if (options.curve) await connectRedialing(c.#reactor, c.#sub, options.publisher);
+    else await c.#sub.connect(options.publisher);
     c.#sub.onMessage((f) => c.#onPublication(f));
     return c;
   }

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { CurveClientKeys } from "../zmq/curve.ts";
 import type { Reactor } from "../zmq/reactor.ts";
 
 /** Milliseconds a request waits for its final publication, by default. */
@@ -28,6 +29,8 @@ export interface ClientOptions {
   readonly resendAfter?: number;
   /** A reactor to share; by default the client makes its own. */
   readonly reactor?: Reactor;
+  /** CURVE keys for tcp endpoints (its key pair and the Subject's / IM's public key); none: plaintext. */
+  readonly curve?: CurveClientKeys;
 }
 
 /** Options of one request. */

@@ -26,6 +26,7 @@ import type { Flow } from "../topic/flow_file.ts";
 import { formatActionKey } from "../topic/action_key.ts";
 import { decodeHeader, parseToken, type Publication, publicationJson, text } from "../wire/protocol.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
+import { connectRedialing, type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
 import { METRICS_TOPIC, type RoleMetrics } from "../roles/metrics.ts";
 import { Auth, type Caller, type Refusal, type TokenEntry } from "./auth.ts";
 import { ByteQueue } from "./byte_queue.ts";
@@ -43,6 +44,8 @@ export interface GatewayOptions {
   readonly publisher: string;
   /** The flows the deployment runs (for `/v1/flows` and the OpenAPI document). */
   readonly flows: ReadonlyMap<string, Flow>;
+  /** CURVE keys for tcp endpoints (as {@linkcode Client.connect} takes them); none: plaintext. */
+  readonly curve?: CurveClientKeys;
   /** Interface to listen on. @default {"127.0.0.1"} */
   readonly hostname?: string;
   /** Port to listen on; 0 picks a free one. @default {8080} */
@@ -146,10 +149,16 @@ export class Gateway {
       publisher: options.publisher,
       reactor,
       requestTimeout: options.waitTimeout ?? 30_000,
+      curve: options.curve,
     });
-    const sub = reactor.socket("SUB", { receiveHighWaterMark: 1000, linger: 0 });
+    const sub = reactor.socket("SUB", {
+      ...curveClientOptions(options.curve, options.publisher),
+      receiveHighWaterMark: 1000,
+      linger: 0,
+    });
     await sub.subscribe(METRICS_TOPIC);
-    await sub.connect(options.publisher);
+    if (options.curve) await connectRedialing(reactor, sub, options.publisher);
+    else await sub.connect(options.publisher);
     const g = new Gateway(options, reactor, client, sub);
     sub.onMessage((f) => g.#onMetrics(f));
     void g.#watchErrors();

@@ -20,10 +20,14 @@ import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
 import { MonitorEvent, Opt } from "../zmq/ffi.ts";
+import { monitorSocket } from "../zmq/monitor.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import { bindSecure, type Security } from "./security.ts";
 
 /** Options of {@linkcode IntegrationManager.start}. */
 export interface IntegrationManagerOptions {
+  /** CURVE keys and allowlists for tcp endpoints (`security.ts`); none: plaintext. */
+  readonly security?: Security;
   /** Endpoint to bind for results (only the Subject pushes here). */
   readonly pullAddress: string;
   /** Endpoint to bind for publications. */
@@ -165,7 +169,7 @@ export class IntegrationManager {
     const guard = new SubscriberGuard(budget);
     if (connectionCallsAvailable()) await im.#watchSubscribers(pub, guard);
     else log.info("No C library calls here: a subscriber that stops reading is not disconnected");
-    await pub.bind(options.pubAddress);
+    await bindSecure(reactor, pub, options.pubAddress, "subscribers", options.security);
     await reactor.exec(() => {
       // Every subscription and unsubscription, not just the first and last of a topic.
       raw.setInt(Opt.XPUB_VERBOSER, 1);
@@ -188,7 +192,7 @@ export class IntegrationManager {
       sendHighWaterMark: 100_000,
       maxMessageSize: max === undefined ? undefined : internalFrameLimit(max),
     });
-    await pull.bind(options.pullAddress);
+    await bindSecure(reactor, pull, options.pullAddress, "subject", options.security);
     im.#sockets.push(pull);
     im.#pull = pull;
     const stats = im.#stats;
@@ -316,22 +320,11 @@ export class IntegrationManager {
    */
   async #watchSubscribers(pub: ReactorSocket, guard: SubscriberGuard): Promise<void> {
     const log = logger("integration-manager");
-    const endpoint = `inproc://zmanager-im-monitor-${crypto.randomUUID()}`;
-    await this.#reactor.exec(() =>
-      pub.raw.monitor(endpoint, MonitorEvent.ACCEPTED | MonitorEvent.DISCONNECTED | MonitorEvent.CLOSED)
-    );
-    const monitor = this.#reactor.socket("PAIR", { linger: 0 });
-    this.#sockets.push(monitor);
-    await monitor.connect(endpoint);
     /** Each connection's kernel identity, so a reused descriptor is never cut by mistake. */
     const cookies = new Map<number, bigint | undefined>();
     const stats = this.#stats;
-    monitor.onMessage((frames) => {
-      const head = frames[0];
-      if (head.length < 6) return;
-      const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
-      const event = view.getUint16(0, true);
-      const fd = view.getUint32(2, true);
+    const events = MonitorEvent.ACCEPTED | MonitorEvent.DISCONNECTED | MonitorEvent.CLOSED;
+    await monitorSocket(this.#reactor, pub, events, (event, _endpoint, fd) => {
       if (event === MonitorEvent.ACCEPTED) {
         cookies.set(fd, connectionCookie(fd));
         guard.connected(fd);

@@ -58,9 +58,12 @@ import {
   utf8,
 } from "../wire/protocol.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import { bindSecure, connectSecure, type Security } from "./security.ts";
 
 /** Options of {@linkcode Subject.start}. */
 export interface SubjectOptions {
+  /** CURVE keys and allowlists for tcp endpoints (`security.ts`); none: plaintext. */
+  readonly security?: Security;
   /** The flows, by name. */
   readonly flows: ReadonlyMap<string, Flow>;
   /** Endpoint to bind for services' requests. */
@@ -230,7 +233,10 @@ const EMPTY_VALUES = utf8("{}");
 
 /** A running Subject. */
 export class Subject {
-  readonly #o: Required<Omit<SubjectOptions, "reactor" | "maxMessageSize">> & { maxMessageSize?: number };
+  readonly #o: Required<Omit<SubjectOptions, "reactor" | "maxMessageSize" | "security">> & {
+    maxMessageSize?: number;
+  };
+  readonly #security?: Security;
   #store!: PausedStore;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
@@ -339,6 +345,7 @@ export class Subject {
   private constructor(options: SubjectOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
+    this.#security = options.security;
     this.#o = {
       flows: options.flows,
       pullAddress: options.pullAddress,
@@ -378,7 +385,7 @@ export class Subject {
       immediate: true,
     });
     this.#im.onMessage((f) => this.#onIMAck(f));
-    await this.#im.connect(this.#o.integrationManagerAddress);
+    await connectSecure(r, this.#im, this.#o.integrationManagerAddress, this.#security);
     this.#workersSock = r.socket("ROUTER", {
       // Workers send batches of results whose values are each up to the limit (see batch.ts).
       maxMessageSize: this.#o.maxMessageSize === undefined
@@ -387,13 +394,13 @@ export class Subject {
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: queueHwm,
     });
-    await this.#workersSock.bind(this.#o.workerAddress);
+    await bindSecure(r, this.#workersSock, this.#o.workerAddress, "workers", this.#security);
     this.#services = r.socket("ROUTER", {
       maxMessageSize: this.#o.maxMessageSize,
       receiveHighWaterMark: queueHwm,
       sendHighWaterMark: 100_000,
     });
-    await this.#services.bind(this.#o.pullAddress);
+    await bindSecure(r, this.#services, this.#o.pullAddress, "services", this.#security);
     this.#services.raw.onOversize = (f) => this.#onOversize(f);
     this.#workersSock.onMessage((f) => this.#onWorker(f));
     this.#services.onMessage((f) => this.#onService(f));

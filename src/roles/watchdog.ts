@@ -16,7 +16,7 @@
  * @module
  */
 
-import { Context } from "../zmq/socket.ts";
+import { Context, type SocketOptions } from "../zmq/socket.ts";
 import { stuckReport } from "../wire/control.ts";
 import { loopBeatMs, LoopMonitor, SLOT } from "./loop_monitor.ts";
 
@@ -28,6 +28,8 @@ export interface WatchdogSetup {
   readonly buffer: SharedArrayBuffer;
   /** The Subject's worker endpoint. */
   readonly subjectAddress: string;
+  /** The CURVE client options for that endpoint (none on ipc or without keys). */
+  readonly curve?: SocketOptions;
   /** The worker's routing id, as the Subject knows it. */
   readonly worker: string;
   /** The secret the worker gave the Subject (`watch` in its `READY` and `HB`), sent with each report. */
@@ -59,6 +61,8 @@ export interface WorkerWatch {
   readonly handlerTimeout: number;
   /** The Subject's heartbeat timeout, in milliseconds. */
   readonly heartbeatTimeout: number;
+  /** The CURVE client options for the Subject's endpoint (none on ipc or without keys). */
+  readonly curve?: SocketOptions;
 }
 
 /**
@@ -73,6 +77,7 @@ export function watchWorker(w: WorkerWatch): { monitor: LoopMonitor; stop: () =>
   const stopThread = startWatchdog({
     buffer: monitor.buffer,
     subjectAddress: w.subjectAddress,
+    curve: w.curve,
     worker: w.worker,
     token: w.token,
     stallAfter,
@@ -117,7 +122,7 @@ function watch(setup: WatchdogSetup): void {
 function report(setup: WatchdogSetup, d: number, ms: number): void {
   try {
     const ctx = new Context();
-    const s = ctx.socket("DEALER", { routingId: `${setup.worker}!watchdog`, linger: 1000 });
+    const s = ctx.socket("DEALER", { ...setup.curve, routingId: `${setup.worker}!watchdog`, linger: 1000 });
     s.connect(setup.subjectAddress);
     s.trySend(stuckReport({ worker: setup.worker, d, ms, token: setup.token }));
     s.close();

@@ -22,13 +22,18 @@ import { CONTROL_FRAMES, isControl, stuckReport, workerStatus } from "../wire/co
 import { DEFAULT_MAX_MESSAGE_SIZE } from "../wire/protocol.ts";
 import { type StepResult, StepResults } from "../wire/step_result.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import type { SocketOptions } from "../zmq/socket.ts";
 import { HandlerCalls } from "./handler_calls.ts";
 import { type SandboxGroup, SandboxPool, type SandboxUnresolved } from "./sandbox.ts";
 import { StepRunner } from "./step_runner.ts";
 import { watchWorker } from "./watchdog.ts";
+import { connectSecure, type Security } from "./security.ts";
+import { curveClientOptions } from "../zmq/curve.ts";
 
 /** Options of {@linkcode Worker.start}. */
 export interface WorkerOptions {
+  /** CURVE keys for a tcp Subject (`security.ts`); none: plaintext. */
+  readonly security?: Security;
   /** The flows, by name. */
   readonly flows: ReadonlyMap<string, Flow>;
   /** The handlers. */
@@ -93,7 +98,7 @@ const { RESULTS, BYE } = CONTROL_FRAMES;
 
 /** A running worker. */
 export class Worker {
-  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog" | "sandboxes">>;
+  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog" | "sandboxes" | "security">>;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("worker");
@@ -114,6 +119,8 @@ export class Worker {
   /** Where this worker's `STUCK` reports for its sandboxes go (made at the first). */
   #stuckSock?: ReactorSocket;
   #stuckConnected?: Promise<void>;
+  /** CURVE client options towards the Subject (none on ipc or without keys). */
+  #curve: SocketOptions = {};
   #watch = "";
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
@@ -156,6 +163,7 @@ export class Worker {
     const watch = crypto.randomUUID();
     w.#id = routingId;
     w.#watch = watch;
+    w.#curve = curveClientOptions(options.security?.keys, w.#o.subjectAddress);
     let unresolved: readonly SandboxUnresolved[] = [];
     if (options.sandboxes) {
       const started = await SandboxPool.start({
@@ -186,7 +194,12 @@ export class Worker {
     });
     w.#results = new TurnBatch(w.#sock, [RESULTS]);
     const watching = options.watchdog && !w.#pool
-      ? watchWorker({ ...w.#o, worker: routingId, token: watch })
+      ? watchWorker({
+        ...w.#o,
+        curve: w.#curve,
+        worker: routingId,
+        token: watch,
+      })
       : undefined;
     w.#stopWatchdog = watching?.stop;
     const calls = w.#calls = new HandlerCalls({ ...w.#o, monitor: watching?.monitor });
@@ -197,7 +210,7 @@ export class Worker {
       call: (flow, pos, values, step) => calls.call(flow, pos, values, step),
       onSteps: (n) => w.#stats.steps += n,
     });
-    await w.#sock.connect(w.#o.subjectAddress);
+    await connectSecure(w.#reactor, w.#sock, w.#o.subjectAddress, options.security);
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#results.flush());
     w.#reactor.onIdle(() => w.#results.flush()); // results of async handlers that settled in microtasks
@@ -287,7 +300,11 @@ export class Worker {
    */
   #reportStuck(d: number, ms: number): void {
     if (!this.#stuckSock) {
-      const sock = this.#reactor.socket("DEALER", { routingId: `${this.#id}!watchdog`, linger: 1000 });
+      const sock = this.#reactor.socket("DEALER", {
+        ...this.#curve,
+        routingId: `${this.#id}!watchdog`,
+        linger: 1000,
+      });
       this.#stuckSock = sock;
       this.#stuckConnected = sock.connect(this.#o.subjectAddress);
     }

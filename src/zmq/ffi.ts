@@ -1,8 +1,9 @@
 /**
- * Loading libzmq through `Deno.dlopen`. By default the library is the prebuilt libzmq
- * inside the pinned npm:zeromq package (its addon exports the whole C API); the
- * `ZMANAGER_LIBZMQ` environment variable names another file, such as Debian's
- * `libzmq.so.5`. npm:zeromq's JavaScript API is never used: it hangs under Deno.
+ * Loading libzmq through `Deno.dlopen`. By default the library is a system libzmq built with
+ * CURVE when there is one (Debian's `libzmq5`), else the prebuilt libzmq inside the pinned
+ * npm:zeromq package (its addon exports the whole C API, but has no CURVE); the
+ * `ZMANAGER_LIBZMQ` environment variable names another file. npm:zeromq's JavaScript API is
+ * never used: it hangs under Deno.
  *
  * @module
  */
@@ -32,7 +33,11 @@ const SYMBOLS = {
   zmq_send: { parameters: ["pointer", "buffer", "usize", "i32"], result: "i32" },
   zmq_recv: { parameters: ["pointer", "buffer", "usize", "i32"], result: "i32" },
   zmq_poll: { parameters: ["buffer", "i32", "i64"], result: "i32" },
+  zmq_curve_keypair: { parameters: ["buffer", "buffer"], result: "i32" },
+  zmq_curve_public: { parameters: ["buffer", "buffer"], result: "i32" },
   zmq_socket_monitor: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
+  zmq_z85_encode: { parameters: ["buffer", "buffer", "usize"], result: "pointer" },
+  zmq_z85_decode: { parameters: ["buffer", "buffer"], result: "pointer" },
   zmq_poll_async: {
     name: "zmq_poll",
     parameters: ["buffer", "i32", "i64"],
@@ -52,7 +57,17 @@ export interface LibZmq {
   readonly path: string;
   /** `major.minor.patch`. */
   readonly version: string;
+  /** Whether it was built with CURVE (`zmq_has("curve")`). */
+  readonly curve: boolean;
+  /** Where it came from: `ZMANAGER_LIBZMQ`, the system, or the npm:zeromq addon. */
+  readonly source: "env" | "system" | "npm";
 }
+
+/** What to do to get a libzmq with CURVE, for `doctor` and start-up errors. */
+export const CURVE_ADVICE =
+  "install a libzmq built with CURVE (Debian/Ubuntu: apt-get install libzmq5; macOS: brew install zeromq) " +
+  "and run again (it is preferred when present), or point ZMANAGER_LIBZMQ at one " +
+  "(e.g. /usr/lib/x86_64-linux-gnu/libzmq.so.5)";
 
 /** Socket types (`ZMQ_*`). */
 export const SocketType = Object.freeze({
@@ -101,11 +116,19 @@ export const Opt = Object.freeze({
   CONNECT_TIMEOUT: 79,
 });
 
-/** Socket monitor events (`ZMQ_EVENT_*`); each event's value is the connection's file descriptor. */
+/**
+ * Socket monitor events (`ZMQ_EVENT_*`) used here. `ACCEPTED`, `CLOSED` and `DISCONNECTED` carry
+ * the connection's file descriptor as their value.
+ */
 export const MonitorEvent = Object.freeze({
   ACCEPTED: 0x0020,
   CLOSED: 0x0080,
   DISCONNECTED: 0x0200,
+  MONITOR_STOPPED: 0x0400,
+  HANDSHAKE_FAILED_NO_DETAIL: 0x0800,
+  HANDSHAKE_SUCCEEDED: 0x1000,
+  HANDSHAKE_FAILED_PROTOCOL: 0x2000,
+  HANDSHAKE_FAILED_AUTH: 0x4000,
 });
 
 /** Send and receive flags. */
@@ -211,7 +234,7 @@ function systemCandidates(): string[] {
   return ["libzmq.so.5", "libzmq.so"];
 }
 
-function tryOpen(path: string): LibZmq | string {
+function tryOpen(path: string, source: LibZmq["source"]): LibZmq | string {
   let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
     lib = Deno.dlopen(path, SYMBOLS);
@@ -224,14 +247,16 @@ function tryOpen(path: string): LibZmq | string {
     lib.close();
     return `libzmq ${v[0][0]}.${v[1][0]} found; 4.x is needed`;
   }
-  return { symbols: lib.symbols, path, version: `${v[0][0]}.${v[1][0]}.${v[2][0]}` };
+  const curve = lib.symbols.zmq_has(cstr("curve")) === 1;
+  return { symbols: lib.symbols, path, version: `${v[0][0]}.${v[1][0]}.${v[2][0]}`, curve, source };
 }
 
 let loaded: LibZmq | undefined;
 
 /**
- * Loads libzmq once per process: `ZMANAGER_LIBZMQ` when set (and only that), else the
- * npm:zeromq addon for this platform, else the system library.
+ * Loads libzmq once per process: `ZMANAGER_LIBZMQ` when set (and only that); else a system
+ * libzmq built with CURVE (Debian's `libzmq5`) when there is one; else the npm:zeromq addon for
+ * this platform (libzmq 4.3.5, no CURVE); else a system libzmq without CURVE.
  *
  * @throws {LibZmqNotFoundError} listing every file tried.
  */
@@ -239,19 +264,53 @@ export function libzmq(): LibZmq {
   if (loaded) return loaded;
   const tried: { path: string; reason: string }[] = [];
   const override = Deno.env.get("ZMANAGER_LIBZMQ");
-  const candidates = override ? [override] : [...addonCandidates(), ...systemCandidates()];
-  if (!override && addonCandidates().length === 0) {
+  if (override) {
+    const r = tryOpen(override, "env");
+    if (typeof r !== "string") return (loaded = r);
+    throw new LibZmqNotFoundError([{ path: override, reason: r }]);
+  }
+  const withCurve = curveLibrary();
+  if (withCurve) {
+    const r = tryOpen(withCurve, "system");
+    if (typeof r !== "string") return (loaded = r);
+    tried.push({ path: withCurve, reason: r });
+  }
+  const addons = addonCandidates();
+  if (addons.length === 0) {
     tried.push({
       path: `npm:zeromq@${zeromqPackage.version}`,
       reason: "package directory not found on disk",
     });
   }
-  for (const path of candidates) {
-    const r = tryOpen(path);
+  for (const path of [...addons, ...systemCandidates()]) {
+    const r = tryOpen(path, addons.includes(path) ? "npm" : "system");
     if (typeof r === "string") tried.push({ path, reason: r });
     else return (loaded = r);
   }
   throw new LibZmqNotFoundError(tried);
+}
+
+let curvePath: string | null | undefined;
+
+/** A system libzmq built with CURVE, if there is one (the one {@linkcode libzmq} prefers). */
+export function curveLibrary(): string | undefined {
+  if (curvePath !== undefined) return curvePath ?? undefined;
+  curvePath = null;
+  for (const path of systemCandidates()) {
+    let lib: Deno.DynamicLibrary<{ zmq_has: { parameters: ["buffer"]; result: "i32" } }>;
+    try {
+      lib = Deno.dlopen(path, { zmq_has: { parameters: ["buffer"], result: "i32" } });
+    } catch {
+      continue;
+    }
+    const has = lib.symbols.zmq_has(cstr("curve")) === 1;
+    lib.close();
+    if (has) {
+      curvePath = path;
+      break;
+    }
+  }
+  return curvePath ?? undefined;
 }
 
 /**
