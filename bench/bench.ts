@@ -15,7 +15,7 @@
 import { type Deployment, rolePids, spawnDeployment } from "../testing/deployment.ts";
 import { delay } from "../src/_async.ts";
 import { libzmq } from "../src/zmq/ffi.ts";
-import { type CurveClientKeys } from "../src/zmq/curve.ts";
+import type { CurveClientKeys } from "../src/zmq/curve.ts";
 import { writeKeyPair } from "../src/roles/security.ts";
 import { parseKeyFile } from "../src/roles/zap.ts";
 import { barePipeline } from "./bare.ts";
