@@ -9,10 +9,11 @@
 
 import { BATCH_FLUSH_BYTES, type BatchView, BatchWriter } from "../wire/batch.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
-import { text, utf8 } from "../wire/protocol.ts";
+import { encodeHeader, text, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import type { logger } from "../log.ts";
 import { ImOutbox, type OutboxEntry } from "./im_outbox.ts";
+import { HELLO_TOPIC } from "./subject_options.ts";
 
 /** What {@linkcode ImLink} tells the Subject. */
 export interface ImLinkOptions {
@@ -37,6 +38,15 @@ export class ImLink {
   /** A batch waiting in the socket's queue for room (at most one: the others wait in the outbox). */
   #sending = false;
   #resent = 0;
+  /**
+   * The Subject's incarnation announcement: a client that sees a new one sends again the requests
+   * it still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
+   */
+  readonly #hello = [
+    utf8(HELLO_TOPIC),
+    encodeHeader({ v: 1, id: crypto.randomUUID(), k: "hello" }),
+    utf8("{}"),
+  ];
 
   /** A link over `sock`, a DEALER connected to the IM. */
   constructor(sock: ReactorSocket, options: ImLinkOptions) {
@@ -68,6 +78,11 @@ export class ImLink {
   /** Adds a publication to this turn's batch. */
   add(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
     this.#batch.add(0, 0, topic, header, values);
+  }
+
+  /** Adds the Subject's incarnation announcement to this turn's batch. */
+  announce(): void {
+    this.#batch.add(0, 0, this.#hello[0], this.#hello[1], this.#hello[2]);
   }
 
   /** Adds record `i` of `view` as it came, without views of its frames. */

@@ -7,15 +7,15 @@
  * @example
  * ```ts
  * import { AckBook, Intake } from "./intake.ts";
- * import { loadFlowText } from "../topic/flow_file.ts";
+ * import { parseFlowFile } from "../topic/flow_file.ts";
  * import { utf8 } from "../wire/protocol.ts";
- * const flow = loadFlowText("[Echo]\nService1.Echo.Request\n");
- * const intake = new Intake({ flows: new Map([["Echo", flow]]), duplicateWindow: 100 });
+ * const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\n??done\n", "f.ini").flows[0];
+ * const intake = new Intake({ flows: new Map([["F", flow]]), duplicateWindow: 100 });
  * const acks = new AckBook(() => {});
  * const ack = acks.list(utf8("service-1"));
- * const request = [utf8("Echo~~Service1~Echo~Request"), utf8('{"v":1,"id":"r1"}'), utf8("{}")] as const;
- * console.log(intake.admit(ack, request, false).do, intake.admit(ack, request, false).do); // route drop
- * console.log(ack.ids); // [ "r1", "r1" ]: a duplicate is acknowledged, and dropped
+ * const request = [utf8("F~~~F~Push"), utf8('{"v":1,"id":"r1"}'), utf8("{}")];
+ * const first = intake.admit(acks, ack, request, false), again = intake.admit(acks, ack, request, false);
+ * console.log(first.do, again.do, ack.ids); // route drop [ "r1", "r1" ]: a duplicate is acknowledged, and dropped
  * ```
  *
  * @module
@@ -107,19 +107,24 @@ export class AckBook {
   }
 }
 
+/** An error publication to make (with `errorFrames`, `wire/protocol.ts`). */
+export interface ErrorSpec {
+  /** The flow of the topic it goes on. */
+  readonly flow: string;
+  /** The request it ends. */
+  readonly header: Pick<Header, "id" | "pos" | "n">;
+  /** The values to carry (left out unless a JSON object), if any. */
+  readonly values: Uint8Array | undefined;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
 /** What a request comes to. */
 export type Admission =
   /** Dropped (and refused, when its id could be read), counted under `reason`. */
   | { readonly do: "drop"; readonly reason: string; readonly detail?: string }
   /** Answered by an error publication. */
-  | {
-    readonly do: "error";
-    readonly flow: string;
-    readonly header: Pick<Header, "id" | "pos" | "n">;
-    readonly values: Uint8Array | undefined;
-    readonly code: ErrorCode;
-    readonly message: string;
-  }
+  | { readonly do: "error"; readonly error: ErrorSpec }
   /** A ping: published as it came, after the Subject's announcement. */
   | { readonly do: "ping" }
   /** A resume, whose errors go on flow `flow` (that of the topic it came on). */
@@ -273,7 +278,7 @@ function error(
   code: ErrorCode,
   message: string,
 ): Admission {
-  return { do: "error", flow, header, values, code, message };
+  return { do: "error", error: { flow, header, values, code, message } };
 }
 
 /** What the Subject holds, for back-pressure. */

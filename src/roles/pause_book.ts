@@ -8,18 +8,23 @@
  * ```ts
  * import { mergedValues, PauseBook } from "./pause_book.ts";
  * import { PausedStore } from "./paused_store.ts";
- * let now = 0;
- * const book = new PauseBook({ store: new PausedStore(":memory:"), timeout: 1000, now: () => now });
- * const token = book.pause("Order", 2, "r1", 3, '{"a":1}');
- * const first = book.resume(token, { b: 2 }), second = book.resume(token, {});
- * console.log(first.kind, second.kind); // resumed bad_resume
+ * import { parseFlowFile } from "../topic/flow_file.ts";
+ * import { utf8 } from "../wire/protocol.ts";
+ * const flow = parseFlowFile("[F]\n?F?Push\nS?F@ASYNC?wait\n??done\n", "f.ini").flows[0];
+ * const book = new PauseBook({ store: new PausedStore(":memory:"), flows: new Map([["F", flow]]), timeout: 1000 });
+ * const resume = book.pause("F", 1, "r1", 1, '{"a":1}');
+ * const first = book.resume("F", { v: 1, id: "x", resume }, utf8('{"b":2}'));
+ * const second = book.resume("F", { v: 1, id: "y", resume }, utf8("{}"));
+ * console.log(first.kind, second.kind); // resumed error (bad_resume: the token is used)
  * if (first.kind === "resumed") console.log(mergedValues(first.paused, first.added)); // {"a":1,"b":2}
  * ```
  *
  * @module
  */
 
-import { makeToken, parseToken } from "../wire/protocol.ts";
+import type { Flow } from "../topic/flow_file.ts";
+import { decodeValues, type Header, makeToken, parseToken, utf8 } from "../wire/protocol.ts";
+import type { ErrorSpec } from "./intake.ts";
 import type { PausedFlow, PausedStore } from "./paused_store.ts";
 
 /** What the pause book needs of a store (see `paused_store.ts`). */
@@ -29,37 +34,39 @@ export type PauseStore = Pick<PausedStore, "save" | "take" | "expire" | "count">
 export interface PauseBookOptions {
   /** Where paused flows are kept. */
   readonly store: PauseStore;
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
   /** Milliseconds a paused flow waits for its resume. */
   readonly timeout: number;
   /** The clock, ms since the epoch (the store keeps deadlines on it). @default {Date.now} */
   readonly now?: () => number;
 }
 
-/** What a resume message comes to. */
+/**
+ * What a resume message comes to: the flow goes on from its `@ASYNC` step with
+ * {@linkcode mergedValues}, or an error publication answers it. `paused` is the flow whose token
+ * it took, if it took one (even when that flow is no longer loaded).
+ */
 export type Resume =
-  /** The token took: the flow goes on from its `@ASYNC` step with {@linkcode mergedValues}. */
-  | { readonly kind: "resumed"; readonly paused: PausedFlow; readonly added: Record<string, unknown> }
-  /** The values are not a JSON object: the token is not used. */
-  | { readonly kind: "bad_request"; readonly message: string }
-  /** The token is malformed, unknown, expired or already used. */
-  | { readonly kind: "bad_resume"; readonly message: string };
-
-/** A paused flow that was not resumed in time. */
-export interface Expired {
-  readonly paused: PausedFlow;
-  /** The `timeout` error's message. */
-  readonly message: string;
-}
+  | {
+    readonly kind: "resumed";
+    readonly paused: PausedFlow;
+    readonly flow: Flow;
+    readonly added: Record<string, unknown>;
+  }
+  | { readonly kind: "error"; readonly error: ErrorSpec; readonly paused?: PausedFlow };
 
 /** Pauses, resumes and expiries of flows at their `@ASYNC` steps. */
 export class PauseBook {
   readonly #store: PauseStore;
+  readonly #flows: ReadonlyMap<string, Flow>;
   readonly #timeout: number;
   readonly #now: () => number;
 
   /** A book over `options.store`. */
   constructor(options: PauseBookOptions) {
     this.#store = options.store;
+    this.#flows = options.flows;
     this.#timeout = options.timeout;
     this.#now = options.now ?? Date.now;
   }
@@ -82,30 +89,49 @@ export class PauseBook {
   }
 
   /**
-   * A resume message with token `token` and values `added` (a JSON object, or why it is not one).
-   * The token is taken (used up) only when the values are good.
+   * A resume message: its `header` (with the token) and `values`, on a topic of flow `topicFlow`.
+   * Its errors go under its own id on `topicFlow`: `bad_request` for values that are not a JSON
+   * object (the token is not used), `bad_resume` for a token that is malformed, unknown, expired
+   * or already used, `unknown_flow` when the flow it resumes is no longer loaded.
    */
-  resume(token: string, added: Record<string, unknown> | string): Resume {
+  resume(topicFlow: string, header: Header, values: Uint8Array): Resume {
+    const added = decodeValues(values);
     if (typeof added === "string") {
-      return { kind: "bad_request", message: "the resume values are not a JSON object" };
+      const message = "the resume values are not a JSON object";
+      return {
+        kind: "error",
+        error: { flow: topicFlow, header, values: undefined, code: "bad_request", message },
+      };
     }
+    const token = typeof header.resume === "string" ? header.resume : "";
     const wellFormed = parseToken(token) !== undefined;
     const paused = wellFormed ? this.#store.take(token, this.#now()) : undefined;
     if (!paused) {
+      const message = wellFormed
+        ? "resume token unknown, expired or already used"
+        : "malformed resume token (expected Flow~<32 hex>~<request id>)";
+      return { kind: "error", error: { flow: topicFlow, header, values, code: "bad_resume", message } };
+    }
+    const flow = this.#flows.get(paused.flow);
+    if (!flow) {
+      const message = `flow "${paused.flow}" is no longer loaded`;
+      const values = utf8(paused.values);
       return {
-        kind: "bad_resume",
-        message: wellFormed
-          ? "resume token unknown, expired or already used"
-          : "malformed resume token (expected Flow~<32 hex>~<request id>)",
+        kind: "error",
+        paused,
+        error: { flow: paused.flow, header: { id: paused.id }, values, code: "unknown_flow", message },
       };
     }
-    return { kind: "resumed", paused, added };
+    return { kind: "resumed", paused, flow, added };
   }
 
-  /** Takes out the flows whose deadline has passed. */
-  expire(): Expired[] {
-    return this.#store.expire(this.#now()).map((paused) => ({
-      paused,
+  /** Takes out the flows whose deadline has passed: the `timeout` errors that end them. */
+  expire(): ErrorSpec[] {
+    return this.#store.expire(this.#now()).map((p) => ({
+      flow: p.flow,
+      header: { id: p.id, pos: p.position },
+      values: utf8(p.values),
+      code: "timeout",
       message: `paused flow was not resumed within ${this.#timeout} ms`,
     }));
   }

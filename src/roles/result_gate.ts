@@ -12,13 +12,14 @@
  * import { TopicCache, utf8 } from "../wire/protocol.ts";
  * const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\n??done\n", "f.ini").flows[0];
  * const topics = new TopicCache();
- * const gate = new ResultGate(topics, () => flow);
- * const step = [topics.step(flow, 2), utf8('{"v":1,"id":"r1","pos":2,"n":1}'), utf8("{}")];
+ * const gate = new ResultGate(topics, () => flow, new Map([["F", flow]]));
+ * const step = [topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8("{}")];
  * gate.sent(step, flow);
  * const out = new BatchWriter();
- * out.add(1, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":2}'), utf8("{}"));
+ * out.add(7, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":1}'), utf8("{}"));
+ * out.add(8, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r2","n":1}'), utf8("{}"));
  * const view = BatchView.of(out.take())!;
- * console.log(gate.plainDone(view, 0, step), gate.refusal(view.kind(0), ...view.frames(0).slice(0, 2) as [Uint8Array, Uint8Array], step)); // true undefined
+ * console.log(gate.judge(view, 0, step).do, gate.judge(view, 1, step).do); // publish refuse
  * ```
  *
  * @module
@@ -36,9 +37,30 @@ import {
   TopicMemo,
   utf8,
 } from "../wire/protocol.ts";
+import type { ErrorSpec } from "./intake.ts";
 
 /** A step as the Subject sends it: topic, header, values. */
 export type Step = readonly Uint8Array[];
+
+/** What to do with a worker's result. */
+export type Verdict =
+  /** Publish it as it came. */
+  | { readonly do: "publish" }
+  /** Refuse it (counted as `bad_result`), and end its request with `error` when it can be named. */
+  | { readonly do: "refuse"; readonly why: string; readonly error: ErrorSpec | undefined }
+  /** The flow reached an `@ASYNC` step: pause it here, where the state is kept. */
+  | {
+    readonly do: "pause";
+    readonly flow: Flow;
+    readonly position: number;
+    readonly id: string;
+    readonly n: number;
+    readonly values: Uint8Array;
+  }
+  /** A pause result without a known flow or a position (counted as `bad_worker_message`). */
+  | { readonly do: "drop" };
+
+const PUBLISH: Verdict = Object.freeze({ do: "publish" });
 
 /** Checks workers' results against the steps they answer. */
 export class ResultGate {
@@ -49,10 +71,43 @@ export class ResultGate {
   readonly #topics: TopicCache;
   readonly #flowOf: (topic: string) => Flow | undefined;
 
-  /** `topics` makes the topics of steps; `flowOf` the flow of a step topic not made here. */
-  constructor(topics: TopicCache, flowOf: (topic: string) => Flow | undefined) {
+  readonly #flows: ReadonlyMap<string, Flow>;
+
+  /**
+   * `topics` makes the topics of steps; `flowOf` finds the flow of a step topic not made here;
+   * `flows` are the flows by name.
+   */
+  constructor(
+    topics: TopicCache,
+    flowOf: (topic: string) => Flow | undefined,
+    flows: ReadonlyMap<string, Flow>,
+  ) {
     this.#topics = topics;
     this.#flowOf = flowOf;
+    this.#flows = flows;
+  }
+
+  /** What to do with result `i` of a worker's batch, the answer to `step`. */
+  judge(batch: BatchView, i: number, step: Step): Verdict {
+    if (this.plainDone(batch, i, step)) return PUBLISH;
+    const kind = batch.kind(i);
+    const [topic, header, values] = batch.frames(i);
+    const why = this.refusal(kind, topic, header, step);
+    if (why !== undefined) {
+      const flow = parseTopic(text(step[0]))?.flow;
+      const h = decodeHeader(step[1]);
+      const message = `the worker's result was refused: ${why}`;
+      const error: ErrorSpec | undefined = flow !== undefined && typeof h !== "string"
+        ? { flow, header: h, values: step[2], code: "handler_error", message }
+        : undefined;
+      return { do: "refuse", why, error };
+    }
+    if (kind !== KIND_CODES.pause) return PUBLISH;
+    const fields = parseTopic(text(topic));
+    const h = decodeHeader(header);
+    const flow = fields && this.#flows.get(fields.flow);
+    if (!flow || typeof h === "string" || h.pos === undefined) return { do: "drop" };
+    return { do: "pause", flow, position: h.pos, id: h.id, n: h.n ?? 0, values };
   }
 
   /** Remembers that `step` is a step of `flow`. */
@@ -90,6 +145,19 @@ export class ResultGate {
       flow,
     );
   }
+}
+
+/**
+ * The `poisoned` error that ends the request of `step`, whose workers failed each delivery for
+ * the reasons `whys`.
+ */
+export function poisonedError(step: Step, whys: readonly string[]): ErrorSpec {
+  const topic = text(step[0]);
+  const h = decodeHeader(step[1]);
+  const message = `step ${topic} was delivered ${whys.length} times and its worker failed each time: ` +
+    whys.map((w, i) => `(${i + 1}) ${w}`).join("; ");
+  const header = typeof h === "string" ? { id: "" } : h;
+  return { flow: parseTopic(topic)?.flow ?? "", header, values: step[2], code: "poisoned", message };
 }
 
 const ID_START = utf8('{"v":1,"id":"').slice();
