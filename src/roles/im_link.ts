@@ -19,6 +19,8 @@ import { HELLO_TOPIC } from "./subject_options.ts";
 export interface ImLinkOptions {
   /** The outbox's held bytes changed (for back-pressure). */
   readonly changed: () => void;
+  /** A publication waits in this turn's batch: call {@linkcode ImLink.flush} at the end of the turn. */
+  readonly scheduleFlush: () => void;
   /** A message from the IM was dropped, counted under `reason` (and warned of once). */
   readonly drop: (reason: string) => void;
   /** A batch the IM would not take was dropped (counted as `im_refused`; the link logs it). */
@@ -38,6 +40,7 @@ export class ImLink {
   /** A batch waiting in the socket's queue for room (at most one: the others wait in the outbox). */
   #sending = false;
   #resent = 0;
+  #published = 0;
   /**
    * The Subject's incarnation announcement: a client that sees a new one sends again the requests
    * it still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
@@ -70,24 +73,33 @@ export class ImLink {
     return this.#resent;
   }
 
-  /** True when this turn's batch is big enough to send now. */
-  get full(): boolean {
-    return this.#batch.size >= BATCH_FLUSH_BYTES;
+  /** Publications sent (the announcements not counted). */
+  get published(): number {
+    return this.#published;
   }
 
-  /** Adds a publication to this turn's batch. */
-  add(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
+  /** Publishes a message: it goes in this turn's batch (sent now if the batch is full). */
+  publish(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
     this.#batch.add(0, 0, topic, header, values);
+    this.#added();
   }
 
-  /** Adds the Subject's incarnation announcement to this turn's batch. */
+  /** Publishes record `i` of `view` as it came, without views of its frames. */
+  publishRecord(view: BatchView, i: number): void {
+    this.#batch.addRecord(view, i, 0, 0);
+    this.#added();
+  }
+
+  /** Publishes the Subject's incarnation announcement (PROTOCOL.md, _Subject restarts_). */
   announce(): void {
     this.#batch.add(0, 0, this.#hello[0], this.#hello[1], this.#hello[2]);
+    this.#o.scheduleFlush();
   }
 
-  /** Adds record `i` of `view` as it came, without views of its frames. */
-  addRecord(view: BatchView, i: number): void {
-    this.#batch.addRecord(view, i, 0, 0);
+  #added(): void {
+    this.#published++;
+    if (this.#batch.size >= BATCH_FLUSH_BYTES) this.flush();
+    else this.#o.scheduleFlush();
   }
 
   /** Sends this turn's batch (held until acknowledged). */

@@ -15,7 +15,7 @@
 
 import type { Flow } from "../topic/flow_file.ts";
 import { nextStep } from "../topic/flow_step.ts";
-import { type BatchView, internalFrameLimit } from "../wire/batch.ts";
+import { internalFrameLimit } from "../wire/batch.ts";
 import { logger } from "../log.ts";
 import {
   decodeValues,
@@ -71,7 +71,7 @@ export class Subject {
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
   readonly #warned = new Set<string>();
-  readonly #stats = { resumed: 0, published: 0, errors: 0 };
+  readonly #stats = { resumed: 0, errors: 0 };
   readonly #dropped: Record<string, number> = {};
 
   private constructor(options: SubjectOptions) {
@@ -97,10 +97,10 @@ export class Subject {
       resume: (...a) => this.#resume(...a),
       ping: (topic, header, values) => {
         // The announcement first: once its ping is back, a client knows this incarnation.
-        this.#announce();
-        this.#toIM(topic, header, values);
+        this.#im.announce();
+        this.#im.publish(topic, header, values);
       },
-      publishRecord: (...a) => this.#publishRecord(...a),
+      publishRecord: (...a) => this.#im.publishRecord(...a),
       pause: (...a) => this.#pause(...a),
       errorPublish: (e) => this.#errorPublish(e),
       drop: (reason, detail) => this.#drop(reason, detail),
@@ -109,19 +109,14 @@ export class Subject {
     };
     this.#im = new ImLink(this.#imSock, {
       changed: host.throttle,
+      scheduleFlush: host.scheduleFlush,
       drop: host.drop,
       refused: () => this.#dropped.im_refused = (this.#dropped.im_refused ?? 0) + 1,
       log: this.#log,
     });
     this.#services = new ServiceSide(this.#servicesSock, host, o);
     const gate = new ResultGate(this.#topics, (t) => this.#services.intake.flowOf(t), o.flows);
-    const { heartbeatTimeout, maxDeliveries } = o;
-    this.#workers = new WorkerSide(this.#workersSock, host, {
-      heartbeatTimeout,
-      maxDeliveries,
-      gate,
-      log: this.#log,
-    });
+    this.#workers = new WorkerSide(this.#workersSock, host, { ...o, gate, log: this.#log });
     this.#reactor.afterReceive(() => this.#flush());
     this.#reactor.onIdle(() => this.#services.flush());
     this.#timers.push(
@@ -130,9 +125,9 @@ export class Subject {
         () => this.#im.unacked && void this.#reactor.exec(() => this.#im.ping()).catch(() => {}),
         IM_PING_MS,
       ),
-      setInterval(() => this.#announce(), HELLO_EVERY_MS),
+      setInterval(() => this.#im.announce(), HELLO_EVERY_MS),
     );
-    this.#announce();
+    this.#im.announce();
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: o.pullAddress,
       workers: o.workerAddress,
@@ -195,7 +190,7 @@ export class Subject {
       poisoned: counts.poisoned,
       received: this.#services.received,
       dispatched: counts.dispatched,
-      published: this.#stats.published,
+      published: this.#im.published,
       errors: this.#stats.errors,
       redelivered: counts.redelivered,
       lost: counts.lost,
@@ -247,7 +242,9 @@ export class Subject {
   /** Sends a request at `position` of `flow` on its way (`nextStep`, as a worker's segment does). */
   #route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
     const kind = nextStep(flow, position, n, this.#o.stepLimit);
-    if (kind === "done") return this.#toIM(this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values);
+    if (kind === "done") {
+      return this.#im.publish(this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values);
+    }
     if (kind === "step_limit") {
       const message = `request ran ${n} steps, the limit is ${this.#o.stepLimit}`;
       const header = { id, pos: position, n };
@@ -256,7 +253,7 @@ export class Subject {
     if (kind === "pause") return this.#pause(flow, position, id, n, values);
     const topic = this.#topics.step(flow, position);
     const header = encodeHeader({ v: 1, id, pos: position, n });
-    if (kind === "publish") return this.#toIM(topic, header, values);
+    if (kind === "publish") return this.#im.publish(topic, header, values);
     this.#dispatch([topic, header, values], flow);
   }
 
@@ -266,7 +263,7 @@ export class Subject {
    */
   #pause(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
     const token = this.#pauses.pause(flow.name, position, id, n, text(values));
-    this.#toIM(
+    this.#im.publish(
       this.#topics.step(flow, position),
       encodeHeader({ v: 1, id, pos: position, n, resume: token }),
       values,
@@ -298,31 +295,7 @@ export class Subject {
     this.#stats.errors++;
     const body = e.values && typeof decodeValues(e.values) !== "string" ? e.values : EMPTY_VALUES;
     const [topic, header] = errorFrames(e.flow, e.header, e.code, e.message, body);
-    this.#toIM(topic, header, body);
-  }
-
-  /** Publishes the incarnation announcement (not counted in `published`). */
-  #announce(): void {
-    this.#im.announce();
-    this.#scheduleFlush();
-  }
-
-  #toIM(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
-    this.#im.add(topic, header, values);
-    this.#addedToIM();
-  }
-
-  /** Publishes record `i` of a worker's batch as it came, without views of its frames. */
-  #publishRecord(batch: BatchView, i: number): void {
-    this.#im.addRecord(batch, i);
-    this.#addedToIM();
-  }
-
-  /** A publication went into the IM batch. */
-  #addedToIM(): void {
-    this.#stats.published++;
-    if (this.#im.full) this.#im.flush();
-    else this.#scheduleFlush();
+    this.#im.publish(topic, header, body);
   }
 
   /**
