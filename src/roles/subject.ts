@@ -10,6 +10,11 @@
  * through the Subject, which forwards them to the Integration Manager, so a result counts as
  * delivered only once a long-lived process holds it.
  *
+ * This file is wiring: the services side (`subject_services.ts`) and the workers side
+ * (`subject_workers.ts`) read the sockets, pure parts decide (`intake.ts`, `worker_pool.ts`,
+ * `pause_book.ts`, `result_gate.ts`), and the IM link (`im_link.ts`) holds what goes to the
+ * Integration Manager until it is acknowledged.
+ *
  * @module
  */
 
