@@ -35,7 +35,7 @@ import {
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { ImLink } from "./im_link.ts";
-import { type ErrorSpec, pressure } from "./intake.ts";
+import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
 import { mergedValues, PauseBook } from "./pause_book.ts";
 import { PausedStore } from "./paused_store.ts";
 import { ResultGate, type Step } from "./result_gate.ts";
@@ -78,11 +78,13 @@ export class Subject {
   readonly #warned = new Set<string>();
   readonly #stats = { resumed: 0, errors: 0 };
   readonly #dropped: Record<string, number> = {};
+  readonly #limits: LoadLimits;
 
   private constructor(options: SubjectOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = resolveSubjectOptions(options);
+    this.#limits = { maxPending: this.#o.maxPending, backlog: IM_BACKLOG_LIMIT, held: PENDING_BYTES_LIMIT };
   }
 
   /** Binds the service and worker endpoints, connects to the Integration Manager, and runs. */
@@ -98,15 +100,16 @@ export class Subject {
     this.#pauses = new PauseBook({ store: this.#store, flows: o.flows, timeout: o.asyncTimeout });
     await this.#openSockets();
     const host: ServiceSideHost & WorkerSideHost = {
-      route: (...a) => this.#route(...a),
-      resume: (...a) => this.#resume(...a),
+      // Plain parameters, no rest and spread: these run once per request or result.
+      route: (flow, position, id, n, values) => this.#route(flow, position, id, n, values),
+      resume: (topicFlow, header, values) => this.#resume(topicFlow, header, values),
       ping: (topic, header, values) => {
         // The announcement first: once its ping is back, a client knows this incarnation.
         this.#im.announce();
         this.#im.publish(topic, header, values);
       },
-      publishRecord: (...a) => this.#im.publishRecord(...a),
-      pause: (...a) => this.#pause(...a),
+      publishRecord: (batch, i) => this.#im.publishRecord(batch, i),
+      pause: (flow, position, id, n, values) => this.#pause(flow, position, id, n, values),
       errorPublish: (e) => this.#errorPublish(e),
       drop: (reason, detail) => this.#drop(reason, detail),
       scheduleFlush: () => this.#scheduleFlush(),
@@ -308,9 +311,10 @@ export class Subject {
    * Integration Manager; reads again once both are below half their limits.
    */
   #throttle(): void {
+    const pool = this.#workers.pool;
     const p = pressure(
-      { queued: this.#workers.pool.queued, backlog: this.#im.backlog, held: this.#workers.pool.heldBytes },
-      { maxPending: this.#o.maxPending, backlog: IM_BACKLOG_LIMIT, held: PENDING_BYTES_LIMIT },
+      { queued: pool.queued, backlog: this.#im.backlog, held: pool.heldBytes },
+      this.#limits,
     );
     if (p === "pause") this.#servicesSock.pause();
     else if (p === "resume") this.#servicesSock.resume();
