@@ -62,12 +62,12 @@ export class Subject {
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("subject");
-  #servicesSock!: ReactorSocket;
-  #services!: ServiceSide;
+  #services!: ReactorSocket;
+  #serviceSide!: ServiceSide;
   #workersSock!: ReactorSocket;
-  #imSock!: ReactorSocket;
-  #im!: ImLink;
-  #workers!: WorkerSide;
+  #im!: ReactorSocket;
+  #imLink!: ImLink;
+  #workerSide!: WorkerSide;
   #store!: PausedStore;
   #pauses!: PauseBook;
   readonly #topics = new TopicCache();
@@ -105,37 +105,37 @@ export class Subject {
       resume: (topicFlow, header, values) => this.#resume(topicFlow, header, values),
       ping: (topic, header, values) => {
         // The announcement first: once its ping is back, a client knows this incarnation.
-        this.#im.announce();
-        this.#im.publish(topic, header, values);
+        this.#imLink.announce();
+        this.#imLink.publish(topic, header, values);
       },
-      publishRecord: (batch, i) => this.#im.publishRecord(batch, i),
+      publishRecord: (batch, i) => this.#imLink.publishRecord(batch, i),
       pause: (flow, position, id, n, values) => this.#pause(flow, position, id, n, values),
       errorPublish: (e) => this.#errorPublish(e),
       drop: (reason, detail) => this.#drop(reason, detail),
       scheduleFlush: () => this.#scheduleFlush(),
       throttle: () => this.#throttle(),
     };
-    this.#im = new ImLink(this.#imSock, {
+    this.#imLink = new ImLink(this.#im, {
       changed: host.throttle,
       scheduleFlush: host.scheduleFlush,
       drop: host.drop,
       refused: () => this.#dropped.im_refused = (this.#dropped.im_refused ?? 0) + 1,
       log: this.#log,
     });
-    this.#services = new ServiceSide(this.#servicesSock, host, o);
-    const gate = new ResultGate(this.#topics, (t) => this.#services.intake.flowOf(t), o.flows);
-    this.#workers = new WorkerSide(this.#workersSock, host, { ...o, gate, log: this.#log });
+    this.#serviceSide = new ServiceSide(this.#services, host, o);
+    const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);
+    this.#workerSide = new WorkerSide(this.#workersSock, host, { ...o, gate, log: this.#log });
     this.#reactor.afterReceive(() => this.#flush());
-    this.#reactor.onIdle(() => this.#services.flush());
+    this.#reactor.onIdle(() => this.#serviceSide.flush());
     this.#timers.push(
       setInterval(() => this.#tick(), Math.max(10, Math.floor(o.heartbeatTimeout / 4))),
       setInterval(
-        () => this.#im.unacked && void this.#reactor.exec(() => this.#im.ping()).catch(() => {}),
+        () => this.#imLink.unacked && void this.#reactor.exec(() => this.#imLink.ping()).catch(() => {}),
         IM_PING_MS,
       ),
-      setInterval(() => this.#im.announce(), HELLO_EVERY_MS),
+      setInterval(() => this.#imLink.announce(), HELLO_EVERY_MS),
     );
-    this.#im.announce();
+    this.#imLink.announce();
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: o.pullAddress,
       workers: o.workerAddress,
@@ -152,13 +152,13 @@ export class Subject {
     const queueHwm = queueBudgetHwm(this.#o.maxMessageSize);
     // ZMQ_IMMEDIATE: nothing is queued to a connection that is not up (an IM that is away);
     // batches wait in the outbox instead, until the IM acknowledges them.
-    this.#imSock = r.socket("DEALER", {
+    this.#im = r.socket("DEALER", {
       sendHighWaterMark: queueHwm,
       receiveHighWaterMark: 100_000,
       linger: 5000,
       immediate: true,
     });
-    await this.#imSock.connect(this.#o.integrationManagerAddress);
+    await this.#im.connect(this.#o.integrationManagerAddress);
     this.#workersSock = r.socket("ROUTER", {
       // Workers send batches of results whose values are each up to the limit (see batch.ts).
       maxMessageSize: this.#o.maxMessageSize === undefined
@@ -168,19 +168,19 @@ export class Subject {
       receiveHighWaterMark: queueHwm,
     });
     await this.#workersSock.bind(this.#o.workerAddress);
-    this.#servicesSock = r.socket("ROUTER", {
+    this.#services = r.socket("ROUTER", {
       maxMessageSize: this.#o.maxMessageSize,
       receiveHighWaterMark: queueHwm,
       sendHighWaterMark: 100_000,
     });
-    await this.#servicesSock.bind(this.#o.pullAddress);
+    await this.#services.bind(this.#o.pullAddress);
   }
 
   /** Every quarter of the heartbeat timeout: silent workers, expired pauses, a first oversize drop. */
   #tick(): void {
-    this.#workers.expire();
+    this.#workerSide.expire();
     for (const e of this.#pauses.expire()) this.#errorPublish(e);
-    if (!this.#warned.has("oversize") && this.#servicesSock.oversizeDrops + this.#workersSock.oversizeDrops) {
+    if (!this.#warned.has("oversize") && this.#services.oversizeDrops + this.#workersSock.oversizeDrops) {
       this.#warned.add("oversize");
       this.#log.warn("Dropped a message with a frame over max_message_size; further drops are only counted");
     }
@@ -189,20 +189,20 @@ export class Subject {
   /** A snapshot of the counters. */
   stats(): SubjectStats {
     const dropped = { ...this.#dropped };
-    const oversize = this.#servicesSock.oversizeDrops + this.#workersSock.oversizeDrops;
+    const oversize = this.#services.oversizeDrops + this.#workersSock.oversizeDrops;
     if (oversize > 0) dropped.oversize = oversize;
-    const pool = this.#workers.pool;
+    const pool = this.#workerSide.pool;
     const counts = pool.counts();
     return {
       resumed: this.#stats.resumed,
       poisoned: counts.poisoned,
-      received: this.#services.received,
+      received: this.#serviceSide.received,
       dispatched: counts.dispatched,
-      published: this.#im.published,
+      published: this.#imLink.published,
       errors: this.#stats.errors,
       redelivered: counts.redelivered,
       lost: counts.lost,
-      lateResults: this.#workers.lateResults,
+      lateResults: this.#workerSide.lateResults,
       dropped,
       inFlight: pool.inFlight,
       pending: pool.pendingCount,
@@ -211,8 +211,8 @@ export class Subject {
       workers: pool.size,
       credit: pool.credit,
       paused: this.#pauses.count,
-      imUnacked: this.#im.unacked,
-      imResent: this.#im.resent,
+      imUnacked: this.#imLink.unacked,
+      imResent: this.#imLink.resent,
     };
   }
 
@@ -240,18 +240,18 @@ export class Subject {
   #flush(): void {
     if (!this.#flushScheduled) return;
     this.#flushScheduled = false;
-    this.#workers.flush();
-    this.#im.flush();
+    this.#workerSide.flush();
+    this.#imLink.flush();
     // Acknowledgements go at most once per millisecond while busy (each is a message that
     // wakes the service), and at once when the Subject runs out of work (onIdle).
-    this.#services.flushIfDue();
+    this.#serviceSide.flushIfDue();
   }
 
   /** Sends a request at `position` of `flow` on its way (`nextStep`, as a worker's segment does). */
   #route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
     const kind = nextStep(flow, position, n, this.#o.stepLimit);
     if (kind === "done") {
-      return this.#im.publish(this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values);
+      return this.#imLink.publish(this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values);
     }
     if (kind === "step_limit") {
       const message = `request ran ${n} steps, the limit is ${this.#o.stepLimit}`;
@@ -261,7 +261,7 @@ export class Subject {
     if (kind === "pause") return this.#pause(flow, position, id, n, values);
     const topic = this.#topics.step(flow, position);
     const header = encodeHeader({ v: 1, id, pos: position, n });
-    if (kind === "publish") return this.#im.publish(topic, header, values);
+    if (kind === "publish") return this.#imLink.publish(topic, header, values);
     this.#dispatch([topic, header, values], flow);
   }
 
@@ -271,7 +271,7 @@ export class Subject {
    */
   #pause(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
     const token = this.#pauses.pause(flow.name, position, id, n, text(values));
-    this.#im.publish(
+    this.#imLink.publish(
       this.#topics.step(flow, position),
       encodeHeader({ v: 1, id, pos: position, n, resume: token }),
       values,
@@ -303,7 +303,7 @@ export class Subject {
     this.#stats.errors++;
     const body = e.values && typeof decodeValues(e.values) !== "string" ? e.values : EMPTY_VALUES;
     const [topic, header] = errorFrames(e.flow, e.header, e.code, e.message, body);
-    this.#im.publish(topic, header, body);
+    this.#imLink.publish(topic, header, body);
   }
 
   /**
@@ -311,21 +311,21 @@ export class Subject {
    * Integration Manager; reads again once both are below half their limits.
    */
   #throttle(): void {
-    const pool = this.#workers.pool;
+    const pool = this.#workerSide.pool;
     const p = pressure(
-      { queued: pool.queued, backlog: this.#im.backlog, held: pool.heldBytes },
+      { queued: pool.queued, backlog: this.#imLink.backlog, held: pool.heldBytes },
       this.#limits,
     );
-    if (p === "pause") this.#servicesSock.pause();
-    else if (p === "resume") this.#servicesSock.resume();
+    if (p === "pause") this.#services.pause();
+    else if (p === "resume") this.#services.resume();
   }
 
   /** Sends a step to a worker (or queues it); stops reading requests when too much is held. */
   #dispatch(step: Step, flow: Flow): void {
-    const sent = this.#workers.dispatch(step, flow);
-    const pool = this.#workers.pool;
+    const sent = this.#workerSide.dispatch(step, flow);
+    const pool = this.#workerSide.pool;
     if (pool.heldBytes >= PENDING_BYTES_LIMIT || (!sent && pool.queued >= this.#o.maxPending)) {
-      this.#servicesSock.pause();
+      this.#services.pause();
     }
   }
 
@@ -335,10 +335,10 @@ export class Subject {
    * within `timeoutMs`.
    */
   async drain(timeoutMs = 10_000): Promise<boolean> {
-    this.#services.draining = true;
+    this.#serviceSide.draining = true;
     const deadline = performance.now() + timeoutMs;
     // Accepted work has left once every step is done and the IM acknowledged every publication.
-    const busy = () => this.#workers.pool.busy || this.#im.unacked > 0;
+    const busy = () => this.#workerSide.pool.busy || this.#imLink.unacked > 0;
     while (busy() && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -353,7 +353,7 @@ export class Subject {
       for (const t of this.#timers) clearInterval(t);
       if (this.#ownsReactor) await this.#reactor.close();
       else {
-        await Promise.all([this.#servicesSock.close(), this.#workersSock.close(), this.#imSock.close()]);
+        await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
       }
       this.#store.close();
     })().finally(() => this.#done.resolve());
