@@ -133,9 +133,9 @@ export class Subject {
         () => this.#imLink.unacked && void this.#reactor.exec(() => this.#imLink.ping()).catch(() => {}),
         IM_PING_MS,
       ),
-      setInterval(() => this.#imLink.announce(), HELLO_EVERY_MS),
     );
     this.#imLink.announce();
+    this.#timers.push(setInterval(() => this.#imLink.announce(), HELLO_EVERY_MS));
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: o.pullAddress,
       workers: o.workerAddress,
