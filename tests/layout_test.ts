@@ -73,3 +73,33 @@ Deno.test("a service that only wants a client loads no node:sqlite (the token co
   await visit("src/client/client.ts");
   assert.ok(seen.size > 5, "the client's modules were followed");
 });
+
+/** The roles' pure bookkeeping: decisions the Subject (and the IM link) carry out on sockets. */
+const PURE_ROLE_PARTS = [
+  "src/roles/worker_pool.ts",
+  "src/roles/pause_book.ts",
+  "src/roles/intake.ts",
+  "src/roles/result_gate.ts",
+  "src/roles/im_outbox.ts",
+  "src/roles/recent_keys.ts",
+  "src/roles/byte_budget.ts",
+];
+
+Deno.test("the roles' pure parts use no Deno API and import (other than types) only the topic system, the wire and each other", async () => {
+  for (const f of PURE_ROLE_PARTS) {
+    const { code } = await importsOf(f);
+    assert.doesNotMatch(code, /\bDeno\./, `${f} uses the Deno API`);
+    // Import and re-export statements (a type-only one, `import type { … }`, loads nothing at
+    // run time) and dynamic imports.
+    const statements = [...code.matchAll(/^(?:import|export)\s(?!type\s)[\s\S]*?from\s*["']([^"']+)["']/gm)]
+      .map((m) => m[1]);
+    const dynamic = [...code.matchAll(/\bimport\s*\(\s*["']([^"']+)["']/g)].map((m) => m[1]);
+    for (const s of [...statements, ...dynamic]) {
+      const r = resolved(f, s);
+      assert.ok(
+        r.startsWith("src/topic/") || r.startsWith("src/wire/") || PURE_ROLE_PARTS.includes(r),
+        `${f} imports ${s}: a pure part imports only the topic system, the wire and other pure parts`,
+      );
+    }
+  }
+});

@@ -1,0 +1,186 @@
+/**
+ * The Subject's link to the Integration Manager: publications gathered into a batch during a
+ * turn, each batch held in the outbox (`im_outbox.ts`) under a sequence number until the IM
+ * acknowledges it, sent again when the acknowledgements show it lost, and pings while anything
+ * waits (PROTOCOL.md, _The Integration Manager hop_). It is handed the socket the Subject made.
+ *
+ * @module
+ */
+
+import { BATCH_FLUSH_BYTES, type BatchView, BatchWriter } from "../wire/batch.ts";
+import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
+import { encodeHeader, text, utf8 } from "../wire/protocol.ts";
+import type { ReactorSocket } from "../zmq/reactor.ts";
+import type { logger } from "../log.ts";
+import { ImOutbox, type OutboxEntry } from "./im_outbox.ts";
+import { HELLO_TOPIC } from "./subject_options.ts";
+
+/** What {@linkcode ImLink} tells the Subject. */
+export interface ImLinkOptions {
+  /** The outbox's held bytes changed (for back-pressure). */
+  readonly changed: () => void;
+  /** A publication waits in this turn's batch: call {@linkcode ImLink.flush} at the end of the turn. */
+  readonly scheduleFlush: () => void;
+  /** A message from the IM was dropped, counted under `reason` (and warned of once). */
+  readonly drop: (reason: string) => void;
+  /** A batch the IM would not take was dropped (counted as `im_refused`; the link logs it). */
+  readonly refused: () => void;
+  /** The Subject's logger. */
+  readonly log: ReturnType<typeof logger>;
+  /** Sees each batch as it leaves for the IM (the request metrics find final publications in it). */
+  readonly onBatch?: (batch: Uint8Array) => void;
+}
+
+/** Publications on their way to the Integration Manager, until it acknowledges them. */
+export class ImLink {
+  readonly #sock: ReactorSocket;
+  readonly #o: ImLinkOptions;
+  /** Publications to send at the end of this turn. */
+  readonly #batch = new BatchWriter();
+  /** Batches until the IM acknowledges them. */
+  readonly #outbox = new ImOutbox(Date.now() * 1000);
+  /** A batch waiting in the socket's queue for room (at most one: the others wait in the outbox). */
+  #sending = false;
+  #resent = 0;
+  #published = 0;
+  /**
+   * The Subject's incarnation announcement: a client that sees a new one sends again the requests
+   * it still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
+   */
+  readonly #hello = [
+    utf8(HELLO_TOPIC),
+    encodeHeader({ v: 1, id: crypto.randomUUID(), k: "hello" }),
+    utf8("{}"),
+  ];
+
+  /** A link over `sock`, a DEALER connected to the IM. */
+  constructor(sock: ReactorSocket, options: ImLinkOptions) {
+    this.#sock = sock;
+    this.#o = options;
+    sock.onMessage((f) => this.#onAck(f));
+  }
+
+  /** Batches not yet acknowledged. */
+  get unacked(): number {
+    return this.#outbox.size;
+  }
+
+  /** Bytes of those batches. */
+  get backlog(): number {
+    return this.#outbox.bytes;
+  }
+
+  /** Batches sent again (lost on the way, or in an IM that died). */
+  get resent(): number {
+    return this.#resent;
+  }
+
+  /** Publications sent (the announcements not counted). */
+  get published(): number {
+    return this.#published;
+  }
+
+  /** Publishes a message: it goes in this turn's batch (sent now if the batch is full). */
+  publish(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
+    this.#batch.add(0, 0, topic, header, values);
+    this.#added();
+  }
+
+  /** Publishes record `i` of `view` as it came, without views of its frames. */
+  publishRecord(view: BatchView, i: number): void {
+    this.#batch.addRecord(view, i, 0, 0);
+    this.#added();
+  }
+
+  /** Publishes the Subject's incarnation announcement (PROTOCOL.md, _Subject restarts_). */
+  announce(): void {
+    this.#batch.add(0, 0, this.#hello[0], this.#hello[1], this.#hello[2]);
+    this.#o.scheduleFlush();
+  }
+
+  #added(): void {
+    this.#published++;
+    if (this.#batch.size >= BATCH_FLUSH_BYTES) this.flush();
+    else this.#o.scheduleFlush();
+  }
+
+  /** Sends this turn's batch (held until acknowledged). */
+  flush(): void {
+    if (!this.#batch.count) return;
+    const batch = this.#batch.take().slice(); // the writer reuses its buffer
+    this.#o.onBatch?.(batch);
+    this.#outbox.add(batch);
+    this.#send();
+    this.#o.changed();
+  }
+
+  /**
+   * Every `IM_PING_MS`, on the reactor's turn, while batches wait for acknowledgement: a ping,
+   * so the IM's answer shows losses. With nothing unacknowledged nothing can be lost, so an idle
+   * Subject sends none (and wakes nobody).
+   */
+  ping(): void {
+    if (this.#sock.closed || this.#outbox.size === 0) return;
+    this.#send();
+    if (this.#sending || this.#outbox.hasQueued) return; // the IM is away or full: no ping needed
+    const p = this.#outbox.ping();
+    if (this.#sock.sendNow([CONTROL_FRAMES.PING, utf8(String(p.seq))])) this.#outbox.sent(p);
+    else this.#outbox.dropPing();
+  }
+
+  /**
+   * Sends the outbox's queued batches, oldest first, each as `[seq, batch]`. When the socket
+   * cannot take one now (the IM is away: ZMQ_IMMEDIATE; or its high-water mark), that one waits
+   * in the socket's queue for room and the rest stay in the outbox.
+   */
+  #send(): void {
+    if (this.#sending || this.#sock.closed) return;
+    for (let e = this.#outbox.next(); e; e = this.#outbox.next()) {
+      const frames = [utf8(String(e.seq)), e.body!];
+      if (this.#sock.sendNow(frames)) {
+        this.#outbox.sent(e);
+        continue;
+      }
+      this.#sending = true;
+      const entry: OutboxEntry = e;
+      void this.#sock.send(frames).then(
+        () => {
+          this.#sending = false;
+          this.#outbox.sent(entry);
+          this.#send();
+        },
+        () => {
+          this.#sending = false; // closed
+        },
+      );
+      return;
+    }
+  }
+
+  /** `["ACK", incarnation, "[seq, …]"]` from the IM. */
+  #onAck(frames: Uint8Array[]): void {
+    if (frames.length !== 3 || !isControl(frames[0], "ACK")) return this.#o.drop("bad_im_message");
+    let seqs: unknown;
+    try {
+      seqs = JSON.parse(text(frames[2]));
+    } catch { /* below */ }
+    if (!Array.isArray(seqs)) return this.#o.drop("bad_im_message");
+    const r = this.#outbox.ack(text(frames[1]), seqs as number[]);
+    if (r.restarted) {
+      this.#o.log.warn(
+        "The Integration Manager restarted (incarnation {now}, was {was}): {n} unacknowledged batches sent again",
+        { now: this.#outbox.incarnation, was: r.previous, n: r.resent },
+      );
+    }
+    this.#resent += r.resent;
+    for (const e of r.givenUp) {
+      this.#o.refused();
+      this.#o.log.error(
+        "The Integration Manager did not take a batch of {bytes} bytes, {tries} times: dropped (over its max_message_size?)",
+        { bytes: e.body!.length, tries: e.misses },
+      );
+    }
+    if (r.resent) this.#send();
+    this.#o.changed();
+  }
+}

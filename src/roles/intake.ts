@@ -1,0 +1,329 @@
+/**
+ * The Subject's intake: what a service's message comes to (refused, dropped as a duplicate, an
+ * error publication, a ping, a resume, or a request to route and where), the acknowledgements
+ * and refusals owed to each service connection, and when to stop reading (back-pressure). Pure
+ * decisions: no sockets; the Subject carries them out.
+ *
+ * @example
+ * ```ts
+ * import { AckBook, Intake } from "./intake.ts";
+ * import { parseFlowFile } from "../topic/flow_file.ts";
+ * import { utf8 } from "../wire/protocol.ts";
+ * const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\n??done\n", "f.ini").flows[0];
+ * const intake = new Intake({ flows: new Map([["F", flow]]), duplicateWindow: 100 });
+ * const acks = new AckBook(() => {});
+ * const ack = acks.list(utf8("service-1"));
+ * const request = [utf8("F~~~F~Push"), utf8('{"v":1,"id":"r1"}'), utf8("{}")];
+ * const first = intake.admit(acks, ack, request, false), again = intake.admit(acks, ack, request, false);
+ * console.log(first.do, again.do, ack.ids); // route drop [ "r1", "r1" ]: a duplicate is acknowledged, and dropped
+ * ```
+ *
+ * @module
+ */
+
+import type { Flow } from "../topic/flow_file.ts";
+import { type Placement, placeRequest } from "../topic/flow_step.ts";
+import {
+  decodeHeader,
+  type ErrorCode,
+  type Header,
+  parseTopic,
+  text,
+  type TopicFields,
+  TopicMemo,
+} from "../wire/protocol.ts";
+import { RecentKeys } from "./recent_keys.ts";
+
+/** What one service connection is owed at the end of a turn. */
+export interface AckList {
+  /** Its routing id. */
+  readonly idFrame: Uint8Array;
+  /** Ids of the messages taken (`ACK`). */
+  readonly ids: string[];
+  /** Messages refused (`NACK`), with why (PROTOCOL.md, _Acknowledgements_). */
+  nacks?: { id: string; reason: string; message: string }[];
+  /** Resume messages that took their token, with the request each continues (`RESUMED`). */
+  resumed?: { id: string; request: string }[];
+}
+
+/** While busy, acknowledgements go at most this often, in ms (at once when the Subject is idle). */
+export const ACK_EVERY_MS = 1;
+
+/** Acknowledgements and refusals owed, by service connection, until the end of the turn. */
+export class AckBook {
+  #acks = new Map<string, AckList>();
+  #sentAt = 0;
+  readonly #changed: () => void;
+  readonly #now: () => number;
+
+  /** `changed` is called whenever something becomes owed; `now` is the clock, in ms. */
+  constructor(changed: () => void, now: () => number = () => performance.now()) {
+    this.#changed = changed;
+    this.#now = now;
+  }
+
+  /** Connections owed something. */
+  get size(): number {
+    return this.#acks.size;
+  }
+
+  /** What the connection with routing id `idFrame` is owed. */
+  list(idFrame: Uint8Array): AckList {
+    const k = text(idFrame);
+    let a = this.#acks.get(k);
+    if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
+    return a;
+  }
+
+  /** Message `id` was taken. */
+  accept(ack: AckList, id: string): void {
+    ack.ids.push(id);
+    this.#changed();
+  }
+
+  /** Refuses message `id`: its service is told (NACK) instead of waiting for an ACK that never comes. */
+  refuse(ack: AckList, id: string, reason: string, message: string): void {
+    (ack.nacks ??= []).push({ id, reason, message });
+    this.#changed();
+  }
+
+  /** Resume message `id` took its token: it continues request `request`. */
+  resumed(ack: AckList, id: string, request: string): void {
+    (ack.resumed ??= []).push({ id, request });
+  }
+
+  /** True if something is owed and the last sending was {@linkcode ACK_EVERY_MS} ago or more. */
+  due(): boolean {
+    return this.#acks.size > 0 && this.#now() - this.#sentAt >= ACK_EVERY_MS;
+  }
+
+  /** Takes everything owed, to send now. */
+  take(): AckList[] {
+    if (!this.#acks.size) return [];
+    this.#sentAt = this.#now();
+    const acks = [...this.#acks.values()];
+    this.#acks = new Map();
+    return acks;
+  }
+}
+
+/** An error publication to make (with `errorFrames`, `wire/protocol.ts`). */
+export interface ErrorSpec {
+  /** The flow of the topic it goes on. */
+  readonly flow: string;
+  /** The request it ends. */
+  readonly header: Pick<Header, "id" | "pos" | "n">;
+  /** The values to carry (left out unless a JSON object), if any. */
+  readonly values: Uint8Array | undefined;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+/** What a request comes to. */
+export type Admission =
+  /** Dropped (and refused, when its id could be read), counted under `reason`. */
+  | { readonly do: "drop"; readonly reason: string; readonly detail?: string }
+  /** Answered by an error publication. */
+  | { readonly do: "error"; readonly error: ErrorSpec }
+  /** A ping: published as it came, after the Subject's announcement. */
+  | { readonly do: "ping" }
+  /** A resume, whose errors go on flow `flow` (that of the topic it came on). */
+  | { readonly do: "resume"; readonly flow: string; readonly header: Header }
+  /** A request to route at `position` of `flow`. */
+  | { readonly do: "route"; readonly flow: Flow; readonly position: number; readonly header: Header };
+
+/** Options of {@linkcode Intake}. */
+export interface IntakeOptions {
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** Recent requests remembered to drop duplicates; 0 turns this off. */
+  readonly duplicateWindow: number;
+}
+
+/** What the Subject works out once per request topic. */
+interface TopicInfo {
+  readonly fields: TopicFields;
+  /** Why the topic cannot be routed (a field with a character no key may have), if so. */
+  readonly invalid: string | undefined;
+  /** Undefined for an unknown flow. */
+  readonly flow: Flow | undefined;
+  /** Where a request without a position starts (with a known flow). */
+  readonly place: Placement | undefined;
+}
+
+/** The characters of a topic's key fields; a flow name may also have `.`. */
+const KEY_FIELD = /^[A-Za-z0-9_^-]*$/;
+const FLOW_NAME = /^[A-Za-z0-9_.^-]*$/;
+
+/** The error codes of PROTOCOL.md, the only ones a service's error continuation may carry. */
+const ERROR_CODES = new Set<string>([
+  "unknown_flow",
+  "no_step",
+  "no_handler",
+  "handler_error",
+  "timeout",
+  "step_limit",
+  "bad_resume",
+  "bad_request",
+  "overloaded",
+  "poisoned",
+]);
+
+/** Decides what each request from a service comes to. */
+export class Intake {
+  readonly #flows: ReadonlyMap<string, Flow>;
+  readonly #window: number;
+  /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
+  #recent?: RecentKeys;
+  /**
+   * A request topic's fields, flow and, for a request without a position, where it starts: all
+   * three depend on the topic alone, so they are worked out once per topic text.
+   */
+  readonly #topicInfo = new TopicMemo<TopicInfo | undefined>((topic) => {
+    const fields = parseTopic(topic);
+    if (!fields) return undefined;
+    const invalid = !FLOW_NAME.test(fields.flow)
+      ? `the flow name ${JSON.stringify(fields.flow)} has a character other than letters, digits, _ - ^ .`
+      : [fields.decorator, fields.sender, fields.context, fields.action].some((f) => !KEY_FIELD.test(f))
+      ? "a key field of the topic has a character other than letters, digits, _ - ^"
+      : undefined;
+    const flow = invalid ? undefined : this.#flows.get(fields.flow);
+    return { fields, invalid, flow, place: flow && placeRequest(flow, fields) };
+  });
+
+  /** An intake for `options.flows`. */
+  constructor(options: IntakeOptions) {
+    this.#flows = options.flows;
+    this.#window = options.duplicateWindow;
+  }
+
+  /** The flow of a step topic this Subject routes, if known. */
+  flowOf(topic: string): Flow | undefined {
+    return this.#topicInfo.get(topic)?.flow;
+  }
+
+  /** The flow name of a topic, if it has five fields. */
+  flowName(topic: string): string | undefined {
+    return this.#topicInfo.get(topic)?.fields.flow;
+  }
+
+  /**
+   * What request `frames` (topic, header, values) comes to. The request is acknowledged or refused
+   * on `ack` through `acks` (a duplicate is acknowledged, and dropped); while `draining`, a request
+   * is answered with an `overloaded` error.
+   */
+  admit(acks: AckBook, ack: AckList, frames: readonly Uint8Array[], draining: boolean): Admission {
+    const header = decodeHeader(frames[1]);
+    if (typeof header === "string") {
+      const id = readableId(frames[1]);
+      if (id !== undefined) {
+        acks.refuse(ack, id, header, "the header is not valid: v must be 1, pos and n whole numbers from 0");
+      }
+      return { do: "drop", reason: header };
+    }
+    const topic = text(frames[0]);
+    const t = this.#topicInfo.get(topic);
+    if (!t || t.invalid) {
+      acks.refuse(ack, header.id, "bad_topic", t?.invalid ?? "the topic is not five fields joined by ~");
+      return { do: "drop", reason: "bad_topic", detail: JSON.stringify(topic.slice(0, 80)) };
+    }
+    const fields = t.fields;
+    if (header.k === "ping" && !fields.action.startsWith("ping")) {
+      acks.refuse(ack, header.id, "bad_topic", "a ping's action must start with ping");
+      return { do: "drop", reason: "bad_topic", detail: "a ping's action must start with ping" };
+    }
+    acks.accept(ack, header.id);
+    if (header.k !== "ping" && this.#window > 0 && this.#isDuplicate(header)) {
+      return {
+        do: "drop",
+        reason: "duplicate",
+        detail: `request ${JSON.stringify(header.id).slice(0, 60)} seen before`,
+      };
+    }
+    const values = frames[2];
+    if (draining) return error(fields.flow, header, values, "overloaded", "the Subject is shutting down");
+    if (header.k === "ping") return { do: "ping" };
+    // A resume names its flow in its token; its errors go on the flow of the topic it came on.
+    if (header.resume !== undefined) return { do: "resume", flow: fields.flow, header };
+    const flow = t.flow;
+    if (!flow) return error(fields.flow, header, values, "unknown_flow", `unknown flow "${fields.flow}"`);
+    if (header.error) {
+      // A service's handler for a @PUBLISH step failed: publish the error for the request, with
+      // one of the documented codes (anything else is a handler_error).
+      const e = header.error as unknown;
+      const o = e !== null && typeof e === "object" ? e as { code?: unknown; message?: unknown } : {};
+      const code = typeof o.code === "string" && ERROR_CODES.has(o.code)
+        ? o.code as ErrorCode
+        : "handler_error";
+      const message = typeof e === "string" ? e : typeof o.message === "string" ? o.message : "";
+      return error(flow.name, header, values, code, message);
+    }
+    const place = header.pos === undefined ? t.place! : placeRequest(flow, fields, header.pos);
+    if ("error" in place) return error(flow.name, header, values, "no_step", place.error);
+    return { do: "route", flow, position: place.position, header };
+  }
+
+  /** True if a message with this header was seen among the last `duplicateWindow`. */
+  #isDuplicate(h: Header): boolean {
+    this.#recent ??= new RecentKeys(this.#window);
+    const resume = h.resume === undefined || typeof h.resume === "string" ? h.resume : String(h.resume);
+    return this.#recent.seen(h.id, h.pos, h.n, resume);
+  }
+}
+
+function error(
+  flow: string,
+  header: Pick<Header, "id" | "pos" | "n">,
+  values: Uint8Array | undefined,
+  code: ErrorCode,
+  message: string,
+): Admission {
+  return { do: "error", error: { flow, header, values, code, message } };
+}
+
+/** What the Subject holds, for back-pressure. */
+export interface Load {
+  /** Steps waiting for worker credit. */
+  readonly queued: number;
+  /** Bytes of publications the Integration Manager has not acknowledged. */
+  readonly backlog: number;
+  /** Bytes of steps held (waiting for credit, or at workers). */
+  readonly held: number;
+}
+
+/** The limits of {@linkcode pressure}. */
+export interface LoadLimits {
+  /** `max_pending`. */
+  readonly maxPending: number;
+  /** Bytes of {@linkcode Load.backlog}. */
+  readonly backlog: number;
+  /** Bytes of {@linkcode Load.held}. */
+  readonly held: number;
+}
+
+/**
+ * Whether to stop reading requests (any of the load at its limit), read again (all below half
+ * their limits), or leave things as they are.
+ */
+export function pressure(load: Load, limits: LoadLimits): "pause" | "resume" | undefined {
+  if (load.queued >= limits.maxPending || load.backlog >= limits.backlog || load.held >= limits.held) {
+    return "pause";
+  }
+  if (
+    load.queued < limits.maxPending / 2 && load.backlog < limits.backlog / 2 && load.held < limits.held / 2
+  ) {
+    return "resume";
+  }
+  return undefined;
+}
+
+/** The id of a header that is not valid otherwise, when it has a usable one (to refuse it by). */
+function readableId(frame: Uint8Array): string | undefined {
+  try {
+    const h = JSON.parse(text(frame));
+    const id = h?.id;
+    return typeof id === "string" && id.length > 0 && id.length <= 200 ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The Subject's paused flows (`@ASYNC` steps) over the store that keeps them: pausing, resuming,
+ * and expiry. Pure decisions with an injected store and clock: the Subject publishes what they
+ * say. The store takes a token atomically, so of two resumes racing for one token exactly one
+ * wins and the other is told `bad_resume`.
+ *
+ * @example
+ * ```ts
+ * import { mergedValues, PauseBook } from "./pause_book.ts";
+ * import { PausedStore } from "./paused_store.ts";
+ * import { parseFlowFile } from "../topic/flow_file.ts";
+ * import { utf8 } from "../wire/protocol.ts";
+ * const flow = parseFlowFile("[F]\n?F?Push\nS?F@ASYNC?wait\n??done\n", "f.ini").flows[0];
+ * const book = new PauseBook({ store: new PausedStore(":memory:"), flows: new Map([["F", flow]]), timeout: 1000 });
+ * const resume = book.pause("F", 1, "r1", 1, '{"a":1}');
+ * const first = book.resume("F", { v: 1, id: "x", resume }, utf8('{"b":2}'));
+ * const second = book.resume("F", { v: 1, id: "y", resume }, utf8("{}"));
+ * console.log(first.kind, second.kind); // resumed error (bad_resume: the token is used)
+ * if (first.kind === "resumed") console.log(mergedValues(first.paused, first.added)); // {"a":1,"b":2}
+ * ```
+ *
+ * @module
+ */
+
+import type { Flow } from "../topic/flow_file.ts";
+import { decodeValues, type Header, makeToken, parseToken, utf8 } from "../wire/protocol.ts";
+import type { ErrorSpec } from "./intake.ts";
+import type { PausedFlow, PausedStore } from "./paused_store.ts";
+
+/** What the pause book needs of a store (see `paused_store.ts`). */
+export type PauseStore = Pick<PausedStore, "save" | "take" | "expire" | "count">;
+
+/** Options of {@linkcode PauseBook}. */
+export interface PauseBookOptions {
+  /** Where paused flows are kept. */
+  readonly store: PauseStore;
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** Milliseconds a paused flow waits for its resume. */
+  readonly timeout: number;
+  /** The clock, ms since the epoch (the store keeps deadlines on it). @default {Date.now} */
+  readonly now?: () => number;
+}
+
+/**
+ * What a resume message comes to: the flow goes on from its `@ASYNC` step with
+ * {@linkcode mergedValues}, or an error publication answers it. `paused` is the flow whose token
+ * it took, if it took one (even when that flow is no longer loaded).
+ */
+export type Resume =
+  | {
+    readonly kind: "resumed";
+    readonly paused: PausedFlow;
+    readonly flow: Flow;
+    readonly added: Record<string, unknown>;
+  }
+  | { readonly kind: "error"; readonly error: ErrorSpec; readonly paused?: PausedFlow };
+
+/** Pauses, resumes and expiries of flows at their `@ASYNC` steps. */
+export class PauseBook {
+  readonly #store: PauseStore;
+  readonly #flows: ReadonlyMap<string, Flow>;
+  readonly #timeout: number;
+  readonly #now: () => number;
+
+  /** A book over `options.store`. */
+  constructor(options: PauseBookOptions) {
+    this.#store = options.store;
+    this.#flows = options.flows;
+    this.#timeout = options.timeout;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Paused flows now. */
+  get count(): number {
+    return this.#store.count();
+  }
+
+  /**
+   * Pauses request `id` of `flow` at its `@ASYNC` step `position` (after `n` steps) with `values`
+   * (JSON text): saved in the store (on disk before this returns) until `timeout` ms from now.
+   * Returns its resume token.
+   */
+  pause(flow: string, position: number, id: string, n: number, values: string): string {
+    const token = makeToken(flow, id);
+    const now = this.#now();
+    this.#store.save({ token, id, flow, position, n, values, pausedAt: now, deadline: now + this.#timeout });
+    return token;
+  }
+
+  /**
+   * A resume message: its `header` (with the token) and `values`, on a topic of flow `topicFlow`.
+   * Its errors go under its own id on `topicFlow`: `bad_request` for values that are not a JSON
+   * object (the token is not used), `bad_resume` for a token that is malformed, unknown, expired
+   * or already used, `unknown_flow` when the flow it resumes is no longer loaded.
+   */
+  resume(topicFlow: string, header: Header, values: Uint8Array): Resume {
+    const added = decodeValues(values);
+    if (typeof added === "string") {
+      const message = "the resume values are not a JSON object";
+      return {
+        kind: "error",
+        error: { flow: topicFlow, header, values: undefined, code: "bad_request", message },
+      };
+    }
+    const token = typeof header.resume === "string" ? header.resume : "";
+    const wellFormed = parseToken(token) !== undefined;
+    const paused = wellFormed ? this.#store.take(token, this.#now()) : undefined;
+    if (!paused) {
+      const message = wellFormed
+        ? "resume token unknown, expired or already used"
+        : "malformed resume token (expected Flow~<32 hex>~<request id>)";
+      return { kind: "error", error: { flow: topicFlow, header, values, code: "bad_resume", message } };
+    }
+    const flow = this.#flows.get(paused.flow);
+    if (!flow) {
+      const message = `flow "${paused.flow}" is no longer loaded`;
+      const values = utf8(paused.values);
+      return {
+        kind: "error",
+        paused,
+        error: { flow: paused.flow, header: { id: paused.id }, values, code: "unknown_flow", message },
+      };
+    }
+    return { kind: "resumed", paused, flow, added };
+  }
+
+  /** Takes out the flows whose deadline has passed: the `timeout` errors that end them. */
+  expire(): ErrorSpec[] {
+    return this.#store.expire(this.#now()).map((p) => ({
+      flow: p.flow,
+      header: { id: p.id, pos: p.position },
+      values: utf8(p.values),
+      code: "timeout",
+      message: `paused flow was not resumed within ${this.#timeout} ms`,
+    }));
+  }
+}
+
+/** The values a resumed flow goes on with: those it paused with, the resume's merged over them (JSON text). */
+export function mergedValues(paused: PausedFlow, added: Record<string, unknown>): string {
+  return JSON.stringify({ ...JSON.parse(paused.values), ...added });
+}

@@ -1,0 +1,178 @@
+/**
+ * What the Subject lets through of a worker's results: a worker is a trust boundary, so each
+ * result is checked against the step it answers (`topic/result_check.ts`) before it is
+ * published. The common result (a `done` on its flow's done topic, with the step's header as
+ * this project's workers write it) is recognised from its bytes, without parsing. Pure.
+ *
+ * @example
+ * ```ts
+ * import { ResultGate } from "./result_gate.ts";
+ * import { BatchView, BatchWriter, KIND_CODES } from "../wire/batch.ts";
+ * import { parseFlowFile } from "../topic/flow_file.ts";
+ * import { TopicCache, utf8 } from "../wire/protocol.ts";
+ * const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\n??done\n", "f.ini").flows[0];
+ * const topics = new TopicCache();
+ * const gate = new ResultGate(topics, () => flow, new Map([["F", flow]]));
+ * const step = [topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8("{}")];
+ * gate.sent(step, flow);
+ * const out = new BatchWriter();
+ * out.add(7, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":1}'), utf8("{}"));
+ * out.add(8, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r2","n":1}'), utf8("{}"));
+ * const view = BatchView.of(out.take())!;
+ * console.log(gate.judge(view, 0, step).do, gate.judge(view, 1, step).do); // publish refuse
+ * ```
+ *
+ * @module
+ */
+
+import type { Flow } from "../topic/flow_file.ts";
+import { checkResult, type ResultKind } from "../topic/result_check.ts";
+import { type BatchView, KIND_CODES, KIND_NAMES } from "../wire/batch.ts";
+import {
+  decodeHeader,
+  parseTopic,
+  text,
+  type TopicCache,
+  type TopicFields,
+  TopicMemo,
+  utf8,
+} from "../wire/protocol.ts";
+import type { ErrorSpec } from "./intake.ts";
+
+/** A step as the Subject sends it: topic, header, values. */
+export type Step = readonly Uint8Array[];
+
+/** What to do with a worker's result. */
+export type Verdict =
+  /** Publish it as it came. */
+  | { readonly do: "publish" }
+  /** Refuse it (counted as `bad_result`), and end its request with `error` when it can be named. */
+  | { readonly do: "refuse"; readonly why: string; readonly error: ErrorSpec | undefined }
+  /** The flow reached an `@ASYNC` step: pause it here, where the state is kept. */
+  | {
+    readonly do: "pause";
+    readonly flow: Flow;
+    readonly position: number;
+    readonly id: string;
+    readonly n: number;
+    readonly values: Uint8Array;
+  }
+  /** A pause result without a known flow or a position (counted as `bad_worker_message`). */
+  | { readonly do: "drop" };
+
+const PUBLISH: Verdict = Object.freeze({ do: "publish" });
+
+/** Checks workers' results against the steps they answer. */
+export class ResultGate {
+  /** The flow of each step made here (for checking its result without parsing its frames). */
+  readonly #stepFlows = new WeakMap<Step, Flow>();
+  /** Result topics' fields, worked out once per topic text. */
+  readonly #resultTopics = new TopicMemo<TopicFields | undefined>(parseTopic);
+  readonly #topics: TopicCache;
+  readonly #flowOf: (topic: string) => Flow | undefined;
+
+  readonly #flows: ReadonlyMap<string, Flow>;
+
+  /**
+   * `topics` makes the topics of steps; `flowOf` finds the flow of a step topic not made here;
+   * `flows` are the flows by name.
+   */
+  constructor(
+    topics: TopicCache,
+    flowOf: (topic: string) => Flow | undefined,
+    flows: ReadonlyMap<string, Flow>,
+  ) {
+    this.#topics = topics;
+    this.#flowOf = flowOf;
+    this.#flows = flows;
+  }
+
+  /** What to do with result `i` of a worker's batch, the answer to `step`. */
+  judge(batch: BatchView, i: number, step: Step): Verdict {
+    if (this.plainDone(batch, i, step)) return PUBLISH;
+    const kind = batch.kind(i);
+    const [topic, header, values] = batch.frames(i);
+    const why = this.refusal(kind, topic, header, step);
+    if (why !== undefined) {
+      const flow = parseTopic(text(step[0]))?.flow;
+      const h = decodeHeader(step[1]);
+      const message = `the worker's result was refused: ${why}`;
+      const error: ErrorSpec | undefined = flow !== undefined && typeof h !== "string"
+        ? { flow, header: h, values: step[2], code: "handler_error", message }
+        : undefined;
+      return { do: "refuse", why, error };
+    }
+    if (kind !== KIND_CODES.pause) return PUBLISH;
+    const fields = parseTopic(text(topic));
+    const h = decodeHeader(header);
+    const flow = fields && this.#flows.get(fields.flow);
+    if (!flow || typeof h === "string" || h.pos === undefined) return { do: "drop" };
+    return { do: "pause", flow, position: h.pos, id: h.id, n: h.n ?? 0, values };
+  }
+
+  /** Remembers that `step` is a step of `flow`. */
+  sent(step: Step, flow: Flow): void {
+    this.#stepFlows.set(step, flow);
+  }
+
+  /**
+   * The common result, checked without parsing or views: a `done` on its flow's done topic whose
+   * header starts as the step's did, up to the end of the id (as this project's workers write it).
+   * `false` means only "not shown so": the result is then checked in full.
+   */
+  plainDone(batch: BatchView, i: number, step: Step): boolean {
+    if (batch.kind(i) !== KIND_CODES.done) return false;
+    const flow = this.#stepFlows.get(step);
+    if (!flow || !batch.frameIs(i, 0, this.#topics.done(flow), true)) return false;
+    const id = idPrefix(step[1]);
+    return id !== undefined && batch.frameIs(i, 1, id, false);
+  }
+
+  /**
+   * Why a worker's result (its kind code, topic and header) for `step` cannot be published, or
+   * `undefined` (see `result_check.ts`).
+   */
+  refusal(kind: number, topic: Uint8Array, header: Uint8Array, step: Step): string | undefined {
+    const flow = this.#stepFlows.get(step) ?? this.#flowOf(text(step[0]));
+    const sent = decodeHeader(step[1]);
+    if (!flow || typeof sent === "string") return "the step it answers is not known";
+    const name = KIND_NAMES[kind] as ResultKind | undefined;
+    return checkResult(
+      name === "done" || name === "publish" || name === "pause" || name === "error" ? name : undefined,
+      this.#resultTopics.get(text(topic)),
+      decodeHeader(header),
+      sent.id,
+      flow,
+    );
+  }
+}
+
+/**
+ * The `poisoned` error that ends the request of `step`, whose workers failed each delivery for
+ * the reasons `whys`.
+ */
+export function poisonedError(step: Step, whys: readonly string[]): ErrorSpec {
+  const topic = text(step[0]);
+  const h = decodeHeader(step[1]);
+  const message = `step ${topic} was delivered ${whys.length} times and its worker failed each time: ` +
+    whys.map((w, i) => `(${i + 1}) ${w}`).join("; ");
+  const header = typeof h === "string" ? { id: "" } : h;
+  return { flow: parseTopic(topic)?.flow ?? "", header, values: step[2], code: "poisoned", message };
+}
+
+const ID_START = utf8('{"v":1,"id":"').slice();
+
+/**
+ * The first bytes of a header this project wrote, up to and including its id's closing quote
+ * (a view, no copy); `undefined` if it does not start with `{"v":1,"id":"` or the id has escapes.
+ */
+function idPrefix(header: Uint8Array): Uint8Array | undefined {
+  const n = ID_START.length;
+  if (header.length <= n) return undefined;
+  for (let i = 0; i < n; i++) if (header[i] !== ID_START[i]) return undefined;
+  for (let i = n; i < header.length; i++) {
+    if (header[i] === 0x5c) return undefined; // an escape: leave it to the full check
+    if (header[i] === 0x22) return header.subarray(0, i + 1);
+  }
+  return undefined;
+}

@@ -1,0 +1,155 @@
+/**
+ * The Subject's options, its counters, and the limits it works to.
+ *
+ * @module
+ */
+
+import type { Flow } from "../topic/flow_file.ts";
+import { DEFAULT_STEP_LIMIT } from "../topic/flow_step.ts";
+import {
+  DEFAULT_ASYNC_TIMEOUT,
+  DEFAULT_DUPLICATE_WINDOW,
+  DEFAULT_HEARTBEAT_TIMEOUT,
+  DEFAULT_MAX_DELIVERIES,
+  DEFAULT_MAX_PENDING,
+} from "../config.ts";
+import type { Reactor } from "../zmq/reactor.ts";
+import type { RequestFigures } from "./request_metrics.ts";
+import type { Security } from "./security.ts";
+
+/** Options of {@linkcode Subject.start}. */
+export interface SubjectOptions {
+  /** CURVE keys and allowlists for tcp endpoints (`security.ts`); none: plaintext. */
+  readonly security?: Security;
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** Endpoint to bind for services' requests. */
+  readonly pullAddress: string;
+  /** Endpoint to bind for workers. */
+  readonly workerAddress: string;
+  /** The Integration Manager's pull endpoint. */
+  readonly integrationManagerAddress: string;
+  /** @default {100} */
+  readonly stepLimit?: number;
+  /** Milliseconds of worker silence before its steps are given to another. @default {5000} */
+  readonly heartbeatTimeout?: number;
+  /** Requests held for worker credit before the Subject stops reading more. @default {10000} */
+  readonly maxPending?: number;
+  /** Largest accepted frame in bytes. */
+  readonly maxMessageSize?: number;
+  /**
+   * Recent requests remembered to drop duplicates: a message with the same id, position,
+   * step count and resume token as one of them is acknowledged and dropped (`duplicate`).
+   * 0 turns this off. @default {100000}
+   */
+  readonly duplicateWindow?: number;
+  /** A reactor to share (inproc deployments); by default the Subject makes its own. */
+  readonly reactor?: Reactor;
+  /** Where paused flows are kept: a SQLite file, or `:memory:`. @default {":memory:"} */
+  readonly pausedStore?: string;
+  /** Milliseconds a paused flow waits for its resume before a `timeout` error. @default {3600000} */
+  readonly asyncTimeout?: number;
+  /**
+   * Deliveries of one step that may end in its worker's failure (it died, went silent, or its
+   * watchdog reported the step blocking its event loop) before the request ends with a
+   * `poisoned` error publication instead of another delivery. @default {2}
+   */
+  readonly maxDeliveries?: number;
+}
+
+/** Counters of a Subject. */
+export interface SubjectStats {
+  /** Requests received from services (including continuations and pings). */
+  received: number;
+  /** Steps sent to workers (including redeliveries). */
+  dispatched: number;
+  /** Messages sent to the Integration Manager. */
+  published: number;
+  /** Error publications made by the Subject (unknown flow, step limit…). */
+  errors: number;
+  /** Steps given to another worker: theirs went silent, or its heartbeat showed them lost. */
+  redelivered: number;
+  /** Of those, steps a live worker's heartbeat showed lost (never received, or result lost). */
+  lost: number;
+  /** Results that arrived for a step already given to another worker (ignored). */
+  lateResults: number;
+  /** Messages dropped, by reason. */
+  dropped: Record<string, number>;
+  /** Steps at workers now. */
+  inFlight: number;
+  /** Requests waiting for worker credit now. */
+  pending: number;
+  /** Bytes of those requests. */
+  pendingBytes: number;
+  /**
+   * Bytes of every step the Subject holds: waiting for credit, or at a worker until its result
+   * comes back. It stops reading requests at `PENDING_BYTES_LIMIT`.
+   */
+  heldBytes: number;
+  /** Workers connected now. */
+  workers: number;
+  /** Steps the workers can take now (their free credit, as this Subject counts it). */
+  credit: number;
+  /** Flows paused at an `@ASYNC` step now. */
+  paused: number;
+  /** Flows resumed. */
+  resumed: number;
+  /** Requests ended with a `poisoned` error: their step's workers failed `max_deliveries` times. */
+  poisoned: number;
+  /** Batches of publications sent to the Integration Manager and not yet acknowledged, now. */
+  imUnacked: number;
+  /** Batches sent to the Integration Manager again (lost on the way, or in an IM that died). */
+  imResent: number;
+  /** Per-flow outcomes and end-to-end latency (acceptance to final publication). */
+  requests: RequestFigures;
+}
+
+/**
+ * Bytes of publications not yet acknowledged by the Integration Manager (sent or waiting to be
+ * sent) at which the Subject stops reading requests; it reads again below half of this. With
+ * `max_pending` this bounds the Subject's memory when the IM is slow, or away (restarting).
+ */
+export const IM_BACKLOG_LIMIT = 16 * 1024 * 1024;
+
+/** Milliseconds between the Subject's pings to the Integration Manager (see `im_outbox.ts`). */
+export const IM_PING_MS = 250;
+
+/**
+ * How often the Subject announces its incarnation (PROTOCOL.md, _Subject restarts_); it also
+ * announces it when it starts and before each ping it forwards.
+ */
+export const HELLO_EVERY_MS = 1000;
+
+/** The topic of the Subject's announcements. */
+export const HELLO_TOPIC = "~~~~hello";
+
+/**
+ * Bytes of steps held (waiting for worker credit, or at workers until their results come back)
+ * at which the Subject stops reading requests (as at `max_pending` requests waiting); it reads
+ * again below half of this.
+ */
+export const PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
+
+/** {@linkcode SubjectOptions} with their defaults filled in. */
+export type ResolvedSubjectOptions =
+  & Required<Omit<SubjectOptions, "reactor" | "maxMessageSize" | "security">>
+  & { readonly maxMessageSize?: number; readonly security?: Security };
+
+/** `options` with their defaults filled in. */
+export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectOptions {
+  return {
+    flows: options.flows,
+    pullAddress: options.pullAddress,
+    workerAddress: options.workerAddress,
+    integrationManagerAddress: options.integrationManagerAddress,
+    stepLimit: options.stepLimit ?? DEFAULT_STEP_LIMIT,
+    heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
+    maxPending: options.maxPending ?? DEFAULT_MAX_PENDING,
+    maxMessageSize: options.maxMessageSize,
+    duplicateWindow: options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW,
+    pausedStore: options.pausedStore ?? ":memory:",
+    asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
+    maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
+    security: options.security,
+  };
+}

@@ -1,0 +1,152 @@
+/**
+ * The Subject's side towards services: it reads their messages (a request, or a batch of them),
+ * lets the intake (`intake.ts`) decide what each comes to, hands the Subject what to route,
+ * resume or publish, and sends each service connection its acknowledgements and refusals
+ * (`ACK`, `NACK`, `RESUMED`; PROTOCOL.md, _Acknowledgements_).
+ *
+ * @module
+ */
+
+import type { Flow } from "../topic/flow_file.ts";
+import { readBatch } from "../wire/batch.ts";
+import { CONTROL_FRAMES } from "../wire/control.ts";
+import { decodeHeader, type Header, utf8 } from "../wire/protocol.ts";
+import type { ReactorSocket } from "../zmq/reactor.ts";
+import { AckBook, type AckList, type ErrorSpec, Intake } from "./intake.ts";
+
+/** What the service side asks of the Subject. */
+export interface ServiceSideHost {
+  /** Routes request `id` at `position` of `flow`, after `n` steps, with `values`. */
+  route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void;
+  /**
+   * Resumes a paused flow (a resume message on a topic of flow `topicFlow`); returns the id of the
+   * request whose token it took, if it took one.
+   */
+  resume(topicFlow: string, header: Header, values: Uint8Array): string | undefined;
+  /** Publishes a ping as it came, after the Subject's announcement. */
+  ping(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void;
+  /** Makes an error publication. */
+  errorPublish(error: ErrorSpec): void;
+  /** Counts (and first warns of) a message dropped for `reason`. */
+  drop(reason: string, detail?: string): void;
+  /** Something waits to be sent at the end of the turn. */
+  scheduleFlush(): void;
+  /** A new request `id` was accepted (for its end-to-end latency). */
+  accepted(id: string): void;
+}
+
+/** Options of {@linkcode ServiceSide}. */
+export interface ServiceSideOptions {
+  /** The flows, by name. */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** See `SubjectOptions.duplicateWindow`. */
+  readonly duplicateWindow: number;
+  /** Largest accepted frame in bytes (for the refusal of a larger one). */
+  readonly maxMessageSize?: number;
+}
+
+const { ACK, NACK, RESUMED } = CONTROL_FRAMES;
+
+/** The Subject's services, on its service ROUTER socket. */
+export class ServiceSide {
+  /** Decides what each request comes to. */
+  readonly intake: Intake;
+  /** While true, requests are answered with an `overloaded` error (the Subject is draining). */
+  draining = false;
+  readonly #sock: ReactorSocket;
+  readonly #host: ServiceSideHost;
+  readonly #acks: AckBook;
+  readonly #maxMessageSize: number | undefined;
+  readonly #each = (ack: AckList, frames: readonly Uint8Array[]) => this.#onRequest(ack, frames);
+  #received = 0;
+
+  /** The service side on `sock` (bound). */
+  constructor(sock: ReactorSocket, host: ServiceSideHost, options: ServiceSideOptions) {
+    this.#sock = sock;
+    this.#host = host;
+    this.#acks = new AckBook(() => host.scheduleFlush());
+    this.#maxMessageSize = options.maxMessageSize;
+    this.intake = new Intake(options);
+    sock.raw.onOversize = (f) => this.#onOversize(f);
+    sock.onMessage((f) => this.#onMessage(f));
+  }
+
+  /** Requests received from services (including continuations and pings). */
+  get received(): number {
+    return this.#received;
+  }
+
+  /** Sends the acknowledgements owed if they are due (at most once per `ACK_EVERY_MS` while busy). */
+  flushIfDue(): void {
+    if (this.#acks.due()) this.flush();
+  }
+
+  /** Sends every acknowledgement and refusal owed. */
+  flush(): void {
+    const send = (frames: Uint8Array[]) => {
+      if (!this.#sock.sendNow(frames)) void this.#sock.send(frames).catch(() => {});
+    };
+    for (const { idFrame, ids, nacks, resumed } of this.#acks.take()) {
+      // (no ids: a message whose requests were all dropped before they were read)
+      if (ids.length) send([idFrame, ACK, utf8(JSON.stringify(ids))]);
+      if (nacks) send([idFrame, NACK, utf8(JSON.stringify(nacks))]);
+      if (resumed) send([idFrame, RESUMED, utf8(JSON.stringify(resumed))]);
+    }
+  }
+
+  #onMessage(frames: Uint8Array[]): void {
+    // [identity, topic, header, values], or [identity, batch of (topic, header, values)]
+    if (frames.length === 2) {
+      const records = readBatch(frames[1]);
+      if (!records) {
+        this.#received++;
+        return this.#host.drop("bad_batch", "service message");
+      }
+      const ack = this.#acks.list(frames[0]);
+      for (const r of records) this.#each(ack, r.frames);
+      return;
+    }
+    if (frames.length !== 4) {
+      this.#received++;
+      // Answered when a header with an id can be read where it belongs (the second frame).
+      const h = frames.length > 2 ? decodeHeader(frames[2]) : undefined;
+      if (h && typeof h !== "string") {
+        const why = `${frames.length - 1} frames, not 3`;
+        this.#acks.refuse(this.#acks.list(frames[0]), h.id, "frame_count", why);
+      }
+      return this.#host.drop("frame_count", `${frames.length - 1} frames after the identity`);
+    }
+    this.#onRequest(this.#acks.list(frames[0]), [frames[1], frames[2], frames[3]]);
+  }
+
+  #onRequest(ack: AckList, frames: readonly Uint8Array[]): void {
+    this.#received++;
+    const a = this.intake.admit(this.#acks, ack, frames, this.draining);
+    switch (a.do) {
+      case "drop":
+        return this.#host.drop(a.reason, a.detail);
+      case "error":
+        return this.#host.errorPublish(a.error);
+      case "ping":
+        return this.#host.ping(frames[0], frames[1], frames[2]);
+      case "resume": {
+        const request = this.#host.resume(a.flow, a.header, frames[2]);
+        if (request !== undefined) this.#acks.resumed(ack, a.header.id, request);
+        return;
+      }
+      case "route":
+        if (a.header.pos === undefined && a.header.k === undefined) this.#host.accepted(a.header.id);
+        return this.#host.route(a.flow, a.position, a.header.id, a.header.n ?? 0, frames[2]);
+    }
+  }
+
+  /** A message from a service had a frame over max_message_size: refuse it if its header can be read. */
+  #onOversize(frames: (Uint8Array | null)[]): void {
+    const [idFrame, , headerFrame] = frames;
+    if (!idFrame || !headerFrame || frames.length !== 4) return;
+    const h = decodeHeader(headerFrame);
+    if (typeof h === "string") return;
+    const why = `a frame is over max_message_size (${this.#maxMessageSize} bytes)`;
+    this.#acks.refuse(this.#acks.list(idFrame.slice()), h.id, "oversize", why);
+  }
+}

@@ -1,0 +1,460 @@
+/**
+ * The Subject's workers and the steps they hold: credit, steps in flight, the queue of steps
+ * waiting for credit, reconciliation against heartbeats, redelivery, liveness, and poison
+ * detection. Pure bookkeeping with an injected clock: no sockets. It decides; the Subject
+ * carries the decisions out (it writes each step the pool hands to `send` into that worker's
+ * batch, and publishes the errors of the steps it reports poisoned).
+ *
+ * Workers get steps only while they have credit (one per step they run at once), the one with
+ * the most credit first. Every step sent stays in flight until its result comes back. A worker
+ * silent past the heartbeat timeout, or whose watchdog reports a handler blocking its event
+ * loop, is dropped and its steps go back to the front of the queue. A step whose workers failed
+ * `maxDeliveries` times is poisoned when the last failure is pinned on it; otherwise it runs
+ * once more, alone on a reserved worker (see {@linkcode WorkerPool.deliveryFailed}).
+ *
+ * @example
+ * ```ts
+ * import { WorkerPool } from "./worker_pool.ts";
+ * let now = 0;
+ * const sent: number[] = [];
+ * const pool = new WorkerPool<string[], string>({
+ *   heartbeatTimeout: 100,
+ *   maxDeliveries: 2,
+ *   now: () => now,
+ *   sizeOf: (s) => s.length,
+ *   firstDispatch: 1,
+ *   send: (_w, d) => sent.push(d),
+ * });
+ * pool.status("w1", "READY", { credit: 1 }, () => "link of w1");
+ * pool.submit(["a"]);
+ * pool.submit(["b"]); // no credit left: it waits
+ * now = 101;
+ * const [silent] = pool.expire(); // w1 went silent: both steps wait for another worker
+ * console.log(sent, silent.redelivered, pool.pendingCount); // [1] 1 2
+ * ```
+ *
+ * @module
+ */
+
+import type { WorkerStatus } from "../wire/control.ts";
+
+/** A worker, as the pool knows it. `L` is what the Subject keeps with it (its socket identity…). */
+export interface PoolWorker<L> {
+  /** Its routing id. */
+  readonly key: string;
+  /** What the Subject made for it when it joined. */
+  readonly link: L;
+  /** Steps it can take now. */
+  credit: number;
+  /** Dispatch numbers of its steps in flight. */
+  readonly inflight: Set<number>;
+  /** The clock's time when it was last heard from. */
+  lastSeen: number;
+  /** It said `BYE`: it gets no more steps, and is forgotten once its steps are back. */
+  leaving: boolean;
+  /** Reserved for a suspect step, which it runs alone (it gets no other step meanwhile). */
+  isolating: boolean;
+  /** The secret its watchdog's `STUCK` reports must carry (from its `READY` or `HB`). */
+  watch?: string;
+}
+
+/** A step at a worker. */
+interface InFlight<S> {
+  readonly worker: string;
+  /** The clock's time when sent. */
+  readonly at: number;
+  readonly step: S;
+}
+
+/** A step whose workers failed `maxDeliveries` times, the last failure pinned on it. */
+export interface Poisoned<S> {
+  readonly step: S;
+  /** Why each delivery failed, in order. */
+  readonly whys: readonly string[];
+}
+
+/** What dropping a failed worker decided. */
+export interface Dropped<S> {
+  /** The worker. */
+  readonly key: string;
+  /** Its steps put back at the front of the queue. */
+  readonly redelivered: number;
+  /** Its steps that end their requests with a `poisoned` error instead. */
+  readonly poisoned: readonly Poisoned<S>[];
+}
+
+/** A worker dropped for silence. */
+export interface Silent<S> extends Dropped<S> {
+  /** How long it was silent, in ms. */
+  readonly ms: number;
+}
+
+/** Options of {@linkcode WorkerPool}. */
+export interface WorkerPoolOptions<S extends object, L> {
+  /** Milliseconds of silence after which a worker is dropped and its steps given to another. */
+  readonly heartbeatTimeout: number;
+  /** Failed deliveries of one step before it is poisoned (see the module doc). */
+  readonly maxDeliveries: number;
+  /** The clock, in ms. @default {performance.now} */
+  readonly now?: () => number;
+  /** Bytes of a step. */
+  readonly sizeOf: (step: S) => number;
+  /** The first dispatch number (the Subject takes its clock, so a restart never reuses one). */
+  readonly firstDispatch: number;
+  /** Called for every step given to a worker, with its dispatch number. */
+  readonly send: (worker: PoolWorker<L>, d: number, step: S) => void;
+  /** Told when a worker joins and when a leaving worker is forgotten (for the log). */
+  readonly observer?: {
+    joined?(key: string, credit: number): void;
+    left?(key: string): void;
+  };
+}
+
+/** Workers, their credit, the steps at them and the steps waiting for them. */
+export class WorkerPool<S extends object, L> {
+  readonly #o: WorkerPoolOptions<S, L>;
+  readonly #now: () => number;
+  readonly #workers = new Map<string, PoolWorker<L>>();
+  readonly #inflight = new Map<number, InFlight<S>>();
+  #pending: S[] = [];
+  #pendingHead = 0;
+  #pendingBytes = 0;
+  #heldBytes = 0;
+  #nextDispatch: number;
+  /** Why each delivery of a step ended in its worker's failure (the same step object travels with every redelivery). */
+  readonly #failures = new WeakMap<S, string[]>();
+  /** Steps that failed `maxDeliveries` times among others, waiting to run alone on a worker. */
+  #suspects: S[] = [];
+  #dispatched = 0;
+  #redelivered = 0;
+  #lost = 0;
+  #poisoned = 0;
+
+  /** A pool with no worker yet. */
+  constructor(options: WorkerPoolOptions<S, L>) {
+    this.#o = options;
+    this.#now = options.now ?? (() => performance.now());
+    this.#nextDispatch = options.firstDispatch;
+  }
+
+  /** The clock the pool runs on. */
+  now(): number {
+    return this.#now();
+  }
+
+  /** The worker with this routing id, if connected. */
+  worker(key: string): PoolWorker<L> | undefined {
+    return this.#workers.get(key);
+  }
+
+  /** Workers connected now. */
+  get size(): number {
+    return this.#workers.size;
+  }
+
+  /** Credit of the workers not leaving. */
+  get credit(): number {
+    let sum = 0;
+    for (const w of this.#workers.values()) if (!w.leaving) sum += w.credit;
+    return sum;
+  }
+
+  /** Steps at workers now. */
+  get inFlight(): number {
+    return this.#inflight.size;
+  }
+
+  /** Steps waiting for credit (suspects included). */
+  get pendingCount(): number {
+    return this.#pending.length - this.#pendingHead + this.#suspects.length;
+  }
+
+  /** Steps in the queue for credit (suspects not included): what back-pressure counts. */
+  get queued(): number {
+    return this.#pending.length - this.#pendingHead;
+  }
+
+  /** Bytes of the steps in the queue for credit. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** Bytes of every step held: queued, suspect, or at a worker until its result comes back. */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /** True while any step is held. */
+  get busy(): boolean {
+    return this.#inflight.size + this.pendingCount > 0;
+  }
+
+  /** Counters: steps sent (redeliveries included), redelivered, found lost, poisoned. */
+  counts(): { dispatched: number; redelivered: number; lost: number; poisoned: number } {
+    return {
+      dispatched: this.#dispatched,
+      redelivered: this.#redelivered,
+      lost: this.#lost,
+      poisoned: this.#poisoned,
+    };
+  }
+
+  /** Takes a new step: to the worker with the most credit (returns `true`), or to the queue. */
+  submit(step: S): boolean {
+    const bytes = this.#o.sizeOf(step);
+    this.#heldBytes += bytes;
+    const w = this.#pick();
+    if (w) {
+      this.#sendTo(w, step);
+      return true;
+    }
+    this.#pending.push(step);
+    this.#pendingBytes += bytes;
+    return false;
+  }
+
+  /** Gives queued steps (suspects first, each alone on its reserved worker) to workers with credit. */
+  pump(): void {
+    this.#pumpSuspects();
+    while (this.#pendingHead < this.#pending.length) {
+      const w = this.#pick();
+      if (!w) break;
+      const step = this.#pending[this.#pendingHead];
+      this.#pendingBytes -= this.#o.sizeOf(step);
+      this.#sendTo(w, step);
+      this.#pending[this.#pendingHead++] = undefined as unknown as S;
+    }
+    if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
+      this.#pending = this.#pending.slice(this.#pendingHead);
+      this.#pendingHead = 0;
+    }
+  }
+
+  /**
+   * A result from worker `key` for dispatch `d`: the step it answers, retired (its worker's credit
+   * comes back); `"late"` if that step is no longer in flight (given to another worker), or
+   * `"foreign"` if it was sent to another worker (dispatch numbers can be guessed).
+   */
+  retire(key: string, d: number, now: number = this.#now()): S | "late" | "foreign" {
+    const f = this.#inflight.get(d);
+    if (!f) return "late";
+    if (f.worker !== key) return "foreign";
+    this.#inflight.delete(d);
+    this.#heldBytes -= this.#o.sizeOf(f.step);
+    const owner = this.#workers.get(f.worker);
+    if (owner) {
+      owner.inflight.delete(d);
+      owner.credit++;
+      owner.lastSeen = now;
+      this.#maybeForget(owner);
+    }
+    return f.step;
+  }
+
+  /**
+   * A worker's `READY` or `HB`: it joins if new (`link` makes what the Subject keeps with it), is
+   * alive now, and its credit is set from what it reports. An `HB` listing the steps it holds is
+   * reconciled (see {@linkcode WorkerPool.reconcile}). Returns the steps found lost.
+   */
+  status(key: string, type: "READY" | "HB", status: WorkerStatus, link: () => L): number {
+    let w = this.#workers.get(key);
+    if (!w) {
+      w = {
+        key,
+        link: link(),
+        credit: 0,
+        inflight: new Set(),
+        lastSeen: 0,
+        leaving: false,
+        isolating: false,
+      };
+      this.#workers.set(key, w);
+      this.#o.observer?.joined?.(key, status.credit);
+    }
+    w.lastSeen = this.#now();
+    if (status.watch !== undefined) w.watch = status.watch;
+    let lost = 0;
+    if (type === "HB" && status.holding && status.last !== undefined) {
+      const last = status.last;
+      lost = this.reconcile(w, new Set(status.holding), last);
+      // The worker's free credit as of this heartbeat, less the steps on their way to it (sent
+      // after the last one it received; results travel ahead of the heartbeat). This also counts
+      // steps it runs for a Subject before this one (a restart): their credit comes back here as
+      // they finish, their results being late ones.
+      let onTheWay = 0;
+      for (const d of w.inflight) if (d > last) onTheWay++;
+      w.credit = Math.max(0, status.credit - onTheWay);
+    } else if (type === "READY" || w.credit + w.inflight.size === 0) {
+      w.credit = Math.max(0, status.credit - w.inflight.size);
+    }
+    return lost;
+  }
+
+  /**
+   * Finds the steps a live worker lost. Its heartbeat lists the steps it holds and the highest
+   * dispatch number it received; results travel on the same connection ahead of the heartbeat.
+   * So a step still in flight that the worker does not hold was lost on the way (a dropped
+   * connection, a proxy) if it was sent before a step the worker did receive, or more than a
+   * heartbeat timeout ago. Such steps go to the front of the queue (a lost step is no failure of
+   * its worker); if the first copy turns up after all, its result is a late one. Returns how many.
+   */
+  reconcile(w: PoolWorker<L>, holding: ReadonlySet<number>, last: number): number {
+    const now = this.#now();
+    const lost: number[] = [];
+    for (const d of w.inflight) {
+      if (holding.has(d)) continue;
+      const f = this.#inflight.get(d);
+      if (f && (d <= last || now - f.at > this.#o.heartbeatTimeout)) lost.push(d);
+    }
+    if (!lost.length) return 0;
+    const steps = lost.sort((a, b) => a - b).map((d) => {
+      const f = this.#inflight.get(d)!;
+      this.#inflight.delete(d);
+      w.inflight.delete(d);
+      w.credit++;
+      return f.step;
+    });
+    this.#lost += steps.length;
+    this.#redeliver(steps);
+    return steps.length;
+  }
+
+  /** A worker's `BYE`: it gets no more steps, and is forgotten once its steps are back. */
+  bye(key: string): void {
+    const w = this.#workers.get(key);
+    if (!w) return;
+    w.leaving = true;
+    this.#maybeForget(w);
+  }
+
+  /** True if a `STUCK` report from socket `sender`, about `worker`, carries that worker's secret. */
+  isWatchdog(sender: string, worker: string, token: string | undefined): boolean {
+    const w = this.#workers.get(worker);
+    return w?.watch !== undefined && token === w.watch && sender === `${worker}!watchdog`;
+  }
+
+  /**
+   * A worker's watchdog reports that the handler of step `d` has blocked the worker's event loop
+   * for `ms` ms. That step alone counts a failed delivery; the worker's other steps are innocent
+   * and go back to the queue at once. The worker is dropped: it gets no more steps until it
+   * speaks again (its watchdog kills it once the handler runs past its timeout). `undefined` if
+   * the step is no longer at that worker (its steps were given away already).
+   */
+  stuck(key: string, d: number, ms: number): Dropped<S> | undefined {
+    const w = this.#workers.get(key);
+    if (!w || !w.inflight.has(d)) return undefined;
+    const culprit = this.#inflight.get(d)!.step;
+    const poisoned: Poisoned<S>[] = [];
+    const why = `worker ${key}: the handler blocked its event loop for ${ms} ms`;
+    const steps = this.#takeSteps(w).filter((s) =>
+      s !== culprit || this.deliveryFailed(s, why, true, poisoned)
+    );
+    this.#redeliver(steps);
+    return { key, redelivered: steps.length, poisoned };
+  }
+
+  /** Drops the workers silent past the heartbeat timeout; their steps go back to the queue. */
+  expire(): Silent<S>[] {
+    const now = this.#now();
+    const out: Silent<S>[] = [];
+    for (const w of [...this.#workers.values()]) {
+      if (now - w.lastSeen <= this.#o.heartbeatTimeout) continue;
+      const ms = Math.round(now - w.lastSeen);
+      const why = `worker ${w.key} went silent for ${ms} ms (it died, hung or was stopped)`;
+      const held = this.#takeSteps(w);
+      const poisoned: Poisoned<S>[] = [];
+      const lost = held.filter((s) => this.deliveryFailed(s, why, held.length === 1, poisoned));
+      this.#redeliver(lost);
+      out.push({ key: w.key, ms, redelivered: lost.length, poisoned });
+    }
+    return out;
+  }
+
+  /**
+   * Records that a delivery of `step` ended in its worker's failure. Returns `true` if it is to be
+   * delivered again as usual. After `maxDeliveries` failures the step is poisoned (added to
+   * `poisoned`, no longer held) when the last failure is pinned on it: its worker's watchdog named
+   * it, or it was the only step its worker held. A step whose worker died holding other steps too
+   * may only have been unlucky: it gets one more delivery, alone on a reserved worker, so innocent
+   * steps that shared two dying workers with a poison one are not poisoned with it.
+   */
+  deliveryFailed(step: S, why: string, pinned: boolean, poisoned: Poisoned<S>[]): boolean {
+    let whys = this.#failures.get(step);
+    if (!whys) this.#failures.set(step, whys = []);
+    whys.push(why);
+    if (whys.length < this.#o.maxDeliveries) return true;
+    if (!pinned) {
+      this.#suspects.push(step);
+      this.#redelivered++;
+      return false;
+    }
+    this.#poisoned++;
+    this.#heldBytes -= this.#o.sizeOf(step);
+    poisoned.push({ step, whys });
+    return false;
+  }
+
+  #pick(): PoolWorker<L> | undefined {
+    let best: PoolWorker<L> | undefined;
+    for (const w of this.#workers.values()) {
+      if (!w.leaving && !w.isolating && w.credit > 0 && (!best || w.credit > best.credit)) best = w;
+    }
+    return best;
+  }
+
+  #sendTo(w: PoolWorker<L>, step: S): void {
+    const d = this.#nextDispatch++;
+    w.credit--;
+    w.inflight.add(d);
+    this.#inflight.set(d, { worker: w.key, at: this.#now(), step });
+    this.#dispatched++;
+    this.#o.send(w, d, step);
+  }
+
+  /**
+   * Sends suspect steps one at a time to a worker reserved for them: it gets no other step, and
+   * the suspect goes once its steps in flight have finished. One worker at most is reserved; it
+   * goes back to ordinary work when no suspect is left.
+   */
+  #pumpSuspects(): void {
+    let reserved: PoolWorker<L> | undefined;
+    for (const w of this.#workers.values()) if (w.isolating) reserved = w;
+    if (!this.#suspects.length) {
+      if (reserved && reserved.inflight.size === 0) reserved.isolating = false;
+      return;
+    }
+    if (!reserved) {
+      for (const w of this.#workers.values()) {
+        if (!w.leaving && (!reserved || w.inflight.size < reserved.inflight.size)) reserved = w;
+      }
+      if (!reserved) return;
+      reserved.isolating = true;
+    }
+    if (reserved.inflight.size === 0 && reserved.credit > 0) this.#sendTo(reserved, this.#suspects.shift()!);
+  }
+
+  /** Forgets a worker and takes back its steps in flight, in dispatch order. */
+  #takeSteps(w: PoolWorker<L>): S[] {
+    this.#workers.delete(w.key);
+    return [...w.inflight].sort((a, b) => a - b).map((d) => {
+      const f = this.#inflight.get(d)!;
+      this.#inflight.delete(d);
+      return f.step;
+    });
+  }
+
+  /** Puts steps taken back from a worker at the front of the queue, in their order. */
+  #redeliver(steps: S[]): void {
+    this.#redelivered += steps.length;
+    this.#pending = [...steps, ...this.#pending.slice(this.#pendingHead)];
+    this.#pendingHead = 0;
+    this.#pendingBytes += steps.reduce((n, s) => n + this.#o.sizeOf(s), 0);
+  }
+
+  #maybeForget(w: PoolWorker<L>): void {
+    if (w.leaving && w.inflight.size === 0) {
+      this.#workers.delete(w.key);
+      this.#o.observer?.left?.(w.key);
+    }
+  }
+}

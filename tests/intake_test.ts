@@ -1,0 +1,186 @@
+// The Subject's intake (src/roles/intake.ts) and result gate (src/roles/result_gate.ts): pure
+// decisions on requests and results, acknowledgement batching on an injected clock, back-pressure.
+import assert from "node:assert/strict";
+import { ACK_EVERY_MS, AckBook, type Admission, Intake, pressure } from "../src/roles/intake.ts";
+import { poisonedError, ResultGate } from "../src/roles/result_gate.ts";
+import { parseFlowFile } from "../src/topic/flow_file.ts";
+import { BatchView, BatchWriter, KIND_CODES } from "../src/wire/batch.ts";
+import { TopicCache, utf8 } from "../src/wire/protocol.ts";
+
+const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\nS?F@ASYNC?wait\n??done\n", "f.ini").flows[0];
+const flows = new Map([["F", flow]]);
+
+function setup(duplicateWindow = 100) {
+  const clock = { now: 0 };
+  let changes = 0;
+  const acks = new AckBook(() => changes++, () => clock.now);
+  const intake = new Intake({ flows, duplicateWindow });
+  const ack = acks.list(utf8("svc"));
+  const admit = (topic: string, header: object | string, values = "{}", draining = false): Admission =>
+    intake.admit(
+      acks,
+      ack,
+      [utf8(topic), utf8(typeof header === "string" ? header : JSON.stringify(header)), utf8(values)],
+      draining,
+    );
+  return { clock, acks, ack, admit, changes: () => changes };
+}
+
+Deno.test("intake: a request is acknowledged and routed where its flow starts, or at its position", () => {
+  const { ack, admit, changes } = setup();
+  const a = admit("F~~~F~Push", { v: 1, id: "r1" });
+  assert.equal(a.do, "route");
+  assert.deepEqual(a.do === "route" && [a.flow, a.position, a.header.id], [flow, 1, "r1"]);
+  const b = admit("F~~S~F~a", { v: 1, id: "r2", pos: 2, n: 1 });
+  assert.deepEqual(b.do === "route" && [b.position, b.header.n], [2, 1]);
+  assert.deepEqual(ack.ids, ["r1", "r2"]);
+  assert.equal(changes(), 2, "each acknowledgement asks for a flush");
+});
+
+Deno.test("intake: a duplicate (same id, position, step count, token) is acknowledged and dropped; window 0 keeps none", () => {
+  const { ack, admit } = setup();
+  admit("F~~~F~Push", { v: 1, id: "r1" });
+  const again = admit("F~~~F~Push", { v: 1, id: "r1" });
+  assert.deepEqual(again, { do: "drop", reason: "duplicate", detail: 'request "r1" seen before' });
+  assert.equal(
+    admit("F~~S~F~a", { v: 1, id: "r1", pos: 2, n: 1 }).do,
+    "route",
+    "a continuation is no duplicate",
+  );
+  assert.deepEqual(ack.ids, ["r1", "r1", "r1"]);
+  const off = setup(0);
+  off.admit("F~~~F~Push", { v: 1, id: "r1" });
+  assert.equal(off.admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");
+});
+
+Deno.test("intake: bad headers, bad topics and misplaced pings are refused (NACK) when an id can be read", () => {
+  const { ack, admit } = setup();
+  assert.deepEqual(admit("F~~~F~Push", { v: 2, id: "h1" }), { do: "drop", reason: "bad_header" });
+  assert.deepEqual(admit("F~~~F~Push", "not json"), { do: "drop", reason: "bad_header" });
+  assert.equal(admit("F~~F~Push", { v: 1, id: "t1" }).do, "drop");
+  assert.equal(admit("F!~~~F~Push", { v: 1, id: "t2" }).do, "drop");
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "p1", k: "ping" }).do, "drop");
+  assert.deepEqual(ack.nacks?.map((n) => [n.id, n.reason]), [
+    ["h1", "bad_header"],
+    ["t1", "bad_topic"],
+    ["t2", "bad_topic"],
+    ["p1", "bad_topic"],
+  ]);
+  assert.deepEqual(ack.ids, [], "nothing refused is acknowledged");
+  assert.equal(admit("F~~~~ping-1", { v: 1, id: "p2", k: "ping" }).do, "ping");
+});
+
+Deno.test("intake: unknown flows, error continuations, positions with no step, and draining end in error publications", () => {
+  const { admit } = setup();
+  const error = (a: Admission): unknown[] =>
+    a.do === "error" ? [a.error.flow, a.error.code, a.error.message] : [a];
+  assert.deepEqual(error(admit("G~~~G~Push", { v: 1, id: "u" })), ["G", "unknown_flow", 'unknown flow "G"']);
+  assert.deepEqual(
+    error(admit("F~~S~F~a", { v: 1, id: "e1", pos: 2, error: { code: "timeout", message: "slow" } })),
+    ["F", "timeout", "slow"],
+  );
+  assert.deepEqual(
+    error(admit("F~~S~F~a", { v: 1, id: "e2", pos: 2, error: { code: "made_up", message: "x" } })),
+    ["F", "handler_error", "x"],
+    "only the documented codes pass",
+  );
+  assert.equal(error(admit("F~~S~F~a", { v: 1, id: "n1", pos: 99 }))[1], "no_step");
+  assert.deepEqual(
+    error(admit("F~~~F~Push", { v: 1, id: "d1" }, "{}", true)),
+    ["F", "overloaded", "the Subject is shutting down"],
+  );
+  const resume = admit("X~~~X~wait", { v: 1, id: "z", resume: "F~abc~r1" });
+  assert.deepEqual(resume.do === "resume" && resume.flow, "X", "a resume's errors go on its topic's flow");
+});
+
+Deno.test("acknowledgements: sent at most once per ACK_EVERY_MS while busy, everything owed at once", () => {
+  const { clock, acks, ack, admit } = setup();
+  admit("F~~~F~Push", { v: 1, id: "r1" });
+  acks.refuse(acks.list(utf8("other")), "x", "oversize", "too big");
+  acks.resumed(ack, "r-resume", "r0");
+  assert.equal(acks.due(), false, "sent at 0 (the clock's start): not due yet");
+  clock.now = ACK_EVERY_MS;
+  assert.equal(acks.due(), true);
+  const sent = acks.take();
+  assert.deepEqual(sent.map((a) => [a.ids, a.nacks, a.resumed]), [
+    [["r1"], undefined, [{ id: "r-resume", request: "r0" }]],
+    [[], [{ id: "x", reason: "oversize", message: "too big" }], undefined],
+  ]);
+  assert.equal(acks.size, 0);
+  assert.deepEqual(acks.take(), []);
+  const next = acks.list(utf8("svc"));
+  assert.notEqual(next, ack, "a new list once the last was taken");
+  acks.accept(next, "r2");
+  assert.equal(acks.due(), false, "just sent");
+  clock.now += ACK_EVERY_MS;
+  assert.deepEqual(acks.take().map((a) => a.ids), [["r2"]]);
+});
+
+Deno.test("back-pressure: stop reading at any limit, read again only once all are below half", () => {
+  const limits = { maxPending: 100, backlog: 1000, held: 10_000 };
+  assert.equal(pressure({ queued: 100, backlog: 0, held: 0 }, limits), "pause");
+  assert.equal(pressure({ queued: 0, backlog: 1000, held: 0 }, limits), "pause");
+  assert.equal(pressure({ queued: 0, backlog: 0, held: 10_000 }, limits), "pause");
+  assert.equal(
+    pressure({ queued: 60, backlog: 0, held: 0 }, limits),
+    undefined,
+    "between half and the limit",
+  );
+  assert.equal(pressure({ queued: 49, backlog: 499, held: 4999 }, limits), "resume");
+  assert.equal(pressure({ queued: 49, backlog: 500, held: 0 }, limits), undefined);
+});
+
+Deno.test("result gate: a plain done passes unparsed; a result for another request is refused with an error; a pause is taken here", () => {
+  const topics = new TopicCache();
+  const gate = new ResultGate(topics, () => undefined, flows);
+  const step = [topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8('{"in":1}')];
+  gate.sent(step, flow);
+  const out = new BatchWriter();
+  out.add(1, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":2}'), utf8("{}"));
+  out.add(2, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"other","n":2}'), utf8("{}"));
+  out.add(
+    3,
+    KIND_CODES.pause,
+    topics.step(flow, 2),
+    utf8('{"v":1,"id":"r1","pos":2,"n":1}'),
+    utf8('{"p":1}'),
+  );
+  out.add(4, KIND_CODES.pause, topics.step(flow, 2), utf8('{"v":1,"id":"r1","n":1}'), utf8("{}"));
+  const view = BatchView.of(out.take())!;
+  assert.equal(gate.plainDone(view, 0, step), true);
+  assert.deepEqual(gate.judge(view, 0, step), { do: "publish" });
+  const refused = gate.judge(view, 1, step);
+  assert.equal(refused.do, "refuse");
+  if (refused.do === "refuse") {
+    assert.deepEqual(refused.error && [refused.error.flow, refused.error.code, refused.error.header.id], [
+      "F",
+      "handler_error",
+      "r1",
+    ]);
+    assert.match(refused.error!.message, /^the worker's result was refused: /);
+  }
+  const pause = gate.judge(view, 2, step);
+  assert.deepEqual(pause.do === "pause" && [pause.flow, pause.position, pause.id, pause.n], [
+    flow,
+    2,
+    "r1",
+    1,
+  ]);
+  const noPos = gate.judge(view, 3, step);
+  assert.deepEqual(noPos.do === "refuse" && noPos.why, "a pause result must name (pos) a @ASYNC step of F");
+  const unknown = [utf8("Z~~~Z~z"), utf8('{"v":1,"id":"r9"}'), utf8("{}")];
+  assert.equal(
+    gate.refusal(KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r9"}'), unknown),
+    "the step it answers is not known",
+  );
+});
+
+Deno.test("result gate: the poisoned error names every failed delivery", () => {
+  const step = [utf8("F~~S~F~a"), utf8('{"v":1,"id":"r1","pos":2,"n":1}'), utf8('{"x":1}')];
+  const e = poisonedError(step, ["died", "went silent"]);
+  assert.deepEqual([e.flow, e.header.id, e.header.pos, e.code], ["F", "r1", 2, "poisoned"]);
+  assert.equal(
+    e.message,
+    "step F~~S~F~a was delivered 2 times and its worker failed each time: (1) died; (2) went silent",
+  );
+});

@@ -1,0 +1,249 @@
+// The Subject's worker pool (src/roles/worker_pool.ts): pure, driven by an injected clock, no sockets.
+import assert from "node:assert/strict";
+import { type Poisoned, type PoolWorker, WorkerPool } from "../src/roles/worker_pool.ts";
+
+/** A step: its name (the pool only needs an object; its size is the name's length). */
+type Step = { readonly name: string };
+
+const HB_TIMEOUT = 1000;
+
+/** A pool whose sends are recorded as `worker:step`, on a clock the test moves. */
+function setup(maxDeliveries = 2) {
+  const clock = { now: 0 };
+  const sent: string[] = [];
+  const events: string[] = [];
+  const ds = new Map<string, number>();
+  const pool = new WorkerPool<Step, string>({
+    heartbeatTimeout: HB_TIMEOUT,
+    maxDeliveries,
+    now: () => clock.now,
+    sizeOf: (s) => s.name.length,
+    firstDispatch: 100,
+    send: (w: PoolWorker<string>, d, s) => {
+      sent.push(`${w.key}:${s.name}`);
+      ds.set(s.name, d);
+    },
+    observer: { joined: (k, c) => events.push(`joined ${k} ${c}`), left: (k) => events.push(`left ${k}`) },
+  });
+  const ready = (key: string, credit: number) => pool.status(key, "READY", { credit }, () => `link-${key}`);
+  /** The dispatch number of a step's last delivery. */
+  const d = (name: string) => ds.get(name)!;
+  return { clock, sent, events, pool, ready, d };
+}
+
+const steps = (...names: string[]): Step[] => names.map((name) => ({ name }));
+
+Deno.test("pool: steps go to the worker with the most credit, the rest wait; a result gives the credit back", () => {
+  const { sent, events, pool, ready, d } = setup();
+  ready("w1", 1);
+  ready("w2", 2);
+  assert.deepEqual(events, ["joined w1 1", "joined w2 2"]);
+  assert.equal(pool.worker("w2")!.link, "link-w2");
+  const [a, b, c, e] = steps("a", "b", "c", "e");
+  for (const s of [a, b, c, e]) pool.submit(s);
+  assert.deepEqual(sent, ["w2:a", "w1:b", "w2:c"], "most credit first (ties: the first to join)");
+  assert.deepEqual([pool.credit, pool.inFlight, pool.queued, pool.pendingBytes, pool.heldBytes], [
+    0,
+    3,
+    1,
+    1,
+    4,
+  ]);
+  assert.equal(pool.retire("w1", d("b")), b, "the result retires its step");
+  assert.deepEqual([pool.credit, pool.inFlight, pool.heldBytes], [1, 2, 3]);
+  pool.pump();
+  assert.deepEqual(sent.at(-1), "w1:e", "the waiting step takes the credit back");
+  assert.deepEqual(pool.counts(), { dispatched: 4, redelivered: 0, lost: 0, poisoned: 0 });
+});
+
+Deno.test("pool: a result for a step no longer in flight is late; one from another worker is foreign", () => {
+  const { pool, ready, d } = setup();
+  ready("w1", 1);
+  ready("w2", 1);
+  const [a] = steps("a");
+  pool.submit(a);
+  assert.equal(pool.retire("w2", d("a")), "foreign", "only the worker a step was sent to may answer it");
+  assert.equal(pool.inFlight, 1, "a foreign result retires nothing");
+  assert.equal(pool.retire("w1", d("a")), a);
+  assert.equal(pool.retire("w1", d("a")), "late");
+  assert.equal(pool.retire("w1", 12345), "late");
+});
+
+Deno.test("pool: a worker silent past the heartbeat timeout is dropped; its steps go first to another worker, in order", () => {
+  const { clock, sent, pool, ready } = setup(3);
+  ready("w1", 2);
+  const [a, b, c] = steps("a", "b", "c");
+  for (const s of [a, b, c]) pool.submit(s);
+  assert.deepEqual(sent, ["w1:a", "w1:b"]);
+  clock.now = HB_TIMEOUT; // exactly the timeout: still alive
+  assert.deepEqual(pool.expire(), []);
+  clock.now = HB_TIMEOUT + 1;
+  const [silent] = pool.expire();
+  assert.deepEqual({ ...silent }, { key: "w1", ms: HB_TIMEOUT + 1, redelivered: 2, poisoned: [] });
+  assert.equal(pool.size, 0);
+  assert.deepEqual([pool.inFlight, pool.queued, pool.pendingBytes, pool.heldBytes], [0, 3, 3, 3]);
+  ready("w2", 3);
+  pool.pump();
+  assert.deepEqual(sent.slice(2), ["w2:a", "w2:b", "w2:c"], "redelivered steps go before the waiting one");
+  assert.deepEqual(pool.counts(), { dispatched: 5, redelivered: 2, lost: 0, poisoned: 0 });
+});
+
+Deno.test("pool: heartbeats keep a worker alive; a result counts as hearing from it", () => {
+  const { clock, pool, ready, d } = setup();
+  ready("w1", 2);
+  pool.submit({ name: "a" });
+  pool.submit({ name: "b" });
+  clock.now = 900;
+  pool.status("w1", "HB", { credit: 0 }, () => "unused");
+  clock.now = 1800;
+  pool.retire("w1", d("a"));
+  clock.now = 2700;
+  assert.deepEqual(pool.expire(), [], "heard from 900 ms ago");
+  clock.now = 2801;
+  assert.equal(pool.expire()[0].key, "w1");
+});
+
+Deno.test("pool: reconciliation: steps a live worker does not hold were lost; they are sent again, its credit set from the heartbeat", () => {
+  const { clock, sent, pool, ready, d } = setup();
+  ready("w1", 4);
+  for (const s of steps("a", "b", "c", "e")) pool.submit(s);
+  // The worker received up to c, holds b and c: a was lost on the way (sent before c), e is on its way.
+  clock.now = 10;
+  const lost = pool.status("w1", "HB", { credit: 2, holding: [d("b"), d("c")], last: d("c") }, () => "");
+  assert.equal(lost, 1);
+  assert.deepEqual(pool.counts(), { dispatched: 4, redelivered: 1, lost: 1, poisoned: 0 });
+  // Its free credit as of the heartbeat (2), less the step on its way (e): 1, which a takes back.
+  assert.equal(pool.worker("w1")!.credit, 1);
+  pool.pump();
+  assert.deepEqual(sent, ["w1:a", "w1:b", "w1:c", "w1:e", "w1:a"]);
+  // A step sent after the last one received is lost only once a heartbeat timeout has passed:
+  // e (sent at 0) is, a's second copy (sent at 10) is not yet.
+  clock.now = HB_TIMEOUT + 1;
+  const hb = { credit: 1, holding: [d("b"), d("c")], last: d("c") };
+  assert.equal(pool.status("w1", "HB", hb, () => ""), 1, "e is lost");
+  assert.equal(pool.counts().lost, 2);
+  assert.equal(pool.inFlight, 3, "b, c and the second a");
+  // A lost step is no failure of its worker: it never counts towards poisoning.
+  assert.deepEqual(pool.expire(), []);
+});
+
+Deno.test("pool: a step whose worker dies holding it alone max_deliveries times is poisoned, and no longer held", () => {
+  const { clock, sent, pool, ready } = setup(2);
+  ready("w1", 1);
+  const [p] = steps("poison");
+  pool.submit(p);
+  clock.now = 2000;
+  const [first] = pool.expire();
+  assert.deepEqual([first.redelivered, first.poisoned], [1, []], "one failure: delivered again");
+  ready("w2", 1);
+  pool.pump();
+  assert.deepEqual(sent, ["w1:poison", "w2:poison"]);
+  clock.now = 4000;
+  const [second] = pool.expire();
+  assert.equal(second.redelivered, 0);
+  assert.equal(second.poisoned.length, 1);
+  const { step, whys } = second.poisoned[0] as Poisoned<Step>;
+  assert.equal(step, p);
+  assert.deepEqual(whys, [
+    "worker w1 went silent for 2000 ms (it died, hung or was stopped)",
+    "worker w2 went silent for 2000 ms (it died, hung or was stopped)",
+  ]);
+  assert.deepEqual([pool.heldBytes, pool.pendingCount, pool.busy], [0, 0, false]);
+  assert.equal(pool.counts().poisoned, 1);
+});
+
+Deno.test("pool: a step that failed max_deliveries times among others runs once more alone, on a reserved worker", () => {
+  const { clock, sent, pool, ready, d } = setup(1);
+  ready("w1", 2);
+  const [x, y] = steps("x", "y");
+  pool.submit(x);
+  pool.submit(y);
+  clock.now = 2000;
+  ready("w2", 2);
+  ready("w3", 2);
+  const [dead] = pool.expire();
+  assert.equal(dead.key, "w1");
+  assert.deepEqual([dead.redelivered, dead.poisoned], [0, []], "not pinned on either: both are suspects");
+  assert.equal(pool.pendingCount, 2);
+  pool.pump();
+  pool.submit({ name: "z" }); // ordinary work meanwhile
+  // One worker is reserved; it runs the suspects one at a time, and gets nothing else.
+  assert.deepEqual(sent.slice(2), ["w2:x", "w3:z"]);
+  assert.equal(pool.worker("w2")!.isolating, true);
+  pool.pump();
+  assert.equal(sent.length, 4, "the next suspect waits until the first is done");
+  assert.equal(pool.retire("w2", d("x")), x);
+  pool.pump();
+  assert.equal(sent.at(-1), "w2:y");
+  // The suspect's worker dies with it alone: that failure is pinned on it.
+  clock.now = 4000;
+  pool.status("w3", "HB", { credit: 2 }, () => "");
+  const [again] = pool.expire();
+  assert.equal(again.key, "w2");
+  assert.deepEqual(again.poisoned.map((p) => p.step), [y]);
+  assert.equal(pool.pendingCount, 0);
+});
+
+Deno.test("pool: the reserved worker goes back to ordinary work when no suspect is left", () => {
+  const { clock, sent, pool, ready, d } = setup(1);
+  ready("w1", 2);
+  pool.submit({ name: "x" });
+  pool.submit({ name: "y" });
+  clock.now = 2000;
+  ready("w2", 1);
+  pool.expire();
+  pool.pump(); // x to w2, reserved
+  assert.equal(typeof pool.retire("w2", d("x")), "object");
+  pool.pump(); // y to w2
+  assert.equal(typeof pool.retire("w2", d("y")), "object");
+  pool.pump();
+  assert.equal(pool.worker("w2")!.isolating, false);
+  pool.submit({ name: "z" });
+  assert.equal(sent.at(-1), "w2:z");
+});
+
+Deno.test("pool: STUCK pins the failure on the named step; the worker's other steps go to others at once, uncounted", () => {
+  const { sent, pool, ready, d } = setup(1);
+  ready("w1", 3);
+  pool.status("w1", "HB", { credit: 3, watch: "secret" }, () => "");
+  const [a, b] = steps("a", "b");
+  pool.submit(a);
+  pool.submit(b);
+  assert.equal(pool.isWatchdog("w1!watchdog", "w1", "secret"), true);
+  assert.equal(pool.isWatchdog("w1!watchdog", "w1", "guess"), false, "the secret is required");
+  assert.equal(pool.isWatchdog("w2!watchdog", "w1", "secret"), false, "from the worker's own watchdog");
+  assert.equal(pool.stuck("w1", 999, 500), undefined, "a step no longer at the worker");
+  const out = pool.stuck("w1", d("b"), 500)!;
+  assert.equal(out.redelivered, 1);
+  assert.deepEqual(out.poisoned.map((p) => [p.step, p.whys]), [
+    [b, ["worker w1: the handler blocked its event loop for 500 ms"]],
+  ]);
+  assert.equal(pool.size, 0, "the worker gets no more steps until it speaks again");
+  ready("w2", 1);
+  pool.pump();
+  assert.deepEqual(sent, ["w1:a", "w1:b", "w2:a"]);
+});
+
+Deno.test("pool: a worker that says BYE gets no more steps and is forgotten once its steps are back", () => {
+  const { sent, events, pool, ready, d } = setup();
+  ready("w1", 2);
+  pool.submit({ name: "a" });
+  pool.bye("w1");
+  assert.equal(pool.credit, 0, "a leaving worker's credit is not counted");
+  pool.submit({ name: "b" });
+  assert.deepEqual(sent, ["w1:a"]);
+  assert.equal(pool.size, 1);
+  pool.retire("w1", d("a"));
+  assert.equal(pool.size, 0);
+  assert.equal(events.at(-1), "left w1");
+});
+
+Deno.test("pool: READY sets the credit less the steps in flight; an HB without a list only while it holds nothing", () => {
+  const { pool, ready } = setup();
+  ready("w1", 3);
+  pool.submit({ name: "a" });
+  ready("w1", 3); // the same worker, again (a restart of its connection)
+  assert.equal(pool.worker("w1")!.credit, 2);
+  pool.status("w1", "HB", { credit: 3 }, () => "");
+  assert.equal(pool.worker("w1")!.credit, 2, "an HB without a list does not override what the pool counts");
+});
