@@ -141,7 +141,13 @@ export class Subject {
       ),
     );
     this.#imLink.announce();
-    this.#timers.push(setInterval(() => this.#imLink.announce(), HELLO_EVERY_MS));
+    // Every second, half a second out of phase with the role's counters (written each second from
+    // start): a snapshot then never lands in the millisecond an announcement waits for its ACK.
+    const phase = setTimeout(() => {
+      this.#imLink.announce();
+      this.#timers.push(setInterval(() => this.#imLink.announce(), HELLO_EVERY_MS));
+    }, HELLO_EVERY_MS / 2);
+    this.#timers.push(phase);
     this.#log.info("Subject taking requests on {pull}, workers on {workers}, {flows} flows", {
       pull: o.pullAddress,
       workers: o.workerAddress,
