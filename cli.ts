@@ -12,11 +12,9 @@
 import { Command, CommanderError, Option } from "commander";
 import {
   consoleOutput,
-  doctorCommand,
   ExitCode,
   explainCommand,
   flowsCommand,
-  keygenCommand,
   type Output,
   pausedCommand,
   sendCommand,
@@ -26,14 +24,9 @@ import {
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
 import { conformanceCommand } from "./testing/conformance.ts";
-import {
-  parseRoles,
-  runIntegrationManager,
-  runStart,
-  runSubject,
-  runWorker,
-  START_ROLES,
-} from "./src/cli/run.ts";
+import { doctorCommand, keygenCommand } from "./src/cli/doctor.ts";
+import { runIntegrationManager, runSubject, runWorker } from "./src/cli/run.ts";
+import { parseRoles, runStart, START_ROLES } from "./src/cli/start.ts";
 import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
 const kindOption = () =>

@@ -1,13 +1,12 @@
 /**
  * Process mains of the roles, as the CLI runs them: load files, start a role, write its
  * counters to the runtime directory, and stop gracefully on SIGINT or SIGTERM. `start`
- * supervises one process per role and restarts any that dies.
+ * (`start.ts`) supervises one process per role and restarts any that dies.
  *
  * @module
  */
 
 import { type Catalog, hasErrors } from "../topic/catalog.ts";
-import { Client } from "../client/client.ts";
 import type { Config } from "../config.ts";
 import { ConfigError, ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
@@ -19,12 +18,11 @@ import { IntegrationManager } from "../roles/integration_manager.ts";
 import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
 import { sandboxGroups } from "../roles/sandbox.ts";
-import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 import { publishMetrics } from "../roles/metrics.ts";
-import { type Security, SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+import { SecurityError, securityOrError, securityStats } from "../roles/security.ts";
 
 /** Creates and checks the runtime directory (see `ensureRuntimeDir`); prints why not and returns false. */
-async function runtimeDirOk(config: Config): Promise<boolean> {
+export async function runtimeDirOk(config: Config): Promise<boolean> {
   try {
     await ensureRuntimeDir(config);
     return true;
@@ -332,219 +330,3 @@ function reportUnresolved(unresolved: readonly UnresolvedTarget[], strict: boole
   }
   return !(failed || (strict && unresolved.length));
 }
-
-/** The roles `start --roles` can run on a host. */
-export const START_ROLES = ["subject", "integration-manager", "workers"] as const;
-/** One of {@linkcode START_ROLES}. */
-export type StartRole = typeof START_ROLES[number];
-
-/**
- * Parses `--roles`: a comma-separated subset of {@linkcode START_ROLES}.
- * @throws {RangeError} naming an unknown role.
- */
-export function parseRoles(list: string): Set<StartRole> {
-  const out = new Set<StartRole>();
-  for (const r of list.split(",").map((s) => s.trim()).filter(Boolean)) {
-    if (!(START_ROLES as readonly string[]).includes(r)) {
-      throw new RangeError(`unknown role "${r}" in --roles; the roles are ${START_ROLES.join(", ")}`);
-    }
-    out.add(r as StartRole);
-  }
-  if (out.size === 0) throw new RangeError(`--roles names no role; the roles are ${START_ROLES.join(", ")}`);
-  return out;
-}
-
-/** Options of {@linkcode runStart}. */
-export interface StartOptions {
-  /** The roles this host runs (`--roles`). @default {all of START_ROLES} */
-  readonly roles?: ReadonlySet<StartRole>;
-  /** Arguments passed on to every role process (config, runtime dir, endpoints). */
-  readonly roleArgs: readonly string[];
-  /** Flow and mapping files. */
-  readonly files: readonly string[];
-  /** Load strictly. */
-  readonly strict?: boolean;
-  /** With `strict`: let components ask to run programs or for unrestricted network access. */
-  readonly allowComponentPermissions?: boolean;
-  /** Also run the HTTP gateway, listening on this `HOST:PORT`. */
-  readonly http?: string;
-}
-
-/**
- * `start`: takes the runtime directory (a second `start` on it exits 1), checks every handler
- * target (see {@linkcode checkHandlers}), then runs the Integration Manager, the Subject and
- * `worker_count` workers as separate processes, each restarted when it dies (200 ms doubling
- * to 5 s, reset after a healthy minute). On SIGINT/SIGTERM it stops the Subject first (it
- * finishes accepted work), then the workers and the Integration Manager, killing any that does
- * not stop within its grace period. Prints one line, `ready`, on standard output once requests
- * can be sent.
- */
-export async function runStart(config: Config, options: StartOptions): Promise<number> {
-  let lock: ReturnType<typeof lockRuntimeDir>;
-  try {
-    if (!await runtimeDirOk(config)) return 1;
-    lock = lockRuntimeDir(config.runtime_dir);
-  } catch (e) {
-    console.error(`error: cannot use the runtime directory ${config.runtime_dir}: ${(e as Error).message}`);
-    return 1;
-  }
-  if ("heldBy" in lock) {
-    console.error(
-      `error: the runtime directory ${config.runtime_dir} is in use by another deployment (start, pid ${
-        lock.heldBy ?? "unknown"
-      }, ${config.runtime_dir}/${LOCK_FILE}); stop it or give another --runtime-dir`,
-    );
-    return 1;
-  }
-  try {
-    return await supervise(config, options);
-  } finally {
-    lock.release();
-  }
-}
-
-async function supervise(config: Config, options: StartOptions): Promise<number> {
-  const log = logger("start");
-  const catalog = await loadForRole(options.files, options.strict, options.allowComponentPermissions);
-  if (!catalog) return 1;
-  if (!await checkHandlers(catalog, config, options.strict)) return 1;
-  const security = await securityOrError(config);
-  if (security === null) return 1;
-  const cli = new URL("../../cli.ts", import.meta.url).href;
-  const files = options.files.length ? options.files : EXAMPLE_FILES;
-  const common = [...options.roleArgs, "--supervised"];
-  // Only the roles that load files take --strict.
-  const strict = [
-    ...(options.strict ? ["--strict"] : []),
-    ...(options.allowComponentPermissions ? ["--allow-component-permissions"] : []),
-  ];
-
-  const spawner = (role: string, withFiles: boolean) => () =>
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        // The IM collects garbage before it hands freed memory back (see IntegrationManager).
-        ...(role === "integration-manager" ? ["--v8-flags=--expose-gc"] : []),
-        // The only way Deno gives a thread permissions of its own (README, "Handler sandbox").
-        ...(role === "worker" && config.sandbox ? ["--unstable-worker-options"] : []),
-        cli,
-        role,
-        ...common,
-        ...(withFiles ? [...strict, "--", ...files] : []),
-      ],
-      stdin: "piped", // closed to stop the role (see waitForStop)
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
-
-  const roles = options.roles ?? new Set(START_ROLES);
-  const im = roles.has("integration-manager")
-    ? new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log)
-    : undefined;
-  const subject = roles.has("subject")
-    ? new SupervisedProcess("The Subject", spawner("subject", true), log)
-    : undefined;
-  const workers = Array.from(
-    { length: roles.has("workers") ? config.worker_count : 0 },
-    (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
-  );
-  const http = options.http;
-  const gateway = http === undefined
-    ? undefined
-    : new SupervisedProcess("The gateway", () =>
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", cli, "gateway", "--listen", http, ...common, ...strict, "--", ...files],
-        stdin: "piped",
-        stdout: "null",
-        stderr: "inherit",
-      }).spawn(), log).supervise();
-  // Grace periods: the Subject drains for up to handler_timeout + 5 s (its drain ends once every
-  // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
-  const stopAll = async () => {
-    await gateway?.stop(STOP_MARGIN);
-    await subject?.stop(config.handler_timeout + 5000 + STOP_MARGIN);
-    // Once the Subject is gone its workers' results have nowhere to go: a short grace, whatever
-    // the handler timeout (a SIGSTOPped worker cannot read its stdin and is killed after it).
-    await Promise.all(workers.map((w) => w.stop(STOP_MARGIN)));
-    await im?.stop(STOP_MARGIN);
-  };
-
-  // Ready once a ping travels client -> Subject -> Integration Manager -> client; on a host that
-  // runs only some roles, once each of its role processes has written its counters (its sockets
-  // are bound or connected).
-  const early = [im, subject, ...(subject && im ? [] : workers)].filter((p) => p !== undefined);
-  const earlyExit = Promise.race(early.map((p) => p.child.status)).then(() => "exited" as const);
-  const probe = subject && im
-    ? pingProbe(config, security)
-    : statsProbe(config, early.map((p) => p.child.pid));
-  if ((await Promise.race([probe, earlyExit])) === "exited") {
-    log.error("A role exited at start-up");
-    await stopAll();
-    return 1;
-  }
-  // From here on the Integration Manager and the Subject are restarted too (paused flows
-  // survive in async_store); `start` ends only on a signal.
-  im?.supervise();
-  subject?.supervise();
-  if (http !== undefined && !await gatewayListening(http)) {
-    log.error("The gateway did not answer on {http} within 20 s", { http });
-    await stopAll();
-    return 1;
-  }
-  // Listening for SIGINT/SIGTERM before saying ready: a signal sent on seeing `ready` stops the
-  // deployment gracefully, never kills `start` with the roles left behind.
-  const stopped = waitForStop();
-  console.log("ready");
-  log.info("ZManager running in {dir}: {roles}, {workers} workers, {flows} flows", {
-    dir: config.runtime_dir,
-    roles: [...roles].join(", "),
-    workers: workers.length,
-    flows: catalog.flows.size,
-  });
-
-  const signal = await stopped;
-  log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
-  await stopAll();
-  log.info("Stopped");
-  return 0;
-}
-
-/** Resolves once a ping travels client -> Subject -> Integration Manager -> client. */
-async function pingProbe(config: Config, security: Security | undefined): Promise<"ready"> {
-  const c = await Client.connect({
-    subject: config.subject_pull_address,
-    publisher: config.integration_manager_pub_address,
-    curve: security?.keys,
-  });
-  await c.subscribe("~~~~ready").then((it) => it.return?.());
-  await c.close();
-  return "ready" as const;
-}
-
-/** Resolves once each of these role processes has written its counters to the runtime directory. */
-async function statsProbe(config: Config, pids: readonly number[]): Promise<"ready"> {
-  const files = pids.map((pid) => new RegExp(`^[a-z-]+-${pid}\\.json$`));
-  for (;;) {
-    let names: string[] = [];
-    try {
-      names = [...Deno.readDirSync(`${config.runtime_dir}/stats`)].map((e) => e.name);
-    } catch { /* not written yet */ }
-    if (files.every((f) => names.some((n) => f.test(n)))) return "ready";
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Polls the gateway's `/healthz` (every 100 ms, up to 20 s) until it answers. */
-async function gatewayListening(listen: string): Promise<boolean> {
-  const url = `http://${listen.replace(/^(0\.0\.0\.0|\[::\]|)(?=:\d+$)/, "127.0.0.1")}/healthz`;
-  for (let i = 0; i < 200; i++) {
-    const ok = await fetch(url).then(async (r) => (await r.body?.cancel(), r.ok), () => false);
-    if (ok) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return false;
-}
-
-/** Milliseconds a role gets past its own drain time to exit before it is killed. */
-const STOP_MARGIN = 3000;

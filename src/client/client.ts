@@ -1,17 +1,10 @@
 /**
- * The service client: push requests to the Subject, wait for their final publication,
- * subscribe to Integration Manager topics, and handle `@PUBLISH` steps.
- *
- * Delivery: the Subject acknowledges every message it accepts; {@linkcode Client.drain}
- * waits for those acknowledgements, so a service that drains before exiting never loses its
- * last message in a socket queue. Subscriptions are confirmed with a ping that travels the
- * whole path (client → Subject → Integration Manager → client) before a request is sent, so
- * no publication is missed to ZeroMQ's slow-joiner effect.
- *
- * Subject restarts: every request a caller waits for is kept, as sent, until its final
- * publication; when a new Subject incarnation announces itself, the client sends again the
- * ones not finished (not those paused at an `@ASYNC` step), so a request the Subject had
- * accepted when it died still gets its final publication (PROTOCOL.md, _Subject restarts_).
+ * The service client: push requests to the Subject, wait for their final publication, subscribe
+ * to Integration Manager topics, and handle `@PUBLISH` steps. The Subject acknowledges every
+ * message it accepts ({@linkcode Client.drain} waits for that); subscriptions are confirmed by a
+ * ping over the whole path before a request is sent (no slow-joiner losses); every request a
+ * caller waits for is kept until its final publication and sent again to a new Subject
+ * incarnation (PROTOCOL.md, _Subject restarts_), paused ones excepted.
  *
  * @module
  */
@@ -40,7 +33,6 @@ import { KeptRequests } from "./kept_requests.ts";
 import { runPublishHandler, takesPublication } from "./publish_handler.ts";
 import { PublicationStream, type Subscription } from "./subscription.ts";
 import { Unacked } from "./unacked.ts";
-
 import {
   type ClientOptions,
   DEFAULT_REQUEST_TIMEOUT,

@@ -18,81 +18,28 @@ import { Hono } from "hono";
 import type { Context as HonoContext } from "hono";
 import { cors } from "hono/cors";
 import { bodyLimit } from "hono/body-limit";
-import { Client, RequestRefusedError, RequestTimeoutError } from "../client/client.ts";
+import { Client } from "../client/client.ts";
 import type { Values } from "../handler.ts";
 import { logger } from "../log.ts";
 import { tryParseActionKey } from "../topic/action_key.ts";
-import type { Flow } from "../topic/flow_file.ts";
 import { formatActionKey } from "../topic/action_key.ts";
 import { decodeHeader, parseToken, type Publication, publicationJson, text } from "../wire/protocol.ts";
 import { Reactor, type ReactorSocket } from "../zmq/reactor.ts";
-import { connectRedialing, type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
+import { connectRedialing, curveClientOptions } from "../zmq/curve.ts";
 import { METRICS_TOPIC, type RoleMetrics } from "../roles/metrics.ts";
-import { Auth, type Caller, type Refusal, type TokenEntry } from "./auth.ts";
-import { ByteQueue } from "./byte_queue.ts";
+import { Auth, type Caller, type Refusal } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
 import { PROMETHEUS_CONTENT_TYPE, renderMetrics } from "./prometheus.ts";
 import { chartLibrary, dashboardPage } from "./dashboard.ts";
 import { PausedStore } from "../roles/paused_store.ts";
-import { errorStatus, OVERLOADED_RETRY_AFTER } from "./status.ts";
+import { eventStream, type StreamHost, webSocket } from "./streams.ts";
+import type { GatewayOptions, GatewayStats } from "./options.ts";
 
-/** Options of {@linkcode Gateway.start}. */
-export interface GatewayOptions {
-  /** The Subject's request endpoint. */
-  readonly subject: string;
-  /** The Integration Manager's publish endpoint. */
-  readonly publisher: string;
-  /** The flows the deployment runs (for `/v1/flows` and the OpenAPI document). */
-  readonly flows: ReadonlyMap<string, Flow>;
-  /** CURVE keys for tcp endpoints (as {@linkcode Client.connect} takes them); none: plaintext. */
-  readonly curve?: CurveClientKeys;
-  /** Interface to listen on. @default {"127.0.0.1"} */
-  readonly hostname?: string;
-  /** Port to listen on; 0 picks a free one. @default {8080} */
-  readonly port?: number;
-  /** Milliseconds a `POST` waits for the final publication. @default {30000} */
-  readonly waitTimeout?: number;
-  /** Bytes queued for one event-stream or WebSocket client before it is cut off. @default {1048576} */
-  readonly clientBuffer?: number;
-  /** Milliseconds between heartbeats on event streams and WebSockets. @default {15000} */
-  readonly heartbeat?: number;
-  /** Bearer tokens; absent: no auth. */
-  readonly tokens?: readonly TokenEntry[];
-  /** Largest request body in bytes; absent or 0: no limit of the gateway's own. */
-  readonly bodyLimit?: number;
-  /** Origins allowed cross-origin requests (`*`: any); absent or empty: none. */
-  readonly corsOrigins?: readonly string[];
-  /**
-   * The Subject's paused-flow store (`async_store`), for `GET /v1/paused` and the dashboard;
-   * readable only where the gateway shares the Subject's host. Absent: the list is empty.
-   */
-  readonly pausedStore?: string;
-}
-
-/** The gateway's own counters. */
-export interface GatewayStats {
-  /** HTTP requests answered, by status. */
-  readonly responses: Record<string, number>;
-  /** Event-stream and WebSocket clients connected now. */
-  streams: number;
-  /** Event-stream and WebSocket clients cut off for not reading. */
-  cutOff: number;
-}
-
-/** One answer: status, JSON body, extra headers. */
-interface Answer {
-  readonly status: number;
-  readonly body: unknown;
-  readonly headers?: Record<string, string>;
-}
+export type { GatewayOptions, GatewayStats } from "./options.ts";
+import { type Answer, answerOf, badRequest, failure, problem, readValues, refuse, send } from "./answers.ts";
 
 /** Idempotency keys remembered with their answers. */
 const IDEMPOTENCY_MEMORY = 10_000;
-/**
- * Seconds a WebSocket client may leave a ping unanswered before Deno closes its connection: how
- * a client cut off for not reading (which never answers the close either) loses its connection.
- */
-const WS_IDLE_TIMEOUT = 10;
 /** Error publications the dashboard lists. */
 const RECENT_ERRORS = 50;
 /** Milliseconds after which a role's metrics count as stale (the role is gone). */
@@ -118,6 +65,8 @@ export class Gateway {
   readonly #metrics = new Map<string, RoleMetrics>();
   readonly #streams = new Set<() => void>();
   readonly #stats: GatewayStats = { responses: {}, streams: 0, cutOff: 0 };
+  /** What the event streams and WebSockets use of this gateway (streams.ts). */
+  readonly #streamHost: StreamHost;
   /** The latest error publications of the loaded flows, newest last. */
   readonly #errors: Record<string, unknown>[] = [];
   readonly #errorSubs: AsyncIterableIterator<Publication>[] = [];
@@ -134,6 +83,17 @@ export class Gateway {
     this.#client = client;
     this.#metricsSub = metricsSub;
     if (o.tokens) this.#auth = new Auth(o.tokens);
+    this.#streamHost = {
+      client,
+      clientBuffer: o.clientBuffer ?? 1024 * 1024,
+      heartbeat: o.heartbeat ?? 15_000,
+      stats: this.#stats,
+      streams: this.#streams,
+      log: this.#log,
+      auth: this.#auth,
+      run: (flow, values, id, key) => this.#run(flow, values, id, key),
+      accept: (flow, values, id, key) => this.#accept(flow, values, id, key),
+    };
     this.#server = Deno.serve({
       hostname: o.hostname ?? "127.0.0.1",
       port: o.port ?? 8080,
@@ -347,7 +307,7 @@ export class Gateway {
       if (who.entry && !this.#auth!.allowPrefix(who as Caller, prefix)) {
         return refuse(c, { status: 403, message: `this token may not subscribe to "${prefix}"` });
       }
-      return await this.#eventStream(prefix);
+      return await eventStream(this.#streamHost, prefix);
     });
     app.get("/v1/ws", async (c) => {
       const who = await this.#caller(c);
@@ -355,7 +315,7 @@ export class Gateway {
       if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
         return c.json(problem("bad_request", "expected a WebSocket upgrade"), 426);
       }
-      return this.#webSocket(c.req.raw, who.entry ? who as Caller : undefined);
+      return webSocket(this.#streamHost, c.req.raw, who.entry ? who as Caller : undefined);
     });
     app.notFound((c) => c.json(problem("not_found", `no route ${c.req.method} ${c.req.path}`), 404));
     app.onError((e, c) => {
@@ -501,161 +461,6 @@ export class Gateway {
     }
   }
 
-  /** `GET /v1/events`: publications on `prefix` as Server-Sent Events. */
-  async #eventStream(prefix: string): Promise<Response> {
-    const enc = new TextEncoder();
-    const sink = new StreamSink(this.#o.clientBuffer ?? 1024 * 1024, () => this.#stats.cutOff++, this.#log);
-    const it = await this.#client.subscribe(prefix);
-    const heartbeat = setInterval(
-      () => sink.offer(enc.encode(": heartbeat\n\n")),
-      this.#o.heartbeat ?? 15_000,
-    );
-    const stop = () => {
-      clearInterval(heartbeat);
-      void it.return?.();
-      if (this.#streams.delete(stop)) this.#stats.streams--;
-    };
-    this.#streams.add(stop);
-    this.#stats.streams++;
-    sink.onEnd = stop;
-    sink.offer(enc.encode(`: subscribed to ${JSON.stringify(prefix)}\n\n`));
-    void (async () => {
-      for await (const p of it) {
-        sink.offer(enc.encode(`event: publication\ndata: ${JSON.stringify(publicationJson(p))}\n\n`));
-      }
-    })();
-    return new Response(
-      sink.stream(
-        (reason) => enc.encode(`event: cutoff\ndata: ${JSON.stringify({ reason })}\n\n`),
-      ),
-      {
-        headers: {
-          "content-type": "text/event-stream",
-          "cache-control": "no-cache",
-          "x-accel-buffering": "no",
-        },
-      },
-    );
-  }
-
-  /**
-   * `GET /v1/ws`: one connection to subscribe and send. Client messages (JSON):
-   * `{"type":"subscribe","prefix"}`, `{"type":"unsubscribe","prefix"}`,
-   * `{"type":"send","flow","values"?,"id"?,"key"?,"wait"?}`. Server messages: `publication`,
-   * `accepted` (`{id}`), `final` (with `wait`), `error` (`{message}`), `heartbeat`, `cutoff`.
-   */
-  #webSocket(req: Request, caller?: Caller): Response {
-    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: WS_IDLE_TIMEOUT });
-    const limit = this.#o.clientBuffer ?? 1024 * 1024;
-    const subs = new Map<string, AsyncIterableIterator<Publication>>();
-    let cut = false;
-    const emit = (msg: unknown) => {
-      if (cut || socket.readyState !== WebSocket.OPEN) return;
-      const data = JSON.stringify(msg);
-      if (socket.bufferedAmount + data.length > limit) {
-        cut = true;
-        this.#stats.cutOff++;
-        const reason = `slow client: more than ${limit} bytes waiting to be sent`;
-        this.#log.warn("WebSocket client cut off: {reason}", { reason });
-        stop();
-        // Nothing more is sent but the reason. A client that reads it (its buffer drains) gets a
-        // close with it; one that never reads never answers Deno's pings either, and Deno drops
-        // its connection after WS_IDLE_TIMEOUT (closing it ourselves would wait for its answer).
-        try {
-          socket.send(JSON.stringify({ type: "cutoff", reason }));
-        } catch { /* closing */ }
-        const drained = setInterval(() => {
-          if (socket.readyState !== WebSocket.OPEN) return clearInterval(drained);
-          if (socket.bufferedAmount > 0) return;
-          clearInterval(drained);
-          socket.close(1008, reason.slice(0, 120));
-        }, 200);
-        socket.addEventListener("close", () => clearInterval(drained));
-        return;
-      }
-      socket.send(data);
-    };
-    const heartbeat = setInterval(
-      () => emit({ type: "heartbeat", at: Date.now() }),
-      this.#o.heartbeat ?? 15_000,
-    );
-    const stop = () => {
-      clearInterval(heartbeat);
-      for (const it of subs.values()) void it.return?.();
-      subs.clear();
-      if (this.#streams.delete(stop)) this.#stats.streams--;
-    };
-    this.#streams.add(stop);
-    this.#stats.streams++;
-    socket.onclose = stop;
-    socket.onerror = () => {};
-    socket.onmessage = async (ev) => {
-      let m: Record<string, unknown>;
-      try {
-        m = JSON.parse(String(ev.data));
-        if (m === null || typeof m !== "object") throw new TypeError("not an object");
-      } catch {
-        return emit({ type: "error", message: "messages are JSON objects with a type" });
-      }
-      if (m.type === "subscribe" || m.type === "unsubscribe") {
-        const prefix = typeof m.prefix === "string" ? m.prefix : "";
-        if (m.type === "unsubscribe") {
-          void subs.get(prefix)?.return?.();
-          subs.delete(prefix);
-          return;
-        }
-        if (caller && !this.#auth!.allowPrefix(caller, prefix)) {
-          return emit({ type: "error", message: `this token may not subscribe to "${prefix}"` });
-        }
-        if (subs.has(prefix)) return;
-        const it = await this.#client.subscribe(prefix);
-        if (cut) return void it.return?.();
-        subs.set(prefix, it);
-        emit({ type: "subscribed", prefix });
-        for await (const p of it) emit({ type: "publication", ...publicationJson(p) });
-        return;
-      }
-      if (m.type === "send") {
-        const flow = typeof m.flow === "string" ? m.flow : "";
-        const values = m.values ?? {};
-        const id = typeof m.id === "string" && m.id.length > 0 && m.id.length <= 200
-          ? m.id
-          : crypto.randomUUID();
-        if (values === null || typeof values !== "object" || Array.isArray(values)) {
-          return emit({ type: "error", id, message: "values must be a JSON object" });
-        }
-        if (caller) {
-          if (!this.#auth!.allow(caller, flow)) {
-            return emit({ type: "error", id, status: 403, message: `this token may not use flow "${flow}"` });
-          }
-          const wait = this.#auth!.take(caller);
-          if (wait > 0) {
-            return emit({
-              type: "error",
-              id,
-              status: 429,
-              message: "over this token's rate",
-              retryAfter: Math.ceil(wait),
-            });
-          }
-        }
-        const key = typeof m.key === "string" ? m.key : undefined;
-        const a = m.wait
-          ? await this.#run(flow, values as Values, id, key)
-          : await this.#accept(flow, values as Values, id, key);
-        return emit(
-          m.wait
-            ? { type: "final", status: a.status, ...(a.body as object) }
-            : a.status === 202
-            ? { type: "accepted", id }
-            : { type: "error", id, status: a.status, ...(a.body as object) },
-        );
-      }
-      emit({ type: "error", message: `unknown message type ${JSON.stringify(m.type)}` });
-    };
-    return response;
-  }
-
   /** Stops listening and closes every stream and the client. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
@@ -678,146 +483,4 @@ export class Gateway {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/**
- * Chunks for one event-stream client, at most `limit` bytes queued: the response body pulls
- * from it at the client's pace, so a client that does not read fills it and is cut off (its
- * stream errors, which closes the connection), never growing the gateway's memory.
- */
-class StreamSink {
-  readonly #q: ByteQueue;
-  readonly #limit: number;
-  readonly #onCut: () => void;
-  readonly #log: ReturnType<typeof logger>;
-  #wake?: () => void;
-  #cut?: string;
-  #ended = false;
-  #onCutStream?: () => void;
-  onEnd?: () => void;
-
-  constructor(limit: number, onCut: () => void, log: ReturnType<typeof logger>) {
-    this.#q = new ByteQueue(limit);
-    this.#limit = limit;
-    this.#onCut = onCut;
-    this.#log = log;
-  }
-
-  offer(chunk: Uint8Array): void {
-    if (this.#cut || this.#ended) return;
-    if (!this.#q.push(chunk)) {
-      this.#cut = `slow client: more than ${this.#limit} bytes waiting to be sent`;
-      this.#q.clear();
-      this.#onCut();
-      this.#log.warn("Event-stream client cut off: {reason}", { reason: this.#cut });
-      this.#onCutStream?.();
-    }
-    this.#wake?.();
-  }
-
-  stream(last: (reason: string) => Uint8Array): ReadableStream<Uint8Array> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let told = false;
-    let controller!: ReadableStreamDefaultController<Uint8Array>;
-    // Erroring the body is what makes Deno drop the connection (closing it would end the
-    // response and keep the connection alive for the next request).
-    const abort = () => {
-      if (this.#ended) return;
-      try {
-        controller.error(new Error(`event stream cut off: ${this.#cut}`));
-      } catch { /* closed meanwhile */ }
-      end();
-    };
-    const end = () => {
-      if (this.#ended) return;
-      this.#ended = true;
-      clearTimeout(timer);
-      this.#q.clear();
-      this.onEnd?.();
-    };
-    this.#onCutStream = () => {
-      // A client that reads no more is not waited for: the connection goes within 2 s.
-      timer = setTimeout(abort, 2000);
-    };
-    return new ReadableStream<Uint8Array>({
-      start: (c) => void (controller = c),
-      pull: async (c) => {
-        for (;;) {
-          if (this.#ended) return;
-          if (this.#cut) {
-            // The reason goes last, for a client that still reads; then the connection goes.
-            if (told) return abort();
-            told = true;
-            return c.enqueue(last(this.#cut));
-          }
-          const chunk = this.#q.shift();
-          if (chunk) return c.enqueue(chunk);
-          await new Promise<void>((r) => this.#wake = r);
-          this.#wake = undefined;
-        }
-      },
-      cancel: () => end(),
-    }, { highWaterMark: 0 });
-  }
-}
-
-function problem(code: string, message: string, id?: string): unknown {
-  return { error: { code, message }, ...(id ? { id } : {}) };
-}
-
-function badRequest(message: string): Answer {
-  return { status: 400, body: problem("bad_request", message) };
-}
-
-function send(c: HonoContext, a: Answer): Response {
-  return c.json(a.body, a.status as 200, a.headers);
-}
-
-function refuse(c: HonoContext, r: Refusal): Response {
-  const headers: Record<string, string> = {};
-  if (r.status === 401) headers["WWW-Authenticate"] = 'Bearer realm="zmanager"';
-  if (r.retryAfter !== undefined) headers["Retry-After"] = String(r.retryAfter);
-  const code = r.status === 401 ? "unauthorized" : r.status === 403 ? "forbidden" : "rate_limited";
-  return c.json(problem(code, r.message), r.status as 401, headers);
-}
-
-/** The body as a values object, or a 400 answer. An empty body is `{}`. */
-async function readValues(c: HonoContext): Promise<{ values: Values } | { answer: Answer }> {
-  const raw = await c.req.text();
-  if (raw.trim() === "") return { values: {} };
-  let v: unknown;
-  try {
-    v = JSON.parse(raw);
-  } catch (e) {
-    return { answer: badRequest(`the body is not JSON: ${(e as Error).message}`) };
-  }
-  if (v === null || typeof v !== "object" || Array.isArray(v)) {
-    return { answer: badRequest("the body must be a JSON object") };
-  }
-  return { values: v as Values };
-}
-
-/** The answer of a final or pause publication. */
-function answerOf(p: Publication): Answer {
-  const body = publicationJson(p);
-  if (p.error) {
-    const status = errorStatus(p.error.code);
-    return {
-      status,
-      body,
-      headers: p.error.code === "overloaded" ? { "Retry-After": String(OVERLOADED_RETRY_AFTER) } : undefined,
-    };
-  }
-  if (p.resume !== undefined) {
-    return { status: 202, body, headers: { Location: `/v1/resume/${encodeURIComponent(p.resume)}` } };
-  }
-  return { status: 200, body };
-}
-
-function failure(e: unknown, id: string): Answer {
-  if (e instanceof RequestTimeoutError) return { status: 504, body: problem("timeout", e.message, id) };
-  if (e instanceof RequestRefusedError) {
-    return { status: e.reason === "oversize" ? 413 : 400, body: problem(e.reason, e.message, id) };
-  }
-  return { status: 503, body: problem("unavailable", String((e as Error)?.message ?? e), id) };
 }

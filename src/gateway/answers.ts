@@ -1,0 +1,165 @@
+/**
+ * What the gateway answers: an outcome as an HTTP status and body (`answerOf`, `failure`, the
+ * problem documents), a request body read as values, and the byte-bounded sink an event-stream
+ * client reads from.
+ *
+ * @module
+ */
+
+import type { Context as HonoContext } from "hono";
+import { RequestRefusedError, RequestTimeoutError } from "../client/client.ts";
+import type { Values } from "../handler.ts";
+import type { logger } from "../log.ts";
+import { type Publication, publicationJson } from "../wire/protocol.ts";
+import type { Refusal } from "./auth.ts";
+import { ByteQueue } from "./byte_queue.ts";
+import { errorStatus, OVERLOADED_RETRY_AFTER } from "./status.ts";
+
+/** One answer: status, JSON body, extra headers. */
+export interface Answer {
+  readonly status: number;
+  readonly body: unknown;
+  readonly headers?: Record<string, string>;
+}
+
+/**
+ * Chunks for one event-stream client, at most `limit` bytes queued: the response body pulls
+ * from it at the client's pace, so a client that does not read fills it and is cut off (its
+ * stream errors, which closes the connection), never growing the gateway's memory.
+ */
+export class StreamSink {
+  readonly #q: ByteQueue;
+  readonly #limit: number;
+  readonly #onCut: () => void;
+  readonly #log: ReturnType<typeof logger>;
+  #wake?: () => void;
+  #cut?: string;
+  #ended = false;
+  #onCutStream?: () => void;
+  onEnd?: () => void;
+
+  constructor(limit: number, onCut: () => void, log: ReturnType<typeof logger>) {
+    this.#q = new ByteQueue(limit);
+    this.#limit = limit;
+    this.#onCut = onCut;
+    this.#log = log;
+  }
+
+  offer(chunk: Uint8Array): void {
+    if (this.#cut || this.#ended) return;
+    if (!this.#q.push(chunk)) {
+      this.#cut = `slow client: more than ${this.#limit} bytes waiting to be sent`;
+      this.#q.clear();
+      this.#onCut();
+      this.#log.warn("Event-stream client cut off: {reason}", { reason: this.#cut });
+      this.#onCutStream?.();
+    }
+    this.#wake?.();
+  }
+
+  stream(last: (reason: string) => Uint8Array): ReadableStream<Uint8Array> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let told = false;
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    // Erroring the body is what makes Deno drop the connection (closing it would end the
+    // response and keep the connection alive for the next request).
+    const abort = () => {
+      if (this.#ended) return;
+      try {
+        controller.error(new Error(`event stream cut off: ${this.#cut}`));
+      } catch { /* closed meanwhile */ }
+      end();
+    };
+    const end = () => {
+      if (this.#ended) return;
+      this.#ended = true;
+      clearTimeout(timer);
+      this.#q.clear();
+      this.onEnd?.();
+    };
+    this.#onCutStream = () => {
+      // A client that reads no more is not waited for: the connection goes within 2 s.
+      timer = setTimeout(abort, 2000);
+    };
+    return new ReadableStream<Uint8Array>({
+      start: (c) => void (controller = c),
+      pull: async (c) => {
+        for (;;) {
+          if (this.#ended) return;
+          if (this.#cut) {
+            // The reason goes last, for a client that still reads; then the connection goes.
+            if (told) return abort();
+            told = true;
+            return c.enqueue(last(this.#cut));
+          }
+          const chunk = this.#q.shift();
+          if (chunk) return c.enqueue(chunk);
+          await new Promise<void>((r) => this.#wake = r);
+          this.#wake = undefined;
+        }
+      },
+      cancel: () => end(),
+    }, { highWaterMark: 0 });
+  }
+}
+
+export function problem(code: string, message: string, id?: string): unknown {
+  return { error: { code, message }, ...(id ? { id } : {}) };
+}
+
+export function badRequest(message: string): Answer {
+  return { status: 400, body: problem("bad_request", message) };
+}
+
+export function send(c: HonoContext, a: Answer): Response {
+  return c.json(a.body, a.status as 200, a.headers);
+}
+
+export function refuse(c: HonoContext, r: Refusal): Response {
+  const headers: Record<string, string> = {};
+  if (r.status === 401) headers["WWW-Authenticate"] = 'Bearer realm="zmanager"';
+  if (r.retryAfter !== undefined) headers["Retry-After"] = String(r.retryAfter);
+  const code = r.status === 401 ? "unauthorized" : r.status === 403 ? "forbidden" : "rate_limited";
+  return c.json(problem(code, r.message), r.status as 401, headers);
+}
+
+/** The body as a values object, or a 400 answer. An empty body is `{}`. */
+export async function readValues(c: HonoContext): Promise<{ values: Values } | { answer: Answer }> {
+  const raw = await c.req.text();
+  if (raw.trim() === "") return { values: {} };
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch (e) {
+    return { answer: badRequest(`the body is not JSON: ${(e as Error).message}`) };
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    return { answer: badRequest("the body must be a JSON object") };
+  }
+  return { values: v as Values };
+}
+
+/** The answer of a final or pause publication. */
+export function answerOf(p: Publication): Answer {
+  const body = publicationJson(p);
+  if (p.error) {
+    const status = errorStatus(p.error.code);
+    return {
+      status,
+      body,
+      headers: p.error.code === "overloaded" ? { "Retry-After": String(OVERLOADED_RETRY_AFTER) } : undefined,
+    };
+  }
+  if (p.resume !== undefined) {
+    return { status: 202, body, headers: { Location: `/v1/resume/${encodeURIComponent(p.resume)}` } };
+  }
+  return { status: 200, body };
+}
+
+export function failure(e: unknown, id: string): Answer {
+  if (e instanceof RequestTimeoutError) return { status: 504, body: problem("timeout", e.message, id) };
+  if (e instanceof RequestRefusedError) {
+    return { status: e.reason === "oversize" ? 413 : 400, body: problem(e.reason, e.message, id) };
+  }
+  return { status: 503, body: problem("unavailable", String((e as Error)?.message ?? e), id) };
+}

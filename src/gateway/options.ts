@@ -1,0 +1,52 @@
+/**
+ * The gateway's options and counters.
+ *
+ * @module
+ */
+
+import type { Flow } from "../topic/flow_file.ts";
+import type { CurveClientKeys } from "../zmq/curve.ts";
+import type { TokenEntry } from "./auth.ts";
+
+/** Options of `Gateway.start`. */
+export interface GatewayOptions {
+  /** The Subject's request endpoint. */
+  readonly subject: string;
+  /** The Integration Manager's publish endpoint. */
+  readonly publisher: string;
+  /** The flows the deployment runs (for `/v1/flows` and the OpenAPI document). */
+  readonly flows: ReadonlyMap<string, Flow>;
+  /** CURVE keys for tcp endpoints (as {@linkcode Client.connect} takes them); none: plaintext. */
+  readonly curve?: CurveClientKeys;
+  /** Interface to listen on. @default {"127.0.0.1"} */
+  readonly hostname?: string;
+  /** Port to listen on; 0 picks a free one. @default {8080} */
+  readonly port?: number;
+  /** Milliseconds a `POST` waits for the final publication. @default {30000} */
+  readonly waitTimeout?: number;
+  /** Bytes queued for one event-stream or WebSocket client before it is cut off. @default {1048576} */
+  readonly clientBuffer?: number;
+  /** Milliseconds between heartbeats on event streams and WebSockets. @default {15000} */
+  readonly heartbeat?: number;
+  /** Bearer tokens; absent: no auth. */
+  readonly tokens?: readonly TokenEntry[];
+  /** Largest request body in bytes; absent or 0: no limit of the gateway's own. */
+  readonly bodyLimit?: number;
+  /** Origins allowed cross-origin requests (`*`: any); absent or empty: none. */
+  readonly corsOrigins?: readonly string[];
+  /**
+   * The Subject's paused-flow store (`async_store`), for `GET /v1/paused` and the dashboard;
+   * readable only where the gateway shares the Subject's host. Absent: the list is empty.
+   */
+  readonly pausedStore?: string;
+}
+
+/** The gateway's own counters. */
+export interface GatewayStats {
+  /** HTTP requests answered, by status. */
+  readonly responses: Record<string, number>;
+  /** Event-stream and WebSocket clients connected now. */
+  streams: number;
+  /** Event-stream and WebSocket clients cut off for not reading. */
+  cutOff: number;
+}

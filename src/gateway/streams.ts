@@ -1,0 +1,195 @@
+/**
+ * The gateway's streams: `GET /v1/events` (Server-Sent Events) and `GET /v1/ws` (a WebSocket that
+ * subscribes and sends). Each client has its own queue of at most `clientBuffer` bytes; one that
+ * falls that far behind is cut off with a reason.
+ *
+ * @module
+ */
+
+import type { Client } from "../client/client.ts";
+import type { Values } from "../handler.ts";
+import type { logger } from "../log.ts";
+import { type Publication, publicationJson } from "../wire/protocol.ts";
+import type { Answer } from "./answers.ts";
+import { StreamSink } from "./answers.ts";
+import type { Auth, Caller } from "./auth.ts";
+
+/** Seconds a WebSocket may leave Deno's ping unanswered before its connection is dropped. */
+const WS_IDLE_TIMEOUT = 10;
+
+/** What the streams need of the gateway. */
+export interface StreamHost {
+  /** The gateway's client (its subscriptions). */
+  readonly client: Client;
+  /** Bytes one client's queue may hold. */
+  readonly clientBuffer: number;
+  /** Milliseconds between heartbeats. */
+  readonly heartbeat: number;
+  /** The gateway's counters: open streams, clients cut off. */
+  readonly stats: { streams: number; cutOff: number };
+  /** The open streams' stop functions (the gateway calls them when it closes). */
+  readonly streams: Set<() => void>;
+  /** The gateway's logger. */
+  readonly log: ReturnType<typeof logger>;
+  /** Token checks, when tokens are configured. */
+  readonly auth?: Auth;
+  /** Runs a flow and waits for its final publication. */
+  run(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
+  /** Sends a request and answers once it is accepted. */
+  accept(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
+}
+
+/** `GET /v1/events`: publications on `prefix` as Server-Sent Events. */
+export async function eventStream(host: StreamHost, prefix: string): Promise<Response> {
+  const enc = new TextEncoder();
+  const sink = new StreamSink(host.clientBuffer, () => host.stats.cutOff++, host.log);
+  const it = await host.client.subscribe(prefix);
+  const heartbeat = setInterval(
+    () => sink.offer(enc.encode(": heartbeat\n\n")),
+    host.heartbeat,
+  );
+  const stop = () => {
+    clearInterval(heartbeat);
+    void it.return?.();
+    if (host.streams.delete(stop)) host.stats.streams--;
+  };
+  host.streams.add(stop);
+  host.stats.streams++;
+  sink.onEnd = stop;
+  sink.offer(enc.encode(`: subscribed to ${JSON.stringify(prefix)}\n\n`));
+  void (async () => {
+    for await (const p of it) {
+      sink.offer(enc.encode(`event: publication\ndata: ${JSON.stringify(publicationJson(p))}\n\n`));
+    }
+  })();
+  return new Response(
+    sink.stream(
+      (reason) => enc.encode(`event: cutoff\ndata: ${JSON.stringify({ reason })}\n\n`),
+    ),
+    {
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+      },
+    },
+  );
+}
+
+/**
+ * `GET /v1/ws`: one connection to subscribe and send. Client messages (JSON):
+ * `{"type":"subscribe","prefix"}`, `{"type":"unsubscribe","prefix"}`,
+ * `{"type":"send","flow","values"?,"id"?,"key"?,"wait"?}`. Server messages: `publication`,
+ * `accepted` (`{id}`), `final` (with `wait`), `error` (`{message}`), `heartbeat`, `cutoff`.
+ */
+export function webSocket(host: StreamHost, req: Request, caller?: Caller): Response {
+  const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: WS_IDLE_TIMEOUT });
+  const limit = host.clientBuffer;
+  const subs = new Map<string, AsyncIterableIterator<Publication>>();
+  let cut = false;
+  const emit = (msg: unknown) => {
+    if (cut || socket.readyState !== WebSocket.OPEN) return;
+    const data = JSON.stringify(msg);
+    if (socket.bufferedAmount + data.length > limit) {
+      cut = true;
+      host.stats.cutOff++;
+      const reason = `slow client: more than ${limit} bytes waiting to be sent`;
+      host.log.warn("WebSocket client cut off: {reason}", { reason });
+      stop();
+      // Nothing more is sent but the reason. A client that reads it (its buffer drains) gets a
+      // close with it; one that never reads never answers Deno's pings either, and Deno drops
+      // its connection after WS_IDLE_TIMEOUT (closing it ourselves would wait for its answer).
+      try {
+        socket.send(JSON.stringify({ type: "cutoff", reason }));
+      } catch { /* closing */ }
+      const drained = setInterval(() => {
+        if (socket.readyState !== WebSocket.OPEN) return clearInterval(drained);
+        if (socket.bufferedAmount > 0) return;
+        clearInterval(drained);
+        socket.close(1008, reason.slice(0, 120));
+      }, 200);
+      socket.addEventListener("close", () => clearInterval(drained));
+      return;
+    }
+    socket.send(data);
+  };
+  const heartbeat = setInterval(
+    () => emit({ type: "heartbeat", at: Date.now() }),
+    host.heartbeat,
+  );
+  const stop = () => {
+    clearInterval(heartbeat);
+    for (const it of subs.values()) void it.return?.();
+    subs.clear();
+    if (host.streams.delete(stop)) host.stats.streams--;
+  };
+  host.streams.add(stop);
+  host.stats.streams++;
+  socket.onclose = stop;
+  socket.onerror = () => {};
+  socket.onmessage = async (ev) => {
+    let m: Record<string, unknown>;
+    try {
+      m = JSON.parse(String(ev.data));
+      if (m === null || typeof m !== "object") throw new TypeError("not an object");
+    } catch {
+      return emit({ type: "error", message: "messages are JSON objects with a type" });
+    }
+    if (m.type === "subscribe" || m.type === "unsubscribe") {
+      const prefix = typeof m.prefix === "string" ? m.prefix : "";
+      if (m.type === "unsubscribe") {
+        void subs.get(prefix)?.return?.();
+        subs.delete(prefix);
+        return;
+      }
+      if (caller && !host.auth!.allowPrefix(caller, prefix)) {
+        return emit({ type: "error", message: `this token may not subscribe to "${prefix}"` });
+      }
+      if (subs.has(prefix)) return;
+      const it = await host.client.subscribe(prefix);
+      if (cut) return void it.return?.();
+      subs.set(prefix, it);
+      emit({ type: "subscribed", prefix });
+      for await (const p of it) emit({ type: "publication", ...publicationJson(p) });
+      return;
+    }
+    if (m.type === "send") {
+      const flow = typeof m.flow === "string" ? m.flow : "";
+      const values = m.values ?? {};
+      const id = typeof m.id === "string" && m.id.length > 0 && m.id.length <= 200
+        ? m.id
+        : crypto.randomUUID();
+      if (values === null || typeof values !== "object" || Array.isArray(values)) {
+        return emit({ type: "error", id, message: "values must be a JSON object" });
+      }
+      if (caller) {
+        if (!host.auth!.allow(caller, flow)) {
+          return emit({ type: "error", id, status: 403, message: `this token may not use flow "${flow}"` });
+        }
+        const wait = host.auth!.take(caller);
+        if (wait > 0) {
+          return emit({
+            type: "error",
+            id,
+            status: 429,
+            message: "over this token's rate",
+            retryAfter: Math.ceil(wait),
+          });
+        }
+      }
+      const key = typeof m.key === "string" ? m.key : undefined;
+      const a = m.wait
+        ? await host.run(flow, values as Values, id, key)
+        : await host.accept(flow, values as Values, id, key);
+      return emit(
+        m.wait
+          ? { type: "final", status: a.status, ...(a.body as object) }
+          : a.status === 202
+          ? { type: "accepted", id }
+          : { type: "error", id, status: a.status, ...(a.body as object) },
+      );
+    }
+    emit({ type: "error", message: `unknown message type ${JSON.stringify(m.type)}` });
+  };
+  return response;
+}
