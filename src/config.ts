@@ -199,7 +199,7 @@ export const SETTINGS_DOC: Readonly<
   subscriber_buffer: {
     default: String(DEFAULT_SUBSCRIBER_BUFFER),
     meaning:
-      "bytes a subscriber may fall behind before the IM disconnects it (its queue: this / 4 KiB publications)",
+      "bytes published while a subscriber reads nothing before the IM disconnects it (its queue: this / 4 KiB publications)",
   },
   sandbox: {
     default: "`on`",

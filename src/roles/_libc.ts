@@ -13,6 +13,8 @@
 const SYMBOLS = {
   malloc_trim: { parameters: ["usize"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // ioctl is variadic; on x86_64 and aarch64 its third argument passes like a fixed one.
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -39,6 +41,7 @@ export function mallocTrim(): boolean {
   return true;
 }
 
+const TIOCOUTQ = 0x5411n; // also SIOCOUTQ
 const POLLOUT = 0x004;
 const POLLERR_HUP = 0x008 | 0x010;
 const POLLNVAL = 0x020;
@@ -55,12 +58,29 @@ export function connectionCallsAvailable(): boolean {
   return libc() !== null;
 }
 
+/** A connection's kernel send queue at one look. */
+export interface ConnectionState {
+  /** Its send buffer takes no more bytes now (its peer is not reading fast enough). */
+  readonly full: boolean;
+  /** Bytes written that its peer has not read yet (for tcp: not yet acknowledged). */
+  readonly queued: number;
+}
+
 /**
- * Whether each connection's kernel send buffer is full (it would take no more bytes now: its
- * peer is not reading fast enough), in one `poll` with no wait; `undefined` for a descriptor
- * that is no longer open, and for all of them where `poll` is not available.
+ * Each connection's kernel send queue: whether it is full (one `poll` with no wait for all) and
+ * how many bytes it holds (`TIOCOUTQ`); `undefined` for a descriptor that is no longer open, and
+ * for all of them where these calls are not available.
  */
-export function connectionsFull(fds: readonly number[]): (boolean | undefined)[] {
+export function connectionStates(fds: readonly number[]): (ConnectionState | undefined)[] {
+  const full = connectionsFull(fds);
+  const c = libc();
+  return full.map((f, i) => {
+    if (f === undefined || !c || c.ioctl(fds[i], TIOCOUTQ, intBytes) !== 0) return undefined;
+    return { full: f, queued: int[0] };
+  });
+}
+
+function connectionsFull(fds: readonly number[]): (boolean | undefined)[] {
   const c = libc();
   const items = new Int32Array(fds.length * 2); // struct pollfd { int fd; short events, revents; }
   const shorts = new Int16Array(items.buffer);

@@ -8,7 +8,7 @@
 import {
   connectionCallsAvailable,
   connectionCookie,
-  connectionsFull,
+  connectionStates,
   mallocTrim,
   shutdownConnection,
 } from "./_libc.ts";
@@ -347,7 +347,7 @@ export class IntegrationManager {
         trimmedAt = seen;
         this.#scheduleTrim();
       }
-      for (const { id, behind } of guard.sample(connectionsFull)) {
+      for (const { id, behind } of guard.sample(connectionStates)) {
         const cookie = cookies.get(id);
         cookies.delete(id);
         // The descriptor may have been closed and reused since the monitor reported it.
