@@ -39,9 +39,9 @@ export interface IntegrationManagerOptions {
    */
   readonly maxMessageSize?: number;
   /**
-   * Bytes of publications one subscriber that does not keep up may fall behind: past it the IM
-   * disconnects it (see {@linkcode IntegrationManagerStats.subscribersCut}). Its queue also holds
-   * at most this / 4 KiB publications; past that it loses publications
+   * Bytes the IM may publish while a subscriber reads nothing: past it the IM disconnects it
+   * (see {@linkcode IntegrationManagerStats.subscribersCut}). Its queue also holds at most this
+   * / 4 KiB publications; past that it loses publications
    * ({@linkcode IntegrationManagerStats.subscriberFull}).
    * @default {DEFAULT_SUBSCRIBER_BUFFER}
    */
@@ -110,8 +110,8 @@ export interface IntegrationManagerStats {
   /** Subscriber connections now open. */
   subscribers: number;
   /**
-   * Subscribers disconnected because they fell `subscriber_buffer` bytes behind: their
-   * connection stayed full while the IM published that much (see subscriber_guard.ts).
+   * Subscribers disconnected because they read nothing (their connection full and not moving)
+   * while the IM published `subscriber_buffer` bytes (see subscriber_guard.ts).
    */
   subscribersCut: number;
 }
@@ -356,8 +356,8 @@ export class IntegrationManager {
         stats.subscribersCut++;
         this.#scheduleTrim();
         log.warn(
-          "Disconnected a subscriber that stopped keeping up: {behind} bytes published since it last " +
-            "did (subscriber_buffer {budget}); it will connect again and miss what was published meanwhile",
+          "Disconnected a subscriber that reads nothing: {behind} bytes published since it last read " +
+            "(subscriber_buffer {budget}); it will connect again and miss what was published meanwhile",
           { behind, budget: guard.budget },
         );
       }
