@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { Values } from "../src/handler.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { rolePids } from "../testing/deployment.ts";
+import { Reactor } from "../src/zmq/reactor.ts";
 import { runCli, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
 const CORE_FLOWS =
@@ -177,4 +178,48 @@ Deno.test("CLI: send --wait on a flow that pauses prints the pause with its toke
   const usage = await runCli(["send", ...d.flags]);
   assert.equal(usage.code, 64);
   assert.match(usage.stderr, /missing argument FLOW \(or --resume TOKEN\)/);
+});
+
+Deno.test("a request whose values are not a JSON object, at an @ASYNC step, ends with bad_request: it never pauses, so no resume can throw", async () => {
+  const dir = await Deno.makeTempDir();
+  const flows = `${dir}/first.ini`;
+  await Deno.writeTextFile(flows, "[PauseFirst]\n?PauseFirst?Push\nT?PauseFirst@ASYNC?wait\n??done\n");
+  await using d = await startDeployment({ workers: 1, files: [...RUNTIME_FIXTURE, flows] });
+  await using client = await d.connect();
+  const seen = await client.subscribe("PauseFirst~");
+  const reactor = new Reactor();
+  try {
+    const raw = reactor.socket("DEALER");
+    await raw.connect(d.subject);
+    const enc = new TextEncoder();
+    await raw.send([
+      enc.encode("PauseFirst~~~~"),
+      enc.encode('{"v":1,"id":"not-json-1"}'),
+      enc.encode("not json"),
+    ]);
+    // Then a well-formed request: the Subject still pauses it as before.
+    await raw.send([
+      enc.encode("PauseFirst~~~~"),
+      enc.encode('{"v":1,"id":"json-1"}'),
+      enc.encode('{"ok":1}'),
+    ]);
+    let error: Publication["error"];
+    let pausedToken: string | undefined;
+    const deadline = setTimeout(() => void seen.return?.(), 15_000); // bounded: ends the loop below
+    for await (const p of seen) {
+      if (p.id === "not-json-1") {
+        assert.equal(p.resume, undefined, "values that are not a JSON object never pause");
+        if (p.error) error = p.error;
+      }
+      if (p.id === "json-1" && p.resume !== undefined) pausedToken = p.resume;
+      if (error && pausedToken) break;
+    }
+    clearTimeout(deadline);
+    assert.equal(error?.code, "bad_request");
+    assert.match(error!.message, /not a JSON object/);
+    assert.ok(pausedToken, "the well-formed request paused");
+  } finally {
+    await reactor.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -147,3 +147,18 @@ Deno.test("pause book: a resume of a flow no longer loaded uses its token and en
   });
   assert.equal(store.count(), 0);
 });
+
+Deno.test("pause book: paused values that are not a JSON object end the flow with bad_resume, never a throw", () => {
+  const { clock, store, book } = setup();
+  // What the Subject never pauses with (it refuses such values with bad_request), but a store
+  // written by something else may hold.
+  const token = book.pause("F", 1, "r9", 1, "not json");
+  assert.equal(mergedValues(store.take(token, clock.now)!, { a: 1 }), undefined);
+  const again = book.pause("F", 1, "r9", 1, "[1,2]");
+  const r = book.resume("F", resumeHeader(again), utf8('{"a":1}'));
+  assert.equal(r.kind, "error");
+  const e = (r as Extract<Resume, { kind: "error" }>).error;
+  assert.equal(e.code, "bad_resume");
+  assert.deepEqual(e.header, { id: "r9" });
+  assert.match(e.message, /paused with are not a JSON object/);
+});

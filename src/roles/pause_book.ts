@@ -53,6 +53,8 @@ export type Resume =
     readonly paused: PausedFlow;
     readonly flow: Flow;
     readonly added: Record<string, unknown>;
+    /** The values it goes on with: those it paused with, the resume's merged over them (JSON text). */
+    readonly values: string;
   }
   | { readonly kind: "error"; readonly error: ErrorSpec; readonly paused?: PausedFlow };
 
@@ -122,7 +124,23 @@ export class PauseBook {
         error: { flow: paused.flow, header: { id: paused.id }, values, code: "unknown_flow", message },
       };
     }
-    return { kind: "resumed", paused, flow, added };
+    const merged = mergedValues(paused, added);
+    if (merged === undefined) {
+      // Only a store written by something else holds such values: the Subject pauses JSON objects only.
+      const message = "the values this flow paused with are not a JSON object";
+      return {
+        kind: "error",
+        paused,
+        error: {
+          flow: paused.flow,
+          header: { id: paused.id },
+          values: undefined,
+          code: "bad_resume",
+          message,
+        },
+      };
+    }
+    return { kind: "resumed", paused, flow, added, values: merged };
   }
 
   /** Takes out the flows whose deadline has passed: the `timeout` errors that end them. */
@@ -137,7 +155,11 @@ export class PauseBook {
   }
 }
 
-/** The values a resumed flow goes on with: those it paused with, the resume's merged over them (JSON text). */
-export function mergedValues(paused: PausedFlow, added: Record<string, unknown>): string {
-  return JSON.stringify({ ...JSON.parse(paused.values), ...added });
+/**
+ * The values a resumed flow goes on with: those it paused with, the resume's merged over them
+ * (JSON text); `undefined` when the paused values are not a JSON object.
+ */
+export function mergedValues(paused: PausedFlow, added: Record<string, unknown>): string | undefined {
+  const before = decodeValues(utf8(paused.values));
+  return typeof before === "string" ? undefined : JSON.stringify({ ...before, ...added });
 }

@@ -38,7 +38,7 @@ import { ImLink } from "./im_link.ts";
 import { RequestMetrics } from "./request_metrics.ts";
 import { bindSecure, connectSecure } from "./security.ts";
 import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
-import { mergedValues, PauseBook } from "./pause_book.ts";
+import { PauseBook } from "./pause_book.ts";
 import { PausedStore } from "./paused_store.ts";
 import { ResultGate, type Step } from "./result_gate.ts";
 import {
@@ -284,6 +284,12 @@ export class Subject {
    * published), then publishes the values so far on the step's topic with the resume token.
    */
   #pause(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
+    if (typeof decodeValues(values) === "string") {
+      // A flow resumes with the resume's values merged over these: they must be a JSON object.
+      const message = "the values are not a JSON object: a flow cannot pause with them";
+      const header = { id, pos: position, n };
+      return this.#errorPublish({ flow: flow.name, header, values: undefined, code: "bad_request", message });
+    }
     const token = this.#pauses.pause(flow.name, position, id, n, text(values));
     this.#imLink.publish(
       this.#topics.step(flow, position),
@@ -307,7 +313,7 @@ export class Subject {
     this.#dispatch([
       this.#topics.step(flow, paused.position),
       encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
-      utf8(mergedValues(paused, r.added)),
+      utf8(r.values),
     ], flow);
     return paused.id;
   }
