@@ -5,22 +5,16 @@
  * @module
  */
 
-import {
-  connectionCallsAvailable,
-  connectionCookie,
-  connectionStates,
-  mallocTrim,
-  shutdownConnection,
-} from "./_libc.ts";
-import { GUARD_INTERVAL_MS, publicationBytes, SubscriberGuard } from "./subscriber_guard.ts";
+import { connectionCallsAvailable } from "./_libc.ts";
+import { publicationBytes, SubscriberGuard } from "./subscriber_guard.ts";
+import { TrimScheduler, watchSubscribers } from "./subscriber_watch.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
 import { queueHwm, subscriberHwm } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
-import { MonitorEvent, Opt } from "../zmq/ffi.ts";
-import { monitorSocket } from "../zmq/monitor.ts";
+import { Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { bindSecure, type Security } from "./security.ts";
 
@@ -131,13 +125,14 @@ export class IntegrationManager {
     subscribers: 0,
     subscribersCut: 0,
   };
-  #guardTimer?: ReturnType<typeof setInterval>;
+  /** Stops following the subscribers (see subscriber_watch.ts). */
+  #stopWatch?: () => void;
+  /** Hands freed memory back to the system. */
+  readonly #trim = new TrimScheduler();
   /** Three-frame messages with a frame over `maxMessageSize` (but under the batch limit). */
   #oversize = 0;
   #pull?: ReactorSocket;
   #oversizeWarned = false;
-  #trimTimer?: ReturnType<typeof setTimeout>;
-  #lastTrim = -Infinity;
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
 
@@ -167,8 +162,9 @@ export class IntegrationManager {
     im.#sockets.push(pub);
     const raw = pub.raw;
     const guard = new SubscriberGuard(budget);
-    if (connectionCallsAvailable()) await im.#watchSubscribers(pub, guard);
-    else log.info("No C library calls here: a subscriber that stops reading is not disconnected");
+    if (connectionCallsAvailable()) {
+      im.#stopWatch = await watchSubscribers(reactor, pub, guard, im.#stats, im.#trim);
+    } else log.info("No C library calls here: a subscriber that stops reading is not disconnected");
     await bindSecure(reactor, pub, options.pubAddress, "subscribers", options.security);
     await reactor.exec(() => {
       // Every subscription and unsubscription, not just the first and last of a topic.
@@ -182,7 +178,7 @@ export class IntegrationManager {
       // An unsubscription (also sent when a subscriber leaves, whose queue libzmq then frees):
       // hand the freed memory back to the system a second later, at most once every 10 s (a
       // trim stalls this thread for ~2 ms, or up to ~200 ms when 170 MiB come back).
-      if (frames[0][0] === 0) im.#scheduleTrim();
+      if (frames[0][0] === 0) im.#trim.schedule();
     });
     const warmup = options.warmupMs ?? IM_WARMUP_MS;
     if (warmup > 0) await new Promise((r) => setTimeout(r, warmup));
@@ -296,76 +292,6 @@ export class IntegrationManager {
     return im;
   }
 
-  /**
-   * Hands freed memory back to the system a second from now, at most once every 10 s (a trim
-   * stalls this thread for ~2 ms, or up to ~200 ms when 170 MiB come back).
-   */
-  #scheduleTrim(): void {
-    if (this.#trimTimer !== undefined) return;
-    const wait = Math.max(1000, this.#lastTrim + 10_000 - performance.now());
-    this.#trimTimer = setTimeout(() => {
-      this.#trimTimer = undefined;
-      this.#lastTrim = performance.now();
-      // Received frames are views into buffers only a collection frees; `gc` exists when the
-      // process runs with --expose-gc (`start` runs the IM so).
-      (globalThis as { gc?: () => void }).gc?.();
-      mallocTrim();
-    }, wait);
-    Deno.unrefTimer(this.#trimTimer);
-  }
-
-  /**
-   * Follows the publish socket's connections (a libzmq socket monitor gives each one's file
-   * descriptor) and, every {@linkcode GUARD_INTERVAL_MS}, disconnects those the guard names.
-   */
-  async #watchSubscribers(pub: ReactorSocket, guard: SubscriberGuard): Promise<void> {
-    const log = logger("integration-manager");
-    /** Each connection's kernel identity, so a reused descriptor is never cut by mistake. */
-    const cookies = new Map<number, bigint | undefined>();
-    const stats = this.#stats;
-    const events = MonitorEvent.ACCEPTED | MonitorEvent.DISCONNECTED | MonitorEvent.CLOSED;
-    await monitorSocket(this.#reactor, pub, events, (event, _endpoint, fd) => {
-      if (event === MonitorEvent.ACCEPTED) {
-        cookies.set(fd, connectionCookie(fd));
-        guard.connected(fd);
-      } else if (cookies.delete(fd)) {
-        guard.disconnected(fd);
-      }
-      stats.subscribers = guard.size;
-    });
-    /** Bytes published at the last look, when that count last changed, and at the last trim. */
-    let seen = 0;
-    let quietSince = performance.now();
-    let trimmedAt = 0;
-    this.#guardTimer = setInterval(() => {
-      // After a burst of publications (`subscriber_buffer` bytes or more), once quiet for a second:
-      // hand back what the burst's queues freed.
-      if (guard.total !== seen) {
-        seen = guard.total;
-        quietSince = performance.now();
-      } else if (seen - trimmedAt >= guard.budget && performance.now() - quietSince >= 1000) {
-        trimmedAt = seen;
-        this.#scheduleTrim();
-      }
-      for (const { id, behind } of guard.sample(connectionStates)) {
-        const cookie = cookies.get(id);
-        cookies.delete(id);
-        // The descriptor may have been closed and reused since the monitor reported it.
-        if (connectionCookie(id) !== cookie) continue;
-        if (!shutdownConnection(id)) continue;
-        stats.subscribersCut++;
-        this.#scheduleTrim();
-        log.warn(
-          "Disconnected a subscriber that reads nothing: {behind} bytes published since it last read " +
-            "(subscriber_buffer {budget}); it will connect again and miss what was published meanwhile",
-          { behind, budget: guard.budget },
-        );
-      }
-      stats.subscribers = guard.size;
-    }, GUARD_INTERVAL_MS);
-    Deno.unrefTimer(this.#guardTimer);
-  }
-
   /** A snapshot of the counters. */
   stats(): IntegrationManagerStats {
     const oversize = (this.#pull?.oversizeDrops ?? 0) + this.#oversize;
@@ -380,8 +306,8 @@ export class IntegrationManager {
 
   /** Stops and closes the sockets. Safe to call twice. */
   close(): Promise<void> {
-    clearTimeout(this.#trimTimer);
-    clearInterval(this.#guardTimer);
+    this.#trim.stop();
+    this.#stopWatch?.();
     this.#closed ??=
       (this.#ownsReactor
         ? this.#reactor.close()
