@@ -232,6 +232,20 @@ export async function explainCommand(
   return r ? ExitCode.ok : ExitCode.unresolved;
 }
 
+/**
+ * A client of the deployment `config` names, with this host's CURVE keys on tcp endpoints;
+ * `null` (the reason printed) when the keys cannot be loaded.
+ */
+async function deploymentClient(config: Config, io: Output): Promise<Client | null> {
+  const security = await securityOrError(config, (l) => io.err(l));
+  if (security === null) return null;
+  return await Client.connect({
+    subject: config.subject_pull_address,
+    publisher: config.integration_manager_pub_address,
+    curve: security?.keys,
+  });
+}
+
 /** Options of the `send` command. */
 export interface SendOptions {
   /** The request's values, as JSON text. */
@@ -282,13 +296,8 @@ export async function sendCommand(
       return ExitCode.usage;
     }
   }
-  const security = await securityOrError(config, (l) => io.err(l));
-  if (security === null) return ExitCode.failure;
-  const client = await Client.connect({
-    subject: config.subject_pull_address,
-    publisher: config.integration_manager_pub_address,
-    curve: security?.keys,
-  });
+  const client = await deploymentClient(config, io);
+  if (!client) return ExitCode.failure;
   const timeout = options.timeout ?? 30_000;
   let unacknowledged = false;
   try {
@@ -357,13 +366,8 @@ export async function tapCommand(
   options: { count?: number; signal?: AbortSignal },
   io: Output = consoleOutput,
 ): Promise<number> {
-  const security = await securityOrError(config, (l) => io.err(l));
-  if (security === null) return ExitCode.failure;
-  const client = await Client.connect({
-    subject: config.subject_pull_address,
-    publisher: config.integration_manager_pub_address,
-    curve: security?.keys,
-  });
+  const client = await deploymentClient(config, io);
+  if (!client) return ExitCode.failure;
   const ac = new AbortController();
   options.signal?.addEventListener("abort", () => ac.abort(), { once: true });
   const onSignal = () => ac.abort();
