@@ -83,6 +83,7 @@ export class ServiceSide {
 
   /** Sends every acknowledgement and refusal owed. */
   flush(): void {
+    if (this.#sock.closed) return; // a flush scheduled before the Subject closed
     const send = (frames: Uint8Array[]) => {
       if (!this.#sock.sendNow(frames)) void this.#sock.send(frames).catch(() => {});
     };
