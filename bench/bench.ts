@@ -20,10 +20,21 @@ import { writeKeyPair } from "../src/roles/security.ts";
 import { parseKeyFile } from "../src/roles/zap.ts";
 import { barePipeline } from "./bare.ts";
 import { gatewayRun } from "./gateway_bench.ts";
-import { Generator } from "./generator.ts";
+import { CLOSED_LOOP_WINDOW, Generator } from "./generator.ts";
+import { type MoleculerRun, moleculerRun } from "./moleculer.ts";
 import { contextSwitches, kernelMemoryMonitors, peakRssMiB, roleProcesses, withCpu } from "./proc.ts";
 import { machine, nodeZeromq, rawPubSub, rawPushPull, rawRoundTrip } from "./raw.ts";
-import { type BenchResult, type FlowRun, percentile, printTable, round2, round3, sum } from "./report.ts";
+import {
+  type BenchResult,
+  type FlowRun,
+  type Goal,
+  goal,
+  percentile,
+  printTable,
+  round2,
+  round3,
+  sum,
+} from "./report.ts";
 
 export type { BenchResult, FlowRun } from "./report.ts";
 
@@ -97,15 +108,16 @@ async function flowRun(
   FlowRun & {
     latency?: {
       rate: number;
-      p50: number;
-      p90: number;
-      p99: number;
-      n: number;
+      rtt: number[];
       sequential: number[];
       busyCores: number;
       monitorCores: number | null;
       low: number[];
       lowRate: number;
+      lowBusyCores: number;
+      at10k: number[];
+      at10kCores: number;
+      at10kRoleCores: number;
       idleCpu: number;
       idleSwitches: number;
     };
@@ -142,7 +154,9 @@ async function flowRun(
       const monitors = kernelMemoryMonitors();
       const [rtt, busy] = await withCpu([...all, ...monitors], () => g.openLoop(rate, seconds));
       const lowRate = Math.round(flowsPerSecond / 10);
-      const low = await g.openLoop(lowRate, seconds);
+      const [low, lowBusy] = await withCpu(all, () => g.openLoop(lowRate, seconds));
+      // The efficiency figure: CPU per flow at a fixed 10,000 flows/s (issue 23).
+      const [at10k, at10kCores] = await withCpu(all, () => g.openLoop(EFFICIENCY_RATE, seconds));
       // The deployment idle: what an edge box pays while nothing happens. Watched from 1.5 s after
       // the load, once the roles' reactors have handed their waits off-thread (after 1 s idle).
       const roleOnly = pids.filter(([role]) => role !== "load generator").map(([, pid]) => pid);
@@ -153,15 +167,17 @@ async function flowRun(
       const idleSwitches = (switches() - switchesBefore) / IDLE_SECONDS;
       lat = {
         rate,
-        p50: percentile(rtt, 50),
-        p90: percentile(rtt, 90),
-        p99: percentile(rtt, 99),
-        n: rtt.length,
+        rtt,
         sequential,
         busyCores: round2(sum(busy.slice(0, all.length))),
         monitorCores: monitors.length ? round2(sum(busy.slice(all.length))) : null,
         low,
         lowRate,
+        lowBusyCores: round2(sum(lowBusy)),
+        at10k,
+        at10kCores: sum(at10kCores),
+        // `all` ends with the load generator (this process).
+        at10kRoleCores: sum(at10kCores.slice(0, -1)),
         idleCpu: round2(sum(idle)),
         idleSwitches: Math.round(idleSwitches),
       };
@@ -173,11 +189,52 @@ async function flowRun(
   }
 }
 
+/** The fixed offered rate of the efficiency figure (µs of CPU per flow), flows/s. */
+const EFFICIENCY_RATE = 10_000;
+
 /** Seconds the main deployment is watched idle after its load. */
 const IDLE_SECONDS = 3;
 
 /** Seconds of closed-loop load each deployment runs before its peak is measured. */
 const WARM_UP_SECONDS = 8;
+
+/** Issue 23's goals as ratios of this run's figures. */
+function goals(z: BenchResult["zmanager"], b: BenchResult["bare"], mol: MoleculerRun | null): Goal[] {
+  const nan = Number.NaN;
+  const z50 = z.open_loop_50pct_of_peak, z10 = z.open_loop_10pct_of_peak;
+  const b50 = b.open_loop_50pct_of_peak, b10 = b.open_loop_10pct_of_peak;
+  const worstRole = Math.max(
+    ...Object.entries(z.peak_rss_mib).filter(([k]) => k !== "load generator").map(([, v]) => v),
+  );
+  return [
+    goal("peak flows/s / Moleculer's", mol ? z.peak_flows_per_s / mol.flows_per_s : nan, "min", 3),
+    goal("peak flows/s / raw one-hop msgs/s", z.peak_to_raw_hop, "min", 0.15),
+    goal(
+      "one at a time p50 / Moleculer's",
+      mol ? z.one_at_a_time.p50_ms / mol.one_at_a_time_p50_ms : nan,
+      "max",
+      2,
+    ),
+    goal("one at a time p50 / bare pipeline's", z.one_at_a_time.p50_ms / b.one_at_a_time.p50_ms, "max", 1.5),
+    goal(
+      "one at a time p99 / Moleculer's",
+      mol ? z.one_at_a_time.p99_ms / mol.one_at_a_time_p99_ms : nan,
+      "max",
+      2,
+    ),
+    goal("10% of peak: p50 / bare pipeline's", z10.p50_ms / b10.p50_ms, "max", 1.5),
+    goal("10% of peak: p99 / bare pipeline's", z10.p99_ms / b10.p99_ms, "max", 2),
+    goal("50% of peak: p50 / bare pipeline's", z50.p50_ms / b50.p50_ms, "max", 2),
+    goal("50% of peak: p99 / bare pipeline's", z50.p99_ms / b50.p99_ms, "max", 3),
+    goal(
+      "CPU per flow at 10,000/s / bare pipeline's",
+      z.open_loop_10000_per_s.cpu_us_per_flow / b.open_loop_10000_per_s.cpu_us_per_flow,
+      "max",
+      1,
+    ),
+    goal("largest role's peak RSS at peak load, MiB", worstRole, "max", 120),
+  ];
+}
 
 /** Runs the benchmark and prints the table; returns the figures. */
 export async function runBench(options: BenchOptions = {}): Promise<BenchResult> {
@@ -185,12 +242,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/11: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/12: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/11: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/12: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/11: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/12: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -208,7 +265,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers, sandbox] of shapes) {
     const latency = steps === 3 && workers === 2 && sandbox;
     say(
-      `bench ${stage++}/11: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
+      `bench ${stage++}/12: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
         sandbox ? "" : ", --no-sandbox"
       }, closed loop${latency ? " then open loop at 50% of peak" : ""}`,
     );
@@ -216,11 +273,16 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2 && r.sandbox)!;
   const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox)!;
-  say("bench 9/11: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
+  say("bench 9/12: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
   const curve = libzmq().curve ? await flowRun(3, 2, seconds, false, true, true) : undefined;
-  say("bench 10/11: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
-  const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate], seconds);
-  say("bench 11/11 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
+  say("bench 10/12: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate, EFFICIENCY_RATE], seconds);
+  say("bench 11/12: Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
+  const moleculer = await moleculerRun(seconds, WARM_UP_SECONDS, [EFFICIENCY_RATE]).catch((e) => {
+    say(`  Moleculer: not measured (${e instanceof Error ? e.message : e})`);
+    return null;
+  });
+  say("bench 12/12 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
   const gateway = await gatewayRun(seconds);
   const toZmq = Math.round((gateway.flowsPerSecond / main.flowsPerSecond) * 1000) / 1000;
   say(
@@ -228,50 +290,70 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       Math.round(main.flowsPerSecond)
     }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms`,
   );
-  const result: BenchResult = {
-    machine: m,
-    raw_hop_msgs_per_s: Math.round(rawHop),
-    raw_hop_3frame_msgs_per_s: Math.round(rawHop3),
-    raw_pubsub_msgs_per_s: Math.round(rawPub),
-    raw_rtt_p50_ms: round3(percentile(rtt, 50)),
-    raw_rtt_p99_ms: round3(percentile(rtt, 99)),
-    raw_rtt_idle_p50_ms: round3(percentile(idleRtt, 50)),
-    raw_rtt_in_thread_p50_ms: round3(percentile(inThreadRtt, 50)),
-    raw_rtt_in_thread_p99_ms: round3(percentile(inThreadRtt, 99)),
-    sequential_p50_ms: round3(percentile(main.latency!.sequential ?? [], 50)),
-    sequential_p99_ms: round3(percentile(main.latency!.sequential ?? [], 99)),
-    node_zeromq: node,
-    flows_per_s: Math.round(main.flowsPerSecond),
-    curve_flows_per_s: curve ? Math.round(curve.flowsPerSecond) : null,
-    curve_cost: curve ? Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100 : null,
-    no_sandbox_flows_per_s: Math.round(unboxed.flowsPerSecond),
+  const lat = main.latency!;
+  const open = (rtt: number[], rate: number, cores: number) => ({
+    offered_per_s: rate,
+    p50_ms: round3(percentile(rtt, 50)),
+    p99_ms: round3(percentile(rtt, 99)),
+    busy_cores: round2(cores),
+    cpu_us_per_flow: round2((cores / rate) * 1e6),
+  });
+  const trip = (sorted: number[]) => ({
+    p50_ms: round3(percentile(sorted, 50)),
+    p99_ms: round3(percentile(sorted, 99)),
+  });
+  const zmanager: BenchResult["zmanager"] = {
+    peak_flows_per_s: Math.round(main.flowsPerSecond),
+    peak_to_raw_hop: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
+    no_sandbox_peak_flows_per_s: Math.round(unboxed.flowsPerSecond),
     sandbox_cost: Math.round((1 - main.flowsPerSecond / unboxed.flowsPerSecond) * 1000) / 1000,
-    ratio: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
-    p50_ms: round3(main.latency!.p50),
-    p90_ms: round3(main.latency!.p90),
-    p99_ms: round3(main.latency!.p99),
-    latency_rate: main.latency!.rate,
-    busy_cores_at_50pct: main.latency!.busyCores,
-    kdamond_cores_at_50pct: main.latency!.monitorCores,
-    latency_rate_10pct: main.latency!.lowRate,
-    p50_ms_at_10pct: round3(percentile(main.latency!.low, 50)),
-    p99_ms_at_10pct: round3(percentile(main.latency!.low, 99)),
-    idle_cpu_cores: main.latency!.idleCpu,
-    idle_context_switches_per_s: main.latency!.idleSwitches,
-    bare_sequential_p50_ms: round3(percentile(bare.sequential, 50)),
-    bare_p50_ms: round3(percentile(bare.runs[0].rtt, 50)),
-    bare_p99_ms: round3(percentile(bare.runs[0].rtt, 99)),
-    bare_busy_cores: bare.runs[0].busyCores,
-    bare_p50_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 50)),
-    bare_p99_ms_at_10pct: round3(percentile(bare.runs[1].rtt, 99)),
-    gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
-    seconds,
-    warm_up_seconds: WARM_UP_SECONDS,
+    curve_peak_flows_per_s: curve ? Math.round(curve.flowsPerSecond) : null,
+    curve_cost: curve ? Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100 : null,
+    one_at_a_time: trip(lat.sequential),
+    open_loop_50pct_of_peak: {
+      ...open(lat.rtt, lat.rate, lat.busyCores),
+      p90_ms: round3(percentile(lat.rtt, 90)),
+      kdamond_cores: lat.monitorCores,
+    },
+    open_loop_10pct_of_peak: open(lat.low, lat.lowRate, lat.lowBusyCores),
+    open_loop_10000_per_s: {
+      ...open(lat.at10k, EFFICIENCY_RATE, lat.at10kCores),
+      roles_cpu_us_per_flow: round2((lat.at10kRoleCores / EFFICIENCY_RATE) * 1e6),
+    },
+    peak_rss_mib: Object.fromEntries(Object.entries(main.roles).map(([k, v]) => [k, v.rssMiB])),
+    idle: { cpu_cores: lat.idleCpu, context_switches_per_s: lat.idleSwitches },
     runs: runs.map(({ latency: _l, ...r }) => ({
       ...r,
       flowsPerSecond: Math.round(r.flowsPerSecond),
       warmUpFlowsPerSecond: Math.round(r.warmUpFlowsPerSecond),
     })),
+  };
+  const bareRun = (i: number) => open(bare.runs[i].rtt, bare.runs[i].rate, bare.runs[i].busyCores);
+  const bareFigures: BenchResult["bare"] = {
+    one_at_a_time: trip(bare.sequential),
+    open_loop_50pct_of_peak: bareRun(0),
+    open_loop_10pct_of_peak: bareRun(1),
+    open_loop_10000_per_s: bareRun(2),
+  };
+  const result: BenchResult = {
+    machine: m,
+    seconds,
+    warm_up_seconds: WARM_UP_SECONDS,
+    closed_loop_window: CLOSED_LOOP_WINDOW,
+    raw: {
+      hop_msgs_per_s: Math.round(rawHop),
+      hop_3frame_msgs_per_s: Math.round(rawHop3),
+      pubsub_msgs_per_s: Math.round(rawPub),
+      one_at_a_time: trip(rtt),
+      one_at_a_time_after_idle_p50_ms: round3(percentile(idleRtt, 50)),
+      one_at_a_time_in_thread: trip(inThreadRtt),
+      node_zeromq: node,
+    },
+    zmanager,
+    bare: bareFigures,
+    moleculer,
+    gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
+    goals: goals(zmanager, bareFigures, moleculer),
   };
   say("bench: done");
   printTable(result);

@@ -132,7 +132,7 @@ export async function rawRoundTrip(dir: string, n: number, gapMs = 0, inThread =
 }
 
 /** zeromq.js on Node, run from Deno's copy of the npm packages; `null` if it cannot run. */
-export async function nodeZeromq(dir: string): Promise<BenchResult["node_zeromq"]> {
+export async function nodeZeromq(dir: string): Promise<BenchResult["raw"]["node_zeromq"]> {
   try {
     const pkg = decodeURIComponent(new URL(".", import.meta.resolve("zeromq/package.json")).pathname);
     // Deno's global cache keeps packages as <name>/<version>/; give Node a node_modules view.

@@ -6,8 +6,8 @@
  */
 
 import { REQUEST_BYTES } from "./bench_peer.ts";
-import { CLOSED_LOOP_WINDOW } from "./generator.ts";
 import type { GatewayRun } from "./gateway_bench.ts";
+import type { MoleculerRun } from "./moleculer.ts";
 
 /** One end-to-end measurement. */
 export interface FlowRun {
@@ -25,100 +25,125 @@ export interface FlowRun {
   readonly roles: Record<string, { cpu: number; rssMiB: number }>;
 }
 
-/** The figures of a benchmark run. */
+/** A round-trip distribution's two figures, in milliseconds. */
+export interface RoundTrip {
+  /** Median round trip. */
+  readonly p50_ms: number;
+  /** 99th percentile. */
+  readonly p99_ms: number;
+}
+
+/** An open-loop run: requests offered at a fixed rate, whatever comes back. */
+export interface OpenLoop extends RoundTrip {
+  /** Requests offered per second. */
+  readonly offered_per_s: number;
+  /** CPU of all the run's processes together (the load generator included), in cores. */
+  readonly busy_cores: number;
+  /** `busy_cores` per completed flow: µs of CPU (all processes) per flow. */
+  readonly cpu_us_per_flow: number;
+}
+
+/** The figures of a benchmark run (`--json FILE`); every latency names the load it was measured at. */
 export interface BenchResult {
   /** The machine. */
   readonly machine: { cores: number; cpu: string; deno: string; libzmq: string; os: string };
-  /**
-   * PUSH→PULL one hop between two processes over ipc, messages per second: single-frame
-   * messages as large as a request's three frames together. The ceiling `ratio` divides by.
-   */
-  readonly raw_hop_msgs_per_s: number;
-  /** The same with a request's three frames as a three-frame message (three `zmq_recv` each). */
-  readonly raw_hop_3frame_msgs_per_s: number;
-  /** PUB→SUB one hop between two processes over ipc, messages per second. */
-  readonly raw_pubsub_msgs_per_s: number;
-  /** Round trip between two processes over ipc (ROUTER→DEALER echo), 2,000 in a row. */
-  readonly raw_rtt_p50_ms: number;
-  /** 99th percentile of the same. */
-  readonly raw_rtt_p99_ms: number;
-  /** Raw round trip p50 when each message follows 2 ms of idleness (both processes asleep). */
-  readonly raw_rtt_idle_p50_ms: number;
-  /** Raw round trip p50 with both ends waiting in-thread, as the roles do (`ROLE_SYNC_WAIT_MS`). */
-  readonly raw_rtt_in_thread_p50_ms: number;
-  /** 99th percentile of the same. */
-  readonly raw_rtt_in_thread_p99_ms: number;
-  /** 3-step flow, 2 workers, one request at a time back to back: p50 and p99 round trip. */
-  readonly sequential_p50_ms: number;
-  /** See `sequential_p50_ms`. */
-  readonly sequential_p99_ms: number;
-  /** zeromq.js on Node, same shapes, for context; `null` when Node or its packages are missing. */
-  readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
-  /** 3-step flow, 2 workers, closed-loop peak. */
-  readonly flows_per_s: number;
-  /** The 3-step flow with 2 workers over tcp with CURVE on loopback, peak flows per second. */
-  readonly curve_flows_per_s: number | null;
-  /** The cost of CURVE on tcp: ipc flows/s divided by tcp + CURVE flows/s (3 steps, 2 workers). */
-  readonly curve_cost: number | null;
-  /** The same, 3-step flow and 2 workers, with `--no-sandbox`. */
-  readonly no_sandbox_flows_per_s: number;
-  /** What the handler sandbox costs: `1 - flows_per_s / no_sandbox_flows_per_s` (negative: nothing measurable). */
-  readonly sandbox_cost: number;
-  /** `flows_per_s / raw_hop_msgs_per_s`. */
-  readonly ratio: number;
-  /** Round trip at 50% of peak (3-step flow, 2 workers), open loop. */
-  readonly p50_ms: number;
-  /** 90th percentile. */
-  readonly p90_ms: number;
-  /** 99th percentile. */
-  readonly p99_ms: number;
-  /** Offered rate of the latency run. */
-  readonly latency_rate: number;
-  /**
-   * CPU in use on the whole machine's processes of the run (roles and load generator, in cores)
-   * during the run at 50% of peak: how much of the machine is left, the queueing that latency
-   * at that rate is made of.
-   */
-  readonly busy_cores_at_50pct: number;
-  /**
-   * CPU the kernel's memory monitor (`kdamond` threads, Linux DAMON) used during the run at 50%
-   * of peak, in cores; `null` when the machine runs none. On this project's 2-vCPU guests it takes
-   * a CPU for 20-35 ms every ~540 ms, which is when the latency spikes (docs/performance.md).
-   */
-  readonly kdamond_cores_at_50pct: number | null;
-  /** Offered rate of the run at 10% of peak. */
-  readonly latency_rate_10pct: number;
-  /** Round trip at 10% of peak, open loop: p50. */
-  readonly p50_ms_at_10pct: number;
-  /** 99th percentile of the same. */
-  readonly p99_ms_at_10pct: number;
-  /** The same deployment idle, from 1.5 s after the load: CPU of its role processes together, in cores. */
-  readonly idle_cpu_cores: number;
-  /** The same: context switches per second of all the role processes' threads together. */
-  readonly idle_context_switches_per_s: number;
-  /**
-   * The bare pipeline: the deployment's shape (four hops, five processes) with relays that only
-   * forward each message, libzmq's loop called from Deno; one message at a time: p50.
-   */
-  readonly bare_sequential_p50_ms: number;
-  /** The bare pipeline open loop at `latency_rate`: p50. */
-  readonly bare_p50_ms: number;
-  /** 99th percentile of the same. */
-  readonly bare_p99_ms: number;
-  /** CPU its five processes used meanwhile, in cores. */
-  readonly bare_busy_cores: number;
-  /** The bare pipeline open loop at `latency_rate_10pct`: p50. */
-  readonly bare_p50_ms_at_10pct: number;
-  /** 99th percentile of the same. */
-  readonly bare_p99_ms_at_10pct: number;
-  /** Every end-to-end run. */
-  readonly runs: readonly FlowRun[];
-  /** The 3-step flow through the HTTP gateway (64 keep-alive connections), and its share of `flows_per_s`. */
-  readonly gateway?: GatewayRun & { readonly ratio_to_zeromq_client: number };
-  /** Seconds each closed-loop peak was measured over. */
+  /** Seconds each closed-loop peak and each open-loop run was measured over. */
   readonly seconds: number;
   /** Seconds of the same load each deployment ran, unmeasured, before its peak was measured. */
   readonly warm_up_seconds: number;
+  /** Requests each closed loop keeps outstanding (ours and Moleculer's). */
+  readonly closed_loop_window: number;
+  /** The project's own libzmq binding, no framework, between two processes over ipc. */
+  readonly raw: {
+    /** PUSH→PULL one hop, single-frame messages as large as a request's three frames: msgs/s. */
+    readonly hop_msgs_per_s: number;
+    /** The same bytes as a three-frame message. */
+    readonly hop_3frame_msgs_per_s: number;
+    /** PUB→SUB one hop: msgs/s. */
+    readonly pubsub_msgs_per_s: number;
+    /** ROUTER→DEALER echo, one at a time, 2,000 in a row. */
+    readonly one_at_a_time: RoundTrip;
+    /** The same, each message after 2 ms of idleness: p50. */
+    readonly one_at_a_time_after_idle_p50_ms: number;
+    /** The same with both ends waiting in-thread, as the roles do (`ROLE_SYNC_WAIT_MS`). */
+    readonly one_at_a_time_in_thread: RoundTrip;
+    /** zeromq.js on Node, same shapes, for context; `null` when Node or its packages are missing. */
+    readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
+  };
+  /** ZManager: the 3-step flow with 2 workers (sandbox on, ipc) unless a key says otherwise. */
+  readonly zmanager: {
+    /** Closed-loop peak, flows/s. */
+    readonly peak_flows_per_s: number;
+    /** `peak_flows_per_s / raw.hop_msgs_per_s`. */
+    readonly peak_to_raw_hop: number;
+    /** The same flow with `--no-sandbox`: peak flows/s. */
+    readonly no_sandbox_peak_flows_per_s: number;
+    /** `1 - peak / no_sandbox_peak` (negative: nothing measurable). */
+    readonly sandbox_cost: number;
+    /** The same flow over tcp with CURVE on loopback: peak flows/s; `null` without a libzmq with CURVE. */
+    readonly curve_peak_flows_per_s: number | null;
+    /** `peak_flows_per_s / curve_peak_flows_per_s`. */
+    readonly curve_cost: number | null;
+    /** One request at a time, back to back (no other load). */
+    readonly one_at_a_time: RoundTrip;
+    /** Open loop at 50% of the peak (with its p90 and the kernel memory monitor's CPU meanwhile). */
+    readonly open_loop_50pct_of_peak: OpenLoop & {
+      readonly p90_ms: number;
+      readonly kdamond_cores: number | null;
+    };
+    /** Open loop at 10% of the peak. */
+    readonly open_loop_10pct_of_peak: OpenLoop;
+    /** Open loop at 10,000 flows/s, the efficiency figure; `roles_cpu_us_per_flow` leaves the generator out. */
+    readonly open_loop_10000_per_s: OpenLoop & { readonly roles_cpu_us_per_flow: number };
+    /** Peak RSS of each role process (and the load generator) over the peak run, MiB. */
+    readonly peak_rss_mib: Record<string, number>;
+    /** The deployment idle, from 1.5 s after the load: CPU of its roles and their context switches. */
+    readonly idle: { readonly cpu_cores: number; readonly context_switches_per_s: number };
+    /** Every closed-loop run (flow shapes, sandbox on and off). */
+    readonly runs: readonly FlowRun[];
+  };
+  /**
+   * The bare pipeline: the deployment's shape (four hops, five processes) with relays that only
+   * forward each message (libzmq's loop called from Deno), at the same offered rates.
+   */
+  readonly bare: {
+    readonly one_at_a_time: RoundTrip;
+    readonly open_loop_50pct_of_peak: OpenLoop;
+    readonly open_loop_10pct_of_peak: OpenLoop;
+    readonly open_loop_10000_per_s: OpenLoop;
+  };
+  /** The peer: Moleculer, its TCP transporter, caller + 2 worker nodes (`moleculer.ts`); `null` if it failed. */
+  readonly moleculer: MoleculerRun | null;
+  /** The 3-step flow through the HTTP gateway (64 keep-alive connections), and its share of the ZeroMQ peak. */
+  readonly gateway?: GatewayRun & { readonly ratio_to_zeromq_client: number };
+  /** The performance goals (issue 23), each as the ratio this run measured. */
+  readonly goals: readonly Goal[];
+}
+
+/** One goal: `value` must be at most (`"max"`) or at least (`"min"`) `limit`. */
+export interface Goal {
+  /** What is compared. */
+  readonly name: string;
+  /** The measured ratio. */
+  readonly value: number;
+  /** `"min"`: at least `limit`; `"max"`: at most `limit`. */
+  readonly bound: "min" | "max";
+  /** The target. */
+  readonly limit: number;
+  /** Whether this run met it. */
+  readonly met: boolean;
+}
+
+/** A goal from its ratio and bound; `met` is false when the ratio could not be measured. */
+export function goal(name: string, value: number, bound: "min" | "max", limit: number): Goal {
+  const v = Math.round(value * 1000) / 1000;
+  return {
+    name,
+    value: v,
+    bound,
+    limit,
+    met: Number.isFinite(v) && (bound === "min" ? v >= limit : v <= limit),
+  };
 }
 
 /** The sum of `xs`. */
@@ -140,87 +165,181 @@ export function round3(n: number): number {
   return Math.round(n * 1000) / 1000;
 }
 
-/** Prints the figures as a Markdown table. */
+const ms = (x: RoundTrip) => `${x.p50_ms.toFixed(2)} / ${x.p99_ms.toFixed(2)} ms`;
+const times = (a: number, b: number) => (Number.isFinite(a / b) && b > 0 ? `${(a / b).toFixed(2)}x` : "–");
+
+/** Prints the figures as Markdown tables: the raw ceiling, ZManager beside the bare pipeline and Moleculer, the goals. */
 export function printTable(r: BenchResult): void {
   const m = r.machine;
+  const z = r.zmanager, b = r.bare, mol = r.moleculer;
+  const molAt10k = mol?.open.find((o) => o.rate === 10_000);
+  const row = (what: string, ...cells: string[]) => `| ${what} | ${cells.join(" | ")} |`;
   const lines = [
     `machine: ${m.cores} cores, ${m.cpu}, ${m.os}; Deno ${m.deno}; libzmq ${m.libzmq}`,
     "",
-    "| measurement | figure |",
+    "| raw libzmq, two processes, ipc | figure |",
     "| --- | ---: |",
-    `| raw PUSH->PULL, one hop, two processes, ipc, one ${REQUEST_BYTES}-byte frame | ${
-      fmt(r.raw_hop_msgs_per_s)
-    } msgs/s |`,
-    `| raw PUSH->PULL, the same bytes as three frames | ${fmt(r.raw_hop_3frame_msgs_per_s)} msgs/s |`,
-    `| raw PUB->SUB, one hop, two processes, ipc | ${fmt(r.raw_pubsub_msgs_per_s)} msgs/s |`,
-    `| raw round trip, two processes, ipc: p50 / p99 | ${r.raw_rtt_p50_ms.toFixed(3)} / ${
-      r.raw_rtt_p99_ms.toFixed(3)
-    } ms |`,
-    `| raw round trip, each after 2 ms idle: p50 | ${r.raw_rtt_idle_p50_ms.toFixed(3)} ms |`,
-    `| raw round trip, both ends waiting in-thread as the roles do: p50 / p99 | ${
-      r.raw_rtt_in_thread_p50_ms.toFixed(3)
-    } / ${r.raw_rtt_in_thread_p99_ms.toFixed(3)} ms |`,
-    ...(r.node_zeromq
-      ? [
-        `| zeromq.js on Node: PUSH->PULL, one hop, two processes | ${
-          fmt(r.node_zeromq.push_pull_msgs_per_s)
-        } msgs/s |`,
-        `| zeromq.js on Node: REQ/REP round trip p50 / p99 | ${r.node_zeromq.rtt_p50_ms.toFixed(3)} / ${
-          r.node_zeromq.rtt_p99_ms.toFixed(3)
-        } ms |`,
-      ]
-      : ["| zeromq.js on Node | not measured (Node or its packages missing) |"]),
-    ...r.runs.map((x) =>
-      `| ${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}${
-        x.sandbox ? "" : ", --no-sandbox"
-      }, peak (closed loop) | ${fmt(x.flowsPerSecond)} flows/s (first ${r.warm_up_seconds} s: ${
-        fmt(x.warmUpFlowsPerSecond)
-      }) |`
+    row(`PUSH->PULL, one hop, one ${REQUEST_BYTES}-byte frame`, `${fmt(r.raw.hop_msgs_per_s)} msgs/s`),
+    row("PUSH->PULL, the same bytes as three frames", `${fmt(r.raw.hop_3frame_msgs_per_s)} msgs/s`),
+    row("PUB->SUB, one hop", `${fmt(r.raw.pubsub_msgs_per_s)} msgs/s`),
+    row("round trip, one at a time: p50 / p99", ms(r.raw.one_at_a_time)),
+    row("round trip, each after 2 ms idle: p50", `${r.raw.one_at_a_time_after_idle_p50_ms.toFixed(3)} ms`),
+    row(
+      "round trip, both ends waiting in-thread as the roles do: p50 / p99",
+      ms(r.raw.one_at_a_time_in_thread),
     ),
-    `| the handler sandbox's cost: 3-step/2-worker peak, on vs --no-sandbox | ${
-      (r.sandbox_cost * 100).toFixed(1)
-    }% (${fmt(r.flows_per_s)} vs ${fmt(r.no_sandbox_flows_per_s)} flows/s) |`,
-    `| ratio: 3-step/2-worker flows/s to raw one-hop msgs/s | ${r.ratio.toFixed(4)} |`,
-    r.curve_flows_per_s === null || r.curve_cost === null
-      ? "| 3-step flow, 2 workers, tcp + CURVE on loopback | not measured (no libzmq with CURVE: see doctor) |"
-      : `| 3-step flow, 2 workers, tcp + CURVE on loopback, peak (closed loop) | ${
-        fmt(r.curve_flows_per_s)
-      } flows/s: ipc is ${r.curve_cost.toFixed(2)}x that |`,
-    `| round trip at 50% of peak (${fmt(r.latency_rate)} flows/s offered): p50 / p90 / p99 | ${
-      r.p50_ms.toFixed(2)
-    } / ${r.p90_ms.toFixed(2)} / ${r.p99_ms.toFixed(2)} ms |`,
-    `| CPU busy meanwhile (roles and load generator, of ${m.cores} cores) | ${
-      r.busy_cores_at_50pct.toFixed(2)
-    } cores |`,
-    ...(r.kdamond_cores_at_50pct === null ? [] : [
-      `| the kernel's memory monitor (kdamond) meanwhile | ${r.kdamond_cores_at_50pct.toFixed(2)} cores |`,
-    ]),
-    `| round trip at 10% of peak (${fmt(r.latency_rate_10pct)} flows/s offered): p50 / p99 | ${
-      r.p50_ms_at_10pct.toFixed(2)
-    } / ${r.p99_ms_at_10pct.toFixed(2)} ms |`,
-    `| 3-step flow, one request at a time back to back: p50 / p99 | ${r.sequential_p50_ms.toFixed(2)} / ${
-      r.sequential_p99_ms.toFixed(2)
-    } ms |`,
-    `| bare pipeline, same shape, relays only: one at a time p50 | ${
-      r.bare_sequential_p50_ms.toFixed(2)
-    } ms |`,
-    `| bare pipeline at ${fmt(r.latency_rate)} /s: p50 / p99; CPU busy | ${r.bare_p50_ms.toFixed(2)} / ${
-      r.bare_p99_ms.toFixed(2)
-    } ms; ${r.bare_busy_cores.toFixed(2)} cores |`,
-    `| bare pipeline at ${fmt(r.latency_rate_10pct)} /s: p50 / p99 | ${r.bare_p50_ms_at_10pct.toFixed(2)} / ${
-      r.bare_p99_ms_at_10pct.toFixed(2)
-    } ms |`,
-    `| the deployment idle: CPU of its roles / context switches | ${r.idle_cpu_cores.toFixed(2)} cores / ${
-      fmt(r.idle_context_switches_per_s)
-    } per s |`,
+    ...(r.raw.node_zeromq
+      ? [
+        row(
+          "zeromq.js on Node: PUSH->PULL, one hop",
+          `${fmt(r.raw.node_zeromq.push_pull_msgs_per_s)} msgs/s`,
+        ),
+        row(
+          "zeromq.js on Node: REQ/REP round trip p50 / p99",
+          ms({
+            p50_ms: r.raw.node_zeromq.rtt_p50_ms,
+            p99_ms: r.raw.node_zeromq.rtt_p99_ms,
+          }),
+        ),
+      ]
+      : [row("zeromq.js on Node", "not measured (Node or its packages missing)")]),
+    "",
+    "| 3-step flow, 2 workers, results back to the caller | ZManager | bare pipeline | Moleculer | ZManager / bare | ZManager / Moleculer |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    row(
+      `peak, closed loop (${fmt(r.closed_loop_window)} outstanding)`,
+      `${fmt(z.peak_flows_per_s)} flows/s`,
+      "–",
+      mol ? `${fmt(mol.flows_per_s)} flows/s` : "not measured",
+      "–",
+      mol ? times(z.peak_flows_per_s, mol.flows_per_s) : "–",
+    ),
+    row(
+      "one request at a time: p50 / p99",
+      ms(z.one_at_a_time),
+      ms(b.one_at_a_time),
+      mol ? ms({ p50_ms: mol.one_at_a_time_p50_ms, p99_ms: mol.one_at_a_time_p99_ms }) : "–",
+      `${times(z.one_at_a_time.p50_ms, b.one_at_a_time.p50_ms)} / ${
+        times(z.one_at_a_time.p99_ms, b.one_at_a_time.p99_ms)
+      }`,
+      mol
+        ? `${times(z.one_at_a_time.p50_ms, mol.one_at_a_time_p50_ms)} / ${
+          times(z.one_at_a_time.p99_ms, mol.one_at_a_time_p99_ms)
+        }`
+        : "–",
+    ),
+    ...([["50%", z.open_loop_50pct_of_peak, b.open_loop_50pct_of_peak], [
+      "10%",
+      z.open_loop_10pct_of_peak,
+      b.open_loop_10pct_of_peak,
+    ]] as const).map(([share, zz, bb]) =>
+      row(
+        `open loop at ${share} of our peak (${fmt(zz.offered_per_s)} flows/s offered): p50 / p99`,
+        ms(zz),
+        ms(bb),
+        "–",
+        `${times(zz.p50_ms, bb.p50_ms)} / ${times(zz.p99_ms, bb.p99_ms)}`,
+        "–",
+      )
+    ),
+    row(
+      "open loop at 10,000 flows/s offered: p50 / p99",
+      ms(z.open_loop_10000_per_s),
+      ms(b.open_loop_10000_per_s),
+      molAt10k ? ms(molAt10k) : "–",
+      `${times(z.open_loop_10000_per_s.p50_ms, b.open_loop_10000_per_s.p50_ms)} / ${
+        times(z.open_loop_10000_per_s.p99_ms, b.open_loop_10000_per_s.p99_ms)
+      }`,
+      molAt10k
+        ? `${times(z.open_loop_10000_per_s.p50_ms, molAt10k.p50_ms)} / ${
+          times(z.open_loop_10000_per_s.p99_ms, molAt10k.p99_ms)
+        }`
+        : "–",
+    ),
+    row(
+      "µs of CPU per flow at 10,000 flows/s (all processes, load generator included)",
+      z.open_loop_10000_per_s.cpu_us_per_flow.toFixed(1),
+      b.open_loop_10000_per_s.cpu_us_per_flow.toFixed(1),
+      molAt10k ? molAt10k.cpu_us_per_flow.toFixed(1) : "–",
+      times(z.open_loop_10000_per_s.cpu_us_per_flow, b.open_loop_10000_per_s.cpu_us_per_flow),
+      molAt10k ? times(z.open_loop_10000_per_s.cpu_us_per_flow, molAt10k.cpu_us_per_flow) : "–",
+    ),
+    row(
+      "peak RSS at peak load, largest process",
+      `${
+        Math.max(...Object.entries(z.peak_rss_mib).filter(([k]) => k !== "load generator").map(([, v]) => v))
+      } MiB`,
+      "–",
+      mol ? `${Math.max(...mol.rss_mib.slice(1))} MiB (worker nodes)` : "–",
+      "–",
+      "–",
+    ),
+    "",
+    "| more of ZManager | figure |",
+    "| --- | ---: |",
+    ...z.runs.map((x) =>
+      row(
+        `${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}${
+          x.sandbox ? "" : ", --no-sandbox"
+        }, peak (closed loop)`,
+        `${fmt(x.flowsPerSecond)} flows/s (first ${r.warm_up_seconds} s: ${fmt(x.warmUpFlowsPerSecond)})`,
+      )
+    ),
+    row("peak to the raw one-hop rate", z.peak_to_raw_hop.toFixed(4)),
+    row(
+      "the handler sandbox's cost: peak, on vs --no-sandbox",
+      `${(z.sandbox_cost * 100).toFixed(1)}% (${fmt(z.peak_flows_per_s)} vs ${
+        fmt(z.no_sandbox_peak_flows_per_s)
+      })`,
+    ),
+    z.curve_peak_flows_per_s === null || z.curve_cost === null
+      ? row("tcp + CURVE on loopback", "not measured (no libzmq with CURVE: see doctor)")
+      : row(
+        "tcp + CURVE on loopback, peak (closed loop)",
+        `${fmt(z.curve_peak_flows_per_s)} flows/s: ipc is ${z.curve_cost.toFixed(2)}x that`,
+      ),
+    row(
+      `open loop at 50% of peak: p90; CPU busy (of ${m.cores} cores)${
+        z.open_loop_50pct_of_peak.kdamond_cores === null ? "" : "; the kernel's memory monitor"
+      }`,
+      `${z.open_loop_50pct_of_peak.p90_ms.toFixed(2)} ms; ${
+        z.open_loop_50pct_of_peak.busy_cores.toFixed(2)
+      } cores${
+        z.open_loop_50pct_of_peak.kdamond_cores === null
+          ? ""
+          : `; ${z.open_loop_50pct_of_peak.kdamond_cores.toFixed(2)} cores`
+      }`,
+    ),
+    row(
+      "µs of CPU per flow at 10,000 flows/s, roles only",
+      z.open_loop_10000_per_s.roles_cpu_us_per_flow.toFixed(1),
+    ),
+    row(
+      "the deployment idle: CPU of its roles / context switches",
+      `${z.idle.cpu_cores.toFixed(2)} cores / ${fmt(z.idle.context_switches_per_s)} per s`,
+    ),
+    ...(r.gateway
+      ? [row(
+        `HTTP gateway, ${r.gateway.connections} keep-alive connections: peak; p50 / p99`,
+        `${
+          fmt(r.gateway.flowsPerSecond)
+        } flows/s (${r.gateway.ratio_to_zeromq_client} of the ZeroMQ client's); ${ms(r.gateway)}`,
+      )]
+      : []),
     "",
     `Peaks: ${
-      fmt(CLOSED_LOOP_WINDOW)
+      fmt(r.closed_loop_window)
     } requests outstanding for ${r.seconds} s, after the same load for ${r.warm_up_seconds} s (the "first" figure).`,
-    "CPU (cores) and peak RSS per process, 3-step flow, 2 workers, at peak:",
-    ...Object.entries(r.runs.find((x) => x.steps === 3 && x.workers === 2 && x.sandbox)!.roles).map((
-      [role, v],
-    ) => `  ${role.padEnd(20)} cpu ${v.cpu.toFixed(2)}  rss ${v.rssMiB.toFixed(1)} MiB`),
+    "Peak RSS per process, 3-step flow, 2 workers, at peak (MiB): " +
+    Object.entries(z.peak_rss_mib).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ") +
+    (mol ? `; Moleculer caller ${mol.rss_mib[0]}, worker nodes ${mol.rss_mib.slice(1).join(", ")}` : ""),
+    "",
+    "Goals (issue 23), as measured in this run:",
+    ...r.goals.map((g) =>
+      `  ${g.met ? "met    " : "not met"}  ${g.name}: ${g.value} (${
+        g.bound === "min" ? ">=" : "<="
+      } ${g.limit})`
+    ),
   ];
   console.log(lines.join("\n"));
 }

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { benchId } from "../bench/generator.ts";
+import { moleculerRun } from "../bench/moleculer.ts";
+import { goal } from "../bench/report.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
@@ -52,4 +54,27 @@ Deno.test("bench: a bare-pipeline relay forwards every message in order and exit
     await r.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("bench: a goal is met only when its measured ratio is on the right side of its limit", () => {
+  assert.equal(goal("x", 3.2, "min", 3).met, true);
+  assert.equal(goal("x", 2.9994, "min", 3).met, false);
+  assert.equal(goal("x", 1.5, "max", 1.5).met, true);
+  assert.equal(goal("x", 1.51, "max", 1.5).met, false);
+  // A ratio that could not be measured (the peer failed: NaN) is never met.
+  assert.equal(goal("x", Number.NaN, "max", 2).met, false);
+  assert.equal(goal("x", Number.POSITIVE_INFINITY, "min", 3).met, false);
+  assert.equal(goal("x", 1.23456, "max", 2).value, 1.235);
+});
+
+Deno.test("bench: the Moleculer peer runs the 3-action chain over its TCP transporter and reports its figures", async () => {
+  const r = await moleculerRun(0.5, 0.5, [500], 16);
+  assert.ok(r.flows_per_s > 0, `peak ${r.flows_per_s}`);
+  assert.ok(r.one_at_a_time_p50_ms > 0 && r.one_at_a_time_p99_ms >= r.one_at_a_time_p50_ms);
+  assert.equal(r.open.length, 1);
+  assert.equal(r.open[0].rate, 500);
+  assert.ok(r.open[0].cpu_us_per_flow > 0, "the CPU of the three processes was read");
+  assert.equal(r.rss_mib.length, 3);
+  assert.ok(r.rss_mib.every((m) => m > 0));
+  assert.equal(r.window, 16);
 });
