@@ -400,3 +400,48 @@ Deno.test("in-thread wait: after 1 s without a message the reactor sleeps off-th
     assert.equal(dec.decode((await inbox.next()).value![0]), "two");
     assert.equal(r.polling, false, "a message came: back to in-thread waits");
   }));
+
+for (const syncWaitMs of [10, 0]) {
+  Deno.test(
+    `the reactor waits on the sockets' descriptors: sockets that send right after they receive miss no message (${
+      syncWaitMs ? "in-thread" : "off-thread"
+    } waits, 5,000 round trips)`,
+    () =>
+      withReactor(async (r, dir) => {
+        // One message in flight, each end sending from its message callback as the roles do: a
+        // send that processes libzmq's commands (taking in "a pipe became readable") leaves the
+        // descriptor quiet with a message waiting; a reactor that then waited on the descriptor
+        // without asking the socket would stall here.
+        const router = r.socket("ROUTER");
+        const ep = await bound(router, endpointFor("ipc", dir));
+        const peer = new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", PEER, "echo", ep],
+          env: { PEER_SYNC_WAIT_MS: String(syncWaitMs) },
+          stdin: "piped",
+          stdout: "piped",
+          stderr: "inherit",
+        }).spawn();
+        const n = 5000;
+        let got = 0;
+        let id: Uint8Array | undefined;
+        const done = Promise.withResolvers<void>();
+        const next = (i: number) => {
+          const frames = [id!, enc.encode(String(i))];
+          if (!router.sendNow(frames)) void router.send(frames);
+        };
+        router.onMessage((f) => {
+          if (!id) {
+            assert.equal(dec.decode(f[1]), "hello");
+            id = f[0];
+            return next(0);
+          }
+          assert.equal(dec.decode(f[1]), String(got));
+          if (++got === n) done.resolve();
+          else next(got);
+        });
+        const res = await withTimeout(done.promise, 30_000);
+        assert.notEqual(res, TIMED_OUT, `stalled after ${got} of ${n} round trips`);
+        await finish(peer);
+      }, { syncWaitMs }),
+  );
+}

@@ -92,6 +92,8 @@ export const Opt = Object.freeze({
   SUBSCRIBE: 6,
   UNSUBSCRIBE: 7,
   RCVMORE: 13,
+  FD: 14,
+  EVENTS: 15,
   TYPE: 16,
   LINGER: 17,
   RECONNECT_IVL: 18,

@@ -14,7 +14,8 @@
  */
 
 import { setImmediate } from "node:timers";
-import { i64, libzmq, POLLIN } from "./ffi.ts";
+import { i64, libzmq, POLLIN, POLLOUT } from "./ffi.ts";
+import { fdPoll, POLLFD_SIZE } from "./fd_poll.ts";
 import { Context, type Socket, type SocketOptions } from "./socket.ts";
 import type { SocketTypeName } from "./ffi.ts";
 import { ReactorSocket, type SocketHost } from "./reactor_socket.ts";
@@ -102,6 +103,12 @@ export class Reactor implements SocketHost {
   /** Messages delivered by the current pass. */
   #delivered = 0;
   #view = new DataView(new ArrayBuffer(0));
+  /** `poll(2)`, when the reactor waits on the sockets' descriptors (else `zmq_poll`). */
+  readonly #fdPoll = fdPoll();
+  #fds = new Uint8Array(0);
+  #fdView = new DataView(new ArrayBuffer(0));
+  /** The sockets of the `#fds` entries, in order; `null` for the wake-up socket. */
+  readonly #fdSockets: (ReactorSocket | null)[] = [];
 
   /** Creates a reactor with its own context. */
   constructor(options: ReactorOptions = {}) {
@@ -237,7 +244,7 @@ export class Reactor implements SocketHost {
       }
       if (work === 0 && this.#ops.length === 0) {
         const inThread = this.#syncWaitMs > 0 && (this.#holds > 0 || now - lastMessage < IDLE_HANDOFF_MS);
-        const n = this.#buildPollItems(!inThread);
+        const fp = this.#fdPoll;
         if (inThread) {
           // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
           // with this poll). A message arriving now is picked up in microseconds; if none comes,
@@ -245,13 +252,31 @@ export class Reactor implements SocketHost {
           // While async work is pending (holdSyncWait) the wait is cut to 1 ms, so its timers and
           // I/O run at most that late.
           const wait = this.#holds > 0 ? Math.min(1, this.#syncWaitMs) : this.#syncWaitMs;
-          if (z.zmq_poll(this.#items, n, i64(wait)) > 0) continue;
+          if (fp) {
+            const n = this.#prepareFds(false);
+            if (n < 0 || this.#fired(n, fp.poll(this.#fds, BigInt(n), wait))) continue;
+          } else {
+            const n = this.#buildPollItems(false);
+            if (z.zmq_poll(this.#items, n, i64(wait)) > 0) {
+              this.#anyInput();
+              continue;
+            }
+          }
         } else {
           // No in-thread waits, or none for a while: wait on another thread with no timeout, so
           // the event loop runs timers as they fall due, and this thread sleeps until a message
           // or an operation (wake()) comes.
-          this.#polling = true;
-          await z.zmq_poll_async(this.#items, n, i64(-1));
+          if (fp) {
+            const n = this.#prepareFds(true);
+            if (n < 0) continue;
+            this.#polling = true;
+            this.#fired(n, await fp.poll_async(this.#fds, BigInt(n), -1));
+          } else {
+            const n = this.#buildPollItems(true);
+            this.#polling = true;
+            await z.zmq_poll_async(this.#items, n, i64(-1));
+            this.#anyInput();
+          }
           this.#polling = false;
           lastYield = performance.now();
           if (this.#signalled) {
@@ -293,7 +318,9 @@ export class Reactor implements SocketHost {
     for (const s of this.#sockets) work += s.flushSends();
     if (!receive) return work;
     for (const s of this.#sockets) {
-      if (!s.wantsInput) continue;
+      // A socket drained since anything else touched it, whose descriptor has not fired since:
+      // nothing to read, and a zmq_recv would cost libzmq two system calls to say so.
+      if (!s.wantsInput || !s.raw.maybeInput) continue;
       try {
         const n = s.receiveUpTo(this.#batch);
         this.#delivered += n;
@@ -303,6 +330,58 @@ export class Reactor implements SocketHost {
       }
     }
     return work;
+  }
+
+  /**
+   * Before a wait on the sockets' descriptors: a socket whose descriptor may not tell (see
+   * `Socket.maybeInput`) or that waits for room to send is asked what it can do now. Returns -1
+   * when one can act (do not wait), else how many descriptors `#fds` holds (with `signal`, the
+   * wake-up socket's first).
+   */
+  #prepareFds(signal: boolean): number {
+    const list = this.#fdSockets;
+    list.length = 0;
+    if (signal) {
+      // Wake-ups are drained after each off-thread wait; this only settles its commands.
+      if (this.#signalIn.maybeInput) { while (this.#signalIn.tryReceive()) { /* a stale wake-up */ } }
+      list.push(null);
+    }
+    for (const s of this.#sockets) {
+      const want = s.pollEvents;
+      if (!want) continue;
+      if ((s.raw.maybeInput || want & POLLOUT) && s.raw.events() & want) return -1;
+      list.push(s);
+    }
+    const size = POLLFD_SIZE * list.length;
+    if (this.#fds.length < size) {
+      this.#fds = new Uint8Array(size * 2);
+      this.#fdView = new DataView(this.#fds.buffer);
+    }
+    const view = this.#fdView;
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i];
+      view.setInt32(i * POLLFD_SIZE, s ? s.raw.fd : this.#signalIn.fd, true);
+      view.setInt16(i * POLLFD_SIZE + 4, POLLIN, true); // libzmq signals any change as readable
+      view.setInt16(i * POLLFD_SIZE + 6, 0, true);
+    }
+    return list.length;
+  }
+
+  /** After `poll(2)` returned `rc` over `n` descriptors: marks the sockets that fired; true if any did. */
+  #fired(n: number, rc: number): boolean {
+    if (rc <= 0) return false;
+    for (let i = 0; i < n; i++) {
+      if (this.#fdView.getInt16(i * POLLFD_SIZE + 6, true) !== 0) {
+        const s = this.#fdSockets[i];
+        (s ? s.raw : this.#signalIn).maybeInput = true;
+      }
+    }
+    return true;
+  }
+
+  /** After a `zmq_poll` (which reads no descriptor state into the sockets): receive from all again. */
+  #anyInput(): void {
+    for (const s of this.#sockets) s.raw.maybeInput = true;
   }
 
   /**

@@ -16,6 +16,7 @@ import {
   lastError,
   libzmq,
   Opt,
+  POLLIN,
   SNDMORE,
   SocketType,
   type SocketTypeName,
@@ -232,9 +233,44 @@ export class Socket {
     return this.#ptr === null;
   }
 
+  /**
+   * @internal False only when the socket is known to have nothing to read *and* its file
+   * descriptor ({@linkcode Socket.fd}) will signal when that changes: right after a receive
+   * that found nothing or an `events()` without POLLIN (both process libzmq's pending commands).
+   * Any other call may process commands (a send, say, can take in the "a pipe became readable"
+   * command), after which a message can wait with the descriptor quiet; so every call sets it.
+   */
+  maybeInput = true;
+  #fd = -1;
+
   #live(): Deno.PointerValue {
     if (!this.#ptr) throw new Error(`${this.type} socket is closed`);
+    this.maybeInput = true;
     return this.#ptr;
+  }
+
+  /**
+   * The descriptor libzmq signals (readable) when the socket's state may have changed
+   * (`ZMQ_FD`): edge-like, so check {@linkcode Socket.events} before waiting on it.
+   */
+  get fd(): number {
+    if (this.#fd < 0) this.#fd = this.getInt(Opt.FD);
+    return this.#fd;
+  }
+
+  /**
+   * What the socket can do now (`ZMQ_EVENTS`: `POLLIN`, `POLLOUT`), after processing libzmq's
+   * pending commands (a `getpid` and a `poll` system call).
+   */
+  events(): number {
+    for (;;) {
+      optLen[0] = 4n;
+      if (this.#z.zmq_getsockopt(this.#live(), Opt.EVENTS, moreFlagBytes, optLenBytes) === 0) break;
+      if (this.#z.zmq_errno() !== Errno.EINTR) throw lastError("zmq_getsockopt(ZMQ_EVENTS)");
+    }
+    const ev = moreFlag[0];
+    if (!(ev & POLLIN)) this.maybeInput = false;
+    return ev;
   }
 
   /**
@@ -382,7 +418,10 @@ export class Socket {
     const z = this.#z;
     for (;;) {
       let n = this.#recv(ptr, DONTWAIT);
-      if (n < 0) return null; // EAGAIN: nothing waiting (no Error object: this is the hot path)
+      if (n < 0) {
+        this.maybeInput = false; // libzmq processed its commands: the descriptor signals what comes
+        return null; // EAGAIN: nothing waiting (no Error object: this is the hot path)
+      }
       const frames: (Uint8Array | null)[] = [];
       let oversize = false;
       for (;;) {

@@ -7,7 +7,8 @@
 import { Reactor } from "../../src/zmq/reactor.ts";
 
 const [mode, endpoint, a, b] = Deno.args;
-const reactor = new Reactor();
+// PEER_SYNC_WAIT_MS: the in-thread wait of the roles (ROLE_SYNC_WAIT_MS) instead of off-thread waits.
+const reactor = new Reactor({ syncWaitMs: Number(Deno.env.get("PEER_SYNC_WAIT_MS") ?? 0) });
 const stdinClosed = (async () => {
   for await (const _ of Deno.stdin.readable) { /* wait for EOF */ }
 })();
