@@ -1,7 +1,7 @@
 // The Subject's per-flow outcomes and latency histograms (pure, injected clock).
 import assert from "node:assert/strict";
 import { BatchWriter } from "../src/wire/batch.ts";
-import { LATENCY_BUCKETS, RequestMetrics } from "../src/roles/request_metrics.ts";
+import { LATENCY_BUCKETS, plainId, RequestMetrics } from "../src/roles/request_metrics.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -49,4 +49,26 @@ Deno.test("request metrics: a final of a request not accepted here is counted, n
   assert.deepEqual(f.outcomes, { done: 3 });
   assert.equal(f.count, 1);
   m.published(enc("not a batch"));
+});
+
+Deno.test("request metrics: a done's id is read from its header bytes; an id with an escape is parsed, and both are timed", () => {
+  assert.equal(plainId(enc('{"v":1,"id":"b3_42","n":3}')), "b3_42");
+  assert.equal(plainId(enc('{"v":1,"id":"é-ü","n":3}')), "é-ü");
+  assert.equal(plainId(enc('{"v":1,"id":"a\\"b","n":3}')), undefined, "an escape: parse instead");
+  assert.equal(plainId(enc('{"v":1,"n":3}')), undefined);
+  assert.equal(plainId(enc('{"v":1,"id":"unterminated')), undefined);
+  let now = 0;
+  const m = new RequestMetrics(() => now);
+  m.accepted('a"b');
+  m.accepted("plain");
+  m.accepted("other");
+  now = 2;
+  // Same topic twice (the flow is reused), then a topic of the same length of another flow.
+  m.published(batch(["F~~~~done", { v: 1, id: 'a"b' }], ["F~~~~done", { v: 1, id: "plain" }]));
+  m.published(batch(["G~~~~done", { v: 1, id: "other" }]));
+  const s = m.snapshot();
+  assert.equal(s.flows.F.count, 2, "both timed");
+  assert.deepEqual(s.flows.F.outcomes, { done: 2 });
+  assert.deepEqual(s.flows.G.outcomes, { done: 1 });
+  assert.equal(s.flows.G.count, 1);
 });
