@@ -1,5 +1,6 @@
 // CURVE on tcp, end to end through real role processes on loopback: peers without an allowed key
-// (a wrong key, or plaintext) get nothing through and are counted; allowlists change at run time.
+// (a wrong key, or plaintext) get nothing through and are counted; allowlists change at run time;
+// `stats` over CURVE shows the allowed roles and says when its key is refused.
 import assert from "node:assert/strict";
 import { Client } from "../src/client/client.ts";
 import { loadSecurity } from "../src/roles/security.ts";
@@ -7,7 +8,7 @@ import type { CurveClientKeys } from "../src/zmq/curve.ts";
 import { Context, type Socket } from "../src/zmq/socket.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { connectRedialing, requireCurve } from "../src/zmq/curve.ts";
-import { startDeployment } from "./helpers.ts";
+import { runCli, startDeployment } from "./helpers.ts";
 import {
   type Endpoints,
   loopbackEndpoints,
@@ -196,6 +197,27 @@ Deno.test({
         const rows = await workerRows(name);
         assert.ok(rows.every((r) => r.steps === 0), `the ${name} worker ran steps`);
       }
+
+      // `stats` (its own runtime directory) with an allowed key: the hub's roles and the allowed
+      // worker, whose key was added at run time (the refused workers' metrics get nothing through
+      // either); with a key not on the subscribers list: refused, saying which list.
+      const stats = (ini: string) =>
+        runCli(["stats", "--json", "--config", `${dir}/${ini}`, "--runtime-dir", `${dir}/stats-rt`]);
+      const wkPid = (await workerRows("wk"))[0]?.pid;
+      let shown: { role: string; pid: number }[] = [];
+      assert.ok(
+        await waitFor(async () => {
+          const r = await stats("hub.ini");
+          shown = r.code === 0 ? JSON.parse(r.stdout) : [];
+          return shown.some((x) => x.role === "worker");
+        }, 10_000),
+        "stats never showed the allowed worker",
+      );
+      assert.deepEqual(shown.map((x) => x.role).sort(), ["integration-manager", "subject", "worker"]);
+      assert.equal(shown.find((x) => x.role === "worker")!.pid, wkPid);
+      const refusedStats = await stats("bad.ini");
+      assert.equal(refusedStats.code, 1);
+      assert.match(refusedStats.stderr, /refused the connection: .*curve_allow_subscribers/);
 
       // Every refusal is counted: wrong keys by ZAP, plaintext peers at the handshake.
       const s = (await security(hubDir, "subject"))!;

@@ -59,7 +59,7 @@ export interface SubjectOptions {
 
 /** Counters of a Subject. */
 export interface SubjectStats {
-  /** Requests received from services (including continuations and pings). */
+  /** Requests received from services (including continuations and pings, not the roles' metrics). */
   received: number;
   /** Steps sent to workers (including redeliveries). */
   dispatched: number;

@@ -13,6 +13,7 @@ import { CONTROL_FRAMES } from "../wire/control.ts";
 import { decodeHeader, type Header, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import { AckBook, type AckList, type ErrorSpec, Intake } from "./intake.ts";
+import { METRICS_TOPIC } from "./metrics.ts";
 
 /** What the service side asks of the Subject. */
 export interface ServiceSideHost {
@@ -46,6 +47,13 @@ export interface ServiceSideOptions {
 }
 
 const { ACK, NACK, RESUMED } = CONTROL_FRAMES;
+const METRICS_TOPIC_FRAME = utf8(METRICS_TOPIC).slice();
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /** The Subject's services, on its service ROUTER socket. */
 export class ServiceSide {
@@ -71,7 +79,7 @@ export class ServiceSide {
     sock.onMessage((f) => this.#onMessage(f));
   }
 
-  /** Requests received from services (including continuations and pings). */
+  /** Requests received from services (including continuations and pings, not the roles' metrics). */
   get received(): number {
     return this.#received;
   }
@@ -121,8 +129,8 @@ export class ServiceSide {
   }
 
   #onRequest(ack: AckList, frames: readonly Uint8Array[]): void {
-    this.#received++;
     const a = this.intake.admit(this.#acks, ack, frames, this.draining);
+    if (a.do !== "ping" || !sameBytes(frames[0], METRICS_TOPIC_FRAME)) this.#received++;
     switch (a.do) {
       case "drop":
         return this.#host.drop(a.reason, a.detail);
