@@ -206,6 +206,7 @@ export async function runSubject(
       stepLimit: config.step_limit,
       heartbeatTimeout: config.heartbeat_timeout,
       maxPending: config.max_pending,
+      maxInFlightPerConnection: config.max_in_flight_per_connection,
       maxMessageSize: config.max_message_size,
       duplicateWindow: config.duplicate_window,
       pausedStore: config.async_store,
