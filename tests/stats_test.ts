@@ -1,10 +1,11 @@
 // `stats` from the metrics topic: run with a runtime directory of its own (it cannot read the
 // deployment's stats files) and the deployment's tcp publish endpoint, it prints every role's
 // counters with the host and pid each came from; `--local` reads this host's files; with no
-// Integration Manager at the endpoint it exits 1 naming the endpoint and the fix.
+// Integration Manager at the endpoint, or none of the roles' metrics (no Subject), it exits 1 naming the
+// endpoint and the fix.
 import assert from "node:assert/strict";
 import { rolePids } from "../testing/deployment.ts";
-import { runCli, startDeployment } from "./helpers.ts";
+import { CLI, runCli, startDeployment } from "./helpers.ts";
 
 interface Row {
   role: string;
@@ -92,6 +93,35 @@ Deno.test("stats: no Integration Manager at the endpoint: exit 1, naming the end
     assert.equal(bad.code, 64);
     assert.match(bad.stderr, /--window must be a positive number of milliseconds, got "soon"/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("stats: an Integration Manager with no Subject behind it: exit 1, saying the IM answered and the Subject is missing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmstats" });
+  const im = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "integration-manager", "--runtime-dir", dir],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+  try {
+    // Up once its publish endpoint exists (bounded wait).
+    for (let i = 0; i < 150; i++) {
+      if (await Deno.stat(`${dir}/im-pub`).then(() => true, () => false)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const r = await runCli(["stats", "--runtime-dir", dir, "--window", "1500"]);
+    assert.equal(r.code, 1);
+    assert.ok(
+      r.stderr.includes(`connected to the Integration Manager at ipc://${dir}/im-pub, but no role published`),
+      r.stderr,
+    );
+    assert.match(r.stderr, /is the Subject running/);
+  } finally {
+    im.kill("SIGINT");
+    await im.status;
     await Deno.remove(dir, { recursive: true });
   }
 });
