@@ -30,8 +30,10 @@ export interface ConnectionQuotaOptions {
   readonly limit: number;
   /**
    * Requests followed at once, all connections together; past it the oldest is forgotten (its
-   * connection's count goes down), so a request that never ends cannot hold a place for ever.
-   * @default {1000000}
+   * connection's count goes down): the memory stays bounded (about 50 bytes a request besides its id) and a
+   * request that never ends cannot hold a place for ever. The Subject's own queue and its workers'
+   * credit keep far fewer than this in flight; the same bound as `RequestMetrics`' timings.
+   * @default {200000}
    */
   readonly maxTracked?: number;
 }
@@ -49,7 +51,7 @@ export class ConnectionQuota {
   /** A quota of `options.limit` requests per connection. */
   constructor(options: ConnectionQuotaOptions) {
     this.#limit = options.limit;
-    this.#maxTracked = options.maxTracked ?? 1_000_000;
+    this.#maxTracked = options.maxTracked ?? 200_000;
   }
 
   /** The cap. */
