@@ -336,7 +336,7 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       .option("--json", "print one JSON document")
       .option(
         "--window <ms>",
-        "milliseconds to listen for the roles' metrics (one each second per role)",
+        "milliseconds to listen for the roles' metrics once connected to the IM (one each second per role)",
         "1500",
       )
       .option("--local", "read the counters the roles of this host write to <runtime_dir>/stats instead"),

@@ -18,8 +18,9 @@ import { Context } from "../zmq/socket.ts";
 import { MonitorEvent } from "../zmq/ffi.ts";
 import { monitorSocket } from "../zmq/monitor.ts";
 import { Reactor } from "../zmq/reactor.ts";
-import { connectRedialing, type CurveClientKeys, curveClientOptions } from "../zmq/curve.ts";
+import { connectRedialing, type CurveClientKeys, curveClientOptions, isTcp } from "../zmq/curve.ts";
 import { encodeHeader, text, utf8 } from "../wire/protocol.ts";
+import { delay } from "../_async.ts";
 import { CONTROL_FRAMES } from "../wire/control.ts";
 
 /** The topic of metrics publications (a ping topic: flow, sender, context, decorator empty). */
@@ -97,13 +98,29 @@ export function publishMetrics(options: PublishMetricsOptions): () => void {
   const id = `metrics-${options.role}-${Deno.pid}`;
   const header = encodeHeader({ v: 1, id, k: "ping" }).slice();
   const topic = utf8(METRICS_TOPIC).slice();
+  // With keys on tcp, libzmq 4.3 gives up a connection whose handshake was refused (a key not on
+  // the allowlist yet): a monitor tells, and the next snapshot dials again (as clients do).
+  const monitor = options.curve && isTcp(options.subject) ? ctx.socket("PAIR", { linger: 0 }) : undefined;
   try {
+    if (monitor) {
+      const at = `inproc://zmanager-metrics-monitor-${Deno.pid}`;
+      sock.monitor(at, HANDSHAKE_FAILED);
+      monitor.connect(at);
+    }
     sock.connect(options.subject);
   } catch {
     /* a bad endpoint: the role itself reports it */
   }
   const send = () => {
     try {
+      let refused = false;
+      while (monitor?.tryReceive()) refused = true;
+      if (refused) {
+        try {
+          sock.disconnect(options.subject);
+        } catch { /* already gone with the refused session */ }
+        sock.connect(options.subject);
+      }
       while (sock.tryReceive()) { /* the Subject's acknowledgements: not needed */ }
       const values = utf8(JSON.stringify(roleMetrics(options.role, options.snapshot()))).slice();
       sock.trySend(options.via === "workers" ? [CONTROL_FRAMES.METRICS, values] : [topic, header, values]);
@@ -126,7 +143,10 @@ export interface CollectMetricsOptions {
   readonly publisher: string;
   /** This host's CURVE keys, for a tcp endpoint of a deployment with keys. */
   readonly curve?: CurveClientKeys;
-  /** Milliseconds to listen (each role publishes once a second). @default {1500} */
+  /**
+   * Milliseconds to listen from the handshake with the IM (each role publishes once a second);
+   * without a handshake within this long, it gives up. @default {1500}
+   */
   readonly window?: number;
 }
 
@@ -157,7 +177,8 @@ export const DEFAULT_METRICS_WINDOW = 1500;
 export async function collectMetrics(options: CollectMetricsOptions): Promise<CollectedMetrics> {
   const reactor = new Reactor();
   const roles = new Map<string, RoleMetrics>();
-  let reached = false, refused = false;
+  const window = options.window ?? DEFAULT_METRICS_WINDOW;
+  let reachedAt: number | undefined, refused = false;
   try {
     const sub = reactor.socket("SUB", {
       ...curveClientOptions(options.curve, options.publisher),
@@ -165,7 +186,7 @@ export async function collectMetrics(options: CollectMetricsOptions): Promise<Co
       linger: 0,
     });
     await monitorSocket(reactor, sub, HANDSHAKE_FAILED | MonitorEvent.HANDSHAKE_SUCCEEDED, (event) => {
-      if (event === MonitorEvent.HANDSHAKE_SUCCEEDED) reached = true;
+      if (event === MonitorEvent.HANDSHAKE_SUCCEEDED) reachedAt ??= performance.now();
       else refused = true;
     });
     sub.onMessage((frames) => {
@@ -180,9 +201,13 @@ export async function collectMetrics(options: CollectMetricsOptions): Promise<Co
     // With keys, dial again after a refused handshake (a key being added to the allowlist).
     if (options.curve) await connectRedialing(reactor, sub, options.publisher);
     else await sub.connect(options.publisher);
-    await new Promise((r) => setTimeout(r, options.window ?? DEFAULT_METRICS_WINDOW));
+    // `window` ms from the handshake (a slow one does not eat the window); no handshake within
+    // `window` ms: no IM there.
+    await delay(window);
+    if (reachedAt !== undefined) await delay(reachedAt + window - performance.now());
   } finally {
     await reactor.close();
   }
+  const reached = reachedAt !== undefined;
   return { roles: [...roles.values()], reached, refused: refused && !reached };
 }
