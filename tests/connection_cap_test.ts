@@ -43,12 +43,12 @@ Deno.test("connection cap: over max_in_flight_per_connection a connection gets o
     }
     await pauses.return?.();
 
-    // Connection A: 50 requests of a 5 s step at once; the first 20 are taken, the rest are over the cap.
+    // Connection A: 50 requests of an 8 s step at once; the first 20 are taken, the rest are over the cap.
     let firstDoneOfA: number | undefined;
     const ofA = Array.from(
       { length: SENT },
       (_, i) =>
-        a.request("Slow", { ms: 5000 }, { id: `a${i}`, timeout: 60_000 }).then((p: Publication) => {
+        a.request("Slow", { ms: 8000 }, { id: `a${i}`, timeout: 60_000 }).then((p: Publication) => {
           if (p.action === "done") firstDoneOfA ??= performance.now();
           return p;
         }),
