@@ -329,12 +329,26 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
 
   withConfig(
     program.command("stats")
-      .description("show each running role's counters (received, dispatched, published, errors, in flight)")
-      .option("--json", "print one JSON document"),
+      .description(
+        "show each running role's counters (received, dispatched, published, errors, in flight), from the " +
+          "metrics every role publishes through the Integration Manager (any host); exit 1 when none arrive",
+      )
+      .option("--json", "print one JSON document")
+      .option(
+        "--window <ms>",
+        "milliseconds to listen for the roles' metrics once connected to the IM (one each second per role)",
+        "1500",
+      )
+      .option("--local", "read the counters the roles of this host write to <runtime_dir>/stats instead"),
   ).action(async (opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
-    setCode(await statsCommand(config, opts, io));
+    const window = Number(opts.window);
+    if (!Number.isFinite(window) || window <= 0) {
+      io.err(`error: --window must be a positive number of milliseconds, got "${opts.window}"`);
+      return setCode(ExitCode.usage);
+    }
+    setCode(await statsCommand(config, { ...opts, window }, io));
   });
 
   return program;

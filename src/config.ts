@@ -39,6 +39,8 @@ export interface Config {
   readonly max_pending: number;
   /** Recent requests the Subject remembers to drop duplicates (same id, position and step count); 0: off. */
   readonly duplicate_window: number;
+  /** Requests one service connection may have in flight at the Subject; more are answered `overloaded`. */
+  readonly max_in_flight_per_connection: number;
   /** Milliseconds a paused (`@ASYNC`) flow waits to be resumed before a `timeout` error. */
   readonly async_timeout: number;
   /** The SQLite file that keeps paused flows across Subject restarts. */
@@ -85,6 +87,15 @@ export const DEFAULT_HEARTBEAT_TIMEOUT = 5000;
 export const DEFAULT_MAX_PENDING = 10_000;
 /** Recent requests the Subject remembers to drop duplicates, by default. */
 export const DEFAULT_DUPLICATE_WINDOW = 100_000;
+/**
+ * Requests one service connection may have in flight at the Subject, by default: ten times
+ * `max_pending`, so it never binds before the Subject's own back-pressure does for requests that
+ * wait for workers (the benchmark's closed loop keeps 2,000 in flight on one connection; the HTTP
+ * gateway brings all its clients through one). It binds for requests held elsewhere, at a
+ * `@PUBLISH` step no service continues; set it below `max_pending` to share the Subject's queue
+ * among services.
+ */
+export const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION = 100_000;
 /** Milliseconds a paused flow waits to be resumed, by default. */
 export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
 /** Deliveries of a step that may end in its worker's failure, by default. */
@@ -114,6 +125,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "max_message_size",
   "max_pending",
   "duplicate_window",
+  "max_in_flight_per_connection",
   "async_timeout",
   "async_store",
   "max_deliveries",
@@ -179,6 +191,10 @@ export const SETTINGS_DOC: Readonly<
   duplicate_window: {
     default: String(DEFAULT_DUPLICATE_WINDOW),
     meaning: "recent requests the Subject remembers to drop repeats; 0: off",
+  },
+  max_in_flight_per_connection: {
+    default: String(DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION),
+    meaning: "requests one service connection may have in flight; more get `overloaded`",
   },
   async_timeout: {
     default: String(DEFAULT_ASYNC_TIMEOUT),
@@ -376,6 +392,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
     max_pending: num("max_pending", DEFAULT_MAX_PENDING, 1),
     duplicate_window: num("duplicate_window", DEFAULT_DUPLICATE_WINDOW, 0),
+    max_in_flight_per_connection: num(
+      "max_in_flight_per_connection",
+      DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+      1,
+    ),
     async_timeout: num("async_timeout", DEFAULT_ASYNC_TIMEOUT, 1),
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
     max_deliveries: num("max_deliveries", DEFAULT_MAX_DELIVERIES, 1),

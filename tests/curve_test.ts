@@ -1,5 +1,6 @@
 // CURVE on tcp, end to end through real role processes on loopback: peers without an allowed key
-// (a wrong key, or plaintext) get nothing through and are counted; allowlists change at run time.
+// (a wrong key, or plaintext) get nothing through and are counted; allowlists change at run time;
+// `stats` over CURVE shows the allowed roles and says when its key is refused.
 import assert from "node:assert/strict";
 import { Client } from "../src/client/client.ts";
 import { loadSecurity } from "../src/roles/security.ts";
@@ -7,7 +8,7 @@ import type { CurveClientKeys } from "../src/zmq/curve.ts";
 import { Context, type Socket } from "../src/zmq/socket.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { connectRedialing, requireCurve } from "../src/zmq/curve.ts";
-import { startDeployment } from "./helpers.ts";
+import { runCli, startDeployment } from "./helpers.ts";
 import {
   type Endpoints,
   loopbackEndpoints,
@@ -197,6 +198,27 @@ Deno.test({
         assert.ok(rows.every((r) => r.steps === 0), `the ${name} worker ran steps`);
       }
 
+      // `stats` (its own runtime directory) with an allowed key: the hub's roles and the allowed
+      // worker, whose key was added at run time (the refused workers' metrics get nothing through
+      // either); with a key not on the subscribers list: refused, saying which list.
+      const stats = (ini: string) =>
+        runCli(["stats", "--json", "--config", `${dir}/${ini}`, "--runtime-dir", `${dir}/stats-rt`]);
+      const wkPid = (await workerRows("wk"))[0]?.pid;
+      let shown: { role: string; pid: number }[] = [];
+      assert.ok(
+        await waitFor(async () => {
+          const r = await stats("hub.ini");
+          shown = r.code === 0 ? JSON.parse(r.stdout) : [];
+          return shown.some((x) => x.role === "worker");
+        }, 30_000),
+        "stats never showed the allowed worker",
+      );
+      assert.deepEqual(shown.map((x) => x.role).sort(), ["integration-manager", "subject", "worker"]);
+      assert.equal(shown.find((x) => x.role === "worker")!.pid, wkPid);
+      const refusedStats = await stats("bad.ini");
+      assert.equal(refusedStats.code, 1);
+      assert.match(refusedStats.stderr, /refused the connection: .*curve_allow_subscribers/);
+
       // Every refusal is counted: wrong keys by ZAP, plaintext peers at the handshake.
       const s = (await security(hubDir, "subject"))!;
       const im = (await security(hubDir, "integration-manager"))!;
@@ -274,4 +296,62 @@ Deno.test("tcp edge: a peer that connects and says nothing is dropped after the 
     "a silent peer kept its connection for 20 s (libzmq's default handshake timeout is 30 s)",
   );
   console.log(`silent peer dropped after ${Math.round(after)} ms`);
+});
+
+Deno.test({
+  name:
+    "curve: a worker started before its key is on the list gets its metrics through once the key is added (stats shows it)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zmcurve" });
+    const ep = loopbackEndpoints();
+    await makeKeys(dir, ["hub", "wk"]);
+    await makeAllowlists(dir, { services: [], workers: [], subscribers: [] });
+    await writeHostConfig(`${dir}/hub.ini`, dir, ep, { key: "hub", hub: true });
+    await writeHostConfig(`${dir}/wk.ini`, dir, ep, { key: "wk" });
+    const procs: { stop(): Promise<number> }[] = [];
+    try {
+      procs.push(
+        await runRole(["start", "--roles", "subject,integration-manager", "--config", `${dir}/hub.ini`], {
+          ready: true,
+          runtimeDir: `${dir}/hub`,
+        }),
+      );
+      procs.push(await runRole(["worker", "--config", `${dir}/wk.ini`], { runtimeDir: `${dir}/w` }));
+      // The worker runs (its counters are written), and its connections are refused meanwhile: its
+      // own socket's (every 250 ms) and its metrics socket's (each second).
+      const refusedWorkers = async () => (await security(`${dir}/hub`, "subject"))?.refused.workers ?? 0;
+      assert.ok(
+        await waitFor(async () => ((await roleCounters(`${dir}/w`)).worker ?? []).length > 0, 30_000),
+        "the worker did not start",
+      );
+      const refusedAtStart = await refusedWorkers();
+      assert.ok(
+        await waitFor(async () => (await refusedWorkers()) >= refusedAtStart + 10, 20_000),
+        "the worker's connections were not refused",
+      );
+      await Deno.copyFile(`${dir}/keys/wk.pub`, `${dir}/allow/workers/wk.pub`);
+      let roles: string[] = [];
+      assert.ok(
+        await waitFor(async () => {
+          const r = await runCli([
+            "stats",
+            "--json",
+            "--config",
+            `${dir}/hub.ini`,
+            "--runtime-dir",
+            `${dir}/s`,
+          ]);
+          roles = r.code === 0 ? (JSON.parse(r.stdout) as { role: string }[]).map((x) => x.role).sort() : [];
+          return roles.includes("worker");
+        }, 30_000),
+        `stats never showed the worker: ${roles.join(", ")}`,
+      );
+      assert.deepEqual(roles, ["integration-manager", "subject", "worker"]);
+    } finally {
+      for (const p of procs.reverse()) await p.stop().catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
 });

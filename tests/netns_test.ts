@@ -4,8 +4,11 @@
 // host runs `cli.ts start --roles …` (or the edge peer) under `ip netns exec`, with the config
 // files and keygen steps of the README's "Running on several hosts". 2,000 requests end to end;
 // mid-load the worker host's link goes down for 5 s and comes back: every request gets exactly
-// one final publication, none lost. Everything is deleted at the end, also on failure.
+// one final publication, none lost. Then `stats` on the edge host shows every role's counters, and
+// `tap` there prints the final publication of a request `send` pushes from there.
+// Everything is deleted at the end, also on failure.
 import assert from "node:assert/strict";
+import { readUntil } from "../src/_async.ts";
 import {
   type Endpoints,
   makeAllowlists,
@@ -26,7 +29,7 @@ async function ip(...args: string[]): Promise<void> {
 
 Deno.test({
   name:
-    "netns: 3 hosts over CURVE, 2,000 requests, the worker host's link down 5 s mid-load: exactly one final publication each, none lost",
+    "netns: 3 hosts over CURVE, 2,000 requests, the worker host's link down 5 s mid-load: exactly one final publication each, none lost; stats, tap and send from the edge host",
   ignore: !isRoot && !ci,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -150,6 +153,81 @@ Deno.test({
       assert.deepEqual(missing, [], `${missing.length} requests without a final publication`);
       assert.deepEqual(repeated, [], `${repeated.length} requests with more than one final publication`);
       assert.deepEqual(summary.errors, []);
+      // `stats` on the edge host, with its own runtime directory: every role's counters, over CURVE,
+      // from the metrics the roles publish through the hub's IM.
+      const stats = await new Deno.Command("ip", {
+        args: [
+          ...exec("edge").slice(1),
+          Deno.execPath(),
+          "run",
+          "-A",
+          new URL("../cli.ts", import.meta.url).pathname,
+          "stats",
+          "--json",
+          "--config",
+          `${dir}/edge.ini`,
+          "--runtime-dir",
+          `${dir}/rt-edge`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+        env: { ZMANAGER_LOG: "warning" },
+      }).output();
+      const statsErr = new TextDecoder().decode(stats.stderr);
+      assert.equal(stats.code, 0, `stats on the edge host: ${statsErr}`);
+      const rows = JSON.parse(new TextDecoder().decode(stats.stdout)) as {
+        role: string;
+        received?: number;
+      }[];
+      assert.deepEqual(rows.map((r) => r.role).sort(), [
+        "integration-manager",
+        "subject",
+        "worker",
+        "worker",
+      ]);
+      assert.ok(
+        (rows.find((r) => r.role === "subject")?.received ?? 0) >= REQUESTS,
+        "stats on the edge host shows the hub's Subject's counters",
+      );
+      // `tap` and `send` on the edge host too: tap prints the final publication of a request sent.
+      const cli = (...args: string[]) => [
+        ...exec("edge").slice(1),
+        Deno.execPath(),
+        "run",
+        "-A",
+        new URL("../cli.ts", import.meta.url).pathname,
+        ...args,
+        "--config",
+        `${dir}/edge.ini`,
+        "--runtime-dir",
+        `${dir}/rt-edge`,
+      ];
+      const tap = new Deno.Command("ip", {
+        args: cli("tap", "Hello~~~~done", "--count", "1"),
+        stdout: "piped",
+        stderr: "piped",
+        env: { ZMANAGER_LOG: "warning" },
+        signal: AbortSignal.timeout(60_000),
+      }).spawn();
+      const tapErr = tap.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      assert.ok(
+        await readUntil(tapErr, "tap: subscribed") !== undefined,
+        "tap on the edge host never subscribed",
+      );
+      void (async () => {
+        while (!(await tapErr.read()).done) { /* drain */ }
+      })();
+      const sent = await new Deno.Command("ip", {
+        args: cli("send", "Hello", "--data", '{"name":"edge"}', "--id", "from-edge", "--wait"),
+        stdout: "piped",
+        stderr: "piped",
+        env: { ZMANAGER_LOG: "warning" },
+      }).output();
+      assert.equal(sent.code, 0, `send on the edge host: ${new TextDecoder().decode(sent.stderr)}`);
+      const tapOut = new Response(tap.stdout).text();
+      assert.equal((await tap.status).code, 0);
+      const tapped = JSON.parse((await tapOut).trim());
+      assert.equal(tapped.id, "from-edge", "tap on the edge host printed the request's final publication");
       const subject = (await roleCounters(`${dir}/rt-hub`)).subject?.[0];
       console.log(
         `hub: redelivered ${subject?.redelivered}, late results ${subject?.lateResults}, security ${

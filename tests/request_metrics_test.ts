@@ -72,3 +72,18 @@ Deno.test("request metrics: a done's id is read from its header bytes; an id wit
   assert.deepEqual(s.flows.G.outcomes, { done: 1 });
   assert.equal(s.flows.G.count, 1);
 });
+
+Deno.test("request metrics: onFinal gets the id of each final publication (the connection cap's release), not of steps", () => {
+  const m = new RequestMetrics(() => 0);
+  const ended: string[] = [];
+  m.published(
+    batch(
+      ["F~~~~done", { v: 1, id: "a" }],
+      ["F~T~F~PUBLISH~x", { v: 1, id: "b", pos: 1 }],
+      ["F~~~~error", { v: 1, id: "c", error: { code: "timeout", message: "x" } }],
+      ["~~~~ping-metrics", { v: 1, id: "d", k: "ping" }],
+    ),
+    (id) => ended.push(id),
+  );
+  assert.deepEqual(ended, ["a", "c"]);
+});

@@ -21,6 +21,7 @@ import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 import { PausedStore } from "../roles/paused_store.ts";
 import { securityOrError } from "../roles/security.ts";
+import { collectMetrics, DEFAULT_METRICS_WINDOW } from "../roles/metrics.ts";
 
 /** Documented exit codes of the CLI. */
 export const ExitCode = Object.freeze({
@@ -408,12 +409,89 @@ export async function tapCommand(
   }
 }
 
-/** `stats`: the counters each running role writes to the runtime directory. */
+/** Options of the `stats` command. */
+export interface StatsOptions {
+  /** Print one JSON document instead of text. */
+  readonly json?: boolean;
+  /** Read the counters the roles of this host write to `<runtime_dir>/stats`, instead of the metrics topic. */
+  readonly local?: boolean;
+  /** Milliseconds to listen for the roles' metrics. @default {1500} */
+  readonly window?: number;
+}
+
+/**
+ * `stats`: each running role's counters, as every role publishes them once a second through the
+ * Integration Manager (`~~~~ping-metrics`), so from any host that can subscribe to it; with
+ * `local`, as the roles of this host write them to `<runtime_dir>/stats`.
+ */
 export async function statsCommand(
   config: Config,
-  options: { json?: boolean },
+  options: StatsOptions,
   io: Output = consoleOutput,
 ): Promise<number> {
+  const rows = options.local ? await localStats(config, io) : await remoteStats(config, options, io);
+  if (rows === null) return ExitCode.failure;
+  rows.sort((a, b) =>
+    String(a.role).localeCompare(String(b.role)) ||
+    String(a.host ?? "").localeCompare(String(b.host ?? "")) ||
+    Number(a.pid) - Number(b.pid)
+  );
+  if (options.json) io.out(JSON.stringify(rows, null, 2));
+  else {
+    for (const r of rows) {
+      const { role, pid, host, at: _at, ...counters } = r;
+      const where = host === undefined ? "" : `host ${String(host).padEnd(16)} `;
+      io.out(`${String(role).padEnd(20)} ${where}pid ${String(pid).padEnd(8)} ${JSON.stringify(counters)}`);
+    }
+  }
+  return rows.length ? ExitCode.ok : ExitCode.failure;
+}
+
+/** The roles' snapshots from the metrics topic, as rows `{role, pid, host, at, ...counters}`; null: none (said why). */
+async function remoteStats(
+  config: Config,
+  options: StatsOptions,
+  io: Output,
+): Promise<Record<string, unknown>[] | null> {
+  const security = await securityOrError(config, (l) => io.err(l));
+  if (security === null) return null;
+  const endpoint = config.integration_manager_pub_address;
+  const window = options.window ?? DEFAULT_METRICS_WINDOW;
+  let heard;
+  try {
+    heard = await collectMetrics({ publisher: endpoint, curve: security?.keys, window });
+  } catch (e) {
+    io.err(`stats: cannot subscribe to the Integration Manager at ${endpoint}: ${(e as Error).message}`);
+    return null;
+  }
+  if (heard.roles.length) {
+    return heard.roles.map((m) => ({ role: m.role, pid: m.pid, host: m.host, at: m.at, ...m.counters }));
+  }
+  const local = ` (--local reads the counters the roles of this host write to ${config.runtime_dir}/stats)`;
+  if (heard.refused) {
+    io.err(
+      `stats: the Integration Manager at ${endpoint} refused the connection: this host's key ` +
+        `(curve_secret_key) must be in the hub's curve_allow_subscribers folder, and curve_server_key must be the hub's public key` +
+        local,
+    );
+  } else if (!heard.reached) {
+    io.err(
+      `stats: no Integration Manager answered at ${endpoint} within ${window} ms; is the deployment running ` +
+        `(deno task start), and is integration_manager_pub_address (--integration-manager-pub-address, ` +
+        `--config, or the same --runtime-dir) its publish endpoint?` + local,
+    );
+  } else {
+    io.err(
+      `stats: connected to the Integration Manager at ${endpoint}, but no role published its counters within ` +
+        `${window} ms; is the Subject running (the roles' metrics reach the IM through it)? --window MS listens longer` +
+        local,
+    );
+  }
+  return null;
+}
+
+/** The counters the roles of this host write to `<runtime_dir>/stats`; null: none (said why). */
+async function localStats(config: Config, io: Output): Promise<Record<string, unknown>[] | null> {
   const dir = `${config.runtime_dir}/stats`;
   const rows: Record<string, unknown>[] = [];
   try {
@@ -425,18 +503,15 @@ export async function statsCommand(
       } catch { /* being rewritten */ }
     }
   } catch {
-    io.err(`stats: no running roles found in ${config.runtime_dir}; is the deployment running?`);
-    return ExitCode.failure;
+    io.err(`stats: no running roles found in ${config.runtime_dir}; is the deployment running on this host?`);
+    return null;
   }
-  rows.sort((a, b) => String(a.role).localeCompare(String(b.role)) || Number(a.pid) - Number(b.pid));
-  if (options.json) io.out(JSON.stringify(rows, null, 2));
-  else {
-    for (const r of rows) {
-      const { role, pid, at: _at, ...counters } = r;
-      io.out(`${String(role).padEnd(20)} pid ${String(pid).padEnd(8)} ${JSON.stringify(counters)}`);
-    }
+  if (!rows.length) {
+    io.err(
+      `stats: no role wrote its counters to ${dir} in the last 5 s; is the deployment running on this host?`,
+    );
   }
-  return rows.length ? ExitCode.ok : ExitCode.failure;
+  return rows;
 }
 
 /** `paused`: flows paused at an `@ASYNC` step (flow, request id, age, time left). */

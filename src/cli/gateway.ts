@@ -88,5 +88,6 @@ export async function runGateway(
     options.supervised ?? false,
     () => gateway.stats(),
     () => gateway.close(),
+    security?.keys,
   );
 }

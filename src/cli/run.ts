@@ -20,6 +20,7 @@ import { Worker } from "../roles/worker.ts";
 import { sandboxGroups } from "../roles/sandbox.ts";
 import { publishMetrics } from "../roles/metrics.ts";
 import { SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+import type { CurveClientKeys } from "../zmq/curve.ts";
 
 /** Creates and checks the runtime directory (see `ensureRuntimeDir`); prints why not and returns false. */
 export async function runtimeDirOk(config: Config): Promise<boolean> {
@@ -131,8 +132,9 @@ export function waitForStop(supervised = false): Promise<string> {
 }
 
 /**
- * Keeps a started role running: writes its counters to the runtime directory until it is told
- * to stop (see {@linkcode waitForStop}), then runs `shutdown`. Returns the exit code.
+ * Keeps a started role running: writes its counters to the runtime directory and publishes them
+ * (`metrics.ts`, with `curve` keys on tcp) until it is told to stop (see {@linkcode waitForStop}),
+ * then runs `shutdown`. Returns the exit code.
  */
 export async function serveUntilStopped(
   config: Config,
@@ -140,9 +142,13 @@ export async function serveUntilStopped(
   supervised: boolean,
   snapshot: () => unknown,
   shutdown: (signal: string) => Promise<void>,
+  curve?: CurveClientKeys,
 ): Promise<number> {
   const stopStats = statsWriter(config, role, snapshot);
-  const stopMetrics = publishMetrics({ subject: config.subject_pull_address, role, snapshot });
+  // A worker's key may join the worker endpoint only: its metrics go there (`METRICS`).
+  const stopMetrics = role === "worker"
+    ? publishMetrics({ subject: config.subject_worker_address, via: "workers", curve, role, snapshot })
+    : publishMetrics({ subject: config.subject_pull_address, curve, role, snapshot });
   await shutdown(await waitForStop(supervised));
   stopMetrics();
   stopStats();
@@ -173,6 +179,7 @@ export async function runIntegrationManager(config: Config, supervised = false):
       logger("integration-manager").info("{signal}: stopping", { signal });
       await im.close();
     },
+    security?.keys,
   );
 }
 
@@ -199,6 +206,7 @@ export async function runSubject(
       stepLimit: config.step_limit,
       heartbeatTimeout: config.heartbeat_timeout,
       maxPending: config.max_pending,
+      maxInFlightPerConnection: config.max_in_flight_per_connection,
       maxMessageSize: config.max_message_size,
       duplicateWindow: config.duplicate_window,
       pausedStore: config.async_store,
@@ -214,7 +222,7 @@ export async function runSubject(
     if (!await subject.drain(config.handler_timeout + 5000)) {
       log.warn("Drain timed out with work still in flight");
     }
-  });
+  }, security?.keys);
 }
 
 /**
@@ -311,7 +319,7 @@ export async function runWorker(
   return await serveUntilStopped(config, "worker", supervised, snapshot, async (signal) => {
     log.info("{signal}: finishing running steps", { signal });
     await worker.drain(config.handler_timeout);
-  });
+  }, security?.keys);
 }
 
 /**

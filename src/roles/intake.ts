@@ -38,6 +38,8 @@ import { RecentKeys } from "./recent_keys.ts";
 export interface AckList {
   /** Its routing id. */
   readonly idFrame: Uint8Array;
+  /** Its routing id as text (the connection's key). */
+  readonly key: string;
   /** Ids of the messages taken (`ACK`). */
   readonly ids: string[];
   /** Messages refused (`NACK`), with why (PROTOCOL.md, _Acknowledgements_). */
@@ -71,7 +73,7 @@ export class AckBook {
   list(idFrame: Uint8Array): AckList {
     const k = text(idFrame);
     let a = this.#acks.get(k);
-    if (!a) this.#acks.set(k, a = { idFrame, ids: [] });
+    if (!a) this.#acks.set(k, a = { idFrame, key: k, ids: [] });
     return a;
   }
 

@@ -130,12 +130,13 @@ export class RequestMetrics {
   }
 
   /**
-   * A batch leaves for the Integration Manager: count and time the final publications in it.
-   * Once per flow on the Subject's hot path, so it reads what it needs from the bytes: the flow
-   * of a topic equal to the previous one is reused, and a `done`'s id is read from the header's
-   * `"id":"…"` (a header where that is not plain is parsed).
+   * A batch leaves for the Integration Manager: count and time the final publications in it;
+   * `onFinal` is called with each one's request id. Once per flow on the Subject's hot path, so
+   * it reads what it needs from the bytes: the flow of a topic equal to the previous one is
+   * reused, and a `done`'s id is read from the header's `"id":"…"` (a header where that is not
+   * plain is parsed).
    */
-  published(batch: Uint8Array): void {
+  published(batch: Uint8Array, onFinal?: (id: string) => void): void {
     const view = BatchView.of(batch);
     if (!view) return;
     for (let i = 0; i < view.count; i++) {
@@ -165,6 +166,7 @@ export class RequestMetrics {
         );
       }
       f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
+      onFinal?.(id);
       const start = this.#started.get(id);
       if (start === undefined) continue;
       this.#started.delete(id);

@@ -83,6 +83,8 @@ export class Subject {
   readonly #limits: LoadLimits;
   /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
   readonly #requests = new RequestMetrics();
+  /** A request ended or paused: its service connection has one fewer in flight. */
+  readonly #ended = (id: string) => this.#serviceSide.quota.release(id);
 
   private constructor(options: SubjectOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
@@ -126,7 +128,7 @@ export class Subject {
       drop: host.drop,
       refused: () => this.#dropped.im_refused = (this.#dropped.im_refused ?? 0) + 1,
       log: this.#log,
-      onBatch: (batch) => this.#requests.published(batch),
+      onBatch: (batch) => this.#requests.published(batch, this.#ended),
     });
     this.#serviceSide = new ServiceSide(this.#services, host, o);
     const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);
@@ -209,6 +211,7 @@ export class Subject {
     return {
       resumed: this.#stats.resumed,
       poisoned: counts.poisoned,
+      overCap: this.#serviceSide.quota.refused,
       received: this.#serviceSide.received,
       dispatched: counts.dispatched,
       published: this.#imLink.published,
@@ -291,6 +294,7 @@ export class Subject {
       return this.#errorPublish({ flow: flow.name, header, values: undefined, code: "bad_request", message });
     }
     const token = this.#pauses.pause(flow.name, position, id, n, text(values));
+    this.#ended(id);
     this.#imLink.publish(
       this.#topics.step(flow, position),
       encodeHeader({ v: 1, id, pos: position, n, resume: token }),

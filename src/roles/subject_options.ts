@@ -11,6 +11,7 @@ import {
   DEFAULT_DUPLICATE_WINDOW,
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_MAX_DELIVERIES,
+  DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
   DEFAULT_MAX_PENDING,
 } from "../config.ts";
 import type { Reactor } from "../zmq/reactor.ts";
@@ -38,6 +39,11 @@ export interface SubjectOptions {
   /** Largest accepted frame in bytes. */
   readonly maxMessageSize?: number;
   /**
+   * Requests one service connection may have in flight (from acceptance to the final
+   * publication or a pause); a new one over this is answered `overloaded`. @default {100000}
+   */
+  readonly maxInFlightPerConnection?: number;
+  /**
    * Recent requests remembered to drop duplicates: a message with the same id, position,
    * step count and resume token as one of them is acknowledged and dropped (`duplicate`).
    * 0 turns this off. @default {100000}
@@ -59,7 +65,7 @@ export interface SubjectOptions {
 
 /** Counters of a Subject. */
 export interface SubjectStats {
-  /** Requests received from services (including continuations and pings). */
+  /** Requests received from services (including continuations and pings, not the roles' metrics). */
   received: number;
   /** Steps sent to workers (including redeliveries). */
   dispatched: number;
@@ -96,6 +102,8 @@ export interface SubjectStats {
   resumed: number;
   /** Requests ended with a `poisoned` error: their step's workers failed `max_deliveries` times. */
   poisoned: number;
+  /** Requests answered `overloaded` because their connection had `maxInFlightPerConnection` in flight. */
+  overCap: number;
   /** Batches of publications sent to the Integration Manager and not yet acknowledged, now. */
   imUnacked: number;
   /** Batches sent to the Integration Manager again (lost on the way, or in an IM that died). */
@@ -145,6 +153,7 @@ export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectO
     stepLimit: options.stepLimit ?? DEFAULT_STEP_LIMIT,
     heartbeatTimeout: options.heartbeatTimeout ?? DEFAULT_HEARTBEAT_TIMEOUT,
     maxPending: options.maxPending ?? DEFAULT_MAX_PENDING,
+    maxInFlightPerConnection: options.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
     maxMessageSize: options.maxMessageSize,
     duplicateWindow: options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW,
     pausedStore: options.pausedStore ?? ":memory:",

@@ -13,6 +13,8 @@ import { CONTROL_FRAMES } from "../wire/control.ts";
 import { decodeHeader, type Header, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import { AckBook, type AckList, type ErrorSpec, Intake } from "./intake.ts";
+import { METRICS_TOPIC } from "./metrics.ts";
+import { ConnectionQuota } from "./connection_quota.ts";
 
 /** What the service side asks of the Subject. */
 export interface ServiceSideHost {
@@ -43,14 +45,25 @@ export interface ServiceSideOptions {
   readonly duplicateWindow: number;
   /** Largest accepted frame in bytes (for the refusal of a larger one). */
   readonly maxMessageSize?: number;
+  /** See `SubjectOptions.maxInFlightPerConnection`. */
+  readonly maxInFlightPerConnection: number;
 }
 
 const { ACK, NACK, RESUMED } = CONTROL_FRAMES;
+const METRICS_TOPIC_FRAME = utf8(METRICS_TOPIC).slice();
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /** The Subject's services, on its service ROUTER socket. */
 export class ServiceSide {
   /** Decides what each request comes to. */
   readonly intake: Intake;
+  /** The requests each connection has in flight (released by the Subject: final publication or pause). */
+  readonly quota: ConnectionQuota;
   /** While true, requests are answered with an `overloaded` error (the Subject is draining). */
   draining = false;
   readonly #sock: ReactorSocket;
@@ -67,11 +80,12 @@ export class ServiceSide {
     this.#acks = new AckBook(() => host.scheduleFlush());
     this.#maxMessageSize = options.maxMessageSize;
     this.intake = new Intake(options);
+    this.quota = new ConnectionQuota({ limit: options.maxInFlightPerConnection });
     sock.raw.onOversize = (f) => this.#onOversize(f);
     sock.onMessage((f) => this.#onMessage(f));
   }
 
-  /** Requests received from services (including continuations and pings). */
+  /** Requests received from services (including continuations and pings, not the roles' metrics). */
   get received(): number {
     return this.#received;
   }
@@ -121,8 +135,8 @@ export class ServiceSide {
   }
 
   #onRequest(ack: AckList, frames: readonly Uint8Array[]): void {
-    this.#received++;
     const a = this.intake.admit(this.#acks, ack, frames, this.draining);
+    if (a.do !== "ping" || !sameBytes(frames[0], METRICS_TOPIC_FRAME)) this.#received++;
     switch (a.do) {
       case "drop":
         return this.#host.drop(a.reason, a.detail);
@@ -136,9 +150,20 @@ export class ServiceSide {
         return;
       }
       case "route":
-        if (a.header.pos === undefined && a.header.k === undefined) this.#host.accepted(a.header.id);
+        if (a.header.pos === undefined && a.header.k === undefined) {
+          // A new request (not a continuation): counted against its connection's cap.
+          if (!this.quota.admit(ack.key, a.header.id)) return this.#overCap(a.flow.name, a.header, frames[2]);
+          this.#host.accepted(a.header.id);
+        }
         return this.#host.route(a.flow, a.position, a.header.id, a.header.n ?? 0, frames[2]);
     }
+  }
+
+  /** A new request over its connection's cap: answered `overloaded` (it was acknowledged, as while draining). */
+  #overCap(flow: string, header: Header, values: Uint8Array): void {
+    const message = `this connection has ${this.quota.limit} requests in flight ` +
+      "(max_in_flight_per_connection): send again once some have ended";
+    this.#host.errorPublish({ flow, header, values, code: "overloaded", message });
   }
 
   /** A message from a service had a frame over max_message_size: refuse it if its header can be read. */

@@ -11,7 +11,8 @@
 import type { Flow } from "../topic/flow_file.ts";
 import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, sendBatch } from "../wire/batch.ts";
 import { CONTROL, CONTROL_FRAMES, decodeStuck, decodeWorkerStatus } from "../wire/control.ts";
-import { text } from "../wire/protocol.ts";
+import { encodeHeader, text, utf8 } from "../wire/protocol.ts";
+import { METRICS_TOPIC } from "./metrics.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import type { logger } from "../log.ts";
 import type { ErrorSpec } from "./intake.ts";
@@ -20,6 +21,8 @@ import { type Dropped, WorkerPool } from "./worker_pool.ts";
 
 /** What the worker side asks of the Subject. */
 export interface WorkerSideHost {
+  /** Publishes a ping as it came, after the Subject's announcement. */
+  ping(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void;
   /** Publishes record `i` of a worker's batch as it came. */
   publishRecord(batch: BatchView, i: number): void;
   /** Pauses request `id` of `flow` at its `@ASYNC` step `position`. */
@@ -51,6 +54,9 @@ interface WorkerLink {
   readonly idFrame: Uint8Array;
   readonly batch: BatchWriter;
 }
+
+const METRICS_TOPIC_FRAME = utf8(METRICS_TOPIC).slice();
+const METRICS_HEADER = encodeHeader({ v: 1, id: "metrics-worker", k: "ping" }).slice();
 
 /** Bytes of a message's frames. */
 const bytesOf = (frames: Step): number => frames.reduce((n, f) => n + f.length, 0);
@@ -183,6 +189,12 @@ export class WorkerSide {
       return this.#pump();
     }
     if (type === CONTROL.BYE) return this.pool.bye(key);
+    if (type === CONTROL.METRICS) {
+      // [id, METRICS, values]: a worker process's metrics, on a socket of its own; published as
+      // the metrics ping services send (PROTOCOL.md, _Metrics_), on that topic only.
+      if (frames.length !== 3) return this.#host.drop("frame_count", "worker METRICS");
+      return this.#host.ping(METRICS_TOPIC_FRAME, METRICS_HEADER, frames[2]);
+    }
     this.#host.drop("bad_worker_message", type.slice(0, 20));
   }
 

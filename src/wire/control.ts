@@ -28,6 +28,8 @@ export const CONTROL = Object.freeze(
     BYE: "BYE",
     /** A worker's watchdog → Subject: a step's handler blocks the worker's event loop. */
     STUCK: "STUCK",
+    /** A worker process → Subject, on a socket of its own: its metrics, to publish (`~~~~ping-metrics`). */
+    METRICS: "METRICS",
     /** Subject → worker: steps (a batch). */
     STEPS: "STEPS",
     /** Subject → service, and IM → Subject: acknowledgements. */

@@ -1,0 +1,103 @@
+/**
+ * The requests each service connection has in flight at the Subject, and the cap on them
+ * (`max_in_flight_per_connection`): a request counts from its acceptance until its final
+ * publication leaves for the Integration Manager, or until it pauses at an `@ASYNC` step (a
+ * paused flow is kept on disk, not in the Subject's memory, and its resume may come from any
+ * connection). A new request over the cap is answered `overloaded` (PROTOCOL.md), so that one
+ * connection cannot take the whole of the Subject's queue (`max_pending`) from the others. Pure:
+ * the Subject calls {@linkcode ConnectionQuota.admit} and {@linkcode ConnectionQuota.release}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ConnectionQuota } from "./connection_quota.ts";
+ * const q = new ConnectionQuota({ limit: 2 });
+ * assert.ok(q.admit("service-a", "r1"));
+ * assert.ok(q.admit("service-a", "r2"));
+ * assert.equal(q.admit("service-a", "r3"), false); // over the cap: answered `overloaded`
+ * assert.ok(q.admit("service-b", "s1")); // another connection is still served
+ * q.release("r1"); // r1's final publication left
+ * assert.ok(q.admit("service-a", "r3"));
+ * assert.equal(q.inFlight("service-a"), 2);
+ * ```
+ *
+ * @module
+ */
+
+/** Options of {@linkcode ConnectionQuota}. */
+export interface ConnectionQuotaOptions {
+  /** Requests one connection may have in flight (`max_in_flight_per_connection`). */
+  readonly limit: number;
+  /**
+   * Requests followed at once, all connections together; past it the oldest is forgotten (its
+   * connection's count goes down): the memory stays bounded (about 50 bytes a request besides its id) and a
+   * request that never ends cannot hold a place for ever. The Subject's own queue and its workers'
+   * credit keep far fewer than this in flight; the same bound as `RequestMetrics`' timings.
+   * @default {200000}
+   */
+  readonly maxTracked?: number;
+}
+
+/** Counts the requests in flight per service connection, and refuses a new one over the cap. */
+export class ConnectionQuota {
+  readonly #limit: number;
+  readonly #maxTracked: number;
+  /** The connection of each request in flight, oldest first. */
+  readonly #connectionOf = new Map<string, string>();
+  /** Requests in flight per connection (a connection with none is not kept). */
+  readonly #counts = new Map<string, number>();
+  #refused = 0;
+
+  /** A quota of `options.limit` requests per connection. */
+  constructor(options: ConnectionQuotaOptions) {
+    this.#limit = options.limit;
+    this.#maxTracked = options.maxTracked ?? 200_000;
+  }
+
+  /** The cap. */
+  get limit(): number {
+    return this.#limit;
+  }
+
+  /** New requests refused so far. */
+  get refused(): number {
+    return this.#refused;
+  }
+
+  /** Requests in flight, all connections together. */
+  get tracked(): number {
+    return this.#connectionOf.size;
+  }
+
+  /** Requests `connection` has in flight. */
+  inFlight(connection: string): number {
+    return this.#counts.get(connection) ?? 0;
+  }
+
+  /**
+   * New request `id` from `connection`: `true` (now counted) if the connection is under the cap,
+   * `false` (counted in {@linkcode refused}) if not. A request already in flight counts once.
+   */
+  admit(connection: string, id: string): boolean {
+    if (this.#connectionOf.has(id)) return true;
+    const n = this.#counts.get(connection) ?? 0;
+    if (n >= this.#limit) {
+      this.#refused++;
+      return false;
+    }
+    this.#counts.set(connection, n + 1);
+    this.#connectionOf.set(id, connection);
+    if (this.#connectionOf.size > this.#maxTracked) this.release(this.#connectionOf.keys().next().value!);
+    return true;
+  }
+
+  /** Request `id` ended (its final publication left) or paused; an id not in flight is ignored. */
+  release(id: string): void {
+    const connection = this.#connectionOf.get(id);
+    if (connection === undefined) return;
+    this.#connectionOf.delete(id);
+    const n = this.#counts.get(connection)! - 1;
+    if (n > 0) this.#counts.set(connection, n);
+    else this.#counts.delete(connection);
+  }
+}

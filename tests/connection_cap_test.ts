@@ -1,0 +1,101 @@
+// The per-connection cap on requests in flight (max_in_flight_per_connection) over a real
+// deployment: one service connection over the cap gets `overloaded` answers, another connection
+// is served meanwhile, every request gets exactly one final publication (none accepted is lost),
+// and the capped connection is served again once its requests have ended; paused flows do not count.
+import assert from "node:assert/strict";
+import type { Publication } from "../src/wire/protocol.ts";
+import { TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { roleStats } from "../testing/deployment.ts";
+import { startDeployment } from "./helpers.ts";
+
+const CAP = 20;
+const SENT = 50;
+
+Deno.test("connection cap: over max_in_flight_per_connection a connection gets overloaded, another is served, no accepted request is lost", async () => {
+  await using d = await startDeployment({
+    workers: 1,
+    args: ["--max-in-flight-per-connection", String(CAP)],
+  });
+  const a = await d.connect();
+  const b = await d.connect();
+  const watcher = await d.connect();
+  try {
+    // Every final publication of the Slow flow, counted per request id, on a connection of its own.
+    const finals = new Map<string, number>();
+    const subscription = await watcher.subscribe("Slow~~~~");
+    const watching = (async () => {
+      for await (const p of subscription) {
+        if (p.action === "done" || p.action === "error") finals.set(p.id, (finals.get(p.id) ?? 0) + 1);
+      }
+    })();
+
+    // Connection A: 25 requests that pause at an @ASYNC step, one after the other. A paused flow is
+    // no longer in flight (it waits on disk for its resume), so none of them is refused, and they
+    // leave A's whole cap to what follows.
+    const pauses = await watcher.subscribe("Pause~ASYNC~");
+    for (let i = 0; i < CAP + 5; i++) {
+      await a.send("Pause", { i }, { id: `p${i}` });
+      for (;;) {
+        const r = await withTimeout(pauses.next(), 20_000);
+        assert.ok(r !== TIMED_OUT && !r.done, `request p${i} did not pause`);
+        if (r.value.id === `p${i}`) break;
+      }
+    }
+    await pauses.return?.();
+
+    // Connection A: 50 requests of an 8 s step at once; the first 20 are taken, the rest are over the cap.
+    let firstDoneOfA: number | undefined;
+    const ofA = Array.from(
+      { length: SENT },
+      (_, i) =>
+        a.request("Slow", { ms: 8000 }, { id: `a${i}`, timeout: 60_000 }).then((p: Publication) => {
+          if (p.action === "done") firstDoneOfA ??= performance.now();
+          return p;
+        }),
+    );
+    // Connection B, while A's requests are in flight: served.
+    const ofB = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => b.request("Slow", { ms: 0 }, { id: `b${i}`, timeout: 60_000 })),
+    );
+    const bDoneAt = performance.now();
+    assert.ok(ofB.every((p) => p.action === "done"), JSON.stringify(ofB.map((p) => p.error)));
+    assert.equal(firstDoneOfA, undefined, "B was served only after A's requests ended");
+    assert.ok(bDoneAt > 0);
+
+    const answers = await Promise.all(ofA);
+    const done = answers.filter((p) => p.action === "done");
+    const refused = answers.filter((p) => p.error?.code === "overloaded");
+    assert.equal(done.length, CAP, "the requests under the cap ran");
+    assert.equal(refused.length, SENT - CAP, "the requests over the cap were answered overloaded");
+    assert.match(
+      refused[0].error!.message,
+      /this connection has 20 requests in flight \(max_in_flight_per_connection\)/,
+    );
+
+    // A is served again once its requests have ended.
+    assert.equal((await a.request("Slow", { ms: 0 }, { id: "a-again", timeout: 60_000 })).action, "done");
+
+    // Exactly one final publication per request, as a subscriber on another connection saw them.
+    const ids = [...Array.from({ length: SENT }, (_, i) => `a${i}`), ...ofB.map((p) => p.id), "a-again"];
+    for (let i = 0; i < 100 && ids.some((id) => !finals.has(id)); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(
+      ids.filter((id) => finals.get(id) !== 1),
+      [],
+      JSON.stringify(Object.fromEntries(finals)),
+    );
+
+    // The Subject counts the refusals (its counters are written each second).
+    let overCap = 0;
+    for (let i = 0; i < 30 && overCap < SENT - CAP; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      overCap = Number((await roleStats(d.dir, "subject")).overCap);
+    }
+    assert.equal(overCap, SENT - CAP);
+    await subscription.return?.();
+    await watching;
+  } finally {
+    await Promise.all([a.close(), b.close(), watcher.close()]);
+  }
+});
