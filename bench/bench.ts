@@ -282,13 +282,17 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     say(`  Moleculer: not measured (${e instanceof Error ? e.message : e})`);
     return null;
   });
-  say("bench 12/12 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop");
+  say(
+    "bench 12/12 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
+      "alternated with a bare Deno.serve and the ZeroMQ generator at 64 outstanding",
+  );
   const gateway = await gatewayRun(seconds);
   const toZmq = Math.round((gateway.flowsPerSecond / main.flowsPerSecond) * 1000) / 1000;
   say(
     `  gateway: ${gateway.flowsPerSecond} flows/s (${toZmq} of the ZeroMQ client's ${
       Math.round(main.flowsPerSecond)
-    }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms`,
+    }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms; bare Deno.serve ${gateway.floor.perSecond} req/s; ` +
+      `ZeroMQ at ${gateway.connections} outstanding ${gateway.zeromqAtConnections} flows/s`,
   );
   const lat = main.latency!;
   const open = (rtt: number[], rate: number, cores: number) => ({

@@ -106,11 +106,13 @@ export class Generator {
    * Ids are `b<epoch>_<index>`, a new epoch per measurement: the Subject drops a request id it
    * has seen (`duplicate_window`), so ids are never reused.
    */
-  #epoch = 0;
+  #epoch: number;
   readonly #out = new BatchWriter();
   #flushScheduled = false;
 
-  constructor(readonly flow: string) {
+  /** `epoch`: where the ids' epochs start (another generator on the same deployment starts elsewhere). */
+  constructor(readonly flow: string, epoch = 0) {
+    this.#epoch = epoch;
     this.#topic = utf8(`${flow}~~~~`);
   }
 

@@ -168,6 +168,29 @@ export function round3(n: number): number {
 const ms = (x: RoundTrip) => `${x.p50_ms.toFixed(2)} / ${x.p99_ms.toFixed(2)} ms`;
 const times = (a: number, b: number) => (Number.isFinite(a / b) && b > 0 ? `${(a / b).toFixed(2)}x` : "–");
 
+/** The gateway's rows of the table (none when the run has no gateway figures). */
+function gatewayRows(r: BenchResult): string[] {
+  const g = r.gateway;
+  if (!g) return [];
+  const cpu = (x: GatewayRun["floor"]) =>
+    `${x.serverMicrosPerRequest} / ${x.generatorMicrosPerRequest} / ${x.rolesMicrosPerRequest} µs`;
+  return [
+    `| HTTP gateway: 3-step flow, ${g.connections} keep-alive connections, closed loop: flows/s; p50 / p99 | ${
+      fmt(g.flowsPerSecond)
+    } flows/s (${g.ratio_to_zeromq_client.toFixed(3)} of the ZeroMQ peak); ${g.p50_ms.toFixed(2)} / ${
+      g.p99_ms.toFixed(2)
+    } ms |`,
+    `| the same deployment, ZeroMQ generator with ${g.connections} requests outstanding (the row's ceiling) | ${
+      fmt(g.zeromqAtConnections)
+    } flows/s |`,
+    `| floor: bare Deno.serve (fixed body), same load generator: req/s; p50 / p99 | ${
+      fmt(g.floor.perSecond)
+    } req/s; ${g.floor.p50_ms.toFixed(2)} / ${g.floor.p99_ms.toFixed(2)} ms |`,
+    `| CPU per request, gateway row: gateway / load generator / roles | ${cpu(g.gateway)} |`,
+    `| CPU per request, floor row: Deno.serve / load generator / roles (idle) | ${cpu(g.floor)} |`,
+  ];
+}
+
 /** Prints the figures as Markdown tables: the raw ceiling, ZManager beside the bare pipeline and Moleculer, the goals. */
 export function printTable(r: BenchResult): void {
   const m = r.machine;
@@ -318,14 +341,7 @@ export function printTable(r: BenchResult): void {
       "the deployment idle: CPU of its roles / context switches",
       `${z.idle.cpu_cores.toFixed(2)} cores / ${fmt(z.idle.context_switches_per_s)} per s`,
     ),
-    ...(r.gateway
-      ? [row(
-        `HTTP gateway, ${r.gateway.connections} keep-alive connections: peak; p50 / p99`,
-        `${
-          fmt(r.gateway.flowsPerSecond)
-        } flows/s (${r.gateway.ratio_to_zeromq_client} of the ZeroMQ client's); ${ms(r.gateway)}`,
-      )]
-      : []),
+    ...gatewayRows(r),
     "",
     `Peaks: ${
       fmt(r.closed_loop_window)

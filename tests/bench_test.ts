@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { benchId } from "../bench/generator.ts";
+import { httpClosedLoop } from "../bench/http_load.ts";
 import { moleculerRun } from "../bench/moleculer.ts";
 import { goal } from "../bench/report.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
@@ -77,4 +78,41 @@ Deno.test("bench: the Moleculer peer runs the 3-action chain over its TCP transp
   assert.equal(r.rss_mib.length, 3);
   assert.ok(r.rss_mib.every((m) => m > 0));
   assert.equal(r.window, 16);
+});
+
+Deno.test("bench: the HTTP load generator keeps one request in flight per connection, times every answer, counts non-200 as failed", async () => {
+  let served = 0;
+  let inFlight = 0;
+  let most = 0;
+  const big = "x".repeat(40_000); // over the generator's first 16 KiB read buffer
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    const body = await req.text();
+    const n = ++served;
+    await new Promise((r) => setTimeout(r, 1));
+    inFlight--;
+    if (body !== '{"n":1}') return new Response("bad body", { status: 400 });
+    if (n % 10 === 0) return new Response("nope", { status: 503 });
+    return new Response(n % 7 === 0 ? big : '{"ok":true}', {
+      headers: { "content-type": "application/json" },
+    });
+  });
+  try {
+    const r = await httpClosedLoop({
+      hostname: "127.0.0.1",
+      port: server.addr.port,
+      path: "/v1/flows/Bench3",
+      body: '{"n":1}',
+      connections: 4,
+      seconds: 0.5,
+    });
+    assert.ok(served > 20, `only ${served} requests`);
+    assert.equal(r.times.length, served, "every request served was answered and timed");
+    assert.equal(r.failed, Math.floor(served / 10), "the 503s, no more");
+    assert.ok(most <= 4, `${most} requests in flight on 4 connections`);
+    assert.ok(r.times.every((t, i) => t > 0 && (i === 0 || t >= r.times[i - 1])), "ascending times");
+  } finally {
+    await server.shutdown();
+  }
 });

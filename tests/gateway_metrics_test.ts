@@ -33,7 +33,9 @@ Deno.test("gateway: GET /metrics counts each flow's outcomes and latencies, show
       const r = await fetch(`${url}/metrics`);
       assert.equal(r.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
       text = await r.text();
+      // Both flows' counts: a snapshot (taken each second) may hold the first flow's and not yet the other's.
       const ready = value(text, 'zmanager_requests_total{flow="Three",outcome="done"}') === 20 &&
+        value(text, 'zmanager_requests_total{flow="Boom",outcome="handler_error"}') === 7 &&
         (text.match(/^zmanager_role_up\{/gm) ?? []).length === 5;
       if (ready) break;
       await new Promise((r) => setTimeout(r, 100));

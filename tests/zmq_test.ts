@@ -445,3 +445,70 @@ for (const syncWaitMs of [10, 0]) {
       }, { syncWaitMs }),
   );
 }
+
+/**
+ * `a` on a reactor with `coalesceSendsMs`, `b` on a plain reactor of its own (its sends are not
+ * held), connected over ipc.
+ */
+async function withCoalescingPair(
+  coalesceSendsMs: number,
+  fn: (r: Reactor, a: ReactorSocket, b: ReactorSocket) => Promise<void>,
+): Promise<void> {
+  const peer = new Reactor();
+  try {
+    await withReactor(async (r, dir) => {
+      const a = r.socket("PAIR", { linger: 0 });
+      const ep = await bound(a, endpointFor("ipc", dir));
+      const b = peer.socket("PAIR", { linger: 0 });
+      await b.connect(ep);
+      await fn(r, a, b);
+    }, { coalesceSendsMs });
+  } finally {
+    await peer.close();
+  }
+}
+
+/** Waits (up to 5 s) until the reactor waits on its off-thread poll. */
+async function untilPolling(r: Reactor): Promise<void> {
+  for (let i = 0; i < 500 && !r.polling; i++) await delay(10);
+  assert.ok(r.polling, "the reactor never waited off-thread");
+}
+
+Deno.test("coalesceSendsMs: while messages keep coming, a send made during the off-thread poll leaves with the next message's pass", () =>
+  withCoalescingPair(3000, async (r, a, b) => {
+    const fromA = b.messages();
+    const toA = a.messages();
+    await b.send([enc.encode("one")]);
+    await toA.next();
+    await untilPolling(r);
+    void a.send([enc.encode("held")]);
+    assert.equal(await withTimeout(fromA.next(), 300), TIMED_OUT, "the send woke the poll at once");
+    await b.send([enc.encode("two")]); // a message: the poll returns, the held send leaves
+    const got = await withTimeout(fromA.next(), 2000);
+    assert.notEqual(got, TIMED_OUT, "the held send waited for its timer (3 s), not for the message");
+    assert.equal(dec.decode((got as IteratorResult<Uint8Array[]>).value[0]), "held");
+    assert.equal(dec.decode((await toA.next()).value![0]), "two");
+  }));
+
+Deno.test("coalesceSendsMs: a held send leaves after that long at most; after that long without a message, sends leave at once", () =>
+  withCoalescingPair(800, async (r, a, b) => {
+    const fromA = b.messages();
+    const toA = a.messages();
+    await b.send([enc.encode("one")]);
+    await toA.next();
+    await untilPolling(r);
+    let t = performance.now();
+    void a.send([enc.encode("held")]);
+    const held = await withTimeout(fromA.next(), 5000);
+    const waited = performance.now() - t;
+    assert.notEqual(held, TIMED_OUT, "a held send never left with no message coming");
+    assert.ok(waited >= 600, `the send was not held: it left after ${waited.toFixed(0)} ms`);
+    await delay(1000); // now over 800 ms since the last message: no more holding
+    await untilPolling(r);
+    t = performance.now();
+    void a.send([enc.encode("prompt")]);
+    const prompt = await withTimeout(fromA.next(), 5000);
+    const took = performance.now() - t;
+    assert.equal(dec.decode((prompt as IteratorResult<Uint8Array[]>).value[0]), "prompt");
+    assert.ok(took < 400, `an idle reactor held a send for ${took.toFixed(0)} ms`);
+  }));

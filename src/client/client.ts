@@ -101,7 +101,14 @@ export class Client {
       receiveHighWaterMark: 100_000,
       linger: 2000,
     });
-    c.#out = new TurnBatch(c.#dealer, [], "client closed");
+    // A batch to send while the reactor polls off-thread waits for its next pass, gathering the
+    // requests of the turns until then (one per turn for the HTTP gateway) into one message.
+    c.#out = new TurnBatch(
+      c.#dealer,
+      [],
+      "client closed",
+      (flush) => queueMicrotask(() => c.#reactor.execSend(flush)),
+    );
     if (options.curve) await connectRedialing(c.#reactor, c.#dealer, options.subject);
     else await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));

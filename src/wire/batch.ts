@@ -169,18 +169,25 @@ export class TurnBatch {
   readonly #socket: BatchSocket & { readonly closed: boolean };
   readonly #prefix: readonly Uint8Array[];
   readonly #closedMessage: string;
+  readonly #schedule: (flush: () => void) => void;
   #scheduled = false;
   #waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
 
-  /** Sends on `socket`; what is added after it closed is dropped, its waiters rejected with `closedMessage`. */
+  /**
+   * Sends on `socket`; what is added after it closed is dropped, its waiters rejected with
+   * `closedMessage`. `schedule` runs the flush at the end of the turn (by default a microtask);
+   * one that runs it later gathers what later turns add into the same batch.
+   */
   constructor(
     socket: BatchSocket & { readonly closed: boolean },
     prefix: readonly Uint8Array[],
     closedMessage = "socket closed",
+    schedule: (flush: () => void) => void = queueMicrotask,
   ) {
     this.#socket = socket;
     this.#prefix = prefix;
     this.#closedMessage = closedMessage;
+    this.#schedule = schedule;
   }
 
   /** Adds a record (see {@linkcode BatchWriter.add}). */
@@ -189,7 +196,7 @@ export class TurnBatch {
     if (this.#writer.size >= BATCH_FLUSH_BYTES) this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      queueMicrotask(() => this.flush());
+      this.#schedule(() => this.flush());
     }
   }
 

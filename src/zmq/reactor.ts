@@ -41,6 +41,15 @@ export interface ReactorOptions {
    * {@linkcode Reactor.holdSyncWait} cuts it to 1 ms while async work is pending. @default {0}
    */
   readonly syncWaitMs?: number;
+  /**
+   * While messages keep coming (one arrived in the last this many milliseconds), a send made
+   * during the off-thread poll does not wake the poll: it leaves with the pass that the next
+   * message starts, at most this long later, together with the sends made meanwhile. Each
+   * wake-up costs a thread hop each way; a process that sends one message per event-loop turn
+   * (the HTTP gateway: one request per turn) would pay one per message. 0 wakes the poll for
+   * every send. @default {0}
+   */
+  readonly coalesceSendsMs?: number;
   /** Called when a message callback throws; by default the error is logged to stderr. */
   readonly onError?: (error: unknown) => void;
   /** Context options, when the reactor creates its own context. */
@@ -87,6 +96,11 @@ export class Reactor implements SocketHost {
   readonly #batch: number;
   readonly #yieldMs: number;
   readonly #syncWaitMs: number;
+  readonly #coalesceSendsMs: number;
+  /** When the last message arrived (ms). */
+  #lastMessage = performance.now();
+  /** Wakes the poll for sends that were left to coalesce. */
+  #sendTimer?: ReturnType<typeof setTimeout>;
   readonly #onError: (error: unknown) => void;
   readonly #signalIn: Socket;
   readonly #signalOut: Socket;
@@ -116,6 +130,7 @@ export class Reactor implements SocketHost {
     this.#batch = options.batch ?? 256;
     this.#yieldMs = options.yieldMs ?? 4;
     this.#syncWaitMs = options.syncWaitMs ?? 0;
+    this.#coalesceSendsMs = options.coalesceSendsMs ?? 0;
     this.#onError = options.onError ?? ((e) => console.error("reactor: message callback failed:", e));
     const ep = `inproc://zmanager-reactor-${Deno.pid}-${++reactorCount}`;
     this.#signalIn = this.context.socket("PAIR", { linger: 0 });
@@ -195,12 +210,41 @@ export class Reactor implements SocketHost {
     });
   }
 
+  /**
+   * Runs `fn`, which sends, on the reactor's turn: at once when not polling; else at the start
+   * of the next pass, the poll woken as for a queued send (see
+   * {@linkcode ReactorOptions.coalesceSendsMs}). What a sender gathers until then leaves together.
+   */
+  execSend(fn: () => void): void {
+    if (!this.#polling) return fn();
+    this.#ops.push(() => {
+      try {
+        fn();
+      } catch (e) {
+        this.#onError(e);
+      }
+    });
+    this.wakeForSend();
+  }
+
   /** @internal Wakes the poll so queued work runs. */
   wake(): void {
     if (this.#polling && !this.#signalled) {
       this.#signalled = true;
       this.#signalOut.trySend([new Uint8Array(0)]);
     }
+  }
+
+  /** @internal Wakes the poll for a queued send, or leaves it to coalesce (see `coalesceSendsMs`). */
+  wakeForSend(): void {
+    if (!this.#polling || this.#signalled || this.#sendTimer !== undefined) return;
+    const ms = this.#coalesceSendsMs;
+    if (ms > 0 && performance.now() - this.#lastMessage < ms) {
+      this.#sendTimer = setTimeout(() => {
+        this.#sendTimer = undefined;
+        this.wake();
+      }, ms);
+    } else this.wake();
   }
 
   /** @internal */
@@ -215,7 +259,6 @@ export class Reactor implements SocketHost {
   async #run(): Promise<void> {
     const z = libzmq().symbols;
     let lastYield = performance.now();
-    let lastMessage = lastYield;
     for (;;) {
       this.#delivered = 0;
       let work = this.#turn(true);
@@ -225,7 +268,7 @@ export class Reactor implements SocketHost {
       // receive pass ends with a zmq_recv that finds nothing, which costs libzmq a system call.
       work += this.#turn(false);
       const now = performance.now();
-      if (this.#delivered > 0) lastMessage = now;
+      if (this.#delivered > 0) this.#lastMessage = now;
       if (work > 0 && now - lastYield < this.#yieldMs) {
         await null; // let promise continuations (awaiting consumers) run, then drain again
         continue;
@@ -243,7 +286,8 @@ export class Reactor implements SocketHost {
         this.#callAll(this.#onIdle);
       }
       if (work === 0 && this.#ops.length === 0) {
-        const inThread = this.#syncWaitMs > 0 && (this.#holds > 0 || now - lastMessage < IDLE_HANDOFF_MS);
+        const inThread = this.#syncWaitMs > 0 &&
+          (this.#holds > 0 || now - this.#lastMessage < IDLE_HANDOFF_MS);
         const fp = this.#fdPoll;
         if (inThread) {
           // Nothing to do: wait in-thread (JavaScript cannot run meanwhile, so nothing can race
@@ -279,6 +323,10 @@ export class Reactor implements SocketHost {
           }
           this.#polling = false;
           lastYield = performance.now();
+          if (this.#sendTimer !== undefined) {
+            clearTimeout(this.#sendTimer);
+            this.#sendTimer = undefined;
+          }
           if (this.#signalled) {
             while (this.#signalIn.tryReceive()) { /* drain wake-ups */ }
             this.#signalled = false;

@@ -18,6 +18,8 @@ export interface SocketHost {
   exec<T>(fn: () => T): Promise<T>;
   /** Wakes the poll so queued work runs. */
   wake(): void;
+  /** Wakes the poll for a queued send (perhaps a little later, with others). */
+  wakeForSend(): void;
   /** The socket closed: stop polling it. */
   forget(s: ReactorSocket): void;
 }
@@ -131,7 +133,7 @@ export class ReactorSocket {
     }
     return new Promise<void>((resolve, reject) => {
       this.#sends.push({ frames, resolve, reject });
-      this.#reactor.wake();
+      this.#reactor.wakeForSend();
     });
   }
 
