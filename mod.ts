@@ -113,6 +113,8 @@ export {
 export {
   Client,
   type ClientOptions,
+  ReloadError,
+  type ReloadOptions,
   type RequestOptions,
   RequestRefusedError,
   RequestTimeoutError,

@@ -12,7 +12,8 @@ import { ConfigError, ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
 import { HandlerRegistry, parseTarget, type UnresolvedTarget } from "../handler.ts";
 import { checkHandlerTargets } from "./handler_check.ts";
-import { loadFiles, loadHandlers } from "../load.ts";
+import { loadFiles, loadHandlers, readSources } from "../load.ts";
+import { sourcesHash } from "../roles/config_versions.ts";
 import { logger } from "../log.ts";
 import { IntegrationManager } from "../roles/integration_manager.ts";
 import { Subject } from "../roles/subject.ts";
@@ -51,6 +52,19 @@ export const EXAMPLE_FILES: readonly string[] = [
   new URL("../../examples/hello/flows.ini", import.meta.url),
   new URL("../../examples/hello/action_mapping.ini", import.meta.url),
 ].map((u) => decodeURIComponent(u.pathname));
+
+/** The file in the runtime directory that holds the Subject's reload key (`cli.ts reload` reads it). */
+export const RELOAD_KEY_FILE = "reload.key";
+
+/** Makes a new reload key and writes it to {@linkcode RELOAD_KEY_FILE} (mode 0600); returns it. */
+async function newReloadKey(config: Config): Promise<string> {
+  const key = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  const file = `${config.runtime_dir}/${RELOAD_KEY_FILE}`;
+  await Deno.writeTextFile(`${file}.tmp`, key, { mode: 0o600 });
+  await Deno.rename(`${file}.tmp`, file);
+  return key;
+}
 
 /** Loads files for a role; prints every error and returns `undefined` when any. */
 export async function loadForRole(
@@ -189,6 +203,12 @@ export async function runSubject(
   const security = await securityOrError(config);
   if (security === null) return 1;
   if (!await runtimeDirOk(config)) return 1;
+  const reload = {
+    key: await newReloadKey(config),
+    sources: await readSources(files.length ? files : EXAMPLE_FILES),
+    timeout: config.handler_import_timeout + 5000,
+    allowComponentPermissions,
+  };
   const subject = await started(() =>
     Subject.start({
       security,
@@ -204,6 +224,7 @@ export async function runSubject(
       pausedStore: config.async_store,
       asyncTimeout: config.async_timeout,
       maxDeliveries: config.max_deliveries,
+      reload,
     })
   );
   if (!subject) return 1;
@@ -276,6 +297,11 @@ export async function runWorker(
     heartbeatTimeout: config.heartbeat_timeout,
     watchdog: true,
     maxMessageSize: config.max_message_size,
+    reload: {
+      baseHash: await sourcesHash(await readSources(files.length ? files : EXAMPLE_FILES)),
+      allowComponentPermissions,
+      importTimeout: config.handler_import_timeout,
+    },
   };
   let worker: Worker;
   let unresolved: readonly UnresolvedTarget[];

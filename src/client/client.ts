@@ -40,10 +40,13 @@ import {
   type RequestOptions,
 } from "./options.ts";
 import { type Waiter, Waiters } from "./waiters.ts";
+import { reloadAnswered, type ReloadOptions, type ReloadWaiters, sendReload } from "./reload.ts";
+import type { SourceFile } from "../topic/catalog.ts";
 import { connectRedialing, curveClientOptions, requireCurve } from "../zmq/curve.ts";
 
 export { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
 export type { ClientOptions, RequestOptions } from "./options.ts";
+export { ReloadError, type ReloadOptions } from "./reload.ts";
 
 const PING = "ping";
 /** The topic of a Subject's announcement of its incarnation (`HELLO_TOPIC` of the Subject). */
@@ -82,6 +85,7 @@ export class Client {
   readonly #subscribed = new Map<string, Promise<void>>();
   readonly #subs = new Set<Subscription>();
   readonly #handlers = new Set<Promise<unknown>>();
+  readonly #reloads: ReloadWaiters = new Map();
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
 
@@ -127,6 +131,9 @@ export class Client {
 
   #onDealer(frames: Uint8Array[]): void {
     if (frames.length === 2 && isControl(frames[0], "NACK")) return this.#onRefused(frames[1]);
+    if (frames.length === 2 && isControl(frames[0], "RELOADED")) {
+      return reloadAnswered(this.#reloads, frames[1]);
+    }
     if (frames.length === 2 && isControl(frames[0], "RESUMED")) {
       for (const r of decodeList(frames[1])) if (typeof r?.id === "string") this.#resumes.get(r.id)?.();
       return;
@@ -449,6 +456,17 @@ export class Client {
     this.#subs.add(sub);
     await this.#subscribe(prefix);
     this.#log.debug("Handling {key}", { key: formatActionKey(k) });
+  }
+
+  /**
+   * Rolls out a new, complete set of flow and mapping files (paths, read here, or names and
+   * texts) without a restart: the Subject checks them as `flows --strict` does, every worker
+   * imports their handlers, then new requests start on the new configuration version while
+   * requests in flight finish on theirs. Resolves with the new version; rejects with a
+   * `ReloadError` (nothing changed) naming why.
+   */
+  reload(files: readonly (string | SourceFile)[], options: ReloadOptions): Promise<number> {
+    return sendReload(files, options, this.#reloads, (frames) => this.#dealer.send(frames));
   }
 
   /**

@@ -108,8 +108,11 @@ export class RequestMetrics {
     if (this.#started.size > this.#maxTracked) this.#started.delete(this.#started.keys().next().value!);
   }
 
-  /** A batch leaves for the Integration Manager: count and time the final publications in it. */
-  published(batch: Uint8Array): void {
+  /**
+   * A batch leaves for the Integration Manager: count and time the final publications in it;
+   * `final` hears of each one's request id.
+   */
+  published(batch: Uint8Array, final?: (id: string) => void): void {
     const view = BatchView.of(batch);
     if (!view) return;
     for (let i = 0; i < view.count; i++) {
@@ -136,6 +139,7 @@ export class RequestMetrics {
       }
       f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
       const id = String(h.id);
+      final?.(id);
       const start = this.#started.get(id);
       if (start === undefined) continue;
       this.#started.delete(id);
