@@ -113,12 +113,11 @@ export {
 export {
   Client,
   type ClientOptions,
-  ReloadError,
-  type ReloadOptions,
   type RequestOptions,
   RequestRefusedError,
   RequestTimeoutError,
 } from "./src/client/client.ts";
+export { ReloadError, type ReloadOptions } from "./src/client/reload.ts";
 export {
   IntegrationManager,
   type IntegrationManagerOptions,

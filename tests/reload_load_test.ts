@@ -7,7 +7,7 @@
 // nothing. Every request gets exactly one final publication; every result's three stamps are those
 // of the version its request started on; none is lost, none is `overloaded`.
 import assert from "node:assert/strict";
-import { ReloadError } from "../src/client/client.ts";
+import { ReloadError } from "../src/client/reload.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { roleStats } from "../testing/deployment.ts";
 import { copyComponent, deploy, eventually, reloadCli, reloadKey } from "./reload_fixture.ts";

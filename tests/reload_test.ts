@@ -4,7 +4,7 @@
 // nothing; a worker killed during a rollout comes back on the new version; a paused flow resumes
 // on its own version while it is alive, else on the current one, else with bad_resume.
 import assert from "node:assert/strict";
-import { ReloadError } from "../src/client/client.ts";
+import { ReloadError } from "../src/client/reload.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { copyComponent, deploy, eventually, reloadCli, reloadKey } from "./reload_fixture.ts";
 
@@ -255,6 +255,39 @@ Deno.test("start --watch: a change to a handler module or a flow file is reloade
       "the fixed file is version 3",
     );
     assert.equal((await client.request("Extra")).values.one, "v2");
+  } finally {
+    await client.close();
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
+Deno.test("reload: a Subject SIGKILLed after a reload comes back with the reloaded files, not start's", async () => {
+  const c = await copyComponent();
+  await using d = await deploy(c, { workers: 1 });
+  const client = await d.connect();
+  try {
+    const flows = await c.write(
+      "flows2.ini",
+      (await Deno.readTextFile(c.flows)) + "\n[Extra]\n?Extra?Push\nSubject?Extra?One\n??done\n",
+    );
+    const r = await reloadCli(d, [flows, c.mapping]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await client.request("Extra")).values.one, "v1");
+    const [before] = await rolePids(d.dir, "subject");
+    assert.equal(await killRole(d.dir, "subject"), before);
+    assert.ok(
+      await eventually(async () => {
+        const pids = await rolePids(d.dir, "subject");
+        return pids.length === 1 && pids[0] !== before;
+      }, 20_000),
+      "the Subject was restarted",
+    );
+    // The restarted Subject has the added flow (start's files do not), and its worker serves it.
+    const p = await client.request("Extra", {}, { timeout: 20_000 });
+    assert.equal(p.error, undefined, JSON.stringify(p));
+    assert.equal(p.values.one, "v1");
+    const s = await roleStats(d.dir, "subject");
+    assert.deepEqual(s.files, [flows, c.mapping]);
   } finally {
     await client.close();
     await Deno.remove(c.dir, { recursive: true });

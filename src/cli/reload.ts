@@ -7,7 +7,8 @@
  * @module
  */
 
-import { type Client, ReloadError } from "../client/client.ts";
+import type { Client } from "../client/client.ts";
+import { ReloadError } from "../client/reload.ts";
 import type { Config } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
 import type { SourceFile } from "../topic/catalog.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Catalog, hasErrors } from "../topic/catalog.ts";
+import { buildCatalog, type Catalog, hasErrors, type SourceFile } from "../topic/catalog.ts";
 import type { Config } from "../config.ts";
 import { ConfigError, ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
@@ -64,6 +64,44 @@ async function newReloadKey(config: Config): Promise<string> {
   await Deno.writeTextFile(`${file}.tmp`, key, { mode: 0o600 });
   await Deno.rename(`${file}.tmp`, file);
   return key;
+}
+
+/**
+ * The file in the runtime directory that keeps the files of the configuration version a reload
+ * made current, so that a restarted Subject goes on with it (`start` removes it when it starts).
+ */
+export const RELOADED_FILE = "reloaded.json";
+
+/** Writes {@linkcode RELOADED_FILE} (mode 0600). */
+function writeReloaded(config: Config, sources: readonly SourceFile[]): void {
+  const file = `${config.runtime_dir}/${RELOADED_FILE}`;
+  try {
+    Deno.writeTextFileSync(`${file}.tmp`, JSON.stringify(sources), { mode: 0o600 });
+    Deno.renameSync(`${file}.tmp`, file);
+  } catch (e) {
+    logger("subject").warn("Could not keep the reloaded files in {file}: {message}", {
+      file,
+      message: (e as Error).message,
+    });
+  }
+}
+
+/** The files of {@linkcode RELOADED_FILE} and their catalog, if a reload left them (and they load). */
+async function readReloaded(
+  config: Config,
+  strict: boolean,
+  allowComponentPermissions: boolean,
+): Promise<{ sources: SourceFile[]; catalog: Catalog } | undefined> {
+  let sources: SourceFile[];
+  try {
+    sources = JSON.parse(await Deno.readTextFile(`${config.runtime_dir}/${RELOADED_FILE}`));
+  } catch {
+    return undefined;
+  }
+  const catalog = buildCatalog(sources, { strict, allowComponentPermissions });
+  if (hasErrors(catalog.diagnostics)) return undefined;
+  logger("subject").info("Going on with the files of the last reload ({file})", { file: RELOADED_FILE });
+  return { sources, catalog };
 }
 
 /** Loads files for a role; prints every error and returns `undefined` when any. */
@@ -198,16 +236,19 @@ export async function runSubject(
   supervised = false,
   allowComponentPermissions = false,
 ): Promise<number> {
-  const catalog = await loadForRole(files, strict, allowComponentPermissions);
+  // A Subject restarted by `start` goes on with the version its predecessor had rolled out.
+  const reloaded = await readReloaded(config, strict, allowComponentPermissions);
+  const catalog = reloaded?.catalog ?? await loadForRole(files, strict, allowComponentPermissions);
   if (!catalog) return 1;
   const security = await securityOrError(config);
   if (security === null) return 1;
   if (!await runtimeDirOk(config)) return 1;
   const reload = {
     key: await newReloadKey(config),
-    sources: await readSources(files.length ? files : EXAMPLE_FILES),
+    sources: reloaded?.sources ?? await readSources(files.length ? files : EXAMPLE_FILES),
     timeout: config.handler_import_timeout + 5000,
     allowComponentPermissions,
+    onCurrent: (sources: readonly SourceFile[]) => writeReloaded(config, sources),
   };
   const subject = await started(() =>
     Subject.start({

@@ -10,7 +10,14 @@ import { Client } from "../client/client.ts";
 import type { Config } from "../config.ts";
 import { logger } from "../log.ts";
 import { type Security, securityOrError } from "../roles/security.ts";
-import { checkHandlers, EXAMPLE_FILES, loadForRole, runtimeDirOk, waitForStop } from "./run.ts";
+import {
+  checkHandlers,
+  EXAMPLE_FILES,
+  loadForRole,
+  RELOADED_FILE,
+  runtimeDirOk,
+  waitForStop,
+} from "./run.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 import { watchAndReload } from "./watch.ts";
 
@@ -80,6 +87,8 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     return 1;
   }
   try {
+    // A new deployment starts on its files, not on those a reload gave the one before (run.ts).
+    await Deno.remove(`${config.runtime_dir}/${RELOADED_FILE}`).catch(() => {});
     return await supervise(config, options);
   } finally {
     lock.release();

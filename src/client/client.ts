@@ -46,7 +46,6 @@ import { connectRedialing, curveClientOptions, requireCurve } from "../zmq/curve
 
 export { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
 export type { ClientOptions, RequestOptions } from "./options.ts";
-export { ReloadError, type ReloadOptions } from "./reload.ts";
 
 const PING = "ping";
 /** The topic of a Subject's announcement of its incarnation (`HELLO_TOPIC` of the Subject). */
@@ -458,13 +457,7 @@ export class Client {
     this.#log.debug("Handling {key}", { key: formatActionKey(k) });
   }
 
-  /**
-   * Rolls out a new, complete set of flow and mapping files (paths, read here, or names and
-   * texts) without a restart: the Subject checks them as `flows --strict` does, every worker
-   * imports their handlers, then new requests start on the new configuration version while
-   * requests in flight finish on theirs. Resolves with the new version; rejects with a
-   * `ReloadError` (nothing changed) naming why.
-   */
+  /** Rolls out new flow and mapping files without a restart (see `reload.ts`); resolves with the new version. */
   reload(files: readonly (string | SourceFile)[], options: ReloadOptions): Promise<number> {
     return sendReload(files, options, this.#reloads, (frames) => this.#dealer.send(frames));
   }

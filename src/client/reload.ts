@@ -41,9 +41,12 @@ export type ReloadWaiters = Map<string, (answer: Record<string, unknown>) => voi
 export const DEFAULT_RELOAD_TIMEOUT = 60_000;
 
 /**
- * Sends `files` (paths, read here, or names and texts) as a `RELOAD` with `send`, and waits for
- * its `RELOADED` (given to `waiting` by {@linkcode reloadAnswered}). Resolves with the version
- * now current; rejects with a {@linkcode ReloadError}.
+ * `Client.reload`: sends a new, complete set of flow and mapping files (paths, read here, or names
+ * and texts) as a `RELOAD` with `send`, and waits for its `RELOADED` (given to `waiting` by
+ * {@linkcode reloadAnswered}). The Subject checks them as `flows --strict` does, every worker
+ * imports their handlers, then new requests start on the new configuration version while requests
+ * in flight finish on theirs. Resolves with that version; rejects with a {@linkcode ReloadError}
+ * naming why when nothing changed.
  */
 export async function sendReload(
   files: readonly (string | SourceFile)[],

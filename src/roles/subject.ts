@@ -125,6 +125,7 @@ export class Subject {
       key: o.reload.key,
       timeoutMs: o.reload.timeout ?? 30_000,
       allowComponentPermissions: o.reload.allowComponentPermissions,
+      onCurrent: o.reload.onCurrent,
       log: this.#log,
     });
     const host: ServiceSideHost & WorkerSideHost = {

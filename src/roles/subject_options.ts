@@ -70,6 +70,8 @@ export interface SubjectReloadOptions {
   readonly timeout?: number;
   /** With the files' `[permissions]`: let components ask to run programs or for any network access. */
   readonly allowComponentPermissions?: boolean;
+  /** Hears of each version made current by a reload: its files (names and texts). */
+  readonly onCurrent?: (sources: readonly SourceFile[]) => void;
 }
 
 /** Counters of a Subject. */

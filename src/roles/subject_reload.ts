@@ -44,6 +44,8 @@ export interface ReloadsOptions {
   readonly allowComponentPermissions?: boolean;
   /** The Subject's logger. */
   readonly log: ReturnType<typeof logger>;
+  /** Hears of each version made current: its files. */
+  readonly onCurrent?: (sources: readonly SourceFile[]) => void;
   /** The clock, in ms. @default {performance.now} */
   readonly now?: () => number;
 }
@@ -285,6 +287,7 @@ export class Reloads {
       return answer({ error: `${out.reason}; nothing changed` });
     }
     const retired = this.book.commit(version);
+    this.#o.onCurrent?.(this.book.get(version)!.sources);
     for (const w of this.#workers.values()) w.versions.add(version);
     this.#o.log.info("Configuration version {version} is current", { version });
     this.#retire(retired);

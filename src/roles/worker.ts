@@ -23,11 +23,9 @@ import { type StepResult, StepResults } from "../wire/step_result.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import type { SocketOptions } from "../zmq/socket.ts";
 import { HandlerCalls } from "./handler_calls.ts";
-import { type SandboxGroup, sandboxGroups, SandboxPool, type SandboxUnresolved } from "./sandbox.ts";
+import { type SandboxGroup, SandboxPool, type SandboxUnresolved } from "./sandbox.ts";
 import { type Runtime, WorkerVersions } from "./worker_versions.ts";
-import { HandlerRegistry, parseTarget } from "../handler.ts";
-import type { Catalog } from "../topic/catalog.ts";
-import { pathToFileUrl } from "../load.ts";
+import type { HandlerRegistry } from "../handler.ts";
 import { StepRunner } from "./step_runner.ts";
 import { watchWorker } from "./watchdog.ts";
 import { connectSecure, type Security } from "./security.ts";
@@ -238,7 +236,7 @@ export class Worker {
     if (!options.sandboxes) base = { version: 0, ...onThread(w.#o.handlers, w.#o.flows) };
     w.#versions = new WorkerVersions({
       base,
-      make: (catalog, version) => w.#makeRuntime(catalog, version, onThread),
+      maker: { sandbox: w.#sandboxStart, onThread },
       allowComponentPermissions: options.reload?.allowComponentPermissions,
       importTimeout: options.reload?.importTimeout ?? 10_000,
       closeAfter: w.#o.handlerTimeout + 1000,
@@ -282,42 +280,6 @@ export class Worker {
   stats(): WorkerStats {
     const versions = this.#versions.versions();
     return { ...this.#stats, version: versions[versions.length - 1], versions };
-  }
-
-  /** The runtime of configuration version `version` (see `worker_versions.ts`); a string says why not. */
-  async #makeRuntime(
-    catalog: Catalog,
-    version: number,
-    onThread: (h: HandlerRegistry, f: ReadonlyMap<string, Flow>, t: ReadonlyMap<string, number>) => {
-      calls: HandlerCalls;
-      runner: StepRunner;
-    },
-  ): Promise<Runtime | string> {
-    const timeouts = new Map([...catalog.timeouts].map(([lookup, t]) => [lookup, t.ms]));
-    // Targets that are not module#Export (Python paths) answer no_handler, as at start.
-    const failed = (
-      u: readonly { entry: { file: string; line: number; target: string }; reason: string }[],
-    ) =>
-      u.filter((x) => typeof parseTarget(x.entry.target) !== "string")
-        .map((x) => `${x.entry.file}:${x.entry.line}: ${x.entry.target}: ${x.reason}`);
-    if (this.#sandboxStart) {
-      const { pool, unresolved } = await SandboxPool.start({
-        ...this.#sandboxStart,
-        groups: sandboxGroups(catalog),
-        flows: catalog.flows,
-        timeouts,
-      });
-      const bad = failed(unresolved);
-      if (bad.length) {
-        pool.close();
-        return bad.join("; ");
-      }
-      return { version, pool };
-    }
-    const handlers = new HandlerRegistry();
-    const bad = failed(await handlers.loadEntries(catalog.mappings.values(), pathToFileUrl, version));
-    if (bad.length) return bad.join("; ");
-    return { version, ...onThread(handlers, catalog.flows, timeouts) };
   }
 
   #onMessage(frames: Uint8Array[]): void {

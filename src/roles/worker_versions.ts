@@ -16,8 +16,11 @@ import { TIMED_OUT, withTimeout } from "../_async.ts";
 import type { logger } from "../log.ts";
 import { versionSlot } from "./config_versions.ts";
 import type { HandlerCalls } from "./handler_calls.ts";
-import type { SandboxPool } from "./sandbox.ts";
+import { sandboxGroups, SandboxPool, type SandboxPoolOptions } from "./sandbox.ts";
 import type { StepRunner } from "./step_runner.ts";
+import { HandlerRegistry, parseTarget } from "../handler.ts";
+import type { Flow } from "../topic/flow_file.ts";
+import { pathToFileUrl } from "../load.ts";
 
 /** What runs a version's steps: a runner on the worker's thread, or sandbox threads. */
 export interface Runtime {
@@ -31,12 +34,54 @@ export interface Runtime {
   readonly pool?: SandboxPool;
 }
 
+/** How a worker runs a version's steps: in sandboxes started so, or on its thread. */
+export interface RuntimeMaker {
+  /** How its sandboxes start, when handlers run in sandboxes. */
+  readonly sandbox?: Omit<SandboxPoolOptions, "groups">;
+  /** A runner on the worker's thread for these handlers, flows and per-action timeouts. */
+  readonly onThread: (
+    handlers: HandlerRegistry,
+    flows: ReadonlyMap<string, Flow>,
+    timeouts: ReadonlyMap<string, number>,
+  ) => { readonly calls: HandlerCalls; readonly runner: StepRunner };
+}
+
+/**
+ * The runtime of configuration `version` made of `catalog`: its handler modules imported in new
+ * sandboxes, or on the worker's thread under versioned URLs. A string says why it could not be:
+ * a `module#Export` target that does not load (Python paths answer `no_handler`, as at start).
+ */
+export async function makeRuntime(
+  catalog: Catalog,
+  version: number,
+  maker: RuntimeMaker,
+): Promise<Runtime | string> {
+  const timeouts = new Map([...catalog.timeouts].map(([lookup, t]) => [lookup, t.ms]));
+  const failed = (u: readonly { entry: { file: string; line: number; target: string }; reason: string }[]) =>
+    u.filter((x) => typeof parseTarget(x.entry.target) !== "string")
+      .map((x) => `${x.entry.file}:${x.entry.line}: ${x.entry.target}: ${x.reason}`).join("; ");
+  if (maker.sandbox) {
+    const { pool, unresolved } = await SandboxPool.start({
+      ...maker.sandbox,
+      groups: sandboxGroups(catalog),
+      flows: catalog.flows,
+      timeouts,
+    });
+    const bad = failed(unresolved);
+    if (bad) pool.close();
+    return bad || { version, pool };
+  }
+  const handlers = new HandlerRegistry();
+  const bad = failed(await handlers.loadEntries(catalog.mappings.values(), pathToFileUrl, version));
+  return bad || { version, ...maker.onThread(handlers, catalog.flows, timeouts) };
+}
+
 /** Options of {@linkcode WorkerVersions}. */
 export interface WorkerVersionsOptions {
   /** The runtime of the worker's own files. */
   readonly base: Runtime;
-  /** Makes the runtime of a version (imports its handlers); a string says why it could not. */
-  readonly make: (catalog: Catalog, version: number) => Promise<Runtime | string>;
+  /** How a version's runtime is made (see {@linkcode makeRuntime}). */
+  readonly maker: RuntimeMaker;
   /** With the files' `[permissions]`: let components ask to run programs or for any network access. */
   readonly allowComponentPermissions?: boolean;
   /** Milliseconds a version's handler modules may take to import. */
@@ -126,7 +171,9 @@ export class WorkerVersions {
       const first = catalog.diagnostics.find((d) => d.severity === "error")!;
       return { version, error: formatDiagnostic(first) };
     }
-    const making = this.#o.make(catalog, version).catch((e) => `cannot load: ${(e as Error).message}`);
+    const making = makeRuntime(catalog, version, this.#o.maker).catch((e) =>
+      `cannot load: ${(e as Error).message}`
+    );
     const made = await withTimeout(making, this.#o.importTimeout);
     if (made === TIMED_OUT) {
       void making.then((r) => typeof r !== "string" && this.#close(r));
