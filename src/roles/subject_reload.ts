@@ -113,9 +113,10 @@ export class Reloads {
     this.#joining.set(key, j);
     const pending = this.book.pending;
     for (const v of this.book.live()) {
-      if (v.version !== pending) j.needed.add(v.version);
-      // Its own files are the current version: it need not load them again.
+      // Its own files are the current version: it need not load them again (the CONFIG without
+      // files, sent ahead of any step, says so).
       const own = v.version === this.book.current && base === v.hash;
+      if (v.version !== pending && !own) j.needed.add(v.version);
       this.#sendConfig(
         j.idFrame,
         { incarnation: this.incarnation, version: v.version },
