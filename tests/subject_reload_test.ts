@@ -14,7 +14,7 @@ const MAPPING = "[actionmapping]\n??a = ./h.ts#a\n";
 const v1 = [{ file: "/c/flows.ini", text: FLOWS }, { file: "/c/mapping.ini", text: MAPPING }];
 const v2 = [{ file: "/c/flows.ini", text: FLOWS + "[B]\n?B?Push\nS?B?b\n??done\n" }, v1[1]];
 
-async function setup() {
+async function setup(restored = false) {
   const clock = { now: 0 };
   const toWorker: [string, string, Record<string, unknown>][] = [];
   const answers: Record<string, unknown>[] = [];
@@ -26,7 +26,7 @@ async function setup() {
     toWorker: (id, [type, body]) => toWorker.push([text(id), text(type), JSON.parse(text(body))]),
     toService: (_id, [, body]) => answers.push(JSON.parse(text(body))),
     admit: (key) => admitted.push(key),
-  }, { key: "k", timeoutMs: 1000, log: logger("subject"), now: () => clock.now });
+  }, { key: "k", timeoutMs: 1000, log: logger("subject"), now: () => clock.now, restored });
   const status = (base: string) => utf8(JSON.stringify({ credit: 1, base }));
   const reload = (files = v2, key = "k") =>
     reloads.onReload(utf8("svc"), utf8(JSON.stringify({ ref: "r", key, files })));
@@ -110,4 +110,17 @@ Deno.test("subject reloads: a worker that leaves is not waited for; bad files an
   assert.match(String(t.answers[2].error), /key is not the Subject's/);
   assert.equal(t.book.current, 2);
   assert.equal(t.book.pending, undefined);
+});
+
+Deno.test("subject reloads: a worker's own files count as a version only for version 1 as loaded at start", async () => {
+  // After a reload with the same files (new handler code), a joining worker loads it afresh.
+  const t = await setup();
+  await t.reload(v1);
+  assert.equal(t.book.current, 2);
+  assert.equal(t.reloads.hold("w1", utf8("w1"), "READY", t.status(t.hash)), true);
+  assert.equal((t.toWorker.at(-1)![2] as { files: unknown[] }).files.length, 2);
+  // A restarted Subject's version 1 is the last reload's files: not any worker's own.
+  const r = await setup(true);
+  assert.equal(r.reloads.hold("w1", utf8("w1"), "READY", r.status(r.hash)), true);
+  assert.equal((r.toWorker.at(-1)![2] as { files: unknown[] }).files.length, 2);
 });

@@ -249,6 +249,7 @@ export async function runSubject(
     timeout: config.handler_import_timeout + 5000,
     allowComponentPermissions,
     onCurrent: (sources: readonly SourceFile[]) => writeReloaded(config, sources),
+    restored: reloaded !== undefined,
   };
   const subject = await started(() =>
     Subject.start({

@@ -126,6 +126,7 @@ export class Subject {
       timeoutMs: o.reload.timeout ?? 30_000,
       allowComponentPermissions: o.reload.allowComponentPermissions,
       onCurrent: o.reload.onCurrent,
+      restored: o.reload.restored,
       log: this.#log,
     });
     const host: ServiceSideHost & WorkerSideHost = {

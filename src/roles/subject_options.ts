@@ -72,6 +72,8 @@ export interface SubjectReloadOptions {
   readonly allowComponentPermissions?: boolean;
   /** Hears of each version made current by a reload: its files (names and texts). */
   readonly onCurrent?: (sources: readonly SourceFile[]) => void;
+  /** `sources` are the files of a reload a Subject before this one made current (`reloaded.json`). */
+  readonly restored?: boolean;
 }
 
 /** Counters of a Subject. */

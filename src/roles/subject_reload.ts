@@ -46,6 +46,11 @@ export interface ReloadsOptions {
   readonly log: ReturnType<typeof logger>;
   /** Hears of each version made current: its files. */
   readonly onCurrent?: (sources: readonly SourceFile[]) => void;
+  /**
+   * Version 1 is a reload's files that a restarted Subject went on with: no worker's own files
+   * are it, whatever their hash (handler code may have changed since the worker started).
+   */
+  readonly restored?: boolean;
   /** The clock, in ms. @default {performance.now} */
   readonly now?: () => number;
 }
@@ -113,9 +118,10 @@ export class Reloads {
     this.#joining.set(key, j);
     const pending = this.book.pending;
     for (const v of this.book.live()) {
-      // Its own files are the current version: it need not load them again (the CONFIG without
-      // files, sent ahead of any step, says so).
-      const own = v.version === this.book.current && base === v.hash;
+      // Its own files are version 1, still current, as loaded at start: it need not load them
+      // again (the CONFIG without files, sent ahead of any step, says so). A later version, with
+      // the same files, may have other handler code: it loads that afresh.
+      const own = v.version === 1 && this.book.current === 1 && !this.#o.restored && base === v.hash;
       if (v.version !== pending && !own) j.needed.add(v.version);
       this.#sendConfig(
         j.idFrame,
