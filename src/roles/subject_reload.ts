@@ -107,14 +107,22 @@ export class Reloads {
     if (this.#workers.has(key)) return false;
     let j = this.#joining.get(key);
     if (j) {
-      if (type === "READY" || j.type === "HB") [j.type, j.status] = [type, status];
+      // (frames may be views of a buffer the socket reuses: what is kept is copied)
+      if (type === "READY" || j.type === "HB") [j.type, j.status] = [type, status?.slice()];
       j.seen = this.#now();
       return true;
     }
     const base = decodeWorkerStatus(status).base;
     // A worker that does not say which files it loaded does not take versions: it runs its own.
     if (base === undefined) return false;
-    j = { idFrame: idFrame.slice(), needed: new Set(), type, status, seen: this.#now(), failed: false };
+    j = {
+      idFrame: idFrame.slice(),
+      needed: new Set(),
+      type,
+      status: status?.slice(),
+      seen: this.#now(),
+      failed: false,
+    };
     this.#joining.set(key, j);
     const pending = this.book.pending;
     for (const v of this.book.live()) {
@@ -206,7 +214,7 @@ export class Reloads {
     if (this.book.tracked) this.#retire(this.book.end(id));
   }
 
-  /** Workers admitted, and the versions they hold (for stats). */
+  /** Workers admitted (told every live version). */
   get workers(): number {
     return this.#workers.size;
   }
