@@ -225,11 +225,13 @@ export class Reloads {
     const m = decodeObject(body);
     const ref = typeof m?.ref === "string" ? m.ref.slice(0, 100) : "";
     const answer = (a: Omit<ReloadAnswer, "ref">) => {
-      if (a.error !== undefined) this.failed++;
+      if (a.error !== undefined) {
+        this.failed++;
+        this.#o.log.warn("Refused a reload: {error}", { error: a.error });
+      }
       this.#host.toService(idFrame, [CONTROL_FRAMES.RELOADED, utf8(JSON.stringify({ ref, ...a })).slice()]);
     };
     if (this.#o.key === undefined || typeof m?.key !== "string" || m.key !== this.#o.key) {
-      this.#o.log.warn("Refused a reload without the right key");
       return answer({
         error: "reload refused: the key is not the Subject's (reload.key in its runtime directory)",
       });
