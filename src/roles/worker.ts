@@ -17,7 +17,7 @@ import {
 import { withTimeout } from "../_async.ts";
 import { logger } from "../log.ts";
 import { internalFrameLimit, KIND_CODES, readBatch, TurnBatch } from "../wire/batch.ts";
-import { CONTROL_FRAMES, isControl, stuckReport, workerStatus } from "../wire/control.ts";
+import { CONTROL_FRAMES, decodeObject, isControl, stuckReport, workerStatus } from "../wire/control.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE, utf8 } from "../wire/protocol.ts";
 import { type StepResult, StepResults } from "../wire/step_result.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
@@ -284,7 +284,11 @@ export class Worker {
 
   #onMessage(frames: Uint8Array[]): void {
     if (frames.length === 2 && isControl(frames[0], "CONFIG")) {
-      void this.#versions.config(frames[1]).then((loaded) => {
+      const failed = (e: unknown) => ({
+        version: Number(decodeObject(frames[1])?.version) || 0,
+        error: String(e),
+      });
+      void this.#versions.config(frames[1]).catch(failed).then((loaded) => {
         const m = [LOADED, utf8(JSON.stringify(loaded)).slice()];
         if (!this.#sock.closed && !this.#sock.sendNow(m)) void this.#sock.send(m).catch(() => {});
       });
