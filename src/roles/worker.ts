@@ -284,10 +284,8 @@ export class Worker {
 
   #onMessage(frames: Uint8Array[]): void {
     if (frames.length === 2 && isControl(frames[0], "CONFIG")) {
-      const failed = (e: unknown) => ({
-        version: Number(decodeObject(frames[1])?.version) || 0,
-        error: String(e),
-      });
+      const version = Number(decodeObject(frames[1])?.version) || 0;
+      const failed = (e: unknown) => ({ version, error: String(e) });
       void this.#versions.config(frames[1]).catch(failed).then((loaded) => {
         const m = [LOADED, utf8(JSON.stringify(loaded)).slice()];
         if (!this.#sock.closed && !this.#sock.sendNow(m)) void this.#sock.send(m).catch(() => {});
