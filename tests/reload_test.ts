@@ -184,7 +184,7 @@ Deno.test("reload: a paused flow resumes on its own version while alive, else th
       assert.equal(p.values.one, "v1");
       paused.push(p.resume as string);
     }
-    const slow = client.request("Slow", { ms: 8000 }, { timeout: 30_000 });
+    const slow = client.request("Slow", { ms: 20_000 }, { timeout: 60_000 }); // longer than two reloads on a loaded machine
     await c.setStamp("v2");
     assert.equal(await client.reload([c.flows, c.mapping], { key }), 2);
     await c.setStamp("v3");
