@@ -27,6 +27,7 @@ import { conformanceCommand } from "./testing/conformance.ts";
 import { doctorCommand, keygenCommand } from "./src/cli/doctor.ts";
 import { runIntegrationManager, runSubject, runWorker } from "./src/cli/run.ts";
 import { parseRoles, runStart, START_ROLES } from "./src/cli/start.ts";
+import { reloadCommand } from "./src/cli/reload.ts";
 import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
 const kindOption = () =>
@@ -143,6 +144,7 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
         `the roles this host runs, comma-separated: ${START_ROLES.join(", ")} (default: all)`,
       )
       .option("--http <host:port>", "also run the HTTP gateway on this address")
+      .option("--watch", "reload when the files or the handler modules they map change on disk")
       .option("--strict", "cross-file conflicts and unresolved targets are errors")
       .addOption(allowPermissionsOption())
       .addOption(noSandboxOption()),
@@ -154,6 +156,12 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       roles = opts.roles === undefined ? undefined : parseRoles(opts.roles);
     } catch (e) {
       io.err(`error: ${(e as Error).message}`);
+      return setCode(ExitCode.usage);
+    }
+    if (opts.watch && roles && !roles.has("subject")) {
+      io.err(
+        "error: --watch reloads through the Subject's reload key: it needs the subject role on this host",
+      );
       return setCode(ExitCode.usage);
     }
     if (opts.http !== undefined) {
@@ -175,6 +183,7 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
         allowComponentPermissions: opts.allowComponentPermissions,
         http: opts.http,
         roles,
+        watch: opts.watch,
       }),
     );
   });
@@ -349,6 +358,30 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       return setCode(ExitCode.usage);
     }
     setCode(await statsCommand(config, { ...opts, window }, io));
+  });
+
+  withConfig(
+    program.command("reload")
+      .description(
+        "roll out new flow and mapping files (and handler code) to the running deployment without a restart; checked as flows --strict",
+      )
+      .argument("[files...]", "the complete new set of files (default: the current version's, read again)")
+      .option("--timeout <ms>", "milliseconds to wait for every worker to load it", "60000")
+      .addOption(allowPermissionsOption()),
+  ).action(async (files: string[], opts) => {
+    const config = await configFrom(opts, io);
+    if (!config) return setCode(ExitCode.usage);
+    const timeout = Number(opts.timeout);
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+      io.err(`error: --timeout must be a positive number of milliseconds, got "${opts.timeout}"`);
+      return setCode(ExitCode.usage);
+    }
+    setCode(
+      await reloadCommand(config, files, {
+        timeout,
+        allowComponentPermissions: opts.allowComponentPermissions,
+      }, io),
+    );
   });
 
   return program;

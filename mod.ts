@@ -117,6 +117,7 @@ export {
   RequestRefusedError,
   RequestTimeoutError,
 } from "./src/client/client.ts";
+export { ReloadError, type ReloadOptions } from "./src/client/reload.ts";
 export {
   IntegrationManager,
   type IntegrationManagerOptions,

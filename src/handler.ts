@@ -106,12 +106,22 @@ export function targetModuleUrl(specifier: string, mappingFileUrl: URL): string 
 
 /**
  * Imports a target and walks its export path. A function reached as a member of an
- * object or class is bound to that object.
+ * object or class is bound to that object. With `version` (a configuration version, see
+ * `roles/worker_versions.ts`), a local module is imported afresh for that version.
  */
-export async function loadTarget(target: string, mappingFileUrl: URL): Promise<BoundHandler | string> {
+export async function loadTarget(
+  target: string,
+  mappingFileUrl: URL,
+  version?: number,
+): Promise<BoundHandler | string> {
   const ref = parseTarget(target);
   if (typeof ref === "string") return ref;
-  const url = targetModuleUrl(ref.specifier, mappingFileUrl);
+  let url = targetModuleUrl(ref.specifier, mappingFileUrl);
+  // A configuration version's own instance of a local module (read from disk again): the module
+  // cache is keyed by URL. Modules it imports are the ones already loaded.
+  if (version !== undefined && url.startsWith("file:")) {
+    url += `${url.includes("?") ? "&" : "?"}zmanager_version=${version}`;
+  }
   let mod: Record<string, unknown>;
   try {
     mod = await import(url);
@@ -169,14 +179,15 @@ export class HandlerRegistry {
     return this;
   }
 
-  /** Imports every entry's target; returns the ones that could not be loaded. */
+  /** Imports every entry's target (for configuration `version`, see {@linkcode loadTarget}); returns the ones that could not be loaded. */
   async loadEntries(
     entries: Iterable<MappingEntry>,
     fileUrl: (file: string) => URL,
+    version?: number,
   ): Promise<UnresolvedTarget[]> {
     const unresolved: UnresolvedTarget[] = [];
     for (const entry of entries) {
-      const r = await loadTarget(entry.target, fileUrl(entry.file));
+      const r = await loadTarget(entry.target, fileUrl(entry.file), version);
       if (typeof r === "string") unresolved.push({ entry, reason: r });
       else this.#handlers.set(entry.lookup, r);
     }

@@ -52,6 +52,20 @@ export async function loadFiles(paths: readonly string[], options: LoadOptions =
   return readErrors.length ? { ...catalog, diagnostics: [...readErrors, ...catalog.diagnostics] } : catalog;
 }
 
+/**
+ * Reads files as a configuration version carries them (`roles/config_versions.ts`): absolute
+ * names and texts, in order. A file that cannot be read is left out (loading it reports why).
+ */
+export async function readSources(paths: readonly string[]): Promise<SourceFile[]> {
+  const out: SourceFile[] = [];
+  for (const path of paths) {
+    try {
+      out.push({ file: resolve(path), text: await Deno.readTextFile(path) });
+    } catch { /* reported by loadFiles */ }
+  }
+  return out;
+}
+
 /** A catalog plus its handlers, as a worker needs it. */
 export interface LoadedHandlers {
   /** The handlers whose targets loaded. */

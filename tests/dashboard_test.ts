@@ -73,6 +73,9 @@ Deno.test({
         Math.abs(shown - expected) <= 0.1 * expected,
         `dashboard ${shown} flows/s, stats ${expected.toFixed(1)} flows/s`,
       );
+      // The configuration version the Subject runs (issue 22), and each worker's.
+      assert.equal(await page.locator("#configVersion").textContent(), "1");
+      assert.deepEqual(await page.locator("#workers tbody tr td:nth-child(2)").allTextContents(), ["1", "1"]);
       // An error through the form.
       await page.selectOption("#flow", "Boom");
       await page.fill("#values", '{"from": "the form"}');

@@ -18,7 +18,7 @@ function value(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-Deno.test("gateway: GET /metrics counts each flow's outcomes and latencies, shows every role, and passes promtool", async () => {
+Deno.test("gateway: GET /metrics counts each flow's outcomes and latencies, shows every role and its configuration version, and passes promtool", async () => {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -48,6 +48,9 @@ Deno.test("gateway: GET /metrics counts each flow's outcomes and latencies, show
     assert.match(text, /^zmanager_workers\{pid="\d+"\} 2$/m);
     assert.match(text, /^zmanager_worker_credit_available\{pid="\d+"\} \d+$/m);
     assert.match(text, /^zmanager_paused_flows\{pid="\d+"\} 0$/m);
+    // The configuration version each role runs (issue 22): 1, the files it started with.
+    assert.match(text, /^zmanager_config_version\{role="subject",pid="\d+"\} 1$/m);
+    assert.equal((text.match(/^zmanager_config_version\{role="worker",pid="\d+"\} 1$/gm) ?? []).length, 2);
     for (const role of ["subject", "integration-manager", "worker", "gateway"]) {
       assert.match(
         text,

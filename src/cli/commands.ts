@@ -71,7 +71,7 @@ function permissionsOf(catalog: Catalog, mappingFile: string): ComponentPermissi
 }
 
 /** A mapping entry with the outcome of loading its target. */
-interface CheckedEntry {
+export interface CheckedEntry {
   readonly entry: MappingEntry;
   readonly reason?: string;
 }
@@ -85,19 +85,24 @@ async function checkTargets(catalog: Catalog): Promise<CheckedEntry[]> {
   return out;
 }
 
-/** `flows FILE…`: load files, list flows and mappings, exit 1 on any error. */
-export async function flowsCommand(
-  files: readonly string[],
-  options: FlowsOptions,
-  io: Output = consoleOutput,
-): Promise<number> {
+/** What {@linkcode inspectFiles} finds. */
+export interface Inspection {
+  /** The files, loaded. */
+  readonly catalog: Catalog;
+  /** Each mapping entry, with why its target does not load, if it does not. */
+  readonly checked: readonly CheckedEntry[];
+  /** Every problem: the files' own, then the targets' (errors with `strict`, else warnings). */
+  readonly diagnostics: readonly Diagnostic[];
+}
+
+/** Loads files and imports their targets as `flows` does (`reload` checks its files so). */
+export async function inspectFiles(files: readonly string[], options: FlowsOptions): Promise<Inspection> {
   const strict = options.strict ?? false;
   const catalog = await loadFiles(files, {
     strict,
     kind: options.kind,
     allowComponentPermissions: options.allowComponentPermissions,
   });
-  const components = catalog.files.filter((f) => f.kind === "mapping").map((f) => f.file);
   const checked = await checkTargets(catalog);
   const targetDiagnostics: Diagnostic[] = checked.filter((c) => c.reason).map((c) => ({
     file: c.entry.file,
@@ -106,10 +111,20 @@ export async function flowsCommand(
     severity: strict ? "error" : "warning",
     message: `unresolved target "${c.entry.target}" for "${c.entry.text}": ${c.reason}`,
   }));
-  const diagnostics = [...catalog.diagnostics, ...targetDiagnostics];
+  return { catalog, checked, diagnostics: [...catalog.diagnostics, ...targetDiagnostics] };
+}
+
+/** `flows FILE…`: load files, list flows and mappings, exit 1 on any error. */
+export async function flowsCommand(
+  files: readonly string[],
+  options: FlowsOptions,
+  io: Output = consoleOutput,
+): Promise<number> {
+  const { catalog, checked, diagnostics } = await inspectFiles(files, options);
+  const components = catalog.files.filter((f) => f.kind === "mapping").map((f) => f.file);
+  const steps = catalog.allFlows.reduce((n, f) => n + f.steps.length, 0);
   const errors = diagnostics.filter((d) => d.severity === "error");
   const warnings = diagnostics.filter((d) => d.severity === "warning");
-  const steps = catalog.allFlows.reduce((n, f) => n + f.steps.length, 0);
 
   if (options.json) {
     const place = (d: Diagnostic) => ({ file: d.file, line: d.line, column: d.column, message: d.message });
@@ -237,7 +252,7 @@ export async function explainCommand(
  * A client of the deployment `config` names, with this host's CURVE keys on tcp endpoints;
  * `null` (the reason printed) when the keys cannot be loaded.
  */
-async function deploymentClient(config: Config, io: Output): Promise<Client | null> {
+export async function deploymentClient(config: Config, io: Output): Promise<Client | null> {
   const security = await securityOrError(config, (l) => io.err(l));
   if (security === null) return null;
   return await Client.connect({

@@ -6,13 +6,14 @@
  * @module
  */
 
-import { type Catalog, hasErrors } from "../topic/catalog.ts";
+import { buildCatalog, type Catalog, hasErrors, type SourceFile } from "../topic/catalog.ts";
 import type { Config } from "../config.ts";
 import { ConfigError, ensureRuntimeDir } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
 import { HandlerRegistry, parseTarget, type UnresolvedTarget } from "../handler.ts";
 import { checkHandlerTargets } from "./handler_check.ts";
-import { loadFiles, loadHandlers } from "../load.ts";
+import { loadFiles, loadHandlers, readSources } from "../load.ts";
+import { sourcesHash } from "../roles/config_versions.ts";
 import { logger } from "../log.ts";
 import { IntegrationManager } from "../roles/integration_manager.ts";
 import { Subject } from "../roles/subject.ts";
@@ -52,6 +53,57 @@ export const EXAMPLE_FILES: readonly string[] = [
   new URL("../../examples/hello/flows.ini", import.meta.url),
   new URL("../../examples/hello/action_mapping.ini", import.meta.url),
 ].map((u) => decodeURIComponent(u.pathname));
+
+/** The file in the runtime directory that holds the Subject's reload key (`cli.ts reload` reads it). */
+export const RELOAD_KEY_FILE = "reload.key";
+
+/** Makes a new reload key and writes it to {@linkcode RELOAD_KEY_FILE} (mode 0600); returns it. */
+async function newReloadKey(config: Config): Promise<string> {
+  const key = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  const file = `${config.runtime_dir}/${RELOAD_KEY_FILE}`;
+  await Deno.writeTextFile(`${file}.tmp`, key, { mode: 0o600 });
+  await Deno.rename(`${file}.tmp`, file);
+  return key;
+}
+
+/**
+ * The file in the runtime directory that keeps the files of the configuration version a reload
+ * made current, so that a restarted Subject goes on with it (`start` removes it when it starts).
+ */
+export const RELOADED_FILE = "reloaded.json";
+
+/** Writes {@linkcode RELOADED_FILE} (mode 0600). */
+function writeReloaded(config: Config, sources: readonly SourceFile[]): void {
+  const file = `${config.runtime_dir}/${RELOADED_FILE}`;
+  try {
+    Deno.writeTextFileSync(`${file}.tmp`, JSON.stringify(sources), { mode: 0o600 });
+    Deno.renameSync(`${file}.tmp`, file);
+  } catch (e) {
+    logger("subject").warn("Could not keep the reloaded files in {file}: {message}", {
+      file,
+      message: (e as Error).message,
+    });
+  }
+}
+
+/** The files of {@linkcode RELOADED_FILE} and their catalog, if a reload left them (and they load). */
+async function readReloaded(
+  config: Config,
+  strict: boolean,
+  allowComponentPermissions: boolean,
+): Promise<{ sources: SourceFile[]; catalog: Catalog } | undefined> {
+  let sources: SourceFile[];
+  try {
+    sources = JSON.parse(await Deno.readTextFile(`${config.runtime_dir}/${RELOADED_FILE}`));
+  } catch {
+    return undefined;
+  }
+  const catalog = buildCatalog(sources, { strict, allowComponentPermissions });
+  if (hasErrors(catalog.diagnostics)) return undefined;
+  logger("subject").info("Going on with the files of the last reload ({file})", { file: RELOADED_FILE });
+  return { sources, catalog };
+}
 
 /** Loads files for a role; prints every error and returns `undefined` when any. */
 export async function loadForRole(
@@ -191,11 +243,21 @@ export async function runSubject(
   supervised = false,
   allowComponentPermissions = false,
 ): Promise<number> {
-  const catalog = await loadForRole(files, strict, allowComponentPermissions);
+  // A Subject restarted by `start` goes on with the version its predecessor had rolled out.
+  const reloaded = await readReloaded(config, strict, allowComponentPermissions);
+  const catalog = reloaded?.catalog ?? await loadForRole(files, strict, allowComponentPermissions);
   if (!catalog) return 1;
   const security = await securityOrError(config);
   if (security === null) return 1;
   if (!await runtimeDirOk(config)) return 1;
+  const reload = {
+    key: await newReloadKey(config),
+    sources: reloaded?.sources ?? await readSources(files.length ? files : EXAMPLE_FILES),
+    timeout: config.handler_import_timeout + 5000,
+    allowComponentPermissions,
+    onCurrent: (sources: readonly SourceFile[]) => writeReloaded(config, sources),
+    restored: reloaded !== undefined,
+  };
   const subject = await started(() =>
     Subject.start({
       security,
@@ -212,6 +274,7 @@ export async function runSubject(
       pausedStore: config.async_store,
       asyncTimeout: config.async_timeout,
       maxDeliveries: config.max_deliveries,
+      reload,
     })
   );
   if (!subject) return 1;
@@ -284,6 +347,11 @@ export async function runWorker(
     heartbeatTimeout: config.heartbeat_timeout,
     watchdog: true,
     maxMessageSize: config.max_message_size,
+    reload: {
+      baseHash: await sourcesHash(await readSources(files.length ? files : EXAMPLE_FILES)),
+      allowComponentPermissions,
+      importTimeout: config.handler_import_timeout,
+    },
   };
   let worker: Worker;
   let unresolved: readonly UnresolvedTarget[];

@@ -10,8 +10,16 @@ import { Client } from "../client/client.ts";
 import type { Config } from "../config.ts";
 import { logger } from "../log.ts";
 import { type Security, securityOrError } from "../roles/security.ts";
-import { checkHandlers, EXAMPLE_FILES, loadForRole, runtimeDirOk, waitForStop } from "./run.ts";
+import {
+  checkHandlers,
+  EXAMPLE_FILES,
+  loadForRole,
+  RELOADED_FILE,
+  runtimeDirOk,
+  waitForStop,
+} from "./run.ts";
 import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
+import { watchAndReload } from "./watch.ts";
 
 /** The roles `start --roles` can run on a host. */
 export const START_ROLES = ["subject", "integration-manager", "workers"] as const;
@@ -48,6 +56,8 @@ export interface StartOptions {
   readonly allowComponentPermissions?: boolean;
   /** Also run the HTTP gateway, listening on this `HOST:PORT`. */
   readonly http?: string;
+  /** Reload when the files or their handler modules change on disk (`watch.ts`; needs the Subject here). */
+  readonly watch?: boolean;
 }
 
 /**
@@ -77,6 +87,8 @@ export async function runStart(config: Config, options: StartOptions): Promise<n
     return 1;
   }
   try {
+    // A new deployment starts on its files, not on those a reload gave the one before (run.ts).
+    await Deno.remove(`${config.runtime_dir}/${RELOADED_FILE}`).catch(() => {});
     return await supervise(config, options);
   } finally {
     lock.release();
@@ -183,7 +195,14 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     flows: catalog.flows.size,
   });
 
+  const stopWatching = options.watch && subject
+    ? watchAndReload(config, files, {
+      security,
+      allowComponentPermissions: options.allowComponentPermissions,
+    })
+    : undefined;
   const signal = await stopped;
+  stopWatching?.();
   log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
   await stopAll();
   log.info("Stopped");

@@ -40,6 +40,8 @@ import {
   type RequestOptions,
 } from "./options.ts";
 import { type Waiter, Waiters } from "./waiters.ts";
+import { reloadAnswered, type ReloadOptions, type ReloadWaiters, sendReload } from "./reload.ts";
+import type { SourceFile } from "../topic/catalog.ts";
 import { connectRedialing, curveClientOptions, requireCurve } from "../zmq/curve.ts";
 
 export { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
@@ -82,6 +84,7 @@ export class Client {
   readonly #subscribed = new Map<string, Promise<void>>();
   readonly #subs = new Set<Subscription>();
   readonly #handlers = new Set<Promise<unknown>>();
+  readonly #reloads: ReloadWaiters = new Map();
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
 
@@ -134,6 +137,9 @@ export class Client {
 
   #onDealer(frames: Uint8Array[]): void {
     if (frames.length === 2 && isControl(frames[0], "NACK")) return this.#onRefused(frames[1]);
+    if (frames.length === 2 && isControl(frames[0], "RELOADED")) {
+      return reloadAnswered(this.#reloads, frames[1]);
+    }
     if (frames.length === 2 && isControl(frames[0], "RESUMED")) {
       for (const r of decodeList(frames[1])) if (typeof r?.id === "string") this.#resumes.get(r.id)?.();
       return;
@@ -456,6 +462,11 @@ export class Client {
     this.#subs.add(sub);
     await this.#subscribe(prefix);
     this.#log.debug("Handling {key}", { key: formatActionKey(k) });
+  }
+
+  /** Rolls out new flow and mapping files without a restart (see `reload.ts`); resolves with the new version. */
+  reload(files: readonly (string | SourceFile)[], options: ReloadOptions): Promise<number> {
+    return sendReload(files, options, this.#reloads, (frames) => this.#dealer.send(frames));
   }
 
   /**

@@ -111,6 +111,11 @@ export function renderMetrics(roles: readonly RoleMetrics[], gateway?: GatewayFi
     "gauge",
     "Resident set size, by role process.",
   );
+  const version = new Family(
+    "zmanager_config_version",
+    "gauge",
+    "The configuration version a role process runs (the Subject: new requests start on it; a worker: the newest it holds).",
+  );
   const up = new Family(
     "zmanager_role_up",
     "gauge",
@@ -124,6 +129,7 @@ export function renderMetrics(roles: readonly RoleMetrics[], gateway?: GatewayFi
     cpu.add(who, num(r.cpuSeconds));
     rss.add(who, num(r.rssBytes));
     const c = r.counters;
+    if (typeof c.version === "number") version.add({ role: r.role, pid: r.pid }, c.version);
     if (r.role === "subject") {
       workers.add({ pid: r.pid }, num(c.workers));
       credit.add({ pid: r.pid }, num(c.credit));
@@ -172,6 +178,7 @@ export function renderMetrics(roles: readonly RoleMetrics[], gateway?: GatewayFi
     active,
     cpu,
     rss,
+    version,
     up,
   ];
   if (gateway) {

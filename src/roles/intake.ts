@@ -140,6 +140,11 @@ export interface IntakeOptions {
   readonly flows: ReadonlyMap<string, Flow>;
   /** Recent requests remembered to drop duplicates; 0 turns this off. */
   readonly duplicateWindow: number;
+  /**
+   * The flows a message is routed with (a continuation: its request's configuration version's,
+   * see `config_versions.ts`; `undefined`: the current ones). @default {() => flows}
+   */
+  readonly flowsFor?: (header: Header | undefined) => ReadonlyMap<string, Flow>;
 }
 
 /** What the Subject works out once per request topic. */
@@ -173,7 +178,7 @@ const ERROR_CODES = new Set<string>([
 
 /** Decides what each request from a service comes to. */
 export class Intake {
-  readonly #flows: ReadonlyMap<string, Flow>;
+  readonly #flowsFor: (header: Header | undefined) => ReadonlyMap<string, Flow>;
   readonly #window: number;
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
   #recent?: RecentKeys;
@@ -181,32 +186,30 @@ export class Intake {
    * A request topic's fields, flow and, for a request without a position, where it starts: all
    * three depend on the topic alone, so they are worked out once per topic text.
    */
-  readonly #topicInfo = new TopicMemo<TopicInfo | undefined>((topic) => {
-    const fields = parseTopic(topic);
-    if (!fields) return undefined;
-    const invalid = !FLOW_NAME.test(fields.flow)
-      ? `the flow name ${JSON.stringify(fields.flow)} has a character other than letters, digits, _ - ^ .`
-      : [fields.decorator, fields.sender, fields.context, fields.action].some((f) => !KEY_FIELD.test(f))
-      ? "a key field of the topic has a character other than letters, digits, _ - ^"
-      : undefined;
-    const flow = invalid ? undefined : this.#flows.get(fields.flow);
-    return { fields, invalid, flow, place: flow && placeRequest(flow, fields) };
-  });
+  readonly #memos = new WeakMap<ReadonlyMap<string, Flow>, TopicMemo<TopicInfo | undefined>>();
+
+  /** The memo of a topic's fields, flow and start among `flows`. */
+  #topicInfo(flows: ReadonlyMap<string, Flow>): TopicMemo<TopicInfo | undefined> {
+    let m = this.#memos.get(flows);
+    if (!m) this.#memos.set(flows, m = new TopicMemo((topic) => topicInfo(topic, flows)));
+    return m;
+  }
 
   /** An intake for `options.flows`. */
   constructor(options: IntakeOptions) {
-    this.#flows = options.flows;
+    const flows = options.flows;
+    this.#flowsFor = options.flowsFor ?? (() => flows);
     this.#window = options.duplicateWindow;
   }
 
   /** The flow of a step topic this Subject routes, if known. */
   flowOf(topic: string): Flow | undefined {
-    return this.#topicInfo.get(topic)?.flow;
+    return this.#topicInfo(this.#flowsFor(undefined)).get(topic)?.flow;
   }
 
   /** The flow name of a topic, if it has five fields. */
   flowName(topic: string): string | undefined {
-    return this.#topicInfo.get(topic)?.fields.flow;
+    return this.#topicInfo(this.#flowsFor(undefined)).get(topic)?.fields.flow;
   }
 
   /**
@@ -224,7 +227,7 @@ export class Intake {
       return { do: "drop", reason: header };
     }
     const topic = text(frames[0]);
-    const t = this.#topicInfo.get(topic);
+    const t = this.#topicInfo(this.#flowsFor(header)).get(topic);
     if (!t || t.invalid) {
       acks.refuse(ack, header.id, "bad_topic", t?.invalid ?? "the topic is not five fields joined by ~");
       return { do: "drop", reason: "bad_topic", detail: JSON.stringify(topic.slice(0, 80)) };
@@ -328,4 +331,17 @@ function readableId(frame: Uint8Array): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** What the Subject works out once per request topic, among `flows`. */
+function topicInfo(topic: string, flows: ReadonlyMap<string, Flow>): TopicInfo | undefined {
+  const fields = parseTopic(topic);
+  if (!fields) return undefined;
+  const invalid = !FLOW_NAME.test(fields.flow)
+    ? `the flow name ${JSON.stringify(fields.flow)} has a character other than letters, digits, _ - ^ .`
+    : [fields.decorator, fields.sender, fields.context, fields.action].some((f) => !KEY_FIELD.test(f))
+    ? "a key field of the topic has a character other than letters, digits, _ - ^"
+    : undefined;
+  const flow = invalid ? undefined : flows.get(fields.flow);
+  return { fields, invalid, flow, place: flow && placeRequest(flow, fields) };
 }

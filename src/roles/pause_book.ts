@@ -40,6 +40,11 @@ export interface PauseBookOptions {
   readonly timeout: number;
   /** The clock, ms since the epoch (the store keeps deadlines on it). @default {Date.now} */
   readonly now?: () => number;
+  /**
+   * The configuration version and flow a paused flow resumes on (`VersionBook.resumeOn`), or
+   * `undefined` when a reload removed its flow (`bad_resume`). @default {its flow in `flows`, version 1}
+   */
+  readonly resumeOn?: (paused: PausedFlow) => { readonly version: number; readonly flow: Flow } | undefined;
 }
 
 /**
@@ -52,6 +57,8 @@ export type Resume =
     readonly kind: "resumed";
     readonly paused: PausedFlow;
     readonly flow: Flow;
+    /** The configuration version it goes on with. */
+    readonly version: number;
     readonly added: Record<string, unknown>;
     /** The values it goes on with: those it paused with, the resume's merged over them (JSON text). */
     readonly values: string;
@@ -64,6 +71,7 @@ export class PauseBook {
   readonly #flows: ReadonlyMap<string, Flow>;
   readonly #timeout: number;
   readonly #now: () => number;
+  readonly #resumeOn?: PauseBookOptions["resumeOn"];
 
   /** A book over `options.store`. */
   constructor(options: PauseBookOptions) {
@@ -71,6 +79,7 @@ export class PauseBook {
     this.#flows = options.flows;
     this.#timeout = options.timeout;
     this.#now = options.now ?? Date.now;
+    this.#resumeOn = options.resumeOn;
   }
 
   /** Paused flows now. */
@@ -80,13 +89,14 @@ export class PauseBook {
 
   /**
    * Pauses request `id` of `flow` at its `@ASYNC` step `position` (after `n` steps) with `values`
-   * (JSON text): saved in the store (on disk before this returns) until `timeout` ms from now.
-   * Returns its resume token.
+   * (JSON text), on configuration `version`: saved in the store (on disk before this returns) until
+   * `timeout` ms from now. Returns its resume token.
    */
-  pause(flow: string, position: number, id: string, n: number, values: string): string {
+  pause(flow: string, position: number, id: string, n: number, values: string, version?: number): string {
     const token = makeToken(flow, id);
     const now = this.#now();
-    this.#store.save({ token, id, flow, position, n, values, pausedAt: now, deadline: now + this.#timeout });
+    const deadline = now + this.#timeout;
+    this.#store.save({ token, id, flow, position, n, values, pausedAt: now, deadline, version });
     return token;
   }
 
@@ -94,7 +104,8 @@ export class PauseBook {
    * A resume message: its `header` (with the token) and `values`, on a topic of flow `topicFlow`.
    * Its errors go under its own id on `topicFlow`: `bad_request` for values that are not a JSON
    * object (the token is not used), `bad_resume` for a token that is malformed, unknown, expired
-   * or already used, `unknown_flow` when the flow it resumes is no longer loaded.
+   * or already used, `unknown_flow` when the flow it resumes is no longer loaded (`bad_resume`
+   * naming it when a reload removed it, with `resumeOn`).
    */
   resume(topicFlow: string, header: Header, values: Uint8Array): Resume {
     const added = decodeValues(values);
@@ -114,16 +125,22 @@ export class PauseBook {
         : "malformed resume token (expected Flow~<32 hex>~<request id>)";
       return { kind: "error", error: { flow: topicFlow, header, values, code: "bad_resume", message } };
     }
-    const flow = this.#flows.get(paused.flow);
-    if (!flow) {
-      const message = `flow "${paused.flow}" is no longer loaded`;
+    const own = this.#flows.get(paused.flow);
+    const on = this.#resumeOn ? this.#resumeOn(paused) : own && { version: 1, flow: own };
+    if (!on) {
+      const removed = this.#resumeOn !== undefined;
+      const message = removed
+        ? `flow "${paused.flow}" was removed by a reload: the configuration version it paused on is retired and the current one does not have it`
+        : `flow "${paused.flow}" is no longer loaded`;
       const values = utf8(paused.values);
+      const code = removed ? "bad_resume" : "unknown_flow";
       return {
         kind: "error",
         paused,
-        error: { flow: paused.flow, header: { id: paused.id }, values, code: "unknown_flow", message },
+        error: { flow: paused.flow, header: { id: paused.id }, values, code, message },
       };
     }
+    const { flow, version } = on;
     const merged = mergedValues(paused, added);
     if (merged === undefined) {
       // Only a store written by something else holds such values: the Subject pauses JSON objects only.
@@ -140,7 +157,7 @@ export class PauseBook {
         },
       };
     }
-    return { kind: "resumed", paused, flow, added, values: merged };
+    return { kind: "resumed", paused, flow, version, added, values: merged };
   }
 
   /** Takes out the flows whose deadline has passed: the `timeout` errors that end them. */

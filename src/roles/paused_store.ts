@@ -27,6 +27,8 @@ export interface PausedFlow {
   readonly pausedAt: number;
   /** When it expires, ms since the epoch. */
   readonly deadline: number;
+  /** The configuration version it ran on (`config_versions.ts`), if recorded. */
+  readonly version?: number;
 }
 
 /** Paused flows by token, in a SQLite file (or `:memory:`). */
@@ -51,9 +53,14 @@ export class PausedStore {
       );
       CREATE INDEX IF NOT EXISTS paused_deadline ON paused (deadline);
     `);
-    const cols = `token, id, flow, position, n, "values", paused_at AS pausedAt, deadline`;
+    // A store written before configuration versions gets their column (empty: version 1).
+    const columns = this.#db.prepare(`PRAGMA table_info(paused)`).all() as { name: string }[];
+    if (!columns.some((c) => c.name === "version")) {
+      this.#db.exec(`ALTER TABLE paused ADD COLUMN version INTEGER`);
+    }
+    const cols = `token, id, flow, position, n, "values", paused_at AS pausedAt, deadline, version`;
     this.#save = this.#db.prepare(
-      `INSERT INTO paused (token, id, flow, position, n, "values", paused_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO paused (token, id, flow, position, n, "values", paused_at, deadline, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.#take = this.#db.prepare(`DELETE FROM paused WHERE token = ? AND deadline > ? RETURNING ${cols}`);
     this.#expire = this.#db.prepare(`DELETE FROM paused WHERE deadline <= ? RETURNING ${cols}`);
@@ -63,18 +70,28 @@ export class PausedStore {
 
   /** Saves a paused flow (on disk when this returns). */
   save(p: PausedFlow): void {
-    this.#save.run(p.token, p.id, p.flow, p.position, p.n, p.values, p.pausedAt, p.deadline);
+    this.#save.run(
+      p.token,
+      p.id,
+      p.flow,
+      p.position,
+      p.n,
+      p.values,
+      p.pausedAt,
+      p.deadline,
+      p.version ?? null,
+    );
   }
 
   /** Removes and returns the flow a token pauses, unless it is unknown, used or expired. */
   take(token: string, now: number = Date.now()): PausedFlow | undefined {
     const row = this.#take.get(token, now);
-    return row ? { ...row } as unknown as PausedFlow : undefined;
+    return row ? withVersion(row) : undefined;
   }
 
   /** Removes and returns every flow whose deadline has passed. */
   expire(now: number = Date.now()): PausedFlow[] {
-    return this.#expire.all(now).map((r) => ({ ...r }) as unknown as PausedFlow);
+    return this.#expire.all(now).map(withVersion);
   }
 
   /** Paused flows now. */
@@ -84,11 +101,19 @@ export class PausedStore {
 
   /** Every paused flow, oldest first. */
   list(): PausedFlow[] {
-    return this.#list.all().map((r) => ({ ...r }) as unknown as PausedFlow);
+    return this.#list.all().map(withVersion);
   }
 
   /** Closes the database. */
   close(): void {
     if (this.#db.isOpen) this.#db.close();
   }
+}
+
+/** A row as a {@linkcode PausedFlow}: an empty version column is left out. */
+function withVersion(row: Record<string, unknown>): PausedFlow {
+  const { version, ...rest } = row;
+  return (version === null || version === undefined
+    ? { ...rest }
+    : { ...rest, version: Number(version) }) as unknown as PausedFlow;
 }

@@ -39,8 +39,11 @@ import {
 } from "../wire/protocol.ts";
 import type { ErrorSpec } from "./intake.ts";
 
-/** A step as the Subject sends it: topic, header, values. */
-export type Step = readonly Uint8Array[];
+/**
+ * A step as the Subject sends it: topic, header, values; `slot` is its configuration version's
+ * slot (`config_versions.ts`, `versionSlot`), carried in its `STEPS` record's kind byte.
+ */
+export type Step = readonly Uint8Array[] & { slot?: number };
 
 /** What to do with a worker's result. */
 export type Verdict =
@@ -105,7 +108,9 @@ export class ResultGate {
     if (kind !== KIND_CODES.pause) return PUBLISH;
     const fields = parseTopic(text(topic));
     const h = decodeHeader(header);
-    const flow = fields && this.#flows.get(fields.flow);
+    // The step's own flow: that of the configuration version its request runs on.
+    const sent = this.#stepFlows.get(step);
+    const flow = fields && (sent?.name === fields.flow ? sent : this.#flows.get(fields.flow));
     if (!flow || typeof h === "string" || h.pos === undefined) return { do: "drop" };
     return { do: "pause", flow, position: h.pos, id: h.id, n: h.n ?? 0, values };
   }

@@ -176,9 +176,11 @@ class Sandbox {
     } as WorkerOptions);
     this.#thread = thread;
     this.#ready = false;
+    const setup: SandboxSetup = { ...this.setup, index: this.index, entries: this.group.entries, owners };
     thread.onmessage = (e: MessageEvent<FromSandbox>) => {
       const m = e.data;
-      if (m.type === "ready") {
+      if (m.type === "listening") thread.postMessage({ type: "init", setup } satisfies ToSandbox);
+      else if (m.type === "ready") {
         this.slots = new Float64Array(m.monitor);
         this.#ready = true;
         ready.resolve(m);
@@ -191,8 +193,6 @@ class Sandbox {
       if (!this.#ready) ready.reject(new Error(`${this.name} did not start: ${message}`));
       else this.onCrash(this, message);
     };
-    const setup: SandboxSetup = { ...this.setup, index: this.index, entries: this.group.entries, owners };
-    thread.postMessage({ type: "init", setup } satisfies ToSandbox);
     return ready.promise;
   }
 

@@ -58,6 +58,8 @@ export type ToSandbox =
 
 /** Sandbox → main thread. */
 export type FromSandbox =
+  /** Its modules are evaluated and it listens: it can be sent its init. */
+  | { readonly type: "listening" }
   | {
     readonly type: "ready";
     /** Lookup keys whose handlers loaded. */
@@ -167,4 +169,7 @@ export function serveSandbox(): void {
       monitor: monitor.buffer,
     });
   });
+  // Listening now: the main thread sends its init only once told so. Sent earlier, it would be
+  // dispatched while a handler module's top-level await runs, to no listener, and lost.
+  post({ type: "listening" });
 }

@@ -52,6 +52,8 @@ import {
   type SubjectStats,
 } from "./subject_options.ts";
 import { ServiceSide, type ServiceSideHost } from "./subject_services.ts";
+import { sourcesHash, VersionBook, versionSlot } from "./config_versions.ts";
+import { Reloads } from "./subject_reload.ts";
 import { WorkerSide, type WorkerSideHost } from "./subject_workers.ts";
 
 export type { SubjectOptions, SubjectStats } from "./subject_options.ts";
@@ -72,6 +74,7 @@ export class Subject {
   #workerSide!: WorkerSide;
   #store!: PausedStore;
   #pauses!: PauseBook;
+  #reloads!: Reloads;
   readonly #topics = new TopicCache();
   #flushScheduled = false;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
@@ -84,7 +87,11 @@ export class Subject {
   /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
   readonly #requests = new RequestMetrics();
   /** A request ended or paused: its service connection has one fewer in flight. */
-  readonly #ended = (id: string) => this.#serviceSide.quota.release(id);
+  /** A request ended here (its final left, or it paused): its connection's count and its version let go. */
+  readonly #ended = (id: string) => {
+    this.#serviceSide.quota.release(id);
+    this.#reloads.ended(id);
+  };
 
   private constructor(options: SubjectOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
@@ -103,8 +110,31 @@ export class Subject {
   async #open(): Promise<void> {
     const o = this.#o;
     this.#store = new PausedStore(o.pausedStore);
-    this.#pauses = new PauseBook({ store: this.#store, flows: o.flows, timeout: o.asyncTimeout });
+    const sources = o.reload.sources ?? [];
+    const book = new VersionBook({ flows: o.flows, sources, hash: await sourcesHash(sources) });
+    this.#pauses = new PauseBook({
+      store: this.#store,
+      flows: o.flows,
+      timeout: o.asyncTimeout,
+      resumeOn: (p) => book.resumeOn(p.version, p.flow),
+    });
     await this.#openSockets();
+    const sendTo = (sock: () => ReactorSocket) => (idFrame: Uint8Array, frames: Uint8Array[]) => {
+      const s = sock();
+      if (!s.closed && !s.sendNow([idFrame, ...frames])) void s.send([idFrame, ...frames]).catch(() => {});
+    };
+    this.#reloads = new Reloads(book, {
+      toWorker: sendTo(() => this.#workersSock),
+      toService: sendTo(() => this.#services),
+      admit: (key, type, status, idFrame) => this.#workerSide.admit(key, type, status, idFrame),
+    }, {
+      key: o.reload.key,
+      timeoutMs: o.reload.timeout ?? 30_000,
+      allowComponentPermissions: o.reload.allowComponentPermissions,
+      onCurrent: o.reload.onCurrent,
+      restored: o.reload.restored,
+      log: this.#log,
+    });
     const host: ServiceSideHost & WorkerSideHost = {
       // Plain parameters, no rest and spread: these run once per request or result.
       route: (flow, position, id, n, values) => this.#route(flow, position, id, n, values),
@@ -120,7 +150,11 @@ export class Subject {
       drop: (reason, detail) => this.#drop(reason, detail),
       scheduleFlush: () => this.#scheduleFlush(),
       throttle: () => this.#throttle(),
-      accepted: (id) => this.#requests.accepted(id),
+      accepted: (id) => {
+        this.#requests.accepted(id);
+        book.begin(id);
+      },
+      reload: (idFrame, body) => void this.#reloads.onReload(idFrame, body),
     };
     this.#imLink = new ImLink(this.#im, {
       changed: host.throttle,
@@ -130,9 +164,16 @@ export class Subject {
       log: this.#log,
       onBatch: (batch) => this.#requests.published(batch, this.#ended),
     });
-    this.#serviceSide = new ServiceSide(this.#services, host, o);
+    // A continuation goes on with its request's configuration version; a new request, the current one.
+    const flowsFor = (h: Header | undefined) => book.flowsFor(h?.pos === undefined ? undefined : h.id);
+    this.#serviceSide = new ServiceSide(this.#services, host, { ...o, flowsFor });
     const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);
-    this.#workerSide = new WorkerSide(this.#workersSock, host, { ...o, gate, log: this.#log });
+    this.#workerSide = new WorkerSide(this.#workersSock, host, {
+      ...o,
+      gate,
+      log: this.#log,
+      reloads: this.#reloads,
+    });
     this.#reactor.afterReceive(() => this.#flush());
     this.#reactor.onIdle(() => this.#serviceSide.flush());
     this.#timers.push(
@@ -194,6 +235,7 @@ export class Subject {
   /** Every quarter of the heartbeat timeout: silent workers, expired pauses, a first oversize drop. */
   #tick(): void {
     this.#workerSide.expire();
+    this.#reloads.tick();
     for (const e of this.#pauses.expire()) this.#errorPublish(e);
     if (!this.#warned.has("oversize") && this.#services.oversizeDrops + this.#workersSock.oversizeDrops) {
       this.#warned.add("oversize");
@@ -230,6 +272,10 @@ export class Subject {
       imUnacked: this.#imLink.unacked,
       imResent: this.#imLink.resent,
       requests: this.#requests.snapshot(),
+      version: this.#reloads.book.current,
+      versions: this.#reloads.book.live().map((v) => v.version),
+      files: this.#reloads.book.get(this.#reloads.book.current)!.sources.map((s) => s.file),
+      reloadsFailed: this.#reloads.failed,
     };
   }
 
@@ -279,7 +325,8 @@ export class Subject {
     const topic = this.#topics.step(flow, position);
     const header = encodeHeader({ v: 1, id, pos: position, n });
     if (kind === "publish") return this.#imLink.publish(topic, header, values);
-    this.#dispatch([topic, header, values], flow);
+    const book = this.#reloads.book;
+    this.#dispatch([topic, header, values], flow, book.versionOf(id) ?? book.current);
   }
 
   /**
@@ -293,7 +340,17 @@ export class Subject {
       const header = { id, pos: position, n };
       return this.#errorPublish({ flow: flow.name, header, values: undefined, code: "bad_request", message });
     }
-    const token = this.#pauses.pause(flow.name, position, id, n, text(values));
+    // A paused flow holds no configuration version: it records its own, and resumes on it if it
+    // is still alive (`VersionBook.resumeOn`).
+    const book = this.#reloads.book;
+    const token = this.#pauses.pause(
+      flow.name,
+      position,
+      id,
+      n,
+      text(values),
+      book.versionOf(id) ?? book.current,
+    );
     this.#ended(id);
     this.#imLink.publish(
       this.#topics.step(flow, position),
@@ -314,11 +371,16 @@ export class Subject {
     }
     this.#stats.resumed++;
     const { paused, flow } = r;
-    this.#dispatch([
-      this.#topics.step(flow, paused.position),
-      encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
-      utf8(r.values),
-    ], flow);
+    this.#reloads.book.begin(paused.id, r.version);
+    this.#dispatch(
+      [
+        this.#topics.step(flow, paused.position),
+        encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
+        utf8(r.values),
+      ],
+      flow,
+      r.version,
+    );
     return paused.id;
   }
 
@@ -344,8 +406,12 @@ export class Subject {
     else if (p === "resume") this.#services.resume();
   }
 
-  /** Sends a step to a worker (or queues it); stops reading requests when too much is held. */
-  #dispatch(step: Step, flow: Flow): void {
+  /**
+   * Sends a step of configuration `version` to a worker (or queues it); stops reading requests
+   * when too much is held.
+   */
+  #dispatch(step: Step, flow: Flow, version: number): void {
+    step.slot = versionSlot(version);
     const sent = this.#workerSide.dispatch(step, flow);
     const pool = this.#workerSide.pool;
     if (pool.heldBytes >= PENDING_BYTES_LIMIT || (!sent && pool.queued >= this.#o.maxPending)) {

@@ -5,6 +5,7 @@
  */
 
 import type { Flow } from "../topic/flow_file.ts";
+import type { SourceFile } from "../topic/catalog.ts";
 import { DEFAULT_STEP_LIMIT } from "../topic/flow_step.ts";
 import {
   DEFAULT_ASYNC_TIMEOUT,
@@ -61,6 +62,24 @@ export interface SubjectOptions {
    * `poisoned` error publication instead of another delivery. @default {2}
    */
   readonly maxDeliveries?: number;
+  /** Reloads (`subject_reload.ts`); without a `key` every reload is refused. */
+  readonly reload?: SubjectReloadOptions;
+}
+
+/** How a Subject takes reloads. */
+export interface SubjectReloadOptions {
+  /** The secret a reload must carry (`cli.ts start` writes it to `reload.key` in the runtime directory). */
+  readonly key?: string;
+  /** The files `flows` came from (absolute names and texts): version 1, sent to workers that need it. */
+  readonly sources?: readonly SourceFile[];
+  /** Milliseconds every worker has to load a version. @default {30000} */
+  readonly timeout?: number;
+  /** With the files' `[permissions]`: let components ask to run programs or for any network access. */
+  readonly allowComponentPermissions?: boolean;
+  /** Hears of each version made current by a reload: its files (names and texts). */
+  readonly onCurrent?: (sources: readonly SourceFile[]) => void;
+  /** `sources` are the files of a reload a Subject before this one made current (`reloaded.json`). */
+  readonly restored?: boolean;
 }
 
 /** Counters of a Subject. */
@@ -110,6 +129,14 @@ export interface SubjectStats {
   imResent: number;
   /** Per-flow outcomes and end-to-end latency (acceptance to final publication). */
   requests: RequestFigures;
+  /** The configuration version new requests start on (1: the files it started with). */
+  version: number;
+  /** The live configuration versions (in use by requests in flight, or current). */
+  versions: number[];
+  /** The files of the current version (`cli.ts reload` without files reads them again). */
+  files: string[];
+  /** Reloads that changed nothing (bad files, a refusing worker, a rollout timeout). */
+  reloadsFailed: number;
 }
 
 /**
@@ -140,8 +167,8 @@ export const PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
 
 /** {@linkcode SubjectOptions} with their defaults filled in. */
 export type ResolvedSubjectOptions =
-  & Required<Omit<SubjectOptions, "reactor" | "maxMessageSize" | "security">>
-  & { readonly maxMessageSize?: number; readonly security?: Security };
+  & Required<Omit<SubjectOptions, "reactor" | "maxMessageSize" | "security" | "reload">>
+  & { readonly maxMessageSize?: number; readonly security?: Security; readonly reload: SubjectReloadOptions };
 
 /** `options` with their defaults filled in. */
 export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectOptions {
@@ -160,5 +187,6 @@ export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectO
     asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
     security: options.security,
+    reload: options.reload ?? {},
   };
 }

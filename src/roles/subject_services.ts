@@ -9,7 +9,7 @@
 
 import type { Flow } from "../topic/flow_file.ts";
 import { readBatch } from "../wire/batch.ts";
-import { CONTROL_FRAMES } from "../wire/control.ts";
+import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { decodeHeader, type Header, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import { AckBook, type AckList, type ErrorSpec, Intake } from "./intake.ts";
@@ -35,12 +35,16 @@ export interface ServiceSideHost {
   scheduleFlush(): void;
   /** A new request `id` was accepted (for its end-to-end latency). */
   accepted(id: string): void;
+  /** A `RELOAD` from the service with routing id `idFrame` (see `subject_reload.ts`). */
+  reload(idFrame: Uint8Array, body: Uint8Array): void;
 }
 
 /** Options of {@linkcode ServiceSide}. */
 export interface ServiceSideOptions {
   /** The flows, by name. */
   readonly flows: ReadonlyMap<string, Flow>;
+  /** The flows a message is routed with (see `IntakeOptions.flowsFor`). */
+  readonly flowsFor?: (header: Header | undefined) => ReadonlyMap<string, Flow>;
   /** See `SubjectOptions.duplicateWindow`. */
   readonly duplicateWindow: number;
   /** Largest accepted frame in bytes (for the refusal of a larger one). */
@@ -121,6 +125,7 @@ export class ServiceSide {
       for (const r of records) this.#each(ack, r.frames);
       return;
     }
+    if (frames.length === 3 && isControl(frames[1], "RELOAD")) return this.#host.reload(frames[0], frames[2]);
     if (frames.length !== 4) {
       this.#received++;
       // Answered when a header with an id can be read where it belongs (the second frame).

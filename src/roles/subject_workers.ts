@@ -16,6 +16,7 @@ import { METRICS_TOPIC } from "./metrics.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import type { logger } from "../log.ts";
 import type { ErrorSpec } from "./intake.ts";
+import type { Reloads } from "./subject_reload.ts";
 import { poisonedError, type ResultGate, type Step } from "./result_gate.ts";
 import { type Dropped, WorkerPool } from "./worker_pool.ts";
 
@@ -47,6 +48,8 @@ export interface WorkerSideOptions {
   readonly gate: ResultGate;
   /** The Subject's logger. */
   readonly log: ReturnType<typeof logger>;
+  /** The configuration versions: a joining worker is held until it has them. */
+  readonly reloads: Reloads;
 }
 
 /** What the Subject keeps with each worker: its routing id, and the steps to send it this turn. */
@@ -69,6 +72,7 @@ export class WorkerSide {
   readonly #host: WorkerSideHost;
   readonly #gate: ResultGate;
   readonly #log: ReturnType<typeof logger>;
+  readonly #reloads: Reloads;
   /** Workers with steps to send at the end of this turn. */
   readonly #stepsFor = new Set<WorkerLink>();
   #warnedLost = false;
@@ -80,6 +84,7 @@ export class WorkerSide {
     this.#host = host;
     this.#gate = options.gate;
     this.#log = options.log;
+    this.#reloads = options.reloads;
     this.pool = new WorkerPool<Step, WorkerLink>({
       heartbeatTimeout: options.heartbeatTimeout,
       maxDeliveries: options.maxDeliveries,
@@ -91,7 +96,10 @@ export class WorkerSide {
       observer: {
         joined: (worker, credit) =>
           this.#log.info("Worker {worker} joined with {credit} credits", { worker, credit }),
-        left: (worker) => this.#log.info("Worker {worker} left", { worker }),
+        left: (worker) => {
+          this.#log.info("Worker {worker} left", { worker });
+          this.#reloads.left(worker);
+        },
       },
     });
     sock.onMessage((f) => this.#onMessage(f));
@@ -117,6 +125,7 @@ export class WorkerSide {
   /** Drops the workers silent past the heartbeat timeout; their steps go to others. */
   expire(): void {
     for (const s of this.pool.expire()) {
+      this.#reloads.left(s.key); // a rollout no longer waits for it; if it speaks again, it rejoins
       this.#log.warn("Worker {worker} silent for {ms} ms: giving its {n} steps to other workers", {
         worker: s.key,
         ms: s.ms,
@@ -135,7 +144,7 @@ export class WorkerSide {
 
   /** Writes a step the pool gave a worker into its batch, sent at the end of the turn (or now, when full). */
   #send(w: WorkerLink, d: number, step: Step): void {
-    w.batch.add(d, 0, step[0], step[1], step[2]);
+    w.batch.add(d, step.slot ?? 0, step[0], step[1], step[2]);
     if (w.batch.size >= BATCH_FLUSH_BYTES) this.#flushSteps(w);
     else {
       this.#stepsFor.add(w);
@@ -162,17 +171,10 @@ export class WorkerSide {
       return this.#pump();
     }
     if (type === CONTROL.READY || type === CONTROL.HB) {
-      const link = () => ({ idFrame: frames[0].slice(), batch: new BatchWriter(4096) });
-      const lost = this.pool.status(key, type, decodeWorkerStatus(frames[2]), link);
-      if (lost && !this.#warnedLost) {
-        this.#warnedLost = true;
-        this.#log.warn(
-          "Worker {worker} does not hold {n} steps sent to it: sending them again (further cases are counted in stats.lost)",
-          { worker: key, n: lost },
-        );
-      }
-      return this.#pump();
+      if (this.#reloads.hold(key, frames[0], type, frames[2])) return;
+      return this.admit(key, type, frames[2], frames[0]);
     }
+    if (type === CONTROL.LOADED) return this.#reloads.onLoaded(key, frames[2]);
     if (type === CONTROL.STUCK) {
       // From a worker's watchdog thread, on a socket of its own named after the worker.
       const r = decodeStuck(frames[2]);
@@ -181,6 +183,7 @@ export class WorkerSide {
       }
       const out = this.pool.stuck(r.worker, r.d, r.ms);
       if (!out) return; // its steps were given away already
+      this.#reloads.left(r.worker);
       this.#log.warn(
         "Worker {worker}: a handler has blocked its event loop for {ms} ms; giving its {n} steps to other workers",
         { worker: r.worker, ms: r.ms, n: out.redelivered },
@@ -196,6 +199,23 @@ export class WorkerSide {
       return this.#host.ping(METRICS_TOPIC_FRAME, METRICS_HEADER, frames[2]);
     }
     this.#host.drop("bad_worker_message", type.slice(0, 20));
+  }
+
+  /**
+   * A worker's `READY` or `HB` (`status`), taken: it joins the pool if new (the configuration
+   * versions held it until it had them all), its credit and the steps it holds are updated.
+   */
+  admit(key: string, type: "READY" | "HB", status: Uint8Array | undefined, idFrame: Uint8Array): void {
+    const link = () => ({ idFrame: idFrame.slice(), batch: new BatchWriter(4096) });
+    const lost = this.pool.status(key, type, decodeWorkerStatus(status), link);
+    if (lost && !this.#warnedLost) {
+      this.#warnedLost = true;
+      this.#log.warn(
+        "Worker {worker} does not hold {n} steps sent to it: sending them again (further cases are counted in stats.lost)",
+        { worker: key, n: lost },
+      );
+    }
+    this.#pump();
   }
 
   /** Result `i` of a worker's batch: retire its step, then publish it (or pause, or refuse it). */

@@ -14,17 +14,18 @@ import {
   DEFAULT_HEARTBEAT_TIMEOUT,
   DEFAULT_WORKER_CONCURRENCY,
 } from "../config.ts";
-import type { HandlerRegistry } from "../handler.ts";
 import { withTimeout } from "../_async.ts";
 import { logger } from "../log.ts";
 import { internalFrameLimit, KIND_CODES, readBatch, TurnBatch } from "../wire/batch.ts";
-import { CONTROL_FRAMES, isControl, stuckReport, workerStatus } from "../wire/control.ts";
-import { DEFAULT_MAX_MESSAGE_SIZE } from "../wire/protocol.ts";
+import { CONTROL_FRAMES, decodeObject, isControl, stuckReport, workerStatus } from "../wire/control.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE, utf8 } from "../wire/protocol.ts";
 import { type StepResult, StepResults } from "../wire/step_result.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import type { SocketOptions } from "../zmq/socket.ts";
 import { HandlerCalls } from "./handler_calls.ts";
 import { type SandboxGroup, SandboxPool, type SandboxUnresolved } from "./sandbox.ts";
+import { type Runtime, WorkerVersions } from "./worker_versions.ts";
+import type { HandlerRegistry } from "../handler.ts";
 import { StepRunner } from "./step_runner.ts";
 import { watchWorker } from "./watchdog.ts";
 import { connectSecure, type Security } from "./security.ts";
@@ -78,6 +79,15 @@ export interface WorkerOptions {
    * and cannot start again ends the process (exit 1), so that its supervisor replaces it.
    */
   readonly sandboxes?: readonly SandboxGroup[];
+  /**
+   * Configuration versions (`worker_versions.ts`): the hash of the worker's own files, which it
+   * tells the Subject, and how it loads the versions the Subject sends. @default {versions from the Subject are loaded strictly, within 10 s}
+   */
+  readonly reload?: {
+    readonly baseHash?: string;
+    readonly allowComponentPermissions?: boolean;
+    readonly importTimeout?: number;
+  };
 }
 
 /** Counters of a worker. */
@@ -92,13 +102,17 @@ export interface WorkerStats {
   errors: number;
   /** Segments running now. */
   active: number;
+  /** The newest configuration version held (0: only the worker's own files). */
+  version: number;
+  /** The configuration versions held. */
+  versions: number[];
 }
 
-const { RESULTS, BYE } = CONTROL_FRAMES;
+const { RESULTS, BYE, LOADED } = CONTROL_FRAMES;
 
 /** A running worker. */
 export class Worker {
-  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog" | "sandboxes" | "security">>;
+  readonly #o: Required<Omit<WorkerOptions, "reactor" | "watchdog" | "sandboxes" | "security" | "reload">>;
   readonly #reactor: Reactor;
   readonly #ownsReactor: boolean;
   readonly #log = logger("worker");
@@ -111,11 +125,11 @@ export class Worker {
   /** Results to send at the end of this turn. */
   #results!: TurnBatch;
   readonly #encoder: StepResults;
-  readonly #stats: WorkerStats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
-  #calls!: HandlerCalls;
-  #runner!: StepRunner;
-  /** The handler sandboxes, when handlers run in them. */
-  #pool?: SandboxPool;
+  readonly #stats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
+  /** The configuration versions held, each with what runs its steps. */
+  #versions!: WorkerVersions;
+  /** How a version's sandboxes are started (with sandboxes). */
+  #sandboxStart?: Omit<Parameters<typeof SandboxPool.start>[0], "groups">;
   /** Where this worker's `STUCK` reports for its sandboxes go (made at the first). */
   #stuckSock?: ReactorSocket;
   #stuckConnected?: Promise<void>;
@@ -165,10 +179,10 @@ export class Worker {
     w.#watch = watch;
     w.#curve = curveClientOptions(options.security?.keys, w.#o.subjectAddress);
     let unresolved: readonly SandboxUnresolved[] = [];
+    let base: Runtime = { version: 0 };
     if (options.sandboxes) {
-      const started = await SandboxPool.start({
+      w.#sandboxStart = {
         ...w.#o,
-        groups: options.sandboxes,
         onResult: (d, kind, a, b, c) => w.#replied(d, kind, a, b, c),
         onResultsEnd: () => w.#results.flush(),
         onStuck: (d, ms) => w.#reportStuck(d, ms),
@@ -179,8 +193,9 @@ export class Worker {
           void w.close().finally(() => Deno.exit(1));
         },
         hold: () => w.#reactor.holdSyncWait(),
-      });
-      w.#pool = started.pool;
+      };
+      const started = await SandboxPool.start({ ...w.#sandboxStart, groups: options.sandboxes });
+      base = { version: 0, pool: started.pool };
       unresolved = started.unresolved;
     }
     w.#sock = w.#reactor.socket("DEALER", {
@@ -193,7 +208,7 @@ export class Worker {
       routingId,
     });
     w.#results = new TurnBatch(w.#sock, [RESULTS]);
-    const watching = options.watchdog && !w.#pool
+    const watching = options.watchdog && !options.sandboxes
       ? watchWorker({
         ...w.#o,
         curve: w.#curve,
@@ -202,19 +217,39 @@ export class Worker {
       })
       : undefined;
     w.#stopWatchdog = watching?.stop;
-    const calls = w.#calls = new HandlerCalls({ ...w.#o, monitor: watching?.monitor });
-    w.#runner = new StepRunner({
-      ...w.#o,
-      encoder: w.#encoder,
-      has: (flow, pos) => calls.has(flow, pos),
-      call: (flow, pos, values, step) => calls.call(flow, pos, values, step),
-      onSteps: (n) => w.#stats.steps += n,
+    const onThread = (
+      handlers: HandlerRegistry,
+      flows: ReadonlyMap<string, Flow>,
+      timeouts = w.#o.timeouts,
+    ) => {
+      const calls = new HandlerCalls({ ...w.#o, handlers, timeouts, monitor: watching?.monitor });
+      const runner = new StepRunner({
+        ...w.#o,
+        flows,
+        encoder: w.#encoder,
+        has: (flow, pos) => calls.has(flow, pos),
+        call: (flow, pos, values, step) => calls.call(flow, pos, values, step),
+        onSteps: (n) => w.#stats.steps += n,
+      });
+      return { calls, runner };
+    };
+    if (!options.sandboxes) base = { version: 0, ...onThread(w.#o.handlers, w.#o.flows) };
+    w.#versions = new WorkerVersions({
+      base,
+      maker: { sandbox: w.#sandboxStart, onThread },
+      allowComponentPermissions: options.reload?.allowComponentPermissions,
+      importTimeout: options.reload?.importTimeout ?? 10_000,
+      closeAfter: w.#o.handlerTimeout + 1000,
+      log: w.#log,
     });
+    const baseHash = options.reload?.baseHash;
     await connectSecure(w.#reactor, w.#sock, w.#o.subjectAddress, options.security);
     w.#sock.onMessage((f) => w.#onMessage(f));
     w.#reactor.afterReceive(() => w.#results.flush());
     w.#reactor.onIdle(() => w.#results.flush()); // results of async handlers that settled in microtasks
-    await w.#sock.send(workerStatus("READY", { credit: w.#o.concurrency, pid: Deno.pid, watch }));
+    await w.#sock.send(
+      workerStatus("READY", { credit: w.#o.concurrency, pid: Deno.pid, watch, base: baseHash }),
+    );
     w.#timer = setInterval(() => {
       // `holding` and `last` let the Subject find steps lost on the way in or out (a dropped
       // connection, a proxy): a step it sent that is at most `last` but not held, and whose
@@ -224,6 +259,7 @@ export class Worker {
         credit: w.#o.concurrency - w.#stats.active,
         holding: [...w.#holding],
         last: w.#lastDispatch,
+        base: baseHash,
       });
       if (!w.#sock.closed && !w.#sock.sendNow(hb)) void w.#sock.send(hb).catch(() => {});
     }, w.#o.heartbeatInterval);
@@ -242,29 +278,49 @@ export class Worker {
 
   /** A snapshot of the counters. */
   stats(): WorkerStats {
-    return { ...this.#stats };
+    const versions = this.#versions.versions();
+    return { ...this.#stats, version: versions[versions.length - 1], versions };
   }
 
   #onMessage(frames: Uint8Array[]): void {
-    // [STEPS, batch of (d, topic, header, values)]
+    if (frames.length === 2 && isControl(frames[0], "CONFIG")) {
+      const version = Number(decodeObject(frames[1])?.version) || 0;
+      const failed = (e: unknown) => ({ version, error: String(e) });
+      void this.#versions.config(frames[1]).catch(failed).then((loaded) => {
+        const m = [LOADED, utf8(JSON.stringify(loaded)).slice()];
+        if (!this.#sock.closed && !this.#sock.sendNow(m)) void this.#sock.send(m).catch(() => {});
+      });
+      return;
+    }
+    if (frames.length === 2 && isControl(frames[0], "RETIRE")) return this.#versions.retire(frames[1]);
+    // [STEPS, batch of (d, version slot, topic, header, values)]
     const records = frames.length === 2 && isControl(frames[0], "STEPS") ? readBatch(frames[1]) : undefined;
     if (!records) {
       this.#log.warn("Ignored a message of {n} frames from the Subject", { n: frames.length });
       return;
     }
-    const pool = this.#pool;
-    for (const { tag: d, frames: [topic, header, values] } of records) {
+    let pool: SandboxPool | undefined;
+    let pools: SandboxPool[] | undefined;
+    for (const { tag: d, kind, frames: [topic, header, values] } of records) {
       this.#stats.received++;
       this.#stats.active++;
       this.#holding.add(d);
       if (d > this.#lastDispatch) this.#lastDispatch = d;
-      if (pool) {
-        pool.send(d, topic, header, values);
+      const rt = this.#versions.forSlot(kind);
+      if (rt?.pool) {
+        rt.pool.send(d, topic, header, values);
+        if (rt.pool !== pool) {
+          if (pool) (pools ??= []).push(pool);
+          pool = rt.pool;
+        }
         continue;
       }
       let r: StepResult | Promise<StepResult>;
       try {
-        r = this.#segment(topic, header, values, d);
+        if (!rt?.runner) {
+          throw new Error(`this worker does not hold the step's configuration version (slot ${kind})`);
+        }
+        r = this.#segment(rt.runner, topic, header, values, d);
       } catch (e) {
         r = this.#encoder.crashed(topic, header, e);
       }
@@ -273,6 +329,7 @@ export class Worker {
       } else this.#reply(d, r);
     }
     pool?.flush();
+    if (pools) { for (const p of pools) p.flush(); }
   }
 
   #reply(d: number, r: StepResult): void {
@@ -317,12 +374,13 @@ export class Worker {
 
   /** Runs the segment a step message starts on this thread (see {@linkcode StepRunner}). */
   #segment(
+    runner: StepRunner,
     topicFrame: Uint8Array,
     headerFrame: Uint8Array,
     valuesFrame: Uint8Array,
     d: number,
   ): StepResult | Promise<StepResult> {
-    const out = this.#runner.run(topicFrame, headerFrame, valuesFrame, d) as StepResult | Promise<StepResult>;
+    const out = runner.run(topicFrame, headerFrame, valuesFrame, d) as StepResult | Promise<StepResult>;
     if (!(out instanceof Promise)) return out;
     const release = this.#reactor.holdSyncWait();
     return out.finally(release);
@@ -349,8 +407,10 @@ export class Worker {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
       this.#stopWatchdog?.();
-      this.#calls?.stop();
-      this.#pool?.close();
+      for (const r of this.#versions?.all() ?? []) {
+        r.calls?.stop();
+        r.pool?.close();
+      }
       if (this.#ownsReactor) await this.#reactor.close();
       else await this.#sock.close();
     })().finally(() => this.#done.resolve());

@@ -40,6 +40,16 @@ export const CONTROL = Object.freeze(
     RESUMED: "RESUMED",
     /** Subject → IM: a ping, acknowledged like a batch. */
     PING: "PING",
+    /** Service → Subject: a new set of flow and mapping files to roll out (`cli.ts reload`). */
+    RELOAD: "RELOAD",
+    /** Subject → service: how a `RELOAD` ended. */
+    RELOADED: "RELOADED",
+    /** Subject → worker: a configuration version to load (its files), or which one its own files are. */
+    CONFIG: "CONFIG",
+    /** Worker → Subject: a `CONFIG` loaded, or refused with why. */
+    LOADED: "LOADED",
+    /** Subject → worker: a configuration version no request uses any more. */
+    RETIRE: "RETIRE",
   } as const,
 );
 
@@ -65,6 +75,8 @@ export interface WorkerStatus {
   readonly pid?: number;
   /** The secret its watchdog's `STUCK` reports carry (never leaves the worker–Subject connection). */
   readonly watch?: string;
+  /** The hash of the files it loaded from its command line (`config_versions.ts`, `sourcesHash`). */
+  readonly base?: string;
 }
 
 /** The frames of a `READY` or `HB`. */
@@ -78,6 +90,7 @@ export function decodeWorkerStatus(frame: Uint8Array | undefined): WorkerStatus 
     const b = JSON.parse(text(frame ?? utf8("{}"))) ?? {};
     const credit = Number(b.credit ?? 0) || 0;
     const watch = typeof b.watch === "string" ? { watch: b.watch as string } : {};
+    if (typeof b.base === "string") Object.assign(watch, { base: b.base });
     return Array.isArray(b.holding) && typeof b.last === "number"
       ? { credit, holding: b.holding as number[], last: b.last, ...watch }
       : { credit, ...watch };
@@ -136,4 +149,54 @@ export function isControl(frame: Uint8Array | undefined, type: ControlType): boo
   if (!frame || frame.length !== t.length) return false;
   for (let i = 0; i < t.length; i++) if (frame[i] !== t[i]) return false;
   return true;
+}
+
+/** What `RELOAD` carries. */
+export interface ReloadRequest {
+  /** Names the answer (`RELOADED`). */
+  readonly ref: string;
+  /** The Subject's reload key (`reload.key` in its runtime directory). */
+  readonly key: string;
+  /** The flow and mapping files: absolute names and texts. */
+  readonly files: readonly { readonly file: string; readonly text: string }[];
+}
+
+/** What `RELOADED` carries. */
+export interface ReloadAnswer {
+  /** The `ref` of the `RELOAD` it answers. */
+  readonly ref: string;
+  /** The version now current, when the reload was rolled out. */
+  readonly version?: number;
+  /** Why nothing changed, when it was not. */
+  readonly error?: string;
+  /** The files' errors, each `file:line:column: error: message`, when they were the reason. */
+  readonly diagnostics?: readonly string[];
+}
+
+/** What `CONFIG` carries. */
+export interface ConfigMessage {
+  /** The Subject incarnation's numbering the version belongs to. */
+  readonly incarnation: string;
+  /** The version. */
+  readonly version: number;
+  /** Its files; absent when the worker's own files (`base` of its `READY`) are this version. */
+  readonly files?: readonly { readonly file: string; readonly text: string }[];
+}
+
+/** What `LOADED` carries. */
+export interface LoadedMessage {
+  /** The version. */
+  readonly version: number;
+  /** Why the worker could not load it, if it could not. */
+  readonly error?: string;
+}
+
+/** A JSON control payload, or `undefined` when it is not a JSON object. */
+export function decodeObject(frame: Uint8Array | undefined): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(text(frame ?? new Uint8Array()));
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
