@@ -249,6 +249,9 @@ Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000
     w.onMessage((f) => received += readBatch(f[1])?.length ?? 0);
     await w.send([enc.encode("READY"), enc.encode('{"credit": 1000}')]);
     await w.send([enc.encode("HB"), enc.encode('{"credit": 0, "holding": [], "last": 0}')]);
+    // The request comes on another socket: let the Subject read the heartbeat first (else it may
+    // take the request while it still holds READY's credit, and rightly send the step).
+    await new Promise((r) => setTimeout(r, 300));
     const pending = client.request("Three", {}, { timeout: 10_000 }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 800));
     assert.equal(received, 0, "no step while the worker's credit is 0");
