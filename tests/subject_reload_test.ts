@@ -124,3 +124,13 @@ Deno.test("subject reloads: a worker's own files count as a version only for ver
   assert.equal(r.reloads.hold("w1", utf8("w1"), "READY", r.status(r.hash)), true);
   assert.equal((r.toWorker.at(-1)![2] as { files: unknown[] }).files.length, 2);
 });
+
+Deno.test("subject reloads: a joining worker whose load failed (a timeout while it was stopped) is admitted once a later load of it succeeds", async () => {
+  const t = await setup();
+  assert.equal(t.reloads.hold("w2", utf8("w2"), "READY", t.status("other")), true);
+  t.loaded("w2", 1, "its handler modules did not import within 10000 ms");
+  assert.deepEqual(t.admitted, [], "not while it lacks the version");
+  assert.equal(t.reloads.hold("w2", utf8("w2"), "HB", t.status("other")), true, "still held");
+  t.loaded("w2", 1); // the import finished after all
+  assert.deepEqual(t.admitted, ["w2"], "given work once it holds every live version");
+});

@@ -181,8 +181,18 @@ export class Reloads {
         }
         j.failed = true;
       } else {
+        // A load that failed (a timeout, say) may succeed later: the worker is admitted once it
+        // holds every live version, whatever it reported before (a worker stopped mid-load, then
+        // continued, stayed out for good otherwise).
         j.needed.delete(version);
-        if (j.needed.size === 0 && !j.failed) this.#admit(key, j);
+        if (j.needed.size === 0) {
+          if (j.failed) {
+            this.#o.log.info("Worker {worker} now holds every live version: it is given work", {
+              worker: key,
+            });
+          }
+          this.#admit(key, j);
+        }
       }
     } else if (error === undefined) this.#workers.get(key)?.versions.add(version);
     const r = this.#reload;
