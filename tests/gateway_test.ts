@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { Gateway } from "../src/gateway/gateway.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { rolePids } from "../testing/deployment.ts";
+import { readUntil } from "../src/_async.ts";
 
 import { type Deployment, runCli, startDeployment } from "./helpers.ts";
 
@@ -447,6 +448,46 @@ Deno.test("gateway CLI: a bad --listen / --http is a usage error (64); a bad tok
     assert.equal(tokens.code, 1);
     assert.match(tokens.stderr, /tokens\.json: tokens\[0\]: "sha256" must be 64 lowercase hex digits/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gateway: start --http 127.0.0.1:0 picks a free port, says ready and serves on it (it stopped the deployment after 20 s)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmg" });
+  const files = ["flows.ini", "mapping.ini"].map((f) =>
+    new URL(`../fixtures/components/basic/${f}`, import.meta.url).pathname
+  );
+  const p = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../cli.ts", import.meta.url).pathname,
+      "start",
+      "--runtime-dir",
+      dir,
+      "--workers",
+      "1",
+      "--http",
+      "127.0.0.1:0",
+      ...files,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const err = p.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    const out = await readUntil(p.stdout.pipeThrough(new TextDecoderStream()).getReader(), "ready");
+    assert.ok(out !== undefined, "start said ready");
+    const log = await readUntil(err, "Gateway on");
+    const port = (log ?? "").match(/Gateway on "?http:\/\/127\.0\.0\.1:(\d+)/)?.[1];
+    assert.ok(port && port !== "0", `the gateway's port in its log: ${log}`);
+    const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+    await r.body?.cancel();
+    assert.equal(r.status, 200);
+  } finally {
+    p.kill("SIGTERM");
+    await p.status;
+    await err.cancel().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });

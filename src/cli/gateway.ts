@@ -81,7 +81,8 @@ export async function runGateway(
     return 1;
   }
   console.log(`listening on ${gateway.url}`);
-  log.info("Gateway on {url}{auth}", { url: gateway.url, auth: tokens ? ` (${tokens.length} tokens)` : "" });
+  if (tokens) log.info("Gateway on {url} ({tokens} tokens)", { url: gateway.url, tokens: tokens.length });
+  else log.info("Gateway on {url}", { url: gateway.url });
   return await serveUntilStopped(
     config,
     "gateway",

@@ -144,7 +144,9 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     { length: roles.has("workers") ? config.worker_count : 0 },
     (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
   );
-  const http = options.http;
+  // Port 0 is resolved here, once: start must know where to probe, and a restarted gateway
+  // comes back on the same port.
+  const http = options.http === undefined ? undefined : withFreePort(options.http);
   const gateway = http === undefined
     ? undefined
     : new SupervisedProcess("The gateway", () =>
@@ -238,6 +240,17 @@ async function statsProbe(config: Config, pids: readonly number[]): Promise<"rea
 }
 
 /** Polls the gateway's `/healthz` (every 100 ms, up to 20 s) until it answers. */
+/** `HOST:0` with a free port of HOST in place of 0 (bound, then let go); any other address as given. */
+function withFreePort(listen: string): string {
+  const m = listen.match(/^(.*):0$/);
+  if (!m) return listen;
+  const hostname = m[1].replace(/^\[(.*)\]$/, "$1") || "0.0.0.0";
+  const l = Deno.listen({ hostname, port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return `${m[1]}:${port}`;
+}
+
 async function gatewayListening(listen: string): Promise<boolean> {
   const url = `http://${listen.replace(/^(0\.0\.0\.0|\[::\]|)(?=:\d+$)/, "127.0.0.1")}/healthz`;
   for (let i = 0; i < 200; i++) {
