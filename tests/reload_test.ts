@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ReloadError } from "../src/client/reload.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { copyComponent, deploy, eventually, reloadCli, reloadKey } from "./reload_fixture.ts";
+import { runCli } from "./helpers.ts";
 
 /** The counters every live worker of `dir` wrote last. */
 async function workerStats(dir: string): Promise<Record<string, unknown>[]> {
@@ -290,6 +291,31 @@ Deno.test("reload: a Subject SIGKILLed after a reload comes back with the reload
     assert.deepEqual(s.files, [flows, c.mapping]);
   } finally {
     await client.close();
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
+Deno.test("reload: a handler module whose top-level await never ends fails the CLI's check within handler_import_timeout, naming it; nothing changes", async () => {
+  const c = await copyComponent();
+  await using d = await deploy(c);
+  try {
+    // A timer keeps the event loop alive: imported in-process, the command waited for ever.
+    await c.write(
+      "hang.ts",
+      "await new Promise(() => setInterval(() => {}, 1000));\nexport function two() {}\n",
+    );
+    const mapping = await c.write(
+      "mapping2.ini",
+      "[actionmapping]\n??One = ./stamp.ts#one\n??Two = ./hang.ts#two\n??Three = ./stamp.ts#three\n",
+    );
+    const t0 = performance.now();
+    const r = await runCli(["reload", ...d.flags, "--handler-import-timeout", "2000", c.flows, mapping]);
+    const ms = performance.now() - t0;
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /mapping2\.ini:3:\d+: error: .*hang\.ts.*did not finish importing within 2000 ms/);
+    assert.ok(ms < 30_000, `took ${Math.round(ms)} ms`);
+    assert.equal((await roleStats(d.dir, "subject")).version, 1, "nothing was sent");
+  } finally {
     await Deno.remove(c.dir, { recursive: true });
   }
 });

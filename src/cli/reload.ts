@@ -13,7 +13,8 @@ import type { Config } from "../config.ts";
 import { formatDiagnostic } from "../topic/diagnostics.ts";
 import type { SourceFile } from "../topic/catalog.ts";
 import { loadFiles, readSources } from "../load.ts";
-import { consoleOutput, deploymentClient, ExitCode, inspectFiles, type Output } from "./commands.ts";
+import { consoleOutput, deploymentClient, ExitCode, type Output } from "./commands.ts";
+import { checkHandlerTargets } from "./handler_check.ts";
 import { RELOAD_KEY_FILE } from "./run.ts";
 
 /** Options of {@linkcode reloadCommand}. */
@@ -72,13 +73,25 @@ export async function reloadCommand(
     }
     paths = current;
   }
-  const { diagnostics } = await inspectFiles(paths, {
+  // As `flows --strict` checks them, but the handler modules are imported in a child process
+  // with `handler_import_timeout` (as `start` does): a module that never finishes importing, or
+  // ends the process, is an error naming it, not a hung or crashed command.
+  const catalog = await loadFiles(paths, {
     strict: true,
     allowComponentPermissions: options.allowComponentPermissions,
   });
-  const errors = diagnostics.filter((d) => d.severity === "error");
+  const errors = catalog.diagnostics.filter((d) => d.severity === "error").map(formatDiagnostic);
+  if (!errors.length) {
+    for (
+      const p of await checkHandlerTargets(catalog.mappings.values(), {
+        timeout: config.handler_import_timeout,
+      })
+    ) {
+      errors.push(`${p.entry.file}:${p.entry.line}:${p.entry.column}: error: ${p.entry.target}: ${p.reason}`);
+    }
+  }
   if (errors.length) {
-    for (const d of errors) io.err(formatDiagnostic(d));
+    for (const e of errors) io.err(e);
     io.err(`error: ${errors.length} error(s) in the files: nothing was reloaded`);
     return ExitCode.failure;
   }
