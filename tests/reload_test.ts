@@ -319,3 +319,22 @@ Deno.test("reload: a handler module whose top-level await never ends fails the C
     await Deno.remove(c.dir, { recursive: true });
   }
 });
+
+Deno.test("reload: files over max_message_size are refused by the CLI at once, naming the size; nothing is sent (the Subject dropped it unanswered)", async () => {
+  const c = await copyComponent();
+  await using d = await deploy(c);
+  try {
+    const flows = await c.write("big.ini", `${"; padding\n".repeat(500)}${await Deno.readTextFile(c.flows)}`);
+    const t0 = performance.now();
+    const r = await runCli(["reload", ...d.flags, "--max-message-size", "4096", flows, c.mapping]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /\d+-byte message, over the Subject's max_message_size \(4096\): nothing was sent/,
+    );
+    assert.ok(performance.now() - t0 < 20_000, "at once, not after the reload's 60 s wait");
+    assert.equal((await roleStats(d.dir, "subject")).version, 1);
+  } finally {
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});

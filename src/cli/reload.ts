@@ -104,7 +104,11 @@ export async function reloadCommand(
   const client = await deploymentClient(config, io);
   if (!client) return ExitCode.failure;
   try {
-    const version = await client.reload(sources, { key, timeout: options.timeout });
+    const version = await client.reload(sources, {
+      key,
+      timeout: options.timeout,
+      maxMessageSize: config.max_message_size,
+    });
     io.out(JSON.stringify({ version }));
     return ExitCode.ok;
   } catch (e) {
@@ -134,7 +138,7 @@ export async function reloadFiles(
   const key = await readReloadKey(config);
   if (key instanceof Error) return key;
   try {
-    return await client.reload(await readSources(files), { key });
+    return await client.reload(await readSources(files), { key, maxMessageSize: config.max_message_size });
   } catch (e) {
     if (e instanceof ReloadError) return new Error([...e.diagnostics, e.message].join("\n"));
     throw e;

@@ -9,7 +9,7 @@
 import { resolve } from "node:path";
 import type { SourceFile } from "../topic/catalog.ts";
 import { CONTROL_FRAMES, decodeObject, type ReloadRequest } from "../wire/control.ts";
-import { utf8 } from "../wire/protocol.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE, utf8 } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 
 /** Options of `Client.reload`. */
@@ -18,6 +18,11 @@ export interface ReloadOptions {
   readonly key: string;
   /** Milliseconds to wait for the Subject's answer. @default {60000} */
   readonly timeout?: number;
+  /**
+   * The Subject's `max_message_size`: a reload whose files make a larger message is refused
+   * here (the Subject would drop it unanswered). @default {DEFAULT_MAX_MESSAGE_SIZE}
+   */
+  readonly maxMessageSize?: number;
 }
 
 /** A reload that changed nothing: the files had errors, a worker refused them, or no answer came. */
@@ -66,10 +71,18 @@ export async function sendReload(
     }
   }
   const ref = crypto.randomUUID();
-  const answer = new Promise<Record<string, unknown>>((r) => waiting.set(ref, r));
   const body: ReloadRequest = { ref, key: options.key, files: read };
+  const frame = utf8(JSON.stringify(body)).slice();
+  const max = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+  if (frame.length > max) {
+    throw new ReloadError(
+      `the files make a ${frame.length}-byte message, over the Subject's max_message_size (${max}): ` +
+        "nothing was sent; raise max_message_size on the Subject and for this reload",
+    );
+  }
+  const answer = new Promise<Record<string, unknown>>((r) => waiting.set(ref, r));
   try {
-    await send([CONTROL_FRAMES.RELOAD, utf8(JSON.stringify(body)).slice()]);
+    await send([CONTROL_FRAMES.RELOAD, frame]);
     const ms = options.timeout ?? DEFAULT_RELOAD_TIMEOUT;
     const a = await withTimeout(answer, ms);
     if (a === TIMED_OUT) throw new ReloadError(`no answer from the Subject within ${ms} ms`);
