@@ -204,7 +204,7 @@ export async function collectMetrics(options: CollectMetricsOptions): Promise<Co
     // `window` ms from the handshake (a slow one does not eat the window); no handshake within
     // `window` ms: no IM there.
     await delay(window);
-    if (reachedAt !== undefined) await delay(reachedAt + window - performance.now());
+    if (reachedAt !== undefined) await delay(Math.max(0, reachedAt + window - performance.now()));
   } finally {
     await reactor.close();
   }
