@@ -338,3 +338,28 @@ Deno.test("reload: files over max_message_size are refused by the CLI at once, n
     await Deno.remove(c.dir, { recursive: true });
   }
 });
+
+Deno.test("reload: a Subject SIGKILLed mid-rollout ends the waiting reload at once with why (it waited out its 60 s)", async () => {
+  const c = await copyComponent();
+  await using d = await deploy(c, { workers: 1 });
+  const client = await d.connect();
+  try {
+    // A module that takes 4 s to import keeps the rollout open.
+    await c.write("slow.ts", 'await new Promise((r) => setTimeout(r, 4000));\nexport * from "./stamp.ts";\n');
+    const mapping = await c.write(
+      "mapping2.ini",
+      "[actionmapping]\n??One = ./slow.ts#one\n??Two = ./slow.ts#two\n??Three = ./slow.ts#three\n",
+    );
+    assert.deepEqual(stamps((await client.request("Stamp")).values), ["v1", "v1", "v1"]); // the client knows this Subject
+    const t0 = performance.now();
+    const reload = client.reload([c.flows, mapping], { key: await reloadKey(d) });
+    await new Promise((r) => setTimeout(r, 1000));
+    await killRole(d.dir, "subject");
+    await assertRejectsReload(reload, /Subject restarted while this reload waited.*outcome is unknown/);
+    const ms = performance.now() - t0;
+    assert.ok(ms < 30_000, `ended after ${Math.round(ms)} ms`);
+  } finally {
+    await client.close();
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});

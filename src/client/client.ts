@@ -40,7 +40,13 @@ import {
   type RequestOptions,
 } from "./options.ts";
 import { type Waiter, Waiters } from "./waiters.ts";
-import { reloadAnswered, type ReloadOptions, type ReloadWaiters, sendReload } from "./reload.ts";
+import {
+  reloadAnswered,
+  type ReloadOptions,
+  reloadsInterrupted,
+  type ReloadWaiters,
+  sendReload,
+} from "./reload.ts";
 import type { SourceFile } from "../topic/catalog.ts";
 import { connectRedialing, curveClientOptions, requireCurve } from "../zmq/curve.ts";
 
@@ -177,6 +183,7 @@ export class Client {
     const again = this.#kept.hello(incarnation);
     if (!again) return;
     this.subjectRestarts++;
+    reloadsInterrupted(this.#reloads);
     this.#log.info("Subject restarted ({incarnation}): sending {n} unfinished requests again", {
       incarnation,
       n: again.length,

@@ -99,3 +99,17 @@ export function reloadAnswered(waiting: ReloadWaiters, frame: Uint8Array): void 
   const a = decodeObject(frame);
   if (a && typeof a.ref === "string") waiting.get(a.ref)?.(a);
 }
+
+/**
+ * The Subject restarted: every reload still waiting ends with an error, at once, instead of after
+ * its timeout (the Subject that took it is gone; a restarted one comes back on the files of the
+ * last reload that completed).
+ */
+export function reloadsInterrupted(waiting: ReloadWaiters): void {
+  for (const answer of [...waiting.values()]) {
+    answer({
+      error: "the Subject restarted while this reload waited for its answer: its outcome is unknown " +
+        "(a restarted Subject comes back on the files of the last reload that completed; stats shows its version)",
+    });
+  }
+}
