@@ -126,7 +126,7 @@ export async function loadTarget(
   try {
     mod = await import(url);
   } catch (e) {
-    return `cannot import ${url}: ${(e as Error).message?.split("\n")[0]}`;
+    return `cannot import ${url}: ${describeImportError(e)}`;
   }
   let owner: unknown = undefined;
   let value: unknown = mod;
@@ -203,4 +203,20 @@ export class HandlerRegistry {
   get size(): number {
     return this.#handlers.size;
   }
+}
+
+/**
+ * An import error's first line, and where in the module it happened when that is known (a
+ * location in the message or stack that is not in `importer`, the module that called `import()`).
+ */
+export function describeImportError(e: unknown, importer: string = import.meta.url): string {
+  if (!(e instanceof Error)) return String(e);
+  const first = e.message.split("\n")[0];
+  const self = new URL(importer).href;
+  const where = [
+    ...`${e.message}\n${e.stack ?? ""}`.matchAll(/\bat (?:.*\()?((?:file|https?):\/\/[^\s()]+:\d+:\d+)/g),
+  ]
+    .map((m) => m[1])
+    .find((loc) => !loc.startsWith(self) && !first.includes(loc));
+  return where ? `${first} (at ${where})` : first;
 }

@@ -101,6 +101,15 @@ Deno.test("worker versions: bad files and modules are refused with why; a versio
     assert.deepEqual(await loading, { version: 4, error: "retired while it loaded" });
     assert.deepEqual(t.stopped, ["made1"]);
     assert.deepEqual(t.versions.versions(), [0], "it holds no version: its own files only");
+    // A syntax error in a module the mapped one imports: named with its file, line and column.
+    await Deno.writeTextFile(`${t.dir}/syn.ts`, "export function a( {\n");
+    await Deno.writeTextFile(`${t.dir}/wrap.ts`, 'export * from "./syn.ts";\n');
+    const syn = await t.config({
+      incarnation: "i1",
+      version: 5,
+      files: [t.files[0], { file: `${t.dir}/mapping.ini`, text: "[actionmapping]\n??a = ./wrap.ts#a\n" }],
+    });
+    assert.match(syn.error!, /mapping\.ini:2: \.\/wrap\.ts#a: cannot import .*SyntaxError.*syn\.ts:1:\d+/);
   } finally {
     await Deno.remove(t.dir, { recursive: true });
   }

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { loadTarget, parseTarget, targetModuleUrl } from "../handler.ts";
+import { describeImportError, loadTarget, parseTarget, targetModuleUrl } from "../handler.ts";
 import { pathToFileUrl } from "../load.ts";
 import type { MappingEntry } from "../topic/mapping_file.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
@@ -161,19 +161,6 @@ async function checkRound(
   return { results, stuck: { module: current.module, reason } };
 }
 
-/** An import error's first line, and where in the module it happened when that is known. */
-export function describeImportError(e: unknown): string {
-  if (!(e instanceof Error)) return String(e);
-  const first = e.message.split("\n")[0];
-  const self = new URL(import.meta.url).href;
-  const where = [
-    ...`${e.message}\n${e.stack ?? ""}`.matchAll(/\bat (?:.*\()?((?:file|https?):\/\/[^\s()]+:\d+:\d+)/g),
-  ]
-    .map((m) => m[1])
-    .find((loc) => !loc.startsWith(self) && !first.includes(loc));
-  return where ? `${first} (at ${where})` : first;
-}
-
 async function checkMain(nonce: string): Promise<void> {
   const list: { target: string; fileUrl: string }[] = JSON.parse(
     await new Response(Deno.stdin.readable).text(),
@@ -194,7 +181,9 @@ async function checkMain(nonce: string): Promise<void> {
       try {
         await import(url);
       } catch (e) {
-        say(`fail ${i} ${JSON.stringify(`cannot import ${url}: ${describeImportError(e)}`)}`);
+        say(
+          `fail ${i} ${JSON.stringify(`cannot import ${url}: ${describeImportError(e, import.meta.url)}`)}`,
+        );
         continue;
       }
     }
