@@ -30,6 +30,9 @@ import { parseRoles, runStart, START_ROLES } from "./src/cli/start.ts";
 import { reloadCommand } from "./src/cli/reload.ts";
 import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
+/** The longest delay a timer takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const kindOption = () =>
   new Option("--kind <kind>", "read every file as this kind instead of telling it by content")
     .choices(["flow", "mapping"]);
@@ -353,8 +356,10 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
     const window = Number(opts.window);
-    if (!Number.isFinite(window) || window <= 0) {
-      io.err(`error: --window must be a positive number of milliseconds, got "${opts.window}"`);
+    if (!Number.isFinite(window) || window <= 0 || window > MAX_TIMER_MS) {
+      io.err(
+        `error: --window must be a positive number of milliseconds up to ${MAX_TIMER_MS}, got "${opts.window}"`,
+      );
       return setCode(ExitCode.usage);
     }
     setCode(await statsCommand(config, { ...opts, window }, io));

@@ -7,6 +7,7 @@ import type { Publication } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { roleStats } from "../testing/deployment.ts";
 import { startDeployment } from "./helpers.ts";
+import { Reactor } from "../src/zmq/reactor.ts";
 
 const CAP = 20;
 const SENT = 50;
@@ -97,5 +98,47 @@ Deno.test("connection cap: over max_in_flight_per_connection a connection gets o
     await watching;
   } finally {
     await Promise.all([a.close(), b.close(), watcher.close()]);
+  }
+});
+
+Deno.test("connection cap: a request that starts at a position counts too (a pos in the header went free of the cap)", async () => {
+  const cap = 5;
+  await using d = await startDeployment({
+    workers: 1,
+    args: ["--max-in-flight-per-connection", String(cap)],
+  });
+  const watcher = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const outcomes = new Map<string, string>();
+    const subscription = await watcher.subscribe("Slow~~~~");
+    void (async () => {
+      for await (const p of subscription) {
+        if (p.action === "done" || p.action === "error") {
+          outcomes.set(p.id, p.action === "done" ? "done" : String(p.error?.code));
+        }
+      }
+    })();
+    // A raw service: 12 new requests at once, each header with a position (PROTOCOL.md: "a header
+    // pos 0 starts after the entry step"), on one connection.
+    const service = reactor.socket("DEALER");
+    service.onMessage(() => {}); // acknowledgements
+    await service.connect(`ipc://${d.dir}/subject`);
+    const enc = new TextEncoder();
+    for (let i = 0; i < 12; i++) {
+      await service.send([
+        enc.encode("Slow~~~~"),
+        enc.encode(JSON.stringify({ v: 1, id: `pos${i}`, pos: 0 })),
+        enc.encode('{"ms":3000}'),
+      ]);
+    }
+    const deadline = performance.now() + 30_000;
+    while (outcomes.size < 12 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const counts: Record<string, number> = {};
+    for (const o of outcomes.values()) counts[o] = (counts[o] ?? 0) + 1;
+    assert.deepEqual(counts, { done: cap, overloaded: 12 - cap });
+  } finally {
+    await reactor.close();
+    await watcher.close();
   }
 });

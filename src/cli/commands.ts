@@ -21,7 +21,7 @@ import { parseToken } from "../wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
 import { PausedStore } from "../roles/paused_store.ts";
 import { securityOrError } from "../roles/security.ts";
-import { collectMetrics, DEFAULT_METRICS_WINDOW } from "../roles/metrics.ts";
+import { collectMetrics, DEFAULT_METRICS_WINDOW, METRICS_CONNECT_MS } from "../roles/metrics.ts";
 
 /** Documented exit codes of the CLI. */
 export const ExitCode = Object.freeze({
@@ -491,7 +491,10 @@ async function remoteStats(
     );
   } else if (!heard.reached) {
     io.err(
-      `stats: no Integration Manager answered at ${endpoint} within ${window} ms; is the deployment running ` +
+      `stats: no Integration Manager answered at ${endpoint} within ${
+        Math.max(window, METRICS_CONNECT_MS)
+      } ms; ` +
+        "is the deployment running " +
         `(deno task start), and is integration_manager_pub_address (--integration-manager-pub-address, ` +
         `--config, or the same --runtime-dir) its publish endpoint?` + local,
     );

@@ -163,6 +163,9 @@ export interface CollectedMetrics {
 /** The default of {@linkcode CollectMetricsOptions.window}. */
 export const DEFAULT_METRICS_WINDOW = 1500;
 
+/** The least time {@linkcode collectMetrics} waits for the handshake, whatever its window. */
+export const METRICS_CONNECT_MS = 1000;
+
 /**
  * Subscribes to {@linkcode METRICS_TOPIC} at the Integration Manager for `window` ms and keeps
  * the latest snapshot of each role process (`stats` uses it, from any host).
@@ -202,8 +205,8 @@ export async function collectMetrics(options: CollectMetricsOptions): Promise<Co
     if (options.curve) await connectRedialing(reactor, sub, options.publisher);
     else await sub.connect(options.publisher);
     // `window` ms from the handshake (a slow one does not eat the window); no handshake within
-    // `window` ms: no IM there.
-    await delay(window);
+    // `window` ms, and at least METRICS_CONNECT_MS: no IM there.
+    await delay(Math.max(window, METRICS_CONNECT_MS));
     if (reachedAt !== undefined) await delay(Math.max(0, reachedAt + window - performance.now()));
   } finally {
     await reactor.close();

@@ -155,11 +155,11 @@ export class ServiceSide {
         return;
       }
       case "route":
-        if (a.header.pos === undefined && a.header.k === undefined) {
-          // A new request (not a continuation): counted against its connection's cap.
-          if (!this.quota.admit(ack.key, a.header.id)) return this.#overCap(a.flow.name, a.header, frames[2]);
-          this.#host.accepted(a.header.id);
-        }
+        // Counted against its connection's cap unless its request is already in flight (a
+        // continuation): a message with a position may also start a request (PROTOCOL.md), and
+        // went free of the cap before.
+        if (!this.quota.admit(ack.key, a.header.id)) return this.#overCap(a.flow.name, a.header, frames[2]);
+        if (a.header.pos === undefined && a.header.k === undefined) this.#host.accepted(a.header.id);
         return this.#host.route(a.flow, a.position, a.header.id, a.header.n ?? 0, frames[2]);
     }
   }
