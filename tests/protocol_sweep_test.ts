@@ -7,6 +7,7 @@ import type { Publication } from "../src/wire/protocol.ts";
 import { BatchWriter, KIND_CODES, readBatch } from "../src/wire/batch.ts";
 import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
 import { startDeployment } from "./helpers.ts";
+import { roleStats } from "../testing/deployment.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -249,9 +250,16 @@ Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000
     w.onMessage((f) => received += readBatch(f[1])?.length ?? 0);
     await w.send([enc.encode("READY"), enc.encode('{"credit": 1000}')]);
     await w.send([enc.encode("HB"), enc.encode('{"credit": 0, "holding": [], "last": 0}')]);
-    // The request comes on another socket: let the Subject read the heartbeat first (else it may
-    // take the request while it still holds READY's credit, and rightly send the step).
-    await new Promise((r) => setTimeout(r, 300));
+    // The request comes on another socket: wait until the Subject has read the heartbeat (its
+    // counters: one worker, no credit), else it may take the request while READY's credit holds,
+    // and rightly send the step.
+    let read = false;
+    for (let i = 0; i < 100 && !read; i++) {
+      const s = await roleStats(d.dir, "subject").catch(() => ({} as Record<string, unknown>));
+      read = s.workers === 1 && s.credit === 0;
+      if (!read) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(read, "the Subject's counters show the worker with credit 0");
     const pending = client.request("Three", {}, { timeout: 10_000 }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 800));
     assert.equal(received, 0, "no step while the worker's credit is 0");

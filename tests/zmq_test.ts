@@ -411,7 +411,9 @@ for (const syncWaitMs of [10, 0]) {
         // One message in flight, each end sending from its message callback as the roles do: a
         // send that processes libzmq's commands (taking in "a pipe became readable") leaves the
         // descriptor quiet with a message waiting; a reactor that then waited on the descriptor
-        // without asking the socket would stall here.
+        // without asking the socket would stall here with off-thread waits (checked: it stalls at
+        // 0 of 5,000 with that check removed). In-thread waits end every 10 ms and receive again,
+        // so that run checks delivery and order only.
         const router = r.socket("ROUTER");
         const ep = await bound(router, endpointFor("ipc", dir));
         const peer = new Deno.Command(Deno.execPath(), {
