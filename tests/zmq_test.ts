@@ -385,6 +385,35 @@ Deno.test("in-thread wait: while async work is held, its promise chains run befo
     assert.equal(events[0], "sent", `the reactor went idle before the chain finished: ${events}`);
   }));
 
+Deno.test("in-thread wait: holdForEvents waits off-thread, so another thread's message is handled as it comes; released, in-thread again", () =>
+  // A long in-thread wait (500 ms): a Web Worker's message would wait for its end.
+  withInThreadPair(500, async (r, a, b) => {
+    const inbox = a.messages();
+    await b.send([enc.encode("one")]);
+    await inbox.next(); // a message came: in-thread waits
+    const thread = new Worker("data:application/javascript,setTimeout(()=>postMessage(1),50)", {
+      type: "module",
+    });
+    try {
+      const release = r.holdForEvents();
+      const t = performance.now();
+      await new Promise((resolve) => (thread.onmessage = resolve));
+      const waited = performance.now() - t;
+      assert.ok(
+        waited < 250,
+        `the thread's message waited ${waited.toFixed(0)} ms (the in-thread wait is 500 ms)`,
+      );
+      assert.equal(r.polling, true, "held, yet not waiting off-thread");
+      release();
+      await b.send([enc.encode("two")]);
+      await inbox.next();
+      await delay(100);
+      assert.equal(r.polling, false, "released and a message came, yet still waiting off-thread");
+    } finally {
+      thread.terminate();
+    }
+  }));
+
 Deno.test("in-thread wait: after 1 s without a message the reactor sleeps off-thread; the next message still arrives", () =>
   withInThreadPair(10, async (r, a, b) => {
     const inbox = a.messages();
@@ -448,6 +477,56 @@ for (const syncWaitMs of [10, 0]) {
   );
 }
 
+Deno.test(
+  "a send made while the reactor waits off-thread on the descriptors goes at once and misses no message (two in flight, 3,000 round trips)",
+  () =>
+    withReactor(async (r, dir) => {
+      // Each next message is sent from a timer, so while the reactor waits on another thread:
+      // the send goes straight to libzmq (no wake-up of that wait), with the other message in
+      // flight arriving meanwhile. A send can also take in libzmq's "a pipe became readable"
+      // command and leave the descriptor quiet with a message waiting (the reactor then asks
+      // the socket: `sentDuringWait`); that window, between the descriptor firing and the
+      // waiting thread running, is too narrow for this test to hit on purpose (it passed 3 of 3
+      // with the check removed): it checks delivery, order of arrival and that sends went at once.
+      const router = r.socket("ROUTER");
+      const ep = await bound(router, endpointFor("ipc", dir));
+      const peer = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", PEER, "echo", ep],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const n = 3000;
+      let sent = 0;
+      let got = 0;
+      let direct = 0;
+      let id: Uint8Array | undefined;
+      const done = Promise.withResolvers<void>();
+      const next = () => {
+        const frames = [id!, enc.encode(String(sent++))];
+        const waiting = r.polling;
+        if (router.sendNow(frames)) direct += waiting ? 1 : 0;
+        else void router.send(frames);
+      };
+      router.onMessage((f) => {
+        if (!id) {
+          id = f[0];
+          next();
+          next();
+          return;
+        }
+        assert.equal(dec.decode(f[1]), String(got));
+        got++;
+        if (got === n) done.resolve();
+        else if (sent < n) setTimeout(next, 0);
+      });
+      const res = await withTimeout(done.promise, 30_000);
+      assert.notEqual(res, TIMED_OUT, `stalled after ${got} of ${n} round trips`);
+      assert.ok(direct > n / 2, `only ${direct} of ${n} sends went at once during a wait`);
+      await finish(peer);
+    }),
+);
+
 /**
  * `a` on a reactor with `coalesceSendsMs`, `b` on a plain reactor of its own (its sends are not
  * held), connected over ipc.
@@ -476,14 +555,14 @@ async function untilPolling(r: Reactor): Promise<void> {
   assert.ok(r.polling, "the reactor never waited off-thread");
 }
 
-Deno.test("coalesceSendsMs: while messages keep coming, a send made during the off-thread poll leaves with the next message's pass", () =>
+Deno.test("coalesceSendsMs: while messages keep coming, a send queued during the off-thread wait (execSend) leaves with the next message's pass", () =>
   withCoalescingPair(3000, async (r, a, b) => {
     const fromA = b.messages();
     const toA = a.messages();
     await b.send([enc.encode("one")]);
     await toA.next();
     await untilPolling(r);
-    void a.send([enc.encode("held")]);
+    r.execSend(() => void a.send([enc.encode("held")]));
     assert.equal(await withTimeout(fromA.next(), 300), TIMED_OUT, "the send woke the poll at once");
     await b.send([enc.encode("two")]); // a message: the poll returns, the held send leaves
     const got = await withTimeout(fromA.next(), 2000);
@@ -500,7 +579,7 @@ Deno.test("coalesceSendsMs: a held send leaves after that long at most; after th
     await toA.next();
     await untilPolling(r);
     let t = performance.now();
-    void a.send([enc.encode("held")]);
+    r.execSend(() => void a.send([enc.encode("held")]));
     const held = await withTimeout(fromA.next(), 5000);
     const waited = performance.now() - t;
     assert.notEqual(held, TIMED_OUT, "a held send never left with no message coming");
@@ -508,7 +587,7 @@ Deno.test("coalesceSendsMs: a held send leaves after that long at most; after th
     await delay(1000); // now over 800 ms since the last message: no more holding
     await untilPolling(r);
     t = performance.now();
-    void a.send([enc.encode("prompt")]);
+    r.execSend(() => void a.send([enc.encode("prompt")]));
     const prompt = await withTimeout(fromA.next(), 5000);
     const took = performance.now() - t;
     assert.equal(dec.decode((prompt as IteratorResult<Uint8Array[]>).value[0]), "prompt");

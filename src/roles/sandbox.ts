@@ -114,7 +114,7 @@ export interface SandboxPoolOptions {
   readonly onSteps: (n: number) => void;
   /** A sandbox that was terminated could not start again: the worker cannot go on. */
   readonly onFatal: (message: string) => void;
-  /** Holds the reactor's fast wake-up while any step runs in a sandbox (its results come by message). */
+  /** Makes the reactor wait off-thread while any step runs in a sandbox (its results come by message). */
   readonly hold: () => () => void;
 }
 

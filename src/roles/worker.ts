@@ -143,9 +143,9 @@ export class Worker {
 
   private constructor(options: WorkerOptions) {
     // With sandboxes, results come back as messages to this thread's event loop, which an
-    // in-thread wait would hold up (measured: the 3-step flow's peak halved): wait off-thread.
-    this.#reactor = options.reactor ??
-      new Reactor({ syncWaitMs: options.sandboxes ? 0 : ROLE_SYNC_WAIT_MS });
+    // in-thread wait would hold up (measured: the 3-step flow's peak halved): while steps are
+    // in a sandbox the reactor waits off-thread (`holdForEvents`), else in-thread.
+    this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = {
       flows: options.flows,
@@ -192,7 +192,7 @@ export class Worker {
           w.#log.error("{message}: the worker stops", { message });
           void w.close().finally(() => Deno.exit(1));
         },
-        hold: () => w.#reactor.holdSyncWait(),
+        hold: () => w.#reactor.holdForEvents(),
       };
       const started = await SandboxPool.start({ ...w.#sandboxStart, groups: options.sandboxes });
       base = { version: 0, pool: started.pool };

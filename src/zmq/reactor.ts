@@ -8,7 +8,9 @@
  *
  * Thread safety: while the poll runs off-thread, no code touches the polled sockets. Every
  * socket operation goes through the reactor, which runs it at once when it is not polling
- * and otherwise queues it and wakes the poll.
+ * and otherwise queues it and wakes the poll. Sends are the exception when the reactor waits
+ * on the sockets' descriptors (`poll(2)`, the default): that wait touches no libzmq socket, so
+ * a send goes to libzmq at once (see `ReactorSocket.sendNow`).
  *
  * @module
  */
@@ -42,12 +44,15 @@ export interface ReactorOptions {
    */
   readonly syncWaitMs?: number;
   /**
-   * While messages keep coming (one arrived in the last this many milliseconds), a send made
-   * during the off-thread poll does not wake the poll: it leaves with the pass that the next
-   * message starts, at most this long later, together with the sends made meanwhile. Each
-   * wake-up costs a thread hop each way; a process that sends one message per event-loop turn
-   * (the HTTP gateway: one request per turn) would pay one per message. 0 wakes the poll for
-   * every send. @default {0}
+   * While messages keep coming (one arrived in the last this many milliseconds), work queued
+   * with {@linkcode Reactor.execSend} during the off-thread wait does not wake it: it runs with
+   * the pass that the next message starts, at most this long later, together with what was
+   * queued meanwhile (the client gathers its requests into one batch that way). Under
+   * `zmq_poll` (`ZMANAGER_ZMQ_POLL=1`) this holds every send made during the wait; a wait on
+   * the descriptors lets plain sends go at once, which wakes nothing. Each wake-up costs a
+   * thread hop each way; a process that sends one message per event-loop turn (the HTTP
+   * gateway: one request per turn) would pay one per message. 0 wakes the wait at once.
+   * @default {0}
    */
   readonly coalesceSendsMs?: number;
   /** Called when a message callback throws; by default the error is logged to stderr. */
@@ -106,6 +111,7 @@ export class Reactor implements SocketHost {
   readonly #signalOut: Socket;
   #polling = false;
   #holds = 0;
+  #eventHolds = 0;
   #signalled = false;
   #closing = false;
   #loop?: Promise<void>;
@@ -157,6 +163,23 @@ export class Reactor implements SocketHost {
   }
 
   /**
+   * Waits off-thread until the returned function is called: for work whose results come as
+   * messages to this thread's event loop (a Web Worker's `postMessage`), which an in-thread
+   * wait would hold up. When the last such hold ends, a wait already under way off-thread is
+   * woken, so the reactor goes back to in-thread waits (a message that comes next is then
+   * picked up without a thread hop).
+   */
+  holdForEvents(): () => void {
+    this.#eventHolds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.#eventHolds === 0 && this.#syncWaitMs > 0) this.wake();
+    };
+  }
+
+  /**
    * Calls `fn` after every pass that delivered messages, before the reactor polls again:
    * where a consumer sends what those messages produced (a batch), while sends go straight
    * to libzmq. A microtask would run only once the reactor awaits, which may be its
@@ -174,9 +197,28 @@ export class Reactor implements SocketHost {
     this.#onIdle.push(fn);
   }
 
-  /** True while the off-thread poll runs (sockets must not be touched then). */
+  /** True while the off-thread poll runs (sockets must not be touched then, sends aside: see `sendsWait`). */
   get polling(): boolean {
     return this.#polling;
+  }
+
+  /**
+   * True while a send must wait for the reactor's turn: an off-thread `zmq_poll`, which works
+   * on the sockets themselves. An off-thread wait on their descriptors (`poll(2)`) does not, so
+   * sends go to libzmq at once meanwhile (see `ReactorSocket.sendNow`).
+   */
+  get sendsWait(): boolean {
+    return this.#polling && !this.#fdPoll;
+  }
+
+  /**
+   * @internal A send during an off-thread wait on the descriptors may have taken in libzmq's
+   * "a pipe became readable" command, after which a message can wait with the descriptor quiet
+   * (see `Socket.maybeInput`): ask the socket, and wake the wait if it has input.
+   */
+  sentDuringWait(s: ReactorSocket): void {
+    if (!s.wantsInput || !s.raw.maybeInput || this.#signalled) return;
+    if (s.raw.events() & POLLIN) this.wake();
   }
 
   /** Creates a socket run by this reactor. */
@@ -286,7 +328,7 @@ export class Reactor implements SocketHost {
         this.#callAll(this.#onIdle);
       }
       if (work === 0 && this.#ops.length === 0) {
-        const inThread = this.#syncWaitMs > 0 &&
+        const inThread = this.#syncWaitMs > 0 && this.#eventHolds === 0 &&
           (this.#holds > 0 || now - this.#lastMessage < IDLE_HANDOFF_MS);
         const fp = this.#fdPoll;
         if (inThread) {
