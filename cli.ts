@@ -23,6 +23,7 @@ import {
 } from "./src/cli/commands.ts";
 import { type Config, CONFIG_KEYS, ConfigError, loadConfig, type PartialConfig } from "./src/config.ts";
 import { setupLogging } from "./src/log.ts";
+import { ZmqError } from "./src/zmq/ffi.ts";
 import { conformanceCommand } from "./testing/conformance.ts";
 import { doctorCommand, keygenCommand } from "./src/cli/doctor.ts";
 import { runIntegrationManager, runSubject, runWorker } from "./src/cli/run.ts";
@@ -402,6 +403,11 @@ export async function main(args: readonly string[], io: Output = consoleOutput):
     if (e instanceof CommanderError) {
       // --help and --version end here too, with exitCode 0
       return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    if (e instanceof ZmqError) {
+      // A connect or bind that libzmq refused (an endpoint it cannot reach or take): said, not thrown.
+      io.err(`error: ${e.message}`);
+      return ExitCode.failure;
     }
     throw e;
   }

@@ -375,14 +375,18 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
   for (const k of Object.keys(merged) as (keyof Config)[]) {
     if (!NUMERIC.has(k) && typeof merged[k] !== "string") merged[k] = String(merged[k]);
   }
+  const endpoint = (key: keyof Config, def: string): string => {
+    const value = String(merged[key] ?? def);
+    const problem = endpointProblem(value);
+    if (problem) throw new ConfigError(`setting ${key}: ${problem}, got "${value}"`);
+    return value;
+  };
   return {
     runtime_dir: dir,
-    subject_pull_address: String(merged.subject_pull_address ?? `ipc://${dir}/subject`),
-    subject_worker_address: String(merged.subject_worker_address ?? `ipc://${dir}/workers`),
-    integration_manager_pull_address: String(
-      merged.integration_manager_pull_address ?? `ipc://${dir}/im-pull`,
-    ),
-    integration_manager_pub_address: String(merged.integration_manager_pub_address ?? `ipc://${dir}/im-pub`),
+    subject_pull_address: endpoint("subject_pull_address", `ipc://${dir}/subject`),
+    subject_worker_address: endpoint("subject_worker_address", `ipc://${dir}/workers`),
+    integration_manager_pull_address: endpoint("integration_manager_pull_address", `ipc://${dir}/im-pull`),
+    integration_manager_pub_address: endpoint("integration_manager_pub_address", `ipc://${dir}/im-pub`),
     worker_count: num("worker_count", navigator.hardwareConcurrency || 1, 0),
     worker_concurrency: num("worker_concurrency", DEFAULT_WORKER_CONCURRENCY, 1),
     step_limit: num("step_limit", DEFAULT_STEP_LIMIT, 1),
@@ -414,6 +418,34 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     curve_allow_workers: String(merged.curve_allow_workers ?? ""),
     curve_allow_subscribers: String(merged.curve_allow_subscribers ?? ""),
   };
+}
+
+/** The longest path of an `ipc://` endpoint (`sun_path` holds 108 bytes with its terminating NUL). */
+const IPC_PATH_MAX = 107;
+
+/**
+ * What is wrong with a ZeroMQ endpoint setting, or `undefined`: a transport libzmq serves here
+ * (`tcp://HOST:PORT`, `ipc://PATH`, `inproc://NAME`), a port for tcp, an ipc path the kernel takes.
+ * Caught here, a bad endpoint is a usage error naming its setting, not a `zmq_connect` failure
+ * deep in a role.
+ */
+export function endpointProblem(endpoint: string): string | undefined {
+  const m = /^([a-z]+):\/\/(.*)$/.exec(endpoint);
+  const fix = "write tcp://HOST:PORT, ipc://PATH or inproc://NAME";
+  if (!m || !["tcp", "ipc", "inproc"].includes(m[1])) return `not a ZeroMQ endpoint: ${fix}`;
+  const [, transport, rest] = m;
+  if (!rest) {
+    return `the endpoint has no ${
+      transport === "tcp" ? "host" : transport === "ipc" ? "path" : "name"
+    }: ${fix}`;
+  }
+  if (transport === "tcp" && !/:(\d{1,5}|\*)$/.test(rest)) {
+    return "a tcp endpoint needs a port (tcp://HOST:PORT, or :* for any)";
+  }
+  if (transport === "ipc" && new TextEncoder().encode(rest).length > IPC_PATH_MAX) {
+    return `the ipc path is over ${IPC_PATH_MAX} bytes (the kernel's limit): use a shorter runtime_dir or path`;
+  }
+  return undefined;
 }
 
 /** A setting that is on or off: `on`/`off`, `true`/`false`, `1`/`0`, `yes`/`no`. */

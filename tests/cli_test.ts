@@ -144,6 +144,24 @@ Deno.test("usage errors exit 64 and --help exits 0", async () => {
   assert.match(help.stdout.join("\n"), /Usage: zmanager flows/);
 });
 
+Deno.test("a bad endpoint setting is a usage error naming the setting and the fix, in every command that connects", async () => {
+  // It was a zmq_connect failure thrown from inside `send` and `start` (exit 1, a stack trace).
+  for (const args of [["send", "Hello"], ["stats"], ["tap"], ["start", "--no-sandbox"]]) {
+    const out = capture();
+    assert.equal(await main([...args, "--subject-pull-address", "foo://x"], out), 64, args.join(" "));
+    assert.match(
+      out.stderr.join("\n"),
+      /setting subject_pull_address: not a ZeroMQ endpoint: write tcp:\/\/HOST:PORT, ipc:\/\/PATH or inproc:\/\/NAME, got "foo:\/\/x"/,
+    );
+  }
+  const noPort = capture();
+  assert.equal(
+    await main(["send", "Hello", "--integration-manager-pub-address", "tcp://localhost"], noPort),
+    64,
+  );
+  assert.match(noPort.stderr.join("\n"), /integration_manager_pub_address: a tcp endpoint needs a port/);
+});
+
 Deno.test("doctor: names the libzmq in use, and what was tried when none loads", async () => {
   const ok = await runCli("doctor", "--json");
   assert.equal(ok.code, 0);

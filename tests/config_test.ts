@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   ConfigError,
   configFromEnv,
+  endpointProblem,
   loadConfig,
   parseConfigIni,
   resolveConfig,
@@ -38,6 +39,31 @@ Deno.test("bad settings are errors naming the file, line and fix", () => {
   assert.throws(
     () => resolveConfig({ step_limit: "many" }),
     /step_limit must be a whole number of at least 1, got "many"/,
+  );
+});
+
+Deno.test("endpoint settings: tcp with a port, ipc within the kernel's 107 bytes, inproc; anything else names the fix", () => {
+  for (
+    const ok of [
+      "tcp://127.0.0.1:5555",
+      "tcp://*:5555",
+      "tcp://[::1]:5555",
+      "tcp://host:*",
+      "ipc:///tmp/x",
+      "inproc://a",
+    ]
+  ) {
+    assert.equal(endpointProblem(ok), undefined, ok);
+  }
+  assert.match(endpointProblem("foo://x")!, /not a ZeroMQ endpoint: write tcp:\/\/HOST:PORT/);
+  assert.match(endpointProblem("127.0.0.1:5555")!, /not a ZeroMQ endpoint/);
+  assert.match(endpointProblem("tcp://localhost")!, /needs a port/);
+  assert.match(endpointProblem("ipc://")!, /has no path/);
+  assert.equal(endpointProblem(`ipc:///${"a".repeat(106)}`), undefined, "107 bytes");
+  assert.match(endpointProblem(`ipc:///${"a".repeat(107)}`)!, /over 107 bytes/);
+  assert.throws(
+    () => resolveConfig({ runtime_dir: `/tmp/${"d".repeat(100)}` }),
+    /setting subject_pull_address: the ipc path is over 107 bytes \(the kernel's limit\): use a shorter runtime_dir/,
   );
 });
 
