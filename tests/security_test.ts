@@ -88,6 +88,44 @@ Deno.test("key files: one Z85 key per file, comments allowed; anything else name
   assert.throws(() => parseKeyFile("short", "c.pub"), /c\.pub/);
 });
 
+Deno.test("a secret key file where a public key belongs (and the reverse) is refused before any connection, naming the fix", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    assert.equal((await cli(["keygen", `${dir}/hub`])).code, 0);
+    assert.equal((await cli(["keygen", `${dir}/client`])).code, 0);
+    const hubKey = await Deno.readTextFile(`${dir}/hub.key`);
+    assert.throws(
+      () => parseKeyFile(hubKey, "hub.key", "public"),
+      /hub\.key: holds a secret key where a public key belongs .*give the public key file \(NAME\.pub/,
+    );
+    const hubPub = await Deno.readTextFile(`${dir}/hub.pub`);
+    assert.throws(
+      () => parseKeyFile(hubPub, "hub.pub", "secret"),
+      /holds a public key where a secret key belongs/,
+    );
+    assert.ok(isZ85Key(parseKeyFile(hubPub, "hub.pub", "public")), "the right kind still loads");
+    // Before, `send` connected with the hub's secret key as its server key and waited out its timeout.
+    const r = await cli([
+      "send",
+      "Hello",
+      "--subject-pull-address",
+      "tcp://127.0.0.1:1",
+      "--integration-manager-pub-address",
+      "tcp://127.0.0.1:2",
+      "--curve-secret-key",
+      `${dir}/client.key`,
+      "--curve-server-key",
+      `${dir}/hub.key`,
+      "--timeout",
+      "20000",
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /hub\.key: holds a secret key where a public key belongs/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("keygen: NAME.key is mode 0600 and holds the secret of NAME.pub; never overwrites without --force", async () => {
   const dir = await Deno.makeTempDir();
   try {

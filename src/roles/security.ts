@@ -83,7 +83,7 @@ async function readKeyFile(path: string, secret: boolean): Promise<string> {
     throw new SecurityError(`${path}: cannot read the key file: ${(e as Error).message}`, { cause: e });
   }
   try {
-    return parseKeyFile(content, path);
+    return parseKeyFile(content, path, secret ? "secret" : "public");
   } catch (e) {
     throw new SecurityError((e as Error).message, { cause: e });
   }
@@ -179,7 +179,7 @@ async function readAllowlist(dir: string, warn: (msg: string) => void): Promise<
   for (const e of entries) {
     if (!e.isFile || !e.name.endsWith(".pub")) continue;
     try {
-      out.add(parseKeyFile(await Deno.readTextFile(`${dir}/${e.name}`), `${dir}/${e.name}`));
+      out.add(parseKeyFile(await Deno.readTextFile(`${dir}/${e.name}`), `${dir}/${e.name}`, "public"));
     } catch (err) {
       warn(`${(err as Error).message}: skipped`);
     }

@@ -62,9 +62,11 @@ export function isZ85Key(s: string): boolean {
 
 /**
  * Reads a key file: one Z85 key on a line of its own; blank lines and lines starting with `#`
- * are ignored.
+ * are ignored. With `kind`, a file whose comment says it holds the other kind of key (as
+ * `keygen` writes: `# ZManager CURVE secret key …`, `# ZManager CURVE public key`) is refused: a
+ * hub's secret key given where its public key belongs has been copied to where it must not be.
  *
- * @throws {SyntaxError} naming the file when there is not exactly one key.
+ * @throws {SyntaxError} naming the file when there is not exactly one key, or the wrong kind.
  * @example
  * ```ts
  * import assert from "node:assert/strict";
@@ -73,8 +75,21 @@ export function isZ85Key(s: string): boolean {
  * assert.equal(parseKeyFile(`# a comment\n${k}\n`, "a.pub"), k);
  * ```
  */
-export function parseKeyFile(content: string, file: string): string {
-  const lines = content.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+export function parseKeyFile(content: string, file: string, kind?: "secret" | "public"): string {
+  const all = content.split(/\r?\n/).map((l) => l.trim());
+  if (kind) {
+    const other = kind === "secret" ? "public" : "secret";
+    if (all.some((l) => l.startsWith("#") && new RegExp(`\\b${other} key\\b`, "i").test(l))) {
+      throw new SyntaxError(
+        `${file}: holds a ${other} key where a ${kind} key belongs (its comment says so): ${
+          kind === "public"
+            ? "give the public key file (NAME.pub, as `keygen` writes it), and keep the secret one (NAME.key) on its own host"
+            : "give the secret key file (NAME.key, as `keygen` writes it)"
+        }`,
+      );
+    }
+  }
+  const lines = all.filter((l) => l && !l.startsWith("#"));
   if (lines.length !== 1 || !isZ85Key(lines[0])) {
     throw new SyntaxError(
       `${file}: expected one CURVE key (40 characters of Z85 text), as \`keygen\` writes`,
