@@ -128,9 +128,12 @@ export class ReactorSocket {
     if (this.#closed) throw new Error(`${this.type} socket is closed`);
     const host = this.#reactor;
     if (host.sendsWait || this.#sends.length) return false;
-    const sent = this.raw.trySend(frames);
-    if (host.polling) host.sentDuringWait(this);
-    return sent;
+    try {
+      return this.raw.trySend(frames);
+    } finally {
+      // Also after a send that failed (EHOSTUNREACH, say): it may have taken in libzmq's commands too.
+      if (host.polling) host.sentDuringWait(this);
+    }
   }
 
   /**
