@@ -132,3 +132,25 @@ Deno.test("stats: an Integration Manager with no Subject behind it: exit 1, sayi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("stats --local: a row a role last wrote over 2.5 s ago shows its age (the role stopped or hangs)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmstats" });
+  try {
+    await Deno.mkdir(`${dir}/stats`);
+    const now = Date.now();
+    await Deno.writeTextFile(
+      `${dir}/stats/worker-1.json`,
+      JSON.stringify({ role: "worker", pid: 1, at: now - 4000 }),
+    );
+    await Deno.writeTextFile(
+      `${dir}/stats/subject-2.json`,
+      JSON.stringify({ role: "subject", pid: 2, at: now }),
+    );
+    const r = await runCli(["stats", "--local", "--runtime-dir", dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /worker .*pid 1 .*\(written [45]\.\d s ago: stopped\?\)/);
+    assert.doesNotMatch(r.stdout.split("\n").find((l) => l.startsWith("subject"))!, /ago/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

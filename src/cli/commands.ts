@@ -453,14 +453,23 @@ export async function statsCommand(
   );
   if (options.json) io.out(JSON.stringify(rows, null, 2));
   else {
+    const now = Date.now();
     for (const r of rows) {
-      const { role, pid, host, at: _at, ...counters } = r;
+      const { role, pid, host, at, ...counters } = r;
       const where = host === undefined ? "" : `host ${String(host).padEnd(16)} `;
-      io.out(`${String(role).padEnd(20)} ${where}pid ${String(pid).padEnd(8)} ${JSON.stringify(counters)}`);
+      // Roles write their counters every second: an older row is a role that stopped or hangs.
+      const age = typeof at === "number" ? now - at : 0;
+      const stale = age > STALE_ROW_MS ? ` (written ${(age / 1000).toFixed(1)} s ago: stopped?)` : "";
+      io.out(
+        `${String(role).padEnd(20)} ${where}pid ${String(pid).padEnd(8)} ${JSON.stringify(counters)}${stale}`,
+      );
     }
   }
   return rows.length ? ExitCode.ok : ExitCode.failure;
 }
+
+/** A counters row older than this (ms) is shown with its age: roles write theirs every second. */
+const STALE_ROW_MS = 2500;
 
 /** The roles' snapshots from the metrics topic, as rows `{role, pid, host, at, ...counters}`; null: none (said why). */
 async function remoteStats(
