@@ -153,3 +153,38 @@ Deno.test("a handler stuck in its sandbox is stopped at its own [actiontimeout],
   assert.equal(next.action, "done", JSON.stringify(next.error));
   assert.deepEqual([next.values.pid], pids, "the same worker process serves on");
 });
+
+Deno.test("a sandbox whose handler module imports a file with a syntax error does not start, and says where on one line", async () => {
+  const { loadFiles } = await import("../src/load.ts");
+  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-syn-" });
+  try {
+    await Deno.writeTextFile(`${dir}/syn.ts`, 'export const a = "!" +;\n');
+    await Deno.writeTextFile(`${dir}/wrap.ts`, 'export * from "./syn.ts";\n');
+    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??a = ./wrap.ts#a\n");
+    await Deno.writeTextFile(`${dir}/flows.ini`, "[A]\n?A?Push\n??a\n??done\n");
+    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
+    const started = SandboxPool.start({
+      groups: sandboxGroups(catalog),
+      flows: catalog.flows,
+      timeouts: new Map(),
+      handlerTimeout: 1000,
+      stepLimit: 10,
+      maxMessageSize: 1 << 20,
+      onResult: () => {},
+      onResultsEnd: () => {},
+      onStuck: () => {},
+      onLost: () => {},
+      onSteps: () => {},
+      onFatal: () => {},
+      hold: () => () => {},
+    });
+    const e = await started.then(() => undefined, (e: Error) => e);
+    assert.ok(e, "the sandbox started");
+    // It was the error's code frame over five lines (found by an outside attack, through `start --watch`).
+    assert.match(e.message, /did not start: SyntaxError: .* \(at file:.*\/syn\.ts:1:\d+\)$/);
+    assert.ok(!e.message.includes("\n"), e.message);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -28,7 +28,7 @@ import {
   permissionsKey,
 } from "../topic/permissions.ts";
 import { resolveKey } from "../topic/resolve.ts";
-import { parseTarget, targetModuleUrl } from "../handler.ts";
+import { describeImportError, parseTarget, targetModuleUrl } from "../handler.ts";
 import { logger } from "../log.ts";
 import type { Logger } from "@logtape/logtape";
 import { BatchView, BatchWriter } from "../wire/batch.ts";
@@ -190,8 +190,13 @@ class Sandbox {
     thread.onerror = (e) => {
       e.preventDefault();
       const message = e.message ?? String(e);
-      if (!this.#ready) ready.reject(new Error(`${this.name} did not start: ${message}`));
-      else this.onCrash(this, message);
+      if (!this.#ready) {
+        // A module that does not load (a syntax error in an imported file, say) comes with a code
+        // frame over several lines: say it on one, naming where (as handler loading elsewhere does).
+        const error = new Error(message);
+        error.stack = message;
+        ready.reject(new Error(`${this.name} did not start: ${describeImportError(error)}`));
+      } else this.onCrash(this, message);
     };
     return ready.promise;
   }
