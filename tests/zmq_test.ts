@@ -445,13 +445,7 @@ for (const syncWaitMs of [10, 0]) {
         // so that run checks delivery and order only.
         const router = r.socket("ROUTER");
         const ep = await bound(router, endpointFor("ipc", dir));
-        const peer = new Deno.Command(Deno.execPath(), {
-          args: ["run", "-A", PEER, "echo", ep],
-          env: { PEER_SYNC_WAIT_MS: String(syncWaitMs) },
-          stdin: "piped",
-          stdout: "piped",
-          stderr: "inherit",
-        }).spawn();
+        const peer = spawnPeer("echo", ep);
         const n = 5000;
         let got = 0;
         let id: Uint8Array | undefined;
@@ -490,12 +484,7 @@ Deno.test(
       // with the check removed): it checks delivery, order of arrival and that sends went at once.
       const router = r.socket("ROUTER");
       const ep = await bound(router, endpointFor("ipc", dir));
-      const peer = new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", PEER, "echo", ep],
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
+      const peer = spawnPeer("echo", ep);
       const n = 3000;
       let sent = 0;
       let got = 0;
