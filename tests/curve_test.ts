@@ -217,7 +217,15 @@ Deno.test({
       assert.equal(shown.find((x) => x.role === "worker")!.pid, wkPid);
       const refusedStats = await stats("bad.ini");
       assert.equal(refusedStats.code, 1);
-      assert.match(refusedStats.stderr, /refused the connection: .*curve_allow_subscribers/);
+      assert.match(refusedStats.stderr, /refused the connection: this host's key .*curve_allow_subscribers/);
+      // With no key at all: refused, and told that a key is needed (not that its key is not listed).
+      await writeHostConfig(`${dir}/nokey.ini`, dir, ep);
+      const plainStats = await stats("nokey.ini");
+      assert.equal(plainStats.code, 1);
+      assert.match(
+        plainStats.stderr,
+        /refused the connection: it requires CURVE keys and this host has none; set curve_secret_key/,
+      );
 
       // Every refusal is counted: wrong keys by ZAP, plaintext peers at the handshake.
       const s = (await security(hubDir, "subject"))!;

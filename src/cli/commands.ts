@@ -492,7 +492,13 @@ async function remoteStats(
     return heard.roles.map((m) => ({ role: m.role, pid: m.pid, host: m.host, at: m.at, ...m.counters }));
   }
   const local = ` (--local reads the counters the roles of this host write to ${config.runtime_dir}/stats)`;
-  if (heard.refused) {
+  if (heard.refused && !security?.keys) {
+    io.err(
+      `stats: the Integration Manager at ${endpoint} refused the connection: it requires CURVE keys and this ` +
+        `host has none; set curve_secret_key to a key in the hub's curve_allow_subscribers folder, and ` +
+        `curve_server_key to the hub's public key` + local,
+    );
+  } else if (heard.refused) {
     io.err(
       `stats: the Integration Manager at ${endpoint} refused the connection: this host's key ` +
         `(curve_secret_key) must be in the hub's curve_allow_subscribers folder, and curve_server_key must be the hub's public key` +
