@@ -142,3 +142,58 @@ Deno.test("connection cap: a request that starts at a position counts too (a pos
     await watcher.close();
   }
 });
+
+Deno.test("connection cap: a resume counts as a new request; over the cap it is answered overloaded and its token stays usable", async () => {
+  const cap = 3;
+  await using d = await startDeployment({
+    workers: 1,
+    args: ["--max-in-flight-per-connection", String(cap)],
+  });
+  const a = await d.connect();
+  const b = await d.connect();
+  try {
+    // Two paused flows, started on B (a pause frees its place).
+    const tokens: string[] = [];
+    const pauses = await b.subscribe("Pause~ASYNC~");
+    for (let i = 0; i < 2; i++) {
+      await b.send("Pause", { i }, { id: `paused${i}` });
+      for (;;) {
+        const r = await withTimeout(pauses.next(), 20_000);
+        assert.ok(r !== TIMED_OUT && !r.done, `request paused${i} did not pause`);
+        if (r.value.id === `paused${i}`) {
+          tokens.push(r.value.resume!);
+          break;
+        }
+      }
+    }
+    await pauses.return?.();
+    // A fills its cap with slow requests, then resumes: refused, the flow not taken.
+    const slow = Array.from(
+      { length: cap },
+      (_, i) => a.request("Slow", { ms: 4000 }, { id: `slow${i}`, timeout: 30_000 }),
+    );
+    slow.forEach((p) => p.catch(() => {})); // a failed assertion below reports itself, not these
+    await a.flush(); // all three accepted
+    const refused = await a.resume(tokens[0], { x: 1 });
+    assert.equal(refused.error?.code, "overloaded", JSON.stringify(refused));
+    assert.notEqual(refused.id, "paused0", "the answer is the resume's, not the paused request's");
+    // The same token, from B (under its cap): it was left unused, so it resumes the flow.
+    const resumed = await b.resume(tokens[0], { x: 2 });
+    assert.equal(resumed.action, "done", JSON.stringify(resumed));
+    assert.equal(resumed.id, "paused0");
+    assert.equal(resumed.values.x, 2);
+    // Once A's requests have ended, A resumes the other one.
+    for (const p of await Promise.all(slow)) assert.equal(p.action, "done");
+    const later = await a.resume(tokens[1], { x: 3 });
+    assert.equal(later.action, "done", JSON.stringify(later));
+    assert.equal(later.id, "paused1");
+    let overCap = 0;
+    for (let i = 0; i < 30 && overCap < 1; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      overCap = Number((await roleStats(d.dir, "subject")).overCap);
+    }
+    assert.equal(overCap, 1, "the refused resume is counted");
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+});

@@ -53,3 +53,15 @@ Deno.test("quota: past maxTracked the oldest request is forgotten and its connec
   q.release("a1"); // its final, late: nothing to release
   assert.equal(q.inFlight("B"), 3);
 });
+
+Deno.test("quota: room() says whether one more request of a connection would be admitted; a refusal is counted", () => {
+  const q = new ConnectionQuota({ limit: 1 });
+  assert.equal(q.room("a"), true);
+  assert.equal(q.refused, 0, "asking is not refusing");
+  assert.ok(q.admit("a", "r1"));
+  assert.equal(q.room("a"), false);
+  assert.equal(q.refused, 1);
+  assert.equal(q.room("b"), true, "another connection has room");
+  q.release("r1");
+  assert.equal(q.room("a"), true);
+});

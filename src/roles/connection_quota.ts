@@ -2,10 +2,11 @@
  * The requests each service connection has in flight at the Subject, and the cap on them
  * (`max_in_flight_per_connection`): a request counts from its acceptance until its final
  * publication leaves for the Integration Manager, or until it pauses at an `@ASYNC` step (a
- * paused flow is kept on disk, not in the Subject's memory, and its resume may come from any
- * connection). A new request over the cap is answered `overloaded` (PROTOCOL.md), so that one
- * connection cannot take the whole of the Subject's queue (`max_pending`) from the others. Pure:
- * the Subject calls {@linkcode ConnectionQuota.admit} and {@linkcode ConnectionQuota.release}.
+ * paused flow is kept on disk, not in the Subject's memory); a resumed flow counts again, against
+ * the connection its resume came from. A new request over the cap is answered `overloaded`
+ * (PROTOCOL.md), so that one connection cannot take the whole of the Subject's queue
+ * (`max_pending`) from the others. Pure: the Subject calls {@linkcode ConnectionQuota.room},
+ * {@linkcode ConnectionQuota.admit} and {@linkcode ConnectionQuota.release}.
  *
  * @example
  * ```ts
@@ -72,6 +73,17 @@ export class ConnectionQuota {
   /** Requests `connection` has in flight. */
   inFlight(connection: string): number {
     return this.#counts.get(connection) ?? 0;
+  }
+
+  /**
+   * Whether `connection` is under the cap, so that one more request of it would be admitted; if
+   * not, counted in {@linkcode refused}. For a request whose id is known only once it is taken (a
+   * resume names a token, not the request): ask first, then {@linkcode admit} it.
+   */
+  room(connection: string): boolean {
+    if ((this.#counts.get(connection) ?? 0) < this.#limit) return true;
+    this.#refused++;
+    return false;
   }
 
   /**

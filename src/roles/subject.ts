@@ -86,7 +86,6 @@ export class Subject {
   readonly #limits: LoadLimits;
   /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
   readonly #requests = new RequestMetrics();
-  /** A request ended or paused: its service connection has one fewer in flight. */
   /** A request ended here (its final left, or it paused): its connection's count and its version let go. */
   readonly #ended = (id: string) => {
     this.#serviceSide.quota.release(id);
@@ -138,7 +137,7 @@ export class Subject {
     const host: ServiceSideHost & WorkerSideHost = {
       // Plain parameters, no rest and spread: these run once per request or result.
       route: (flow, position, id, n, values) => this.#route(flow, position, id, n, values),
-      resume: (topicFlow, header, values) => this.#resume(topicFlow, header, values),
+      resume: (topicFlow, header, values, connection) => this.#resume(topicFlow, header, values, connection),
       ping: (topic, header, values) => {
         // The announcement first: once its ping is back, a client knows this incarnation.
         this.#imLink.announce();
@@ -363,7 +362,7 @@ export class Subject {
    * A resume message (see `PauseBook.resume`). Returns the id of the request whose token it took,
    * if it took one (its sender is told so: `RESUMED`).
    */
-  #resume(topicFlow: string, header: Header, values: Uint8Array): string | undefined {
+  #resume(topicFlow: string, header: Header, values: Uint8Array, connection: string): string | undefined {
     const r = this.#pauses.resume(topicFlow, header, values);
     if (r.kind === "error") {
       this.#errorPublish(r.error);
@@ -371,6 +370,7 @@ export class Subject {
     }
     this.#stats.resumed++;
     const { paused, flow } = r;
+    this.#serviceSide.quota.admit(connection, paused.id); // room was checked: it is admitted
     this.#reloads.book.begin(paused.id, r.version);
     this.#dispatch(
       [

@@ -21,10 +21,12 @@ export interface ServiceSideHost {
   /** Routes request `id` at `position` of `flow`, after `n` steps, with `values`. */
   route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void;
   /**
-   * Resumes a paused flow (a resume message on a topic of flow `topicFlow`); returns the id of the
-   * request whose token it took, if it took one.
+   * Resumes a paused flow (a resume message on a topic of flow `topicFlow`, from service
+   * connection `connection`); returns the id of the request whose token it took, if it took one.
+   * A flow that runs again is admitted against `connection`'s cap (`quota.admit`) before it is
+   * dispatched.
    */
-  resume(topicFlow: string, header: Header, values: Uint8Array): string | undefined;
+  resume(topicFlow: string, header: Header, values: Uint8Array, connection: string): string | undefined;
   /** Publishes a ping as it came, after the Subject's announcement. */
   ping(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void;
   /** Makes an error publication. */
@@ -150,7 +152,10 @@ export class ServiceSide {
       case "ping":
         return this.#host.ping(frames[0], frames[1], frames[2]);
       case "resume": {
-        const request = this.#host.resume(a.flow, a.header, frames[2]);
+        // A resumed flow counts against its resume's connection, as a new request does: over the
+        // cap the token is left unused, and the resume is answered `overloaded` (send it again).
+        if (!this.quota.room(ack.key)) return this.#overCap(a.flow, a.header, frames[2]);
+        const request = this.#host.resume(a.flow, a.header, frames[2], ack.key);
         if (request !== undefined) this.#acks.resumed(ack, a.header.id, request);
         return;
       }
