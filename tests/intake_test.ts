@@ -10,11 +10,11 @@ import { TopicCache, utf8 } from "../src/wire/protocol.ts";
 const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\nS?F@ASYNC?wait\n??done\n", "f.ini").flows[0];
 const flows = new Map([["F", flow]]);
 
-function setup(duplicateWindow = 100) {
+function setup(duplicateWindow = 100, incarnation?: string) {
   const clock = { now: 0 };
   let changes = 0;
   const acks = new AckBook(() => changes++, () => clock.now);
-  const intake = new Intake({ flows, duplicateWindow });
+  const intake = new Intake({ flows, duplicateWindow, incarnation });
   const ack = acks.list(utf8("svc"));
   const admit = (topic: string, header: object | string, values = "{}", draining = false): Admission =>
     intake.admit(
@@ -51,6 +51,26 @@ Deno.test("intake: a duplicate (same id, position, step count, token) is acknowl
   const off = setup(0);
   off.admit("F~~~F~Push", { v: 1, id: "r1" });
   assert.equal(off.admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");
+});
+
+Deno.test("intake: a message naming another Subject incarnation is dropped as stale, neither acknowledged nor refused", () => {
+  const { ack, admit } = setup(100, "aaaa");
+  const stale = admit("F~~~F~Push", { v: 1, id: "r1", s: "bbbb" });
+  assert.deepEqual(stale, { do: "drop", reason: "stale", detail: 'sent to Subject "bbbb"' });
+  assert.deepEqual(ack.ids, [], "no acknowledgement: the sender sends it again, named for this Subject");
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r1", s: "aaaa" }).do, "route", "not taken for a duplicate");
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r2" }).do, "route", "a sender that names none is served");
+  assert.deepEqual(ack.ids, ["r1", "r2"]);
+  assert.deepEqual(admit("F~~~F~Push", { v: 1, id: "r3", s: 7 }), { do: "drop", reason: "bad_header" });
+  assert.deepEqual(admit("F~~~F~Push", { v: 1, id: "r4", s: "x".repeat(65) }), {
+    do: "drop",
+    reason: "bad_header",
+  });
+  assert.deepEqual(
+    admit("F~~~F~Push", { v: 1, id: "r5", s: "x".repeat(64) }),
+    { do: "drop", reason: "stale", detail: `sent to Subject "${"x".repeat(64)}"` },
+    "64 characters are a name (another incarnation's)",
+  );
 });
 
 Deno.test("intake: bad headers, bad topics and misplaced pings are refused (NACK) when an id can be read", () => {

@@ -4,52 +4,9 @@
 // Real processes, real sockets, real signals.
 import assert from "node:assert/strict";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
-import type { Client } from "../src/client/client.ts";
 import type { Publication } from "../src/wire/protocol.ts";
-import { type Deployment, startDeployment } from "./helpers.ts";
-
-/** Counts final publications per request id on a subscription of its own (its own client). */
-async function countFinals(d: Deployment, flow: string) {
-  const watcher = await d.connect();
-  const finals = new Map<string, number>();
-  const waiting = new Map<string, () => void>();
-  const stream = await watcher.subscribe(`${flow}~~~~`);
-  const counting = (async () => {
-    for await (const p of stream) {
-      if (p.action !== "done" && p.action !== "error") continue;
-      finals.set(p.id, (finals.get(p.id) ?? 0) + 1);
-      waiting.get(p.id)?.();
-    }
-  })();
-  return {
-    finals,
-    /** Resolves once the watcher has seen a final for `id`. */
-    seen: (id: string) => new Promise<void>((r) => finals.has(id) ? r() : waiting.set(id, r)),
-    close: async () => {
-      await stream.return!();
-      await counting;
-      await watcher.close();
-    },
-  };
-}
-
-/**
- * Waits until the (new) Subject holds nothing (its counters are written every second), then sends
- * one more request and waits for the watcher to see its final: the IM publishes in order what the
- * Subject sends it, so a duplicate final of an earlier request would have been seen by then.
- */
-async function settle(d: Deployment, client: Client, seen: (id: string) => Promise<void>, flow: string) {
-  for (let i = 0; i < 120; i++) {
-    const s = await roleStats(d.dir, "subject").catch(() => undefined);
-    if (s && s.inFlight === 0 && s.pending === 0) break;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  const id = `sentinel-${crypto.randomUUID()}`;
-  const watched = seen(id);
-  assert.equal((await client.request(flow, { ms: 0 }, { id })).action, "done");
-  await watched;
-  return id;
-}
+import { countFinals, settle } from "./finals.ts";
+import { startDeployment } from "./helpers.ts";
 
 function assertExactlyOnce(finals: Map<string, number>, ids: string[], sentinel: string, warmUps = 1) {
   const missing = ids.filter((id) => !finals.has(id));
@@ -248,6 +205,55 @@ Deno.test("requests waiting at a @PUBLISH step's service when the Subject dies: 
     const sentinel = await settle(d, client, w.seen, "Svc");
     assertExactlyOnce(w.finals, ids, sentinel, 0);
     console.log(`the service's handler ran ${calls - 1} times for ${n} requests`);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("a Subject SIGSTOPped 8 s under load, continued, then SIGKILLed: no final twice (stale resends are dropped)", async () => {
+  // While the Subject is stopped, the client sends its unacknowledged requests again every 2 s;
+  // with 20 KB values those copies wait in its socket's queue, and reach the next Subject after
+  // the kill, though the first Subject finished their requests. They name the first Subject's
+  // incarnation, so the new one drops them (`stale`) instead of running them again.
+  await using d = await startDeployment({ workers: 2 });
+  await using client = await d.connect();
+  const w = await countFinals(d, "Slow");
+  try {
+    assert.equal((await client.request("Slow", { ms: 0 }, { id: "warm-up" })).action, "done");
+    const n = 3000;
+    const pad = "x".repeat(20_000);
+    const ids = Array.from({ length: n }, (_, i) => `st-${i}`);
+    const results: Promise<Publication>[] = [];
+    const [subject] = await rolePids(d.dir, "subject");
+    const t0 = performance.now();
+    const faults = (async () => {
+      await new Promise((r) => setTimeout(r, 2000));
+      Deno.kill(subject, "SIGSTOP");
+      await new Promise((r) => setTimeout(r, 8000));
+      Deno.kill(subject, "SIGCONT");
+      await new Promise((r) => setTimeout(r, 1500));
+      Deno.kill(subject, "SIGKILL");
+    })();
+    for (let i = 0; i < n; i++) {
+      const due = t0 + (i * 1000) / 300;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const r = client.request("Slow", { ms: 50, i, pad }, { id: ids[i], timeout: 90_000 });
+      r.catch(() => {}); // a failed assertion below reports itself, not these
+      results.push(r);
+    }
+    await faults;
+    const out = await Promise.all(results);
+    out.forEach((p, i) => assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`));
+    assert.equal(client.subjectRestarts, 1, "the client saw the new Subject");
+    const sentinel = await settle(d, client, w.seen, "Slow");
+    assertExactlyOnce(w.finals, ids, sentinel);
+    const s = await roleStats(d.dir, "subject");
+    console.log(
+      `resent late: ${client.resent}, after the restart: ${client.resentAfterRestart}; dropped by the new Subject: ${
+        JSON.stringify(s.dropped)
+      }`,
+    );
   } finally {
     await w.close();
   }

@@ -42,3 +42,14 @@ Deno.test("Unacked: settled() resolves once the last message is acknowledged or 
   assert.equal(settled, true);
   assert.equal(u.delete("b"), false);
 });
+
+Deno.test("Unacked: restamp rewrites every message kept, in place and in order", () => {
+  const u = new Unacked();
+  u.add("a", f("a1"), 0);
+  u.add("a", f("a2"), 0);
+  u.add("b", f("b1"), 0);
+  u.restamp((m) => f(`${new TextDecoder().decode(m[0])}'`));
+  assert.deepEqual(names(u.due(0)), ["a1'", "a2'", "b1'"]);
+  u.ack(["a"]);
+  assert.deepEqual(names(u.due(0)), ["a2'", "b1'"]);
+});

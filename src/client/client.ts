@@ -178,20 +178,36 @@ export class Client {
    * and lost what it held: send again every request still waited for (not paused), and every
    * message not yet acknowledged, at once. The same id, position and step count: a request the
    * new Subject already has is dropped as a duplicate.
+   *
+   * Messages name the incarnation last announced (`Header.s`), and a Subject drops those that
+   * name another. So whenever the announced incarnation changes (a restart; or an announcement
+   * of the dead Subject still queued in the IM, read after its successor's, and then the
+   * successor's next one a second later), what is kept and unacknowledged is named for it again
+   * and the unacknowledged messages are sent at once.
    */
   #onHello(incarnation: string): void {
+    const previous = this.#kept.incarnation;
+    if (previous === undefined || previous === incarnation) {
+      this.#kept.hello(incarnation);
+      return;
+    }
+    // Renamed first, so that what hello() hands back to send again names the new incarnation.
+    const to = (frames: readonly Uint8Array[]) => addressed(frames, incarnation);
+    this.#unacked.restamp(to);
+    this.#kept.restamp(to);
     const again = this.#kept.hello(incarnation);
-    if (!again) return;
-    this.subjectRestarts++;
-    reloadsInterrupted(this.#reloads);
-    this.#log.info("Subject restarted ({incarnation}): sending {n} unfinished requests again", {
-      incarnation,
-      n: again.length,
-    });
     const now = performance.now();
-    for (const [id, frames] of again) {
-      if (!this.#unacked.has(id)) this.#unacked.add(id, frames, now);
-      this.resentAfterRestart++;
+    if (again) {
+      this.subjectRestarts++;
+      reloadsInterrupted(this.#reloads);
+      this.#log.info("Subject restarted ({incarnation}): sending {n} unfinished requests again", {
+        incarnation,
+        n: again.length,
+      });
+      for (const [id, frames] of again) {
+        if (!this.#unacked.has(id)) this.#unacked.add(id, frames, now);
+        this.resentAfterRestart++;
+      }
     }
     if (this.#dealer.closed) return;
     for (const f of this.#unacked.due(now)) void this.#dealer.send(f).catch(() => {});
@@ -228,7 +244,14 @@ export class Client {
    * taken it.
    */
   #push(topic: string, header: Header, values: Uint8Array, keep = false): Promise<void> {
-    const frames = [utf8(topic), encodeHeader(header), values];
+    // Named for the Subject last announced: a copy still queued when it dies is not run again
+    // by its successor (PROTOCOL.md, _Subject restarts_).
+    const to = this.#kept.incarnation;
+    const frames = [
+      utf8(topic),
+      encodeHeader(to && header.k !== "ping" ? { ...header, s: to } : header),
+      values,
+    ];
     if (keep) this.#kept.keep(header.id, frames);
     if (header.k !== "ping") this.#unacked.add(header.id, frames, performance.now());
     if (values.length >= BATCH_FLUSH_BYTES) {
@@ -519,4 +542,11 @@ export class Client {
   [Symbol.asyncDispose](): Promise<void> {
     return this.drain();
   }
+}
+
+/** A message's frames with its header naming Subject incarnation `s` (see `Header.s`). */
+function addressed(frames: readonly Uint8Array[], s: string): Uint8Array[] {
+  const header = decodeHeader(frames[1]);
+  if (typeof header === "string") return [...frames];
+  return [frames[0], encodeHeader({ ...header, s }), frames[2]];
 }

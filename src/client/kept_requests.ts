@@ -16,7 +16,7 @@
 export type RequestFrames = readonly Uint8Array[];
 
 interface Kept {
-  readonly frames: RequestFrames;
+  frames: RequestFrames;
   paused: boolean;
 }
 
@@ -58,6 +58,11 @@ export class KeptRequests {
   paused(id: string): void {
     const k = this.#byId.get(id);
     if (k) k.paused = true;
+  }
+
+  /** Rewrites every kept request (a new Subject incarnation to name: see `Header.s`). */
+  restamp(fn: (frames: RequestFrames) => RequestFrames): void {
+    for (const k of this.#byId.values()) k.frames = fn(k.frames);
   }
 
   /**

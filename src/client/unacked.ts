@@ -50,6 +50,13 @@ export class Unacked {
     this.#wake();
   }
 
+  /** Rewrites every message kept (a new Subject incarnation: see `Header.s`). */
+  restamp(fn: (frames: MessageFrames) => MessageFrames): void {
+    for (const e of this.#byId.values()) {
+      for (let i = 0; i < e.frames.length; i++) e.frames[i] = fn(e.frames[i]);
+    }
+  }
+
   /** Forgets every message of `id` (refused, or its request finished); whether there was one. */
   delete(id: string): boolean {
     const had = this.#byId.delete(id);

@@ -29,6 +29,8 @@ export interface ImLinkOptions {
   readonly log: ReturnType<typeof logger>;
   /** Sees each batch as it leaves for the IM (the request metrics find final publications in it). */
   readonly onBatch?: (batch: Uint8Array) => void;
+  /** The Subject's incarnation, announced on `~~~~hello`. */
+  readonly incarnation: string;
 }
 
 /** Publications on their way to the Integration Manager, until it acknowledges them. */
@@ -47,16 +49,17 @@ export class ImLink {
    * The Subject's incarnation announcement: a client that sees a new one sends again the requests
    * it still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
    */
-  readonly #hello = [
-    utf8(HELLO_TOPIC),
-    encodeHeader({ v: 1, id: crypto.randomUUID(), k: "hello" }),
-    utf8("{}"),
-  ];
+  readonly #hello: Uint8Array[];
 
   /** A link over `sock`, a DEALER connected to the IM. */
   constructor(sock: ReactorSocket, options: ImLinkOptions) {
     this.#sock = sock;
     this.#o = options;
+    this.#hello = [
+      utf8(HELLO_TOPIC).slice(),
+      encodeHeader({ v: 1, id: options.incarnation, k: "hello" }).slice(),
+      utf8("{}").slice(),
+    ];
     sock.onMessage((f) => this.#onAck(f));
   }
 

@@ -141,6 +141,11 @@ export interface IntakeOptions {
   /** Recent requests remembered to drop duplicates; 0 turns this off. */
   readonly duplicateWindow: number;
   /**
+   * This Subject's incarnation: a message that names another one (`Header.s`) was sent to a
+   * Subject that has since died, and is dropped (`stale`), neither acknowledged nor refused.
+   */
+  readonly incarnation?: string;
+  /**
    * The flows a message is routed with (a continuation: its request's configuration version's,
    * see `config_versions.ts`; `undefined`: the current ones). @default {() => flows}
    */
@@ -180,6 +185,7 @@ const ERROR_CODES = new Set<string>([
 export class Intake {
   readonly #flowsFor: (header: Header | undefined) => ReadonlyMap<string, Flow>;
   readonly #window: number;
+  readonly #incarnation: string | undefined;
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
   #recent?: RecentKeys;
   /**
@@ -200,6 +206,7 @@ export class Intake {
     const flows = options.flows;
     this.#flowsFor = options.flowsFor ?? (() => flows);
     this.#window = options.duplicateWindow;
+    this.#incarnation = options.incarnation;
   }
 
   /** The flow of a step topic this Subject routes, if known. */
@@ -222,9 +229,20 @@ export class Intake {
     if (typeof header === "string") {
       const id = readableId(frames[1]);
       if (id !== undefined) {
-        acks.refuse(ack, id, header, "the header is not valid: v must be 1, pos and n whole numbers from 0");
+        acks.refuse(
+          ack,
+          id,
+          header,
+          "the header is not valid: v must be 1, pos and n whole numbers from 0, s a string of at most 64 characters",
+        );
       }
       return { do: "drop", reason: header };
+    }
+    if (header.s !== undefined && this.#incarnation !== undefined && header.s !== this.#incarnation) {
+      // Its sender has the request still (kept until its final publication) and sends it again,
+      // naming this incarnation, once it sees this Subject announced. Acknowledged, the copy
+      // would settle the new one's wait; refused, it would fail the request.
+      return { do: "drop", reason: "stale", detail: `sent to Subject ${JSON.stringify(header.s)}` };
     }
     const topic = text(frames[0]);
     const t = this.#topicInfo(this.#flowsFor(header)).get(topic);

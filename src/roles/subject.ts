@@ -28,6 +28,7 @@ import {
   encodeHeader,
   errorFrames,
   type Header,
+  newIncarnation,
   text,
   TopicCache,
   utf8,
@@ -155,7 +156,9 @@ export class Subject {
       },
       reload: (idFrame, body) => void this.#reloads.onReload(idFrame, body),
     };
+    const incarnation = newIncarnation();
     this.#imLink = new ImLink(this.#im, {
+      incarnation,
       changed: host.throttle,
       scheduleFlush: host.scheduleFlush,
       drop: host.drop,
@@ -165,7 +168,7 @@ export class Subject {
     });
     // A continuation goes on with its request's configuration version; a new request, the current one.
     const flowsFor = (h: Header | undefined) => book.flowsFor(h?.pos === undefined ? undefined : h.id);
-    this.#serviceSide = new ServiceSide(this.#services, host, { ...o, flowsFor });
+    this.#serviceSide = new ServiceSide(this.#services, host, { ...o, flowsFor, incarnation });
     const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);
     this.#workerSide = new WorkerSide(this.#workersSock, host, {
       ...o,

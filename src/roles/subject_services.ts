@@ -53,6 +53,8 @@ export interface ServiceSideOptions {
   readonly maxMessageSize?: number;
   /** See `SubjectOptions.maxInFlightPerConnection`. */
   readonly maxInFlightPerConnection: number;
+  /** The Subject's incarnation (see `IntakeOptions.incarnation`). */
+  readonly incarnation?: string;
 }
 
 const { ACK, NACK, RESUMED } = CONTROL_FRAMES;

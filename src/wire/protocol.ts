@@ -47,6 +47,12 @@ export interface Header {
   resume?: string;
   /** Set (1) on a step resumed at its `@ASYNC` step. */
   r?: 1;
+  /**
+   * On a service's message: the Subject incarnation it was sent to (the last one the service saw
+   * announced). A Subject drops a message that names another one (`stale`): a copy sent to a
+   * Subject that has since died, still in the service's socket queue (PROTOCOL.md, _Subject restarts_).
+   */
+  s?: string;
 }
 
 /** The five fields of a topic. */
@@ -222,7 +228,15 @@ export function subscriptionPrefix(flow: string, decorator?: string): string {
 }
 
 /** Why a message was dropped. */
-export type DropReason = "frame_count" | "bad_topic" | "bad_header" | "bad_json" | "oversize";
+export type DropReason = "frame_count" | "bad_topic" | "bad_header" | "bad_json" | "oversize" | "stale";
+
+/**
+ * A new Subject incarnation: 16 hex digits, random per process. Services name it in what they
+ * send (`Header.s`), so a Subject can tell copies meant for one that died from new messages.
+ */
+export function newIncarnation(): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, 16);
+}
 
 /** A decoded header, or why it could not be. */
 export function decodeHeader(frame: Uint8Array): Header | DropReason {
@@ -239,6 +253,7 @@ export function decodeHeader(frame: Uint8Array): Header | DropReason {
   }
   if (o.pos !== undefined && (!Number.isInteger(o.pos) || (o.pos as number) < 0)) return "bad_header";
   if (o.n !== undefined && (!Number.isInteger(o.n) || (o.n as number) < 0)) return "bad_header";
+  if (o.s !== undefined && (typeof o.s !== "string" || o.s.length > 64)) return "bad_header";
   return o as unknown as Header;
 }
 
