@@ -262,6 +262,50 @@ Deno.test("start --watch: a change to a handler module or a flow file is reloade
   }
 });
 
+Deno.test("start --watch: an edit to a module a handler imports (in another folder) is reloaded, also one in a folder made after start", async () => {
+  const c = await copyComponent();
+  await Deno.mkdir(`${c.dir}/lib`);
+  const tag = await c.write("lib/tag.ts", 'export const TAG = "t1";\n');
+  // An optional plugin in a folder that does not exist yet: watching it must not stop the watch.
+  await c.write(
+    "tagged.ts",
+    [
+      'import { TAG } from "./lib/tag.ts";',
+      "export async function tag(v: Record<string, unknown>) {",
+      '  const extra = await import("./plugins/extra.ts").then((m) => m.E, () => "none");',
+      "  return { ...v, tag: TAG, extra };",
+      "}",
+      "",
+    ].join("\n"),
+  );
+  await Deno.writeTextFile(c.mapping, "\n??Tag = ./tagged.ts#tag\n", { append: true });
+  await Deno.writeTextFile(c.flows, "\n[Tag]\n?Tag?Push\nSubject?Tag?Tag\n??done\n", { append: true });
+  await using d = await deploy(c, { workers: 1, args: ["--watch"] });
+  const client = await d.connect();
+  const tagged = async () => (await client.request("Tag")).values;
+  try {
+    assert.deepEqual(await tagged(), { tag: "t1", extra: "none" });
+    await Deno.writeTextFile(tag, 'export const TAG = "t2";\n');
+    assert.ok(
+      await eventually(async () => (await tagged()).tag === "t2", 20_000),
+      "the edited imported module serves new requests",
+    );
+    assert.ok(await eventually(async () => (await roleStats(d.dir, "subject")).version === 2), "version 2");
+    // The plugin's folder is made, then the plugin: reloaded, and the folder is watched from then on.
+    await Deno.mkdir(`${c.dir}/plugins`);
+    const plugin = await c.write("plugins/extra.ts", 'export const E = "e1";\n');
+    assert.ok(
+      await eventually(async () => (await tagged()).extra === "e1", 20_000),
+      "the module in the new folder serves new requests",
+    );
+    await Deno.writeTextFile(plugin, 'export const E = "e2";\n');
+    assert.ok(await eventually(async () => (await tagged()).extra === "e2", 20_000), "and its edits too");
+  } finally {
+    await client.close();
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
 Deno.test("reload: a Subject SIGKILLed after a reload comes back with the reloaded files, not start's", async () => {
   const c = await copyComponent();
   await using d = await deploy(c, { workers: 1 });

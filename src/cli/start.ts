@@ -189,6 +189,15 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     await stopAll();
     return 1;
   }
+  // With --watch, an edit made once `ready` is printed is reloaded: the files are watched first.
+  const watching = options.watch && subject
+    ? watchAndReload(config, files, {
+      security,
+      allowComponentPermissions: options.allowComponentPermissions,
+      imports: config.sandbox,
+    })
+    : undefined;
+  await watching?.ready;
   // Listening for SIGINT/SIGTERM before saying ready: a signal sent on seeing `ready` stops the
   // deployment gracefully, never kills `start` with the roles left behind.
   const stopped = waitForStop();
@@ -200,14 +209,8 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     flows: catalog.flows.size,
   });
 
-  const stopWatching = options.watch && subject
-    ? watchAndReload(config, files, {
-      security,
-      allowComponentPermissions: options.allowComponentPermissions,
-    })
-    : undefined;
   const signal = await stopped;
-  stopWatching?.();
+  watching?.stop();
   log.info("{signal}: stopping the Subject (it finishes accepted requests)", { signal });
   await stopAll();
   log.info("Stopped");
