@@ -116,6 +116,22 @@ Deno.test("start --strict runs the basic fixture", async () => {
   assert.deepEqual(p.values.trace, ["one", "two", "three"]);
 });
 
+Deno.test("start runs the Subject with the V8 flags the README names (its memory at peak load)", async () => {
+  await using dep = await startDeployment({ workers: 1 });
+  const [pid] = await rolePids(dep.dir, "subject");
+  assert.ok(pid !== undefined, "a Subject");
+  const args = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+  assert.ok(
+    args.includes("--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50"),
+    `the Subject's command line: ${args.join(" ")}`,
+  );
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  assert.ok(
+    readme.includes("`--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50`"),
+    "README says so",
+  );
+});
+
 Deno.test("a second start on a runtime directory exits 1 naming it and the holder; the first keeps serving", async () => {
   await using dep = await startDeployment({ workers: 1 });
   const r = await runWithin(

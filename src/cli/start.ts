@@ -118,9 +118,12 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         "-A",
         // The IM collects garbage before it hands freed memory back (see IntegrationManager).
         ...(role === "integration-manager" ? ["--v8-flags=--expose-gc"] : []),
-        // The Subject's young generation capped at 8 MiB a semi-space: its peak RSS at the bench's
-        // peak went from 186-194 to 145-150 MiB, the peak rate within the noise (docs/performance.md).
-        ...(role === "subject" ? ["--v8-flags=--max-semi-space-size=8"] : []),
+        // The Subject's young generation capped at 8 MiB a semi-space (peak RSS 186-194 -> 145-150
+        // MiB), and its old generation let grow to 1.5x what the last full collection kept, where
+        // V8 chose up to 4x: about 13 MiB live, so it collects at about 20 MiB instead of 50-60
+        // (peak RSS 150-163 -> 112-122 MiB, the peak rate about 3% lower; a growth factor, not a
+        // limit: a Subject that holds more grows with it). docs/performance.md, rounds 3 and 5.
+        ...(role === "subject" ? ["--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50"] : []),
         // The only way Deno gives a thread permissions of its own (README, "Handler sandbox").
         ...(role === "worker" && config.sandbox ? ["--unstable-worker-options"] : []),
         cli,
