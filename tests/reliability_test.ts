@@ -5,6 +5,8 @@ import { Reactor } from "../src/zmq/reactor.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { CLI, startDeployment } from "./helpers.ts";
 
+const SLOW_SUBSCRIBER = new URL("./peers/slow_subscriber.ts", import.meta.url).pathname;
+
 Deno.test("10,000+ requests while a worker is SIGKILLed about every second: one final each, none lost", async () => {
   await using d = await startDeployment({
     workers: 2,
@@ -342,6 +344,99 @@ Deno.test("a SIGSTOPped subscriber while 1.1 GB of 100 KB publications flow: the
     await tap.status;
   }
 });
+
+for (const transport of ["ipc", "tcp"] as const) {
+  Deno.test(`subscribers that read 100 KB publications more slowly than the IM publishes them are not cut and get every one; a stopped one is cut (${transport})`, async () => {
+    // subscriber_buffer 4 MiB (a queue of 1,024 publications): the peers soon fall that far behind.
+    await using d = await startDeployment({
+      workers: 1,
+      transport,
+      args: ["--subscriber-buffer", String(4 << 20)],
+    });
+    await using client = await d.connect();
+    // Each slow peer's connection shows one publication queued at nearly every look, as a stopped
+    // subscriber's does; the IM once cut such readers (and lost a caller's finals the same way),
+    // and then, watching them with a wait for room, cut those that take one every 30-60 ms.
+    const delays = [2, 40, 40];
+    const lines = (process: Deno.ChildProcess, seen: Set<string>) =>
+      (async () => {
+        let rest = "";
+        for await (const chunk of process.stdout.pipeThrough(new TextDecoderStream())) {
+          const all = (rest + chunk).split("\n");
+          rest = all.pop()!;
+          for (const line of all) seen.add(line);
+        }
+      })();
+    const peers = delays.map((delay) => {
+      const process = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", SLOW_SUBSCRIBER, d.publisher, "Empty~~~~", String(delay)],
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const seen = new Set<string>();
+      return { delay, process, seen, reading: lines(process, seen) };
+    });
+    // And a subscriber that stops: `tap`, SIGSTOPped once it has printed something.
+    const tap = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, "tap", ...d.flags],
+      stdout: "piped",
+      stderr: "null",
+      env: { ZMANAGER_LOG: "warning" },
+    }).spawn();
+    const tapped = new Set<string>();
+    const tapReading = lines(tap, tapped);
+    try {
+      const values = { blob: "x".repeat(100_000) };
+      // The subscribers subscribe after they start: ask until each has taken one.
+      for (let t = 0; t < 40 && (peers.some((p) => !p.seen.size) || !tapped.size); t++) {
+        assert.equal((await client.request("Empty", values)).action, "done");
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.ok(peers.every((p) => p.seen.size) && tapped.size, "the subscribers take publications");
+      tap.kill("SIGSTOP");
+      // 300 publications of 100 KB, 32 requests in flight: the IM publishes them within a second,
+      // the peers take one every 2 or 40 ms, so they fall more than subscriber_buffer behind (and
+      // less than their queue of 1,024 publications).
+      const n = 300;
+      const ids = Array.from({ length: n }, (_, i) => `slow-${i}`);
+      let next = 0;
+      await Promise.all(Array.from({ length: 32 }, async () => {
+        while (next < n) {
+          const id = ids[next++];
+          assert.equal((await client.request("Empty", values, { id, timeout: 60_000 })).action, "done");
+        }
+      }));
+      // Until each has taken them all, or none took anything new for 5 s.
+      const total = () => peers.reduce((k, p) => k + p.seen.size, 0);
+      let last = total(), lastAt = performance.now();
+      while (peers.some((p) => ids.some((id) => !p.seen.has(id))) && performance.now() - lastAt < 5_000) {
+        await new Promise((r) => setTimeout(r, 100));
+        if (total() !== last) [last, lastAt] = [total(), performance.now()];
+      }
+      const stats = await roleStats(d.dir, "integration-manager");
+      for (const p of peers) {
+        const missed = ids.filter((id) => !p.seen.has(id)).length;
+        assert.equal(
+          missed,
+          0,
+          `the subscriber taking one every ${p.delay} ms missed ${missed} of ${n} (IM stats ${
+            JSON.stringify(stats)
+          })`,
+        );
+      }
+      assert.equal(Number(stats.subscribersCut), 1, "the stopped subscriber, and only it, was cut");
+    } finally {
+      for (const p of [...peers.map((p) => p.process), tap]) {
+        try {
+          p.kill("SIGCONT");
+          p.kill("SIGKILL");
+        } catch { /* already gone: its failure is what the assertions above report */ }
+        await p.status;
+      }
+      await Promise.all([...peers.map((p) => p.reading), tapReading].map((r) => r.catch(() => {})));
+    }
+  });
+}
 
 Deno.test("5,000 requests of 100 KB while no worker takes them: the Subject holds at most 64 MiB and stops reading", async () => {
   await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "1000"] });

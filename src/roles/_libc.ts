@@ -4,7 +4,8 @@
  * - `malloc_trim(0)`: glibc keeps memory that libzmq frees (a departed subscriber's queue, say)
  *   for reuse; this hands its free pages back to the system;
  * - the state of connections libzmq owns, by their file descriptors (from a socket monitor):
- *   whether the kernel would take more bytes for each (`poll`), each one's identity; and
+ *   whether the kernel would take more bytes for each (`poll`), how many it holds (`ioctl`), how
+ *   many a tcp peer acknowledged, each one's send buffer (read and set), each one's identity; and
  *   `shutdown`, which makes libzmq drop a connection (and free its queue) as if the peer had gone.
  *
  * @module
@@ -13,6 +14,7 @@
 const SYMBOLS = {
   malloc_trim: { parameters: ["usize"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   // ioctl is variadic; on x86_64 and aarch64 its third argument passes like a fixed one.
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
@@ -47,6 +49,14 @@ const POLLERR_HUP = 0x008 | 0x010;
 const POLLNVAL = 0x020;
 const SOL_SOCKET = 1;
 const SO_COOKIE = 57;
+const SO_SNDBUF = 7;
+const IPPROTO_TCP = 6;
+const TCP_INFO = 11;
+/** The offset of `tcpi_bytes_acked` in `struct tcp_info` (Linux 4.2 and later). */
+const TCPI_BYTES_ACKED = 120;
+const tcpInfo = new Uint8Array(256);
+const tcpLen = new Uint32Array(1);
+const tcpLenBytes = new Uint8Array(tcpLen.buffer);
 const SHUT_RDWR = 2;
 const int = new Int32Array(2);
 const intBytes = new Uint8Array(int.buffer);
@@ -72,12 +82,20 @@ export interface ConnectionState {
  * for all of them where these calls are not available.
  */
 export function connectionStates(fds: readonly number[]): (ConnectionState | undefined)[] {
-  const full = connectionsFull(fds);
-  const c = libc();
-  return full.map((f, i) => {
-    if (f === undefined || !c || c.ioctl(fds[i], TIOCOUTQ, intBytes) !== 0) return undefined;
-    return { full: f, queued: int[0] };
+  return connectionsFull(fds).map((full, i) => {
+    const queued = full === undefined ? undefined : queuedBytes(fds[i]);
+    return queued === undefined ? undefined : { full: full!, queued };
   });
+}
+
+/**
+ * Bytes connection `fd` holds that its peer has not read (`TIOCOUTQ`; for tcp, not yet
+ * acknowledged); `undefined` for a descriptor that is not open.
+ */
+export function queuedBytes(fd: number): number | undefined {
+  const c = libc();
+  if (!c || c.ioctl(fd, TIOCOUTQ, intBytes) !== 0) return undefined;
+  return int[0];
 }
 
 function connectionsFull(fds: readonly number[]): (boolean | undefined)[] {
@@ -97,6 +115,39 @@ function connectionsFull(fds: readonly number[]): (boolean | undefined)[] {
     // A connection in error or hung up is libzmq's to close, not full.
     return (revents & (POLLOUT | POLLERR_HUP)) === 0;
   });
+}
+
+/**
+ * Bytes of connection `fd` its tcp peer has acknowledged so far (`tcpi_bytes_acked`, which only
+ * grows); `undefined` for a connection that is not tcp.
+ */
+export function tcpBytesAcked(fd: number): bigint | undefined {
+  const c = libc();
+  if (!c) return undefined;
+  tcpLen[0] = tcpInfo.byteLength;
+  if (c.getsockopt(fd, IPPROTO_TCP, TCP_INFO, tcpInfo, tcpLenBytes) !== 0) return undefined;
+  if (tcpLen[0] < TCPI_BYTES_ACKED + 8) return undefined; // a kernel older than 4.2
+  return new DataView(tcpInfo.buffer).getBigUint64(TCPI_BYTES_ACKED, true); // x86_64, aarch64
+}
+
+/** Connection `fd`'s kernel send buffer in bytes (`SO_SNDBUF`, as the kernel counts it). */
+export function sendBuffer(fd: number): number | undefined {
+  const c = libc();
+  if (!c) return undefined;
+  len[0] = 4;
+  if (c.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, intBytes, lenBytes) !== 0) return undefined;
+  return int[0];
+}
+
+/**
+ * Sets connection `fd`'s send buffer so that {@linkcode sendBuffer} reads `bytes` (Linux doubles
+ * what it is given), or to the kernel's least with 0. Returns whether the call succeeded.
+ */
+export function setSendBuffer(fd: number, bytes: number): boolean {
+  const c = libc();
+  if (!c) return false;
+  int[0] = Math.floor(bytes / 2);
+  return c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, intBytes, 4) === 0;
 }
 
 /**

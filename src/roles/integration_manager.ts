@@ -161,7 +161,7 @@ export class IntegrationManager {
     const pub = reactor.socket("XPUB", { sendHighWaterMark: hwm, maxMessageSize, linger: 2000 });
     im.#sockets.push(pub);
     const raw = pub.raw;
-    const guard = new SubscriberGuard(budget);
+    const guard = new SubscriberGuard(budget, hwm);
     if (connectionCallsAvailable()) {
       im.#stopWatch = await watchSubscribers(reactor, pub, guard, im.#stats, im.#trim);
     } else log.info("No C library calls here: a subscriber that stops reading is not disconnected");

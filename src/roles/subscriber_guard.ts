@@ -3,19 +3,31 @@
  * subscriber's publications in the IM up to a high-water mark counted in messages, so 16,384
  * publications of 100 KB would hold 1.6 GB for one stalled subscriber. The guard bounds it in
  * bytes instead: every {@linkcode GUARD_INTERVAL_MS} it asks the kernel about each subscriber
- * connection. One whose send buffer is full and whose queued bytes have not moved since the last
- * look has a reader that reads nothing (stopped, hung, or not reading its socket), and while it
- * stays so libzmq's queue for it can only grow by what the IM publishes. Once the IM has
- * published more than the budget (`subscriber_buffer`) since that connection was last seen
- * reading, the guard names it, and the IM disconnects it: libzmq then frees its queue. The
- * subscriber's socket connects again by itself and misses what was published meanwhile.
+ * connection. One whose send buffer is not full, or whose queued bytes moved since the last look,
+ * is reading; what it is behind counts from then (its mark).
  *
- * A reader that reads, however slowly, moves its queue and is not cut: a full buffer alone is no
- * sign of a backlog (a healthy client with many large finals on their way keeps it full, and was
- * cut when the rule looked at fullness alone). Its queue is bounded by the publish socket's
- * high-water mark in messages instead.
+ * A full buffer whose figure did not move is no proof that nothing was read. With publications
+ * larger than a quarter of the kernel's buffer, a reader that reads but is behind shows the same
+ * figure at every look (one publication queued: libzmq writes the next as soon as the reader takes
+ * one), exactly like a stopped one; cutting on that figure alone disconnected live clients and
+ * lost their finals. So once such a connection is a quarter of the budget (`subscriber_buffer`)
+ * behind, the guard asks the caller to watch it for {@linkcode WATCH_MS} (did its reader take any
+ * bytes? `subscriber_watch.ts` tells for certain) and to report {@linkcode SubscriberGuard.reading}
+ * or {@linkcode SubscriberGuard.unread}. A connection is cut once it is more than the budget
+ * behind and {@linkcode WATCHES_TO_CUT} watches since it was last seen reading saw it take
+ * nothing (one can fall between two takes of a reader that takes a batch at a time); libzmq then
+ * frees its queue, and the subscriber's socket connects again by itself and misses what was
+ * published meanwhile.
  *
- * Pure: the caller counts publications and supplies each connection's state.
+ * What a connection is behind is also bounded by its queue's limit in publications (the publish
+ * socket's high-water mark) times the largest publication since it was last seen reading: libzmq
+ * holds no more for it. With small publications that bound is under the budget, so such readers
+ * are never cut (cutting them would bound nothing), however seldom the kernel sees them read.
+ *
+ * A reader that takes bytes during a watch is not cut: its queue is bounded by the publish
+ * socket's high-water mark in messages instead.
+ *
+ * Pure: the caller counts publications, supplies each connection's state and does the watching.
  *
  * @module
  */
@@ -23,15 +35,35 @@
 /** Milliseconds between two looks at the subscriber connections. */
 export const GUARD_INTERVAL_MS = 100;
 
+/** Milliseconds a watch lasts. */
+export const WATCH_MS = 100;
+
+/** Watches in a row that must see a connection take nothing before it is cut. */
+export const WATCHES_TO_CUT = 3;
+
 /** Bytes libzmq keeps per frame queued for a subscriber besides its content (a `zmq_msg_t`). */
 export const FRAME_OVERHEAD = 64;
 
-/** A connection the guard says to disconnect. */
+/** A connection the guard names: to disconnect, or to watch. */
 export interface SlowSubscriber {
   /** The connection (the IM uses its file descriptor). */
   readonly id: number;
-  /** Bytes published since it was last seen keeping up. */
+  /** Bytes published since it was last seen reading. */
   readonly behind: number;
+}
+
+/** A connection to watch (hand `seen` back with the result). */
+export interface Watch extends SlowSubscriber {
+  /** Which time it was last seen reading: a watch's result counts only until it is seen again. */
+  readonly seen: number;
+}
+
+/** What one look found. */
+export interface GuardLook {
+  /** Connections to disconnect now (forgotten). */
+  readonly cut: readonly SlowSubscriber[];
+  /** Connections to watch, if no watch is under way. */
+  readonly watch: readonly Watch[];
 }
 
 /** The bytes a publication of these frames costs a subscriber's queue. */
@@ -39,6 +71,19 @@ export function publicationBytes(frames: readonly Uint8Array[]): number {
   let n = frames.length * FRAME_OVERHEAD;
   for (const f of frames) n += f.length;
   return n;
+}
+
+interface Tracked {
+  /** The publication count when it was last seen reading. */
+  mark: number;
+  /** Queued bytes at the last look. */
+  queued?: number;
+  /** When it was last seen reading (unique across connections: a reused id never matches). */
+  seen: number;
+  /** The largest publication since it was last seen reading, up to the last look. */
+  largest: number;
+  /** Watches since it was last seen reading that saw it take nothing. */
+  unread: number;
 }
 
 /**
@@ -49,30 +94,39 @@ export function publicationBytes(frames: readonly Uint8Array[]): number {
  * import { SubscriberGuard } from "./subscriber_guard.ts";
  * const guard = new SubscriberGuard(1000);
  * guard.connected(7);
- * guard.published(600);
  * const stalled = (ids: readonly number[]) => ids.map(() => ({ full: true, queued: 212_992 }));
- * guard.sample(stalled); // [] (its queue was not seen before)
- * guard.published(1200);
- * guard.sample(stalled); // [{ id: 7, behind: 1200 }]
+ * guard.sample(stalled); // nothing (its queue was not seen before)
+ * guard.published(600);
+ * const { watch } = guard.sample(stalled); // watch [{ id: 7, behind: 600, seen: 2 }]
+ * guard.unread(7, watch[0].seen); // it took nothing in WATCH_MS
+ * guard.unread(7, watch[0].seen); // nor in the next watch
+ * guard.published(600);
+ * guard.sample(stalled); // cut [{ id: 7, behind: 1200 }]
  * ```
  */
 export class SubscriberGuard {
-  /** Bytes a connection may fall behind before it is named. */
+  /** Bytes a connection may fall behind before it is cut. */
   readonly budget: number;
+  /** The most publications libzmq queues for one connection. */
+  readonly queueLimit: number;
   #published = 0;
-  /** Each connection's mark: the publication count when it was last seen reading. */
-  readonly #marks = new Map<number, number>();
-  /** Each connection's queued bytes at the last look. */
-  readonly #queued = new Map<number, number>();
+  /** The largest publication since the last look. */
+  #largest = 0;
+  #sightings = 0;
+  readonly #conns = new Map<number, Tracked>();
 
-  /** A guard allowing `budget` bytes behind. */
-  constructor(budget: number) {
+  /**
+   * A guard allowing `budget` bytes behind, for connections whose queue holds at most
+   * `queueLimit` publications.
+   */
+  constructor(budget: number, queueLimit = Infinity) {
     this.budget = budget;
+    this.queueLimit = queueLimit;
   }
 
   /** Connections tracked. */
   get size(): number {
-    return this.#marks.size;
+    return this.#conns.size;
   }
 
   /** Bytes handed to the publish socket so far. */
@@ -83,50 +137,79 @@ export class SubscriberGuard {
   /** Counts `bytes` handed to the publish socket. */
   published(bytes: number): void {
     this.#published += bytes;
+    if (bytes > this.#largest) this.#largest = bytes;
   }
 
   /** A subscriber connected. */
   connected(id: number): void {
-    this.#marks.set(id, this.#published);
+    this.#conns.set(id, { mark: this.#published, seen: ++this.#sightings, largest: 0, unread: 0 });
   }
 
-  /** A subscriber connection is gone. */
+  /** A watch saw connection `id` take bytes: it reads, and what it is behind counts from now. */
+  reading(id: number): void {
+    const c = this.#conns.get(id);
+    if (c) this.#seenReading(c);
+  }
+
+  #seenReading(c: Tracked): void {
+    c.mark = this.#published;
+    c.seen = ++this.#sightings;
+    c.largest = 0;
+    c.unread = 0;
+  }
+
+  /**
+   * A watch of connection `id` (its {@linkcode Watch.seen}) saw it take nothing. Ignored if it
+   * was seen reading since the watch was asked for.
+   */
+  unread(id: number, seen: number): void {
+    const c = this.#conns.get(id);
+    if (c?.seen === seen) c.unread++;
+  }
+
+  /** A subscriber connection is gone (or was cut). */
   disconnected(id: number): void {
-    this.#marks.delete(id);
-    this.#queued.delete(id);
+    this.#conns.delete(id);
   }
 
   /**
    * Looks at every connection: `state(ids)` gives each one's send queue (full, and bytes queued),
-   * or `undefined` for one that is gone (it is forgotten). Returns those to disconnect,
-   * forgetting them.
+   * or `undefined` for one that is gone (it is forgotten). Returns those to cut (forgotten) and
+   * those to watch.
    */
   sample(
     state: (ids: readonly number[]) => readonly ({ full: boolean; queued: number } | undefined)[],
-  ): SlowSubscriber[] {
-    const ids = [...this.#marks.keys()];
+  ): GuardLook {
+    const ids = [...this.#conns.keys()];
     const states = state(ids);
-    const slow: SlowSubscriber[] = [];
+    const largest = this.#largest;
+    this.#largest = 0;
+    const cut: SlowSubscriber[] = [];
+    const watch: Watch[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      const mark = this.#marks.get(id)!;
+      const c = this.#conns.get(id)!;
       const st = states[i];
       if (st === undefined) {
         this.disconnected(id);
         continue;
       }
-      const before = this.#queued.get(id);
-      this.#queued.set(id, st.queued);
+      const before = c.queued;
+      c.queued = st.queued;
       if (!st.full || st.queued !== before) {
-        this.#marks.set(id, this.#published);
+        this.#seenReading(c);
         continue;
       }
-      const behind = this.#published - mark;
-      if (behind > this.budget) {
+      if (largest > c.largest) c.largest = largest;
+      // libzmq holds at most queueLimit publications for it, none larger than the largest.
+      const behind = Math.min(this.#published - c.mark, c.largest && this.queueLimit * c.largest);
+      if (behind > this.budget && c.unread >= WATCHES_TO_CUT) {
         this.disconnected(id);
-        slow.push({ id, behind });
+        cut.push({ id, behind });
+      } else if (behind > this.budget / 4) {
+        watch.push({ id, behind, seen: c.seen });
       }
     }
-    return slow;
+    return { cut, watch };
   }
 }

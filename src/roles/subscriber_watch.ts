@@ -1,14 +1,24 @@
 /**
  * The Integration Manager's side of the subscriber guard (`subscriber_guard.ts` decides): it
  * follows the publish socket's connections through a libzmq socket monitor (each one's file
- * descriptor), looks at them every {@linkcode GUARD_INTERVAL_MS}, and `shutdown`s those the guard
- * names; and it hands freed memory back to the system after a cut and after a burst.
+ * descriptor), looks at them every {@linkcode GUARD_INTERVAL_MS}, watches those the guard names
+ * for {@linkcode WATCH_MS} (did their reader take anything?), and `shutdown`s those it says to
+ * cut; and it hands freed memory back to the system after a cut and after a burst.
  *
  * @module
  */
 
-import { connectionCookie, connectionStates, mallocTrim, shutdownConnection } from "./_libc.ts";
-import { GUARD_INTERVAL_MS, type SubscriberGuard } from "./subscriber_guard.ts";
+import {
+  connectionCookie,
+  connectionStates,
+  mallocTrim,
+  queuedBytes,
+  sendBuffer,
+  setSendBuffer,
+  shutdownConnection,
+  tcpBytesAcked,
+} from "./_libc.ts";
+import { GUARD_INTERVAL_MS, type SubscriberGuard, WATCH_MS } from "./subscriber_guard.ts";
 import { logger } from "../log.ts";
 import { MonitorEvent } from "../zmq/ffi.ts";
 import { monitorSocket } from "../zmq/monitor.ts";
@@ -71,6 +81,8 @@ export async function watchSubscribers(
   let seen = 0;
   let quietSince = performance.now();
   let trimmedAt = 0;
+  /** A watch is under way; this has stopped. */
+  let watching = false, stopped = false;
   const timer = setInterval(() => {
     // After a burst of publications (`subscriber_buffer` bytes or more), once quiet for a second:
     // hand back what the burst's queues freed.
@@ -81,12 +93,12 @@ export async function watchSubscribers(
       trimmedAt = seen;
       trim.schedule();
     }
-    for (const { id, behind } of guard.sample(connectionStates)) {
+    const { cut, watch } = guard.sample(connectionStates);
+    for (const { id, behind } of cut) {
       const cookie = cookies.get(id);
       cookies.delete(id);
       // The descriptor may have been closed and reused since the monitor reported it.
-      if (connectionCookie(id) !== cookie) continue;
-      if (!shutdownConnection(id)) continue;
+      if (connectionCookie(id) !== cookie || !shutdownConnection(id)) continue;
       stats.subscribersCut++;
       trim.schedule();
       log.warn(
@@ -96,7 +108,70 @@ export async function watchSubscribers(
       );
     }
     stats.subscribers = guard.size;
+    if (watching || !watch.length) return;
+    // Is a full connection whose figure did not move reading all the same? (subscriber_guard.ts)
+    const watched = watch.flatMap((w) => {
+      const cookie = cookies.get(w.id);
+      if (connectionCookie(w.id) !== cookie) return [];
+      const start = beginWatch(w.id);
+      return start ? [{ ...w, cookie, start }] : [];
+    });
+    if (!watched.length) return;
+    watching = true;
+    const end = setTimeout(() => {
+      watching = false;
+      for (const { id, seen, cookie, start } of watched) {
+        if (cookies.get(id) !== cookie || connectionCookie(id) !== cookie) continue; // gone since
+        const reading = endWatch(id, start);
+        log.debug("Watched subscriber connection {id} for {ms} ms: {result}", {
+          id,
+          ms: WATCH_MS,
+          result: reading === undefined ? "unknown" : reading ? "reading" : "took nothing",
+        });
+        if (reading) guard.reading(id);
+        else if (reading === false && !stopped) guard.unread(id, seen);
+      }
+    }, WATCH_MS);
+    Deno.unrefTimer(end);
   }, GUARD_INTERVAL_MS);
   Deno.unrefTimer(timer);
-  return () => clearInterval(timer);
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+}
+
+/** What a watched connection showed when its watch began. */
+type WatchStart = { readonly acked: bigint } | { readonly queued: number; readonly sendBuffer: number };
+
+/**
+ * Begins watching connection `fd` for a reader that takes bytes. A tcp connection reports what its
+ * peer acknowledged, a count that only grows. A Unix socket has no such count, and its queued
+ * bytes may show the same figure after its reader took a publication (libzmq writes the next at
+ * once, and the kernel counts it the same): so for the watch its send buffer is set to the
+ * kernel's least (4,608 bytes). libzmq can then queue no more than about that much, so a reader
+ * that takes what was queued leaves a figure that cannot be the one before; a reader that takes
+ * nothing leaves it as it was. `undefined` if the calls fail.
+ */
+export function beginWatch(fd: number): WatchStart | undefined {
+  const acked = tcpBytesAcked(fd);
+  if (acked !== undefined) return { acked };
+  const queued = queuedBytes(fd);
+  const buffer = sendBuffer(fd);
+  if (queued === undefined || buffer === undefined || !setSendBuffer(fd, 0)) return undefined;
+  return { queued, sendBuffer: buffer };
+}
+
+/**
+ * Ends a watch begun with {@linkcode beginWatch} (giving a Unix socket its send buffer back):
+ * whether the reader took bytes meanwhile; `undefined` if that cannot be told.
+ */
+export function endWatch(fd: number, start: WatchStart): boolean | undefined {
+  if ("acked" in start) {
+    const acked = tcpBytesAcked(fd);
+    return acked === undefined ? undefined : acked > start.acked;
+  }
+  const queued = queuedBytes(fd);
+  setSendBuffer(fd, start.sendBuffer);
+  return queued === undefined ? undefined : queued !== start.queued;
 }
