@@ -31,6 +31,10 @@ import { parseRoles, runStart, START_ROLES } from "./src/cli/start.ts";
 import { reloadCommand } from "./src/cli/reload.ts";
 import { checkTokenFile, parseListen, runGateway } from "./src/cli/gateway.ts";
 
+/** Why the IM cannot run on its own while `integration_manager_in_subject` is on. */
+const IM_IN_SUBJECT =
+  "integration_manager_in_subject is on: the Integration Manager runs in the Subject's process";
+
 /** The longest delay a timer takes (2^31 - 1 ms); a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -162,6 +166,10 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       io.err(`error: ${(e as Error).message}`);
       return setCode(ExitCode.usage);
     }
+    if (config.integration_manager_in_subject && roles?.has("integration-manager") && !roles.has("subject")) {
+      io.err(`error: ${IM_IN_SUBJECT}; give --roles subject on this host, or turn the setting off`);
+      return setCode(ExitCode.usage);
+    }
     if (opts.watch && roles && !roles.has("subject")) {
       io.err(
         "error: --watch reloads through the Subject's reload key: it needs the subject role on this host",
@@ -243,6 +251,10 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
   ).action(async (opts) => {
     const config = await configFrom(opts, io);
     if (!config) return setCode(ExitCode.usage);
+    if (config.integration_manager_in_subject) {
+      io.err(`error: ${IM_IN_SUBJECT}; run \`subject\`, or turn the setting off to run the IM alone`);
+      return setCode(ExitCode.usage);
+    }
     setupLogging();
     setCode(await runIntegrationManager(config, opts.supervised));
   });

@@ -21,6 +21,8 @@ export interface Config {
   readonly integration_manager_pull_address: string;
   /** Where the Integration Manager publishes. */
   readonly integration_manager_pub_address: string;
+  /** Run the Integration Manager in the Subject's process (one hop less) instead of its own. */
+  readonly integration_manager_in_subject: boolean;
   /** Worker processes `start` runs. */
   readonly worker_count: number;
   /** Steps one worker runs at once (its credit with the Subject). */
@@ -116,6 +118,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "subject_worker_address",
   "integration_manager_pull_address",
   "integration_manager_pub_address",
+  "integration_manager_in_subject",
   "worker_count",
   "worker_concurrency",
   "step_limit",
@@ -161,6 +164,11 @@ export const SETTINGS_DOC: Readonly<
   integration_manager_pub_address: {
     default: "`ipc://<runtime_dir>/im-pub`",
     meaning: "where the IM publishes",
+  },
+  integration_manager_in_subject: {
+    default: "`off`",
+    meaning:
+      "run the IM in the Subject's process, linked over inproc (`on`/`off`): one hop less; see [below](#the-integration-manager-in-the-subjects-process)",
   },
   worker_count: { default: "number of cores", meaning: "worker processes `start` runs (`--workers`)" },
   worker_concurrency: {
@@ -275,6 +283,7 @@ const TEXT = new Set<keyof Config>([
   "subject_worker_address",
   "integration_manager_pull_address",
   "integration_manager_pub_address",
+  "integration_manager_in_subject",
   "async_store",
   "sandbox",
   "http_tokens",
@@ -387,6 +396,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     subject_worker_address: endpoint("subject_worker_address", `ipc://${dir}/workers`),
     integration_manager_pull_address: endpoint("integration_manager_pull_address", `ipc://${dir}/im-pull`),
     integration_manager_pub_address: endpoint("integration_manager_pub_address", `ipc://${dir}/im-pub`),
+    integration_manager_in_subject: onOff(
+      "integration_manager_in_subject",
+      merged.integration_manager_in_subject,
+      false,
+    ),
     worker_count: num("worker_count", navigator.hardwareConcurrency || 1, 0),
     worker_concurrency: num("worker_concurrency", DEFAULT_WORKER_CONCURRENCY, 1),
     step_limit: num("step_limit", DEFAULT_STEP_LIMIT, 1),
@@ -454,7 +468,7 @@ function onOff(key: keyof Config, raw: string | number | undefined, def: boolean
   const v = String(raw).trim().toLowerCase();
   if (["on", "true", "1", "yes"].includes(v)) return true;
   if (["off", "false", "0", "no"].includes(v)) return false;
-  throw new ConfigError(`setting ${key} must be on or off, got "${raw}"`);
+  throw new ConfigError(`setting ${key} must be on or off (or true/false, yes/no, 1/0), got "${raw}"`);
 }
 
 /** Loads a config: defaults < file < environment < flags. */

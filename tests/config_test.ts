@@ -17,6 +17,19 @@ Deno.test("defaults: ipc endpoints in the runtime directory", () => {
   assert.ok(c.worker_count >= 1);
 });
 
+Deno.test("integration_manager_in_subject: off by default, on/off from a file or a flag, anything else names the setting", () => {
+  assert.equal(resolveConfig({}).integration_manager_in_subject, false);
+  assert.equal(resolveConfig({ integration_manager_in_subject: "on" }).integration_manager_in_subject, true);
+  assert.equal(
+    resolveConfig({ integration_manager_in_subject: "false" }).integration_manager_in_subject,
+    false,
+  );
+  assert.throws(
+    () => resolveConfig({ integration_manager_in_subject: "maybe" }),
+    /setting integration_manager_in_subject must be on or off \(or true\/false, yes\/no, 1\/0\), got "maybe"/,
+  );
+});
+
 Deno.test("precedence: defaults < file < environment < flags", () => {
   const file = parseConfigIni(
     "[Other]\nstep_limit = 1\n[ZManager]\nstep_limit = 10\nworker_count = 3\nsubject_pull_address = tcp://a:1\n",

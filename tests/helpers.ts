@@ -18,6 +18,15 @@ export function startDeployment(options: SpawnOptions = {}): Promise<Deployment>
   });
 }
 
+/**
+ * The two places the Integration Manager can run, for tests that must hold for both: its own
+ * process (the default), and the Subject's (`integration_manager_in_subject`).
+ */
+export const IM_PLACEMENTS: readonly { readonly label: string; readonly args: readonly string[] }[] = [
+  { label: "", args: [] },
+  { label: " (IM in the Subject's process)", args: ["--integration-manager-in-subject", "on"] },
+];
+
 export async function runCli(
   args: string[],
   options: { env?: Record<string, string> } = {},

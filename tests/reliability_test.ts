@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
-import { CLI, startDeployment } from "./helpers.ts";
+import { CLI, IM_PLACEMENTS, startDeployment } from "./helpers.ts";
 
 const SLOW_SUBSCRIBER = new URL("./peers/slow_subscriber.ts", import.meta.url).pathname;
 
@@ -131,31 +131,37 @@ Deno.test("garbage on every bound endpoint is dropped and counted; valid traffic
   }
 });
 
-Deno.test("SIGTERM to start under steady load: every request sent before it is answered", async () => {
-  const d = await startDeployment({ workers: 2 });
-  const client = await d.connect();
-  try {
-    const pending: Promise<{ action: string; error?: { code: string } }>[] = [];
-    const t0 = performance.now();
-    let i = 0;
-    while (performance.now() - t0 < 1500) {
-      for (let j = 0; j < 50; j++) {
-        pending.push(client.request("Slow", { ms: 20, i: i++ }, { timeout: 30_000 }));
+for (const { label, args } of IM_PLACEMENTS) {
+  Deno.test(`SIGTERM to start under steady load: every request sent before it is answered${label}`, async () => {
+    const d = await startDeployment({ workers: 2, args });
+    const client = await d.connect();
+    try {
+      const pending: Promise<{ action: string; error?: { code: string } }>[] = [];
+      const t0 = performance.now();
+      let i = 0;
+      while (performance.now() - t0 < 1500) {
+        for (let j = 0; j < 50; j++) {
+          pending.push(client.request("Slow", { ms: 20, i: i++ }, { timeout: 30_000 }));
+        }
+        await new Promise((r) => setTimeout(r, 10));
       }
-      await new Promise((r) => setTimeout(r, 10));
+      d.process.kill("SIGTERM");
+      const results = await Promise.all(pending);
+      const done = results.filter((p) => p.action === "done").length;
+      const refused = results.filter((p) => p.error?.code === "overloaded").length;
+      assert.equal(
+        done + refused,
+        results.length,
+        "each request finished, or was refused while shutting down",
+      );
+      assert.ok(done > results.length / 2, `${done} of ${results.length} finished`);
+      assert.equal((await d.process.status).code, 0);
+    } finally {
+      await client.close();
+      await d.stop();
     }
-    d.process.kill("SIGTERM");
-    const results = await Promise.all(pending);
-    const done = results.filter((p) => p.action === "done").length;
-    const refused = results.filter((p) => p.error?.code === "overloaded").length;
-    assert.equal(done + refused, results.length, "each request finished, or was refused while shutting down");
-    assert.ok(done > results.length / 2, `${done} of ${results.length} finished`);
-    assert.equal((await d.process.status).code, 0);
-  } finally {
-    await client.close();
-    await d.stop();
-  }
-});
+  });
+}
 
 Deno.test("a handler sleeping 1 s per call does not stall other flows (throughput within 80%)", async () => {
   await using d = await startDeployment({ workers: 2 });

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { countFinals, settle } from "./finals.ts";
-import { startDeployment } from "./helpers.ts";
+import { IM_PLACEMENTS, startDeployment } from "./helpers.ts";
 
 function assertExactlyOnce(finals: Map<string, number>, ids: string[], sentinel: string, warmUps = 1) {
   const missing = ids.filter((id) => !finals.has(id));
@@ -17,44 +17,46 @@ function assertExactlyOnce(finals: Map<string, number>, ids: string[], sentinel:
   assert.equal(finals.get(sentinel), 1);
 }
 
-Deno.test("SIGKILL of the Subject with 500 one-second requests in flight: 0 lost, 0 duplicate finals", async () => {
-  await using d = await startDeployment({ workers: 2 });
-  await using client = await d.connect();
-  const w = await countFinals(d, "Slow");
-  try {
-    // The subscription handshake first, so that the 500 requests leave at once.
-    assert.equal((await client.request("Slow", { ms: 0 }, { id: "warm-up" })).action, "done");
-    const n = 500;
-    const ids = Array.from({ length: n }, (_, i) => `s-${i}`);
-    const results = ids.map((id, i) => client.request("Slow", { ms: 1000, i }, { id, timeout: 45_000 }));
-    results.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
-    await new Promise((r) => setTimeout(r, 0)); // let the requests reach the socket
-    await client.flush(); // every one acknowledged: accepted by the Subject
-    const t0 = performance.now();
-    const old = await killRole(d.dir, "subject");
-    assert.ok(old !== undefined, "a Subject to kill");
-    const out = await Promise.all(results);
-    const recovered = performance.now() - t0;
-    out.forEach((p, i) => {
-      assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
-      assert.equal(p.values.i, i);
-      assert.equal(p.values.slept, true);
-    });
-    const pids = await rolePids(d.dir, "subject");
-    assert.equal(pids.length, 1, "start restarted the Subject");
-    assert.notEqual(pids[0], old);
-    assert.equal(client.subjectRestarts, 1, "the client saw one new incarnation");
-    const sentinel = await settle(d, client, w.seen, "Slow");
-    assertExactlyOnce(w.finals, ids, sentinel);
-    const s = await roleStats(d.dir, "subject");
-    console.log(
-      `all ${n} finals ${Math.round(recovered)} ms after the kill; resent after the restart: ` +
-        `${client.resentAfterRestart}; late results the new Subject ignored: ${s.lateResults}`,
-    );
-  } finally {
-    await w.close();
-  }
-});
+for (const { label, args } of IM_PLACEMENTS) {
+  Deno.test(`SIGKILL of the Subject with 500 one-second requests in flight: 0 lost, 0 duplicate finals${label}`, async () => {
+    await using d = await startDeployment({ workers: 2, args });
+    await using client = await d.connect();
+    const w = await countFinals(d, "Slow");
+    try {
+      // The subscription handshake first, so that the 500 requests leave at once.
+      assert.equal((await client.request("Slow", { ms: 0 }, { id: "warm-up" })).action, "done");
+      const n = 500;
+      const ids = Array.from({ length: n }, (_, i) => `s-${i}`);
+      const results = ids.map((id, i) => client.request("Slow", { ms: 1000, i }, { id, timeout: 45_000 }));
+      results.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
+      await new Promise((r) => setTimeout(r, 0)); // let the requests reach the socket
+      await client.flush(); // every one acknowledged: accepted by the Subject
+      const t0 = performance.now();
+      const old = await killRole(d.dir, "subject");
+      assert.ok(old !== undefined, "a Subject to kill");
+      const out = await Promise.all(results);
+      const recovered = performance.now() - t0;
+      out.forEach((p, i) => {
+        assert.equal(p.action, "done", `request ${i}: ${JSON.stringify(p.error)}`);
+        assert.equal(p.values.i, i);
+        assert.equal(p.values.slept, true);
+      });
+      const pids = await rolePids(d.dir, "subject");
+      assert.equal(pids.length, 1, "start restarted the Subject");
+      assert.notEqual(pids[0], old);
+      assert.equal(client.subjectRestarts, 1, "the client saw one new incarnation");
+      const sentinel = await settle(d, client, w.seen, "Slow");
+      assertExactlyOnce(w.finals, ids, sentinel);
+      const s = await roleStats(d.dir, "subject");
+      console.log(
+        `all ${n} finals ${Math.round(recovered)} ms after the kill; resent after the restart: ` +
+          `${client.resentAfterRestart}; late results the new Subject ignored: ${s.lateResults}`,
+      );
+    } finally {
+      await w.close();
+    }
+  });
+}
 
 Deno.test("SIGKILL of the Subject while a burst of 2,000 requests is still being sent: 0 lost, 0 duplicate finals", async () => {
   await using d = await startDeployment({ workers: 2 });

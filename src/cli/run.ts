@@ -20,7 +20,8 @@ import { Subject } from "../roles/subject.ts";
 import { Worker } from "../roles/worker.ts";
 import { sandboxGroups } from "../roles/sandbox.ts";
 import { publishMetrics } from "../roles/metrics.ts";
-import { SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+import { type Security, SecurityError, securityOrError, securityStats } from "../roles/security.ts";
+import { Reactor, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import type { CurveClientKeys } from "../zmq/curve.ts";
 
 /** Creates and checks the runtime directory (see `ensureRuntimeDir`); prints why not and returns false. */
@@ -186,7 +187,8 @@ export function waitForStop(supervised = false): Promise<string> {
 /**
  * Keeps a started role running: writes its counters to the runtime directory and publishes them
  * (`metrics.ts`, with `curve` keys on tcp) until it is told to stop (see {@linkcode waitForStop}),
- * then runs `shutdown`. Returns the exit code.
+ * then runs `shutdown`. Returns the exit code. `alsoRuns`: the other roles the process runs,
+ * whose counters are written and published the same way, each under its own name.
  */
 export async function serveUntilStopped(
   config: Config,
@@ -195,16 +197,48 @@ export async function serveUntilStopped(
   snapshot: () => unknown,
   shutdown: (signal: string) => Promise<void>,
   curve?: CurveClientKeys,
+  alsoRuns: readonly RoleCounters[] = [],
 ): Promise<number> {
-  const stopStats = statsWriter(config, role, snapshot);
-  // A worker's key may join the worker endpoint only: its metrics go there (`METRICS`).
-  const stopMetrics = role === "worker"
-    ? publishMetrics({ subject: config.subject_worker_address, via: "workers", curve, role, snapshot })
-    : publishMetrics({ subject: config.subject_pull_address, curve, role, snapshot });
+  const stops = [{ role, snapshot }, ...alsoRuns].flatMap(({ role, snapshot }) => [
+    statsWriter(config, role, snapshot),
+    // A worker's key may join the worker endpoint only: its metrics go there (`METRICS`).
+    role === "worker"
+      ? publishMetrics({ subject: config.subject_worker_address, via: "workers", curve, role, snapshot })
+      : publishMetrics({ subject: config.subject_pull_address, curve, role, snapshot }),
+  ]);
   await shutdown(await waitForStop(supervised));
-  stopMetrics();
-  stopStats();
+  for (const stop of stops.reverse()) stop();
   return 0;
+}
+
+/** A role a process runs besides its own, with its counters (the IM in the Subject's process). */
+export interface RoleCounters {
+  /** The role's name in `stats` and the runtime directory. */
+  readonly role: string;
+  /** Its counters. */
+  readonly snapshot: () => unknown;
+}
+
+/**
+ * Starts the Integration Manager on the config's endpoints; in the Subject's process
+ * (`integration_manager_in_subject`), on its `reactor`, the pull socket binding `local` too.
+ */
+function startIntegrationManager(
+  config: Config,
+  security: Security | undefined,
+  shared?: { reactor: Reactor; local: string },
+): Promise<IntegrationManager | null> {
+  return started(() =>
+    IntegrationManager.start({
+      pullAddress: config.integration_manager_pull_address,
+      pubAddress: config.integration_manager_pub_address,
+      maxMessageSize: config.max_message_size,
+      subscriberBuffer: config.subscriber_buffer,
+      security,
+      reactor: shared?.reactor,
+      localPullAddress: shared?.local,
+    })
+  );
 }
 
 /** `integration-manager`: runs until SIGINT/SIGTERM. */
@@ -212,15 +246,7 @@ export async function runIntegrationManager(config: Config, supervised = false):
   const security = await securityOrError(config);
   if (security === null) return 1;
   if (!await runtimeDirOk(config)) return 1;
-  const im = await started(() =>
-    IntegrationManager.start({
-      pullAddress: config.integration_manager_pull_address,
-      pubAddress: config.integration_manager_pub_address,
-      maxMessageSize: config.max_message_size,
-      subscriberBuffer: config.subscriber_buffer,
-      security,
-    })
-  );
+  const im = await startIntegrationManager(config, security);
   if (!im) return 1;
   return await serveUntilStopped(
     config,
@@ -258,13 +284,25 @@ export async function runSubject(
     onCurrent: (sources: readonly SourceFile[]) => writeReloaded(config, sources),
     restored: reloaded !== undefined,
   };
+  // With the IM in this process, the two share one reactor and talk over inproc: the IM's
+  // batches and acknowledgements cross no process and no kernel socket (README, "The Integration
+  // Manager in the Subject's process").
+  const shared = config.integration_manager_in_subject
+    ? { reactor: new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS }), local: `inproc://zmanager-im-${Deno.pid}` }
+    : undefined;
+  const im = shared ? await startIntegrationManager(config, security, shared) : undefined;
+  if (im === null) {
+    await shared?.reactor.close();
+    return 1;
+  }
   const subject = await started(() =>
     Subject.start({
+      reactor: shared?.reactor,
       security,
       flows: catalog.flows,
       pullAddress: config.subject_pull_address,
       workerAddress: config.subject_worker_address,
-      integrationManagerAddress: config.integration_manager_pull_address,
+      integrationManagerAddress: shared?.local ?? config.integration_manager_pull_address,
       stepLimit: config.step_limit,
       heartbeatTimeout: config.heartbeat_timeout,
       maxPending: config.max_pending,
@@ -277,15 +315,32 @@ export async function runSubject(
       reload,
     })
   );
-  if (!subject) return 1;
+  if (!subject) {
+    await im?.close();
+    await shared?.reactor.close();
+    return 1;
+  }
   const snapshot = () => ({ ...subject.stats(), ...securityStats() });
-  return await serveUntilStopped(config, "subject", supervised, snapshot, async (signal) => {
-    const log = logger("subject");
-    log.info("{signal}: draining (no new requests; finishing accepted ones)", { signal });
-    if (!await subject.drain(config.handler_timeout + 5000)) {
-      log.warn("Drain timed out with work still in flight");
-    }
-  }, security?.keys);
+  // The gatekeeper's counts are the process's: in the Subject's row only.
+  const imRow = im ? [{ role: "integration-manager", snapshot: () => im.stats() }] : [];
+  return await serveUntilStopped(
+    config,
+    "subject",
+    supervised,
+    snapshot,
+    async (signal) => {
+      const log = logger("subject");
+      log.info("{signal}: draining (no new requests; finishing accepted ones)", { signal });
+      if (!await subject.drain(config.handler_timeout + 5000)) {
+        log.warn("Drain timed out with work still in flight");
+      }
+      // The IM last: the drain waited for its acknowledgement of every publication.
+      await im?.close();
+      await shared?.reactor.close();
+    },
+    security?.keys,
+    imRow,
+  );
 }
 
 /**

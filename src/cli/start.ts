@@ -111,6 +111,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     ...(options.allowComponentPermissions ? ["--allow-component-permissions"] : []),
   ];
 
+  const imInSubject = config.integration_manager_in_subject;
   const spawner = (role: string, withFiles: boolean) => () =>
     new Deno.Command(Deno.execPath(), {
       args: [
@@ -123,7 +124,13 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         // V8 chose up to 4x: about 13 MiB live, so it collects at about 20 MiB instead of 50-60
         // (peak RSS 150-163 -> 112-122 MiB, the peak rate about 3% lower; a growth factor, not a
         // limit: a Subject that holds more grows with it). docs/performance.md, rounds 3 and 5.
-        ...(role === "subject" ? ["--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50"] : []),
+        ...(role === "subject"
+          ? [
+            `--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50${
+              imInSubject ? ",--expose-gc" : ""
+            }`,
+          ]
+          : []),
         // The only way Deno gives a thread permissions of its own (README, "Handler sandbox").
         ...(role === "worker" && config.sandbox ? ["--unstable-worker-options"] : []),
         cli,
@@ -137,7 +144,8 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     }).spawn();
 
   const roles = options.roles ?? new Set(START_ROLES);
-  const im = roles.has("integration-manager")
+  // The IM runs in the Subject's process: no process of its own, and it comes back with the Subject.
+  const im = roles.has("integration-manager") && !imInSubject
     ? new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log)
     : undefined;
   const subject = roles.has("subject")
@@ -173,9 +181,10 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   // Ready once a ping travels client -> Subject -> Integration Manager -> client; on a host that
   // runs only some roles, once each of its role processes has written its counters (its sockets
   // are bound or connected).
-  const early = [im, subject, ...(subject && im ? [] : workers)].filter((p) => p !== undefined);
+  const imHere = im !== undefined || (subject !== undefined && imInSubject);
+  const early = [im, subject, ...(subject && imHere ? [] : workers)].filter((p) => p !== undefined);
   const earlyExit = Promise.race(early.map((p) => p.child.status)).then(() => "exited" as const);
-  const probe = subject && im
+  const probe = subject && imHere
     ? pingProbe(config, security)
     : statsProbe(config, early.map((p) => p.child.pid));
   if ((await Promise.race([probe, earlyExit])) === "exited") {
@@ -207,7 +216,8 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   console.log("ready");
   log.info("ZManager running in {dir}: {roles}, {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
-    roles: [...roles].join(", "),
+    roles: [...roles].filter((r) => !(imInSubject && r === "integration-manager"))
+      .map((r) => r === "subject" && imInSubject ? "subject (with the integration-manager)" : r).join(", "),
     workers: workers.length,
     flows: catalog.flows.size,
   });

@@ -42,6 +42,11 @@ export interface IntegrationManagerOptions {
   readonly subscriberBuffer?: number;
   /** A reactor to share (for inproc deployments); by default the IM makes its own. */
   readonly reactor?: Reactor;
+  /**
+   * An `inproc://` endpoint the pull socket binds too, besides `pullAddress`: the link of a
+   * Subject that shares this IM's process and reactor (`integration_manager_in_subject`).
+   */
+  readonly localPullAddress?: string;
   /** Milliseconds between binding the publish endpoint and the pull endpoint. @default {IM_WARMUP_MS} */
   readonly warmupMs?: number;
 }
@@ -189,6 +194,7 @@ export class IntegrationManager {
       maxMessageSize: max === undefined ? undefined : internalFrameLimit(max),
     });
     await bindSecure(reactor, pull, options.pullAddress, "subject", options.security);
+    if (options.localPullAddress) await pull.bind(options.localPullAddress);
     im.#sockets.push(pull);
     im.#pull = pull;
     const stats = im.#stats;
