@@ -29,6 +29,7 @@ import {
   type FlowRun,
   type Goal,
   goal,
+  type LatencyFigures,
   percentile,
   printTable,
   round2,
@@ -60,9 +61,17 @@ export async function deploy(
   workers: number,
   sandbox = true,
   curve = false,
+  imInSubject = false,
 ): Promise<Deployment & { curve?: CurveClientKeys }> {
   if (curve) return await deployCurve(workers);
-  const d = await spawnDeployment({ files: FILES, workers, args: sandbox ? [] : ["--no-sandbox"] });
+  const d = await spawnDeployment({
+    files: FILES,
+    workers,
+    args: [
+      ...(sandbox ? [] : ["--no-sandbox"]),
+      ...(imInSubject ? ["--integration-manager-in-subject", "on"] : []),
+    ],
+  });
   for (let i = 0; i < 100 && (await rolePids(d.dir, "worker")).length < workers; i++) await delay(50);
   return d;
 }
@@ -97,13 +106,25 @@ async function deployCurve(workers: number): Promise<Deployment & { curve: Curve
   });
 }
 
+/** How {@linkcode flowRun} deploys and what it measures beyond the peak. */
+interface FlowRunOptions {
+  /** Measure latency too: one at a time, open loops, CPU per flow at 10,000/s, idle. */
+  readonly latency?: boolean;
+  /** Handlers in sandbox threads. @default {true} */
+  readonly sandbox?: boolean;
+  /** tcp with CURVE on loopback. */
+  readonly curve?: boolean;
+  /** `integration_manager_in_subject = on`. */
+  readonly imInSubject?: boolean;
+  /** The open loops' offered rates; by default 50% and 10% of this run's own peak. */
+  readonly rates?: { readonly rate: number; readonly lowRate: number };
+}
+
 async function flowRun(
   steps: number,
   workers: number,
   seconds: number,
-  latency: boolean,
-  sandbox = true,
-  curve = false,
+  options: FlowRunOptions = {},
 ): Promise<
   FlowRun & {
     latency?: {
@@ -123,7 +144,8 @@ async function flowRun(
     };
   }
 > {
-  const d = await deploy(workers, sandbox, curve);
+  const { latency = false, sandbox = true, curve = false, imInSubject = false } = options;
+  const d = await deploy(workers, sandbox, curve, imInSubject);
   const g = new Generator(`Bench${steps}`);
   try {
     await g.open(d);
@@ -150,10 +172,10 @@ async function flowRun(
     let sequential: number[] | undefined;
     if (latency) {
       sequential = await g.sequential(500);
-      const rate = Math.round(flowsPerSecond / 2);
+      const rate = options.rates?.rate ?? Math.round(flowsPerSecond / 2);
       const monitors = kernelMemoryMonitors();
       const [rtt, busy] = await withCpu([...all, ...monitors], () => g.openLoop(rate, seconds));
-      const lowRate = Math.round(flowsPerSecond / 10);
+      const lowRate = options.rates?.lowRate ?? Math.round(flowsPerSecond / 10);
       const [low, lowBusy] = await withCpu(all, () => g.openLoop(lowRate, seconds));
       // The efficiency figure: CPU per flow at a fixed 10,000 flows/s (issue 23).
       const [at10k, at10kCores] = await withCpu(all, () => g.openLoop(EFFICIENCY_RATE, seconds));
@@ -182,7 +204,16 @@ async function flowRun(
         idleSwitches: Math.round(idleSwitches),
       };
     }
-    return { steps, workers, sandbox, flowsPerSecond, warmUpFlowsPerSecond, roles, latency: lat };
+    return {
+      steps,
+      workers,
+      sandbox,
+      imInSubject,
+      flowsPerSecond,
+      warmUpFlowsPerSecond,
+      roles,
+      latency: lat,
+    };
   } finally {
     await g.close();
     await d.stop();
@@ -199,7 +230,7 @@ const IDLE_SECONDS = 3;
 const WARM_UP_SECONDS = 8;
 
 /** Issue 23's goals as ratios of this run's figures. */
-function goals(z: BenchResult["zmanager"], b: BenchResult["bare"], mol: MoleculerRun | null): Goal[] {
+function goals(z: LatencyFigures, b: BenchResult["bare"], mol: MoleculerRun | null): Goal[] {
   const nan = Number.NaN;
   const z50 = z.open_loop_50pct_of_peak, z10 = z.open_loop_10pct_of_peak;
   const b50 = b.open_loop_50pct_of_peak, b10 = b.open_loop_10pct_of_peak;
@@ -242,12 +273,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/12: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/13: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/12: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/13: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/12: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/13: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -265,25 +296,34 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers, sandbox] of shapes) {
     const latency = steps === 3 && workers === 2 && sandbox;
     say(
-      `bench ${stage++}/12: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
+      `bench ${stage++}/13: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
         sandbox ? "" : ", --no-sandbox"
       }, closed loop${latency ? " then open loop at 50% of peak" : ""}`,
     );
-    runs.push(await flowRun(steps, workers, seconds, latency, sandbox));
+    runs.push(await flowRun(steps, workers, seconds, { latency, sandbox }));
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2 && r.sandbox)!;
   const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox)!;
-  say("bench 9/12: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
-  const curve = libzmq().curve ? await flowRun(3, 2, seconds, false, true, true) : undefined;
-  say("bench 10/12: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  say(
+    `bench ${stage++}/13: 3-step flow, 2 workers, the IM in the Subject's process; open loops at the rates above`,
+  );
+  const inSubject = await flowRun(3, 2, seconds, {
+    latency: true,
+    imInSubject: true,
+    rates: { rate: main.latency!.rate, lowRate: main.latency!.lowRate },
+  });
+  runs.push(inSubject);
+  say("bench 10/13: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
+  const curve = libzmq().curve ? await flowRun(3, 2, seconds, { curve: true }) : undefined;
+  say("bench 11/13: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate, EFFICIENCY_RATE], seconds);
-  say("bench 11/12: Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
+  say("bench 12/13: Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
   const moleculer = await moleculerRun(seconds, WARM_UP_SECONDS, [EFFICIENCY_RATE]).catch((e) => {
     say(`  Moleculer: not measured (${e instanceof Error ? e.message : e})`);
     return null;
   });
   say(
-    "bench 12/12 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
+    "bench 13/13 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
       "alternated with a bare Deno.serve and the ZeroMQ generator at 64 outstanding",
   );
   const gateway = await gatewayRun(seconds);
@@ -294,7 +334,6 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms; bare Deno.serve ${gateway.floor.perSecond} req/s; ` +
       `ZeroMQ at ${gateway.connections} outstanding ${gateway.zeromqAtConnections} flows/s`,
   );
-  const lat = main.latency!;
   const open = (rtt: number[], rate: number, cores: number) => ({
     offered_per_s: rate,
     p50_ms: round3(percentile(rtt, 50)),
@@ -306,26 +345,33 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     p50_ms: round3(percentile(sorted, 50)),
     p99_ms: round3(percentile(sorted, 99)),
   });
+  /** The figures of a run measured with `latency`. */
+  const measured = (run: typeof main): LatencyFigures => {
+    const lat = run.latency!;
+    return {
+      peak_flows_per_s: Math.round(run.flowsPerSecond),
+      peak_to_raw_hop: Math.round((run.flowsPerSecond / rawHop) * 10000) / 10000,
+      one_at_a_time: trip(lat.sequential),
+      open_loop_50pct_of_peak: {
+        ...open(lat.rtt, lat.rate, lat.busyCores),
+        p90_ms: round3(percentile(lat.rtt, 90)),
+        kdamond_cores: lat.monitorCores,
+      },
+      open_loop_10pct_of_peak: open(lat.low, lat.lowRate, lat.lowBusyCores),
+      open_loop_10000_per_s: {
+        ...open(lat.at10k, EFFICIENCY_RATE, lat.at10kCores),
+        roles_cpu_us_per_flow: round2((lat.at10kRoleCores / EFFICIENCY_RATE) * 1e6),
+      },
+      peak_rss_mib: Object.fromEntries(Object.entries(run.roles).map(([k, v]) => [k, v.rssMiB])),
+      idle: { cpu_cores: lat.idleCpu, context_switches_per_s: lat.idleSwitches },
+    };
+  };
   const zmanager: BenchResult["zmanager"] = {
-    peak_flows_per_s: Math.round(main.flowsPerSecond),
-    peak_to_raw_hop: Math.round((main.flowsPerSecond / rawHop) * 10000) / 10000,
+    ...measured(main),
     no_sandbox_peak_flows_per_s: Math.round(unboxed.flowsPerSecond),
     sandbox_cost: Math.round((1 - main.flowsPerSecond / unboxed.flowsPerSecond) * 1000) / 1000,
     curve_peak_flows_per_s: curve ? Math.round(curve.flowsPerSecond) : null,
     curve_cost: curve ? Math.round((main.flowsPerSecond / curve.flowsPerSecond) * 100) / 100 : null,
-    one_at_a_time: trip(lat.sequential),
-    open_loop_50pct_of_peak: {
-      ...open(lat.rtt, lat.rate, lat.busyCores),
-      p90_ms: round3(percentile(lat.rtt, 90)),
-      kdamond_cores: lat.monitorCores,
-    },
-    open_loop_10pct_of_peak: open(lat.low, lat.lowRate, lat.lowBusyCores),
-    open_loop_10000_per_s: {
-      ...open(lat.at10k, EFFICIENCY_RATE, lat.at10kCores),
-      roles_cpu_us_per_flow: round2((lat.at10kRoleCores / EFFICIENCY_RATE) * 1e6),
-    },
-    peak_rss_mib: Object.fromEntries(Object.entries(main.roles).map(([k, v]) => [k, v.rssMiB])),
-    idle: { cpu_cores: lat.idleCpu, context_switches_per_s: lat.idleSwitches },
     runs: runs.map(({ latency: _l, ...r }) => ({
       ...r,
       flowsPerSecond: Math.round(r.flowsPerSecond),
@@ -354,10 +400,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       node_zeromq: node,
     },
     zmanager,
+    zmanager_im_in_subject: measured(inSubject),
     bare: bareFigures,
     moleculer,
     gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
     goals: goals(zmanager, bareFigures, moleculer),
+    goals_im_in_subject: goals(measured(inSubject), bareFigures, moleculer),
   };
   say("bench: done");
   printTable(result);

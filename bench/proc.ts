@@ -11,7 +11,12 @@ import { rolePids } from "../testing/deployment.ts";
 export async function roleProcesses(dir: string): Promise<[string, number][]> {
   const out: [string, number][] = [];
   for (const role of ["subject", "integration-manager", "worker"]) {
-    for (const pid of await rolePids(dir, role)) out.push([role, pid]);
+    for (const pid of await rolePids(dir, role)) {
+      // The IM in the Subject's process (`integration_manager_in_subject`): one process, named once.
+      const same = out.find(([, p]) => p === pid);
+      if (same) same[0] = `${same[0]} + ${role}`;
+      else out.push([role, pid]);
+    }
   }
   return out;
 }

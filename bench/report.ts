@@ -17,6 +17,8 @@ export interface FlowRun {
   readonly workers: number;
   /** Handlers ran in sandbox threads (the default), or on the workers' threads (`--no-sandbox`). */
   readonly sandbox: boolean;
+  /** The IM ran in the Subject's process (`integration_manager_in_subject`). */
+  readonly imInSubject: boolean;
   /** Flows per second at peak (closed loop). */
   readonly flowsPerSecond: number;
   /** Flows per second over the warm-up: the same load during the first seconds after start. */
@@ -71,11 +73,7 @@ export interface BenchResult {
     readonly node_zeromq: { push_pull_msgs_per_s: number; rtt_p50_ms: number; rtt_p99_ms: number } | null;
   };
   /** ZManager: the 3-step flow with 2 workers (sandbox on, ipc) unless a key says otherwise. */
-  readonly zmanager: {
-    /** Closed-loop peak, flows/s. */
-    readonly peak_flows_per_s: number;
-    /** `peak_flows_per_s / raw.hop_msgs_per_s`. */
-    readonly peak_to_raw_hop: number;
+  readonly zmanager: LatencyFigures & {
     /** The same flow with `--no-sandbox`: peak flows/s. */
     readonly no_sandbox_peak_flows_per_s: number;
     /** `1 - peak / no_sandbox_peak` (negative: nothing measurable). */
@@ -84,24 +82,15 @@ export interface BenchResult {
     readonly curve_peak_flows_per_s: number | null;
     /** `peak_flows_per_s / curve_peak_flows_per_s`. */
     readonly curve_cost: number | null;
-    /** One request at a time, back to back (no other load). */
-    readonly one_at_a_time: RoundTrip;
-    /** Open loop at 50% of the peak (with its p90 and the kernel memory monitor's CPU meanwhile). */
-    readonly open_loop_50pct_of_peak: OpenLoop & {
-      readonly p90_ms: number;
-      readonly kdamond_cores: number | null;
-    };
-    /** Open loop at 10% of the peak. */
-    readonly open_loop_10pct_of_peak: OpenLoop;
-    /** Open loop at 10,000 flows/s, the efficiency figure; `roles_cpu_us_per_flow` leaves the generator out. */
-    readonly open_loop_10000_per_s: OpenLoop & { readonly roles_cpu_us_per_flow: number };
-    /** Peak RSS of each role process (and the load generator) over the peak run, MiB. */
-    readonly peak_rss_mib: Record<string, number>;
-    /** The deployment idle, from 1.5 s after the load: CPU of its roles and their context switches. */
-    readonly idle: { readonly cpu_cores: number; readonly context_switches_per_s: number };
-    /** Every closed-loop run (flow shapes, sandbox on and off). */
+    /** Every closed-loop run (flow shapes, sandbox on and off, the IM in the Subject's process). */
     readonly runs: readonly FlowRun[];
   };
+  /**
+   * The same deployment with `integration_manager_in_subject = on` (the IM in the Subject's
+   * process), in the same run; its open loops offered at the same rates as `zmanager`'s (50% and
+   * 10% of that peak), so that both compare with the bare pipeline's.
+   */
+  readonly zmanager_im_in_subject: LatencyFigures;
   /**
    * The bare pipeline: the deployment's shape (four hops, five processes) with relays that only
    * forward each message (libzmq's loop called from Deno), at the same offered rates.
@@ -118,6 +107,31 @@ export interface BenchResult {
   readonly gateway?: GatewayRun & { readonly ratio_to_zeromq_client: number };
   /** The performance goals (issue 23), each as the ratio this run measured. */
   readonly goals: readonly Goal[];
+  /** The same goals for `zmanager_im_in_subject`. */
+  readonly goals_im_in_subject: readonly Goal[];
+}
+
+/** A deployment's figures under load: its peak, latencies at named loads, CPU, memory, idle. */
+export interface LatencyFigures {
+  /** Closed-loop peak, flows/s. */
+  readonly peak_flows_per_s: number;
+  /** `peak_flows_per_s / raw.hop_msgs_per_s`. */
+  readonly peak_to_raw_hop: number;
+  /** One request at a time, back to back (no other load). */
+  readonly one_at_a_time: RoundTrip;
+  /** Open loop at 50% of the peak (with its p90 and the kernel memory monitor's CPU meanwhile). */
+  readonly open_loop_50pct_of_peak: OpenLoop & {
+    readonly p90_ms: number;
+    readonly kdamond_cores: number | null;
+  };
+  /** Open loop at 10% of the peak. */
+  readonly open_loop_10pct_of_peak: OpenLoop;
+  /** Open loop at 10,000 flows/s, the efficiency figure; `roles_cpu_us_per_flow` leaves the generator out. */
+  readonly open_loop_10000_per_s: OpenLoop & { readonly roles_cpu_us_per_flow: number };
+  /** Peak RSS of each role process (and the load generator) over the peak run, MiB. */
+  readonly peak_rss_mib: Record<string, number>;
+  /** The deployment idle, from 1.5 s after the load: CPU of its roles and their context switches. */
+  readonly idle: { readonly cpu_cores: number; readonly context_switches_per_s: number };
 }
 
 /** One goal: `value` must be at most (`"max"`) or at least (`"min"`) `limit`. */
@@ -132,6 +146,80 @@ export interface Goal {
   readonly limit: number;
   /** Whether this run met it. */
   readonly met: boolean;
+}
+
+function goalLine(g: Goal): string {
+  return `  ${g.met ? "met    " : "not met"}  ${g.name}: ${g.value} (${
+    g.bound === "min" ? ">=" : "<="
+  } ${g.limit})`;
+}
+
+/** The table of one ZManager deployment's figures beside the bare pipeline's and Moleculer's. */
+function flowTable(name: string, z: LatencyFigures, r: BenchResult): string[] {
+  const b = r.bare, mol = r.moleculer;
+  const molAt10k = mol?.open.find((o) => o.rate === 10_000);
+  const molOne = mol && { p50_ms: mol.one_at_a_time_p50_ms, p99_ms: mol.one_at_a_time_p99_ms };
+  const row = (what: string, ...cells: string[]) => `| ${what} | ${cells.join(" | ")} |`;
+  return [
+    `| 3-step flow, 2 workers, results back to the caller | ${name} | bare pipeline | Moleculer | ${name} / bare | ${name} / Moleculer |`,
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    row(
+      `peak, closed loop (${fmt(r.closed_loop_window)} outstanding)`,
+      `${fmt(z.peak_flows_per_s)} flows/s`,
+      "–",
+      mol ? `${fmt(mol.flows_per_s)} flows/s` : "not measured",
+      "–",
+      mol ? times(z.peak_flows_per_s, mol.flows_per_s) : "–",
+    ),
+    row(
+      "one request at a time: p50 / p99",
+      ms(z.one_at_a_time),
+      ms(b.one_at_a_time),
+      molOne ? ms(molOne) : "–",
+      ratios(z.one_at_a_time, b.one_at_a_time),
+      molOne ? ratios(z.one_at_a_time, molOne) : "–",
+    ),
+    ...([["50%", z.open_loop_50pct_of_peak, b.open_loop_50pct_of_peak], [
+      "10%",
+      z.open_loop_10pct_of_peak,
+      b.open_loop_10pct_of_peak,
+    ]] as const).map(([share, zz, bb]) =>
+      row(
+        `open loop at ${share} of our peak (${fmt(zz.offered_per_s)} flows/s offered): p50 / p99`,
+        ms(zz),
+        ms(bb),
+        "–",
+        ratios(zz, bb),
+        "–",
+      )
+    ),
+    row(
+      "open loop at 10,000 flows/s offered: p50 / p99",
+      ms(z.open_loop_10000_per_s),
+      ms(b.open_loop_10000_per_s),
+      molAt10k ? ms(molAt10k) : "–",
+      ratios(z.open_loop_10000_per_s, b.open_loop_10000_per_s),
+      molAt10k ? ratios(z.open_loop_10000_per_s, molAt10k) : "–",
+    ),
+    row(
+      "µs of CPU per flow at 10,000 flows/s (all processes, load generator included)",
+      z.open_loop_10000_per_s.cpu_us_per_flow.toFixed(1),
+      b.open_loop_10000_per_s.cpu_us_per_flow.toFixed(1),
+      molAt10k ? molAt10k.cpu_us_per_flow.toFixed(1) : "–",
+      times(z.open_loop_10000_per_s.cpu_us_per_flow, b.open_loop_10000_per_s.cpu_us_per_flow),
+      molAt10k ? times(z.open_loop_10000_per_s.cpu_us_per_flow, molAt10k.cpu_us_per_flow) : "–",
+    ),
+    row(
+      "peak RSS at peak load, largest process",
+      `${
+        Math.max(...Object.entries(z.peak_rss_mib).filter(([k]) => k !== "load generator").map(([, v]) => v))
+      } MiB`,
+      "–",
+      mol ? `${Math.max(...mol.rss_mib.slice(1))} MiB (worker nodes)` : "–",
+      "–",
+      "–",
+    ),
+  ];
 }
 
 /** A goal from its ratio and bound; `met` is false when the ratio could not be measured. */
@@ -167,6 +255,8 @@ export function round3(n: number): number {
 
 const ms = (x: RoundTrip) => `${x.p50_ms.toFixed(2)} / ${x.p99_ms.toFixed(2)} ms`;
 const times = (a: number, b: number) => (Number.isFinite(a / b) && b > 0 ? `${(a / b).toFixed(2)}x` : "–");
+/** `a`'s p50 and p99 as multiples of `b`'s: "2.00x / 3.10x". */
+const ratios = (a: RoundTrip, b: RoundTrip) => `${times(a.p50_ms, b.p50_ms)} / ${times(a.p99_ms, b.p99_ms)}`;
 
 /** The gateway's rows of the table (none when the run has no gateway figures). */
 function gatewayRows(r: BenchResult): string[] {
@@ -194,8 +284,7 @@ function gatewayRows(r: BenchResult): string[] {
 /** Prints the figures as Markdown tables: the raw ceiling, ZManager beside the bare pipeline and Moleculer, the goals. */
 export function printTable(r: BenchResult): void {
   const m = r.machine;
-  const z = r.zmanager, b = r.bare, mol = r.moleculer;
-  const molAt10k = mol?.open.find((o) => o.rate === 10_000);
+  const z = r.zmanager, mol = r.moleculer;
   const row = (what: string, ...cells: string[]) => `| ${what} | ${cells.join(" | ")} |`;
   const lines = [
     `machine: ${m.cores} cores, ${m.cpu}, ${m.os}; Deno ${m.deno}; libzmq ${m.libzmq}`,
@@ -227,76 +316,9 @@ export function printTable(r: BenchResult): void {
       ]
       : [row("zeromq.js on Node", "not measured (Node or its packages missing)")]),
     "",
-    "| 3-step flow, 2 workers, results back to the caller | ZManager | bare pipeline | Moleculer | ZManager / bare | ZManager / Moleculer |",
-    "| --- | ---: | ---: | ---: | ---: | ---: |",
-    row(
-      `peak, closed loop (${fmt(r.closed_loop_window)} outstanding)`,
-      `${fmt(z.peak_flows_per_s)} flows/s`,
-      "–",
-      mol ? `${fmt(mol.flows_per_s)} flows/s` : "not measured",
-      "–",
-      mol ? times(z.peak_flows_per_s, mol.flows_per_s) : "–",
-    ),
-    row(
-      "one request at a time: p50 / p99",
-      ms(z.one_at_a_time),
-      ms(b.one_at_a_time),
-      mol ? ms({ p50_ms: mol.one_at_a_time_p50_ms, p99_ms: mol.one_at_a_time_p99_ms }) : "–",
-      `${times(z.one_at_a_time.p50_ms, b.one_at_a_time.p50_ms)} / ${
-        times(z.one_at_a_time.p99_ms, b.one_at_a_time.p99_ms)
-      }`,
-      mol
-        ? `${times(z.one_at_a_time.p50_ms, mol.one_at_a_time_p50_ms)} / ${
-          times(z.one_at_a_time.p99_ms, mol.one_at_a_time_p99_ms)
-        }`
-        : "–",
-    ),
-    ...([["50%", z.open_loop_50pct_of_peak, b.open_loop_50pct_of_peak], [
-      "10%",
-      z.open_loop_10pct_of_peak,
-      b.open_loop_10pct_of_peak,
-    ]] as const).map(([share, zz, bb]) =>
-      row(
-        `open loop at ${share} of our peak (${fmt(zz.offered_per_s)} flows/s offered): p50 / p99`,
-        ms(zz),
-        ms(bb),
-        "–",
-        `${times(zz.p50_ms, bb.p50_ms)} / ${times(zz.p99_ms, bb.p99_ms)}`,
-        "–",
-      )
-    ),
-    row(
-      "open loop at 10,000 flows/s offered: p50 / p99",
-      ms(z.open_loop_10000_per_s),
-      ms(b.open_loop_10000_per_s),
-      molAt10k ? ms(molAt10k) : "–",
-      `${times(z.open_loop_10000_per_s.p50_ms, b.open_loop_10000_per_s.p50_ms)} / ${
-        times(z.open_loop_10000_per_s.p99_ms, b.open_loop_10000_per_s.p99_ms)
-      }`,
-      molAt10k
-        ? `${times(z.open_loop_10000_per_s.p50_ms, molAt10k.p50_ms)} / ${
-          times(z.open_loop_10000_per_s.p99_ms, molAt10k.p99_ms)
-        }`
-        : "–",
-    ),
-    row(
-      "µs of CPU per flow at 10,000 flows/s (all processes, load generator included)",
-      z.open_loop_10000_per_s.cpu_us_per_flow.toFixed(1),
-      b.open_loop_10000_per_s.cpu_us_per_flow.toFixed(1),
-      molAt10k ? molAt10k.cpu_us_per_flow.toFixed(1) : "–",
-      times(z.open_loop_10000_per_s.cpu_us_per_flow, b.open_loop_10000_per_s.cpu_us_per_flow),
-      molAt10k ? times(z.open_loop_10000_per_s.cpu_us_per_flow, molAt10k.cpu_us_per_flow) : "–",
-    ),
-    row(
-      "peak RSS at peak load, largest process",
-      `${
-        Math.max(...Object.entries(z.peak_rss_mib).filter(([k]) => k !== "load generator").map(([, v]) => v))
-      } MiB`,
-      "–",
-      mol ? `${Math.max(...mol.rss_mib.slice(1))} MiB (worker nodes)` : "–",
-      "–",
-      "–",
-    ),
+    ...flowTable("ZManager", z, r),
+    "",
+    ...flowTable("IM in the Subject", r.zmanager_im_in_subject, r),
     "",
     "| more of ZManager | figure |",
     "| --- | ---: |",
@@ -304,7 +326,7 @@ export function printTable(r: BenchResult): void {
       row(
         `${x.steps}-step flow, ${x.workers} worker${x.workers > 1 ? "s" : ""}${
           x.sandbox ? "" : ", --no-sandbox"
-        }, peak (closed loop)`,
+        }${x.imInSubject ? ", the IM in the Subject's process" : ""}, peak (closed loop)`,
         `${fmt(x.flowsPerSecond)} flows/s (first ${r.warm_up_seconds} s: ${fmt(x.warmUpFlowsPerSecond)})`,
       )
     ),
@@ -351,11 +373,9 @@ export function printTable(r: BenchResult): void {
     (mol ? `; Moleculer caller ${mol.rss_mib[0]}, worker nodes ${mol.rss_mib.slice(1).join(", ")}` : ""),
     "",
     "Goals (issue 23), as measured in this run:",
-    ...r.goals.map((g) =>
-      `  ${g.met ? "met    " : "not met"}  ${g.name}: ${g.value} (${
-        g.bound === "min" ? ">=" : "<="
-      } ${g.limit})`
-    ),
+    ...r.goals.map(goalLine),
+    "The same goals with the IM in the Subject's process (`integration_manager_in_subject = on`):",
+    ...r.goals_im_in_subject.map(goalLine),
   ];
   console.log(lines.join("\n"));
 }
