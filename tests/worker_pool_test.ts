@@ -209,9 +209,16 @@ Deno.test("pool: STUCK pins the failure on the named step; the worker's other st
   const [a, b] = steps("a", "b");
   pool.submit(a);
   pool.submit(b);
-  assert.equal(pool.isWatchdog("w1!watchdog", "w1", "secret"), true);
-  assert.equal(pool.isWatchdog("w1!watchdog", "w1", "guess"), false, "the secret is required");
-  assert.equal(pool.isWatchdog("w2!watchdog", "w1", "secret"), false, "from the worker's own watchdog");
+  assert.equal(pool.isStuckReport("w1!watchdog", "w1", "secret"), true);
+  assert.equal(
+    pool.isStuckReport("w1", "w1", "secret"),
+    true,
+    "a sandbox's report, on the worker's connection",
+  );
+  assert.equal(pool.isStuckReport("w1!watchdog", "w1", "guess"), false, "the secret is required");
+  assert.equal(pool.isStuckReport("w1", "w1", undefined), false, "the secret is required");
+  assert.equal(pool.isStuckReport("w2!watchdog", "w1", "secret"), false, "from the worker's own watchdog");
+  assert.equal(pool.isStuckReport("w2", "w1", "secret"), false, "from the worker itself");
   assert.equal(pool.stuck("w1", 999, 500), undefined, "a step no longer at the worker");
   const out = pool.stuck("w1", d("b"), 500)!;
   assert.equal(out.redelivered, 1);

@@ -176,9 +176,10 @@ export class WorkerSide {
     }
     if (type === CONTROL.LOADED) return this.#reloads.onLoaded(key, frames[2]);
     if (type === CONTROL.STUCK) {
-      // From a worker's watchdog thread, on a socket of its own named after the worker.
+      // From a worker's watchdog thread, on a socket of its own named after the worker, or from
+      // the worker itself when a handler blocked one of its sandboxes.
       const r = decodeStuck(frames[2]);
-      if (!r || !this.pool.isWatchdog(key, r.worker, r.token)) {
+      if (!r || !this.pool.isStuckReport(key, r.worker, r.token)) {
         return this.#host.drop("bad_worker_message", "STUCK");
       }
       const out = this.pool.stuck(r.worker, r.d, r.ms);

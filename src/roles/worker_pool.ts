@@ -327,10 +327,14 @@ export class WorkerPool<S extends object, L> {
     this.#maybeForget(w);
   }
 
-  /** True if a `STUCK` report from socket `sender`, about `worker`, carries that worker's secret. */
-  isWatchdog(sender: string, worker: string, token: string | undefined): boolean {
+  /**
+   * True if a `STUCK` report from socket `sender`, about `worker`, carries that worker's secret
+   * and comes from the worker itself (a sandbox's report) or from its watchdog thread's socket.
+   */
+  isStuckReport(sender: string, worker: string, token: string | undefined): boolean {
     const w = this.#workers.get(worker);
-    return w?.watch !== undefined && token === w.watch && sender === `${worker}!watchdog`;
+    return w?.watch !== undefined && token === w.watch &&
+      (sender === worker || sender === `${worker}!watchdog`);
   }
 
   /**
