@@ -3,8 +3,9 @@
  * components' permissions (`deno.permissions`, behind `--unstable-worker-options`), one per
  * distinct permission set, none holding FFI: the worker's main thread, which holds libzmq, runs
  * no handler code. Each sandbox runs whole segments (`sandbox_thread.ts`); the steps of a turn
- * go in as one message and their results come back as one. A segment whose next step is another
- * sandbox's goes on there, through the main thread.
+ * go in as one batch and their results come back as one, through two rings in shared memory
+ * (`ring.ts`; a batch too large for its ring goes as a message). A segment whose next step is
+ * another sandbox's goes on there, through the main thread.
  *
  * The main thread's event loop stays free while a handler blocks its sandbox's loop, so it sees a
  * handler running synchronously past its timeout (the sandbox's `LoopMonitor` buffer),
@@ -34,6 +35,7 @@ import type { Logger } from "@logtape/logtape";
 import { BatchView, BatchWriter } from "../wire/batch.ts";
 import { decodeHeader, parseTopic, text, TopicMemo } from "../wire/protocol.ts";
 import { loopBeatMs, SLOT } from "./loop_monitor.ts";
+import { newRing, RingReader, RingWriter } from "./ring.ts";
 import {
   type FromSandbox,
   HANDOFF_KIND,
@@ -128,6 +130,12 @@ export interface SandboxUnresolved {
 
 const THREAD_URL = new URL("./sandbox_thread.ts", import.meta.url).href;
 
+/**
+ * Bytes of each of a sandbox's two rings: a turn's batch at the bench's peak is under 100 KB; a
+ * larger one goes as a message.
+ */
+const RING_BYTES = 256 * 1024;
+
 /** One sandbox thread, restarted when it is terminated. */
 class Sandbox {
   /** Steps sent to it and not answered. */
@@ -136,12 +144,14 @@ class Sandbox {
   readonly log: Logger = logger("sandbox");
   #thread?: Worker;
   #ready = false;
+  #steps?: RingWriter;
+  #results?: RingReader;
   slots?: Float64Array;
 
   constructor(
     readonly index: number,
     readonly group: SandboxGroup,
-    readonly setup: Omit<SandboxSetup, "index" | "entries" | "owners">,
+    readonly setup: Omit<SandboxSetup, "index" | "entries" | "owners" | "rings">,
     readonly onMessage: (s: Sandbox, m: FromSandbox) => void,
     readonly onCrash: (s: Sandbox, message: string) => void,
   ) {}
@@ -176,7 +186,16 @@ class Sandbox {
     } as WorkerOptions);
     this.#thread = thread;
     this.#ready = false;
-    const setup: SandboxSetup = { ...this.setup, index: this.index, entries: this.group.entries, owners };
+    const rings = { steps: newRing(RING_BYTES), results: newRing(RING_BYTES) };
+    this.#steps = new RingWriter(rings.steps);
+    const results = this.#results = new RingReader(rings.results);
+    const setup: SandboxSetup = {
+      ...this.setup,
+      index: this.index,
+      entries: this.group.entries,
+      owners,
+      rings,
+    };
     thread.onmessage = (e: MessageEvent<FromSandbox>) => {
       const m = e.data;
       if (m.type === "listening") thread.postMessage({ type: "init", setup } satisfies ToSandbox);
@@ -184,6 +203,7 @@ class Sandbox {
         this.slots = new Float64Array(m.monitor);
         this.#ready = true;
         ready.resolve(m);
+        void results.serve((r) => this.onMessage(this, { type: "results", batch: r.bytes, steps: r.tag }));
         this.flush();
       } else this.onMessage(this, m);
     };
@@ -215,8 +235,10 @@ class Sandbox {
   /** Sends the queued step messages as one message (once the thread is ready). */
   flush(): void {
     if (!this.#ready || !this.#out.count) return;
-    const batch = this.#out.take().slice();
-    this.#thread!.postMessage(batch, [batch.buffer]);
+    const batch = this.#out.take();
+    if (this.#steps!.write(batch)) return;
+    const copy = batch.slice();
+    this.#thread!.postMessage(copy, [copy.buffer]);
   }
 
   /** Ends the thread at once; returns the steps it held. */
@@ -224,6 +246,9 @@ class Sandbox {
     this.#thread?.terminate();
     this.#thread = undefined;
     this.#ready = false;
+    // Ends its results' reader (and refuses further writes to its steps).
+    this.#steps?.close();
+    this.#results?.close();
     this.#out.take();
     const lost = [...this.pending];
     this.pending.clear();

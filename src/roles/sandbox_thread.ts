@@ -2,7 +2,8 @@
  * The inside of a handler sandbox (see `sandbox.ts`): a Web Worker of a worker process, bound by
  * Deno to its components' permissions, without FFI. It imports the handler modules of its
  * components, then runs whole segments ({@linkcode StepRunner}): the steps of a turn come in as
- * one batch frame, the results of a turn go back as one. A segment whose next step's handler
+ * one batch frame, the results of a turn go back as one, each through a ring in shared memory
+ * (`ring.ts`), or as a message where a batch does not fit. A segment whose next step's handler
  * lives in another sandbox ends with a hand-off record (kind `HANDOFF_KIND + sandbox`), which
  * the worker's main thread passes on.
  *
@@ -18,6 +19,7 @@ import { BatchView, BatchWriter, KIND_CODES } from "../wire/batch.ts";
 import { StepResults } from "../wire/step_result.ts";
 import { HandlerCalls } from "./handler_calls.ts";
 import { loopBeatMs, LoopMonitor } from "./loop_monitor.ts";
+import { RingReader, RingWriter } from "./ring.ts";
 import { StepRunner } from "./step_runner.ts";
 
 /** Result records of kind `HANDOFF_KIND + i` are step messages for sandbox `i`. */
@@ -48,13 +50,15 @@ export interface SandboxSetup {
   readonly logLevel: string;
   /** Which sandbox runs each step, once known (a restarted sandbox gets it at once). */
   readonly owners?: Owners;
+  /** The rings its steps come in by and its results go out by (see `ring.ts`). */
+  readonly rings: { readonly steps: SharedArrayBuffer; readonly results: SharedArrayBuffer };
 }
 
 /** Main thread → sandbox. */
 export type ToSandbox =
   | { readonly type: "init"; readonly setup: SandboxSetup }
   | { readonly type: "owners"; readonly owners: Owners }
-  | Uint8Array; // a batch of step messages, tagged with their dispatch numbers
+  | Uint8Array; // a batch of step messages, tagged with their dispatch numbers (too large for the ring)
 
 /** Sandbox → main thread. */
 export type FromSandbox =
@@ -71,7 +75,7 @@ export type FromSandbox =
   }
   | {
     readonly type: "results";
-    /** A batch of results, tagged with their dispatch numbers. */
+    /** A batch of results, tagged with their dispatch numbers (too large for the ring). */
     readonly batch: Uint8Array;
     /** Handlers run since the last results. */
     readonly steps: number;
@@ -90,13 +94,37 @@ export function serveSandbox(): void {
   let index = -1;
   let steps = 0;
   const out = new BatchWriter(64 * 1024);
+  let results: RingWriter | undefined;
+  let stepRing: RingReader | undefined;
   let flushing = false;
   const flush = () => {
     flushing = false;
     if (!out.count) return;
-    const batch = out.take().slice();
-    post({ type: "results", batch, steps }, [batch.buffer]);
+    const batch = out.take();
+    if (!results?.write(batch, steps)) {
+      const copy = batch.slice();
+      post({ type: "results", batch: copy, steps }, [copy.buffer]);
+    }
     steps = 0;
+  };
+  const run = (m: Uint8Array) => {
+    const view = BatchView.of(m);
+    if (!view || !runner) return;
+    for (let i = 0; i < view.count; i++) {
+      const d = view.tag(i);
+      const [topic, header, values] = view.frames(i);
+      const r = runner.run(topic, header, values, d);
+      if (r instanceof Promise) r.then((x) => add(d, x));
+      else add(d, r);
+    }
+  };
+  // Steps are read from the ring once the owners table is known: the first steps may be written
+  // there before the message that carries it is handled.
+  let serving = false;
+  const serveSteps = () => {
+    if (!stepRing || serving) return;
+    serving = true;
+    void stepRing.serve((m) => run(m.bytes));
   };
   const add = (d: number, r: Awaited<ReturnType<StepRunner["run"]>>) => {
     out.add(d, r.kind === "handoff" ? HANDOFF_KIND + r.to : KIND_CODES[r.kind], ...r.frames);
@@ -118,26 +146,18 @@ export function serveSandbox(): void {
 
   scope.addEventListener("message", async (e) => {
     const m = e.data;
-    if (m instanceof Uint8Array) {
-      const view = BatchView.of(m);
-      if (!view || !runner) return;
-      for (let i = 0; i < view.count; i++) {
-        const d = view.tag(i);
-        const [topic, header, values] = view.frames(i);
-        const r = runner.run(topic, header, values, d);
-        if (r instanceof Promise) r.then((x) => add(d, x));
-        else add(d, r);
-      }
-      return;
-    }
+    if (m instanceof Uint8Array) return run(m);
     if (m.type === "owners") {
       owners = m.owners;
+      serveSteps();
       return;
     }
     const s = m.setup;
     setupLogging(s.logLevel as Parameters<typeof setupLogging>[0]);
     index = s.index;
     owners = s.owners ?? {};
+    results = new RingWriter(s.rings.results);
+    stepRing = new RingReader(s.rings.steps);
     const registry = new HandlerRegistry();
     const unresolved = await registry.loadEntries(s.entries, (file) => new URL(s.fileUrls[file]));
     const monitor = new LoopMonitor(loopBeatMs(s.handlerTimeout));
@@ -168,6 +188,7 @@ export function serveSandbox(): void {
       unresolved: unresolved.map((u) => ({ lookup: u.entry.lookup, reason: u.reason })),
       monitor: monitor.buffer,
     });
+    if (s.owners) serveSteps();
   });
   // Listening now: the main thread sends its init only once told so. Sent earlier, it would be
   // dispatched while a handler module's top-level await runs, to no listener, and lost.
