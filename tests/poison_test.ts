@@ -192,3 +192,66 @@ Deno.test("a request that kills its worker process is poisoned once it has kille
   const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
   assert.equal(subject.poisoned, 1);
 });
+
+const TWO = new URL("../fixtures/components/poison_two/", import.meta.url).pathname;
+
+Deno.test("a poison step still in another sandbox when its worker reports a blocked handler is not run on there: each blocked run is one counted delivery, no step is taken for lost", async () => {
+  const maxDeliveries = 3;
+  await using d = await startDeployment({
+    files: [`${TWO}flows.ini`, `${TWO}a/mapping.ini`, `${TWO}b/mapping.ini`],
+    workers: 1,
+    args: [
+      "--handler-timeout",
+      "1000",
+      "--heartbeat-interval",
+      "10",
+      "--heartbeat-timeout",
+      "2000",
+      "--max-deliveries",
+      String(maxDeliveries),
+    ],
+  });
+  await using client = await d.connect();
+  // Steady load through both sandboxes (A's handler sleeps 5 ms), 16 requests in flight.
+  const total = 1000;
+  let sent = 0;
+  const results: Publication[] = [];
+  const lane = async () => {
+    while (sent < total) {
+      const k = sent++;
+      results.push(await client.request("Cross", { k, ms: 5 }, { timeout: 60_000 }));
+    }
+  };
+  const load = Promise.all(Array.from({ length: 16 }, lane));
+  await new Promise((r) => setTimeout(r, 300));
+  // Two poison requests at once to the one worker: the first blocks B's sandbox after 50 ms in A;
+  // the second is still in A (1.8 s) when B's sandbox is restarted. Run on, it would block the new
+  // sandbox under a dispatch the Subject had taken back: a run counted nowhere, and the steps
+  // that sandbox held taken for lost.
+  const poisoned = await Promise.all([
+    client.request("Cross", { hang: true, ms: 50 }, { id: "poison-early", timeout: 60_000 }),
+    client.request("Cross", { hang: true, ms: 1800 }, { id: "poison-late", timeout: 60_000 }),
+  ]);
+  await load;
+
+  for (const p of poisoned) {
+    assert.equal(p.error?.code, "poisoned", JSON.stringify(p));
+    assert.match(p.error!.message, new RegExp(`delivered ${maxDeliveries} times`));
+  }
+  assert.equal(results.length, total);
+  assert.deepEqual(
+    results.filter((p) => p.action !== "done").map((p) => p.error),
+    [],
+    "no ordinary request failed",
+  );
+  assert.equal(new Set(results.map((p) => Number(p.values.k))).size, total, "each answered once");
+  assert.ok(results.every((p) => (p.values.trail as string[]).join() === "a,b,a"));
+
+  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === poisoned.length);
+  assert.equal(subject.poisoned, poisoned.length);
+  assert.equal(subject.lost, 0, "no step taken for lost");
+  // Every blocked run of B's handler restarted B's sandbox: as many as the deliveries counted.
+  await new Promise((r) => setTimeout(r, 1500)); // the worker writes its counters each second
+  const worker = await roleStats(d.dir, "worker");
+  assert.equal(worker.sandboxRestarts, poisoned.length * maxDeliveries, "one restart per counted delivery");
+});

@@ -202,6 +202,22 @@ Deno.test("pool: the reserved worker goes back to ordinary work when no suspect 
   assert.equal(sent.at(-1), "w2:z");
 });
 
+Deno.test("pool: STUCK naming a step no longer at the worker takes back the worker's steps (it gave them all up) and counts no failure", () => {
+  const { sent, pool, ready, d } = setup(1);
+  ready("w1", 3);
+  const [a, b] = steps("a", "b");
+  pool.submit(a);
+  pool.submit(b);
+  const out = pool.stuck("w1", 999, 500)!;
+  assert.equal(out.redelivered, 2);
+  assert.deepEqual(out.poisoned, [], "no step counted, though max_deliveries is 1");
+  assert.equal(pool.size, 0, "the worker gets no more steps until it speaks again");
+  ready("w2", 2);
+  pool.pump();
+  assert.deepEqual(sent, ["w1:a", "w1:b", "w2:a", "w2:b"]);
+  assert.equal(typeof pool.retire("w2", d("a")), "object");
+});
+
 Deno.test("pool: STUCK pins the failure on the named step; the worker's other steps go to others at once, uncounted", () => {
   const { sent, pool, ready, d } = setup(1);
   ready("w1", 3);
@@ -219,7 +235,7 @@ Deno.test("pool: STUCK pins the failure on the named step; the worker's other st
   assert.equal(pool.isStuckReport("w1", "w1", undefined), false, "the secret is required");
   assert.equal(pool.isStuckReport("w2!watchdog", "w1", "secret"), false, "from the worker's own watchdog");
   assert.equal(pool.isStuckReport("w2", "w1", "secret"), false, "from the worker itself");
-  assert.equal(pool.stuck("w1", 999, 500), undefined, "a step no longer at the worker");
+  assert.equal(pool.stuck("w9", 999, 500), undefined, "a worker not in the pool");
   const out = pool.stuck("w1", d("b"), 500)!;
   assert.equal(out.redelivered, 1);
   assert.deepEqual(out.poisoned.map((p) => [p.step, p.whys]), [

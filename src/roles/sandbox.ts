@@ -112,6 +112,8 @@ export interface SandboxPoolOptions {
   readonly onStuck: (d: number, ms: number) => void;
   /** Steps that will never have a result here (their sandbox was terminated). */
   readonly onLost: (ds: readonly number[]) => void;
+  /** A sandbox was terminated, to be started again. */
+  readonly onRestart?: () => void;
   /** Handlers run. */
   readonly onSteps: (n: number) => void;
   /** A sandbox that was terminated could not start again: the worker cannot go on. */
@@ -241,6 +243,17 @@ class Sandbox {
     this.#thread!.postMessage(copy, [copy.buffer]);
   }
 
+  /**
+   * Forgets the steps it holds, and drops those not yet sent to the thread: results and
+   * hand-offs of the others are ignored when they come. Returns them.
+   */
+  abandon(): number[] {
+    this.#out.take();
+    const gone = [...this.pending];
+    this.pending.clear();
+    return gone;
+  }
+
   /** Ends the thread at once; returns the steps it held. */
   terminate(): number[] {
     this.#thread?.terminate();
@@ -356,6 +369,19 @@ export class SandboxPool {
     return o?.[h.pos] ?? o?.[h.pos + 1] ?? 0;
   }
 
+  /**
+   * Gives up every step the sandboxes hold (the worker reported a blocked handler, and the Subject
+   * takes back all its steps on that report): steps not yet sent to a sandbox are dropped, and
+   * the results and hand-offs of those running are ignored when they come, so that none goes on
+   * here (a poison step handed to a restarted sandbox would block it again, uncounted). Returns
+   * their dispatch numbers.
+   */
+  abandon(): number[] {
+    const gone = this.#sandboxes.flatMap((s) => s.abandon());
+    if (gone.length) this.#done(gone.length);
+    return gone;
+  }
+
   /** Sends every sandbox its queued steps. */
   flush(): void {
     for (const s of this.#sandboxes) s.flush();
@@ -431,6 +457,7 @@ export class SandboxPool {
 
   #restart(s: Sandbox, d: number, ms: number): void {
     s.slots = undefined;
+    this.#o.onRestart?.();
     const lost = s.terminate();
     if (d && lost.includes(d)) this.#o.onStuck(d, Math.round(ms));
     if (lost.length) {

@@ -102,6 +102,8 @@ export interface WorkerStats {
   errors: number;
   /** Segments running now. */
   active: number;
+  /** Sandboxes terminated and started again (a handler blocked one, or it failed). */
+  sandboxRestarts: number;
   /** The newest configuration version held (0: only the worker's own files). */
   version: number;
   /** The configuration versions held. */
@@ -125,7 +127,7 @@ export class Worker {
   /** Results to send at the end of this turn. */
   #results!: TurnBatch;
   readonly #encoder: StepResults;
-  readonly #stats = { received: 0, steps: 0, results: 0, errors: 0, active: 0 };
+  readonly #stats = { received: 0, steps: 0, results: 0, errors: 0, active: 0, sandboxRestarts: 0 };
   /** The configuration versions held, each with what runs its steps. */
   #versions!: WorkerVersions;
   /** How a version's sandboxes are started (with sandboxes). */
@@ -184,6 +186,7 @@ export class Worker {
         onResultsEnd: () => w.#results.flush(),
         onStuck: (d, ms) => w.#reportStuck(d, ms),
         onLost: (ds) => w.#lost(ds),
+        onRestart: () => w.#stats.sandboxRestarts++,
         onSteps: (n) => w.#stats.steps += n,
         onFatal: (message) => {
           w.#log.error("{message}: the worker stops", { message });
@@ -363,6 +366,11 @@ export class Worker {
     this.#sock.send(report).catch((e) =>
       this.#log.warn("Could not tell the Subject of a stuck handler: {why}", { why: (e as Error).message })
     );
+    // On this report the Subject takes back every step this worker holds and sends them to
+    // others: none goes on here. Running on, a poison step in another sandbox, handed to the
+    // restarted one, blocked it again uncounted, and that sandbox's next steps were taken for
+    // lost (an outside attack: 13 blocked runs for 12 counted, and 35 steps through `lost`).
+    for (const r of this.#versions.all()) this.#lost(r.pool?.abandon() ?? []);
   }
 
   /** Runs the segment a step message starts on this thread (see {@linkcode StepRunner}). */

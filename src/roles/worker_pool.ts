@@ -338,16 +338,19 @@ export class WorkerPool<S extends object, L> {
   }
 
   /**
-   * A worker's watchdog reports that the handler of step `d` has blocked the worker's event loop
-   * for `ms` ms. That step alone counts a failed delivery; the worker's other steps are innocent
-   * and go back to the queue at once. The worker is dropped: it gets no more steps until it
-   * speaks again (its watchdog kills it once the handler runs past its timeout). `undefined` if
-   * the step is no longer at that worker (its steps were given away already).
+   * A worker reports that the handler of step `d` has blocked its event loop (its watchdog) or
+   * one of its sandboxes for `ms` ms. The worker gives up every step it holds on such a report
+   * (a sandbox's worker runs none of them on, PROTOCOL.md), so they all go back to the queue at
+   * once; that step alone counts a failed delivery, the others are innocent. The worker is
+   * dropped: it gets no more steps until it speaks again (its watchdog kills it once the handler
+   * runs past its timeout; a sandbox is restarted). A step no longer at that worker counts
+   * nothing (its steps were taken back already, and it was counted then, or it was one of them).
+   * `undefined` for a worker not in the pool.
    */
   stuck(key: string, d: number, ms: number): Dropped<S> | undefined {
     const w = this.#workers.get(key);
-    if (!w || !w.inflight.has(d)) return undefined;
-    const culprit = this.#inflight.get(d)!.step;
+    if (!w) return undefined;
+    const culprit = w.inflight.has(d) ? this.#inflight.get(d)!.step : undefined;
     const poisoned: Poisoned<S>[] = [];
     const why = `worker ${key}: the handler blocked its event loop for ${ms} ms`;
     const steps = this.#takeSteps(w).filter((s) =>
