@@ -126,11 +126,15 @@ export class WorkerSide {
   expire(): void {
     for (const s of this.pool.expire()) {
       this.#reloads.left(s.key); // a rollout no longer waits for it; if it speaks again, it rejoins
-      this.#log.warn("Worker {worker} silent for {ms} ms: giving its {n} steps to other workers", {
-        worker: s.key,
-        ms: s.ms,
-        n: s.redelivered,
-      });
+      this.#log.warn(
+        "Worker {worker} silent for {ms} ms: giving its {n} steps to other workers" + poisonedNote(s),
+        {
+          worker: s.key,
+          ms: s.ms,
+          n: s.redelivered,
+          poisoned: s.poisoned.length,
+        },
+      );
       this.#poison(s);
     }
     this.#pump();
@@ -183,11 +187,12 @@ export class WorkerSide {
         return this.#host.drop("bad_worker_message", "STUCK");
       }
       const out = this.pool.stuck(r.worker, r.d, r.ms);
-      if (!out) return; // its steps were given away already
+      if (!out) return; // not in the pool: dropped already, its steps given away
       this.#reloads.left(r.worker);
       this.#log.warn(
-        "Worker {worker}: a handler has blocked its event loop for {ms} ms; giving its {n} steps to other workers",
-        { worker: r.worker, ms: r.ms, n: out.redelivered },
+        "Worker {worker}: a handler has blocked its event loop for {ms} ms; giving its {n} steps to other workers" +
+          poisonedNote(out),
+        { worker: r.worker, ms: r.ms, n: out.redelivered, poisoned: out.poisoned.length },
       );
       this.#poison(out);
       return this.#pump();
@@ -245,4 +250,9 @@ export class WorkerSide {
       this.#host.errorPublish(error);
     }
   }
+}
+
+/** The end of a log line about a failed worker that ended requests as poisoned (`{poisoned}`), if any. */
+function poisonedNote(d: { readonly poisoned: readonly unknown[] }): string {
+  return d.poisoned.length ? "; {poisoned} ended as poisoned (failed max_deliveries times)" : "";
 }
