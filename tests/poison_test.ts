@@ -6,6 +6,7 @@
 // real signals.
 import assert from "node:assert/strict";
 import { rolePids, roleStats } from "../testing/deployment.ts";
+import type { Client } from "../src/client/client.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { startDeployment } from "./helpers.ts";
 
@@ -15,19 +16,39 @@ const POISON = [
 ];
 const HANDLER_TIMEOUT = 1500;
 
-/** The Subject's counters once `ok` holds of them (they are written once a second), or after 5 s. */
-async function subjectStatsWhen(
+/** A role's counters (its first process's) once `ok` holds of them (they are written once a second), or after 5 s. */
+async function statsWhen(
   dir: string,
+  role: string,
   ok: (s: Record<string, unknown>) => boolean,
 ): Promise<Record<string, unknown>> {
   const deadline = performance.now() + 5000;
   for (;;) {
-    const s = await roleStats(dir, "subject");
+    const s = await roleStats(dir, role);
     if (ok(s) || performance.now() > deadline) return s;
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 const HEARTBEAT_TIMEOUT = 2000;
+
+/**
+ * Steady load: `total` requests on `flow` (values `{ k, ms }`, ids `ok-<k>`), `lanes` of them in
+ * flight at all times. `flowing` resolves once `lanes` have been answered (the load is through
+ * every role); `done` with every answer.
+ */
+function steadyLoad(client: Client, flow: string, total: number, lanes: number, ms: number) {
+  let sent = 0;
+  const results: Publication[] = [];
+  const flowing = Promise.withResolvers<void>();
+  const lane = async () => {
+    while (sent < total) {
+      const k = sent++;
+      results.push(await client.request(flow, { k, ms }, { id: `ok-${k}`, timeout: 60_000 }));
+      if (results.length === lanes) flowing.resolve();
+    }
+  };
+  return { results, flowing: flowing.promise, done: Promise.all(Array.from({ length: lanes }, lane)) };
+}
 
 for (const sandbox of [true, false]) {
   const how = sandbox
@@ -58,23 +79,13 @@ async function blockedLoop(sandbox: boolean): Promise<void> {
 
   // Steady load: 40 requests in flight at all times (20 ms handlers), 3,000 in all.
   const total = 3000;
-  let sent = 0;
-  let stopLoad = false;
-  const results: Publication[] = [];
-  const lane = async () => {
-    while (!stopLoad && sent < total) {
-      const k = sent++;
-      results.push(await client.request("Hang", { k, ms: 20 }, { id: `ok-${k}`, timeout: 60_000 }));
-    }
-  };
-  const load = Promise.all(Array.from({ length: 40 }, lane));
-
-  await new Promise((r) => setTimeout(r, 500));
+  const load = steadyLoad(client, "Hang", total, 40, 20);
+  const results = load.results;
+  await load.flowing;
   const t0 = performance.now();
   const poisoned = await client.request("Hang", { hang: true }, { id: "poison", timeout: 30_000 });
   const took = performance.now() - t0;
-  await load;
-  stopLoad = true;
+  await load.done;
 
   assert.equal(poisoned.action, "error", JSON.stringify(poisoned));
   assert.equal(poisoned.error?.code, "poisoned");
@@ -91,7 +102,7 @@ async function blockedLoop(sandbox: boolean): Promise<void> {
     Array.from({ length: total }, (_, k) => k),
   );
 
-  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
+  const subject = await statsWhen(d.dir, "subject", (s) => s.poisoned === 1);
   assert.equal(subject.poisoned, 1);
   if (sandbox) {
     // Each STUCK report came ahead of the heartbeat that no longer listed the terminated sandbox's
@@ -144,7 +155,7 @@ Deno.test("a poison request alone on a quiet deployment: the worker's other step
     args: ["--handler-timeout", "1000", "--heartbeat-interval", "200", "--heartbeat-timeout", "3000"],
   });
   await using client = await d.connect();
-  assert.equal((await subjectStatsWhen(d.dir, (s) => s.workers === 2)).workers, 2, "both workers joined");
+  assert.equal((await statsWhen(d.dir, "subject", (s) => s.workers === 2)).workers, 2, "both workers joined");
   // Innocents (600 ms each) in flight on both workers when the poison lands: those on the blocked
   // worker are handed on with the poison, so they are on both workers its watchdogs report. They
   // are never counted as failed deliveries (two would poison them too), and finish.
@@ -156,7 +167,7 @@ Deno.test("a poison request alone on a quiet deployment: the worker's other step
   const poison = await client.request("Hang", { hang: true }, { id: "poison", timeout: 20_000 });
   assert.equal(poison.error?.code, "poisoned");
   for (const p of await Promise.all(innocents)) assert.equal(p.action, "done", JSON.stringify(p.error));
-  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
+  const subject = await statsWhen(d.dir, "subject", (s) => s.poisoned === 1);
   assert.equal(subject.poisoned, 1);
   assert.ok(Number(subject.redelivered) > 2, `innocent steps were handed on (${subject.redelivered})`);
 });
@@ -168,28 +179,21 @@ Deno.test("a request that kills its worker process is poisoned once it has kille
     args: ["--heartbeat-interval", "100", "--heartbeat-timeout", "1000"],
   });
   await using client = await d.connect();
-  assert.equal((await subjectStatsWhen(d.dir, (s) => s.workers === 2)).workers, 2, "both workers joined");
+  assert.equal((await statsWhen(d.dir, "subject", (s) => s.workers === 2)).workers, 2, "both workers joined");
   // 60 requests of 300 ms always in flight: the workers that the poison kills hold many steps,
   // and the steps redelivered with it share its second worker too.
   const total = 1500;
-  let sent = 0;
-  const results: Publication[] = [];
-  const lane = async () => {
-    while (sent < total) {
-      const k = sent++;
-      results.push(await client.request("Hang", { k, ms: 300 }, { id: `ok-${k}`, timeout: 60_000 }));
-    }
-  };
-  const load = Promise.all(Array.from({ length: 60 }, lane));
-  await new Promise((r) => setTimeout(r, 500));
+  const load = steadyLoad(client, "Hang", total, 60, 300);
+  const results = load.results;
+  await load.flowing;
   const poison = await client.request("Hang", { crash: true }, { id: "poison", timeout: 30_000 });
-  await load;
+  await load.done;
   assert.equal(poison.error?.code, "poisoned", JSON.stringify(poison));
   assert.match(poison.error!.message, /went silent/);
   const failed = results.filter((p) => p.action !== "done");
   assert.deepEqual(failed.map((p) => p.error), [], "no ordinary request failed");
   assert.equal(results.length, total);
-  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === 1);
+  const subject = await statsWhen(d.dir, "subject", (s) => s.poisoned === 1);
   assert.equal(subject.poisoned, 1);
 });
 
@@ -214,16 +218,9 @@ Deno.test("a poison step still in another sandbox when its worker reports a bloc
   await using client = await d.connect();
   // Steady load through both sandboxes (A's handler sleeps 5 ms), 16 requests in flight.
   const total = 1000;
-  let sent = 0;
-  const results: Publication[] = [];
-  const lane = async () => {
-    while (sent < total) {
-      const k = sent++;
-      results.push(await client.request("Cross", { k, ms: 5 }, { timeout: 60_000 }));
-    }
-  };
-  const load = Promise.all(Array.from({ length: 16 }, lane));
-  await new Promise((r) => setTimeout(r, 300));
+  const load = steadyLoad(client, "Cross", total, 16, 5);
+  const results = load.results;
+  await load.flowing;
   // Two poison requests at once to the one worker: the first blocks B's sandbox after 50 ms in A;
   // the second is still in A (1.8 s) when B's sandbox is restarted. Run on, it would block the new
   // sandbox under a dispatch the Subject had taken back: a run counted nowhere, and the steps
@@ -232,7 +229,7 @@ Deno.test("a poison step still in another sandbox when its worker reports a bloc
     client.request("Cross", { hang: true, ms: 50 }, { id: "poison-early", timeout: 60_000 }),
     client.request("Cross", { hang: true, ms: 1800 }, { id: "poison-late", timeout: 60_000 }),
   ]);
-  await load;
+  await load.done;
 
   for (const p of poisoned) {
     assert.equal(p.error?.code, "poisoned", JSON.stringify(p));
@@ -247,11 +244,12 @@ Deno.test("a poison step still in another sandbox when its worker reports a bloc
   assert.equal(new Set(results.map((p) => Number(p.values.k))).size, total, "each answered once");
   assert.ok(results.every((p) => (p.values.trail as string[]).join() === "a,b,a"));
 
-  const subject = await subjectStatsWhen(d.dir, (s) => s.poisoned === poisoned.length);
+  const subject = await statsWhen(d.dir, "subject", (s) => s.poisoned === poisoned.length);
   assert.equal(subject.poisoned, poisoned.length);
   assert.equal(subject.lost, 0, "no step taken for lost");
-  // Every blocked run of B's handler restarted B's sandbox: as many as the deliveries counted.
-  await new Promise((r) => setTimeout(r, 1500)); // the worker writes its counters each second
-  const worker = await roleStats(d.dir, "worker");
+  // Every blocked run of B's handler restarted B's sandbox: as many as the deliveries counted. The
+  // worker writes its counters each second: read them once written after the last poisoning.
+  const after = Date.now();
+  const worker = await statsWhen(d.dir, "worker", (s) => Number(s.at) > after);
   assert.equal(worker.sandboxRestarts, poisoned.length * maxDeliveries, "one restart per counted delivery");
 });
