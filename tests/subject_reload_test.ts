@@ -1,7 +1,8 @@
 // The Subject's reloads (src/roles/subject_reload.ts) over a recording host, on an injected
 // clock: a joining worker is held until it holds every live version; a rollout switches only
 // when every worker loaded it, and is dropped everywhere on a refusal or a timeout; a worker that
-// joins during a rollout is waited for; its caller gets one answer. No sockets.
+// joins during a rollout is waited for, and forgotten if it goes silent; its caller gets one answer.
+// No sockets.
 import assert from "node:assert/strict";
 import { sourcesHash, VersionBook } from "../src/roles/config_versions.ts";
 import { Reloads } from "../src/roles/subject_reload.ts";
@@ -26,7 +27,14 @@ async function setup(restored = false) {
     toWorker: (id, [type, body]) => toWorker.push([text(id), text(type), JSON.parse(text(body))]),
     toService: (_id, [, body]) => answers.push(JSON.parse(text(body))),
     admit: (key) => admitted.push(key),
-  }, { key: "k", timeoutMs: 1000, log: logger("subject"), now: () => clock.now, restored });
+  }, {
+    key: "k",
+    timeoutMs: 1000,
+    silentAfterMs: 400,
+    log: logger("subject"),
+    now: () => clock.now,
+    restored,
+  });
   const status = (base: string) => utf8(JSON.stringify({ credit: 1, base }));
   const reload = (files = v2, key = "k") =>
     reloads.onReload(utf8("svc"), utf8(JSON.stringify({ ref: "r", key, files })));
@@ -92,6 +100,32 @@ Deno.test("subject reloads: a refusal or a silent worker drops the version every
   assert.match(String(t.answers[1].error), /no answer within 1000 ms from worker\(s\) w2/);
   assert.equal(t.book.current, 1);
   assert.equal(t.reloads.failed, 2);
+});
+
+Deno.test("subject reloads: a worker that goes silent while it joins is forgotten: the rollout under way and the next do not wait for it", async () => {
+  const t = await setup();
+  t.reloads.hold("w1", utf8("w1"), "READY", t.status(t.hash));
+  await t.reload();
+  // w2 connects during the rollout (held: it lacks the live versions), then is killed.
+  assert.equal(t.reloads.hold("w2", utf8("w2"), "READY", t.status("other")), true);
+  t.loaded("w1", 2);
+  assert.equal(t.book.current, 1, "the rollout waits for w2");
+  t.clock.now = 400;
+  t.reloads.tick();
+  assert.equal(t.book.current, 1, "not silent for longer than silentAfterMs yet");
+  t.clock.now = 401;
+  t.reloads.tick();
+  assert.equal(t.book.current, 2, "w2 forgotten: the rollout ends without it");
+  assert.deepEqual(t.answers, [{ ref: "r", version: 2 }]);
+  const v3 = [{ file: "/c/flows.ini", text: v2[0].text + "[C]\n?C?Push\nS?C?c\n??done\n" }, v1[1]];
+  t.toWorker.length = 0;
+  await t.reload(v3);
+  assert.deepEqual(t.toWorker.map(([w, type]) => [w, type]), [["w1", "CONFIG"]], "only w1 is sent it");
+  t.loaded("w1", 3);
+  assert.equal(t.book.current, 3);
+  // If it speaks again, it joins afresh.
+  assert.equal(t.reloads.hold("w2", utf8("w2"), "HB", t.status("other")), true);
+  assert.ok(t.toWorker.some(([w, type, b]) => w === "w2" && type === "CONFIG" && b.version === 3));
 });
 
 Deno.test("subject reloads: a worker that leaves is not waited for; bad files and a wrong key change nothing", async () => {

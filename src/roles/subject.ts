@@ -130,6 +130,7 @@ export class Subject {
     }, {
       key: o.reload.key,
       timeoutMs: o.reload.timeout ?? 30_000,
+      silentAfterMs: o.heartbeatTimeout,
       allowComponentPermissions: o.reload.allowComponentPermissions,
       onCurrent: o.reload.onCurrent,
       restored: o.reload.restored,

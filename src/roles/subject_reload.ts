@@ -40,6 +40,11 @@ export interface ReloadsOptions {
   readonly key?: string;
   /** Milliseconds every worker has to load a version. */
   readonly timeoutMs: number;
+  /**
+   * Milliseconds after which a held worker that wrote nothing is forgotten, and a rollout no
+   * longer waits for it (as a worker given work is dropped then). @default {60_000}
+   */
+  readonly silentAfterMs?: number;
   /** With the files' `[permissions]`: let components ask to run programs or for any network access. */
   readonly allowComponentPermissions?: boolean;
   /** The Subject's logger. */
@@ -71,9 +76,6 @@ interface InProgress {
   readonly idFrame: Uint8Array;
   readonly ref: string;
 }
-
-/** How long a held worker that stopped writing is remembered, in ms. */
-const JOINING_FORGET_MS = 60_000;
 
 /** The Subject's configuration versions and their rollouts. */
 export class Reloads {
@@ -215,7 +217,16 @@ export class Reloads {
   tick(): void {
     this.#settle();
     const now = this.#now();
-    for (const [k, j] of this.#joining) if (now - j.seen > JOINING_FORGET_MS) this.#joining.delete(k);
+    // A held worker gone silent (killed while it joined, say) is forgotten like one given work:
+    // a rollout waited for it until its deadline, and every rollout after it too while it was
+    // remembered (an outside attack: four reloads in a row failed naming a dead worker). If it
+    // speaks again, it joins afresh.
+    const silentAfter = this.#o.silentAfterMs ?? 60_000;
+    for (const [k, j] of this.#joining) {
+      if (now - j.seen <= silentAfter) continue;
+      this.#o.log.info("Worker {worker} went silent while it joined: forgotten", { worker: k });
+      this.left(k);
+    }
     this.#retire(this.book.sweep());
   }
 
