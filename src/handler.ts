@@ -106,13 +106,13 @@ export function targetModuleUrl(specifier: string, mappingFileUrl: URL): string 
 
 /**
  * Imports a target and walks its export path. A function reached as a member of an
- * object or class is bound to that object. With `version` (a configuration version, see
+ * object or class is bound to that object. With `version` (a configuration version's tag, see
  * `roles/worker_versions.ts`), a local module is imported afresh for that version.
  */
 export async function loadTarget(
   target: string,
   mappingFileUrl: URL,
-  version?: number,
+  version?: number | string,
 ): Promise<BoundHandler | string> {
   const ref = parseTarget(target);
   if (typeof ref === "string") return ref;
@@ -183,7 +183,7 @@ export class HandlerRegistry {
   async loadEntries(
     entries: Iterable<MappingEntry>,
     fileUrl: (file: string) => URL,
-    version?: number,
+    version?: number | string,
   ): Promise<UnresolvedTarget[]> {
     const unresolved: UnresolvedTarget[] = [];
     for (const entry of entries) {

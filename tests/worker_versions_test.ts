@@ -1,7 +1,8 @@
 // A worker's configuration versions (src/roles/worker_versions.ts): CONFIG messages load a
 // version (its handler modules imported afresh), or name the worker's own files; steps find
 // their version by slot; RETIRE closes a version, also one retired while it loaded; a new Subject
-// incarnation's numbering replaces the old one. Handlers run on the test's thread (no sandbox).
+// incarnation's numbering replaces the old one, loads of the old one still under way included.
+// Handlers run on the test's thread (no sandbox).
 import assert from "node:assert/strict";
 import { type Runtime, WorkerVersions } from "../src/roles/worker_versions.ts";
 import type { HandlerCalls } from "../src/roles/handler_calls.ts";
@@ -125,6 +126,27 @@ Deno.test("worker versions: a new Subject incarnation numbers afresh; the old ve
     assert.equal(t.versions.forSlot(2), undefined);
     await new Promise((r) => setTimeout(r, 20)); // closeAfter 0
     assert.deepEqual(t.stopped, ["made1"]);
+  } finally {
+    await Deno.remove(t.dir, { recursive: true });
+  }
+});
+
+Deno.test("worker versions: a version still loading when a new Subject incarnation speaks is closed, not held under its number", async () => {
+  const t = await setup(300); // each import takes 300 ms
+  try {
+    const first = t.config({ incarnation: "i1", version: 2, files: t.files });
+    await new Promise((r) => setTimeout(r, 50));
+    // The Subject died mid-rollout; its successor numbers from 1 again.
+    assert.deepEqual(await t.config({ incarnation: "i2", version: 1 }), { version: 1 });
+    const late = await first;
+    assert.match(late.error!, /Subject restarted while it loaded/);
+    assert.equal(t.versions.forSlot(2), undefined, "the old incarnation's version 2 is not held");
+    assert.deepEqual(t.stopped, ["made1"], "it was closed");
+    // The new incarnation's own version 2, with other code: imported afresh, not the old one's.
+    await t.write("v2");
+    assert.deepEqual(await t.config({ incarnation: "i2", version: 2, files: t.files }), { version: 2 });
+    assert.equal(t.name(t.versions.forSlot(2)), "made2");
+    assert.deepEqual(await call(t.registries[1]), { stamp: "v2" });
   } finally {
     await Deno.remove(t.dir, { recursive: true });
   }

@@ -2,9 +2,9 @@
  * A worker's configuration versions (PROTOCOL.md, _Reloading_): the Subject sends each version's
  * files (`CONFIG`); the worker checks them, imports their handler modules (in new sandbox threads
  * when sandboxed: a new thread imports every module afresh; on its own thread the target modules
- * are imported again under a `?zmanager_version=N` URL) and answers `LOADED`, or why not. A step
- * runs with the version its `STEPS` record names (the record's kind byte is the version's slot);
- * a version the Subject retires is closed.
+ * are imported again under a `?zmanager_version=N-I` URL, I naming the Subject incarnation) and
+ * answers `LOADED`, or why not. A step runs with the version its `STEPS` record names (the record's
+ * kind byte is the version's slot); a version the Subject retires is closed.
  *
  * @module
  */
@@ -48,13 +48,15 @@ export interface RuntimeMaker {
 
 /**
  * The runtime of configuration `version` made of `catalog`: its handler modules imported in new
- * sandboxes, or on the worker's thread under versioned URLs. A string says why it could not be:
- * a `module#Export` target that does not load (Python paths answer `no_handler`, as at start).
+ * sandboxes, or on the worker's thread under URLs tagged `instance` (one per version and Subject
+ * incarnation: Deno keeps a module per URL). A string says why it could not be: a
+ * `module#Export` target that does not load (Python paths answer `no_handler`, as at start).
  */
 export async function makeRuntime(
   catalog: Catalog,
   version: number,
   maker: RuntimeMaker,
+  instance: string = String(version),
 ): Promise<Runtime | string> {
   const timeouts = new Map([...catalog.timeouts].map(([lookup, t]) => [lookup, t.ms]));
   const failed = (u: readonly { entry: { file: string; line: number; target: string }; reason: string }[]) =>
@@ -72,7 +74,7 @@ export async function makeRuntime(
     return bad || { version, pool };
   }
   const handlers = new HandlerRegistry();
-  const bad = failed(await handlers.loadEntries(catalog.mappings.values(), pathToFileUrl, version));
+  const bad = failed(await handlers.loadEntries(catalog.mappings.values(), pathToFileUrl, instance));
   return bad || { version, ...maker.onThread(handlers, catalog.flows, timeouts) };
 }
 
@@ -98,9 +100,10 @@ export class WorkerVersions {
   #base: Runtime | undefined;
   /** Version slot → runtime. */
   #slots = new Map<number, Runtime>();
-  readonly #loading = new Map<number, Promise<LoadedMessage>>();
+  /** Loads under way, by version, of the current incarnation (see `#newIncarnation`). */
+  #loading = new Map<number, Promise<LoadedMessage>>();
   /** Versions retired while they were loading (their rollout failed): closed once loaded. */
-  readonly #retiredWhileLoading = new Set<number>();
+  #retiredWhileLoading = new Set<number>();
   #incarnation = "";
 
   /** The versions of a worker whose own files run as `options.base`. */
@@ -152,13 +155,14 @@ export class WorkerVersions {
     }
     let p = this.#loading.get(version);
     if (!p) {
-      p = this.#load(version, m!.files as unknown[]).finally(() => this.#loading.delete(version));
-      this.#loading.set(version, p);
+      const loading = this.#loading;
+      p = this.#load(version, m!.files as unknown[], incarnation).finally(() => loading.delete(version));
+      loading.set(version, p);
     }
     return p;
   }
 
-  async #load(version: number, files: unknown[]): Promise<LoadedMessage> {
+  async #load(version: number, files: unknown[], incarnation: string): Promise<LoadedMessage> {
     const sources = files.filter((f): f is { file: string; text: string } =>
       typeof (f as { file?: unknown })?.file === "string" &&
       typeof (f as { text?: unknown })?.text === "string"
@@ -171,7 +175,9 @@ export class WorkerVersions {
       const first = catalog.diagnostics.find((d) => d.severity === "error")!;
       return { version, error: formatDiagnostic(first) };
     }
-    const making = makeRuntime(catalog, version, this.#o.maker).catch((e) =>
+    // A restarted Subject numbers from 1 again: its version N is another module instance.
+    const instance = incarnation ? `${version}-${incarnation.slice(0, 8)}` : String(version);
+    const making = makeRuntime(catalog, version, this.#o.maker, instance).catch((e) =>
       `cannot load: ${(e as Error).message}`
     );
     const made = await withTimeout(making, this.#o.importTimeout);
@@ -180,6 +186,14 @@ export class WorkerVersions {
       return { version, error: `its handler modules did not import within ${this.#o.importTimeout} ms` };
     }
     if (typeof made === "string") return { version, error: made };
+    if (incarnation !== this.#incarnation) {
+      // The Subject that sent it died while it loaded: its successor numbers afresh, and a
+      // version of the same number from it has other files. Held, this one would have been
+      // taken for that one (an outside attack: a reload reported success, and the workers ran
+      // the code of a rollout that had died with its Subject).
+      this.#close(made);
+      return { version, error: "its Subject restarted while it loaded" };
+    }
     if (this.#retiredWhileLoading.delete(version)) {
       this.#close(made);
       return { version, error: "retired while it loaded" };
@@ -216,6 +230,10 @@ export class WorkerVersions {
     const old = [...this.#slots.values()];
     this.#slots = new Map();
     this.#incarnation = incarnation;
+    // Loads of the old numbering still under way end unheld (see `#load`); the new one's own
+    // load of a version of the same number must not share them.
+    this.#loading = new Map();
+    this.#retiredWhileLoading = new Set();
     if (!old.length) return;
     const t = setTimeout(() => {
       for (const r of old) this.#close(r);
