@@ -116,6 +116,7 @@ export {
   type RequestOptions,
   RequestRefusedError,
   RequestTimeoutError,
+  type Submission,
 } from "./src/client/client.ts";
 export { ReloadError, type ReloadOptions } from "./src/client/reload.ts";
 export {

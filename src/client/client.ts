@@ -38,6 +38,7 @@ import {
   DEFAULT_REQUEST_TIMEOUT,
   DEFAULT_RESEND_AFTER,
   type RequestOptions,
+  type Submission,
 } from "./options.ts";
 import { type Waiter, Waiters } from "./waiters.ts";
 import {
@@ -51,7 +52,7 @@ import type { SourceFile } from "../topic/catalog.ts";
 import { connectRedialing, curveClientOptions, requireCurve } from "../zmq/curve.ts";
 
 export { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
-export type { ClientOptions, RequestOptions } from "./options.ts";
+export type { ClientOptions, RequestOptions, Submission } from "./options.ts";
 
 const PING = "ping";
 /** The topic of a Subject's announcement of its incarnation (`HELLO_TOPIC` of the Subject). */
@@ -312,8 +313,52 @@ export class Client {
    *
    * @throws {RequestTimeoutError} when no final publication arrives in time.
    */
-  async request(flow: string, values: Values = {}, options: RequestOptions = {}): Promise<Publication> {
+  request(flow: string, values: Values = {}, options: RequestOptions = {}): Promise<Publication> {
+    return this.#request(flow, values, options.id ?? crypto.randomUUID(), options);
+  }
+
+  /**
+   * Pushes a request as {@linkcode Client.request} does (kept, and sent again to a restarted
+   * Subject, until its final publication or its timeout), and tells apart its two moments:
+   * `accepted` resolves with its id once the Subject has acknowledged it (it rejects with a
+   * {@linkcode RequestRefusedError} if the Subject refuses it), `final` with its final
+   * publication. {@linkcode Client.send} keeps nothing: a Subject that dies before finishing a
+   * request sent so loses it. Handle both promises.
+   *
+   * @example
+   * ```ts ignore
+   * const { accepted, final } = client.submit("Hello", { name: "Ada" });
+   * await accepted; // answer "202 Accepted" now: the request survives a Subject restart
+   * console.log((await final).values);
+   * ```
+   */
+  submit(flow: string, values: Values = {}, options: RequestOptions = {}): Submission {
     const id = options.id ?? crypto.randomUUID();
+    this.#sending.set(id, undefined);
+    const pushed = Promise.withResolvers<void>();
+    const final = this.#request(flow, values, id, options, pushed.resolve);
+    const accepted = (async () => {
+      try {
+        // A final that fails before the push (a timeout while subscribing) fails this too.
+        await Promise.race([pushed.promise, final]);
+        await this.#unacked.settled();
+        const refused = this.#sending.get(id);
+        if (refused) throw refused;
+        return id;
+      } finally {
+        this.#sending.delete(id);
+      }
+    })();
+    return { id, accepted, final };
+  }
+
+  async #request(
+    flow: string,
+    values: Values,
+    id: string,
+    options: RequestOptions,
+    onPushed?: () => void,
+  ): Promise<Publication> {
     const ms = options.timeout ?? this.#timeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
@@ -337,6 +382,7 @@ export class Client {
         utf8(JSON.stringify(values)),
         true,
       );
+      onPushed?.();
       return await result;
     } finally {
       clearTimeout(timer);

@@ -6,6 +6,7 @@
 
 import type { CurveClientKeys } from "../zmq/curve.ts";
 import type { Reactor } from "../zmq/reactor.ts";
+import type { Publication } from "../wire/protocol.ts";
 
 /** Milliseconds a request waits for its final publication, by default. */
 export const DEFAULT_REQUEST_TIMEOUT = 30_000;
@@ -34,6 +35,16 @@ export interface ClientOptions {
 }
 
 /** Options of one request. */
+/** What {@linkcode Client.submit} returns: the request's id, its acceptance and its final publication. */
+export interface Submission {
+  /** The request id. */
+  readonly id: string;
+  /** Resolves with the id once the Subject acknowledged the request; rejects if it refused it. */
+  readonly accepted: Promise<string>;
+  /** Resolves with the final publication (`done` or `error`). */
+  readonly final: Promise<Publication>;
+}
+
 export interface RequestOptions {
   /** Milliseconds to wait for the final publication. */
   readonly timeout?: number;

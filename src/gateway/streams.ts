@@ -35,7 +35,7 @@ export interface StreamHost {
   readonly auth?: Auth;
   /** Runs a flow and waits for its final publication. */
   run(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
-  /** Sends a request and answers once it is accepted. */
+  /** Sends a request and answers once it is accepted (it is kept until its final, as `run` keeps it). */
   accept(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
 }
 

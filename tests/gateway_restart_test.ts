@@ -1,0 +1,74 @@
+// The HTTP gateway's `?wait=0` when the Subject dies: a request answered 202 is kept by the gateway
+// until its final publication and sent again to the restarted Subject, as a waited one is
+// (`Client.submit`); its Idempotency-Key is remembered like a waited one's. Real processes (`start
+// --http`), real sockets, a real SIGKILL.
+import assert from "node:assert/strict";
+import { killRole, rolePids } from "../testing/deployment.ts";
+import { countFinals, settle } from "./finals.ts";
+import { startDeployment } from "./helpers.ts";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function post(
+  url: string,
+  body: unknown,
+  key: string,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  const r = await fetch(url, {
+    method: "POST",
+    body: JSON.stringify(body),
+    headers: { "Idempotency-Key": key },
+  });
+  return { status: r.status, json: await r.json() };
+}
+
+Deno.test("gateway: 200 requests answered 202 (?wait=0) each get one final though the Subject is SIGKILLed while they run; their keys are remembered", async () => {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  await using d = await startDeployment({ workers: 2, args: ["--http", `127.0.0.1:${port}`] });
+  await using client = await d.connect();
+  const w = await countFinals(d, "Slow");
+  try {
+    // The gateway's subscriptions first (its first request of a flow waits for them).
+    assert.equal((await post(`${url}/v1/flows/Slow`, { ms: 0 }, "warm-up")).status, 200);
+    const n = 200;
+    const ids = Array.from({ length: n }, (_, i) => `g-${i}`);
+    // Each sleeps 1.5 s in its handler: all are accepted, none finished, when the Subject dies.
+    const answers = await Promise.all(
+      ids.map((id, i) => post(`${url}/v1/flows/Slow?wait=0`, { ms: 1500, i }, id)),
+    );
+    answers.forEach((a, i) => assert.deepEqual([a.status, a.json], [202, { id: ids[i] }], `request ${i}`));
+    const old = await killRole(d.dir, "subject");
+    assert.ok(old !== undefined, "a Subject to kill");
+    // Lost, they would never come: bounded.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), 45_000));
+    const got = await Promise.race([w.count(n + 1).then(() => true), late]);
+    clearTimeout(timer);
+    const missing = ids.filter((id) => !w.finals.has(id));
+    assert.ok(got, `finals missing after 45 s: ${missing.length} (${missing.slice(0, 5).join(", ")}…)`);
+    const pids = await rolePids(d.dir, "subject");
+    assert.ok(pids.length === 1 && pids[0] !== old, "start restarted the Subject");
+    // A retry of a 202'd key, waited: the first one's final, not a second run (its body differs).
+    const retried = await post(`${url}/v1/flows/Slow`, { ms: 0, i: -1 }, "g-7");
+    assert.equal(retried.status, 200);
+    assert.equal((retried.json.values as { i: number }).i, 7, "the first request's final");
+    // And with ?wait=0 again: 202, nothing sent.
+    assert.deepEqual(await post(`${url}/v1/flows/Slow?wait=0`, { ms: 0, i: -2 }, "g-8"), {
+      status: 202,
+      json: { id: "g-8" },
+    });
+    const sentinel = await settle(d, client, w.seen, "Slow");
+    const dupes = [...w.finals].filter(([, c]) => c !== 1);
+    assert.deepEqual(dupes, [], "no request has two finals");
+    assert.equal(w.finals.size, n + 2, "no final for anything else (warm-up, sentinel)");
+    assert.equal(w.finals.get(sentinel), 1);
+  } finally {
+    await w.close();
+  }
+});
