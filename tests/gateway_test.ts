@@ -90,6 +90,26 @@ Deno.test("gateway: each outcome's HTTP status, the body `send --wait` prints, r
         await client.close();
       }
     });
+    await t.step(
+      "oversize: 413 at once for values just over max_message_size and 20 times over it (waited and ?wait=0)",
+      async () => {
+        for (const bytes of [1_048_600, 20_000_000]) {
+          for (const query of ["", "?wait=0"]) {
+            const t0 = performance.now();
+            const r = await post(
+              `${url}/v1/flows/Three${query}`,
+              JSON.stringify({ blob: "x".repeat(bytes) }),
+            );
+            const ms = performance.now() - t0;
+            assert.equal(r.status, 413, `${bytes} bytes${query}: ${JSON.stringify(r.json)}`);
+            assert.equal(errorCode(r.json), "oversize");
+            // Sent on, 20 MB was dropped by the Subject's socket with the connection, unanswered: 504 after 30 s.
+            assert.ok(ms < 5_000, `${bytes} bytes${query}: answered after ${Math.round(ms)} ms`);
+          }
+        }
+        assert.equal((await post(`${url}/v1/flows/Three`, "{}")).status, 200, "and the gateway serves on");
+      },
+    );
     await t.step("GET /v1/flows, /v1/openapi.json (one operation per flow), /healthz, /readyz", async () => {
       const flows = await (await fetch(`${url}/v1/flows`)).json() as { name: string; steps: string[] }[];
       assert.ok(flows.some((f) => f.name === "Three" && f.steps.includes("T?Three?two")));

@@ -259,6 +259,7 @@ export async function deploymentClient(config: Config, io: Output): Promise<Clie
     subject: config.subject_pull_address,
     publisher: config.integration_manager_pub_address,
     curve: security?.keys,
+    maxMessageSize: config.max_message_size,
   });
 }
 

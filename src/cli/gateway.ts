@@ -70,6 +70,7 @@ export async function runGateway(
       hostname: at.hostname,
       port: at.port,
       waitTimeout: config.http_wait_timeout,
+      maxMessageSize: config.max_message_size,
       clientBuffer: config.http_client_buffer,
       tokens,
       bodyLimit: config.http_body_limit,

@@ -32,6 +32,13 @@ export interface ClientOptions {
   readonly reactor?: Reactor;
   /** CURVE keys for tcp endpoints (its key pair and the Subject's / IM's public key); none: plaintext. */
   readonly curve?: CurveClientKeys;
+  /**
+   * The Subject's `max_message_size`: a request whose values are larger is refused here, with a
+   * `RequestRefusedError` (reason `oversize`), as the Subject would refuse it; far over it, the
+   * Subject's socket drops the message and the connection unanswered, and the request waits out
+   * its timeout. Absent: not checked here.
+   */
+  readonly maxMessageSize?: number;
 }
 
 /** Options of one request. */

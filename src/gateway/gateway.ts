@@ -118,6 +118,7 @@ export class Gateway {
       reactor,
       requestTimeout: options.waitTimeout ?? 30_000,
       curve: options.curve,
+      maxMessageSize: options.maxMessageSize,
     });
     const sub = reactor.socket("SUB", {
       ...curveClientOptions(options.curve, options.publisher),

@@ -30,6 +30,11 @@ export interface GatewayOptions {
   readonly heartbeat?: number;
   /** Bearer tokens; absent: no auth. */
   readonly tokens?: readonly TokenEntry[];
+  /**
+   * The Subject's `max_message_size`: a body whose values are larger is answered 413 at once
+   * (see `ClientOptions.maxMessageSize`). Absent: left to the Subject.
+   */
+  readonly maxMessageSize?: number;
   /** Largest request body in bytes; absent or 0: no limit of the gateway's own. */
   readonly bodyLimit?: number;
   /** Origins allowed cross-origin requests (`*`: any); absent or empty: none. */
