@@ -103,6 +103,10 @@ Deno.test("gateway: each outcome's HTTP status, the body `send --wait` prints, r
             const ms = performance.now() - t0;
             assert.equal(r.status, 413, `${bytes} bytes${query}: ${JSON.stringify(r.json)}`);
             assert.equal(errorCode(r.json), "oversize");
+            assert.match(
+              (r.json.error as { message: string }).message,
+              /^The client refused request .*max_message_size/,
+            );
             // Sent on, 20 MB was dropped by the Subject's socket with the connection, unanswered: 504 after 30 s.
             assert.ok(ms < 5_000, `${bytes} bytes${query}: answered after ${Math.round(ms)} ms`);
           }

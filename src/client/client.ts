@@ -252,7 +252,7 @@ export class Client {
       // Refused here as the Subject would refuse it (an outside attack: a 20 MB body waited 30 s
       // for a 504, the Subject's socket dropping it with the connection, again at each resend).
       const why = `the values are ${values.length} bytes, over max_message_size (${max} bytes)`;
-      throw new RequestRefusedError(header.id, "oversize", why);
+      throw new RequestRefusedError(header.id, "oversize", why, "The client");
     }
     // Named for the Subject last announced: a copy still queued when it dies is not run again
     // by its successor (PROTOCOL.md, _Subject restarts_).

@@ -21,7 +21,8 @@ export class RequestTimeoutError extends Error {
 /**
  * The Subject refused a message (a `NACK`, PROTOCOL.md _Acknowledgements_): it was dropped
  * unread, for `reason` (`bad_topic`, `frame_count`, `oversize`), and sending it again would not
- * help.
+ * help. The client itself refuses a request the Subject would refuse as `oversize` (see
+ * `ClientOptions.maxMessageSize`): `by` says which.
  */
 export class RequestRefusedError extends Error {
   /** The request id. */
@@ -30,9 +31,9 @@ export class RequestRefusedError extends Error {
   readonly reason: string;
   /** What kind of error this is, for programs: `refused`. */
   readonly code = "refused";
-  /** Builds the error. */
-  constructor(id: string, reason: string, message: string) {
-    super(`The Subject refused request ${id}: ${reason}: ${message}`);
+  /** Builds the error; `by` names who refused it. */
+  constructor(id: string, reason: string, message: string, by = "The Subject") {
+    super(`${by} refused request ${id}: ${reason}: ${message}`);
     this.name = "RequestRefusedError";
     this.id = id;
     this.reason = reason;
