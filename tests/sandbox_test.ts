@@ -154,6 +154,43 @@ Deno.test("a handler stuck in its sandbox is stopped at its own [actiontimeout],
   assert.deepEqual([next.values.pid], pids, "the same worker process serves on");
 });
 
+Deno.test("a sandbox whose handler module throws while it is evaluated there (not in the start check) says which file and line", async () => {
+  const { loadFiles } = await import("../src/load.ts");
+  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-thr-" });
+  try {
+    // Reading an environment variable is allowed where start checks handlers, denied in the sandbox.
+    await Deno.writeTextFile(
+      `${dir}/env.ts`,
+      'export const a = () => ({});\nexport const home = Deno.env.get("HOME");\n',
+    );
+    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??a = ./env.ts#a\n");
+    await Deno.writeTextFile(`${dir}/flows.ini`, "[A]\n?A?Push\n??a\n??done\n");
+    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
+    const started = SandboxPool.start({
+      groups: sandboxGroups(catalog),
+      flows: catalog.flows,
+      timeouts: new Map(),
+      handlerTimeout: 1000,
+      stepLimit: 10,
+      maxMessageSize: 1 << 20,
+      onResult: () => {},
+      onResultsEnd: () => {},
+      onStuck: () => {},
+      onLost: () => {},
+      onSteps: () => {},
+      onFatal: () => {},
+      hold: () => () => {},
+    });
+    const e = await started.then(() => undefined, (e: Error) => e);
+    assert.ok(e, "the sandbox started");
+    // It named neither (an outside attack: "did not start: Uncaught (in promise) Error: …").
+    assert.match(e.message, /did not start: .*env.* \(at file:.*\/env\.ts:2:\d+\)$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a sandbox whose handler module imports a file with a syntax error does not start, and says where on one line", async () => {
   const { loadFiles } = await import("../src/load.ts");
   const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");

@@ -216,7 +216,8 @@ class Sandbox {
         // A module that does not load (a syntax error in an imported file, say) comes with a code
         // frame over several lines: say it on one, naming where (as handler loading elsewhere does).
         const error = new Error(message);
-        error.stack = message;
+        // A module that throws while it is evaluated: the event names where (the message does not).
+        error.stack = e.filename ? `${message}\n    at ${e.filename}:${e.lineno}:${e.colno}` : message;
         ready.reject(new Error(`${this.name} did not start: ${describeImportError(error)}`));
       } else this.onCrash(this, message);
     };
