@@ -163,6 +163,38 @@ Deno.test("gateway: an Idempotency-Key retried 3 times runs once (in turn and at
   }
 });
 
+Deno.test("gateway: the answers remembered for Idempotency-Key retries are bounded in bytes; past the bound the oldest key is forgotten", async () => {
+  const d = await startDeployment({ workers: 1 });
+  const g = await Gateway.start({
+    subject: d.subject,
+    publisher: d.publisher,
+    flows: new Map(),
+    port: 0,
+    idempotencyBytes: 250_000,
+    waitTimeout: 2000,
+  });
+  try {
+    const blob = "x".repeat(100_000);
+    const run = (i: number, key: string) =>
+      post(`${g.url}/v1/flows/Three`, JSON.stringify({ blob, i }), { "Idempotency-Key": key });
+    for (let i = 0; i < 4; i++) assert.equal((await run(i, `b-${i}`)).status, 200);
+    // Each answer is over 100 KB (its values come back): 250,000 bytes hold the last two.
+    const newest = await run(99, "b-3");
+    assert.equal(
+      (newest.json.values as { i: number }).i,
+      3,
+      "the newest key is remembered: the first answer",
+    );
+    // The oldest was forgotten: its retry is sent again, and the Subject drops it as a duplicate
+    // (its duplicate_window): it is not run twice, and the caller gets no answer but a timeout.
+    const oldest = await run(100, "b-0");
+    assert.equal(oldest.status, 504, JSON.stringify(oldest.json).slice(0, 200));
+  } finally {
+    await g.close();
+    await d.stop();
+  }
+});
+
 Deno.test("gateway: 503 with Retry-After while the Subject is shutting down (overloaded)", async () => {
   const d = await startDeployment({ workers: 1 });
   const g = await Gateway.start({ subject: d.subject, publisher: d.publisher, flows: new Map(), port: 0 });

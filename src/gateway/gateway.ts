@@ -40,6 +40,8 @@ import { type Answer, answerOf, badRequest, failure, problem, readValues, refuse
 
 /** Idempotency keys remembered with their answers. */
 const IDEMPOTENCY_MEMORY = 10_000;
+/** Bytes of remembered answers (as JSON) kept at most, by default. */
+export const DEFAULT_IDEMPOTENCY_BYTES = 64 * 1024 * 1024;
 /** Error publications the dashboard lists. */
 const RECENT_ERRORS = 50;
 /**
@@ -64,6 +66,9 @@ export class Gateway {
   readonly #answers = new Map<string, Promise<Answer>>();
   /** The answers of remembered POSTs that have settled (for a `?wait=0` retry). */
   readonly #settled = new WeakMap<Promise<Answer>, Answer>();
+  /** Each settled remembered answer's size as JSON, by slot, and their sum. */
+  readonly #answerSizes = new Map<string, number>();
+  #answerBytes = 0;
   /** Waiters for the pause publication of a request id. */
   readonly #pauseWaiters = new Map<string, (p: Publication) => void>();
   readonly #pauseSubs = new Map<string, Promise<unknown>>();
@@ -378,14 +383,28 @@ export class Gateway {
 
   #remember(slot: string, answer: Promise<Answer>): void {
     this.#answers.set(slot, answer);
-    // A POST that timed out is forgotten: a retry waits for the same request's final again.
     answer.then((a) => {
       this.#settled.set(answer, a);
-      if (a.status === 504 && this.#answers.get(slot) === answer) this.#answers.delete(slot);
+      if (this.#answers.get(slot) !== answer) return;
+      // A POST that timed out is forgotten: a retry waits for the same request's final again.
+      if (a.status === 504) return this.#forget(slot);
+      // Bounded in bytes too: 10,000 answers of values up to max_message_size (1 MiB by default)
+      // could hold about 10 GB.
+      const n = JSON.stringify(a.body)?.length ?? 0;
+      this.#answerSizes.set(slot, n);
+      this.#answerBytes += n;
+      const limit = this.#o.idempotencyBytes ?? DEFAULT_IDEMPOTENCY_BYTES;
+      while (this.#answerBytes > limit && this.#answers.size > 1) {
+        this.#forget(this.#answers.keys().next().value!);
+      }
     });
-    while (this.#answers.size > IDEMPOTENCY_MEMORY) {
-      this.#answers.delete(this.#answers.keys().next().value!);
-    }
+    while (this.#answers.size > IDEMPOTENCY_MEMORY) this.#forget(this.#answers.keys().next().value!);
+  }
+
+  #forget(slot: string): void {
+    this.#answers.delete(slot);
+    this.#answerBytes -= this.#answerSizes.get(slot) ?? 0;
+    this.#answerSizes.delete(slot);
   }
 
   #ready(): { ready: boolean; reason?: string; workers?: number; subject?: number } {

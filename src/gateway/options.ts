@@ -35,6 +35,13 @@ export interface GatewayOptions {
    * (see `ClientOptions.maxMessageSize`). Absent: left to the Subject.
    */
   readonly maxMessageSize?: number;
+  /**
+   * Bytes of answers (as JSON) remembered for `Idempotency-Key` retries: past it, the oldest
+   * keys are forgotten (a retry of one is sent again, and the Subject drops it as a duplicate
+   * while it remembers the id: the retry gets a 504). At most 10,000 keys in any case.
+   * @default {67108864}
+   */
+  readonly idempotencyBytes?: number;
   /** Largest request body in bytes; absent or 0: no limit of the gateway's own. */
   readonly bodyLimit?: number;
   /** Origins allowed cross-origin requests (`*`: any); absent or empty: none. */
