@@ -41,7 +41,6 @@ export interface ClientOptions {
   readonly maxMessageSize?: number;
 }
 
-/** Options of one request. */
 /** What {@linkcode Client.submit} returns: the request's id, its acceptance and its final publication. */
 export interface Submission {
   /** The request id. */
@@ -52,6 +51,7 @@ export interface Submission {
   readonly final: Promise<Publication>;
 }
 
+/** Options of one request. */
 export interface RequestOptions {
   /** Milliseconds to wait for the final publication. */
   readonly timeout?: number;
