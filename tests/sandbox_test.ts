@@ -154,18 +154,16 @@ Deno.test("a handler stuck in its sandbox is stopped at its own [actiontimeout],
   assert.deepEqual([next.values.pid], pids, "the same worker process serves on");
 });
 
-Deno.test("a sandbox whose handler module throws while it is evaluated there (not in the start check) says which file and line", async () => {
+/**
+ * Starts a sandbox pool on `files` (name → text, with `flows.ini` and `mapping.ini`) written to a
+ * temporary folder; returns the error it failed with (the test fails if it started).
+ */
+async function sandboxStartError(files: Record<string, string>): Promise<Error> {
   const { loadFiles } = await import("../src/load.ts");
   const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
-  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-thr-" });
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-start-" });
   try {
-    // Reading an environment variable is allowed where start checks handlers, denied in the sandbox.
-    await Deno.writeTextFile(
-      `${dir}/env.ts`,
-      'export const a = () => ({});\nexport const home = Deno.env.get("HOME");\n',
-    );
-    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??a = ./env.ts#a\n");
-    await Deno.writeTextFile(`${dir}/flows.ini`, "[A]\n?A?Push\n??a\n??done\n");
+    for (const [name, text] of Object.entries(files)) await Deno.writeTextFile(`${dir}/${name}`, text);
     const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
     const started = SandboxPool.start({
       groups: sandboxGroups(catalog),
@@ -182,46 +180,35 @@ Deno.test("a sandbox whose handler module throws while it is evaluated there (no
       onFatal: () => {},
       hold: () => () => {},
     });
-    const e = await started.then(() => undefined, (e: Error) => e);
+    const e = await started.then((r) => (r.pool.close(), undefined), (e: Error) => e);
     assert.ok(e, "the sandbox started");
-    // It named neither (an outside attack: "did not start: Uncaught (in promise) Error: …").
-    assert.match(e.message, /did not start: .*env.* \(at file:.*\/env\.ts:2:\d+\)$/);
+    return e;
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+const FLOWS_A = "[A]\n?A?Push\n??a\n??done\n";
+
+Deno.test("a sandbox whose handler module throws while it is evaluated there (not in the start check) says which file and line", async () => {
+  const e = await sandboxStartError({
+    // Reading an environment variable is allowed where start checks handlers, denied in the sandbox.
+    "env.ts": 'export const a = () => ({});\nexport const home = Deno.env.get("HOME");\n',
+    "mapping.ini": "[actionmapping]\n??a = ./env.ts#a\n",
+    "flows.ini": FLOWS_A,
+  });
+  // It named neither (an outside attack: "did not start: Uncaught (in promise) Error: …").
+  assert.match(e.message, /did not start: .*env.* \(at file:.*\/env\.ts:2:\d+\)$/);
 });
 
 Deno.test("a sandbox whose handler module imports a file with a syntax error does not start, and says where on one line", async () => {
-  const { loadFiles } = await import("../src/load.ts");
-  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
-  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-syn-" });
-  try {
-    await Deno.writeTextFile(`${dir}/syn.ts`, 'export const a = "!" +;\n');
-    await Deno.writeTextFile(`${dir}/wrap.ts`, 'export * from "./syn.ts";\n');
-    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??a = ./wrap.ts#a\n");
-    await Deno.writeTextFile(`${dir}/flows.ini`, "[A]\n?A?Push\n??a\n??done\n");
-    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
-    const started = SandboxPool.start({
-      groups: sandboxGroups(catalog),
-      flows: catalog.flows,
-      timeouts: new Map(),
-      handlerTimeout: 1000,
-      stepLimit: 10,
-      maxMessageSize: 1 << 20,
-      onResult: () => {},
-      onResultsEnd: () => {},
-      onStuck: () => {},
-      onLost: () => {},
-      onSteps: () => {},
-      onFatal: () => {},
-      hold: () => () => {},
-    });
-    const e = await started.then(() => undefined, (e: Error) => e);
-    assert.ok(e, "the sandbox started");
-    // It was the error's code frame over five lines (found by an outside attack, through `start --watch`).
-    assert.match(e.message, /did not start: SyntaxError: .* \(at file:.*\/syn\.ts:1:\d+\)$/);
-    assert.ok(!e.message.includes("\n"), e.message);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const e = await sandboxStartError({
+    "syn.ts": 'export const a = "!" +;\n',
+    "wrap.ts": 'export * from "./syn.ts";\n',
+    "mapping.ini": "[actionmapping]\n??a = ./wrap.ts#a\n",
+    "flows.ini": FLOWS_A,
+  });
+  // It was the error's code frame over five lines (found by an outside attack, through `start --watch`).
+  assert.match(e.message, /did not start: SyntaxError: .* \(at file:.*\/syn\.ts:1:\d+\)$/);
+  assert.ok(!e.message.includes("\n"), e.message);
 });
