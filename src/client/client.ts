@@ -343,21 +343,10 @@ export class Client {
    */
   submit(flow: string, values: Values = {}, options: RequestOptions = {}): Submission {
     const id = options.id ?? crypto.randomUUID();
-    this.#sending.set(id, undefined);
     const pushed = Promise.withResolvers<void>();
     const final = this.#request(flow, values, id, options, pushed.resolve);
-    const accepted = (async () => {
-      try {
-        // A final that fails before the push (a timeout while subscribing) fails this too.
-        await Promise.race([pushed.promise, final]);
-        await this.#unacked.settled();
-        const refused = this.#sending.get(id);
-        if (refused) throw refused;
-        return id;
-      } finally {
-        this.#sending.delete(id);
-      }
-    })();
+    // (pushed once the subscription is made; a final that fails before, a timeout, fails this too)
+    const accepted = this.#accepted(id, () => Promise.race([pushed.promise, final]).then(() => {}));
     return { id, accepted, final };
   }
 
