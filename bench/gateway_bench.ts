@@ -13,7 +13,7 @@
  * @module
  */
 
-import { rolePids, spawnDeployment } from "../testing/deployment.ts";
+import { freePort, rolePids, spawnDeployment } from "../testing/deployment.ts";
 import { Generator } from "./generator.ts";
 import { httpClosedLoop, type HttpLoadRun } from "./http_load.ts";
 import { percentile } from "./report.ts";
@@ -83,13 +83,6 @@ function cpuSeconds(pid: number): number {
 
 const r2 = (n: number) => Math.round(n * 100) / 100;
 const r3 = (n: number) => Math.round(n * 1000) / 1000;
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** Runs `load` and the CPU seconds each of `pids` used meanwhile. */
 async function measured(

@@ -9,6 +9,7 @@
 
 import { delay } from "../src/_async.ts";
 import { CLOSED_LOOP_WINDOW } from "./generator.ts";
+import { freePort } from "../testing/deployment.ts";
 
 const NODE = decodeURIComponent(new URL("./moleculer_node.ts", import.meta.url).pathname);
 
@@ -34,14 +35,6 @@ export interface MoleculerRun {
   }[];
   /** Calls the closed loop keeps outstanding. */
   readonly window: number;
-}
-
-/** A free TCP port on loopback (bound, then let go). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /**

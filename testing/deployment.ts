@@ -43,7 +43,8 @@ export interface Deployment extends AsyncDisposable {
   stop(): Promise<number>;
 }
 
-function freePort(): number {
+/** A free TCP port on loopback (bound, then let go: another process may take it meanwhile). */
+export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();

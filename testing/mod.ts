@@ -18,6 +18,7 @@
 
 export {
   type Deployment,
+  freePort,
   killRole,
   rolePids,
   roleStats,

@@ -3,16 +3,9 @@
 // (`Client.submit`); its Idempotency-Key is remembered like a waited one's. Real processes (`start
 // --http`), real sockets, a real SIGKILL.
 import assert from "node:assert/strict";
-import { killRole, rolePids } from "../testing/deployment.ts";
+import { freePort, killRole, rolePids } from "../testing/deployment.ts";
 import { countFinals, settle } from "./finals.ts";
 import { startDeployment } from "./helpers.ts";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 async function post(
   url: string,

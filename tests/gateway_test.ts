@@ -2,18 +2,12 @@
 // real HTTP on loopback, real ZeroMQ behind it.
 import assert from "node:assert/strict";
 import { Gateway } from "../src/gateway/gateway.ts";
+import type { GatewayOptions } from "../src/gateway/options.ts";
 import type { Publication } from "../src/wire/protocol.ts";
-import { rolePids } from "../testing/deployment.ts";
+import { freePort, rolePids } from "../testing/deployment.ts";
 import { readUntil } from "../src/_async.ts";
 
 import { type Deployment, runCli, startDeployment } from "./helpers.ts";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** A deployment of the basic component with the gateway (`start --http`); its base URL. */
 async function withGateway(args: string[] = []): Promise<{ d: Deployment; url: string }> {
@@ -29,6 +23,11 @@ async function post(
 ): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
   const r = await fetch(url, { method: "POST", body, headers });
   return { status: r.status, json: await r.json(), headers: r.headers };
+}
+
+/** A gateway in this process for deployment `d`, on a free port, with `options` over the defaults. */
+function gatewayOn(d: Deployment, options: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  return Gateway.start({ subject: d.subject, publisher: d.publisher, flows: new Map(), port: 0, ...options });
 }
 
 const errorCode = (j: Record<string, unknown>) => (j.error as { code?: string } | undefined)?.code;
@@ -165,14 +164,7 @@ Deno.test("gateway: an Idempotency-Key retried 3 times runs once (in turn and at
 
 Deno.test("gateway: the answers remembered for Idempotency-Key retries are bounded in bytes; past the bound the oldest key is forgotten", async () => {
   const d = await startDeployment({ workers: 1 });
-  const g = await Gateway.start({
-    subject: d.subject,
-    publisher: d.publisher,
-    flows: new Map(),
-    port: 0,
-    idempotencyBytes: 250_000,
-    waitTimeout: 2000,
-  });
+  const g = await gatewayOn(d, { idempotencyBytes: 250_000, waitTimeout: 2000 });
   try {
     const blob = "x".repeat(100_000);
     const run = (i: number, key: string) =>
@@ -197,7 +189,7 @@ Deno.test("gateway: the answers remembered for Idempotency-Key retries are bound
 
 Deno.test("gateway: 503 with Retry-After while the Subject is shutting down (overloaded)", async () => {
   const d = await startDeployment({ workers: 1 });
-  const g = await Gateway.start({ subject: d.subject, publisher: d.publisher, flows: new Map(), port: 0 });
+  const g = await gatewayOn(d);
   try {
     assert.equal((await post(`${g.url}/v1/flows/Three`, "{}")).status, 200); // subscribed, warm
     const slow = post(`${g.url}/v1/flows/Slow`, '{"ms": 6000}');
@@ -275,13 +267,7 @@ const REQUESTS = 1000;
 
 Deno.test("gateway: SSE and WebSocket receive the publications of 1,000 requests in order per request, with heartbeats", async () => {
   const d = await startDeployment({ workers: 1 });
-  const g = await Gateway.start({
-    subject: d.subject,
-    publisher: d.publisher,
-    flows: new Map(),
-    port: 0,
-    heartbeat: 200,
-  });
+  const g = await gatewayOn(d, { heartbeat: 200 });
   const service = await d.connect();
   const ac = new AbortController();
   try {
