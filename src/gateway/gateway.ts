@@ -38,6 +38,12 @@ import type { GatewayOptions, GatewayStats } from "./options.ts";
 export type { GatewayOptions, GatewayStats } from "./options.ts";
 import { type Answer, answerOf, badRequest, failure, problem, readValues, refuse, send } from "./answers.ts";
 
+/** A remembered POST's answer: pending, then settled (with its body serialized). */
+interface Remembered {
+  readonly answer: Promise<Answer>;
+  settled?: Answer;
+}
+
 /** Idempotency keys remembered with their answers. */
 const IDEMPOTENCY_MEMORY = 10_000;
 /** Bytes of remembered answers (as JSON) kept at most, by default. */
@@ -63,11 +69,8 @@ export class Gateway {
   readonly #auth?: Auth;
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
   /** Answers by idempotency key (flow and key), in arrival order: the oldest are forgotten first. */
-  readonly #answers = new Map<string, Promise<Answer>>();
-  /** The answers of remembered POSTs that have settled (for a `?wait=0` retry). */
-  readonly #settled = new WeakMap<Promise<Answer>, Answer>();
-  /** Each settled remembered answer's size as JSON, by slot, and their sum. */
-  readonly #answerSizes = new Map<string, number>();
+  readonly #answers = new Map<string, Remembered>();
+  /** The sum of the remembered answers' `json` lengths. */
   #answerBytes = 0;
   /** Waiters for the pause publication of a request id. */
   readonly #pauseWaiters = new Map<string, (p: Publication) => void>();
@@ -307,17 +310,13 @@ export class Gateway {
       const slot = `${caller}\0${flow}\0${idem}`;
       const known = this.#answers.get(slot);
       if (known) {
-        if (wait) return send(c, await known);
-        const settled = this.#settled.get(known);
+        if (wait) return send(c, await known.answer);
+        const settled = known.settled;
         return send(c, settled && settled.status >= 300 ? settled : { status: 202, body: { id } });
       }
-      if (wait) {
-        const answer = this.#run(flow, values, id, key);
-        this.#remember(slot, answer);
-        return send(c, await answer);
-      }
+      if (wait) return send(c, await this.#remember(slot, this.#run(flow, values, id, key)));
       const accepting = this.#accept(flow, values, id, key);
-      this.#remember(slot, accepting.answer);
+      void this.#remember(slot, accepting.answer);
       return send(c, await accepting.accepted);
     });
     app.post("/v1/resume/:token", async (c) => {
@@ -381,30 +380,42 @@ export class Gateway {
     return who.entry.name;
   }
 
-  #remember(slot: string, answer: Promise<Answer>): void {
-    this.#answers.set(slot, answer);
-    answer.then((a) => {
-      this.#settled.set(answer, a);
-      if (this.#answers.get(slot) !== answer) return;
-      // A POST that timed out is forgotten: a retry waits for the same request's final again.
-      if (a.status === 504) return this.#forget(slot);
-      // Bounded in bytes too: 10,000 answers of values up to max_message_size (1 MiB by default)
-      // could hold about 10 GB.
-      const n = JSON.stringify(a.body)?.length ?? 0;
-      this.#answerSizes.set(slot, n);
-      this.#answerBytes += n;
-      const limit = this.#o.idempotencyBytes ?? DEFAULT_IDEMPOTENCY_BYTES;
-      while (this.#answerBytes > limit && this.#answers.size > 1) {
-        this.#forget(this.#answers.keys().next().value!);
-      }
-    });
+  /**
+   * Remembers the answer of `slot`'s first POST; resolves with it serialized once (`json`), which
+   * is what is sent and what its size is counted by.
+   */
+  #remember(slot: string, answer: Promise<Answer>): Promise<Answer> {
+    const r: Remembered = {
+      answer: answer.then((a) => {
+        const json = JSON.stringify(a.body) ?? "null";
+        r.settled = { ...a, json };
+        if (this.#answers.get(slot) !== r) return r.settled;
+        // A POST that timed out is forgotten: a retry waits for the same request's final again.
+        if (a.status === 504) {
+          this.#forget(slot);
+          return r.settled;
+        }
+        // Bounded in bytes too: 10,000 answers of values up to max_message_size (1 MiB by
+        // default) could hold about 10 GB.
+        this.#answerBytes += json.length;
+        const limit = this.#o.idempotencyBytes ?? DEFAULT_IDEMPOTENCY_BYTES;
+        while (this.#answerBytes > limit && this.#answers.size > 1) {
+          this.#forget(this.#answers.keys().next().value!);
+        }
+        return r.settled;
+      }),
+    };
+    this.#answers.set(slot, r);
     while (this.#answers.size > IDEMPOTENCY_MEMORY) this.#forget(this.#answers.keys().next().value!);
+    return r.answer;
   }
 
   #forget(slot: string): void {
+    const r = this.#answers.get(slot);
+    if (!r) return;
     this.#answers.delete(slot);
-    this.#answerBytes -= this.#answerSizes.get(slot) ?? 0;
-    this.#answerSizes.delete(slot);
+    // Counted only once settled, and not when it timed out (forgotten before it was counted).
+    if (r.settled && r.settled.status !== 504) this.#answerBytes -= r.settled.json?.length ?? 0;
   }
 
   #ready(): { ready: boolean; reason?: string; workers?: number; subject?: number } {
