@@ -153,7 +153,8 @@ Deno.test("pause book: paused values that are not a JSON object end the flow wit
   // What the Subject never pauses with (it refuses such values with bad_request), but a store
   // written by something else may hold.
   const token = book.pause("F", 1, "r9", 1, "not json");
-  assert.equal(mergedValues(store.take(token, clock.now)!, { a: 1 }), undefined);
+  const taken = store.take(token, { resume: "x", incarnation: "i", keepUntil: clock.now + 1 }, clock.now);
+  assert.equal(taken.kind === "taken" && mergedValues(taken.paused, { a: 1 }), undefined);
   const again = book.pause("F", 1, "r9", 1, "[1,2]");
   const r = book.resume("F", resumeHeader(again), utf8('{"a":1}'));
   assert.equal(r.kind, "error");
@@ -161,4 +162,63 @@ Deno.test("pause book: paused values that are not a JSON object end the flow wit
   assert.equal(e.code, "bad_resume");
   assert.deepEqual(e.header, { id: "r9" });
   assert.match(e.message, /paused with are not a JSON object/);
+});
+
+Deno.test("pause book: the resume that took a token takes it again in a later Subject incarnation; others never; a flow paused again finishes it", () => {
+  const clock = { now: 1_000_000 };
+  const store = new PausedStore(":memory:");
+  const flows = new Map([["F", flow]]);
+  const book = (incarnation: string) =>
+    new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation });
+  const first = book("i1");
+  const token = first.pause("F", 1, "r1", 1, '{"a":1}');
+  assert.equal(resumed(first.resume("F", resumeHeader(token, "res-a"), utf8('{"b":2}'))).paused.id, "r1");
+  assert.deepEqual(first.resume("F", resumeHeader(token, "res-a"), utf8("{}")), { kind: "repeat", id: "r1" });
+  // The Subject "i1" died while the flow ran; its successor:
+  const second = book("i2");
+  const other = second.resume("F", resumeHeader(token, "res-b"), utf8("{}"));
+  assert.equal(other.kind === "error" && other.error.code, "bad_resume", "another resume is refused");
+  const again = resumed(second.resume("F", resumeHeader(token, "res-a"), utf8('{"b":2}')));
+  assert.equal(again.values, '{"a":1,"b":2}', "the flow goes on from its @ASYNC step, as the first time");
+  // Past the pause's first deadline the running flow's token is not expired by the incarnation running it…
+  clock.now += TIMEOUT;
+  assert.deepEqual(second.expire(), []);
+  // …and once its flow ended, the same resume is a repeat there.
+  second.finish(token);
+  assert.deepEqual(second.resume("F", resumeHeader(token, "res-a"), utf8("{}")), {
+    kind: "repeat",
+    id: "r1",
+  });
+  // A flow that pauses again finishes the token that ran it to that pause, for every incarnation.
+  const next = second.pause("F", 1, "r2", 1, "{}");
+  resumed(second.resume("F", resumeHeader(next, "res-c"), utf8("{}")));
+  second.pause("F", 1, "r2", 3, "{}", undefined, next);
+  assert.deepEqual(book("i3").resume("F", resumeHeader(next, "res-c"), utf8("{}")), {
+    kind: "repeat",
+    id: "r2",
+  });
+  store.close();
+});
+
+Deno.test("pause book: a resumed flow whose Subject died, its resume not sent again, times out naming that resume", () => {
+  const clock = { now: 1_000_000 };
+  const store = new PausedStore(":memory:");
+  const flows = new Map([["F", flow]]);
+  const first = new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation: "i1" });
+  const token = first.pause("F", 1, "r1", 1, '{"a":1}');
+  clock.now += TIMEOUT / 2;
+  resumed(first.resume("F", resumeHeader(token, "res-a"), utf8("{}")));
+  const second = new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation: "i2" });
+  clock.now += TIMEOUT - 1;
+  assert.deepEqual(second.expire(), [], "kept for timeout ms from the take");
+  clock.now += 1;
+  assert.deepEqual(second.expire(), [{
+    flow: "F",
+    header: { id: "r1", pos: 1 },
+    values: utf8('{"a":1}'),
+    code: "timeout",
+    message:
+      `resumed flow was lost with the Subject that ran it, and its resume ("res-a") was not sent again within ${TIMEOUT} ms`,
+  }]);
+  store.close();
 });

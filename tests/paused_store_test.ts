@@ -13,19 +13,111 @@ const flow = (token: string, deadline: number) => ({
   deadline,
 });
 
+/** A resume `resume` reaching Subject incarnation `incarnation`. */
+const by = (resume: string, incarnation = "i1", keepUntil = 5000) => ({ resume, incarnation, keepUntil });
+
 Deno.test("a token resumes once; expired flows are taken by expire(), not take()", () => {
   const s = new PausedStore(":memory:");
   const t1 = makeToken("F", "req~1");
   s.save(flow(t1, 2000));
   assert.equal(s.count(), 1);
-  assert.deepEqual(s.take(t1, 1000), flow(t1, 2000));
-  assert.equal(s.take(t1, 1000), undefined, "second use");
+  assert.deepEqual(s.take(t1, by("a"), 1000), {
+    kind: "taken",
+    paused: { ...flow(t1, 5000), takenBy: "a" },
+  });
+  assert.deepEqual(s.take(t1, by("b"), 1000), { kind: "none" }, "second use, by another resume");
+  assert.equal(s.count(), 0, "a taken token's flow is not waiting for a resume");
   const t2 = makeToken("F", "req~1");
   s.save(flow(t2, 2000));
-  assert.equal(s.take(t2, 2000), undefined, "expired");
-  assert.deepEqual(s.expire(2000).map((p) => p.token), [t2]);
+  assert.deepEqual(s.take(t2, by("a"), 2000), { kind: "none" }, "expired");
+  assert.deepEqual(s.expire(2000, "i1").map((p) => p.token), [t2]);
   assert.equal(s.count(), 0);
   s.close();
+});
+
+Deno.test("a taken token is kept: the resume that took it takes it again in a later Subject incarnation, no other resume ever", () => {
+  const s = new PausedStore(":memory:");
+  const t = makeToken("F", "req~1");
+  s.save(flow(t, 2000));
+  assert.equal(s.take(t, by("a", "i1"), 1000).kind, "taken");
+  // The same resume again in the same incarnation: its flow runs there already.
+  assert.deepEqual(s.take(t, by("a", "i1"), 1000), { kind: "repeat", id: "req~1" });
+  assert.deepEqual(s.take(t, by("b", "i2"), 1000), { kind: "none" });
+  // That Subject died with the flow running: the same resume, sent again to its successor.
+  const again = s.take(t, by("a", "i2", 9000), 1000);
+  assert.equal(again.kind, "taken");
+  assert.equal(again.kind === "taken" && again.paused.deadline, 9000, "kept until the new keepUntil");
+  // The successor's expiry leaves a token it took to its running flow, even past its deadline.
+  assert.deepEqual(s.expire(9000, "i2"), []);
+  s.close();
+});
+
+Deno.test("a finished token never expires into a timeout; a later incarnation lets its resume run it again (a lost final), no other", () => {
+  const s = new PausedStore(":memory:");
+  const t = makeToken("F", "req~1");
+  s.save(flow(t, 2000));
+  assert.equal(s.take(t, by("a", "i1", 3000), 1000).kind, "taken");
+  s.finish(t);
+  assert.deepEqual(
+    s.take(t, by("a", "i1"), 1000),
+    { kind: "repeat", id: "req~1" },
+    "ended in this incarnation",
+  );
+  assert.deepEqual(s.take(t, by("b", "i2"), 1000), { kind: "none" });
+  assert.deepEqual(s.expire(3000, "i2"), [], "its mark goes silently at its deadline");
+  assert.deepEqual(s.take(t, by("a", "i2"), 1000), { kind: "none" }, "gone");
+  const u = makeToken("F", "req~2");
+  s.save({ ...flow(u, 2000), id: "req~2" });
+  assert.equal(s.take(u, by("a", "i1", 3000), 1000).kind, "taken");
+  s.finish(u);
+  assert.equal(s.take(u, by("a", "i2", 3000), 1000).kind, "taken", "sent again after a restart: runs again");
+  assert.equal(s.expire(3000, "i3").length, 1, "taken again, not ended: expires in a later incarnation");
+  s.close();
+});
+
+Deno.test("a token whose flow paused again is finished with the new pause's save: its resume does not take it again", () => {
+  const s = new PausedStore(":memory:");
+  const t = makeToken("F", "req~1");
+  s.save(flow(t, 2000));
+  assert.equal(s.take(t, by("a", "i1"), 1000).kind, "taken");
+  const next = makeToken("F", "req~1");
+  s.save({ ...flow(next, 4000), position: 4 }, t);
+  assert.deepEqual(s.take(t, by("a", "i2"), 1000), { kind: "repeat", id: "req~1" }, "after a restart too");
+  assert.deepEqual(s.list().map((p) => p.token), [next], "the new pause waits for its resume");
+  assert.deepEqual(s.expire(5000, "i2").map((p) => p.token), [next], "the finished token expires silently");
+  s.close();
+});
+
+Deno.test("a token taken in a Subject incarnation that died, and not taken again by its deadline, expires naming its resume", () => {
+  const s = new PausedStore(":memory:");
+  const t = makeToken("F", "req~1");
+  s.save(flow(t, 2000));
+  assert.equal(s.take(t, by("a", "i1", 3000), 1000).kind, "taken");
+  assert.deepEqual(s.expire(3000, "i2"), [{ ...flow(t, 3000), takenBy: "a" }]);
+  assert.deepEqual(s.expire(3000, "i2"), [], "once");
+  s.close();
+});
+
+Deno.test("a store written before tokens were kept when taken opens, and its paused flows resume", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/p.sqlite`;
+  const { DatabaseSync } = await import("node:sqlite");
+  const old = new DatabaseSync(path);
+  old.exec(`CREATE TABLE paused (
+    token TEXT PRIMARY KEY, id TEXT NOT NULL, flow TEXT NOT NULL, position INTEGER NOT NULL,
+    n INTEGER NOT NULL, "values" TEXT NOT NULL, paused_at INTEGER NOT NULL, deadline INTEGER NOT NULL,
+    version INTEGER)`);
+  const t = makeToken("F", "req~1");
+  old.prepare(`INSERT INTO paused VALUES (?, 'req~1', 'F', 2, 1, '{"a":1}', 0, 2000, 1)`).run(t);
+  old.close();
+  const s = new PausedStore(path);
+  assert.equal(s.count(), 1);
+  assert.deepEqual(s.take(t, by("a"), 1000), {
+    kind: "taken",
+    paused: { ...flow(t, 5000), version: 1, takenBy: "a" },
+  });
+  s.close();
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("state survives reopening the file", async () => {
@@ -35,7 +127,8 @@ Deno.test("state survives reopening the file", async () => {
   a.save(flow(t, Date.now() + 60_000));
   a.close();
   const b = new PausedStore(`${dir}/p.sqlite`);
-  assert.equal(b.take(t)?.flow, "F");
+  const taken = b.take(t, by("a", "i1", Date.now() + 60_000));
+  assert.equal(taken.kind === "taken" && taken.paused.flow, "F");
   b.close();
   await Deno.remove(dir, { recursive: true });
 });

@@ -260,3 +260,84 @@ Deno.test("a Subject SIGSTOPped 8 s under load, continued, then SIGKILLed: no fi
     await w.close();
   }
 });
+
+// A flow that pauses, then sleeps (`ms` from the resume values) once resumed.
+const PAUSE_SLOW = `[PauseSlow]
+?PauseSlow?Push
+T?PauseSlow?one
+T?PauseSlow@ASYNC?wait
+T?PauseSlow?sleep
+??done
+`;
+
+for (const { label, args } of IM_PLACEMENTS) {
+  Deno.test(`SIGKILL of the Subject while resumed flows run and more resumes arrive: each request ends once, each resume gets its final${label}`, async () => {
+    const dir = await Deno.makeTempDir();
+    const flows = `${dir}/flows.ini`;
+    await Deno.writeTextFile(flows, PAUSE_SLOW);
+    const mapping = new URL("../fixtures/components/basic/mapping.ini", import.meta.url).pathname;
+    await using d = await startDeployment({ workers: 2, files: [flows, mapping], args });
+    await using client = await d.connect();
+    await using resumer = await d.connect();
+    const w = await countFinals(d, "PauseSlow");
+    const tokens = new Map<string, string>();
+    const pauses = await client.subscribe("PauseSlow~ASYNC~");
+    try {
+      const n = 200;
+      const ids = Array.from({ length: n }, (_, i) => `q-${i}`);
+      const requests = ids.map((id, i) => client.request("PauseSlow", { i }, { id, timeout: 60_000 }));
+      requests.forEach((r) => r.catch(() => {})); // a failed assertion below reports itself, not these
+      while (tokens.size < n) {
+        const p = (await pauses.next()).value as Publication;
+        tokens.set(p.id, p.resume!);
+      }
+      const resume = (id: string) =>
+        resumer.resume(tokens.get(id)!, { ms: 1500 }, { id: `r-${id}`, timeout: 30_000 });
+      // Half resumed and running (each sleeps 1.5 s) when the Subject dies…
+      const first = ids.slice(0, n / 2).map(resume);
+      await resumer.flush();
+      await new Promise((r) => setTimeout(r, 200));
+      // …the other half sent as it is killed: some reach it, some its successor.
+      const second = ids.slice(n / 2).map(resume);
+      [...first, ...second].forEach((r) => r.catch(() => {}));
+      assert.ok(await killRole(d.dir, "subject") !== undefined, "a Subject to kill");
+      const resumed = await Promise.allSettled([...first, ...second]);
+      const failed = resumed.flatMap((r, i) =>
+        r.status === "rejected"
+          ? [`q-${i}: ${r.reason}`]
+          : r.value.action === "done"
+          ? []
+          : [`q-${i}: ${JSON.stringify(r.value.error)}`]
+      );
+      assert.deepEqual(failed, [], `${failed.length} of ${n} resumes without their final`);
+      resumed.forEach((r, i) => {
+        const p = (r as PromiseFulfilledResult<Publication>).value;
+        assert.equal(p.id, `q-${i}`);
+        assert.deepEqual(p.values, { i, trace: ["one"], ms: 1500, slept: true });
+      });
+      const out = await Promise.all(requests);
+      out.forEach((p, i) => assert.equal(p.action, "done", `request q-${i}: ${JSON.stringify(p.error)}`));
+      assert.equal(resumer.subjectRestarts, 1, "the resumer saw the new Subject");
+      // A last request, paused and resumed: the IM publishes in order, so a late duplicate of an
+      // earlier final would have been seen before this one's.
+      const last = client.request("PauseSlow", { i: -1 }, { id: "last", timeout: 30_000 });
+      let token: string | undefined;
+      while (token === undefined) {
+        const p = (await pauses.next()).value as Publication;
+        if (p.id === "last") token = p.resume;
+      }
+      const watched = w.seen("last");
+      assert.equal((await resumer.resume(token, { ms: 0 })).action, "done");
+      await watched;
+      assert.equal((await last).action, "done");
+      const twice = [...w.finals].filter(([, c]) => c !== 1);
+      assert.deepEqual(twice, [], "no request has two finals");
+      assert.deepEqual(ids.filter((id) => !w.finals.has(id)), [], "every request has its final");
+      console.log(`resumes sent again after the restart (with requests): ${resumer.resentAfterRestart}`);
+    } finally {
+      await pauses.return!();
+      await w.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

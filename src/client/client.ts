@@ -393,7 +393,10 @@ export class Client {
   /**
    * Resumes a flow paused at an `@ASYNC` step, with `values` merged into its values, and
    * resolves with the final publication of the original request (or a `bad_resume` error
-   * publication when the token is unknown, expired or already used).
+   * publication when the token is unknown, expired or used by another resume). The resume is
+   * kept, and sent again to a restarted Subject, until that final or the timeout: if the Subject
+   * dies while the flow runs, the same resume takes the token again and the flow runs again from
+   * its `@ASYNC` step.
    */
   async resume(
     token: string,
@@ -430,7 +433,10 @@ export class Client {
     });
     try {
       await Promise.race([this.#subscribe(`${flow}~~~~`), result]);
-      await this.#push(`${flow}~~~~`, { v: 1, id: resumeId, resume: token }, utf8(JSON.stringify(values)));
+      // Kept, and sent again to a restarted Subject, like a request: if the Subject dies while the
+      // flow it resumed runs, the same resume takes the token again (PROTOCOL.md, _Subject restarts_).
+      const header = { v: 1, id: resumeId, resume: token };
+      await this.#push(`${flow}~~~~`, header, utf8(JSON.stringify(values)), true);
       return await result;
     } finally {
       clearTimeout(timer);
@@ -443,7 +449,11 @@ export class Client {
     }
   }
 
-  /** Sends a resume without waiting for the flow to finish; resolves once accepted. */
+  /**
+   * Sends a resume without waiting for the flow to finish; resolves once accepted. It keeps
+   * nothing, as {@linkcode Client.send}: a Subject that dies while the flow runs ends it with
+   * `timeout` after `async_timeout`. Use {@linkcode Client.resume} to survive that.
+   */
   async sendResume(
     token: string,
     values: Values = {},

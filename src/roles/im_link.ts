@@ -45,6 +45,10 @@ export class ImLink {
   #sending = false;
   #resent = 0;
   #published = 0;
+  /** Callbacks for the batch in the making ({@linkcode ImLink.whenTaken}). */
+  #tail: (() => void)[] = [];
+  /** Callbacks by the batch they wait for, in send order. */
+  readonly #waiting: { seq: number; fns: (() => void)[] }[] = [];
   /**
    * The Subject's incarnation announcement: a client that sees a new one sends again the requests
    * it still waits for, which died with the Subject before (PROTOCOL.md, _Subject restarts_).
@@ -107,12 +111,25 @@ export class ImLink {
     else this.#o.scheduleFlush();
   }
 
+  /**
+   * Calls `fn` once the IM has acknowledged the batch that the publications of this turn go in
+   * (or the next one, if this turn publishes nothing more), or has given it up. From `onBatch`:
+   * the batch it is shown.
+   */
+  whenTaken(fn: () => void): void {
+    this.#tail.push(fn);
+  }
+
   /** Sends this turn's batch (held until acknowledged). */
   flush(): void {
     if (!this.#batch.count) return;
     const batch = this.#batch.take().slice(); // the writer reuses its buffer
     this.#o.onBatch?.(batch);
-    this.#outbox.add(batch);
+    const { seq } = this.#outbox.add(batch);
+    if (this.#tail.length) {
+      this.#waiting.push({ seq, fns: this.#tail });
+      this.#tail = [];
+    }
     this.#send();
     this.#o.changed();
   }
@@ -185,5 +202,16 @@ export class ImLink {
     }
     if (r.resent) this.#send();
     this.#o.changed();
+    if (this.#waiting.length) this.#taken();
+  }
+
+  /** Calls the callbacks of the batches no longer held (acknowledged, or given up). */
+  #taken(): void {
+    let kept = 0;
+    for (const w of this.#waiting) {
+      if (this.#outbox.holds(w.seq)) this.#waiting[kept++] = w;
+      else for (const fn of w.fns) fn();
+    }
+    this.#waiting.length = kept;
   }
 }

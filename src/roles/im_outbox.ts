@@ -115,6 +115,11 @@ export class ImOutbox {
     return e;
   }
 
+  /** True while batch `seq` is held: not yet acknowledged (nor given up). */
+  holds(seq: number): boolean {
+    return this.#bySeq.has(seq);
+  }
+
   /** The oldest batch waiting to be sent, or `undefined`. It stays queued until {@linkcode sent}. */
   next(): OutboxEntry | undefined {
     const q = this.#queue;

@@ -2,7 +2,11 @@
  * The Subject's paused flows (`@ASYNC` steps) over the store that keeps them: pausing, resuming,
  * and expiry. Pure decisions with an injected store and clock: the Subject publishes what they
  * say. The store takes a token atomically, so of two resumes racing for one token exactly one
- * wins and the other is told `bad_resume`.
+ * wins and the other is told `bad_resume`. A taken token is kept, so the resume that took it,
+ * sent again to a later Subject incarnation after the one running its flow died, takes it again
+ * (`resumed`), and sent again to the same one is a `repeat`; once its flow has ended
+ * ({@linkcode PauseBook.finish}) it no longer expires, and once it paused again it is not taken
+ * again.
  *
  * @example
  * ```ts
@@ -28,7 +32,7 @@ import type { ErrorSpec } from "./intake.ts";
 import type { PausedFlow, PausedStore } from "./paused_store.ts";
 
 /** What the pause book needs of a store (see `paused_store.ts`). */
-export type PauseStore = Pick<PausedStore, "save" | "take" | "expire" | "count">;
+export type PauseStore = Pick<PausedStore, "save" | "take" | "finish" | "expire" | "count">;
 
 /** Options of {@linkcode PauseBook}. */
 export interface PauseBookOptions {
@@ -40,6 +44,11 @@ export interface PauseBookOptions {
   readonly timeout: number;
   /** The clock, ms since the epoch (the store keeps deadlines on it). @default {Date.now} */
   readonly now?: () => number;
+  /**
+   * The Subject incarnation this book takes tokens in: a token taken in another one whose flow
+   * did not end may be taken again by the same resume. @default {a new random one}
+   */
+  readonly incarnation?: string;
   /**
    * The configuration version and flow a paused flow resumes on (`VersionBook.resumeOn`), or
    * `undefined` when a reload removed its flow (`bad_resume`). @default {its flow in `flows`, version 1}
@@ -63,7 +72,9 @@ export type Resume =
     /** The values it goes on with: those it paused with, the resume's merged over them (JSON text). */
     readonly values: string;
   }
-  | { readonly kind: "error"; readonly error: ErrorSpec; readonly paused?: PausedFlow };
+  | { readonly kind: "error"; readonly error: ErrorSpec; readonly paused?: PausedFlow }
+  /** This resume took the token of request `id` in this incarnation already: nothing to do. */
+  | { readonly kind: "repeat"; readonly id: string };
 
 /** Pauses, resumes and expiries of flows at their `@ASYNC` steps. */
 export class PauseBook {
@@ -72,6 +83,7 @@ export class PauseBook {
   readonly #timeout: number;
   readonly #now: () => number;
   readonly #resumeOn?: PauseBookOptions["resumeOn"];
+  readonly #incarnation: string;
 
   /** A book over `options.store`. */
   constructor(options: PauseBookOptions) {
@@ -80,6 +92,7 @@ export class PauseBook {
     this.#timeout = options.timeout;
     this.#now = options.now ?? Date.now;
     this.#resumeOn = options.resumeOn;
+    this.#incarnation = options.incarnation ?? crypto.randomUUID();
   }
 
   /** Paused flows now. */
@@ -90,13 +103,22 @@ export class PauseBook {
   /**
    * Pauses request `id` of `flow` at its `@ASYNC` step `position` (after `n` steps) with `values`
    * (JSON text), on configuration `version`: saved in the store (on disk before this returns) until
-   * `timeout` ms from now. Returns its resume token.
+   * `timeout` ms from now. `ends`: the token whose resume ran the flow to this pause, if one did
+   * (its resume, sent again, no longer runs the flow). Returns its resume token.
    */
-  pause(flow: string, position: number, id: string, n: number, values: string, version?: number): string {
+  pause(
+    flow: string,
+    position: number,
+    id: string,
+    n: number,
+    values: string,
+    version?: number,
+    ends?: string,
+  ): string {
     const token = makeToken(flow, id);
     const now = this.#now();
     const deadline = now + this.#timeout;
-    this.#store.save({ token, id, flow, position, n, values, pausedAt: now, deadline, version });
+    this.#store.save({ token, id, flow, position, n, values, pausedAt: now, deadline, version }, ends);
     return token;
   }
 
@@ -104,8 +126,9 @@ export class PauseBook {
    * A resume message: its `header` (with the token) and `values`, on a topic of flow `topicFlow`.
    * Its errors go under its own id on `topicFlow`: `bad_request` for values that are not a JSON
    * object (the token is not used), `bad_resume` for a token that is malformed, unknown, expired
-   * or already used, `unknown_flow` when the flow it resumes is no longer loaded (`bad_resume`
-   * naming it when a reload removed it, with `resumeOn`).
+   * or used by another resume, `unknown_flow` when the flow it resumes is no longer loaded
+   * (`bad_resume` naming it when a reload removed it, with `resumeOn`). The token is kept, taken
+   * by this resume (`header.id`), for `timeout` ms or until {@linkcode PauseBook.finish}.
    */
   resume(topicFlow: string, header: Header, values: Uint8Array): Resume {
     const added = decodeValues(values);
@@ -118,13 +141,17 @@ export class PauseBook {
     }
     const token = typeof header.resume === "string" ? header.resume : "";
     const wellFormed = parseToken(token) !== undefined;
-    const paused = wellFormed ? this.#store.take(token, this.#now()) : undefined;
-    if (!paused) {
+    const now = this.#now();
+    const taker = { resume: header.id, incarnation: this.#incarnation, keepUntil: now + this.#timeout };
+    const take = wellFormed ? this.#store.take(token, taker, now) : undefined;
+    if (take?.kind === "repeat") return take;
+    if (take?.kind !== "taken") {
       const message = wellFormed
         ? "resume token unknown, expired or already used"
         : "malformed resume token (expected Flow~<32 hex>~<request id>)";
       return { kind: "error", error: { flow: topicFlow, header, values, code: "bad_resume", message } };
     }
+    const { paused } = take;
     const own = this.#flows.get(paused.flow);
     const on = this.#resumeOn ? this.#resumeOn(paused) : own && { version: 1, flow: own };
     if (!on) {
@@ -160,14 +187,26 @@ export class PauseBook {
     return { kind: "resumed", paused, flow, version, added, values: merged };
   }
 
-  /** Takes out the flows whose deadline has passed: the `timeout` errors that end them. */
+  /** The flow `token` resumed has ended (its final publication reached the IM): see `PausedStore.finish`. */
+  finish(token: string): void {
+    this.#store.finish(token);
+  }
+
+  /**
+   * Takes out the flows whose deadline has passed: the `timeout` errors that end them (a paused
+   * flow never resumed, or a resumed one whose Subject died and whose resume was not sent again).
+   */
   expire(): ErrorSpec[] {
-    return this.#store.expire(this.#now()).map((p) => ({
+    return this.#store.expire(this.#now(), this.#incarnation).map((p) => ({
       flow: p.flow,
       header: { id: p.id, pos: p.position },
       values: utf8(p.values),
       code: "timeout",
-      message: `paused flow was not resumed within ${this.#timeout} ms`,
+      message: p.takenBy === undefined
+        ? `paused flow was not resumed within ${this.#timeout} ms`
+        : `resumed flow was lost with the Subject that ran it, and its resume (${
+          JSON.stringify(p.takenBy).slice(0, 60)
+        }) was not sent again within ${this.#timeout} ms`,
     }));
   }
 }

@@ -1,8 +1,16 @@
 /**
  * Durable state of paused (`@ASYNC`) flows, in SQLite through Deno's built-in `node:sqlite`:
  * no server, no unstable flag (Deno KV needs `--unstable-kv`), synchronous writes that are on
- * disk before the pause is published, and an atomic take (`DELETE … RETURNING`) so that a
+ * disk before the pause is published, and an atomic take (`UPDATE … RETURNING`) so that a
  * token resumes a flow once.
+ *
+ * A taken token stays in the store, marked with the resume that took it and the Subject
+ * incarnation that took it, until its deadline. So when the Subject dies while a resumed flow
+ * runs, the same resume, sent again to its successor, takes the token again and the flow runs
+ * again from its `@ASYNC` step; any other resume of it is still refused. Once the flow has ended
+ * ({@linkcode PausedStore.finish}: its final publication reached the Integration Manager) the
+ * token no longer expires into a `timeout`; once it paused again (`save` with `ends`) the same
+ * resume does not take it again either: the new pause's token drives the flow on.
  *
  * @module
  */
@@ -29,14 +37,47 @@ export interface PausedFlow {
   readonly deadline: number;
   /** The configuration version it ran on (`config_versions.ts`), if recorded. */
   readonly version?: number;
+  /** The id of the resume that took its token, if one did (its flow has not ended). */
+  readonly takenBy?: string;
 }
+
+/** Who takes a token: a resume, in a Subject incarnation. */
+export interface Taker {
+  /** The resume's id. */
+  readonly resume: string;
+  /** The Subject incarnation it reached. */
+  readonly incarnation: string;
+  /**
+   * Until when the taken token is kept if its flow never ends (its Subject died and the resume
+   * is not sent again): then {@linkcode PausedStore.expire} ends it.
+   */
+  readonly keepUntil: number;
+}
+
+/**
+ * What a resume's take came to: `taken` (the flow is the resume's to run: a first take, or the
+ * same resume sent again to a later Subject incarnation than the one that took it, whose flow
+ * had not paused again), `repeat` (this resume took it before, and its flow runs in this
+ * incarnation, ended in it, or paused again: nothing to do), or `none` (unknown, expired, or
+ * taken by another resume).
+ */
+export type Take =
+  | { readonly kind: "taken"; readonly paused: PausedFlow }
+  | { readonly kind: "repeat"; readonly id: string }
+  | { readonly kind: "none" };
+
+/** `done` of a row: its flow paused, or resumed and running; ended; paused again under another token. */
+const RUNNING = 0, ENDED = 1, PAUSED_AGAIN = 2;
 
 /** Paused flows by token, in a SQLite file (or `:memory:`). */
 export class PausedStore {
   readonly #db: DatabaseSync;
   readonly #save: StatementSync;
   readonly #take: StatementSync;
+  readonly #taker: StatementSync;
+  readonly #finish: StatementSync;
   readonly #expire: StatementSync;
+  readonly #purge: StatementSync;
   readonly #count: StatementSync;
   readonly #list: StatementSync;
 
@@ -58,48 +99,105 @@ export class PausedStore {
     if (!columns.some((c) => c.name === "version")) {
       this.#db.exec(`ALTER TABLE paused ADD COLUMN version INTEGER`);
     }
-    const cols = `token, id, flow, position, n, "values", paused_at AS pausedAt, deadline, version`;
+    // …and the columns of taken tokens (none taken: those stores deleted a token as it was taken).
+    if (!columns.some((c) => c.name === "taken_by")) {
+      this.#db.exec(`
+        ALTER TABLE paused ADD COLUMN taken_by TEXT;
+        ALTER TABLE paused ADD COLUMN taken_in TEXT;
+        ALTER TABLE paused ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
+      `);
+    }
+    const cols =
+      `token, id, flow, position, n, "values", paused_at AS pausedAt, deadline, version, taken_by AS takenBy`;
     this.#save = this.#db.prepare(
       `INSERT INTO paused (token, id, flow, position, n, "values", paused_at, deadline, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#take = this.#db.prepare(`DELETE FROM paused WHERE token = ? AND deadline > ? RETURNING ${cols}`);
-    this.#expire = this.#db.prepare(`DELETE FROM paused WHERE deadline <= ? RETURNING ${cols}`);
-    this.#count = this.#db.prepare(`SELECT count(*) AS c FROM paused`);
-    this.#list = this.#db.prepare(`SELECT ${cols} FROM paused ORDER BY paused_at`);
-  }
-
-  /** Saves a paused flow (on disk when this returns). */
-  save(p: PausedFlow): void {
-    this.#save.run(
-      p.token,
-      p.id,
-      p.flow,
-      p.position,
-      p.n,
-      p.values,
-      p.pausedAt,
-      p.deadline,
-      p.version ?? null,
+    // Free, or taken by this very resume in another (an earlier) Subject incarnation.
+    this.#take = this.#db.prepare(
+      `UPDATE paused SET taken_by = :by, taken_in = :inc, deadline = :until, done = ${RUNNING}
+       WHERE token = :token AND deadline > :now
+         AND (taken_by IS NULL OR (taken_by = :by AND taken_in <> :inc AND done <> ${PAUSED_AGAIN}))
+       RETURNING ${cols}`,
     );
+    this.#taker = this.#db.prepare(`SELECT id, taken_by AS takenBy FROM paused WHERE token = ?`);
+    this.#finish = this.#db.prepare(`UPDATE paused SET done = ? WHERE token = ? AND taken_by IS NOT NULL`);
+    // A token taken in this incarnation is left to its flow, which ends here.
+    this.#expire = this.#db.prepare(
+      `DELETE FROM paused WHERE deadline <= :now AND done = ${RUNNING} AND (taken_in IS NULL OR taken_in <> :inc)
+       RETURNING ${cols}`,
+    );
+    this.#purge = this.#db.prepare(`DELETE FROM paused WHERE deadline <= ? AND done <> ${RUNNING}`);
+    this.#count = this.#db.prepare(`SELECT count(*) AS c FROM paused WHERE taken_by IS NULL`);
+    this.#list = this.#db.prepare(`SELECT ${cols} FROM paused WHERE taken_by IS NULL ORDER BY paused_at`);
   }
 
-  /** Removes and returns the flow a token pauses, unless it is unknown, used or expired. */
-  take(token: string, now: number = Date.now()): PausedFlow | undefined {
-    const row = this.#take.get(token, now);
-    return row ? withVersion(row) : undefined;
+  /**
+   * Saves a paused flow (on disk when this returns). `ends`: the token a resume took to run the
+   * flow to this pause, finished in the same transaction (see {@linkcode PausedStore.finish}).
+   */
+  save(p: PausedFlow, ends?: string): void {
+    const row = [p.token, p.id, p.flow, p.position, p.n, p.values, p.pausedAt, p.deadline, p.version ?? null];
+    if (ends === undefined) {
+      this.#save.run(...row);
+      return;
+    }
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      this.#save.run(...row);
+      this.#finish.run(PAUSED_AGAIN, ends);
+      this.#db.exec("COMMIT");
+    } catch (e) {
+      this.#db.exec("ROLLBACK");
+      throw e;
+    }
   }
 
-  /** Removes and returns every flow whose deadline has passed. */
-  expire(now: number = Date.now()): PausedFlow[] {
-    return this.#expire.all(now).map(withVersion);
+  /**
+   * Takes the token for `taker`'s resume (see {@linkcode Take}): atomic, so of resumes racing
+   * for one token exactly one takes it. The taken token is kept until
+   * {@linkcode PausedStore.finish} or `taker.keepUntil`.
+   */
+  take(token: string, taker: Taker, now: number = Date.now()): Take {
+    const row = this.#take.get({
+      token,
+      by: taker.resume,
+      inc: taker.incarnation,
+      until: taker.keepUntil,
+      now,
+    });
+    if (row) return { kind: "taken", paused: withVersion(row) };
+    const held = this.#taker.get(token) as { id: string; takenBy: string | null } | undefined;
+    return held && held.takenBy === taker.resume ? { kind: "repeat", id: held.id } : { kind: "none" };
   }
 
-  /** Paused flows now. */
+  /**
+   * The flow a taken token resumed has ended: its final publication reached the Integration
+   * Manager. The token's row is kept until its deadline, so that the same resume sent again
+   * is a `repeat` in this incarnation; a later one lets it take the token again (the final may
+   * have been lost with an Integration Manager that shared the Subject's process: a caller that
+   * has the final does not send its resume again), but it never expires into a `timeout`.
+   */
+  finish(token: string): void {
+    this.#finish.run(ENDED, token);
+  }
+
+  /**
+   * Removes and returns every flow whose deadline has passed: paused flows never resumed, and
+   * resumed flows whose Subject (another incarnation than `incarnation`) died before they ended
+   * and whose resume was not sent again (these have `takenBy`). Ended flows' marks are removed
+   * silently; a token taken in `incarnation` is left to its running flow.
+   */
+  expire(now: number = Date.now(), incarnation = ""): PausedFlow[] {
+    this.#purge.run(now);
+    return this.#expire.all({ now, inc: incarnation }).map(withVersion);
+  }
+
+  /** Paused flows waiting for a resume now. */
   count(): number {
     return Number((this.#count.get() as { c: number }).c);
   }
 
-  /** Every paused flow, oldest first. */
+  /** Every paused flow waiting for a resume, oldest first. */
   list(): PausedFlow[] {
     return this.#list.all().map(withVersion);
   }
@@ -110,10 +208,11 @@ export class PausedStore {
   }
 }
 
-/** A row as a {@linkcode PausedFlow}: an empty version column is left out. */
+/** A row as a {@linkcode PausedFlow}: empty version and taker columns are left out. */
 function withVersion(row: Record<string, unknown>): PausedFlow {
-  const { version, ...rest } = row;
-  return (version === null || version === undefined
-    ? { ...rest }
-    : { ...rest, version: Number(version) }) as unknown as PausedFlow;
+  const { version, takenBy, ...rest } = row;
+  const p: Record<string, unknown> = { ...rest };
+  if (version !== null && version !== undefined) p.version = Number(version);
+  if (takenBy !== null && takenBy !== undefined) p.takenBy = String(takenBy);
+  return p as unknown as PausedFlow;
 }

@@ -92,6 +92,17 @@ export class Subject {
     this.#serviceSide.quota.release(id);
     this.#reloads.ended(id);
   };
+  /** The tokens taken by resumes, by the request they resumed, until its flow ends or pauses again. */
+  readonly #resumedTokens = new Map<string, string>();
+  /** A final publication leaves for the IM: the request ended; a resumed one's token is finished once the IM has it. */
+  readonly #finalSent = (id: string) => {
+    this.#ended(id);
+    if (this.#resumedTokens.size === 0) return;
+    const token = this.#resumedTokens.get(id);
+    if (token === undefined) return;
+    this.#resumedTokens.delete(id);
+    this.#imLink.whenTaken(() => this.#pauses.finish(token));
+  };
 
   private constructor(options: SubjectOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
@@ -112,11 +123,13 @@ export class Subject {
     this.#store = new PausedStore(o.pausedStore);
     const sources = o.reload.sources ?? [];
     const book = new VersionBook({ flows: o.flows, sources, hash: await sourcesHash(sources) });
+    const incarnation = newIncarnation();
     this.#pauses = new PauseBook({
       store: this.#store,
       flows: o.flows,
       timeout: o.asyncTimeout,
       resumeOn: (p) => book.resumeOn(p.version, p.flow),
+      incarnation,
     });
     await this.#openSockets();
     const sendTo = (sock: () => ReactorSocket) => (idFrame: Uint8Array, frames: Uint8Array[]) => {
@@ -157,7 +170,6 @@ export class Subject {
       },
       reload: (idFrame, body) => void this.#reloads.onReload(idFrame, body),
     };
-    const incarnation = newIncarnation();
     this.#imLink = new ImLink(this.#im, {
       incarnation,
       changed: host.throttle,
@@ -165,7 +177,7 @@ export class Subject {
       drop: host.drop,
       refused: () => this.#dropped.im_refused = (this.#dropped.im_refused ?? 0) + 1,
       log: this.#log,
-      onBatch: (batch) => this.#requests.published(batch, this.#ended),
+      onBatch: (batch) => this.#requests.published(batch, this.#finalSent),
     });
     // A continuation goes on with its request's configuration version; a new request, the current one.
     const flowsFor = (h: Header | undefined) => book.flowsFor(h?.pos === undefined ? undefined : h.id);
@@ -346,6 +358,9 @@ export class Subject {
     // A paused flow holds no configuration version: it records its own, and resumes on it if it
     // is still alive (`VersionBook.resumeOn`).
     const book = this.#reloads.book;
+    // A resumed flow pausing again: the token its resume took is finished with this save.
+    const ends = this.#resumedTokens.get(id);
+    if (ends !== undefined) this.#resumedTokens.delete(id);
     const token = this.#pauses.pause(
       flow.name,
       position,
@@ -353,6 +368,7 @@ export class Subject {
       n,
       text(values),
       book.versionOf(id) ?? book.current,
+      ends,
     );
     this.#ended(id);
     this.#imLink.publish(
@@ -364,10 +380,14 @@ export class Subject {
 
   /**
    * A resume message (see `PauseBook.resume`). Returns the id of the request whose token it took,
-   * if it took one (its sender is told so: `RESUMED`).
+   * if it took one (its sender is told so: `RESUMED`), now or before (a `repeat`).
    */
   #resume(topicFlow: string, header: Header, values: Uint8Array, connection: string): string | undefined {
     const r = this.#pauses.resume(topicFlow, header, values);
+    if (r.kind === "repeat") return r.id;
+    // A taken token is finished once the IM has the final that ends its flow (`#finalSent`), or
+    // with the save of its next pause (`#pause`).
+    if (r.paused) this.#resumedTokens.set(r.paused.id, r.paused.token);
     if (r.kind === "error") {
       this.#errorPublish(r.error);
       return r.paused?.id;
