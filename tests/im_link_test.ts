@@ -1,0 +1,61 @@
+// The Subject's link to the IM (src/roles/im_link.ts) over an in-process ROUTER that plays the IM:
+// what `whenTaken` waits for.
+import assert from "node:assert/strict";
+import { ImLink } from "../src/roles/im_link.ts";
+import { logger } from "../src/log.ts";
+import { CONTROL_FRAMES } from "../src/wire/control.ts";
+import { text, utf8 } from "../src/wire/protocol.ts";
+import { Reactor } from "../src/zmq/reactor.ts";
+
+Deno.test("im link: whenTaken runs once the IM acknowledges the batch its turn's publications went in, not before", async () => {
+  const r = new Reactor();
+  try {
+    const im = r.socket("ROUTER");
+    const ep = `inproc://im-link-${crypto.randomUUID()}`;
+    await im.bind(ep);
+    const batches: { from: Uint8Array; seq: number }[] = [];
+    let arrived = () => {};
+    im.onMessage(([from, seq]) => {
+      batches.push({ from: from.slice(), seq: Number(text(seq)) });
+      arrived();
+    });
+    const sock = r.socket("DEALER");
+    await sock.connect(ep);
+    const link = new ImLink(sock, {
+      changed: () => {},
+      scheduleFlush: () => {},
+      drop: (reason) => assert.fail(`dropped: ${reason}`),
+      refused: () => {},
+      log: logger("test"),
+      incarnation: "subject-1",
+    });
+    const next = () => new Promise<void>((res) => arrived = res);
+    const calls: string[] = [];
+    // Registered before the publication it waits for, as the Subject does: it follows it into its batch.
+    link.whenTaken(() => calls.push("first"));
+    link.publish(utf8("F~~~~done"), utf8('{"v":1,"id":"a"}'), utf8("{}"));
+    let got = next();
+    await r.exec(() => link.flush());
+    await got;
+    got = next();
+    link.publish(utf8("F~~~~done"), utf8('{"v":1,"id":"b"}'), utf8("{}"));
+    link.whenTaken(() => calls.push("second"));
+    await r.exec(() => link.flush());
+    await got;
+    assert.equal(batches.length, 2);
+    await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(calls, [], "nothing acknowledged yet");
+    const ack = (seqs: number[]) =>
+      r.exec(() => im.send([batches[0].from, CONTROL_FRAMES.ACK, utf8("im-1"), utf8(JSON.stringify(seqs))]));
+    await ack([batches[1].seq]);
+    for (let i = 0; i < 100 && !calls.length; i++) await new Promise((res) => setTimeout(res, 10));
+    // The second batch's acknowledgement came first: the first is taken for lost (sent again), not taken.
+    assert.deepEqual(calls, ["second"]);
+    await ack([batches[0].seq]);
+    for (let i = 0; i < 100 && calls.length < 2; i++) await new Promise((res) => setTimeout(res, 10));
+    assert.deepEqual(calls, ["second", "first"]);
+    assert.equal(link.unacked, 0);
+  } finally {
+    await r.close();
+  }
+});
