@@ -17,6 +17,23 @@ Deno.test("auth: token file errors name the file and the entry", () => {
   assert.deepEqual(parseTokenFile(`{"tokens": [{"name": "a", "sha256": "${ok}", "rate": 5}]}`, "t"), [
     { name: "a", sha256: ok, rate: 5 },
   ]);
+  // A name scopes a caller's idempotency keys; a hash finds one entry: neither is shared.
+  const b = "b".repeat(64);
+  assert.throws(
+    () =>
+      parseTokenFile(`{"tokens": [{"name": "a", "sha256": "${ok}"}, {"name": "a", "sha256": "${b}"}]}`, "t"),
+    /t: tokens\[1\]: its name is tokens\[0\]'s too/,
+  );
+  assert.throws(
+    () =>
+      parseTokenFile(`{"tokens": [{"name": "a", "sha256": "${ok}"}, {"name": "b", "sha256": "${ok}"}]}`, "t"),
+    /t: tokens\[1\]: its sha256 is tokens\[0\]'s too/,
+  );
+  assert.throws(
+    () => parseTokenFile(`{"tokens": [{"sha256": "${ok}"}, {"name": "token 0", "sha256": "${b}"}]}`, "t"),
+    /its name is tokens\[0\]'s too/,
+    "a generated name counts",
+  );
 });
 
 Deno.test("auth: tokens are matched by hash; flow prefixes; a token bucket per token", async () => {
@@ -56,6 +73,7 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
       tokens: [
         { name: "three", sha256: await hashToken("t-secret"), flows: ["Three"], rate: 1 },
         { name: "any", sha256: await hashToken("a-secret") },
+        { name: "other", sha256: await hashToken("o-secret"), flows: ["Three", "Slow"] },
       ],
     }),
   );
@@ -115,7 +133,8 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
       },
     );
     await t.step("allowed, then over the rate (1/s): 200, then 429 with Retry-After", async () => {
-      // The 403 above took nothing from the bucket: only admitted requests count.
+      // The 403s above took nothing from the bucket; the listing took that second's request.
+      await new Promise((r) => setTimeout(r, 1100));
       const first = await post("/v1/flows/Three", "t-secret");
       assert.equal(first.status, 200, JSON.stringify(first.json));
       const second = await post("/v1/flows/Three", "t-secret");
@@ -125,6 +144,50 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
       // Another token has its own bucket (and no limit).
       for (let i = 0; i < 3; i++) assert.equal((await post("/v1/flows/Three", "a-secret")).status, 200);
     });
+    await t.step(
+      "every authenticated request counts against the rate: listings, event streams, WebSockets",
+      async () => {
+        const get = async (path: string, headers: Record<string, string> = {}) => {
+          const r = await fetch(`${url}${path}`, {
+            headers: { Authorization: "Bearer t-secret", ...headers },
+          });
+          await r.body?.cancel();
+          return r.status;
+        };
+        for (const path of ["/v1/events?prefix=Three~", "/v1/flows", "/metrics", "/v1/ws"]) {
+          await new Promise((r) => setTimeout(r, 1100)); // a full bucket (1)
+          const ws = path === "/v1/ws" ? { Upgrade: "websocket" } : undefined;
+          assert.notEqual(await get(path, ws), 429, `${path}: the first of the second`);
+          assert.equal(await get(path, ws), 429, `${path}: the second of the second`);
+        }
+      },
+    );
+    await t.step(
+      "one Idempotency-Key from two tokens, or from one token on two flows, names separate requests",
+      async () => {
+        const keyed = (flow: string, token: string, values: unknown) =>
+          fetch(`${url}/v1/flows/${flow}`, {
+            method: "POST",
+            body: JSON.stringify(values),
+            headers: { Authorization: `Bearer ${token}`, "Idempotency-Key": "shared" },
+          }).then(async (r) => ({ status: r.status, json: await r.json() }));
+        const [a, o] = await Promise.all([
+          keyed("Three", "a-secret", { who: "any" }),
+          keyed("Three", "o-secret", { who: "other" }),
+        ]);
+        assert.equal(a.status, 200, JSON.stringify(a.json));
+        assert.equal(o.status, 200, JSON.stringify(o.json));
+        assert.equal(a.json.values.who, "any", "each token is answered with its own request");
+        assert.equal(o.json.values.who, "other");
+        assert.notEqual(a.json.id, o.json.id);
+        const slow = await keyed("Slow", "o-secret", { ms: 0, who: "other" });
+        assert.equal(slow.status, 200, JSON.stringify(slow.json));
+        assert.equal(slow.json.values.slept, true, "the other flow ran: its key is not the Three request's");
+        // A retry is still the same request: the first answer.
+        const again = await keyed("Three", "o-secret", { who: "someone else" });
+        assert.deepEqual(again.json, o.json);
+      },
+    );
     await t.step("body over http_body_limit: 413", async () => {
       const r = await post("/v1/flows/Three", "a-secret", JSON.stringify({ pad: "x".repeat(2000) }));
       assert.equal(r.status, 413);

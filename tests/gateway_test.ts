@@ -42,7 +42,7 @@ Deno.test("gateway: each outcome's HTTP status, the body `send --wait` prints, r
       assert.equal(cli.code, 0, cli.stderr);
       const printed = JSON.parse(cli.stdout);
       assert.deepEqual({ ...r.json, id: "" }, { ...printed, id: "" });
-      assert.equal(r.json.id, "same-as-cli");
+      assert.match(String(r.json.id), /^same-as-cli~[0-9a-f]{32}$/, "the key, scoped to its caller and flow");
       assert.deepEqual((r.json.values as { trace: string[] }).trace, ["one", "two", "three"]);
     });
     const cases: [string, string | undefined, number, string][] = [
@@ -139,7 +139,7 @@ Deno.test("gateway: an Idempotency-Key retried 3 times runs once (in turn and at
     const counting = (async () => {
       for await (const p of stream) finals.push(p);
     })();
-    const inTurn = [];
+    const inTurn: Awaited<ReturnType<typeof post>>[] = [];
     for (let i = 0; i < 3; i++) {
       inTurn.push(await post(`${url}/v1/flows/Three`, "{}", { "Idempotency-Key": "k-1" }));
     }
@@ -154,8 +154,9 @@ Deno.test("gateway: an Idempotency-Key retried 3 times runs once (in turn and at
     await client.request("Three", {});
     await stream.return!();
     await counting;
-    assert.equal(finals.filter((p) => p.id === "k-1").length, 1);
-    assert.equal(finals.filter((p) => p.id === "k-2").length, 1);
+    assert.equal(finals.filter((p) => p.id === inTurn[0].json.id).length, 1);
+    assert.equal(finals.filter((p) => p.id === atOnce[0].json.id).length, 1);
+    assert.equal(finals.length, 3, "k-1, k-2 and the probe");
   } finally {
     await client.close();
     await d.stop();
@@ -265,6 +266,13 @@ function assertInOrder(byId: Map<string, string[]>, ids: string[]): void {
 
 const REQUESTS = 1000;
 
+/** The id a WebSocket `send` chose, from its request id (`<id>~<32 hex>`: see `scopedId`). */
+function chosenId(requestId: string): string {
+  const m = /^(.*)~[0-9a-f]{32}$/.exec(requestId);
+  assert.ok(m, `a request id scoped to its caller and flow: ${requestId}`);
+  return m[1];
+}
+
 Deno.test("gateway: SSE and WebSocket receive the publications of 1,000 requests in order per request, with heartbeats", async () => {
   const d = await startDeployment({ workers: 1 });
   const g = await gatewayOn(d, { heartbeat: 200 });
@@ -291,8 +299,8 @@ Deno.test("gateway: SSE and WebSocket receive the publications of 1,000 requests
       if (m.type === "accepted") accepted++;
       if (m.type === "error") wsDone.reject(new Error(e.data));
       if (m.type !== "publication") return;
-      const list = wsById.get(m.id) ?? [];
-      wsById.set(m.id, [...list, m.action]);
+      const list = wsById.get(chosenId(m.id)) ?? [];
+      wsById.set(chosenId(m.id), [...list, m.action]);
       if (
         m.action === "done" && [...wsById.values()].filter((l) => l.at(-1) === "done").length === REQUESTS
       ) {
@@ -312,7 +320,7 @@ Deno.test("gateway: SSE and WebSocket receive the publications of 1,000 requests
       const e = r.value;
       if (e.event !== "publication") continue;
       const p = JSON.parse(e.data);
-      sseById.set(p.id, [...sseById.get(p.id) ?? [], p.action]);
+      sseById.set(chosenId(p.id), [...sseById.get(chosenId(p.id)) ?? [], p.action]);
       if (p.action === "done" && ++finals === REQUESTS) break;
     }
     await wsDone.promise;

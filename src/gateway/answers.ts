@@ -105,6 +105,23 @@ export class StreamSink {
   }
 }
 
+/**
+ * The request id of an id a caller chose (an `Idempotency-Key`, a WebSocket `send`'s `id`): that
+ * id, `~`, and 32 hex digits of the SHA-256 of the caller's token name, the flow and the id. Ids
+ * are one namespace at the Subject, which drops a request whose id it has seen; so two callers,
+ * or one caller on two flows, choosing the same id name two requests, never one (else a caller
+ * could keep another's request from running, or be answered with it). The same three always give
+ * the same id, so a retry, to this gateway or to one restarted, is the same request.
+ */
+export async function scopedId(caller: string, flow: string, chosen: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(`${caller}\0${flow}\0${chosen}`),
+  );
+  const hex = Array.from(new Uint8Array(digest, 0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${chosen}~${hex}`;
+}
+
 export function problem(code: string, message: string, id?: string): unknown {
   return { error: { code, message }, ...(id ? { id } : {}) };
 }

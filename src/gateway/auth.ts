@@ -37,7 +37,7 @@ export function parseTokenFile(text: string, file: string): TokenEntry[] {
   }
   const list = (doc as { tokens?: unknown })?.tokens;
   if (!Array.isArray(list)) throw new SyntaxError(`${file}: expected {"tokens": [...]}`);
-  return list.map((t, i) => {
+  const entries = list.map((t, i) => {
     const at = `${file}: tokens[${i}]`;
     if (t === null || typeof t !== "object") throw new SyntaxError(`${at}: not an object`);
     const { name, sha256, flows, rate } = t as Record<string, unknown>;
@@ -57,6 +57,23 @@ export function parseTokenFile(text: string, file: string): TokenEntry[] {
       ...(rate === undefined ? {} : { rate: rate as number }),
     };
   });
+  // A name scopes what the gateway keeps for a caller (idempotency keys, the request ids they
+  // make, rate buckets in logs), and a hash finds one entry: neither may be shared.
+  for (const field of ["name", "sha256"] as const) {
+    const first = new Map<string, number>();
+    entries.forEach((e, i) => {
+      const j = first.get(e[field]);
+      if (j !== undefined) {
+        throw new SyntaxError(
+          `${file}: tokens[${i}]: its ${field} is tokens[${j}]'s too: give each token its own ${
+            field === "name" ? "name" : "token"
+          }`,
+        );
+      }
+      first.set(e[field], i);
+    });
+  }
+  return entries;
 }
 
 /** The lowercase hex SHA-256 of a token, as the token file stores it. */

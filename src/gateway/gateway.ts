@@ -36,7 +36,17 @@ import { eventStream, type StreamHost, webSocket } from "./streams.ts";
 import type { GatewayOptions, GatewayStats } from "./options.ts";
 
 export type { GatewayOptions, GatewayStats } from "./options.ts";
-import { type Answer, answerOf, badRequest, failure, problem, readValues, refuse, send } from "./answers.ts";
+import {
+  type Answer,
+  answerOf,
+  badRequest,
+  failure,
+  problem,
+  readValues,
+  refuse,
+  scopedId,
+  send,
+} from "./answers.ts";
 
 /** A remembered POST's answer: pending, then settled (with its body serialized). */
 interface Remembered {
@@ -297,7 +307,7 @@ export class Gateway {
       if (idem !== undefined && (idem.length === 0 || idem.length > 200)) {
         return send(c, badRequest("Idempotency-Key must be 1 to 200 characters"));
       }
-      const id = idem ?? crypto.randomUUID();
+      const id = idem === undefined ? crypto.randomUUID() : await scopedId(caller, flow, idem);
       const wait = c.req.query("wait") !== "0";
       if (idem === undefined) {
         return send(
@@ -329,11 +339,14 @@ export class Gateway {
     });
     app.get("/v1/events", async (c) => {
       const prefix = c.req.query("prefix") ?? "";
-      const who = await this.#caller(c);
+      const who = await this.#caller(
+        c,
+        (w) =>
+          this.#auth!.allowPrefix(w, prefix)
+            ? undefined
+            : { status: 403, message: `this token may not subscribe to "${prefix}"` },
+      );
       if ("status" in who) return refuse(c, who);
-      if (who.entry && !this.#auth!.allowPrefix(who as Caller, prefix)) {
-        return refuse(c, { status: 403, message: `this token may not subscribe to "${prefix}"` });
-      }
       return await eventStream(this.#streamHost, prefix);
     });
     app.get("/v1/ws", async (c) => {
@@ -356,10 +369,22 @@ export class Gateway {
     return app;
   }
 
-  /** The caller (with auth on) or a refusal; `{}` when auth is off. */
-  async #caller(c: HonoContext): Promise<Caller | Refusal | { entry?: undefined }> {
+  /**
+   * The caller (with auth on) or a refusal: 401; `check`'s (a 403); 429 over its rate (every
+   * authenticated request that passed `check` counts, event streams and WebSocket connections
+   * too). `{}` when auth is off.
+   */
+  async #caller(
+    c: HonoContext,
+    check?: (who: Caller) => Refusal | undefined,
+  ): Promise<Caller | Refusal | { entry?: undefined }> {
     if (!this.#auth) return {};
-    return await this.#auth.authenticate(c.req.header("Authorization"));
+    const who = await this.#auth.authenticate(c.req.header("Authorization"));
+    if ("status" in who) return who;
+    const refused = check?.(who);
+    if (refused) return refused;
+    const wait = this.#auth.take(who);
+    return wait > 0 ? { status: 429, message: "over this token's rate", retryAfter: Math.ceil(wait) } : who;
   }
 
   /**
@@ -367,17 +392,15 @@ export class Gateway {
    * caller's token name ("" with auth off).
    */
   async #admit(c: HonoContext, flow: string): Promise<Response | string> {
-    if (!this.#auth) return "";
-    const who = await this.#auth.authenticate(c.req.header("Authorization"));
+    const who = await this.#caller(
+      c,
+      (w) =>
+        this.#auth!.allow(w, flow)
+          ? undefined
+          : { status: 403, message: `this token may not use flow "${flow}"` },
+    );
     if ("status" in who) return refuse(c, who);
-    if (!this.#auth.allow(who, flow)) {
-      return refuse(c, { status: 403, message: `this token may not use flow "${flow}"` });
-    }
-    const wait = this.#auth.take(who);
-    if (wait > 0) {
-      return refuse(c, { status: 429, message: "over this token's rate", retryAfter: Math.ceil(wait) });
-    }
-    return who.entry.name;
+    return who.entry?.name ?? "";
   }
 
   /**

@@ -11,7 +11,7 @@ import type { Values } from "../handler.ts";
 import type { logger } from "../log.ts";
 import { type Publication, publicationJson } from "../wire/protocol.ts";
 import type { Answer } from "./answers.ts";
-import { StreamSink } from "./answers.ts";
+import { scopedId, StreamSink } from "./answers.ts";
 import type { Auth, Caller } from "./auth.ts";
 
 /** Seconds a WebSocket may leave Deno's ping unanswered before its connection is dropped. */
@@ -157,7 +157,7 @@ export function webSocket(host: StreamHost, req: Request, caller?: Caller): Resp
       const flow = typeof m.flow === "string" ? m.flow : "";
       const values = m.values ?? {};
       const id = typeof m.id === "string" && m.id.length > 0 && m.id.length <= 200
-        ? m.id
+        ? await scopedId(caller?.entry.name ?? "", flow, m.id)
         : crypto.randomUUID();
       if (values === null || typeof values !== "object" || Array.isArray(values)) {
         return emit({ type: "error", id, message: "values must be a JSON object" });
