@@ -65,6 +65,8 @@ export interface Config {
   readonly http_client_buffer: number;
   /** Milliseconds a gateway `POST` waits for the final publication before answering 504. */
   readonly http_wait_timeout: number;
+  /** Event streams and WebSockets the HTTP gateway keeps open at once; past it, 503. */
+  readonly http_max_streams: number;
   /** This process's CURVE secret key file (`keygen`); empty: tcp endpoints are plaintext. */
   readonly curve_secret_key: string;
   /** The Subject's and IM's CURVE public key file, for connecting sides; empty: this process's own. */
@@ -110,6 +112,8 @@ export const DEFAULT_SUBSCRIBER_BUFFER = 64 * 1024 * 1024;
 export const DEFAULT_HTTP_CLIENT_BUFFER = 1024 * 1024;
 /** Milliseconds a gateway `POST` waits for the final publication, by default. */
 export const DEFAULT_HTTP_WAIT_TIMEOUT = 30_000;
+/** Event streams and WebSockets the HTTP gateway keeps open at once, by default. */
+export const DEFAULT_HTTP_MAX_STREAMS = 1000;
 
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
@@ -140,6 +144,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "http_body_limit",
   "http_client_buffer",
   "http_wait_timeout",
+  "http_max_streams",
   "curve_secret_key",
   "curve_server_key",
   "curve_allow_services",
@@ -246,6 +251,11 @@ export const SETTINGS_DOC: Readonly<
   http_wait_timeout: {
     default: String(DEFAULT_HTTP_WAIT_TIMEOUT),
     meaning: "HTTP gateway: ms a `POST` waits for the final publication (then 504)",
+  },
+  http_max_streams: {
+    default: String(DEFAULT_HTTP_MAX_STREAMS),
+    meaning:
+      "HTTP gateway: SSE streams and WebSockets open at once, all callers (503 past it; a token's own cap: `streams`)",
   },
   curve_secret_key: {
     default: "none",
@@ -426,6 +436,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     http_body_limit: num("http_body_limit", 0, 0),
     http_client_buffer: num("http_client_buffer", DEFAULT_HTTP_CLIENT_BUFFER, 1024),
     http_wait_timeout: num("http_wait_timeout", DEFAULT_HTTP_WAIT_TIMEOUT, 1),
+    http_max_streams: num("http_max_streams", DEFAULT_HTTP_MAX_STREAMS, 1),
     curve_secret_key: String(merged.curve_secret_key ?? ""),
     curve_server_key: String(merged.curve_server_key ?? ""),
     curve_allow_services: String(merged.curve_allow_services ?? ""),

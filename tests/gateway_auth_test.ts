@@ -14,6 +14,7 @@ Deno.test("auth: token file errors name the file and the entry", () => {
   const ok = "a".repeat(64);
   assert.throws(() => parseTokenFile(`{"tokens": [{"sha256": "${ok}", "rate": 0}]}`, "t"), /"rate"/);
   assert.throws(() => parseTokenFile(`{"tokens": [{"sha256": "${ok}", "flows": "Hello"}]}`, "t"), /"flows"/);
+  assert.throws(() => parseTokenFile(`{"tokens": [{"sha256": "${ok}", "streams": 0.5}]}`, "t"), /"streams"/);
   assert.deepEqual(parseTokenFile(`{"tokens": [{"name": "a", "sha256": "${ok}", "rate": 5}]}`, "t"), [
     { name: "a", sha256: ok, rate: 5 },
   ]);
@@ -74,6 +75,7 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
         { name: "three", sha256: await hashToken("t-secret"), flows: ["Three"], rate: 1 },
         { name: "any", sha256: await hashToken("a-secret") },
         { name: "other", sha256: await hashToken("o-secret"), flows: ["Three", "Slow"] },
+        { name: "one-stream", sha256: await hashToken("s-secret"), streams: 1 },
       ],
     }),
   );
@@ -186,6 +188,42 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
         // A retry is still the same request: the first answer.
         const again = await keyed("Three", "o-secret", { who: "someone else" });
         assert.deepEqual(again.json, o.json);
+      },
+    );
+    await t.step(
+      'a token\'s "streams" caps its open event streams and WebSockets (429); other tokens are not counted',
+      async () => {
+        const auth = { Authorization: "Bearer s-secret" };
+        const first = await fetch(`${url}/v1/events?prefix=Three~`, { headers: auth });
+        assert.equal(first.status, 200);
+        for (
+          const [path, extra] of [["/v1/events?prefix=Three~", {}], ["/v1/ws", {
+            Upgrade: "websocket",
+          }]] as const
+        ) {
+          const r = await fetch(`${url}${path}`, { headers: { ...auth, ...extra } });
+          // (A stream that opened would never end: read the body only once refused.)
+          if (r.status !== 429) await r.body?.cancel();
+          assert.equal(r.status, 429, path);
+          const body = await r.json();
+          assert.equal(r.headers.get("Retry-After"), "1");
+          assert.match(body.error.message, /this token has 1 event streams/);
+        }
+        const other = await fetch(`${url}/v1/events?prefix=Three~`, {
+          headers: { Authorization: "Bearer a-secret" },
+        });
+        assert.equal(other.status, 200, "another token's stream");
+        await other.body?.cancel();
+        await first.body?.cancel();
+        // Closed: the token may open one again (the gateway sees the close within a moment).
+        let again = 0;
+        for (let i = 0; i < 50 && again !== 200; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          const r = await fetch(`${url}/v1/events?prefix=Three~`, { headers: auth });
+          again = r.status;
+          await r.body?.cancel();
+        }
+        assert.equal(again, 200);
       },
     );
     await t.step("body over http_body_limit: 413", async () => {

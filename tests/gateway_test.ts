@@ -212,6 +212,71 @@ Deno.test("gateway: 503 with Retry-After while the Subject is shutting down (ove
   }
 });
 
+Deno.test("gateway: past http_max_streams open event streams and WebSockets, another is refused with 503 and Retry-After, until one closes", async () => {
+  const d = await startDeployment({ workers: 1 });
+  const g = await gatewayOn(d, { maxStreams: 2 });
+  const open: Response[] = [];
+  try {
+    open.push(
+      await fetch(`${g.url}/v1/events?prefix=Three~`),
+      await fetch(`${g.url}/v1/events?prefix=Hello~`),
+    );
+    for (const r of open) assert.equal(r.status, 200);
+    for (
+      const [path, headers] of [["/v1/events?prefix=", {}], ["/v1/ws", { Upgrade: "websocket" }]] as const
+    ) {
+      const r = await fetch(`${g.url}${path}`, { headers });
+      // (A stream that opened would never end: read the body only once refused.)
+      if (r.status !== 503) await r.body?.cancel();
+      assert.equal(r.status, 503, path);
+      const body = await r.json();
+      assert.equal(r.headers.get("Retry-After"), "1");
+      assert.equal(body.error.code, "overloaded");
+      assert.match(body.error.message, /2 event streams and WebSockets open \(http_max_streams\)/);
+    }
+    assert.equal(g.stats().streams, 2);
+    await open[0].body?.cancel();
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const r = await fetch(`${g.url}/v1/events?prefix=Three~`);
+      status = r.status;
+      if (status === 200) open[0] = r;
+      else await r.body?.cancel();
+    }
+    assert.equal(status, 200, "room again once one closed");
+  } finally {
+    // (The gateway's close waits for open responses: an event stream ends when its client goes.)
+    for (const r of open) await r.body?.cancel();
+    await g.close();
+    await d.stop();
+  }
+});
+
+Deno.test("gateway: close ends open event streams and WebSockets at once (it waited for their clients before)", async () => {
+  const d = await startDeployment({ workers: 1 });
+  const g = await gatewayOn(d);
+  const sse = await fetch(`${g.url}/v1/events?prefix=Three~`);
+  const ws = new WebSocket(`${g.url.replace("http", "ws")}/v1/ws`);
+  try {
+    assert.equal(sse.status, 200);
+    await new Promise((r) => ws.onopen = r);
+    const wsClosed = new Promise<CloseEvent>((r) => ws.onclose = r);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise<"hung">((r) => timer = setTimeout(() => r("hung"), 5000));
+    assert.equal(await Promise.race([g.close().then(() => "closed" as const), hung]), "closed");
+    clearTimeout(timer);
+    assert.equal((await wsClosed).code, 1001);
+    const text = await sse.text(); // ends: the stream was closed, not cut
+    assert.match(text, /^: subscribed to "Three~"/);
+  } finally {
+    await sse.body?.cancel().catch(() => {});
+    ws.close();
+    await g.close();
+    await d.stop();
+  }
+});
+
 Deno.test("gateway: /readyz is 503 without a deployment", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zmg" });
   const g = await Gateway.start({

@@ -72,6 +72,7 @@ export async function runGateway(
       waitTimeout: config.http_wait_timeout,
       maxMessageSize: config.max_message_size,
       clientBuffer: config.http_client_buffer,
+      maxStreams: config.http_max_streams,
       tokens,
       bodyLimit: config.http_body_limit,
       corsOrigins: config.http_cors_origins.split(",").map((s) => s.trim()),

@@ -38,6 +38,7 @@ export class StreamSink {
   #cut?: string;
   #ended = false;
   #onCutStream?: () => void;
+  #close?: () => void;
   onEnd?: () => void;
 
   constructor(limit: number, onCut: () => void, log: ReturnType<typeof logger>) {
@@ -59,6 +60,11 @@ export class StreamSink {
     this.#wake?.();
   }
 
+  /** Ends the stream made by {@linkcode StreamSink.stream} now: its response ends (`onEnd` runs). */
+  close(): void {
+    this.#close?.();
+  }
+
   stream(last: (reason: string) => Uint8Array): ReadableStream<Uint8Array> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     let told = false;
@@ -78,6 +84,14 @@ export class StreamSink {
       clearTimeout(timer);
       this.#q.clear();
       this.onEnd?.();
+    };
+    this.#close = () => {
+      if (this.#ended) return;
+      try {
+        controller.close();
+      } catch { /* errored or closed meanwhile */ }
+      end();
+      this.#wake?.();
     };
     this.#onCutStream = () => {
       // A client that reads no more is not waited for: the connection goes within 2 s.
@@ -139,7 +153,13 @@ export function refuse(c: HonoContext, r: Refusal): Response {
   const headers: Record<string, string> = {};
   if (r.status === 401) headers["WWW-Authenticate"] = 'Bearer realm="zmanager"';
   if (r.retryAfter !== undefined) headers["Retry-After"] = String(r.retryAfter);
-  const code = r.status === 401 ? "unauthorized" : r.status === 403 ? "forbidden" : "rate_limited";
+  const code = r.status === 401
+    ? "unauthorized"
+    : r.status === 403
+    ? "forbidden"
+    : r.status === 503
+    ? "overloaded"
+    : "rate_limited";
   return c.json(problem(code, r.message), r.status as 401, headers);
 }
 

@@ -25,6 +25,8 @@ export interface TokenEntry {
   readonly flows?: readonly string[];
   /** Requests per second (and burst); absent: unlimited. */
   readonly rate?: number;
+  /** Event streams and WebSockets it may keep open at once; absent: up to the gateway's cap. */
+  readonly streams?: number;
 }
 
 /** Reads a token file's text; throws a `SyntaxError` naming the file and the entry at fault. */
@@ -40,7 +42,7 @@ export function parseTokenFile(text: string, file: string): TokenEntry[] {
   const entries = list.map((t, i) => {
     const at = `${file}: tokens[${i}]`;
     if (t === null || typeof t !== "object") throw new SyntaxError(`${at}: not an object`);
-    const { name, sha256, flows, rate } = t as Record<string, unknown>;
+    const { name, sha256, flows, rate, streams } = t as Record<string, unknown>;
     if (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256)) {
       throw new SyntaxError(`${at}: "sha256" must be 64 lowercase hex digits (sha256sum of the token)`);
     }
@@ -50,11 +52,15 @@ export function parseTokenFile(text: string, file: string): TokenEntry[] {
     if (rate !== undefined && (typeof rate !== "number" || !(rate > 0))) {
       throw new SyntaxError(`${at}: "rate" must be a positive number of requests per second`);
     }
+    if (streams !== undefined && (typeof streams !== "number" || !Number.isInteger(streams) || streams < 1)) {
+      throw new SyntaxError(`${at}: "streams" must be a whole number of open event streams, at least 1`);
+    }
     return {
       name: typeof name === "string" ? name : `token ${i}`,
       sha256,
       ...(flows === undefined ? {} : { flows: flows as string[] }),
       ...(rate === undefined ? {} : { rate: rate as number }),
+      ...(streams === undefined ? {} : { streams: streams as number }),
     };
   });
   // A name scopes what the gateway keeps for a caller (idempotency keys, the request ids they
@@ -90,11 +96,11 @@ export interface Caller {
 
 /** Why a request was refused: the HTTP status and a message. */
 export interface Refusal {
-  /** 401, 403 or 429. */
+  /** 401, 403, 429, or 503 (the gateway is full). */
   readonly status: number;
   /** A sentence for the client. */
   readonly message: string;
-  /** Seconds to wait (429). */
+  /** Seconds to wait (429, 503). */
   readonly retryAfter?: number;
 }
 

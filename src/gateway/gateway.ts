@@ -36,6 +36,7 @@ import { eventStream, type StreamHost, webSocket } from "./streams.ts";
 import type { GatewayOptions, GatewayStats } from "./options.ts";
 
 export type { GatewayOptions, GatewayStats } from "./options.ts";
+import { DEFAULT_HTTP_MAX_STREAMS } from "../config.ts";
 import {
   type Answer,
   answerOf,
@@ -115,6 +116,7 @@ export class Gateway {
       heartbeat: o.heartbeat ?? 15_000,
       stats: this.#stats,
       streams: this.#streams,
+      byCaller: new Map(),
       log: this.#log,
       auth: this.#auth,
       run: (flow, values, id, key) => this.#run(flow, values, id, key),
@@ -343,15 +345,19 @@ export class Gateway {
         c,
         (w) =>
           this.#auth!.allowPrefix(w, prefix)
-            ? undefined
+            ? this.#streamRoom(w)
             : { status: 403, message: `this token may not subscribe to "${prefix}"` },
       );
       if ("status" in who) return refuse(c, who);
-      return await eventStream(this.#streamHost, prefix);
+      const full = who.entry ? undefined : this.#streamRoom();
+      if (full) return refuse(c, full);
+      return await eventStream(this.#streamHost, prefix, who.entry?.name);
     });
     app.get("/v1/ws", async (c) => {
-      const who = await this.#caller(c);
+      const who = await this.#caller(c, (w) => this.#streamRoom(w));
       if ("status" in who) return refuse(c, who);
+      const full = who.entry ? undefined : this.#streamRoom();
+      if (full) return refuse(c, full);
       if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
         return c.json(problem("bad_request", "expected a WebSocket upgrade"), 426);
       }
@@ -385,6 +391,24 @@ export class Gateway {
     if (refused) return refused;
     const wait = this.#auth.take(who);
     return wait > 0 ? { status: 429, message: "over this token's rate", retryAfter: Math.ceil(wait) } : who;
+  }
+
+  /**
+   * Why one more event stream or WebSocket may not open now: the gateway has `maxStreams` open
+   * (503), or `caller` its token's `streams` (429); `undefined` if it may.
+   */
+  #streamRoom(caller?: Caller): Refusal | undefined {
+    const max = this.#o.maxStreams ?? DEFAULT_HTTP_MAX_STREAMS;
+    if (this.#stats.streams >= max) {
+      const message = `the gateway has ${max} event streams and WebSockets open (http_max_streams)`;
+      return { status: 503, message, retryAfter: 1 };
+    }
+    const own = caller?.entry.streams;
+    if (own !== undefined && (this.#streamHost.byCaller.get(caller!.entry.name) ?? 0) >= own) {
+      const message = `this token has ${own} event streams and WebSockets open (its "streams")`;
+      return { status: 429, message, retryAfter: 1 };
+    }
+    return undefined;
   }
 
   /**
@@ -480,7 +504,12 @@ export class Gateway {
         if (r === "late") {
           return {
             status: 504,
-            body: problem("timeout", `the Subject did not accept the request within ${timeout} ms`, id),
+            body: problem(
+              "timeout",
+              `the Subject did not acknowledge the request within ${timeout} ms; it may still run ` +
+                "(retry with the same Idempotency-Key to run it at most once)",
+              id,
+            ),
           };
         }
         if (r === "refused") return await answer; // the refusal, as a waited request gets it

@@ -26,6 +26,11 @@ export interface GatewayOptions {
   readonly waitTimeout?: number;
   /** Bytes queued for one event-stream or WebSocket client before it is cut off. @default {1048576} */
   readonly clientBuffer?: number;
+  /**
+   * Event streams and WebSockets open at once, all callers together: past it, 503 with
+   * `Retry-After` (a token's own cap is its `streams`). @default {1000}
+   */
+  readonly maxStreams?: number;
   /** Milliseconds between heartbeats on event streams and WebSockets. @default {15000} */
   readonly heartbeat?: number;
   /** Bearer tokens; absent: no auth. */

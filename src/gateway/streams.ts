@@ -29,6 +29,8 @@ export interface StreamHost {
   readonly stats: { streams: number; cutOff: number };
   /** The open streams' stop functions (the gateway calls them when it closes). */
   readonly streams: Set<() => void>;
+  /** Open streams by the token name that opened them ("" with auth off). */
+  readonly byCaller: Map<string, number>;
   /** The gateway's logger. */
   readonly log: ReturnType<typeof logger>;
   /** Token checks, when tokens are configured. */
@@ -39,8 +41,26 @@ export interface StreamHost {
   accept(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
 }
 
-/** `GET /v1/events`: publications on `prefix` as Server-Sent Events. */
-export async function eventStream(host: StreamHost, prefix: string): Promise<Response> {
+/**
+ * Counts a stream opened by `caller` (its token name) in `host`, where `shut` ends it when the
+ * gateway closes; the function returned uncounts it, once.
+ */
+function opened(host: StreamHost, caller: string, shut: () => void): () => boolean {
+  host.streams.add(shut);
+  host.stats.streams++;
+  host.byCaller.set(caller, (host.byCaller.get(caller) ?? 0) + 1);
+  return () => {
+    if (!host.streams.delete(shut)) return false;
+    host.stats.streams--;
+    const n = (host.byCaller.get(caller) ?? 1) - 1;
+    if (n > 0) host.byCaller.set(caller, n);
+    else host.byCaller.delete(caller);
+    return true;
+  };
+}
+
+/** `GET /v1/events`: publications on `prefix` as Server-Sent Events, for `caller` (its token name). */
+export async function eventStream(host: StreamHost, prefix: string, caller = ""): Promise<Response> {
   const enc = new TextEncoder();
   const sink = new StreamSink(host.clientBuffer, () => host.stats.cutOff++, host.log);
   const it = await host.client.subscribe(prefix);
@@ -51,10 +71,10 @@ export async function eventStream(host: StreamHost, prefix: string): Promise<Res
   const stop = () => {
     clearInterval(heartbeat);
     void it.return?.();
-    if (host.streams.delete(stop)) host.stats.streams--;
+    closed();
   };
-  host.streams.add(stop);
-  host.stats.streams++;
+  // The gateway closing ends the response (else its server would wait for it), which stops it.
+  const closed = opened(host, caller, () => sink.close());
   sink.onEnd = stop;
   sink.offer(enc.encode(`: subscribed to ${JSON.stringify(prefix)}\n\n`));
   void (async () => {
@@ -121,10 +141,14 @@ export function webSocket(host: StreamHost, req: Request, caller?: Caller): Resp
     clearInterval(heartbeat);
     for (const it of subs.values()) void it.return?.();
     subs.clear();
-    if (host.streams.delete(stop)) host.stats.streams--;
+    closed();
   };
-  host.streams.add(stop);
-  host.stats.streams++;
+  const closed = opened(host, caller?.entry.name ?? "", () => {
+    stop();
+    try {
+      socket.close(1001, "the gateway is closing");
+    } catch { /* closed meanwhile */ }
+  });
   socket.onclose = stop;
   socket.onerror = () => {};
   socket.onmessage = async (ev) => {
