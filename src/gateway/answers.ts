@@ -39,6 +39,7 @@ export class StreamSink {
   #ended = false;
   #onCutStream?: () => void;
   #close?: () => void;
+  #closedEarly = false;
   onEnd?: () => void;
 
   constructor(limit: number, onCut: () => void, log: ReturnType<typeof logger>) {
@@ -60,9 +61,13 @@ export class StreamSink {
     this.#wake?.();
   }
 
-  /** Ends the stream made by {@linkcode StreamSink.stream} now: its response ends (`onEnd` runs). */
+  /**
+   * Ends the stream made by {@linkcode StreamSink.stream} now: its response ends (`onEnd` runs).
+   * Before that stream is made, it will be made ended.
+   */
   close(): void {
-    this.#close?.();
+    if (this.#close) this.#close();
+    else this.#closedEarly = true;
   }
 
   stream(last: (reason: string) => Uint8Array): ReadableStream<Uint8Array> {
@@ -97,7 +102,7 @@ export class StreamSink {
       // A client that reads no more is not waited for: the connection goes within 2 s.
       timer = setTimeout(abort, 2000);
     };
-    return new ReadableStream<Uint8Array>({
+    const stream = new ReadableStream<Uint8Array>({
       start: (c) => void (controller = c),
       pull: async (c) => {
         for (;;) {
@@ -116,6 +121,8 @@ export class StreamSink {
       },
       cancel: () => end(),
     }, { highWaterMark: 0 });
+    if (this.#closedEarly) this.#close();
+    return stream;
   }
 }
 

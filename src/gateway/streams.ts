@@ -63,7 +63,16 @@ function opened(host: StreamHost, caller: string, shut: () => void): () => boole
 export async function eventStream(host: StreamHost, prefix: string, caller = ""): Promise<Response> {
   const enc = new TextEncoder();
   const sink = new StreamSink(host.clientBuffer, () => host.stats.cutOff++, host.log);
-  const it = await host.client.subscribe(prefix);
+  // Counted before the subscription is made, so that streams opened at once cannot all pass the
+  // caps. The gateway closing ends the response (else its server would wait for it), which stops it.
+  const closed = opened(host, caller, () => sink.close());
+  let it: AsyncIterableIterator<Publication>;
+  try {
+    it = await host.client.subscribe(prefix);
+  } catch (e) {
+    closed();
+    throw e;
+  }
   const heartbeat = setInterval(
     () => sink.offer(enc.encode(": heartbeat\n\n")),
     host.heartbeat,
@@ -73,8 +82,6 @@ export async function eventStream(host: StreamHost, prefix: string, caller = "")
     void it.return?.();
     closed();
   };
-  // The gateway closing ends the response (else its server would wait for it), which stops it.
-  const closed = opened(host, caller, () => sink.close());
   sink.onEnd = stop;
   sink.offer(enc.encode(`: subscribed to ${JSON.stringify(prefix)}\n\n`));
   void (async () => {
