@@ -78,7 +78,8 @@ export function openApiDocument(
             name: "Idempotency-Key",
             in: "header",
             required: false,
-            description: "becomes the request id: a retried POST runs once",
+            description:
+              "names the request (its id: the key, `~`, 32 hex digits scoping it to the token and flow): a retried POST runs once",
             schema: { type: "string", maxLength: 200 },
           },
           {
