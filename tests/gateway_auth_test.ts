@@ -76,6 +76,9 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
         { name: "any", sha256: await hashToken("a-secret") },
         { name: "other", sha256: await hashToken("o-secret"), flows: ["Three", "Slow"] },
         { name: "one-stream", sha256: await hashToken("s-secret"), streams: 1 },
+        // Names that a separator-joined scope would confuse: "x" on flow "Slow\0Three", "x\0Slow" on "Three".
+        { name: "x", sha256: await hashToken("x-secret") },
+        { name: "x\u0000Slow", sha256: await hashToken("xs-secret") },
       ],
     }),
   );
@@ -188,6 +191,39 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
         // A retry is still the same request: the first answer.
         const again = await keyed("Three", "o-secret", { who: "someone else" });
         assert.deepEqual(again.json, o.json);
+      },
+    );
+    await t.step(
+      "keys of up to 200 characters run, and each names its own request; a NUL in a token name or flow forges no scope",
+      async () => {
+        const post = (flow: string, token: string, key: string, values: unknown) =>
+          fetch(`${url}/v1/flows/${flow}`, {
+            method: "POST",
+            body: JSON.stringify(values),
+            headers: { Authorization: `Bearer ${token}`, "Idempotency-Key": key },
+          }).then(async (r) => ({ status: r.status, json: await r.json() }));
+        const long = "k".repeat(199);
+        const [a, b] = await Promise.all([
+          post("Three", "a-secret", `${long}a`, { n: "a" }),
+          post("Three", "a-secret", `${long}b`, { n: "b" }),
+        ]);
+        assert.equal(a.status, 200, JSON.stringify(a.json).slice(0, 300));
+        assert.equal(b.status, 200, JSON.stringify(b.json).slice(0, 300));
+        assert.deepEqual(
+          [a.json.values.n, b.json.values.n],
+          ["a", "b"],
+          "keys differing in their last character",
+        );
+        assert.ok(a.json.id.length <= 200 && a.json.id !== b.json.id);
+        assert.deepEqual((await post("Three", "a-secret", `${long}a`, { n: "again" })).json, a.json);
+        const victim = await post("Three", "xs-secret", "nul-key", { secret: "victim's" });
+        assert.equal(victim.status, 200);
+        const forger = await post("Slow%00Three", "x-secret", "nul-key", {});
+        assert.notEqual(forger.status, 200, JSON.stringify(forger.json));
+        assert.ok(
+          !JSON.stringify(forger.json).includes("victim's"),
+          "not answered with the other token's request",
+        );
       },
     );
     await t.step(

@@ -1,6 +1,7 @@
 // The HTTP gateway over real roles: `cli.ts start --http` (the gateway as a supervised process),
 // real HTTP on loopback, real ZeroMQ behind it.
 import assert from "node:assert/strict";
+import { hashToken } from "../src/gateway/auth.ts";
 import { Gateway } from "../src/gateway/gateway.ts";
 import type { GatewayOptions } from "../src/gateway/options.ts";
 import type { Publication } from "../src/wire/protocol.ts";
@@ -212,50 +213,55 @@ Deno.test("gateway: 503 with Retry-After while the Subject is shutting down (ove
   }
 });
 
-Deno.test("gateway: past http_max_streams open event streams and WebSockets, another is refused with 503 and Retry-After, until one closes", async () => {
-  const d = await startDeployment({ workers: 1 });
-  const g = await gatewayOn(d, { maxStreams: 2 });
-  const open: Response[] = [];
-  try {
-    // Six at once: the places are taken before the subscriptions are made, so two open, not six.
-    const first = await Promise.all(
-      Array.from({ length: 6 }, () => fetch(`${g.url}/v1/events?prefix=Three~`)),
-    );
-    for (const r of first) {
-      if (r.status === 200) open.push(r);
-      else await r.body?.cancel();
+for (const auth of [false, true]) {
+  Deno.test(`gateway: past http_max_streams open event streams and WebSockets, another is refused with 503 and Retry-After, until one closes${auth ? " (with tokens)" : ""}`, async () => {
+    const d = await startDeployment({ workers: 1 });
+    const tokens = auth ? [{ name: "t", sha256: await hashToken("t-secret") }] : undefined;
+    const g = await gatewayOn(d, { maxStreams: 2, tokens });
+    const withToken = (headers: Record<string, string> = {}) =>
+      auth ? { ...headers, Authorization: "Bearer t-secret" } : headers;
+    const open: Response[] = [];
+    try {
+      // Twenty at once: each place is checked and taken with no await between, so two open.
+      const first = await Promise.all(
+        Array.from({ length: 20 }, () => fetch(`${g.url}/v1/events?prefix=Three~`, { headers: withToken() })),
+      );
+      for (const r of first) {
+        if (r.status === 200) open.push(r);
+        else await r.body?.cancel();
+      }
+      assert.deepEqual(first.map((r) => r.status).sort(), [200, 200, ...Array(18).fill(503)]);
+      for (
+        const [path, headers] of [["/v1/events?prefix=", {}], ["/v1/ws", { Upgrade: "websocket" }]] as const
+      ) {
+        const r = await fetch(`${g.url}${path}`, { headers: withToken(headers) });
+        // (A stream that opened would never end: read the body only once refused.)
+        if (r.status !== 503) await r.body?.cancel();
+        assert.equal(r.status, 503, path);
+        const body = await r.json();
+        assert.equal(r.headers.get("Retry-After"), "1");
+        assert.equal(body.error.code, "overloaded");
+        assert.match(body.error.message, /2 event streams and WebSockets open \(http_max_streams\)/);
+      }
+      assert.equal(g.stats().streams, 2);
+      await open[0].body?.cancel();
+      let status = 0;
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        const r = await fetch(`${g.url}/v1/events?prefix=Three~`, { headers: withToken() });
+        status = r.status;
+        if (status === 200) open[0] = r;
+        else await r.body?.cancel();
+      }
+      assert.equal(status, 200, "room again once one closed");
+    } finally {
+      // (The gateway's close waits for open responses: an event stream ends when its client goes.)
+      for (const r of open) await r.body?.cancel();
+      await g.close();
+      await d.stop();
     }
-    assert.deepEqual(first.map((r) => r.status).sort(), [200, 200, 503, 503, 503, 503]);
-    for (
-      const [path, headers] of [["/v1/events?prefix=", {}], ["/v1/ws", { Upgrade: "websocket" }]] as const
-    ) {
-      const r = await fetch(`${g.url}${path}`, { headers });
-      // (A stream that opened would never end: read the body only once refused.)
-      if (r.status !== 503) await r.body?.cancel();
-      assert.equal(r.status, 503, path);
-      const body = await r.json();
-      assert.equal(r.headers.get("Retry-After"), "1");
-      assert.equal(body.error.code, "overloaded");
-      assert.match(body.error.message, /2 event streams and WebSockets open \(http_max_streams\)/);
-    }
-    assert.equal(g.stats().streams, 2);
-    await open[0].body?.cancel();
-    let status = 0;
-    for (let i = 0; i < 50 && status !== 200; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      const r = await fetch(`${g.url}/v1/events?prefix=Three~`);
-      status = r.status;
-      if (status === 200) open[0] = r;
-      else await r.body?.cancel();
-    }
-    assert.equal(status, 200, "room again once one closed");
-  } finally {
-    // (The gateway's close waits for open responses: an event stream ends when its client goes.)
-    for (const r of open) await r.body?.cancel();
-    await g.close();
-    await d.stop();
-  }
-});
+  });
+}
 
 Deno.test("gateway: close ends open event streams and WebSockets at once (it waited for their clients before)", async () => {
   const d = await startDeployment({ workers: 1 });

@@ -126,21 +126,30 @@ export class StreamSink {
   }
 }
 
+/** The longest request id a message may carry (`PROTOCOL.md`, headers). */
+const MAX_ID = 200;
+
 /**
  * The request id of an id a caller chose (an `Idempotency-Key`, a WebSocket `send`'s `id`): that
- * id, `~`, and 32 hex digits of the SHA-256 of the caller's token name, the flow and the id. Ids
- * are one namespace at the Subject, which drops a request whose id it has seen; so two callers,
- * or one caller on two flows, choosing the same id name two requests, never one (else a caller
- * could keep another's request from running, or be answered with it). The same three always give
- * the same id, so a retry, to this gateway or to one restarted, is the same request.
+ * id (its first 167 characters), `~`, and 32 hex digits of the SHA-256 of the caller's token name,
+ * the flow and the whole id, encoded so that no two triples read alike. Ids are one namespace at
+ * the Subject, which drops a request whose id it has seen; so two callers, or one caller on two
+ * flows, choosing the same id name two requests, never one (else a caller could keep another's
+ * request from running, or be answered with it). The same three always give the same id, so a
+ * retry, to this gateway or to one restarted, is the same request.
  */
 export async function scopedId(caller: string, flow: string, chosen: string): Promise<string> {
   const digest = await crypto.subtle.digest(
     "SHA-256",
-    new TextEncoder().encode(`${caller}\0${flow}\0${chosen}`),
+    new TextEncoder().encode(scopeKey(caller, flow, chosen)),
   );
   const hex = Array.from(new Uint8Array(digest, 0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${chosen}~${hex}`;
+  return `${chosen.slice(0, MAX_ID - hex.length - 1)}~${hex}`;
+}
+
+/** One string per (caller, flow, chosen id), and never the same one for two (JSON: no separator to forge). */
+export function scopeKey(caller: string, flow: string, chosen: string): string {
+  return JSON.stringify([caller, flow, chosen]);
 }
 
 export function problem(code: string, message: string, id?: string): unknown {

@@ -46,6 +46,7 @@ import {
   readValues,
   refuse,
   scopedId,
+  scopeKey,
   send,
 } from "./answers.ts";
 
@@ -319,7 +320,7 @@ export class Gateway {
       }
       // A retried POST: the first one's answer, or a wait for it (keys are per token and flow);
       // with ?wait=0, 202 again, or the first one's refusal.
-      const slot = `${caller}\0${flow}\0${idem}`;
+      const slot = scopeKey(caller, flow, idem);
       const known = this.#answers.get(slot);
       if (known) {
         if (wait) return send(c, await known.answer);
@@ -345,22 +346,24 @@ export class Gateway {
         c,
         (w) =>
           this.#auth!.allowPrefix(w, prefix)
-            ? this.#streamRoom(w)
+            ? undefined
             : { status: 403, message: `this token may not subscribe to "${prefix}"` },
       );
       if ("status" in who) return refuse(c, who);
-      const full = who.entry ? undefined : this.#streamRoom();
+      // Checked and taken with no await between: streams opened at once cannot all pass.
+      const full = this.#streamRoom(who.entry ? who as Caller : undefined);
       if (full) return refuse(c, full);
       return await eventStream(this.#streamHost, prefix, who.entry?.name);
     });
     app.get("/v1/ws", async (c) => {
-      const who = await this.#caller(c, (w) => this.#streamRoom(w));
+      const who = await this.#caller(c);
       if ("status" in who) return refuse(c, who);
-      const full = who.entry ? undefined : this.#streamRoom();
-      if (full) return refuse(c, full);
       if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
         return c.json(problem("bad_request", "expected a WebSocket upgrade"), 426);
       }
+      // Checked and taken with no await between (`webSocket` counts it at once).
+      const full = this.#streamRoom(who.entry ? who as Caller : undefined);
+      if (full) return refuse(c, full);
       return webSocket(this.#streamHost, c.req.raw, who.entry ? who as Caller : undefined);
     });
     app.notFound((c) => c.json(problem("not_found", `no route ${c.req.method} ${c.req.path}`), 404));
@@ -378,7 +381,7 @@ export class Gateway {
   /**
    * The caller (with auth on) or a refusal: 401; `check`'s (a 403); 429 over its rate (every
    * authenticated request that passed `check` counts, event streams and WebSocket connections
-   * too). `{}` when auth is off.
+   * too, even one then refused for the stream caps). `{}` when auth is off.
    */
   async #caller(
     c: HonoContext,
