@@ -27,7 +27,7 @@ export interface StreamHost {
   readonly heartbeat: number;
   /** The gateway's counters: open streams, clients cut off. */
   readonly stats: { streams: number; cutOff: number };
-  /** The open streams' stop functions (the gateway calls them when it closes). */
+  /** One function per open stream that ends it (the gateway calls them when it closes). */
   readonly streams: Set<() => void>;
   /** Open streams by the token name that opened them ("" with auth off). */
   readonly byCaller: Map<string, number>;
