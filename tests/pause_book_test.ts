@@ -222,3 +222,20 @@ Deno.test("pause book: a resumed flow whose Subject died, its resume not sent ag
   }]);
   store.close();
 });
+
+Deno.test("pause book: a resume sent again after its flow ended is a repeat, unless rerunEnded (the IM in the Subject's process)", () => {
+  const clock = { now: 1_000_000 };
+  const store = new PausedStore(":memory:");
+  const flows = new Map([["F", flow]]);
+  const book = (incarnation: string, rerunEnded: boolean) =>
+    new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation, rerunEnded });
+  for (const rerunEnded of [false, true]) {
+    const first = book(`i1-${rerunEnded}`, rerunEnded);
+    const token = first.pause("F", 1, `r-${rerunEnded}`, 1, "{}");
+    resumed(first.resume("F", resumeHeader(token, "res"), utf8("{}")));
+    first.finish(token);
+    const again = book(`i2-${rerunEnded}`, rerunEnded).resume("F", resumeHeader(token, "res"), utf8("{}"));
+    assert.equal(again.kind, rerunEnded ? "resumed" : "repeat");
+  }
+  store.close();
+});

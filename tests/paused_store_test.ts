@@ -52,7 +52,7 @@ Deno.test("a taken token is kept: the resume that took it takes it again in a la
   s.close();
 });
 
-Deno.test("a finished token never expires into a timeout; a later incarnation lets its resume run it again (a lost final), no other", () => {
+Deno.test("a finished token never expires into a timeout; its resume, sent again, is a repeat, or runs it again with rerunEnded (a final lost with an IM in the Subject's process)", () => {
   const s = new PausedStore(":memory:");
   const t = makeToken("F", "req~1");
   s.save(flow(t, 2000));
@@ -63,6 +63,7 @@ Deno.test("a finished token never expires into a timeout; a later incarnation le
     { kind: "repeat", id: "req~1" },
     "ended in this incarnation",
   );
+  assert.deepEqual(s.take(t, by("a", "i2"), 1000), { kind: "repeat", id: "req~1" }, "the IM has its final");
   assert.deepEqual(s.take(t, by("b", "i2"), 1000), { kind: "none" });
   assert.deepEqual(s.expire(3000, "i2"), [], "its mark goes silently at its deadline");
   assert.deepEqual(s.take(t, by("a", "i2"), 1000), { kind: "none" }, "gone");
@@ -70,7 +71,13 @@ Deno.test("a finished token never expires into a timeout; a later incarnation le
   s.save({ ...flow(u, 2000), id: "req~2" });
   assert.equal(s.take(u, by("a", "i1", 3000), 1000).kind, "taken");
   s.finish(u);
-  assert.equal(s.take(u, by("a", "i2", 3000), 1000).kind, "taken", "sent again after a restart: runs again");
+  const rerun = { ...by("a", "i2", 3000), rerunEnded: true };
+  assert.equal(s.take(u, rerun, 1000).kind, "taken", "rerunEnded: runs again");
+  assert.deepEqual(
+    s.take(u, { ...by("b", "i3"), rerunEnded: true }, 1000),
+    { kind: "none" },
+    "no other resume",
+  );
   assert.equal(s.expire(3000, "i3").length, 1, "taken again, not ended: expires in a later incarnation");
   s.close();
 });

@@ -298,6 +298,7 @@ export async function runSubject(
   const subject = await started(() =>
     Subject.start({
       reactor: shared?.reactor,
+      imInProcess: shared !== undefined,
       security,
       flows: catalog.flows,
       pullAddress: config.subject_pull_address,

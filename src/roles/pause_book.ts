@@ -5,8 +5,8 @@
  * wins and the other is told `bad_resume`. A taken token is kept, so the resume that took it,
  * sent again to a later Subject incarnation after the one running its flow died, takes it again
  * (`resumed`), and sent again to the same one is a `repeat`; once its flow has ended
- * ({@linkcode PauseBook.finish}) it no longer expires, and once it paused again it is not taken
- * again.
+ * ({@linkcode PauseBook.finish}) it no longer expires and is a `repeat` (unless `rerunEnded`), and
+ * once it paused again it is not taken again.
  *
  * @example
  * ```ts
@@ -50,6 +50,12 @@ export interface PauseBookOptions {
    */
   readonly incarnation?: string;
   /**
+   * A resume sent again to a later incarnation runs its flow again even when that flow had ended
+   * (its final may have died with an Integration Manager in the Subject's process); else it is a
+   * `repeat`. @default {false}
+   */
+  readonly rerunEnded?: boolean;
+  /**
    * The configuration version and flow a paused flow resumes on (`VersionBook.resumeOn`), or
    * `undefined` when a reload removed its flow (`bad_resume`). @default {its flow in `flows`, version 1}
    */
@@ -84,6 +90,7 @@ export class PauseBook {
   readonly #now: () => number;
   readonly #resumeOn?: PauseBookOptions["resumeOn"];
   readonly #incarnation: string;
+  readonly #rerunEnded: boolean;
 
   /** A book over `options.store`. */
   constructor(options: PauseBookOptions) {
@@ -93,6 +100,7 @@ export class PauseBook {
     this.#now = options.now ?? Date.now;
     this.#resumeOn = options.resumeOn;
     this.#incarnation = options.incarnation ?? crypto.randomUUID();
+    this.#rerunEnded = options.rerunEnded ?? false;
   }
 
   /** Paused flows now. */
@@ -142,7 +150,12 @@ export class PauseBook {
     const token = typeof header.resume === "string" ? header.resume : "";
     const wellFormed = parseToken(token) !== undefined;
     const now = this.#now();
-    const taker = { resume: header.id, incarnation: this.#incarnation, keepUntil: now + this.#timeout };
+    const taker = {
+      resume: header.id,
+      incarnation: this.#incarnation,
+      keepUntil: now + this.#timeout,
+      rerunEnded: this.#rerunEnded,
+    };
     const take = wellFormed ? this.#store.take(token, taker, now) : undefined;
     if (take?.kind === "repeat") return take;
     if (take?.kind !== "taken") {

@@ -9,8 +9,9 @@
  * runs, the same resume, sent again to its successor, takes the token again and the flow runs
  * again from its `@ASYNC` step; any other resume of it is still refused. Once the flow has ended
  * ({@linkcode PausedStore.finish}: its final publication reached the Integration Manager) the
- * token no longer expires into a `timeout`; once it paused again (`save` with `ends`) the same
- * resume does not take it again either: the new pause's token drives the flow on.
+ * token no longer expires into a `timeout` and the same resume does not take it again (unless
+ * `rerunEnded`); nor once it paused again (`save` with `ends`): the new pause's token drives the
+ * flow on.
  *
  * @module
  */
@@ -52,14 +53,20 @@ export interface Taker {
    * is not sent again): then {@linkcode PausedStore.expire} ends it.
    */
   readonly keepUntil: number;
+  /**
+   * Take again a token this resume took in another incarnation even when its flow had ended
+   * ({@linkcode PausedStore.finish}): where a final the IM acknowledged can die with the Subject
+   * (the IM in its process). Else that is a `repeat`. @default {false}
+   */
+  readonly rerunEnded?: boolean;
 }
 
 /**
  * What a resume's take came to: `taken` (the flow is the resume's to run: a first take, or the
  * same resume sent again to a later Subject incarnation than the one that took it, whose flow
- * had not paused again), `repeat` (this resume took it before, and its flow runs in this
- * incarnation, ended in it, or paused again: nothing to do), or `none` (unknown, expired, or
- * taken by another resume).
+ * had not ended, or had ended with `rerunEnded`), `repeat` (this resume took it before, and its
+ * flow runs in this incarnation, ended, or paused again: nothing to do), or `none` (unknown,
+ * expired, or taken by another resume).
  */
 export type Take =
   | { readonly kind: "taken"; readonly paused: PausedFlow }
@@ -116,7 +123,8 @@ export class PausedStore {
     this.#take = this.#db.prepare(
       `UPDATE paused SET taken_by = :by, taken_in = :inc, deadline = :until, done = ${RUNNING}
        WHERE token = :token AND deadline > :now
-         AND (taken_by IS NULL OR (taken_by = :by AND taken_in <> :inc AND done <> ${PAUSED_AGAIN}))
+         AND (taken_by IS NULL OR (taken_by = :by AND taken_in <> :inc
+           AND (done = ${RUNNING} OR (done = ${ENDED} AND :rerun = 1))))
        RETURNING ${cols}`,
     );
     this.#taker = this.#db.prepare(`SELECT id, taken_by AS takenBy FROM paused WHERE token = ?`);
@@ -163,6 +171,7 @@ export class PausedStore {
       by: taker.resume,
       inc: taker.incarnation,
       until: taker.keepUntil,
+      rerun: taker.rerunEnded ? 1 : 0,
       now,
     });
     if (row) return { kind: "taken", paused: withVersion(row) };
@@ -172,10 +181,9 @@ export class PausedStore {
 
   /**
    * The flow a taken token resumed has ended: its final publication reached the Integration
-   * Manager. The token's row is kept until its deadline, so that the same resume sent again
-   * is a `repeat` in this incarnation; a later one lets it take the token again (the final may
-   * have been lost with an Integration Manager that shared the Subject's process: a caller that
-   * has the final does not send its resume again), but it never expires into a `timeout`.
+   * Manager. The token's row is kept until its deadline, so that the same resume sent again is a
+   * `repeat` (in a later incarnation with `rerunEnded`, it takes the token again: the final may
+   * have died with an IM in the Subject's process), and it never expires into a `timeout`.
    */
   finish(token: string): void {
     this.#finish.run(ENDED, token);

@@ -130,6 +130,7 @@ export class Subject {
       timeout: o.asyncTimeout,
       resumeOn: (p) => book.resumeOn(p.version, p.flow),
       incarnation,
+      rerunEnded: o.imInProcess,
     });
     await this.#openSockets();
     const sendTo = (sock: () => ReactorSocket) => (idFrame: Uint8Array, frames: Uint8Array[]) => {

@@ -52,6 +52,12 @@ export interface SubjectOptions {
   readonly duplicateWindow?: number;
   /** A reactor to share (inproc deployments); by default the Subject makes its own. */
   readonly reactor?: Reactor;
+  /**
+   * The Integration Manager runs in this process (`integration_manager_in_subject`): a final it
+   * acknowledged can still die with the process, so a resume sent again after a restart runs its
+   * flow again even when that flow had ended (PROTOCOL.md, _Pausing and resuming_). @default {false}
+   */
+  readonly imInProcess?: boolean;
   /** Where paused flows are kept: a SQLite file, or `:memory:`. @default {":memory:"} */
   readonly pausedStore?: string;
   /** Milliseconds a paused flow waits for its resume before a `timeout` error. @default {3600000} */
@@ -186,6 +192,7 @@ export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectO
     pausedStore: options.pausedStore ?? ":memory:",
     asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
+    imInProcess: options.imInProcess ?? false,
     security: options.security,
     reload: options.reload ?? {},
   };
