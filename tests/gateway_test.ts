@@ -287,6 +287,69 @@ Deno.test("gateway: close ends open event streams and WebSockets at once (it wai
   }
 });
 
+Deno.test("gateway: one WebSocket holds at most 100 subscriptions; the 101st is refused until one is dropped", async () => {
+  const d = await startDeployment({ workers: 1 });
+  const g = await gatewayOn(d);
+  const ws = new WebSocket(`${g.url.replace("http", "ws")}/v1/ws`);
+  try {
+    const got: { type: string; status?: number; prefix?: string }[] = [];
+    let wake = () => {};
+    ws.onmessage = (e) => {
+      got.push(JSON.parse(e.data));
+      wake();
+    };
+    await new Promise((r) => ws.onopen = r);
+    const answers = async (n: number) => {
+      for (let i = 0; i < 200 && got.length < n; i++) {
+        await new Promise<void>((r) => (wake = r, setTimeout(r, 50)));
+      }
+    };
+    // At once: the places are taken before the subscriptions are made.
+    for (let i = 0; i <= 100; i++) ws.send(JSON.stringify({ type: "subscribe", prefix: `P${i}~` }));
+    await answers(101);
+    assert.equal(got.filter((m) => m.type === "subscribed").length, 100);
+    const refused = got.filter((m) => m.type === "error");
+    assert.equal(refused.length, 1);
+    assert.equal(refused[0].status, 429);
+    ws.send(JSON.stringify({ type: "unsubscribe", prefix: "P0~" }));
+    ws.send(JSON.stringify({ type: "subscribe", prefix: "Q~" }));
+    await answers(102);
+    assert.deepEqual(got.at(-1), { type: "subscribed", prefix: "Q~" });
+  } finally {
+    ws.close();
+    await g.close();
+    await d.stop();
+  }
+});
+
+Deno.test("gateway: a WebSocket's subscriptions count against its token's rate, as its opening and sends do", async () => {
+  const d = await startDeployment({ workers: 1 });
+  const g = await gatewayOn(d, { tokens: [{ name: "t", sha256: await hashToken("t-secret"), rate: 3 }] });
+  // (Deno's WebSocket takes headers; a browser's cannot send Authorization.)
+  const ws = new WebSocket(`${g.url.replace("http", "ws")}/v1/ws`, {
+    headers: { Authorization: "Bearer t-secret" },
+  } as unknown as string[]);
+  try {
+    const got: { type: string; status?: number }[] = [];
+    let wake = () => {};
+    ws.onmessage = (e) => {
+      got.push(JSON.parse(e.data));
+      wake();
+    };
+    await new Promise((r) => ws.onopen = r); // the opening took one of the 3
+    for (const p of ["A~", "B~", "C~"]) ws.send(JSON.stringify({ type: "subscribe", prefix: p }));
+    for (let i = 0; i < 100 && got.length < 3; i++) {
+      await new Promise<void>((r) => (wake = r, setTimeout(r, 50)));
+    }
+    assert.deepEqual(got.map((m) => m.type).sort(), ["error", "subscribed", "subscribed"]);
+    assert.equal(got.find((m) => m.type === "error")?.status, 429);
+  } finally {
+    ws.close();
+    await g.close();
+    await d.stop();
+  }
+});
+
 Deno.test("gateway: /readyz is 503 without a deployment", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zmg" });
   const g = await Gateway.start({

@@ -14,6 +14,9 @@ import type { Answer } from "./answers.ts";
 import { scopedId, StreamSink } from "./answers.ts";
 import type { Auth, Caller } from "./auth.ts";
 
+/** Subscriptions one WebSocket may hold at once. */
+export const WS_MAX_SUBSCRIPTIONS = 100;
+
 /** Seconds a WebSocket may leave Deno's ping unanswered before its connection is dropped. */
 const WS_IDLE_TIMEOUT = 10;
 
@@ -113,6 +116,8 @@ export function webSocket(host: StreamHost, req: Request, caller?: Caller): Resp
   const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: WS_IDLE_TIMEOUT });
   const limit = host.clientBuffer;
   const subs = new Map<string, AsyncIterableIterator<Publication>>();
+  /** Subscriptions being made (counted against the cap before they are). */
+  let subscribing = 0;
   let cut = false;
   const emit = (msg: unknown) => {
     if (cut || socket.readyState !== WebSocket.OPEN) return;
@@ -177,8 +182,29 @@ export function webSocket(host: StreamHost, req: Request, caller?: Caller): Resp
         return emit({ type: "error", message: `this token may not subscribe to "${prefix}"` });
       }
       if (subs.has(prefix)) return;
-      const it = await host.client.subscribe(prefix);
-      if (cut) return void it.return?.();
+      // Each subscription costs the gateway (and the IM) a filter: bounded per connection, and
+      // counted against the token's rate as a request is.
+      if (subs.size + subscribing >= WS_MAX_SUBSCRIPTIONS) {
+        const message = `this connection has ${WS_MAX_SUBSCRIPTIONS} subscriptions: unsubscribe one first`;
+        return emit({ type: "error", status: 429, message });
+      }
+      const wait = caller ? host.auth!.take(caller) : 0;
+      if (wait > 0) {
+        return emit({
+          type: "error",
+          status: 429,
+          message: "over this token's rate",
+          retryAfter: Math.ceil(wait),
+        });
+      }
+      subscribing++;
+      let it: AsyncIterableIterator<Publication>;
+      try {
+        it = await host.client.subscribe(prefix);
+      } finally {
+        subscribing--;
+      }
+      if (cut || subs.has(prefix)) return void it.return?.();
       subs.set(prefix, it);
       emit({ type: "subscribed", prefix });
       for await (const p of it) emit({ type: "publication", ...publicationJson(p) });
