@@ -79,7 +79,7 @@ export type Resume =
     readonly values: string;
   }
   | { readonly kind: "error"; readonly error: ErrorSpec; readonly paused?: PausedFlow }
-  /** This resume took the token of request `id` in this incarnation already: nothing to do. */
+  /** This resume took the token of request `id` before (its flow runs here, ended, or paused again): nothing to do. */
   | { readonly kind: "repeat"; readonly id: string };
 
 /** Pauses, resumes and expiries of flows at their `@ASYNC` steps. */
@@ -136,7 +136,8 @@ export class PauseBook {
    * object (the token is not used), `bad_resume` for a token that is malformed, unknown, expired
    * or used by another resume, `unknown_flow` when the flow it resumes is no longer loaded
    * (`bad_resume` naming it when a reload removed it, with `resumeOn`). The token is kept, taken
-   * by this resume (`header.id`), for `timeout` ms or until {@linkcode PauseBook.finish}.
+   * by this resume (`header.id`), for `timeout` ms ({@linkcode PauseBook.finish} marks its flow
+   * ended).
    */
   resume(topicFlow: string, header: Header, values: Uint8Array): Resume {
     const added = decodeValues(values);
