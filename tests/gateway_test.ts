@@ -315,6 +315,9 @@ Deno.test("gateway: one WebSocket holds at most 100 subscriptions; the 101st is 
     ws.send(JSON.stringify({ type: "subscribe", prefix: "Q~" }));
     await answers(102);
     assert.deepEqual(got.at(-1), { type: "subscribed", prefix: "Q~" });
+    ws.send(JSON.stringify({ type: "subscribe", prefix: "Q~" })); // held already: answered, not doubled
+    await answers(103);
+    assert.deepEqual(got.at(-1), { type: "subscribed", prefix: "Q~" });
   } finally {
     ws.close();
     await g.close();

@@ -396,7 +396,8 @@ export class Client {
    * publication when the token is unknown, expired or used by another resume). The resume is
    * kept, and sent again to a restarted Subject, until that final or the timeout: if the Subject
    * dies while the flow runs, the same resume takes the token again and the flow runs again from
-   * its `@ASYNC` step.
+   * its `@ASYNC` step. Called again with the `id` of a resume whose flow has ended, it runs nothing
+   * and waits out its timeout (the final was published once, to the first call).
    */
   async resume(
     token: string,

@@ -181,7 +181,7 @@ export function webSocket(host: StreamHost, req: Request, caller?: Caller): Resp
       if (caller && !host.auth!.allowPrefix(caller, prefix)) {
         return emit({ type: "error", message: `this token may not subscribe to "${prefix}"` });
       }
-      if (subs.has(prefix)) return;
+      if (subs.has(prefix)) return emit({ type: "subscribed", prefix }); // held already
       // Each subscription costs the gateway (and the IM) a filter: bounded per connection, and
       // counted against the token's rate as a request is.
       if (subs.size + subscribing >= WS_MAX_SUBSCRIPTIONS) {
