@@ -317,6 +317,7 @@ Deno.test("gateway: one WebSocket holds at most 100 subscriptions; the 101st is 
     assert.deepEqual(got.at(-1), { type: "subscribed", prefix: "Q~" });
     ws.send(JSON.stringify({ type: "subscribe", prefix: "Q~" })); // held already: answered, not doubled
     await answers(103);
+    assert.equal(got.length, 103, "the repeated subscribe is answered");
     assert.deepEqual(got.at(-1), { type: "subscribed", prefix: "Q~" });
   } finally {
     ws.close();
