@@ -14,7 +14,10 @@ function setup() {
   const store = new PausedStore(":memory:");
   const flows = new Map([["F", flow]]);
   const book = new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now });
-  return { clock, store, flows, book };
+  /** Another book over the same store and clock, as a Subject incarnation `incarnation` would have it. */
+  const bookIn = (incarnation: string, rerunEnded = false) =>
+    new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation, rerunEnded });
+  return { clock, store, flows, book, bookIn };
 }
 
 /** A resume message's header. */
@@ -165,11 +168,7 @@ Deno.test("pause book: paused values that are not a JSON object end the flow wit
 });
 
 Deno.test("pause book: the resume that took a token takes it again in a later Subject incarnation; others never; a flow paused again finishes it", () => {
-  const clock = { now: 1_000_000 };
-  const store = new PausedStore(":memory:");
-  const flows = new Map([["F", flow]]);
-  const book = (incarnation: string) =>
-    new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation });
+  const { clock, store, bookIn: book } = setup();
   const first = book("i1");
   const token = first.pause("F", 1, "r1", 1, '{"a":1}');
   assert.equal(resumed(first.resume("F", resumeHeader(token, "res-a"), utf8('{"b":2}'))).paused.id, "r1");
@@ -201,14 +200,12 @@ Deno.test("pause book: the resume that took a token takes it again in a later Su
 });
 
 Deno.test("pause book: a resumed flow whose Subject died, its resume not sent again, times out naming that resume", () => {
-  const clock = { now: 1_000_000 };
-  const store = new PausedStore(":memory:");
-  const flows = new Map([["F", flow]]);
-  const first = new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation: "i1" });
+  const { clock, store, bookIn } = setup();
+  const first = bookIn("i1");
   const token = first.pause("F", 1, "r1", 1, '{"a":1}');
   clock.now += TIMEOUT / 2;
   resumed(first.resume("F", resumeHeader(token, "res-a"), utf8("{}")));
-  const second = new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation: "i2" });
+  const second = bookIn("i2");
   clock.now += TIMEOUT - 1;
   assert.deepEqual(second.expire(), [], "kept for timeout ms from the take");
   clock.now += 1;
@@ -224,11 +221,7 @@ Deno.test("pause book: a resumed flow whose Subject died, its resume not sent ag
 });
 
 Deno.test("pause book: a resume sent again after its flow ended is a repeat, unless rerunEnded (the IM in the Subject's process)", () => {
-  const clock = { now: 1_000_000 };
-  const store = new PausedStore(":memory:");
-  const flows = new Map([["F", flow]]);
-  const book = (incarnation: string, rerunEnded: boolean) =>
-    new PauseBook({ store, flows, timeout: TIMEOUT, now: () => clock.now, incarnation, rerunEnded });
+  const { store, bookIn: book } = setup();
   for (const rerunEnded of [false, true]) {
     const first = book(`i1-${rerunEnded}`, rerunEnded);
     const token = first.pause("F", 1, `r-${rerunEnded}`, 1, "{}");

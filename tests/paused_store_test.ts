@@ -13,6 +13,14 @@ const flow = (token: string, deadline: number) => ({
   deadline,
 });
 
+/** A store holding one paused flow, token `t` (request `req~1`, deadline 2000). */
+function oneToken() {
+  const s = new PausedStore(":memory:");
+  const t = makeToken("F", "req~1");
+  s.save(flow(t, 2000));
+  return { s, t };
+}
+
 /** A resume `resume` reaching Subject incarnation `incarnation`. */
 const by = (resume: string, incarnation = "i1", keepUntil = 5000) => ({ resume, incarnation, keepUntil });
 
@@ -36,9 +44,7 @@ Deno.test("a token resumes once; expired flows are taken by expire(), not take()
 });
 
 Deno.test("a taken token is kept: the resume that took it takes it again in a later Subject incarnation, no other resume ever", () => {
-  const s = new PausedStore(":memory:");
-  const t = makeToken("F", "req~1");
-  s.save(flow(t, 2000));
+  const { s, t } = oneToken();
   assert.equal(s.take(t, by("a", "i1"), 1000).kind, "taken");
   // The same resume again in the same incarnation: its flow runs there already.
   assert.deepEqual(s.take(t, by("a", "i1"), 1000), { kind: "repeat", id: "req~1" });
@@ -53,9 +59,7 @@ Deno.test("a taken token is kept: the resume that took it takes it again in a la
 });
 
 Deno.test("a finished token never expires into a timeout; its resume, sent again, is a repeat, or runs it again with rerunEnded (a final lost with an IM in the Subject's process)", () => {
-  const s = new PausedStore(":memory:");
-  const t = makeToken("F", "req~1");
-  s.save(flow(t, 2000));
+  const { s, t } = oneToken();
   assert.equal(s.take(t, by("a", "i1", 3000), 1000).kind, "taken");
   s.finish(t);
   assert.deepEqual(
@@ -83,9 +87,7 @@ Deno.test("a finished token never expires into a timeout; its resume, sent again
 });
 
 Deno.test("a token whose flow paused again is finished with the new pause's save: its resume does not take it again", () => {
-  const s = new PausedStore(":memory:");
-  const t = makeToken("F", "req~1");
-  s.save(flow(t, 2000));
+  const { s, t } = oneToken();
   assert.equal(s.take(t, by("a", "i1"), 1000).kind, "taken");
   const next = makeToken("F", "req~1");
   s.save({ ...flow(next, 4000), position: 4 }, t);
@@ -96,9 +98,7 @@ Deno.test("a token whose flow paused again is finished with the new pause's save
 });
 
 Deno.test("a token taken in a Subject incarnation that died, and not taken again by its deadline, expires naming its resume", () => {
-  const s = new PausedStore(":memory:");
-  const t = makeToken("F", "req~1");
-  s.save(flow(t, 2000));
+  const { s, t } = oneToken();
   assert.equal(s.take(t, by("a", "i1", 3000), 1000).kind, "taken");
   assert.deepEqual(s.expire(3000, "i2"), [{ ...flow(t, 3000), takenBy: "a" }]);
   assert.deepEqual(s.expire(3000, "i2"), [], "once");
