@@ -162,8 +162,8 @@ export class PausedStore {
 
   /**
    * Takes the token for `taker`'s resume (see {@linkcode Take}): atomic, so of resumes racing
-   * for one token exactly one takes it. The taken token is kept until
-   * {@linkcode PausedStore.finish} or `taker.keepUntil`.
+   * for one token exactly one takes it. The taken token is kept until `taker.keepUntil`
+   * ({@linkcode PausedStore.finish} marks its flow ended).
    */
   take(token: string, taker: Taker, now: number = Date.now()): Take {
     const row = this.#take.get({
