@@ -67,6 +67,20 @@ export interface Config {
   readonly http_wait_timeout: number;
   /** Event streams and WebSockets the HTTP gateway keeps open at once; past it, 503. */
   readonly http_max_streams: number;
+  /** Whether the gateway caps its HTTP connections and times out their headers (`off`: `Deno.serve`). */
+  readonly http_connection_limits: boolean;
+  /** HTTP connections the gateway keeps open at once; past it, new ones are closed at accept. */
+  readonly http_max_connections: number;
+  /** Of them, from one remote address; 0: no cap per address. */
+  readonly http_max_connections_per_ip: number;
+  /** Milliseconds a new HTTP connection has to send its first request's headers. */
+  readonly http_header_timeout: number;
+  /** Milliseconds a kept-alive HTTP connection may wait for its next request. */
+  readonly http_idle_timeout: number;
+  /** Milliseconds a `POST`'s body has to arrive after its headers (408 past it). */
+  readonly http_body_timeout: number;
+  /** Milliseconds between heartbeats on the gateway's event streams and WebSockets. */
+  readonly http_heartbeat: number;
   /** This process's CURVE secret key file (`keygen`); empty: tcp endpoints are plaintext. */
   readonly curve_secret_key: string;
   /** The Subject's and IM's CURVE public key file, for connecting sides; empty: this process's own. */
@@ -114,6 +128,16 @@ export const DEFAULT_HTTP_CLIENT_BUFFER = 1024 * 1024;
 export const DEFAULT_HTTP_WAIT_TIMEOUT = 30_000;
 /** Event streams and WebSockets the HTTP gateway keeps open at once, by default. */
 export const DEFAULT_HTTP_MAX_STREAMS = 1000;
+/** Default of `http_max_connections`. */
+export const DEFAULT_HTTP_MAX_CONNECTIONS = 10_000;
+/** Default of `http_header_timeout`, ms. */
+export const DEFAULT_HTTP_HEADER_TIMEOUT = 10_000;
+/** Default of `http_idle_timeout`, ms. */
+export const DEFAULT_HTTP_IDLE_TIMEOUT = 60_000;
+/** Default of `http_body_timeout`, ms. */
+export const DEFAULT_HTTP_BODY_TIMEOUT = 30_000;
+/** Default of `http_heartbeat`, ms. */
+export const DEFAULT_HTTP_HEARTBEAT = 15_000;
 
 /** Names of the settings, in documentation order. */
 export const CONFIG_KEYS: readonly (keyof Config)[] = [
@@ -145,6 +169,13 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "http_client_buffer",
   "http_wait_timeout",
   "http_max_streams",
+  "http_connection_limits",
+  "http_max_connections",
+  "http_max_connections_per_ip",
+  "http_header_timeout",
+  "http_idle_timeout",
+  "http_body_timeout",
+  "http_heartbeat",
   "curve_secret_key",
   "curve_server_key",
   "curve_allow_services",
@@ -256,6 +287,37 @@ export const SETTINGS_DOC: Readonly<
     default: String(DEFAULT_HTTP_MAX_STREAMS),
     meaning:
       "HTTP gateway: SSE streams and WebSockets open at once, all callers (503 past it; a token's own cap: `streams`)",
+  },
+  http_connection_limits: {
+    default: "on",
+    meaning:
+      "HTTP gateway: the connection cap and the header and idle timeouts below (`off`: served by `Deno.serve`, for a gateway behind a proxy that applies its own)",
+  },
+  http_max_connections: {
+    default: String(DEFAULT_HTTP_MAX_CONNECTIONS),
+    meaning:
+      "HTTP gateway: connections open at once (closed at accept past it; lowered to fit the open-file limit)",
+  },
+  http_max_connections_per_ip: {
+    default: "0 (off)",
+    meaning: "HTTP gateway: connections open at once from one remote address (closed at accept past it)",
+  },
+  http_header_timeout: {
+    default: String(DEFAULT_HTTP_HEADER_TIMEOUT),
+    meaning: "HTTP gateway: ms a new connection has to send a request's headers (then closed)",
+  },
+  http_idle_timeout: {
+    default: String(DEFAULT_HTTP_IDLE_TIMEOUT),
+    meaning: "HTTP gateway: ms a kept-alive connection may wait for its next request (then closed)",
+  },
+  http_body_timeout: {
+    default: String(DEFAULT_HTTP_BODY_TIMEOUT),
+    meaning: "HTTP gateway: ms a `POST`'s body has to arrive after its headers (408, connection closed)",
+  },
+  http_heartbeat: {
+    default: String(DEFAULT_HTTP_HEARTBEAT),
+    meaning:
+      "HTTP gateway: ms between heartbeats on event streams and WebSockets (a client gone from an event stream is noticed at the next one)",
   },
   curve_secret_key: {
     default: "none",
@@ -437,6 +499,13 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     http_client_buffer: num("http_client_buffer", DEFAULT_HTTP_CLIENT_BUFFER, 1024),
     http_wait_timeout: num("http_wait_timeout", DEFAULT_HTTP_WAIT_TIMEOUT, 1),
     http_max_streams: num("http_max_streams", DEFAULT_HTTP_MAX_STREAMS, 1),
+    http_connection_limits: onOff("http_connection_limits", merged.http_connection_limits, true),
+    http_max_connections: num("http_max_connections", DEFAULT_HTTP_MAX_CONNECTIONS, 1),
+    http_max_connections_per_ip: num("http_max_connections_per_ip", 0, 0),
+    http_header_timeout: num("http_header_timeout", DEFAULT_HTTP_HEADER_TIMEOUT, 1),
+    http_idle_timeout: num("http_idle_timeout", DEFAULT_HTTP_IDLE_TIMEOUT, 1),
+    http_body_timeout: num("http_body_timeout", DEFAULT_HTTP_BODY_TIMEOUT, 1),
+    http_heartbeat: num("http_heartbeat", DEFAULT_HTTP_HEARTBEAT, 10),
     curve_secret_key: String(merged.curve_secret_key ?? ""),
     curve_server_key: String(merged.curve_server_key ?? ""),
     curve_allow_services: String(merged.curve_allow_services ?? ""),

@@ -179,9 +179,40 @@ export function refuse(c: HonoContext, r: Refusal): Response {
   return c.json(problem(code, r.message), r.status as 401, headers);
 }
 
-/** The body as a values object, or a 400 answer. An empty body is `{}`. */
-export async function readValues(c: HonoContext): Promise<{ values: Values } | { answer: Answer }> {
-  const raw = await c.req.text();
+const BODY_TIMED_OUT = Symbol("body timed out");
+
+/**
+ * The body as a values object, or a 400 answer. An empty body is `{}`. A body not all read
+ * within `timeout` ms (a client sending it slowly holds its connection) is answered 408, and
+ * the connection is closed (`Connection: close`); `onTimeout` is told.
+ */
+export async function readValues(
+  c: HonoContext,
+  timeout: number,
+  onTimeout?: () => void,
+): Promise<{ values: Values } | { answer: Answer }> {
+  const reading = c.req.text();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<typeof BODY_TIMED_OUT>((
+    resolve,
+  ) => (timer = setTimeout(resolve, timeout, BODY_TIMED_OUT)));
+  let raw: string | typeof BODY_TIMED_OUT;
+  try {
+    raw = await Promise.race([reading, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (raw === BODY_TIMED_OUT) {
+    reading.catch(() => {}); // fails when the connection closes
+    onTimeout?.();
+    return {
+      answer: {
+        status: 408,
+        body: problem("request_timeout", `the body did not arrive within ${timeout} ms (http_body_timeout)`),
+        headers: { Connection: "close" },
+      },
+    };
+  }
   if (raw.trim() === "") return { values: {} };
   let v: unknown;
   try {

@@ -36,7 +36,16 @@ import { eventStream, type StreamHost, webSocket } from "./streams.ts";
 import type { GatewayOptions, GatewayStats } from "./options.ts";
 
 export type { GatewayOptions, GatewayStats } from "./options.ts";
-import { DEFAULT_HTTP_MAX_STREAMS } from "../config.ts";
+import {
+  DEFAULT_HTTP_BODY_TIMEOUT,
+  DEFAULT_HTTP_HEADER_TIMEOUT,
+  DEFAULT_HTTP_HEARTBEAT,
+  DEFAULT_HTTP_IDLE_TIMEOUT,
+  DEFAULT_HTTP_MAX_CONNECTIONS,
+  DEFAULT_HTTP_MAX_STREAMS,
+} from "../config.ts";
+import { connectionCap, softFileLimit } from "./connections.ts";
+import { type GuardedServer, serveGuarded } from "./http_server.ts";
 import {
   type Answer,
   answerOf,
@@ -58,6 +67,15 @@ interface Remembered {
 
 /** Idempotency keys remembered with their answers. */
 const IDEMPOTENCY_MEMORY = 10_000;
+
+/** This process's soft open-file limit (`/proc/self/limits`), where it can be read. */
+function openFileLimit(): number | undefined {
+  try {
+    return softFileLimit(Deno.readTextFileSync("/proc/self/limits"));
+  } catch {
+    return undefined;
+  }
+}
 /** Bytes of remembered answers (as JSON) kept at most, by default. */
 export const DEFAULT_IDEMPOTENCY_BYTES = 64 * 1024 * 1024;
 /** Error publications the dashboard lists. */
@@ -79,7 +97,9 @@ export class Gateway {
   readonly #client: Client;
   readonly #metricsSub: ReactorSocket;
   readonly #auth?: Auth;
-  readonly #server: Deno.HttpServer<Deno.NetAddr>;
+  readonly #server: GuardedServer;
+  readonly #bodyTimeout: number;
+  readonly #bodyTimedOut = () => this.#server.counters.bodyTimedOut++;
   /** Answers by idempotency key (flow and key), in arrival order: the oldest are forgotten first. */
   readonly #answers = new Map<string, Remembered>();
   /** The sum of the remembered answers' `json` lengths. */
@@ -114,7 +134,7 @@ export class Gateway {
     this.#streamHost = {
       client,
       clientBuffer: o.clientBuffer ?? 1024 * 1024,
-      heartbeat: o.heartbeat ?? 15_000,
+      heartbeat: o.heartbeat ?? DEFAULT_HTTP_HEARTBEAT,
       stats: this.#stats,
       streams: this.#streams,
       byCaller: new Map(),
@@ -123,10 +143,24 @@ export class Gateway {
       run: (flow, values, id, key) => this.#run(flow, values, id, key),
       accept: (flow, values, id, key) => this.#accept(flow, values, id, key).accepted,
     };
-    this.#server = Deno.serve({
+    this.#bodyTimeout = o.bodyTimeout ?? DEFAULT_HTTP_BODY_TIMEOUT;
+    const wanted = o.maxConnections ?? DEFAULT_HTTP_MAX_CONNECTIONS;
+    const { cap, clamped } = connectionCap(wanted, openFileLimit(), o.maxStreams ?? DEFAULT_HTTP_MAX_STREAMS);
+    if (clamped && o.connectionLimits !== false) {
+      this.#log.warn(
+        "The open-file limit holds {cap} HTTP connections, not {wanted} (http_max_connections): raise it (ulimit -n) or lower the setting",
+        { cap, wanted },
+      );
+    }
+    this.#server = serveGuarded({
       hostname: o.hostname ?? "127.0.0.1",
       port: o.port ?? 8080,
-      onListen: () => {},
+      maxConnections: cap,
+      maxConnectionsPerAddress: o.maxConnectionsPerAddress ?? 0,
+      headerTimeout: o.headerTimeout ?? DEFAULT_HTTP_HEADER_TIMEOUT,
+      idleTimeout: o.idleTimeout ?? DEFAULT_HTTP_IDLE_TIMEOUT,
+      limits: o.connectionLimits ?? true,
+      warn: (message) => this.#log.warn("{message}", { message }),
     }, this.#app().fetch);
   }
 
@@ -163,7 +197,11 @@ export class Gateway {
 
   /** Its counters. */
   stats(): GatewayStats {
-    return { ...this.#stats, responses: { ...this.#stats.responses } };
+    return {
+      ...this.#stats,
+      responses: { ...this.#stats.responses },
+      connections: { ...this.#server.counters, limited: this.#server.limited },
+    };
   }
 
   /** The latest metrics of every live role process (at most {@linkcode METRICS_STALE_MS} old). */
@@ -259,7 +297,7 @@ export class Gateway {
     app.get("/metrics", async (c) => {
       const who = await this.#caller(c);
       if ("status" in who) return refuse(c, who);
-      return c.body(renderMetrics(this.roles(), this.#stats), 200, {
+      return c.body(renderMetrics(this.roles(), this.stats()), 200, {
         "content-type": PROMETHEUS_CONTENT_TYPE,
       });
     });
@@ -298,7 +336,7 @@ export class Gateway {
       const flow = c.req.param("flow");
       const caller = await this.#admit(c, flow);
       if (caller instanceof Response) return caller;
-      const body = await readValues(c);
+      const body = await readValues(c, this.#bodyTimeout, this.#bodyTimedOut);
       if ("answer" in body) return send(c, body.answer);
       const values = body.values;
       const key = c.req.query("key");
@@ -336,7 +374,7 @@ export class Gateway {
       const token = c.req.param("token");
       const caller = await this.#admit(c, parseToken(token)?.flow ?? "");
       if (caller instanceof Response) return caller;
-      const body = await readValues(c);
+      const body = await readValues(c, this.#bodyTimeout, this.#bodyTimedOut);
       if ("answer" in body) return send(c, body.answer);
       return send(c, await this.#resume(token, body.values));
     });

@@ -7,6 +7,7 @@
 import type { Flow } from "../topic/flow_file.ts";
 import type { CurveClientKeys } from "../zmq/curve.ts";
 import type { TokenEntry } from "./auth.ts";
+import type { ConnectionCounters } from "./connections.ts";
 
 /** Options of `Gateway.start`. */
 export interface GatewayOptions {
@@ -31,6 +32,25 @@ export interface GatewayOptions {
    * `Retry-After` (a token's own cap is its `streams`). @default {1000}
    */
   readonly maxStreams?: number;
+  /**
+   * HTTP connections open at once, all addresses (event streams included; a WebSocket leaves
+   * the count when it upgrades and counts against `maxStreams`): past it, a new connection is
+   * closed at accept. Lowered to fit the process's open-file limit. @default {10000}
+   */
+  readonly maxConnections?: number;
+  /**
+   * `false`: no connection cap and no header or idle timeout, served by `Deno.serve` (about 15 µs
+   * less CPU per request), for a gateway behind a proxy that applies its own. @default {true}
+   */
+  readonly connectionLimits?: boolean;
+  /** Of them, from one remote address; 0: no cap per address. @default {0} */
+  readonly maxConnectionsPerAddress?: number;
+  /** Milliseconds a new connection has to send its first request's headers. @default {10000} */
+  readonly headerTimeout?: number;
+  /** Milliseconds a kept-alive connection may wait for its next request. @default {60000} */
+  readonly idleTimeout?: number;
+  /** Milliseconds a `POST`'s body has to arrive after its headers (408 past it). @default {30000} */
+  readonly bodyTimeout?: number;
   /** Milliseconds between heartbeats on event streams and WebSockets. @default {15000} */
   readonly heartbeat?: number;
   /** Bearer tokens; absent: no auth. */
@@ -66,4 +86,6 @@ export interface GatewayStats {
   streams: number;
   /** Event-stream and WebSocket clients cut off for not reading. */
   cutOff: number;
+  /** The HTTP server's connections (see `ConnectionCounters`). */
+  connections?: ConnectionCounters;
 }

@@ -12,6 +12,7 @@
 
 import type { RoleMetrics } from "../roles/metrics.ts";
 import type { RequestFigures } from "../roles/request_metrics.ts";
+import type { ConnectionCounters } from "./connections.ts";
 
 /** The content type of the text format. */
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -56,6 +57,8 @@ export interface GatewayFigures {
   readonly streams: number;
   /** Clients cut off for not reading. */
   readonly cutOff: number;
+  /** The HTTP server's connections. */
+  readonly connections?: ConnectionCounters;
 }
 
 /**
@@ -197,6 +200,23 @@ export function renderMetrics(roles: readonly RoleMetrics[], gateway?: GatewayFi
     );
     cut.add({}, gateway.cutOff);
     families.push(responses, streams, cut);
+    const c = gateway.connections;
+    if (c) {
+      const open = new Family("zmanager_gateway_connections", "gauge", "Open HTTP connections.");
+      open.add({}, c.open);
+      const closed = new Family(
+        "zmanager_gateway_connections_closed_total",
+        "counter",
+        "HTTP connections the gateway closed, by why: refused at accept (full, per_ip), timed out waiting for headers (header_timeout), requests whose body came too slowly (body_timeout), failed accepts (accept_error).",
+      );
+      closed.add({ reason: "full" }, c.refusedFull);
+      closed.add({ reason: "per_ip" }, c.refusedAddress);
+      closed.add({ reason: "header_timeout" }, c.timedOut);
+      closed.add({ reason: "body_timeout" }, c.bodyTimedOut);
+      closed.add({ reason: "accept_error" }, c.acceptErrors);
+      // Under Deno.serve (`http_connection_limits = off`) the open connections are not known.
+      families.push(...(c.limited === false ? [] : [open]), closed);
+    }
   }
   return families.map((f) => f.render()).join("");
 }

@@ -1,0 +1,115 @@
+/**
+ * What the gateway's HTTP server admits: a cap on the connections open at once, all addresses
+ * together and per remote address, and the cap's bound by the process's file-descriptor limit.
+ * Pure: the server (`http_server.ts`) asks and tells; nothing here touches a socket.
+ *
+ * @module
+ */
+
+/** Why a connection was not admitted, or `ok`. */
+export type Admission = "ok" | "full" | "address";
+
+/** The connection counters the gateway reports (`/metrics`, `stats`). */
+export interface ConnectionCounters {
+  /** Connections open now. */
+  open: number;
+  /** Connections closed at accept because `http_max_connections` were open. */
+  refusedFull: number;
+  /** Connections closed at accept because their address had `http_max_connections_per_ip` open. */
+  refusedAddress: number;
+  /** Connections closed for not sending a request's headers in time (header or idle timeout). */
+  timedOut: number;
+  /** Requests answered 408 for not sending their body in time. */
+  bodyTimedOut: number;
+  /** Accepts that failed (the process out of file descriptors, say); the server waits and goes on. */
+  acceptErrors: number;
+  /** Whether the limits apply (`http_connection_limits`); if not, only `bodyTimedOut` is counted. */
+  limited?: boolean;
+}
+
+/** Counts open connections and admits or refuses new ones. */
+export class ConnectionGuard {
+  readonly #byAddress = new Map<string, number>();
+  readonly counters: ConnectionCounters = {
+    open: 0,
+    refusedFull: 0,
+    refusedAddress: 0,
+    timedOut: 0,
+    bodyTimedOut: 0,
+    acceptErrors: 0,
+  };
+
+  /**
+   * `max`: connections open at once; `perAddress`: of them from one remote address (0: no cap
+   * per address).
+   */
+  constructor(readonly max: number, readonly perAddress: number) {}
+
+  /** Admits a connection from `address` (and counts it) or says why not (and counts that). */
+  admit(address: string): Admission {
+    if (this.counters.open >= this.max) {
+      this.counters.refusedFull++;
+      return "full";
+    }
+    const n = this.#byAddress.get(address) ?? 0;
+    if (this.perAddress > 0 && n >= this.perAddress) {
+      this.counters.refusedAddress++;
+      return "address";
+    }
+    this.#byAddress.set(address, n + 1);
+    this.counters.open++;
+    return "ok";
+  }
+
+  /** A connection admitted from `address` closed. */
+  release(address: string): void {
+    const n = this.#byAddress.get(address);
+    if (n === undefined) return;
+    if (n <= 1) this.#byAddress.delete(address);
+    else this.#byAddress.set(address, n - 1);
+    this.counters.open--;
+  }
+
+  /** Connections open from `address`. */
+  openFrom(address: string): number {
+    return this.#byAddress.get(address) ?? 0;
+  }
+}
+
+/**
+ * The soft "Max open files" limit in the text of `/proc/self/limits`; `undefined` when the text
+ * has none or it is `unlimited`.
+ *
+ * @example
+ * ```ts
+ * import { softFileLimit } from "./connections.ts";
+ * softFileLimit("Max open files            20000                20000                files"); // 20000
+ * ```
+ */
+export function softFileLimit(limits: string): number | undefined {
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(limits);
+  if (!m || m[1] === "unlimited") return undefined;
+  return Number(m[1]);
+}
+
+/**
+ * File descriptors kept for everything but HTTP connections (libzmq's sockets and their
+ * reconnects, the paused store, module files): an accept that took the last of them could
+ * leave libzmq unable to make one, which ends the process.
+ */
+export const RESERVED_FILES = 512;
+
+/**
+ * The connection cap the server applies: the setting, or less when the process's open-file
+ * limit would not hold it with {@linkcode RESERVED_FILES} and `streams` WebSockets (which leave
+ * the connection count when they upgrade) beside it.
+ */
+export function connectionCap(
+  setting: number,
+  fileLimit: number | undefined,
+  streams: number,
+): { cap: number; clamped: boolean } {
+  if (fileLimit === undefined) return { cap: setting, clamped: false };
+  const room = Math.max(1, fileLimit - RESERVED_FILES - streams);
+  return room < setting ? { cap: room, clamped: true } : { cap: setting, clamped: false };
+}

@@ -1,0 +1,240 @@
+/**
+ * The gateway's HTTP/1.1 server: its own accept loop over `Deno.listen`, each connection served
+ * with `Deno.serveHttp`, so that it can do what `Deno.serve` cannot (denoland/deno#3515): cap the
+ * connections open at once (in all and per remote address), close a connection that does not
+ * send a request's headers in time, and keep accepting when the process runs out of file
+ * descriptors. Under `Deno.serve`, 20,000 connections that each sent half a header (one client,
+ * no token) ended the gateway: `Deno.serve`'s accept loop fails with "Too many open files" and
+ * the process dies (measured: SIGSEGV of the gateway, exit 1 of a bare `Deno.serve`;
+ * docs/gateway.md, _Connections_).
+ *
+ * Deno has no other public way to serve a connection it did not accept itself. `Deno.serveHttp`
+ * is deprecated: Deno 2 dropped it from its type declarations but still ships it (2.9.6, which
+ * this project pins), so the two types it needs are declared here. What it costs, measured: about
+ * half the requests per second of `Deno.serve` on an empty handler, and a client that leaves
+ * during a streamed response (an event stream) is noticed at the next write (the stream's next
+ * heartbeat), not at once. (`serveHttpOnConnection`, the internal function `Deno.serve` is built
+ * on, breaks WebSockets when used per connection.) Where `Deno.serveHttp` is missing, the server
+ * falls back to `Deno.serve` and warns that the connection limits are off
+ * ({@linkcode connectionLimitsAvailable}; a test fails on such a Deno).
+ *
+ * @module
+ */
+
+import { delay } from "../_async.ts";
+import { type ConnectionCounters, ConnectionGuard } from "./connections.ts";
+
+/** What {@linkcode serveGuarded} needs. */
+export interface GuardedServerOptions {
+  readonly hostname: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Connections open at once, all addresses. */
+  readonly maxConnections: number;
+  /** Connections open at once from one remote address; 0: no cap per address. */
+  readonly maxConnectionsPerAddress: number;
+  /** Milliseconds a new connection has to send its first request's headers. */
+  readonly headerTimeout: number;
+  /** Milliseconds a kept-alive connection has, after an answer, to send its next request's headers. */
+  readonly idleTimeout: number;
+  /**
+   * `false`: serve with `Deno.serve`, without the limits (for a gateway behind a proxy that
+   * applies its own: `http_connection_limits = off`). @default {true}
+   */
+  readonly limits?: boolean;
+  /** Told once a second at most while accepts fail, and once if this Deno cannot apply the limits. */
+  readonly warn?: (message: string) => void;
+}
+
+/** What the handler gets beside the request, as from `Deno.serve`. */
+export interface ServeInfo {
+  readonly remoteAddr: Deno.NetAddr;
+}
+
+/** A running {@linkcode serveGuarded} server. */
+export interface GuardedServer {
+  readonly addr: Deno.NetAddr;
+  /** Its connection counters (live; under `Deno.serve` only `bodyTimedOut` is counted, by the gateway). */
+  readonly counters: ConnectionCounters;
+  /** Whether it applies the limits (`false`: it is a `Deno.serve`). */
+  readonly limited: boolean;
+  /** Stops accepting, closes idle connections, waits for the requests being answered. */
+  shutdown(): Promise<void>;
+  /** Resolves once shut down. */
+  readonly finished: Promise<void>;
+}
+
+type Handler = (request: Request, info: ServeInfo) => Response | Promise<Response>;
+
+/** One request of a `Deno.serveHttp` connection (Deno 1's `Deno.RequestEvent`). */
+interface RequestEvent {
+  readonly request: Request;
+  respondWith(response: Response | PromiseLike<Response>): Promise<void>;
+}
+
+/** A `Deno.serveHttp` connection (Deno 1's `Deno.HttpConn`). */
+interface HttpConn {
+  nextRequest(): Promise<RequestEvent | null>;
+  close(): void;
+}
+
+const serveHttp = (Deno as unknown as { serveHttp?: (conn: Deno.Conn) => HttpConn }).serveHttp;
+
+/** Whether this Deno can apply the connection limits (it has `Deno.serveHttp`). */
+export function connectionLimitsAvailable(): boolean {
+  return typeof serveHttp === "function";
+}
+
+/**
+ * How long a connection waiting for its next request is kept once the server shuts down: the
+ * answer just sent on it (an event stream ended by the shutdown) leaves while the connection is
+ * read, so closing it at once could cut that answer's end.
+ */
+const SHUTDOWN_GRACE_MS = 100;
+
+const TIMED_OUT = Symbol("timed out");
+
+/** Serves `handler` under the options' limits. */
+export function serveGuarded(o: GuardedServerOptions, handler: Handler): GuardedServer {
+  const guard = new ConnectionGuard(o.maxConnections, o.maxConnectionsPerAddress);
+  if (o.limits === false) return unguarded(o, handler, guard);
+  if (typeof serveHttp !== "function") {
+    o.warn?.("this Deno has no Deno.serveHttp: the HTTP connection limits and timeouts are off");
+    return unguarded(o, handler, guard);
+  }
+  const serveConnection = serveHttp;
+  const listener = Deno.listen({ hostname: o.hostname, port: o.port, transport: "tcp" });
+  /** Cuts each connection's wait for its next request short (at shutdown). */
+  const waiting = new Set<() => void>();
+  const ended = new Set<Promise<void>>();
+  let closing = false;
+  let lastWarn = 0;
+
+  const serve = async (conn: Deno.Conn, address: string): Promise<void> => {
+    const http = serveConnection.call(Deno, conn);
+    const close = () => {
+      try {
+        http.close();
+      } catch { /* closed already */ }
+    };
+    const info: ServeInfo = { remoteAddr: conn.remoteAddr as Deno.NetAddr };
+    try {
+      for (let first = true;; first = false) {
+        const timeout = closing ? SHUTDOWN_GRACE_MS : first ? o.headerTimeout : o.idleTimeout;
+        const event = await nextRequest(http, timeout, waiting, close);
+        if (event === TIMED_OUT) {
+          if (!closing) guard.counters.timedOut++;
+          break;
+        }
+        if (!event) break;
+        let response: Response;
+        try {
+          response = await handler(event.request, info);
+        } catch (e) {
+          console.error("the gateway's handler failed:", e);
+          response = new Response("Internal Server Error", { status: 500 });
+        }
+        // Resolves once the body is sent (an event stream: once it ends) or the client is gone.
+        await event.respondWith(response).catch(() => {});
+      }
+    } catch {
+      /* the client went away */
+    } finally {
+      close();
+      guard.release(address);
+    }
+  };
+
+  const accepting = (async () => {
+    while (!closing) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (closing || e instanceof Deno.errors.BadResource) break;
+        guard.counters.acceptErrors++;
+        const now = Date.now();
+        if (now - lastWarn >= 1000) {
+          lastWarn = now;
+          o.warn?.(`the HTTP server cannot accept a connection (${(e as Error).message}); retrying`);
+        }
+        await delay(50);
+        continue;
+      }
+      const address = (conn.remoteAddr as Deno.NetAddr).hostname;
+      if (guard.admit(address) !== "ok") {
+        try {
+          conn.close();
+        } catch { /* gone */ }
+        continue;
+      }
+      const end = serve(conn, address).finally(() => ended.delete(end));
+      ended.add(end);
+    }
+  })();
+
+  const done = Promise.withResolvers<void>();
+  let shuttingDown: Promise<void> | undefined;
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    counters: guard.counters,
+    limited: true,
+    shutdown: () =>
+      shuttingDown ??= (async () => {
+        closing = true;
+        try {
+          listener.close();
+        } catch { /* closed */ }
+        await accepting;
+        for (const cut of [...waiting]) cut();
+        while (ended.size) await Promise.all([...ended]);
+        done.resolve();
+      })(),
+    finished: done.promise,
+  };
+}
+
+/**
+ * The next request of `http`, `null` at its end, or {@linkcode TIMED_OUT} (then `http` is
+ * closed). Registers in `waiting` a function that cuts the wait to {@linkcode SHUTDOWN_GRACE_MS}.
+ */
+async function nextRequest(
+  http: HttpConn,
+  timeout: number,
+  waiting: Set<() => void>,
+  close: () => void,
+): Promise<RequestEvent | null | typeof TIMED_OUT> {
+  let timedOut = false;
+  const expire = () => {
+    timedOut = true;
+    close();
+  };
+  let timer = setTimeout(expire, timeout);
+  const cut = () => {
+    clearTimeout(timer);
+    timer = setTimeout(expire, Math.min(timeout, SHUTDOWN_GRACE_MS));
+  };
+  waiting.add(cut);
+  try {
+    const event = await http.nextRequest();
+    return timedOut ? TIMED_OUT : event;
+  } catch (e) {
+    if (timedOut) return TIMED_OUT;
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    waiting.delete(cut);
+  }
+}
+
+/** `Deno.serve`, without the limits. */
+function unguarded(o: GuardedServerOptions, handler: Handler, guard: ConnectionGuard): GuardedServer {
+  const server = Deno.serve({ hostname: o.hostname, port: o.port, onListen: () => {} }, handler);
+  return {
+    addr: server.addr,
+    counters: guard.counters,
+    limited: false,
+    shutdown: () => server.shutdown(),
+    finished: server.finished,
+  };
+}

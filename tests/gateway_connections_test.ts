@@ -1,0 +1,312 @@
+// The HTTP gateway's connection limits: what it admits (src/gateway/connections.ts), and real
+// gateway processes under connections that never finish their headers, bodies that never finish,
+// and idle keep-alive connections. Under `Deno.serve` the first attack ended the gateway.
+import assert from "node:assert/strict";
+import { connectionCap, ConnectionGuard, RESERVED_FILES, softFileLimit } from "../src/gateway/connections.ts";
+import { connectionLimitsAvailable } from "../src/gateway/http_server.ts";
+import { Gateway } from "../src/gateway/gateway.ts";
+import { freePort } from "../testing/deployment.ts";
+import { startDeployment } from "./helpers.ts";
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+Deno.test("connections: a cap in all and per address; refusals counted by why; release gives the place back", () => {
+  const g = new ConnectionGuard(3, 2);
+  assert.equal(g.admit("a"), "ok");
+  assert.equal(g.admit("a"), "ok");
+  assert.equal(g.admit("a"), "address");
+  assert.equal(g.admit("b"), "ok");
+  assert.equal(g.admit("c"), "full");
+  assert.deepEqual([g.counters.open, g.counters.refusedAddress, g.counters.refusedFull], [3, 1, 1]);
+  g.release("a");
+  assert.equal(g.openFrom("a"), 1);
+  assert.equal(g.admit("c"), "ok");
+  g.release("nobody"); // never admitted: changes nothing
+  assert.equal(g.counters.open, 3);
+  const unlimited = new ConnectionGuard(2, 0);
+  assert.equal(unlimited.admit("a"), "ok");
+  assert.equal(unlimited.admit("a"), "ok");
+  assert.equal(unlimited.admit("a"), "full");
+});
+
+Deno.test("connections: the cap fits the open-file limit, with room kept for the sockets and WebSockets", () => {
+  assert.equal(
+    softFileLimit("Max open files            1024                 4096                 files     \n"),
+    1024,
+  );
+  assert.equal(
+    softFileLimit("Max open files            unlimited            unlimited            files\n"),
+    undefined,
+  );
+  assert.equal(softFileLimit("nothing here"), undefined);
+  assert.deepEqual(connectionCap(10_000, undefined, 1000), { cap: 10_000, clamped: false });
+  assert.deepEqual(connectionCap(10_000, 1_048_576, 1000), { cap: 10_000, clamped: false });
+  assert.deepEqual(connectionCap(10_000, 1200, 100), { cap: 1200 - RESERVED_FILES - 100, clamped: true });
+  assert.deepEqual(connectionCap(10_000, 100, 1000), { cap: 1, clamped: true });
+});
+
+Deno.test("connections: this Deno can apply the limits (Deno.serveHttp is there)", () => {
+  // The pinned Deno has it; on one without it the gateway falls back to Deno.serve, unguarded.
+  assert.ok(connectionLimitsAvailable());
+});
+
+/** Opens `n` connections that each send half a request header; returns them. */
+async function halfHeaders(port: number, n: number): Promise<Deno.TcpConn[]> {
+  const conns: Deno.TcpConn[] = [];
+  const part = enc.encode("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+  for (let i = 0; i < n; i++) {
+    // Refused: the gateway is gone (the caller's checks say so).
+    const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => undefined);
+    if (!c) continue;
+    conns.push(c);
+    await c.write(part).catch(() => {}); // closed at accept: the write may fail
+  }
+  return conns;
+}
+
+/** Whether `c` is closed by its peer within `ms` (a read that ends or fails). */
+async function closedWithin(c: Deno.Conn, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((r) => timer = setTimeout(() => r(false), ms));
+  const read = c.read(new Uint8Array(64)).then((n) => n === null, () => true);
+  const closed = await Promise.race([read, late]);
+  clearTimeout(timer);
+  return closed;
+}
+
+/** POST from another loopback address (127.0.0.2), through Python's sockets; the status line. */
+async function postFrom(source: string, port: number, path: string): Promise<string> {
+  const script = `
+import socket, sys
+s = socket.socket()
+s.settimeout(10)
+s.bind((sys.argv[1], 0))
+s.connect(("127.0.0.1", int(sys.argv[2])))
+s.sendall(b"POST " + sys.argv[3].encode() + b" HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data.split(b"\\r\\n")[0].decode())
+`;
+  const out = await new Deno.Command("python3", { args: ["-c", script, source, String(port), path] })
+    .output();
+  return dec.decode(out.stdout).trim() || dec.decode(out.stderr).trim();
+}
+
+/** A gateway process for `d` with a 1,200-file limit; resolves once it listens. */
+async function limitedGateway(flags: readonly string[], port: number, more: string[]) {
+  const p = new Deno.Command("sh", {
+    args: [
+      "-c",
+      'ulimit -n 1200 && exec "$0" "$@"',
+      Deno.execPath(),
+      "run",
+      "-A",
+      CLI,
+      "gateway",
+      "--listen",
+      `127.0.0.1:${port}`,
+      ...flags,
+      "--http-max-streams",
+      "100",
+      ...more,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+  let stderr = "";
+  void (async () => {
+    for await (const chunk of p.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
+  })();
+  const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("listening on")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the gateway ended before it listened: ${stderr}`);
+    out += value;
+  }
+  void (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  let exited: Deno.CommandStatus | undefined;
+  void p.status.then((s) => exited = s);
+  return {
+    stderr: () => stderr,
+    exited: () => exited,
+    async stop() {
+      if (!exited) p.kill("SIGTERM");
+      await p.status;
+    },
+  };
+}
+
+/** The gateway's `/metrics` lines about connections. */
+async function connectionMetrics(port: number): Promise<Record<string, number>> {
+  let text = "";
+  // Right after an attack from this address closed, the gateway may not have counted every close.
+  for (let i = 0; !text; i++) {
+    try {
+      text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    } catch (e) {
+      if (i >= 40) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const out: Record<string, number> = {};
+  for (
+    const m of text.matchAll(/^zmanager_gateway_connections(?:_closed_total\{reason="(\w+)"\})? (\d+)$/gm)
+  ) {
+    out[m[1] ?? "open"] = Number(m[2]);
+  }
+  return out;
+}
+
+Deno.test("gateway: 3,000 connections that never finish their headers (2.5 times its open-file limit) do not end it; past its cap they are closed at accept, the rest after http_header_timeout, and it serves again", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const port = freePort();
+  const gw = await limitedGateway(d.flags, port, ["--http-header-timeout", "2000"]);
+  let attack: Deno.TcpConn[] = [];
+  try {
+    // 1,200 files − 512 kept − 100 WebSockets.
+    assert.match(gw.stderr(), /holds 588 HTTP connections, not 10000/);
+    attack = await halfHeaders(port, 3000);
+    const closedAtOnce = await Promise.all(attack.map((c) => closedWithin(c, 500)));
+    const held = closedAtOnce.filter((closed) => !closed).length;
+    assert.equal(gw.exited(), undefined, `the gateway ended: ${gw.stderr()}`);
+    assert.ok(held > 0 && held <= 588, `${held} held`);
+    // Past the header timeout, every held connection is closed by the gateway.
+    const heldConns = attack.filter((_, i) => !closedAtOnce[i]);
+    const closedLater = await Promise.all(heldConns.map((c) => closedWithin(c, 4000)));
+    assert.equal(closedLater.filter((c) => !c).length, 0, "connections still held after the header timeout");
+    assert.equal(await postFrom("127.0.0.1", port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
+    const m = await connectionMetrics(port);
+    assert.ok(m.full >= 3000 - 588, JSON.stringify(m));
+    assert.ok(m.header_timeout >= held, JSON.stringify(m));
+    assert.equal(m.accept_error, 0, JSON.stringify(m));
+    assert.equal(gw.exited(), undefined, `the gateway ended: ${gw.stderr()}`);
+  } finally {
+    for (const c of attack) c.close();
+    await gw.stop();
+  }
+});
+
+Deno.test("gateway: with http_max_connections_per_ip, one address holding its share of half-headers does not keep another address out", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const port = freePort();
+  const gw = await limitedGateway(d.flags, port, ["--http-max-connections-per-ip", "200"]);
+  let attack: Deno.TcpConn[] = [];
+  try {
+    attack = await halfHeaders(port, 1000);
+    const held = (await Promise.all(attack.map((c) => closedWithin(c, 500)))).filter((closed) => !closed);
+    assert.equal(held.length, 200);
+    // The attack still holds its 200 (the header timeout is 10 s): another address is served.
+    assert.equal(await postFrom("127.0.0.2", port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
+    assert.equal(gw.exited(), undefined, `the gateway ended: ${gw.stderr()}`);
+    for (const c of attack) c.close();
+    attack = [];
+    const m = await connectionMetrics(port);
+    assert.ok(m.per_ip >= 800, JSON.stringify(m));
+  } finally {
+    for (const c of attack) c.close();
+    await gw.stop();
+  }
+});
+
+/** Reads from `c` until it closes or `ms` pass; what arrived, and whether it closed. */
+async function readAll(c: Deno.Conn, ms: number): Promise<{ text: string; closed: boolean }> {
+  const buf = new Uint8Array(65536);
+  let text = "";
+  const until = performance.now() + ms;
+  for (;;) {
+    const left = until - performance.now();
+    if (left <= 0) return { text, closed: false };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), left));
+    const n = await Promise.race([c.read(buf).catch(() => null), late]);
+    clearTimeout(timer);
+    if (n === "late") return { text, closed: false };
+    if (n === null) return { text, closed: true };
+    text += dec.decode(buf.subarray(0, n));
+  }
+}
+
+Deno.test("gateway: a body that does not arrive in http_body_timeout is answered 408 and its connection closed; an idle kept-alive connection is closed after http_idle_timeout, an event stream is not", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const g = await Gateway.start({
+    subject: d.subject,
+    publisher: d.publisher,
+    flows: new Map(),
+    port: 0,
+    bodyTimeout: 500,
+    idleTimeout: 800,
+    heartbeat: 300,
+  });
+  const port = Number(new URL(g.url).port);
+  try {
+    // Headers promise 10 bytes; two come.
+    const slow = await Deno.connect({ hostname: "127.0.0.1", port });
+    await slow.write(enc.encode("POST /v1/flows/Three HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}"));
+    const t0 = performance.now();
+    const answer = await readAll(slow, 5000);
+    const took = performance.now() - t0;
+    slow.close();
+    assert.match(answer.text, /^HTTP\/1\.1 408 /);
+    assert.match(answer.text, /"request_timeout"/);
+    assert.ok(answer.closed, "the connection closed after the 408");
+    assert.ok(took >= 450 && took < 3000, `answered after ${took} ms`);
+    assert.equal(g.stats().connections?.bodyTimedOut, 1);
+
+    // Kept alive after an answer, then idle: closed after about 800 ms.
+    const idle = await Deno.connect({ hostname: "127.0.0.1", port });
+    await idle.write(enc.encode("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const t1 = performance.now();
+    const kept = await readAll(idle, 5000);
+    const idleFor = performance.now() - t1;
+    idle.close();
+    assert.match(kept.text, /^HTTP\/1\.1 200 /);
+    assert.ok(kept.closed && idleFor >= 700, `closed after ${idleFor} ms`);
+
+    // An event stream open three times as long as the idle timeout keeps flowing.
+    const sse = await fetch(`${g.url}/v1/events?prefix=Three~`);
+    const reader = sse.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let got = "";
+    const until = performance.now() + 2400;
+    while (performance.now() < until) got += (await reader.read()).value ?? "";
+    await reader.cancel();
+    assert.ok((got.match(/heartbeat/g) ?? []).length >= 5, got);
+    assert.equal(g.stats().connections?.timedOut, 1, "only the idle connection timed out");
+  } finally {
+    await g.close();
+  }
+});
+
+Deno.test("gateway: http_connection_limits = off serves with Deno.serve: no header timeout, no connection gauge; requests still answered", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const g = await Gateway.start({
+    subject: d.subject,
+    publisher: d.publisher,
+    flows: new Map(),
+    port: 0,
+    connectionLimits: false,
+    headerTimeout: 200,
+  });
+  const port = Number(new URL(g.url).port);
+  const [half] = await halfHeaders(port, 1);
+  try {
+    assert.equal(await closedWithin(half, 1000), false, "held past the header timeout");
+    assert.equal(await postFrom("127.0.0.1", port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
+    assert.equal(g.stats().connections?.limited, false);
+    const text = await (await fetch(`${g.url}/metrics`)).text();
+    assert.doesNotMatch(text, /^zmanager_gateway_connections /m);
+    assert.match(text, /^zmanager_gateway_connections_closed_total\{reason="body_timeout"\} 0$/m);
+  } finally {
+    half.close();
+    await g.close();
+  }
+});
