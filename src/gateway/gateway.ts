@@ -67,6 +67,18 @@ interface Remembered {
 
 /** Idempotency keys remembered with their answers. */
 const IDEMPOTENCY_MEMORY = 10_000;
+/** Bytes of remembered answers (as JSON) kept at most, by default. */
+export const DEFAULT_IDEMPOTENCY_BYTES = 64 * 1024 * 1024;
+/** Error publications the dashboard lists. */
+const RECENT_ERRORS = 50;
+/**
+ * How long a request may wait for the next message to leave with (the reactor's
+ * `coalesceSendsMs`): the HTTP server hands over one request per event-loop turn, and a request sent
+ * alone wakes the reactor's off-thread poll, a thread hop each way (docs/gateway.md, _Throughput_).
+ */
+const COALESCE_SENDS_MS = 1;
+/** Milliseconds after which a role's metrics count as stale (the role is gone). */
+const METRICS_STALE_MS = 3500;
 
 /** This process's soft open-file limit (`/proc/self/limits`), where it can be read. */
 function openFileLimit(): number | undefined {
@@ -76,18 +88,6 @@ function openFileLimit(): number | undefined {
     return undefined;
   }
 }
-/** Bytes of remembered answers (as JSON) kept at most, by default. */
-export const DEFAULT_IDEMPOTENCY_BYTES = 64 * 1024 * 1024;
-/** Error publications the dashboard lists. */
-const RECENT_ERRORS = 50;
-/**
- * How long a request may wait for the next message to leave with (the reactor's
- * `coalesceSendsMs`): Deno.serve hands over one request per event-loop turn, and a request sent
- * alone wakes the reactor's off-thread poll, a thread hop each way (docs/gateway.md, _Throughput_).
- */
-const COALESCE_SENDS_MS = 1;
-/** Milliseconds after which a role's metrics count as stale (the role is gone). */
-const METRICS_STALE_MS = 3500;
 
 /** A running gateway. */
 export class Gateway {
