@@ -8,6 +8,7 @@
 import { scanIni } from "./topic/_ini.ts";
 import { DEFAULT_STEP_LIMIT } from "./topic/flow_step.ts";
 import { DEFAULT_MAX_MESSAGE_SIZE } from "./wire/protocol.ts";
+import { DEFAULT_REPLAY_BYTES } from "./roles/final_replay.ts";
 
 /** Every setting, resolved. */
 export interface Config {
@@ -41,6 +42,8 @@ export interface Config {
   readonly max_pending: number;
   /** Recent requests the Subject remembers to drop duplicates (same id, position and step count); 0: off. */
   readonly duplicate_window: number;
+  /** Bytes of final publications the Subject keeps for requests sent with `"keep":1`, to publish again for a copy. */
+  readonly replay_buffer: number;
   /** Requests one service connection may have in flight at the Subject; more are answered `overloaded`. */
   readonly max_in_flight_per_connection: number;
   /** Milliseconds a paused (`@ASYNC`) flow waits to be resumed before a `timeout` error. */
@@ -156,6 +159,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "max_message_size",
   "max_pending",
   "duplicate_window",
+  "replay_buffer",
   "max_in_flight_per_connection",
   "async_timeout",
   "async_store",
@@ -235,6 +239,11 @@ export const SETTINGS_DOC: Readonly<
   duplicate_window: {
     default: String(DEFAULT_DUPLICATE_WINDOW),
     meaning: "recent requests the Subject remembers to drop repeats; 0: off",
+  },
+  replay_buffer: {
+    default: String(DEFAULT_REPLAY_BYTES),
+    meaning:
+      "bytes of final publications the Subject keeps for requests sent with `keep` (the gateway's `Idempotency-Key`), published again for a copy of the request sent after its final (0: none)",
   },
   max_in_flight_per_connection: {
     default: String(DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION),
@@ -482,6 +491,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
     max_pending: num("max_pending", DEFAULT_MAX_PENDING, 1),
     duplicate_window: num("duplicate_window", DEFAULT_DUPLICATE_WINDOW, 0),
+    replay_buffer: num("replay_buffer", DEFAULT_REPLAY_BYTES, 0),
     max_in_flight_per_connection: num(
       "max_in_flight_per_connection",
       DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,

@@ -26,7 +26,8 @@ export async function countFinals(d: Deployment, flow: string): Promise<FinalsWa
   const stream = await watcher.subscribe(`${flow}~~~~`);
   const counting = (async () => {
     for await (const p of stream) {
-      if (p.action !== "done" && p.action !== "error") continue;
+      // A final published again for a copy of its request (`keep`) is not a second run.
+      if ((p.action !== "done" && p.action !== "error") || p.replay) continue;
       finals.set(p.id, (finals.get(p.id) ?? 0) + 1);
       waiting.get(p.id)?.();
       for (const c of counts) if (finals.size >= c.n) c.reached();

@@ -74,3 +74,55 @@ Deno.test("gateway: 200 requests answered 202 (?wait=0) each get one final thoug
     await w.close();
   }
 });
+
+Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed before their finals: a retry to the restarted gateway gets each final (the Subject kept it: replay), and none runs twice", async () => {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  await using d = await startDeployment({
+    workers: 2,
+    args: ["--http", `127.0.0.1:${port}`, "--http-wait-timeout", "5000"],
+  });
+  await using client = await d.connect();
+  const w = await countFinals(d, "Slow");
+  try {
+    assert.equal((await post(`${url}/v1/flows/Slow`, { ms: 0 }, "warm-up")).status, 200);
+    const n = 100;
+    const keys = Array.from({ length: n }, (_, i) => `k-${i}`);
+    // Each sleeps 1 s in its handler: accepted, none finished, when the gateway dies.
+    const accepted = await Promise.all(
+      keys.map((key, i) => post(`${url}/v1/flows/Slow?wait=0`, { ms: 1000, i }, key)),
+    );
+    accepted.forEach((a, i) => assert.equal(a.status, 202, `request ${i}`));
+    const ids = accepted.map((a) => String(a.json.id));
+    const old = await killRole(d.dir, "gateway");
+    assert.ok(old !== undefined, "a gateway to kill");
+    assert.ok(
+      ids.filter((id) => !w.finals.has(id)).length >= n / 2,
+      "most still running when the gateway died",
+    );
+    // Their finals are published while no gateway waits for them.
+    await w.count(n + 1);
+    let up = false;
+    for (let i = 0; i < 100 && !up; i++) {
+      up = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+      if (!up) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(up, "the gateway restarted");
+    const retried = await Promise.all(
+      keys.map((key, i) => post(`${url}/v1/flows/Slow`, { ms: 0, i: -i }, key)),
+    );
+    retried.forEach((r, i) => {
+      assert.equal(r.status, 200, `retry ${i}: ${JSON.stringify(r.json).slice(0, 200)}`);
+      assert.equal((r.json.values as { i: number }).i, i, "the first request's final");
+      assert.equal(r.json.replay, true);
+      assert.equal(r.json.id, ids[i]);
+    });
+    const sentinel = await settle(d, client, w.seen, "Slow");
+    const dupes = [...w.finals].filter(([, c]) => c !== 1);
+    assert.deepEqual(dupes, [], "no request ran twice");
+    assert.equal(w.finals.size, n + 2);
+    assert.equal(w.finals.get(sentinel), 1);
+  } finally {
+    await w.close();
+  }
+});

@@ -164,7 +164,7 @@ Deno.test("gateway: an Idempotency-Key retried 3 times runs once (in turn and at
   }
 });
 
-Deno.test("gateway: the answers remembered for Idempotency-Key retries are bounded in bytes; past the bound the oldest key is forgotten", async () => {
+Deno.test("gateway: the answers remembered for Idempotency-Key retries are bounded in bytes; past the bound the oldest key is forgotten, and its retry gets the Subject's kept final", async () => {
   const d = await startDeployment({ workers: 1 });
   const g = await gatewayOn(d, { idempotencyBytes: 250_000, waitTimeout: 2000 });
   try {
@@ -180,9 +180,12 @@ Deno.test("gateway: the answers remembered for Idempotency-Key retries are bound
       "the newest key is remembered: the first answer",
     );
     // The oldest was forgotten: its retry is sent again, and the Subject drops it as a duplicate
-    // (its duplicate_window): it is not run twice, and the caller gets no answer but a timeout.
+    // (its duplicate_window): it is not run twice; the Subject kept its final (the request was
+    // sent with keep) and publishes it again, so the retry still gets the first run's answer.
     const oldest = await run(100, "b-0");
-    assert.equal(oldest.status, 504, JSON.stringify(oldest.json).slice(0, 200));
+    assert.equal(oldest.status, 200, JSON.stringify(oldest.json).slice(0, 200));
+    assert.equal((oldest.json.values as { i: number }).i, 0, "the first run's final");
+    assert.equal(oldest.json.replay, true);
   } finally {
     await g.close();
     await d.stop();

@@ -41,13 +41,22 @@ Deno.test("intake: a duplicate (same id, position, step count, token) is acknowl
   const { ack, admit } = setup();
   admit("F~~~F~Push", { v: 1, id: "r1" });
   const again = admit("F~~~F~Push", { v: 1, id: "r1" });
-  assert.deepEqual(again, { do: "drop", reason: "duplicate", detail: 'request "r1" seen before' });
+  // A new request's copy names the request (its kept final, if any, is published again).
+  assert.deepEqual(again, {
+    do: "drop",
+    reason: "duplicate",
+    detail: 'request "r1" seen before',
+    request: "r1",
+  });
   assert.equal(
     admit("F~~S~F~a", { v: 1, id: "r1", pos: 2, n: 1 }).do,
     "route",
     "a continuation is no duplicate",
   );
-  assert.deepEqual(ack.ids, ["r1", "r1", "r1"]);
+  const continuationAgain = admit("F~~S~F~a", { v: 1, id: "r1", pos: 2, n: 1 });
+  assert.equal(continuationAgain.do, "drop");
+  assert.equal("request" in continuationAgain ? continuationAgain.request : undefined, undefined);
+  assert.deepEqual(ack.ids, ["r1", "r1", "r1", "r1"]);
   const off = setup(0);
   off.admit("F~~~F~Push", { v: 1, id: "r1" });
   assert.equal(off.admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");

@@ -310,6 +310,7 @@ export async function runSubject(
       maxInFlightPerConnection: config.max_in_flight_per_connection,
       maxMessageSize: config.max_message_size,
       duplicateWindow: config.duplicate_window,
+      replayBuffer: config.replay_buffer,
       pausedStore: config.async_store,
       asyncTimeout: config.async_timeout,
       maxDeliveries: config.max_deliveries,

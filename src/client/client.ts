@@ -376,7 +376,7 @@ export class Client {
       await Promise.race([this.#subscribe(`${flow}~~~~`), result]);
       await this.#push(
         this.#requestTopic(flow, options.key),
-        { v: 1, id },
+        options.keep ? { v: 1, id, keep: 1 } : { v: 1, id },
         utf8(JSON.stringify(values)),
         true,
       );

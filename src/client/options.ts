@@ -61,4 +61,11 @@ export interface RequestOptions {
   readonly key?: string;
   /** The request id (default: a random UUID). */
   readonly id?: string;
+  /**
+   * Asks the Subject to keep the request's final publication (`replay_buffer`): the same `id`
+   * sent again after the final, by this client or another (a restarted service retrying), gets
+   * the final published again, marked `replay`, instead of nothing (a duplicate is dropped).
+   * For requests named by the caller's own `id`. @default {false}
+   */
+  readonly keep?: boolean;
 }

@@ -140,8 +140,8 @@ export class Gateway {
       byCaller: new Map(),
       log: this.#log,
       auth: this.#auth,
-      run: (flow, values, id, key) => this.#run(flow, values, id, key),
-      accept: (flow, values, id, key) => this.#accept(flow, values, id, key).accepted,
+      run: (flow, values, id, key, keep) => this.#run(flow, values, id, key, keep),
+      accept: (flow, values, id, key, keep) => this.#accept(flow, values, id, key, keep).accepted,
     };
     this.#bodyTimeout = o.bodyTimeout ?? DEFAULT_HTTP_BODY_TIMEOUT;
     const wanted = o.maxConnections ?? DEFAULT_HTTP_MAX_CONNECTIONS;
@@ -365,8 +365,9 @@ export class Gateway {
         const settled = known.settled;
         return send(c, settled && settled.status >= 300 ? settled : { status: 202, body: { id } });
       }
-      if (wait) return send(c, await this.#remember(slot, this.#run(flow, values, id, key)));
-      const accepting = this.#accept(flow, values, id, key);
+      // Its final is kept at the Subject too: a retry that reaches a restarted gateway gets it.
+      if (wait) return send(c, await this.#remember(slot, this.#run(flow, values, id, key, true)));
+      const accepting = this.#accept(flow, values, id, key, true);
       void this.#remember(slot, accepting.answer);
       return send(c, await accepting.accepted);
     });
@@ -528,10 +529,11 @@ export class Gateway {
     values: Values,
     id: string,
     key?: string,
+    keep = false,
   ): { accepted: Promise<Answer>; answer: Promise<Answer> } {
     const acked = Promise.withResolvers<"accepted" | "refused">();
     const answer = this.#untilFinalOrPause(flow, id, (signal) => {
-      const s = this.#client.submit(flow, values, { id, key, signal });
+      const s = this.#client.submit(flow, values, { id, key, signal, keep });
       s.accepted.then(() => acked.resolve("accepted"), () => acked.resolve("refused"));
       return s.final;
     });
@@ -579,11 +581,11 @@ export class Gateway {
   }
 
   /** Runs a request to its final publication, or its first pause. */
-  #run(flow: string, values: Values, id: string, key?: string): Promise<Answer> {
+  #run(flow: string, values: Values, id: string, key?: string, keep = false): Promise<Answer> {
     return this.#untilFinalOrPause(
       flow,
       id,
-      (signal) => this.#client.request(flow, values, { id, key, signal }),
+      (signal) => this.#client.request(flow, values, { id, key, signal, keep }),
     );
   }
 

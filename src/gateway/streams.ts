@@ -39,9 +39,9 @@ export interface StreamHost {
   /** Token checks, when tokens are configured. */
   readonly auth?: Auth;
   /** Runs a flow and waits for its final publication. */
-  run(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
+  run(flow: string, values: Values, id: string, key: string | undefined, keep: boolean): Promise<Answer>;
   /** Sends a request and answers once it is accepted (it is kept until its final, as `run` keeps it). */
-  accept(flow: string, values: Values, id: string, key?: string): Promise<Answer>;
+  accept(flow: string, values: Values, id: string, key: string | undefined, keep: boolean): Promise<Answer>;
 }
 
 /**
@@ -235,9 +235,11 @@ export function webSocket(host: StreamHost, req: Request, caller?: Caller): Resp
         }
       }
       const key = typeof m.key === "string" ? m.key : undefined;
+      // A request named by the client has its final kept: the same id sent again gets it.
+      const keep = typeof m.id === "string" && m.id.length > 0 && m.id.length <= 200;
       const a = m.wait
-        ? await host.run(flow, values as Values, id, key)
-        : await host.accept(flow, values as Values, id, key);
+        ? await host.run(flow, values as Values, id, key, keep)
+        : await host.accept(flow, values as Values, id, key, keep);
       return emit(
         m.wait
           ? { type: "final", status: a.status, ...(a.body as object) }

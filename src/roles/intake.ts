@@ -124,7 +124,13 @@ export interface ErrorSpec {
 /** What a request comes to. */
 export type Admission =
   /** Dropped (and refused, when its id could be read), counted under `reason`. */
-  | { readonly do: "drop"; readonly reason: string; readonly detail?: string }
+  | {
+    readonly do: "drop";
+    readonly reason: string;
+    readonly detail?: string;
+    /** On a duplicate of a new request (no position, not a resume): its id. */
+    readonly request?: string;
+  }
   /** Answered by an error publication. */
   | { readonly do: "error"; readonly error: ErrorSpec }
   /** A ping: published as it came, after the Subject's announcement. */
@@ -261,6 +267,7 @@ export class Intake {
         do: "drop",
         reason: "duplicate",
         detail: `request ${JSON.stringify(header.id).slice(0, 60)} seen before`,
+        request: header.pos === undefined && header.resume === undefined ? header.id : undefined,
       };
     }
     const values = frames[2];

@@ -131,16 +131,17 @@ export class RequestMetrics {
 
   /**
    * A batch leaves for the Integration Manager: count and time the final publications in it;
-   * `onFinal` is called with each one's request id. Once per flow on the Subject's hot path, so
+   * `onFinal` is called with each one's request id and frames (views of `batch`). Once per flow on the Subject's hot path, so
    * it reads what it needs from the bytes: the flow of a topic equal to the previous one is
    * reused, and a `done`'s id is read from the header's `"id":"…"` (a header where that is not
    * plain is parsed).
    */
-  published(batch: Uint8Array, onFinal?: (id: string) => void): void {
+  published(batch: Uint8Array, onFinal?: (id: string, frames: readonly Uint8Array[]) => void): void {
     const view = BatchView.of(batch);
     if (!view) return;
     for (let i = 0; i < view.count; i++) {
-      const [topic, header] = view.frames(i);
+      const frames = view.frames(i);
+      const [topic, header] = frames;
       const done = endsWith(topic, DONE);
       if (!done && !endsWith(topic, ERROR)) continue;
       const flow = this.#flowOf(topic, done ? DONE.length : ERROR.length);
@@ -166,7 +167,7 @@ export class RequestMetrics {
         );
       }
       f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
-      onFinal?.(id);
+      onFinal?.(id, frames);
       const start = this.#started.get(id);
       if (start === undefined) continue;
       this.#started.delete(id);

@@ -36,6 +36,7 @@ import {
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { ImLink } from "./im_link.ts";
+import { FinalReplay } from "./final_replay.ts";
 import { RequestMetrics } from "./request_metrics.ts";
 import { bindSecure, connectSecure } from "./security.ts";
 import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
@@ -93,10 +94,13 @@ export class Subject {
     this.#reloads.ended(id);
   };
   /** The tokens taken by resumes, by the request they resumed, until its flow ends or pauses again. */
+  /** Finals kept for requests sent with `"keep":1` (`final_replay.ts`). */
+  readonly #replay: FinalReplay;
   readonly #resumedTokens = new Map<string, string>();
   /** A final publication leaves for the IM: the request ended; a resumed one's token is finished once the IM has it. */
-  readonly #finalSent = (id: string) => {
+  readonly #finalSent = (id: string, frames: readonly Uint8Array[]) => {
     this.#ended(id);
+    if (this.#replay.wanting) this.#replay.final(id, frames);
     if (this.#resumedTokens.size === 0) return;
     const token = this.#resumedTokens.get(id);
     if (token === undefined) return;
@@ -108,6 +112,7 @@ export class Subject {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = resolveSubjectOptions(options);
+    this.#replay = new FinalReplay(this.#o.replayBuffer);
     this.#limits = { maxPending: this.#o.maxPending, backlog: IM_BACKLOG_LIMIT, held: PENDING_BYTES_LIMIT };
   }
 
@@ -165,9 +170,14 @@ export class Subject {
       drop: (reason, detail) => this.#drop(reason, detail),
       scheduleFlush: () => this.#scheduleFlush(),
       throttle: () => this.#throttle(),
-      accepted: (id) => {
+      accepted: (id, keep) => {
         this.#requests.accepted(id);
         book.begin(id);
+        if (keep) this.#replay.want(id);
+      },
+      duplicate: (id) => {
+        const f = this.#replay.replay(id);
+        if (f) this.#imLink.publish(f[0], f[1], f[2]);
       },
       reload: (idFrame, body) => void this.#reloads.onReload(idFrame, body),
     };
@@ -292,6 +302,7 @@ export class Subject {
       versions: this.#reloads.book.live().map((v) => v.version),
       files: this.#reloads.book.get(this.#reloads.book.current)!.sources.map((s) => s.file),
       reloadsFailed: this.#reloads.failed,
+      replay: this.#replay.stats(),
     };
   }
 

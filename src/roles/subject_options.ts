@@ -18,6 +18,7 @@ import {
 import type { Reactor } from "../zmq/reactor.ts";
 import type { RequestFigures } from "./request_metrics.ts";
 import type { Security } from "./security.ts";
+import { DEFAULT_REPLAY_BYTES, type FinalReplayStats } from "./final_replay.ts";
 
 /** Options of {@linkcode Subject.start}. */
 export interface SubjectOptions {
@@ -50,6 +51,12 @@ export interface SubjectOptions {
    * 0 turns this off. @default {100000}
    */
   readonly duplicateWindow?: number;
+  /**
+   * Bytes of final publications kept for requests sent with `"keep":1`, to publish again for a
+   * copy of such a request sent after its final (`final_replay.ts`); 0 keeps none.
+   * @default {DEFAULT_REPLAY_BYTES}
+   */
+  readonly replayBuffer?: number;
   /** A reactor to share (inproc deployments); by default the Subject makes its own. */
   readonly reactor?: Reactor;
   /**
@@ -143,6 +150,8 @@ export interface SubjectStats {
   files: string[];
   /** Reloads that changed nothing (bad files, a refusing worker, a rollout timeout). */
   reloadsFailed: number;
+  /** Final publications kept for requests sent with `"keep":1`, and those published again. */
+  replay: FinalReplayStats;
 }
 
 /**
@@ -189,6 +198,7 @@ export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectO
     maxInFlightPerConnection: options.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
     maxMessageSize: options.maxMessageSize,
     duplicateWindow: options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW,
+    replayBuffer: options.replayBuffer ?? DEFAULT_REPLAY_BYTES,
     pausedStore: options.pausedStore ?? ":memory:",
     asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,

@@ -35,8 +35,10 @@ export interface ServiceSideHost {
   drop(reason: string, detail?: string): void;
   /** Something waits to be sent at the end of the turn. */
   scheduleFlush(): void;
-  /** A new request `id` was accepted (for its end-to-end latency). */
-  accepted(id: string): void;
+  /** A new request `id` was accepted (for its end-to-end latency); `keep`: it asked for its final to be kept. */
+  accepted(id: string, keep: boolean): void;
+  /** A copy of new request `id` came after the request (dropped as a duplicate). */
+  duplicate(id: string): void;
   /** A `RELOAD` from the service with routing id `idFrame` (see `subject_reload.ts`). */
   reload(idFrame: Uint8Array, body: Uint8Array): void;
 }
@@ -148,6 +150,7 @@ export class ServiceSide {
     if (a.do !== "ping" || !sameBytes(frames[0], METRICS_TOPIC_FRAME)) this.#received++;
     switch (a.do) {
       case "drop":
+        if (a.request !== undefined) this.#host.duplicate(a.request);
         return this.#host.drop(a.reason, a.detail);
       case "error":
         return this.#host.errorPublish(a.error);
@@ -166,7 +169,9 @@ export class ServiceSide {
         // continuation): a message with a position may also start a request (PROTOCOL.md), and
         // went free of the cap before.
         if (!this.quota.admit(ack.key, a.header.id)) return this.#overCap(a.flow.name, a.header, frames[2]);
-        if (a.header.pos === undefined && a.header.k === undefined) this.#host.accepted(a.header.id);
+        if (a.header.pos === undefined && a.header.k === undefined) {
+          this.#host.accepted(a.header.id, a.header.keep === 1);
+        }
         return this.#host.route(a.flow, a.position, a.header.id, a.header.n ?? 0, frames[2]);
     }
   }

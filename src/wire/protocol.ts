@@ -48,6 +48,13 @@ export interface Header {
   /** Set (1) on a step resumed at its `@ASYNC` step. */
   r?: 1;
   /**
+   * On a request: keep its final publication, and publish it again (marked `replay`) for a copy
+   * of the request sent after it (PROTOCOL.md, _Replayed finals_).
+   */
+  keep?: 1;
+  /** On a final publication published again for a copy of its request (see `keep`). */
+  replay?: 1;
+  /**
    * On a service's message: the Subject incarnation it was sent to (the last one the service saw
    * announced). A Subject drops a message that names another one (`stale`): a copy sent to a
    * Subject that has since died, still in the service's socket queue (PROTOCOL.md, _Subject restarts_).
@@ -85,6 +92,8 @@ export interface Publication extends TopicFields {
   readonly error?: { readonly code: ErrorCode; readonly message: string };
   /** On pause publications. */
   readonly resume?: string;
+  /** On a final published again for a copy of its request (the request was sent with `keep`). */
+  readonly replay?: true;
 }
 
 const encoder = new TextEncoder();
@@ -294,6 +303,7 @@ export function toPublication(frames: readonly Uint8Array[]): Publication | Drop
       : {}),
     ...(header.error ? { error: header.error } : {}),
     ...(header.resume ? { resume: header.resume } : {}),
+    ...(header.replay === 1 ? { replay: true as const } : {}),
   };
 }
 
@@ -310,6 +320,7 @@ export function publicationJson(p: Publication): Record<string, unknown> {
     values: p.values,
     ...(p.error ? { error: p.error } : {}),
     ...(p.resume ? { resume: p.resume } : {}),
+    ...(p.replay ? { replay: true } : {}),
   };
 }
 

@@ -1,0 +1,137 @@
+// The Subject's kept finals (src/roles/final_replay.ts): kept only for requests that asked, copied
+// out of the batch they left in, bounded in bytes and count, published again marked `replay`; and
+// over a real deployment, a client's request sent again with its id.
+import assert from "node:assert/strict";
+import { FinalReplay, markReplay } from "../src/roles/final_replay.ts";
+import { RequestTimeoutError } from "../src/client/client.ts";
+import { roleStats } from "../testing/deployment.ts";
+import { countFinals, settle } from "./finals.ts";
+import { startDeployment } from "./helpers.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A final's frames as views into one larger buffer, as they leave in a batch. */
+function final(id: string, values = "{}"): Uint8Array[] {
+  const parts = [`F~~~~done`, JSON.stringify({ v: 1, id }), values].map((s) => enc.encode(s));
+  const batch = new Uint8Array(parts.reduce((a, p) => a + p.length, 0) + 8);
+  let at = 4;
+  return parts.map((p) => {
+    batch.set(p, at);
+    const view = batch.subarray(at, at + p.length);
+    at += p.length;
+    return view;
+  });
+}
+
+Deno.test("final replay: only a request that asked has its final kept; a copy gets it marked replay", () => {
+  const r = new FinalReplay(1024);
+  assert.equal(r.wanting, false);
+  r.final("a", final("a")); // did not ask
+  assert.equal(r.replay("a"), undefined);
+  r.want("b");
+  assert.equal(r.wanting, true);
+  r.final("b", final("b", '{"x":1}'));
+  assert.equal(r.wanting, false);
+  const again = r.replay("b");
+  assert.ok(again);
+  assert.equal(dec.decode(again[0]), "F~~~~done");
+  assert.deepEqual(JSON.parse(dec.decode(again[1])), { v: 1, id: "b", replay: 1 });
+  assert.equal(dec.decode(again[2]), '{"x":1}');
+  assert.deepEqual(r.stats(), { kept: 1, keptBytes: 9 + 16 + 7, replayed: 1, forgotten: 0 });
+  // Replayed as often as copies come (each a retry that lost its answer).
+  assert.ok(r.replay("b"));
+});
+
+Deno.test("final replay: the kept frames are copies, not views of the batch they left in", () => {
+  const r = new FinalReplay(1024);
+  r.want("c");
+  const frames = final("c", '{"v":"original"}');
+  r.final("c", frames);
+  frames[2].fill(0x20); // the batch's buffer is reused
+  assert.equal(dec.decode(r.replay("c")![2]), '{"v":"original"}');
+  assert.equal(r.replay("c")![2].buffer.byteLength, 16, "its own buffer");
+});
+
+Deno.test("final replay: bounded in bytes and count, oldest first; a final larger than the bound is not kept; 0 keeps none", () => {
+  const size = final("r0").reduce((a, f) => a + f.length, 0); // 30 bytes
+  const r = new FinalReplay(size * 3, 10);
+  for (let i = 0; i < 5; i++) {
+    r.want(`r${i}`);
+    r.final(`r${i}`, final(`r${i}`));
+  }
+  assert.deepEqual([0, 1, 2, 3, 4].map((i) => r.replay(`r${i}`) !== undefined), [
+    false,
+    false,
+    true,
+    true,
+    true,
+  ]);
+  assert.equal(r.stats().forgotten, 2);
+  assert.equal(r.stats().keptBytes, size * 3);
+  r.want("big");
+  r.final("big", final("big", "x".repeat(size * 3)));
+  assert.equal(r.replay("big"), undefined);
+  const few = new FinalReplay(1 << 20, 2);
+  for (const id of ["p", "q", "s"]) {
+    few.want(id);
+    few.final(id, final(id));
+  }
+  assert.deepEqual(["p", "q", "s"].map((id) => few.replay(id) !== undefined), [false, true, true]);
+  const off = new FinalReplay(0);
+  off.want("z");
+  assert.equal(off.wanting, false);
+});
+
+Deno.test("final replay: requests that asked and never end are forgotten past the count bound", () => {
+  const r = new FinalReplay(1 << 20, 3);
+  for (const id of ["a", "b", "c", "d"]) r.want(id);
+  r.final("a", final("a")); // forgotten: "d" pushed it out
+  assert.equal(r.replay("a"), undefined);
+  r.final("d", final("d"));
+  assert.ok(r.replay("d"));
+});
+
+Deno.test("markReplay: adds replay to a JSON object header, leaves anything else as it is", () => {
+  assert.deepEqual(
+    JSON.parse(dec.decode(markReplay(enc.encode('{"v":1,"id":"x","error":{"code":"timeout"}}')))),
+    {
+      v: 1,
+      id: "x",
+      error: { code: "timeout" },
+      replay: 1,
+    },
+  );
+  const odd = enc.encode("[1]");
+  assert.equal(markReplay(odd), odd);
+  const bad = enc.encode("{");
+  assert.equal(markReplay(bad), bad);
+});
+
+Deno.test("a request sent with keep, sent again with the same id after its final: the final again, marked replay, nothing run twice; without keep, nothing comes", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const w = await countFinals(d, "Three");
+  try {
+    const first = await client.request("Three", { n: 1 }, { id: "kept-1", keep: true });
+    assert.equal(first.action, "done");
+    assert.equal(first.replay, undefined);
+    // Another client (a restarted service) sends the same request again.
+    await using other = await d.connect();
+    const again = await other.request("Three", { n: 2 }, { id: "kept-1", keep: true });
+    assert.equal(again.replay, true);
+    assert.deepEqual(again.values, first.values, "the first run's final, not a second run");
+    assert.equal(again.values.n, 1);
+    await client.request("Three", { n: 1 }, { id: "not-kept" });
+    await assert.rejects(
+      other.request("Three", { n: 2 }, { id: "not-kept", timeout: 1500 }),
+      RequestTimeoutError,
+    );
+    const stats = await roleStats(d.dir, "subject");
+    assert.ok((stats.replay as { replayed: number }).replayed >= 1, JSON.stringify(stats.replay));
+    await settle(d, client, w.seen, "Three");
+    assert.deepEqual([...w.finals].filter(([, c]) => c !== 1), [], "each ran once");
+  } finally {
+    await w.close();
+  }
+});
