@@ -180,27 +180,41 @@ export function refuse(c: HonoContext, r: Refusal): Response {
 }
 
 const BODY_TIMED_OUT = Symbol("body timed out");
+const CLOSING = Symbol("closing");
 
 /**
  * The body as a values object, or a 400 answer. An empty body is `{}`. A body not all read
  * within `timeout` ms (a client sending it slowly holds its connection) is answered 408, and
- * the connection is closed (`Connection: close`); `onTimeout` is told.
+ * the connection is closed (`Connection: close`); `onTimeout` is told. One still coming when
+ * `closing` settles (the gateway shuts down) is answered 503 at once.
  */
 export async function readValues(
   c: HonoContext,
   timeout: number,
   onTimeout?: () => void,
+  closing?: Promise<void>,
 ): Promise<{ values: Values } | { answer: Answer }> {
   const reading = c.req.text();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<typeof BODY_TIMED_OUT>((
     resolve,
   ) => (timer = setTimeout(resolve, timeout, BODY_TIMED_OUT)));
-  let raw: string | typeof BODY_TIMED_OUT;
+  let raw: string | typeof BODY_TIMED_OUT | typeof CLOSING;
   try {
-    raw = await Promise.race([reading, late]);
+    const stop = closing?.then((): typeof CLOSING => CLOSING);
+    raw = await Promise.race(stop ? [reading, late, stop] : [reading, late]);
   } finally {
     clearTimeout(timer);
+  }
+  if (raw === CLOSING) {
+    reading.catch(() => {});
+    return {
+      answer: {
+        status: 503,
+        body: problem("overloaded", "the gateway is closing; send the request again"),
+        headers: { Connection: "close", "Retry-After": "1" },
+      },
+    };
   }
   if (raw === BODY_TIMED_OUT) {
     reading.catch(() => {}); // fails when the connection closes

@@ -100,16 +100,15 @@ export function softFileLimit(limits: string): number | undefined {
 export const RESERVED_FILES = 512;
 
 /**
- * The connection cap the server applies: the setting, or less when the process's open-file
- * limit would not hold it with {@linkcode RESERVED_FILES} and `streams` WebSockets (which leave
- * the connection count when they upgrade) beside it.
+ * The connection cap the server applies (WebSockets and event streams included): the setting, or
+ * less when the process's open-file limit would not hold it with {@linkcode RESERVED_FILES}
+ * beside it.
  */
 export function connectionCap(
   setting: number,
   fileLimit: number | undefined,
-  streams: number,
 ): { cap: number; clamped: boolean } {
   if (fileLimit === undefined) return { cap: setting, clamped: false };
-  const room = Math.max(1, fileLimit - RESERVED_FILES - streams);
+  const room = Math.max(1, fileLimit - RESERVED_FILES);
   return room < setting ? { cap: room, clamped: true } : { cap: setting, clamped: false };
 }

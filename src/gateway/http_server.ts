@@ -94,6 +94,18 @@ const SHUTDOWN_GRACE_MS = 100;
 
 const TIMED_OUT = Symbol("timed out");
 
+/** Requests being answered, to what holds their connection's place past the answer. */
+const holders = new WeakMap<Request, (until: Promise<unknown>) => void>();
+
+/**
+ * Keeps the connection of `request` (as the handler got it) counted until `until` settles, past
+ * its answer: a WebSocket, whose connection leaves HTTP when it upgrades, holds its descriptor
+ * (and its place under the connection cap) until it closes. Does nothing under `Deno.serve`.
+ */
+export function holdConnection(request: Request, until: Promise<unknown>): void {
+  holders.get(request)?.(until);
+}
+
 /** Serves `handler` under the options' limits. */
 export function serveGuarded(o: GuardedServerOptions, handler: Handler): GuardedServer {
   const guard = new ConnectionGuard(o.maxConnections, o.maxConnectionsPerAddress);
@@ -118,6 +130,8 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
       } catch { /* closed already */ }
     };
     const info: ServeInfo = { remoteAddr: conn.remoteAddr as Deno.NetAddr };
+    /** Set by a WebSocket's upgrade: the connection's place is let go when it settles. */
+    let held: Promise<unknown> | undefined;
     try {
       for (let first = true;; first = false) {
         const timeout = closing ? SHUTDOWN_GRACE_MS : first ? o.headerTimeout : o.idleTimeout;
@@ -128,6 +142,7 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         }
         if (!event) break;
         let response: Response;
+        holders.set(event.request, (until) => held = until);
         try {
           response = await handler(event.request, info);
         } catch (e) {
@@ -136,12 +151,18 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         }
         // Resolves once the body is sent (an event stream: once it ends) or the client is gone.
         await event.respondWith(response).catch(() => {});
+        if (held) return; // taken over (a WebSocket): no more HTTP on it
       }
     } catch {
       /* the client went away */
     } finally {
-      close();
-      guard.release(address);
+      // A shutdown waits for answers, not for WebSockets (the gateway closes those itself).
+      const release = () => {
+        close();
+        guard.release(address);
+      };
+      if (held) void held.catch(() => {}).finally(release);
+      else release();
     }
   };
 

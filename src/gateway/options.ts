@@ -33,9 +33,9 @@ export interface GatewayOptions {
    */
   readonly maxStreams?: number;
   /**
-   * HTTP connections open at once, all addresses (event streams included; a WebSocket leaves
-   * the count when it upgrades and counts against `maxStreams`): past it, a new connection is
-   * closed at accept. Lowered to fit the process's open-file limit. @default {10000}
+   * HTTP connections open at once, all addresses (event streams and WebSockets included, a
+   * WebSocket until it closes): past it, a new connection is closed at accept. Lowered to fit the
+   * process's open-file limit. @default {10000}
    */
   readonly maxConnections?: number;
   /**

@@ -207,7 +207,7 @@ export function renderMetrics(roles: readonly RoleMetrics[], gateway?: GatewayFi
       const closed = new Family(
         "zmanager_gateway_connections_closed_total",
         "counter",
-        "HTTP connections the gateway closed, by why: refused at accept (full, per_ip), timed out waiting for headers (header_timeout), requests whose body came too slowly (body_timeout), failed accepts (accept_error).",
+        "HTTP connections the gateway closed, by why: refused at accept (full, per_ip), no request's headers in time on a new or a kept-alive connection (header_timeout), requests whose body came too slowly (body_timeout), failed accepts (accept_error).",
       );
       closed.add({ reason: "full" }, c.refusedFull);
       closed.add({ reason: "per_ip" }, c.refusedAddress);

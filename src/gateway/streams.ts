@@ -12,6 +12,7 @@ import type { logger } from "../log.ts";
 import { type Publication, publicationJson } from "../wire/protocol.ts";
 import type { Answer } from "./answers.ts";
 import { scopedId, StreamSink } from "./answers.ts";
+import { holdConnection } from "./http_server.ts";
 import type { Auth, Caller } from "./auth.ts";
 
 /** Subscriptions one WebSocket may hold at once. */
@@ -114,6 +115,8 @@ export async function eventStream(host: StreamHost, prefix: string, caller = "")
  */
 export function webSocket(host: StreamHost, req: Request, caller?: Caller): Response {
   const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: WS_IDLE_TIMEOUT });
+  // Its connection keeps its place under the gateway's connection cap until it closes.
+  holdConnection(req, new Promise((r) => socket.addEventListener("close", r, { once: true })));
   const limit = host.clientBuffer;
   const subs = new Map<string, AsyncIterableIterator<Publication>>();
   /** Subscriptions being made (counted against the cap before they are). */
