@@ -50,7 +50,7 @@ Deno.test("final replay: the kept frames are copies, not views of the batch they
   r.final("c", frames);
   frames[2].fill(0x20); // the batch's buffer is reused
   assert.equal(dec.decode(r.replay("c")![2]), '{"v":"original"}');
-  assert.equal(r.replay("c")![2].buffer.byteLength, 16, "its own buffer");
+  assert.notEqual(r.replay("c")![2].buffer, frames[2].buffer, "its own buffer");
 });
 
 Deno.test("final replay: bounded in bytes and count, oldest first; a final larger than the bound is not kept; 0 keeps none", () => {
@@ -92,6 +92,61 @@ Deno.test("final replay: requests that asked and never end are forgotten past th
   assert.ok(r.replay("d"));
 });
 
+Deno.test("final replay: a record that goes back to the ring's start never overwrites one still kept", () => {
+  /** A final of exactly `size` bytes. */
+  const sized = (id: string, size: number) => {
+    const frames = final(id, "");
+    const pad = size - frames[0].length - frames[1].length;
+    return [frames[0], frames[1], enc.encode(`"${"v".repeat(pad - 2)}"`)];
+  };
+  const r = new FinalReplay(200, 100);
+  const keep = (id: string, size: number) => {
+    r.want(id);
+    r.final(id, sized(id, size));
+  };
+  keep("a", 140); // [0, 140)
+  keep("b", 50); // [140, 190)
+  keep("c", 120); // back to 0: [0, 120), "a" forgotten; "b" stays
+  keep("d", 90); // back to 0 again: "b" (skipped) and "c" (overlapped) go
+  assert.deepEqual(["a", "b", "c", "d"].map((id) => r.replay(id) !== undefined), [false, false, false, true]);
+  const d = r.replay("d")!;
+  assert.equal(d[0].length + d[1].length - 11 + d[2].length, 90, "intact"); // (the header gained ,"replay":1)
+  // Every kept record intact through many rounds of mixed sizes.
+  const many = new FinalReplay(1000, 7);
+  const sizes = new Map<string, number>();
+  for (let i = 0; i < 500; i++) {
+    const id = `m${i}`;
+    const size = 30 + ((i * 37) % 170);
+    sizes.set(id, size);
+    many.want(id);
+    many.final(id, sized(id, size));
+    for (const [k, want] of sizes) {
+      const got = many.replay(k);
+      if (!got) continue;
+      assert.equal(JSON.parse(dec.decode(got[1])).id, k, `record ${k} after ${id}`);
+      assert.equal(got[0].length + got[1].length - 11 + got[2].length, want);
+    }
+  }
+  assert.ok(many.stats().kept <= 7 && many.stats().keptBytes <= 1000);
+});
+
+Deno.test("final replay: a request that paused has its pause kept until it is resumed; then its final", () => {
+  const r = new FinalReplay(1024);
+  r.want("p");
+  const pause = final("p").map((f, i) => i === 0 ? enc.encode("F~ASYNC~~~wait") : f);
+  r.paused("p", pause);
+  assert.equal(dec.decode(r.replay("p")![0]), "F~ASYNC~~~wait", "a copy sent while it waits gets the pause");
+  assert.equal(r.wanting, true, "still waiting for its final");
+  r.resumed("p");
+  assert.equal(r.replay("p"), undefined, "resumed: the pause's token is taken");
+  r.final("p", final("p", '{"done":1}'));
+  assert.equal(dec.decode(r.replay("p")![2]), '{"done":1}');
+  r.resumed("p"); // a final is not forgotten by a resume
+  assert.ok(r.replay("p"));
+  r.paused("other", pause); // did not ask
+  assert.equal(r.replay("other"), undefined);
+});
+
 Deno.test("markReplay: adds replay to a JSON object header, leaves anything else as it is", () => {
   assert.deepEqual(
     JSON.parse(dec.decode(markReplay(enc.encode('{"v":1,"id":"x","error":{"code":"timeout"}}')))),
@@ -123,8 +178,10 @@ Deno.test("a request sent with keep, sent again with the same id after its final
     assert.deepEqual(again.values, first.values, "the first run's final, not a second run");
     assert.equal(again.values.n, 1);
     await client.request("Three", { n: 1 }, { id: "not-kept" });
+    // (A client connected now: one subscribed already could still be handed the first final.)
+    await using late = await d.connect();
     await assert.rejects(
-      other.request("Three", { n: 2 }, { id: "not-kept", timeout: 1500 }),
+      late.request("Three", { n: 2 }, { id: "not-kept", timeout: 1500 }),
       RequestTimeoutError,
     );
     const stats = await roleStats(d.dir, "subject");

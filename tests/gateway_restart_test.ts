@@ -75,7 +75,7 @@ Deno.test("gateway: 200 requests answered 202 (?wait=0) each get one final thoug
   }
 });
 
-Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed before their finals: a retry to the restarted gateway gets each final (the Subject kept it: replay), and none runs twice", async () => {
+Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed before their finals: a retry to the restarted gateway gets each final (the Subject kept it: replay), and none runs twice; a paused one's retry gets its pause", async () => {
   const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   await using d = await startDeployment({
@@ -117,6 +117,26 @@ Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed befo
       assert.equal(r.json.replay, true);
       assert.equal(r.json.id, ids[i]);
     });
+    // A keyed request that paused: its retry gets the pause again (202, the same token), and once
+    // resumed, the final.
+    const paused = await post(`${url}/v1/flows/Pause`, { a: 1 }, "p-1");
+    assert.equal(paused.status, 202);
+    await killRole(d.dir, "gateway");
+    let back = false;
+    for (let i = 0; i < 100 && !back; i++) {
+      back = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+      if (!back) await new Promise((r) => setTimeout(r, 100));
+    }
+    const again = await post(`${url}/v1/flows/Pause`, { a: 2 }, "p-1");
+    assert.equal(again.status, 202, JSON.stringify(again.json).slice(0, 200));
+    assert.equal(again.json.resume, paused.json.resume, "the same pause");
+    assert.equal(again.json.replay, true);
+    const resumed = await fetch(`${url}/v1/resume/${encodeURIComponent(String(paused.json.resume))}`, {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(resumed.status, 200);
+    await resumed.body?.cancel();
     const sentinel = await settle(d, client, w.seen, "Slow");
     const dupes = [...w.finals].filter(([, c]) => c !== 1);
     assert.deepEqual(dupes, [], "no request ran twice");

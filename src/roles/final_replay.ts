@@ -2,8 +2,9 @@
  * The Subject's copies of final publications kept for replay: a request sent with `"keep":1`
  * has its final publication (`done` or `error`) copied as it leaves for the Integration Manager,
  * and a copy of that request sent again afterwards (a duplicate the Subject drops) has the final
- * published again. What it is for: an HTTP gateway killed while a request ran comes back without
- * the request's answer; a retry with the same `Idempotency-Key` is that request's duplicate, and
+ * published again; while the request waits at an `@ASYNC` step, its pause publication is kept
+ * instead, until a resume takes its token. What it is for: an HTTP gateway killed while a
+ * request ran comes back without the request's answer; a retry with the same `Idempotency-Key` is that request's duplicate, and
  * gets the final again instead of waiting out its timeout. Bounded in bytes and count (the
  * oldest copies go first); held in the Subject's memory, so a Subject restart forgets them.
  * Pure: the Subject tells it what happened.
@@ -11,7 +12,7 @@
  * @module
  */
 
-/** A kept final: its three frames, copied. */
+/** A kept final (or pause), to publish again: its topic, its header marked `replay`, its values. */
 export type KeptFinal = readonly [topic: Uint8Array, header: Uint8Array, values: Uint8Array];
 
 /** Counters of a {@linkcode FinalReplay}. */
@@ -32,16 +33,45 @@ export const DEFAULT_REPLAY_BYTES = 16 * 1024 * 1024;
 /** Finals kept at most, whatever their size. */
 export const REPLAY_MAX_COUNT = 100_000;
 
-/** Requests that asked for their final to be kept, and the finals kept. */
+/**
+ * Requests that asked for their final to be kept, and the finals (or pauses) kept.
+ *
+ * The kept publications' bytes go into one ring of `maxBytes` (allocated on first use), in the
+ * order they come, and are forgotten in that order as the ring (or the count) fills; an id maps
+ * to its record's slot. A small object and buffer per kept final cost the Subject about 1 KB
+ * each in V8 (measured: 150,000 kept requests, 16 MiB of finals, RSS 73 → 181 MiB against 112
+ * without keep); the ring holds the bytes once, and a slot is numbers in typed arrays.
+ */
 export class FinalReplay {
   /** Ids of requests running that asked (`"keep":1`). */
   readonly #wanted = new Set<string>();
-  /** Kept finals by request id, oldest first. */
-  readonly #kept = new Map<string, KeptFinal>();
+  /** Record slots by request id (the live record of each id). */
+  readonly #index = new Map<string, number>();
+  #ring?: Uint8Array;
+  /** Where the next record's bytes go. */
+  #head = 0;
+  // The records, a queue of `maxCount` slots, oldest at `#first`.
+  readonly #start: Float64Array;
+  readonly #topicEnd: Float64Array;
+  readonly #headerEnd: Float64Array;
+  readonly #end: Float64Array;
+  readonly #pause: Uint8Array;
+  /** Each slot's id, or `undefined` once replaced (its bytes stay until the ring reaches them). */
+  readonly #ids: (string | undefined)[];
+  #first = 0;
+  #count = 0;
   readonly #stats: FinalReplayStats = { kept: 0, keptBytes: 0, replayed: 0, forgotten: 0 };
 
   /** `maxBytes`: bytes of kept finals at most; `maxCount`: finals at most. */
-  constructor(readonly maxBytes = DEFAULT_REPLAY_BYTES, readonly maxCount = REPLAY_MAX_COUNT) {}
+  constructor(readonly maxBytes = DEFAULT_REPLAY_BYTES, readonly maxCount = REPLAY_MAX_COUNT) {
+    const slots = maxBytes > 0 ? maxCount : 0;
+    this.#start = new Float64Array(slots);
+    this.#topicEnd = new Float64Array(slots);
+    this.#headerEnd = new Float64Array(slots);
+    this.#end = new Float64Array(slots);
+    this.#pause = new Uint8Array(slots);
+    this.#ids = new Array(slots);
+  }
 
   /** Whether any running request asked: a final leaving needs no look-up otherwise. */
   get wanting(): boolean {
@@ -61,35 +91,38 @@ export class FinalReplay {
    * topic, header and values, which may be views of a larger batch: they are copied.
    */
   final(id: string, frames: readonly Uint8Array[]): void {
-    if (!this.#wanted.delete(id)) return;
-    const bytes = frames[0].length + frames[1].length + frames[2].length;
-    if (bytes > this.maxBytes) return;
-    const old = this.#kept.get(id);
-    if (old) this.#forget(id, old);
-    this.#kept.set(id, [frames[0].slice(), frames[1].slice(), frames[2].slice()]);
-    this.#stats.kept++;
-    this.#stats.keptBytes += bytes;
-    for (const [k, f] of this.#kept) {
-      if (this.#stats.keptBytes <= this.maxBytes && this.#stats.kept <= this.maxCount) break;
-      this.#forget(k, f);
-      this.#stats.forgotten++;
-    }
-  }
-
-  /** Request `id` paused, or will never have a final here: it no longer waits for one to keep. */
-  drop(id: string): void {
-    this.#wanted.delete(id);
+    if (this.#wanted.delete(id)) this.#keep(id, frames, false);
   }
 
   /**
-   * Request `id` was sent again after its final: the kept final, marked `"replay":1` in its
+   * Request `id` paused at an `@ASYNC` step (`frames`: its pause publication, with the token that
+   * resumes it): kept until it is resumed, if the request asked. A copy of the request sent
+   * meanwhile gets the pause publication again, as its first answer.
+   */
+  paused(id: string, frames: readonly Uint8Array[]): void {
+    if (this.#wanted.has(id)) this.#keep(id, frames, true);
+  }
+
+  /** Request `id` was resumed: its kept pause no longer answers it (its token is taken). */
+  resumed(id: string): void {
+    const slot = this.#index.get(id);
+    if (slot !== undefined && this.#pause[slot]) this.#unindex(id, slot);
+  }
+
+  /**
+   * Request `id` was sent again: its kept final (or pause), copied, marked `"replay":1` in its
    * header, to publish again; `undefined` if none is kept.
    */
   replay(id: string): KeptFinal | undefined {
-    const f = this.#kept.get(id);
-    if (!f) return undefined;
+    const slot = this.#index.get(id);
+    if (slot === undefined) return undefined;
     this.#stats.replayed++;
-    return [f[0], markReplay(f[1]), f[2]];
+    const ring = this.#ring!;
+    return [
+      ring.slice(this.#start[slot], this.#topicEnd[slot]),
+      markReplay(ring.subarray(this.#topicEnd[slot], this.#headerEnd[slot])),
+      ring.slice(this.#headerEnd[slot], this.#end[slot]),
+    ];
   }
 
   /** A snapshot of the counters. */
@@ -97,10 +130,55 @@ export class FinalReplay {
     return { ...this.#stats };
   }
 
-  #forget(id: string, f: KeptFinal): void {
-    this.#kept.delete(id);
+  #keep(id: string, frames: readonly Uint8Array[], pause: boolean): void {
+    const [topic, header, values] = frames;
+    const size = topic.length + header.length + values.length;
+    const old = this.#index.get(id);
+    if (old !== undefined) this.#unindex(id, old);
+    if (size > this.maxBytes) return;
+    const ring = this.#ring ??= new Uint8Array(this.maxBytes);
+    // Records lie in the ring in the order they came; one that does not fit before the ring's end
+    // goes at its start, and the records it skips (between the newest and the end) go first.
+    const wrap = this.#head + size > this.maxBytes;
+    const at = wrap ? 0 : this.#head;
+    // Forget the oldest records while they lie where this one goes (or were skipped), or every
+    // slot is taken.
+    while (this.#count > 0) {
+      const oldest = this.#first;
+      const skipped = wrap && this.#start[oldest] >= this.#head;
+      const overlaps = this.#start[oldest] < at + size && at < this.#end[oldest];
+      if (!skipped && !overlaps && this.#count < this.maxCount) break;
+      const was = this.#ids[oldest];
+      if (was !== undefined) {
+        this.#unindex(was, oldest);
+        this.#stats.forgotten++;
+      }
+      this.#first = (this.#first + 1) % this.maxCount;
+      this.#count--;
+    }
+    const slot = (this.#first + this.#count) % this.maxCount;
+    this.#count++;
+    ring.set(topic, at);
+    ring.set(header, at + topic.length);
+    ring.set(values, at + topic.length + header.length);
+    this.#start[slot] = at;
+    this.#topicEnd[slot] = at + topic.length;
+    this.#headerEnd[slot] = at + topic.length + header.length;
+    this.#end[slot] = at + size;
+    this.#pause[slot] = pause ? 1 : 0;
+    this.#ids[slot] = id;
+    this.#head = at + size;
+    this.#index.set(id, slot);
+    this.#stats.kept++;
+    this.#stats.keptBytes += size;
+  }
+
+  /** `id`'s record in `slot` no longer answers it (its bytes stay until the ring reaches them). */
+  #unindex(id: string, slot: number): void {
+    this.#index.delete(id);
+    this.#ids[slot] = undefined;
     this.#stats.kept--;
-    this.#stats.keptBytes -= f[0].length + f[1].length + f[2].length;
+    this.#stats.keptBytes -= this.#end[slot] - this.#start[slot];
   }
 }
 

@@ -383,11 +383,10 @@ export class Subject {
       ends,
     );
     this.#ended(id);
-    this.#imLink.publish(
-      this.#topics.step(flow, position),
-      encodeHeader({ v: 1, id, pos: position, n, resume: token }),
-      values,
-    );
+    const topic = this.#topics.step(flow, position);
+    const header = encodeHeader({ v: 1, id, pos: position, n, resume: token });
+    if (this.#replay.wanting) this.#replay.paused(id, [topic, header, values]);
+    this.#imLink.publish(topic, header, values);
   }
 
   /**
@@ -406,6 +405,7 @@ export class Subject {
     }
     this.#stats.resumed++;
     const { paused, flow } = r;
+    this.#replay.resumed(paused.id);
     this.#serviceSide.quota.admit(connection, paused.id); // room was checked: it is admitted
     this.#reloads.book.begin(paused.id, r.version);
     this.#dispatch(
