@@ -123,7 +123,17 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
   let lastWarn = 0;
 
   const serve = async (conn: Deno.Conn, address: string): Promise<void> => {
-    const http = serveConnection.call(Deno, conn);
+    let http: HttpConn;
+    try {
+      http = serveConnection.call(Deno, conn);
+    } catch {
+      // The connection is gone already.
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      guard.release(address);
+      return;
+    }
     const close = () => {
       try {
         http.close();
@@ -189,7 +199,7 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         } catch { /* gone */ }
         continue;
       }
-      const end = serve(conn, address).finally(() => ended.delete(end));
+      const end = serve(conn, address).catch(() => {}).finally(() => ended.delete(end));
       ended.add(end);
     }
   })();
