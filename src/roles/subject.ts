@@ -93,9 +93,9 @@ export class Subject {
     this.#serviceSide.quota.release(id);
     this.#reloads.ended(id);
   };
-  /** The tokens taken by resumes, by the request they resumed, until its flow ends or pauses again. */
   /** Finals kept for requests sent with `"keep":1` (`final_replay.ts`). */
   readonly #replay: FinalReplay;
+  /** The tokens taken by resumes, by the request they resumed, until its flow ends or pauses again. */
   readonly #resumedTokens = new Map<string, string>();
   /** A final publication leaves for the IM: the request ended; a resumed one's token is finished once the IM has it. */
   readonly #finalSent = (id: string, frames: readonly Uint8Array[]) => {
