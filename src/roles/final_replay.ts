@@ -4,9 +4,10 @@
  * and a copy of that request sent again afterwards (a duplicate the Subject drops) has the final
  * published again; while the request waits at an `@ASYNC` step, its pause publication is kept
  * instead, until a resume takes its token. What it is for: an HTTP gateway killed while a
- * request ran comes back without the request's answer; a retry with the same `Idempotency-Key` is that request's duplicate, and
- * gets the final again instead of waiting out its timeout. Bounded in bytes and count (the
- * oldest copies go first); held in the Subject's memory, so a Subject restart forgets them.
+ * request ran comes back without the request's answer; a retry with the same `Idempotency-Key` is
+ * that request's duplicate, and gets the final again instead of waiting out its timeout. Bounded
+ * in bytes and count (the oldest copies go first); held in the Subject's memory, so a Subject
+ * restart forgets them.
  * Pure: the Subject tells it what happened.
  *
  * @module
@@ -33,6 +34,28 @@ export const DEFAULT_REPLAY_BYTES = 16 * 1024 * 1024;
 /** Finals kept at most, whatever their size. */
 export const REPLAY_MAX_COUNT = 100_000;
 
+/** A {@linkcode FinalReplay}'s records, slot by slot. */
+interface Slots {
+  readonly start: Float64Array;
+  readonly topicEnd: Float64Array;
+  readonly headerEnd: Float64Array;
+  readonly end: Float64Array;
+  readonly pause: Uint8Array;
+  /** Each slot's id, or `undefined` once replaced (its bytes stay until the ring reaches them). */
+  readonly ids: (string | undefined)[];
+}
+
+function slots(n: number): Slots {
+  return {
+    start: new Float64Array(n),
+    topicEnd: new Float64Array(n),
+    headerEnd: new Float64Array(n),
+    end: new Float64Array(n),
+    pause: new Uint8Array(n),
+    ids: new Array(n),
+  };
+}
+
 /**
  * Requests that asked for their final to be kept, and the finals (or pauses) kept.
  *
@@ -40,7 +63,7 @@ export const REPLAY_MAX_COUNT = 100_000;
  * order they come, and are forgotten in that order as the ring (or the count) fills; an id maps
  * to its record's slot. A small object and buffer per kept final cost the Subject about 1 KB
  * each in V8 (measured: 150,000 kept requests, 16 MiB of finals, RSS 73 → 181 MiB against 112
- * without keep); the ring holds the bytes once, and a slot is numbers in typed arrays.
+ * without keep); the ring holds the bytes once, and a slot is numbers in typed arrays (153 MiB).
  */
 export class FinalReplay {
   /** Ids of requests running that asked (`"keep":1`). */
@@ -50,28 +73,14 @@ export class FinalReplay {
   #ring?: Uint8Array;
   /** Where the next record's bytes go. */
   #head = 0;
-  // The records, a queue of `maxCount` slots, oldest at `#first`.
-  readonly #start: Float64Array;
-  readonly #topicEnd: Float64Array;
-  readonly #headerEnd: Float64Array;
-  readonly #end: Float64Array;
-  readonly #pause: Uint8Array;
-  /** Each slot's id, or `undefined` once replaced (its bytes stay until the ring reaches them). */
-  readonly #ids: (string | undefined)[];
+  /** The records, a queue of `maxCount` slots, oldest at `#first` (made on first use). */
+  #slots?: Slots;
   #first = 0;
   #count = 0;
   readonly #stats: FinalReplayStats = { kept: 0, keptBytes: 0, replayed: 0, forgotten: 0 };
 
   /** `maxBytes`: bytes of kept finals at most; `maxCount`: finals at most. */
-  constructor(readonly maxBytes = DEFAULT_REPLAY_BYTES, readonly maxCount = REPLAY_MAX_COUNT) {
-    const slots = maxBytes > 0 ? maxCount : 0;
-    this.#start = new Float64Array(slots);
-    this.#topicEnd = new Float64Array(slots);
-    this.#headerEnd = new Float64Array(slots);
-    this.#end = new Float64Array(slots);
-    this.#pause = new Uint8Array(slots);
-    this.#ids = new Array(slots);
-  }
+  constructor(readonly maxBytes = DEFAULT_REPLAY_BYTES, readonly maxCount = REPLAY_MAX_COUNT) {}
 
   /** Whether any running request asked: a final leaving needs no look-up otherwise. */
   get wanting(): boolean {
@@ -106,7 +115,7 @@ export class FinalReplay {
   /** Request `id` was resumed: its kept pause no longer answers it (its token is taken). */
   resumed(id: string): void {
     const slot = this.#index.get(id);
-    if (slot !== undefined && this.#pause[slot]) this.#unindex(id, slot);
+    if (slot !== undefined && this.#slots!.pause[slot]) this.#unindex(id, slot);
   }
 
   /**
@@ -118,10 +127,11 @@ export class FinalReplay {
     if (slot === undefined) return undefined;
     this.#stats.replayed++;
     const ring = this.#ring!;
+    const r = this.#slots!;
     return [
-      ring.slice(this.#start[slot], this.#topicEnd[slot]),
-      markReplay(ring.subarray(this.#topicEnd[slot], this.#headerEnd[slot])),
-      ring.slice(this.#headerEnd[slot], this.#end[slot]),
+      ring.slice(r.start[slot], r.topicEnd[slot]),
+      markReplay(ring.subarray(r.topicEnd[slot], r.headerEnd[slot])),
+      ring.slice(r.headerEnd[slot], r.end[slot]),
     ];
   }
 
@@ -137,6 +147,7 @@ export class FinalReplay {
     if (old !== undefined) this.#unindex(id, old);
     if (size > this.maxBytes) return;
     const ring = this.#ring ??= new Uint8Array(this.maxBytes);
+    const r = this.#slots ??= slots(this.maxCount);
     // Records lie in the ring in the order they came; one that does not fit before the ring's end
     // goes at its start, and the records it skips (between the newest and the end) go first.
     const wrap = this.#head + size > this.maxBytes;
@@ -145,10 +156,10 @@ export class FinalReplay {
     // slot is taken.
     while (this.#count > 0) {
       const oldest = this.#first;
-      const skipped = wrap && this.#start[oldest] >= this.#head;
-      const overlaps = this.#start[oldest] < at + size && at < this.#end[oldest];
+      const skipped = wrap && r.start[oldest] >= this.#head;
+      const overlaps = r.start[oldest] < at + size && at < r.end[oldest];
       if (!skipped && !overlaps && this.#count < this.maxCount) break;
-      const was = this.#ids[oldest];
+      const was = r.ids[oldest];
       if (was !== undefined) {
         this.#unindex(was, oldest);
         this.#stats.forgotten++;
@@ -161,12 +172,12 @@ export class FinalReplay {
     ring.set(topic, at);
     ring.set(header, at + topic.length);
     ring.set(values, at + topic.length + header.length);
-    this.#start[slot] = at;
-    this.#topicEnd[slot] = at + topic.length;
-    this.#headerEnd[slot] = at + topic.length + header.length;
-    this.#end[slot] = at + size;
-    this.#pause[slot] = pause ? 1 : 0;
-    this.#ids[slot] = id;
+    r.start[slot] = at;
+    r.topicEnd[slot] = at + topic.length;
+    r.headerEnd[slot] = at + topic.length + header.length;
+    r.end[slot] = at + size;
+    r.pause[slot] = pause ? 1 : 0;
+    r.ids[slot] = id;
     this.#head = at + size;
     this.#index.set(id, slot);
     this.#stats.kept++;
@@ -175,10 +186,11 @@ export class FinalReplay {
 
   /** `id`'s record in `slot` no longer answers it (its bytes stay until the ring reaches them). */
   #unindex(id: string, slot: number): void {
+    const r = this.#slots!;
     this.#index.delete(id);
-    this.#ids[slot] = undefined;
+    r.ids[slot] = undefined;
     this.#stats.kept--;
-    this.#stats.keptBytes -= this.#end[slot] - this.#start[slot];
+    this.#stats.keptBytes -= r.end[slot] - r.start[slot];
   }
 }
 
