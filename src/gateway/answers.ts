@@ -186,28 +186,31 @@ const CLOSING = Symbol("closing");
  * The body as a values object, or a 400 answer. An empty body is `{}`. A body not all read
  * within `timeout` ms (a client sending it slowly holds its connection) is answered 408, and
  * the connection is closed (`Connection: close`); `onTimeout` is told. One still coming when
- * `closing` settles (the gateway shuts down) is answered 503 at once.
+ * `closing` aborts (the gateway shuts down) is answered 503 at once.
  */
 export async function readValues(
   c: HonoContext,
   timeout: number,
   onTimeout?: () => void,
-  closing?: Promise<void>,
+  closing?: AbortSignal,
 ): Promise<{ values: Values } | { answer: Answer }> {
   const reading = c.req.text();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<typeof BODY_TIMED_OUT>((
-    resolve,
-  ) => (timer = setTimeout(resolve, timeout, BODY_TIMED_OUT)));
+  let cut!: (why: typeof BODY_TIMED_OUT | typeof CLOSING) => void;
+  const stopped = new Promise<typeof BODY_TIMED_OUT | typeof CLOSING>((resolve) => (cut = resolve));
+  const timer = setTimeout(() => cut(BODY_TIMED_OUT), timeout);
+  // A listener, removed below: a reaction on a promise of the gateway's would stay per request.
+  const onClosing = () => cut(CLOSING);
+  if (closing?.aborted) onClosing();
+  else closing?.addEventListener("abort", onClosing, { once: true });
   let raw: string | typeof BODY_TIMED_OUT | typeof CLOSING;
   try {
-    const stop = closing?.then((): typeof CLOSING => CLOSING);
-    raw = await Promise.race(stop ? [reading, late, stop] : [reading, late]);
+    raw = await Promise.race([reading, stopped]);
   } finally {
     clearTimeout(timer);
+    closing?.removeEventListener("abort", onClosing);
   }
   if (raw === CLOSING) {
-    reading.catch(() => {});
+    reading.catch(() => {}); // fails when the connection closes
     return {
       answer: {
         status: 503,
@@ -217,7 +220,7 @@ export async function readValues(
     };
   }
   if (raw === BODY_TIMED_OUT) {
-    reading.catch(() => {}); // fails when the connection closes
+    reading.catch(() => {});
     onTimeout?.();
     return {
       answer: {

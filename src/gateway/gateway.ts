@@ -100,8 +100,8 @@ export class Gateway {
   readonly #server: GuardedServer;
   readonly #bodyTimeout: number;
   readonly #bodyTimedOut = () => this.#server.counters.bodyTimedOut++;
-  /** Settles when the gateway starts closing: a body still coming is not waited for. */
-  readonly #closing = Promise.withResolvers<void>();
+  /** Aborted when the gateway starts closing: a body still coming is not waited for. */
+  readonly #closing = new AbortController();
   /** Answers by idempotency key (flow and key), in arrival order: the oldest are forgotten first. */
   readonly #answers = new Map<string, Remembered>();
   /** The sum of the remembered answers' `json` lengths. */
@@ -338,7 +338,7 @@ export class Gateway {
       const flow = c.req.param("flow");
       const caller = await this.#admit(c, flow);
       if (caller instanceof Response) return caller;
-      const body = await readValues(c, this.#bodyTimeout, this.#bodyTimedOut, this.#closing.promise);
+      const body = await readValues(c, this.#bodyTimeout, this.#bodyTimedOut, this.#closing.signal);
       if ("answer" in body) return send(c, body.answer);
       const values = body.values;
       const key = c.req.query("key");
@@ -377,7 +377,7 @@ export class Gateway {
       const token = c.req.param("token");
       const caller = await this.#admit(c, parseToken(token)?.flow ?? "");
       if (caller instanceof Response) return caller;
-      const body = await readValues(c, this.#bodyTimeout, this.#bodyTimedOut, this.#closing.promise);
+      const body = await readValues(c, this.#bodyTimeout, this.#bodyTimedOut, this.#closing.signal);
       if ("answer" in body) return send(c, body.answer);
       return send(c, await this.#resume(token, body.values));
     });
@@ -643,7 +643,7 @@ export class Gateway {
   /** Stops listening and closes every stream and the client. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      this.#closing.resolve();
+      this.#closing.abort();
       for (const s of [...this.#streams]) s();
       for (const it of this.#errorSubs) void it.return?.();
       await this.#server.shutdown().catch(() => {});
