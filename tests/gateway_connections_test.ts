@@ -9,6 +9,7 @@ import { freePort } from "../testing/deployment.ts";
 import { startDeployment } from "./helpers.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const GUARDED_SERVER = new URL("./testdata/guarded_server.ts", import.meta.url).pathname;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -21,7 +22,9 @@ Deno.test("connections: a cap in all and per address; refusals counted by why; r
   assert.equal(g.admit("c"), "full");
   assert.deepEqual([g.counters.open, g.counters.refusedAddress, g.counters.refusedFull], [3, 1, 1]);
   g.release("a");
-  assert.equal(g.openFrom("a"), 1);
+  assert.equal(g.admit("a"), "ok", "the address's place given back");
+  g.release("b");
+  assert.equal(g.admit("a"), "address", "still two from it");
   assert.equal(g.admit("c"), "ok");
   g.release("nobody"); // never admitted: changes nothing
   assert.equal(g.counters.open, 3);
@@ -98,8 +101,12 @@ print(data.split(b"\\r\\n")[0].decode())
   return dec.decode(out.stdout).trim() || dec.decode(out.stderr).trim();
 }
 
-/** A gateway process for `d` with a 1,200-file limit; resolves once it listens. */
-async function limitedGateway(flags: readonly string[], port: number, more: string[]) {
+/**
+ * A gateway process on a free port for the deployment `flags` point at, with a 1,200-file limit
+ * and `more` flags; resolves once it listens; disposing of it stops it.
+ */
+async function limitedGateway(flags: readonly string[], more: string[]) {
+  const port = freePort();
   const p = new Deno.Command("sh", {
     args: [
       "-c",
@@ -135,11 +142,12 @@ async function limitedGateway(flags: readonly string[], port: number, more: stri
   let exited: Deno.CommandStatus | undefined;
   void p.status.then((s) => exited = s);
   return {
+    port,
     /** (`sh` execs the gateway: the same process.) */
     pid: p.pid,
     stderr: () => stderr,
     exited: () => exited,
-    async stop() {
+    async [Symbol.asyncDispose]() {
       if (!exited) p.kill("SIGTERM");
       await p.status;
     },
@@ -169,13 +177,13 @@ async function connectionMetrics(port: number): Promise<Record<string, number>> 
 
 Deno.test("gateway: WebSockets count against the connection cap until they close (past the idle timeout too): 1,200 of them leave the descriptors kept for libzmq, and it accepts again once they go", async () => {
   await using d = await startDeployment({ workers: 1 });
-  const port = freePort();
-  const gw = await limitedGateway(d.flags, port, [
+  await using gw = await limitedGateway(d.flags, [
     "--http-max-streams",
     "5000",
     "--http-idle-timeout",
     "300",
   ]);
+  const port = gw.port;
   const sockets: WebSocket[] = [];
   const wave = (n: number) =>
     Promise.all(Array.from({ length: n }, () =>
@@ -206,14 +214,53 @@ Deno.test("gateway: WebSockets count against the connection cap until they close
     assert.equal(gw.exited(), undefined, `the gateway ended: ${gw.stderr()}`);
   } finally {
     for (const ws of sockets) ws.close();
-    await gw.stop();
+  }
+});
+
+Deno.test("the HTTP server out of file descriptors (its cap set past its limit) warns and keeps accepting; it serves again once connections go", async () => {
+  // 150 files, a cap of 10,000: accepts fail with "Too many open files" (Deno.serve exits then).
+  const p = new Deno.Command("sh", {
+    args: ["-c", 'ulimit -n 150 && exec "$0" "$@"', Deno.execPath(), "run", "-A", GUARDED_SERVER, "10000"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  const until = async (what: RegExp) => {
+    while (!what.test(out)) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error(`the server ended: ${out}`);
+      out += value;
+    }
+  };
+  let attack: Deno.TcpConn[] = [];
+  try {
+    await until(/listening (\d+)/);
+    const port = Number(/listening (\d+)/.exec(out)![1]);
+    attack = await halfHeaders(port, 300);
+    await until(/warn the HTTP server cannot accept a connection \(.*[Tt]oo many open files/);
+    for (const c of attack) c.close();
+    attack = [];
+    let answered = "";
+    for (let i = 0; i < 50 && answered !== "ok"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      answered = await fetch(`http://127.0.0.1:${port}/`).then((r) => r.text(), () => "");
+    }
+    assert.equal(answered, "ok");
+  } finally {
+    for (const c of attack) c.close();
+    try {
+      p.kill("SIGKILL");
+    } catch { /* it ended: the checks above say why */ }
+    await p.status;
+    await lines.cancel().catch(() => {});
   }
 });
 
 Deno.test("gateway: 3,000 connections that never finish their headers (2.5 times its open-file limit) do not end it; past its cap they are closed at accept, the rest after http_header_timeout, and it serves again", async () => {
   await using d = await startDeployment({ workers: 1 });
-  const port = freePort();
-  const gw = await limitedGateway(d.flags, port, ["--http-header-timeout", "2000"]);
+  await using gw = await limitedGateway(d.flags, ["--http-header-timeout", "2000"]);
+  const port = gw.port;
   let attack: Deno.TcpConn[] = [];
   try {
     // 1,200 files − 512 kept.
@@ -235,14 +282,13 @@ Deno.test("gateway: 3,000 connections that never finish their headers (2.5 times
     assert.equal(gw.exited(), undefined, `the gateway ended: ${gw.stderr()}`);
   } finally {
     for (const c of attack) c.close();
-    await gw.stop();
   }
 });
 
 Deno.test("gateway: with http_max_connections_per_ip, one address holding its share of half-headers does not keep another address out", async () => {
   await using d = await startDeployment({ workers: 1 });
-  const port = freePort();
-  const gw = await limitedGateway(d.flags, port, ["--http-max-connections-per-ip", "200"]);
+  await using gw = await limitedGateway(d.flags, ["--http-max-connections-per-ip", "200"]);
+  const port = gw.port;
   let attack: Deno.TcpConn[] = [];
   try {
     attack = await halfHeaders(port, 1000);
@@ -257,7 +303,6 @@ Deno.test("gateway: with http_max_connections_per_ip, one address holding its sh
     assert.ok(m.per_ip >= 800, JSON.stringify(m));
   } finally {
     for (const c of attack) c.close();
-    await gw.stop();
   }
 });
 

@@ -75,6 +75,15 @@ Deno.test("gateway: 200 requests answered 202 (?wait=0) each get one final thoug
   }
 });
 
+/** Resolves once the gateway at `url` answers `/healthz` (restarted by `start`); fails after 10 s. */
+async function untilServing(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail("the gateway did not restart within 10 s");
+}
+
 Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed before their finals: a retry to the restarted gateway gets each final (the Subject kept it: replay), and none runs twice; a paused one's retry gets its pause", async () => {
   const port = freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -102,12 +111,7 @@ Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed befo
     );
     // Their finals are published while no gateway waits for them.
     await w.count(n + 1);
-    let up = false;
-    for (let i = 0; i < 100 && !up; i++) {
-      up = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
-      if (!up) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(up, "the gateway restarted");
+    await untilServing(url);
     const retried = await Promise.all(
       keys.map((key, i) => post(`${url}/v1/flows/Slow`, { ms: 0, i: -i }, key)),
     );
@@ -121,12 +125,8 @@ Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed befo
     // resumed, the final.
     const paused = await post(`${url}/v1/flows/Pause`, { a: 1 }, "p-1");
     assert.equal(paused.status, 202);
-    await killRole(d.dir, "gateway");
-    let back = false;
-    for (let i = 0; i < 100 && !back; i++) {
-      back = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
-      if (!back) await new Promise((r) => setTimeout(r, 100));
-    }
+    assert.ok(await killRole(d.dir, "gateway") !== undefined, "a gateway to kill");
+    await untilServing(url);
     const again = await post(`${url}/v1/flows/Pause`, { a: 2 }, "p-1");
     assert.equal(again.status, 202, JSON.stringify(again.json).slice(0, 200));
     assert.equal(again.json.resume, paused.json.resume, "the same pause");

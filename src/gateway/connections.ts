@@ -69,11 +69,6 @@ export class ConnectionGuard {
     else this.#byAddress.set(address, n - 1);
     this.counters.open--;
   }
-
-  /** Connections open from `address`. */
-  openFrom(address: string): number {
-    return this.#byAddress.get(address) ?? 0;
-  }
 }
 
 /**
