@@ -55,18 +55,28 @@ Deno.test("connections: this Deno can apply the limits (Deno.serveHttp is there)
   assert.ok(connectionLimitsAvailable());
 });
 
-/** Opens `n` connections that each send half a request header; returns them. */
-async function halfHeaders(port: number, n: number): Promise<Deno.TcpConn[]> {
+/**
+ * Opens `n` connections that each send half a request header; returns them, and for each whether
+ * the gateway closed it within 500 ms of its own opening (the watch starts as each one opens, so
+ * a slow machine opening them all does not age the first ones past a header timeout).
+ */
+async function halfHeaders(
+  port: number,
+  n: number,
+): Promise<{ conns: Deno.TcpConn[]; closedAtOnce: Promise<boolean[]>; openMs: number }> {
   const conns: Deno.TcpConn[] = [];
+  const watches: Promise<boolean>[] = [];
   const part = enc.encode("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+  const t0 = performance.now();
   for (let i = 0; i < n; i++) {
     // Refused: the gateway is gone (the caller's checks say so).
     const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => undefined);
     if (!c) continue;
     conns.push(c);
     await c.write(part).catch(() => {}); // closed at accept: the write may fail
+    watches.push(closedWithin(c, 500));
   }
-  return conns;
+  return { conns, closedAtOnce: Promise.all(watches), openMs: performance.now() - t0 };
 }
 
 /** Whether `c` is closed by its peer within `ms` (a read that ends or fails). */
@@ -237,7 +247,7 @@ Deno.test("the HTTP server out of file descriptors (its cap set past its limit) 
   try {
     await until(/listening (\d+)/);
     const port = Number(/listening (\d+)/.exec(out)![1]);
-    attack = await halfHeaders(port, 300);
+    attack = (await halfHeaders(port, 300)).conns;
     await until(/warn the HTTP server cannot accept a connection \(.*[Tt]oo many open files/);
     for (const c of attack) c.close();
     attack = [];
@@ -259,20 +269,24 @@ Deno.test("the HTTP server out of file descriptors (its cap set past its limit) 
 
 Deno.test("gateway: 3,000 connections that never finish their headers (2.5 times its open-file limit) do not end it; past its cap they are closed at accept, the rest after http_header_timeout, and it serves again", async () => {
   await using d = await startDeployment({ workers: 1 });
-  await using gw = await limitedGateway(d.flags, ["--http-header-timeout", "2000"]);
+  await using gw = await limitedGateway(d.flags, ["--http-header-timeout", "6000"]);
   const port = gw.port;
   let attack: Deno.TcpConn[] = [];
   try {
     // 1,200 files − 512 kept.
     assert.match(gw.stderr(), /holds 688 HTTP connections, not 10000/);
-    attack = await halfHeaders(port, 3000);
-    const closedAtOnce = await Promise.all(attack.map((c) => closedWithin(c, 500)));
+    const opened = await halfHeaders(port, 3000);
+    attack = opened.conns;
+    // Every connection is watched for 500 ms from its own opening; none reaches the 6 s header
+    // timeout in that time while the attack opens within 5 s (1.2–1.7 s seen, 2 cores busy).
+    assert.ok(opened.openMs < 5000, `opening the attack took ${Math.round(opened.openMs)} ms`);
+    const closedAtOnce = await opened.closedAtOnce;
     const held = closedAtOnce.filter((closed) => !closed).length;
     assert.equal(gw.exited(), undefined, `the gateway ended: ${gw.stderr()}`);
     assert.ok(held > 0 && held <= 688, `${held} held`);
     // Past the header timeout, every held connection is closed by the gateway.
     const heldConns = attack.filter((_, i) => !closedAtOnce[i]);
-    const closedLater = await Promise.all(heldConns.map((c) => closedWithin(c, 4000)));
+    const closedLater = await Promise.all(heldConns.map((c) => closedWithin(c, 8000)));
     assert.equal(closedLater.filter((c) => !c).length, 0, "connections still held after the header timeout");
     assert.equal(await postFrom("127.0.0.1", port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
     const m = await connectionMetrics(port);
@@ -291,8 +305,9 @@ Deno.test("gateway: with http_max_connections_per_ip, one address holding its sh
   const port = gw.port;
   let attack: Deno.TcpConn[] = [];
   try {
-    attack = await halfHeaders(port, 1000);
-    const held = (await Promise.all(attack.map((c) => closedWithin(c, 500)))).filter((closed) => !closed);
+    const opened = await halfHeaders(port, 1000);
+    attack = opened.conns;
+    const held = (await opened.closedAtOnce).filter((closed) => !closed);
     assert.equal(held.length, 200);
     // The attack still holds its 200 (the header timeout is 10 s): another address is served.
     assert.equal(await postFrom("127.0.0.2", port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
@@ -406,7 +421,7 @@ Deno.test("gateway: http_connection_limits = off serves with Deno.serve: no head
     headerTimeout: 200,
   });
   const port = Number(new URL(g.url).port);
-  const [half] = await halfHeaders(port, 1);
+  const [half] = (await halfHeaders(port, 1)).conns;
   try {
     assert.equal(await closedWithin(half, 1000), false, "held past the header timeout");
     assert.equal(await postFrom("127.0.0.1", port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
