@@ -326,7 +326,7 @@ export const SETTINGS_DOC: Readonly<
   http_heartbeat: {
     default: String(DEFAULT_HTTP_HEARTBEAT),
     meaning:
-      "HTTP gateway: ms between heartbeats on event streams and WebSockets (a client gone from an event stream is noticed at the next one)",
+      "HTTP gateway: ms between heartbeats on event streams and WebSockets (they keep proxies from closing an idle stream)",
   },
   curve_secret_key: {
     default: "none",

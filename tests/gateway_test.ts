@@ -220,8 +220,9 @@ for (const auth of [false, true]) {
   Deno.test(`gateway: past http_max_streams open event streams and WebSockets, another is refused with 503 and Retry-After, until one closes${auth ? " (with tokens)" : ""}`, async () => {
     const d = await startDeployment({ workers: 1 });
     const tokens = auth ? [{ name: "t", sha256: await hashToken("t-secret") }] : undefined;
-    // (A client gone from an event stream is noticed at the stream's next heartbeat.)
-    const g = await gatewayOn(d, { maxStreams: 2, tokens, heartbeat: 200 });
+    // Heartbeats every 60 s: a client gone from an event stream is seen by its connection's read,
+    // not by the stream's next write.
+    const g = await gatewayOn(d, { maxStreams: 2, tokens, heartbeat: 60_000 });
     const withToken = (headers: Record<string, string> = {}) =>
       auth ? { ...headers, Authorization: "Bearer t-secret" } : headers;
     const open: Response[] = [];

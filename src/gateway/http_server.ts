@@ -11,10 +11,11 @@
  * Deno has no other public way to serve a connection it did not accept itself. `Deno.serveHttp`
  * is deprecated: Deno 2 dropped it from its type declarations but still ships it (2.9.6, which
  * this project pins), so the two types it needs are declared here. What it costs, measured: about
- * half the requests per second of `Deno.serve` on an empty handler, and a client that leaves
- * during a streamed response (an event stream) is noticed at the next write (the stream's next
- * heartbeat), not at once. (`serveHttpOnConnection`, the internal function `Deno.serve` is built
- * on, breaks WebSockets when used per connection.) Where `Deno.serveHttp` is missing, the server
+ * half the requests per second of `Deno.serve` on an empty handler. A client that leaves during a
+ * streamed response would be noticed only at the next write (an event stream's next heartbeat),
+ * so the connection is read meanwhile and the stream ended when it closes.
+ * (`serveHttpOnConnection`, the internal function `Deno.serve` is built on, breaks WebSockets
+ * when used per connection.) Where `Deno.serveHttp` is missing, the server
  * falls back to `Deno.serve` and warns that the connection limits are off
  * ({@linkcode connectionLimitsAvailable}; a test fails on such a Deno).
  *
@@ -142,10 +143,13 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
     const info: ServeInfo = { remoteAddr: conn.remoteAddr as Deno.NetAddr };
     /** Set by a WebSocket's upgrade: the connection's place is let go when it settles. */
     let held: Promise<unknown> | undefined;
+    /** The connection's next request, already asked for (while an event stream was answered). */
+    let following: Promise<RequestEvent | null> | undefined;
     try {
       for (let first = true;; first = false) {
         const timeout = closing ? SHUTDOWN_GRACE_MS : first ? o.headerTimeout : o.idleTimeout;
-        const event = await nextRequest(http, timeout, waiting, close);
+        const event = await nextRequest(following ?? http.nextRequest(), timeout, waiting, close);
+        following = undefined;
         if (event === TIMED_OUT) {
           if (!closing) guard.counters.timedOut++;
           break;
@@ -158,6 +162,14 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         } catch (e) {
           console.error("the gateway's handler failed:", e);
           response = new Response("Internal Server Error", { status: 500 });
+        }
+        if (isEventStream(response)) {
+          // A client leaving an event stream would be seen only at the stream's next write (its
+          // heartbeat): a read of the connection meanwhile sees it go at once and ends the stream.
+          const stream = cancellable(response);
+          response = stream.response;
+          following = http.nextRequest();
+          following.then((e) => e === null && stream.cancel(), stream.cancel);
         }
         // Resolves once the body is sent (an event stream: once it ends) or the client is gone.
         await event.respondWith(response).catch(() => {});
@@ -226,11 +238,11 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
 }
 
 /**
- * The next request of `http`, `null` at its end, or {@linkcode TIMED_OUT} (then `http` is
- * closed). Registers in `waiting` a function that cuts the wait to {@linkcode SHUTDOWN_GRACE_MS}.
+ * The next request (`next`, a connection's `nextRequest()`), `null` at the connection's end, or
+ * {@linkcode TIMED_OUT} (then the connection is closed with `close`). Registers in `waiting` a function that cuts the wait to {@linkcode SHUTDOWN_GRACE_MS}.
  */
 async function nextRequest(
-  http: HttpConn,
+  next: Promise<RequestEvent | null>,
   timeout: number,
   waiting: Set<() => void>,
   close: () => void,
@@ -247,7 +259,7 @@ async function nextRequest(
   };
   waiting.add(cut);
   try {
-    const event = await http.nextRequest();
+    const event = await next;
     return timedOut ? TIMED_OUT : event;
   } catch (e) {
     if (timedOut) return TIMED_OUT;
@@ -256,6 +268,38 @@ async function nextRequest(
     clearTimeout(timer);
     waiting.delete(cut);
   }
+}
+
+/** Whether `response` is an event stream (`text/event-stream`): a body that lasts. */
+function isEventStream(response: Response): boolean {
+  return response.body !== null &&
+    (response.headers.get("content-type") ?? "").startsWith("text/event-stream");
+}
+
+/**
+ * `response` with its body passed through a stream that `cancel` ends: the body is read by the
+ * server once it is answered (and locked), so it cannot be cancelled itself. `cancel` cancels the
+ * original body, as the server does when a write fails.
+ */
+function cancellable(response: Response): { response: Response; cancel: () => void } {
+  const reader = response.body!.getReader();
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      const r = await reader.read();
+      if (r.done) c.close();
+      else c.enqueue(r.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+  return {
+    response: new Response(body, response),
+    cancel: () => {
+      if (cancelled) return;
+      cancelled = true;
+      reader.cancel("the client went away").catch(() => {});
+    },
+  };
 }
 
 /** `Deno.serve`, without the limits. */
