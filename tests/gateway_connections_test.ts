@@ -112,15 +112,15 @@ print(data.split(b"\\r\\n")[0].decode())
 }
 
 /**
- * A gateway process on a free port for the deployment `flags` point at, with a 1,200-file limit
- * and `more` flags; resolves once it listens; disposing of it stops it.
+ * A gateway process on a free port for the deployment `flags` point at, with a `files` limit
+ * (1,200) and `more` flags; resolves once it listens; disposing of it stops it.
  */
-async function limitedGateway(flags: readonly string[], more: string[]) {
+async function limitedGateway(flags: readonly string[], more: string[], files = 1200) {
   const port = freePort();
   const p = new Deno.Command("sh", {
     args: [
       "-c",
-      'ulimit -n 1200 && exec "$0" "$@"',
+      `ulimit -n ${files} && exec "$0" "$@"`,
       Deno.execPath(),
       "run",
       "-A",
@@ -297,6 +297,39 @@ Deno.test("gateway: 3,000 connections that never finish their headers (2.5 times
   } finally {
     for (const c of attack) c.close();
   }
+});
+
+/** Resident memory of process `pid`, MiB. */
+function rssMiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]) / 1024;
+}
+
+Deno.test("gateway: the memory of 8,000 connections that never finished their headers goes back to the system once they are closed", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using gw = await limitedGateway(d.flags, ["--http-header-timeout", "1000"], 3000);
+  assert.equal(await postFrom("127.0.0.1", gw.port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
+  const before = rssMiB(gw.pid);
+  let peak = before;
+  // Four waves of 2,000, each held until the header timeout closes it.
+  for (let wave = 0; wave < 4; wave++) {
+    const opened = await halfHeaders(gw.port, 2000);
+    await Promise.all(opened.conns.map((c) => closedWithin(c, 5000)));
+    peak = Math.max(peak, rssMiB(gw.pid));
+    for (const c of opened.conns) c.close();
+  }
+  // glibc's free memory is handed back once closes stop for a second (without that, 141 MiB here
+  // against 77); V8 gives back its own within about 20 s (its memory reducer).
+  let after = rssMiB(gw.pid);
+  for (let i = 0; i < 400 && after > before + 40; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = rssMiB(gw.pid);
+  }
+  console.log(
+    `gateway RSS: ${before.toFixed(0)} MiB before, ${peak.toFixed(0)} at most, ${after.toFixed(0)} after`,
+  );
+  assert.ok(peak > before + 60, `the attack should take memory: ${before} -> ${peak} MiB`);
+  assert.ok(after <= before + 40, `${after.toFixed(0)} MiB after, ${before.toFixed(0)} before`);
+  assert.equal(await postFrom("127.0.0.1", gw.port, "/v1/flows/Three"), "HTTP/1.1 200 OK");
 });
 
 Deno.test("gateway: with http_max_connections_per_ip, one address holding its share of half-headers does not keep another address out", async () => {
