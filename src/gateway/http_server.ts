@@ -23,7 +23,7 @@
  */
 
 import { delay } from "../_async.ts";
-import { type ConnectionCounters, ConnectionGuard } from "./connections.ts";
+import { type ConnectionCounters, ConnectionGuard, TrimPolicy } from "./connections.ts";
 import { mallocTrim } from "../roles/_libc.ts";
 
 /** What {@linkcode serveGuarded} needs. */
@@ -96,14 +96,6 @@ const SHUTDOWN_GRACE_MS = 100;
 
 const TIMED_OUT = Symbol("timed out");
 
-/**
- * Connections closed after which freed memory is handed back to the system: glibc keeps what the
- * HTTP server frees for reuse, so 8,000 connections that each sent half a header left a gateway
- * at 268 MiB of RSS once they were gone (74 before), and at 365 MiB after 32 such rounds; a
- * `malloc_trim` then took it to 86 MiB (docs/gateway.md, _Connections_).
- */
-const TRIM_AFTER_CLOSED = 1000;
-
 /** Requests being answered, to what holds their connection's place past the answer. */
 const holders = new WeakMap<Request, (until: Promise<unknown>) => void>();
 
@@ -129,31 +121,22 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
   /** Cuts each connection's wait for its next request short (at shutdown). */
   const waiting = new Set<() => void>();
   const ended = new Set<Promise<void>>();
-  /**
-   * After TRIM_AFTER_CLOSED connections closed, freed memory is handed back once closes stop for
-   * a second, or every 10 s while they go on (a trim stalls the thread: 34–47 ms measured after
-   * 2,000 connections).
-   */
-  let closedSinceTrim = 0;
-  let lastClose = 0;
-  let lastTrim = performance.now();
-  let trimTimer: ReturnType<typeof setTimeout> | undefined;
-  const trimLater = () => {
-    trimTimer = setTimeout(() => {
+  /** Hands freed memory back to the system after many connections or requests (see TrimPolicy). */
+  const trim = new TrimPolicy(performance.now());
+  let trimTimer: ReturnType<typeof setInterval> | undefined;
+  const mayTrim = (wanted: boolean) => {
+    if (!wanted || trimTimer !== undefined) return;
+    trimTimer = setInterval(() => {
       const now = performance.now();
-      if (now - lastClose < 1000 && now - lastTrim < 10_000) return trimLater();
-      trimTimer = undefined;
-      closedSinceTrim = 0;
-      lastTrim = now;
+      if (!trim.due(now)) return;
       mallocTrim();
-    }, 1000);
+      trim.trimmed(performance.now());
+      clearInterval(trimTimer);
+      trimTimer = undefined;
+    }, 500);
     Deno.unrefTimer(trimTimer);
   };
-  /** Counts a connection closed (see above). */
-  const closed = () => {
-    lastClose = performance.now();
-    if (++closedSinceTrim >= TRIM_AFTER_CLOSED && trimTimer === undefined) trimLater();
-  };
+  const closed = () => mayTrim(trim.closed(performance.now()));
   /** Gives an admitted connection's place back. */
   const release = (address: string) => {
     guard.release(address);
@@ -212,6 +195,7 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         }
         // Resolves once the body is sent (an event stream: once it ends) or the client is gone.
         await event.respondWith(response).catch(() => {});
+        mayTrim(trim.answered(performance.now()));
         if (held) return; // taken over (a WebSocket): no more HTTP on it
       }
     } catch {
@@ -271,7 +255,7 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         await accepting;
         for (const cut of [...waiting]) cut();
         while (ended.size) await Promise.all([...ended]);
-        clearTimeout(trimTimer);
+        clearInterval(trimTimer);
         done.resolve();
       })(),
     finished: done.promise,
