@@ -303,6 +303,76 @@ Deno.test("the HTTP server out of file descriptors (its cap set past its limit) 
   }
 });
 
+Deno.test("the HTTP server goes on at once past connections its clients reset before it accepted them (it waited 50 ms for each: 40 a second held every client back)", async () => {
+  const p = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", GUARDED_SERVER, "10000"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!/listening (\d+)/.test(out)) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`the server ended: ${out}`);
+    out += value;
+  }
+  const port = Number(/listening (\d+)/.exec(out)![1]);
+  // 3 s of connections reset right after their handshake (SO_LINGER 0), as fast as one process goes.
+  const flood = new Deno.Command("python3", {
+    args: [
+      "-c",
+      `
+import socket, struct, sys, time
+stop = time.time() + 3
+n = 0
+while time.time() < stop:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    try:
+        s.connect(("127.0.0.1", int(sys.argv[1])))
+    except OSError:
+        pass
+    s.close()
+    n += 1
+print(n)
+`,
+      String(port),
+    ],
+    stdout: "piped",
+  }).output();
+  try {
+    // Meanwhile, a client on a new connection every 50 ms: each answered, and at once.
+    const took: number[] = [];
+    const until = performance.now() + 2500;
+    while (performance.now() < until) {
+      const t = performance.now();
+      const answer = await fetch(`http://127.0.0.1:${port}/`, {
+        headers: { Connection: "close" },
+        signal: AbortSignal.timeout(5000),
+      }).then((r) => r.text());
+      assert.equal(answer, "ok");
+      took.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const resets = Number(new TextDecoder().decode((await flood).stdout).trim());
+    took.sort((a, b) => a - b);
+    const counters = await (await fetch(`http://127.0.0.1:${port}/counters`)).json();
+    const median = took[Math.floor(took.length / 2)];
+    console.log(
+      `${resets} reset connections; ${took.length} requests, p50 ${median.toFixed(1)} ms, max ${
+        took.at(-1)!.toFixed(1)
+      } ms; ${JSON.stringify(counters)}`,
+    );
+    assert.ok(counters.resetBeforeAccept > 100, JSON.stringify(counters));
+    assert.equal(counters.acceptErrors, 0);
+    assert.ok(median < 100, `p50 ${median} ms`);
+  } finally {
+    p.kill("SIGKILL");
+    await p.status;
+    await lines.cancel().catch(() => {});
+  }
+});
+
 Deno.test("gateway: 3,000 connections that never finish their headers (2.5 times its open-file limit) do not end it; past its cap they are closed at accept, the rest after http_header_timeout, and it serves again", async () => {
   await using d = await startDeployment({ workers: 1 });
   await using gw = await limitedGateway(d.flags, ["--http-header-timeout", "6000"]);
@@ -484,6 +554,55 @@ Deno.test("gateway: a body that does not arrive in http_body_timeout is answered
     assert.equal(g.stats().connections?.timedOut, 1, "only the idle connection timed out");
   } finally {
     await g.close();
+  }
+});
+
+Deno.test("gateway: an event stream whose client left is ended at once; one whose client sent bytes behind it and left, within two heartbeats", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const start = (heartbeat: number) =>
+    Gateway.start({
+      subject: d.subject,
+      publisher: d.publisher,
+      flows: new Map(),
+      port: 0,
+      maxStreams: 1,
+      heartbeat,
+    });
+  const sse = "GET /v1/events?prefix=Three~ HTTP/1.1\r\nHost: x\r\n\r\n";
+  /** Opens a stream on a raw connection, sends `behind` after it, closes; ms until the place is free. */
+  const leave = async (url: string, behind: string) => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
+    await c.write(enc.encode(sse));
+    assert.match((await readAll(c, 300)).text, /^HTTP\/1\.1 200 /);
+    if (behind) await c.write(enc.encode(behind));
+    c.close();
+    const t = performance.now();
+    for (let i = 0; i < 100; i++) {
+      const r = await fetch(`${url}/v1/events?prefix=Three~`);
+      await r.body?.cancel();
+      if (r.status === 200) return performance.now() - t;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return Infinity;
+  };
+  // Heartbeats a minute apart: a stream's write cannot be what sees the client go.
+  const slow = await start(60_000);
+  try {
+    const took = await leave(slow.url, "");
+    assert.ok(took < 1000, `the place came back after ${took} ms`);
+  } finally {
+    await slow.close();
+  }
+  // Bytes behind the stream (a pipelined request, or half of one): Deno's HTTP server reads no
+  // further until the answer ends, so only a write sees the client gone: the second heartbeat.
+  const fast = await start(500);
+  try {
+    for (const behind of ["GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n", "GET /v1/sta"]) {
+      const took = await leave(fast.url, behind);
+      assert.ok(took < 2 * 500 + 1000, `the place came back after ${took} ms (${JSON.stringify(behind)})`);
+    }
+  } finally {
+    await fast.close();
   }
 });
 

@@ -23,6 +23,11 @@ export interface ConnectionCounters {
   bodyTimedOut: number;
   /** Accepts that failed (the process out of file descriptors, say); the server waits and goes on. */
   acceptErrors: number;
+  /**
+   * Connections reset (or aborted) by their client before the server took them: their accept
+   * fails, and the server goes on at once (not an error of the server's).
+   */
+  resetBeforeAccept: number;
   /** Whether the limits apply (`http_connection_limits`); if not, only `bodyTimedOut` is counted. */
   limited?: boolean;
 }
@@ -37,6 +42,7 @@ export class ConnectionGuard {
     timedOut: 0,
     bodyTimedOut: 0,
     acceptErrors: 0,
+    resetBeforeAccept: 0,
   };
 
   /**

@@ -207,13 +207,14 @@ export function renderMetrics(roles: readonly RoleMetrics[], gateway?: GatewayFi
       const closed = new Family(
         "zmanager_gateway_connections_closed_total",
         "counter",
-        "HTTP connections the gateway closed, by why: refused at accept (full, per_ip), no request's headers in time on a new or a kept-alive connection (header_timeout), requests whose body came too slowly (body_timeout), failed accepts (accept_error).",
+        "HTTP connections the gateway closed, by why: refused at accept (full, per_ip), no request's headers in time on a new or a kept-alive connection (header_timeout), requests whose body came too slowly (body_timeout), failed accepts (accept_error), reset by their client before they were accepted (reset).",
       );
       closed.add({ reason: "full" }, c.refusedFull);
       closed.add({ reason: "per_ip" }, c.refusedAddress);
       closed.add({ reason: "header_timeout" }, c.timedOut);
       closed.add({ reason: "body_timeout" }, c.bodyTimedOut);
       closed.add({ reason: "accept_error" }, c.acceptErrors);
+      closed.add({ reason: "reset" }, c.resetBeforeAccept);
       // Under Deno.serve (`http_connection_limits = off`) the open connections are not known.
       families.push(...(c.limited === false ? [] : [open]), closed);
     }
