@@ -13,11 +13,12 @@
  * this project pins), so the two types it needs are declared here. What it costs, measured: about
  * half the requests per second of `Deno.serve` on an empty handler. A client that leaves during a
  * streamed response would be noticed only at the next write (an event stream's next heartbeat),
- * so the connection is read meanwhile and the stream ended when it closes.
- * (`serveHttpOnConnection`, the internal function `Deno.serve` is built on, breaks WebSockets
- * when used per connection.) Where `Deno.serveHttp` is missing, the server
- * falls back to `Deno.serve` and warns that the connection limits are off
- * ({@linkcode connectionLimitsAvailable}; a test fails on such a Deno).
+ * so the connection is read meanwhile and the stream ended when it closes (unless the client had
+ * sent bytes behind its request: see `serveGuarded`). (`serveHttpOnConnection`, the internal
+ * function `Deno.serve` is built on, breaks WebSockets when used per connection.) Where
+ * `Deno.serveHttp` is missing, the server falls back to `Deno.serve` and warns that the connection
+ * limits are off ({@linkcode connectionLimitsAvailable}; a test fails on such a Deno). After many
+ * connections or requests it hands the memory they freed back to the system (`TrimPolicy`).
  *
  * @module
  */
@@ -275,7 +276,8 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
 
 /**
  * The next request (`next`, a connection's `nextRequest()`), `null` at the connection's end, or
- * {@linkcode TIMED_OUT} (then the connection is closed with `close`). Registers in `waiting` a function that cuts the wait to {@linkcode SHUTDOWN_GRACE_MS}.
+ * {@linkcode TIMED_OUT} (then the connection is closed with `close`). Registers in `waiting` a
+ * function that cuts the wait to {@linkcode SHUTDOWN_GRACE_MS}.
  */
 async function nextRequest(
   next: Promise<RequestEvent | null>,

@@ -3,7 +3,7 @@
  * elsewhere each reports that it is not available):
  * - `malloc_trim(0)`: glibc keeps memory that libzmq or Deno's HTTP server frees (a departed
  *   subscriber's queue, thousands of closed connections' buffers) for reuse; this hands its free
- *   pages back to the system ({@linkcode TrimScheduler});
+ *   pages back to the system;
  * - the state of connections libzmq owns, by their file descriptors (from a socket monitor):
  *   whether the kernel would take more bytes for each (`poll`), how many it holds (`ioctl`), how
  *   many a tcp peer acknowledged, each one's send buffer (read and set), each one's identity; and
@@ -42,36 +42,6 @@ export function mallocTrim(): boolean {
   if (!c) return false;
   c.malloc_trim(0n);
   return true;
-}
-
-/**
- * Hands freed memory back to the system a second after it is asked to, at most once every 10 s
- * (a trim stalls the thread for ~2 ms, or up to ~200 ms when 170 MiB come back; the IM asks after
- * a subscriber is cut and after a burst, the HTTP gateway after many connections closed): a V8 collection
- * first (received frames are views into buffers only a collection frees; `gc` exists when the
- * process runs with --expose-gc, as `start` runs the IM), then glibc's `malloc_trim`.
- */
-export class TrimScheduler {
-  #timer?: ReturnType<typeof setTimeout>;
-  #last = -Infinity;
-
-  /** Asks for a trim (one is pending at most). */
-  schedule(): void {
-    if (this.#timer !== undefined) return;
-    const wait = Math.max(1000, this.#last + 10_000 - performance.now());
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#last = performance.now();
-      (globalThis as { gc?: () => void }).gc?.();
-      mallocTrim();
-    }, wait);
-    Deno.unrefTimer(this.#timer);
-  }
-
-  /** Cancels a pending trim. */
-  stop(): void {
-    clearTimeout(this.#timer);
-  }
 }
 
 const TIOCOUTQ = 0x5411n; // also SIOCOUTQ

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { connectionCallsAvailable, TrimScheduler } from "./_libc.ts";
+import { connectionCallsAvailable } from "./_libc.ts";
 import { publicationBytes, SubscriberGuard } from "./subscriber_guard.ts";
-import { watchSubscribers } from "./subscriber_watch.ts";
+import { TrimScheduler, watchSubscribers } from "./subscriber_watch.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
 import { queueHwm, subscriberHwm } from "./byte_budget.ts";
