@@ -39,6 +39,9 @@ Deno.test("gateway: each outcome's HTTP status, the body `send --wait` prints, r
     await t.step("done: 200 with the final publication, as send --wait prints it", async () => {
       const r = await post(`${url}/v1/flows/Three`, '{"x":1}', { "Idempotency-Key": "same-as-cli" });
       assert.equal(r.status, 200);
+      // Sent whole, with its length (not chunked, as a stream body would be).
+      assert.equal(r.headers.get("transfer-encoding"), null);
+      assert.ok(Number(r.headers.get("content-length")) > 0, "Content-Length");
       const cli = await runCli(["send", "Three", "--data", '{"x":1}', "--wait", ...d.flags]);
       assert.equal(cli.code, 0, cli.stderr);
       const printed = JSON.parse(cli.stdout);
