@@ -121,7 +121,7 @@ export const TRIM_AFTER = 1000;
  * When the server hands freed memory back to the system (glibc's `malloc_trim`): glibc keeps what
  * Deno's HTTP server frees for reuse, so a gateway that had 8,000 connections each send half a
  * header held 268 MiB once they were gone (74 before), and one that answered 15,000 requests of
- * 50 KB 152 MiB after 30 s idle; a `malloc_trim` took them to 86 and 80 MiB. A trim stalls the
+ * 50 KB 132 MiB after 30 s idle; a `malloc_trim` took them to 86 and 83 MiB. A trim stalls the
  * thread (34–47 ms measured after 2,000 connections), so it comes only after
  * {@linkcode TRIM_AFTER} connections closed or requests answered, once neither happened for a
  * second; and while connections keep closing (a flood of them), every 10 s. Requests that keep
