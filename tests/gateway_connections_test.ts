@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   connectionCap,
   ConnectionGuard,
+  FOLLOW_UP_TRIMS,
   RESERVED_FILES,
   softFileLimit,
   TRIM_AFTER,
@@ -84,6 +85,39 @@ Deno.test("connections: memory is trimmed after 1,000 closes or answers, once qu
   const last = t - 1;
   assert.equal(p.due(last + 999), false);
   assert.equal(p.due(last + 1000), true, "a second after the last answer");
+});
+
+Deno.test("connections: after a trim come follow-up trims, every 5 s for a minute, each once quiet for a second; a new wave starts them again", () => {
+  const p = new TrimPolicy(0);
+  for (let i = 1; i <= TRIM_AFTER; i++) p.answered(i);
+  assert.equal(p.due(2000), true);
+  p.trimmed(2000);
+  assert.equal(p.wanted, false);
+  assert.equal(p.pending, true, "follow-ups to come");
+  assert.equal(FOLLOW_UP_TRIMS.length, 12);
+  assert.equal(p.due(6999), false);
+  assert.equal(p.due(7000), true, "5 s after the trim");
+  p.trimmed(7000);
+  // An answer 0.5 s before the next follow-up puts it off until a second after the answer.
+  p.answered(11_500);
+  assert.equal(p.due(12_000), false, "an answer 0.5 s ago");
+  assert.equal(p.due(12_500), true, "quiet for a second, past 10 s");
+  p.trimmed(12_500);
+  assert.equal(p.due(16_999), false);
+  assert.equal(p.due(17_000), true);
+  p.trimmed(17_000);
+  // A new wave before the last follow-up: its own trim, and follow-ups from that trim.
+  for (let i = 0; i < TRIM_AFTER; i++) p.answered(40_000 + i);
+  assert.equal(p.due(41_500), false, "an answer 0.5 s ago");
+  assert.equal(p.due(42_000), true);
+  p.trimmed(42_000);
+  assert.equal(p.due(46_999), false, "the old follow-ups (at 22, 27 ... 62 s) are replaced");
+  for (let t = 47_000; t <= 102_000; t += 5000) {
+    assert.equal(p.due(t), true, `follow-up at ${t}`);
+    p.trimmed(t);
+  }
+  assert.equal(p.pending, false, "twelve follow-ups, then nothing");
+  assert.equal(p.due(1e9), false);
 });
 
 Deno.test("connections: this Deno can apply the limits (Deno.serveHttp is there)", () => {
@@ -412,12 +446,12 @@ function rssMiB(pid: number): number {
 
 /**
  * Checks that the load took memory (over 60 MiB past `before` at its `peak`) and that process `pid`
- * gives it back: under 40 MiB past `before` within 40 s (V8 gives its own heap back within about
- * 20 s, its memory reducer; glibc's comes back only through the gateway's trim).
+ * gives it back: under 40 MiB past `before` within 50 s (V8 gives its own heap back within about
+ * 25 s, its memory reducer; glibc's comes back only through the gateway's trims).
  */
 async function memoryBack(pid: number, before: number, peak: number): Promise<void> {
   let after = rssMiB(pid);
-  for (let i = 0; i < 400 && after > before + 40; i++) {
+  for (let i = 0; i < 500 && after > before + 40; i++) {
     await new Promise((r) => setTimeout(r, 100));
     after = rssMiB(pid);
   }

@@ -129,9 +129,11 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
     if (!wanted || trimTimer !== undefined) return;
     trimTimer = setInterval(() => {
       const now = performance.now();
-      if (!trim.due(now)) return;
-      mallocTrim();
-      trim.trimmed(performance.now());
+      if (trim.due(now)) {
+        mallocTrim();
+        trim.trimmed(performance.now());
+      }
+      if (trim.pending) return;
       clearInterval(trimTimer);
       trimTimer = undefined;
     }, 500);
