@@ -106,12 +106,23 @@ Deno.test("connections: after a trim come follow-up trims, every 5 s for a minut
   assert.equal(p.due(16_999), false);
   assert.equal(p.due(17_000), true);
   p.trimmed(17_000);
+  // Requests every 0.5 s from 20 to 33 s: the follow-ups of 22, 27 and 32 s wait, then one trim
+  // takes them all.
+  for (let t = 20_000; t <= 33_000; t += 500) {
+    p.answered(t);
+    assert.equal(p.due(t), false, `at ${t}`);
+  }
+  assert.equal(p.due(34_000), true);
+  p.trimmed(34_000);
+  assert.equal(p.due(34_500), false, "the overdue follow-ups went with that trim");
+  assert.equal(p.due(37_000), true, "the next one, 37 s");
+  p.trimmed(37_000);
   // A new wave before the last follow-up: its own trim, and follow-ups from that trim.
   for (let i = 0; i < TRIM_AFTER; i++) p.answered(40_000 + i);
   assert.equal(p.due(41_500), false, "an answer 0.5 s ago");
   assert.equal(p.due(42_000), true);
   p.trimmed(42_000);
-  assert.equal(p.due(46_999), false, "the old follow-ups (at 22, 27 ... 62 s) are replaced");
+  assert.equal(p.due(46_999), false, "the old follow-ups (at 42, 47 ... 62 s) are replaced");
   for (let t = 47_000; t <= 102_000; t += 5000) {
     assert.equal(p.due(t), true, `follow-up at ${t}`);
     p.trimmed(t);
