@@ -160,6 +160,15 @@ Deno.test("a bad endpoint setting is a usage error naming the setting and the fi
     64,
   );
   assert.match(noPort.stderr.join("\n"), /integration_manager_pub_address: a tcp endpoint needs a port/);
+  // libzmq took 99999 as port 34463 and `start` said ready (an outside attack).
+  for (const args of [["start", "--no-sandbox"], ["send", "Hello"]]) {
+    const out = capture();
+    assert.equal(await main([...args, "--subject-pull-address", "tcp://127.0.0.1:99999"], out), 64);
+    assert.match(
+      out.stderr.join("\n"),
+      /subject_pull_address: port 99999 is not a tcp port: write 1 to 65535/,
+    );
+  }
 });
 
 Deno.test("doctor: names the libzmq in use, and what was tried when none loads", async () => {
