@@ -77,6 +77,7 @@ async function configFrom(opts: Record<string, unknown>, io: Output): Promise<Co
     if (typeof v === "string") flags[key] = v;
   }
   if (typeof opts.workers === "string") flags.worker_count = opts.workers;
+  if (typeof opts.workerCount === "string") flags.worker_count = opts.workerCount;
   if (opts.sandbox === false) flags.sandbox = "off"; // --no-sandbox
   try {
     return await loadConfig({ file: opts.config as string | undefined, flags });
@@ -147,6 +148,7 @@ export function buildProgram(io: Output, setCode: (code: number) => void): Comma
       )
       .argument("[files...]", "flow and mapping files")
       .option("--workers <n>", "worker processes (worker_count)")
+      .option("--worker-count <n>", "the same as --workers")
       .option(
         "--roles <list>",
         `the roles this host runs, comma-separated: ${START_ROLES.join(", ")} (default: all)`,

@@ -144,6 +144,17 @@ Deno.test("usage errors exit 64 and --help exits 0", async () => {
   assert.match(help.stdout.join("\n"), /Usage: zmanager flows/);
 });
 
+Deno.test("start takes worker_count as --worker-count (the README's flag per setting) and as --workers", async () => {
+  for (const flag of ["--worker-count", "--workers"]) {
+    const out = capture();
+    assert.equal(await main(["start", flag, "abc"], out), 64, flag);
+    assert.match(
+      out.stderr.join("\n"),
+      /setting worker_count must be a whole number of at least 0, got "abc"/,
+    );
+  }
+});
+
 Deno.test("a bad endpoint setting is a usage error naming the setting and the fix, in every command that connects", async () => {
   // It was a zmq_connect failure thrown from inside `send` and `start` (exit 1, a stack trace).
   for (const args of [["send", "Hello"], ["stats"], ["tap"], ["start", "--no-sandbox"]]) {

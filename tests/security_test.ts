@@ -126,7 +126,7 @@ Deno.test("a secret key file where a public key belongs (and the reverse) is ref
   }
 });
 
-Deno.test("keygen: NAME.key is mode 0600 and holds the secret of NAME.pub; never overwrites without --force", async () => {
+Deno.test("keygen: NAME.key is mode 0600 and holds the secret of NAME.pub; never overwrites without --force; makes a missing folder, mode 0700", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const r = await cli(["keygen", `${dir}/hub`]);
@@ -142,6 +142,12 @@ Deno.test("keygen: NAME.key is mode 0600 and holds the secret of NAME.pub; never
     assert.equal(parseKeyFile(await Deno.readTextFile(`${dir}/hub.pub`), "hub.pub"), pub);
     assert.equal((await cli(["keygen", "--force", `${dir}/hub`])).code, 0);
     assert.notEqual(parseKeyFile(await Deno.readTextFile(`${dir}/hub.pub`), "hub.pub"), pub);
+    // A folder that does not exist yet is made, private (the README's `keygen keys/hub` in a fresh
+    // directory failed with NotFound).
+    const fresh = await cli(["keygen", `${dir}/new/keys/hub`]);
+    assert.equal(fresh.code, 0, fresh.stderr);
+    assert.equal((await Deno.stat(`${dir}/new/keys`)).mode! & 0o777, 0o700);
+    assert.equal((await Deno.stat(`${dir}/new/keys/hub.key`)).mode! & 0o777, 0o600);
     // A secret key others can read is refused, as ssh refuses one.
     await Deno.chmod(`${dir}/hub.key`, 0o644);
     await assert.rejects(

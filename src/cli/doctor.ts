@@ -54,7 +54,8 @@ export function doctorCommand(options: { json?: boolean }, io: Output = consoleO
 
 /**
  * `keygen NAME`: writes a CURVE key pair, `NAME.key` (secret, mode 0600) and `NAME.pub`
- * (public), and prints the public key. Never overwrites a file unless `force`.
+ * (public), and prints the public key; makes NAME's folder (mode 0700) if it is missing. Never
+ * overwrites a file unless `force`.
  */
 export async function keygenCommand(
   name: string,

@@ -152,6 +152,9 @@ export async function securityOrError(
  */
 export async function writeKeyPair(name: string, options: { force?: boolean } = {}): Promise<string> {
   const pair = curveKeyPair();
+  // The folder the pair goes in (`keys/` in the README's walk-through), made if missing, private.
+  const slash = name.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(name.slice(0, slash), { recursive: true, mode: 0o700 });
   const flags = { createNew: !options.force, mode: 0o600 };
   await Deno.writeTextFile(
     `${name}.key`,
