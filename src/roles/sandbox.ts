@@ -32,10 +32,11 @@ import { resolveKey } from "../topic/resolve.ts";
 import { describeImportError, parseTarget, targetModuleUrl } from "../handler.ts";
 import { logger } from "../log.ts";
 import type { Logger } from "@logtape/logtape";
-import { BatchView, BatchWriter } from "../wire/batch.ts";
+import { BatchView, BatchWriter, KIND_NAMES } from "../wire/batch.ts";
 import { decodeHeader, parseTopic, text, TopicMemo } from "../wire/protocol.ts";
 import { loopBeatMs, SLOT } from "./loop_monitor.ts";
 import { newRing, RingReader, RingWriter } from "./ring.ts";
+import { claimProblem, segmentEnd } from "./segment_claim.ts";
 import {
   type FromSandbox,
   HANDOFF_KIND,
@@ -108,8 +109,11 @@ export interface SandboxPoolOptions {
   readonly onResult: (d: number, kind: number, a: Uint8Array, b: Uint8Array, c: Uint8Array) => void;
   /** The results of one sandbox message have all been given: send them. */
   readonly onResultsEnd: () => void;
-  /** A handler blocked its sandbox running step `d` for `ms`: tell the Subject. */
-  readonly onStuck: (d: number, ms: number) => void;
+  /**
+   * A handler blocked its sandbox running step `d` for `ms` (or, `why`, its sandbox broke the
+   * protocol answering it): tell the Subject.
+   */
+  readonly onStuck: (d: number, ms: number, why?: string) => void;
   /** Steps that will never have a result here (their sandbox was terminated). */
   readonly onLost: (ds: readonly number[]) => void;
   /** A sandbox was terminated, to be started again. */
@@ -138,10 +142,33 @@ const THREAD_URL = new URL("./sandbox_thread.ts", import.meta.url).href;
  */
 const RING_BYTES = 256 * 1024;
 
+/** Where a step sent to a sandbox starts its segment: its flow and position. */
+interface SegmentStart {
+  readonly flow: Flow;
+  readonly pos: number;
+}
+
+/** Whether a message from a sandbox thread has the shape `FromSandbox` says (its code may post anything). */
+function wellFormed(m: unknown, ready: boolean): m is FromSandbox {
+  if (typeof m !== "object" || m === null) return false;
+  const type = (m as { type?: unknown }).type;
+  if (ready) {
+    const r = m as { batch?: unknown; steps?: unknown };
+    return type === "results" && r.batch instanceof Uint8Array && Number.isInteger(r.steps);
+  }
+  if (type === "listening") return true;
+  const r = m as { loaded?: unknown; unresolved?: unknown; monitor?: unknown };
+  return type === "ready" && Array.isArray(r.loaded) && Array.isArray(r.unresolved) &&
+    r.monitor instanceof SharedArrayBuffer;
+}
+
 /** One sandbox thread, restarted when it is terminated. */
 class Sandbox {
-  /** Steps sent to it and not answered. */
-  readonly pending = new Set<number>();
+  /**
+   * Steps sent to it and not answered, with where their segments start (known where the worker
+   * has more than one sandbox: its results are checked against it).
+   */
+  readonly pending = new Map<number, SegmentStart | undefined>();
   readonly #out = new BatchWriter(64 * 1024);
   readonly log: Logger = logger("sandbox");
   #thread?: Worker;
@@ -156,6 +183,8 @@ class Sandbox {
     readonly setup: Omit<SandboxSetup, "index" | "entries" | "owners" | "rings">,
     readonly onMessage: (s: Sandbox, m: FromSandbox) => void,
     readonly onCrash: (s: Sandbox, message: string) => void,
+    /** It broke the protocol (`what`), answering step `d` (0: none known). */
+    readonly onBroken: (s: Sandbox, what: string, d: number) => void,
   ) {}
 
   /** What the logs call it. */
@@ -198,8 +227,13 @@ class Sandbox {
       owners,
       rings,
     };
-    thread.onmessage = (e: MessageEvent<FromSandbox>) => {
+    thread.onmessage = (e: MessageEvent<unknown>) => {
       const m = e.data;
+      if (!wellFormed(m, this.#ready)) {
+        const what = `a message that is not the sandbox protocol's (${describe(m)})`;
+        if (this.#ready) return this.onBroken(this, what, 0);
+        return ready.reject(new Error(`${this.name} did not start: it posted ${what}`));
+      }
       if (m.type === "listening") thread.postMessage({ type: "init", setup } satisfies ToSandbox);
       else if (m.type === "ready") {
         this.slots = new Float64Array(m.monitor);
@@ -229,9 +263,15 @@ class Sandbox {
     this.#thread?.postMessage({ type: "owners", owners } satisfies ToSandbox);
   }
 
-  /** Queues a step message for the next {@linkcode Sandbox.flush}. */
-  add(d: number, topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
-    this.pending.add(d);
+  /** Queues a step message (its segment starting at `start`) for the next {@linkcode Sandbox.flush}. */
+  add(
+    d: number,
+    topic: Uint8Array,
+    header: Uint8Array,
+    values: Uint8Array,
+    start: SegmentStart | undefined,
+  ): void {
+    this.pending.set(d, start);
     this.#out.add(d, 0, topic, header, values);
   }
 
@@ -250,7 +290,7 @@ class Sandbox {
    */
   abandon(): number[] {
     this.#out.take();
-    const gone = [...this.pending];
+    const gone = [...this.pending.keys()];
     this.pending.clear();
     return gone;
   }
@@ -264,7 +304,7 @@ class Sandbox {
     this.#steps?.close();
     this.#results?.close();
     this.#out.take();
-    const lost = [...this.pending];
+    const lost = [...this.pending.keys()];
     this.pending.clear();
     return lost;
   }
@@ -308,7 +348,14 @@ export class SandboxPool {
     };
     options.groups.forEach((g, i) =>
       pool.#sandboxes.push(
-        new Sandbox(i, g, setup, (s, m) => pool.#onMessage(s, m), (s, why) => pool.#crashed(s, why)),
+        new Sandbox(
+          i,
+          g,
+          setup,
+          (s, m) => pool.#onMessage(s, m),
+          (s, why) => pool.#crashed(s, why),
+          (s, what, d) => pool.#broken(s, what, d),
+        ),
       )
     );
     let readies;
@@ -352,22 +399,28 @@ export class SandboxPool {
 
   /** Queues a step message for the sandbox that runs its first handler. */
   send(d: number, topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
-    this.#sandboxes[this.#sandboxes.length === 1 ? 0 : this.#firstOwner(topic, header)].add(
-      d,
-      topic,
-      header,
-      values,
-    );
+    if (this.#sandboxes.length === 1) this.#sandboxes[0].add(d, topic, header, values, undefined);
+    else {
+      const start = this.#start(topic, header);
+      this.#sandboxes[this.#firstOwner(start)].add(d, topic, header, values, start);
+    }
     if (this.#pending++ === 0) this.#release = this.#o.hold();
   }
 
-  /** The sandbox whose handler a step message runs first (any, where none maps it: it answers). */
-  #firstOwner(topic: Uint8Array, header: Uint8Array): number {
-    const flow = this.#route.get(text(topic));
+  /** Where a step message's segment starts (`undefined`: a step the sandbox will answer as bad). */
+  #start(topic: Uint8Array, header: Uint8Array): SegmentStart | undefined {
+    const name = this.#route.get(text(topic));
+    const flow = name === undefined ? undefined : this.#o.flows.get(name);
     const h = decodeHeader(header);
-    if (flow === undefined || typeof h === "string" || h.pos === undefined) return 0;
-    const o = this.#owners[flow];
-    return o?.[h.pos] ?? o?.[h.pos + 1] ?? 0;
+    if (flow === undefined || typeof h === "string" || h.pos === undefined) return undefined;
+    return { flow, pos: h.pos };
+  }
+
+  /** The sandbox whose handler a step message runs first (any, where none maps it: it answers). */
+  #firstOwner(start: SegmentStart | undefined): number {
+    if (!start) return 0;
+    const o = this.#owners[start.flow.name];
+    return o?.[start.pos] ?? o?.[start.pos + 1] ?? 0;
   }
 
   /**
@@ -388,19 +441,37 @@ export class SandboxPool {
     for (const s of this.#sandboxes) s.flush();
   }
 
+  /**
+   * A sandbox's results. Its handlers' code can write anything there, so each record is checked:
+   * it must answer a step this sandbox holds, with a kind the protocol has, and, where the
+   * worker has several sandboxes, end where the segment this sandbox could run from that step
+   * ends (`segment_claim.ts`): a sandbox can neither run another's handlers nor skip them. One
+   * that does not is terminated and started again, the step it answered counted against its
+   * request as a stuck handler would be.
+   */
   #onMessage(s: Sandbox, m: FromSandbox): void {
     if (m.type !== "results") return;
-    this.#o.onSteps(m.steps);
+    // (A count its handlers' code could have written: only for the stats, and never negative.)
+    if (Number.isInteger(m.steps) && m.steps > 0) this.#o.onSteps(m.steps);
     const view = BatchView.of(m.batch);
-    if (!view) return;
+    if (!view) return this.#broken(s, "a results batch that is not one", 0);
     let handedOff = false;
     for (let i = 0; i < view.count; i++) {
       const d = view.tag(i);
-      if (!s.pending.delete(d)) continue; // a sandbox since terminated and restarted: not ours
+      if (!s.pending.has(d)) continue; // a sandbox since terminated and restarted: not ours
+      const start = s.pending.get(d);
       const kind = view.kind(i);
       const [a, b, c] = view.frames(i);
+      const why = this.#claimProblem(s, start, kind, b);
+      if (why !== undefined) {
+        if (handedOff) this.flush();
+        this.#o.onResultsEnd();
+        return this.#broken(s, why, d);
+      }
+      s.pending.delete(d);
       if (kind >= HANDOFF_KIND) {
-        this.#sandboxes[kind - HANDOFF_KIND].add(d, a, b, c);
+        const to = this.#sandboxes[kind - HANDOFF_KIND];
+        to.add(d, a, b, c, start && { flow: start.flow, pos: headerPos(b)! });
         handedOff = true;
         continue;
       }
@@ -409,6 +480,53 @@ export class SandboxPool {
     }
     if (handedOff) this.flush();
     this.#o.onResultsEnd();
+  }
+
+  /** Why result `kind` (header `header`) of sandbox `s` for a step starting at `start` is not one it can give. */
+  #claimProblem(
+    s: Sandbox,
+    start: SegmentStart | undefined,
+    kind: number,
+    header: Uint8Array,
+  ): string | undefined {
+    if (kind >= HANDOFF_KIND) {
+      const to = kind - HANDOFF_KIND;
+      if (to >= this.#sandboxes.length || to === s.index) {
+        return `a hand-off to sandbox ${to}, which is not another of this worker's`;
+      }
+      if (!start) return "a hand-off of a step it could not run";
+      const pos = headerPos(header);
+      if (pos === undefined) return "a hand-off without a step position";
+      const end = segmentEnd(start.flow, this.#owners[start.flow.name] ?? [], start.pos, s.index);
+      const why = claimProblem(end, "handoff", pos, to);
+      return why && `${why} (step ${start.pos} of ${start.flow.name})`;
+    }
+    const name = KIND_NAMES[kind];
+    if (name !== "done" && name !== "publish" && name !== "pause" && name !== "error") {
+      return `a result of kind ${kind}, which the protocol does not have`;
+    }
+    if (!start || name === "error") return undefined;
+    const end = segmentEnd(start.flow, this.#owners[start.flow.name] ?? [], start.pos, s.index);
+    if (end.kind === name && name === "done") return undefined; // the common case: no header read
+    const why = claimProblem(end, name, name === "done" ? undefined : headerPos(header));
+    return why && `${why} (step ${start.pos} of ${start.flow.name})`;
+  }
+
+  /**
+   * Sandbox `s` broke the protocol (`what`), answering step `d` (0: none known): it is terminated
+   * and started again; the Subject is told that step failed its delivery (as for a handler that
+   * blocked its sandbox), and the steps it held go to other workers.
+   */
+  #broken(s: Sandbox, what: string, d: number): void {
+    s.log.error("{sandbox} sent {what}; terminating it", { sandbox: s.name, what });
+    // A message that answers no step is charged to the step whose handler runs, or to the only
+    // one it holds: else a handler that posts one at each run would have its step sent again and
+    // again, uncounted.
+    if (!d) {
+      const running = s.slots?.[SLOT.STEP] ?? 0;
+      d = running && s.pending.has(running) ? running : s.pending.size === 1 ? [...s.pending.keys()][0] : 0;
+    }
+    this.#restart(s, d, 0, `its sandbox (${s.group.components.join(", ")}) sent ${what}`);
   }
 
   #done(n: number): void {
@@ -456,11 +574,11 @@ export class SandboxPool {
     this.#restart(s, 0, 0);
   }
 
-  #restart(s: Sandbox, d: number, ms: number): void {
+  #restart(s: Sandbox, d: number, ms: number, why?: string): void {
     s.slots = undefined;
     this.#o.onRestart?.();
     const lost = s.terminate();
-    if (d && lost.includes(d)) this.#o.onStuck(d, Math.round(ms));
+    if (d && lost.includes(d)) this.#o.onStuck(d, Math.round(ms), why);
     if (lost.length) {
       this.#o.onLost(lost);
       this.#done(lost.length);
@@ -479,4 +597,17 @@ export class SandboxPool {
     this.#release?.();
     this.#release = undefined;
   }
+}
+
+/** The step position a header names, or `undefined`. */
+function headerPos(header: Uint8Array): number | undefined {
+  const h = decodeHeader(header);
+  return typeof h === "string" || !Number.isInteger(h.pos) ? undefined : h.pos;
+}
+
+/** A short description of what a sandbox posted, for the log. */
+function describe(m: unknown): string {
+  if (m === null || typeof m !== "object") return String(m).slice(0, 40);
+  const type = (m as { type?: unknown }).type;
+  return typeof type === "string" ? `type "${type.slice(0, 40)}"` : "an object without a type";
 }

@@ -186,13 +186,15 @@ export class WorkerSide {
       if (!r || !this.pool.isStuckReport(key, r.worker, r.token)) {
         return this.#host.drop("bad_worker_message", "STUCK");
       }
-      const out = this.pool.stuck(r.worker, r.d, r.ms);
+      const out = this.pool.stuck(r.worker, r.d, r.ms, r.why);
       if (!out) return; // not in the pool: dropped already, its steps given away
       this.#reloads.left(r.worker);
       this.#log.warn(
-        "Worker {worker}: a handler has blocked its event loop for {ms} ms; giving its {n} steps to other workers" +
+        (r.why
+          ? "Worker {worker}: {why}; giving its {n} steps to other workers"
+          : "Worker {worker}: a handler has blocked its event loop for {ms} ms; giving its {n} steps to other workers") +
           poisonedNote(out),
-        { worker: r.worker, ms: r.ms, n: out.redelivered, poisoned: out.poisoned.length },
+        { worker: r.worker, ms: r.ms, why: r.why, n: out.redelivered, poisoned: out.poisoned.length },
       );
       this.#poison(out);
       return this.#pump();

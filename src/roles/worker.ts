@@ -184,7 +184,7 @@ export class Worker {
         ...w.#o,
         onResult: (d, kind, a, b, c) => w.#replied(d, kind, a, b, c),
         onResultsEnd: () => w.#results.flush(),
-        onStuck: (d, ms) => w.#reportStuck(d, ms),
+        onStuck: (d, ms, why) => w.#reportStuck(d, ms, why),
         onLost: (ds) => w.#lost(ds),
         onRestart: () => w.#stats.sandboxRestarts++,
         onSteps: (n) => w.#stats.steps += n,
@@ -359,10 +359,10 @@ export class Worker {
    * again uncounted, and the blocking step ran again and again (measured: 3 and 4 runs instead of
    * 2 in 3 of 8 runs of the poison test).
    */
-  #reportStuck(d: number, ms: number): void {
+  #reportStuck(d: number, ms: number, why?: string): void {
     if (this.#sock.closed) return;
     this.#results.flush(); // results already made go first: their steps need not run again
-    const report = stuckReport({ worker: this.#id, d, ms, token: this.#watch });
+    const report = stuckReport({ worker: this.#id, d, ms, token: this.#watch, ...(why ? { why } : {}) });
     this.#sock.send(report).catch((e) =>
       this.#log.warn("Could not tell the Subject of a stuck handler: {why}", { why: (e as Error).message })
     );

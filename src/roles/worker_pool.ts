@@ -339,7 +339,8 @@ export class WorkerPool<S extends object, L> {
 
   /**
    * A worker reports that the handler of step `d` has blocked its event loop (its watchdog) or
-   * one of its sandboxes for `ms` ms. The worker gives up every step it holds on such a report
+   * one of its sandboxes for `ms` ms, or (`reason`) that the sandbox running it broke the
+   * protocol. The worker gives up every step it holds on such a report
    * (a sandbox's worker runs none of them on, PROTOCOL.md), so they all go back to the queue at
    * once; that step alone counts a failed delivery, the others are innocent. The worker is
    * dropped: it gets no more steps until it speaks again (its watchdog kills it once the handler
@@ -347,12 +348,14 @@ export class WorkerPool<S extends object, L> {
    * nothing (its steps were taken back already, and it was counted then, or it was one of them).
    * `undefined` for a worker not in the pool.
    */
-  stuck(key: string, d: number, ms: number): Dropped<S> | undefined {
+  stuck(key: string, d: number, ms: number, reason?: string): Dropped<S> | undefined {
     const w = this.#workers.get(key);
     if (!w) return undefined;
     const culprit = w.inflight.has(d) ? this.#inflight.get(d)!.step : undefined;
     const poisoned: Poisoned<S>[] = [];
-    const why = `worker ${key}: the handler blocked its event loop for ${ms} ms`;
+    const why = reason
+      ? `worker ${key}: ${reason}`
+      : `worker ${key}: the handler blocked its event loop for ${ms} ms`;
     const steps = this.#takeSteps(w).filter((s) =>
       s !== culprit || this.deliveryFailed(s, why, true, poisoned)
     );

@@ -109,6 +109,11 @@ export interface StuckReport {
   readonly ms: number;
   /** The worker's `watch` secret, which proves the report comes from its watchdog. */
   readonly token?: string;
+  /**
+   * What went wrong, where it was not a blocked handler: a sandbox that broke the protocol
+   * answering the step (`ms` is then 0).
+   */
+  readonly why?: string;
 }
 
 /** The frames of a `STUCK` report. */
@@ -126,6 +131,7 @@ export function decodeStuck(frame: Uint8Array | undefined): StuckReport | undefi
         d: b.d,
         ms: Number(b.ms) || 0,
         ...(typeof b.token === "string" ? { token: b.token } : {}),
+        ...(typeof b.why === "string" ? { why: b.why.slice(0, 500) } : {}),
       }
       : undefined;
   } catch {

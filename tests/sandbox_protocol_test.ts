@@ -1,0 +1,115 @@
+// A sandbox's handler code can post anything to the worker's main thread (found by an outside
+// attack): a results batch that hands a step to another component's sandbox (that component's
+// handler ran for a flow that never uses it), a `done` that skips the next component's step, a
+// message that is not the protocol's (`postMessage(null)` ended the worker process). Real
+// deployments: two components, each in a sandbox of its own; the forging handler finds its step's
+// dispatch number as an attacker did, from the tags its sandbox reads.
+import assert from "node:assert/strict";
+import { rolePids } from "../testing/deployment.ts";
+import { startDeployment } from "./helpers.ts";
+
+const SRC = new URL("../src/", import.meta.url).href;
+
+const FLOWS = `[A]
+?A?Push
+X?A?forge
+??done
+
+[AB]
+?AB?Push
+X?AB?forge
+X?AB?count
+??done
+
+[B]
+?B?Push
+X?B?count
+??done
+`;
+
+/** Component A: `forge` posts what `values.mode` says, then returns as a handler does. */
+const FORGER = `
+import { BatchWriter } from "${SRC}wire/batch.ts";
+import { parseFlowFile } from "${SRC}topic/flow_file.ts";
+import { TopicCache, utf8 } from "${SRC}wire/protocol.ts";
+const flows = new Map(parseFlowFile(${JSON.stringify(FLOWS)}, "f.ini").flows.map((f) => [f.name, f]));
+const topics = new TopicCache();
+// A step's dispatch number is the last batch tag its sandbox read before calling the handler.
+let d = 0;
+const getFloat64 = DataView.prototype.getFloat64;
+DataView.prototype.getFloat64 = function (offset, little) {
+  const v = getFloat64.call(this, offset, little);
+  if (little && Number.isInteger(v) && v > 0) d = v;
+  return v;
+};
+const post = (kind, topic, header, values) => {
+  const w = new BatchWriter();
+  w.add(d, kind, topic, utf8(JSON.stringify(header)), utf8(JSON.stringify(values)));
+  self.postMessage({ type: "results", batch: w.take().slice(), steps: 0 });
+};
+export async function forge(values, ctx) {
+  if (values.mode === "handoff") {
+    // Step 1 of flow B, handed to sandbox 1 (component B's), for a request of flow A.
+    post(16 + 1, topics.step(flows.get("B"), 1), { v: 1, id: ctx.id, pos: 1, n: 0 }, { by: "A" });
+  } else if (values.mode === "skip") {
+    // Flow AB ends here, B's step skipped.
+    post(1, topics.done(flows.get("AB")), { v: 1, id: ctx.id, n: 2 }, { forged: true });
+  } else if (values.mode === "kind") {
+    post(16 + 60, topics.step(flows.get("B"), 1), { v: 1, id: ctx.id, pos: 1, n: 0 }, {});
+  } else if (values.mode === "null") {
+    self.postMessage(null);
+  }
+  // The real result goes by the ring, faster than a message: it waits for the forged one.
+  if (values.mode !== "none") await new Promise((r) => setTimeout(r, 300));
+  return { ...values, forged: "returned" };
+}
+`;
+
+/** Component B: counts its runs (its sandbox's memory), so a run nobody asked for shows. */
+const COUNTER = `let n = 0;\nexport function count(values) { return { ...values, count: ++n }; }\n`;
+
+async function components(): Promise<{ dir: string; files: string[] }> {
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-proto-" });
+  await Deno.mkdir(`${dir}/a`);
+  await Deno.mkdir(`${dir}/b`);
+  await Deno.writeTextFile(`${dir}/flows.ini`, FLOWS);
+  await Deno.writeTextFile(`${dir}/a/a.ts`, FORGER);
+  await Deno.writeTextFile(`${dir}/a/mapping.ini`, "[actionmapping]\n??forge = ./a.ts#forge\n");
+  await Deno.writeTextFile(`${dir}/b/b.ts`, COUNTER);
+  await Deno.writeTextFile(`${dir}/b/mapping.ini`, "[actionmapping]\n??count = ./b.ts#count\n");
+  return { dir, files: [`${dir}/flows.ini`, `${dir}/a/mapping.ini`, `${dir}/b/mapping.ini`] };
+}
+
+Deno.test("a sandbox cannot run another component's handler, skip its step, or end the worker by what it posts: it is restarted and its step poisoned", async () => {
+  const c = await components();
+  try {
+    await using d = await startDeployment({ files: c.files, workers: 1 });
+    await using client = await d.connect();
+    const pids = await rolePids(d.dir, "worker");
+    const count = async () => (await client.request("B", {}, { timeout: 20_000 })).values.count;
+    assert.equal(await count(), 1);
+    // Not forging, A's step and B's run in their own sandboxes.
+    const plain = await client.request("AB", { mode: "none" }, { timeout: 20_000 });
+    assert.equal(plain.action, "done", JSON.stringify(plain.error));
+    assert.deepEqual([plain.values.forged, plain.values.count], ["returned", 2]);
+    const cases: [string, string, RegExp][] = [
+      // Before: B's handler ran for this request of flow A (its count went up).
+      ["A", "handoff", /it answered handoff where its segment ends done at step 2 \(step 1 of A\)/],
+      // Before: the final was A's forged done, B's step never ran.
+      ["AB", "skip", /it answered done where its segment ends at step 2, another sandbox's \(step 1 of AB\)/],
+      ["A", "kind", /a hand-off to sandbox 60, which is not another of this worker's/],
+      // Before: the worker process ended (TypeError reading null's type).
+      ["A", "null", /a message that is not the sandbox protocol's \(null\)/],
+    ];
+    let runs = 2;
+    for (const [flow, mode, why] of cases) {
+      const p = await client.request(flow, { mode }, { timeout: 30_000 });
+      assert.equal(p.error?.code, "poisoned", `${mode}: ${JSON.stringify(p.values)} ${p.error?.message}`);
+      assert.match(p.error!.message, why, mode);
+      assert.equal(await count(), ++runs, `${mode}: B ran only for the requests that asked`);
+      assert.deepEqual(await rolePids(d.dir, "worker"), pids, `${mode}: the same worker process serves`);
+    }
+  } finally {
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
