@@ -113,3 +113,68 @@ Deno.test("a sandbox cannot run another component's handler, skip its step, or e
     await Deno.remove(c.dir, { recursive: true });
   }
 });
+
+/**
+ * A component whose module, when its sandbox loads it, wraps `postMessage`, listens to the main
+ * thread's messages and stops the clock far in the future, as an outside attack did to take the
+ * loop monitor's buffer (and keep it beating from a thread of its own while the sandbox was
+ * blocked) or to blind the monitor.
+ */
+const SNOOP = `
+const seen = { monitor: false, init: false, batch: false };
+// (start's check imports this module outside a sandbox too, where there is no postMessage.)
+if (typeof self.postMessage === "function") {
+  const post = self.postMessage.bind(self);
+  self.postMessage = (m, t) => {
+    if (m && m.monitor) seen.monitor = true;
+    return post(m, t);
+  };
+  const look = (e) => {
+    if (e.data instanceof Uint8Array) seen.batch = true;
+    else if (e.data && e.data.type === "init") seen.init = true;
+  };
+  self.addEventListener("message", look);
+  self.onmessage = look;
+  Date.now = () => 8.64e15;
+}
+export function peek(values) { return { ...values, ...seen }; }
+export function block(values) {
+  const t = performance.now();
+  while (performance.now() - t < 4000) { /* blocks its sandbox */ }
+  return { ...values, blocked: true };
+}
+`;
+
+Deno.test("handler code loaded in a sandbox cannot see the main thread's messages, take the loop monitor's buffer, or blind it by changing the clock", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-snoop-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/flows.ini`,
+      "[Peek]\n?Peek?Push\nX?Peek?peek\n??done\n\n[Block]\n?Block?Push\nX?Block?block\n??done\n",
+    );
+    await Deno.writeTextFile(`${dir}/snoop.ts`, SNOOP);
+    await Deno.writeTextFile(
+      `${dir}/mapping.ini`,
+      "[actionmapping]\n??peek = ./snoop.ts#peek\n??block = ./snoop.ts#block\n\n[actiontimeout]\n??block = 1000\n",
+    );
+    await using d = await startDeployment({
+      files: [`${dir}/flows.ini`, `${dir}/mapping.ini`],
+      workers: 1,
+      args: ["--max-deliveries", "1"],
+    });
+    await using client = await d.connect();
+    const p = await client.request("Peek", {}, { timeout: 20_000 });
+    assert.equal(p.action, "done", JSON.stringify(p.error));
+    // Before: all three true.
+    assert.deepEqual([p.values.monitor, p.values.init, p.values.batch], [false, false, false]);
+    const t0 = performance.now();
+    const b = await client.request("Block", {}, { timeout: 20_000 });
+    const took = performance.now() - t0;
+    // Before: done after 4 s (the monitor read the handler's clock, so it never looked blocked).
+    assert.equal(b.error?.code, "poisoned", JSON.stringify(b));
+    assert.match(b.error!.message, /blocked its event loop for \d+ ms/);
+    assert.ok(took < 3900, `the blocked step ended after ${Math.round(took)} ms`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -22,21 +22,36 @@ export function loopBeatMs(stallAfter: number): number {
 
 /** The watched thread's side: marks loop turns and the step whose handler runs now. */
 export class LoopMonitor {
-  readonly buffer = new SharedArrayBuffer(4 * 8);
-  readonly #slots = new Float64Array(this.buffer);
+  readonly buffer: SharedArrayBuffer;
+  readonly #slots: Float64Array;
+  readonly #now: () => number;
   readonly #timer: ReturnType<typeof setInterval>;
 
-  /** Marks a loop turn every `beatMs` ms. */
-  constructor(beatMs: number) {
-    this.#slots[SLOT.BEAT] = Date.now();
-    this.#timer = setInterval(() => this.#slots[SLOT.BEAT] = Date.now(), beatMs);
-    Deno.unrefTimer(this.#timer);
+  /**
+   * Marks a loop turn every `beatMs` ms. A handler sandbox gives the buffer, clock and timer it
+   * took before handler code ran (`sandbox_guard.ts`).
+   */
+  constructor(
+    beatMs: number,
+    own?: {
+      readonly buffer: SharedArrayBuffer;
+      readonly slots: Float64Array;
+      readonly now: () => number;
+      readonly timer: { set: typeof setInterval; unref: typeof Deno.unrefTimer };
+    },
+  ) {
+    this.buffer = own?.buffer ?? new SharedArrayBuffer(4 * 8);
+    const slots = this.#slots = own?.slots ?? new Float64Array(this.buffer);
+    const now = this.#now = own?.now ?? Date.now;
+    slots[SLOT.BEAT] = now();
+    this.#timer = (own?.timer.set ?? setInterval)(() => slots[SLOT.BEAT] = now(), beatMs);
+    (own?.timer.unref ?? Deno.unrefTimer)(this.#timer);
   }
 
   /** A handler for step `d` starts running synchronously; it may run `limitMs` (0: not said). */
   enter(d: number, limitMs = 0): void {
     this.#slots[SLOT.STEP] = d;
-    this.#slots[SLOT.SINCE] = Date.now();
+    this.#slots[SLOT.SINCE] = this.#now();
     this.#slots[SLOT.LIMIT] = limitMs;
   }
 

@@ -135,6 +135,7 @@ export interface SandboxUnresolved {
 }
 
 const THREAD_URL = new URL("./sandbox_thread.ts", import.meta.url).href;
+const GUARD_URL = new URL("./sandbox_guard.ts", import.meta.url).href;
 
 /**
  * Bytes of each of a sandbox's two rings: a turn's batch at the bench's peak is under 100 KB; a
@@ -207,6 +208,8 @@ class Sandbox {
       }
     }
     const entry = [
+      // First: it takes what the sandbox needs before any handler module runs.
+      `import ${JSON.stringify(GUARD_URL)};`,
       `import { serveSandbox } from ${JSON.stringify(THREAD_URL)};`,
       ...[...modules].map((u) => `import ${JSON.stringify(u)};`),
       "serveSandbox();",
@@ -320,6 +323,8 @@ export class SandboxPool {
   #release?: () => void;
   #closed = false;
   readonly #route = new TopicMemo<string | undefined>((t) => parseTopic(t)?.flow);
+  /** The longest a handler may run, of `handlerTimeout` and every `[actiontimeout]`. */
+  #longestTimeout = 0;
 
   private constructor(options: SandboxPoolOptions) {
     this.#o = options;
@@ -333,6 +338,7 @@ export class SandboxPool {
     options: SandboxPoolOptions,
   ): Promise<{ pool: SandboxPool; unresolved: SandboxUnresolved[] }> {
     const pool = new SandboxPool(options);
+    pool.#longestTimeout = Math.max(options.handlerTimeout, ...options.timeouts.values());
     const fileUrls: Record<string, string> = {};
     for (const g of options.groups) {
       for (const e of g.entries) fileUrls[e.file] ??= pathToFileURL(resolvePath(e.file)).href;
@@ -551,7 +557,9 @@ export class SandboxPool {
       if (!slots || !s.pending.size) continue;
       const d = slots[SLOT.STEP];
       const since = now - slots[SLOT.SINCE];
-      const limit = slots[SLOT.LIMIT] || this.#o.handlerTimeout;
+      // (The limit is the sandbox's to say, and its handler code can change what it says: never
+      // past the longest the configuration gives.)
+      const limit = Math.min(slots[SLOT.LIMIT] || this.#o.handlerTimeout, this.#longestTimeout);
       if (d && since >= limit) {
         s.log.error("{sandbox}: the handler of step {d} has blocked it for {ms} ms; terminating it", {
           sandbox: s.name,

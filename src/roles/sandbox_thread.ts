@@ -18,7 +18,8 @@ import { logger, setupLogging } from "../log.ts";
 import { BatchView, BatchWriter, KIND_CODES } from "../wire/batch.ts";
 import { StepResults } from "../wire/step_result.ts";
 import { HandlerCalls } from "./handler_calls.ts";
-import { loopBeatMs, LoopMonitor } from "./loop_monitor.ts";
+import { loopBeatMs } from "./loop_monitor.ts";
+import { guardedMonitor, onMainMessage, postToMain } from "./sandbox_guard.ts";
 import { RingReader, RingWriter } from "./ring.ts";
 import { StepRunner } from "./step_runner.ts";
 
@@ -83,12 +84,8 @@ export type FromSandbox =
 
 /** Serves the sandbox thread: call once, from the thread's entry module. */
 export function serveSandbox(): void {
-  // The worker scope, typed as much of it as is used (the project's types are the window's).
-  const scope = self as unknown as {
-    postMessage(m: FromSandbox, transfer: Transferable[]): void;
-    addEventListener(type: "message", fn: (e: MessageEvent<ToSandbox>) => void): void;
-  };
-  const post = (m: FromSandbox, transfer: Transferable[] = []) => scope.postMessage(m, transfer);
+  // Through what sandbox_guard.ts took before any handler module ran.
+  const post = (m: FromSandbox, transfer: Transferable[] = []) => postToMain(m, transfer);
   let runner: StepRunner | undefined;
   let owners: Owners = {};
   let index = -1;
@@ -144,8 +141,8 @@ export function serveSandbox(): void {
     log.warn("A handler's callback threw: {message}", { message: e.message });
   });
 
-  scope.addEventListener("message", async (e) => {
-    const m = e.data;
+  onMainMessage(async (data) => {
+    const m = data as ToSandbox;
     if (m instanceof Uint8Array) return run(m);
     if (m.type === "owners") {
       owners = m.owners;
@@ -160,7 +157,7 @@ export function serveSandbox(): void {
     stepRing = new RingReader(s.rings.steps);
     const registry = new HandlerRegistry();
     const unresolved = await registry.loadEntries(s.entries, (file) => new URL(s.fileUrls[file]));
-    const monitor = new LoopMonitor(loopBeatMs(s.handlerTimeout));
+    const monitor = guardedMonitor(loopBeatMs(s.handlerTimeout));
     const calls = new HandlerCalls({
       handlers: registry,
       timeouts: new Map(s.timeouts),
