@@ -433,13 +433,50 @@ export function parseConfigIni(textContent: string, file: string): PartialConfig
   return out;
 }
 
-/** Settings from `ZMANAGER_<KEY>` environment variables. */
+/**
+ * `ZMANAGER_` environment variables that are not settings: the log level, the libzmq to load, the
+ * poll to use, and those the project's own tests and bench read.
+ */
+export const OTHER_ENV_VARIABLES: readonly string[] = [
+  "ZMANAGER_LOG",
+  "ZMANAGER_LIBZMQ",
+  "ZMANAGER_ZMQ_POLL",
+  "ZMANAGER_TEST_LOGS",
+  "ZMANAGER_SCREENSHOT",
+  "ZMANAGER_RELOAD_RATE",
+  "ZMANAGER_RELOAD_SECONDS",
+];
+
+/** The levels `ZMANAGER_LOG` takes. */
+export const LOG_LEVELS: readonly string[] = ["debug", "info", "warning", "error"];
+
+/**
+ * Settings from `ZMANAGER_<KEY>` environment variables. A `ZMANAGER_` variable that is neither a
+ * setting nor one of {@linkcode OTHER_ENV_VARIABLES}, or a `ZMANAGER_LOG` that is not a level, is
+ * an error, as an unknown key in a config file is (a misspelt one was ignored).
+ */
 export function configFromEnv(env: Record<string, string> = Deno.env.toObject()): PartialConfig {
   const out: PartialConfig = {};
-  for (const key of CONFIG_KEYS) {
-    const v = env[`ZMANAGER_${key.toUpperCase()}`];
-    if (v !== undefined && v !== "") out[key] = v;
+  const errors: string[] = [];
+  const settings = new Map(CONFIG_KEYS.map((k) => [`ZMANAGER_${k.toUpperCase()}`, k]));
+  for (const [name, v] of Object.entries(env)) {
+    if (!name.startsWith("ZMANAGER_")) continue;
+    const key = settings.get(name);
+    if (key !== undefined) {
+      if (v !== "") out[key] = v;
+    } else if (name === "ZMANAGER_LOG") {
+      if (v !== "" && !LOG_LEVELS.includes(v)) {
+        errors.push(`environment variable ZMANAGER_LOG is "${v}": use one of ${LOG_LEVELS.join(", ")}`);
+      }
+    } else if (!OTHER_ENV_VARIABLES.includes(name)) {
+      errors.push(
+        `environment variable ${name} is not a setting: unset it, or use ZMANAGER_<SETTING> with one of ${
+          CONFIG_KEYS.join(", ")
+        } (in capitals)`,
+      );
+    }
   }
+  if (errors.length) throw new ConfigError(errors.join("\n"));
   return out;
 }
 

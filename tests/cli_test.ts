@@ -144,6 +144,20 @@ Deno.test("usage errors exit 64 and --help exits 0", async () => {
   assert.match(help.stdout.join("\n"), /Usage: zmanager flows/);
 });
 
+Deno.test("a misspelt ZMANAGER_ environment variable stops every command with exit 64, naming it", async () => {
+  for (const args of [["stats"], ["start", "--no-sandbox"]]) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, ...args],
+      env: { ZMANAGER_STEP_LIMT: "5" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 64, `${args.join(" ")}: ${stderr}`);
+    assert.match(stderr, /environment variable ZMANAGER_STEP_LIMT is not a setting/);
+  }
+});
+
 Deno.test("start takes worker_count as --worker-count (the README's flag per setting) and as --workers", async () => {
   for (const flag of ["--worker-count", "--workers"]) {
     const out = capture();

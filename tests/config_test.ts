@@ -30,6 +30,28 @@ Deno.test("integration_manager_in_subject: off by default, on/off from a file or
   );
 });
 
+Deno.test("environment: a ZMANAGER_ variable that is not a setting, or a log level that is not one, is an error naming it; the others are taken", () => {
+  // A misspelt variable was ignored, and the deployment ran with the default (an outside attack).
+  assert.throws(
+    () => configFromEnv({ ZMANAGER_STEP_LIMT: "5", PATH: "/bin" }),
+    (e) =>
+      e instanceof ConfigError &&
+      /^environment variable ZMANAGER_STEP_LIMT is not a setting: unset it, or use ZMANAGER_<SETTING> with one of runtime_dir, /
+        .test(e.message),
+  );
+  assert.throws(
+    () => configFromEnv({ ZMANAGER_LOG: "verbose" }),
+    /environment variable ZMANAGER_LOG is "verbose": use one of debug, info, warning, error/,
+  );
+  const ok = configFromEnv({
+    ZMANAGER_STEP_LIMIT: "5",
+    ZMANAGER_LOG: "debug",
+    ZMANAGER_LIBZMQ: "/usr/lib/x86_64-linux-gnu/libzmq.so.5",
+    ZMANAGER_TEST_LOGS: "1",
+  });
+  assert.deepEqual(ok, { step_limit: "5" });
+});
+
 Deno.test("precedence: defaults < file < environment < flags", () => {
   const file = parseConfigIni(
     "[Other]\nstep_limit = 1\n[ZManager]\nstep_limit = 10\nworker_count = 3\nsubject_pull_address = tcp://a:1\n",
