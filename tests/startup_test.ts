@@ -98,7 +98,9 @@ for (const [name, module, target, reason] of BAD_MODULES) {
       assert.equal(r.killed, false, `start did not exit within 60 s; its output: ${r.stdout}`);
       assert.equal(r.code, 1, r.stderr);
       assert.doesNotMatch(r.stdout, /ready/);
-      const line = r.stderr.split("\n").find((l) => l.startsWith(`${dir}/mapping.ini:3: error: ${target}: `));
+      const line = r.stderr.split("\n").find((l) =>
+        l.startsWith(`${dir}/mapping.ini:3:1: error: ${target}: `)
+      );
       assert.ok(line, r.stderr);
       assert.match(line, reason);
     } finally {

@@ -362,7 +362,9 @@ export async function checkHandlers(catalog: Catalog, config: Config, strict = f
   for (const p of problems) {
     if (p.error || strict) {
       errors++;
-      console.error(`${p.entry.file}:${p.entry.line}: error: ${p.entry.target}: ${p.reason}`);
+      console.error(
+        `${p.entry.file}:${p.entry.line}:${p.entry.column}: error: ${p.entry.target}: ${p.reason}`,
+      );
     } else foreign++;
   }
   if (foreign) {
