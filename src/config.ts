@@ -566,7 +566,7 @@ const IPC_PATH_MAX = 107;
 
 /**
  * What is wrong with a ZeroMQ endpoint setting, or `undefined`: a transport libzmq serves here
- * (`tcp://HOST:PORT`, `ipc://PATH`, `inproc://NAME`), a port from 1 to 65535 (or `*`) for tcp, an ipc
+ * (`tcp://HOST:PORT`, `ipc://PATH`, `inproc://NAME`), a port up to 65535 (or `*`) for tcp, an ipc
  * path the kernel takes.
  * Caught here, a bad endpoint is a usage error naming its setting, not a `zmq_connect` failure
  * deep in a role.
@@ -584,8 +584,8 @@ export function endpointProblem(endpoint: string): string | undefined {
   if (transport === "tcp") {
     const port = /:(\d{1,5}|\*)$/.exec(rest)?.[1];
     if (port === undefined) return "a tcp endpoint needs a port (tcp://HOST:PORT, or :* for any)";
-    // libzmq takes the port modulo 65,536: tcp://HOST:99999 would bind 34463.
-    if (port !== "*" && (Number(port) < 1 || Number(port) > 65535)) {
+    // libzmq takes the port modulo 65,536: tcp://HOST:99999 would bind 34463. (0, as *, binds any.)
+    if (port !== "*" && Number(port) > 65535) {
       return `port ${port} is not a tcp port: write 1 to 65535 (or :* for any)`;
     }
   }
