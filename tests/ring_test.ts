@@ -125,3 +125,24 @@ Deno.test("ring: an exception thrown while serving one message is reported as un
     globalThis.removeEventListener("error", onError);
   }
 });
+
+Deno.test("ring: a reader refuses a length the writer's side could not have written (another thread's code may write anything there), and serve hands it to onCorrupt", async () => {
+  // The ring's layout: control words (head at 0, tail at 1), then the data; a message starts
+  // with its length and tag (two u32).
+  for (const [head, length] of [[16, 4_000_000_000], [16, 64], [1 << 30, 8]]) {
+    const sab = newRing(1024);
+    const ctl = new Int32Array(sab, 0, 8);
+    const data = new DataView(sab, 32);
+    ctl[0] = head;
+    data.setUint32(0, length, true);
+    const r = new RingReader(sab);
+    assert.throws(() => r.read(), RangeError, `head ${head}, length ${length}`);
+    let corrupt: RangeError | undefined;
+    await r.serve(() => assert.fail("no message"), (e) => corrupt = e);
+    assert.match(String(corrupt), /a corrupt ring/);
+  }
+  // A well-formed message still reads.
+  const sab = newRing(1024);
+  new RingWriter(sab).write(new Uint8Array([1, 2, 3]), 9);
+  assert.deepEqual(new RingReader(sab).read(), { tag: 9, bytes: new Uint8Array([1, 2, 3]) });
+});

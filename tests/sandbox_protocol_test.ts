@@ -25,6 +25,12 @@ X?AB?count
 ?B?Push
 X?B?count
 ??done
+
+[C]
+?C?Push
+Y?C?prep
+X?C?count
+??done
 `;
 
 /** Component A: `forge` posts what `values.mode` says, then returns as a handler does. */
@@ -54,6 +60,12 @@ export async function forge(values, ctx) {
   } else if (values.mode === "skip") {
     // Flow AB ends here, B's step skipped.
     post(1, topics.done(flows.get("AB")), { v: 1, id: ctx.id, n: 2 }, { forged: true });
+  } else if (values.mode === "otherid" || values.mode === "otherflow") {
+    // Where this segment does hand off (step 2 of AB, to B), but for another request, or on
+    // another flow's topic: B's handler ran with the id, flow and values the forger chose.
+    const flow = flows.get(values.mode === "otherflow" ? "C" : "AB");
+    const id = values.mode === "otherid" ? "VICTIM" : ctx.id;
+    post(16 + 1, topics.step(flow, 2), { v: 1, id, pos: 2, n: 1 }, { injected: true });
   } else if (values.mode === "kind") {
     post(16 + 60, topics.step(flows.get("B"), 1), { v: 1, id: ctx.id, pos: 1, n: 0 }, {});
   } else if (values.mode === "null") {
@@ -98,6 +110,9 @@ Deno.test("a sandbox cannot run another component's handler, skip its step, or e
       // Before: the final was A's forged done, B's step never ran.
       ["AB", "skip", /it answered done where its segment ends at step 2, another sandbox's \(step 1 of AB\)/],
       ["A", "kind", /a hand-off to sandbox 60, which is not another of this worker's/],
+      // Before (the next two): B ran for request "VICTIM", or for flow C, with the forger's values.
+      ["AB", "otherid", /a hand-off for request "VICTIM", not "[^"]+" \(step 1 of AB\)/],
+      ["AB", "otherflow", /a hand-off whose topic is not step 2 of AB/],
       // Before: the worker process ended (TypeError reading null's type).
       ["A", "null", /a message that is not the sandbox protocol's \(null\)/],
     ];
@@ -176,5 +191,33 @@ Deno.test("handler code loaded in a sandbox cannot see the main thread's message
     assert.ok(took < 3900, `the blocked step ended after ${Math.round(took)} ms`);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a sandbox cannot take another component's steps by listing its keys as loaded", async () => {
+  const c = await components();
+  try {
+    // A's module makes its sandbox load (and report) B's key too: it then ran B's steps, with B's
+    // values, and B's handler never ran (an outside re-attack).
+    await Deno.writeTextFile(
+      `${c.dir}/a/a.ts`,
+      `import { HandlerRegistry } from "${SRC}handler.ts";
+if (typeof self.postMessage === "function") {
+  const load = HandlerRegistry.prototype.loadEntries;
+  HandlerRegistry.prototype.loadEntries = function (entries, ...rest) {
+    entries.push({ ...entries[0], lookup: "X?B?count", text: "X?B?count" });
+    return load.call(this, entries, ...rest);
+  };
+}
+export function forge(values) { return { ...values, by: "A" }; }
+`,
+    );
+    await using d = await startDeployment({ files: c.files, workers: 1 });
+    await using client = await d.connect();
+    const p = await client.request("B", { secret: "B-only" }, { timeout: 20_000 });
+    assert.equal(p.action, "done", JSON.stringify(p.error));
+    assert.deepEqual(p.values, { secret: "B-only", count: 1 }, "B's own handler ran");
+  } finally {
+    await Deno.remove(c.dir, { recursive: true });
   }
 });

@@ -146,9 +146,15 @@ export class RingWriter extends RingSide {
 export class RingReader extends RingSide {
   /** The next message, or `undefined` if there is none now. */
   read(): RingMessage | undefined {
-    if (this.used() === 0) return undefined;
+    const used = this.used();
+    if (used === 0) return undefined;
     const tail = Atomics.load(this.ctl, TAIL) >>> 0;
     const n = this.getU32(tail);
+    // The writer may be another thread's code that wrote what it liked: a length that does not
+    // fit in what is written is refused, never allocated.
+    if (used > this.capacity || n + MESSAGE_HEADER > used) {
+      throw new RangeError(`a corrupt ring: a message of ${n} bytes in ${used} written`);
+    }
     const tag = this.getU32(tail + 4);
     const bytes = new Uint8Array(n);
     this.get(tail + MESSAGE_HEADER, bytes);
@@ -185,9 +191,20 @@ export class RingReader extends RingSide {
    * An exception `onMessage` throws is reported as uncaught (`reportError`), as one thrown by a
    * message listener is, and the next message is served.
    */
-  async serve(onMessage: (m: RingMessage) => void): Promise<void> {
+  async serve(
+    onMessage: (m: RingMessage) => void,
+    onCorrupt: (e: RangeError) => void = (e) => reportError(e),
+  ): Promise<void> {
     while (!this.closed) {
-      for (let m = this.read(); m && !this.closed; m = this.read()) {
+      for (;;) {
+        let m: RingMessage | undefined;
+        try {
+          m = this.read();
+        } catch (e) {
+          // Served no further: what follows in it cannot be found.
+          return onCorrupt(e as RangeError);
+        }
+        if (!m || this.closed) break;
         try {
           onMessage(m);
         } catch (e) {

@@ -33,7 +33,7 @@ import { describeImportError, parseTarget, targetModuleUrl } from "../handler.ts
 import { logger } from "../log.ts";
 import type { Logger } from "@logtape/logtape";
 import { BatchView, BatchWriter, KIND_NAMES } from "../wire/batch.ts";
-import { decodeHeader, parseTopic, text, TopicMemo } from "../wire/protocol.ts";
+import { decodeHeader, parseTopic, text, TopicCache, TopicMemo } from "../wire/protocol.ts";
 import { loopBeatMs, SLOT } from "./loop_monitor.ts";
 import { newRing, RingReader, RingWriter } from "./ring.ts";
 import { claimProblem, segmentEnd } from "./segment_claim.ts";
@@ -147,6 +147,8 @@ const RING_BYTES = 256 * 1024;
 interface SegmentStart {
   readonly flow: Flow;
   readonly pos: number;
+  /** The request's id. */
+  readonly id: string;
 }
 
 /** Whether a message from a sandbox thread has the shape `FromSandbox` says (its code may post anything). */
@@ -242,7 +244,10 @@ class Sandbox {
         this.slots = new Float64Array(m.monitor);
         this.#ready = true;
         ready.resolve(m);
-        void results.serve((r) => this.onMessage(this, { type: "results", batch: r.bytes, steps: r.tag }));
+        void results.serve(
+          (r) => this.onMessage(this, { type: "results", batch: r.bytes, steps: r.tag }),
+          (e) => this.onBroken(this, e.message, 0),
+        );
         this.flush();
       } else this.onMessage(this, m);
     };
@@ -325,6 +330,8 @@ export class SandboxPool {
   readonly #route = new TopicMemo<string | undefined>((t) => parseTopic(t)?.flow);
   /** The longest a handler may run, of `handlerTimeout` and every `[actiontimeout]`. */
   #longestTimeout = 0;
+  /** Step topics, to check a hand-off's against. */
+  readonly #topics = new TopicCache();
 
   private constructor(options: SandboxPoolOptions) {
     this.#o = options;
@@ -374,11 +381,15 @@ export class SandboxPool {
     // Which sandbox runs each step: the seven rules over every handler that loaded.
     const owner = new Map<string, number>();
     const unresolved: SandboxUnresolved[] = [];
+    // From each sandbox's own entries only: its `ready` is written after its handler modules ran,
+    // and one that listed another component's key took that component's steps (an outside
+    // re-attack).
     readies.forEach((r, i) => {
-      for (const l of r.loaded) owner.set(l, i);
+      const own = new Map(options.groups[i].entries.map((e) => [e.lookup, e]));
+      for (const l of r.loaded) if (own.has(l)) owner.set(l, i);
       for (const u of r.unresolved) {
-        const entry = options.groups[i].entries.find((e) => e.lookup === u.lookup)!;
-        unresolved.push({ entry, reason: u.reason });
+        const entry = own.get(u.lookup);
+        if (entry) unresolved.push({ entry, reason: String(u.reason) });
       }
     });
     const owners: Record<string, (number | null)[]> = {};
@@ -419,7 +430,7 @@ export class SandboxPool {
     const flow = name === undefined ? undefined : this.#o.flows.get(name);
     const h = decodeHeader(header);
     if (flow === undefined || typeof h === "string" || h.pos === undefined) return undefined;
-    return { flow, pos: h.pos };
+    return { flow, pos: h.pos, id: h.id };
   }
 
   /** The sandbox whose handler a step message runs first (any, where none maps it: it answers). */
@@ -468,7 +479,7 @@ export class SandboxPool {
       const start = s.pending.get(d);
       const kind = view.kind(i);
       const [a, b, c] = view.frames(i);
-      const why = this.#claimProblem(s, start, kind, b);
+      const why = this.#claimProblem(s, start, kind, a, b, c);
       if (why !== undefined) {
         if (handedOff) this.flush();
         this.#o.onResultsEnd();
@@ -477,7 +488,7 @@ export class SandboxPool {
       s.pending.delete(d);
       if (kind >= HANDOFF_KIND) {
         const to = this.#sandboxes[kind - HANDOFF_KIND];
-        to.add(d, a, b, c, start && { flow: start.flow, pos: headerPos(b)! });
+        to.add(d, a, b, c, start && { flow: start.flow, pos: headerPos(b)!, id: start.id });
         handedOff = true;
         continue;
       }
@@ -488,24 +499,44 @@ export class SandboxPool {
     this.#o.onResultsEnd();
   }
 
-  /** Why result `kind` (header `header`) of sandbox `s` for a step starting at `start` is not one it can give. */
+  /** Why result `kind` (its frames given) of sandbox `s` for a step starting at `start` is not one it can give. */
   #claimProblem(
     s: Sandbox,
     start: SegmentStart | undefined,
     kind: number,
+    topic: Uint8Array,
     header: Uint8Array,
+    values: Uint8Array,
   ): string | undefined {
+    // What the sandbox's encoder makes: values within max_message_size, a topic and header far
+    // smaller (a larger one was dropped by the Subject, and its step sent again, uncounted).
+    if (values.byteLength > this.#o.maxMessageSize || topic.byteLength + header.byteLength > 65_536) {
+      return `a result of ${
+        values.byteLength + topic.byteLength + header.byteLength
+      } bytes, over max_message_size`;
+    }
     if (kind >= HANDOFF_KIND) {
       const to = kind - HANDOFF_KIND;
       if (to >= this.#sandboxes.length || to === s.index) {
         return `a hand-off to sandbox ${to}, which is not another of this worker's`;
       }
       if (!start) return "a hand-off of a step it could not run";
-      const pos = headerPos(header);
-      if (pos === undefined) return "a hand-off without a step position";
+      const h = decodeHeader(header);
+      const pos = typeof h === "string" || !Number.isInteger(h.pos) ? undefined : h.pos;
+      if (typeof h === "string" || pos === undefined) return "a hand-off without a step position";
       const end = segmentEnd(start.flow, this.#owners[start.flow.name] ?? [], start.pos, s.index);
       const why = claimProblem(end, "handoff", pos, to);
-      return why && `${why} (step ${start.pos} of ${start.flow.name})`;
+      if (why) return `${why} (step ${start.pos} of ${start.flow.name})`;
+      // The hand-off goes on past the Subject: it must be this request's, on this flow's topic.
+      if (h.id !== start.id) {
+        return `a hand-off for request "${
+          String(h.id).slice(0, 80)
+        }", not "${start.id}" (step ${start.pos} of ${start.flow.name})`;
+      }
+      if (!sameBytes(topic, this.#topics.step(start.flow, pos))) {
+        return `a hand-off whose topic is not step ${pos} of ${start.flow.name}`;
+      }
+      return undefined;
     }
     const name = KIND_NAMES[kind];
     if (name !== "done" && name !== "publish" && name !== "pause" && name !== "error") {
@@ -530,7 +561,9 @@ export class SandboxPool {
     // again, uncounted.
     if (!d) {
       const running = s.slots?.[SLOT.STEP] ?? 0;
-      d = running && s.pending.has(running) ? running : s.pending.size === 1 ? [...s.pending.keys()][0] : 0;
+      // Else the one it has held longest, so that each restart charges one (a handler that waited
+      // for a second step before posting had neither charged, and looped: an outside re-attack).
+      d = running && s.pending.has(running) ? running : s.pending.size ? Math.min(...s.pending.keys()) : 0;
     }
     this.#restart(s, d, 0, `its sandbox (${s.group.components.join(", ")}) sent ${what}`);
   }
@@ -618,4 +651,11 @@ function describe(m: unknown): string {
   if (m === null || typeof m !== "object") return String(m).slice(0, 40);
   const type = (m as { type?: unknown }).type;
   return typeof type === "string" ? `type "${type.slice(0, 40)}"` : "an object without a type";
+}
+
+/** Whether two byte strings are equal. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
