@@ -212,3 +212,18 @@ Deno.test("a sandbox whose handler module imports a file with a syntax error doe
   assert.match(e.message, /did not start: SyntaxError: .* \(at file:.*\/syn\.ts:1:\d+\)$/);
   assert.ok(!e.message.includes("\n"), e.message);
 });
+
+Deno.test("a sandbox whose handler module posts to the main thread while it is evaluated does not start, and says what it posted", async () => {
+  for (const [posted, what] of [["null", "null"], ['{ type: "listening" }', 'type "listening"']]) {
+    const e = await sandboxStartError({
+      "post.ts": `self.postMessage(${posted});\nexport const a = () => ({});\n`,
+      "mapping.ini": "[actionmapping]\n??a = ./post.ts#a\n",
+      "flows.ini": FLOWS_A,
+    });
+    // null ended the worker process; a "listening" had the set-up sent twice.
+    assert.match(
+      e.message,
+      new RegExp(`did not start: it posted a message that is not the sandbox protocol's \\(${what}\\)`),
+    );
+  }
+});

@@ -232,15 +232,19 @@ class Sandbox {
       owners,
       rings,
     };
+    let listening = false;
     thread.onmessage = (e: MessageEvent<unknown>) => {
       const m = e.data;
-      if (!wellFormed(m, this.#ready)) {
+      // (A second `listening` is a handler module's: it would have the set-up sent twice.)
+      if (!wellFormed(m, this.#ready) || (m.type === "listening" && listening)) {
         const what = `a message that is not the sandbox protocol's (${describe(m)})`;
         if (this.#ready) return this.onBroken(this, what, 0);
         return ready.reject(new Error(`${this.name} did not start: it posted ${what}`));
       }
-      if (m.type === "listening") thread.postMessage({ type: "init", setup } satisfies ToSandbox);
-      else if (m.type === "ready") {
+      if (m.type === "listening") {
+        listening = true;
+        thread.postMessage({ type: "init", setup } satisfies ToSandbox);
+      } else if (m.type === "ready") {
         this.slots = new Float64Array(m.monitor);
         this.#ready = true;
         ready.resolve(m);
