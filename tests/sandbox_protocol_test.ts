@@ -221,3 +221,40 @@ export function forge(values) { return { ...values, by: "A" }; }
     await Deno.remove(c.dir, { recursive: true });
   }
 });
+
+Deno.test("a handler that posts garbage when its sandbox holds two steps has them charged in turn: both end poisoned, no endless restarts", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-two-" });
+  try {
+    await Deno.writeTextFile(`${dir}/flows.ini`, "[L]\n?L?Push\nX?L?loop\n??done\n");
+    // Waits for a second step, then posts what is not a message of the protocol, with no handler
+    // running: neither step was charged, and the two came back for ever (an outside re-attack:
+    // 30 restarts in 25 s, none poisoned).
+    await Deno.writeTextFile(
+      `${dir}/loop.ts`,
+      `let held = 0;
+export async function loop() {
+  held++;
+  const t0 = performance.now();
+  while (held < 2 && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 50));
+  self.postMessage(null);
+  await new Promise(() => {});
+}
+`,
+    );
+    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??loop = ./loop.ts#loop\n");
+    await using d = await startDeployment({
+      files: [`${dir}/flows.ini`, `${dir}/mapping.ini`],
+      workers: 1,
+      args: ["--max-deliveries", "2"],
+    });
+    await using client = await d.connect();
+    const both = await Promise.all([0, 1].map(() => client.request("L", {}, { timeout: 40_000 })));
+    for (const p of both) {
+      assert.equal(p.error?.code, "poisoned", JSON.stringify(p));
+      assert.match(p.error!.message, /sent a message that is not the sandbox protocol's \(null\)/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
