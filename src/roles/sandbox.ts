@@ -483,7 +483,7 @@ export class SandboxPool {
       const start = s.pending.get(d);
       const kind = view.kind(i);
       const [a, b, c] = view.frames(i);
-      const why = this.#claimProblem(s, start, kind, a, b, c);
+      const why = this.#claimProblem(s, start, view, i, a, b, c);
       if (why !== undefined) {
         if (handedOff) this.flush();
         this.#o.onResultsEnd();
@@ -503,11 +503,15 @@ export class SandboxPool {
     this.#o.onResultsEnd();
   }
 
-  /** Why result `kind` (its frames given) of sandbox `s` for a step starting at `start` is not one it can give. */
+  /**
+   * Why result `i` of `view` (its frames given) of sandbox `s`, for a step starting at `start`,
+   * is not one it can give.
+   */
   #claimProblem(
     s: Sandbox,
     start: SegmentStart | undefined,
-    kind: number,
+    view: BatchView,
+    i: number,
     topic: Uint8Array,
     header: Uint8Array,
     values: Uint8Array,
@@ -515,10 +519,10 @@ export class SandboxPool {
     // What the sandbox's encoder makes: values within max_message_size, a topic and header far
     // smaller (a larger one was dropped by the Subject, and its step sent again, uncounted).
     if (values.byteLength > this.#o.maxMessageSize || topic.byteLength + header.byteLength > 65_536) {
-      return `a result of ${
-        values.byteLength + topic.byteLength + header.byteLength
-      } bytes, over max_message_size`;
+      const bytes = values.byteLength + topic.byteLength + header.byteLength;
+      return `a result of ${bytes} bytes, over max_message_size`;
     }
+    const kind = view.kind(i);
     if (kind >= HANDOFF_KIND) {
       const to = kind - HANDOFF_KIND;
       if (to >= this.#sandboxes.length || to === s.index) {
@@ -537,7 +541,7 @@ export class SandboxPool {
           String(h.id).slice(0, 80)
         }", not "${start.id}" (step ${start.pos} of ${start.flow.name})`;
       }
-      if (!sameBytes(topic, this.#topics.step(start.flow, pos))) {
+      if (!view.frameIs(i, 0, this.#topics.step(start.flow, pos), true)) {
         return `a hand-off whose topic is not step ${pos} of ${start.flow.name}`;
       }
       return undefined;
@@ -560,14 +564,13 @@ export class SandboxPool {
    */
   #broken(s: Sandbox, what: string, d: number): void {
     s.log.error("{sandbox} sent {what}; terminating it", { sandbox: s.name, what });
-    // A message that answers no step is charged to the step whose handler runs, or to the only
-    // one it holds: else a handler that posts one at each run would have its step sent again and
-    // again, uncounted.
+    // A message that answers no step is charged to the step whose handler runs, else to the one
+    // the sandbox has held longest (the first in `pending`), so that each restart charges one:
+    // uncharged, a handler that posts one at each run had its steps sent again for ever (an
+    // outside re-attack: it waited for a second step, so that none was the only one held).
     if (!d) {
       const running = s.slots?.[SLOT.STEP] ?? 0;
-      // Else the one it has held longest, so that each restart charges one (a handler that waited
-      // for a second step before posting had neither charged, and looped: an outside re-attack).
-      d = running && s.pending.has(running) ? running : s.pending.size ? Math.min(...s.pending.keys()) : 0;
+      d = running && s.pending.has(running) ? running : s.pending.keys().next().value ?? 0;
     }
     this.#restart(s, d, 0, `its sandbox (${s.group.components.join(", ")}) sent ${what}`);
   }
@@ -655,11 +658,4 @@ function describe(m: unknown): string {
   if (m === null || typeof m !== "object") return String(m).slice(0, 40);
   const type = (m as { type?: unknown }).type;
   return typeof type === "string" ? `type "${type.slice(0, 40)}"` : "an object without a type";
-}
-
-/** Whether two byte strings are equal. */
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
