@@ -30,6 +30,7 @@ import type { Reactor, ReactorSocket } from "../zmq/reactor.ts";
 import type { SocketOptions } from "../zmq/socket.ts";
 import { logger } from "../log.ts";
 import { type Allowlists, decideZap, parseKeyFile, parseZapRequest, type ZapDomain } from "./zap.ts";
+import { dirname } from "node:path";
 
 /** The keys and allowlists of a process, loaded from its settings. */
 export interface Security {
@@ -153,8 +154,7 @@ export async function securityOrError(
 export async function writeKeyPair(name: string, options: { force?: boolean } = {}): Promise<string> {
   const pair = curveKeyPair();
   // The folder the pair goes in (`keys/` in the README's walk-through), made if missing, private.
-  const slash = name.lastIndexOf("/");
-  if (slash > 0) await Deno.mkdir(name.slice(0, slash), { recursive: true, mode: 0o700 });
+  await Deno.mkdir(dirname(name), { recursive: true, mode: 0o700 });
   const flags = { createNew: !options.force, mode: 0o600 };
   await Deno.writeTextFile(
     `${name}.key`,
