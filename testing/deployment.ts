@@ -43,12 +43,37 @@ export interface Deployment extends AsyncDisposable {
   stop(): Promise<number>;
 }
 
-/** A free TCP port on loopback (bound, then let go: another process may take it meanwhile). */
+/**
+ * A free TCP port on loopback (bound, then let go: another process may take it meanwhile). It is
+ * drawn at random from below the kernel's ephemeral range (`ip_local_port_range`), where neither
+ * a `port: 0` bind nor the source port of an outgoing connection lands, so a busy machine running
+ * many tests at once seldom takes it first; port 0's choice if none of 50 draws is free.
+ */
 export function freePort(): number {
+  const low = ephemeralLow();
+  for (let i = 0; i < 50 && low > 10_000; i++) {
+    const port = 10_000 + Math.floor(Math.random() * (low - 10_000));
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* taken: draw again */ }
+  }
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   return port;
+}
+
+/** The first port of the kernel's ephemeral range (Linux's default 32768 elsewhere). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/)[0],
+    );
+    return Number.isInteger(low) ? low : 32768;
+  } catch {
+    return 32768;
+  }
 }
 
 /**

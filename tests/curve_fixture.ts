@@ -1,6 +1,7 @@
 // Test tools for CURVE deployments: key pairs, allowlist folders, per-host config files, role
 // processes, and their counters (read from the stats files each role writes).
 import { readUntil } from "../src/_async.ts";
+import { freePort } from "../testing/deployment.ts";
 
 export const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
@@ -44,12 +45,7 @@ export interface Endpoints {
 
 /** Free tcp ports on one loopback address. */
 export function loopbackEndpoints(): Endpoints {
-  const port = () => {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const p = (l.addr as Deno.NetAddr).port;
-    l.close();
-    return `tcp://127.0.0.1:${p}`;
-  };
+  const port = () => `tcp://127.0.0.1:${freePort()}`;
   return { subject: port(), workers: port(), imPull: port(), imPub: port() };
 }
 
@@ -110,16 +106,28 @@ export async function runRole(
     options.runtimeDir,
     ...args.slice(1),
   ];
+  const showLogs = options.logs || Boolean(Deno.env.get("ZMANAGER_TEST_LOGS"));
   const process = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     stdin: "null",
     stdout: "piped",
-    stderr: options.logs || Deno.env.get("ZMANAGER_TEST_LOGS") ? "inherit" : "null",
+    stderr: showLogs ? "inherit" : "piped",
     env: { ZMANAGER_LOG: Deno.env.get("ZMANAGER_TEST_LOGS") ? "info" : "warning" },
   }).spawn();
+  // The last 4 KiB of its log, for the error when it exits before it is ready.
+  let tail = "";
+  const logRead = !showLogs
+    ? (async () => {
+      for await (const chunk of process.stderr.pipeThrough(new TextDecoderStream())) {
+        tail = `${tail}${chunk}`.slice(-4096);
+      }
+    })()
+    : Promise.resolve();
   const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
   if (options.ready && await readUntil(reader, "ready\n") === undefined) {
-    throw new Error(`${args.join(" ")} exited before it was ready`);
+    const { code } = await process.status;
+    await logRead;
+    throw new Error(`${args.join(" ")} exited (${code}) before it was ready; its log ends:\n${tail}`);
   }
   void (async () => {
     while (!(await reader.read()).done) { /* drain */ }

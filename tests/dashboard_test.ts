@@ -4,6 +4,7 @@
 // ZMANAGER_SCREENSHOT=1, else a temporary file).
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { freePort } from "../testing/deployment.ts";
 import { runCli, startDeployment } from "./helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -32,9 +33,7 @@ Deno.test({
     "dashboard: throughput moves and matches stats within 10%; an error sent from the form is listed; screenshot",
   ignore: !haveChromium,
   async fn() {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
+    const port = freePort();
     const url = `http://127.0.0.1:${port}`;
     const d = await startDeployment({ workers: 2, args: ["--http", `127.0.0.1:${port}`] });
     const client = await d.connect();

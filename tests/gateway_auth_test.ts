@@ -2,6 +2,7 @@
 // refusals over a real deployment (`start --http` with a token file).
 import assert from "node:assert/strict";
 import { Auth, hashToken, parseTokenFile } from "../src/gateway/auth.ts";
+import { freePort } from "../testing/deployment.ts";
 import { startDeployment } from "./helpers.ts";
 
 Deno.test("auth: token file errors name the file and the entry", () => {
@@ -82,9 +83,7 @@ Deno.test("gateway auth over a real deployment: no token, wrong token, flow not 
       ],
     }),
   );
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
+  const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   const d = await startDeployment({
     workers: 1,

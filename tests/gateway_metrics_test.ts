@@ -1,6 +1,7 @@
 // GET /metrics over a real deployment: the Subject's per-flow counts and histograms, every role's
 // CPU and RSS, through the metrics topic; the format checked by promtool (Debian `prometheus`).
 import assert from "node:assert/strict";
+import { freePort } from "../testing/deployment.ts";
 import { startDeployment } from "./helpers.ts";
 
 const havePromtool = await new Deno.Command("promtool", {
@@ -19,9 +20,7 @@ function value(text: string, series: string): number | undefined {
 }
 
 Deno.test("gateway: GET /metrics counts each flow's outcomes and latencies, shows every role and its configuration version, and passes promtool", async () => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
+  const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   const d = await startDeployment({ workers: 2, args: ["--http", `127.0.0.1:${port}`] });
   try {

@@ -4,7 +4,7 @@
 // Integration Manager at the endpoint, or none of the roles' metrics (no Subject), it exits 1 naming the
 // endpoint and the fix.
 import assert from "node:assert/strict";
-import { rolePids } from "../testing/deployment.ts";
+import { freePort, rolePids } from "../testing/deployment.ts";
 import { CLI, runCli, startDeployment } from "./helpers.ts";
 
 interface Row {
@@ -71,9 +71,7 @@ Deno.test("stats: from a host that cannot see the runtime directory, every role'
 });
 
 Deno.test("stats: no Integration Manager at the endpoint: exit 1, naming the endpoint and what to check", async () => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const endpoint = `tcp://127.0.0.1:${(l.addr as Deno.NetAddr).port}`;
-  l.close();
+  const endpoint = `tcp://127.0.0.1:${freePort()}`;
   const dir = await Deno.makeTempDir({ prefix: "zmstats" });
   try {
     const r = await runCli([
