@@ -70,6 +70,10 @@ export async function forge(values, ctx) {
     post(16 + 60, topics.step(flows.get("B"), 1), { v: 1, id: ctx.id, pos: 1, n: 0 }, {});
   } else if (values.mode === "null") {
     self.postMessage(null);
+  } else if (values.mode === "oversize") {
+    // Its own step's final, with values just over max_message_size (the default, 1 MiB), which
+    // its sandbox's encoder would have refused.
+    post(1, topics.done(flows.get("A")), { v: 1, id: ctx.id, n: 1 }, { big: "x".repeat(1024 * 1024) });
   }
   // Forging, it never returns: the forged message is the only answer its step gets.
   if (values.mode !== "none") await new Promise(() => {});
@@ -115,11 +119,18 @@ Deno.test("a sandbox cannot run another component's handler, skip its step, or e
       ["AB", "otherflow", /a hand-off whose topic is not step 2 of AB/],
       // Before: the worker process ended (TypeError reading null's type).
       ["A", "null", /a message that is not the sandbox protocol's \(null\)/],
+      // Before: the request ended done with the forged values, larger than any request or result
+      // may be (a result over twice the size was dropped by the Subject, and its step came again).
+      ["A", "oversize", /a result of \d+ bytes, over max_message_size/],
     ];
     let runs = 2;
     for (const [flow, mode, why] of cases) {
       const p = await client.request(flow, { mode }, { timeout: 30_000 });
-      assert.equal(p.error?.code, "poisoned", `${mode}: ${JSON.stringify(p.values)} ${p.error?.message}`);
+      assert.equal(
+        p.error?.code,
+        "poisoned",
+        `${mode}: ${p.action} ${p.error?.message} ${JSON.stringify(p.values).slice(0, 200)}`,
+      );
       assert.match(p.error!.message, why, mode);
       assert.equal(await count(), ++runs, `${mode}: B ran only for the requests that asked`);
       assert.deepEqual(await rolePids(d.dir, "worker"), pids, `${mode}: the same worker process serves`);
