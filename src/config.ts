@@ -36,6 +36,8 @@ export interface Config {
   readonly heartbeat_interval: number;
   /** Milliseconds of silence after which the Subject declares a worker dead. */
   readonly heartbeat_timeout: number;
+  /** Milliseconds a role run by `start` may go without rewriting its counters before it is killed and restarted; 0: never. */
+  readonly liveness_timeout: number;
   /** Largest accepted frame, in bytes. */
   readonly max_message_size: number;
   /** Requests the Subject holds waiting for worker credit before it stops reading. */
@@ -104,6 +106,12 @@ export const DEFAULT_HANDLER_TIMEOUT = 30_000;
 export const DEFAULT_HEARTBEAT_INTERVAL = 1000;
 /** Milliseconds of worker silence before its steps are redelivered, by default. */
 export const DEFAULT_HEARTBEAT_TIMEOUT = 5000;
+/**
+ * Milliseconds a role run by `start` may go without rewriting its counters (every second while
+ * its event loop turns) before `start` takes it for stopped or hung, kills it and starts another,
+ * by default.
+ */
+export const DEFAULT_LIVENESS_TIMEOUT = 30_000;
 /** Requests the Subject holds for worker credit before it stops reading, by default. */
 export const DEFAULT_MAX_PENDING = 10_000;
 /** Recent requests the Subject remembers to drop duplicates, by default. */
@@ -156,6 +164,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "handler_timeout",
   "heartbeat_interval",
   "heartbeat_timeout",
+  "liveness_timeout",
   "max_message_size",
   "max_pending",
   "duplicate_window",
@@ -227,6 +236,11 @@ export const SETTINGS_DOC: Readonly<
   heartbeat_timeout: {
     default: String(DEFAULT_HEARTBEAT_TIMEOUT),
     meaning: "ms of worker silence before its steps are given to another",
+  },
+  liveness_timeout: {
+    default: String(DEFAULT_LIVENESS_TIMEOUT),
+    meaning:
+      "ms a role run by `start` may go without rewriting its counters (stopped, hung) before it is killed and restarted; 0: never; without the sandbox, workers get `handler_timeout` + 5000",
   },
   max_message_size: {
     default: String(DEFAULT_MAX_MESSAGE_SIZE),
@@ -502,6 +516,15 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
   for (const k of Object.keys(merged) as (keyof Config)[]) {
     if (!NUMERIC.has(k) && typeof merged[k] !== "string") merged[k] = String(merged[k]);
   }
+  // Roles rewrite their counters every second: a shorter bound would kill healthy ones.
+  const liveness = (n: number): number => {
+    if (n > 0 && n < 2000) {
+      throw new ConfigError(
+        `setting liveness_timeout must be 0 (never) or at least 2000 (roles rewrite their counters every second), got "${n}"`,
+      );
+    }
+    return n;
+  };
   const endpoint = (key: keyof Config, def: string): string => {
     const value = String(merged[key] ?? def);
     const problem = endpointProblem(value);
@@ -525,6 +548,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     handler_timeout: num("handler_timeout", DEFAULT_HANDLER_TIMEOUT, 1),
     heartbeat_interval: num("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 10),
     heartbeat_timeout: num("heartbeat_timeout", DEFAULT_HEARTBEAT_TIMEOUT, 50),
+    liveness_timeout: liveness(num("liveness_timeout", DEFAULT_LIVENESS_TIMEOUT, 0)),
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
     max_pending: num("max_pending", DEFAULT_MAX_PENDING, 1),
     duplicate_window: num("duplicate_window", DEFAULT_DUPLICATE_WINDOW, 0),

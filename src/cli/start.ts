@@ -18,7 +18,7 @@ import {
   runtimeDirOk,
   waitForStop,
 } from "./run.ts";
-import { LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
+import { type Liveness, LOCK_FILE, lockRuntimeDir, RestartBackoff, SupervisedProcess } from "./supervisor.ts";
 import { watchAndReload } from "./watch.ts";
 
 /** The roles `start --roles` can run on a host. */
@@ -143,30 +143,65 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
       stderr: "inherit",
     }).spawn();
 
+  // A role that stops rewriting its counters (stopped, or its event loop blocked) is killed and
+  // started again. Without the sandbox a worker's watchdog ends a blocked handler at
+  // handler_timeout: it gets that first.
+  const liveness = (role: string, timeoutMs: number): Liveness => ({
+    file: (pid) => `${config.runtime_dir}/stats/${role}-${pid}.json`,
+    timeoutMs,
+  });
+  const backoff = () => new RestartBackoff();
+  const workerLiveness = config.liveness_timeout > 0 && !config.sandbox
+    ? Math.max(config.liveness_timeout, config.handler_timeout + 5000)
+    : config.liveness_timeout;
   const roles = options.roles ?? new Set(START_ROLES);
   // The IM runs in the Subject's process: no process of its own, and it comes back with the Subject.
   const im = roles.has("integration-manager") && !imInSubject
-    ? new SupervisedProcess("The Integration Manager", spawner("integration-manager", false), log)
+    ? new SupervisedProcess(
+      "The Integration Manager",
+      spawner("integration-manager", false),
+      log,
+      backoff(),
+      liveness("integration-manager", config.liveness_timeout),
+    )
     : undefined;
   const subject = roles.has("subject")
-    ? new SupervisedProcess("The Subject", spawner("subject", true), log)
+    ? new SupervisedProcess(
+      "The Subject",
+      spawner("subject", true),
+      log,
+      backoff(),
+      liveness("subject", config.liveness_timeout),
+    )
     : undefined;
   const workers = Array.from(
     { length: roles.has("workers") ? config.worker_count : 0 },
-    (_, i) => new SupervisedProcess(`Worker ${i}`, spawner("worker", true), log).supervise(),
+    (_, i) =>
+      new SupervisedProcess(
+        `Worker ${i}`,
+        spawner("worker", true),
+        log,
+        backoff(),
+        liveness("worker", workerLiveness),
+      )
+        .supervise(),
   );
   // Port 0 is resolved here, once: start must know where to probe, and a restarted gateway
   // comes back on the same port.
   const http = options.http === undefined ? undefined : withFreePort(options.http);
-  const gateway = http === undefined
-    ? undefined
-    : new SupervisedProcess("The gateway", () =>
+  const gateway = http === undefined ? undefined : new SupervisedProcess(
+    "The gateway",
+    () =>
       new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", cli, "gateway", "--listen", http, ...common, ...strict, "--", ...files],
         stdin: "piped",
         stdout: "null",
         stderr: "inherit",
-      }).spawn(), log).supervise();
+      }).spawn(),
+    log,
+    backoff(),
+    liveness("gateway", config.liveness_timeout),
+  ).supervise();
   // Grace periods: the Subject drains for up to handler_timeout + 5 s (its drain ends once every
   // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
   const stopAll = async () => {

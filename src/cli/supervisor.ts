@@ -93,6 +93,32 @@ export async function stopChild(
 }
 
 /**
+ * Milliseconds past `timeoutMs` a child has gone without rewriting its liveness file, or 0 while
+ * it is within it. `lastWrite` is the file's modification time (`undefined` while it has none
+ * yet), `spawnedAt` when the child started (a child is given `timeoutMs` from then to write its
+ * first), `now` the clock; all in ms of the same clock.
+ */
+export function overdueMs(
+  lastWrite: number | undefined,
+  spawnedAt: number,
+  now: number,
+  timeoutMs: number,
+): number {
+  const since = Math.max(lastWrite ?? spawnedAt, spawnedAt);
+  return Math.max(0, now - since - timeoutMs);
+}
+
+/** How a {@linkcode SupervisedProcess} tells that its child still runs (see `liveness_timeout`). */
+export interface Liveness {
+  /** The file the child rewrites every second while its event loop turns (its counters). */
+  readonly file: (pid: number) => string;
+  /** Milliseconds without a rewrite before the child is taken for stopped or hung and killed. */
+  readonly timeoutMs: number;
+  /** Wall clock, in ms (file times are wall-clock). @default {Date.now} */
+  readonly now?: () => number;
+}
+
+/**
  * One role's process, restarted with a {@linkcode RestartBackoff} when it dies (once
  * {@linkcode SupervisedProcess.supervise} is called), until {@linkcode SupervisedProcess.stop}.
  * Every restart is logged at warning level.
@@ -104,8 +130,15 @@ export class SupervisedProcess {
   #child: Deno.ChildProcess;
   #stopping = false;
   #timer?: ReturnType<typeof setTimeout>;
+  readonly #liveness?: Liveness;
+  #livenessTimer?: ReturnType<typeof setInterval>;
+  /** When the current child was spawned (the liveness clock), and whether it was killed for silence. */
+  #spawnedAt = 0;
+  #killedSilent = false;
   /** Restarts so far. */
   restarts = 0;
+  /** Children killed because they stopped rewriting their liveness file. */
+  silentKills = 0;
 
   /** Spawns the first process. */
   constructor(
@@ -113,12 +146,20 @@ export class SupervisedProcess {
     spawn: () => Deno.ChildProcess,
     log: Logger,
     backoff: RestartBackoff = new RestartBackoff(),
+    liveness?: Liveness,
   ) {
     this.#spawn = spawn;
     this.#log = log;
     this.#backoff = backoff;
+    this.#liveness = liveness && liveness.timeoutMs > 0 ? liveness : undefined;
     this.#child = spawn();
-    backoff.started();
+    this.#spawned();
+  }
+
+  #spawned(): void {
+    this.#backoff.started();
+    this.#spawnedAt = (this.#liveness?.now ?? Date.now)();
+    this.#killedSilent = false;
   }
 
   /** The current process. */
@@ -126,8 +167,18 @@ export class SupervisedProcess {
     return this.#child;
   }
 
-  /** Restarts the process whenever it exits, from now on (also when it already has). */
+  /**
+   * Restarts the process whenever it exits, from now on (also when it already has); with a
+   * {@linkcode Liveness}, also kills it (to restart it) once it has gone `timeoutMs` without
+   * rewriting its file: stopped (SIGSTOP), or its event loop blocked.
+   */
   supervise(): this {
+    if (this.#liveness && this.#livenessTimer === undefined) {
+      this.#livenessTimer = setInterval(
+        () => this.#checkLiveness(),
+        Math.min(1000, this.#liveness.timeoutMs / 4),
+      );
+    }
     const p = this.#child;
     p.status.then((s) => {
       if (this.#stopping || p !== this.#child) return;
@@ -155,17 +206,39 @@ export class SupervisedProcess {
         });
         return this.#restartAfter(next);
       }
-      this.#backoff.started();
+      this.#spawned();
       this.restarts++;
       this.#log.warn(`${this.label} restarted (pid {pid})`, { pid: this.#child.pid });
       this.supervise();
     }, ms);
   }
 
+  #checkLiveness(): void {
+    const l = this.#liveness!;
+    if (this.#stopping || this.#killedSilent) return;
+    const p = this.#child;
+    let lastWrite: number | undefined;
+    try {
+      lastWrite = Deno.statSync(l.file(p.pid)).mtime?.getTime();
+    } catch { /* not written yet */ }
+    const over = overdueMs(lastWrite, this.#spawnedAt, (l.now ?? Date.now)(), l.timeoutMs);
+    if (over === 0) return;
+    this.#killedSilent = true;
+    this.silentKills++;
+    this.#log.warn(
+      `${this.label} (pid {pid}) has not written its counters for {ms} ms (stopped or hung); killing it to restart it`,
+      { pid: p.pid, ms: l.timeoutMs + over },
+    );
+    try {
+      p.kill("SIGKILL");
+    } catch { /* exited meanwhile */ }
+  }
+
   /** Stops restarting, then stops the current process (see {@linkcode stopChild}). */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#livenessTimer);
     await stopChild(this.#child, graceMs, this.#log, this.label);
   }
 }
