@@ -3,19 +3,26 @@
 // with real child processes, and a deployment whose handler stops its own worker process.
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
-import { overdueMs, SupervisedProcess } from "../src/cli/supervisor.ts";
+import { LivenessClock, SupervisedProcess } from "../src/cli/supervisor.ts";
 import { rolePids } from "../testing/deployment.ts";
 import { startDeployment } from "./helpers.ts";
 
-Deno.test("overdueMs: from the last write, or from the spawn while there is none; 0 within the bound", () => {
-  // No write yet: counted from the spawn.
-  assert.equal(overdueMs(undefined, 1000, 3999, 3000), 0);
-  assert.equal(overdueMs(undefined, 1000, 4500, 3000), 500);
-  // A write since: counted from it.
-  assert.equal(overdueMs(4000, 1000, 6500, 3000), 0);
-  assert.equal(overdueMs(4000, 1000, 7250, 3000), 250);
-  // A file older than the child (left by the one before, same pid reused): the spawn counts.
-  assert.equal(overdueMs(10, 1000, 3999, 3000), 0);
+Deno.test("LivenessClock: counts from the spawn until a file is seen, then from the last look that saw it change; a step of the wall clock does not count", () => {
+  const c = new LivenessClock(1000); // spawned at 1 s (monotonic)
+  assert.equal(c.look(undefined, 3999, 3000), 0, "no file yet, within 3 s of the spawn");
+  assert.equal(c.look(undefined, 4500, 3000), 500, "no file 3.5 s after the spawn");
+  const d = new LivenessClock(1000);
+  const wall = 1_800_000_000_000;
+  assert.equal(d.look(wall, 2000, 3000), 0);
+  assert.equal(d.look(wall + 1000, 3000, 3000), 0, "rewritten");
+  assert.equal(d.look(wall + 1000, 5999, 3000), 0, "not rewritten, within 3 s of the last change seen");
+  assert.equal(d.look(wall + 1000, 6250, 3000), 250);
+  // The wall clock stepped back an hour (the file's times with it): a change is a change.
+  assert.equal(d.look(wall - 3_600_000, 6500, 3000), 0);
+  // A file the same age for 3 s of the monotonic clock is overdue, whatever the wall clock says.
+  const e = new LivenessClock(0);
+  assert.equal(e.look(wall + 3_600_000, 100, 3000), 0);
+  assert.equal(e.look(wall + 3_600_000, 3200, 3000), 100);
 });
 
 async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {

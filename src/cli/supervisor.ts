@@ -93,19 +93,40 @@ export async function stopChild(
 }
 
 /**
- * Milliseconds past `timeoutMs` a child has gone without rewriting its liveness file, or 0 while
- * it is within it. `lastWrite` is the file's modification time (`undefined` while it has none
- * yet), `spawnedAt` when the child started (a child is given `timeoutMs` from then to write its
- * first), `now` the clock; all in ms of the same clock.
+ * Whether a child still rewrites its liveness file. It sees the file's modification time at each
+ * look and counts from the last look at which it had changed (or from the spawn), on a monotonic
+ * clock: the file's time is only compared with the one seen before, so a step of the wall clock
+ * (NTP, a resumed VM) neither kills a healthy child nor spares a stopped one. Pure.
+ *
+ * @example
+ * ```ts
+ * import { LivenessClock } from "./supervisor.ts";
+ * const c = new LivenessClock(0); // spawned at 0
+ * c.look(undefined, 2500, 3000); // 0: no file yet, within 3 s of the spawn
+ * c.look(1_700_000_000_000, 2600, 3000); // 0: written
+ * c.look(1_700_000_000_000, 6000, 3000); // 400: not rewritten since 2600
+ * ```
  */
-export function overdueMs(
-  lastWrite: number | undefined,
-  spawnedAt: number,
-  now: number,
-  timeoutMs: number,
-): number {
-  const since = Math.max(lastWrite ?? spawnedAt, spawnedAt);
-  return Math.max(0, now - since - timeoutMs);
+export class LivenessClock {
+  #seen?: number;
+  #since: number;
+
+  /** A child spawned at `now` (monotonic ms). */
+  constructor(now: number) {
+    this.#since = now;
+  }
+
+  /**
+   * A look at `now` (monotonic ms) that found the file modified at `mtime` (`undefined`: no file):
+   * the milliseconds it is past `timeoutMs` without a change, or 0 within it.
+   */
+  look(mtime: number | undefined, now: number, timeoutMs: number): number {
+    if (mtime !== undefined && mtime !== this.#seen) {
+      this.#seen = mtime;
+      this.#since = now;
+    }
+    return Math.max(0, now - this.#since - timeoutMs);
+  }
 }
 
 /** How a {@linkcode SupervisedProcess} tells that its child still runs (see `liveness_timeout`). */
@@ -114,7 +135,7 @@ export interface Liveness {
   readonly file: (pid: number) => string;
   /** Milliseconds without a rewrite before the child is taken for stopped or hung and killed. */
   readonly timeoutMs: number;
-  /** Wall clock, in ms (file times are wall-clock). @default {Date.now} */
+  /** The monotonic clock, in ms. @default {performance.now} */
   readonly now?: () => number;
 }
 
@@ -132,9 +153,10 @@ export class SupervisedProcess {
   #timer?: ReturnType<typeof setTimeout>;
   readonly #liveness?: Liveness;
   #livenessTimer?: ReturnType<typeof setInterval>;
-  /** When the current child was spawned (the liveness clock), and whether it was killed for silence. */
-  #spawnedAt = 0;
+  /** The current child's liveness, and whether it was killed for silence or has exited. */
+  #clock?: LivenessClock;
   #killedSilent = false;
+  #exited = false;
   /** Restarts so far. */
   restarts = 0;
   /** Children killed because they stopped rewriting their liveness file. */
@@ -158,8 +180,9 @@ export class SupervisedProcess {
 
   #spawned(): void {
     this.#backoff.started();
-    this.#spawnedAt = (this.#liveness?.now ?? Date.now)();
+    this.#clock = this.#liveness && new LivenessClock(this.#now());
     this.#killedSilent = false;
+    this.#exited = false;
   }
 
   /** The current process. */
@@ -181,6 +204,7 @@ export class SupervisedProcess {
     }
     const p = this.#child;
     p.status.then((s) => {
+      if (p === this.#child) this.#exited = true;
       if (this.#stopping || p !== this.#child) return;
       const ms = this.#backoff.exited();
       this.#log.warn(`${this.label} (pid {pid}) exited with {code}; restarting in {ms} ms`, {
@@ -213,15 +237,20 @@ export class SupervisedProcess {
     }, ms);
   }
 
+  #now(): number {
+    return (this.#liveness?.now ?? (() => performance.now()))();
+  }
+
   #checkLiveness(): void {
     const l = this.#liveness!;
-    if (this.#stopping || this.#killedSilent) return;
+    // An exited child waits for its restart (the backoff), which brings a clock of its own.
+    if (this.#stopping || this.#killedSilent || this.#exited) return;
     const p = this.#child;
-    let lastWrite: number | undefined;
+    let mtime: number | undefined;
     try {
-      lastWrite = Deno.statSync(l.file(p.pid)).mtime?.getTime();
+      mtime = Deno.statSync(l.file(p.pid)).mtime?.getTime();
     } catch { /* not written yet */ }
-    const over = overdueMs(lastWrite, this.#spawnedAt, (l.now ?? Date.now)(), l.timeoutMs);
+    const over = this.#clock!.look(mtime, this.#now(), l.timeoutMs);
     if (over === 0) return;
     this.#killedSilent = true;
     this.silentKills++;
