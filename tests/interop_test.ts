@@ -111,7 +111,7 @@ Deno.test({
       ready: true,
       runtimeDir: `${dir}/rt`,
     });
-    const py = (key: string) =>
+    const py = (key: string, pingSeconds = 20) =>
       new Deno.Command(python!, {
         args: [
           new URL("./peers/pyzmq_client.py", import.meta.url).pathname,
@@ -124,6 +124,7 @@ Deno.test({
         ],
         stdout: "piped",
         stderr: "piped",
+        env: { ZM_PING_SECONDS: String(pingSeconds) },
       }).output();
     try {
       const dec = new TextDecoder();
@@ -133,7 +134,8 @@ Deno.test({
       assert.equal(p.topic, "Three~~~~done");
       assert.deepEqual(p.values, { from: "python", trace: ["one", "two", "three"] });
       // The same program with a key not on the allowlist gets nothing back (its ping never returns).
-      const refused = await py("other");
+      // An allowed key's ping comes back once its connection is up; a refused key's never does: 5 s tell.
+      const refused = await py("other", 5);
       assert.notEqual(refused.code, 0);
       assert.match(dec.decode(refused.stderr), /no ping came back/);
     } finally {

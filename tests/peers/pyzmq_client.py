@@ -3,9 +3,10 @@
 Usage: python3 pyzmq_client.py SUBJECT_ENDPOINT PUB_ENDPOINT FLOW VALUES_JSON [SECRET_KEY_FILE SERVER_PUB_FILE]
 
 With the two key files (as `cli.ts keygen` writes them), both sockets are CURVE clients
-(PROTOCOL.md, "Security").
+(PROTOCOL.md, "Security"). ZM_PING_SECONDS (default 20): how long it pings before it gives up.
 """
 import json
+import os
 import sys
 import time
 import uuid
@@ -38,7 +39,7 @@ sub.setsockopt_string(zmq.SUBSCRIBE, flow + "~~~~")
 nonce = uuid.uuid4().hex
 ping_topic = "~~~~ping-" + nonce
 sub.setsockopt_string(zmq.SUBSCRIBE, ping_topic)
-deadline = time.time() + 20
+deadline = time.time() + float(os.environ.get("ZM_PING_SECONDS", "20"))
 while True:
     try:
         # Not blocking: a DEALER with no completed connection (not yet, or refused) cannot take it.
