@@ -3,10 +3,12 @@
 // over a real deployment, a client's request sent again with its id.
 import assert from "node:assert/strict";
 import { FinalReplay, markReplay } from "../src/roles/final_replay.ts";
+import { KeptStore } from "../src/roles/kept_store.ts";
+import type { Publication } from "../src/wire/protocol.ts";
 import { RequestTimeoutError } from "../src/client/client.ts";
-import { roleStats } from "../testing/deployment.ts";
+import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { countFinals, settle } from "./finals.ts";
-import { startDeployment } from "./helpers.ts";
+import { IM_PLACEMENTS, startDeployment } from "./helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -147,6 +149,66 @@ Deno.test("final replay: a request that paused has its pause kept until it is re
   assert.equal(r.replay("other"), undefined);
 });
 
+Deno.test("final replay: its sink is told each record kept and forgotten (bounds, resume, too large); restored records are not told again", () => {
+  const told: string[] = [];
+  const sink = {
+    put: (id: string, pause: boolean) => void told.push(`put ${id}${pause ? " pause" : ""}`),
+    remove: (id: string) => void told.push(`remove ${id}`),
+  };
+  const r = new FinalReplay(100, 2, sink);
+  const keep = (id: string) => {
+    r.want(id);
+    r.final(id, final(id));
+  };
+  keep("a");
+  keep("b");
+  keep("c"); // two at most: "a" goes
+  r.want("p");
+  r.paused("p", final("p")); // "b" goes
+  r.resumed("p");
+  r.want("big");
+  r.final("big", final("big", `"${"x".repeat(200)}"`)); // over 100 bytes: not kept
+  assert.deepEqual(told, ["put a", "put b", "remove a", "put c", "remove b", "put p pause", "remove p"]);
+  assert.deepEqual(["a", "b", "c", "p"].map((id) => r.has(id)), [false, false, true, false]);
+  // A Subject started again reads them back, oldest first: kept, nothing told but what the
+  // bounds forget.
+  told.length = 0;
+  const again = new FinalReplay(100, 2, sink);
+  for (const id of ["x", "y", "z"]) again.restore(id, final(id), false);
+  assert.deepEqual(told, ["remove x"]);
+  assert.deepEqual(["x", "y", "z"].map((id) => again.has(id)), [false, true, true]);
+  assert.equal(JSON.parse(dec.decode(again.replay("z")![1])).replay, 1);
+});
+
+Deno.test("kept store: records kept, replaced and forgotten are written at each commit (and at close), and come back in the order they were last kept, from another connection to the file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-kept-" });
+  try {
+    const path = `${dir}/paused.sqlite`;
+    const a = new KeptStore(path);
+    a.put("one", true, final("one", '{"p":1}'));
+    a.put("two", false, final("two"));
+    a.put("one", false, final("one", '{"done":1}')); // its final, after its pause: now the newest
+    a.put("three", false, final("three"));
+    a.remove("two");
+    const b = new KeptStore(path); // the next Subject, while this one is still open
+    assert.deepEqual([...b.all()], [], "nothing written before the commit");
+    assert.equal(a.pending, true);
+    a.commit();
+    assert.equal(a.pending, false);
+    const rows = [...b.all()];
+    assert.deepEqual(rows.map((r) => [r.id, r.pause]), [["one", false], ["three", false]]);
+    assert.equal(dec.decode(rows[0].frames[2]), '{"done":1}');
+    assert.equal(dec.decode(rows[0].frames[0]), "F~~~~done");
+    a.put("four", false, final("four"));
+    a.close(); // commits what waits
+    assert.deepEqual([...b.all()].map((r) => r.id), ["one", "three", "four"]);
+    b.close();
+    b.close(); // twice is safe
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("markReplay: adds replay to a JSON object header, leaves anything else as it is", () => {
   assert.deepEqual(
     JSON.parse(dec.decode(markReplay(enc.encode('{"v":1,"id":"x","error":{"code":"timeout"}}')))),
@@ -192,3 +254,58 @@ Deno.test("a request sent with keep, sent again with the same id after its final
     await w.close();
   }
 });
+
+for (const { label, args } of IM_PLACEMENTS) {
+  Deno.test(`kept finals outlive the Subject: after a SIGKILL, copies of 200 keyed requests (and of one paused) get their first run's final, marked replay; nothing runs twice${label}`, async () => {
+    await using d = await startDeployment({ workers: 2, args });
+    await using client = await d.connect();
+    const w = await countFinals(d, "Three");
+    try {
+      const n = 200;
+      const ids = Array.from({ length: n }, (_, i) => `keyed-${i}`);
+      const first = await Promise.all(
+        ids.map((id, i) => client.request("Three", { i }, { id, keep: true, timeout: 20_000 })),
+      );
+      first.forEach((p) => assert.equal(p.action, "done"));
+      // A keyed request that waits at its @ASYNC step: its pause is what is kept.
+      const pauses = await client.subscribe("Pause~ASYNC~");
+      const pausedRun = client.request("Pause", { a: 1 }, { id: "keyed-pause", keep: true, timeout: 60_000 });
+      pausedRun.catch(() => {}); // a failed assertion below reports itself, not this
+      const pause = (await pauses.next()).value as Publication;
+      await pauses.return!();
+      assert.equal(pause.id, "keyed-pause");
+      const old = await killRole(d.dir, "subject");
+      assert.ok(old !== undefined, "a Subject to kill");
+      // Another client (a restarted service or gateway) sends each again, with other values.
+      await using other = await d.connect();
+      const again = await Promise.all(
+        ids.map((id, i) => other.request("Three", { i, again: 1 }, { id, keep: true, timeout: 30_000 })),
+      );
+      again.forEach((p, i) => {
+        assert.equal(p.replay, true, `request ${i}: ${JSON.stringify(p.values)}`);
+        assert.deepEqual(p.values, first[i].values, "the first run's final");
+      });
+      // The paused one's copy gets the pause again (the same token), and, once resumed, the final.
+      const otherPauses = await other.subscribe("Pause~ASYNC~");
+      const copy = other.request("Pause", { a: 2 }, { id: "keyed-pause", keep: true, timeout: 60_000 });
+      copy.catch(() => {});
+      const pauseAgain = (await otherPauses.next()).value as Publication;
+      await otherPauses.return!();
+      assert.equal(pauseAgain.replay, true);
+      assert.equal(pauseAgain.values.a, 1, "the first run's pause");
+      assert.equal(pauseAgain.resume, pause.resume);
+      await other.sendResume(pause.resume!, { b: 1 });
+      const [ranOnce, copyFinal] = await Promise.all([pausedRun, copy]);
+      assert.equal(ranOnce.action, "done");
+      assert.deepEqual(copyFinal.values, ranOnce.values);
+      assert.equal(ranOnce.values.a, 1);
+      assert.notEqual((await rolePids(d.dir, "subject"))[0], old, "a new Subject answered");
+      const sentinel = await settle(d, client, w.seen, "Three");
+      assert.deepEqual([...w.finals].filter(([, c]) => c !== 1), [], "each ran once");
+      assert.equal(w.finals.size, n + 1);
+      assert.equal(w.finals.get(sentinel), 1);
+    } finally {
+      await w.close();
+    }
+  });
+}

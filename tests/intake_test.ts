@@ -10,11 +10,11 @@ import { TopicCache, utf8 } from "../src/wire/protocol.ts";
 const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\nS?F@ASYNC?wait\n??done\n", "f.ini").flows[0];
 const flows = new Map([["F", flow]]);
 
-function setup(duplicateWindow = 100, incarnation?: string) {
+function setup(duplicateWindow = 100, incarnation?: string, kept?: (id: string) => boolean) {
   const clock = { now: 0 };
   let changes = 0;
   const acks = new AckBook(() => changes++, () => clock.now);
-  const intake = new Intake({ flows, duplicateWindow, incarnation });
+  const intake = new Intake({ flows, duplicateWindow, incarnation, kept });
   const ack = acks.list(utf8("svc"));
   const admit = (topic: string, header: object | string, values = "{}", draining = false): Admission =>
     intake.admit(
@@ -60,6 +60,25 @@ Deno.test("intake: a duplicate (same id, position, step count, token) is acknowl
   const off = setup(0);
   off.admit("F~~~F~Push", { v: 1, id: "r1" });
   assert.equal(off.admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");
+});
+
+Deno.test("intake: a new request sent with keep whose final is kept (an earlier Subject ran it) is a duplicate, with or without the window; others are not", () => {
+  for (const window of [100, 0]) {
+    // Each on an intake of its own: the window would take the second copy for a duplicate.
+    const admit = (header: object) =>
+      setup(window, undefined, (id) => id === "ran").admit("F~~~F~Push", header);
+    assert.deepEqual(admit({ v: 1, id: "ran", keep: 1 }), {
+      do: "drop",
+      reason: "duplicate",
+      detail: 'request "ran" seen before',
+      request: "ran",
+    });
+    // Without keep, or as a continuation, the kept final does not answer it.
+    assert.equal(admit({ v: 1, id: "ran" }).do, "route", `window ${window}`);
+    const continuation = setup(window, undefined, () => true);
+    assert.equal(continuation.admit("F~~S~F~a", { v: 1, id: "ran", pos: 2, n: 1, keep: 1 }).do, "route");
+    assert.equal(admit({ v: 1, id: "new", keep: 1 }).do, "route");
+  }
 });
 
 Deno.test("intake: a message naming another Subject incarnation is dropped as stale, neither acknowledged nor refused", () => {

@@ -6,8 +6,9 @@
  * instead, until a resume takes its token. What it is for: an HTTP gateway killed while a
  * request ran comes back without the request's answer; a retry with the same `Idempotency-Key` is
  * that request's duplicate, and gets the final again instead of waiting out its timeout. Bounded
- * in bytes and count (the oldest copies go first); held in the Subject's memory, so a Subject
- * restart forgets them.
+ * in bytes and count (the oldest copies go first); held in the Subject's memory, and, given a
+ * {@linkcode KeptSink} (the Subject's `kept_store.ts`), told to it as they are kept and forgotten,
+ * so that a restarted Subject {@linkcode FinalReplay.restore}s them.
  * Pure: the Subject tells it what happened.
  *
  * @module
@@ -15,6 +16,14 @@
 
 /** A kept final (or pause), to publish again: its topic, its header marked `replay`, its values. */
 export type KeptFinal = readonly [topic: Uint8Array, header: Uint8Array, values: Uint8Array];
+
+/** Where a {@linkcode FinalReplay} tells what it keeps and forgets (to keep them across restarts). */
+export interface KeptSink {
+  /** `id`'s final (or pause) is kept, in place of what it had. */
+  put(id: string, pause: boolean, frames: readonly Uint8Array[]): void;
+  /** `id` is no longer kept. */
+  remove(id: string): void;
+}
 
 /** Counters of a {@linkcode FinalReplay}. */
 export interface FinalReplayStats {
@@ -78,9 +87,32 @@ export class FinalReplay {
   #first = 0;
   #count = 0;
   readonly #stats: FinalReplayStats = { kept: 0, keptBytes: 0, replayed: 0, forgotten: 0 };
+  readonly #sink?: KeptSink;
 
-  /** `maxBytes`: bytes of kept finals at most; `maxCount`: finals at most. */
-  constructor(readonly maxBytes = DEFAULT_REPLAY_BYTES, readonly maxCount = REPLAY_MAX_COUNT) {}
+  /**
+   * `maxBytes`: bytes of kept finals at most; `maxCount`: finals at most; `sink`: told each
+   * record kept and forgotten.
+   */
+  constructor(
+    readonly maxBytes = DEFAULT_REPLAY_BYTES,
+    readonly maxCount = REPLAY_MAX_COUNT,
+    sink?: KeptSink,
+  ) {
+    this.#sink = sink;
+  }
+
+  /**
+   * A record kept before (by an earlier Subject, read back from its sink), oldest first: kept
+   * again within the bounds, without telling the sink (what the bounds forget, it is told).
+   */
+  restore(id: string, frames: readonly Uint8Array[], pause: boolean): void {
+    this.#keep(id, frames, pause, false);
+  }
+
+  /** Whether a final (or pause) of request `id` is kept: a copy of it is answered with that. */
+  has(id: string): boolean {
+    return this.#index.has(id);
+  }
 
   /** Whether any running request asked: a final leaving needs no look-up otherwise. */
   get wanting(): boolean {
@@ -115,7 +147,10 @@ export class FinalReplay {
   /** Request `id` was resumed: its kept pause no longer answers it (its token is taken). */
   resumed(id: string): void {
     const slot = this.#index.get(id);
-    if (slot !== undefined && this.#slots!.pause[slot]) this.#unindex(id, slot);
+    if (slot !== undefined && this.#slots!.pause[slot]) {
+      this.#unindex(id, slot);
+      this.#sink?.remove(id);
+    }
   }
 
   /**
@@ -140,12 +175,15 @@ export class FinalReplay {
     return { ...this.#stats };
   }
 
-  #keep(id: string, frames: readonly Uint8Array[], pause: boolean): void {
+  #keep(id: string, frames: readonly Uint8Array[], pause: boolean, tell = true): void {
     const [topic, header, values] = frames;
     const size = topic.length + header.length + values.length;
     const old = this.#index.get(id);
     if (old !== undefined) this.#unindex(id, old);
-    if (size > this.maxBytes) return;
+    if (size > this.maxBytes) {
+      if (old !== undefined) this.#sink?.remove(id);
+      return;
+    }
     const ring = this.#ring ??= new Uint8Array(this.maxBytes);
     const r = this.#slots ??= slots(this.maxCount);
     // Records lie in the ring in the order they came; one that does not fit before the ring's end
@@ -162,6 +200,7 @@ export class FinalReplay {
       const was = r.ids[oldest];
       if (was !== undefined) {
         this.#unindex(was, oldest);
+        this.#sink?.remove(was);
         this.#stats.forgotten++;
       }
       this.#first = (this.#first + 1) % this.maxCount;
@@ -182,6 +221,7 @@ export class FinalReplay {
     this.#index.set(id, slot);
     this.#stats.kept++;
     this.#stats.keptBytes += size;
+    if (tell) this.#sink?.put(id, pause, frames);
   }
 
   /** `id`'s record in `slot` no longer answers it (its bytes stay until the ring reaches them). */

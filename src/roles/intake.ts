@@ -156,6 +156,13 @@ export interface IntakeOptions {
    * see `config_versions.ts`; `undefined`: the current ones). @default {() => flows}
    */
   readonly flowsFor?: (header: Header | undefined) => ReadonlyMap<string, Flow>;
+  /**
+   * Whether a final (or pause) of request `id` is kept (`final_replay.ts`): a new request sent
+   * with `keep` whose id has one is a copy of a request that has run, dropped as a duplicate
+   * (and answered with what was kept) even when the duplicate window does not remember it (an
+   * earlier Subject ran it). @default {() => false}
+   */
+  readonly kept?: (id: string) => boolean;
 }
 
 /** What the Subject works out once per request topic. */
@@ -192,6 +199,7 @@ export class Intake {
   readonly #flowsFor: (header: Header | undefined) => ReadonlyMap<string, Flow>;
   readonly #window: number;
   readonly #incarnation: string | undefined;
+  readonly #kept?: (id: string) => boolean;
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
   #recent?: RecentKeys;
   /**
@@ -213,6 +221,7 @@ export class Intake {
     this.#flowsFor = options.flowsFor ?? (() => flows);
     this.#window = options.duplicateWindow;
     this.#incarnation = options.incarnation;
+    this.#kept = options.kept;
   }
 
   /** The flow of a step topic this Subject routes, if known. */
@@ -262,12 +271,17 @@ export class Intake {
       return { do: "drop", reason: "bad_topic", detail: "a ping's action must start with ping" };
     }
     acks.accept(ack, header.id);
-    if (header.k !== "ping" && this.#window > 0 && this.#isDuplicate(header)) {
+    const isNew = header.pos === undefined && header.resume === undefined;
+    if (
+      header.k !== "ping" &&
+      ((this.#window > 0 && this.#isDuplicate(header)) ||
+        (isNew && header.keep === 1 && this.#kept?.(header.id)))
+    ) {
       return {
         do: "drop",
         reason: "duplicate",
         detail: `request ${JSON.stringify(header.id).slice(0, 60)} seen before`,
-        request: header.pos === undefined && header.resume === undefined ? header.id : undefined,
+        request: isNew ? header.id : undefined,
       };
     }
     const values = frames[2];

@@ -42,6 +42,7 @@ import { bindSecure, connectSecure } from "./security.ts";
 import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
 import { PauseBook } from "./pause_book.ts";
 import { PausedStore } from "./paused_store.ts";
+import { KeptStore } from "./kept_store.ts";
 import { ResultGate, type Step } from "./result_gate.ts";
 import {
   HELLO_EVERY_MS,
@@ -94,7 +95,9 @@ export class Subject {
     this.#reloads.ended(id);
   };
   /** Finals kept for requests sent with `"keep":1` (`final_replay.ts`). */
-  readonly #replay: FinalReplay;
+  #replay!: FinalReplay;
+  /** Where the kept finals are kept across restarts (none when `replayBuffer` is 0). */
+  #kept?: KeptStore;
   /** The tokens taken by resumes, by the request they resumed, until its flow ends or pauses again. */
   readonly #resumedTokens = new Map<string, string>();
   /** A final publication leaves for the IM: the request ended; a resumed one's token is finished once the IM has it. */
@@ -112,7 +115,6 @@ export class Subject {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = resolveSubjectOptions(options);
-    this.#replay = new FinalReplay(this.#o.replayBuffer);
     this.#limits = { maxPending: this.#o.maxPending, backlog: IM_BACKLOG_LIMIT, held: PENDING_BYTES_LIMIT };
   }
 
@@ -126,6 +128,7 @@ export class Subject {
   async #open(): Promise<void> {
     const o = this.#o;
     this.#store = new PausedStore(o.pausedStore);
+    this.#replay = this.#keptFinals(o.pausedStore, o.replayBuffer);
     const sources = o.reload.sources ?? [];
     const book = new VersionBook({ flows: o.flows, sources, hash: await sourcesHash(sources) });
     const incarnation = newIncarnation();
@@ -192,7 +195,12 @@ export class Subject {
     });
     // A continuation goes on with its request's configuration version; a new request, the current one.
     const flowsFor = (h: Header | undefined) => book.flowsFor(h?.pos === undefined ? undefined : h.id);
-    this.#serviceSide = new ServiceSide(this.#services, host, { ...o, flowsFor, incarnation });
+    this.#serviceSide = new ServiceSide(this.#services, host, {
+      ...o,
+      flowsFor,
+      incarnation,
+      kept: (id) => this.#replay.has(id),
+    });
     const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);
     this.#workerSide = new WorkerSide(this.#workersSock, host, {
       ...o,
@@ -332,6 +340,7 @@ export class Subject {
     this.#flushScheduled = false;
     this.#workerSide.flush();
     this.#imLink.flush();
+    if (this.#kept?.pending) this.#commitKept();
     // Acknowledgements go at most once per millisecond while busy (each is a message that
     // wakes the service), and at once when the Subject runs out of work (onIdle).
     this.#serviceSide.flushIfDue();
@@ -473,6 +482,63 @@ export class Subject {
     return clean;
   }
 
+  /**
+   * The kept finals: those an earlier Subject kept (in the `kept_finals` table of the paused
+   * flows' file) first, then this one's, told to the table as they are kept and forgotten and
+   * written at the end of each pass ({@linkcode Subject.#commitKept}). A store that cannot be
+   * opened or read is logged, never fatal: the finals are then kept in memory only.
+   */
+  #keptFinals(path: string, maxBytes: number): FinalReplay {
+    if (maxBytes <= 0) return new FinalReplay(maxBytes);
+    let store: KeptStore;
+    try {
+      store = this.#kept = new KeptStore(path);
+    } catch (e) {
+      this.#keptFailed("open", path, e);
+      return new FinalReplay(maxBytes);
+    }
+    // What is queued is written when this turn's sends are (a final may leave outside a pass).
+    const replay = new FinalReplay(maxBytes, undefined, {
+      put: (id, pause, frames) => {
+        store.put(id, pause, frames);
+        this.#scheduleFlush();
+      },
+      remove: (id) => {
+        store.remove(id);
+        this.#scheduleFlush();
+      },
+    });
+    let n = 0;
+    try {
+      for (const r of store.all()) {
+        replay.restore(r.id, r.frames, r.pause);
+        n++;
+      }
+      store.commit(); // what the bounds forgot of them
+    } catch (e) {
+      this.#keptFailed("read", path, e);
+    }
+    if (n > 0) this.#log.info("{n} kept finals read back from {path}", { n, path });
+    return replay;
+  }
+
+  /** Writes the kept finals of this pass; a failed write is logged and counted (`dropped.kept_store`). */
+  #commitKept(): void {
+    try {
+      this.#kept!.commit();
+    } catch (e) {
+      this.#keptFailed("write", this.#o.pausedStore, e);
+    }
+  }
+
+  #keptFailed(what: string, path: string, e: unknown): void {
+    this.#dropped.kept_store = (this.#dropped.kept_store ?? 0) + 1;
+    this.#log.warn(`Kept finals: cannot ${what} {path} ({error}); those stay in memory only`, {
+      path,
+      error: (e as Error).message,
+    });
+  }
+
   /** Closes at once; in-flight steps are abandoned. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
@@ -482,6 +548,11 @@ export class Subject {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
       }
       this.#store.close();
+      try {
+        this.#kept?.close();
+      } catch (e) {
+        this.#keptFailed("write", this.#o.pausedStore, e);
+      }
     })().finally(() => this.#done.resolve());
     return this.#closed;
   }

@@ -57,6 +57,8 @@ export interface ServiceSideOptions {
   readonly maxInFlightPerConnection: number;
   /** The Subject's incarnation (see `IntakeOptions.incarnation`). */
   readonly incarnation?: string;
+  /** Whether a final of a request is kept (see `IntakeOptions.kept`). */
+  readonly kept?: (id: string) => boolean;
 }
 
 const { ACK, NACK, RESUMED } = CONTROL_FRAMES;
