@@ -240,7 +240,7 @@ export const SETTINGS_DOC: Readonly<
   liveness_timeout: {
     default: String(DEFAULT_LIVENESS_TIMEOUT),
     meaning:
-      "ms a role run by `start` may go without rewriting its counters (stopped, hung) before it is killed and restarted; 0: never; without the sandbox, workers get `handler_timeout` + 5000",
+      "ms a role `start` runs may stay stopped (SIGSTOP), or go without rewriting its counters once it has, before it is killed and restarted; 0: never; see Reliability",
   },
   max_message_size: {
     default: String(DEFAULT_MAX_MESSAGE_SIZE),
@@ -504,10 +504,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     for (const [k, v] of Object.entries(layer)) if (v !== undefined) merged[k as keyof Config] = v;
   }
   const dir = String(merged.runtime_dir ?? defaultRuntimeDir()).replace(/\/+$/, "");
+  // Digits only: Number() would take "" and " " for 0, and "0x7d0" or "2e3" for 2000.
   const num = (key: keyof Config, def: number, min: number): number => {
     const raw = merged[key];
     if (raw === undefined) return def;
-    const n = Number(raw);
+    const n = /^\s*\d+\s*$/.test(String(raw)) ? Number(raw) : NaN;
     if (!Number.isInteger(n) || n < min) {
       throw new ConfigError(`setting ${key} must be a whole number of at least ${min}, got "${raw}"`);
     }
@@ -520,7 +521,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
   const liveness = (n: number): number => {
     if (n > 0 && n < 2000) {
       throw new ConfigError(
-        `setting liveness_timeout must be 0 (never) or at least 2000 (roles rewrite their counters every second), got "${n}"`,
+        `setting liveness_timeout must be 0 (never) or at least 2000 (roles rewrite their counters every second), got "${merged.liveness_timeout}"`,
       );
     }
     return n;

@@ -75,6 +75,20 @@ Deno.test("bad settings are errors naming the file, line and fix", () => {
     () => resolveConfig({ step_limit: "many" }),
     /step_limit must be a whole number of at least 1, got "many"/,
   );
+  // Number() would read these as 0 (turning a check off) or as another number.
+  for (const raw of ["", " ", "0x7d0", "2e3", "2000.5", "-1", "1_000"]) {
+    assert.throws(
+      () => resolveConfig({ liveness_timeout: raw }),
+      new RegExp(`liveness_timeout must be a whole number of at least 0, got "${raw.replace(".", "\\.")}"`),
+      JSON.stringify(raw),
+    );
+  }
+  assert.equal(resolveConfig({ liveness_timeout: " 2000 " }).liveness_timeout, 2000);
+  assert.equal(resolveConfig({ liveness_timeout: 0 }).liveness_timeout, 0);
+  assert.throws(
+    () => resolveConfig({ liveness_timeout: "1999" }),
+    /liveness_timeout must be 0 \(never\) or at least 2000 .*, got "1999"/,
+  );
 });
 
 Deno.test("endpoint settings: tcp with a port, ipc within the kernel's 107 bytes, inproc; anything else names the fix", () => {

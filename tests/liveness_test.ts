@@ -3,26 +3,62 @@
 // with real child processes, and a deployment whose handler stops its own worker process.
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
-import { LivenessClock, SupervisedProcess } from "../src/cli/supervisor.ts";
+import { LivenessClock, processStopped, stopChild, SupervisedProcess } from "../src/cli/supervisor.ts";
 import { rolePids } from "../testing/deployment.ts";
-import { startDeployment } from "./helpers.ts";
+import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
-Deno.test("LivenessClock: counts from the spawn until a file is seen, then from the last look that saw it change; a step of the wall clock does not count", () => {
-  const c = new LivenessClock(1000); // spawned at 1 s (monotonic)
-  assert.equal(c.look(undefined, 3999, 3000), 0, "no file yet, within 3 s of the spawn");
-  assert.equal(c.look(undefined, 4500, 3000), 500, "no file 3.5 s after the spawn");
-  const d = new LivenessClock(1000);
+Deno.test("LivenessClock: stopped at every look for the bound, from the spawn on; silent only once it has written; not judged while the folder cannot be written; a step of the wall clock does not count", () => {
   const wall = 1_800_000_000_000;
-  assert.equal(d.look(wall, 2000, 3000), 0);
-  assert.equal(d.look(wall + 1000, 3000, 3000), 0, "rewritten");
-  assert.equal(d.look(wall + 1000, 5999, 3000), 0, "not rewritten, within 3 s of the last change seen");
-  assert.equal(d.look(wall + 1000, 6250, 3000), 250);
+  const look = (stopped: boolean, mtime?: number, writable = true) => ({ stopped, mtime, writable });
+  // Stopped before it ever wrote (still loading): overdue once stopped for the bound.
+  const a = new LivenessClock();
+  assert.equal(a.look(look(false), 0, 3000), undefined);
+  assert.equal(a.look(look(true), 1000, 3000), undefined);
+  assert.equal(a.look(look(true), 4000, 3000), undefined);
+  assert.deepEqual(a.look(look(true), 4500, 3000), { why: "stopped", ms: 3500 });
+  // Stopped, then continued: counted again from the next stop.
+  const b = new LivenessClock();
+  b.look(look(true), 0, 3000);
+  b.look(look(false), 2000, 3000);
+  assert.equal(b.look(look(true), 4000, 3000), undefined);
+  // Running and never written (loading its modules for long): never overdue.
+  const c = new LivenessClock();
+  assert.equal(c.look(look(false), 60_000, 3000), undefined);
+  // Written, then not rewritten: overdue from the last look that saw it change.
+  assert.equal(c.look(look(false, wall), 61_000, 3000), undefined);
+  assert.equal(c.look(look(false, wall + 1000), 62_000, 3000), undefined);
+  assert.equal(c.look(look(false, wall + 1000), 65_000, 3000), undefined);
+  assert.deepEqual(c.look(look(false, wall + 1000), 65_250, 3000), { why: "silent", ms: 3250 });
   // The wall clock stepped back an hour (the file's times with it): a change is a change.
-  assert.equal(d.look(wall - 3_600_000, 6500, 3000), 0);
-  // A file the same age for 3 s of the monotonic clock is overdue, whatever the wall clock says.
-  const e = new LivenessClock(0);
-  assert.equal(e.look(wall + 3_600_000, 100, 3000), 0);
-  assert.equal(e.look(wall + 3_600_000, 3200, 3000), 100);
+  const d = new LivenessClock();
+  d.look(look(false, wall), 0, 3000);
+  assert.equal(d.look(look(false, wall - 3_600_000), 2500, 3000), undefined);
+  assert.equal(d.look(look(false, wall - 3_600_000), 5000, 3000), undefined);
+  // A folder that cannot be written: no file is judged, and the count starts again after.
+  const e = new LivenessClock();
+  e.look(look(false, wall), 0, 3000);
+  assert.equal(e.look(look(false, wall, false), 10_000, 3000), undefined);
+  assert.equal(e.look(look(false, wall), 12_000, 3000), undefined);
+  assert.deepEqual(e.look(look(false, wall), 13_500, 3000), { why: "silent", ms: 3500 });
+  // A stopped process is found stopped whatever its file says.
+  const f = new LivenessClock();
+  f.look(look(true, wall, false), 0, 3000);
+  assert.deepEqual(f.look(look(true, wall + 5, false), 3100, 3000), { why: "stopped", ms: 3100 });
+});
+
+Deno.test("processStopped: a SIGSTOPped process is, a running or gone one is not", async () => {
+  const p = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    assert.equal(processStopped(p.pid), false);
+    Deno.kill(p.pid, "SIGSTOP");
+    await until("the stop", () => processStopped(p.pid), 2000);
+    Deno.kill(p.pid, "SIGCONT");
+    await until("the continue", () => !processStopped(p.pid), 2000);
+  } finally {
+    p.kill("SIGKILL");
+    await p.status;
+  }
+  assert.equal(processStopped(p.pid), false);
 });
 
 async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
@@ -33,46 +69,69 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms =
   }
 }
 
-Deno.test("SupervisedProcess: a child that never writes its file is killed after the timeout and started again; one that keeps writing is left alone", async () => {
+Deno.test("SupervisedProcess: a child that wrote once and then not, or is stopped, is killed after the timeout and started again; one that keeps writing, or runs without writing, is left alone", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zm-live-" });
   const log = getLogger(["zmanager", "test"]);
   const spawn = (script: string) => () =>
     new Deno.Command("sh", { args: ["-c", script], stdin: "piped", stdout: "null", stderr: "null" }).spawn();
   const file = (pid: number) => `${dir}/c-${pid}`;
+  const liveness = { file, timeoutMs: 2000 };
   // `exec sleep` keeps the pid the supervisor knows.
-  const silent = new SupervisedProcess("silent", spawn("exec sleep 60"), log, undefined, {
-    file,
-    timeoutMs: 2000,
-  })
+  const silent = new SupervisedProcess(
+    "silent",
+    spawn(`touch ${dir}/c-$$; exec sleep 60`),
+    log,
+    undefined,
+    liveness,
+  )
+    .supervise();
+  const stopped = new SupervisedProcess("stopped", spawn("exec sleep 60"), log, undefined, liveness)
     .supervise();
   const writing = new SupervisedProcess(
     "writing",
     spawn(`while :; do touch ${dir}/c-$$; sleep 0.3; done`),
     log,
     undefined,
-    { file, timeoutMs: 2000 },
+    liveness,
   ).supervise();
+  const loading = new SupervisedProcess("loading", spawn("exec sleep 60"), log, undefined, liveness)
+    .supervise();
   try {
-    const first = silent.child.pid;
+    const firstSilent = silent.child.pid;
+    const firstStopped = stopped.child.pid;
+    Deno.kill(firstStopped, "SIGSTOP");
     const t0 = performance.now();
     await until("the silent child killed and started again", () => silent.restarts === 1, 10_000);
+    await until("the stopped child killed and started again", () => stopped.restarts === 1, 10_000);
     const took = performance.now() - t0;
     assert.equal(silent.silentKills, 1);
-    assert.notEqual(silent.child.pid, first);
+    assert.equal(stopped.silentKills, 1);
+    assert.notEqual(silent.child.pid, firstSilent);
+    assert.notEqual(stopped.child.pid, firstStopped);
     assert.ok(took >= 1900, `killed after ${Math.round(took)} ms, before its 2,000`);
-    assert.equal(
-      (await new Deno.Command("kill", { args: ["-0", String(first)], stderr: "null" }).output()).success,
-      false,
-    );
-    // Meanwhile the writing one lived on, untouched.
+    for (const pid of [firstSilent, firstStopped]) {
+      assert.equal(
+        (await new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" }).output()).success,
+        false,
+      );
+    }
+    // Meanwhile the writing one and the one that never wrote (still "loading") lived on.
     await new Promise((r) => setTimeout(r, 1000));
-    assert.equal(writing.restarts, 0);
-    assert.equal(writing.silentKills, 0);
+    assert.deepEqual([writing.restarts, writing.silentKills, loading.restarts], [0, 0, 0]);
   } finally {
-    await silent.stop(1000);
-    await writing.stop(1000);
+    await Promise.all([silent, stopped, writing, loading].map((p) => p.stop(1000)));
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("stopChild: a child stopped (SIGSTOP) is killed about a second after it is asked to stop, not after its grace period", async () => {
+  const p = new Deno.Command("sleep", { args: ["60"], stdin: "piped" }).spawn();
+  Deno.kill(p.pid, "SIGSTOP");
+  const t0 = performance.now();
+  await stopChild(p, 30_000);
+  const took = performance.now() - t0;
+  assert.ok(took < 5000, `took ${Math.round(took)} ms`);
+  assert.equal((await p.status).signal, "SIGKILL");
 });
 
 const HALT_FLOWS = "[Halt]\n?Halt?Push\nX?Halt?halt\n??done\n";
@@ -126,5 +185,105 @@ Deno.test("a handler that SIGSTOPs its own worker: start kills the stopped proce
       if (victim) Deno.kill(victim, "SIGKILL");
     } catch { /* killed by start */ }
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The pids of `pid`'s children whose command line holds `word` as an argument. */
+function childrenRunning(pid: number, word: string): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const kids = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
+      for (const k of kids ? kids.split(/\s+/).map(Number) : []) {
+        try {
+          if (Deno.readTextFileSync(`/proc/${k}/cmdline`).split("\0").includes(word)) out.push(k);
+        } catch { /* gone */ }
+      }
+    }
+  } catch { /* gone */ }
+  return out;
+}
+
+Deno.test("a Subject SIGSTOPped before start is ready: start kills it and exits 1 instead of waiting forever", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-live-start-" });
+  const p = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CLI,
+      "start",
+      "--workers",
+      "1",
+      "--liveness-timeout",
+      "2000",
+      "--runtime-dir",
+      dir,
+      ...RUNTIME_FIXTURE,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+  const out = p.stdout.pipeThrough(new TextDecoderStream());
+  const err = p.stderr.pipeThrough(new TextDecoderStream());
+  const [printed, logged] = [
+    (async () => (await Array.fromAsync(out)).join(""))(),
+    (async () => (await Array.fromAsync(err)).join(""))(),
+  ];
+  let stopped: number | undefined;
+  try {
+    await until(
+      "the Subject's process",
+      () => (stopped = childrenRunning(p.pid, "subject")[0]) !== undefined,
+      20_000,
+    );
+    Deno.kill(stopped!, "SIGSTOP");
+    const t0 = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const status = await Promise.race([
+      p.status,
+      new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), 30_000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(status, "start still waits 30 s after its Subject was stopped");
+    assert.equal(status.code, 1);
+    assert.ok(performance.now() - t0 < 15_000);
+    assert.equal(await printed, "", "it never said ready");
+    assert.match(await logged, /The Subject \(pid \d+\) has been stopped \(SIGSTOP\) for \d+ ms; killing it/);
+  } finally {
+    try {
+      p.kill("SIGKILL");
+    } catch { /* exited */ }
+    await p.status;
+    try {
+      if (stopped) Deno.kill(stopped, "SIGKILL");
+    } catch { /* killed by start */ }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a stats folder that cannot be written (replaced by a file) gets no healthy role killed; requests are answered", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--liveness-timeout", "2000"] });
+  await using client = await d.connect();
+  const pids = [
+    ...await rolePids(d.dir, "subject"),
+    ...await rolePids(d.dir, "integration-manager"),
+    ...await rolePids(d.dir, "worker"),
+  ];
+  assert.equal(pids.length, 3);
+  await Deno.remove(`${d.dir}/stats`, { recursive: true });
+  await Deno.writeTextFile(`${d.dir}/stats`, "not a folder");
+  try {
+    await new Promise((r) => setTimeout(r, 6000)); // three times the bound
+    for (const pid of pids) {
+      assert.ok(
+        (await new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" }).output()).success,
+        `pid ${pid} was killed`,
+      );
+    }
+    assert.equal((await client.request("Three", {}, { timeout: 10_000 })).action, "done");
+  } finally {
+    await Deno.remove(`${d.dir}/stats`);
   }
 });

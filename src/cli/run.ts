@@ -126,7 +126,10 @@ export async function loadForRole(
 function statsWriter(config: Config, role: string, snapshot: () => unknown): () => void {
   const dir = `${config.runtime_dir}/stats`;
   const file = `${dir}/${role}-${Deno.pid}.json`;
-  const write = () => {
+  // A failure is said once (and again once writing works again): `stats --local`, the reload's
+  // rollout and `start`'s liveness check read these files.
+  let failing = false;
+  const write = (quiet = false) => {
     try {
       Deno.mkdirSync(dir, { recursive: true });
       const tmp = `${file}.tmp`;
@@ -135,13 +138,24 @@ function statsWriter(config: Config, role: string, snapshot: () => unknown): () 
         JSON.stringify({ role, pid: Deno.pid, at: Date.now(), ...snapshot() as object }),
       );
       Deno.renameSync(tmp, file);
-    } catch { /* the runtime directory may be gone at shutdown */ }
+      if (failing) logger(role).info("Writing its counters to {file} again", { file });
+      failing = false;
+    } catch (e) {
+      // (Quiet at shutdown: the runtime directory may be gone.)
+      if (!failing && !quiet) {
+        logger(role).warn("Cannot write its counters to {file}: {error}", {
+          file,
+          error: (e as Error).message,
+        });
+      }
+      failing = true;
+    }
   };
   write();
   const t = setInterval(write, 1000);
   return () => {
     clearInterval(t);
-    write();
+    write(true);
     try {
       Deno.removeSync(file);
     } catch { /* already gone */ }

@@ -146,9 +146,12 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   // A role that stops rewriting its counters (stopped, or its event loop blocked) is killed and
   // started again. Without the sandbox a worker's watchdog ends a blocked handler at
   // handler_timeout: it gets that first.
+  const statsDir = `${config.runtime_dir}/stats`;
+  const statsWritable = () => statsWritableIn(statsDir);
   const liveness = (role: string, timeoutMs: number): Liveness => ({
-    file: (pid) => `${config.runtime_dir}/stats/${role}-${pid}.json`,
+    file: (pid) => `${statsDir}/${role}-${pid}.json`,
     timeoutMs,
+    writable: statsWritable,
   });
   const backoff = () => new RestartBackoff();
   const workerLiveness = config.liveness_timeout > 0 && !config.sandbox
@@ -300,6 +303,26 @@ function withFreePort(listen: string): string {
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   return `${m[1]}:${port}`;
+}
+
+/**
+ * Whether the roles can write their counters now: `start` writes a probe file of its own into the
+ * folder, at most once a second. While it cannot (a full disk, a read-only or missing folder),
+ * the roles' files age without their being hung, and are not judged (see `liveness_timeout`).
+ */
+let probed = { at: -Infinity, ok: true };
+function statsWritableIn(dir: string): boolean {
+  const now = performance.now();
+  if (now - probed.at < 1000) return probed.ok;
+  let ok = true;
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+    Deno.writeTextFileSync(`${dir}/.start-probe`, `${Date.now()}\n`);
+  } catch {
+    ok = false;
+  }
+  probed = { at: now, ok };
+  return ok;
 }
 
 async function gatewayListening(listen: string): Promise<boolean> {

@@ -71,61 +71,112 @@ export class RestartBackoff {
 
 /**
  * Asks a supervised role to stop (closes its standard input) and waits for it to exit; after
- * `graceMs` (a child that cannot read its input: stopped, or its event loop blocked) it is
- * sent SIGKILL.
+ * `graceMs` (a child that cannot read its input: its event loop blocked) it is sent SIGKILL, and
+ * at once when it has been stopped (SIGSTOP) for a second: a stopped process does nothing with
+ * its grace.
  */
 export async function stopChild(
   p: Deno.ChildProcess,
   graceMs: number,
   log?: Logger,
   label = "child",
+  stopped: (pid: number) => boolean = processStopped,
 ): Promise<void> {
   await p.stdin.close().catch(() => {});
-  if ((await withTimeout(p.status, graceMs)) !== TIMED_OUT) return;
-  log?.warn(`${label} (pid {pid}) did not stop within {ms} ms; killing it`, {
-    pid: p.pid,
-    ms: graceMs,
-  });
+  const start = performance.now();
+  let stoppedSince: number | undefined;
+  let why = "did not stop within {ms} ms";
+  for (;;) {
+    const left = start + graceMs - performance.now();
+    if (left <= 0) break;
+    if ((await withTimeout(p.status, Math.min(250, left))) !== TIMED_OUT) return;
+    if (!stopped(p.pid)) stoppedSince = undefined;
+    else if (performance.now() - (stoppedSince ??= performance.now()) >= 1000) {
+      why = "is stopped (SIGSTOP) and cannot stop by itself";
+      break;
+    }
+  }
+  log?.warn(`${label} (pid {pid}) ${why}; killing it`, { pid: p.pid, ms: graceMs });
   try {
     p.kill("SIGKILL");
   } catch { /* exited meanwhile */ }
   await p.status;
 }
 
+/** What one look at a child found (see {@linkcode LivenessClock.look}). */
+export interface LivenessLook {
+  /** When its liveness file was last modified (`undefined`: there is none). */
+  readonly mtime: number | undefined;
+  /** Whether the process is stopped (SIGSTOP: state `T` or `t` in `/proc`). */
+  readonly stopped: boolean;
+  /**
+   * Whether the file can be judged now: false while the folder it is written to cannot be
+   * written (a full disk, a read-only or missing folder), where a healthy child's file ages too.
+   */
+  readonly writable: boolean;
+}
+
+/** Why a child is taken for dead: `stopped` (SIGSTOP), or `silent` (its file stopped changing). */
+export type Overdue = { readonly why: "stopped" | "silent"; readonly ms: number };
+
 /**
- * Whether a child still rewrites its liveness file. It sees the file's modification time at each
- * look and counts from the last look at which it had changed (or from the spawn), on a monotonic
- * clock: the file's time is only compared with the one seen before, so a step of the wall clock
- * (NTP, a resumed VM) neither kills a healthy child nor spares a stopped one. Pure.
+ * Whether a child is alive, from looks at its process state and its liveness file. A child
+ * stopped (SIGSTOP) at every look for `timeoutMs` is overdue, from its spawn on. Its file is
+ * judged only once the child has written one (a child still loading its modules has not), and
+ * counts from the last look that saw it change; not while the folder cannot be written. All on a
+ * monotonic clock: the file's time is only compared with the one seen before, so a step of the
+ * wall clock (NTP, a resumed VM) neither kills a healthy child nor spares a stopped one. Pure.
  *
  * @example
  * ```ts
  * import { LivenessClock } from "./supervisor.ts";
- * const c = new LivenessClock(0); // spawned at 0
- * c.look(undefined, 2500, 3000); // 0: no file yet, within 3 s of the spawn
- * c.look(1_700_000_000_000, 2600, 3000); // 0: written
- * c.look(1_700_000_000_000, 6000, 3000); // 400: not rewritten since 2600
+ * const c = new LivenessClock();
+ * const at = (stopped: boolean, mtime?: number) => ({ stopped, mtime, writable: true });
+ * c.look(at(false), 5000, 3000); // undefined: no file yet, but running
+ * c.look(at(false, 1_700_000_000_000), 5100, 3000); // undefined: written
+ * c.look(at(false, 1_700_000_000_000), 8500, 3000); // { why: "silent", ms: 3400 }
  * ```
  */
 export class LivenessClock {
   #seen?: number;
-  #since: number;
-
-  /** A child spawned at `now` (monotonic ms). */
-  constructor(now: number) {
-    this.#since = now;
-  }
+  #changedAt = 0;
+  #stoppedSince?: number;
 
   /**
-   * A look at `now` (monotonic ms) that found the file modified at `mtime` (`undefined`: no file):
-   * the milliseconds it is past `timeoutMs` without a change, or 0 within it.
+   * A look at `now` (monotonic ms): how long the child has been stopped or silent, if that is
+   * past `timeoutMs`; `undefined` if it is alive.
    */
-  look(mtime: number | undefined, now: number, timeoutMs: number): number {
-    if (mtime !== undefined && mtime !== this.#seen) {
-      this.#seen = mtime;
-      this.#since = now;
+  look(l: LivenessLook, now: number, timeoutMs: number): Overdue | undefined {
+    if (!l.stopped) this.#stoppedSince = undefined;
+    else this.#stoppedSince ??= now;
+    if (this.#stoppedSince !== undefined && now - this.#stoppedSince > timeoutMs) {
+      return { why: "stopped", ms: now - this.#stoppedSince };
     }
-    return Math.max(0, now - this.#since - timeoutMs);
+    if (l.mtime !== undefined && l.mtime !== this.#seen) {
+      this.#seen = l.mtime;
+      this.#changedAt = now;
+    }
+    // A folder that cannot be written ages every file in it: judge again from when it can.
+    if (!l.writable) this.#changedAt = now;
+    if (this.#seen !== undefined && now - this.#changedAt > timeoutMs) {
+      return { why: "silent", ms: now - this.#changedAt };
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Whether process `pid` is stopped (SIGSTOP, or a tracer's stop): its state in `/proc/PID/stat`
+ * is `T` or `t`. False where there is no `/proc` or the process is gone.
+ */
+export function processStopped(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // "pid (name) S ...": the name may hold spaces and parentheses; the state follows the last ')'.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "T" || state === "t";
+  } catch {
+    return false;
   }
 }
 
@@ -133,10 +184,14 @@ export class LivenessClock {
 export interface Liveness {
   /** The file the child rewrites every second while its event loop turns (its counters). */
   readonly file: (pid: number) => string;
-  /** Milliseconds without a rewrite before the child is taken for stopped or hung and killed. */
+  /** Milliseconds stopped, or without a rewrite, before the child is taken for dead and killed. */
   readonly timeoutMs: number;
+  /** Whether the folder of the files can be written now. @default {() => true} */
+  readonly writable?: () => boolean;
   /** The monotonic clock, in ms. @default {performance.now} */
   readonly now?: () => number;
+  /** Whether a process is stopped. @default {processStopped} */
+  readonly stopped?: (pid: number) => boolean;
 }
 
 /**
@@ -176,11 +231,20 @@ export class SupervisedProcess {
     this.#liveness = liveness && liveness.timeoutMs > 0 ? liveness : undefined;
     this.#child = spawn();
     this.#spawned();
+    // From the spawn on, before `supervise` too: a role stopped while `start` waits for it to be
+    // ready is killed (and `start` fails) instead of waited for forever.
+    if (this.#liveness) {
+      this.#livenessTimer = setInterval(
+        () => this.#checkLiveness(),
+        Math.min(1000, this.#liveness.timeoutMs / 4),
+      );
+      this.#watchExit(this.#child);
+    }
   }
 
   #spawned(): void {
     this.#backoff.started();
-    this.#clock = this.#liveness && new LivenessClock(this.#now());
+    this.#clock = this.#liveness && new LivenessClock();
     this.#killedSilent = false;
     this.#exited = false;
   }
@@ -196,15 +260,8 @@ export class SupervisedProcess {
    * rewriting its file: stopped (SIGSTOP), or its event loop blocked.
    */
   supervise(): this {
-    if (this.#liveness && this.#livenessTimer === undefined) {
-      this.#livenessTimer = setInterval(
-        () => this.#checkLiveness(),
-        Math.min(1000, this.#liveness.timeoutMs / 4),
-      );
-    }
     const p = this.#child;
     p.status.then((s) => {
-      if (p === this.#child) this.#exited = true;
       if (this.#stopping || p !== this.#child) return;
       const ms = this.#backoff.exited();
       this.#log.warn(`${this.label} (pid {pid}) exited with {code}; restarting in {ms} ms`, {
@@ -231,10 +288,18 @@ export class SupervisedProcess {
         return this.#restartAfter(next);
       }
       this.#spawned();
+      if (this.#liveness) this.#watchExit(this.#child);
       this.restarts++;
       this.#log.warn(`${this.label} restarted (pid {pid})`, { pid: this.#child.pid });
       this.supervise();
     }, ms);
+  }
+
+  /** Marks the child exited once it is, so that the liveness check leaves it to its restart. */
+  #watchExit(p: Deno.ChildProcess): void {
+    p.status.then(() => {
+      if (p === this.#child) this.#exited = true;
+    });
   }
 
   #now(): number {
@@ -250,14 +315,19 @@ export class SupervisedProcess {
     try {
       mtime = Deno.statSync(l.file(p.pid)).mtime?.getTime();
     } catch { /* not written yet */ }
-    const over = this.#clock!.look(mtime, this.#now(), l.timeoutMs);
-    if (over === 0) return;
+    const stopped = (l.stopped ?? processStopped)(p.pid);
+    const writable = l.writable?.() ?? true;
+    const over = this.#clock!.look({ mtime, stopped, writable }, this.#now(), l.timeoutMs);
+    if (!over) return;
     this.#killedSilent = true;
     this.silentKills++;
-    this.#log.warn(
-      `${this.label} (pid {pid}) has not written its counters for {ms} ms (stopped or hung); killing it to restart it`,
-      { pid: p.pid, ms: l.timeoutMs + over },
-    );
+    const why = over.why === "stopped"
+      ? "has been stopped (SIGSTOP) for {ms} ms"
+      : "has not rewritten its counters for {ms} ms (hung)";
+    this.#log.warn(`${this.label} (pid {pid}) ${why}; killing it to restart it`, {
+      pid: p.pid,
+      ms: Math.round(over.ms),
+    });
     try {
       p.kill("SIGKILL");
     } catch { /* exited meanwhile */ }
