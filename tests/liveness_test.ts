@@ -81,20 +81,18 @@ Deno.test("SupervisedProcess: a child that wrote once and then not, or is stoppe
     "silent",
     spawn(`touch ${dir}/c-$$; exec sleep 60`),
     log,
-    undefined,
-    liveness,
+    { liveness },
   )
     .supervise();
-  const stopped = new SupervisedProcess("stopped", spawn("exec sleep 60"), log, undefined, liveness)
+  const stopped = new SupervisedProcess("stopped", spawn("exec sleep 60"), log, { liveness })
     .supervise();
   const writing = new SupervisedProcess(
     "writing",
     spawn(`while :; do touch ${dir}/c-$$; sleep 0.3; done`),
     log,
-    undefined,
-    liveness,
+    { liveness },
   ).supervise();
-  const loading = new SupervisedProcess("loading", spawn("exec sleep 60"), log, undefined, liveness)
+  const loading = new SupervisedProcess("loading", spawn("exec sleep 60"), log, { liveness })
     .supervise();
   try {
     const firstSilent = silent.child.pid;

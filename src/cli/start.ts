@@ -18,7 +18,7 @@ import {
   runtimeDirOk,
   waitForStop,
 } from "./run.ts";
-import { type Liveness, LOCK_FILE, lockRuntimeDir, RestartBackoff, SupervisedProcess } from "./supervisor.ts";
+import { type Liveness, LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
 import { watchAndReload } from "./watch.ts";
 
 /** The roles `start --roles` can run on a host. */
@@ -143,17 +143,16 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
       stderr: "inherit",
     }).spawn();
 
-  // A role that stops rewriting its counters (stopped, or its event loop blocked) is killed and
-  // started again. Without the sandbox a worker's watchdog ends a blocked handler at
-  // handler_timeout: it gets that first.
+  // A role stopped (SIGSTOP), or hung (its counters not rewritten once it has written them), for
+  // liveness_timeout is killed and started again (supervisor.ts, LivenessClock). Without the
+  // sandbox a worker's watchdog ends a blocked handler at handler_timeout: it gets that first.
   const statsDir = `${config.runtime_dir}/stats`;
-  const statsWritable = () => statsWritableIn(statsDir);
+  const statsWritable = writableProbe(statsDir);
   const liveness = (role: string, timeoutMs: number): Liveness => ({
     file: (pid) => `${statsDir}/${role}-${pid}.json`,
     timeoutMs,
     writable: statsWritable,
   });
-  const backoff = () => new RestartBackoff();
   const workerLiveness = config.liveness_timeout > 0 && !config.sandbox
     ? Math.max(config.liveness_timeout, config.handler_timeout + 5000)
     : config.liveness_timeout;
@@ -164,8 +163,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
       "The Integration Manager",
       spawner("integration-manager", false),
       log,
-      backoff(),
-      liveness("integration-manager", config.liveness_timeout),
+      { liveness: liveness("integration-manager", config.liveness_timeout) },
     )
     : undefined;
   const subject = roles.has("subject")
@@ -173,8 +171,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
       "The Subject",
       spawner("subject", true),
       log,
-      backoff(),
-      liveness("subject", config.liveness_timeout),
+      { liveness: liveness("subject", config.liveness_timeout) },
     )
     : undefined;
   const workers = Array.from(
@@ -184,8 +181,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         `Worker ${i}`,
         spawner("worker", true),
         log,
-        backoff(),
-        liveness("worker", workerLiveness),
+        { liveness: liveness("worker", workerLiveness) },
       )
         .supervise(),
   );
@@ -202,8 +198,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         stderr: "inherit",
       }).spawn(),
     log,
-    backoff(),
-    liveness("gateway", config.liveness_timeout),
+    { liveness: liveness("gateway", config.liveness_timeout) },
   ).supervise();
   // Grace periods: the Subject drains for up to handler_timeout + 5 s (its drain ends once every
   // accepted request has its final publication); then workers and the IM get STOP_MARGIN.
@@ -306,23 +301,25 @@ function withFreePort(listen: string): string {
 }
 
 /**
- * Whether the roles can write their counters now: `start` writes a probe file of its own into the
- * folder, at most once a second. While it cannot (a full disk, a read-only or missing folder),
+ * Whether the roles can write their counters into `dir` now: `start` writes a probe file of its
+ * own there, at most once a second. While it cannot (a full disk, a read-only or missing folder),
  * the roles' files age without their being hung, and are not judged (see `liveness_timeout`).
  */
-let probed = { at: -Infinity, ok: true };
-function statsWritableIn(dir: string): boolean {
-  const now = performance.now();
-  if (now - probed.at < 1000) return probed.ok;
-  let ok = true;
-  try {
-    Deno.mkdirSync(dir, { recursive: true });
-    Deno.writeTextFileSync(`${dir}/.start-probe`, `${Date.now()}\n`);
-  } catch {
-    ok = false;
-  }
-  probed = { at: now, ok };
-  return ok;
+function writableProbe(dir: string): () => boolean {
+  let last = { at: -Infinity, ok: true };
+  return () => {
+    const now = performance.now();
+    if (now - last.at < 1000) return last.ok;
+    let ok = true;
+    try {
+      Deno.mkdirSync(dir, { recursive: true });
+      Deno.writeTextFileSync(`${dir}/.start-probe`, `${Date.now()}\n`);
+    } catch {
+      ok = false;
+    }
+    last = { at: now, ok };
+    return ok;
+  };
 }
 
 async function gatewayListening(listen: string): Promise<boolean> {

@@ -214,16 +214,18 @@ export class SupervisedProcess {
   #exited = false;
   /** Restarts so far. */
   restarts = 0;
-  /** Children killed because they stopped rewriting their liveness file. */
+  /** Children killed by the liveness check (stopped or hung). */
   silentKills = 0;
 
-  /** Spawns the first process. */
+  /**
+   * Spawns the first process. `backoff`: the delays between restarts; `liveness`: how to tell
+   * that the child is stopped or hung, to kill it (none: never).
+   */
   constructor(
     readonly label: string,
     spawn: () => Deno.ChildProcess,
     log: Logger,
-    backoff: RestartBackoff = new RestartBackoff(),
-    liveness?: Liveness,
+    { backoff = new RestartBackoff(), liveness }: { backoff?: RestartBackoff; liveness?: Liveness } = {},
   ) {
     this.#spawn = spawn;
     this.#log = log;
@@ -255,9 +257,9 @@ export class SupervisedProcess {
   }
 
   /**
-   * Restarts the process whenever it exits, from now on (also when it already has); with a
-   * {@linkcode Liveness}, also kills it (to restart it) once it has gone `timeoutMs` without
-   * rewriting its file: stopped (SIGSTOP), or its event loop blocked.
+   * Restarts the process whenever it exits, from now on (also when it already has). (With a
+   * {@linkcode Liveness}, a child stopped or hung is killed from its spawn on, supervised or not:
+   * see {@linkcode LivenessClock}.)
    */
   supervise(): this {
     const p = this.#child;
