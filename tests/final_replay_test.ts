@@ -309,3 +309,41 @@ for (const { label, args } of IM_PLACEMENTS) {
     }
   });
 }
+
+Deno.test("kept finals read back by a Subject with a smaller replay_buffer: the newest that fit are kept, the rest forgotten (on disk too), and it starts", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-kept-shrink-" });
+  const store = `${dir}/paused.sqlite`;
+  try {
+    const ids = Array.from({ length: 50 }, (_, i) => `shrink-${i}`);
+    {
+      await using d = await startDeployment({ workers: 1, args: ["--async-store", store] });
+      await using client = await d.connect();
+      for (const id of ids) {
+        assert.equal((await client.request("Three", { id }, { id, keep: true })).action, "done");
+      }
+    }
+    // About 100 bytes a final: 2,000 bytes hold the last 20 or so.
+    await using d = await startDeployment({
+      workers: 1,
+      args: ["--async-store", store, "--replay-buffer", "2000"],
+    });
+    await using client = await d.connect();
+    const newest = await client.request("Three", { id: "again" }, { id: ids[49], keep: true });
+    assert.equal(newest.replay, true);
+    assert.equal(newest.values.id, ids[49]);
+    const oldest = await client.request("Three", { id: "again" }, { id: ids[0], keep: true });
+    assert.equal(oldest.replay, undefined, "forgotten: it ran again");
+    assert.equal(oldest.values.id, "again");
+    const rows = new KeptStore(store);
+    try {
+      const kept = [...rows.all()].map((r) => r.id);
+      // The newest that fit, and the one that ran again (kept anew).
+      assert.ok(kept.length <= 25 && kept.includes(ids[49]) && !kept.includes(ids[1]), kept.join(" "));
+      assert.equal(kept.at(-1), ids[0]);
+    } finally {
+      rows.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

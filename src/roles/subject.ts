@@ -497,15 +497,18 @@ export class Subject {
       this.#keptFailed("open", path, e);
       return new FinalReplay(maxBytes);
     }
-    // What is queued is written when this turn's sends are (a final may leave outside a pass).
+    // What is queued is written when this turn's sends are (a final may leave outside a pass);
+    // while the Subject starts (nothing to send yet), at the end of the read below.
+    let started = false;
+    const written = () => started && this.#scheduleFlush();
     const replay = new FinalReplay(maxBytes, undefined, {
       put: (id, pause, frames) => {
         store.put(id, pause, frames);
-        this.#scheduleFlush();
+        written();
       },
       remove: (id) => {
         store.remove(id);
-        this.#scheduleFlush();
+        written();
       },
     });
     let n = 0;
@@ -514,10 +517,11 @@ export class Subject {
         replay.restore(r.id, r.frames, r.pause);
         n++;
       }
-      store.commit(); // what the bounds forgot of them
+      store.commit(); // what the bounds forgot of them (a smaller replay_buffer than before)
     } catch (e) {
       this.#keptFailed("read", path, e);
     }
+    started = true;
     if (n > 0) this.#log.info("{n} kept finals read back from {path}", { n, path });
     return replay;
   }
