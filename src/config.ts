@@ -257,7 +257,7 @@ export const SETTINGS_DOC: Readonly<
   replay_buffer: {
     default: String(DEFAULT_REPLAY_BYTES),
     meaning:
-      "bytes of final publications the Subject keeps for requests sent with `keep` (the gateway's `Idempotency-Key`), published again for a copy of the request sent after its final (0: none)",
+      "bytes of finals the Subject keeps (memory and `async_store`) for requests sent with `keep` (`Idempotency-Key`), published again for a later copy (0: none; at most 1073741824)",
   },
   max_in_flight_per_connection: {
     default: String(DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION),
@@ -517,6 +517,11 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
   for (const k of Object.keys(merged) as (keyof Config)[]) {
     if (!NUMERIC.has(k) && typeof merged[k] !== "string") merged[k] = String(merged[k]);
   }
+  // A buffer the Subject allocates at once: past this, the allocation fails on most machines.
+  const atMost = (key: keyof Config, n: number, max: number): number => {
+    if (n > max) throw new ConfigError(`setting ${key} must be at most ${max}, got "${merged[key]}"`);
+    return n;
+  };
   // Roles rewrite their counters every second: a shorter bound would kill healthy ones.
   const liveness = (n: number): number => {
     if (n > 0 && n < 2000) {
@@ -553,7 +558,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     max_message_size: num("max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 1024),
     max_pending: num("max_pending", DEFAULT_MAX_PENDING, 1),
     duplicate_window: num("duplicate_window", DEFAULT_DUPLICATE_WINDOW, 0),
-    replay_buffer: num("replay_buffer", DEFAULT_REPLAY_BYTES, 0),
+    replay_buffer: atMost("replay_buffer", num("replay_buffer", DEFAULT_REPLAY_BYTES, 0), 2 ** 30),
     max_in_flight_per_connection: num(
       "max_in_flight_per_connection",
       DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,

@@ -84,6 +84,12 @@ Deno.test("bad settings are errors naming the file, line and fix", () => {
     );
   }
   assert.equal(resolveConfig({ liveness_timeout: " 2000 " }).liveness_timeout, 2000);
+  // The Subject allocates replay_buffer at once: 99999999999 failed at the first keyed request.
+  assert.throws(
+    () => resolveConfig({ replay_buffer: "99999999999" }),
+    /replay_buffer must be at most 1073741824, got "99999999999"/,
+  );
+  assert.equal(resolveConfig({ replay_buffer: 2 ** 30 }).replay_buffer, 2 ** 30);
   assert.equal(resolveConfig({ liveness_timeout: 0 }).liveness_timeout, 0);
   assert.throws(
     () => resolveConfig({ liveness_timeout: "1999" }),

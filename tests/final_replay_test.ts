@@ -299,6 +299,15 @@ for (const { label, args } of IM_PLACEMENTS) {
       assert.equal(ranOnce.action, "done");
       assert.deepEqual(copyFinal.values, ranOnce.values);
       assert.equal(ranOnce.values.a, 1);
+      // Its final is kept in place of its pause (the new Subject knew it asked from the pause it
+      // read back): a third copy gets the final, and runs nothing.
+      const third = await other.request("Pause", { a: 3 }, {
+        id: "keyed-pause",
+        keep: true,
+        timeout: 20_000,
+      });
+      assert.equal(third.replay, true, JSON.stringify(third));
+      assert.deepEqual(third.values, ranOnce.values);
       assert.notEqual((await rolePids(d.dir, "subject"))[0], old, "a new Subject answered");
       const sentinel = await settle(d, client, w.seen, "Three");
       assert.deepEqual([...w.finals].filter(([, c]) => c !== 1), [], "each ran once");
@@ -321,6 +330,12 @@ Deno.test("kept finals read back by a Subject with a smaller replay_buffer: the 
       for (const id of ids) {
         assert.equal((await client.request("Three", { id }, { id, keep: true })).action, "done");
       }
+      // One final larger than the next Subject's whole buffer.
+      const big = await client.request("Three", { id: "big", pad: "x".repeat(3000) }, {
+        id: "big",
+        keep: true,
+      });
+      assert.equal(big.action, "done");
     }
     // About 100 bytes a final: 2,000 bytes hold the last 20 or so.
     await using d = await startDeployment({
@@ -339,6 +354,7 @@ Deno.test("kept finals read back by a Subject with a smaller replay_buffer: the 
       const kept = [...rows.all()].map((r) => r.id);
       // The newest that fit, and the one that ran again (kept anew).
       assert.ok(kept.length <= 25 && kept.includes(ids[49]) && !kept.includes(ids[1]), kept.join(" "));
+      assert.ok(!kept.includes("big"), "a final over the new bound is forgotten on disk too");
       assert.equal(kept.at(-1), ids[0]);
     } finally {
       rows.close();
@@ -346,4 +362,36 @@ Deno.test("kept finals read back by a Subject with a smaller replay_buffer: the 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the async_store file locked from outside for 6 s: the Subject keeps answering keyed requests (their finals kept in memory meanwhile) and is not restarted", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const [subject] = await rolePids(d.dir, "subject");
+  // (python3 is there in CI for the pyzmq peers.)
+  const locker = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\nc.execute('COMMIT')",
+      `${d.dir}/paused.sqlite`,
+    ],
+    stdout: "piped",
+  }).spawn();
+  const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assert.equal((await out.read()).value?.trim(), "locked");
+  const t0 = performance.now();
+  let n = 0;
+  while (performance.now() - t0 < 6500) {
+    const p = await client.request("Three", { n }, { id: `locked-${n}`, keep: true, timeout: 10_000 });
+    assert.equal(p.action, "done");
+    n++;
+  }
+  await locker.status;
+  await out.cancel();
+  // Before: the paused flows' expiry threw "database is locked" out of the Subject's timer.
+  assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject");
+  const again = await client.request("Three", { n: -1 }, { id: "locked-0", keep: true });
+  assert.equal(again.replay, true, "kept in memory while the file was locked");
+  const stats = await roleStats(d.dir, "subject");
+  assert.ok(((stats.dropped as Record<string, number>).kept_store ?? 0) >= 1, JSON.stringify(stats.dropped));
 });

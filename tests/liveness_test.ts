@@ -7,42 +7,57 @@ import { LivenessClock, processStopped, stopChild, SupervisedProcess } from "../
 import { rolePids } from "../testing/deployment.ts";
 import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
-Deno.test("LivenessClock: stopped at every look for the bound, from the spawn on; silent only once it has written; not judged while the folder cannot be written; a step of the wall clock does not count", () => {
+Deno.test("LivenessClock: stopped at every look for the bound, from the spawn on; silent only once it has written; not judged while the folder cannot be written, nor across a gap in the looks; a step of the wall clock does not count", () => {
   const wall = 1_800_000_000_000;
   const look = (stopped: boolean, mtime?: number, writable = true) => ({ stopped, mtime, writable });
+  type L = ReturnType<typeof look>;
+  /** Looks every 500 ms from `from` to `to` (both included) finding `l`; the last look's answer. */
+  const during = (c: LivenessClock, from: number, to: number, l: L) => {
+    let r;
+    for (let t = from; t <= to; t += 500) r = c.look(l, t, 3000);
+    return r;
+  };
   // Stopped before it ever wrote (still loading): overdue once stopped for the bound.
   const a = new LivenessClock();
-  assert.equal(a.look(look(false), 0, 3000), undefined);
-  assert.equal(a.look(look(true), 1000, 3000), undefined);
-  assert.equal(a.look(look(true), 4000, 3000), undefined);
+  assert.equal(during(a, 0, 500, look(false)), undefined);
+  assert.equal(during(a, 1000, 4000, look(true)), undefined);
   assert.deepEqual(a.look(look(true), 4500, 3000), { why: "stopped", ms: 3500 });
   // Stopped, then continued: counted again from the next stop.
   const b = new LivenessClock();
-  b.look(look(true), 0, 3000);
-  b.look(look(false), 2000, 3000);
-  assert.equal(b.look(look(true), 4000, 3000), undefined);
+  during(b, 0, 1500, look(true));
+  during(b, 2000, 2500, look(false));
+  assert.equal(during(b, 3000, 6000, look(true)), undefined);
   // Running and never written (loading its modules for long): never overdue.
   const c = new LivenessClock();
-  assert.equal(c.look(look(false), 60_000, 3000), undefined);
+  assert.equal(during(c, 0, 60_000, look(false)), undefined);
   // Written, then not rewritten: overdue from the last look that saw it change.
-  assert.equal(c.look(look(false, wall), 61_000, 3000), undefined);
-  assert.equal(c.look(look(false, wall + 1000), 62_000, 3000), undefined);
-  assert.equal(c.look(look(false, wall + 1000), 65_000, 3000), undefined);
+  assert.equal(during(c, 60_500, 61_500, look(false, wall)), undefined);
+  assert.equal(during(c, 62_000, 65_000, look(false, wall + 1000)), undefined);
   assert.deepEqual(c.look(look(false, wall + 1000), 65_250, 3000), { why: "silent", ms: 3250 });
   // The wall clock stepped back an hour (the file's times with it): a change is a change.
   const d = new LivenessClock();
-  d.look(look(false, wall), 0, 3000);
-  assert.equal(d.look(look(false, wall - 3_600_000), 2500, 3000), undefined);
-  assert.equal(d.look(look(false, wall - 3_600_000), 5000, 3000), undefined);
+  during(d, 0, 2000, look(false, wall));
+  assert.equal(during(d, 2500, 5000, look(false, wall - 3_600_000)), undefined);
   // A folder that cannot be written: no file is judged, and the count starts again after.
   const e = new LivenessClock();
-  e.look(look(false, wall), 0, 3000);
-  assert.equal(e.look(look(false, wall, false), 10_000, 3000), undefined);
-  assert.equal(e.look(look(false, wall), 12_000, 3000), undefined);
+  during(e, 0, 500, look(false, wall));
+  assert.equal(during(e, 1000, 10_000, look(false, wall, false)), undefined);
+  assert.equal(during(e, 10_500, 13_000, look(false, wall)), undefined);
   assert.deepEqual(e.look(look(false, wall), 13_500, 3000), { why: "silent", ms: 3500 });
+  // Looks 5 s apart (start itself was stopped with its process group, then continued): nothing
+  // is overdue at the first look after; counted from it, for the file and for a stop.
+  const g = new LivenessClock();
+  during(g, 0, 3000, look(false, wall));
+  assert.equal(g.look(look(false, wall), 8000, 3000), undefined);
+  assert.equal(during(g, 8500, 11_000, look(false, wall)), undefined);
+  assert.deepEqual(g.look(look(false, wall), 11_500, 3000), { why: "silent", ms: 3500 });
+  const h = new LivenessClock();
+  during(h, 0, 2000, look(true));
+  assert.equal(during(h, 7000, 10_000, look(true)), undefined);
+  assert.deepEqual(h.look(look(true), 10_500, 3000), { why: "stopped", ms: 3500 });
   // A stopped process is found stopped whatever its file says.
   const f = new LivenessClock();
-  f.look(look(true, wall, false), 0, 3000);
+  during(f, 0, 3000, look(true, wall, false));
   assert.deepEqual(f.look(look(true, wall + 5, false), 3100, 3000), { why: "stopped", ms: 3100 });
 });
 
@@ -284,4 +299,28 @@ Deno.test("a stats folder that cannot be written (replaced by a file) gets no he
   } finally {
     await Deno.remove(`${d.dir}/stats`);
   }
+});
+
+Deno.test("start and its roles stopped together for longer than the bound (Ctrl-Z, a frozen container), then continued, start first: no role is killed", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--liveness-timeout", "2000"] });
+  await using client = await d.connect();
+  const roles = [
+    ...await rolePids(d.dir, "subject"),
+    ...await rolePids(d.dir, "integration-manager"),
+    ...await rolePids(d.dir, "worker"),
+  ];
+  assert.equal(roles.length, 3);
+  for (const pid of [d.process.pid, ...roles]) Deno.kill(pid, "SIGSTOP");
+  await new Promise((r) => setTimeout(r, 5000));
+  // start first: it looks before any role has rewritten its counters.
+  Deno.kill(d.process.pid, "SIGCONT");
+  await new Promise((r) => setTimeout(r, 300));
+  for (const pid of roles) Deno.kill(pid, "SIGCONT");
+  await new Promise((r) => setTimeout(r, 3000));
+  for (const pid of roles) {
+    const alive =
+      (await new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" }).output()).success;
+    assert.ok(alive, `pid ${pid} was killed`);
+  }
+  assert.equal((await client.request("Three", {}, { timeout: 10_000 })).action, "done");
 });

@@ -103,6 +103,9 @@ export async function stopChild(
   await p.status;
 }
 
+/** A gap between two looks past which the looker itself did not run (see {@linkcode LivenessClock.look}). */
+export const LOOK_GAP_MS = 2500;
+
 /** What one look at a child found (see {@linkcode LivenessClock.look}). */
 export interface LivenessLook {
   /** When its liveness file was last modified (`undefined`: there is none). */
@@ -123,7 +126,8 @@ export type Overdue = { readonly why: "stopped" | "silent"; readonly ms: number 
  * Whether a child is alive, from looks at its process state and its liveness file. A child
  * stopped (SIGSTOP) at every look for `timeoutMs` is overdue, from its spawn on. Its file is
  * judged only once the child has written one (a child still loading its modules has not), and
- * counts from the last look that saw it change; not while the folder cannot be written. All on a
+ * counts from the last look that saw it change; not while the folder cannot be written, nor across
+ * a gap between looks (the looker was stopped too: it counts again from the look after). All on a
  * monotonic clock: the file's time is only compared with the one seen before, so a step of the
  * wall clock (NTP, a resumed VM) neither kills a healthy child nor spares a stopped one. Pure.
  *
@@ -141,12 +145,21 @@ export class LivenessClock {
   #seen?: number;
   #changedAt = 0;
   #stoppedSince?: number;
+  #lastLook?: number;
 
   /**
    * A look at `now` (monotonic ms): how long the child has been stopped or silent, if that is
    * past `timeoutMs`; `undefined` if it is alive.
    */
   look(l: LivenessLook, now: number, timeoutMs: number): Overdue | undefined {
+    // Looks come every second at most; a longer gap means the looker did not run either (its
+    // process group stopped with Ctrl-Z, a frozen container): count again from now, or every
+    // role would look silent once all of them go on.
+    if (this.#lastLook !== undefined && now - this.#lastLook > LOOK_GAP_MS) {
+      this.#changedAt = now;
+      this.#stoppedSince = undefined;
+    }
+    this.#lastLook = now;
     if (!l.stopped) this.#stoppedSince = undefined;
     else this.#stoppedSince ??= now;
     if (this.#stoppedSince !== undefined && now - this.#stoppedSince > timeoutMs) {

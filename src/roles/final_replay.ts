@@ -106,6 +106,8 @@ export class FinalReplay {
    * again within the bounds, without telling the sink (what the bounds forget, it is told).
    */
   restore(id: string, frames: readonly Uint8Array[], pause: boolean): void {
+    // A paused request still runs: once resumed, its final is kept in place of the pause.
+    if (pause) this.want(id);
     this.#keep(id, frames, pause, false);
   }
 
@@ -181,7 +183,8 @@ export class FinalReplay {
     const old = this.#index.get(id);
     if (old !== undefined) this.#unindex(id, old);
     if (size > this.maxBytes) {
-      if (old !== undefined) this.#sink?.remove(id);
+      // Not kept: the sink forgets what it had (a record read back from it, when the bound shrank).
+      if (old !== undefined || !tell) this.#sink?.remove(id);
       return;
     }
     const ring = this.#ring ??= new Uint8Array(this.maxBytes);

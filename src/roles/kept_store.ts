@@ -7,7 +7,9 @@
  * transaction each), and many records of a pass share one. Through its own connection with
  * `synchronous = NORMAL`: a commit is in the file (the operating system's cache) when it
  * returns, so it survives the Subject's process being killed, not a crash of the machine; no
- * `fsync` per commit (the paused flows' connection keeps `FULL`).
+ * `fsync` per commit (the paused flows' connection keeps `FULL`). It waits at most 100 ms for a
+ * lock (the file locked from outside): the Subject's thread waits with it, and a commit that fails
+ * leaves those finals in memory only.
  *
  * @module
  */
@@ -36,7 +38,7 @@ export class KeptStore {
     this.#db.exec(`
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
-      PRAGMA busy_timeout = 2000;
+      PRAGMA busy_timeout = 100;
       CREATE TABLE IF NOT EXISTS kept_finals (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, pause INTEGER NOT NULL,
         topic BLOB NOT NULL, header BLOB NOT NULL, body BLOB NOT NULL

@@ -103,7 +103,8 @@ export class Subject {
   /** A final publication leaves for the IM: the request ended; a resumed one's token is finished once the IM has it. */
   readonly #finalSent = (id: string, frames: readonly Uint8Array[]) => {
     this.#ended(id);
-    if (this.#replay.wanting) this.#replay.final(id, frames);
+    // (Called as the batch leaves for the IM: a throw here would keep the batch from leaving.)
+    if (this.#replay.wanting) this.#keepSafely(() => this.#replay.final(id, frames));
     if (this.#resumedTokens.size === 0) return;
     const token = this.#resumedTokens.get(id);
     if (token === undefined) return;
@@ -270,7 +271,17 @@ export class Subject {
   #tick(): void {
     this.#workerSide.expire();
     this.#reloads.tick();
-    for (const e of this.#pauses.expire()) this.#errorPublish(e);
+    // The paused flows' store may be locked from outside (a `sqlite3` shell): try at the next tick.
+    let expired: ReturnType<PauseBook["expire"]> = [];
+    try {
+      expired = this.#pauses.expire();
+    } catch (e) {
+      this.#log.warn("Paused flows: cannot expire in {path} ({error}); trying again", {
+        path: this.#o.pausedStore,
+        error: (e as Error).message,
+      });
+    }
+    for (const e of expired) this.#errorPublish(e);
     if (!this.#warned.has("oversize") && this.#services.oversizeDrops + this.#workersSock.oversizeDrops) {
       this.#warned.add("oversize");
       this.#log.warn("Dropped a message with a frame over max_message_size; further drops are only counted");
@@ -394,7 +405,7 @@ export class Subject {
     this.#ended(id);
     const topic = this.#topics.step(flow, position);
     const header = encodeHeader({ v: 1, id, pos: position, n, resume: token });
-    if (this.#replay.wanting) this.#replay.paused(id, [topic, header, values]);
+    if (this.#replay.wanting) this.#keepSafely(() => this.#replay.paused(id, [topic, header, values]));
     this.#imLink.publish(topic, header, values);
   }
 
@@ -532,6 +543,23 @@ export class Subject {
       this.#kept!.commit();
     } catch (e) {
       this.#keptFailed("write", this.#o.pausedStore, e);
+    }
+  }
+
+  /**
+   * Keeps a final for replay; a failure (its ring cannot be allocated, say) is counted
+   * (`dropped.kept_memory`) and logged once, never thrown: that final is not kept.
+   */
+  #keepSafely(keep: () => void): void {
+    try {
+      keep();
+    } catch (e) {
+      this.#dropped.kept_memory = (this.#dropped.kept_memory ?? 0) + 1;
+      if (this.#warned.has("kept_memory")) return;
+      this.#warned.add("kept_memory");
+      this.#log.warn("Kept finals: cannot keep one ({error}); further failures are only counted", {
+        error: (e as Error).message,
+      });
     }
   }
 
