@@ -50,7 +50,7 @@ export interface Config {
   readonly max_in_flight_per_connection: number;
   /** Milliseconds a paused (`@ASYNC`) flow waits to be resumed before a `timeout` error. */
   readonly async_timeout: number;
-  /** The SQLite file that keeps paused flows across Subject restarts. */
+  /** The SQLite file that keeps paused flows and kept finals across Subject restarts. */
   readonly async_store: string;
   /** Deliveries of a step that may end in its worker's failure before the request is `poisoned`. */
   readonly max_deliveries: number;
@@ -269,7 +269,8 @@ export const SETTINGS_DOC: Readonly<
   },
   async_store: {
     default: "`<runtime_dir>/paused.sqlite`",
-    meaning: "the SQLite file that keeps paused flows",
+    meaning:
+      "the SQLite file that keeps paused flows and kept finals (`replay_buffer`) across Subject restarts",
   },
   max_deliveries: {
     default: String(DEFAULT_MAX_DELIVERIES),
