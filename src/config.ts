@@ -270,7 +270,7 @@ export const SETTINGS_DOC: Readonly<
   async_store: {
     default: "`<runtime_dir>/paused.sqlite`",
     meaning:
-      "the SQLite file that keeps paused flows and kept finals (`replay_buffer`) across Subject restarts",
+      "the SQLite file that keeps paused flows and kept finals (`replay_buffer`) across Subject restarts; one deployment's (locked)",
   },
   max_deliveries: {
     default: String(DEFAULT_MAX_DELIVERIES),

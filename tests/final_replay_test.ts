@@ -8,7 +8,7 @@ import type { Publication } from "../src/wire/protocol.ts";
 import { RequestTimeoutError } from "../src/client/client.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { countFinals, settle } from "./finals.ts";
-import { IM_PLACEMENTS, startDeployment } from "./helpers.ts";
+import { IM_PLACEMENTS, runCli, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -394,4 +394,42 @@ Deno.test("the async_store file locked from outside for 6 s: the Subject keeps a
   assert.equal(again.replay, true, "kept in memory while the file was locked");
   const stats = await roleStats(d.dir, "subject");
   assert.ok(((stats.dropped as Record<string, number>).kept_store ?? 0) >= 1, JSON.stringify(stats.dropped));
+});
+
+Deno.test("async_store: a second deployment on a file another Subject holds, or a file that is not a database, fails start with the file and the fix named", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const dir = await Deno.makeTempDir({ prefix: "zm-store-" });
+  const start = (store: string) =>
+    runCli([
+      "start",
+      "--workers",
+      "1",
+      "--runtime-dir",
+      `${dir}/rt-${store.length}`,
+      "--async-store",
+      store,
+      ...RUNTIME_FIXTURE,
+    ]);
+  try {
+    // Before: the second read back the first's kept finals and forgot them past its bounds.
+    const shared = await start(`${d.dir}/paused.sqlite`);
+    assert.equal(shared.code, 1, shared.stderr);
+    assert.match(
+      shared.stderr,
+      /async_store \S+paused\.sqlite is in use by another Subject \(pid \d+, \S+\.lock\); give each deployment its own --async-store/,
+    );
+    // Before: a raw stack trace.
+    await Deno.writeFile(`${dir}/garbage.sqlite`, crypto.getRandomValues(new Uint8Array(20_000)));
+    const garbage = await start(`${dir}/garbage.sqlite`);
+    assert.equal(garbage.code, 1, garbage.stderr);
+    assert.match(
+      garbage.stderr,
+      /error: async_store \S+garbage\.sqlite: file is not a database; move the file away/,
+    );
+    // The first deployment serves on.
+    await using client = await d.connect();
+    assert.equal((await client.request("Three", {})).action, "done");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
 import { LivenessClock, processStopped, stopChild, SupervisedProcess } from "../src/cli/supervisor.ts";
-import { rolePids } from "../testing/deployment.ts";
+import { killRole, rolePids } from "../testing/deployment.ts";
 import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
 
 Deno.test("LivenessClock: stopped at every look for the bound, from the spawn on; silent only once it has written; not judged while the folder cannot be written, nor across a gap in the looks; a step of the wall clock does not count", () => {
@@ -323,4 +323,56 @@ Deno.test("start and its roles stopped together for longer than the bound (Ctrl-
     assert.ok(alive, `pid ${pid} was killed`);
   }
   assert.equal((await client.request("Three", {}, { timeout: 10_000 })).action, "done");
+});
+
+Deno.test({
+  name:
+    "a full disk under the runtime directory (a tmpfs filled up) gets no healthy role killed; the roles say they cannot write their counters",
+  // A private mount namespace needs root (as the netns tests do; CI runs as root).
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "zm-full-" });
+    await Deno.mkdir(`${dir}/rt`);
+    const start = [Deno.execPath(), "run", "-A", CLI, "start", "--workers", "1", "--liveness-timeout", "3000"]
+      .concat(["--runtime-dir", `${dir}/rt`, ...RUNTIME_FIXTURE]).join(" ");
+    const script = `set -e
+mount --make-rprivate /
+mount -t tmpfs -o size=8m,mode=700 tmpfs ${dir}/rt
+ZMANAGER_LOG=warning ${start} > ${dir}/out.log 2> ${dir}/err.log &
+pid=$!
+for i in $(seq 1 300); do grep -q ready ${dir}/out.log && break; sleep 0.1; done
+grep -q ready ${dir}/out.log
+dd if=/dev/zero of=${dir}/rt/fill bs=4k 2>/dev/null || true
+sleep 8
+kill -0 $pid
+kill -TERM $pid
+wait $pid || true
+umount -l ${dir}/rt
+`;
+    try {
+      const r = await new Deno.Command("unshare", { args: ["-m", "sh", "-c", script], stderr: "piped" })
+        .output();
+      const log = await Deno.readTextFile(`${dir}/err.log`).catch(() => "");
+      assert.ok(r.success, `${new TextDecoder().decode(r.stderr)}\n${log}`);
+      assert.doesNotMatch(log, /killing it to restart it/, log);
+      assert.match(log, /Cannot write its counters/, log);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("a role SIGKILLed has its counters file removed by start (reload and stats would take it for a live one's)", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  const old = await killRole(d.dir, "subject");
+  assert.ok(old !== undefined);
+  await until("a new Subject", async () => (await rolePids(d.dir, "subject")).some((p) => p !== old), 20_000);
+  await until("the dead Subject's file removed", async () => {
+    try {
+      await Deno.stat(`${d.dir}/stats/subject-${old}.json`);
+      return false;
+    } catch {
+      return true;
+    }
+  }, 5000);
 });

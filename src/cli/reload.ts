@@ -42,14 +42,42 @@ export async function readReloadKey(config: Config): Promise<string | Error> {
 /** The files of the running Subject's current configuration version, from its counters in the runtime directory. */
 async function currentFiles(config: Config): Promise<string[] | undefined> {
   const dir = `${config.runtime_dir}/stats`;
+  // The newest row of a live Subject: a Subject killed where nobody removed its file (`start`
+  // killed too, say) left a row naming the files it had, perhaps older ones.
+  let best: { at: number; files: string[] } | undefined;
   try {
     for await (const e of Deno.readDir(dir)) {
-      if (!e.name.startsWith("subject-") || !e.name.endsWith(".json")) continue;
-      const row = JSON.parse(await Deno.readTextFile(`${dir}/${e.name}`));
-      if (Array.isArray(row.files) && row.files.length) return row.files.map(String);
+      const m = /^subject-(\d+)\.json$/.exec(e.name);
+      if (!m || !alive(Number(m[1]))) continue;
+      try {
+        const row = JSON.parse(await Deno.readTextFile(`${dir}/${e.name}`));
+        const at = Number(row.at) || 0;
+        if (Array.isArray(row.files) && row.files.length && (!best || at > best.at)) {
+          best = { at, files: row.files.map(String) };
+        }
+      } catch { /* being rewritten */ }
     }
   } catch { /* no running Subject here */ }
-  return undefined;
+  return best?.files;
+}
+
+/** Whether process `pid` exists (where there is no `/proc`, every one is taken to). */
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch (e) {
+    return !(e instanceof Deno.errors.NotFound) || !existsProc();
+  }
+}
+
+function existsProc(): boolean {
+  try {
+    Deno.statSync("/proc/self");
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -22,6 +22,8 @@ import { sandboxGroups } from "../roles/sandbox.ts";
 import { publishMetrics } from "../roles/metrics.ts";
 import { type Security, SecurityError, securityOrError, securityStats } from "../roles/security.ts";
 import { Reactor, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
+import { PausedStore } from "../roles/paused_store.ts";
+import { lockFile, type RuntimeLock } from "./supervisor.ts";
 import type { CurveClientKeys } from "../zmq/curve.ts";
 
 /** Creates and checks the runtime directory (see `ensureRuntimeDir`); prints why not and returns false. */
@@ -66,6 +68,40 @@ async function newReloadKey(config: Config): Promise<string> {
   await Deno.writeTextFile(`${file}.tmp`, key, { mode: 0o600 });
   await Deno.rename(`${file}.tmp`, file);
   return key;
+}
+
+/**
+ * Whether this Subject may use `async_store`: it takes the file's lock (`FILE.lock`, held until
+ * the process ends), so that two deployments never share one (the second would read back and
+ * forget the first's kept finals, and resume its paused flows), and the file opens as a SQLite
+ * database. Says what is wrong, naming the file and the fix, when not.
+ */
+/** Locks this process holds until it ends (the files stay open). */
+const heldLocks: RuntimeLock[] = [];
+function storeOk(config: Config): boolean {
+  const path = config.async_store;
+  if (path === ":memory:") return true;
+  try {
+    const lock = lockFile(`${path}.lock`);
+    if ("heldBy" in lock) {
+      console.error(
+        `error: async_store ${path} is in use by another Subject (pid ${
+          lock.heldBy ?? "unknown"
+        }, ${path}.lock); give each deployment its own --async-store`,
+      );
+      return false;
+    }
+    heldLocks.push(lock);
+    new PausedStore(path).close();
+    return true;
+  } catch (e) {
+    console.error(
+      `error: async_store ${path}: ${
+        (e as Error).message
+      }; move the file away (its paused flows and kept finals go with it) or give another --async-store`,
+    );
+    return false;
+  }
 }
 
 /**
@@ -290,8 +326,18 @@ export async function runSubject(
   const security = await securityOrError(config);
   if (security === null) return 1;
   if (!await runtimeDirOk(config)) return 1;
+  if (!storeOk(config)) return 1;
   const reload = {
-    key: await newReloadKey(config),
+    key: await newReloadKey(config).catch((e) => {
+      // (A full disk, say.) The Subject serves; `reload` is refused until it is started again.
+      logger("subject").error(
+        "Cannot write the reload key ({error}): reload is refused until the Subject restarts",
+        {
+          error: (e as Error).message,
+        },
+      );
+      return crypto.randomUUID();
+    }),
     sources: reloaded?.sources ?? await readSources(files.length ? files : EXAMPLE_FILES),
     timeout: config.handler_import_timeout + 5000,
     allowComponentPermissions,

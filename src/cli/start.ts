@@ -311,9 +311,15 @@ function writableProbe(dir: string): () => boolean {
     const now = performance.now();
     if (now - last.at < 1000) return last.ok;
     let ok = true;
+    // As the roles write theirs: a new file, then renamed (rewriting an existing small file can
+    // succeed on a full disk, where the roles' new files cannot be written).
     try {
       Deno.mkdirSync(dir, { recursive: true });
-      Deno.writeTextFileSync(`${dir}/.start-probe`, `${Date.now()}\n`);
+      Deno.writeTextFileSync(
+        `${dir}/.start-probe.tmp`,
+        `${JSON.stringify({ pid: Deno.pid, at: Date.now() })}\n`,
+      );
+      Deno.renameSync(`${dir}/.start-probe.tmp`, `${dir}/.start-probe`);
     } catch {
       ok = false;
     }

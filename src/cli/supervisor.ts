@@ -310,10 +310,17 @@ export class SupervisedProcess {
     }, ms);
   }
 
-  /** Marks the child exited once it is, so that the liveness check leaves it to its restart. */
+  /**
+   * Marks the child exited once it is, so that the liveness check leaves it to its restart, and
+   * removes its liveness file: a killed child cannot, and a file left behind would be taken for
+   * a live one's (by `reload`, say) or judge a later child given the same pid.
+   */
   #watchExit(p: Deno.ChildProcess): void {
     p.status.then(() => {
       if (p === this.#child) this.#exited = true;
+      try {
+        Deno.removeSync(this.#liveness!.file(p.pid));
+      } catch { /* removed by the child, or never written */ }
     });
   }
 
@@ -373,7 +380,15 @@ export const LOCK_FILE = "start.lock";
  * another live process holds it.
  */
 export function lockRuntimeDir(dir: string): RuntimeLock | { heldBy: number | undefined } {
-  const path = `${dir}/${LOCK_FILE}`;
+  return lockFile(`${dir}/${LOCK_FILE}`);
+}
+
+/**
+ * An exclusive `flock` on the file at `path` (created, mode 0600), which then holds this
+ * process's pid; released when the process dies, however it dies. Returns the pid of the
+ * holder when another live process holds it.
+ */
+export function lockFile(path: string): RuntimeLock | { heldBy: number | undefined } {
   const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
   if (!file.tryLockSync(true)) {
     let heldBy: number | undefined;
