@@ -376,3 +376,86 @@ Deno.test("a role SIGKILLed has its counters file removed by start (reload and s
     }
   }, 5000);
 });
+
+Deno.test("SIGINT to start before it is ready stops its roles in order: start exits 0 and no role is left behind", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-early-int-" });
+  const p = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "start", "--workers", "1", "--runtime-dir", dir, ...RUNTIME_FIXTURE],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+  const printed =
+    (async () => (await Array.fromAsync(p.stdout.pipeThrough(new TextDecoderStream()))).join(""))();
+  let kids: number[] = [];
+  try {
+    await until("the Subject's process", () => (kids = childrenRunning(p.pid, "subject")).length > 0, 20_000);
+    kids = [...kids, ...childrenRunning(p.pid, "integration-manager"), ...childrenRunning(p.pid, "worker")];
+    p.kill("SIGINT");
+    const status = await p.status;
+    // Before: start died of the signal (130) and its Subject drained for 35 s, holding its files.
+    assert.equal(status.code, 0);
+    assert.equal(await printed, "", "not ready");
+    const alive = (pid: number) => {
+      try {
+        Deno.statSync(`/proc/${pid}`);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await until("every role gone", () => kids.every((k) => !alive(k)), 10_000);
+  } finally {
+    try {
+      p.kill("SIGKILL");
+    } catch { /* exited */ }
+    await p.status;
+    for (const k of kids) {
+      try {
+        Deno.kill(k, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a start whose Subject and IM endpoints another deployment serves exits 1 and never says ready (the other's Subject answered its ping)", async () => {
+  await using d = await startDeployment({ workers: 1, transport: "tcp" });
+  const endpoints: string[] = [];
+  for (let i = 0; i < d.flags.length; i++) {
+    if (d.flags[i] === "--runtime-dir") i++;
+    else endpoints.push(d.flags[i]);
+  }
+  const dir = await Deno.makeTempDir({ prefix: "zm-taken-" });
+  try {
+    const p = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        CLI,
+        "start",
+        "--roles",
+        "subject,integration-manager",
+        "--runtime-dir",
+        `${dir}/rt`,
+        ...endpoints,
+        ...RUNTIME_FIXTURE,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { ZMANAGER_LOG: "warning" },
+    }).spawn();
+    // Before: it said ready, then restarted its roles forever; killed here after 30 s.
+    const timer = setTimeout(() => p.kill("SIGKILL"), 30_000);
+    const r = await p.output();
+    clearTimeout(timer);
+    const [out, err] = [r.stdout, r.stderr].map((b) => new TextDecoder().decode(b));
+    assert.equal(r.code, 1, err);
+    assert.doesNotMatch(out, /ready/);
+    assert.match(err, /A role exited at start-up/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -111,6 +111,9 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     ...(options.allowComponentPermissions ? ["--allow-component-permissions"] : []),
   ];
 
+  // Listening for SIGINT/SIGTERM from the first role's spawn: a signal sent before `ready` (or on
+  // seeing it) stops the roles in order, never kills `start` with the roles left behind.
+  const stopped = waitForStop();
   const imInSubject = config.integration_manager_in_subject;
   const spawner = (role: string, withFiles: boolean) => () =>
     new Deno.Command(Deno.execPath(), {
@@ -211,19 +214,20 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     await im?.stop(STOP_MARGIN);
   };
 
-  // Ready once a ping travels client -> Subject -> Integration Manager -> client; on a host that
-  // runs only some roles, once each of its role processes has written its counters (its sockets
-  // are bound or connected).
+  // Ready once each of its role processes has written its counters (its sockets are bound or
+  // connected: not another deployment's, on the same endpoints) and, with the Subject and the IM
+  // here, a ping has travelled client -> Subject -> Integration Manager -> client.
   const imHere = im !== undefined || (subject !== undefined && imInSubject);
   const early = [im, subject, ...(subject && imHere ? [] : workers)].filter((p) => p !== undefined);
   const earlyExit = Promise.race(early.map((p) => p.child.status)).then(() => "exited" as const);
-  const probe = subject && imHere
-    ? pingProbe(config, security)
-    : statsProbe(config, early.map((p) => p.child.pid));
-  if ((await Promise.race([probe, earlyExit])) === "exited") {
-    log.error("A role exited at start-up");
+  const own = statsProbe(config, early.map((p) => p.child.pid));
+  const probe = subject && imHere ? own.then(() => pingProbe(config, security)) : own;
+  const beforeReady = await Promise.race([probe, earlyExit, stopped]);
+  if (beforeReady !== "ready") {
+    if (beforeReady === "exited") log.error("A role exited at start-up");
+    else log.info("{signal} before ready: stopping the roles", { signal: beforeReady });
     await stopAll();
-    return 1;
+    return beforeReady === "exited" ? 1 : 0;
   }
   // From here on the Integration Manager and the Subject are restarted too (paused flows
   // survive in async_store); `start` ends only on a signal.
@@ -243,9 +247,6 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
     })
     : undefined;
   await watching?.ready;
-  // Listening for SIGINT/SIGTERM before saying ready: a signal sent on seeing `ready` stops the
-  // deployment gracefully, never kills `start` with the roles left behind.
-  const stopped = waitForStop();
   console.log("ready");
   log.info("ZManager running in {dir}: {roles}, {workers} workers, {flows} flows", {
     dir: config.runtime_dir,
@@ -288,7 +289,6 @@ async function statsProbe(config: Config, pids: readonly number[]): Promise<"rea
   }
 }
 
-/** Polls the gateway's `/healthz` (every 100 ms, up to 20 s) until it answers. */
 /** `HOST:0` with a free port of HOST in place of 0 (bound, then let go); any other address as given. */
 function withFreePort(listen: string): string {
   const m = listen.match(/^(.*):0$/);
@@ -328,6 +328,7 @@ function writableProbe(dir: string): () => boolean {
   };
 }
 
+/** Polls the gateway's `/healthz` (every 100 ms, up to 20 s) until it answers. */
 async function gatewayListening(listen: string): Promise<boolean> {
   const url = `http://${listen.replace(/^(0\.0\.0\.0|\[::\]|)(?=:\d+$)/, "127.0.0.1")}/healthz`;
   for (let i = 0; i < 200; i++) {

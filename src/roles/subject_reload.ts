@@ -254,7 +254,8 @@ export class Reloads {
     };
     if (this.#o.key === undefined || typeof m?.key !== "string" || m.key !== this.#o.key) {
       return answer({
-        error: "reload refused: the key is not the Subject's (reload.key in its runtime directory)",
+        error:
+          "reload refused: the key is not the Subject's (reload.key in its runtime directory; a Subject restarted since the key was read writes a new one: send the reload again)",
       });
     }
     const files = Array.isArray(m.files) ? m.files : [];
