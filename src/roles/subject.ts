@@ -192,7 +192,11 @@ export class Subject {
       drop: host.drop,
       refused: () => this.#dropped.im_refused = (this.#dropped.im_refused ?? 0) + 1,
       log: this.#log,
-      onBatch: (batch) => this.#requests.published(batch, this.#finalSent),
+      onBatch: (batch) => {
+        this.#requests.published(batch, this.#finalSent);
+        // The finals it keeps are on disk before the batch leaves: one that anybody got is kept.
+        if (this.#kept?.pending) this.#commitKept();
+      },
     });
     // A continuation goes on with its request's configuration version; a new request, the current one.
     const flowsFor = (h: Header | undefined) => book.flowsFor(h?.pos === undefined ? undefined : h.id);
@@ -496,7 +500,7 @@ export class Subject {
   /**
    * The kept finals: those an earlier Subject kept (in the `kept_finals` table of the paused
    * flows' file) first, then this one's, told to the table as they are kept and forgotten and
-   * written at the end of each pass ({@linkcode Subject.#commitKept}). A store that cannot be
+   * written before their batch leaves for the IM ({@linkcode Subject.#commitKept}). A store that cannot be
    * opened or read is logged, never fatal: the finals are then kept in memory only.
    */
   #keptFinals(path: string, maxBytes: number): FinalReplay {
