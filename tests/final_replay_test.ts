@@ -404,6 +404,9 @@ Deno.test("async_store: a second deployment on a file another Subject holds, or 
       "start",
       "--workers",
       "1",
+      // (It waits for the store's holder as long as a drain may take: handler_timeout + 10 s.)
+      "--handler-timeout",
+      "1000",
       "--runtime-dir",
       `${dir}/rt-${store.length}`,
       "--async-store",

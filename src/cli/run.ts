@@ -78,11 +78,18 @@ async function newReloadKey(config: Config): Promise<string> {
  */
 /** Locks this process holds until it ends (the files stay open). */
 const heldLocks: RuntimeLock[] = [];
-function storeOk(config: Config): boolean {
+async function storeOk(config: Config): Promise<boolean> {
   const path = config.async_store;
   if (path === ":memory:") return true;
   try {
-    const lock = lockFile(`${path}.lock`);
+    // A Subject of this deployment may still be draining (its `start` was killed and another
+    // started): wait for it to let go, as long as a drain may take.
+    const until = performance.now() + config.handler_timeout + 10_000;
+    let lock = lockFile(`${path}.lock`);
+    while ("heldBy" in lock && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      lock = lockFile(`${path}.lock`);
+    }
     if ("heldBy" in lock) {
       console.error(
         `error: async_store ${path} is in use by another Subject (pid ${
@@ -326,7 +333,7 @@ export async function runSubject(
   const security = await securityOrError(config);
   if (security === null) return 1;
   if (!await runtimeDirOk(config)) return 1;
-  if (!storeOk(config)) return 1;
+  if (!await storeOk(config)) return 1;
   const reload = {
     key: await newReloadKey(config).catch((e) => {
       // (A full disk, say.) The Subject serves; `reload` is refused until it is started again.
