@@ -14,7 +14,8 @@
  * @module
  */
 
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { openDatabase } from "./paused_store.ts";
 
 /** A kept final (or pause) as stored: its request id, whether it is a pause, and its frames. */
 export interface StoredFinal {
@@ -34,11 +35,8 @@ export class KeptStore {
 
   /** Opens (or creates) the table in the file at `path`. */
   constructor(path: string) {
-    this.#db = new DatabaseSync(path);
+    this.#db = openDatabase(path, "NORMAL", 100);
     this.#db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = NORMAL;
-      PRAGMA busy_timeout = 100;
       CREATE TABLE IF NOT EXISTS kept_finals (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, pause INTEGER NOT NULL,
         topic BLOB NOT NULL, header BLOB NOT NULL, body BLOB NOT NULL

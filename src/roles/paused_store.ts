@@ -76,6 +76,16 @@ export type Take =
 /** `done` of a row: its flow paused, or resumed and running; ended; paused again under another token. */
 const RUNNING = 0, ENDED = 1, PAUSED_AGAIN = 2;
 
+/**
+ * A connection to the SQLite file at `path` in WAL mode, with `synchronous` as given and waiting
+ * at most `busyMs` for a lock: the paused flows' (`FULL`) and the kept finals' (`NORMAL`).
+ */
+export function openDatabase(path: string, synchronous: "FULL" | "NORMAL", busyMs: number): DatabaseSync {
+  const db = new DatabaseSync(path);
+  db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA busy_timeout = ${busyMs};`);
+  return db;
+}
+
 /** Paused flows by token, in a SQLite file (or `:memory:`). */
 export class PausedStore {
   readonly #db: DatabaseSync;
@@ -90,11 +100,8 @@ export class PausedStore {
 
   /** Opens (or creates) the store. */
   constructor(path: string) {
-    this.#db = new DatabaseSync(path);
+    this.#db = openDatabase(path, "FULL", 2000);
     this.#db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = FULL;
-      PRAGMA busy_timeout = 2000;
       CREATE TABLE IF NOT EXISTS paused (
         token TEXT PRIMARY KEY, id TEXT NOT NULL, flow TEXT NOT NULL, position INTEGER NOT NULL,
         n INTEGER NOT NULL, "values" TEXT NOT NULL, paused_at INTEGER NOT NULL, deadline INTEGER NOT NULL
