@@ -436,3 +436,39 @@ Deno.test("async_store: a second deployment on a file another Subject holds, or 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a final the Subject cannot keep (its 1 GiB ring cannot be allocated) still reaches the caller; counted, the Subject serves on", async () => {
+  // The Subject's address space capped (`prlimit`, as a container's limit would) 256 MiB above
+  // what it has mapped: the ring of `--replay-buffer 1073741824`, allocated for the first final
+  // kept, cannot be, while the Subject's other allocations still fit.
+  if (
+    !await new Deno.Command("prlimit", { args: ["--version"], stdout: "null" }).output().then(
+      (o) => o.success,
+      () => false,
+    )
+  ) {
+    console.warn("skipped: prlimit (util-linux) is not installed");
+    return;
+  }
+  await using d = await startDeployment({ workers: 1, args: ["--replay-buffer", "1073741824"] });
+  const [subject] = await rolePids(d.dir, "subject");
+  const vmSize = Number(/VmSize:\s+(\d+) kB/.exec(await Deno.readTextFile(`/proc/${subject}/status`))![1]) *
+    1024;
+  const capped = await new Deno.Command("prlimit", {
+    args: ["--pid", String(subject), `--as=${vmSize + 256 * 1024 * 1024}`],
+  }).output();
+  assert.ok(capped.success, new TextDecoder().decode(capped.stderr));
+  await using client = await d.connect();
+  // Before: the allocation threw out of the IM batch's send, and the batch was lost.
+  const p = await client.request("Three", { n: 1 }, { id: "cannot-keep", keep: true, timeout: 10_000 });
+  assert.equal(p.action, "done");
+  assert.equal((await client.request("Three", { n: 2 }, { timeout: 10_000 })).action, "done");
+  let stats: Record<string, unknown> = {};
+  for (let i = 0; i < 30; i++) {
+    stats = await roleStats(d.dir, "subject");
+    if ((stats.dropped as Record<string, number> | undefined)?.kept_memory) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal((stats.dropped as Record<string, number>).kept_memory, 1, JSON.stringify(stats.dropped));
+  assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject");
+});

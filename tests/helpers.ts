@@ -40,3 +40,33 @@ export async function runCli(
   const dec = new TextDecoder();
   return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
 }
+
+/**
+ * `cli.ts start --workers N --runtime-dir DIR` on the basic component, in its own process, for
+ * tests that watch `start` itself (its output, its signals, its children); stdout piped, stderr
+ * piped or dropped. `args` go before the files.
+ */
+export function spawnStart(
+  dir: string,
+  options: { workers?: number; args?: readonly string[]; stderr?: "piped" | "null" } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CLI,
+      "start",
+      "--workers",
+      String(options.workers ?? 1),
+      "--runtime-dir",
+      dir,
+      ...(options.args ?? []),
+      "--",
+      ...RUNTIME_FIXTURE,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: options.stderr ?? "null",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+}

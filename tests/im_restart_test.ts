@@ -8,17 +8,11 @@ import { BatchWriter } from "../src/wire/batch.ts";
 import { IntegrationManager } from "../src/roles/integration_manager.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
-import { CLI, RUNTIME_FIXTURE } from "./helpers.ts";
+import { spawnStart } from "./helpers.ts";
 
 Deno.test("SIGKILL of the IM with 500 requests in flight: start keeps running, one final each, none lost, a warning", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zmim" });
-  const start = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "start", "--workers", "2", "--runtime-dir", dir, "--", ...RUNTIME_FIXTURE],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { ZMANAGER_LOG: "warning" },
-  }).spawn();
+  const start = spawnStart(dir, { workers: 2, stderr: "piped" });
   let stderr = "";
   const errReading = (async () => {
     for await (const chunk of start.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;

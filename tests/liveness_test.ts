@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
 import { LivenessClock, processStopped, stopChild, SupervisedProcess } from "../src/cli/supervisor.ts";
 import { killRole, rolePids } from "../testing/deployment.ts";
-import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
+import { CLI, RUNTIME_FIXTURE, spawnStart, startDeployment } from "./helpers.ts";
 
 Deno.test("LivenessClock: stopped at every look for the bound, from the spawn on; silent only once it has written; not judged while the folder cannot be written, nor across a gap in the looks; a step of the wall clock does not count", () => {
   const wall = 1_800_000_000_000;
@@ -237,25 +237,7 @@ function childrenRunning(pid: number, word: string): number[] {
 
 Deno.test("a Subject SIGSTOPped before start is ready: start kills it and exits 1 instead of waiting forever", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zm-live-start-" });
-  const p = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      CLI,
-      "start",
-      "--workers",
-      "1",
-      "--liveness-timeout",
-      "2000",
-      "--runtime-dir",
-      dir,
-      ...RUNTIME_FIXTURE,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { ZMANAGER_LOG: "warning" },
-  }).spawn();
+  const p = spawnStart(dir, { args: ["--liveness-timeout", "2000"], stderr: "piped" });
   const out = p.stdout.pipeThrough(new TextDecoderStream());
   const err = p.stderr.pipeThrough(new TextDecoderStream());
   const [printed, logged] = [
@@ -387,13 +369,7 @@ Deno.test("a role SIGKILLed has its counters file removed by start (reload and s
 
 Deno.test("SIGINT to start before it is ready stops its roles in order: start exits 0 and no role is left behind", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zm-early-int-" });
-  const p = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "start", "--workers", "1", "--runtime-dir", dir, ...RUNTIME_FIXTURE],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-    env: { ZMANAGER_LOG: "warning" },
-  }).spawn();
+  const p = spawnStart(dir);
   const printed =
     (async () => (await Array.fromAsync(p.stdout.pipeThrough(new TextDecoderStream()))).join(""))();
   let kids: number[] = [];

@@ -5,6 +5,7 @@
 // on its own version while it is alive, else on the current one, else with bad_resume.
 import assert from "node:assert/strict";
 import { ReloadError } from "../src/client/reload.ts";
+import { currentFiles } from "../src/cli/reload.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { copyComponent, deploy, eventually, reloadCli, reloadKey } from "./reload_fixture.ts";
 import { runCli } from "./helpers.ts";
@@ -126,7 +127,7 @@ Deno.test("reload: a reload without the Subject's key is refused and changes not
     await c.setStamp("v2");
     await assertRejectsReload(
       client.reload([c.flows, c.mapping], { key: "guess" }),
-      /key is not the Subject's/,
+      /key is not the Subject's \(reload\.key in its runtime directory; a Subject restarted since the key was read writes a new one: send the reload again\)/,
     );
     assert.deepEqual(stamps((await client.request("Stamp")).values), ["v1", "v1", "v1"]);
   } finally {
@@ -405,5 +406,35 @@ Deno.test("reload: a Subject SIGKILLed mid-rollout ends the waiting reload at on
   } finally {
     await client.close();
     await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
+Deno.test("reload with no files takes the newest row of a live Subject: not a dead Subject's, however new, nor a row without files", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-current-" });
+  const dead = new Deno.Command("true").spawn();
+  await dead.status;
+  const live = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    await Deno.mkdir(`${dir}/stats`);
+    const row = (pid: number, at: number, files?: string[]) =>
+      Deno.writeTextFile(`${dir}/stats/subject-${pid}.json`, JSON.stringify({ at, files }));
+    assert.equal(await currentFiles(dir), undefined, "no Subject");
+    await row(Deno.pid, 1_000, ["older.ini"]);
+    await row(live.pid, 2_000, ["newer.ini", "mapping.ini"]);
+    // A Subject killed where nobody removed its row (start killed too), with older files.
+    await row(dead.pid, 9_000, ["dead.ini"]);
+    await Deno.writeTextFile(
+      `${dir}/stats/worker-${Deno.pid}.json`,
+      JSON.stringify({ at: 10_000, files: ["w"] }),
+    );
+    assert.deepEqual(await currentFiles(dir), ["newer.ini", "mapping.ini"]);
+    await row(live.pid, 3_000); // no files (yet): skipped
+    assert.deepEqual(await currentFiles(dir), ["older.ini"]);
+    await Deno.writeTextFile(`${dir}/stats/subject-${Deno.pid}.json`, "{ half written");
+    assert.equal(await currentFiles(dir), undefined);
+  } finally {
+    live.kill("SIGKILL");
+    await live.status;
+    await Deno.remove(dir, { recursive: true });
   }
 });

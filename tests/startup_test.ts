@@ -8,7 +8,7 @@ import { readUntil } from "../src/_async.ts";
 import { Client } from "../src/client/client.ts";
 import { killRole, rolePids } from "../testing/deployment.ts";
 import { RestartBackoff } from "../src/cli/supervisor.ts";
-import { CLI, RUNTIME_FIXTURE, startDeployment } from "./helpers.ts";
+import { CLI, RUNTIME_FIXTURE, spawnStart, startDeployment } from "./helpers.ts";
 
 const FLOWS = "[Bad]\n?Bad?Push\nT?Bad?go\n??done\n";
 
@@ -149,34 +149,94 @@ Deno.test("a second start on a runtime directory exits 1 naming it and the holde
   assert.equal(p.action, "done");
 });
 
+/** Whether `start` printed `ready` before its output ended; its output is read on to the end. */
+async function ready(p: Deno.ChildProcess): Promise<boolean> {
+  const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const out = await readUntil(reader, "ready\n");
+  void (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  return out !== undefined;
+}
+
 Deno.test("the lock of a SIGKILLed start is taken over", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zmd" });
-  const spawnStart = () =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", CLI, "start", "--workers", "1", "--runtime-dir", dir, ...RUNTIME_FIXTURE],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-      env: { ZMANAGER_LOG: "warning" },
-    }).spawn();
-  const ready = async (p: Deno.ChildProcess) => {
-    const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const out = await readUntil(reader, "ready\n");
-    void (async () => {
-      while (!(await reader.read()).done) { /* drain */ }
-    })();
-    return out !== undefined;
-  };
   try {
-    const first = spawnStart();
+    const first = spawnStart(dir);
     assert.ok(await ready(first));
     first.kill("SIGKILL"); // its roles stop when their standard input closes
     await first.status;
-    const second = spawnStart();
+    const second = spawnStart(dir);
     assert.ok(await ready(second), "the second start did not take the stale lock over");
     second.kill("SIGINT");
     assert.equal((await second.status).code, 0);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a Subject waits for async_store's lock while another holds it (a draining Subject), and starts once it is let go", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-store-wait-" });
+  const store = `${dir}/paused.sqlite`;
+  // The lock as a Subject of another start holds it (`FILE.lock`, flock, its pid inside).
+  const held = await Deno.open(`${store}.lock`, { read: true, write: true, create: true });
+  await held.lock(true);
+  await held.write(new TextEncoder().encode(`${Deno.pid}\n`));
+  // It waits up to handler_timeout + 10 s: 11 s here.
+  const p = spawnStart(`${dir}/rt`, { args: ["--async-store", store, "--handler-timeout", "1000"] });
+  let letGo = 0;
+  try {
+    const isReady = ready(p).then((ok) => ({ ok, at: performance.now() }));
+    await new Promise((r) => setTimeout(r, 4000));
+    letGo = performance.now();
+    held.close(); // lets go of the lock
+    // Before: start failed at once ("in use by another Subject").
+    const r = await isReady;
+    assert.ok(r.ok, "start did not become ready once the lock was let go");
+    assert.ok(r.at >= letGo, "ready while the lock was held");
+    p.kill("SIGINT");
+    assert.equal((await p.status).code, 0);
+  } finally {
+    try {
+      held.close();
+    } catch { /* closed */ }
+    try {
+      p.kill("SIGKILL");
+    } catch { /* exited */ }
+    await p.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a Subject that cannot write its reload key serves without one: requests are answered, reload is refused, nothing restarts", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-nokey-" });
+  // The key is written to reload.key.tmp and renamed: onto a directory that holds a file, the
+  // rename fails (as writing it does on a full disk: liveness_test's filled tmpfs).
+  await Deno.mkdir(`${dir}/reload.key`);
+  await Deno.writeTextFile(`${dir}/reload.key/in-the-way`, "");
+  const p = spawnStart(dir, { stderr: "piped" });
+  let stderr = "";
+  const errDone = (async () => {
+    for await (const chunk of p.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
+  })();
+  try {
+    // Before: the Subject exited writing its key, and start with it.
+    assert.ok(await ready(p), stderr);
+    const [subject] = await rolePids(dir, "subject");
+    await using c = await Client.connect({
+      subject: `ipc://${dir}/subject`,
+      publisher: `ipc://${dir}/im-pub`,
+    });
+    assert.equal((await c.request("Three", {}, { timeout: 20_000 })).action, "done");
+    const r = await runWithin(["reload", "--runtime-dir", dir], 60_000);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /cannot read the reload key \S+reload\.key/);
+    assert.deepEqual(await rolePids(dir, "subject"), [subject], "the same Subject");
+    assert.match(stderr, /Cannot write the reload key \(.*\): reload is refused until the Subject restarts/);
+  } finally {
+    p.kill("SIGINT");
+    await p.status;
+    await errDone;
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -246,13 +306,7 @@ Deno.test("restart backoff: 200 ms doubling to 5 s, reset after a healthy minute
 
 Deno.test("an Integration Manager SIGKILL: start restarts it, logs it, and answers requests again", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zmd" });
-  const p = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "start", "--workers", "1", "--runtime-dir", dir, ...RUNTIME_FIXTURE],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { ZMANAGER_LOG: "warning" },
-  }).spawn();
+  const p = spawnStart(dir, { stderr: "piped" });
   const out = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let stderr = "";
   const errDone = (async () => {

@@ -39,9 +39,12 @@ export async function readReloadKey(config: Config): Promise<string | Error> {
   }
 }
 
-/** The files of the running Subject's current configuration version, from its counters in the runtime directory. */
-async function currentFiles(config: Config): Promise<string[] | undefined> {
-  const dir = `${config.runtime_dir}/stats`;
+/**
+ * The files of the running Subject's current configuration version, from its counters in
+ * `runtimeDir` (`stats/subject-PID.json`): the newest row of a Subject that is alive.
+ */
+export async function currentFiles(runtimeDir: string): Promise<string[] | undefined> {
+  const dir = `${runtimeDir}/stats`;
   // The newest row of a live Subject: a Subject killed where nobody removed its file (`start`
   // killed too, say) left a row naming the files it had, perhaps older ones.
   let best: { at: number; files: string[] } | undefined;
@@ -94,7 +97,7 @@ export async function reloadCommand(
 ): Promise<number> {
   let paths = [...files];
   if (!paths.length) {
-    const current = await currentFiles(config);
+    const current = await currentFiles(config.runtime_dir);
     if (!current) {
       io.err(`error: no files given, and no running Subject in ${config.runtime_dir} to take its files from`);
       return ExitCode.failure;
