@@ -472,3 +472,55 @@ Deno.test("a final the Subject cannot keep (its 1 GiB ring cannot be allocated) 
   assert.equal((stats.dropped as Record<string, number>).kept_memory, 1, JSON.stringify(stats.dropped));
   assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject");
 });
+
+Deno.test("a keyed copy of a request whose final is no longer kept is answered `forgotten` at once, and nothing runs again; a copy of one still running or paused waits for its final; a copy without keep gets nothing", async () => {
+  // About 100 bytes a final: 600 bytes keep the last few.
+  await using d = await startDeployment({ workers: 1, args: ["--replay-buffer", "600"] });
+  await using client = await d.connect();
+  await using other = await d.connect();
+  assert.equal((await client.request("Three", { n: 0 }, { id: "old", keep: true })).action, "done");
+  for (let i = 1; i <= 20; i++) await client.request("Three", { n: i }, { id: `newer-${i}`, keep: true });
+  const t0 = performance.now();
+  // Before: dropped as a duplicate, unanswered: this waited out its 20 s.
+  const copy = await other.request("Three", { n: -1 }, { id: "old", keep: true, timeout: 20_000 });
+  assert.ok(performance.now() - t0 < 5000, `answered after ${Math.round(performance.now() - t0)} ms`);
+  assert.equal(copy.action, "error");
+  assert.equal(copy.error?.code, "forgotten");
+  assert.match(
+    copy.error!.message,
+    /^request "old" has run, and its final is no longer kept \(replay_buffer\)/,
+  );
+  assert.equal(
+    (await other.request("Three", {}, { id: "newer-20", keep: true })).replay,
+    true,
+    "the newest is kept",
+  );
+  // A copy without keep is dropped as before: nothing comes.
+  await assert.rejects(other.request("Three", {}, { id: "old", timeout: 1500 }), RequestTimeoutError);
+  // A keyed copy of a request still running is answered by its final, not `forgotten`.
+  const slow = client.request("Slow", { ms: 1500 }, { id: "slow", keep: true, timeout: 20_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  const slowCopy = await other.request("Slow", { ms: 0 }, { id: "slow", keep: true, timeout: 20_000 });
+  assert.equal(slowCopy.action, "done", JSON.stringify(slowCopy.error));
+  assert.deepEqual(slowCopy.values, (await slow).values);
+  // A paused request (sent without keep, so its pause is not kept): a keyed copy waits for its final.
+  const pauses = await client.subscribe("Pause~ASYNC~");
+  const pausedRun = client.request("Pause", { a: 1 }, { id: "paused", timeout: 60_000 });
+  const pause = (await pauses.next()).value as Publication;
+  await pauses.return!();
+  let copySettled = false;
+  const pausedCopy = other.request("Pause", { a: 2 }, { id: "paused", keep: true, timeout: 60_000 });
+  void pausedCopy.then(() => copySettled = true, () => copySettled = true);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(copySettled, false, "a paused request's copy was answered before its final");
+  await client.sendResume(pause.resume!, { b: 1 });
+  const [ran, copied] = await Promise.all([pausedRun, pausedCopy]);
+  assert.equal(ran.action, "done");
+  assert.deepEqual(copied.values, ran.values);
+  // Nothing ran again: one `done` each for Three's 21 requests (the replay is not counted), and
+  // the one `forgotten`.
+  const stats = await roleStats(d.dir, "subject") as {
+    requests: { flows: Record<string, { outcomes: object }> };
+  };
+  assert.deepEqual(stats.requests.flows.Three.outcomes, { done: 21, forgotten: 1 });
+});

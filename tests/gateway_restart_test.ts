@@ -3,7 +3,7 @@
 // (`Client.submit`); its Idempotency-Key is remembered like a waited one's. Real processes (`start
 // --http`), real sockets, a real SIGKILL.
 import assert from "node:assert/strict";
-import { freePort, killRole, rolePids } from "../testing/deployment.ts";
+import { freePort, killRole, rolePids, roleStats } from "../testing/deployment.ts";
 import { countFinals, settle } from "./finals.ts";
 import { startDeployment } from "./helpers.ts";
 
@@ -145,4 +145,36 @@ Deno.test("gateway: keyed requests answered 202, then the gateway SIGKILLed befo
   } finally {
     await w.close();
   }
+});
+
+Deno.test("gateway: a keyed retry whose final the Subject no longer keeps (the gateway restarted, replay_buffer 0) is answered 410 forgotten at once, not run again", async () => {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  await using d = await startDeployment({
+    workers: 1,
+    args: ["--http", `127.0.0.1:${port}`, "--replay-buffer", "0", "--http-wait-timeout", "20000"],
+  });
+  const first = await post(`${url}/v1/flows/Three`, { i: 1 }, "gone");
+  assert.equal(first.status, 200);
+  assert.ok(await killRole(d.dir, "gateway") !== undefined, "a gateway to kill");
+  await untilServing(url);
+  const t0 = performance.now();
+  // Before: the Subject dropped it as a duplicate, unanswered: 504 after http_wait_timeout (20 s).
+  const retry = await post(`${url}/v1/flows/Three`, { i: 2 }, "gone");
+  assert.ok(performance.now() - t0 < 5000, `answered after ${Math.round(performance.now() - t0)} ms`);
+  assert.equal(retry.status, 410, JSON.stringify(retry.json));
+  assert.equal((retry.json.error as { code: string }).code, "forgotten");
+  // A new key runs.
+  assert.equal((await post(`${url}/v1/flows/Three`, { i: 3 }, "new")).status, 200);
+  // Two runs (the first and the new key) and the one answer: the retry ran nothing.
+  let outcomes: unknown;
+  for (let i = 0; i < 30; i++) {
+    const s = await roleStats(d.dir, "subject") as {
+      requests?: { flows: Record<string, { outcomes: object }> };
+    };
+    outcomes = s.requests?.flows.Three?.outcomes;
+    if ((outcomes as { done?: number } | undefined)?.done === 2) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.deepEqual(outcomes, { done: 2, forgotten: 1 });
 });

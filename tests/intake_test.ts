@@ -47,7 +47,12 @@ Deno.test("intake: a duplicate (same id, position, step count, token) is acknowl
     reason: "duplicate",
     detail: 'request "r1" seen before',
     request: "r1",
+    keep: false,
+    flow: "F",
   });
+  // A copy that asks for its final to be kept says so (the Subject answers it, see subject.ts).
+  const keyed = admit("F~~~F~Push", { v: 1, id: "r1", keep: 1 });
+  assert.deepEqual(keyed.do === "drop" && [keyed.request, keyed.keep], ["r1", true]);
   assert.equal(
     admit("F~~S~F~a", { v: 1, id: "r1", pos: 2, n: 1 }).do,
     "route",
@@ -56,7 +61,7 @@ Deno.test("intake: a duplicate (same id, position, step count, token) is acknowl
   const continuationAgain = admit("F~~S~F~a", { v: 1, id: "r1", pos: 2, n: 1 });
   assert.equal(continuationAgain.do, "drop");
   assert.equal("request" in continuationAgain ? continuationAgain.request : undefined, undefined);
-  assert.deepEqual(ack.ids, ["r1", "r1", "r1", "r1"]);
+  assert.deepEqual(ack.ids, ["r1", "r1", "r1", "r1", "r1"]);
   const off = setup(0);
   off.admit("F~~~F~Push", { v: 1, id: "r1" });
   assert.equal(off.admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");
@@ -72,6 +77,8 @@ Deno.test("intake: a new request sent with keep whose final is kept (an earlier 
       reason: "duplicate",
       detail: 'request "ran" seen before',
       request: "ran",
+      keep: true,
+      flow: "F",
     });
     // Without keep, or as a continuation, the kept final does not answer it.
     assert.equal(admit({ v: 1, id: "ran" }).do, "route", `window ${window}`);

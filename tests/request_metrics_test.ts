@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { BatchWriter } from "../src/wire/batch.ts";
 import { LATENCY_BUCKETS, plainId, RequestMetrics } from "../src/roles/request_metrics.ts";
+import { markReplay } from "../src/roles/final_replay.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -86,4 +87,20 @@ Deno.test("request metrics: onFinal gets the id of each final publication (the c
     (id) => ended.push(id),
   );
   assert.deepEqual(ended, ["a", "c"]);
+});
+
+Deno.test("request metrics: a kept final published again for a copy (replay) is not counted again, nor handed on", () => {
+  const m = new RequestMetrics(() => 0);
+  const header = (h: unknown) => new TextDecoder().decode(markReplay(enc(JSON.stringify(h))));
+  const seen: string[] = [];
+  m.published(batch(["F~~~~done", { v: 1, id: "a" }]), (id) => seen.push(id));
+  m.published(
+    batch(
+      ["F~~~~done", JSON.parse(header({ v: 1, id: "a" }))],
+      ["F~~~~error", JSON.parse(header({ v: 1, id: "b", error: { code: "timeout", message: "x" } }))],
+    ),
+    (id) => seen.push(id),
+  );
+  assert.deepEqual(m.snapshot().flows.F.outcomes, { done: 1 });
+  assert.deepEqual(seen, ["a"]);
 });

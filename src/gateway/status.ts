@@ -35,6 +35,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   step_limit: 508,
   bad_resume: 409,
   poisoned: 500,
+  forgotten: 410,
 });
 
 /** Seconds a client told `503 overloaded` should wait before trying again (`Retry-After`). */

@@ -121,6 +121,11 @@ export class FinalReplay {
     return this.#wanted.size > 0;
   }
 
+  /** Whether request `id` asked for its final to be kept, and it has not left yet. */
+  wants(id: string): boolean {
+    return this.#wanted.has(id);
+  }
+
   /** Request `id` asked for its final to be kept. */
   want(id: string): void {
     if (this.maxBytes <= 0) return;

@@ -130,6 +130,10 @@ export type Admission =
     readonly detail?: string;
     /** On a duplicate of a new request (no position, not a resume): its id. */
     readonly request?: string;
+    /** On such a duplicate: whether the copy asked for its final to be kept (`keep`). */
+    readonly keep?: boolean;
+    /** On such a duplicate: the flow of the topic it came on. */
+    readonly flow?: string;
   }
   /** Answered by an error publication. */
   | { readonly do: "error"; readonly error: ErrorSpec }
@@ -192,6 +196,7 @@ const ERROR_CODES = new Set<string>([
   "bad_request",
   "overloaded",
   "poisoned",
+  "forgotten",
 ]);
 
 /** Decides what each request from a service comes to. */
@@ -282,6 +287,8 @@ export class Intake {
         reason: "duplicate",
         detail: `request ${JSON.stringify(header.id).slice(0, 60)} seen before`,
         request: isNew ? header.id : undefined,
+        keep: isNew && header.keep === 1,
+        flow: fields.flow,
       };
     }
     const values = frames[2];

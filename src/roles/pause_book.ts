@@ -32,7 +32,7 @@ import type { ErrorSpec } from "./intake.ts";
 import type { PausedFlow, PausedStore } from "./paused_store.ts";
 
 /** What the pause book needs of a store (see `paused_store.ts`). */
-export type PauseStore = Pick<PausedStore, "save" | "take" | "finish" | "expire" | "count">;
+export type PauseStore = Pick<PausedStore, "save" | "take" | "finish" | "expire" | "count" | "waiting">;
 
 /** Options of {@linkcode PauseBook}. */
 export interface PauseBookOptions {
@@ -199,6 +199,11 @@ export class PauseBook {
       };
     }
     return { kind: "resumed", paused, flow, version, added, values: merged };
+  }
+
+  /** Whether request `id` is paused, waiting for a resume. */
+  waiting(id: string): boolean {
+    return this.#store.waiting(id);
   }
 
   /** The flow `token` resumed has ended (its final publication reached the IM): see `PausedStore.finish`. */

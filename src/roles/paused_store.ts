@@ -96,6 +96,7 @@ export class PausedStore {
   readonly #expire: StatementSync;
   readonly #purge: StatementSync;
   readonly #count: StatementSync;
+  readonly #waiting: StatementSync;
   readonly #list: StatementSync;
 
   /** Opens (or creates) the store. */
@@ -107,6 +108,7 @@ export class PausedStore {
         n INTEGER NOT NULL, "values" TEXT NOT NULL, paused_at INTEGER NOT NULL, deadline INTEGER NOT NULL
       );
       CREATE INDEX IF NOT EXISTS paused_deadline ON paused (deadline);
+      CREATE INDEX IF NOT EXISTS paused_id ON paused (id);
     `);
     // A store written before configuration versions gets their column (empty: version 1).
     const columns = this.#db.prepare(`PRAGMA table_info(paused)`).all() as { name: string }[];
@@ -143,6 +145,7 @@ export class PausedStore {
     );
     this.#purge = this.#db.prepare(`DELETE FROM paused WHERE deadline <= ? AND done <> ${RUNNING}`);
     this.#count = this.#db.prepare(`SELECT count(*) AS c FROM paused WHERE taken_by IS NULL`);
+    this.#waiting = this.#db.prepare(`SELECT 1 FROM paused WHERE id = ? AND taken_by IS NULL LIMIT 1`);
     this.#list = this.#db.prepare(`SELECT ${cols} FROM paused WHERE taken_by IS NULL ORDER BY paused_at`);
   }
 
@@ -210,6 +213,11 @@ export class PausedStore {
   /** Paused flows waiting for a resume now. */
   count(): number {
     return Number((this.#count.get() as { c: number }).c);
+  }
+
+  /** Whether request `id` is paused, waiting for a resume. */
+  waiting(id: string): boolean {
+    return this.#waiting.get(id) !== undefined;
   }
 
   /** Every paused flow waiting for a resume, oldest first. */

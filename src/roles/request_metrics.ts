@@ -52,6 +52,8 @@ export interface RequestFigures {
 
 const DONE = new TextEncoder().encode("~~~~done");
 const ERROR = new TextEncoder().encode("~~~~error");
+/** How the header of a final published again for a copy of its request ends (`markReplay`). */
+const REPLAY_END = new TextEncoder().encode(',"replay":1}');
 
 const ID_KEY = new TextEncoder().encode('"id":"');
 const QUOTE = 0x22, BACKSLASH = 0x5c;
@@ -130,7 +132,8 @@ export class RequestMetrics {
   }
 
   /**
-   * A batch leaves for the Integration Manager: count and time the final publications in it;
+   * A batch leaves for the Integration Manager: count and time the final publications in it
+   * (not those published again for a copy of their request, `"replay":1`);
    * `onFinal` is called with each one's request id and frames (views of `batch`). Once per flow on the Subject's hot path, so
    * it reads what it needs from the bytes: the flow of a topic equal to the previous one is
    * reused, and a `done`'s id is read from the header's `"id":"…"` (a header where that is not
@@ -144,6 +147,8 @@ export class RequestMetrics {
       const [topic, header] = frames;
       const done = endsWith(topic, DONE);
       if (!done && !endsWith(topic, ERROR)) continue;
+      // A kept final published again: its outcome was counted when it first left.
+      if (endsWith(header, REPLAY_END)) continue;
       const flow = this.#flowOf(topic, done ? DONE.length : ERROR.length);
       if (flow === undefined) continue;
       let id: string | undefined;

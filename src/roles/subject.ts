@@ -179,9 +179,10 @@ export class Subject {
         book.begin(id);
         if (keep) this.#replay.want(id);
       },
-      duplicate: (id) => {
+      duplicate: (id, keep, flow) => {
         const f = this.#replay.replay(id);
         if (f) this.#imLink.publish(f[0], f[1], f[2]);
+        else if (keep) this.#forgotten(id, flow);
       },
       reload: (idFrame, body) => void this.#reloads.onReload(idFrame, body),
     };
@@ -539,6 +540,30 @@ export class Subject {
     started = true;
     if (n > 0) this.#log.info("{n} kept finals read back from {path}", { n, path });
     return replay;
+  }
+
+  /**
+   * A copy sent with `keep` of request `id`, which this Subject has seen, has no kept final: if
+   * the request is not running (its final not yet left), nor paused, its final was not kept or
+   * has been forgotten (`replay_buffer`). The copy is answered with a `forgotten` error at once,
+   * rather than with nothing (its caller would wait out its timeout); the request is not run again.
+   */
+  #forgotten(id: string, flow: string): void {
+    if (this.#replay.wants(id) || this.#reloads.book.versionOf(id) !== undefined) return;
+    try {
+      if (this.#pauses.waiting(id)) return;
+    } catch {
+      return; // the store locked from outside: say nothing rather than something wrong
+    }
+    this.#errorPublish({
+      flow,
+      header: { id },
+      values: undefined,
+      code: "forgotten",
+      message: `request ${
+        JSON.stringify(id.slice(0, 60))
+      } has run, and its final is no longer kept (replay_buffer): it is not run again; send it with a new id to run it again`,
+    });
   }
 
   /** Writes the kept finals of this pass; a failed write is logged and counted (`dropped.kept_store`). */

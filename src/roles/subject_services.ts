@@ -37,8 +37,11 @@ export interface ServiceSideHost {
   scheduleFlush(): void;
   /** A new request `id` was accepted (for its end-to-end latency); `keep`: it asked for its final to be kept. */
   accepted(id: string, keep: boolean): void;
-  /** A copy of new request `id` came after the request (dropped as a duplicate). */
-  duplicate(id: string): void;
+  /**
+   * A copy of new request `id` came after the request (dropped as a duplicate) on a topic of
+   * `flow`; `keep`: the copy asked for its final to be kept.
+   */
+  duplicate(id: string, keep: boolean, flow: string): void;
   /** A `RELOAD` from the service with routing id `idFrame` (see `subject_reload.ts`). */
   reload(idFrame: Uint8Array, body: Uint8Array): void;
 }
@@ -152,7 +155,7 @@ export class ServiceSide {
     if (a.do !== "ping" || !sameBytes(frames[0], METRICS_TOPIC_FRAME)) this.#received++;
     switch (a.do) {
       case "drop":
-        if (a.request !== undefined) this.#host.duplicate(a.request);
+        if (a.request !== undefined) this.#host.duplicate(a.request, a.keep === true, a.flow ?? "");
         return this.#host.drop(a.reason, a.detail);
       case "error":
         return this.#host.errorPublish(a.error);

@@ -24,7 +24,8 @@ export type ErrorCode =
   | "bad_resume"
   | "bad_request"
   | "overloaded"
-  | "poisoned";
+  | "poisoned"
+  | "forgotten";
 
 /** The JSON header frame. */
 export interface Header {
