@@ -178,3 +178,23 @@ Deno.test("gateway: a keyed retry whose final the Subject no longer keeps (the g
   }
   assert.deepEqual(outcomes, { done: 2, forgotten: 1 });
 });
+
+Deno.test("gateway: a keyed POST answered 503 (the Subject's connection cap) runs when retried with its key, as Retry-After says", async () => {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  await using _d = await startDeployment({
+    workers: 1,
+    args: ["--http", `127.0.0.1:${port}`, "--max-in-flight-per-connection", "1"],
+  });
+  assert.equal((await post(`${url}/v1/flows/Three`, {}, "warm-up")).status, 200);
+  const slow = post(`${url}/v1/flows/Slow`, { ms: 1500 }, "slow");
+  await new Promise((r) => setTimeout(r, 300));
+  const refused = await post(`${url}/v1/flows/Three`, { i: 1 }, "busy");
+  assert.equal(refused.status, 503, JSON.stringify(refused.json));
+  assert.equal((await slow).status, 200);
+  // Before: the gateway answered the retry with the 503 it remembered, and the Subject had the
+  // request's id in its duplicate window: sent on, it was dropped.
+  const retried = await post(`${url}/v1/flows/Three`, { i: 2 }, "busy");
+  assert.equal(retried.status, 200, JSON.stringify(retried.json));
+  assert.equal((retried.json.values as { i: number }).i, 2);
+});

@@ -23,7 +23,7 @@ function setup(duplicateWindow = 100, incarnation?: string, kept?: (id: string) 
       [utf8(topic), utf8(typeof header === "string" ? header : JSON.stringify(header)), utf8(values)],
       draining,
     );
-  return { clock, acks, ack, admit, changes: () => changes };
+  return { clock, acks, ack, admit, intake, changes: () => changes };
 }
 
 Deno.test("intake: a request is acknowledged and routed where its flow starts, or at its position", () => {
@@ -238,4 +238,41 @@ Deno.test("result gate: the poisoned error names every failed delivery", () => {
     e.message,
     "step F~~S~F~a was delivered 2 times and its worker failed each time: (1) died; (2) went silent",
   );
+});
+
+Deno.test("intake: a new request or resume answered with an error here (overloaded, unknown flow, no step) or refused after (over its connection's cap) is no duplicate when sent again; an answered continuation is", () => {
+  const { admit } = setup();
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "d" }, "{}", true).do, "error", "draining: overloaded");
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "d" }).do, "route", "sent again once it serves: it runs");
+  assert.equal(admit("Nope~~~Nope~Push", { v: 1, id: "u" }).do, "error");
+  assert.equal(admit("Nope~~~Nope~Push", { v: 1, id: "u" }).do, "error", "unknown_flow again, not dropped");
+  assert.equal(admit("F~~X~F~nothing", { v: 1, id: "s" }).do, "error");
+  assert.equal(admit("F~~X~F~nothing", { v: 1, id: "s" }).do, "error", "no_step again, not dropped");
+  const resume = { v: 1, id: "r", resume: "F~0123456789abcdef0123456789abcdef~x" };
+  assert.equal(admit("F~~~~", resume, "{}", true).do, "error");
+  assert.equal(
+    admit("F~~~~", resume).do,
+    "resume",
+    "a resume refused while draining is taken when sent again",
+  );
+  // A service's error continuation (it has a position) ends its request: a copy is a duplicate.
+  const failed = { v: 1, id: "c", pos: 2, n: 1, error: { code: "handler_error", message: "x" } };
+  assert.equal(admit("F~~S~F~a", failed).do, "error");
+  assert.equal(admit("F~~S~F~a", failed).do, "drop");
+});
+
+Deno.test("intake: refused() forgets only the request admit just took (over its cap), never one seen before", () => {
+  const { admit, intake } = setup();
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");
+  intake.refused(); // over its connection's cap
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route", "sent again: it runs");
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "drop");
+  intake.refused(); // (a duplicate is never refused; if it were, it is still remembered)
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "drop");
+  assert.equal(admit("~~~~ping-1", { v: 1, id: "p", k: "ping" }).do, "ping");
+  intake.refused(); // a ping is not remembered: nothing to forget, and r1 stays
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r2" }).do, "route");
+  // A ping while draining is answered overloaded; r2, taken before it, stays remembered.
+  assert.equal(admit("~~~~ping-2", { v: 1, id: "p2", k: "ping" }, "{}", true).do, "error");
+  assert.equal(admit("F~~~F~Push", { v: 1, id: "r2" }).do, "drop");
 });

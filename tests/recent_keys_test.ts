@@ -59,3 +59,51 @@ Deno.test("RecentKeys: 1,000,000 distinct ids through a window of 100,000 are ne
   assert.equal(r.seen("b1_999999", 1, 0), true);
   assert.equal(r.seen("b1_899999", 1, 0), false, "out of the window by now");
 });
+
+Deno.test("RecentKeys: forgetLast forgets the key the last seen() remembered, and nothing else; agrees with a model over 200,000 random operations", () => {
+  const r = new RecentKeys(3);
+  r.seen("a");
+  r.forgetLast();
+  assert.equal(r.size, 0);
+  assert.equal(r.seen("a"), false, "forgotten: not a duplicate");
+  assert.equal(r.seen("a"), true);
+  r.forgetLast(); // the last seen() found its key: nothing to forget
+  assert.equal(r.seen("a"), true);
+  r.seen("b");
+  r.forgetLast();
+  r.forgetLast(); // once only
+  assert.equal(r.seen("a"), true, "an earlier key stays");
+  // A key pushed out by the one forgotten stays out.
+  r.seen("b");
+  r.seen("c");
+  r.seen("d"); // pushes "a" out
+  r.forgetLast();
+  assert.equal(r.size, 2);
+  assert.equal(r.seen("a"), false);
+  assert.deepEqual([r.seen("b"), r.seen("c"), r.seen("d")], [true, true, false]);
+
+  let seed = 777;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  for (const window of [1, 7, 50, 300]) {
+    const k = new RecentKeys(window);
+    const ring: string[] = [];
+    let lastNew = false;
+    for (let op = 0; op < 50_000; op++) {
+      if (rand() < 0.3) {
+        k.forgetLast();
+        if (lastNew) ring.pop();
+        lastNew = false;
+        continue;
+      }
+      const id = `k${Math.floor(rand() * window * 3)}`;
+      const expected = ring.includes(id);
+      assert.equal(k.seen(id), expected, `window ${window}, op ${op}, ${id}`);
+      lastNew = !expected;
+      if (!expected) {
+        if (ring.length === window) ring.shift();
+        ring.push(id);
+      }
+    }
+    assert.equal(k.size, ring.length);
+  }
+});

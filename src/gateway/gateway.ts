@@ -482,7 +482,8 @@ export class Gateway {
         r.settled = { ...a, json };
         if (this.#answers.get(slot) !== r) return r.settled;
         // A POST that timed out is forgotten: a retry waits for the same request's final again.
-        if (a.status === 504) {
+        // So is one answered 503 (overloaded): its retry, after Retry-After, is sent again.
+        if (a.status === 504 || a.status === 503) {
           this.#forget(slot);
           return r.settled;
         }

@@ -207,6 +207,8 @@ export class Intake {
   readonly #kept?: (id: string) => boolean;
   /** Keys of recent requests, for dropping duplicates (made when the window is not 0). */
   #recent?: RecentKeys;
+  /** Whether the message `admit` looks at now was remembered by the window (see `refused`). */
+  #took = false;
   /**
    * A request topic's fields, flow and, for a request without a position, where it starts: all
    * three depend on the topic alone, so they are worked out once per topic text.
@@ -277,6 +279,7 @@ export class Intake {
     }
     acks.accept(ack, header.id);
     const isNew = header.pos === undefined && header.resume === undefined;
+    this.#took = false;
     if (
       header.k !== "ping" &&
       ((this.#window > 0 && this.#isDuplicate(header)) ||
@@ -292,12 +295,19 @@ export class Intake {
       };
     }
     const values = frames[2];
-    if (draining) return error(fields.flow, header, values, "overloaded", "the Subject is shutting down");
+    // A new request or a resume answered with an error here ran nothing: sent again, it is no
+    // duplicate (it is looked at again: a flow a reload added since runs it).
+    const refuse = (a: Admission): Admission => (header.pos === undefined && this.refused(), a);
+    if (draining) {
+      return refuse(error(fields.flow, header, values, "overloaded", "the Subject is shutting down"));
+    }
     if (header.k === "ping") return { do: "ping" };
     // A resume names its flow in its token; its errors go on the flow of the topic it came on.
     if (header.resume !== undefined) return { do: "resume", flow: fields.flow, header };
     const flow = t.flow;
-    if (!flow) return error(fields.flow, header, values, "unknown_flow", `unknown flow "${fields.flow}"`);
+    if (!flow) {
+      return refuse(error(fields.flow, header, values, "unknown_flow", `unknown flow "${fields.flow}"`));
+    }
     if (header.error) {
       // A service's handler for a @PUBLISH step failed: publish the error for the request, with
       // one of the documented codes (anything else is a handler_error).
@@ -307,18 +317,29 @@ export class Intake {
         ? o.code as ErrorCode
         : "handler_error";
       const message = typeof e === "string" ? e : typeof o.message === "string" ? o.message : "";
-      return error(flow.name, header, values, code, message);
+      return refuse(error(flow.name, header, values, code, message));
     }
     const place = header.pos === undefined ? t.place! : placeRequest(flow, fields, header.pos);
-    if ("error" in place) return error(flow.name, header, values, "no_step", place.error);
+    if ("error" in place) return refuse(error(flow.name, header, values, "no_step", place.error));
     return { do: "route", flow, position: place.position, header };
+  }
+
+  /**
+   * The request `admit` just took is refused after all (over its connection's cap: `overloaded`):
+   * it is forgotten by the duplicate window, so that it runs when sent again with its id.
+   */
+  refused(): void {
+    if (this.#took) this.#recent!.forgetLast();
+    this.#took = false;
   }
 
   /** True if a message with this header was seen among the last `duplicateWindow`. */
   #isDuplicate(h: Header): boolean {
     this.#recent ??= new RecentKeys(this.#window);
     const resume = h.resume === undefined || typeof h.resume === "string" ? h.resume : String(h.resume);
-    return this.#recent.seen(h.id, h.pos, h.n, resume);
+    const seen = this.#recent.seen(h.id, h.pos, h.n, resume);
+    this.#took = !seen;
+    return seen;
   }
 }
 

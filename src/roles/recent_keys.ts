@@ -76,6 +76,8 @@ export class RecentKeys {
   readonly #ringLo: Uint32Array;
   #next = 0;
   #count = 0;
+  /** Whether the last {@linkcode RecentKeys.seen} remembered its key (see `forgetLast`). */
+  #lastNew = false;
 
   /** Remembers the last `window` keys (at least 1). */
   constructor(window: number) {
@@ -103,6 +105,7 @@ export class RecentKeys {
     hashKey(id, pos, n, resume);
     const hi = h1, lo = h2;
     let i = lo & this.#mask;
+    this.#lastNew = false;
     while (this.#used[i]) {
       if (this.#lo[i] === lo && this.#hi[i] === hi) return true;
       i = (i + 1) & this.#mask;
@@ -118,7 +121,21 @@ export class RecentKeys {
     this.#ringHi[this.#next] = hi;
     this.#ringLo[this.#next] = lo;
     this.#next = this.#next + 1 === this.#window ? 0 : this.#next + 1;
+    this.#lastNew = true;
     return false;
+  }
+
+  /**
+   * Forgets the key the last {@linkcode RecentKeys.seen} remembered (nothing if it found its key,
+   * or this was called since): a request refused rather than run is no duplicate when it is sent
+   * again. A key it had pushed out of the window stays out.
+   */
+  forgetLast(): void {
+    if (!this.#lastNew) return;
+    this.#lastNew = false;
+    this.#next = this.#next === 0 ? this.#window - 1 : this.#next - 1;
+    this.#forget(this.#ringHi[this.#next], this.#ringLo[this.#next]);
+    this.#count--;
   }
 
   /** Removes a key, shifting later entries of its probe run back (no tombstones). */

@@ -181,8 +181,12 @@ export class ServiceSide {
     }
   }
 
-  /** A new request over its connection's cap: answered `overloaded` (it was acknowledged, as while draining). */
+  /**
+   * A new request (or a resume) over its connection's cap: answered `overloaded` (it was
+   * acknowledged, as while draining), and forgotten by the duplicate window: sent again, it runs.
+   */
   #overCap(flow: string, header: Header, values: Uint8Array): void {
+    this.intake.refused();
     const message = `this connection has ${this.quota.limit} requests in flight ` +
       "(max_in_flight_per_connection): send again once some have ended";
     this.#host.errorPublish({ flow, header, values, code: "overloaded", message });
