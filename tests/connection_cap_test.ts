@@ -215,3 +215,98 @@ Deno.test("connection cap: a request answered overloaded runs when sent again wi
   assert.equal(copy.replay, true);
   assert.equal(copy.values.n, 2);
 });
+
+Deno.test("connection cap: an error answering one message (no_step, unknown_flow) does not end a request running under the same id: the cap holds, and the request's own final is kept (a copy gets it)", async () => {
+  const cap = 2;
+  await using d = await startDeployment({
+    workers: 1,
+    args: ["--max-in-flight-per-connection", String(cap)],
+  });
+  const watcher = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const seen = new Map<string, string[]>();
+    const subscription = await watcher.subscribe("");
+    void (async () => {
+      for await (const p of subscription) {
+        if (p.action !== "done" && p.action !== "error") continue;
+        const what = p.action === "done" ? "done" : String(p.error?.code);
+        seen.set(p.id, [...seen.get(p.id) ?? [], p.replay ? `${what} replay` : what]);
+      }
+    })();
+    const service = reactor.socket("DEALER");
+    service.onMessage(() => {}); // acknowledgements
+    await service.connect(`ipc://${d.dir}/subject`);
+    const enc = new TextEncoder();
+    const send = (topic: string, header: object, values: object) =>
+      service.send([
+        enc.encode(topic),
+        enc.encode(JSON.stringify({ v: 1, ...header })),
+        enc.encode(JSON.stringify(values)),
+      ]);
+    // Each id: a message refused at once (no step matches its key, or no such flow), then the
+    // request itself, in one burst: both reach the Subject in one pass. Before, the refusal left
+    // with the request running and was taken for its final: its connection's count was let go
+    // (6 of 6 ran: the cap was bypassed) and, sent with keep, the refusal was kept as its final.
+    for (let i = 0; i < 6; i++) {
+      await send(i % 2 ? "Nope~~~~" : "Slow~~~~nosuchkey", { id: `r${i}`, keep: 1 }, {});
+      await send("Slow~~~~", { id: `r${i}`, keep: 1 }, { ms: 1500 });
+    }
+    const deadline = performance.now() + 30_000;
+    const finished = () => [...seen.values()].filter((o) => o.length >= 2).length;
+    while (finished() < 6 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const ran = [...seen].filter(([, o]) => o.includes("done")).map(([id]) => id);
+    assert.equal(ran.length, cap, JSON.stringify([...seen]));
+    for (const [id, o] of seen) {
+      assert.deepEqual(
+        o.slice().sort(),
+        [o.includes("done") ? "done" : "overloaded", Number(id.slice(1)) % 2 ? "unknown_flow" : "no_step"]
+          .sort(),
+        id,
+      );
+    }
+    // A copy of one that ran gets its own final again, not the refusal.
+    await send("Slow~~~~", { id: ran[0], keep: 1 }, { ms: 0 });
+    while (seen.get(ran[0])!.length < 3 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(seen.get(ran[0])![2], "done replay");
+  } finally {
+    await reactor.close();
+    await watcher.close();
+  }
+});
+
+Deno.test("a resume answered bad_request (values not a JSON object) leaves its token unused and runs when sent again with good values (it was dropped as a duplicate of itself)", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const pauses = await client.subscribe("Pause~ASYNC~");
+    const run = client.request("Pause", { a: 1 }, { id: "to-resume", timeout: 30_000 });
+    const token = ((await pauses.next()).value as Publication).resume!;
+    await pauses.return!();
+    const errors = await client.subscribe("Pause~~~~error");
+    const service = reactor.socket("DEALER");
+    service.onMessage(() => {}); // acknowledgements
+    await service.connect(`ipc://${d.dir}/subject`);
+    const enc = new TextEncoder();
+    const resume = (values: string) =>
+      service.send([
+        enc.encode("Pause~~~~"),
+        enc.encode(JSON.stringify({ v: 1, id: "the-resume", resume: token })),
+        enc.encode(values),
+      ]);
+    await resume("[1, 2]");
+    const refused = (await errors.next()).value as Publication;
+    await errors.return!();
+    assert.equal(refused.error?.code, "bad_request");
+    assert.equal(refused.id, "the-resume");
+    await resume('{"b": 2}');
+    const done = await run;
+    assert.equal(done.action, "done");
+    assert.equal(done.values.b, 2);
+  } finally {
+    await reactor.close();
+  }
+});

@@ -1,7 +1,7 @@
 // The Subject's per-flow outcomes and latency histograms (pure, injected clock).
 import assert from "node:assert/strict";
 import { BatchWriter } from "../src/wire/batch.ts";
-import { LATENCY_BUCKETS, plainId, RequestMetrics } from "../src/roles/request_metrics.ts";
+import { LATENCY_BUCKETS, plainId, REFUSAL_KIND, RequestMetrics } from "../src/roles/request_metrics.ts";
 import { markReplay } from "../src/roles/final_replay.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -103,4 +103,22 @@ Deno.test("request metrics: a kept final published again for a copy (replay) is 
   );
   assert.deepEqual(m.snapshot().flows.F.outcomes, { done: 1 });
   assert.deepEqual(seen, ["a"]);
+});
+
+Deno.test("request metrics: a refusal (an answer to a message that started no request) is not counted, timed nor handed on: the request running under its id is still timed by its own final", () => {
+  let now = 0;
+  const m = new RequestMetrics(() => now);
+  const seen: string[] = [];
+  m.accepted("r");
+  const b = new BatchWriter();
+  const error = { v: 1, id: "r", error: { code: "no_step", message: "x" } };
+  b.add(0, REFUSAL_KIND, enc("F~~~~error"), enc(JSON.stringify(error)), enc("{}"));
+  m.published(b.take().slice(), (id) => seen.push(id));
+  assert.equal(seen.length, 0);
+  assert.equal(m.snapshot().flows.F, undefined);
+  now = 2;
+  m.published(batch(["F~~~~done", { v: 1, id: "r" }]), (id) => seen.push(id));
+  assert.deepEqual(seen, ["r"]);
+  assert.deepEqual(m.snapshot().flows.F.outcomes, { done: 1 });
+  assert.equal(m.snapshot().flows.F.count, 1, "timed by its own final");
 });

@@ -87,9 +87,13 @@ export class ImLink {
     return this.#published;
   }
 
-  /** Publishes a message: it goes in this turn's batch (sent now if the batch is full). */
-  publish(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void {
-    this.#batch.add(0, 0, topic, header, values);
+  /**
+   * Publishes a message: it goes in this turn's batch (sent now if the batch is full). `kind`
+   * marks the record for the Subject's own reading of the batch (`RequestMetrics.published`:
+   * {@linkcode REFUSAL_KIND}); the IM publishes every record alike.
+   */
+  publish(topic: Uint8Array, header: Uint8Array, values: Uint8Array, kind = 0): void {
+    this.#batch.add(0, kind, topic, header, values);
     this.#added();
   }
 

@@ -119,6 +119,12 @@ export interface ErrorSpec {
   readonly values: Uint8Array | undefined;
   readonly code: ErrorCode;
   readonly message: string;
+  /**
+   * An answer to a message that started no request (a new request or a resume refused before
+   * anything ran, or a copy's answer): it ends no request, so one running under the same id goes
+   * on, its connection's count and its kept final untouched.
+   */
+  readonly refusal?: boolean;
 }
 
 /** What a request comes to. */
@@ -297,7 +303,11 @@ export class Intake {
     const values = frames[2];
     // A new request or a resume answered with an error here ran nothing: sent again, it is no
     // duplicate (it is looked at again: a flow a reload added since runs it).
-    const refuse = (a: Admission): Admission => (header.pos === undefined && this.refused(), a);
+    const refuse = (a: Admission): Admission => {
+      if (header.pos !== undefined || a.do !== "error") return a;
+      this.refused();
+      return { do: "error", error: { ...a.error, refusal: true } };
+    };
     if (draining) {
       return refuse(error(fields.flow, header, values, "overloaded", "the Subject is shutting down"));
     }

@@ -52,6 +52,12 @@ export interface RequestFigures {
 
 const DONE = new TextEncoder().encode("~~~~done");
 const ERROR = new TextEncoder().encode("~~~~error");
+/**
+ * The kind of an IM batch record that answers a message and ends no request (`ErrorSpec.refusal`):
+ * not counted, not timed, not handed to `onFinal` (the Subject counts these as `refused`).
+ */
+export const REFUSAL_KIND = 1;
+
 /** How the header of a final published again for a copy of its request ends (`markReplay`). */
 const REPLAY_END = new TextEncoder().encode(',"replay":1}');
 
@@ -133,7 +139,7 @@ export class RequestMetrics {
 
   /**
    * A batch leaves for the Integration Manager: count and time the final publications in it
-   * (not those published again for a copy of their request, `"replay":1`);
+   * (not those published again for a copy of their request, `"replay":1`, nor refusals);
    * `onFinal` is called with each one's request id and frames (views of `batch`). Once per flow on the Subject's hot path, so
    * it reads what it needs from the bytes: the flow of a topic equal to the previous one is
    * reused, and a `done`'s id is read from the header's `"id":"…"` (a header where that is not
@@ -147,8 +153,9 @@ export class RequestMetrics {
       const [topic, header] = frames;
       const done = endsWith(topic, DONE);
       if (!done && !endsWith(topic, ERROR)) continue;
-      // A kept final published again: its outcome was counted when it first left.
-      if (endsWith(header, REPLAY_END)) continue;
+      // A kept final published again: its outcome was counted when it first left. An answer to a
+      // message that started no request (a refusal) ends none: a request running under its id goes on.
+      if (view.kind(i) === REFUSAL_KIND || endsWith(header, REPLAY_END)) continue;
       const flow = this.#flowOf(topic, done ? DONE.length : ERROR.length);
       if (flow === undefined) continue;
       let id: string | undefined;

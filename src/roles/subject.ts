@@ -37,7 +37,7 @@ import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.t
 import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { ImLink } from "./im_link.ts";
 import { FinalReplay } from "./final_replay.ts";
-import { RequestMetrics } from "./request_metrics.ts";
+import { REFUSAL_KIND, RequestMetrics } from "./request_metrics.ts";
 import { bindSecure, connectSecure } from "./security.ts";
 import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
 import { PauseBook } from "./pause_book.ts";
@@ -84,7 +84,7 @@ export class Subject {
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
   readonly #warned = new Set<string>();
-  readonly #stats = { resumed: 0, errors: 0 };
+  readonly #stats = { resumed: 0, errors: 0, refused: 0 };
   readonly #dropped: Record<string, number> = {};
   readonly #limits: LoadLimits;
   /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
@@ -308,6 +308,7 @@ export class Subject {
       dispatched: counts.dispatched,
       published: this.#imLink.published,
       errors: this.#stats.errors,
+      refused: this.#stats.refused,
       redelivered: counts.redelivered,
       lost: counts.lost,
       lateResults: this.#workerSide.lateResults,
@@ -425,7 +426,10 @@ export class Subject {
     // with the save of its next pause (`#pause`).
     if (r.paused) this.#resumedTokens.set(r.paused.id, r.paused.token);
     if (r.kind === "error") {
-      this.#errorPublish(r.error);
+      // Refused before it took a token (bad_request, bad_resume): it resumed nothing, and it is no
+      // duplicate when sent again (with good values, say).
+      if (!r.paused) this.#serviceSide.intake.refused();
+      this.#errorPublish(r.paused ? r.error : { ...r.error, refusal: true });
       return r.paused?.id;
     }
     this.#stats.resumed++;
@@ -448,9 +452,10 @@ export class Subject {
   /** One error publication (`errorFrames`); values as sent that are not a JSON object are left out. */
   #errorPublish(e: ErrorSpec): void {
     this.#stats.errors++;
+    if (e.refusal) this.#stats.refused++;
     const body = e.values && typeof decodeValues(e.values) !== "string" ? e.values : EMPTY_VALUES;
     const [topic, header] = errorFrames(e.flow, e.header, e.code, e.message, body);
-    this.#imLink.publish(topic, header, body);
+    this.#imLink.publish(topic, header, body, e.refusal ? REFUSAL_KIND : 0);
   }
 
   /**
@@ -560,6 +565,7 @@ export class Subject {
       header: { id },
       values: undefined,
       code: "forgotten",
+      refusal: true,
       message: `request ${
         JSON.stringify(id.slice(0, 60))
       } has run, and its final is no longer kept (replay_buffer): it is not run again; send it with a new id to run it again`,

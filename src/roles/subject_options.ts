@@ -105,6 +105,12 @@ export interface SubjectStats {
   published: number;
   /** Error publications made by the Subject (unknown flow, step limit…). */
   errors: number;
+  /**
+   * Of those, answers to messages that started no request (`overloaded`, `unknown_flow` and
+   * `no_step` for a new request, a resume's `bad_resume` or `bad_request`, `forgotten`): not in
+   * `requests`, and a request running under the same id goes on.
+   */
+  refused: number;
   /** Steps given to another worker: theirs went silent, or its heartbeat showed them lost. */
   redelivered: number;
   /** Of those, steps a live worker's heartbeat showed lost (never received, or result lost). */

@@ -189,7 +189,7 @@ export class ServiceSide {
     this.intake.refused();
     const message = `this connection has ${this.quota.limit} requests in flight ` +
       "(max_in_flight_per_connection): send again once some have ended";
-    this.#host.errorPublish({ flow, header, values, code: "overloaded", message });
+    this.#host.errorPublish({ flow, header, values, code: "overloaded", message, refusal: true });
   }
 
   /** A message from a service had a frame over max_message_size: refuse it if its header can be read. */
