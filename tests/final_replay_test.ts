@@ -526,3 +526,84 @@ Deno.test("a keyed copy of a request whose final is no longer kept is answered `
   assert.deepEqual(stats.requests.flows.Three.outcomes, { done: 21 });
   assert.equal(stats.refused, 1);
 });
+
+Deno.test("pauses made while async_store is locked from outside wait for it and are published once saved: none is lost, no step runs twice, and the Subject (liveness_timeout 2000) is not killed as hung", async () => {
+  await using d = await startDeployment({ workers: 2, args: ["--liveness-timeout", "2000"] });
+  await using client = await d.connect();
+  const [subject] = await rolePids(d.dir, "subject");
+  const locker = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(5)\nc.execute('COMMIT')",
+      `${d.dir}/paused.sqlite`,
+    ],
+    stdout: "piped",
+  }).spawn();
+  const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assert.equal((await out.read()).value?.trim(), "locked");
+  const lockedAt = performance.now();
+  const pauses = await client.subscribe("Pause~ASYNC~");
+  // Pauses while it is locked, and steps of other requests in the same result batches.
+  const paused = Array.from({ length: 8 }, (_, i) => {
+    const p = client.request("Pause", { i }, { id: `pause-${i}`, timeout: 60_000 });
+    p.catch(() => {}); // a failed assertion below reports itself
+    return p;
+  });
+  const plain = await Promise.all(
+    Array.from(
+      { length: 200 },
+      (_, i) => client.request("Three", { i }, { id: `plain-${i}`, timeout: 30_000 }),
+    ),
+  );
+  plain.forEach((p) => assert.equal(p.action, "done"));
+  const tokens = new Map<string, string>();
+  const late = Symbol("late");
+  const deadline = new Promise<typeof late>((r) => setTimeout(() => r(late), 20_000));
+  while (tokens.size < 8) {
+    const next = await Promise.race([pauses.next(), deadline]);
+    if (next === late) break;
+    const p = next.value as Publication;
+    tokens.set(p.id, p.resume!);
+  }
+  await pauses.return!();
+  assert.equal(tokens.size, 8, `pauses published within 20 s: ${[...tokens.keys()].join(" ")}`);
+  // Before: a save that found the lock threw out of the worker's result batch: that request was
+  // lost (no pause, nothing in the store), and the rest of the batch ran again.
+  assert.ok(performance.now() - lockedAt > 4000, "the pauses waited for the lock");
+  await locker.status;
+  await out.cancel();
+  for (const [id, token] of tokens) await client.sendResume(token, { resumed: id });
+  for (const p of await Promise.all(paused)) assert.equal(p.action, "done", JSON.stringify(p.error));
+  assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject (not killed as hung)");
+  // (The counters are written every second.)
+  let stats = { redelivered: -1, lost: -1, storeWaiting: -1 };
+  for (let i = 0; i < 30 && stats.storeWaiting !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    stats = await roleStats(d.dir, "subject") as typeof stats;
+  }
+  assert.deepEqual([stats.redelivered, stats.lost, stats.storeWaiting], [0, 0, 0]);
+});
+
+Deno.test("kept store: a commit that finds the file locked throws the lock's error, and the next second's commits are not tried (no wait on the caller's thread)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-kept-lock-" });
+  const { DatabaseSync } = await import("node:sqlite");
+  const store = new KeptStore(`${dir}/s.sqlite`);
+  const other = new DatabaseSync(`${dir}/s.sqlite`);
+  try {
+    other.exec("BEGIN EXCLUSIVE");
+    store.put("a", false, final("a"));
+    assert.throws(() => store.commit(1000), /database is locked/);
+    store.put("b", false, final("b"));
+    const t0 = performance.now();
+    assert.throws(() => store.commit(1500), /not tried: a write failed less than a second ago/);
+    assert.ok(performance.now() - t0 < 50, "no wait for the lock");
+    other.exec("COMMIT");
+    store.put("c", false, final("c"));
+    store.commit(2001);
+    assert.deepEqual([...store.all()].map((r) => r.id), ["c"], "a and b stayed in memory only");
+  } finally {
+    other.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -32,6 +32,8 @@ export class KeptStore {
   readonly #all: StatementSync;
   /** What is to be written at the next commit, in order: a record kept, or an id forgotten. */
   #queue: (readonly [id: string, pause: boolean, frames: readonly Uint8Array[]] | string)[] = [];
+  /** Until when (`performance.now()`) commits are not tried: the last one failed (locked, full). */
+  #failedUntil = 0;
 
   /** Opens (or creates) the table in the file at `path`. */
   constructor(path: string) {
@@ -70,21 +72,30 @@ export class KeptStore {
 
   /**
    * Writes what was kept and forgotten since the last commit, in one transaction. If it throws,
-   * nothing of it is written, and it is not tried again (those records stay in memory only).
+   * nothing of it is written, and it is not tried again (those records stay in memory only). For
+   * a second after a failed commit, commits are not tried (each would wait for the lock on the
+   * caller's thread): they throw at once.
    */
-  commit(): void {
+  commit(now: number = performance.now()): void {
     if (this.#queue.length === 0) return;
     const queue = this.#queue;
     this.#queue = [];
-    this.#db.exec("BEGIN");
+    if (now < this.#failedUntil) {
+      throw new Error("not tried: a write failed less than a second ago");
+    }
     try {
+      this.#db.exec("BEGIN");
       for (const op of queue) {
         if (typeof op === "string") this.#remove.run(op);
         else this.#put.run(op[0], op[1] ? 1 : 0, op[2][0], op[2][1], op[2][2]);
       }
       this.#db.exec("COMMIT");
     } catch (e) {
-      this.#db.exec("ROLLBACK");
+      this.#failedUntil = now + 1000;
+      // SQLite may have rolled back by itself (a full disk): the error to tell is the first one.
+      try {
+        if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      } catch { /* rolled back */ }
       throw e;
     }
   }

@@ -101,7 +101,9 @@ export class PausedStore {
 
   /** Opens (or creates) the store. */
   constructor(path: string) {
-    this.#db = openDatabase(path, "FULL", 2000);
+    // A lock held from outside is waited for 200 ms at most, on the Subject's thread: the Subject
+    // tries a failed write again at its next tick (`Subject`'s store backlog).
+    this.#db = openDatabase(path, "FULL", 200);
     this.#db.exec(`
       CREATE TABLE IF NOT EXISTS paused (
         token TEXT PRIMARY KEY, id TEXT NOT NULL, flow TEXT NOT NULL, position INTEGER NOT NULL,

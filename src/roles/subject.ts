@@ -109,7 +109,7 @@ export class Subject {
     const token = this.#resumedTokens.get(id);
     if (token === undefined) return;
     this.#resumedTokens.delete(id);
-    this.#imLink.whenTaken(() => this.#pauses.finish(token));
+    this.#imLink.whenTaken(() => this.#storeWrite(() => this.#pauses.finish(token)));
   };
 
   private constructor(options: SubjectOptions) {
@@ -274,6 +274,7 @@ export class Subject {
 
   /** Every quarter of the heartbeat timeout: silent workers, expired pauses, a first oversize drop. */
   #tick(): void {
+    if (this.#storeBacklog.length) this.#writeStore();
     this.#workerSide.expire();
     this.#reloads.tick();
     // The paused flows' store may be locked from outside (a `sqlite3` shell): try at the next tick.
@@ -309,6 +310,7 @@ export class Subject {
       published: this.#imLink.published,
       errors: this.#stats.errors,
       refused: this.#stats.refused,
+      storeWaiting: this.#storeBacklog.length,
       redelivered: counts.redelivered,
       lost: counts.lost,
       lateResults: this.#workerSide.lateResults,
@@ -399,20 +401,58 @@ export class Subject {
     // A resumed flow pausing again: the token its resume took is finished with this save.
     const ends = this.#resumedTokens.get(id);
     if (ends !== undefined) this.#resumedTokens.delete(id);
-    const token = this.#pauses.pause(
-      flow.name,
-      position,
-      id,
-      n,
-      text(values),
-      book.versionOf(id) ?? book.current,
-      ends,
+    const version = book.versionOf(id) ?? book.current;
+    const json = text(values);
+    const body = values.slice(); // (a view of the worker's batch; the save may wait)
+    let token = "";
+    // Published, and its request let go, once saved: a token is never handed out before it is on disk.
+    this.#storeWrite(
+      () => token = this.#pauses.pause(flow.name, position, id, n, json, version, ends),
+      () => {
+        this.#ended(id);
+        const topic = this.#topics.step(flow, position);
+        const header = encodeHeader({ v: 1, id, pos: position, n, resume: token });
+        if (this.#replay.wanting) this.#keepSafely(() => this.#replay.paused(id, [topic, header, body]));
+        this.#imLink.publish(topic, header, body);
+      },
     );
-    this.#ended(id);
-    const topic = this.#topics.step(flow, position);
-    const header = encodeHeader({ v: 1, id, pos: position, n, resume: token });
-    if (this.#replay.wanting) this.#keepSafely(() => this.#replay.paused(id, [topic, header, values]));
-    this.#imLink.publish(topic, header, values);
+  }
+
+  /**
+   * Writes to the paused flows' store (`async_store`) that could not be made yet (the file locked
+   * from outside, a full disk), in order: the first is tried again at each tick, and the others
+   * wait behind it; `then` runs once its write is made. Before, a failed save was thrown out of
+   * the worker's result batch: its request was lost and the rest of the batch ran again.
+   */
+  readonly #storeBacklog: { write: () => void; then?: () => void }[] = [];
+
+  #storeWrite(write: () => void, then?: () => void): void {
+    this.#storeBacklog.push({ write, then });
+    if (this.#storeBacklog.length === 1) this.#writeStore();
+  }
+
+  #writeStore(): void {
+    const backlog = this.#storeBacklog;
+    while (backlog.length) {
+      const { write, then } = backlog[0];
+      try {
+        write();
+      } catch (e) {
+        if (!this.#warned.has("paused_store")) {
+          this.#warned.add("paused_store");
+          this.#log.warn(
+            "Paused flows: cannot write {path} ({error}); the pauses and ends of resumed flows wait, tried again at each tick (stats: storeWaiting)",
+            { path: this.#o.pausedStore, error: (e as Error).message },
+          );
+        }
+        return;
+      }
+      backlog.shift();
+      then?.();
+    }
+    if (this.#warned.delete("paused_store")) {
+      this.#log.info("Paused flows: writing to {path} again", { path: this.#o.pausedStore });
+    }
   }
 
   /**
@@ -420,7 +460,25 @@ export class Subject {
    * if it took one (its sender is told so: `RESUMED`), now or before (a `repeat`).
    */
   #resume(topicFlow: string, header: Header, values: Uint8Array, connection: string): string | undefined {
-    const r = this.#pauses.resume(topicFlow, header, values);
+    let r: ReturnType<PauseBook["resume"]>;
+    try {
+      r = this.#pauses.resume(topicFlow, header, values);
+    } catch (e) {
+      // The store locked from outside, say: nothing was taken; the resume may be sent again.
+      this.#serviceSide.intake.refused();
+      const message = `cannot take the token now (async_store: ${
+        (e as Error).message
+      }): send the resume again`;
+      this.#errorPublish({
+        flow: topicFlow,
+        header,
+        values: undefined,
+        code: "overloaded",
+        message,
+        refusal: true,
+      });
+      return undefined;
+    }
     if (r.kind === "repeat") return r.id;
     // A taken token is finished once the IM has the final that ends its flow (`#finalSent`), or
     // with the save of its next pause (`#pause`).
@@ -572,12 +630,19 @@ export class Subject {
     });
   }
 
-  /** Writes the kept finals of this pass; a failed write is logged and counted (`dropped.kept_store`). */
+  /**
+   * Writes the kept finals of this pass; a failed write is counted (`dropped.kept_store`), and
+   * logged once until a write succeeds again.
+   */
   #commitKept(): void {
     try {
       this.#kept!.commit();
     } catch (e) {
       this.#keptFailed("write", this.#o.pausedStore, e);
+      return;
+    }
+    if (this.#warned.delete("kept_store")) {
+      this.#log.info("Kept finals: writing to {path} again", { path: this.#o.pausedStore });
     }
   }
 
@@ -600,10 +665,12 @@ export class Subject {
 
   #keptFailed(what: string, path: string, e: unknown): void {
     this.#dropped.kept_store = (this.#dropped.kept_store ?? 0) + 1;
-    this.#log.warn(`Kept finals: cannot ${what} {path} ({error}); those stay in memory only`, {
-      path,
-      error: (e as Error).message,
-    });
+    if (this.#warned.has("kept_store")) return;
+    this.#warned.add("kept_store");
+    this.#log.warn(
+      `Kept finals: cannot ${what} {path} ({error}); those stay in memory only (further failures are counted in dropped.kept_store until a write succeeds)`,
+      { path, error: (e as Error).message },
+    );
   }
 
   /** Closes at once; in-flight steps are abandoned. Safe to call twice. */
@@ -613,6 +680,12 @@ export class Subject {
       if (this.#ownsReactor) await this.#reactor.close();
       else {
         await Promise.all([this.#services.close(), this.#workersSock.close(), this.#im.close()]);
+      }
+      if (this.#storeBacklog.length) {
+        this.#log.error(
+          "Paused flows: {n} writes to {path} were not made before the Subject closed; those pauses are lost (their callers time out)",
+          { n: this.#storeBacklog.length, path: this.#o.pausedStore },
+        );
       }
       this.#store.close();
       try {

@@ -111,6 +111,11 @@ export interface SubjectStats {
    * `requests`, and a request running under the same id goes on.
    */
   refused: number;
+  /**
+   * Writes to the paused flows' store waiting for it (the file locked from outside, a full disk):
+   * pauses not yet published, ends of resumed flows not yet marked; retried at each tick.
+   */
+  storeWaiting: number;
   /** Steps given to another worker: theirs went silent, or its heartbeat showed them lost. */
   redelivered: number;
   /** Of those, steps a live worker's heartbeat showed lost (never received, or result lost). */
