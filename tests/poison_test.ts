@@ -253,3 +253,29 @@ Deno.test("a poison step still in another sandbox when its worker reports a bloc
   const worker = await statsWhen(d.dir, "worker", (s) => Number(s.at) > after);
   assert.equal(worker.sandboxRestarts, poisoned.length * maxDeliveries, "one restart per counted delivery");
 });
+
+Deno.test("--no-sandbox: six synchronous 1.5 s handlers sent to one worker at once (each within the limits) all run once there; the worker is not killed, no step is given to another", async () => {
+  await using d = await startDeployment({
+    workers: 1,
+    files: POISON,
+    args: ["--no-sandbox", "--handler-timeout", "4000"],
+  });
+  await using client = await d.connect();
+  const [worker] = await rolePids(d.dir, "worker");
+  // Before: the six ran back to back in one task, 9 s without a turn of the event loop; the
+  // watchdog killed the worker at 4 s and the Subject gave the steps to its replacement.
+  const out = await Promise.all(
+    Array.from({ length: 6 }, (_, i) => client.request("Hang", { i, block: 1500 }, { timeout: 60_000 })),
+  );
+  for (const p of out) {
+    assert.equal(p.action, "done", JSON.stringify(p.error));
+    assert.equal(p.values.pid, worker, "ran on the first worker");
+  }
+  assert.deepEqual(await rolePids(d.dir, "worker"), [worker], "the same worker");
+  const s = await statsWhen(
+    d.dir,
+    "subject",
+    (s) => (s.requests as { flows: Record<string, unknown> }).flows.Hang !== undefined,
+  );
+  assert.deepEqual([s.redelivered, s.lost, s.poisoned], [0, 0, 0]);
+});
