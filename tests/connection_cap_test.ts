@@ -6,8 +6,26 @@ import assert from "node:assert/strict";
 import type { Publication } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { roleStats } from "../testing/deployment.ts";
-import { startDeployment } from "./helpers.ts";
+import { type Deployment, startDeployment } from "./helpers.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
+
+/**
+ * A raw service connection to `d`'s Subject (acknowledgements ignored): `send(topic, header,
+ * values)` sends one message as given, the header with `v: 1` added and `values` as JSON (or as
+ * they are, when a string).
+ */
+async function rawService(reactor: Reactor, d: Deployment) {
+  const service = reactor.socket("DEALER");
+  service.onMessage(() => {}); // acknowledgements
+  await service.connect(`ipc://${d.dir}/subject`);
+  const enc = new TextEncoder();
+  return (topic: string, header: object, values: object | string) =>
+    service.send([
+      enc.encode(topic),
+      enc.encode(JSON.stringify({ v: 1, ...header })),
+      enc.encode(typeof values === "string" ? values : JSON.stringify(values)),
+    ]);
+}
 
 const CAP = 20;
 const SENT = 50;
@@ -121,17 +139,8 @@ Deno.test("connection cap: a request that starts at a position counts too (a pos
     })();
     // A raw service: 12 new requests at once, each header with a position (PROTOCOL.md: "a header
     // pos 0 starts after the entry step"), on one connection.
-    const service = reactor.socket("DEALER");
-    service.onMessage(() => {}); // acknowledgements
-    await service.connect(`ipc://${d.dir}/subject`);
-    const enc = new TextEncoder();
-    for (let i = 0; i < 12; i++) {
-      await service.send([
-        enc.encode("Slow~~~~"),
-        enc.encode(JSON.stringify({ v: 1, id: `pos${i}`, pos: 0 })),
-        enc.encode('{"ms":3000}'),
-      ]);
-    }
+    const send = await rawService(reactor, d);
+    for (let i = 0; i < 12; i++) await send("Slow~~~~", { id: `pos${i}`, pos: 0 }, { ms: 3000 });
     const deadline = performance.now() + 30_000;
     while (outcomes.size < 12 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const counts: Record<string, number> = {};
@@ -234,16 +243,7 @@ Deno.test("connection cap: an error answering one message (no_step, unknown_flow
         seen.set(p.id, [...seen.get(p.id) ?? [], p.replay ? `${what} replay` : what]);
       }
     })();
-    const service = reactor.socket("DEALER");
-    service.onMessage(() => {}); // acknowledgements
-    await service.connect(`ipc://${d.dir}/subject`);
-    const enc = new TextEncoder();
-    const send = (topic: string, header: object, values: object) =>
-      service.send([
-        enc.encode(topic),
-        enc.encode(JSON.stringify({ v: 1, ...header })),
-        enc.encode(JSON.stringify(values)),
-      ]);
+    const send = await rawService(reactor, d);
     // Each id: a message refused at once (no step matches its key, or no such flow), then the
     // request itself, in one burst: both reach the Subject in one pass. Before, the refusal left
     // with the request running and was taken for its final: its connection's count was let go
@@ -287,16 +287,8 @@ Deno.test("a resume answered bad_request (values not a JSON object) leaves its t
     const token = ((await pauses.next()).value as Publication).resume!;
     await pauses.return!();
     const errors = await client.subscribe("Pause~~~~error");
-    const service = reactor.socket("DEALER");
-    service.onMessage(() => {}); // acknowledgements
-    await service.connect(`ipc://${d.dir}/subject`);
-    const enc = new TextEncoder();
-    const resume = (values: string) =>
-      service.send([
-        enc.encode("Pause~~~~"),
-        enc.encode(JSON.stringify({ v: 1, id: "the-resume", resume: token })),
-        enc.encode(values),
-      ]);
+    const send = await rawService(reactor, d);
+    const resume = (values: string) => send("Pause~~~~", { id: "the-resume", resume: token }, values);
     await resume("[1, 2]");
     const refused = (await errors.next()).value as Publication;
     await errors.return!();
