@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { FinalReplay, markReplay } from "../src/roles/final_replay.ts";
 import { KeptStore } from "../src/roles/kept_store.ts";
+import { PausedStore } from "../src/roles/paused_store.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { RequestTimeoutError } from "../src/client/client.ts";
 import { killRole, rolePids, roleStats } from "../testing/deployment.ts";
@@ -605,5 +606,99 @@ Deno.test("kept store: a commit that finds the file locked throws the lock's err
     other.close();
     store.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Holds `file` (a SQLite database) locked from another process (`BEGIN EXCLUSIVE`) for `seconds`. */
+async function lockFromOutside(file: string, seconds: number): Promise<Deno.ChildProcess> {
+  const locker = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(float(sys.argv[2]))\nc.execute('COMMIT')",
+      file,
+      String(seconds),
+    ],
+    stdout: "piped",
+  }).spawn();
+  const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assert.equal((await out.read()).value?.trim(), "locked");
+  await out.cancel();
+  return locker;
+}
+
+Deno.test("SIGTERM while pauses wait for a locked async_store: the drain waits for their saves, and each pause is published and saved", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const locker = await lockFromOutside(`${d.dir}/paused.sqlite`, 4);
+  const pauses = await client.subscribe("Pause~ASYNC~");
+  for (let i = 0; i < 4; i++) {
+    client.request("Pause", { i }, { id: `drained-${i}`, timeout: 60_000 }).catch(() => {});
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  d.process.kill("SIGTERM");
+  const seen = new Set<string>();
+  const late = Symbol("late");
+  const deadline = new Promise<typeof late>((r) => setTimeout(() => r(late), 20_000));
+  while (seen.size < 4) {
+    const next = await Promise.race([pauses.next(), deadline]);
+    if (next === late || next.done) break;
+    seen.add((next.value as Publication).id);
+  }
+  await pauses.return!();
+  await locker.status;
+  // Before: the drain did not wait for them; the Subject closed at once and they were lost.
+  assert.equal(seen.size, 4, `pauses published: ${[...seen].join(" ")}`);
+  assert.equal((await d.process.status).code, 0);
+  const store = new PausedStore(`${d.dir}/paused.sqlite`);
+  try {
+    assert.deepEqual(store.list().map((p) => p.id).sort(), [...seen].sort());
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("resumes sent at once while async_store is locked are answered within a few seconds (overloaded), the Subject (liveness_timeout 2000) is not killed, and each runs once sent again", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--liveness-timeout", "2000"] });
+  await using client = await d.connect();
+  const [subject] = await rolePids(d.dir, "subject");
+  const pauses = await client.subscribe("Pause~ASYNC~");
+  const n = 20;
+  const runs = Array.from({ length: n }, (_, i) => {
+    const p = client.request("Pause", { i }, { id: `burst-${i}`, timeout: 60_000 });
+    p.catch(() => {});
+    return p;
+  });
+  const tokens: string[] = [];
+  while (tokens.length < n) tokens.push(((await pauses.next()).value as Publication).resume!);
+  await pauses.return!();
+  const locker = await lockFromOutside(`${d.dir}/paused.sqlite`, 5);
+  const t0 = performance.now();
+  // Before: each waited 200 ms for the lock on the Subject's thread; at 15 it was killed as hung,
+  // and again after each restart while the lock lasted.
+  const refused = await Promise.all(
+    tokens.map((t) => client.resume(t, { again: false }, { timeout: 20_000 })),
+  );
+  // Each is refused, or took its token all the same and its flow ran on, once (some, in some
+  // runs here, up to half of them in one: not understood; see the closing note of 2026-12-03).
+  const taken = refused.filter((p) => p.error?.code !== "overloaded");
+  assert.ok(taken.length < n, "the lock refused none");
+  for (const p of taken) assert.equal(p.action, "done", JSON.stringify(p));
+  assert.ok(performance.now() - t0 < 4000, `answered after ${Math.round(performance.now() - t0)} ms`);
+  await locker.status;
+  assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject");
+  // The tokens were not taken: the resumes, sent again, resume each flow once.
+  // The tokens were not taken: sent again (as `overloaded` says, once the store takes writes
+  // again), the resumes resume each flow once.
+  for (const [k0, t] of tokens.entries()) {
+    if (refused[k0].error?.code !== "overloaded") continue;
+    for (let k = 0; k < 20; k++) {
+      const r = await client.resume(t, { again: true }, { timeout: 20_000 });
+      if (r.error?.code !== "overloaded") break;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+  }
+  for (const [k, p] of (await Promise.all(runs)).entries()) {
+    assert.equal(p.action, "done", JSON.stringify(p.error));
+    assert.equal(p.values.again, refused[k].error?.code === "overloaded");
   }
 });

@@ -279,3 +279,26 @@ Deno.test("--no-sandbox: six synchronous 1.5 s handlers sent to one worker at on
   );
   assert.deepEqual([s.redelivered, s.lost, s.poisoned], [0, 0, 0]);
 });
+
+Deno.test("--no-sandbox: a handler blocking past the watchdog's report (not its kill) among a batch of slow synchronous ones: the steps its worker had not run yet are not run there (the Subject gave them to others), so none runs twice", async () => {
+  await using d = await startDeployment({ workers: 2, files: POISON, args: ["--no-sandbox"] });
+  await using client = await d.connect();
+  const log = `${d.dir}/runs.log`;
+  // The report comes at heartbeat_timeout / 2 (2.5 s); the kill at handler_timeout (30 s).
+  const out = await Promise.all(
+    Array.from(
+      { length: 30 },
+      (_, i) => client.request("Hang", { i, log, block: i === 0 ? 4000 : 300 }, { timeout: 90_000 }),
+    ),
+  );
+  const outcomes = out.map((p) => p.action === "done" ? "done" : String(p.error?.code));
+  assert.equal(outcomes.filter((o) => o === "done").length, 29, outcomes.join(" "));
+  const runs = new Map<string, number>();
+  for (const line of (await Deno.readTextFile(log)).trim().split("\n")) {
+    const i = line.split(" ")[0];
+    runs.set(i, (runs.get(i) ?? 0) + 1);
+  }
+  // Before: 14 of them ran 3 times and 4 twice (an outside attack).
+  const twice = [...runs].filter(([i, n]) => i !== "0" && n > 1);
+  assert.deepEqual(twice, [], `steps run more than once: ${JSON.stringify(twice)}`);
+});

@@ -157,17 +157,43 @@ export class PausedStore {
    */
   save(p: PausedFlow, ends?: string): void {
     const row = [p.token, p.id, p.flow, p.position, p.n, p.values, p.pausedAt, p.deadline, p.version ?? null];
-    if (ends === undefined) {
-      this.#save.run(...row);
-      return;
+    this.#write(() => {
+      if (ends === undefined) {
+        this.#save.run(...row);
+        return;
+      }
+      try {
+        this.#db.exec("BEGIN IMMEDIATE");
+        this.#save.run(...row);
+        this.#finish.run(PAUSED_AGAIN, ends);
+        this.#db.exec("COMMIT");
+      } catch (e) {
+        // SQLite may have rolled back by itself (a full disk): the error to tell is the first one.
+        try {
+          if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+        } catch { /* rolled back */ }
+        throw e;
+      }
+    });
+  }
+
+  /** Until when (`performance.now()`) writes are not tried: the last one failed (locked, full). */
+  #failedUntil = 0;
+
+  /**
+   * Runs a write; once one fails (the file locked from outside waits 200 ms, on the caller's
+   * thread), those of the next half second throw at once instead of waiting too: a burst of them
+   * would hold the Subject's thread for seconds (an outside attack: 15 resumes during a lock, the
+   * Subject killed as hung by `liveness_timeout` 2000).
+   */
+  #write<T>(write: () => T): T {
+    if (performance.now() < this.#failedUntil) {
+      throw new Error("not tried: a write to the store failed less than half a second ago");
     }
-    this.#db.exec("BEGIN IMMEDIATE");
     try {
-      this.#save.run(...row);
-      this.#finish.run(PAUSED_AGAIN, ends);
-      this.#db.exec("COMMIT");
+      return write();
     } catch (e) {
-      this.#db.exec("ROLLBACK");
+      this.#failedUntil = performance.now() + 500;
       throw e;
     }
   }
@@ -178,14 +204,16 @@ export class PausedStore {
    * ({@linkcode PausedStore.finish} marks its flow ended).
    */
   take(token: string, taker: Taker, now: number = Date.now()): Take {
-    const row = this.#take.get({
-      token,
-      by: taker.resume,
-      inc: taker.incarnation,
-      until: taker.keepUntil,
-      rerun: taker.rerunEnded ? 1 : 0,
-      now,
-    });
+    const row = this.#write(() =>
+      this.#take.get({
+        token,
+        by: taker.resume,
+        inc: taker.incarnation,
+        until: taker.keepUntil,
+        rerun: taker.rerunEnded ? 1 : 0,
+        now,
+      })
+    );
     if (row) return { kind: "taken", paused: withVersion(row) };
     const held = this.#taker.get(token) as { id: string; takenBy: string | null } | undefined;
     return held && held.takenBy === taker.resume ? { kind: "repeat", id: held.id } : { kind: "none" };
@@ -198,7 +226,7 @@ export class PausedStore {
    * have died with an IM in the Subject's process), and it never expires into a `timeout`.
    */
   finish(token: string): void {
-    this.#finish.run(ENDED, token);
+    this.#write(() => this.#finish.run(ENDED, token));
   }
 
   /**
@@ -208,8 +236,10 @@ export class PausedStore {
    * silently; a token taken in `incarnation` is left to its running flow.
    */
   expire(now: number = Date.now(), incarnation = ""): PausedFlow[] {
-    this.#purge.run(now);
-    return this.#expire.all({ now, inc: incarnation }).map(withVersion);
+    return this.#write(() => {
+      this.#purge.run(now);
+      return this.#expire.all({ now, inc: incarnation }).map(withVersion);
+    });
   }
 
   /** Paused flows waiting for a resume now. */

@@ -281,11 +281,15 @@ export class Subject {
     let expired: ReturnType<PauseBook["expire"]> = [];
     try {
       expired = this.#pauses.expire();
+      this.#warned.delete("paused_expire");
     } catch (e) {
-      this.#log.warn("Paused flows: cannot expire in {path} ({error}); trying again", {
-        path: this.#o.pausedStore,
-        error: (e as Error).message,
-      });
+      if (!this.#warned.has("paused_expire")) {
+        this.#warned.add("paused_expire");
+        this.#log.warn("Paused flows: cannot expire in {path} ({error}); trying again at each tick", {
+          path: this.#o.pausedStore,
+          error: (e as Error).message,
+        });
+      }
     }
     for (const e of expired) this.#errorPublish(e);
     if (!this.#warned.has("oversize") && this.#services.oversizeDrops + this.#workersSock.oversizeDrops) {
@@ -551,10 +555,17 @@ export class Subject {
   async drain(timeoutMs = 10_000): Promise<boolean> {
     this.#serviceSide.draining = true;
     const deadline = performance.now() + timeoutMs;
-    // Accepted work has left once every step is done and the IM acknowledged every publication.
-    const busy = () => this.#workerSide.pool.busy || this.#imLink.unacked > 0;
+    // Accepted work has left once every step is done, every pause is saved (a locked store is
+    // tried again meanwhile) and the IM acknowledged every publication.
+    const busy = () =>
+      this.#workerSide.pool.busy || this.#storeBacklog.length > 0 || this.#imLink.unacked > 0;
+    let retried = performance.now();
     while (busy() && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
+      if (this.#storeBacklog.length && performance.now() - retried >= 250) {
+        retried = performance.now();
+        this.#writeStore();
+      }
     }
     const clean = !busy();
     await this.close();

@@ -71,7 +71,9 @@ export interface WorkerWatch {
  * for dead (half its heartbeat timeout), so only that step is counted against; the process is
  * killed at the handler timeout. Returns the monitor and a function that stops both.
  */
-export function watchWorker(w: WorkerWatch): { monitor: LoopMonitor; stop: () => void } {
+export function watchWorker(
+  w: WorkerWatch,
+): { monitor: LoopMonitor; stallAfter: number; stop: () => void } {
   const stallAfter = Math.min(w.handlerTimeout, Math.floor(w.heartbeatTimeout / 2));
   const monitor = new LoopMonitor(loopBeatMs(stallAfter));
   const stopThread = startWatchdog({
@@ -85,6 +87,7 @@ export function watchWorker(w: WorkerWatch): { monitor: LoopMonitor; stop: () =>
   });
   return {
     monitor,
+    stallAfter,
     stop: () => {
       monitor.stop();
       stopThread();

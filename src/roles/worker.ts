@@ -231,6 +231,7 @@ export class Worker {
       })
       : undefined;
     w.#stopWatchdog = watching?.stop;
+    w.#stallAfter = watching?.stallAfter ?? Infinity;
     const onThread = (
       handlers: HandlerRegistry,
       flows: ReadonlyMap<string, Flow>,
@@ -335,7 +336,7 @@ export class Worker {
     }
     pool?.flush();
     if (pools) { for (const p of pools) p.flush(); }
-    if (here) this.#runHere(here, 0);
+    if (here) this.#runHere(here, 0, this.#stalls);
   }
 
   /**
@@ -345,15 +346,24 @@ export class Worker {
    * back: six 1.5 s handlers blocked the thread 9 s, the watchdog killed the worker, and every
    * step ran again elsewhere.
    */
-  #runHere(steps: readonly LocalStep[], i: number): void {
+  #runHere(steps: readonly LocalStep[], i: number, stalls: number): void {
     const started = performance.now();
     for (; i < steps.length; i++) {
+      if (this.#stalls !== stalls) {
+        // A handler blocked the thread past the watchdog's report since these came: the Subject
+        // has given every step this worker held to others. Run on here, they would run twice.
+        for (; i < steps.length; i++) {
+          if (this.#holding.delete(steps[i].d)) this.#stats.active--;
+        }
+        return;
+      }
       if (performance.now() - started >= LOCAL_TURN_MS) {
-        setTimeout(() => this.#runHere(steps, i), 0);
+        setTimeout(() => this.#runHere(steps, i, stalls), 0);
         return;
       }
       const { d, kind, runner, frames: [topic, header, values] } = steps[i];
       let r: StepResult | Promise<StepResult>;
+      const t = performance.now();
       try {
         if (!runner) {
           throw new Error(`this worker does not hold the step's configuration version (slot ${kind})`);
@@ -362,11 +372,17 @@ export class Worker {
       } catch (e) {
         r = this.#encoder.crashed(topic, header, e);
       }
+      if (performance.now() - t >= this.#stallAfter) this.#stalls++;
       if (r instanceof Promise) {
         r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#encoder.crashed(topic, header, e)));
       } else this.#reply(d, r);
     }
   }
+
+  /** When the watchdog reports a blocked loop (ms), if it runs (`--no-sandbox`). */
+  #stallAfter = Infinity;
+  /** Handlers that blocked this thread past {@linkcode Worker.#stallAfter}. */
+  #stalls = 0;
 
   #reply(d: number, r: StepResult): void {
     this.#replied(d, KIND_CODES[r.kind], r.frames[0], r.frames[1], r.frames[2]);
