@@ -301,22 +301,15 @@ export class Intake {
       };
     }
     const values = frames[2];
-    // A new request or a resume answered with an error here ran nothing: sent again, it is no
-    // duplicate (it is looked at again: a flow a reload added since runs it).
-    const refuse = (a: Admission): Admission => {
-      if (header.pos !== undefined || a.do !== "error") return a;
-      this.refused();
-      return { do: "error", error: { ...a.error, refusal: true } };
-    };
     if (draining) {
-      return refuse(error(fields.flow, header, values, "overloaded", "the Subject is shutting down"));
+      return this.#refuse(header, fields.flow, values, "overloaded", "the Subject is shutting down");
     }
     if (header.k === "ping") return { do: "ping" };
     // A resume names its flow in its token; its errors go on the flow of the topic it came on.
     if (header.resume !== undefined) return { do: "resume", flow: fields.flow, header };
     const flow = t.flow;
     if (!flow) {
-      return refuse(error(fields.flow, header, values, "unknown_flow", `unknown flow "${fields.flow}"`));
+      return this.#refuse(header, fields.flow, values, "unknown_flow", `unknown flow "${fields.flow}"`);
     }
     if (header.error) {
       // A service's handler for a @PUBLISH step failed: publish the error for the request, with
@@ -327,11 +320,22 @@ export class Intake {
         ? o.code as ErrorCode
         : "handler_error";
       const message = typeof e === "string" ? e : typeof o.message === "string" ? o.message : "";
-      return refuse(error(flow.name, header, values, code, message));
+      return this.#refuse(header, flow.name, values, code, message);
     }
     const place = header.pos === undefined ? t.place! : placeRequest(flow, fields, header.pos);
-    if ("error" in place) return refuse(error(flow.name, header, values, "no_step", place.error));
+    if ("error" in place) return this.#refuse(header, flow.name, values, "no_step", place.error);
     return { do: "route", flow, position: place.position, header };
+  }
+
+  /**
+   * An error answer to `header`'s message. A new request or a resume (no position) answered here
+   * ran nothing: it is a refusal (`ErrorSpec.refusal`), and sent again it is no duplicate (it is
+   * looked at again: a flow a reload added since runs it).
+   */
+  #refuse(header: Header, flow: string, values: Uint8Array, code: ErrorCode, message: string): Admission {
+    if (header.pos !== undefined) return error(flow, header, values, code, message);
+    this.refused();
+    return { do: "error", error: { flow, header, values, code, message, refusal: true } };
   }
 
   /**
