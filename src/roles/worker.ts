@@ -316,7 +316,10 @@ export class Worker {
     }
     let pool: SandboxPool | undefined;
     let pools: SandboxPool[] | undefined;
-    let here: LocalStep[] | undefined;
+    /** Steps to run on this thread in a later task (see {@linkcode Worker.#runHere}). */
+    let later: LocalStep[] | undefined;
+    const stalls = this.#stalls;
+    const started = performance.now();
     for (const { tag: d, kind, frames } of records) {
       // Every step of the batch is held from now on (the heartbeat says so), also those run later.
       this.#stats.received++;
@@ -332,11 +335,14 @@ export class Worker {
         }
         continue;
       }
-      (here ??= []).push({ d, kind, runner: rt?.runner, frames });
+      if (later || performance.now() - started >= LOCAL_TURN_MS) {
+        (later ??= []).push({ d, kind, runner: rt?.runner, frames });
+      } else if (this.#stalls !== stalls) this.#drop(d);
+      else this.#runOne(d, kind, rt?.runner, frames);
     }
     pool?.flush();
     if (pools) { for (const p of pools) p.flush(); }
-    if (here) this.#runHere(here, 0, this.#stalls);
+    if (later) setTimeout(() => this.#runHere(later, 0, stalls), 0);
   }
 
   /**
@@ -344,39 +350,54 @@ export class Worker {
    * thread for {@linkcode LOCAL_TURN_MS}, the rest run in a later task: the results so far leave,
    * the heartbeat and the watchdog's mark move, between them. Before, a batch of steps ran back to
    * back: six 1.5 s handlers blocked the thread 9 s, the watchdog killed the worker, and every
-   * step ran again elsewhere.
+   * step ran again elsewhere. `stalls`: {@linkcode Worker.#stalls} when the steps came.
    */
   #runHere(steps: readonly LocalStep[], i: number, stalls: number): void {
     const started = performance.now();
     for (; i < steps.length; i++) {
       if (this.#stalls !== stalls) {
-        // A handler blocked the thread past the watchdog's report since these came: the Subject
-        // has given every step this worker held to others. Run on here, they would run twice.
-        for (; i < steps.length; i++) {
-          if (this.#holding.delete(steps[i].d)) this.#stats.active--;
-        }
+        for (; i < steps.length; i++) this.#drop(steps[i].d);
         return;
       }
-      if (performance.now() - started >= LOCAL_TURN_MS) {
+      if (i > 0 && performance.now() - started >= LOCAL_TURN_MS) {
         setTimeout(() => this.#runHere(steps, i, stalls), 0);
         return;
       }
-      const { d, kind, runner, frames: [topic, header, values] } = steps[i];
-      let r: StepResult | Promise<StepResult>;
-      const t = performance.now();
-      try {
-        if (!runner) {
-          throw new Error(`this worker does not hold the step's configuration version (slot ${kind})`);
-        }
-        r = this.#segment(runner, topic, header, values, d);
-      } catch (e) {
-        r = this.#encoder.crashed(topic, header, e);
-      }
-      if (performance.now() - t >= this.#stallAfter) this.#stalls++;
-      if (r instanceof Promise) {
-        r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#encoder.crashed(topic, header, e)));
-      } else this.#reply(d, r);
+      const { d, kind, runner, frames } = steps[i];
+      this.#runOne(d, kind, runner, frames);
     }
+  }
+
+  /**
+   * A step this worker got is not run here after all: a handler blocked the thread past the
+   * watchdog's report since it came, and the Subject has given every step this worker held to
+   * others (run on here, it would run twice).
+   */
+  #drop(d: number): void {
+    if (this.#holding.delete(d)) this.#stats.active--;
+  }
+
+  /** Runs step `d`'s segment on this thread and replies; notes a handler that blocked it past the watchdog's report. */
+  #runOne(
+    d: number,
+    kind: number,
+    runner: StepRunner | undefined,
+    [topic, header, values]: readonly [Uint8Array, Uint8Array, Uint8Array],
+  ): void {
+    let r: StepResult | Promise<StepResult>;
+    const t = performance.now();
+    try {
+      if (!runner) {
+        throw new Error(`this worker does not hold the step's configuration version (slot ${kind})`);
+      }
+      r = this.#segment(runner, topic, header, values, d);
+    } catch (e) {
+      r = this.#encoder.crashed(topic, header, e);
+    }
+    if (performance.now() - t >= this.#stallAfter) this.#stalls++;
+    if (r instanceof Promise) {
+      r.then((x) => this.#reply(d, x), (e) => this.#reply(d, this.#encoder.crashed(topic, header, e)));
+    } else this.#reply(d, r);
   }
 
   /** When the watchdog reports a blocked loop (ms), if it runs (`--no-sandbox`). */
