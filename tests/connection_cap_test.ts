@@ -210,11 +210,11 @@ Deno.test("connection cap: a resume counts as a new request; over the cap it is 
 Deno.test("connection cap: a request answered overloaded runs when sent again with its id once there is room (it was dropped as a duplicate)", async () => {
   await using d = await startDeployment({ workers: 1, args: ["--max-in-flight-per-connection", "1"] });
   await using c = await d.connect();
-  const slow = c.request("Slow", { ms: 1000 }, { id: "in-flight", timeout: 20_000 });
-  await new Promise((r) => setTimeout(r, 300));
+  const slow = c.submit("Slow", { ms: 1000 }, { id: "in-flight", timeout: 20_000 });
+  await slow.accepted; // in flight: the connection's one place is taken
   const refused = await c.request("Three", { n: 1 }, { id: "again", keep: true, timeout: 10_000 });
   assert.equal(refused.error?.code, "overloaded");
-  assert.equal((await slow).action, "done");
+  assert.equal((await slow.final).action, "done");
   // Before: dropped as a duplicate of itself, unanswered (then answered `forgotten`).
   const ran = await c.request("Three", { n: 2 }, { id: "again", keep: true, timeout: 10_000 });
   assert.equal(ran.action, "done", JSON.stringify(ran.error));

@@ -370,16 +370,7 @@ Deno.test("the async_store file locked from outside for 6 s: the Subject keeps a
   await using client = await d.connect();
   const [subject] = await rolePids(d.dir, "subject");
   // (python3 is there in CI for the pyzmq peers.)
-  const locker = new Deno.Command("python3", {
-    args: [
-      "-c",
-      "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\nc.execute('COMMIT')",
-      `${d.dir}/paused.sqlite`,
-    ],
-    stdout: "piped",
-  }).spawn();
-  const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  assert.equal((await out.read()).value?.trim(), "locked");
+  const locker = await lockFromOutside(`${d.dir}/paused.sqlite`, 6);
   const t0 = performance.now();
   let n = 0;
   while (performance.now() - t0 < 6500) {
@@ -388,7 +379,6 @@ Deno.test("the async_store file locked from outside for 6 s: the Subject keeps a
     n++;
   }
   await locker.status;
-  await out.cancel();
   // Before: the paused flows' expiry threw "database is locked" out of the Subject's timer.
   assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject");
   const again = await client.request("Three", { n: -1 }, { id: "locked-0", keep: true });
@@ -499,11 +489,11 @@ Deno.test("a keyed copy of a request whose final is no longer kept is answered `
   // A copy without keep is dropped as before: nothing comes.
   await assert.rejects(other.request("Three", {}, { id: "old", timeout: 1500 }), RequestTimeoutError);
   // A keyed copy of a request still running is answered by its final, not `forgotten`.
-  const slow = client.request("Slow", { ms: 1500 }, { id: "slow", keep: true, timeout: 20_000 });
-  await new Promise((r) => setTimeout(r, 300));
+  const slow = client.submit("Slow", { ms: 1500 }, { id: "slow", keep: true, timeout: 20_000 });
+  await slow.accepted; // running: the Subject took it
   const slowCopy = await other.request("Slow", { ms: 0 }, { id: "slow", keep: true, timeout: 20_000 });
   assert.equal(slowCopy.action, "done", JSON.stringify(slowCopy.error));
-  assert.deepEqual(slowCopy.values, (await slow).values);
+  assert.deepEqual(slowCopy.values, (await slow.final).values);
   // A paused request (sent without keep, so its pause is not kept): a keyed copy waits for its final.
   const pauses = await client.subscribe("Pause~ASYNC~");
   const pausedRun = client.request("Pause", { a: 1 }, { id: "paused", timeout: 60_000 });
@@ -532,16 +522,7 @@ Deno.test("pauses made while async_store is locked from outside wait for it and 
   await using d = await startDeployment({ workers: 2, args: ["--liveness-timeout", "2000"] });
   await using client = await d.connect();
   const [subject] = await rolePids(d.dir, "subject");
-  const locker = new Deno.Command("python3", {
-    args: [
-      "-c",
-      "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(5)\nc.execute('COMMIT')",
-      `${d.dir}/paused.sqlite`,
-    ],
-    stdout: "piped",
-  }).spawn();
-  const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  assert.equal((await out.read()).value?.trim(), "locked");
+  const locker = await lockFromOutside(`${d.dir}/paused.sqlite`, 5);
   const lockedAt = performance.now();
   const pauses = await client.subscribe("Pause~ASYNC~");
   // Pauses while it is locked, and steps of other requests in the same result batches.
@@ -572,7 +553,6 @@ Deno.test("pauses made while async_store is locked from outside wait for it and 
   // lost (no pause, nothing in the store), and the rest of the batch ran again.
   assert.ok(performance.now() - lockedAt > 4000, "the pauses waited for the lock");
   await locker.status;
-  await out.cancel();
   for (const [id, token] of tokens) await client.sendResume(token, { resumed: id });
   for (const p of await Promise.all(paused)) assert.equal(p.action, "done", JSON.stringify(p.error));
   assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject (not killed as hung)");
@@ -596,7 +576,7 @@ Deno.test("kept store: a commit that finds the file locked throws the lock's err
     assert.throws(() => store.commit(1000), /database is locked/);
     store.put("b", false, final("b"));
     const t0 = performance.now();
-    assert.throws(() => store.commit(1500), /not tried: a write failed less than a second ago/);
+    assert.throws(() => store.commit(1500), /not tried: a write to the store failed less than 1000 ms ago/);
     assert.ok(performance.now() - t0 < 50, "no wait for the lock");
     other.exec("COMMIT");
     store.put("c", false, final("c"));
@@ -622,7 +602,11 @@ async function lockFromOutside(file: string, seconds: number): Promise<Deno.Chil
   }).spawn();
   const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
   assert.equal((await out.read()).value?.trim(), "locked");
-  await out.cancel();
+  // Read on to the end: with its output closed early, the locker's lock did not hold (tests saw
+  // writes go through).
+  void (async () => {
+    while (!(await out.read()).done) { /* drain */ }
+  })();
   return locker;
 }
 
@@ -634,7 +618,13 @@ Deno.test("SIGTERM while pauses wait for a locked async_store: the drain waits f
   for (let i = 0; i < 4; i++) {
     client.request("Pause", { i }, { id: `drained-${i}`, timeout: 60_000 }).catch(() => {});
   }
-  await new Promise((r) => setTimeout(r, 1000));
+  // Once the four wait for the store (the counters are written every second).
+  let waiting = 0;
+  for (let t = 0; t < 50 && waiting < 4; t++) {
+    await new Promise((r) => setTimeout(r, 100));
+    waiting = Number((await roleStats(d.dir, "subject")).storeWaiting);
+  }
+  assert.equal(waiting, 4, "the pauses wait for the store");
   d.process.kill("SIGTERM");
   const seen = new Set<string>();
   const late = Symbol("late");
@@ -657,7 +647,7 @@ Deno.test("SIGTERM while pauses wait for a locked async_store: the drain waits f
   }
 });
 
-Deno.test("resumes sent at once while async_store is locked are answered within a few seconds (overloaded), the Subject (liveness_timeout 2000) is not killed, and each runs once sent again", async () => {
+Deno.test("resumes sent at once while async_store is locked are answered overloaded within a few seconds, the Subject (liveness_timeout 2000) is not killed, and each runs once sent again", async () => {
   await using d = await startDeployment({ workers: 1, args: ["--liveness-timeout", "2000"] });
   await using client = await d.connect();
   const [subject] = await rolePids(d.dir, "subject");
@@ -678,27 +668,22 @@ Deno.test("resumes sent at once while async_store is locked are answered within 
   const refused = await Promise.all(
     tokens.map((t) => client.resume(t, { again: false }, { timeout: 20_000 })),
   );
-  // Each is refused, or took its token all the same and its flow ran on, once (some, in some
-  // runs here, up to half of them in one: not understood; see the closing note of 2026-12-03).
-  const taken = refused.filter((p) => p.error?.code !== "overloaded");
-  assert.ok(taken.length < n, "the lock refused none");
-  for (const p of taken) assert.equal(p.action, "done", JSON.stringify(p));
+  for (const p of refused) assert.equal(p.error?.code, "overloaded", JSON.stringify(p));
   assert.ok(performance.now() - t0 < 4000, `answered after ${Math.round(performance.now() - t0)} ms`);
   await locker.status;
   assert.deepEqual(await rolePids(d.dir, "subject"), [subject], "the same Subject");
   // The tokens were not taken: the resumes, sent again, resume each flow once.
   // The tokens were not taken: sent again (as `overloaded` says, once the store takes writes
   // again), the resumes resume each flow once.
-  for (const [k0, t] of tokens.entries()) {
-    if (refused[k0].error?.code !== "overloaded") continue;
+  for (const t of tokens) {
     for (let k = 0; k < 20; k++) {
       const r = await client.resume(t, { again: true }, { timeout: 20_000 });
       if (r.error?.code !== "overloaded") break;
       await new Promise((res) => setTimeout(res, 250));
     }
   }
-  for (const [k, p] of (await Promise.all(runs)).entries()) {
+  for (const p of await Promise.all(runs)) {
     assert.equal(p.action, "done", JSON.stringify(p.error));
-    assert.equal(p.values.again, refused[k].error?.code === "overloaded");
+    assert.equal(p.values.again, true);
   }
 });

@@ -191,11 +191,12 @@ Deno.test("gateway: a keyed POST answered 503 (the Subject's connection cap) run
     args: ["--http", `127.0.0.1:${port}`, "--max-in-flight-per-connection", "1"],
   });
   assert.equal((await post(`${url}/v1/flows/Three`, {}, "warm-up")).status, 200);
-  const slow = post(`${url}/v1/flows/Slow`, { ms: 1500 }, "slow");
-  await new Promise((r) => setTimeout(r, 300));
+  // 202 once the Subject took it: the gateway's connection has its one place taken.
+  assert.equal((await post(`${url}/v1/flows/Slow?wait=0`, { ms: 1500 }, "slow")).status, 202);
   const refused = await post(`${url}/v1/flows/Three`, { i: 1 }, "busy");
   assert.equal(refused.status, 503, JSON.stringify(refused.json));
-  assert.equal((await slow).status, 200);
+  // (A waited retry of the 202'd key gets that request's final.)
+  assert.equal((await post(`${url}/v1/flows/Slow`, { ms: 1500 }, "slow")).status, 200);
   // Before: the gateway answered the retry with the 503 it remembered, and the Subject had the
   // request's id in its duplicate window: sent on, it was dropped.
   const retried = await post(`${url}/v1/flows/Three`, { i: 2 }, "busy");

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PausedStore } from "../src/roles/paused_store.ts";
+import { PausedStore, WriteGate } from "../src/roles/paused_store.ts";
 import { makeToken, parseToken } from "../src/wire/protocol.ts";
 
 const flow = (token: string, deadline: number) => ({
@@ -143,4 +143,22 @@ Deno.test("state survives reopening the file", async () => {
 Deno.test("tokens name their flow and request id, even ids with '~'", () => {
   assert.deepEqual(parseToken(makeToken("Flow.A", "a~b~c")), { flow: "Flow.A", id: "a~b~c" });
   assert.equal(parseToken("garbage"), undefined);
+});
+
+Deno.test("WriteGate: after a failed write, writes throw at once for the pause, then are tried again (injected clock)", () => {
+  const gate = new WriteGate(500);
+  let tried = 0;
+  const fail = () => {
+    tried++;
+    throw new Error("database is locked");
+  };
+  assert.equal(gate.run(() => 7, 0), 7);
+  assert.throws(() => gate.run(fail, 100), /database is locked/);
+  assert.throws(
+    () => gate.run(() => tried++, 599),
+    /not tried: a write to the store failed less than 500 ms ago/,
+  );
+  assert.equal(tried, 1, "not tried during the pause");
+  assert.throws(() => gate.run(fail, 600), /database is locked/, "tried again once it is over");
+  assert.equal(gate.run(() => "ok", 1100), "ok");
 });

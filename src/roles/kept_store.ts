@@ -15,7 +15,7 @@
  */
 
 import type { DatabaseSync, StatementSync } from "node:sqlite";
-import { openDatabase } from "./paused_store.ts";
+import { inTransaction, openDatabase, WriteGate } from "./paused_store.ts";
 
 /** A kept final (or pause) as stored: its request id, whether it is a pause, and its frames. */
 export interface StoredFinal {
@@ -32,8 +32,8 @@ export class KeptStore {
   readonly #all: StatementSync;
   /** What is to be written at the next commit, in order: a record kept, or an id forgotten. */
   #queue: (readonly [id: string, pause: boolean, frames: readonly Uint8Array[]] | string)[] = [];
-  /** Until when (`performance.now()`) commits are not tried: the last one failed (locked, full). */
-  #failedUntil = 0;
+  /** For a second after a failed commit, none is tried. */
+  readonly #commits = new WriteGate(1000);
 
   /** Opens (or creates) the table in the file at `path`. */
   constructor(path: string) {
@@ -80,24 +80,13 @@ export class KeptStore {
     if (this.#queue.length === 0) return;
     const queue = this.#queue;
     this.#queue = [];
-    if (now < this.#failedUntil) {
-      throw new Error("not tried: a write failed less than a second ago");
-    }
-    try {
-      this.#db.exec("BEGIN");
-      for (const op of queue) {
-        if (typeof op === "string") this.#remove.run(op);
-        else this.#put.run(op[0], op[1] ? 1 : 0, op[2][0], op[2][1], op[2][2]);
-      }
-      this.#db.exec("COMMIT");
-    } catch (e) {
-      this.#failedUntil = now + 1000;
-      // SQLite may have rolled back by itself (a full disk): the error to tell is the first one.
-      try {
-        if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
-      } catch { /* rolled back */ }
-      throw e;
-    }
+    this.#commits.run(() =>
+      inTransaction(this.#db, "BEGIN", () => {
+        for (const op of queue) {
+          if (typeof op === "string") this.#remove.run(op);
+          else this.#put.run(op[0], op[1] ? 1 : 0, op[2][0], op[2][1], op[2][2]);
+        }
+      }), now);
   }
 
   /** Every kept record, oldest first. */

@@ -86,6 +86,54 @@ export function openDatabase(path: string, synchronous: "FULL" | "NORMAL", busyM
   return db;
 }
 
+/**
+ * Writes to a store that fail fast for a while after one failed (the file locked from outside, a
+ * full disk): a write waits for a lock on the caller's thread, the Subject's, and a burst of them
+ * would hold it for seconds (an outside attack: 15 resumes during a lock, the Subject killed as
+ * hung by `liveness_timeout` 2000). Pure but for the clock.
+ */
+export class WriteGate {
+  /** Until when (`performance.now()`) writes are not tried. */
+  #failedUntil = 0;
+
+  /** For `pauseMs` after a failed write, writes throw at once. */
+  constructor(readonly pauseMs: number) {}
+
+  /** Runs `write`, or throws at once while a failed one is recent; a failure starts the pause. */
+  run<T>(write: () => T, now: number = performance.now()): T {
+    if (now < this.#failedUntil) {
+      throw new Error(`not tried: a write to the store failed less than ${this.pauseMs} ms ago`);
+    }
+    try {
+      return write();
+    } catch (e) {
+      this.#failedUntil = now + this.pauseMs;
+      throw e;
+    }
+  }
+}
+
+/**
+ * Runs `statements` in one transaction of `db`. On an error, rolls back if SQLite has not already
+ * (it does by itself on a full disk) and throws that first error, not the rollback's.
+ */
+export function inTransaction(
+  db: DatabaseSync,
+  begin: "BEGIN" | "BEGIN IMMEDIATE",
+  statements: () => void,
+): void {
+  try {
+    db.exec(begin);
+    statements();
+    db.exec("COMMIT");
+  } catch (e) {
+    try {
+      if (db.isTransaction) db.exec("ROLLBACK");
+    } catch { /* rolled back */ }
+    throw e;
+  }
+}
+
 /** Paused flows by token, in a SQLite file (or `:memory:`). */
 export class PausedStore {
   readonly #db: DatabaseSync;
@@ -157,46 +205,19 @@ export class PausedStore {
    */
   save(p: PausedFlow, ends?: string): void {
     const row = [p.token, p.id, p.flow, p.position, p.n, p.values, p.pausedAt, p.deadline, p.version ?? null];
-    this.#write(() => {
-      if (ends === undefined) {
-        this.#save.run(...row);
-        return;
-      }
-      try {
-        this.#db.exec("BEGIN IMMEDIATE");
-        this.#save.run(...row);
-        this.#finish.run(PAUSED_AGAIN, ends);
-        this.#db.exec("COMMIT");
-      } catch (e) {
-        // SQLite may have rolled back by itself (a full disk): the error to tell is the first one.
-        try {
-          if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
-        } catch { /* rolled back */ }
-        throw e;
+    this.#writes.run(() => {
+      if (ends === undefined) this.#save.run(...row);
+      else {
+        inTransaction(this.#db, "BEGIN IMMEDIATE", () => {
+          this.#save.run(...row);
+          this.#finish.run(PAUSED_AGAIN, ends);
+        });
       }
     });
   }
 
-  /** Until when (`performance.now()`) writes are not tried: the last one failed (locked, full). */
-  #failedUntil = 0;
-
-  /**
-   * Runs a write; once one fails (the file locked from outside waits 200 ms, on the caller's
-   * thread), those of the next half second throw at once instead of waiting too: a burst of them
-   * would hold the Subject's thread for seconds (an outside attack: 15 resumes during a lock, the
-   * Subject killed as hung by `liveness_timeout` 2000).
-   */
-  #write<T>(write: () => T): T {
-    if (performance.now() < this.#failedUntil) {
-      throw new Error("not tried: a write to the store failed less than half a second ago");
-    }
-    try {
-      return write();
-    } catch (e) {
-      this.#failedUntil = performance.now() + 500;
-      throw e;
-    }
-  }
+  /** Each write waits 200 ms at most for a lock; for half a second after a failed one, none is tried. */
+  readonly #writes = new WriteGate(500);
 
   /**
    * Takes the token for `taker`'s resume (see {@linkcode Take}): atomic, so of resumes racing
@@ -204,7 +225,7 @@ export class PausedStore {
    * ({@linkcode PausedStore.finish} marks its flow ended).
    */
   take(token: string, taker: Taker, now: number = Date.now()): Take {
-    const row = this.#write(() =>
+    const row = this.#writes.run(() =>
       this.#take.get({
         token,
         by: taker.resume,
@@ -226,7 +247,7 @@ export class PausedStore {
    * have died with an IM in the Subject's process), and it never expires into a `timeout`.
    */
   finish(token: string): void {
-    this.#write(() => this.#finish.run(ENDED, token));
+    this.#writes.run(() => this.#finish.run(ENDED, token));
   }
 
   /**
@@ -236,7 +257,7 @@ export class PausedStore {
    * silently; a token taken in `incarnation` is left to its running flow.
    */
   expire(now: number = Date.now(), incarnation = ""): PausedFlow[] {
-    return this.#write(() => {
+    return this.#writes.run(() => {
       this.#purge.run(now);
       return this.#expire.all({ now, inc: incarnation }).map(withVersion);
     });
