@@ -47,21 +47,47 @@ export interface Deployment extends AsyncDisposable {
  * A free TCP port on loopback (bound, then let go: another process may take it meanwhile). It is
  * drawn at random from below the kernel's ephemeral range (`ip_local_port_range`), where neither
  * a `port: 0` bind nor the source port of an outgoing connection lands, so a busy machine running
- * many tests at once seldom takes it first; port 0's choice if none of 50 draws is free.
+ * many tests at once seldom takes it first; port 0's choice if none of 50 draws is free. A port
+ * is handed out once per process, and not while another process holds it from here: it is locked
+ * (`zmanager-test-ports/PORT` in the temporary folder) until this process ends. (A test that drew
+ * the same port for two of its endpoints failed with EADDRINUSE in a CI run.)
  */
 export function freePort(): number {
   const low = ephemeralLow();
   for (let i = 0; i < 50 && low > 10_000; i++) {
     const port = 10_000 + Math.floor(Math.random() * (low - 10_000));
+    if (!reservePort(port)) continue;
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
       return port;
     } catch { /* taken: draw again */ }
   }
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (;;) {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    if (reservePort(port)) return port;
+  }
+}
+
+/** Ports this process has handed out, with the files that lock them for it. */
+const reserved = new Map<number, Deno.FsFile | undefined>();
+
+/** Reserves `port` for this process; false if this or another process (of these tests) has it. */
+function reservePort(port: number): boolean {
+  if (reserved.has(port)) return false;
+  let file: Deno.FsFile | undefined;
+  try {
+    const dir = `${Deno.env.get("TMPDIR") ?? "/tmp"}/zmanager-test-ports`;
+    Deno.mkdirSync(dir, { recursive: true });
+    file = Deno.openSync(`${dir}/${port}`, { read: true, write: true, create: true });
+    if (!file.tryLockSync(true)) {
+      file.close();
+      return false;
+    }
+  } catch { /* no such folder to share: this process's own reservations only */ }
+  reserved.set(port, file);
+  return true;
 }
 
 /** The first port of the kernel's ephemeral range (Linux's default 32768 elsewhere). */
