@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import {
+  type ConnectionLook,
   FRAME_OVERHEAD,
   publicationBytes,
   SubscriberGuard,
   WATCHES_TO_CUT,
 } from "../src/roles/subscriber_guard.ts";
 
-type State = { full: boolean; queued: number } | undefined;
+type State = ConnectionLook | undefined;
 /** Every connection in the same state. */
 const all = (st: State) => (ids: readonly number[]) => ids.map(() => st);
 /** Each connection's state by id. */
@@ -185,4 +186,53 @@ Deno.test("each connection is judged alone; gone ones (no state, or disconnected
   unread(g, 1, look.watch[0].seen);
   assert.deepEqual(g.sample(state).cut, [{ id: 1, behind: 2_000 }]);
   assert.equal(g.size, 1, "2 stays; 1 was cut, 3 is gone, 4 disconnected");
+});
+
+Deno.test("tcp: a subscriber stopped while a burst is queued for it stays behind by what has not left, though its kernel acknowledged some and nothing is published after, and is cut", () => {
+  const g = new SubscriberGuard(1_000);
+  g.connected(7);
+  const tcp = (sent: number) => all({ full: true, queued: 500, sent });
+  g.sample(tcp(0));
+  g.published(5_000); // the whole burst, at once
+  // Its kernel takes 1,200 bytes into its receive buffer over three looks, then no more.
+  for (const sent of [400, 800, 1_200]) {
+    const look = g.sample(tcp(sent));
+    assert.deepEqual(look.cut, [], "bytes left: not cut");
+    assert.deepEqual(ids(look.watch), [7]);
+  }
+  const look = g.sample(tcp(1_200));
+  assert.deepEqual(look.watch.map((w) => [w.id, w.behind]), [[7, 3_800]], "5,000 published, 1,200 left");
+  unread(g, 7, look.watch[0].seen);
+  assert.deepEqual(g.sample(tcp(1_200)).cut, [{ id: 7, behind: 3_800 }]);
+});
+
+Deno.test("tcp: a watch that saw bytes leave does not mark the connection caught up; one whose bytes keep leaving is never cut", () => {
+  const g = new SubscriberGuard(1_000);
+  g.connected(7);
+  let sent = 0;
+  g.sample(all({ full: true, queued: 500, sent }));
+  g.published(3_000);
+  const { watch } = g.sample(all({ full: true, queued: 500, sent }));
+  g.reading(7); // the watch saw its peer acknowledge bytes
+  unread(g, 7, watch[0].seen); // results of older watches: ignored
+  const after = g.sample(all({ full: true, queued: 500, sent }));
+  assert.deepEqual(after.watch.map((w) => [w.id, w.behind]), [[7, 3_000]], "still 3,000 behind");
+  // A slow reader: 100 bytes leave between looks while 200 are published; every watch in between
+  // saw nothing, but bytes left since it began.
+  for (let round = 0; round < 20; round++) {
+    g.published(200);
+    sent += 100;
+    const look = g.sample(all({ full: true, queued: 500, sent }));
+    assert.deepEqual(look.cut, []);
+    unread(g, 7, look.watch[0].seen - 1);
+  }
+  assert.equal(g.size, 1, "still tracked");
+  // A figure read low once (bytes acknowledged between the two calls) does not count twice.
+  g.sample(all({ full: true, queued: 500, sent: sent - 50 }));
+  const look = g.sample(all({ full: true, queued: 500, sent }));
+  assert.deepEqual(look.watch.map((w) => [w.id, w.behind]), [[7, 5_000]], "3,000 + 20 × 100 behind");
+  // Room in its buffer: libzmq holds nothing for it, so it is caught up.
+  g.sample(all({ full: false, queued: 0, sent }));
+  g.published(200);
+  assert.deepEqual(g.sample(all({ full: true, queued: 500, sent })), { cut: [], watch: [] });
 });

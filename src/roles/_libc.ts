@@ -12,6 +12,8 @@
  * @module
  */
 
+import type { ConnectionLook } from "./subscriber_guard.ts";
+
 const SYMBOLS = {
   malloc_trim: { parameters: ["usize"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
@@ -69,23 +71,22 @@ export function connectionCallsAvailable(): boolean {
   return libc() !== null;
 }
 
-/** A connection's kernel send queue at one look. */
-export interface ConnectionState {
-  /** Its send buffer takes no more bytes now (its peer is not reading fast enough). */
-  readonly full: boolean;
-  /** Bytes written that its peer has not read yet (for tcp: not yet acknowledged). */
-  readonly queued: number;
-}
-
 /**
- * Each connection's kernel send queue: whether it is full (one `poll` with no wait for all) and
- * how many bytes it holds (`TIOCOUTQ`); `undefined` for a descriptor that is no longer open, and
- * for all of them where these calls are not available.
+ * Each connection's kernel send queue: whether it is full (one `poll` with no wait for all), how
+ * many bytes it holds (`TIOCOUTQ`), and for tcp how many have left the sender in all (acknowledged
+ * plus held); `undefined` for a descriptor that is no longer open, and for all of them where these
+ * calls are not available.
  */
-export function connectionStates(fds: readonly number[]): (ConnectionState | undefined)[] {
+export function connectionStates(fds: readonly number[]): (ConnectionLook | undefined)[] {
   return connectionsFull(fds).map((full, i) => {
+    // Acknowledged first: bytes acknowledged between the two calls are then counted in neither,
+    // never in both (what left is never overstated).
+    const acked = full === undefined ? undefined : tcpBytesAcked(fds[i]);
     const queued = full === undefined ? undefined : queuedBytes(fds[i]);
-    return queued === undefined ? undefined : { full: full!, queued };
+    if (queued === undefined) return undefined;
+    return acked === undefined
+      ? { full: full!, queued }
+      : { full: full!, queued, sent: Number(acked) + queued };
   });
 }
 

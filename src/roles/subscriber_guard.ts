@@ -27,6 +27,15 @@
  * A reader that takes bytes during a watch is not cut: its queue is bounded by the publish
  * socket's high-water mark in messages instead.
  *
+ * A tcp connection also tells how many bytes have left libzmq's queue for it (what its peer
+ * acknowledged plus what the kernel still holds: {@linkcode ConnectionLook.sent}). That is not
+ * proof of a reader: a stopped subscriber's kernel keeps acknowledging into its receive buffer
+ * until that is full. So a full tcp connection's mark moves on by the bytes that left, never to
+ * the latest publication: a subscriber stopped while a burst was queued for it stays behind by
+ * what libzmq still holds for it, and is cut once watches see it take nothing, even if nothing is
+ * published after the burst. (Marking it caught up when its kernel acknowledged left such a
+ * subscriber's whole burst in the IM's memory for good.)
+ *
  * Pure: the caller counts publications, supplies each connection's state and does the watching.
  *
  * @module
@@ -35,14 +44,30 @@
 /** Milliseconds between two looks at the subscriber connections. */
 export const GUARD_INTERVAL_MS = 100;
 
-/** Milliseconds a watch lasts. */
-export const WATCH_MS = 100;
+/**
+ * Milliseconds a watch lasts at least: it ends at the first look this long after the one that
+ * began it (at most load, the next look).
+ */
+export const WATCH_MS = 90;
 
 /** Watches in a row that must see a connection take nothing before it is cut. */
 export const WATCHES_TO_CUT = 3;
 
 /** Bytes libzmq keeps per frame queued for a subscriber besides its content (a `zmq_msg_t`). */
 export const FRAME_OVERHEAD = 64;
+
+/** A connection's kernel send queue at one look (`undefined` for one that is gone). */
+export interface ConnectionLook {
+  /** Its send buffer takes no more bytes now. */
+  readonly full: boolean;
+  /** Bytes it holds that its peer has not taken (for tcp: not acknowledged). */
+  readonly queued: number;
+  /**
+   * Bytes that have left libzmq's queue for it in all (tcp: acknowledged plus `queued`); only
+   * grows. Absent where the kernel does not tell (a Unix socket).
+   */
+  readonly sent?: number;
+}
 
 /** A connection the guard names: to disconnect, or to watch. */
 export interface SlowSubscriber {
@@ -78,6 +103,8 @@ interface Tracked {
   mark: number;
   /** Queued bytes at the last look. */
   queued?: number;
+  /** {@linkcode ConnectionLook.sent} at the last look. */
+  sent?: number;
   /** When it was last seen reading (unique across connections: a reused id never matches). */
   seen: number;
   /** The largest publication since it was last seen reading, up to the last look. */
@@ -145,10 +172,20 @@ export class SubscriberGuard {
     this.#conns.set(id, { mark: this.#published, seen: ++this.#sightings, largest: 0, unread: 0 });
   }
 
-  /** A watch saw connection `id` take bytes: it reads, and what it is behind counts from now. */
+  /**
+   * A watch saw connection `id` take bytes: it reads, and what it is behind counts from now (for a
+   * connection whose bytes sent are known, the next look moves its mark by those bytes instead).
+   */
   reading(id: number): void {
     const c = this.#conns.get(id);
-    if (c) this.#seenReading(c);
+    if (c?.sent !== undefined) this.#sawBytesLeave(c);
+    else if (c) this.#seenReading(c);
+  }
+
+  /** Bytes left its queue: no watch before now counts, but what it is behind stays. */
+  #sawBytesLeave(c: Tracked): void {
+    c.seen = ++this.#sightings;
+    c.unread = 0;
   }
 
   #seenReading(c: Tracked): void {
@@ -177,9 +214,7 @@ export class SubscriberGuard {
    * or `undefined` for one that is gone (it is forgotten). Returns those to cut (forgotten) and
    * those to watch.
    */
-  sample(
-    state: (ids: readonly number[]) => readonly ({ full: boolean; queued: number } | undefined)[],
-  ): GuardLook {
+  sample(state: (ids: readonly number[]) => readonly (ConnectionLook | undefined)[]): GuardLook {
     const ids = [...this.#conns.keys()];
     const states = state(ids);
     const largest = this.#largest;
@@ -194,11 +229,23 @@ export class SubscriberGuard {
         this.disconnected(id);
         continue;
       }
-      const before = c.queued;
+      const before = c.queued, sentBefore = c.sent;
       c.queued = st.queued;
-      if (!st.full || st.queued !== before) {
+      // The most seen: a figure read low (bytes acknowledged between its two calls) is made up later.
+      if (st.sent !== undefined && !(st.sent <= (sentBefore ?? -1))) c.sent = st.sent;
+      if (!st.full) {
+        // Room in its kernel buffer: libzmq holds nothing for it (it would have written it).
         this.#seenReading(c);
         continue;
+      }
+      if (st.sent === undefined) {
+        if (st.queued !== before) {
+          this.#seenReading(c);
+          continue;
+        }
+      } else if (sentBefore !== undefined && st.sent > sentBefore) {
+        c.mark = Math.min(this.#published, c.mark + (st.sent - sentBefore));
+        this.#sawBytesLeave(c);
       }
       if (largest > c.largest) c.largest = largest;
       // libzmq holds at most queueLimit publications for it, none larger than the largest.
