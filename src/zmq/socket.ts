@@ -156,9 +156,10 @@ let slabOffset = 0;
  * Bytes of large frames received (each its own buffer) after which a young-generation collection
  * is asked for, where the process exposes `gc` (the IM, which `start` runs with --expose-gc). V8
  * let such buffers, garbage once published, pile up to ~150 MiB before collecting them: the IM
- * peaked at 231–235 MiB in the 1.1 GB flood, and at 182–196 MiB collecting every 16 MiB.
+ * peaked at 231–235 MiB in the 1.1 GB flood, at 186–204 MiB collecting every 16 MiB, and at
+ * 165–180 MiB every 4 MiB (each collection takes well under a millisecond; the flood took as long).
  */
-export const COLLECT_AFTER_BYTES = 16 << 20;
+export const COLLECT_AFTER_BYTES = 4 << 20;
 const gc = (globalThis as { gc?: (options?: { type: "minor" }) => void }).gc;
 let largeSinceCollect = 0;
 
