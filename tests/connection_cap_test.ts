@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import type { Publication } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { roleStats } from "../testing/deployment.ts";
+import { freePort, roleStats } from "../testing/deployment.ts";
+import { RequestRefusedError } from "../src/client/errors.ts";
 import { type Deployment, startDeployment } from "./helpers.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 
@@ -117,6 +118,42 @@ Deno.test("connection cap: over max_in_flight_per_connection a connection gets o
   } finally {
     await Promise.all([a.close(), b.close(), watcher.close()]);
   }
+});
+
+Deno.test("connection cap: a request over the cap is refused, not acknowledged: submit()'s accepted rejects, its final is the overloaded publication, the gateway's ?wait=0 answers 503, and a send() rejects", async () => {
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  await using d = await startDeployment({
+    workers: 1,
+    args: ["--max-in-flight-per-connection", "2", "--http", `127.0.0.1:${port}`],
+  });
+  await using client = await d.connect();
+  // The gateway's subscriptions first (its first request of a flow waits for them).
+  assert.equal((await fetch(`${url}/v1/flows/Slow`, { method: "POST", body: '{"ms":0}' })).status, 200);
+  // Two requests of 3 s fill this client's cap; the third is refused.
+  const running = [0, 1].map((i) => client.submit("Slow", { ms: 3000 }, { id: `run-${i}`, timeout: 30_000 }));
+  for (const r of running) assert.equal(await r.accepted, r.id);
+  const over = client.submit("Slow", { ms: 0 }, { id: "over", timeout: 30_000 });
+  const refusal = await over.accepted.then(() => undefined, (e) => e);
+  assert.ok(refusal instanceof RequestRefusedError, `accepted resolved: ${refusal}`);
+  assert.equal(refusal.reason, "overloaded");
+  const final = await over.final;
+  assert.equal(final.error?.code, "overloaded", "its final is the overloaded publication");
+  await assert.rejects(
+    client.send("Slow", { ms: 0 }, { id: "sent-over" }),
+    (e) => e instanceof RequestRefusedError && e.reason === "overloaded",
+  );
+  // The gateway: one connection, two requests of 3 s in flight, the third answered 503 at once.
+  const post = (ms: number) =>
+    fetch(`${url}/v1/flows/Slow?wait=0`, { method: "POST", body: JSON.stringify({ ms }) })
+      .then(async (r) => ({ status: r.status, body: await r.json() }));
+  assert.deepEqual((await Promise.all([post(3000), post(3000)])).map((r) => r.status), [202, 202]);
+  const third = await post(0);
+  assert.equal(third.status, 503, JSON.stringify(third.body));
+  assert.match(JSON.stringify(third.body), /max_in_flight_per_connection/);
+  // The refused ones ran nothing; the running ones end.
+  for (const r of running) assert.equal((await r.final).action, "done");
+  assert.equal(Number((await roleStats(d.dir, "subject")).overCap) >= 3, true);
 });
 
 Deno.test("connection cap: a request that starts at a position counts too (a pos in the header went free of the cap)", async () => {

@@ -262,17 +262,41 @@ Deno.test("intake: a new request or resume answered with an error here (overload
 });
 
 Deno.test("intake: refused() forgets only the request admit just took (over its cap), never one seen before", () => {
-  const { admit, intake } = setup();
+  const { admit, intake, ack } = setup();
   assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route");
-  intake.refused(); // over its connection's cap
+  intake.refused("overloaded", "over the cap"); // over its connection's cap
   assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "route", "sent again: it runs");
   assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "drop");
-  intake.refused(); // (a duplicate is never refused; if it were, it is still remembered)
+  intake.refused("overloaded", "x"); // (a duplicate is never refused; if it were, it is still remembered)
   assert.equal(admit("F~~~F~Push", { v: 1, id: "r1" }).do, "drop");
   assert.equal(admit("~~~~ping-1", { v: 1, id: "p", k: "ping" }).do, "ping");
-  intake.refused(); // a ping is not remembered: nothing to forget, and r1 stays
+  intake.refused("overloaded", "x"); // a ping is not remembered: nothing to forget, and r1 stays
   assert.equal(admit("F~~~F~Push", { v: 1, id: "r2" }).do, "route");
   // A ping while draining is answered overloaded; r2, taken before it, stays remembered.
   assert.equal(admit("~~~~ping-2", { v: 1, id: "p2", k: "ping" }, "{}", true).do, "error");
   assert.equal(admit("F~~~F~Push", { v: 1, id: "r2" }).do, "drop");
+  // Refused after admit took it: its acknowledgement became a refusal; the duplicates' stay.
+  assert.deepEqual(ack.ids, ["r1", "r1", "r1", "r2", "r2"]);
+  assert.deepEqual(ack.nacks, [
+    { id: "r1", reason: "overloaded", message: "over the cap", answered: true },
+    { id: "p", reason: "overloaded", message: "x", answered: true },
+    { id: "p2", reason: "overloaded", message: "the Subject is shutting down", answered: true },
+  ]);
+});
+
+Deno.test("intake: a new request or resume refused with an error publication is refused on its DEALER too (NACK, answered), never acknowledged; a continuation answered with an error is acknowledged", () => {
+  const { admit, ack } = setup();
+  admit("F~~~F~Push", { v: 1, id: "d" }, "{}", true); // draining
+  admit("Nope~~~Nope~Push", { v: 1, id: "u" });
+  admit("F~~X~F~nothing", { v: 1, id: "s" });
+  admit("F~~~~", { v: 1, id: "z", resume: "F~0123456789abcdef0123456789abcdef~x" }, "{}", true);
+  admit("F~~S~F~a", { v: 1, id: "n1", pos: 99 }); // a continuation with no step: no_step, acknowledged
+  admit("F~~~F~Push", { v: 1, id: "ok" });
+  assert.deepEqual(ack.ids, ["n1", "ok"]);
+  assert.deepEqual(ack.nacks?.map((n) => [n.id, n.reason, n.answered]), [
+    ["d", "overloaded", true],
+    ["u", "unknown_flow", true],
+    ["s", "no_step", true],
+    ["z", "overloaded", true],
+  ]);
 });

@@ -164,7 +164,12 @@ export class Client {
     }
   }
 
-  /** The Subject refused messages: stop sending them, and fail whoever waits for them. */
+  /**
+   * The Subject refused messages: stop sending them (they are not kept for a restarted Subject
+   * either), and fail whoever waits for them to be accepted. A refusal marked `answered` (a request
+   * refused before it ran: `overloaded`, `unknown_flow`, ...) has an error publication on its way,
+   * which is its final: a wait for the final gets that.
+   */
   #onRefused(frame: Uint8Array): void {
     for (const r of decodeList(frame)) {
       if (typeof r?.id !== "string") continue;
@@ -172,7 +177,7 @@ export class Client {
       this.#unacked.delete(r.id);
       this.#kept.forget(r.id);
       if (this.#sending.has(r.id)) this.#sending.set(r.id, e);
-      this.#waiters.reject(r.id, e);
+      if (r.answered !== true) this.#waiters.reject(r.id, e);
     }
   }
 
@@ -233,8 +238,12 @@ export class Client {
     if (p.resume !== undefined && !isFinal(p)) this.#kept.paused(p.id);
     if (isFinal(p)) {
       this.#kept.forget(p.id);
-      // The request was accepted, whatever happened to its acknowledgement: sending it again
-      // (to a restarted Subject, which has not seen it) would run it twice.
+      // Refused before it ran: its refusal (NACK) may come after this answer, by another path.
+      if (p.refused && this.#sending.has(p.id)) {
+        this.#sending.set(p.id, new RequestRefusedError(p.id, p.error?.code ?? "", p.error?.message ?? ""));
+      }
+      // Accepted (or refused), whatever happened to its acknowledgement: sending it again (to a
+      // restarted Subject, which has not seen it) would run it twice.
       this.#unacked.delete(p.id);
       this.#waiters.resolve(p.id, p);
     }

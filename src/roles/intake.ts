@@ -42,8 +42,11 @@ export interface AckList {
   readonly key: string;
   /** Ids of the messages taken (`ACK`). */
   readonly ids: string[];
-  /** Messages refused (`NACK`), with why (PROTOCOL.md, _Acknowledgements_). */
-  nacks?: { id: string; reason: string; message: string }[];
+  /**
+   * Messages refused (`NACK`), with why (PROTOCOL.md, _Acknowledgements_); `answered` when an error
+   * publication answers the message too (a request refused before it ran: `overloaded`, ...).
+   */
+  nacks?: { id: string; reason: string; message: string; answered?: true }[];
   /** Resume messages that took their token, with the request each continues (`RESUMED`). */
   resumed?: { id: string; request: string }[];
 }
@@ -86,6 +89,18 @@ export class AckBook {
   /** Refuses message `id`: its service is told (NACK) instead of waiting for an ACK that never comes. */
   refuse(ack: AckList, id: string, reason: string, message: string): void {
     (ack.nacks ??= []).push({ id, reason, message });
+    this.#changed();
+  }
+
+  /**
+   * Message `id`, taken in this turn ({@linkcode AckBook.accept}), is refused after all, and an
+   * error publication answers it: its acknowledgement becomes a refusal marked `answered`, so that
+   * its sender stops sending it and does not take it for accepted.
+   */
+  unaccept(ack: AckList, id: string, reason: string, message: string): void {
+    const i = ack.ids.lastIndexOf(id);
+    if (i >= 0) ack.ids.splice(i, 1);
+    (ack.nacks ??= []).push({ id, reason, message, answered: true });
     this.#changed();
   }
 
@@ -215,6 +230,8 @@ export class Intake {
   #recent?: RecentKeys;
   /** Whether the message `admit` looks at now was remembered by the window (see `refused`). */
   #took = false;
+  /** The message `admit` looks at now, as acknowledged (see `refused`). */
+  #taken?: { acks: AckBook; ack: AckList; id: string };
   /**
    * A request topic's fields, flow and, for a request without a position, where it starts: all
    * three depend on the topic alone, so they are worked out once per topic text.
@@ -253,6 +270,7 @@ export class Intake {
    * is answered with an `overloaded` error.
    */
   admit(acks: AckBook, ack: AckList, frames: readonly Uint8Array[], draining: boolean): Admission {
+    this.#taken = undefined;
     const header = decodeHeader(frames[1]);
     if (typeof header === "string") {
       const id = readableId(frames[1]);
@@ -300,6 +318,8 @@ export class Intake {
         flow: fields.flow,
       };
     }
+    // Not a duplicate: it may yet be refused (`refused`), its acknowledgement with it.
+    this.#taken = { acks, ack, id: header.id };
     const values = frames[2];
     if (draining) {
       return this.#refuse(header, fields.flow, values, "overloaded", "the Subject is shutting down");
@@ -334,17 +354,22 @@ export class Intake {
    */
   #refuse(header: Header, flow: string, values: Uint8Array, code: ErrorCode, message: string): Admission {
     if (header.pos !== undefined) return error(flow, header, values, code, message);
-    this.refused();
+    this.refused(code, message);
     return { do: "error", error: { flow, header, values, code, message, refusal: true } };
   }
 
   /**
-   * The request `admit` just took is refused after all (over its connection's cap: `overloaded`):
-   * it is forgotten by the duplicate window, so that it runs when sent again with its id.
+   * The request (or resume) `admit` just took is refused after all, with an error publication of
+   * `code` (over its connection's cap: `overloaded`, say): it is forgotten by the duplicate window,
+   * so that it runs when sent again with its id, and its sender gets a refusal (`NACK`, marked
+   * `answered`) instead of an acknowledgement: an acknowledged request is one that will run.
    */
-  refused(): void {
+  refused(code: ErrorCode, message: string): void {
     if (this.#took) this.#recent!.forgetLast();
     this.#took = false;
+    const t = this.#taken;
+    this.#taken = undefined;
+    if (t) t.acks.unaccept(t.ack, t.id, code, message);
   }
 
   /** True if a message with this header was seen among the last `duplicateWindow`. */

@@ -469,10 +469,10 @@ export class Subject {
       r = this.#pauses.resume(topicFlow, header, values);
     } catch (e) {
       // The store locked from outside, say: nothing was taken; the resume may be sent again.
-      this.#serviceSide.intake.refused();
       const message = `cannot take the token now (async_store: ${
         (e as Error).message
       }): send the resume again`;
+      this.#serviceSide.intake.refused("overloaded", message);
       this.#errorPublish({
         flow: topicFlow,
         header,
@@ -490,7 +490,7 @@ export class Subject {
     if (r.kind === "error") {
       // Refused before it took a token (bad_request, bad_resume): it resumed nothing, and it is no
       // duplicate when sent again (with good values, say).
-      if (!r.paused) this.#serviceSide.intake.refused();
+      if (!r.paused) this.#serviceSide.intake.refused(r.error.code, r.error.message);
       this.#errorPublish(r.paused ? r.error : { ...r.error, refusal: true });
       return r.paused?.id;
     }
@@ -516,7 +516,10 @@ export class Subject {
     this.#stats.errors++;
     if (e.refusal) this.#stats.refused++;
     const body = e.values && typeof decodeValues(e.values) !== "string" ? e.values : EMPTY_VALUES;
-    const [topic, header] = errorFrames(e.flow, e.header, e.code, e.message, body);
+    // Marked refused where the message was refused, not acknowledged (`Intake.refused`): not a
+    // `forgotten` copy, which was acknowledged as a duplicate.
+    const refused = e.refusal === true && e.code !== "forgotten";
+    const [topic, header] = errorFrames(e.flow, e.header, e.code, e.message, body, refused);
     this.#imLink.publish(topic, header, body, e.refusal ? REFUSAL_KIND : 0);
   }
 

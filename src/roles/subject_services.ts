@@ -182,13 +182,14 @@ export class ServiceSide {
   }
 
   /**
-   * A new request (or a resume) over its connection's cap: answered `overloaded` (it was
-   * acknowledged, as while draining), and forgotten by the duplicate window: sent again, it runs.
+   * A new request (or a resume) over its connection's cap: refused (`NACK`, `answered`) and
+   * answered `overloaded`, as while draining, and forgotten by the duplicate window: sent again,
+   * it runs.
    */
   #overCap(flow: string, header: Header, values: Uint8Array): void {
-    this.intake.refused();
     const message = `this connection has ${this.quota.limit} requests in flight ` +
       "(max_in_flight_per_connection): send again once some have ended";
+    this.intake.refused("overloaded", message);
     this.#host.errorPublish({ flow, header, values, code: "overloaded", message, refusal: true });
   }
 

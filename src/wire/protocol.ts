@@ -56,6 +56,12 @@ export interface Header {
   /** On a final publication published again for a copy of its request (see `keep`). */
   replay?: 1;
   /**
+   * On an error publication answering a message refused before anything ran (a new request or a
+   * resume: `overloaded`, `unknown_flow`, `no_step`, ...), which was not acknowledged either
+   * (PROTOCOL.md, _Acknowledgements_).
+   */
+  refused?: 1;
+  /**
    * On a service's message: the Subject incarnation it was sent to (the last one the service saw
    * announced). A Subject drops a message that names another one (`stale`): a copy sent to a
    * Subject that has since died, still in the service's socket queue (PROTOCOL.md, _Subject restarts_).
@@ -95,6 +101,8 @@ export interface Publication extends TopicFields {
   readonly resume?: string;
   /** On a final published again for a copy of its request (the request was sent with `keep`). */
   readonly replay?: true;
+  /** On an error answering a request (or resume) refused before anything ran: it did not run. */
+  readonly refused?: true;
 }
 
 const encoder = new TextEncoder();
@@ -200,9 +208,11 @@ export function errorFrames(
   code: ErrorCode,
   message: string,
   values: Uint8Array,
+  refused = false,
 ): [Uint8Array, Uint8Array, Uint8Array] {
   const header: Header = { v: 1, id: h.id, error: { code, message: capErrorMessage(message) } };
   if (h.pos !== undefined) header.pos = h.pos;
+  if (refused) header.refused = 1;
   const topicFlow = /^[A-Za-z0-9_.^-]*$/.test(flow) ? flow : "";
   return [utf8(errorTopic(topicFlow)), encodeHeader(header), values];
 }
@@ -305,6 +315,7 @@ export function toPublication(frames: readonly Uint8Array[]): Publication | Drop
     ...(header.error ? { error: header.error } : {}),
     ...(header.resume ? { resume: header.resume } : {}),
     ...(header.replay === 1 ? { replay: true as const } : {}),
+    ...(header.refused === 1 ? { refused: true as const } : {}),
   };
 }
 
@@ -322,6 +333,7 @@ export function publicationJson(p: Publication): Record<string, unknown> {
     ...(p.error ? { error: p.error } : {}),
     ...(p.resume ? { resume: p.resume } : {}),
     ...(p.replay ? { replay: true } : {}),
+    ...(p.refused ? { refused: true } : {}),
   };
 }
 
