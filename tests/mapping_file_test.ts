@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { parseMappingFile } from "../src/topic/mapping_file.ts";
 import { buildCatalog } from "../src/topic/catalog.ts";
-import { componentPermissions, deniedMessage, formatPermissions } from "../src/topic/permissions.ts";
+import {
+  componentPermissions,
+  deniedMessage,
+  formatPermissions,
+  grantAdvice,
+} from "../src/topic/permissions.ts";
 
 Deno.test("mapping file: entries of [actionmapping]; other sections ignored", () => {
   const text = [
@@ -140,4 +145,30 @@ Deno.test("a denied operation's message names the permission and the resource", 
     "run access denied",
   );
   assert.equal(deniedMessage("something else"), undefined);
+});
+
+Deno.test("a permission denied while a handler module is imported is told with the [permissions] line that grants it", () => {
+  const uncaught = "Uncaught (in promise) NotCapable: ";
+  assert.equal(
+    grantAdvice(`${uncaught}Requires env access to "HOME", run again with the --allow-env flag`, [
+      "/c/a.ini",
+    ]),
+    'env access to "HOME" denied: grant it in the [permissions] section of /c/a.ini (env = HOME)',
+  );
+  assert.equal(
+    grantAdvice(`${uncaught}Requires net access to "db:5432", run again with the --allow-net flag`, [
+      "a.ini",
+      "b.ini",
+    ]),
+    'net access to "db:5432" denied: grant it in the [permissions] section of a.ini or b.ini (net = db:5432)',
+  );
+  assert.equal(
+    grantAdvice("Requires run access, run again with the --allow-run flag", ["a.ini"]),
+    "run access denied: grant it in the [permissions] section of a.ini (run = *)",
+  );
+  assert.equal(
+    grantAdvice('Requires ffi access to "/x.so", run again with the --allow-ffi flag', ["a.ini"]),
+    'ffi access to "/x.so" denied: handlers cannot be granted ffi access (a [permissions] section grants read, write, net, env, run)',
+  );
+  assert.equal(grantAdvice("SyntaxError: nope", ["a.ini"]), undefined);
 });

@@ -110,6 +110,63 @@ for (const [name, module, target, reason] of BAD_MODULES) {
   });
 }
 
+Deno.test("start: a handler module that needs a permission its sandbox lacks fails start-up before ready (its worker exits), naming the grant that fixes it", async () => {
+  // It imports in the start-up check (which has every permission), but not in its sandbox.
+  const dir = await Deno.makeTempDir({ prefix: "zmbad" });
+  const runtime = await Deno.makeTempDir({ prefix: "zmd" });
+  try {
+    await Deno.writeTextFile(`${dir}/flows.ini`, FLOWS);
+    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??go = ./env.ts#go\n");
+    await Deno.writeTextFile(
+      `${dir}/env.ts`,
+      'const home = Deno.env.get("HOME");\nexport const go = (v: object) => ({ ...v, home });\n',
+    );
+    const args = [
+      "start",
+      "--workers",
+      "2",
+      "--runtime-dir",
+      runtime,
+      `${dir}/flows.ini`,
+      `${dir}/mapping.ini`,
+    ];
+    const r = await runWithin(args, 60_000);
+    assert.equal(r.killed, false, `start did not exit within 60 s; its output: ${r.stdout}`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stdout, /ready/);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `env access to "HOME" denied: grant it in the \\[permissions\\] section of ${dir}/mapping.ini \\(env = HOME\\) \\(at file://${dir}/env.ts:1:\\d+\\)`,
+      ),
+    );
+    assert.match(
+      r.stderr,
+      /"Worker \d" exited with 1 at start-up \(its error is above\): not ready, stopping/,
+    );
+    // Granted, it starts.
+    await Deno.writeTextFile(
+      `${dir}/mapping.ini`,
+      "[actionmapping]\n??go = ./env.ts#go\n[permissions]\nenv = HOME\n",
+    );
+    const ok = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    try {
+      assert.ok(await ready(ok), "start with the grant is ready");
+    } finally {
+      ok.kill("SIGINT");
+      await ok.status;
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(runtime, { recursive: true });
+  }
+});
+
 Deno.test("start --strict runs the basic fixture", async () => {
   await using dep = await startDeployment({ workers: 1, args: ["--strict"] });
   await using c = await dep.connect();

@@ -215,19 +215,30 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
   };
 
   // Ready once each of its role processes has written its counters (its sockets are bound or
-  // connected: not another deployment's, on the same endpoints) and, with the Subject and the IM
-  // here, a ping has travelled client -> Subject -> Integration Manager -> client.
+  // connected: not another deployment's, on the same endpoints; a worker's handlers loaded in their
+  // sandboxes) and, with the Subject and the IM here, a ping has travelled client -> Subject ->
+  // Integration Manager -> client. A role that exits before is a failed start: a worker whose
+  // handlers need a permission their sandbox lacks would otherwise start again and again behind a
+  // `ready` (an outside attack).
   const imHere = im !== undefined || (subject !== undefined && imInSubject);
-  const early = [im, subject, ...(subject && imHere ? [] : workers)].filter((p) => p !== undefined);
-  const earlyExit = Promise.race(early.map((p) => p.child.status)).then(() => "exited" as const);
+  const early = [im, subject, ...workers].filter((p) => p !== undefined);
+  const earlyExit = Promise.race(
+    early.map((p) => p.child.status.then((s) => ({ label: p.label, code: s.code }))),
+  );
   const own = statsProbe(config, early.map((p) => p.child.pid));
   const probe = subject && imHere ? own.then(() => pingProbe(config, security)) : own;
   const beforeReady = await Promise.race([probe, earlyExit, stopped]);
   if (beforeReady !== "ready") {
-    if (beforeReady === "exited") log.error("A role exited at start-up");
-    else log.info("{signal} before ready: stopping the roles", { signal: beforeReady });
+    if (typeof beforeReady === "object") {
+      log.error("{role} exited with {code} at start-up (its error is above): not ready, stopping", {
+        role: beforeReady.label,
+        code: beforeReady.code,
+      });
+      // Its restart would fail the same way: the workers stop first, before the Subject's drain.
+      await Promise.all(workers.map((w) => w.stop(STOP_MARGIN)));
+    } else log.info("{signal} before ready: stopping the roles", { signal: beforeReady });
     await stopAll();
-    return beforeReady === "exited" ? 1 : 0;
+    return typeof beforeReady === "object" ? 1 : 0;
   }
   // From here on the Integration Manager and the Subject are restarted too (paused flows
   // survive in async_store); `start` ends only on a signal.

@@ -26,6 +26,7 @@ import {
   componentPermissions,
   formatPermissions,
   type Grant,
+  grantAdvice,
   permissionsKey,
 } from "../topic/permissions.ts";
 import { resolveKey } from "../topic/resolve.ts";
@@ -264,7 +265,13 @@ class Sandbox {
         const error = new Error(message);
         // A module that throws while it is evaluated: the event names where (the message does not).
         error.stack = e.filename ? `${message}\n    at ${e.filename}:${e.lineno}:${e.colno}` : message;
-        ready.reject(new Error(`${this.name} did not start: ${describeImportError(error)}`));
+        const advice = grantAdvice(message, this.group.components);
+        const where = e.filename ? ` (at ${e.filename}:${e.lineno}:${e.colno})` : "";
+        ready.reject(
+          new Error(
+            `${this.name} did not start: ${advice ? advice + where : describeImportError(error)}`,
+          ),
+        );
       } else this.onCrash(this, message);
     };
     return ready.promise;

@@ -159,3 +159,32 @@ export function deniedMessage(message: string): string | undefined {
   if (!m) return undefined;
   return `${m[1]} access${m[2] ? ` to ${m[2]}` : ""} denied`;
 }
+
+/**
+ * What to do about a permission a component's handler module was denied while it was imported
+ * (Deno's message, as in {@linkcode deniedMessage}, anywhere in `message`): the denial and the
+ * `[permissions]` line that grants it, in the mapping files named; `undefined` for any other
+ * message. Deno's own advice (`run again with the --allow-env flag`) is no help there: the
+ * sandbox has exactly the permissions its mapping file grants.
+ *
+ * @example
+ * ```ts
+ * import { grantAdvice } from "./permissions.ts";
+ * grantAdvice('Uncaught NotCapable: Requires env access to "HOME", run again with the --allow-env flag', ["a.ini"]);
+ * // 'env access to "HOME" denied: grant it in the [permissions] section of a.ini (env = HOME)'
+ * ```
+ */
+export function grantAdvice(message: string, files: readonly string[]): string | undefined {
+  const m = /Requires (\w+) access(?: to "?(.+?)"?)?, run again with the --allow-\w+ flag/.exec(message);
+  if (!m) return undefined;
+  const [, kind, resource] = m;
+  const denied = `${kind} access${resource ? ` to "${resource}"` : ""} denied`;
+  if (!(PERMISSION_KINDS as readonly string[]).includes(kind)) {
+    return `${denied}: handlers cannot be granted ${kind} access (a [permissions] section grants ${
+      PERMISSION_KINDS.join(", ")
+    })`;
+  }
+  return `${denied}: grant it in the [permissions] section of ${files.join(" or ")} (${kind} = ${
+    resource ?? "*"
+  })`;
+}
