@@ -687,3 +687,66 @@ Deno.test("resumes sent at once while async_store is locked are answered overloa
     assert.equal(p.values.again, true);
   }
 });
+
+Deno.test("a keyed copy of a request whose resumed flow a Subject SIGKILL cut short waits for that flow's final (its resume, sent again, runs it on); nothing runs from the start again", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  await using other = await d.connect();
+  // Every pause publication of the request, on a connection of its own.
+  const watcher = await d.connect();
+  const pauses: Publication[] = [];
+  const seen = await watcher.subscribe("Pause~ASYNC~");
+  const watching = (async () => {
+    for await (const p of seen) if (p.id === "cut") pauses.push(p);
+  })();
+  try {
+    const run = client.request("Pause", { a: 1 }, { id: "cut", keep: true, timeout: 60_000 });
+    run.catch(() => {}); // the Subject that ran it dies: its caller gets the final through the copy below
+    for (let i = 0; i < 100 && !pauses.length; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(pauses.length, 1, "the request paused");
+    // The worker stopped: the resumed step waits in it when the Subject dies, and nothing ends
+    // at the next Subject before the copy below is there.
+    const [worker] = await rolePids(d.dir, "worker");
+    Deno.kill(worker, "SIGSTOP");
+    let resumed: Promise<Publication>;
+    let old: number | undefined;
+    let copy: Promise<Publication>;
+    try {
+      // Kept by its client, and sent again to the next Subject.
+      resumed = client.resume(pauses[0].resume!, { b: 1 }, { timeout: 60_000 });
+      resumed.catch(() => {});
+      let stats = await roleStats(d.dir, "subject");
+      for (let i = 0; i < 50 && Number(stats.resumed) < 1; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        stats = await roleStats(d.dir, "subject");
+      }
+      assert.equal(Number(stats.resumed), 1, "the resume took the token");
+      old = await killRole(d.dir, "subject");
+      assert.ok(old !== undefined, "a Subject to kill");
+      for (let i = 0; i < 100; i++) {
+        const pids = await rolePids(d.dir, "subject");
+        if (pids.length === 1 && pids[0] !== old) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // A keyed copy, from another client (a restarted gateway, say): before, it ran from the
+      // start (its pause's kept copy was dropped when the resume took the token), paused again
+      // under a new token and waited out its timeout.
+      const submitted = other.submit("Pause", { a: 2 }, { id: "cut", keep: true, timeout: 30_000 });
+      await submitted.accepted;
+      copy = submitted.final;
+    } finally {
+      Deno.kill(worker, "SIGCONT");
+    }
+    const final = await copy;
+    assert.equal(final.action, "done", JSON.stringify(final));
+    assert.deepEqual(final.values.trace, ["one", "two"], "each step once");
+    assert.deepEqual([final.values.a, final.values.b], [1, 1], "the first run's values and the resume's");
+    assert.deepEqual((await resumed).values, final.values);
+    assert.deepEqual(pauses.map((p) => p.resume), [pauses[0].resume], "it paused once, not again");
+    assert.notEqual((await rolePids(d.dir, "subject"))[0], old, "a new Subject answered");
+  } finally {
+    await seen.return?.();
+    await watching;
+    await watcher.close();
+  }
+});

@@ -162,3 +162,16 @@ Deno.test("WriteGate: after a failed write, writes throw at once for the pause, 
   assert.throws(() => gate.run(fail, 600), /database is locked/, "tried again once it is over");
   assert.equal(gate.run(() => "ok", 1100), "ok");
 });
+
+Deno.test("waiting(id): paused, or taken by a resume whose flow has not ended (in any incarnation); known(id): paused at all, until its row's deadline", () => {
+  const { s, t } = oneToken();
+  assert.deepEqual([s.waiting("req~1"), s.known("req~1")], [true, true], "paused");
+  assert.deepEqual([s.waiting("other"), s.known("other")], [false, false]);
+  s.take(t, by("a"), 1000);
+  assert.deepEqual([s.waiting("req~1"), s.known("req~1")], [true, true], "resumed, its flow running");
+  s.finish(t);
+  assert.deepEqual([s.waiting("req~1"), s.known("req~1")], [false, true], "ended: known until its deadline");
+  s.expire(6000);
+  assert.deepEqual([s.waiting("req~1"), s.known("req~1")], [false, false], "past its deadline: forgotten");
+  s.close();
+});

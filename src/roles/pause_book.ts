@@ -32,7 +32,10 @@ import type { ErrorSpec } from "./intake.ts";
 import type { PausedFlow, PausedStore } from "./paused_store.ts";
 
 /** What the pause book needs of a store (see `paused_store.ts`). */
-export type PauseStore = Pick<PausedStore, "save" | "take" | "finish" | "expire" | "count" | "waiting">;
+export type PauseStore = Pick<
+  PausedStore,
+  "save" | "take" | "finish" | "expire" | "count" | "waiting" | "known"
+>;
 
 /** Options of {@linkcode PauseBook}. */
 export interface PauseBookOptions {
@@ -201,9 +204,14 @@ export class PauseBook {
     return { kind: "resumed", paused, flow, version, added, values: merged };
   }
 
-  /** Whether request `id` is paused, waiting for a resume. */
+  /** Whether request `id` has not ended: see `PausedStore.waiting`. */
   waiting(id: string): boolean {
     return this.#store.waiting(id);
+  }
+
+  /** Whether request `id` has paused (and so has run): see `PausedStore.known`. */
+  known(id: string): boolean {
+    return this.#store.known(id);
   }
 
   /** The flow `token` resumed has ended (its final publication reached the IM): see `PausedStore.finish`. */

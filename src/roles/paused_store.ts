@@ -145,6 +145,7 @@ export class PausedStore {
   readonly #purge: StatementSync;
   readonly #count: StatementSync;
   readonly #waiting: StatementSync;
+  readonly #known: StatementSync;
   readonly #list: StatementSync;
 
   /** Opens (or creates) the store. */
@@ -195,7 +196,12 @@ export class PausedStore {
     );
     this.#purge = this.#db.prepare(`DELETE FROM paused WHERE deadline <= ? AND done <> ${RUNNING}`);
     this.#count = this.#db.prepare(`SELECT count(*) AS c FROM paused WHERE taken_by IS NULL`);
-    this.#waiting = this.#db.prepare(`SELECT 1 FROM paused WHERE id = ? AND taken_by IS NULL LIMIT 1`);
+    // Waiting for a resume, or taken by one whose flow has not ended (in this Subject or in one
+    // that died: the resume, sent again, takes it again).
+    this.#waiting = this.#db.prepare(
+      `SELECT 1 FROM paused WHERE id = ? AND (taken_by IS NULL OR done = ${RUNNING}) LIMIT 1`,
+    );
+    this.#known = this.#db.prepare(`SELECT 1 FROM paused WHERE id = ? LIMIT 1`);
     this.#list = this.#db.prepare(`SELECT ${cols} FROM paused WHERE taken_by IS NULL ORDER BY paused_at`);
   }
 
@@ -268,9 +274,20 @@ export class PausedStore {
     return Number((this.#count.get() as { c: number }).c);
   }
 
-  /** Whether request `id` is paused, waiting for a resume. */
+  /**
+   * Whether request `id` has not ended: paused, waiting for a resume, or resumed by one whose flow
+   * has not ended (here, or in a Subject that died: that resume, sent again, runs it on).
+   */
   waiting(id: string): boolean {
     return this.#waiting.get(id) !== undefined;
+  }
+
+  /**
+   * Whether request `id` has paused at all (until its row's deadline): it has run, and a copy of
+   * it must not run from its start.
+   */
+  known(id: string): boolean {
+    return this.#known.get(id) !== undefined;
   }
 
   /** Every paused flow waiting for a resume, oldest first. */

@@ -205,7 +205,7 @@ export class Subject {
       ...o,
       flowsFor,
       incarnation,
-      kept: (id) => this.#replay.has(id),
+      kept: (id) => this.#replay.has(id) || this.#pausedBefore(id),
     });
     const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);
     this.#workerSide = new WorkerSide(this.#workersSock, host, {
@@ -509,6 +509,20 @@ export class Subject {
       r.version,
     );
     return paused.id;
+  }
+
+  /**
+   * Whether request `id` paused in this Subject or an earlier one (its row is in async_store): a
+   * keyed copy of it is then a duplicate, never run from its start, though its pause is no longer
+   * kept (a resume took its token: the flow runs on from its @ASYNC step, or will, when that resume
+   * is sent again to this Subject). `false` when the store cannot be read.
+   */
+  #pausedBefore(id: string): boolean {
+    try {
+      return this.#pauses.known(id);
+    } catch {
+      return false;
+    }
   }
 
   /** One error publication (`errorFrames`); values as sent that are not a JSON object are left out. */
