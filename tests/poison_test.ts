@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { rolePids, roleStats } from "../testing/deployment.ts";
 import type { Client } from "../src/client/client.ts";
 import type { Publication } from "../src/wire/protocol.ts";
-import { startDeployment } from "./helpers.ts";
+import { readUntil } from "../src/_async.ts";
+import { Client as ZClient } from "../src/client/client.ts";
+import { CLI, startDeployment } from "./helpers.ts";
 
 const POISON = [
   new URL("../fixtures/components/poison/flows.ini", import.meta.url).pathname,
@@ -301,4 +303,61 @@ Deno.test("--no-sandbox: a handler blocking past the watchdog's report (not its 
   // Before: 14 of them ran 3 times and 4 twice (an outside attack).
   const twice = [...runs].filter(([i, n]) => i !== "0" && n > 1);
   assert.deepEqual(twice, [], `steps run more than once: ${JSON.stringify(twice)}`);
+});
+
+Deno.test("--no-sandbox: a worker killed for a blocked handler is restarted after 200 ms every time (the doubling is for workers that die as they start)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zmd" });
+  const start = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CLI,
+      "start",
+      "--workers",
+      "1",
+      "--no-sandbox",
+      "--handler-timeout",
+      String(HANDLER_TIMEOUT),
+      "--runtime-dir",
+      dir,
+      "--",
+      ...POISON,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { ZMANAGER_LOG: "warning" },
+  }).spawn();
+  const out = start.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const logs: string[] = [];
+  const reading = (async () => {
+    for await (const chunk of start.stderr.pipeThrough(new TextDecoderStream())) logs.push(chunk);
+  })();
+  try {
+    assert.notEqual(await readUntil(out, "ready\n"), undefined, "start is ready");
+    void (async () => {
+      while (!(await out.read()).done) { /* drain */ }
+    })();
+    await using client = await ZClient.connect({
+      subject: `ipc://${dir}/subject`,
+      publisher: `ipc://${dir}/im-pub`,
+    });
+    // Two poison requests, one after the other: each blocks the one worker twice (max_deliveries).
+    for (const id of ["poison-1", "poison-2"]) {
+      const p = await client.request("Hang", { hang: true }, { id, timeout: 60_000 });
+      assert.equal(p.error?.code, "poisoned", JSON.stringify(p));
+    }
+    assert.equal((await client.request("Hang", { ms: 1 }, { timeout: 20_000 })).action, "done");
+    const delays = [
+      ...logs.join("").matchAll(/Worker 0 \(pid \d+\) exited with "?(\w+)"?; restarting in (\d+) ms/g),
+    ]
+      .map((m) => [m[1], Number(m[2])]);
+    // Before: 200, 400, 800, 1600 ms.
+    assert.deepEqual(delays, [["SIGKILL", 200], ["SIGKILL", 200], ["SIGKILL", 200], ["SIGKILL", 200]]);
+  } finally {
+    start.kill("SIGTERM");
+    await start.status;
+    await reading;
+    await Deno.remove(dir, { recursive: true });
+  }
 });

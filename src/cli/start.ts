@@ -18,7 +18,7 @@ import {
   runtimeDirOk,
   waitForStop,
 } from "./run.ts";
-import { type Liveness, LOCK_FILE, lockRuntimeDir, SupervisedProcess } from "./supervisor.ts";
+import { type Liveness, LOCK_FILE, lockRuntimeDir, RestartBackoff, SupervisedProcess } from "./supervisor.ts";
 import { watchAndReload } from "./watch.ts";
 
 /** The roles `start --roles` can run on a host. */
@@ -59,6 +59,9 @@ export interface StartOptions {
   /** Reload when the files or their handler modules change on disk (`watch.ts`; needs the Subject here). */
   readonly watch?: boolean;
 }
+
+/** Milliseconds a worker must have run to be restarted without waiting longer than the last time. */
+export const WORKER_HEALTHY_AFTER = 1000;
 
 /**
  * `start`: takes the runtime directory (a second `start` on it exits 1), checks every handler
@@ -184,7 +187,14 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         `Worker ${i}`,
         spawner("worker", true),
         log,
-        { liveness: liveness("worker", workerLiveness) },
+        {
+          liveness: liveness("worker", workerLiveness),
+          // A worker killed for a blocked handler (`--no-sandbox`: by its watchdog, at the handler
+          // timeout) was healthy; the doubling is for workers that die as they start. Doubled, a
+          // few poison requests had every worker wait 5 s between kills while innocent requests
+          // timed out (an outside attack: 2,295 of 2,682 past a 30 s timeout).
+          backoff: new RestartBackoff({ healthyAfter: WORKER_HEALTHY_AFTER }),
+        },
       )
         .supervise(),
   );
