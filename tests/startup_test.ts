@@ -265,6 +265,75 @@ Deno.test("a Subject waits for async_store's lock while another holds it (a drai
   }
 });
 
+/** A python3 process holding SQLite's write lock on `file` (BEGIN EXCLUSIVE) until it is killed. */
+async function sqliteLocker(file: string): Promise<Deno.ChildProcess> {
+  const locker = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(120)",
+      file,
+    ],
+    stdout: "piped",
+  }).spawn();
+  const out = locker.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assert.equal((await out.read()).value?.trim(), "locked");
+  void (async () => {
+    while (!(await out.read()).done) { /* drain: closed early, the lock did not hold */ }
+  })();
+  return locker;
+}
+
+Deno.test("a Subject waits for a lock another program holds on a new async_store (a sqlite3 shell), starts once it is let go; held past the wait, start exits 1 naming it and the fix", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "zm-sqlite-lock-" });
+  const store = `${dir}/paused.sqlite`;
+  try {
+    let locker = await sqliteLocker(store);
+    // It waits up to handler_timeout + 10 s: 11 s here.
+    const args = ["--async-store", store, "--handler-timeout", "1000"];
+    let p = spawnStart(`${dir}/rt`, { args });
+    try {
+      const isReady = ready(p).then((ok) => ({ ok, at: performance.now() }));
+      await new Promise((r) => setTimeout(r, 3000));
+      const letGo = performance.now();
+      locker.kill("SIGKILL");
+      await locker.status;
+      // Before: start failed at once ("database is locked; move the file away").
+      const r = await isReady;
+      assert.ok(r.ok, "start did not become ready once the lock was let go");
+      assert.ok(r.at >= letGo, "ready while the lock was held");
+      p.kill("SIGINT");
+      assert.equal((await p.status).code, 0);
+      // Held past the wait, on a new file (a store that has its tables opens, and waits for the
+      // lock at each write: see final_replay_test).
+      const fresh = `${dir}/fresh.sqlite`;
+      locker = await sqliteLocker(fresh);
+      p = spawnStart(`${dir}/rt2`, {
+        args: ["--async-store", fresh, "--handler-timeout", "1000"],
+        stderr: "piped",
+      });
+      const out = await p.output();
+      const err = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 1, err);
+      assert.doesNotMatch(new TextDecoder().decode(out.stdout), /ready/);
+      assert.match(
+        err,
+        new RegExp(
+          `error: async_store ${fresh} stays locked by another program \\(a sqlite3 shell, a backup\\?\\), not a Subject \\(none holds ${fresh}\\.lock\\); let it go, then start again`,
+        ),
+      );
+    } finally {
+      for (const c of [p, locker]) {
+        try {
+          c.kill("SIGKILL");
+        } catch { /* exited */ }
+        await c.status;
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a Subject that cannot write its reload key serves without one: requests are answered, reload is refused, nothing restarts", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zm-nokey-" });
   // The key is written to reload.key.tmp and renamed: onto a directory that holds a file, the

@@ -99,8 +99,31 @@ async function storeOk(config: Config): Promise<boolean> {
       return false;
     }
     heldLocks.push(lock);
-    new PausedStore(path).close();
-    return true;
+    // A lock another program holds on the database itself (a sqlite3 shell, a backup) goes away:
+    // wait for it as long, saying so once.
+    for (let said = false;; said = true) {
+      try {
+        new PausedStore(path).close();
+        return true;
+      } catch (e) {
+        if (!isLocked(e)) throw e;
+        const left = until - performance.now();
+        if (left <= 0) {
+          console.error(
+            `error: async_store ${path} stays locked by another program (a sqlite3 shell, a backup?), not a ` +
+              `Subject (none holds ${path}.lock); let it go, then start again`,
+          );
+          return false;
+        }
+        if (!said) {
+          logger("subject").warn(
+            "async_store {path} is locked by another program (not a Subject): waiting up to {s} s for it",
+            { path, s: Math.ceil(left / 1000) },
+          );
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   } catch (e) {
     console.error(
       `error: async_store ${path}: ${
@@ -109,6 +132,11 @@ async function storeOk(config: Config): Promise<boolean> {
     );
     return false;
   }
+}
+
+/** Whether `e` is SQLite's "database is locked" (`SQLITE_BUSY`). */
+function isLocked(e: unknown): boolean {
+  return (e as { errcode?: number }).errcode === 5 || /database is locked/.test((e as Error).message);
 }
 
 /**
