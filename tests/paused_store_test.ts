@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PausedStore, WriteGate } from "../src/roles/paused_store.ts";
+import { inTransaction, PausedStore, WriteGate } from "../src/roles/paused_store.ts";
 import { makeToken, parseToken } from "../src/wire/protocol.ts";
 
 const flow = (token: string, deadline: number) => ({
@@ -174,4 +174,24 @@ Deno.test("waiting(id): paused, or taken by a resume whose flow has not ended (i
   s.expire(6000);
   assert.deepEqual([s.waiting("req~1"), s.known("req~1")], [false, false], "past its deadline: forgotten");
   s.close();
+});
+
+Deno.test("inTransaction: a full database (SQLite rolls back by itself) throws SQLite's error, not the rollback's, and leaves no transaction open", async () => {
+  const { DatabaseSync } = await import("node:sqlite");
+  const dir = await Deno.makeTempDir();
+  const db = new DatabaseSync(`${dir}/full.sqlite`);
+  try {
+    db.exec("CREATE TABLE t (v BLOB); PRAGMA max_page_count = 8;"); // 8 pages: a full disk, for SQLite
+    const insert = db.prepare("INSERT INTO t VALUES (?)");
+    assert.throws(
+      () => inTransaction(db, "BEGIN IMMEDIATE", () => insert.run(new Uint8Array(64 * 1024))),
+      /database or disk is full/,
+    );
+    assert.equal(db.isTransaction, false);
+    inTransaction(db, "BEGIN", () => insert.run(new Uint8Array(16))); // and it is usable again
+    assert.equal((db.prepare("SELECT count(*) AS c FROM t").get() as { c: number }).c, 1);
+  } finally {
+    db.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
