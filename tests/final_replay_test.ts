@@ -625,6 +625,14 @@ Deno.test("SIGTERM while pauses wait for a locked async_store: the drain waits f
     waiting = Number((await roleStats(d.dir, "subject")).storeWaiting);
   }
   assert.equal(waiting, 4, "the pauses wait for the store");
+  // `paused` lists what the store holds, and says what waits to be saved.
+  const listed = await runCli(["paused", "--runtime-dir", d.dir]);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /^0 paused flows$/m);
+  assert.match(
+    listed.stderr,
+    /the Subject has 4 writes \(pauses, ends of resumed flows\) waiting for .*paused\.sqlite \(locked or full\): those pauses are not listed until they are saved/,
+  );
   d.process.kill("SIGTERM");
   const seen = new Set<string>();
   const late = Symbol("late");

@@ -548,6 +548,21 @@ async function localStats(config: Config, io: Output): Promise<Record<string, un
   return rows;
 }
 
+/** Writes the live Subjects of this runtime directory say wait for async_store (`storeWaiting`). */
+function storeWaiting(config: Config): number {
+  let n = 0;
+  try {
+    for (const e of Deno.readDirSync(`${config.runtime_dir}/stats`)) {
+      if (!e.name.startsWith("subject-") || !e.name.endsWith(".json")) continue;
+      try {
+        const row = JSON.parse(Deno.readTextFileSync(`${config.runtime_dir}/stats/${e.name}`));
+        if (Date.now() - row.at < 5000) n += Number(row.storeWaiting ?? 0);
+      } catch { /* being rewritten */ }
+    }
+  } catch { /* no runtime directory here */ }
+  return n;
+}
+
 /** `paused`: flows paused at an `@ASYNC` step (flow, request id, age, time left). */
 export function pausedCommand(
   config: Config,
@@ -582,6 +597,17 @@ export function pausedCommand(
         );
       }
       io.out(`${rows.length} paused flow${rows.length === 1 ? "" : "s"}`);
+    }
+    // Pauses made while the store cannot be written wait in the Subject (its counters say how
+    // many writes wait): not listed until they are saved.
+    const waiting = storeWaiting(config);
+    if (waiting > 0) {
+      io.err(
+        `paused: the Subject has ${waiting} write${
+          waiting === 1 ? "" : "s"
+        } (pauses, ends of resumed flows) ` +
+          `waiting for ${config.async_store} (locked or full): those pauses are not listed until they are saved`,
+      );
     }
     return ExitCode.ok;
   } finally {
