@@ -2,7 +2,7 @@
 // _Subject restarts_), and what it sends again follows the announcements. The test plays the
 // Subject (a ROUTER) and the Integration Manager (a PUB), on a reactor of its own.
 import assert from "node:assert/strict";
-import { Client } from "../src/client/client.ts";
+import { Client, RequestTimeoutError } from "../src/client/client.ts";
 import { readBatch } from "../src/wire/batch.ts";
 import { encodeHeader, text, utf8 } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -136,6 +136,19 @@ Deno.test("client: a request the dead Subject acknowledged is sent to its succes
     assert.equal(hub.client.subjectRestarts, 1);
     await hub.publish([utf8("Flow~~~~done"), encodeHeader({ v: 1, id: "r1" }), utf8('{"ok":true}')]);
     assert.deepEqual((await result).values, { ok: true });
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test("client: submit()'s accepted fails with its final when no acknowledgement ever comes (it waited for ever)", async () => {
+  const hub = await fakeHub("inc-1");
+  try {
+    const s = hub.client.submit("Flow", {}, { id: "never-acked", timeout: 500 });
+    assert.equal((await hub.next()).id, "never-acked", "sent, never acknowledged");
+    await assert.rejects(s.final, RequestTimeoutError);
+    const accepted = await withTimeout(s.accepted.then(() => "resolved", (e) => e), 2000);
+    assert.ok(accepted instanceof RequestTimeoutError, `accepted: ${String(accepted)}`);
   } finally {
     await hub.close();
   }

@@ -143,6 +143,13 @@ Deno.test("connection cap: a request over the cap is refused, not acknowledged: 
     client.send("Slow", { ms: 0 }, { id: "sent-over" }),
     (e) => e instanceof RequestRefusedError && e.reason === "overloaded",
   );
+  // Copies sent at once with one id: each is refused (the first to be answered took the others'
+  // wait with it, and they resolved as accepted: an outside attack).
+  const twins = await Promise.allSettled([0, 1, 2].map(() => client.send("Slow", { ms: 0 }, { id: "twin" })));
+  assert.deepEqual(
+    twins.map((t) => t.status === "rejected" && t.reason instanceof RequestRefusedError && t.reason.reason),
+    ["overloaded", "overloaded", "overloaded"],
+  );
   // The gateway: one connection, two requests of 3 s in flight, the third answered 503 at once.
   const post = (ms: number) =>
     fetch(`${url}/v1/flows/Slow?wait=0`, { method: "POST", body: JSON.stringify({ ms }) })
@@ -151,6 +158,16 @@ Deno.test("connection cap: a request over the cap is refused, not acknowledged: 
   const third = await post(0);
   assert.equal(third.status, 503, JSON.stringify(third.body));
   assert.match(JSON.stringify(third.body), /max_in_flight_per_connection/);
+  // Retries at once with one Idempotency-Key: each gets the first one's refusal, not a 202 while
+  // it waits for its acknowledgement (an outside attack: [503, 202, 202], and nothing ran).
+  const keyed = await Promise.all([0, 1, 2].map(() =>
+    fetch(`${url}/v1/flows/Slow?wait=0`, {
+      method: "POST",
+      body: '{"ms":0}',
+      headers: { "Idempotency-Key": "same" },
+    }).then(async (r) => (await r.body?.cancel(), r.status))
+  ));
+  assert.deepEqual(keyed, [503, 503, 503]);
   // The refused ones ran nothing; the running ones end.
   for (const r of running) assert.equal((await r.final).action, "done");
   assert.equal(Number((await roleStats(d.dir, "subject")).overCap) >= 3, true);

@@ -86,7 +86,7 @@ export class Client {
   /** Requests sent again because a new Subject incarnation announced itself. */
   resentAfterRestart = 0;
   /** Ids that `send()` / `sendResume()` wait to see accepted, with the refusal if one came. */
-  readonly #sending = new Map<string, RequestRefusedError | undefined>();
+  readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
   readonly #resumes = new Map<string, () => void>();
   readonly #subscribed = new Map<string, Promise<void>>();
@@ -176,7 +176,8 @@ export class Client {
       const e = new RequestRefusedError(r.id, String(r.reason), String(r.message ?? ""));
       this.#unacked.delete(r.id);
       this.#kept.forget(r.id);
-      if (this.#sending.has(r.id)) this.#sending.set(r.id, e);
+      const sending = this.#sending.get(r.id);
+      if (sending) sending.refused = e;
       if (r.answered !== true) this.#waiters.reject(r.id, e);
     }
   }
@@ -239,8 +240,9 @@ export class Client {
     if (isFinal(p)) {
       this.#kept.forget(p.id);
       // Refused before it ran: its refusal (NACK) may come after this answer, by another path.
-      if (p.refused && this.#sending.has(p.id)) {
-        this.#sending.set(p.id, new RequestRefusedError(p.id, p.error?.code ?? "", p.error?.message ?? ""));
+      const sending = p.refused ? this.#sending.get(p.id) : undefined;
+      if (sending) {
+        sending.refused = new RequestRefusedError(p.id, p.error?.code ?? "", p.error?.message ?? "");
       }
       // Accepted (or refused), whatever happened to its acknowledgement: sending it again (to a
       // restarted Subject, which has not seen it) would run it twice.
@@ -355,7 +357,12 @@ export class Client {
     const pushed = Promise.withResolvers<void>();
     const final = this.#request(flow, values, id, options, pushed.resolve);
     // (pushed once the subscription is made; a final that fails before, a timeout, fails this too)
-    const accepted = this.#accepted(id, () => Promise.race([pushed.promise, final]).then(() => {}));
+    const accepted = Promise.race([
+      this.#accepted(id, () => Promise.race([pushed.promise, final]).then(() => {})),
+      // A final that fails (its timeout: no Subject acknowledged it) fails this too; one that
+      // comes settles the acknowledgement's wait.
+      final.then(() => new Promise<never>(() => {})),
+    ]);
     return { id, accepted, final };
   }
 
@@ -502,17 +509,23 @@ export class Client {
     );
   }
 
-  /** Sends with `push` and resolves with `id` once accepted; rejects if the Subject refuses it. */
+  /**
+   * Sends with `push` and resolves with `id` once accepted; rejects if the Subject refuses it.
+   * Copies sent at once with one id wait on one entry (acknowledgements name ids, not copies): a
+   * refusal that comes while they wait fails each of them. (Each had its own, deleted by the first
+   * to end: the others took the refusals that came after for acceptances.)
+   */
   async #accepted(id: string, push: () => Promise<void>): Promise<string> {
-    this.#sending.set(id, undefined);
+    let sending = this.#sending.get(id);
+    if (!sending) this.#sending.set(id, sending = { waiting: 0 });
+    sending.waiting++;
     try {
       await push();
       await this.#unacked.settled();
-      const refused = this.#sending.get(id);
-      if (refused) throw refused;
+      if (sending.refused) throw sending.refused;
       return id;
     } finally {
-      this.#sending.delete(id);
+      if (--sending.waiting === 0 && this.#sending.get(id) === sending) this.#sending.delete(id);
     }
   }
 

@@ -62,6 +62,8 @@ import {
 /** A remembered POST's answer: pending, then settled (with its body serialized). */
 interface Remembered {
   readonly answer: Promise<Answer>;
+  /** The first POST's acknowledgement: 202, or why not (see `Gateway#accept`). */
+  readonly accepted: Promise<Answer>;
   settled?: Answer;
 }
 
@@ -364,14 +366,16 @@ export class Gateway {
       const known = this.#answers.get(slot);
       if (known) {
         if (wait) return send(c, await known.answer);
+        // Answered once the first one was acknowledged or refused (a 202 before, for a request
+        // the Subject then refused: an outside attack's concurrent retries got 202s for nothing).
         const settled = known.settled;
-        return send(c, settled && settled.status >= 300 ? settled : { status: 202, body: { id } });
+        if (settled) return send(c, settled.status >= 300 ? settled : { status: 202, body: { id } });
+        return send(c, await known.accepted);
       }
       // Its final is kept at the Subject too: a retry that reaches a restarted gateway gets it.
-      if (wait) return send(c, await this.#remember(slot, this.#run(flow, values, id, key, true)));
       const accepting = this.#accept(flow, values, id, key, true);
-      void this.#remember(slot, accepting.answer);
-      return send(c, await accepting.accepted);
+      const answer = this.#remember(slot, accepting);
+      return send(c, await (wait ? answer : accepting.accepted));
     });
     app.post("/v1/resume/:token", async (c) => {
       const token = c.req.param("token");
@@ -475,8 +479,12 @@ export class Gateway {
    * Remembers the answer of `slot`'s first POST; resolves with it serialized once (`json`), which
    * is what is sent and what its size is counted by.
    */
-  #remember(slot: string, answer: Promise<Answer>): Promise<Answer> {
+  #remember(
+    slot: string,
+    { answer, accepted }: { answer: Promise<Answer>; accepted: Promise<Answer> },
+  ): Promise<Answer> {
     const r: Remembered = {
+      accepted,
       answer: answer.then((a) => {
         const json = JSON.stringify(a.body) ?? "null";
         r.settled = { ...a, json };
