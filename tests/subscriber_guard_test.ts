@@ -5,6 +5,7 @@ import {
   publicationBytes,
   SubscriberGuard,
   WATCHES_TO_CUT,
+  WATCHES_TO_CUT_LONG,
 } from "../src/roles/subscriber_guard.ts";
 
 type State = ConnectionLook | undefined;
@@ -203,7 +204,40 @@ Deno.test("tcp: a subscriber stopped while a burst is queued for it stays behind
   const look = g.sample(tcp(1_200));
   assert.deepEqual(look.watch.map((w) => [w.id, w.behind]), [[7, 3_800]], "5,000 published, 1,200 left");
   unread(g, 7, look.watch[0].seen);
+  assert.deepEqual(g.sample(tcp(1_200)).cut, [], "nothing published since it last took bytes: not yet");
+  unread(g, 7, look.watch[0].seen, WATCHES_TO_CUT_LONG - WATCHES_TO_CUT - 1);
+  assert.deepEqual(g.sample(tcp(1_200)).cut, [], `${WATCHES_TO_CUT_LONG - 1} watches: not yet`);
+  g.unread(7, look.watch[0].seen);
   assert.deepEqual(g.sample(tcp(1_200)).cut, [{ id: 7, behind: 3_800 }]);
+});
+
+Deno.test("tcp: a subscriber of a narrow prefix (its bytes leave slowly while other topics are published) that pauses for a few watches is not cut; one that takes nothing for WATCHES_TO_CUT_LONG watches is", () => {
+  const g = new SubscriberGuard(1_000);
+  g.connected(7);
+  let sent = 0;
+  const tcp = () => all({ full: true, queued: 500, sent });
+  g.sample(tcp());
+  // Its buffer stays full: 20 bytes of its topic leave per look while 200 are published in all.
+  for (let round = 0; round < 30; round++) {
+    g.published(200);
+    sent += 20;
+    assert.deepEqual(g.sample(tcp()).cut, []);
+  }
+  // It pauses: nothing leaves for three watches, 300 bytes published meanwhile.
+  let look = g.sample(tcp());
+  assert.deepEqual(look.watch.map((w) => [w.id, w.behind]), [[7, 5_400]], "6,000 published, 600 left");
+  for (let i = 0; i < WATCHES_TO_CUT; i++) {
+    g.published(100);
+    g.unread(7, look.watch[0].seen);
+    look = g.sample(tcp());
+    assert.deepEqual(look.cut, [], "300 published since it last took bytes: not cut");
+  }
+  sent += 20; // it reads again
+  g.sample(tcp());
+  // Then takes nothing for good.
+  look = g.sample(tcp());
+  unread(g, 7, look.watch[0].seen, WATCHES_TO_CUT_LONG);
+  assert.deepEqual(g.sample(tcp()).cut.map((c) => c.id), [7]);
 });
 
 Deno.test("tcp: a watch that saw bytes leave does not mark the connection caught up; one whose bytes keep leaving is never cut", () => {

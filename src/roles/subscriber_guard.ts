@@ -30,11 +30,14 @@
  * A tcp connection also tells how many bytes have left libzmq's queue for it (what its peer
  * acknowledged plus what the kernel still holds: {@linkcode ConnectionLook.sent}). That is not
  * proof of a reader: a stopped subscriber's kernel keeps acknowledging into its receive buffer
- * until that is full. So a full tcp connection's mark moves on by the bytes that left, never to
- * the latest publication: a subscriber stopped while a burst was queued for it stays behind by
- * what libzmq still holds for it, and is cut once watches see it take nothing, even if nothing is
- * published after the burst. (Marking it caught up when its kernel acknowledged left such a
- * subscriber's whole burst in the IM's memory for good.)
+ * until that is full. So a full tcp connection keeps a second mark, moved on by the bytes that
+ * left, never to the latest publication: what libzmq can still hold for it. A connection that
+ * took nothing in {@linkcode WATCHES_TO_CUT_LONG} watches in a row while that is more than the
+ * budget is cut too, even if nothing was published since: a subscriber stopped while a burst was
+ * queued for it (marking it caught up when its kernel acknowledged left that burst in the IM's
+ * memory for good). The second mark counts every publication, also those of topics the
+ * subscriber does not take, so it is only trusted after that longer stall: a subscriber of a
+ * narrow prefix that pauses a few hundred ms is judged by the first mark alone.
  *
  * Pure: the caller counts publications, supplies each connection's state and does the watching.
  *
@@ -52,6 +55,12 @@ export const WATCH_MS = 90;
 
 /** Watches in a row that must see a connection take nothing before it is cut. */
 export const WATCHES_TO_CUT = 3;
+
+/**
+ * Watches in a row that must see a tcp connection take nothing before it is cut on what libzmq
+ * can still hold for it (its second mark), though little was published since it last read.
+ */
+export const WATCHES_TO_CUT_LONG = 10;
 
 /** Bytes libzmq keeps per frame queued for a subscriber besides its content (a `zmq_msg_t`). */
 export const FRAME_OVERHEAD = 64;
@@ -101,6 +110,11 @@ export function publicationBytes(frames: readonly Uint8Array[]): number {
 interface Tracked {
   /** The publication count when it was last seen reading. */
   mark: number;
+  /**
+   * Where the bytes that left libzmq's queue for it have reached, counted against publications
+   * (tcp; see {@linkcode ConnectionLook.sent}); the publication count when its buffer had room.
+   */
+  sentMark: number;
   /** Queued bytes at the last look. */
   queued?: number;
   /** {@linkcode ConnectionLook.sent} at the last look. */
@@ -169,12 +183,13 @@ export class SubscriberGuard {
 
   /** A subscriber connected. */
   connected(id: number): void {
-    this.#conns.set(id, { mark: this.#published, seen: ++this.#sightings, largest: 0, unread: 0 });
+    const p = this.#published;
+    this.#conns.set(id, { mark: p, sentMark: p, seen: ++this.#sightings, largest: 0, unread: 0 });
   }
 
   /**
    * A watch saw connection `id` take bytes: it reads, and what it is behind counts from now (for a
-   * connection whose bytes sent are known, the next look moves its mark by those bytes instead).
+   * tcp connection, its second mark moves by the bytes that left, at the next look).
    */
   reading(id: number): void {
     const c = this.#conns.get(id);
@@ -182,14 +197,16 @@ export class SubscriberGuard {
     else if (c) this.#seenReading(c);
   }
 
-  /** Bytes left its queue: no watch before now counts, but what it is behind stays. */
+  /** Bytes left its queue (tcp): it reads; its second mark stays where those bytes took it. */
   #sawBytesLeave(c: Tracked): void {
+    c.mark = this.#published;
     c.seen = ++this.#sightings;
     c.unread = 0;
   }
 
+  /** Room in its buffer, or its figure moved (a Unix socket): it reads, and is caught up. */
   #seenReading(c: Tracked): void {
-    c.mark = this.#published;
+    c.mark = c.sentMark = this.#published;
     c.seen = ++this.#sightings;
     c.largest = 0;
     c.unread = 0;
@@ -244,17 +261,22 @@ export class SubscriberGuard {
           continue;
         }
       } else if (sentBefore !== undefined && st.sent > sentBefore) {
-        c.mark = Math.min(this.#published, c.mark + (st.sent - sentBefore));
+        c.sentMark = Math.min(this.#published, c.sentMark + (st.sent - sentBefore));
         this.#sawBytesLeave(c);
       }
       if (largest > c.largest) c.largest = largest;
       // libzmq holds at most queueLimit publications for it, none larger than the largest.
-      const behind = Math.min(this.#published - c.mark, c.largest && this.queueLimit * c.largest);
-      if (behind > this.budget && c.unread >= WATCHES_TO_CUT) {
+      const cap = c.largest && this.queueLimit * c.largest;
+      const behind = Math.min(this.#published - c.mark, cap);
+      const held = Math.max(behind, Math.min(this.#published - c.sentMark, cap));
+      if (
+        (behind > this.budget && c.unread >= WATCHES_TO_CUT) ||
+        (held > this.budget && c.unread >= WATCHES_TO_CUT_LONG)
+      ) {
         this.disconnected(id);
-        cut.push({ id, behind });
-      } else if (behind > this.budget / 4) {
-        watch.push({ id, behind, seen: c.seen });
+        cut.push({ id, behind: held });
+      } else if (held > this.budget / 4) {
+        watch.push({ id, behind: held, seen: c.seen });
       }
     }
     return { cut, watch };
