@@ -144,6 +144,7 @@ Deno.test("start: a handler module that needs a permission its sandbox lacks fai
       r.stderr,
       /"Worker \d" exited with 1 at start-up \(its error is above\): not ready, stopping/,
     );
+    assert.doesNotMatch(r.stderr, /restarting in/, "no worker restarted before ready");
     // Granted, it starts.
     await Deno.writeTextFile(
       `${dir}/mapping.ini`,

@@ -195,8 +195,7 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
           // timed out (an outside attack: 2,295 of 2,682 past a 30 s timeout).
           backoff: new RestartBackoff({ healthyAfter: WORKER_HEALTHY_AFTER }),
         },
-      )
-        .supervise(),
+      ),
   );
   // Port 0 is resolved here, once: start must know where to probe, and a restarted gateway
   // comes back on the same port.
@@ -244,16 +243,18 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         role: beforeReady.label,
         code: beforeReady.code,
       });
-      // Its restart would fail the same way: the workers stop first, before the Subject's drain.
+      // Nothing was accepted: the workers need not wait for the Subject's drain.
       await Promise.all(workers.map((w) => w.stop(STOP_MARGIN)));
     } else log.info("{signal} before ready: stopping the roles", { signal: beforeReady });
     await stopAll();
     return typeof beforeReady === "object" ? 1 : 0;
   }
-  // From here on the Integration Manager and the Subject are restarted too (paused flows
-  // survive in async_store); `start` ends only on a signal.
+  // From here on every role is restarted when it dies (paused flows survive in async_store);
+  // `start` ends only on a signal. Before `ready`, a role that exits fails the start instead (a
+  // worker supervised from its spawn had a restart logged, then was stopped).
   im?.supervise();
   subject?.supervise();
+  for (const w of workers) w.supervise();
   if (http !== undefined && !await gatewayListening(http)) {
     log.error("The gateway did not answer on {http} within 20 s", { http });
     await stopAll();
