@@ -217,6 +217,8 @@ export class SupervisedProcess {
   readonly #backoff: RestartBackoff;
   readonly #log: Logger;
   #child: Deno.ChildProcess;
+  /** {@linkcode SupervisedProcess.supervise} was called: it is restarted when it dies. */
+  #supervised = false;
   #stopping = false;
   #timer?: ReturnType<typeof setTimeout>;
   readonly #liveness?: Liveness;
@@ -275,6 +277,7 @@ export class SupervisedProcess {
    * see {@linkcode LivenessClock}.)
    */
   supervise(): this {
+    this.#supervised = true;
     const p = this.#child;
     p.status.then((s) => {
       if (this.#stopping || p !== this.#child) return;
@@ -346,7 +349,9 @@ export class SupervisedProcess {
     const why = over.why === "stopped"
       ? "has been stopped (SIGSTOP) for {ms} ms"
       : "has not rewritten its counters for {ms} ms (hung)";
-    this.#log.warn(`${this.label} (pid {pid}) ${why}; killing it to restart it`, {
+    // Not supervised yet (before `start` is ready): its exit fails the start, nothing restarts it.
+    const then = this.#supervised ? "killing it to restart it" : "killing it";
+    this.#log.warn(`${this.label} (pid {pid}) ${why}; ${then}`, {
       pid: p.pid,
       ms: Math.round(over.ms),
     });
