@@ -48,7 +48,13 @@ export async function runCli(
  */
 export function spawnStart(
   dir: string,
-  options: { workers?: number; args?: readonly string[]; stderr?: "piped" | "null" } = {},
+  options: {
+    workers?: number;
+    args?: readonly string[];
+    stderr?: "piped" | "null";
+    /** Flow and mapping files. @default {RUNTIME_FIXTURE} */
+    files?: readonly string[];
+  } = {},
 ): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -62,7 +68,7 @@ export function spawnStart(
       dir,
       ...(options.args ?? []),
       "--",
-      ...RUNTIME_FIXTURE,
+      ...(options.files ?? RUNTIME_FIXTURE),
     ],
     stdin: "null",
     stdout: "piped",

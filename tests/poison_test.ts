@@ -10,7 +10,7 @@ import type { Client } from "../src/client/client.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { readUntil } from "../src/_async.ts";
 import { Client as ZClient } from "../src/client/client.ts";
-import { CLI, startDeployment } from "./helpers.ts";
+import { spawnStart, startDeployment } from "./helpers.ts";
 
 const POISON = [
   new URL("../fixtures/components/poison/flows.ini", import.meta.url).pathname,
@@ -307,27 +307,11 @@ Deno.test("--no-sandbox: a handler blocking past the watchdog's report (not its 
 
 Deno.test("--no-sandbox: a worker killed for a blocked handler is restarted after 200 ms every time (the doubling is for workers that die as they start)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "zmd" });
-  const start = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      CLI,
-      "start",
-      "--workers",
-      "1",
-      "--no-sandbox",
-      "--handler-timeout",
-      String(HANDLER_TIMEOUT),
-      "--runtime-dir",
-      dir,
-      "--",
-      ...POISON,
-    ],
-    stdin: "null",
-    stdout: "piped",
+  const start = spawnStart(dir, {
+    args: ["--no-sandbox", "--handler-timeout", String(HANDLER_TIMEOUT)],
     stderr: "piped",
-    env: { ZMANAGER_LOG: "warning" },
-  }).spawn();
+    files: POISON,
+  });
   const out = start.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const logs: string[] = [];
   const reading = (async () => {

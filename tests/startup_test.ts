@@ -150,12 +150,7 @@ Deno.test("start: a handler module that needs a permission its sandbox lacks fai
       `${dir}/mapping.ini`,
       "[actionmapping]\n??go = ./env.ts#go\n[permissions]\nenv = HOME\n",
     );
-    const ok = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", CLI, ...args],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
+    const ok = spawnStart(runtime, { workers: 2, files: [`${dir}/flows.ini`, `${dir}/mapping.ini`] });
     try {
       assert.ok(await ready(ok), "start with the grant is ready");
     } finally {

@@ -230,8 +230,13 @@ export class Intake {
   #recent?: RecentKeys;
   /** Whether the message `admit` looks at now was remembered by the window (see `refused`). */
   #took = false;
-  /** The message `admit` looks at now, as acknowledged (see `refused`). */
-  #taken?: { acks: AckBook; ack: AckList; id: string };
+  /**
+   * The message `admit` looks at now, as acknowledged (see `refused`): its book, list and id, kept
+   * in fields rather than an object made for every request (the Subject's hot path).
+   */
+  #takenBook?: AckBook;
+  #takenList?: AckList;
+  #takenId = "";
   /**
    * A request topic's fields, flow and, for a request without a position, where it starts: all
    * three depend on the topic alone, so they are worked out once per topic text.
@@ -270,7 +275,7 @@ export class Intake {
    * is answered with an `overloaded` error.
    */
   admit(acks: AckBook, ack: AckList, frames: readonly Uint8Array[], draining: boolean): Admission {
-    this.#taken = undefined;
+    this.#takenBook = undefined;
     const header = decodeHeader(frames[1]);
     if (typeof header === "string") {
       const id = readableId(frames[1]);
@@ -319,7 +324,9 @@ export class Intake {
       };
     }
     // Not a duplicate: it may yet be refused (`refused`), its acknowledgement with it.
-    this.#taken = { acks, ack, id: header.id };
+    this.#takenBook = acks;
+    this.#takenList = ack;
+    this.#takenId = header.id;
     const values = frames[2];
     if (draining) {
       return this.#refuse(header, fields.flow, values, "overloaded", "the Subject is shutting down");
@@ -367,9 +374,9 @@ export class Intake {
   refused(code: ErrorCode, message: string): void {
     if (this.#took) this.#recent!.forgetLast();
     this.#took = false;
-    const t = this.#taken;
-    this.#taken = undefined;
-    if (t) t.acks.unaccept(t.ack, t.id, code, message);
+    const book = this.#takenBook;
+    this.#takenBook = undefined;
+    book?.unaccept(this.#takenList!, this.#takenId, code, message);
   }
 
   /** True if a message with this header was seen among the last `duplicateWindow`. */
