@@ -356,3 +356,58 @@ Deno.test("a resume answered bad_request (values not a JSON object) leaves its t
     await reactor.close();
   }
 });
+
+// The orders in which a refusal and an acceptance of copies of one id reach the client, each
+// made on purpose, are in client_copies_test.ts; this is the whole path over real processes.
+Deno.test("connection cap: copies of one id sent 2 ms apart across the moment the cap frees: the request runs once, a caller told accepted gets its done, and every copy from the first accepted on is accepted", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--max-in-flight-per-connection", "1"] });
+  await using c = await d.connect();
+  const watcher = await d.connect();
+  try {
+    const finals: string[] = [];
+    const subscription = await watcher.subscribe("Three~~~~");
+    void (async () => {
+      for await (const p of subscription) {
+        if (p.id === "copied") finals.push(p.action === "done" ? (p.replay ? "replay" : "done") : "refused");
+      }
+    })();
+    const slow = c.submit("Slow", { ms: 150 }, { id: "holder", timeout: 20_000 });
+    await slow.accepted; // the connection's one place is taken for about 150 ms
+    // Before: a refusal of one copy that came while a later copy waited for its answer failed
+    // every caller of the id, and that later copy ran (an outside attack: 1 round in about 60).
+    // Kept (`keep`): a copy that comes after the final gets it replayed.
+    const copies = [];
+    for (let i = 0; i < 120; i++) {
+      const s = c.submit("Three", { n: i }, { id: "copied", keep: true, timeout: 20_000 });
+      copies.push({
+        accepted: s.accepted.then(
+          () => true,
+          (e) => (assert.ok(e instanceof RequestRefusedError, String(e)), false),
+        ),
+        final: s.final,
+      });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.equal((await slow.final).action, "done");
+    const told = await Promise.all(copies.map((x) => x.accepted));
+    const got = await Promise.all(copies.map((x) => x.final));
+    const deadline = performance.now() + 10_000;
+    while (!finals.includes("done") && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(finals.filter((f) => f === "done").length, 1, `the request ran once: ${finals}`);
+    const firstAccepted = told.indexOf(true);
+    assert.ok(firstAccepted >= 0, "it ran: some caller was told it was accepted");
+    for (let i = 0; i < copies.length; i++) {
+      // Told accepted: its final is the request's own. Told overloaded (its copy was refused when
+      // no other copy waited for its answer): the refusal's error publication, or the request's
+      // own final where a later copy ran before that publication came (copies.ts).
+      const what = `copy ${i}: ${JSON.stringify(got[i])}`;
+      if (told[i]) assert.equal(got[i].action, "done", what);
+      else assert.ok(got[i].action === "done" || got[i].error?.code === "overloaded", what);
+    }
+    assert.ok(told.slice(firstAccepted).every((t) => t), `after the first accepted, every copy was: ${told}`);
+  } finally {
+    await watcher.close();
+  }
+});

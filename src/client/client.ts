@@ -33,6 +33,7 @@ import { KeptRequests } from "./kept_requests.ts";
 import { runPublishHandler, takesPublication } from "./publish_handler.ts";
 import { PublicationStream, type Subscription } from "./subscription.ts";
 import { Unacked } from "./unacked.ts";
+import { CopyAnswers } from "./copies.ts";
 import {
   type ClientOptions,
   DEFAULT_REQUEST_TIMEOUT,
@@ -85,8 +86,10 @@ export class Client {
   subjectRestarts = 0;
   /** Requests sent again because a new Subject incarnation announced itself. */
   resentAfterRestart = 0;
-  /** Ids that `send()` / `sendResume()` wait to see accepted, with the refusal if one came. */
+  /** Ids that `send()` / `sendResume()` / `submit()` wait to see accepted, with the refusal if one stood. */
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
+  /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
+  readonly #copies = new CopyAnswers();
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
   readonly #resumes = new Map<string, () => void>();
   readonly #subscribed = new Map<string, Promise<void>>();
@@ -160,7 +163,15 @@ export class Client {
       } catch {
         return;
       }
-      if (Array.isArray(ids)) this.#unacked.ack(ids);
+      if (!Array.isArray(ids)) return;
+      for (const id of ids) {
+        if (typeof id !== "string") continue;
+        this.#copies.ack(id, this.#unacked.answer(id));
+        // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
+        const sending = this.#sending.get(id);
+        if (sending) sending.refused = undefined;
+        this.#untrack(id);
+      }
     }
   }
 
@@ -173,13 +184,26 @@ export class Client {
   #onRefused(frame: Uint8Array): void {
     for (const r of decodeList(frame)) {
       if (typeof r?.id !== "string") continue;
-      const e = new RequestRefusedError(r.id, String(r.reason), String(r.message ?? ""));
-      this.#unacked.delete(r.id);
-      this.#kept.forget(r.id);
-      const sending = this.#sending.get(r.id);
-      if (sending) sending.refused = e;
-      if (r.answered !== true) this.#waiters.reject(r.id, e);
+      const id = r.id;
+      // One copy refused. Another copy of the id may wait for its answer, or have been accepted
+      // (its request runs): then this refusal is not the id's (copies.ts).
+      const verdict = this.#copies.refuse(id, r.answered === true, this.#unacked.answer(id));
+      if (verdict.stands) {
+        const e = new RequestRefusedError(id, String(r.reason), String(r.message ?? ""));
+        this.#unacked.delete(id);
+        this.#kept.forget(id);
+        const sending = this.#sending.get(id);
+        if (sending) sending.refused = e;
+        if (verdict.final) this.#waiters.resolve(id, verdict.final);
+        else if (r.answered !== true) this.#waiters.reject(id, e);
+      }
+      this.#untrack(id);
     }
+  }
+
+  /** Forgets what `id`'s copies came to once nobody waits to hear it. */
+  #untrack(id: string): void {
+    if (!this.#waiters.has(id) && !this.#sending.has(id) && !this.#unacked.has(id)) this.#copies.forget(id);
   }
 
   /**
@@ -237,19 +261,27 @@ export class Client {
     const p = toPublication(frames);
     if (typeof p === "string") return;
     if (p.resume !== undefined && !isFinal(p)) this.#kept.paused(p.id);
-    if (isFinal(p)) {
-      this.#kept.forget(p.id);
-      // Refused before it ran: its refusal (NACK) may come after this answer, by another path.
-      const sending = p.refused ? this.#sending.get(p.id) : undefined;
+    if (isFinal(p)) this.#onFinal(p);
+    for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
+  }
+
+  #onFinal(p: Publication): void {
+    if (p.refused) {
+      // A copy refused before it ran. Another copy may have been accepted (the request runs: its
+      // own final comes), or wait for its answer (copies.ts).
+      const verdict = this.#copies.refusedFinal(p.id, p, this.#unacked.count(p.id));
+      if (!verdict.stands) return this.#untrack(p.id);
+      // Its refusal (NACK) may come after this answer, by another path.
+      const sending = this.#sending.get(p.id);
       if (sending) {
         sending.refused = new RequestRefusedError(p.id, p.error?.code ?? "", p.error?.message ?? "");
       }
-      // Accepted (or refused), whatever happened to its acknowledgement: sending it again (to a
-      // restarted Subject, which has not seen it) would run it twice.
-      this.#unacked.delete(p.id);
-      this.#waiters.resolve(p.id, p);
-    }
-    for (const s of this.#subs) if (p.topic.startsWith(s.prefix)) s.push(p);
+    } else this.#copies.forget(p.id);
+    this.#kept.forget(p.id);
+    // Accepted (or refused), whatever happened to its acknowledgement: sending it again (to a
+    // restarted Subject, which has not seen it) would run it twice.
+    this.#unacked.delete(p.id);
+    this.#waiters.resolve(p.id, p);
   }
 
   /**
@@ -379,7 +411,6 @@ export class Client {
     let waiter!: Waiter;
     const result = new Promise<Publication>((resolve, reject) => {
       waiter = { resolve, reject };
-      this.#waiters.add(id, waiter);
       timer = setTimeout(() => reject(new RequestTimeoutError(id, ms)), ms);
       if (options.signal) {
         onAbort = () => reject(options.signal!.reason);
@@ -390,6 +421,9 @@ export class Client {
     try {
       // The timeout covers the subscription handshake too (no deployment: no ping comes back).
       await Promise.race([this.#subscribe(`${flow}~~~~`), result]);
+      // Waits for a final from here, in the same turn as the push: a final that came before was
+      // an earlier copy's (its request ended, or its copy was refused), not this one's.
+      this.#waiters.add(id, waiter);
       await this.#push(
         this.#requestTopic(flow, options.key),
         options.keep ? { v: 1, id, keep: 1 } : { v: 1, id },
@@ -402,6 +436,7 @@ export class Client {
       clearTimeout(timer);
       this.#waiters.remove(id, waiter);
       if (!this.#waiters.has(id)) this.#kept.forget(id);
+      this.#untrack(id);
       if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     }
   }
@@ -511,9 +546,10 @@ export class Client {
 
   /**
    * Sends with `push` and resolves with `id` once accepted; rejects if the Subject refuses it.
-   * Copies sent at once with one id wait on one entry (acknowledgements name ids, not copies): a
-   * refusal that comes while they wait fails each of them. (Each had its own, deleted by the first
-   * to end: the others took the refusals that came after for acceptances.)
+   * Copies sent with one id wait on one entry (acknowledgements name ids, not copies), until
+   * every copy of the id has its answer: accepted if any copy was (the request runs), refused
+   * only if none was (copies.ts). (Each had its own entry once, deleted by the first to end: the
+   * others took the refusals that came after for acceptances.)
    */
   async #accepted(id: string, push: () => Promise<void>): Promise<string> {
     let sending = this.#sending.get(id);
@@ -521,11 +557,12 @@ export class Client {
     sending.waiting++;
     try {
       await push();
-      await this.#unacked.settled();
+      await this.#unacked.settled(id);
       if (sending.refused) throw sending.refused;
       return id;
     } finally {
       if (--sending.waiting === 0 && this.#sending.get(id) === sending) this.#sending.delete(id);
+      this.#untrack(id);
     }
   }
 

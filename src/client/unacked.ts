@@ -21,6 +21,7 @@ interface Entry {
 export class Unacked {
   readonly #byId = new Map<string, Entry>();
   #waiters: (() => void)[] = [];
+  readonly #idWaiters = new Map<string, (() => void)[]>();
 
   /** Ids with a message not yet acknowledged. */
   get size(): number {
@@ -39,15 +40,29 @@ export class Unacked {
     else this.#byId.set(id, { frames: [frames], at: now });
   }
 
+  /** How many messages of `id` wait for their answer. */
+  count(id: string): number {
+    return this.#byId.get(id)?.frames.length ?? 0;
+  }
+
   /** The Subject acknowledged one message of each id in `ids` (the oldest of that id). */
   ack(ids: readonly unknown[]): void {
-    for (const id of ids) {
-      const e = typeof id === "string" ? this.#byId.get(id) : undefined;
-      if (!e) continue; // the acknowledgement of a message sent again
-      e.frames.shift();
-      if (e.frames.length === 0) this.#byId.delete(id as string);
-    }
-    this.#wake();
+    for (const id of ids) if (typeof id === "string") this.answer(id);
+  }
+
+  /**
+   * The Subject answered one message of `id` (an acknowledgement or a refusal: the oldest of that
+   * id leaves); returns how many of `id` still wait. An answer for an id with none waiting is
+   * that of a message sent again.
+   */
+  answer(id: string): number {
+    const e = this.#byId.get(id);
+    if (!e) return 0;
+    e.frames.shift();
+    if (e.frames.length > 0) return e.frames.length;
+    this.#byId.delete(id);
+    this.#wake(id);
+    return 0;
   }
 
   /** Rewrites every message kept (a new Subject incarnation: see `Header.s`). */
@@ -60,7 +75,7 @@ export class Unacked {
   /** Forgets every message of `id` (refused, or its request finished); whether there was one. */
   delete(id: string): boolean {
     const had = this.#byId.delete(id);
-    if (had) this.#wake();
+    if (had) this.#wake(id);
     return had;
   }
 
@@ -78,17 +93,33 @@ export class Unacked {
     return out;
   }
 
-  /** Resolves once every message is acknowledged (or forgotten). */
-  settled(): Promise<void> {
-    if (this.#byId.size === 0) return Promise.resolve();
-    return new Promise((r) => this.#waiters.push(r));
+  /**
+   * Resolves once every message of `id` is answered (or forgotten); without `id`, once every
+   * message is. (A caller waiting for its own message does not wait for the others': under a
+   * steady load some are always waiting.)
+   */
+  settled(id?: string): Promise<void> {
+    if (id === undefined ? this.#byId.size === 0 : !this.#byId.has(id)) return Promise.resolve();
+    return new Promise((r) => {
+      if (id === undefined) this.#waiters.push(r);
+      else {
+        const ws = this.#idWaiters.get(id);
+        if (ws) ws.push(r);
+        else this.#idWaiters.set(id, [r]);
+      }
+    });
   }
 
-  #wake(): void {
-    if (this.#byId.size === 0 && this.#waiters.length) {
-      const ws = this.#waiters;
-      this.#waiters = [];
+  #wake(id: string): void {
+    const ws = this.#idWaiters.get(id);
+    if (ws) {
+      this.#idWaiters.delete(id);
       for (const w of ws) w();
+    }
+    if (this.#byId.size === 0 && this.#waiters.length) {
+      const all = this.#waiters;
+      this.#waiters = [];
+      for (const w of all) w();
     }
   }
 }
