@@ -477,6 +477,7 @@ Deno.test("a keyed copy of a request whose final is no longer kept is answered `
   assert.ok(performance.now() - t0 < 5000, `answered after ${Math.round(performance.now() - t0)} ms`);
   assert.equal(copy.action, "error");
   assert.equal(copy.error?.code, "forgotten");
+  assert.equal(copy.refused, undefined, "acknowledged as a duplicate, not refused: not marked refused");
   assert.match(
     copy.error!.message,
     /^request "old" has run, and its final is no longer kept \(replay_buffer\)/,

@@ -140,6 +140,11 @@ export interface ErrorSpec {
    * on, its connection's count and its kept final untouched.
    */
   readonly refusal?: boolean;
+  /**
+   * With `refusal`: the message was acknowledged (a copy taken as a duplicate), not refused, so
+   * its publication is not marked `refused` (a `forgotten` answer).
+   */
+  readonly acknowledged?: boolean;
 }
 
 /** What a request comes to. */

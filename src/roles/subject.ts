@@ -530,9 +530,8 @@ export class Subject {
     this.#stats.errors++;
     if (e.refusal) this.#stats.refused++;
     const body = e.values && typeof decodeValues(e.values) !== "string" ? e.values : EMPTY_VALUES;
-    // Marked refused where the message was refused, not acknowledged (`Intake.refused`): not a
-    // `forgotten` copy, which was acknowledged as a duplicate.
-    const refused = e.refusal === true && e.code !== "forgotten";
+    // Marked refused where the message was refused, not acknowledged (`Intake.refused`).
+    const refused = e.refusal === true && e.acknowledged !== true;
     const [topic, header] = errorFrames(e.flow, e.header, e.code, e.message, body, refused);
     this.#imLink.publish(topic, header, body, e.refusal ? REFUSAL_KIND : 0);
   }
@@ -652,6 +651,7 @@ export class Subject {
       values: undefined,
       code: "forgotten",
       refusal: true,
+      acknowledged: true, // as a duplicate
       message: `request ${
         JSON.stringify(id.slice(0, 60))
       } has run, and its final is no longer kept (replay_buffer): it is not run again; send it with a new id to run it again`,
