@@ -10,51 +10,36 @@ import { encodeHeader, errorFrames, utf8 } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { fakeHub } from "./fake_hub.ts";
 
-Deno.test("CopyAnswers: a copy refused while another waits is moot once that one is accepted; its error publication too", () => {
-  const c = new CopyAnswers<string>();
-  assert.deepEqual(c.refuse("r", true, 1), { stands: false }, "the other copy waits");
-  c.ack("r", 0);
-  assert.equal(c.accepted("r"), true);
-  assert.deepEqual(c.refusedFinal("r", "overloaded", 0), { stands: false });
-  assert.equal(c.size, 0, "nothing more is due for r");
+Deno.test("CopyAnswers: a copy refused while another waits is moot once that one is accepted", () => {
+  const c = new CopyAnswers();
+  assert.equal(c.refuse("r", 1), false, "the other copy waits: moot for now");
+  c.ack("r", 0, false);
+  assert.equal(c.size, 0, "every copy answered: nothing kept");
 });
 
 Deno.test("CopyAnswers: the acceptance may come before the refusal of an earlier copy (one acknowledgement period)", () => {
-  const c = new CopyAnswers<string>();
-  c.ack("r", 1); // the copy refused still waits for its answer
-  assert.deepEqual(c.refuse("r", true, 0), { stands: false });
-  assert.equal(c.size, 1, "its error publication is still due");
-  assert.deepEqual(c.refusedFinal("r", "overloaded", 0), { stands: false });
+  const c = new CopyAnswers();
+  c.ack("r", 1, false); // the refused copy still waits for its answer
+  assert.equal(c.refuse("r", 0), false);
   assert.equal(c.size, 0);
 });
 
-Deno.test("CopyAnswers: an error publication before its refusal is held while another copy waits", () => {
-  const c = new CopyAnswers<string>();
-  assert.deepEqual(c.refusedFinal("r", "overloaded", 2), { stands: false }, "held");
-  assert.deepEqual(c.refuse("r", true, 1), { stands: false });
-  c.ack("r", 0);
-  assert.equal(c.size, 1, "the accepted request's final is still to come");
-  c.forget("r");
+Deno.test("CopyAnswers: every copy refused: the refusal stands at the last answer", () => {
+  const c = new CopyAnswers();
+  assert.equal(c.refuse("r", 1), false);
+  assert.equal(c.refuse("r", 0), true);
+  assert.equal(c.refuse("one", 0), true, "one copy, refused");
   assert.equal(c.size, 0);
 });
 
-Deno.test("CopyAnswers: every copy refused: the refusal stands at the last answer, with the error publication held", () => {
-  const c = new CopyAnswers<string>();
-  assert.deepEqual(c.refusedFinal("r", "first", 2), { stands: false });
-  assert.deepEqual(c.refuse("r", true, 1), { stands: false });
-  assert.deepEqual(c.refuse("r", true, 0), { stands: true, final: "first" });
-  assert.deepEqual(c.refusedFinal("r", "second", 0), { stands: true, final: "second" }, "the second copy's");
-  assert.equal(c.size, 0);
-});
-
-Deno.test("CopyAnswers: one copy: its error publication answers it at once, before or after its refusal", () => {
-  const c = new CopyAnswers<string>();
-  assert.deepEqual(c.refusedFinal("a", "overloaded", 1), { stands: true, final: "overloaded" });
-  assert.deepEqual(c.refuse("a", true, 0), { stands: true });
-  assert.deepEqual(c.refuse("b", true, 0), { stands: true });
-  assert.deepEqual(c.refusedFinal("b", "overloaded", 0), { stands: true, final: "overloaded" });
-  assert.deepEqual(c.refuse("c", false, 0), { stands: true }, "a refusal with no publication");
-  c.ack("d", 0); // one copy, accepted: no entry
+Deno.test("CopyAnswers: a copy accepted while a caller waits for its final makes a later refusal moot (a restarted Subject's), until the final", () => {
+  const c = new CopyAnswers();
+  c.ack("r", 0, true);
+  assert.equal(c.running("r"), true);
+  assert.equal(c.refuse("r", 0), false, "accepted before: it is to run");
+  c.ended("r");
+  assert.equal(c.refuse("r", 0), true);
+  c.ack("s", 0, false); // nobody waits for its final: nothing kept
   assert.equal(c.size, 0);
 });
 
@@ -106,7 +91,7 @@ Deno.test("client: copies of one id acknowledged before the earlier copy's refus
   }
 });
 
-Deno.test("client: every copy of an id refused: each caller is told overloaded, and the final is the error publication", async () => {
+Deno.test("client: every copy of an id refused: each caller is told overloaded, and its final is the refusal's error publication", async () => {
   const hub = await fakeHub("A");
   try {
     const first = hub.client.submit("Flow", {}, { id: "dup3", timeout: 5000 });
@@ -139,6 +124,68 @@ Deno.test("client: send() resolves when its own message is acknowledged, while a
     const q = await hub.next();
     await hub.ack(q, "quick");
     assert.deepEqual(await outcome(quick), { ok: "quick" });
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test("client: the error publication of a refused copy that comes while the next copy waits does not answer that copy (one client's retries: the copy that ran was told refused)", async () => {
+  const hub = await fakeHub("A");
+  try {
+    const first = hub.client.send("Flow", {}, { id: "retry" });
+    const c1 = await hub.next();
+    await hub.nack(c1, "retry", "overloaded", true);
+    assert.ok((await outcome(first) as { error: unknown }).error instanceof RequestRefusedError);
+    const second = hub.client.submit("Flow", {}, { id: "retry", timeout: 5000 });
+    const c2 = await hub.next();
+    await hub.publish(refusedFinal("retry")); // the first copy's, late
+    await hub.ack(c2, "retry");
+    await hub.publish(done("retry"));
+    assert.deepEqual(await outcome(second.accepted), { ok: "retry" });
+    const f = await outcome(second.final);
+    assert.ok(typeof f === "object" && "ok" in f, String(f));
+    assert.equal(f.ok.action, "done");
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test("client: another service's copy of the id, refused and published, does not answer this client's copy", async () => {
+  const hub = await fakeHub("A");
+  try {
+    const mine = hub.client.submit("Flow", {}, { id: "shared", timeout: 5000 });
+    const c = await hub.next();
+    await hub.publish(refusedFinal("shared")); // another connection's copy, over its cap
+    await hub.ack(c, "shared");
+    await hub.publish(done("shared"));
+    assert.deepEqual(await outcome(mine.accepted), { ok: "shared" });
+    const f = await outcome(mine.final);
+    assert.ok(typeof f === "object" && "ok" in f, String(f));
+    assert.equal(f.ok.action, "done");
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test("client: a request accepted, then refused overloaded by the restarted Subject it was sent again to, is sent again later and runs (before, its caller got overloaded)", async () => {
+  const hub = await fakeHub("A", 200);
+  try {
+    const s = hub.client.submit("Flow", { k: 1 }, { id: "kept", timeout: 10_000 });
+    const c = await hub.next();
+    await hub.ack(c, "kept");
+    assert.deepEqual(await outcome(s.accepted), { ok: "kept" });
+    await hub.hello("B"); // A died
+    const again = await hub.next();
+    assert.deepEqual([again.id, again.s], ["kept", "B"]);
+    await hub.nack(again, "kept", "overloaded", true); // B over its connection's cap
+    await hub.publish(refusedFinal("kept"));
+    const later = await hub.next(); // after resendAfter
+    assert.deepEqual([later.id, later.s], ["kept", "B"]);
+    await hub.ack(later, "kept");
+    await hub.publish(done("kept"));
+    const f = await outcome(s.final);
+    assert.ok(typeof f === "object" && "ok" in f, String(f));
+    assert.equal(f.ok.action, "done");
   } finally {
     await hub.close();
   }

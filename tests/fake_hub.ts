@@ -33,10 +33,10 @@ export interface FakeHub {
 
 /**
  * A fake Subject and IM, and a client subscribed to `Flow~~~~` through them that has seen
- * incarnation `first` announced. Pings are answered as the Subject answers them: its
+ * incarnation `first` announced (and sends a message again after `resendAfter` ms, 0: never). Pings are answered as the Subject answers them: its
  * announcement first, then the ping, through the "IM".
  */
-export async function fakeHub(first: string): Promise<FakeHub> {
+export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> {
   const dir = await Deno.makeTempDir({ prefix: "zmc" });
   const peer = new Reactor();
   const subject = peer.socket("ROUTER", { linger: 0 });
@@ -72,12 +72,12 @@ export async function fakeHub(first: string): Promise<FakeHub> {
     }
     return request;
   };
-  // No resends for a late acknowledgement: every message the tests read is sent because of an
-  // announcement.
+  // By default no resends for a late acknowledgement: every message the tests read is sent
+  // because of an announcement or a call.
   const client = await Client.connect({
     subject: `ipc://${dir}/subject`,
     publisher: `ipc://${dir}/pub`,
-    resendAfter: 0,
+    resendAfter,
   });
   let up = false;
   const subscribing = client.subscribe("Flow~~~~").then((s) => (up = true, s));

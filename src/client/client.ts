@@ -17,7 +17,10 @@ import { BATCH_FLUSH_BYTES, TurnBatch } from "../wire/batch.ts";
 import { decodeList, isControl } from "../wire/control.ts";
 import {
   decodeHeader,
+  decodeValues,
   encodeHeader,
+  type ErrorCode,
+  errorFrames,
   formatTopic,
   type Header,
   isFinal,
@@ -166,7 +169,7 @@ export class Client {
       if (!Array.isArray(ids)) return;
       for (const id of ids) {
         if (typeof id !== "string") continue;
-        this.#copies.ack(id, this.#unacked.answer(id));
+        this.#copies.ack(id, this.#unacked.answer(id), this.#waiters.has(id));
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
         if (sending) sending.refused = undefined;
@@ -185,17 +188,26 @@ export class Client {
     for (const r of decodeList(frame)) {
       if (typeof r?.id !== "string") continue;
       const id = r.id;
+      const copy = this.#unacked.oldest(id);
       // One copy refused. Another copy of the id may wait for its answer, or have been accepted
-      // (its request runs): then this refusal is not the id's (copies.ts).
-      const verdict = this.#copies.refuse(id, r.answered === true, this.#unacked.answer(id));
-      if (verdict.stands) {
+      // (its request runs): then the refusal is moot (copies.ts).
+      if (this.#copies.refuse(id, this.#unacked.answer(id))) {
         const e = new RequestRefusedError(id, String(r.reason), String(r.message ?? ""));
         this.#unacked.delete(id);
         this.#kept.forget(id);
         const sending = this.#sending.get(id);
         if (sending) sending.refused = e;
-        if (verdict.final) this.#waiters.resolve(id, verdict.final);
-        else if (r.answered !== true) this.#waiters.reject(id, e);
+        // Answered: an error publication answers it too, by another path and to every
+        // subscriber; its callers get the same from the refusal, as their final.
+        if (r.answered === true) this.#waiters.resolve(id, refusalPublication(id, copy, r.reason, r.message));
+        else this.#waiters.reject(id, e);
+      } else if (this.#copies.running(id) && !this.#unacked.has(id)) {
+        // A copy accepted before is to run, and this copy of it was refused: by a restarted
+        // Subject over its connection's cap (the request sent again there), say. Kept until its
+        // final: sent again after `resendAfter` (before, its callers got `overloaded` though it
+        // had been accepted).
+        const kept = this.#kept.frames(id);
+        if (kept) this.#unacked.add(id, kept, performance.now());
       }
       this.#untrack(id);
     }
@@ -203,7 +215,7 @@ export class Client {
 
   /** Forgets what `id`'s copies came to once nobody waits to hear it. */
   #untrack(id: string): void {
-    if (!this.#waiters.has(id) && !this.#sending.has(id) && !this.#unacked.has(id)) this.#copies.forget(id);
+    if (!this.#waiters.has(id) && !this.#sending.has(id) && !this.#unacked.has(id)) this.#copies.ended(id);
   }
 
   /**
@@ -266,17 +278,10 @@ export class Client {
   }
 
   #onFinal(p: Publication): void {
-    if (p.refused) {
-      // A copy refused before it ran. Another copy may have been accepted (the request runs: its
-      // own final comes), or wait for its answer (copies.ts).
-      const verdict = this.#copies.refusedFinal(p.id, p, this.#unacked.count(p.id));
-      if (!verdict.stands) return this.#untrack(p.id);
-      // Its refusal (NACK) may come after this answer, by another path.
-      const sending = this.#sending.get(p.id);
-      if (sending) {
-        sending.refused = new RequestRefusedError(p.id, p.error?.code ?? "", p.error?.message ?? "");
-      }
-    } else this.#copies.forget(p.id);
+    // A copy refused before it ran (this client's, or another's with the same id): its sender
+    // was told by its refusal (NACK), which answers its callers (copies.ts).
+    if (p.refused) return;
+    this.#copies.ended(p.id);
     this.#kept.forget(p.id);
     // Accepted (or refused), whatever happened to its acknowledgement: sending it again (to a
     // restarted Subject, which has not seen it) would run it twice.
@@ -663,4 +668,23 @@ function addressed(frames: readonly Uint8Array[], s: string): Uint8Array[] {
   const header = decodeHeader(frames[1]);
   if (typeof header === "string") return [...frames];
   return [frames[0], encodeHeader({ ...header, s }), frames[2]];
+}
+
+/**
+ * The error publication that answers a refused copy (`errorFrames`, as the Subject makes it: the
+ * values sent when they are a JSON object), made from its refusal and the copy as sent.
+ */
+function refusalPublication(
+  id: string,
+  copy: readonly Uint8Array[] | undefined,
+  reason: unknown,
+  message: unknown,
+): Publication {
+  const topic = copy ? text(copy[0]) : "";
+  const flow = topic.slice(0, Math.max(0, topic.indexOf("~")));
+  const values = copy && typeof decodeValues(copy[2]) !== "string" ? copy[2] : utf8("{}");
+  const code = String(reason) as ErrorCode;
+  const p = toPublication(errorFrames(flow, { id }, code, String(message ?? ""), values, true));
+  if (typeof p === "string") throw new Error(`refusal of ${id}: ${p}`); // errorFrames makes valid frames
+  return p;
 }

@@ -46,6 +46,12 @@ export class KeptRequests {
     return this.#byId.has(id);
   }
 
+  /** The request kept under `id`, unless it paused (a paused request is never sent again from its start). */
+  frames(id: string): RequestFrames | undefined {
+    const k = this.#byId.get(id);
+    return k && !k.paused ? k.frames : undefined;
+  }
+
   /** The request's final publication arrived, or its caller stopped waiting. */
   forget(id: string): void {
     this.#byId.delete(id);

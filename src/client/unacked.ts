@@ -40,6 +40,11 @@ export class Unacked {
     else this.#byId.set(id, { frames: [frames], at: now });
   }
 
+  /** The oldest message of `id` waiting for its answer (the one the next answer of `id` is for). */
+  oldest(id: string): MessageFrames | undefined {
+    return this.#byId.get(id)?.frames[0];
+  }
+
   /** How many messages of `id` wait for their answer. */
   count(id: string): number {
     return this.#byId.get(id)?.frames.length ?? 0;
