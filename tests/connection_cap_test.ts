@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type { Publication } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { freePort, roleStats } from "../testing/deployment.ts";
+import { freePort, rolePids, roleStats } from "../testing/deployment.ts";
 import { RequestRefusedError } from "../src/client/errors.ts";
 import { type Deployment, startDeployment } from "./helpers.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -410,4 +410,38 @@ Deno.test("connection cap: copies of one id sent 2 ms apart across the moment th
   } finally {
     await watcher.close();
   }
+});
+
+Deno.test("connection cap: requests accepted before a Subject SIGKILL, refused overloaded by its successor (requests never answered reached it first and took the cap), are sent again and run; those never accepted are answered overloaded", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--max-in-flight-per-connection", "2"] });
+  await using c = await d.connect();
+  const submit = () => c.submit("Slow", { ms: 300 }, { timeout: 30_000 });
+  const accepted = [submit(), submit()];
+  await Promise.all(accepted.map((s) => s.accepted)); // the connection's two places
+  const [subject] = await rolePids(d.dir, "subject");
+  Deno.kill(subject, "SIGSTOP");
+  // Sent to the stopped Subject: never answered. Sent again to its successor first (the client
+  // keeps them in the order sent; the accepted ones join after the successor announces itself),
+  // they take its two places, and it refuses the accepted ones. Before, their callers got
+  // `overloaded` finals: accepted requests that never ran.
+  const unanswered = [submit(), submit(), submit(), submit()].map((s) => ({
+    told: s.accepted.then(() => "accepted", () => "refused"),
+    final: s.final,
+  }));
+  await new Promise((r) => setTimeout(r, 200));
+  Deno.kill(subject, "SIGKILL");
+  for (const s of accepted) {
+    const f = await s.final;
+    assert.equal(f.action, "done", `accepted ${s.id}: ${JSON.stringify(f.error)}`);
+  }
+  let refused = 0;
+  for (const s of unanswered) {
+    const [told, f] = await Promise.all([s.told, s.final]);
+    if (told === "refused") refused++;
+    assert.equal(
+      f.action === "done" ? "accepted" : f.error?.code === "overloaded" ? "refused" : f.action,
+      told,
+    );
+  }
+  assert.ok(refused > 0, "the successor's cap was full: some were refused");
 });
