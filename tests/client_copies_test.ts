@@ -190,3 +190,24 @@ Deno.test("client: a request accepted, then refused overloaded by the restarted 
     await hub.close();
   }
 });
+
+Deno.test("client: a request sent again while the Subject stalls, its first send refused and a resend accepted: its caller is told accepted, and its final is the request's own", async () => {
+  const hub = await fakeHub("A", 100);
+  try {
+    const s = hub.client.submit("Flow", {}, { id: "stalled", timeout: 5000 });
+    const first = await hub.next();
+    const again = await hub.next(); // no answer within resendAfter: sent again
+    assert.deepEqual([first.id, again.id], ["stalled", "stalled"]);
+    // The Subject reads its backlog: the first send over the cap, the resend once there is room.
+    await hub.nack(first, "stalled", "overloaded", true);
+    await hub.publish(refusedFinal("stalled"));
+    await hub.ack(again, "stalled");
+    await hub.publish(done("stalled"));
+    assert.deepEqual(await outcome(s.accepted), { ok: "stalled" });
+    const f = await outcome(s.final);
+    assert.ok(typeof f === "object" && "ok" in f, String(f));
+    assert.equal(f.ok.action, "done");
+  } finally {
+    await hub.close();
+  }
+});

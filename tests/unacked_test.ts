@@ -1,6 +1,6 @@
 // The client's acknowledgement bookkeeping (src/client/unacked.ts), with the time passed in.
 import assert from "node:assert/strict";
-import { Unacked } from "../src/client/unacked.ts";
+import { LOST_ANSWER_MS, Unacked } from "../src/client/unacked.ts";
 
 const f = (s: string) => [new TextEncoder().encode(s)];
 const names = (xs: readonly (readonly Uint8Array[])[]) => xs.map((x) => new TextDecoder().decode(x[0]));
@@ -52,4 +52,40 @@ Deno.test("Unacked: restamp rewrites every message kept, in place and in order",
   assert.deepEqual(names(u.due(0)), ["a1'", "a2'", "b1'"]);
   u.ack(["a"]);
   assert.deepEqual(names(u.due(0)), ["a2'", "b1'"]);
+});
+
+const refusal = { reason: "overloaded", message: "full", answered: true, copy: undefined };
+
+Deno.test("Unacked: each send counts, resends too; a refusal keeps the message while resends of it await their answers, an acceptance forgets it", () => {
+  const u = new Unacked();
+  u.add("a", f("a1"), 0);
+  assert.equal(names(u.due(2000, 1000)).length, 1, "late: sent again");
+  assert.equal(u.count("a"), 2);
+  assert.equal(u.answer("a", 2001, refusal), 1, "the first send refused: the resend may yet be accepted");
+  assert.equal(u.has("a"), true);
+  assert.deepEqual(names(u.due(5000, 1000)), [], "a refused id is not sent again while its answers come");
+  assert.equal(u.answer("a", 2002), 0, "the resend accepted");
+  assert.equal(u.has("a"), false);
+  u.add("b", f("b1"), 0);
+  u.due(2000, 1000);
+  assert.equal(u.answer("b", 2001), 0, "accepted: forgotten, though the resend's answer is still to come");
+  assert.equal(u.answer("b", 2002, refusal), 0, "that answer: ignored");
+});
+
+Deno.test("Unacked: a refusal whose other sends get no answer for LOST_ANSWER_MS is the answer; a restart forgets what was sent", () => {
+  const u = new Unacked();
+  u.add("a", f("a1"), 0);
+  u.due(2000, 1000);
+  u.answer("a", 2001, refusal);
+  assert.deepEqual(u.lost(2001 + LOST_ANSWER_MS - 1, 1000), []);
+  assert.deepEqual(u.lost(2001 + LOST_ANSWER_MS, 1000), [["a", refusal]]);
+  assert.equal(u.has("a"), false);
+  u.add("b", f("b1"), 0);
+  u.add("c", f("c1"), 0);
+  u.due(2000, 1000);
+  u.answer("c", 2001); // accepted; its resend's answer will never come (the Subject died)
+  assert.deepEqual(u.restarted(), []);
+  assert.equal(u.count("b"), 0, "nothing sent to the new Subject yet");
+  assert.deepEqual(names(u.due(3000)), ["b1"], "b is sent again; c, accepted, is not");
+  assert.equal(u.count("b"), 1);
 });

@@ -35,7 +35,7 @@ import { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
 import { KeptRequests } from "./kept_requests.ts";
 import { runPublishHandler, takesPublication } from "./publish_handler.ts";
 import { PublicationStream, type Subscription } from "./subscription.ts";
-import { Unacked } from "./unacked.ts";
+import { type Refusal, Unacked } from "./unacked.ts";
 import { CopyAnswers } from "./copies.ts";
 import {
   type ClientOptions,
@@ -93,6 +93,8 @@ export class Client {
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
   readonly #copies = new CopyAnswers();
+  /** `ClientOptions.resendAfter`. */
+  #resendAfter = DEFAULT_RESEND_AFTER;
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
   readonly #resumes = new Map<string, () => void>();
   readonly #subscribed = new Map<string, Promise<void>>();
@@ -131,6 +133,7 @@ export class Client {
     else await c.#dealer.connect(options.subject);
     c.#dealer.onMessage((f) => c.#onDealer(f));
     const resendAfter = options.resendAfter ?? DEFAULT_RESEND_AFTER;
+    c.#resendAfter = resendAfter;
     if (resendAfter > 0) {
       const timer = setInterval(() => c.#resend(resendAfter), Math.max(10, resendAfter / 2));
       Deno.unrefTimer(timer);
@@ -167,9 +170,10 @@ export class Client {
         return;
       }
       if (!Array.isArray(ids)) return;
+      const now = performance.now();
       for (const id of ids) {
         if (typeof id !== "string") continue;
-        this.#copies.ack(id, this.#unacked.answer(id), this.#waiters.has(id));
+        this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id));
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
         if (sending) sending.refused = undefined;
@@ -185,32 +189,51 @@ export class Client {
    * which is its final: a wait for the final gets that.
    */
   #onRefused(frame: Uint8Array): void {
+    const now = performance.now();
     for (const r of decodeList(frame)) {
       if (typeof r?.id !== "string") continue;
       const id = r.id;
-      const copy = this.#unacked.oldest(id);
-      // One copy refused. Another copy of the id may wait for its answer, or have been accepted
-      // (its request runs): then the refusal is moot (copies.ts).
-      if (this.#copies.refuse(id, this.#unacked.answer(id))) {
-        const e = new RequestRefusedError(id, String(r.reason), String(r.message ?? ""));
-        this.#unacked.delete(id);
-        this.#kept.forget(id);
-        const sending = this.#sending.get(id);
-        if (sending) sending.refused = e;
-        // Answered: an error publication answers it too, by another path and to every
-        // subscriber; its callers get the same from the refusal, as their final.
-        if (r.answered === true) this.#waiters.resolve(id, refusalPublication(id, copy, r.reason, r.message));
-        else this.#waiters.reject(id, e);
-      } else if (this.#copies.running(id) && !this.#unacked.has(id)) {
-        // A copy accepted before is to run, and this copy of it was refused: by a restarted
-        // Subject over its connection's cap (the request sent again there), say. Kept until its
-        // final: sent again after `resendAfter` (before, its callers got `overloaded` though it
-        // had been accepted).
-        const kept = this.#kept.frames(id);
-        if (kept) this.#unacked.add(id, kept, performance.now());
-      }
-      this.#untrack(id);
+      const refusal = {
+        reason: r.reason,
+        message: r.message,
+        answered: r.answered === true,
+        copy: this.#unacked.oldest(id),
+      };
+      this.#refused(id, refusal, this.#unacked.answer(id, now, refusal));
     }
+  }
+
+  /**
+   * One send of `id` refused; `waiting`: its sends still without an answer. Another copy of the id
+   * (or the same, sent again) may wait for its answer, or have been accepted (its request runs):
+   * then the refusal is moot (copies.ts).
+   */
+  #refused(id: string, refusal: Refusal, waiting: number): void {
+    const stands = this.#copies.refuse(id, waiting);
+    // A copy accepted before is to run, and this copy of it was refused: by a restarted Subject
+    // over its connection's cap (the request sent again there), say.
+    const accepted = !stands && this.#copies.running(id) && !this.#unacked.has(id);
+    // Without resends nothing would send it again: it stands (its callers would wait out their
+    // timeout instead).
+    if (stands || (accepted && this.#resendAfter === 0)) {
+      this.#copies.ended(id);
+      const e = new RequestRefusedError(id, String(refusal.reason), String(refusal.message ?? ""));
+      this.#unacked.delete(id);
+      this.#kept.forget(id);
+      const sending = this.#sending.get(id);
+      if (sending) sending.refused = e;
+      // Answered: an error publication answers it too, by another path and to every
+      // subscriber; its callers get the same from the refusal, as their final.
+      if (refusal.answered) {
+        this.#waiters.resolve(id, refusalPublication(id, refusal.copy, refusal.reason, refusal.message));
+      } else this.#waiters.reject(id, e);
+    } else if (accepted) {
+      // Kept until its final: sent again after `resendAfter` (before, its callers got
+      // `overloaded` though it had been accepted).
+      const kept = this.#kept.frames(id);
+      if (kept) this.#unacked.add(id, kept, performance.now(), false);
+    }
+    this.#untrack(id);
   }
 
   /** Forgets what `id`'s copies came to once nobody waits to hear it. */
@@ -238,6 +261,9 @@ export class Client {
     }
     // Renamed first, so that what hello() hands back to send again names the new incarnation.
     const to = (frames: readonly Uint8Array[]) => addressed(frames, incarnation);
+    // What was sent named for the incarnation before is answered by nobody: a dead Subject, or
+    // its successor, which drops it as stale. All is sent again below.
+    for (const [id, refusal] of this.#unacked.restarted()) this.#refused(id, refusal, 0);
     this.#unacked.restamp(to);
     this.#kept.restamp(to);
     const again = this.#kept.hello(incarnation);
@@ -250,7 +276,7 @@ export class Client {
         n: again.length,
       });
       for (const [id, frames] of again) {
-        if (!this.#unacked.has(id)) this.#unacked.add(id, frames, now);
+        if (!this.#unacked.has(id)) this.#unacked.add(id, frames, now, false);
         this.resentAfterRestart++;
       }
     }
@@ -325,7 +351,10 @@ export class Client {
   /** Sends again the messages whose acknowledgement is more than `after` ms late. */
   #resend(after: number): void {
     if (this.#dealer.closed) return;
-    for (const f of this.#unacked.due(performance.now(), after)) {
+    const now = performance.now();
+    // Refused, and the answers to its other sends never came: the refusal is the answer.
+    for (const [id, refusal] of this.#unacked.lost(now, after)) this.#refused(id, refusal, 0);
+    for (const f of this.#unacked.due(now, after)) {
       this.resent++;
       void this.#dealer.send(f).catch(() => {});
     }

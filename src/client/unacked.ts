@@ -15,7 +15,31 @@ interface Entry {
   readonly frames: MessageFrames[];
   /** When the messages were last sent (ms). */
   at: number;
+  /**
+   * Sends of the id's messages not yet answered: a message sent again ({@linkcode Unacked.due})
+   * is answered again (the Subject answers every message it reads), and each answer counts.
+   */
+  sent: number;
+  /** The last refusal of a send, while sends of the id sent again still wait for their answers. */
+  refused?: Refusal;
 }
+
+/** A refusal (`NACK`) of one message, as the client keeps it while other sends of its id wait. */
+export interface Refusal {
+  readonly reason: unknown;
+  readonly message: unknown;
+  /** An error publication answers it too (a request refused before it ran). */
+  readonly answered: boolean;
+  /** The message refused, as sent, if it was known. */
+  readonly copy: MessageFrames | undefined;
+}
+
+/**
+ * How long after the last answer of an id, with a refusal in hand, the answers still awaited for
+ * its other sends are taken for lost (a Subject that read a message sends its answer at once;
+ * one reading a backlog after a stall answers it within milliseconds).
+ */
+export const LOST_ANSWER_MS = 1000;
 
 /** Messages not yet acknowledged, oldest id first. */
 export class Unacked {
@@ -33,11 +57,16 @@ export class Unacked {
     return this.#byId.has(id);
   }
 
-  /** A message of `id` was sent at `now`. */
-  add(id: string, frames: MessageFrames, now: number): void {
+  /**
+   * A message of `id`, sent at `now` (`sent`), or to be sent by the next {@linkcode Unacked.due}
+   * that takes it.
+   */
+  add(id: string, frames: MessageFrames, now: number, sent = true): void {
     const e = this.#byId.get(id);
-    if (e) e.frames.push(frames);
-    else this.#byId.set(id, { frames: [frames], at: now });
+    if (e) {
+      e.frames.push(frames);
+      if (sent) e.sent++;
+    } else this.#byId.set(id, { frames: [frames], at: now, sent: sent ? 1 : 0 });
   }
 
   /** The oldest message of `id` waiting for its answer (the one the next answer of `id` is for). */
@@ -45,29 +74,59 @@ export class Unacked {
     return this.#byId.get(id)?.frames[0];
   }
 
-  /** How many messages of `id` wait for their answer. */
+  /** How many sends of `id`'s messages wait for their answer. */
   count(id: string): number {
-    return this.#byId.get(id)?.frames.length ?? 0;
+    return this.#byId.get(id)?.sent ?? 0;
   }
 
   /** The Subject acknowledged one message of each id in `ids` (the oldest of that id). */
   ack(ids: readonly unknown[]): void {
-    for (const id of ids) if (typeof id === "string") this.answer(id);
+    for (const id of ids) if (typeof id === "string") this.answer(id, performance.now());
   }
 
   /**
-   * The Subject answered one message of `id` (an acknowledgement or a refusal: the oldest of that
-   * id leaves); returns how many of `id` still wait. An answer for an id with none waiting is
-   * that of a message sent again.
+   * The Subject answered one send of `id` at `now`: accepted it (no `refusal`: the oldest message
+   * of that id leaves), or refused it (the oldest leaves unless sends of it sent again still wait:
+   * one of those may yet be accepted). Returns how many sends of `id` still wait; at 0 (or once
+   * every message of the id was accepted) the id is forgotten. An answer for an id with none
+   * waiting is that of a message sent again.
    */
-  answer(id: string): number {
+  answer(id: string, now: number, refusal?: Refusal): number {
     const e = this.#byId.get(id);
     if (!e) return 0;
-    e.frames.shift();
-    if (e.frames.length > 0) return e.frames.length;
+    e.sent = Math.max(0, e.sent - 1);
+    e.at = now;
+    if (!refusal) {
+      e.frames.shift();
+      e.refused = undefined;
+    } else {
+      if (e.frames.length > e.sent) e.frames.shift();
+      e.refused = refusal;
+    }
+    if (e.sent > 0 && (e.frames.length > 0 || refusal)) return e.sent;
     this.#byId.delete(id);
     this.#wake(id);
     return 0;
+  }
+
+  /**
+   * The Subject restarted: sends to its predecessor will never be answered. Each id keeps its
+   * messages, to send again ({@linkcode Unacked.due}); one with none left is forgotten, and
+   * returned with its refusal if it had one (its refusal is then the answer).
+   */
+  restarted(): [string, Refusal][] {
+    const out: [string, Refusal][] = [];
+    for (const [id, e] of this.#byId) {
+      e.sent = 0;
+      if (e.frames.length > 0) {
+        e.refused = undefined;
+        continue;
+      }
+      if (e.refused) out.push([id, e.refused]);
+      this.#byId.delete(id);
+      this.#wake(id);
+    }
+    return out;
   }
 
   /** Rewrites every message kept (a new Subject incarnation: see `Header.s`). */
@@ -91,9 +150,25 @@ export class Unacked {
   due(now: number, after?: number): MessageFrames[] {
     const out: MessageFrames[] = [];
     for (const e of this.#byId.values()) {
-      if (after !== undefined && now - e.at < after) continue;
+      if (after !== undefined && (now - e.at < after || e.refused)) continue;
       e.at = now;
+      e.sent += e.frames.length;
       out.push(...e.frames);
+    }
+    return out;
+  }
+
+  /**
+   * Ids refused whose other sends have had no answer for {@linkcode LOST_ANSWER_MS} (or `after`,
+   * if longer) at `now`, with the last refusal: forgotten, their refusal is the answer.
+   */
+  lost(now: number, after = 0): [string, Refusal][] {
+    const out: [string, Refusal][] = [];
+    for (const [id, e] of this.#byId) {
+      if (!e.refused || now - e.at < Math.max(after, LOST_ANSWER_MS)) continue;
+      out.push([id, e.refused]);
+      this.#byId.delete(id);
+      this.#wake(id);
     }
     return out;
   }
