@@ -531,6 +531,7 @@ export class Client {
       if (named) this.#waiters.remove(named.id, original);
       for (const id of ids) {
         if (!this.#waiters.has(id)) this.#kept.forget(id); // a request() that ended while this waited
+        this.#untrack(id); // the resume's id is acknowledged, and its final comes under the request's
       }
     }
   }

@@ -26,7 +26,7 @@ export interface ClientOptions {
    * Milliseconds after which a message the Subject has not acknowledged is sent again, with
    * the same id (the Subject drops duplicates it has seen, so this does not run a request
    * twice). A request accepted earlier and refused `overloaded` by a restarted Subject is sent
-   * again after this too. 0 turns resending off (such a request then waits out its timeout).
+   * again after this too. 0 turns resending off (such a request is then answered `overloaded`).
    * @default {2000}
    */
   readonly resendAfter?: number;
