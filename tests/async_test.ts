@@ -223,3 +223,18 @@ Deno.test("a request whose values are not a JSON object, at an @ASYNC step, ends
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("two resume() calls at once with one resume id are copies of one resume: both get the flow's final (the second's wait replaced the first's, which waited out its timeout)", async () => {
+  await using d = await startDeployment({ workers: 1 });
+  await using client = await d.connect();
+  const pauses = await client.subscribe("Pause~ASYNC~");
+  const first = client.request("Pause", { n: 2 });
+  const token = ((await pauses.next()).value as Publication).resume!;
+  const [a, b] = await Promise.all([
+    client.resume(token, { more: 1 }, { id: "one-resume", timeout: 10_000 }),
+    client.resume(token, { more: 1 }, { id: "one-resume", timeout: 10_000 }),
+  ]);
+  assert.deepEqual([a.action, b.action], ["done", "done"]);
+  assert.equal(a.id, (await first).id);
+  assert.deepEqual(b.values, a.values);
+});

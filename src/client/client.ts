@@ -96,7 +96,7 @@ export class Client {
   /** `ClientOptions.resendAfter`. */
   #resendAfter = DEFAULT_RESEND_AFTER;
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
-  readonly #resumes = new Map<string, () => void>();
+  readonly #resumes = new Map<string, Set<() => void>>();
   readonly #subscribed = new Map<string, Promise<void>>();
   readonly #subs = new Set<Subscription>();
   readonly #handlers = new Set<Promise<unknown>>();
@@ -159,7 +159,9 @@ export class Client {
       return reloadAnswered(this.#reloads, frames[1]);
     }
     if (frames.length === 2 && isControl(frames[0], "RESUMED")) {
-      for (const r of decodeList(frames[1])) if (typeof r?.id === "string") this.#resumes.get(r.id)?.();
+      for (const r of decodeList(frames[1])) {
+        if (typeof r?.id === "string") { for (const took of this.#resumes.get(r.id) ?? []) took(); }
+      }
       return;
     }
     if (frames.length === 2 && isControl(frames[0], "ACK")) {
@@ -480,7 +482,8 @@ export class Client {
    * kept, and sent again to a restarted Subject, until that final or the timeout: if the Subject
    * dies while the flow runs, the same resume takes the token again and the flow runs again from
    * its `@ASYNC` step. Called again with the `id` of a resume whose flow has ended, it runs nothing
-   * and waits out its timeout (the final was published once, to the first call).
+   * and waits out its timeout (the final was published once, to the first call); calls with one
+   * `id` waiting at once are copies of one resume, and each gets the final.
    */
   async resume(
     token: string,
@@ -498,6 +501,7 @@ export class Client {
     const ids = named ? [resumeId, named.id] : [resumeId];
     let own!: Waiter;
     let original!: Waiter;
+    let took!: () => void;
     const result = new Promise<Publication>((resolve, reject) => {
       let won = false;
       let final: Publication | undefined;
@@ -508,10 +512,16 @@ export class Client {
       };
       this.#waiters.add(resumeId, own);
       if (named) this.#waiters.add(named.id, original);
-      this.#resumes.set(resumeId, () => {
+      // Copies of one resume (two calls with its id) are one: the word that it took the token
+      // counts for each (before, the second call's wait replaced the first's, which then waited
+      // out its timeout).
+      took = () => {
         won = true;
         if (final) resolve(final);
-      });
+      };
+      const calls = this.#resumes.get(resumeId);
+      if (calls) calls.add(took);
+      else this.#resumes.set(resumeId, new Set([took]));
       timer = setTimeout(() => reject(new RequestTimeoutError(resumeId, ms)), ms);
       options.signal?.addEventListener("abort", () => reject(options.signal!.reason), { once: true });
     });
@@ -524,7 +534,8 @@ export class Client {
       return await result;
     } finally {
       clearTimeout(timer);
-      this.#resumes.delete(resumeId);
+      const calls = this.#resumes.get(resumeId);
+      if (calls?.delete(took) && calls.size === 0) this.#resumes.delete(resumeId);
       this.#waiters.remove(resumeId, own);
       if (named) this.#waiters.remove(named.id, original);
       for (const id of ids) {
