@@ -185,10 +185,10 @@ export class Client {
   }
 
   /**
-   * The Subject refused messages: stop sending them (they are not kept for a restarted Subject
-   * either), and fail whoever waits for them to be accepted. A refusal marked `answered` (a request
-   * refused before it ran: `overloaded`, `unknown_flow`, ...) has an error publication on its way,
-   * which is its final: a wait for the final gets that.
+   * The Subject refused messages, one send each: once a refusal stands (copies.ts), stop sending
+   * the message (it is not kept for a restarted Subject either) and tell whoever waits for it. A
+   * refusal marked `answered` (a request refused before it ran: `overloaded`, `unknown_flow`, ...)
+   * is a final too: a wait for the final gets it as an error publication.
    */
   #onRefused(frame: Uint8Array): void {
     const now = performance.now();
@@ -724,6 +724,9 @@ function refusalPublication(
   const values = copy && typeof decodeValues(copy[2]) !== "string" ? copy[2] : utf8("{}");
   const code = String(reason) as ErrorCode;
   const p = toPublication(errorFrames(flow, { id }, code, String(message ?? ""), values, true));
-  if (typeof p === "string") throw new Error(`refusal of ${id}: ${p}`); // errorFrames makes valid frames
-  return p;
+  if (typeof p !== "string") return p;
+  // (values the Subject took and this cannot read back: none, as in its own publication then)
+  return toPublication(
+    errorFrames(flow, { id }, code, String(message ?? ""), utf8("{}"), true),
+  ) as Publication;
 }
