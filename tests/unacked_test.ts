@@ -1,6 +1,6 @@
 // The client's acknowledgement bookkeeping (src/client/unacked.ts), with the time passed in.
 import assert from "node:assert/strict";
-import { Unacked } from "../src/client/unacked.ts";
+import { LOST_ANSWER_MS, Unacked } from "../src/client/unacked.ts";
 
 const f = (s: string) => [new TextEncoder().encode(s)];
 const names = (xs: readonly (readonly Uint8Array[])[]) => xs.map((x) => new TextDecoder().decode(x[0]));
@@ -72,15 +72,21 @@ Deno.test("Unacked: each send counts, resends too; a refusal keeps the message w
   assert.equal(u.answer("b", 2002, refusal), 0, "that answer: ignored");
 });
 
-Deno.test("Unacked: a refusal waits for the answers to the other sends however late; a restart forgets what was sent", () => {
+Deno.test("Unacked: a refusal waits for the answers to the other sends up to LOST_ANSWER_MS after the last answer; a restart forgets what was sent", () => {
   const u = new Unacked();
   u.add("a", f("a1"), 0);
   u.due(2000, 1000);
   u.answer("a", 2001, refusal);
-  assert.deepEqual(names(u.due(60_000, 1000)), [], "a Subject that stalled answers its backlog later");
+  assert.deepEqual(names(u.due(4000, 1000)), [], "a Subject that stalled answers its backlog later");
+  assert.deepEqual(u.lost(2001 + LOST_ANSWER_MS - 1, 1000), []);
   assert.equal(u.count("a"), 1);
-  assert.equal(u.answer("a", 60_001, refusal), 0, "the resend refused too: every send answered");
+  assert.equal(u.answer("a", 4001, refusal), 0, "the resend refused too: every send answered");
   assert.equal(u.has("a"), false);
+  u.add("z", f("z1"), 0);
+  u.due(2000, 1000);
+  u.answer("z", 2001, refusal); // the other send was dropped unanswered (oversize, with its connection)
+  assert.deepEqual(u.lost(2001 + LOST_ANSWER_MS, 1000), [["z", refusal]]);
+  assert.equal(u.has("z"), false);
   u.add("b", f("b1"), 0);
   u.add("c", f("c1"), 0);
   u.due(2000, 1000);

@@ -354,6 +354,8 @@ export class Client {
   #resend(after: number): void {
     if (this.#dealer.closed) return;
     const now = performance.now();
+    // Refused, and the answers to its other sends never came: the refusal is the answer.
+    for (const [id, refusal] of this.#unacked.lost(now, after)) this.#refused(id, refusal, 0);
     for (const f of this.#unacked.due(now, after)) {
       this.resent++;
       void this.#dealer.send(f).catch(() => {});

@@ -34,6 +34,15 @@ export interface Refusal {
   readonly copy: MessageFrames | undefined;
 }
 
+/**
+ * How long after the last answer of an id, with a refusal in hand, the answers still awaited for
+ * its other sends are taken for lost. Some never come: a message over the Subject's
+ * `max_message_size` may be dropped with its connection, unread and unanswered, and only a send
+ * of it made after that is refused (`oversize`). A Subject stalled longer than this in the middle
+ * of answering a backlog may then answer a send of the id that was waited for no longer.
+ */
+export const LOST_ANSWER_MS = 5000;
+
 /** Messages not yet acknowledged, oldest id first. */
 export class Unacked {
   readonly #byId = new Map<string, Entry>();
@@ -143,13 +152,26 @@ export class Unacked {
   due(now: number, after?: number): MessageFrames[] {
     const out: MessageFrames[] = [];
     for (const e of this.#byId.values()) {
-      // Refused, with answers to other sends of it still to come: those decide. (A Subject that
-      // stalled answers its backlog when it goes on, however long after; a Subject that died
-      // answers nothing, and `restarted` makes it sent again.)
+      // Refused, with answers to other sends of it still to come: those decide (`lost`).
       if (after !== undefined && (now - e.at < after || e.refused)) continue;
       e.at = now;
       e.sent += e.frames.length;
       out.push(...e.frames);
+    }
+    return out;
+  }
+
+  /**
+   * Ids refused whose other sends have had no answer for {@linkcode LOST_ANSWER_MS} (or `after`,
+   * if longer) at `now`, with the last refusal: forgotten, their refusal is the answer.
+   */
+  lost(now: number, after = 0): [string, Refusal][] {
+    const out: [string, Refusal][] = [];
+    for (const [id, e] of this.#byId) {
+      if (!e.refused || now - e.at < Math.max(after, LOST_ANSWER_MS)) continue;
+      out.push([id, e.refused]);
+      this.#byId.delete(id);
+      this.#wake(id);
     }
     return out;
   }
