@@ -6,15 +6,15 @@
  * there is room, is accepted (`ACK`) and runs. The id's callers are told what became of the
  * request, not of one copy:
  *
- * - a refusal stands only once every copy the client sent has its answer and none of them was
- *   accepted, and no copy accepted earlier is still running for a caller;
+ * - a refusal stands only once every send of the id (copies and resends alike: `unacked.ts`) has
+ *   its answer and none was accepted, and no copy accepted earlier is still running for a caller;
  * - otherwise it is moot: the request runs (or may still), and its own final comes.
  *
  * The client answers a refusal that stands from the refusal itself (`NACK`), never from the error
  * publication that also answers it: publications come by another path, in another order, and to
  * every subscriber (another client's copy of the id, refused, is published too).
  *
- * Pure bookkeeping: the client passes in how many of the id's copies still wait for an answer.
+ * Pure bookkeeping: the client passes in how many of the id's sends still wait for an answer.
  *
  * @module
  */
