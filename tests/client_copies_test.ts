@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { CopyAnswers } from "../src/client/copies.ts";
 import { RequestRefusedError } from "../src/client/client.ts";
-import { encodeHeader, errorFrames, utf8 } from "../src/wire/protocol.ts";
+import { encodeHeader, errorFrames, type Publication, utf8 } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { fakeHub } from "./fake_hub.ts";
 
@@ -50,164 +50,131 @@ const outcome = <T>(p: Promise<T>) =>
   withTimeout(p.then((v) => ({ ok: v }), (e) => ({ error: e })), 3000).then((o) =>
     o === TIMED_OUT ? "hung" : o
   );
+/** What a final came to: its action (`done`, or `error:CODE`), or why there was none. */
+const finalOf = async (p: Promise<Publication>) => {
+  const o = await outcome(p);
+  if (typeof o === "string") return o;
+  if ("error" in o) return `threw ${String(o.error)}`;
+  return o.ok.action === "done" ? "done" : `error:${o.ok.error?.code}`;
+};
 
 Deno.test("client: a copy refused overloaded while another copy of the id is accepted: both callers are told accepted, and both finals are the request's own", async () => {
-  const hub = await fakeHub("A");
-  try {
-    const first = hub.client.submit("Flow", {}, { id: "dup", timeout: 5000 });
-    const c1 = await hub.next();
-    const second = hub.client.submit("Flow", {}, { id: "dup", timeout: 5000 });
-    const c2 = await hub.next();
-    assert.deepEqual([c1.id, c2.id], ["dup", "dup"]);
-    await hub.nack(c1, "dup", "overloaded", true); // the cap was full for the first copy
-    await hub.publish(refusedFinal("dup"));
-    await hub.ack(c2, "dup"); // room for the second: it runs
-    await hub.publish(done("dup"));
-    const [a1, a2, f1, f2] = await Promise.all(
-      [first.accepted, second.accepted, first.final, second.final].map((p) => outcome(p as Promise<unknown>)),
-    );
-    assert.deepEqual([a1, a2], [{ ok: "dup" }, { ok: "dup" }]);
-    for (const f of [f1, f2]) {
-      assert.ok(typeof f === "object" && "ok" in f, String(f));
-      assert.deepEqual((f.ok as { values: unknown }).values, { ran: true });
-    }
-  } finally {
-    await hub.close();
+  await using hub = await fakeHub("A");
+  const first = hub.client.submit("Flow", {}, { id: "dup", timeout: 5000 });
+  const c1 = await hub.next();
+  const second = hub.client.submit("Flow", {}, { id: "dup", timeout: 5000 });
+  const c2 = await hub.next();
+  assert.deepEqual([c1.id, c2.id], ["dup", "dup"]);
+  await hub.nack(c1, "dup", "overloaded", true); // the cap was full for the first copy
+  await hub.publish(refusedFinal("dup"));
+  await hub.ack(c2, "dup"); // room for the second: it runs
+  await hub.publish(done("dup"));
+  const [a1, a2, f1, f2] = await Promise.all(
+    [first.accepted, second.accepted, first.final, second.final].map((p) => outcome(p as Promise<unknown>)),
+  );
+  assert.deepEqual([a1, a2], [{ ok: "dup" }, { ok: "dup" }]);
+  for (const f of [f1, f2]) {
+    assert.ok(typeof f === "object" && "ok" in f, String(f));
+    assert.deepEqual((f.ok as { values: unknown }).values, { ran: true });
   }
 });
 
 Deno.test("client: copies of one id acknowledged before the earlier copy's refusal (one acknowledgement period): both send()s resolve", async () => {
-  const hub = await fakeHub("A");
-  try {
-    const first = hub.client.send("Flow", {}, { id: "dup2" });
-    const c1 = await hub.next();
-    const second = hub.client.send("Flow", {}, { id: "dup2" });
-    await hub.next();
-    await hub.ack(c1, "dup2");
-    await hub.nack(c1, "dup2", "overloaded", true);
-    assert.deepEqual(await Promise.all([outcome(first), outcome(second)]), [{ ok: "dup2" }, { ok: "dup2" }]);
-  } finally {
-    await hub.close();
-  }
+  await using hub = await fakeHub("A");
+  const first = hub.client.send("Flow", {}, { id: "dup2" });
+  const c1 = await hub.next();
+  const second = hub.client.send("Flow", {}, { id: "dup2" });
+  await hub.next();
+  await hub.ack(c1, "dup2");
+  await hub.nack(c1, "dup2", "overloaded", true);
+  assert.deepEqual(await Promise.all([outcome(first), outcome(second)]), [{ ok: "dup2" }, { ok: "dup2" }]);
 });
 
 Deno.test("client: every copy of an id refused: each caller is told overloaded, and its final is the refusal's error publication", async () => {
-  const hub = await fakeHub("A");
-  try {
-    const first = hub.client.submit("Flow", {}, { id: "dup3", timeout: 5000 });
-    const c1 = await hub.next();
-    const second = hub.client.submit("Flow", {}, { id: "dup3", timeout: 5000 });
-    const c2 = await hub.next();
-    await hub.publish(refusedFinal("dup3")); // before its refusal: held while the second copy waits
-    await hub.nack(c1, "dup3", "overloaded", true);
-    await hub.nack(c2, "dup3", "overloaded", true);
-    await hub.publish(refusedFinal("dup3"));
-    for (const a of await Promise.all([outcome(first.accepted), outcome(second.accepted)])) {
-      assert.ok(typeof a === "object" && "error" in a && a.error instanceof RequestRefusedError, String(a));
-    }
-    for (const f of await Promise.all([outcome(first.final), outcome(second.final)])) {
-      assert.ok(typeof f === "object" && "ok" in f, String(f));
-      assert.equal(f.ok.error?.code, "overloaded");
-    }
-  } finally {
-    await hub.close();
+  await using hub = await fakeHub("A");
+  const first = hub.client.submit("Flow", {}, { id: "dup3", timeout: 5000 });
+  const c1 = await hub.next();
+  const second = hub.client.submit("Flow", {}, { id: "dup3", timeout: 5000 });
+  const c2 = await hub.next();
+  await hub.publish(refusedFinal("dup3")); // before its refusal: held while the second copy waits
+  await hub.nack(c1, "dup3", "overloaded", true);
+  await hub.nack(c2, "dup3", "overloaded", true);
+  await hub.publish(refusedFinal("dup3"));
+  for (const a of await Promise.all([outcome(first.accepted), outcome(second.accepted)])) {
+    assert.ok(typeof a === "object" && "error" in a && a.error instanceof RequestRefusedError, String(a));
   }
+  assert.deepEqual(await Promise.all([finalOf(first.final), finalOf(second.final)]), [
+    "error:overloaded",
+    "error:overloaded",
+  ]);
 });
 
 Deno.test("client: send() resolves when its own message is acknowledged, while another id's still waits (it waited for every message of the client)", async () => {
-  const hub = await fakeHub("A");
-  try {
-    const slow = hub.client.send("Flow", {}, { id: "never" });
-    slow.catch(() => {});
-    await hub.next(); // never acknowledged
-    const quick = hub.client.send("Flow", {}, { id: "quick" });
-    const q = await hub.next();
-    await hub.ack(q, "quick");
-    assert.deepEqual(await outcome(quick), { ok: "quick" });
-  } finally {
-    await hub.close();
-  }
+  await using hub = await fakeHub("A");
+  const slow = hub.client.send("Flow", {}, { id: "never" });
+  slow.catch(() => {});
+  await hub.next(); // never acknowledged
+  const quick = hub.client.send("Flow", {}, { id: "quick" });
+  const q = await hub.next();
+  await hub.ack(q, "quick");
+  assert.deepEqual(await outcome(quick), { ok: "quick" });
 });
 
 Deno.test("client: the error publication of a refused copy that comes while the next copy waits does not answer that copy (one client's retries: the copy that ran was told refused)", async () => {
-  const hub = await fakeHub("A");
-  try {
-    const first = hub.client.send("Flow", {}, { id: "retry" });
-    const c1 = await hub.next();
-    await hub.nack(c1, "retry", "overloaded", true);
-    assert.ok((await outcome(first) as { error: unknown }).error instanceof RequestRefusedError);
-    const second = hub.client.submit("Flow", {}, { id: "retry", timeout: 5000 });
-    const c2 = await hub.next();
-    await hub.publish(refusedFinal("retry")); // the first copy's, late
-    await hub.ack(c2, "retry");
-    await hub.publish(done("retry"));
-    assert.deepEqual(await outcome(second.accepted), { ok: "retry" });
-    const f = await outcome(second.final);
-    assert.ok(typeof f === "object" && "ok" in f, String(f));
-    assert.equal(f.ok.action, "done");
-  } finally {
-    await hub.close();
-  }
+  await using hub = await fakeHub("A");
+  const first = hub.client.send("Flow", {}, { id: "retry" });
+  const c1 = await hub.next();
+  await hub.nack(c1, "retry", "overloaded", true);
+  assert.ok((await outcome(first) as { error: unknown }).error instanceof RequestRefusedError);
+  const second = hub.client.submit("Flow", {}, { id: "retry", timeout: 5000 });
+  const c2 = await hub.next();
+  await hub.publish(refusedFinal("retry")); // the first copy's, late
+  await hub.ack(c2, "retry");
+  await hub.publish(done("retry"));
+  assert.deepEqual(await outcome(second.accepted), { ok: "retry" });
+  assert.equal(await finalOf(second.final), "done");
 });
 
 Deno.test("client: another service's copy of the id, refused and published, does not answer this client's copy", async () => {
-  const hub = await fakeHub("A");
-  try {
-    const mine = hub.client.submit("Flow", {}, { id: "shared", timeout: 5000 });
-    const c = await hub.next();
-    await hub.publish(refusedFinal("shared")); // another connection's copy, over its cap
-    await hub.ack(c, "shared");
-    await hub.publish(done("shared"));
-    assert.deepEqual(await outcome(mine.accepted), { ok: "shared" });
-    const f = await outcome(mine.final);
-    assert.ok(typeof f === "object" && "ok" in f, String(f));
-    assert.equal(f.ok.action, "done");
-  } finally {
-    await hub.close();
-  }
+  await using hub = await fakeHub("A");
+  const mine = hub.client.submit("Flow", {}, { id: "shared", timeout: 5000 });
+  const c = await hub.next();
+  await hub.publish(refusedFinal("shared")); // another connection's copy, over its cap
+  await hub.ack(c, "shared");
+  await hub.publish(done("shared"));
+  assert.deepEqual(await outcome(mine.accepted), { ok: "shared" });
+  assert.equal(await finalOf(mine.final), "done");
 });
 
 Deno.test("client: a request accepted, then refused overloaded by the restarted Subject it was sent again to, is sent again later and runs (before, its caller got overloaded)", async () => {
-  const hub = await fakeHub("A", 200);
-  try {
-    const s = hub.client.submit("Flow", { k: 1 }, { id: "kept", timeout: 10_000 });
-    const c = await hub.next();
-    await hub.ack(c, "kept");
-    assert.deepEqual(await outcome(s.accepted), { ok: "kept" });
-    await hub.hello("B"); // A died
-    const again = await hub.next();
-    assert.deepEqual([again.id, again.s], ["kept", "B"]);
-    await hub.nack(again, "kept", "overloaded", true); // B over its connection's cap
-    await hub.publish(refusedFinal("kept"));
-    const later = await hub.next(); // after resendAfter
-    assert.deepEqual([later.id, later.s], ["kept", "B"]);
-    await hub.ack(later, "kept");
-    await hub.publish(done("kept"));
-    const f = await outcome(s.final);
-    assert.ok(typeof f === "object" && "ok" in f, String(f));
-    assert.equal(f.ok.action, "done");
-  } finally {
-    await hub.close();
-  }
+  await using hub = await fakeHub("A", 200);
+  const s = hub.client.submit("Flow", { k: 1 }, { id: "kept", timeout: 10_000 });
+  const c = await hub.next();
+  await hub.ack(c, "kept");
+  assert.deepEqual(await outcome(s.accepted), { ok: "kept" });
+  await hub.hello("B"); // A died
+  const again = await hub.next();
+  assert.deepEqual([again.id, again.s], ["kept", "B"]);
+  await hub.nack(again, "kept", "overloaded", true); // B over its connection's cap
+  await hub.publish(refusedFinal("kept"));
+  const later = await hub.next(); // after resendAfter
+  assert.deepEqual([later.id, later.s], ["kept", "B"]);
+  await hub.ack(later, "kept");
+  await hub.publish(done("kept"));
+  assert.equal(await finalOf(s.final), "done");
 });
 
 Deno.test("client: a request sent again while the Subject stalls, its first send refused and a resend accepted: its caller is told accepted, and its final is the request's own", async () => {
-  const hub = await fakeHub("A", 100);
-  try {
-    const s = hub.client.submit("Flow", {}, { id: "stalled", timeout: 5000 });
-    const first = await hub.next();
-    const again = await hub.next(); // no answer within resendAfter: sent again
-    assert.deepEqual([first.id, again.id], ["stalled", "stalled"]);
-    // The Subject reads its backlog: the first send over the cap, the resend once there is room.
-    await hub.nack(first, "stalled", "overloaded", true);
-    await hub.publish(refusedFinal("stalled"));
-    await hub.ack(again, "stalled");
-    await hub.publish(done("stalled"));
-    assert.deepEqual(await outcome(s.accepted), { ok: "stalled" });
-    const f = await outcome(s.final);
-    assert.ok(typeof f === "object" && "ok" in f, String(f));
-    assert.equal(f.ok.action, "done");
-  } finally {
-    await hub.close();
-  }
+  await using hub = await fakeHub("A", 100);
+  const s = hub.client.submit("Flow", {}, { id: "stalled", timeout: 5000 });
+  const first = await hub.next();
+  const again = await hub.next(); // no answer within resendAfter: sent again
+  assert.deepEqual([first.id, again.id], ["stalled", "stalled"]);
+  // The Subject reads its backlog: the first send over the cap, the resend once there is room.
+  await hub.nack(first, "stalled", "overloaded", true);
+  await hub.publish(refusedFinal("stalled"));
+  await hub.ack(again, "stalled");
+  await hub.publish(done("stalled"));
+  assert.deepEqual(await outcome(s.accepted), { ok: "stalled" });
+  assert.equal(await finalOf(s.final), "done");
 });

@@ -29,6 +29,8 @@ export interface FakeHub {
   /** The next request the "Subject" receives, within 2 s. */
   next(): Promise<Received>;
   close(): Promise<void>;
+  /** `await using hub = await fakeHub(…)` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**
@@ -86,6 +88,12 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
     if (frames) await handle(frames);
   }
   const subscription = await subscribing;
+  const close = async () => {
+    await subscription.return?.();
+    await client.close();
+    await peer.close();
+    await Deno.remove(dir, { recursive: true });
+  };
   return {
     client,
     hello,
@@ -111,11 +119,7 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
         if (request) return request;
       }
     },
-    async close() {
-      await subscription.return?.();
-      await client.close();
-      await peer.close();
-      await Deno.remove(dir, { recursive: true });
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }
