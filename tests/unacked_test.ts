@@ -5,14 +5,15 @@ import { LOST_ANSWER_MS, Unacked } from "../src/client/unacked.ts";
 const f = (s: string) => [new TextEncoder().encode(s)];
 const names = (xs: readonly (readonly Uint8Array[])[]) => xs.map((x) => new TextDecoder().decode(x[0]));
 
-Deno.test("Unacked: an acknowledgement retires the oldest message of its id; unknown ids are ignored", () => {
+Deno.test("Unacked: an acceptance retires the oldest message of its id; unknown ids are ignored", () => {
   const u = new Unacked();
   u.add("a", f("a1"), 0);
   u.add("a", f("a2"), 0); // a resume under the same id
   u.add("b", f("b1"), 0);
-  u.ack(["a", "zzz", 7]);
+  for (const id of ["a", "zzz"]) u.answer(id, 0);
   assert.deepEqual(names(u.due(0)), ["a2", "b1"]);
-  u.ack(["a", "b"]);
+  u.answer("a", 0);
+  u.answer("b", 0);
   assert.equal(u.size, 0);
 });
 
@@ -34,7 +35,7 @@ Deno.test("Unacked: settled() resolves once the last message is acknowledged or 
   u.add("b", f("b"), 0);
   let settled = false;
   const p = u.settled().then(() => (settled = true));
-  u.ack(["a"]);
+  u.answer("a", 0);
   await Promise.resolve();
   assert.equal(settled, false);
   assert.equal(u.delete("b"), true);
@@ -50,7 +51,7 @@ Deno.test("Unacked: restamp rewrites every message kept, in place and in order",
   u.add("b", f("b1"), 0);
   u.restamp((m) => f(`${new TextDecoder().decode(m[0])}'`));
   assert.deepEqual(names(u.due(0)), ["a1'", "a2'", "b1'"]);
-  u.ack(["a"]);
+  u.answer("a", 0);
   assert.deepEqual(names(u.due(0)), ["a2'", "b1'"]);
 });
 

@@ -81,11 +81,6 @@ export class Unacked {
     return this.#byId.get(id)?.sent ?? 0;
   }
 
-  /** The Subject acknowledged one message of each id in `ids` (the oldest of that id). */
-  ack(ids: readonly unknown[]): void {
-    for (const id of ids) if (typeof id === "string") this.answer(id, performance.now());
-  }
-
   /**
    * The Subject answered one send of `id` at `now`: accepted it (no `refusal`: the oldest message
    * of that id leaves), or refused it (the oldest leaves unless sends of it sent again still wait:
