@@ -445,3 +445,26 @@ Deno.test("connection cap: requests accepted before a Subject SIGKILL, refused o
   }
   assert.ok(refused > 0, "the successor's cap was full: some were refused");
 });
+
+Deno.test("connection cap: another connection's copy of an id, refused overloaded and published to every subscriber, does not answer this client's copy: accepted, and its final is done", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--max-in-flight-per-connection", "1"] });
+  await using full = await d.connect();
+  await using mine = await d.connect();
+  await mine.request("Three", {}, { timeout: 10_000 }); // subscribed to Three's finals
+  const holder = full.submit("Slow", { ms: 2000 }, { timeout: 20_000 });
+  await holder.accepted; // `full` is at its cap
+  for (let i = 0; i < 10; i++) {
+    const id = `shared-${i}`;
+    // The other connection's copy is refused, and its error publication reaches `mine` too,
+    // while `mine`'s own copy of the id waits for its answer or runs (before: taken for its final).
+    // (An outside attack: 16 of 20 ids.)
+    const theirs = full.submit("Three", {}, { id, timeout: 10_000 });
+    await assert.rejects(theirs.accepted, RequestRefusedError);
+    const own = mine.submit("Three", { n: i }, { id, timeout: 10_000 });
+    assert.equal((await theirs.final).error?.code, "overloaded");
+    assert.equal(await own.accepted, id);
+    const f = await own.final;
+    assert.equal(f.action, "done", `${id}: ${JSON.stringify(f.error)}`);
+  }
+  assert.equal((await holder.final).action, "done");
+});
