@@ -9,6 +9,7 @@ import { RequestRefusedError } from "../src/client/client.ts";
 import { encodeHeader, errorFrames, type Publication, utf8 } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { fakeHub } from "./fake_hub.ts";
+import { LOST_ANSWER_MS } from "../src/client/unacked.ts";
 
 Deno.test("CopyAnswers: a copy refused while another waits is moot once that one is accepted", () => {
   const c = new CopyAnswers();
@@ -177,4 +178,49 @@ Deno.test("client: a request sent again while the Subject stalls, its first send
   await hub.publish(done("stalled"));
   assert.deepEqual(await outcome(s.accepted), { ok: "stalled" });
   assert.equal(await finalOf(s.final), "done");
+});
+
+Deno.test("client: a Subject that stalls longer than LOST_ANSWER_MS between refusing the first send and accepting a resend: the caller is told accepted (each refusal names its send)", async () => {
+  await using hub = await fakeHub("A", 100);
+  const s = hub.client.submit("Flow", {}, { id: "long", timeout: 20_000 });
+  const first = await hub.next();
+  const again = await hub.next();
+  assert.ok(first.t !== undefined && again.t !== undefined && again.t > first.t, "each send has a number");
+  await hub.nack(first, "long", "overloaded", true);
+  await hub.publish(refusedFinal("long"));
+  // The Subject stops before it answers the resend, for longer than the wait for a lost answer;
+  // the client keeps sending the request again meanwhile.
+  let resends = 0;
+  const until = performance.now() + LOST_ANSWER_MS + 700;
+  while (performance.now() < until) if ((await hub.poll(until - performance.now()))?.id === "long") resends++;
+  await hub.ack(again, "long");
+  await hub.publish(done("long"));
+  assert.deepEqual(await outcome(s.accepted), { ok: "long" });
+  assert.equal(await finalOf(s.final), "done");
+  assert.ok(resends > 5, `sent again while the refusal waited: ${resends}`);
+});
+
+Deno.test("client: a refusal of the id's latest send stands at once; one of an earlier send waits, and the request is sent again until a send's answer decides", async () => {
+  await using hub = await fakeHub("A", 100);
+  const s = hub.client.submit("Flow", {}, { id: "lost", timeout: 5000 });
+  const first = await hub.next();
+  await hub.next(); // sent again; this send is lost unanswered (dropped with its connection, say)
+  const t0 = performance.now();
+  await hub.nack(first, "lost", "overloaded", true);
+  // The refusal was of an earlier send: sent again. Each send from now on is refused; the first
+  // refusal of the latest send decides (a resend may leave before an answer comes).
+  let settled = false;
+  const answered = outcome(s.accepted).finally(() => (settled = true));
+  let refusals = 0;
+  while (!settled) {
+    const c = await hub.poll(100);
+    if (!c) continue;
+    await hub.nack(c, "lost", "overloaded", true);
+    refusals++;
+  }
+  assert.ok(refusals >= 1 && refusals <= 3, `refusals until one stood: ${refusals}`);
+  const refused = await answered as { error: unknown };
+  assert.ok(refused.error instanceof RequestRefusedError, String(refused.error));
+  assert.ok(performance.now() - t0 < 2000, "no wait for the lost send's answer");
+  assert.equal(await finalOf(s.final), "error:overloaded");
 });

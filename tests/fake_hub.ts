@@ -8,11 +8,15 @@ import { encodeHeader, text, utf8 } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 
-/** A request as the fake Subject received it: its connection, its id and the incarnation it names. */
+/**
+ * A request as the fake Subject received it: its connection, its id, the incarnation it names and
+ * its send number.
+ */
 export interface Received {
   readonly identity: Uint8Array;
   readonly id: string;
   readonly s: string | undefined;
+  readonly t: number | undefined;
 }
 
 /** What {@linkcode fakeHub} gives a test. */
@@ -24,10 +28,15 @@ export interface FakeHub {
   publish(frames: Uint8Array[]): Promise<void>;
   /** Acknowledges `id` on the connection of `to`. */
   ack(to: Received, id: string): Promise<void>;
-  /** Refuses `id` on the connection of `to` (`answered`: an error publication answers it too). */
+  /**
+   * Refuses `id` on the connection of `to` (`answered`: an error publication answers it too),
+   * echoing `to`'s send number as the Subject does.
+   */
   nack(to: Received, id: string, reason: string, answered: boolean): Promise<void>;
   /** The next request the "Subject" receives, within 2 s. */
   next(): Promise<Received>;
+  /** The next request the "Subject" receives within `ms`, if one comes. */
+  poll(ms: number): Promise<Received | undefined>;
   close(): Promise<void>;
   /** `await using hub = await fakeHub(…)` closes it at the end of the scope. */
   [Symbol.asyncDispose](): Promise<void>;
@@ -66,7 +75,7 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
     let request: Received | undefined;
     for (const [topic, header, values] of records) {
       const h = JSON.parse(text(header));
-      if (h.k !== "ping") request ??= { identity: frames[0], id: h.id, s: h.s };
+      if (h.k !== "ping") request ??= { identity: frames[0], id: h.id, s: h.s, t: h.t };
       else {
         await hello(announced);
         await pub.send([topic, header, values]);
@@ -88,6 +97,16 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
     if (frames) await handle(frames);
   }
   const subscription = await subscribing;
+  const poll = async (ms: number): Promise<Received | undefined> => {
+    const until = performance.now() + ms;
+    for (let left = ms; left > 0; left = until - performance.now()) {
+      const frames = await read(left);
+      if (!frames) return undefined;
+      const request = await handle(frames);
+      if (request) return request;
+    }
+    return undefined;
+  };
   const close = async () => {
     await subscription.return?.();
     await client.close();
@@ -101,24 +120,24 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
     publish: (frames: Uint8Array[]) => pub.send(frames),
     /** Acknowledges `id` on the connection of `to`. */
     ack: (to: Received, id: string) => subject.send([to.identity, utf8("ACK"), utf8(JSON.stringify([id]))]),
-    /** Refuses `id` on the connection of `to` (`answered`: an error publication answers it too). */
     nack: (to: Received, id: string, reason: string, answered: boolean) =>
       subject.send([
         to.identity,
         utf8("NACK"),
-        utf8(
-          JSON.stringify([{ id, reason, message: "refused by the test", ...(answered ? { answered } : {}) }]),
-        ),
+        utf8(JSON.stringify([{
+          id,
+          ...(to.t !== undefined ? { t: to.t } : {}),
+          reason,
+          message: "refused by the test",
+          ...(answered ? { answered } : {}),
+        }])),
       ]),
-    /** The next request the "Subject" receives, within 2 s. */
     async next(): Promise<Received> {
-      for (;;) {
-        const frames = await read(2000);
-        assert.ok(frames, "no message came");
-        const request = await handle(frames);
-        if (request) return request;
-      }
+      const request = await poll(2000);
+      assert.ok(request, "no message came");
+      return request;
     },
+    poll,
     close,
     [Symbol.asyncDispose]: close,
   };

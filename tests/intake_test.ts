@@ -286,17 +286,17 @@ Deno.test("intake: refused() forgets only the request admit just took (over its 
 
 Deno.test("intake: a new request or resume refused with an error publication is refused on its DEALER too (NACK, answered), never acknowledged; a continuation answered with an error is acknowledged", () => {
   const { admit, ack } = setup();
-  admit("F~~~F~Push", { v: 1, id: "d" }, "{}", true); // draining
-  admit("Nope~~~Nope~Push", { v: 1, id: "u" });
+  admit("F~~~F~Push", { v: 1, id: "d", t: 7 }, "{}", true); // draining; its send number is echoed
+  admit("Nope~~~Nope~Push", { v: 1, id: "u", t: 0 }); // not a send number: not echoed
   admit("F~~X~F~nothing", { v: 1, id: "s" });
   admit("F~~~~", { v: 1, id: "z", resume: "F~0123456789abcdef0123456789abcdef~x" }, "{}", true);
   admit("F~~S~F~a", { v: 1, id: "n1", pos: 99 }); // a continuation with no step: no_step, acknowledged
   admit("F~~~F~Push", { v: 1, id: "ok" });
   assert.deepEqual(ack.ids, ["n1", "ok"]);
-  assert.deepEqual(ack.nacks?.map((n) => [n.id, n.reason, n.answered]), [
-    ["d", "overloaded", true],
-    ["u", "unknown_flow", true],
-    ["s", "no_step", true],
-    ["z", "overloaded", true],
+  assert.deepEqual(ack.nacks?.map((n) => [n.id, n.reason, n.answered, n.t]), [
+    ["d", "overloaded", true, 7],
+    ["u", "unknown_flow", true, undefined],
+    ["s", "no_step", true, undefined],
+    ["z", "overloaded", true, undefined],
   ]);
 });

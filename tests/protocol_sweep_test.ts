@@ -17,7 +17,7 @@ async function rawService(reactor: Reactor, subject: string) {
   const s = reactor.socket("DEALER");
   await s.connect(subject);
   const acked = new Set<string>();
-  const refused = new Map<string, { reason: string; message: string }>();
+  const refused = new Map<string, { reason: string; message: string; t?: number }>();
   const waiters: (() => void)[] = [];
   s.onMessage((f) => {
     const list = JSON.parse(dec.decode(f[1]));
@@ -67,28 +67,33 @@ Deno.test("dropped messages are refused on the DEALER (NACK) with their reason, 
   try {
     const svc = await rawService(reactor, d.subject);
     // A flow name with a space: its error could reach no subscriber, so the sender is told.
-    await svc.socket.send(frames("Ca lc~~~~", { v: 1, id: "bad-topic" }, "{}"));
+    // Each with a send number (`t`), which a refusal echoes (the last: none, the header unread).
+    await svc.socket.send(frames("Ca lc~~~~", { v: 1, id: "bad-topic", t: 11 }, "{}"));
     // A ping whose action does not start with ping.
-    await svc.socket.send(frames("~~~~pong-1", { v: 1, id: "bad-ping", k: "ping" }, "{}"));
+    await svc.socket.send(frames("~~~~pong-1", { v: 1, id: "bad-ping", k: "ping", t: 12 }, "{}"));
     // Four frames after the identity, the header where it belongs.
-    await svc.socket.send([...frames("Three~~~~", { v: 1, id: "four-frames" }, "{}"), enc.encode("x")]);
+    await svc.socket.send([
+      ...frames("Three~~~~", { v: 1, id: "four-frames", t: 13 }, "{}"),
+      enc.encode("x"),
+    ]);
     // A values frame over max_message_size.
-    await svc.socket.send(frames("Three~~~~", { v: 1, id: "too-big" }, `{"a":"${"x".repeat(4096)}"}`));
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "too-big", t: 14 }, `{"a":"${"x".repeat(4096)}"}`));
     // A header with a usable id but a position that is not a whole number from 0.
-    await svc.socket.send(frames("Three~~~~", { v: 1, id: "bad-pos", pos: -1 }, "{}"));
+    await svc.socket.send(frames("Three~~~~", { v: 1, id: "bad-pos", pos: -1, t: 15 }, "{}"));
     // And a good one, acknowledged.
     await svc.socket.send(frames("Three~~~~", { v: 1, id: "good" }, "{}"));
-    const expect: [string, string][] = [
-      ["bad-topic", "bad_topic"],
-      ["bad-ping", "bad_topic"],
-      ["four-frames", "frame_count"],
-      ["too-big", "oversize"],
-      ["bad-pos", "bad_header"],
+    const expect: [string, string, number | undefined][] = [
+      ["bad-topic", "bad_topic", 11],
+      ["bad-ping", "bad_topic", 12],
+      ["four-frames", "frame_count", 13],
+      ["too-big", "oversize", 14],
+      ["bad-pos", "bad_header", undefined],
     ];
-    for (const [id, reason] of expect) {
+    for (const [id, reason, t] of expect) {
       const a = await svc.answer(id);
       assert.equal(a.acked, false, `${id} is not acknowledged`);
       assert.equal(a.refused?.reason, reason, `${id}: ${JSON.stringify(a)}`);
+      assert.equal(a.refused?.t, t, `${id}: its send number echoed`);
       assert.ok(a.refused!.message.length > 0);
     }
     assert.equal((await svc.answer("good")).acked, true);

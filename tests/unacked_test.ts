@@ -97,3 +97,42 @@ Deno.test("Unacked: a refusal waits for the answers to the other sends up to LOS
   assert.deepEqual(names(u.due(3000)), ["b1"], "b is sent again; c, accepted, is not");
   assert.equal(u.count("b"), 1);
 });
+
+Deno.test("Unacked: sends are numbered; a refusal of the id's latest send stands at once, one of an earlier send waits and the message is sent again, with no lost-answer clock", () => {
+  const stamped: string[] = [];
+  const u = new Unacked((m, t) => {
+    const name = `${new TextDecoder().decode(m[0]).split("#")[0]}#${t}`;
+    stamped.push(name);
+    return f(name);
+  });
+  const t1 = u.nextSend();
+  u.add("a", f(`a#${t1}`), 0, t1);
+  assert.deepEqual(names(u.due(2000, 1000)), ["a#2"], "sent again with the next number");
+  assert.equal(u.answer("a", 2001, { ...refusal, t: 1 }), 1, "send 1 refused: send 2 may yet be accepted");
+  assert.deepEqual(
+    u.lost(2001 + LOST_ANSWER_MS * 10, 1000),
+    [],
+    "no clock: send 2's answer, or a resend's, decides",
+  );
+  assert.deepEqual(
+    names(u.due(2001 + LOST_ANSWER_MS * 10, 1000)),
+    ["a#3"],
+    "still sent again while it waits",
+  );
+  assert.equal(u.count("a"), 2);
+  assert.equal(u.answer("a", 9000, { ...refusal, t: 3 }), 0, "the latest send refused: it stands");
+  assert.equal(u.has("a"), false, "send 2's answer is not waited for: it came before, or never will");
+  assert.deepEqual(stamped, ["a#2", "a#3"]);
+
+  u.add("b", f("b"), 0); // send 4
+  u.due(2000, 1000); // send 5
+  assert.equal(u.answer("b", 2001, { ...refusal, t: 4 }), 1);
+  assert.equal(u.answer("b", 2002), 0, "send 5 accepted");
+  assert.equal(u.has("b"), false);
+
+  u.add("c", f("c"), 0); // send 6
+  assert.equal(u.answer("c", 1, { ...refusal, t: 6 }), 0, "one send, refused");
+  u.add("d", f("d"), 0, false); // kept for a restarted Subject: not sent yet
+  assert.deepEqual(names(u.due(0)), ["d#7"]);
+  assert.equal(u.answer("d", 1, { ...refusal, t: 7 }), 0);
+});

@@ -76,8 +76,8 @@ export class Client {
   /** Waiting callers by request id; several may wait for one id (`request` and `resume`). */
   readonly #waiters = new Waiters();
   readonly #pings = new Map<string, () => void>();
-  /** Messages not yet acknowledged. */
-  readonly #unacked = new Unacked();
+  /** Messages not yet acknowledged; a message sent again gets a new send number (`Header.t`). */
+  readonly #unacked = new Unacked((frames, t) => rewritten(frames, { t }));
   #resendTimer?: ReturnType<typeof setInterval>;
   /** Messages pushed in this turn, sent as one batch at its end. */
   #out!: TurnBatch;
@@ -200,6 +200,7 @@ export class Client {
         message: r.message,
         answered: r.answered === true,
         copy: this.#unacked.oldest(id),
+        t: typeof r.t === "number" ? r.t : undefined,
       };
       this.#refused(id, refusal, this.#unacked.answer(id, now, refusal));
     }
@@ -262,7 +263,7 @@ export class Client {
       return;
     }
     // Renamed first, so that what hello() hands back to send again names the new incarnation.
-    const to = (frames: readonly Uint8Array[]) => addressed(frames, incarnation);
+    const to = (frames: readonly Uint8Array[]) => rewritten(frames, { s: incarnation });
     // What was sent named for the incarnation before is answered by nobody: a dead Subject, or
     // its successor, which drops it as stale. All is sent again below.
     for (const [id, refusal] of this.#unacked.restarted()) this.#refused(id, refusal, 0);
@@ -332,14 +333,16 @@ export class Client {
     }
     // Named for the Subject last announced: a copy still queued when it dies is not run again
     // by its successor (PROTOCOL.md, _Subject restarts_).
+    // Numbered (`Header.t`), so that a refusal says which send it was for (unacked.ts).
     const to = this.#kept.incarnation;
+    const t = header.k === "ping" ? undefined : this.#unacked.nextSend();
     const frames = [
       utf8(topic),
-      encodeHeader(to && header.k !== "ping" ? { ...header, s: to } : header),
+      encodeHeader(t === undefined ? header : to ? { ...header, s: to, t } : { ...header, t }),
       values,
     ];
     if (keep) this.#kept.keep(header.id, frames);
-    if (header.k !== "ping") this.#unacked.add(header.id, frames, performance.now());
+    if (t !== undefined) this.#unacked.add(header.id, frames, performance.now(), t);
     if (values.length >= BATCH_FLUSH_BYTES) {
       // A large request leaves alone, as three frames (after what is batched before it): in a
       // batch, its one frame would be larger than its values, and values just under the
@@ -705,10 +708,11 @@ export class Client {
 }
 
 /** A message's frames with its header naming Subject incarnation `s` (see `Header.s`). */
-function addressed(frames: readonly Uint8Array[], s: string): Uint8Array[] {
+/** A message as kept, with `fields` written into its header. */
+function rewritten(frames: readonly Uint8Array[], fields: Partial<Header>): Uint8Array[] {
   const header = decodeHeader(frames[1]);
   if (typeof header === "string") return [...frames];
-  return [frames[0], encodeHeader({ ...header, s }), frames[2]];
+  return [frames[0], encodeHeader({ ...header, ...fields }), frames[2]];
 }
 
 /**

@@ -13,6 +13,8 @@ export type MessageFrames = readonly Uint8Array[];
 
 interface Entry {
   readonly frames: MessageFrames[];
+  /** The send number (`Header.t`) of the id's latest send; 0 before the first. */
+  last: number;
   /** When the messages were last sent (ms). */
   at: number;
   /**
@@ -32,20 +34,45 @@ export interface Refusal {
   readonly answered: boolean;
   /** The message refused, as sent, if it was known. */
   readonly copy: MessageFrames | undefined;
+  /** The send number the Subject echoed (`Header.t`), if it did. */
+  readonly t?: number;
 }
 
 /**
- * How long after the last answer of an id, with a refusal in hand, the answers still awaited for
- * its other sends are taken for lost. Some never come: a message over the Subject's
+ * For a refusal that does not say which send it was for (no send number echoed: a Subject older
+ * than `Header.t`): how long after the last answer of its id the answers still awaited for the
+ * id's other sends are taken for lost. Some never come: a message over the Subject's
  * `max_message_size` may be dropped with its connection, unread and unanswered, and only a send
  * of it made after that is refused (`oversize`). A Subject stalled longer than this in the middle
  * of answering a backlog may then answer a send of the id that was waited for no longer.
  */
 export const LOST_ANSWER_MS = 5000;
 
-/** Messages not yet acknowledged, oldest id first. */
+/**
+ * Messages not yet acknowledged, oldest id first.
+ *
+ * Each send is numbered (`Header.t`, from {@linkcode Unacked.nextSend}), and the Subject echoes
+ * the number in a refusal. The Subject reads a connection's messages in order and answers them
+ * in order, so when it refuses the id's latest send, every earlier send of the id has had its
+ * answer already, or never will (lost with a connection, or sent to a Subject that died): the
+ * refusal stands. A refusal of an earlier send waits for the latest's answer, and the message is
+ * sent again after `after` ms like any other not yet acknowledged: a send lost unread is then
+ * replaced by one that is answered.
+ */
 export class Unacked {
   readonly #byId = new Map<string, Entry>();
+  readonly #stamp: (frames: MessageFrames, t: number) => MessageFrames;
+  #t = 0;
+
+  /** `stamp` writes a send number into a message's header (a message sent again gets a new one). */
+  constructor(stamp: (frames: MessageFrames, t: number) => MessageFrames = (f) => f) {
+    this.#stamp = stamp;
+  }
+
+  /** The number of the next send (`Header.t`), counting up from 1. */
+  nextSend(): number {
+    return ++this.#t;
+  }
   #waiters: (() => void)[] = [];
   readonly #idWaiters = new Map<string, (() => void)[]>();
 
@@ -60,15 +87,19 @@ export class Unacked {
   }
 
   /**
-   * A message of `id`, sent at `now` (`sent`), or to be sent by the next {@linkcode Unacked.due}
+   * A message of `id`, sent at `now` as send number `t` (by default the next,
+   * {@linkcode Unacked.nextSend}), or (`false`) to be sent by the next {@linkcode Unacked.due}
    * that takes it.
    */
-  add(id: string, frames: MessageFrames, now: number, sent = true): void {
+  add(id: string, frames: MessageFrames, now: number, t: number | false = this.nextSend()): void {
     const e = this.#byId.get(id);
     if (e) {
       e.frames.push(frames);
-      if (sent) e.sent++;
-    } else this.#byId.set(id, { frames: [frames], at: now, sent: sent ? 1 : 0 });
+      if (t !== false) {
+        e.sent++;
+        e.last = t;
+      }
+    } else this.#byId.set(id, { frames: [frames], at: now, sent: t === false ? 0 : 1, last: t || 0 });
   }
 
   /** The oldest message of `id` waiting for its answer (the one the next answer of `id` is for). */
@@ -91,6 +122,8 @@ export class Unacked {
   answer(id: string, now: number, refusal?: Refusal): number {
     const e = this.#byId.get(id);
     if (!e) return 0;
+    // The latest send refused: the earlier ones were answered before it, or never will be.
+    if (refusal?.t !== undefined && refusal.t === e.last) e.sent = 1;
     e.sent = Math.max(0, e.sent - 1);
     e.at = now;
     if (!refusal) {
@@ -115,6 +148,7 @@ export class Unacked {
     const out: [string, Refusal][] = [];
     for (const [id, e] of this.#byId) {
       e.sent = 0;
+      e.last = 0;
       if (e.frames.length > 0) {
         e.refused = undefined;
         continue;
@@ -142,28 +176,33 @@ export class Unacked {
 
   /**
    * The messages whose acknowledgement is more than `after` ms late at `now` (every one without
-   * `after`), marked as sent again at `now`.
+   * `after`), marked as sent again at `now`, each with a new send number.
    */
   due(now: number, after?: number): MessageFrames[] {
     const out: MessageFrames[] = [];
     for (const e of this.#byId.values()) {
-      // Refused, with answers to other sends of it still to come: those decide (`lost`).
-      if (after !== undefined && (now - e.at < after || e.refused)) continue;
+      // Refused, with answers to other sends of it still to come, by a Subject that does not say
+      // which send it refused: those answers decide (`lost`).
+      if (after !== undefined && (now - e.at < after || (e.refused && e.refused.t === undefined))) continue;
       e.at = now;
       e.sent += e.frames.length;
-      out.push(...e.frames);
+      for (let i = 0; i < e.frames.length; i++) {
+        e.last = this.nextSend();
+        out.push(e.frames[i] = this.#stamp(e.frames[i], e.last));
+      }
     }
     return out;
   }
 
   /**
-   * Ids refused whose other sends have had no answer for {@linkcode LOST_ANSWER_MS} (or `after`,
-   * if longer) at `now`, with the last refusal: forgotten, their refusal is the answer.
+   * Ids refused, by a Subject that did not say which send it refused, whose other sends have had no
+   * answer for {@linkcode LOST_ANSWER_MS} (or `after`, if longer) at `now`, with the last
+   * refusal: forgotten, their refusal is the answer.
    */
   lost(now: number, after = 0): [string, Refusal][] {
     const out: [string, Refusal][] = [];
     for (const [id, e] of this.#byId) {
-      if (!e.refused || now - e.at < Math.max(after, LOST_ANSWER_MS)) continue;
+      if (!e.refused || e.refused.t !== undefined || now - e.at < Math.max(after, LOST_ANSWER_MS)) continue;
       out.push([id, e.refused]);
       this.#byId.delete(id);
       this.#wake(id);

@@ -28,11 +28,22 @@ import {
   type ErrorCode,
   type Header,
   parseTopic,
+  sendNumber,
   text,
   type TopicFields,
   TopicMemo,
 } from "../wire/protocol.ts";
 import { RecentKeys } from "./recent_keys.ts";
+
+/** One refusal in a `NACK` (PROTOCOL.md, _Acknowledgements_). */
+export interface Nack {
+  readonly id: string;
+  /** The refused message's send number (`Header.t`), echoed when it carried one. */
+  readonly t?: number;
+  readonly reason: string;
+  readonly message: string;
+  readonly answered?: true;
+}
 
 /** What one service connection is owed at the end of a turn. */
 export interface AckList {
@@ -46,7 +57,7 @@ export interface AckList {
    * Messages refused (`NACK`), with why (PROTOCOL.md, _Acknowledgements_); `answered` when an error
    * publication answers the message too (a request refused before it ran: `overloaded`, ...).
    */
-  nacks?: { id: string; reason: string; message: string; answered?: true }[];
+  nacks?: Nack[];
   /** Resume messages that took their token, with the request each continues (`RESUMED`). */
   resumed?: { id: string; request: string }[];
 }
@@ -87,8 +98,8 @@ export class AckBook {
   }
 
   /** Refuses message `id`: its service is told (NACK) instead of waiting for an ACK that never comes. */
-  refuse(ack: AckList, id: string, reason: string, message: string): void {
-    (ack.nacks ??= []).push({ id, reason, message });
+  refuse(ack: AckList, id: string, reason: string, message: string, t?: number): void {
+    (ack.nacks ??= []).push(t === undefined ? { id, reason, message } : { id, t, reason, message });
     this.#changed();
   }
 
@@ -97,10 +108,12 @@ export class AckBook {
    * error publication answers it: its acknowledgement becomes a refusal marked `answered`, so that
    * its sender stops sending it and does not take it for accepted.
    */
-  unaccept(ack: AckList, id: string, reason: string, message: string): void {
+  unaccept(ack: AckList, id: string, reason: string, message: string, t?: number): void {
     const i = ack.ids.lastIndexOf(id);
     if (i >= 0) ack.ids.splice(i, 1);
-    (ack.nacks ??= []).push({ id, reason, message, answered: true });
+    (ack.nacks ??= []).push(
+      t === undefined ? { id, reason, message, answered: true } : { id, t, reason, message, answered: true },
+    );
     this.#changed();
   }
 
@@ -242,6 +255,7 @@ export class Intake {
   #takenBook?: AckBook;
   #takenList?: AckList;
   #takenId = "";
+  #takenT: number | undefined;
   /**
    * A request topic's fields, flow and, for a request without a position, where it starts: all
    * three depend on the topic alone, so they are worked out once per topic text.
@@ -303,12 +317,13 @@ export class Intake {
     const topic = text(frames[0]);
     const t = this.#topicInfo(this.#flowsFor(header)).get(topic);
     if (!t || t.invalid) {
-      acks.refuse(ack, header.id, "bad_topic", t?.invalid ?? "the topic is not five fields joined by ~");
+      const why = t?.invalid ?? "the topic is not five fields joined by ~";
+      acks.refuse(ack, header.id, "bad_topic", why, sendNumber(header));
       return { do: "drop", reason: "bad_topic", detail: JSON.stringify(topic.slice(0, 80)) };
     }
     const fields = t.fields;
     if (header.k === "ping" && !fields.action.startsWith("ping")) {
-      acks.refuse(ack, header.id, "bad_topic", "a ping's action must start with ping");
+      acks.refuse(ack, header.id, "bad_topic", "a ping's action must start with ping", sendNumber(header));
       return { do: "drop", reason: "bad_topic", detail: "a ping's action must start with ping" };
     }
     acks.accept(ack, header.id);
@@ -332,6 +347,7 @@ export class Intake {
     this.#takenBook = acks;
     this.#takenList = ack;
     this.#takenId = header.id;
+    this.#takenT = sendNumber(header);
     const values = frames[2];
     if (draining) {
       return this.#refuse(header, fields.flow, values, "overloaded", "the Subject is shutting down");
@@ -381,7 +397,7 @@ export class Intake {
     this.#took = false;
     const book = this.#takenBook;
     this.#takenBook = undefined;
-    book?.unaccept(this.#takenList!, this.#takenId, code, message);
+    book?.unaccept(this.#takenList!, this.#takenId, code, message, this.#takenT);
   }
 
   /** True if a message with this header was seen among the last `duplicateWindow`. */

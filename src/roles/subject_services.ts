@@ -10,7 +10,7 @@
 import type { Flow } from "../topic/flow_file.ts";
 import { readBatch } from "../wire/batch.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
-import { decodeHeader, type Header, utf8 } from "../wire/protocol.ts";
+import { decodeHeader, type Header, sendNumber, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import { AckBook, type AckList, type ErrorSpec, Intake } from "./intake.ts";
 import { METRICS_TOPIC } from "./metrics.ts";
@@ -143,7 +143,7 @@ export class ServiceSide {
       const h = frames.length > 2 ? decodeHeader(frames[2]) : undefined;
       if (h && typeof h !== "string") {
         const why = `${frames.length - 1} frames, not 3`;
-        this.#acks.refuse(this.#acks.list(frames[0]), h.id, "frame_count", why);
+        this.#acks.refuse(this.#acks.list(frames[0]), h.id, "frame_count", why, sendNumber(h));
       }
       return this.#host.drop("frame_count", `${frames.length - 1} frames after the identity`);
     }
@@ -200,6 +200,6 @@ export class ServiceSide {
     const h = decodeHeader(headerFrame);
     if (typeof h === "string") return;
     const why = `a frame is over max_message_size (${this.#maxMessageSize} bytes)`;
-    this.#acks.refuse(this.#acks.list(idFrame.slice()), h.id, "oversize", why);
+    this.#acks.refuse(this.#acks.list(idFrame.slice()), h.id, "oversize", why, sendNumber(h));
   }
 }

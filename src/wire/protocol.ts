@@ -67,6 +67,21 @@ export interface Header {
    * Subject that has since died, still in the service's socket queue (PROTOCOL.md, _Subject restarts_).
    */
   s?: string;
+  /**
+   * On a service's message: which send of it this is, a whole number from 1 that grows with
+   * every message the service sends (resends included). The Subject echoes it in a refusal
+   * (`NACK`), so the service knows which send was refused (PROTOCOL.md, _Acknowledgements_).
+   */
+  t?: number;
+}
+
+/**
+ * The send number of a service's message (`Header.t`), when it carries a whole number from 1;
+ * anything else is ignored (not echoed).
+ */
+export function sendNumber(h: Header): number | undefined {
+  const t = h.t;
+  return Number.isSafeInteger(t) && (t as number) >= 1 ? t : undefined;
 }
 
 /** The five fields of a topic. */
