@@ -26,7 +26,9 @@ export interface ClientOptions {
    * Milliseconds after which a message the Subject has not acknowledged is sent again, with
    * the same id (the Subject drops duplicates it has seen, so this does not run a request
    * twice). A request accepted earlier and refused `overloaded` by a restarted Subject is sent
-   * again after this too. 0 turns resending off (such a request is then answered `overloaded`).
+   * again after this too, and so is a message whose refusal was of an earlier send of it while
+   * its latest send still waits for an answer (PROTOCOL.md, _Copies of one id answered
+   * differently_). 0 turns resending off (such a request is then answered `overloaded`).
    * @default {2000}
    */
   readonly resendAfter?: number;
