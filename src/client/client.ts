@@ -707,8 +707,7 @@ export class Client {
   }
 }
 
-/** A message's frames with its header naming Subject incarnation `s` (see `Header.s`). */
-/** A message as kept, with `fields` written into its header. */
+/** A message as kept, with `fields` written into its header (`s`, `t`: see `Header`). */
 function rewritten(frames: readonly Uint8Array[], fields: Partial<Header>): Uint8Array[] {
   const header = decodeHeader(frames[1]);
   if (typeof header === "string") return [...frames];

@@ -63,6 +63,8 @@ export class Unacked {
   readonly #byId = new Map<string, Entry>();
   readonly #stamp: (frames: MessageFrames, t: number) => MessageFrames;
   #t = 0;
+  #waiters: (() => void)[] = [];
+  readonly #idWaiters = new Map<string, (() => void)[]>();
 
   /** `stamp` writes a send number into a message's header (a message sent again gets a new one). */
   constructor(stamp: (frames: MessageFrames, t: number) => MessageFrames = (f) => f) {
@@ -73,8 +75,6 @@ export class Unacked {
   nextSend(): number {
     return ++this.#t;
   }
-  #waiters: (() => void)[] = [];
-  readonly #idWaiters = new Map<string, (() => void)[]>();
 
   /** Ids with a message not yet acknowledged. */
   get size(): number {
