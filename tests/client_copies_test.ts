@@ -224,3 +224,13 @@ Deno.test("client: a refusal of the id's latest send stands at once; one of an e
   assert.ok(performance.now() - t0 < 2000, "no wait for the lost send's answer");
   assert.equal(await finalOf(s.final), "error:overloaded");
 });
+
+Deno.test("client: one send() sent again, the resend accepted and the first send refused in the same flush (ACK list, then NACK list): the caller is told accepted", async () => {
+  await using hub = await fakeHub("A", 100);
+  const sent = outcome(hub.client.send("Flow", {}, { id: "flush" }));
+  const first = await hub.next();
+  const again = await hub.next();
+  await Promise.all([hub.ack(again, "flush"), hub.nack(first, "flush", "overloaded", true)]);
+  assert.deepEqual(await sent, { ok: "flush" });
+  await hub.client.flush();
+});

@@ -69,7 +69,12 @@ Deno.test("Unacked: each send counts, resends too; a refusal keeps the message w
   assert.equal(u.has("a"), false);
   u.add("b", f("b1"), 0);
   u.due(2000, 1000);
-  assert.equal(u.answer("b", 2001), 0, "accepted: forgotten, though the resend's answer is still to come");
+  assert.equal(
+    u.answer("b", 2001),
+    1,
+    "accepted: forgotten; the resend's answer is still owed (and decides nothing)",
+  );
+  assert.equal(u.has("b"), false);
   assert.equal(u.answer("b", 2002, refusal), 0, "that answer: ignored");
 });
 
@@ -135,4 +140,17 @@ Deno.test("Unacked: sends are numbered; a refusal of the id's latest send stands
   u.add("d", f("d"), 0, false); // kept for a restarted Subject: not sent yet
   assert.deepEqual(names(u.due(0)), ["d#7"]);
   assert.equal(u.answer("d", 1, { ...refusal, t: 7 }), 0);
+});
+
+Deno.test("Unacked: a refusal of a send made before the id's first send kept (an earlier copy's, forgotten once it was accepted) is ignored", () => {
+  const u = new Unacked();
+  u.add("a", f("a1"), 0); // send 1
+  u.due(2000, 1000); // send 2
+  assert.equal(u.answer("a", 2001), 1, "send 1 accepted; send 2's answer owed");
+  assert.equal(u.has("a"), false);
+  u.add("a", f("a2"), 2002); // a new copy of the id: send 3
+  assert.equal(u.answer("a", 2003, { ...refusal, t: 2 }), 1, "send 2's late refusal: not this copy's");
+  assert.equal(u.count("a"), 1);
+  assert.deepEqual(names(u.due(2003)), ["a2"], "the copy is kept, to be sent again");
+  assert.equal(u.answer("a", 2004, { ...refusal, t: 4 }), 0, "its latest send refused: it stands");
 });

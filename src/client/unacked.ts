@@ -13,7 +13,8 @@ export type MessageFrames = readonly Uint8Array[];
 
 interface Entry {
   readonly frames: MessageFrames[];
-  /** The send number (`Header.t`) of the id's latest send; 0 before the first. */
+  /** The send numbers (`Header.t`) of the id's first and latest sends counted here; 0 before the first. */
+  first: number;
   last: number;
   /** When the messages were last sent (ms). */
   at: number;
@@ -97,9 +98,16 @@ export class Unacked {
       e.frames.push(frames);
       if (t !== false) {
         e.sent++;
+        e.first ||= t;
         e.last = t;
       }
-    } else this.#byId.set(id, { frames: [frames], at: now, sent: t === false ? 0 : 1, last: t || 0 });
+    } else {this.#byId.set(id, {
+        frames: [frames],
+        at: now,
+        sent: t === false ? 0 : 1,
+        first: t || 0,
+        last: t || 0,
+      });}
   }
 
   /** The oldest message of `id` waiting for its answer (the one the next answer of `id` is for). */
@@ -115,13 +123,16 @@ export class Unacked {
   /**
    * The Subject answered one send of `id` at `now`: accepted it (no `refusal`: the oldest message
    * of that id leaves), or refused it (the oldest leaves unless sends of it sent again still wait:
-   * one of those may yet be accepted). Returns how many sends of `id` still wait; at 0 (or once
-   * every message of the id was accepted) the id is forgotten. An answer for an id with none
-   * waiting is that of a message sent again.
+   * one of those may yet be accepted). Returns how many sends of `id` still wait for an answer.
+   * The id is forgotten at 0, or once every message of it was accepted: then the answers still
+   * owed (counted in the return) are those of sends made again, and decide nothing. An answer for
+   * an id not kept is that of a message sent again; so is a refusal of a send made before the
+   * id's first send kept here (an earlier copy's, forgotten): it is ignored.
    */
   answer(id: string, now: number, refusal?: Refusal): number {
     const e = this.#byId.get(id);
     if (!e) return 0;
+    if (refusal?.t !== undefined && refusal.t < e.first) return e.sent;
     // The latest send refused: the earlier ones were answered before it, or never will be.
     if (refusal?.t !== undefined && refusal.t === e.last) e.sent = 1;
     e.sent = Math.max(0, e.sent - 1);
@@ -136,7 +147,7 @@ export class Unacked {
     if (e.sent > 0 && (e.frames.length > 0 || refusal)) return e.sent;
     this.#byId.delete(id);
     this.#wake(id);
-    return 0;
+    return refusal ? 0 : e.sent;
   }
 
   /**
@@ -148,7 +159,7 @@ export class Unacked {
     const out: [string, Refusal][] = [];
     for (const [id, e] of this.#byId) {
       e.sent = 0;
-      e.last = 0;
+      e.first = e.last = 0;
       if (e.frames.length > 0) {
         e.refused = undefined;
         continue;
@@ -188,6 +199,7 @@ export class Unacked {
       e.sent += e.frames.length;
       for (let i = 0; i < e.frames.length; i++) {
         e.last = this.nextSend();
+        e.first ||= e.last;
         out.push(e.frames[i] = this.#stamp(e.frames[i], e.last));
       }
     }
