@@ -345,3 +345,30 @@ Deno.test("--no-sandbox: a worker killed for a blocked handler is restarted afte
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a Subject stopped past the heartbeat timeout, twice, with a step in flight and a backlog queued meanwhile: its worker is not taken for dead, nothing is delivered again or poisoned", async () => {
+  await using d = await startDeployment({
+    files: POISON,
+    workers: 1,
+    args: ["--heartbeat-interval", "200", "--heartbeat-timeout", "2000"],
+  });
+  await using client = await d.connect();
+  assert.equal((await statsWhen(d.dir, "subject", (s) => s.workers === 1)).workers, 1, "the worker joined");
+  const [subject] = await rolePids(d.dir, "subject");
+  const held = client.request("Hang", { ms: 9000 }, { id: "held", timeout: 60_000 });
+  const burst: Promise<string>[] = [];
+  for (let stop = 0; stop < 2; stop++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    Deno.kill(subject, "SIGSTOP");
+    // A backlog for it to read when it runs again: its timers may then run before it has read
+    // the heartbeats queued behind it.
+    for (let k = 0; k < 10_000; k++) burst.push(client.send("Hang", { k, ms: 0 }, { id: `b${stop}-${k}` }));
+    await new Promise((r) => setTimeout(r, 3000));
+    Deno.kill(subject, "SIGCONT");
+  }
+  const p = await held;
+  assert.equal(p.action, "done", JSON.stringify(p.error));
+  assert.equal((await Promise.allSettled(burst)).filter((r) => r.status === "rejected").length, 0);
+  const s = await statsWhen(d.dir, "subject", (s) => s.inFlight === 0 && s.pending === 0);
+  assert.deepEqual([s.redelivered, s.poisoned, s.workers], [0, 0, 1], JSON.stringify(s));
+});

@@ -103,6 +103,24 @@ Deno.test("pool: heartbeats keep a worker alive; a result counts as hearing from
   assert.equal(pool.expire()[0].key, "w1");
 });
 
+Deno.test("pool: time this process did not run (paused) is not a worker's silence, nor a step's time on its way", () => {
+  const { clock, pool, ready, d } = setup();
+  ready("w1", 2);
+  pool.submit({ name: "a" });
+  clock.now = 500;
+  pool.submit({ name: "b" });
+  clock.now = 4000; // stopped from 500 to 3900: its workers' heartbeats of that time are unread
+  pool.paused(3400);
+  assert.deepEqual(pool.expire(), [], "heard from at 0, 600 ms of live time ago");
+  // The worker's heartbeat, read now, holds a but not b: b, sent 100 ms of live time ago, is on its way.
+  const hb = { credit: 0, holding: [d("a")], last: d("a") };
+  assert.equal(pool.status("w1", "HB", hb, () => ""), 0, "b is not lost");
+  // A pause can never put a worker's last word or a step's sending in the future.
+  pool.paused(1_000_000);
+  clock.now = 4000 + HB_TIMEOUT + 1;
+  assert.equal(pool.expire()[0].key, "w1", "silent for a whole timeout of live time");
+});
+
 Deno.test("pool: reconciliation: steps a live worker does not hold were lost; they are sent again, its credit set from the heartbeat", () => {
   const { clock, sent, pool, ready, d } = setup();
   ready("w1", 4);

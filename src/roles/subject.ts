@@ -81,6 +81,9 @@ export class Subject {
   readonly #topics = new TopicCache();
   #flushScheduled = false;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
+  /** The period of `#tick` and when it last ran (ms). */
+  #tickMs = 0;
+  #tickAt = 0;
   #closed?: Promise<void>;
   readonly #done = Promise.withResolvers<void>();
   readonly #warned = new Set<string>();
@@ -216,8 +219,10 @@ export class Subject {
     });
     this.#reactor.afterReceive(() => this.#flush());
     this.#reactor.onIdle(() => this.#serviceSide.flush());
+    this.#tickMs = Math.max(10, Math.floor(o.heartbeatTimeout / 4));
+    this.#tickAt = performance.now();
     this.#timers.push(
-      setInterval(() => this.#tick(), Math.max(10, Math.floor(o.heartbeatTimeout / 4))),
+      setInterval(() => this.#tick(), this.#tickMs),
       setInterval(
         () => this.#imLink.unacked && void this.#reactor.exec(() => this.#imLink.ping()).catch(() => {}),
         IM_PING_MS,
@@ -274,6 +279,12 @@ export class Subject {
 
   /** Every quarter of the heartbeat timeout: silent workers, expired pauses, a first oversize drop. */
   #tick(): void {
+    // Late by half a period or more: this process did not run meanwhile (SIGSTOP, a paused VM, a
+    // blocked loop), and its workers' heartbeats of that time are still unread.
+    const now = performance.now();
+    const late = now - this.#tickAt - this.#tickMs;
+    this.#tickAt = now;
+    if (late >= this.#tickMs / 2) this.#workerSide.paused(late);
     if (this.#storeBacklog.length) this.#writeStore();
     this.#workerSide.expire();
     this.#reloads.tick();

@@ -122,6 +122,11 @@ export class WorkerSide {
     this.#stepsFor.clear();
   }
 
+  /** The Subject did not run for `ms` milliseconds: not its workers' silence (`WorkerPool.paused`). */
+  paused(ms: number): void {
+    this.pool.paused(ms);
+  }
+
   /** Drops the workers silent past the heartbeat timeout; their steps go to others. */
   expire(): void {
     for (const s of this.pool.expire()) {

@@ -61,8 +61,8 @@ export interface PoolWorker<L> {
 /** A step at a worker. */
 interface InFlight<S> {
   readonly worker: string;
-  /** The clock's time when sent. */
-  readonly at: number;
+  /** The clock's time when sent (moved on by {@linkcode WorkerPool.paused}). */
+  at: number;
   readonly step: S;
 }
 
@@ -361,6 +361,20 @@ export class WorkerPool<S extends object, L> {
     );
     this.#redeliver(steps);
     return { key, redelivered: steps.length, poisoned };
+  }
+
+  /**
+   * This process did not run for `ms` milliseconds (it was stopped, or its event loop blocked):
+   * what its workers sent meanwhile waits unread, so that time counts neither as a worker's silence
+   * nor as a step's time on its way. (A Subject stopped past the heartbeat timeout took every
+   * worker for dead when it ran again, before reading their heartbeats, and a step ended
+   * `poisoned` after two such stops: an outside attack.)
+   */
+  paused(ms: number): void {
+    if (!(ms > 0)) return;
+    const now = this.#now();
+    for (const w of this.#workers.values()) w.lastSeen = Math.min(now, w.lastSeen + ms);
+    for (const f of this.#inflight.values()) f.at = Math.min(now, f.at + ms);
   }
 
   /** Drops the workers silent past the heartbeat timeout; their steps go back to the queue. */
