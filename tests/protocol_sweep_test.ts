@@ -2,7 +2,8 @@
 // service's DEALER (NACK), error publications that are always JSON objects, resume answers under
 // the resume's own id, and concurrent resumes of one token that each learn which one won.
 import assert from "node:assert/strict";
-import { type Client, RequestRefusedError } from "../src/client/client.ts";
+import { type Client, Client as ZClient, RequestRefusedError } from "../src/client/client.ts";
+import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 import type { Publication } from "../src/wire/protocol.ts";
 import { BatchWriter, KIND_CODES, readBatch } from "../src/wire/batch.ts";
 import { Reactor, type ReactorSocket } from "../src/zmq/reactor.ts";
@@ -346,4 +347,29 @@ Deno.test("a service's error continuation carries a documented code; a header po
     await reactor.close();
     await stop();
   }
+});
+
+Deno.test("a client not told the Subject's max_message_size learns it from the Subject's announcement: it then refuses larger values itself, and keeps its batches within it (with resends off, nothing waits for ever)", async () => {
+  await using d = await startDeployment({ workers: 1, args: ["--max-message-size", "4096"] });
+  await using client = await ZClient.connect({
+    subject: d.subject,
+    publisher: d.publisher,
+    resendAfter: 0,
+  });
+  // It learns it with the Subject's incarnation: from the first request() (whose subscription
+  // waits for a ping, which the Subject announces itself before), or within a second.
+  assert.equal((await client.request("Three", {}, { timeout: 10_000 })).action, "done");
+  // 60 requests in one turn, 3.6 KB of values in all with their topics and headers more: several
+  // batches, each under 4 KiB (one batch over it is dropped unread, and unanswered).
+  const sends = Array.from({ length: 60 }, (_, k) => client.send("Three", { k, pad: "x".repeat(40) }));
+  assert.notEqual(await withTimeout(Promise.all(sends), 10_000), TIMED_OUT, "every request answered");
+  for (const size of [6_000, 70_000]) {
+    const t0 = performance.now();
+    await assert.rejects(
+      client.send("Three", { a: "x".repeat(size) }),
+      (e) => e instanceof RequestRefusedError && e.reason === "oversize" && /4096/.test(e.message),
+    );
+    assert.ok(performance.now() - t0 < 100, "refused by the client, at once");
+  }
+  await withTimeout(client.flush(), 5000).then((r) => assert.notEqual(r, TIMED_OUT, "nothing left waiting"));
 });

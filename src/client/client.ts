@@ -13,7 +13,7 @@ import { type ActionKey, formatActionKey, parseActionKey, PUBLISH } from "../top
 import type { Handler, Values } from "../handler.ts";
 import { logger } from "../log.ts";
 import { TIMED_OUT, withTimeout } from "../_async.ts";
-import { BATCH_FLUSH_BYTES, TurnBatch } from "../wire/batch.ts";
+import { BATCH_FLUSH_BYTES, EMPTY_BATCH_BYTES, recordBytes, TurnBatch } from "../wire/batch.ts";
 import { decodeList, isControl } from "../wire/control.ts";
 import {
   decodeHeader,
@@ -69,6 +69,14 @@ export class Client {
   readonly #ownsReactor: boolean;
   readonly #timeout: number;
   readonly #maxMessageSize: number | undefined;
+  /** The `max_message_size` the Subject last announced with its incarnation, if it did. */
+  #announcedMax: number | undefined;
+
+  /** The Subject's `max_message_size`, as configured here or announced (the smaller), if known. */
+  get #limit(): number | undefined {
+    const [a, b] = [this.#maxMessageSize, this.#announcedMax];
+    return a === undefined ? b : b === undefined ? a : Math.min(a, b);
+  }
   readonly #log = logger("client");
   readonly #clientId = `${Deno.pid}-${++clientCount}-${crypto.randomUUID().slice(0, 8)}`;
   #dealer!: ReactorSocket;
@@ -296,7 +304,11 @@ export class Client {
       return;
     }
     if (header.k === "hello") {
-      if (text(frames[0]) === HELLO_TOPIC) this.#onHello(header.id);
+      if (text(frames[0]) !== HELLO_TOPIC) return;
+      const values = decodeValues(frames[2]);
+      const max = typeof values === "string" ? undefined : values.max_message_size;
+      this.#announcedMax = Number.isSafeInteger(max) && (max as number) > 0 ? max as number : undefined;
+      this.#onHello(header.id);
       return;
     }
     const p = toPublication(frames);
@@ -324,7 +336,7 @@ export class Client {
    * taken it.
    */
   #push(topic: string, header: Header, values: Uint8Array, keep = false): Promise<void> {
-    const max = this.#maxMessageSize;
+    const max = this.#limit;
     if (max !== undefined && values.length > max) {
       // Refused here as the Subject would refuse it (an outside attack: a 20 MB body waited 30 s
       // for a 504, the Subject's socket dropping it with the connection, again at each resend).
@@ -343,13 +355,16 @@ export class Client {
     ];
     if (keep) this.#kept.keep(header.id, frames);
     if (t !== undefined) this.#unacked.add(header.id, frames, performance.now(), t);
-    if (values.length >= BATCH_FLUSH_BYTES) {
+    // A batch is one frame, which must be within the Subject's max_message_size.
+    const record = recordBytes(frames[0], frames[1], frames[2]);
+    if (values.length >= BATCH_FLUSH_BYTES || (max !== undefined && EMPTY_BATCH_BYTES + record > max)) {
       // A large request leaves alone, as three frames (after what is batched before it): in a
       // batch, its one frame would be larger than its values, and values just under the
       // Subject's max_message_size would go over it.
       this.#out.flush();
       return this.#dealer.send(frames);
     }
+    if (max !== undefined && this.#out.size + record > max) this.#out.flush();
     return this.#out.addAndWait(0, 0, frames[0], frames[1], frames[2]);
   }
 

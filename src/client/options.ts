@@ -40,7 +40,9 @@ export interface ClientOptions {
    * The Subject's `max_message_size`: a request whose values are larger is refused here, with a
    * `RequestRefusedError` (reason `oversize`), as the Subject would refuse it; far over it, the
    * Subject's socket drops the message and the connection unanswered, and the request waits out
-   * its timeout. Absent: not checked here.
+   * its timeout. A Subject announces its own with its incarnation, and the client uses the
+   * smaller of the two; it also keeps each batch of requests (one frame) within it. Absent: the
+   * Subject's, once announced.
    */
   readonly maxMessageSize?: number;
 }

@@ -31,6 +31,8 @@ export interface ImLinkOptions {
   readonly onBatch?: (batch: Uint8Array) => void;
   /** The Subject's incarnation, announced on `~~~~hello`. */
   readonly incarnation: string;
+  /** The Subject's `max_message_size`, announced with it (services size their batches by it). */
+  readonly maxMessageSize?: number;
 }
 
 /** Publications on their way to the Integration Manager, until it acknowledges them. */
@@ -62,7 +64,9 @@ export class ImLink {
     this.#hello = [
       utf8(HELLO_TOPIC).slice(),
       encodeHeader({ v: 1, id: options.incarnation, k: "hello" }).slice(),
-      utf8("{}").slice(),
+      utf8(JSON.stringify(
+        options.maxMessageSize === undefined ? {} : { max_message_size: options.maxMessageSize },
+      )).slice(),
     ];
     sock.onMessage((f) => this.#onAck(f));
   }

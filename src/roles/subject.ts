@@ -191,6 +191,7 @@ export class Subject {
     };
     this.#imLink = new ImLink(this.#im, {
       incarnation,
+      maxMessageSize: this.#o.maxMessageSize,
       changed: host.throttle,
       scheduleFlush: host.scheduleFlush,
       drop: host.drop,

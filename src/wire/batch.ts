@@ -42,6 +42,14 @@ export function internalFrameLimit(maxMessageSize: number): number {
 export const BATCH_MAGIC: Uint8Array = new Uint8Array([0x5a, 0x4d, 0x42, 0x31]); // "ZMB1"
 const RECORD_HEAD = 8 + 1 + 12;
 
+/** The bytes a record of these three frames takes in a batch. */
+export function recordBytes(a: Uint8Array, b: Uint8Array, c: Uint8Array): number {
+  return RECORD_HEAD + a.length + b.length + c.length;
+}
+
+/** The bytes of an empty batch (its magic). */
+export const EMPTY_BATCH_BYTES = 4;
+
 /** Result kinds as carried in a batch record. */
 export const KIND_CODES = Object.freeze({ none: 0, done: 1, publish: 2, pause: 3, error: 4 } as const);
 /** A result kind's name by its code. */
@@ -188,6 +196,11 @@ export class TurnBatch {
     this.#prefix = prefix;
     this.#closedMessage = closedMessage;
     this.#schedule = schedule;
+  }
+
+  /** Bytes held for the next batch (its frame's size so far). */
+  get size(): number {
+    return this.#writer.size;
   }
 
   /** Adds a record (see {@linkcode BatchWriter.add}). */
