@@ -72,11 +72,6 @@ export class Client {
   /** The `max_message_size` the Subject last announced with its incarnation, if it did. */
   #announcedMax: number | undefined;
 
-  /** The Subject's `max_message_size`, as configured here or announced (the smaller), if known. */
-  get #limit(): number | undefined {
-    const [a, b] = [this.#maxMessageSize, this.#announcedMax];
-    return a === undefined ? b : b === undefined ? a : Math.min(a, b);
-  }
   readonly #log = logger("client");
   readonly #clientId = `${Deno.pid}-${++clientCount}-${crypto.randomUUID().slice(0, 8)}`;
   #dealer!: ReactorSocket;
@@ -328,6 +323,12 @@ export class Client {
     // restarted Subject, which has not seen it) would run it twice.
     this.#unacked.delete(p.id);
     this.#waiters.resolve(p.id, p);
+  }
+
+  /** The Subject's `max_message_size`, as configured here or announced (the smaller), if known. */
+  get #limit(): number | undefined {
+    const [a, b] = [this.#maxMessageSize, this.#announcedMax];
+    return a === undefined ? b : b === undefined ? a : Math.min(a, b);
   }
 
   /**

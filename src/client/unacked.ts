@@ -101,13 +101,10 @@ export class Unacked {
         e.first ||= t;
         e.last = t;
       }
-    } else {this.#byId.set(id, {
-        frames: [frames],
-        at: now,
-        sent: t === false ? 0 : 1,
-        first: t || 0,
-        last: t || 0,
-      });}
+      return;
+    }
+    const n = t || 0;
+    this.#byId.set(id, { frames: [frames], at: now, sent: t === false ? 0 : 1, first: n, last: n });
   }
 
   /** The oldest message of `id` waiting for its answer (the one the next answer of `id` is for). */
