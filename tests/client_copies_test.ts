@@ -234,3 +234,40 @@ Deno.test("client: one send() sent again, the resend accepted and the first send
   assert.deepEqual(await sent, { ok: "flush" });
   await hub.client.flush();
 });
+
+Deno.test("client: one send() sent again twice, answered in one flush by ACKs of two sends and then a refusal of the first (or an ACK and two refusals): the caller is told accepted", async () => {
+  for (const order of ["ack, ack, nack", "ack, nack, nack"]) {
+    await using hub = await fakeHub("A", 100);
+    const sent = outcome(hub.client.send("Flow", {}, { id: "many" }));
+    const [first, second, third] = [await hub.next(), await hub.next(), await hub.next()];
+    await Promise.all(
+      order === "ack, ack, nack"
+        ? [hub.ack(second, "many"), hub.ack(third, "many"), hub.nack(first, "many", "overloaded", true)]
+        : [
+          hub.ack(third, "many"),
+          hub.nack(first, "many", "overloaded", true),
+          hub.nack(second, "many", "overloaded", true),
+        ],
+    );
+    assert.deepEqual(await sent, { ok: "many" }, order);
+    assert.equal(await withTimeout(hub.client.flush(), 1000), undefined, `${order}: nothing left to send`);
+  }
+});
+
+Deno.test("client: a request accepted, then its Subject restarted with a max_message_size under its values: its caller is told refused oversize at once (it was dropped unread and waited out its timeout)", async () => {
+  await using hub = await fakeHub("A", 100);
+  await hub.hello("A", JSON.stringify({ max_message_size: 8192 }));
+  const s = hub.client.submit("Flow", { pad: "x".repeat(6000) }, { id: "big", timeout: 20_000 });
+  const c = await hub.next();
+  await hub.ack(c, "big");
+  assert.deepEqual(await outcome(s.accepted), { ok: "big" });
+  const t0 = performance.now();
+  await hub.hello("B", JSON.stringify({ max_message_size: 2048 }));
+  const final = await outcome(s.final) as { error: unknown };
+  assert.ok(
+    final.error instanceof RequestRefusedError && final.error.reason === "oversize",
+    String(final.error),
+  );
+  assert.ok(performance.now() - t0 < 2000);
+  assert.equal(await hub.poll(300), undefined, "not sent to the new Subject");
+});

@@ -22,8 +22,8 @@ export interface Received {
 /** What {@linkcode fakeHub} gives a test. */
 export interface FakeHub {
   readonly client: Client;
-  /** Announces Subject incarnation `id` on the "IM". */
-  hello(id: string): Promise<void>;
+  /** Announces Subject incarnation `id` on the "IM", with `values` (its `max_message_size`, say). */
+  hello(id: string, values?: string): Promise<void>;
   /** Publishes on the "IM". */
   publish(frames: Uint8Array[]): Promise<void>;
   /** Acknowledges `id` on the connection of `to`. */
@@ -65,9 +65,11 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
     return m.value as Uint8Array[];
   };
   let announced = first;
-  const hello = (id: string) => {
+  let announcedValues = "{}";
+  const hello = (id: string, values = "{}") => {
     announced = id;
-    return pub.send([utf8("~~~~hello"), encodeHeader({ v: 1, id, k: "hello" }), utf8("{}")]);
+    announcedValues = values;
+    return pub.send([utf8("~~~~hello"), encodeHeader({ v: 1, id, k: "hello" }), utf8(values)]);
   };
   /** Answers a message's pings; returns its first request, if it holds one. */
   const handle = async (frames: Uint8Array[]): Promise<Received | undefined> => {
@@ -77,7 +79,7 @@ export async function fakeHub(first: string, resendAfter = 0): Promise<FakeHub> 
       const h = JSON.parse(text(header));
       if (h.k !== "ping") request ??= { identity: frames[0], id: h.id, s: h.s, t: h.t };
       else {
-        await hello(announced);
+        await hello(announced, announcedValues);
         await pub.send([topic, header, values]);
       }
     }

@@ -178,7 +178,9 @@ export class Client {
       const now = performance.now();
       for (const id of ids) {
         if (typeof id !== "string") continue;
-        this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id));
+        // An id no longer kept was decided (accepted, or its final came): this answers a send
+        // made again, and changes nothing (it would clear the mark of an acceptance, copies.ts).
+        if (this.#unacked.has(id)) this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id));
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
         if (sending) sending.refused = undefined;
@@ -198,6 +200,12 @@ export class Client {
     for (const r of decodeList(frame)) {
       if (typeof r?.id !== "string") continue;
       const id = r.id;
+      // An id no longer kept was decided: this refuses a send made again, and is moot (an outside
+      // attack: ACKs of a send and of its copies, then a refusal of an earlier send, in one flush).
+      if (!this.#unacked.has(id)) {
+        this.#untrack(id);
+        continue;
+      }
       const refusal = {
         reason: r.reason,
         message: r.message,
@@ -287,7 +295,34 @@ export class Client {
       }
     }
     if (this.#dealer.closed) return;
-    for (const f of this.#unacked.due(now)) void this.#dealer.send(f).catch(() => {});
+    for (const f of this.#unacked.due(now)) this.#sendAgain(f);
+  }
+
+  /**
+   * Sends a message again, unless its values are over the Subject's `max_message_size` (a Subject
+   * restarted with a smaller one would drop it unread and unanswered, and its caller, told before
+   * that it was accepted, waited out its timeout: an outside attack). Then it ends refused
+   * `oversize`, and is sent no more.
+   */
+  #sendAgain(frames: readonly Uint8Array[]): void {
+    const max = this.#limit;
+    if (max === undefined || frames[2].length <= max) {
+      void this.#dealer.send(frames).catch(() => {});
+      return;
+    }
+    const header = decodeHeader(frames[1]);
+    if (typeof header === "string") return;
+    const id = header.id;
+    const why = `the values are ${
+      frames[2].length
+    } bytes, over the Subject's max_message_size (${max} bytes)`;
+    const e = new RequestRefusedError(id, "oversize", why, "The client");
+    this.#copies.ended(id);
+    this.#unacked.delete(id);
+    this.#kept.forget(id);
+    const sending = this.#sending.get(id);
+    if (sending) sending.refused = e;
+    this.#waiters.reject(id, e);
   }
 
   #onPublication(frames: Uint8Array[]): void {
@@ -377,7 +412,7 @@ export class Client {
     for (const [id, refusal] of this.#unacked.lost(now, after)) this.#refused(id, refusal, 0);
     for (const f of this.#unacked.due(now, after)) {
       this.resent++;
-      void this.#dealer.send(f).catch(() => {});
+      this.#sendAgain(f);
     }
   }
 
