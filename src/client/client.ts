@@ -313,9 +313,8 @@ export class Client {
     const header = decodeHeader(frames[1]);
     if (typeof header === "string") return;
     const id = header.id;
-    const why = `the values are ${
-      frames[2].length
-    } bytes, over the Subject's max_message_size (${max} bytes)`;
+    const size = frames[2].length;
+    const why = `the values are ${size} bytes, over the Subject's max_message_size (${max} bytes)`;
     const e = new RequestRefusedError(id, "oversize", why, "The client");
     this.#copies.ended(id);
     this.#unacked.delete(id);
