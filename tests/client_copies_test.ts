@@ -271,3 +271,32 @@ Deno.test("client: a request accepted, then its Subject restarted with a max_mes
   assert.ok(performance.now() - t0 < 2000);
   assert.equal(await hub.poll(300), undefined, "not sent to the new Subject");
 });
+
+Deno.test("client: a request sent again to a restarted Subject, whose predecessor's acknowledgement is read only then, and refused overloaded by the new one: it is sent again and runs (it waited out its timeout)", async () => {
+  await using hub = await fakeHub("A", 100);
+  const final = outcome(hub.client.request("Flow", {}, { id: "late-ack", timeout: 10_000 }));
+  const c1 = await hub.next();
+  await hub.hello("B");
+  const c2 = await hub.next(); // sent again to B
+  await hub.ack(c1, "late-ack"); // A's acknowledgement of the first send, read late
+  await hub.nack(c2, "late-ack", "overloaded", true); // B, over its cap
+  await hub.publish(refusedFinal("late-ack"));
+  const c3 = await hub.next(); // after resendAfter
+  assert.equal(c3.id, "late-ack");
+  await hub.ack(c3, "late-ack");
+  await hub.publish(done("late-ack"));
+  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
+});
+
+Deno.test("client: two copies of one id, one over a restarted Subject's smaller max_message_size: both callers are told refused oversize, and neither copy is sent (one was, and would have run)", async () => {
+  await using hub = await fakeHub("A", 100);
+  await hub.hello("A", JSON.stringify({ max_message_size: 8192 }));
+  const small = outcome(hub.client.send("Flow", { pad: "x" }, { id: "two" }));
+  const big = outcome(hub.client.send("Flow", { pad: "x".repeat(5000) }, { id: "two" }));
+  await hub.next(); // both unanswered
+  await hub.hello("B", JSON.stringify({ max_message_size: 2048 }));
+  for (const o of [await small, await big] as { error?: unknown }[]) {
+    assert.ok(o.error instanceof RequestRefusedError && o.error.reason === "oversize", String(o.error));
+  }
+  assert.equal(await hub.poll(300), undefined, "nothing of the id is sent to the new Subject");
+});

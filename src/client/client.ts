@@ -202,7 +202,10 @@ export class Client {
       const id = r.id;
       // An id no longer kept was decided: this refuses a send made again, and is moot (an outside
       // attack: ACKs of a send and of its copies, then a refusal of an earlier send, in one flush).
-      if (!this.#unacked.has(id)) {
+      // Unless it was accepted and is still to run for a caller, and this is a refusal by a Subject
+      // it was sent again to (its acknowledgement, by the Subject before, read late): then it is
+      // sent again (`#refused`).
+      if (!this.#unacked.has(id) && !(this.#copies.running(id) && this.#kept.frames(id))) {
         this.#untrack(id);
         continue;
       }
@@ -295,33 +298,42 @@ export class Client {
       }
     }
     if (this.#dealer.closed) return;
-    for (const f of this.#unacked.due(now)) this.#sendAgain(f);
+    this.#sendAgain(this.#unacked.due(now));
   }
 
   /**
-   * Sends a message again, unless its values are over the Subject's `max_message_size` (a Subject
-   * restarted with a smaller one would drop it unread and unanswered, and its caller, told before
-   * that it was accepted, waited out its timeout: an outside attack). Then it ends refused
-   * `oversize`, and is sent no more.
+   * Sends messages again, except those of an id one of whose messages has values over the
+   * Subject's `max_message_size` (a Subject restarted with a smaller one would drop it unread and
+   * unanswered, and its caller, told before that it was accepted, waited out its timeout: an
+   * outside attack). Such an id ends refused `oversize`, and none of its messages is sent (its
+   * callers are told refused, so none may run).
    */
-  #sendAgain(frames: readonly Uint8Array[]): void {
+  #sendAgain(messages: readonly (readonly Uint8Array[])[]): void {
     const max = this.#limit;
-    if (max === undefined || frames[2].length <= max) {
-      void this.#dealer.send(frames).catch(() => {});
-      return;
+    const over = new Map<string, number>();
+    if (max !== undefined) {
+      for (const m of messages) {
+        const header = m[2].length > max ? decodeHeader(m[1]) : undefined;
+        if (header && typeof header !== "string") over.set(header.id, m[2].length);
+      }
     }
-    const header = decodeHeader(frames[1]);
-    if (typeof header === "string") return;
-    const id = header.id;
-    const size = frames[2].length;
-    const why = `the values are ${size} bytes, over the Subject's max_message_size (${max} bytes)`;
-    const e = new RequestRefusedError(id, "oversize", why, "The client");
-    this.#copies.ended(id);
-    this.#unacked.delete(id);
-    this.#kept.forget(id);
-    const sending = this.#sending.get(id);
-    if (sending) sending.refused = e;
-    this.#waiters.reject(id, e);
+    for (const m of messages) {
+      if (over.size) {
+        const header = decodeHeader(m[1]);
+        if (typeof header !== "string" && over.has(header.id)) continue;
+      }
+      void this.#dealer.send(m).catch(() => {});
+    }
+    for (const [id, size] of over) {
+      const why = `the values are ${size} bytes, over the Subject's max_message_size (${max} bytes)`;
+      const e = new RequestRefusedError(id, "oversize", why, "The client");
+      this.#copies.ended(id);
+      this.#unacked.delete(id);
+      this.#kept.forget(id);
+      const sending = this.#sending.get(id);
+      if (sending) sending.refused = e;
+      this.#waiters.reject(id, e);
+    }
   }
 
   #onPublication(frames: Uint8Array[]): void {
@@ -409,10 +421,9 @@ export class Client {
     const now = performance.now();
     // Refused, and the answers to its other sends never came: the refusal is the answer.
     for (const [id, refusal] of this.#unacked.lost(now, after)) this.#refused(id, refusal, 0);
-    for (const f of this.#unacked.due(now, after)) {
-      this.resent++;
-      this.#sendAgain(f);
-    }
+    const again = this.#unacked.due(now, after);
+    this.resent += again.length;
+    this.#sendAgain(again);
   }
 
   /**
