@@ -44,6 +44,17 @@ Deno.test("CopyAnswers: a copy accepted while a caller waits for its final makes
   assert.equal(c.size, 0);
 });
 
+Deno.test("CopyAnswers: a refusal of a send made before the latest one when the acceptance was read is an earlier send's; of that one or a later, or unnumbered, it is not", () => {
+  const c = new CopyAnswers();
+  c.ack("r", 0, true, 5);
+  assert.deepEqual([4, 5, 6, undefined].map((t) => c.refusedEarlier("r", t)), [true, false, false, false]);
+  c.ack("r", 0, true, 3); // a later acceptance never lowers it
+  assert.equal(c.refusedEarlier("r", 4), true);
+  assert.equal(c.refusedEarlier("other", 1), false, "not running");
+  c.ended("r");
+  assert.equal(c.refusedEarlier("r", 4), false);
+});
+
 const refusedFinal = (id: string) =>
   errorFrames("Flow", { id }, "overloaded", "over the cap", utf8("{}"), true);
 const done = (id: string) => [utf8("Flow~~~~done"), encodeHeader({ v: 1, id }), utf8('{"ran":true}')];
@@ -299,4 +310,16 @@ Deno.test("client: two copies of one id, one over a restarted Subject's smaller 
     assert.ok(o.error instanceof RequestRefusedError && o.error.reason === "oversize", String(o.error));
   }
   assert.equal(await hub.poll(300), undefined, "nothing of the id is sent to the new Subject");
+});
+
+Deno.test("client: a request() sent again, the resend accepted and then the first send refused in the same flush: it is not sent a third time (the moot refusal sent it again, and past the duplicate window it would run twice)", async () => {
+  await using hub = await fakeHub("A", 100);
+  const final = outcome(hub.client.request("Flow", {}, { id: "moot", timeout: 10_000 }));
+  const first = await hub.next();
+  const again = await hub.next(); // after resendAfter
+  await Promise.all([hub.ack(again, "moot"), hub.nack(first, "moot", "overloaded", true)]);
+  await hub.publish(refusedFinal("moot")); // the first send's error publication
+  assert.equal(await hub.poll(400), undefined, "not sent again: the resend was accepted");
+  await hub.publish(done("moot"));
+  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
 });

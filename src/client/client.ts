@@ -180,7 +180,10 @@ export class Client {
         if (typeof id !== "string") continue;
         // An id no longer kept was decided (accepted, or its final came): this answers a send
         // made again, and changes nothing (it would clear the mark of an acceptance, copies.ts).
-        if (this.#unacked.has(id)) this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id));
+        if (this.#unacked.has(id)) {
+          const latest = this.#unacked.latest(id);
+          this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id), latest);
+        }
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
         if (sending) sending.refused = undefined;
@@ -204,8 +207,14 @@ export class Client {
       // attack: ACKs of a send and of its copies, then a refusal of an earlier send, in one flush).
       // Unless it was accepted and is still to run for a caller, and this is a refusal by a Subject
       // it was sent again to (its acknowledgement, by the Subject before, read late): then it is
-      // sent again (`#refused`).
-      if (!this.#unacked.has(id) && !(this.#copies.running(id) && this.#kept.frames(id))) {
+      // sent again (`#refused`). Not for a refusal of a send made before the one accepted (it
+      // came in the acceptance's flush): sent again, it would run twice if the Subject's
+      // duplicate window had let the id go by the time it came.
+      const t = typeof r.t === "number" ? r.t : undefined;
+      const decided = !this.#unacked.has(id);
+      if (
+        decided && !(this.#copies.running(id) && !this.#copies.refusedEarlier(id, t) && this.#kept.frames(id))
+      ) {
         this.#untrack(id);
         continue;
       }
@@ -214,7 +223,7 @@ export class Client {
         message: r.message,
         answered: r.answered === true,
         copy: this.#unacked.oldest(id),
-        t: typeof r.t === "number" ? r.t : undefined,
+        t,
       };
       this.#refused(id, refusal, this.#unacked.answer(id, now, refusal));
     }

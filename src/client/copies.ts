@@ -23,8 +23,11 @@
 export class CopyAnswers {
   /** Ids with copies still waiting for their answer after one was answered: whether one was accepted. */
   readonly #answering = new Map<string, boolean>();
-  /** Ids accepted while a caller waited for their final, until it comes (or nobody waits). */
-  readonly #running = new Set<string>();
+  /**
+   * Ids accepted while a caller waited for their final, until it comes (or nobody waits): the
+   * id's latest send number (`Header.t`) when the acceptance was read, 0 if unknown.
+   */
+  readonly #running = new Map<string, number>();
 
   /** Ids remembered (for tests and leak checks). */
   get size(): number {
@@ -37,11 +40,24 @@ export class CopyAnswers {
   }
 
   /**
-   * A copy of `id` was acknowledged; `waiting`: its copies still without an answer; `waited`: a
-   * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}).
+   * Whether a refusal of send number `t` of `id`, running, is moot as a send made before the one
+   * accepted: the Subject answers a connection's sends in order, so a refusal of a send earlier
+   * than the latest when the acceptance was read, read after that acceptance, came with it (the
+   * `ACK` list goes before the `NACK` list of one flush). A refusal without a number, or of that
+   * latest send or a later one, is not (a restarted Subject's, the acceptance being its
+   * predecessor's, read late).
    */
-  ack(id: string, waiting: number, waited: boolean): void {
-    if (waited) this.#running.add(id);
+  refusedEarlier(id: string, t: number | undefined): boolean {
+    return t !== undefined && t < (this.#running.get(id) ?? 0);
+  }
+
+  /**
+   * A copy of `id` was acknowledged; `waiting`: its copies still without an answer; `waited`: a
+   * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}); `latest`: the
+   * id's latest send number then (see {@linkcode CopyAnswers.refusedEarlier}).
+   */
+  ack(id: string, waiting: number, waited: boolean, latest = 0): void {
+    if (waited) this.#running.set(id, Math.max(latest, this.#running.get(id) ?? 0));
     if (waiting > 0) this.#answering.set(id, true);
     else this.#answering.delete(id);
   }

@@ -112,6 +112,11 @@ export class Unacked {
     return this.#byId.get(id)?.frames[0];
   }
 
+  /** The send number of `id`'s latest send (`Header.t`); 0 when none is known (or none is kept). */
+  latest(id: string): number {
+    return this.#byId.get(id)?.last ?? 0;
+  }
+
   /** How many sends of `id`'s messages wait for their answer. */
   count(id: string): number {
     return this.#byId.get(id)?.sent ?? 0;
