@@ -44,7 +44,7 @@ Deno.test("CopyAnswers: a copy accepted while a caller waits for its final makes
   assert.equal(c.size, 0);
 });
 
-Deno.test("CopyAnswers: a refusal of a send made before the latest one when the acceptance was read is an earlier send's; of that one or a later, or unnumbered, it is not", () => {
+Deno.test("CopyAnswers: a refusal of a send made before the latest one when the acceptance was read, and after the Subject's incarnation last changed, is an earlier send's; of that one or a later, unnumbered, or before the change, it is not", () => {
   const c = new CopyAnswers();
   c.ack("r", 0, true, 5);
   assert.deepEqual([4, 5, 6, undefined].map((t) => c.refusedEarlier("r", t)), [true, false, false, false]);
@@ -53,6 +53,9 @@ Deno.test("CopyAnswers: a refusal of a send made before the latest one when the 
   assert.equal(c.refusedEarlier("other", 1), false, "not running");
   c.ended("r");
   assert.equal(c.refusedEarlier("r", 4), false);
+  // Sends 1 and 2 went before the Subject's incarnation changed: their refusals may be the new one's.
+  c.ack("s", 0, true, 5, 2);
+  assert.deepEqual([1, 2, 3, 4, 5].map((t) => c.refusedEarlier("s", t)), [false, false, true, true, false]);
 });
 
 const refusedFinal = (id: string) =>
@@ -321,5 +324,44 @@ Deno.test("client: a request() sent again, the resend accepted and then the firs
   await hub.publish(refusedFinal("moot")); // the first send's error publication
   assert.equal(await hub.poll(400), undefined, "not sent again: the resend was accepted");
   await hub.publish(done("moot"));
+  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
+});
+
+Deno.test("client: two callers with one id, the first copy refused over the cap and the second accepted, in one flush: both are told accepted and get the request's own final, and it is not sent again (with resends off, both were told overloaded)", async () => {
+  for (const resendAfter of [100, 0]) {
+    await using hub = await fakeHub("A", resendAfter);
+    const first = hub.client.submit("Flow", {}, { id: "pair", timeout: 5000 });
+    const c1 = await hub.next();
+    const second = hub.client.submit("Flow", {}, { id: "pair", timeout: 5000 });
+    const c2 = await hub.next();
+    await Promise.all([hub.ack(c2, "pair"), hub.nack(c1, "pair", "overloaded", true)]);
+    await hub.publish(refusedFinal("pair"));
+    for (const s of [first, second]) {
+      assert.deepEqual(await outcome(s.accepted), { ok: "pair" }, `${resendAfter}`);
+    }
+    assert.equal(await hub.poll(400), undefined, `resendAfter ${resendAfter}: not sent again`);
+    await hub.publish(done("pair"));
+    for (const s of [first, second]) assert.equal(await finalOf(s.final), "done");
+  }
+});
+
+Deno.test("client: a request sent again to a restarted Subject, then named again for its predecessor by a late announcement of it, whose first acceptance is read only then, and refused by the new Subject: it is still sent again and runs", async () => {
+  await using hub = await fakeHub("A", 100);
+  const final = outcome(hub.client.request("Flow", {}, { id: "flap", timeout: 10_000 }));
+  const c1 = await hub.next();
+  await hub.hello("B"); // A died
+  const c2 = await hub.next(); // to B
+  await hub.hello("A"); // A's last announcement, read late
+  const c3 = await hub.next(); // named for A: B drops it unread
+  assert.deepEqual([c2.s, c3.s], ["B", "A"]);
+  await hub.ack(c1, "flap"); // A's acknowledgement of the first send, read late
+  await hub.nack(c2, "flap", "overloaded", true); // B, over its cap
+  await hub.publish(refusedFinal("flap"));
+  await hub.hello("B"); // B's next announcement
+  let sent;
+  while ((sent = await hub.poll(2000)) && sent.s !== "B") { /* named for A: B drops it */ }
+  assert.equal(sent?.s, "B", "sent again to B");
+  await hub.ack(sent!, "flap");
+  await hub.publish(done("flap"));
   assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
 });

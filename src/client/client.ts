@@ -96,6 +96,8 @@ export class Client {
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
   readonly #copies = new CopyAnswers();
+  /** The last send number before the Subject's announced incarnation last changed (`#onHello`). */
+  #restartSend = 0;
   /** `ClientOptions.resendAfter`. */
   #resendAfter = DEFAULT_RESEND_AFTER;
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
@@ -182,7 +184,8 @@ export class Client {
         // made again, and changes nothing (it would clear the mark of an acceptance, copies.ts).
         if (this.#unacked.has(id)) {
           const latest = this.#unacked.latest(id);
-          this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id), latest);
+          const waiting = this.#unacked.answer(id, now);
+          this.#copies.ack(id, waiting, this.#waiters.has(id), latest, this.#restartSend);
         }
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
@@ -237,8 +240,11 @@ export class Client {
   #refused(id: string, refusal: Refusal, waiting: number): void {
     const stands = this.#copies.refuse(id, waiting);
     // A copy accepted before is to run, and this copy of it was refused: by a restarted Subject
-    // over its connection's cap (the request sent again there), say.
-    const accepted = !stands && this.#copies.running(id) && !this.#unacked.has(id);
+    // over its connection's cap (the request sent again there), say; not when this refuses a send
+    // made before the one accepted, by the same Subject (two copies, the first over the cap and
+    // the second accepted, in one flush): then it is moot, and sent again it could run twice.
+    const accepted = !stands && this.#copies.running(id) && !this.#unacked.has(id) &&
+      !this.#copies.refusedEarlier(id, refusal.t);
     // Without resends nothing would send it again: it stands (its callers would wait out their
     // timeout instead).
     if (stands || (accepted && this.#resendAfter === 0)) {
@@ -285,6 +291,8 @@ export class Client {
       this.#kept.hello(incarnation);
       return;
     }
+    // Sends numbered after this went to (or are named for) the new incarnation (CopyAnswers.refusedEarlier).
+    this.#restartSend = this.#unacked.lastSend;
     // Renamed first, so that what hello() hands back to send again names the new incarnation.
     const to = (frames: readonly Uint8Array[]) => rewritten(frames, { s: incarnation });
     // What was sent named for the incarnation before is answered by nobody: a dead Subject, or

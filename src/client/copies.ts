@@ -24,10 +24,11 @@ export class CopyAnswers {
   /** Ids with copies still waiting for their answer after one was answered: whether one was accepted. */
   readonly #answering = new Map<string, boolean>();
   /**
-   * Ids accepted while a caller waited for their final, until it comes (or nobody waits): the
-   * id's latest send number (`Header.t`) when the acceptance was read, 0 if unknown.
+   * Ids accepted while a caller waited for their final, until it comes (or nobody waits): when
+   * the acceptance was read, the id's latest send number (`Header.t`, 0 if unknown) and the
+   * client's last send number before the Subject's incarnation last changed.
    */
-  readonly #running = new Map<string, number>();
+  readonly #running = new Map<string, { latest: number; restart: number }>();
 
   /** Ids remembered (for tests and leak checks). */
   get size(): number {
@@ -40,24 +41,32 @@ export class CopyAnswers {
   }
 
   /**
-   * Whether a refusal of send number `t` of `id`, running, is moot as a send made before the one
-   * accepted: the Subject answers a connection's sends in order, so a refusal of a send earlier
-   * than the latest when the acceptance was read, read after that acceptance, came with it (the
-   * `ACK` list goes before the `NACK` list of one flush). A refusal without a number, or of that
-   * latest send or a later one, is not (a restarted Subject's, the acceptance being its
-   * predecessor's, read late).
+   * Whether a refusal of send number `t` of `id`, running, is moot: a refusal of a send made
+   * before the one accepted, by the same Subject. That is so when `t` is below the id's latest
+   * send when the acceptance was read and was sent after the Subject's incarnation last changed
+   * before it: that Subject answers a connection's sends in order, so it refused `t` before it
+   * accepted a later send (in the same flush: the `ACK` list goes before the `NACK` list). A
+   * refusal without a number, of that latest send or a later one, or of a send made before the
+   * incarnation changed, is not moot: it may be a restarted Subject's, the acceptance being its
+   * predecessor's, read late (an `ACK` names no send).
    */
   refusedEarlier(id: string, t: number | undefined): boolean {
-    return t !== undefined && t < (this.#running.get(id) ?? 0);
+    const r = this.#running.get(id);
+    return t !== undefined && r !== undefined && t > r.restart && t < r.latest;
   }
 
   /**
    * A copy of `id` was acknowledged; `waiting`: its copies still without an answer; `waited`: a
    * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}); `latest`: the
-   * id's latest send number then (see {@linkcode CopyAnswers.refusedEarlier}).
+   * id's latest send number then, and `restart` the client's last send number before the
+   * Subject's incarnation last changed (see {@linkcode CopyAnswers.refusedEarlier}).
    */
-  ack(id: string, waiting: number, waited: boolean, latest = 0): void {
-    if (waited) this.#running.set(id, Math.max(latest, this.#running.get(id) ?? 0));
+  ack(id: string, waiting: number, waited: boolean, latest = 0, restart = 0): void {
+    if (waited) {
+      const r = this.#running.get(id);
+      // Of two acceptances read, the one that knew of the later send decides.
+      if (!r || latest >= r.latest) this.#running.set(id, { latest, restart });
+    }
     if (waiting > 0) this.#answering.set(id, true);
     else this.#answering.delete(id);
   }

@@ -77,6 +77,11 @@ export class Unacked {
     return ++this.#t;
   }
 
+  /** The number of the last send so far (0 before the first). */
+  get lastSend(): number {
+    return this.#t;
+  }
+
   /** Ids with a message not yet acknowledged. */
   get size(): number {
     return this.#byId.size;
