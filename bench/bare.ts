@@ -8,7 +8,7 @@
 import { PEER_MODULE, REQUEST_BYTES } from "./bench_peer.ts";
 import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
 import { delay, TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { nap, pace } from "./generator.ts";
+import { CLOSED_LOOP_WINDOW, nap, pace } from "./generator.ts";
 import { withCpu } from "./proc.ts";
 import { round2, sum } from "./report.ts";
 
@@ -18,6 +18,11 @@ const PEER = PEER_MODULE;
 export interface BareRun {
   /** One message at a time, back to back: round trips in ms, sorted. */
   sequential: number[];
+  /**
+   * Closed loop, {@linkcode CLOSED_LOOP_WINDOW} messages outstanding like the flows' peak: messages
+   * through the whole pipeline per second, over `seconds` after a second of warm-up.
+   */
+  peak: number;
   /** Per offered rate: round trips in ms (sorted) and the CPU of its processes together (cores). */
   runs: { rate: number; rtt: number[]; busyCores: number }[];
 }
@@ -85,6 +90,27 @@ export async function barePipeline(rates: readonly number[], seconds: number): P
       await done;
       sequential.push(performance.now() - t);
     }
+    // The peak: as many outstanding as the flows' closed loop, numbered -1 (the open loops below
+    // take none of them for theirs), then drained before those start.
+    const peak = await r.exec(() => {
+      index.setFloat64(0, -1, true);
+      const warmUntil = performance.now() + 1000;
+      const end = warmUntil + seconds * 1000;
+      let outstanding = 0, counted = 0;
+      for (let now = performance.now(); now < end; now = performance.now()) {
+        while (outstanding < CLOSED_LOOP_WINDOW && push.raw.trySend([msg])) outstanding++;
+        let got = 0;
+        while (sub.raw.tryReceive()) got++;
+        outstanding -= got;
+        if (now >= warmUntil) counted += got;
+        if (!got) nap(0.02);
+      }
+      for (const until = performance.now() + 10_000; outstanding > 0 && performance.now() < until;) {
+        if (sub.raw.tryReceive()) outstanding--;
+        else nap(0.05);
+      }
+      return counted / seconds;
+    });
     const pids = [...stages.map((p) => p.pid), Deno.pid];
     const runs: BareRun["runs"] = [];
     for (const rate of rates) {
@@ -111,7 +137,7 @@ export async function barePipeline(rates: readonly number[], seconds: number): P
         }));
       runs.push({ rate, rtt, busyCores: round2(sum(cores)) });
     }
-    return { sequential: sequential.sort((a, b) => a - b), runs };
+    return { sequential: sequential.sort((a, b) => a - b), peak, runs };
   } finally {
     await r.close();
     for (const p of stages) {

@@ -380,6 +380,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   };
   const bareRun = (i: number) => open(bare.runs[i].rtt, bare.runs[i].rate, bare.runs[i].busyCores);
   const bareFigures: BenchResult["bare"] = {
+    peak_flows_per_s: Math.round(bare.peak),
     one_at_a_time: trip(bare.sequential),
     open_loop_50pct_of_peak: bareRun(0),
     open_loop_10pct_of_peak: bareRun(1),

@@ -96,6 +96,8 @@ export interface BenchResult {
    * forward each message (libzmq's loop called from Deno), at the same offered rates.
    */
   readonly bare: {
+    /** Closed loop with as many outstanding as the flows' peak: messages through the pipeline per second. */
+    readonly peak_flows_per_s: number;
     readonly one_at_a_time: RoundTrip;
     readonly open_loop_50pct_of_peak: OpenLoop;
     readonly open_loop_10pct_of_peak: OpenLoop;
@@ -166,9 +168,9 @@ function flowTable(name: string, z: LatencyFigures, r: BenchResult): string[] {
     row(
       `peak, closed loop (${fmt(r.closed_loop_window)} outstanding)`,
       `${fmt(z.peak_flows_per_s)} flows/s`,
-      "–",
+      `${fmt(b.peak_flows_per_s)} msgs/s`,
       mol ? `${fmt(mol.flows_per_s)} flows/s` : "not measured",
-      "–",
+      times(z.peak_flows_per_s, b.peak_flows_per_s),
       mol ? times(z.peak_flows_per_s, mol.flows_per_s) : "–",
     ),
     row(
