@@ -44,18 +44,22 @@ Deno.test("CopyAnswers: a copy accepted while a caller waits for its final makes
   assert.equal(c.size, 0);
 });
 
-Deno.test("CopyAnswers: a refusal of a send made before the latest one when the acceptance was read, and after the Subject's incarnation last changed, is an earlier send's; of that one or a later, unnumbered, or before the change, it is not", () => {
+Deno.test("CopyAnswers: a refusal of a send is an earlier send's, moot, when a later send known at the acceptance named the same Subject incarnation; not when unnumbered, unknown, or the last sent to its incarnation", () => {
   const c = new CopyAnswers();
-  c.ack("r", 0, true, 5);
-  assert.deepEqual([4, 5, 6, undefined].map((t) => c.refusedEarlier("r", t)), [true, false, false, false]);
-  c.ack("r", 0, true, 3); // a later acceptance never lowers it
-  assert.equal(c.refusedEarlier("r", 4), true);
+  // sent 1 to A, 2 to B (A died), 3 named for A (A's last announcement read late), 4 to B
+  c.ack("r", 0, true, [[1, "A"], [2, "B"], [3, "A"], [4, "B"]]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, undefined].map((t) => c.refusedEarlier("r", t)),
+    [true, true, false, false, false, false],
+  );
+  c.ack("r", 0, true, [[5, "A"]]); // a later acceptance adds what it knew of
+  assert.equal(c.refusedEarlier("r", 3), true);
   assert.equal(c.refusedEarlier("other", 1), false, "not running");
   c.ended("r");
-  assert.equal(c.refusedEarlier("r", 4), false);
-  // Sends 1 and 2 went before the Subject's incarnation changed: their refusals may be the new one's.
-  c.ack("s", 0, true, 5, 2);
-  assert.deepEqual([1, 2, 3, 4, 5].map((t) => c.refusedEarlier("s", t)), [false, false, true, true, false]);
+  assert.equal(c.refusedEarlier("r", 1), false);
+  c.ack("s", 0, false, [[1, "A"], [2, "A"]]); // nobody waits for its final: nothing kept
+  assert.equal(c.refusedEarlier("s", 1), false);
+  assert.equal(c.size, 0);
 });
 
 const refusedFinal = (id: string) =>
@@ -363,5 +367,44 @@ Deno.test("client: a request sent again to a restarted Subject, then named again
   assert.equal(sent?.s, "B", "sent again to B");
   await hub.ack(sent!, "flap");
   await hub.publish(done("flap"));
+  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
+});
+
+Deno.test("client: a request sent to a restarted Subject, named again for its predecessor by a late announcement, then for the new one again, whose later send the new Subject accepts while refusing the first in one flush: not sent again, and with resends off its caller is told accepted (the refusal was taken for a restarted Subject's)", async () => {
+  for (const resendAfter of [100, 0]) {
+    await using hub = await fakeHub("A", resendAfter);
+    const s = hub.client.submit("Flow", {}, { id: "flip", timeout: 5000 });
+    await hub.next(); // to A
+    await hub.hello("B"); // A died
+    const c2 = await hub.next(); // to B
+    await hub.hello("A"); // A's last announcement, read late
+    await hub.next(); // named for A: B drops it unread
+    await hub.hello("B"); // B's next announcement
+    const c4 = await hub.next(); // to B
+    assert.deepEqual([c2.s, c4.s], ["B", "B"]);
+    await Promise.all([hub.ack(c4, "flip"), hub.nack(c2, "flip", "overloaded", true)]);
+    await hub.publish(refusedFinal("flip"));
+    assert.deepEqual(await outcome(s.accepted), { ok: "flip" }, `resendAfter ${resendAfter}`);
+    assert.equal(await hub.poll(400), undefined, `resendAfter ${resendAfter}: not sent again`);
+    await hub.publish(done("flip"));
+    assert.equal(await finalOf(s.final), "done");
+  }
+});
+
+Deno.test("client: a request refused by a restarted Subject after its predecessor's acknowledgement, read late, is sent again even when another acknowledgement of the predecessor's comes before that send (it took the send's place, and the caller waited out its timeout)", async () => {
+  await using hub = await fakeHub("A", 150);
+  const final = outcome(hub.client.request("Flow", {}, { id: "dup-ack", timeout: 10_000 }));
+  const c1 = await hub.next(); // to A
+  const c2 = await hub.next(); // to A again, after resendAfter: A stalls
+  await hub.hello("B"); // A died
+  const c3 = await hub.next(); // to B
+  await hub.ack(c1, "dup-ack"); // A's acknowledgement of the first send, read late
+  await hub.nack(c3, "dup-ack", "overloaded", true); // B, over its cap
+  await hub.publish(refusedFinal("dup-ack"));
+  await hub.ack(c2, "dup-ack"); // A's acknowledgement of its duplicate, from a later flush, read late
+  const c4 = await hub.poll(2000);
+  assert.equal(c4?.s, "B", "sent again to B");
+  await hub.ack(c4!, "dup-ack");
+  await hub.publish(done("dup-ack"));
   assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
 });

@@ -154,3 +154,20 @@ Deno.test("Unacked: a refusal of a send made before the id's first send kept (an
   assert.deepEqual(names(u.due(2003)), ["a2"], "the copy is kept, to be sent again");
   assert.equal(u.answer("a", 2004, { ...refusal, t: 4 }), 0, "its latest send refused: it stands");
 });
+
+Deno.test("Unacked: each send is recorded with the incarnation it named; messages waiting to be sent again, none sent since, await no answer", () => {
+  let named: string | undefined = "A";
+  const u = new Unacked((frames) => frames, () => named);
+  u.add("a", f("a1"), 0);
+  assert.equal(u.awaits("a"), true);
+  named = "B";
+  u.restarted(); // the Subject restarted: to be sent again
+  assert.equal(u.awaits("a"), false, "nothing sent to B yet");
+  assert.equal(u.due(1).length, 1);
+  assert.equal(u.awaits("a"), true);
+  u.add("b", f("b1"), 1, false); // to be sent by the next due()
+  assert.equal(u.awaits("b"), false);
+  assert.deepEqual(u.sends("a"), [[1, "A"], [2, "B"]]);
+  assert.deepEqual(u.sends("b"), []);
+  assert.deepEqual(u.sends("none"), []);
+});

@@ -80,7 +80,7 @@ export class Client {
   readonly #waiters = new Waiters();
   readonly #pings = new Map<string, () => void>();
   /** Messages not yet acknowledged; a message sent again gets a new send number (`Header.t`). */
-  readonly #unacked = new Unacked((frames, t) => rewritten(frames, { t }));
+  readonly #unacked = new Unacked((frames, t) => rewritten(frames, { t }), () => this.#kept.incarnation);
   #resendTimer?: ReturnType<typeof setInterval>;
   /** Messages pushed in this turn, sent as one batch at its end. */
   #out!: TurnBatch;
@@ -96,8 +96,6 @@ export class Client {
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
   readonly #copies = new CopyAnswers();
-  /** The last send number before the Subject's announced incarnation last changed (`#onHello`). */
-  #restartSend = 0;
   /** `ClientOptions.resendAfter`. */
   #resendAfter = DEFAULT_RESEND_AFTER;
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
@@ -182,10 +180,12 @@ export class Client {
         if (typeof id !== "string") continue;
         // An id no longer kept was decided (accepted, or its final came): this answers a send
         // made again, and changes nothing (it would clear the mark of an acceptance, copies.ts).
-        if (this.#unacked.has(id)) {
-          const latest = this.#unacked.latest(id);
-          const waiting = this.#unacked.answer(id, now);
-          this.#copies.ack(id, waiting, this.#waiters.has(id), latest, this.#restartSend);
+        // Nor does one for an id whose messages wait to be sent again, none sent: it answers a
+        // send to a Subject that has since died (read late, it took the place of the send to its
+        // successor, which was never made).
+        if (this.#unacked.awaits(id)) {
+          const sends = this.#unacked.sends(id);
+          this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id), sends);
         }
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
@@ -291,8 +291,6 @@ export class Client {
       this.#kept.hello(incarnation);
       return;
     }
-    // Sends numbered after this went to (or are named for) the new incarnation (CopyAnswers.refusedEarlier).
-    this.#restartSend = this.#unacked.lastSend;
     // Renamed first, so that what hello() hands back to send again names the new incarnation.
     const to = (frames: readonly Uint8Array[]) => rewritten(frames, { s: incarnation });
     // What was sent named for the incarnation before is answered by nobody: a dead Subject, or

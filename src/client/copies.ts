@@ -19,16 +19,17 @@
  * @module
  */
 
+import type { Send } from "./unacked.ts";
+
 /** The answers to copies of request ids, by id. */
 export class CopyAnswers {
   /** Ids with copies still waiting for their answer after one was answered: whether one was accepted. */
   readonly #answering = new Map<string, boolean>();
   /**
-   * Ids accepted while a caller waited for their final, until it comes (or nobody waits): when
-   * the acceptance was read, the id's latest send number (`Header.t`, 0 if unknown) and the
-   * client's last send number before the Subject's incarnation last changed.
+   * Ids accepted while a caller waited for their final, until it comes (or nobody waits): the
+   * id's sends known when the acceptance was read, number to the incarnation each was named for.
    */
-  readonly #running = new Map<string, { latest: number; restart: number }>();
+  readonly #running = new Map<string, Map<number, string | undefined>>();
 
   /** Ids remembered (for tests and leak checks). */
   get size(): number {
@@ -42,30 +43,32 @@ export class CopyAnswers {
 
   /**
    * Whether a refusal of send number `t` of `id`, running, is moot: a refusal of a send made
-   * before the one accepted, by the same Subject. That is so when `t` is below the id's latest
-   * send when the acceptance was read and was sent after the Subject's incarnation last changed
-   * before it: that Subject answers a connection's sends in order, so it refused `t` before it
-   * accepted a later send (in the same flush: the `ACK` list goes before the `NACK` list). A
-   * refusal without a number, of that latest send or a later one, or of a send made before the
-   * incarnation changed, is not moot: it may be a restarted Subject's, the acceptance being its
+   * before one accepted, by the same Subject. That is so when a later send of the id, known when
+   * the acceptance was read, was named for the same Subject incarnation as `t`: that Subject
+   * answers a connection's sends in order, so it refused `t` before it answered the later one,
+   * and that answer decides (an acceptance, perhaps the one read; or a refusal, of a send this is
+   * then asked about). A refusal without a number, or of a send with no later one named for its
+   * incarnation, is not moot: it may be a restarted Subject's, the acceptance being its
    * predecessor's, read late (an `ACK` names no send).
    */
   refusedEarlier(id: string, t: number | undefined): boolean {
-    const r = this.#running.get(id);
-    return t !== undefined && r !== undefined && t > r.restart && t < r.latest;
+    const sends = this.#running.get(id);
+    if (t === undefined || !sends?.has(t)) return false;
+    const named = sends.get(t);
+    for (const [n, s] of sends) if (n > t && s === named) return true;
+    return false;
   }
 
   /**
    * A copy of `id` was acknowledged; `waiting`: its copies still without an answer; `waited`: a
-   * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}); `latest`: the
-   * id's latest send number then, and `restart` the client's last send number before the
-   * Subject's incarnation last changed (see {@linkcode CopyAnswers.refusedEarlier}).
+   * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}); `sends`: the id's
+   * sends then, with the incarnation each named (see {@linkcode CopyAnswers.refusedEarlier}).
    */
-  ack(id: string, waiting: number, waited: boolean, latest = 0, restart = 0): void {
+  ack(id: string, waiting: number, waited: boolean, sends: readonly Send[] = []): void {
     if (waited) {
-      const r = this.#running.get(id);
-      // Of two acceptances read, the one that knew of the later send decides.
-      if (!r || latest >= r.latest) this.#running.set(id, { latest, restart });
+      const known = this.#running.get(id);
+      if (known) { for (const [t, s] of sends) known.set(t, s); }
+      else this.#running.set(id, new Map(sends));
     }
     if (waiting > 0) this.#answering.set(id, true);
     else this.#answering.delete(id);

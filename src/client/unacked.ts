@@ -18,6 +18,8 @@ interface Entry {
   last: number;
   /** When the messages were last sent (ms). */
   at: number;
+  /** Every send of the id counted here: its number, and the Subject incarnation it was named for. */
+  readonly sends: Send[];
   /**
    * Sends of the id's messages not yet answered: a message sent again ({@linkcode Unacked.due})
    * is answered again (the Subject answers every message it reads), and each answer counts.
@@ -26,6 +28,9 @@ interface Entry {
   /** The last refusal of a send, while sends of the id sent again still wait for their answers. */
   refused?: Refusal;
 }
+
+/** One send of a message: its number (`Header.t`), and the Subject incarnation it named (`Header.s`). */
+export type Send = readonly [t: number, incarnation: string | undefined];
 
 /** A refusal (`NACK`) of one message, as the client keeps it while other sends of its id wait. */
 export interface Refusal {
@@ -63,23 +68,26 @@ export const LOST_ANSWER_MS = 5000;
 export class Unacked {
   readonly #byId = new Map<string, Entry>();
   readonly #stamp: (frames: MessageFrames, t: number) => MessageFrames;
+  readonly #named: () => string | undefined;
   #t = 0;
   #waiters: (() => void)[] = [];
   readonly #idWaiters = new Map<string, (() => void)[]>();
 
-  /** `stamp` writes a send number into a message's header (a message sent again gets a new one). */
-  constructor(stamp: (frames: MessageFrames, t: number) => MessageFrames = (f) => f) {
+  /**
+   * `stamp` writes a send number into a message's header (a message sent again gets a new one);
+   * `named` is the Subject incarnation the messages are named for now (`Header.s`).
+   */
+  constructor(
+    stamp: (frames: MessageFrames, t: number) => MessageFrames = (f) => f,
+    named: () => string | undefined = () => undefined,
+  ) {
     this.#stamp = stamp;
+    this.#named = named;
   }
 
   /** The number of the next send (`Header.t`), counting up from 1. */
   nextSend(): number {
     return ++this.#t;
-  }
-
-  /** The number of the last send so far (0 before the first). */
-  get lastSend(): number {
-    return this.#t;
   }
 
   /** Ids with a message not yet acknowledged. */
@@ -90,6 +98,20 @@ export class Unacked {
   /** Whether a message of `id` waits for its acknowledgement. */
   has(id: string): boolean {
     return this.#byId.has(id);
+  }
+
+  /**
+   * Whether a send of `id`'s messages waits for its answer: not when they wait to be sent again
+   * (after a Subject restart, or a refusal by a restarted Subject), when an answer is one to a
+   * send made before, to a Subject that has since died.
+   */
+  awaits(id: string): boolean {
+    return (this.#byId.get(id)?.sent ?? 0) > 0;
+  }
+
+  /** The sends of `id` counted so far (see {@linkcode Unacked.add}); empty when none is kept. */
+  sends(id: string): Send[] {
+    return [...this.#byId.get(id)?.sends ?? []];
   }
 
   /**
@@ -105,21 +127,18 @@ export class Unacked {
         e.sent++;
         e.first ||= t;
         e.last = t;
+        e.sends.push([t, this.#named()]);
       }
       return;
     }
     const n = t || 0;
-    this.#byId.set(id, { frames: [frames], at: now, sent: t === false ? 0 : 1, first: n, last: n });
+    const sends: Send[] = t === false ? [] : [[t, this.#named()]];
+    this.#byId.set(id, { frames: [frames], at: now, sent: t === false ? 0 : 1, first: n, last: n, sends });
   }
 
   /** The oldest message of `id` waiting for its answer (the one the next answer of `id` is for). */
   oldest(id: string): MessageFrames | undefined {
     return this.#byId.get(id)?.frames[0];
-  }
-
-  /** The send number of `id`'s latest send (`Header.t`); 0 when none is known (or none is kept). */
-  latest(id: string): number {
-    return this.#byId.get(id)?.last ?? 0;
   }
 
   /** How many sends of `id`'s messages wait for their answer. */
@@ -207,6 +226,7 @@ export class Unacked {
       for (let i = 0; i < e.frames.length; i++) {
         e.last = this.nextSend();
         e.first ||= e.last;
+        e.sends.push([e.last, this.#named()]);
         out.push(e.frames[i] = this.#stamp(e.frames[i], e.last));
       }
     }
