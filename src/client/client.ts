@@ -184,8 +184,9 @@ export class Client {
         // send to a Subject that has since died (read late, it took the place of the send to its
         // successor, which was never made).
         if (this.#unacked.awaits(id)) {
-          const sends = this.#unacked.sends(id);
-          this.#copies.ack(id, this.#unacked.answer(id, now), this.#waiters.has(id), sends);
+          const waited = this.#waiters.has(id);
+          const sends = waited ? this.#unacked.sends(id) : undefined; // read before the answer forgets them
+          this.#copies.ack(id, this.#unacked.answer(id, now), waited, sends);
         }
         // Accepted: a refusal of an earlier copy, told to a caller that waited then, is over.
         const sending = this.#sending.get(id);
