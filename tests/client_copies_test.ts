@@ -44,21 +44,30 @@ Deno.test("CopyAnswers: a copy accepted while a caller waits for its final makes
   assert.equal(c.size, 0);
 });
 
-Deno.test("CopyAnswers: a refusal of a send is an earlier send's, moot, when a later send known at the acceptance named the same Subject incarnation; not when unnumbered, unknown, or the last sent to its incarnation", () => {
+Deno.test("CopyAnswers: a refusal of a send is moot when a later send known at the acceptance named the same Subject incarnation or a later-heard one; not when unnumbered, unknown, or followed only by sends named for an earlier-heard one", () => {
   const c = new CopyAnswers();
-  // sent 1 to A, 2 to B (A died), 3 named for A (A's last announcement read late), 4 to B
-  c.ack("r", 0, true, [[1, "A"], [2, "B"], [3, "A"], [4, "B"]]);
+  const run = (first: number, last: number, rank: number) => ({ first, last, rank });
+  // A (rank 1): 1, 2; B (rank 2): 4; A again (a late announcement of the dead A): 6; B again: 8
+  c.ack("r", 0, true, [run(1, 2, 1), run(4, 4, 2), run(6, 6, 1), run(8, 8, 2)]);
   assert.deepEqual(
-    [1, 2, 3, 4, 5, undefined].map((t) => c.refusedEarlier("r", t)),
-    [true, true, false, false, false, false],
+    [1, 2, 4, 6, 8, 3, 9, undefined].map((t) => c.refusedEarlier("r", t)),
+    [true, true, true, true, false, false, false, false],
   );
-  c.ack("r", 0, true, [[5, "A"]]); // a later acceptance adds what it knew of
-  assert.equal(c.refusedEarlier("r", 3), true);
+  // P (1), then A (2), then B (3): the dead A's refusal, with a send to B after it, is moot.
+  c.ack("p", 0, true, [run(1, 1, 1), run(2, 2, 2), run(3, 3, 3)]);
+  assert.deepEqual([1, 2, 3].map((t) => c.refusedEarlier("p", t)), [true, true, false]);
+  // B's refusal with only a send named for the dead A after it (B drops that one unread): not moot.
+  c.ack("q", 0, true, [run(1, 1, 1), run(2, 2, 2), run(3, 3, 1)]);
+  assert.deepEqual([1, 2, 3].map((t) => c.refusedEarlier("q", t)), [true, false, false]);
+  c.ack("q", 0, true, [run(2, 2, 2), run(3, 3, 1), run(5, 5, 2)]); // a later acceptance adds what it knew of
+  assert.equal(c.refusedEarlier("q", 2), true);
   assert.equal(c.refusedEarlier("other", 1), false, "not running");
   c.ended("r");
   assert.equal(c.refusedEarlier("r", 1), false);
-  c.ack("s", 0, false, [[1, "A"], [2, "A"]]); // nobody waits for its final: nothing kept
+  c.ack("s", 0, false, [run(1, 2, 1)]); // nobody waits for its final: nothing kept
   assert.equal(c.refusedEarlier("s", 1), false);
+  c.ended("p");
+  c.ended("q");
   assert.equal(c.size, 0);
 });
 
@@ -407,4 +416,28 @@ Deno.test("client: a request refused by a restarted Subject after its predecesso
   await hub.ack(c4!, "dup-ack");
   await hub.publish(done("dup-ack"));
   assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
+});
+
+Deno.test("client: a refusal by a Subject that has since died, read after its successor's announcement and a send to the successor, decides nothing: not sent again once the successor accepts, and with resends off its caller is not told overloaded", async () => {
+  for (const resendAfter of [300, 0]) {
+    await using hub = await fakeHub("P", resendAfter);
+    const final = outcome(hub.client.request("Flow", {}, { id: "three", timeout: 5000 }));
+    const c1 = await hub.next(); // to P
+    await hub.hello("A"); // P died
+    const c2 = await hub.next(); // to A
+    await hub.hello("B"); // A died
+    const c3 = await hub.next(); // to B
+    assert.deepEqual([c1.s, c2.s, c3.s], ["P", "A", "B"]);
+    await hub.ack(c1, "three"); // P's acknowledgement, read late
+    await hub.nack(c2, "three", "overloaded", true); // A's refusal, read late
+    await hub.publish(refusedFinal("three"));
+    await hub.ack(c3, "three"); // B accepts
+    assert.equal(await hub.poll(600), undefined, `resendAfter ${resendAfter}: not sent again`);
+    await hub.publish(done("three"));
+    assert.equal(
+      (await final as { ok?: { action: string } }).ok?.action,
+      "done",
+      `resendAfter ${resendAfter}`,
+    );
+  }
 });

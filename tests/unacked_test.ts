@@ -155,19 +155,22 @@ Deno.test("Unacked: a refusal of a send made before the id's first send kept (an
   assert.equal(u.answer("a", 2004, { ...refusal, t: 4 }), 0, "its latest send refused: it stands");
 });
 
-Deno.test("Unacked: each send is recorded with the incarnation it named; messages waiting to be sent again, none sent since, await no answer", () => {
-  let named: string | undefined = "A";
-  const u = new Unacked((frames) => frames, () => named);
+Deno.test("Unacked: sends are recorded in runs by the rank of the incarnation they named; messages waiting to be sent again, none sent since, await no answer", () => {
+  let rank = 1;
+  const u = new Unacked((frames) => frames, () => rank);
   u.add("a", f("a1"), 0);
+  u.add("a", f("a2"), 0); // a resume under the same id
   assert.equal(u.awaits("a"), true);
-  named = "B";
+  rank = 2;
   u.restarted(); // the Subject restarted: to be sent again
-  assert.equal(u.awaits("a"), false, "nothing sent to B yet");
-  assert.equal(u.due(1).length, 1);
+  assert.equal(u.awaits("a"), false, "nothing sent to the new Subject yet");
+  assert.equal(u.due(1).length, 2);
   assert.equal(u.awaits("a"), true);
   u.add("b", f("b1"), 1, false); // to be sent by the next due()
   assert.equal(u.awaits("b"), false);
-  assert.deepEqual(u.sends("a"), [[1, "A"], [2, "B"]]);
+  assert.deepEqual(u.sends("a"), [{ first: 1, last: 2, rank: 1 }, { first: 3, last: 4, rank: 2 }]);
+  u.sends("a")[0].last = 99; // a copy
+  assert.equal(u.sends("a")[0].last, 2);
   assert.deepEqual(u.sends("b"), []);
   assert.deepEqual(u.sends("none"), []);
 });

@@ -80,7 +80,7 @@ export class Client {
   readonly #waiters = new Waiters();
   readonly #pings = new Map<string, () => void>();
   /** Messages not yet acknowledged; a message sent again gets a new send number (`Header.t`). */
-  readonly #unacked = new Unacked((frames, t) => rewritten(frames, { t }), () => this.#kept.incarnation);
+  readonly #unacked = new Unacked((frames, t) => rewritten(frames, { t }), () => this.#rank());
   #resendTimer?: ReturnType<typeof setInterval>;
   /** Messages pushed in this turn, sent as one batch at its end. */
   #out!: TurnBatch;
@@ -96,6 +96,8 @@ export class Client {
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
   readonly #copies = new CopyAnswers();
+  /** Subject incarnations by the order the client first heard of them in, from 1 (unacked.ts, `SendRun`). */
+  readonly #ranks = new Map<string, number>();
   /** `ClientOptions.resendAfter`. */
   #resendAfter = DEFAULT_RESEND_AFTER;
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
@@ -269,6 +271,12 @@ export class Client {
     this.#untrack(id);
   }
 
+  /** The rank of the incarnation messages are named for now (0: none yet). */
+  #rank(): number {
+    const s = this.#kept.incarnation;
+    return s === undefined ? 0 : this.#ranks.get(s) ?? 0;
+  }
+
   /** Forgets what `id`'s copies came to once nobody waits to hear it. */
   #untrack(id: string): void {
     if (!this.#waiters.has(id) && !this.#sending.has(id) && !this.#unacked.has(id)) this.#copies.ended(id);
@@ -287,6 +295,7 @@ export class Client {
    * and the unacknowledged messages are sent at once.
    */
   #onHello(incarnation: string): void {
+    if (!this.#ranks.has(incarnation)) this.#ranks.set(incarnation, this.#ranks.size + 1);
     const previous = this.#kept.incarnation;
     if (previous === undefined || previous === incarnation) {
       this.#kept.hello(incarnation);

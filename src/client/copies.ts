@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { Send } from "./unacked.ts";
+import type { SendRun } from "./unacked.ts";
 
 /** The answers to copies of request ids, by id. */
 export class CopyAnswers {
@@ -27,9 +27,9 @@ export class CopyAnswers {
   readonly #answering = new Map<string, boolean>();
   /**
    * Ids accepted while a caller waited for their final, until it comes (or nobody waits): the
-   * id's sends known when the acceptance was read, number to the incarnation each was named for.
+   * id's sends known when the acceptance was read, in runs by the incarnation they named.
    */
-  readonly #running = new Map<string, Map<number, string | undefined>>();
+  readonly #running = new Map<string, SendRun[]>();
 
   /** Ids remembered (for tests and leak checks). */
   get size(): number {
@@ -42,33 +42,42 @@ export class CopyAnswers {
   }
 
   /**
-   * Whether a refusal of send number `t` of `id`, running, is moot: a refusal of a send made
-   * before one accepted, by the same Subject. That is so when a later send of the id, known when
-   * the acceptance was read, was named for the same Subject incarnation as `t`: that Subject
-   * answers a connection's sends in order, so it refused `t` before it answered the later one,
-   * and that answer decides (an acceptance, perhaps the one read; or a refusal, of a send this is
-   * then asked about). A refusal without a number, or of a send with no later one named for its
-   * incarnation, is not moot: it may be a restarted Subject's, the acceptance being its
-   * predecessor's, read late (an `ACK` names no send).
+   * Whether a refusal of send number `t` of `id`, running, is moot: a later send of the id, known
+   * when the acceptance was read, named the same Subject incarnation as `t` or one the client
+   * heard of after it (a successor). That send is answered, by the Subject that refused `t` after
+   * it refused `t` (it answers a connection's sends in order), or by a successor, and its answer
+   * decides: an acceptance (perhaps the one read), or a refusal, of a send this is then asked
+   * about. A refusal without a number, or of a send with no such later one, is not moot: it may be
+   * a restarted Subject's, the acceptance being its predecessor's, read late (an `ACK` names no
+   * send). A later send named for an incarnation heard of before (a dead Subject's announcement
+   * read late) is dropped unanswered by a live Subject, and decides nothing.
    */
   refusedEarlier(id: string, t: number | undefined): boolean {
-    const sends = this.#running.get(id);
-    if (t === undefined || !sends?.has(t)) return false;
-    const named = sends.get(t);
-    for (const [n, s] of sends) if (n > t && s === named) return true;
-    return false;
+    const runs = this.#running.get(id);
+    if (t === undefined || !runs) return false;
+    const run = runs.find((r) => r.first <= t && t <= r.last);
+    if (!run) return false;
+    return t < run.last || runs.some((r) => r.first > t && r.rank >= run.rank);
   }
 
   /**
    * A copy of `id` was acknowledged; `waiting`: its copies still without an answer; `waited`: a
    * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}); `sends`: the id's
-   * sends then, with the incarnation each named (see {@linkcode CopyAnswers.refusedEarlier}).
+   * sends then (see {@linkcode CopyAnswers.refusedEarlier}).
    */
-  ack(id: string, waiting: number, waited: boolean, sends: readonly Send[] = []): void {
+  ack(id: string, waiting: number, waited: boolean, sends: readonly SendRun[] = []): void {
     if (waited) {
       const known = this.#running.get(id);
-      if (known) { for (const [t, s] of sends) known.set(t, s); }
-      else this.#running.set(id, new Map(sends));
+      if (!known) this.#running.set(id, sends.map((r) => ({ ...r })));
+      else {
+        // Two acceptances read: what each knew of, together (a later one knows of later sends).
+        for (const r of sends) {
+          const same = known.find((k) => k.first === r.first);
+          if (same) same.last = Math.max(same.last, r.last);
+          else known.push({ ...r });
+        }
+        known.sort((a, b) => a.first - b.first);
+      }
     }
     if (waiting > 0) this.#answering.set(id, true);
     else this.#answering.delete(id);

@@ -18,8 +18,8 @@ interface Entry {
   last: number;
   /** When the messages were last sent (ms). */
   at: number;
-  /** Every send of the id counted here: its number, and the Subject incarnation it was named for. */
-  readonly sends: Send[];
+  /** The sends of the id counted here, in runs by the Subject incarnation they named. */
+  readonly sends: SendRun[];
   /**
    * Sends of the id's messages not yet answered: a message sent again ({@linkcode Unacked.due})
    * is answered again (the Subject answers every message it reads), and each answer counts.
@@ -29,8 +29,16 @@ interface Entry {
   refused?: Refusal;
 }
 
-/** One send of a message: its number (`Header.t`), and the Subject incarnation it named (`Header.s`). */
-export type Send = readonly [t: number, incarnation: string | undefined];
+/**
+ * Sends of an id in a row that named one Subject incarnation (`Header.s`): the first and last of
+ * their numbers (`Header.t`), and the incarnation's rank (the order the client first heard of
+ * incarnations in, from 1; 0 before any).
+ */
+export interface SendRun {
+  readonly first: number;
+  last: number;
+  readonly rank: number;
+}
 
 /** A refusal (`NACK`) of one message, as the client keeps it while other sends of its id wait. */
 export interface Refusal {
@@ -68,21 +76,21 @@ export const LOST_ANSWER_MS = 5000;
 export class Unacked {
   readonly #byId = new Map<string, Entry>();
   readonly #stamp: (frames: MessageFrames, t: number) => MessageFrames;
-  readonly #named: () => string | undefined;
+  readonly #rank: () => number;
   #t = 0;
   #waiters: (() => void)[] = [];
   readonly #idWaiters = new Map<string, (() => void)[]>();
 
   /**
    * `stamp` writes a send number into a message's header (a message sent again gets a new one);
-   * `named` is the Subject incarnation the messages are named for now (`Header.s`).
+   * `rank` is the rank of the Subject incarnation messages are named for now (see {@linkcode SendRun}).
    */
   constructor(
     stamp: (frames: MessageFrames, t: number) => MessageFrames = (f) => f,
-    named: () => string | undefined = () => undefined,
+    rank: () => number = () => 0,
   ) {
     this.#stamp = stamp;
-    this.#named = named;
+    this.#rank = rank;
   }
 
   /** The number of the next send (`Header.t`), counting up from 1. */
@@ -109,9 +117,9 @@ export class Unacked {
     return (this.#byId.get(id)?.sent ?? 0) > 0;
   }
 
-  /** The sends of `id` counted so far (see {@linkcode Unacked.add}); empty when none is kept. */
-  sends(id: string): Send[] {
-    return [...this.#byId.get(id)?.sends ?? []];
+  /** The sends of `id` counted so far, a copy (see {@linkcode Unacked.add}); empty when none is kept. */
+  sends(id: string): SendRun[] {
+    return this.#byId.get(id)?.sends.map((r) => ({ ...r })) ?? [];
   }
 
   /**
@@ -127,12 +135,13 @@ export class Unacked {
         e.sent++;
         e.first ||= t;
         e.last = t;
-        e.sends.push([t, this.#named()]);
+        this.#counted(e.sends, t);
       }
       return;
     }
     const n = t || 0;
-    const sends: Send[] = t === false ? [] : [[t, this.#named()]];
+    const sends: SendRun[] = [];
+    if (t !== false) this.#counted(sends, t);
     this.#byId.set(id, { frames: [frames], at: now, sent: t === false ? 0 : 1, first: n, last: n, sends });
   }
 
@@ -226,7 +235,7 @@ export class Unacked {
       for (let i = 0; i < e.frames.length; i++) {
         e.last = this.nextSend();
         e.first ||= e.last;
-        e.sends.push([e.last, this.#named()]);
+        this.#counted(e.sends, e.last);
         out.push(e.frames[i] = this.#stamp(e.frames[i], e.last));
       }
     }
@@ -264,6 +273,13 @@ export class Unacked {
         else this.#idWaiters.set(id, [r]);
       }
     });
+  }
+
+  #counted(sends: SendRun[], t: number): void {
+    const rank = this.#rank();
+    const run = sends.at(-1);
+    if (run?.rank === rank) run.last = t;
+    else sends.push({ first: t, last: t, rank });
   }
 
   #wake(id: string): void {
