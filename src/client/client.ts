@@ -213,9 +213,9 @@ export class Client {
       // attack: ACKs of a send and of its copies, then a refusal of an earlier send, in one flush).
       // Unless it was accepted and is still to run for a caller, and this is a refusal by a Subject
       // it was sent again to (its acknowledgement, by the Subject before, read late): then it is
-      // sent again (`#refused`). Not for a refusal of a send made before the one accepted (it
-      // came in the acceptance's flush): sent again, it would run twice if the Subject's
-      // duplicate window had let the id go by the time it came.
+      // sent again (`#refused`). Not for a refusal of a send followed by one to the same Subject or
+      // a successor (`CopyAnswers.refusedEarlier`): that one's answer decides, and sent again the
+      // request would run twice if the Subject's duplicate window had let the id go by then.
       const t = typeof r.t === "number" ? r.t : undefined;
       const decided = !this.#unacked.has(id);
       if (
@@ -243,9 +243,9 @@ export class Client {
   #refused(id: string, refusal: Refusal, waiting: number): void {
     const stands = this.#copies.refuse(id, waiting);
     // A copy accepted before is to run, and this copy of it was refused: by a restarted Subject
-    // over its connection's cap (the request sent again there), say; not when this refuses a send
-    // made before the one accepted, by the same Subject (two copies, the first over the cap and
-    // the second accepted, in one flush): then it is moot, and sent again it could run twice.
+    // over its connection's cap (the request sent again there), say; not when a later send to the
+    // same Subject or a successor decides (two copies, the first over the cap and the second
+    // accepted, in one flush, say): then it is moot, and sent again it could run twice.
     const accepted = !stands && this.#copies.running(id) && !this.#unacked.has(id) &&
       !this.#copies.refusedEarlier(id, refusal.t);
     // Without resends nothing would send it again: it stands (its callers would wait out their
