@@ -4,7 +4,7 @@
 // then (an outside attack saw it once in about 60 rounds: every caller told `overloaded`, and
 // the request ran).
 import assert from "node:assert/strict";
-import { CopyAnswers } from "../src/client/copies.ts";
+import { CopyAnswers, incarnationRank } from "../src/client/copies.ts";
 import { RequestRefusedError } from "../src/client/client.ts";
 import { encodeHeader, errorFrames, type Publication, utf8 } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
@@ -439,5 +439,43 @@ Deno.test("client: a refusal by a Subject that has since died, read after its su
       "done",
       `resendAfter ${resendAfter}`,
     );
+  }
+});
+
+Deno.test("incarnationRank: by when an incarnation started, ties by the order heard of; one that did not announce its start ranks below every one that did", () => {
+  assert.ok(incarnationRank(2_000, 2) > incarnationRank(1_000, 3), "started later, heard of earlier");
+  assert.ok(incarnationRank(1_000, 3) > incarnationRank(1_000, 2), "a tie: heard of later");
+  assert.ok(incarnationRank(1, 1) > incarnationRank(undefined, 1000));
+  assert.ok(incarnationRank(undefined, 3) > incarnationRank(undefined, 2));
+  assert.ok(Number.isSafeInteger(incarnationRank(Date.UTC(2200, 0, 1), 1023)), "exact until 2200 and beyond");
+});
+
+Deno.test("client: a crash loop P, A, B in which the dead A's last announcement is first heard after B's: B's refusal of the request sent to it is not taken for moot (the send named for A ranked above B's), and the request is sent again and runs", async () => {
+  for (const resendAfter of [300, 0]) {
+    await using hub = await fakeHub("P", resendAfter);
+    const final = outcome(hub.client.request("Flow", {}, { id: "loop", timeout: 5000 }));
+    const c1 = await hub.next(); // to P
+    await hub.hello("B", JSON.stringify({ started: 2_000_000 }));
+    const c2 = await hub.next(); // to B
+    await hub.hello("A", JSON.stringify({ started: 1_000_000 })); // A started before B, and died at once
+    const c3 = await hub.next(); // named for A: B drops it unread
+    assert.deepEqual([c1.s, c2.s, c3.s], ["P", "B", "A"]);
+    await hub.ack(c1, "loop"); // P's acknowledgement, read late
+    await hub.nack(c2, "loop", "overloaded", true); // B, over its cap
+    await hub.publish(refusedFinal("loop"));
+    await hub.hello("B", JSON.stringify({ started: 2_000_000 })); // B's next announcement
+    if (resendAfter === 0) {
+      // Nothing sends it again: the refusal stands, and the caller is told (it waited out its timeout).
+      const got = await final as { ok?: { action: string; error?: { code: string } } };
+      assert.equal(got.ok?.action, "error");
+      assert.equal(got.ok?.error?.code, "overloaded");
+      continue;
+    }
+    let sent;
+    while ((sent = await hub.poll(2000)) && sent.s !== "B") { /* named for A */ }
+    assert.equal(sent?.s, "B", "sent again to B");
+    await hub.ack(sent!, "loop");
+    await hub.publish(done("loop"));
+    assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
   }
 });

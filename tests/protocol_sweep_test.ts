@@ -373,3 +373,27 @@ Deno.test("a client not told the Subject's max_message_size learns it from the S
   }
   await withTimeout(client.flush(), 5000).then((r) => assert.notEqual(r, TIMED_OUT, "nothing left waiting"));
 });
+
+Deno.test("the Subject's announcement carries when it started (ms since the epoch) and its max_message_size", async () => {
+  const before = Date.now();
+  await using d = await startDeployment({ workers: 1, args: ["--max-message-size", "4096"] });
+  const reactor = new Reactor();
+  try {
+    const sub = reactor.socket("SUB");
+    await sub.subscribe("~~~~hello");
+    await sub.connect(d.publisher);
+    const it = sub.messages()[Symbol.asyncIterator]();
+    const m = await withTimeout(it.next(), 5000); // announced every second
+    assert.notEqual(m, TIMED_OUT, "an announcement within 5 s");
+    const frames = (m as IteratorResult<Uint8Array[]>).value;
+    const values = JSON.parse(new TextDecoder().decode(frames[2]));
+    assert.equal(values.max_message_size, 4096);
+    assert.ok(Number.isSafeInteger(values.started), JSON.stringify(values));
+    assert.ok(
+      values.started >= before - 1000 && values.started <= Date.now(),
+      `${values.started} since ${before}`,
+    );
+  } finally {
+    await reactor.close();
+  }
+});

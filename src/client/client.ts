@@ -36,7 +36,7 @@ import { KeptRequests } from "./kept_requests.ts";
 import { runPublishHandler, takesPublication } from "./publish_handler.ts";
 import { PublicationStream, type Subscription } from "./subscription.ts";
 import { type Refusal, Unacked } from "./unacked.ts";
-import { CopyAnswers } from "./copies.ts";
+import { CopyAnswers, incarnationRank } from "./copies.ts";
 import {
   type ClientOptions,
   DEFAULT_REQUEST_TIMEOUT,
@@ -96,7 +96,7 @@ export class Client {
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
   readonly #copies = new CopyAnswers();
-  /** Subject incarnations by the order the client first heard of them in, from 1 (unacked.ts, `SendRun`). */
+  /** Subject incarnations' ranks, by when each started, or was first heard of (`incarnationRank`). */
   readonly #ranks = new Map<string, number>();
   /** `ClientOptions.resendAfter`. */
   #resendAfter = DEFAULT_RESEND_AFTER;
@@ -294,8 +294,10 @@ export class Client {
    * successor's next one a second later), what is kept and unacknowledged is named for it again
    * and the unacknowledged messages are sent at once.
    */
-  #onHello(incarnation: string): void {
-    if (!this.#ranks.has(incarnation)) this.#ranks.set(incarnation, this.#ranks.size + 1);
+  #onHello(incarnation: string, started?: number): void {
+    if (!this.#ranks.has(incarnation)) {
+      this.#ranks.set(incarnation, incarnationRank(started, this.#ranks.size + 1));
+    }
     const previous = this.#kept.incarnation;
     if (previous === undefined || previous === incarnation) {
       this.#kept.hello(incarnation);
@@ -374,7 +376,11 @@ export class Client {
       const values = decodeValues(frames[2]);
       const max = typeof values === "string" ? undefined : values.max_message_size;
       this.#announcedMax = Number.isSafeInteger(max) && (max as number) > 0 ? max as number : undefined;
-      this.#onHello(header.id);
+      const started = typeof values === "string" ? undefined : values.started;
+      this.#onHello(
+        header.id,
+        Number.isSafeInteger(started) && (started as number) > 0 ? started as number : undefined,
+      );
       return;
     }
     const p = toPublication(frames);

@@ -21,6 +21,22 @@
 
 import type { SendRun } from "./unacked.ts";
 
+/**
+ * The rank of a Subject incarnation (`SendRun.rank`): by when it started, as it announced
+ * (`started`, ms since the epoch), ties by `heard` (the order the client first heard of
+ * incarnations in, from 1); an incarnation that did not announce its start (a Subject older than
+ * `started`) ranks by `heard` alone, below every one that did.
+ *
+ * @example
+ * ```ts
+ * import { incarnationRank } from "./copies.ts";
+ * incarnationRank(1_000, 3) > incarnationRank(999, 4); // true: it started later
+ * ```
+ */
+export function incarnationRank(started: number | undefined, heard: number): number {
+  return started === undefined ? heard : started * 1024 + (heard % 1024);
+}
+
 /** The answers to copies of request ids, by id. */
 export class CopyAnswers {
   /** Ids with copies still waiting for their answer after one was answered: whether one was accepted. */
@@ -43,13 +59,13 @@ export class CopyAnswers {
 
   /**
    * Whether a refusal of send number `t` of `id`, running, is moot: a later send of the id, known
-   * when the acceptance was read, named the same Subject incarnation as `t` or one the client
-   * heard of after it (a successor). That send is answered, by the Subject that refused `t` after
+   * when the acceptance was read, named the same Subject incarnation as `t` or one of a higher
+   * rank (a successor: {@linkcode incarnationRank}). That send is answered, by the Subject that refused `t` after
    * it refused `t` (it answers a connection's sends in order), or by a successor, and its answer
    * decides: an acceptance (perhaps the one read), or a refusal, of a send this is then asked
    * about. A refusal without a number, or of a send with no such later one, is not moot: it may be
    * a restarted Subject's, the acceptance being its predecessor's, read late (an `ACK` names no
-   * send). A later send named for an incarnation heard of before (a dead Subject's announcement
+   * send). A later send named for an incarnation of a lower rank (a dead Subject's announcement
    * read late) is dropped unanswered by a live Subject, and decides nothing.
    */
   refusedEarlier(id: string, t: number | undefined): boolean {

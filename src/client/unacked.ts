@@ -31,8 +31,8 @@ interface Entry {
 
 /**
  * Sends of an id in a row that named one Subject incarnation (`Header.s`): the first and last of
- * their numbers (`Header.t`), and the incarnation's rank (the order the client first heard of
- * incarnations in, from 1; 0 before any).
+ * their numbers (`Header.t`), and the incarnation's rank (`incarnationRank` in copies.ts: by when
+ * it started; 0 before any).
  */
 export interface SendRun {
   readonly first: number;

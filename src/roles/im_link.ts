@@ -31,6 +31,8 @@ export interface ImLinkOptions {
   readonly onBatch?: (batch: Uint8Array) => void;
   /** The Subject's incarnation, announced on `~~~~hello`. */
   readonly incarnation: string;
+  /** When the Subject started, in ms since the epoch, announced with it; by default when the link is made. */
+  readonly started?: number;
   /** The Subject's `max_message_size`, announced with it (services size their batches by it). */
   readonly maxMessageSize?: number;
 }
@@ -64,8 +66,11 @@ export class ImLink {
     this.#hello = [
       utf8(HELLO_TOPIC).slice(),
       encodeHeader({ v: 1, id: options.incarnation, k: "hello" }).slice(),
+      // `started` orders incarnations for a client that hears a dead one's last announcement late.
       utf8(JSON.stringify(
-        options.maxMessageSize === undefined ? {} : { max_message_size: options.maxMessageSize },
+        options.maxMessageSize === undefined
+          ? { started: options.started ?? Date.now() }
+          : { max_message_size: options.maxMessageSize, started: options.started ?? Date.now() },
       )).slice(),
     ];
     sock.onMessage((f) => this.#onAck(f));
