@@ -4,7 +4,7 @@
 // then (an outside attack saw it once in about 60 rounds: every caller told `overloaded`, and
 // the request ran).
 import assert from "node:assert/strict";
-import { CopyAnswers, incarnationRank } from "../src/client/copies.ts";
+import { compareRanks, CopyAnswers } from "../src/client/copies.ts";
 import { RequestRefusedError } from "../src/client/client.ts";
 import { encodeHeader, errorFrames, type Publication, utf8 } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
@@ -46,7 +46,7 @@ Deno.test("CopyAnswers: a copy accepted while a caller waits for its final makes
 
 Deno.test("CopyAnswers: a refusal of a send is moot when a later send known at the acceptance named the same Subject incarnation or a later-heard one; not when unnumbered, unknown, or followed only by sends named for an earlier-heard one", () => {
   const c = new CopyAnswers();
-  const run = (first: number, last: number, rank: number) => ({ first, last, rank });
+  const run = (first: number, last: number, heard: number) => ({ first, last, rank: { heard } });
   // A (rank 1): 1, 2; B (rank 2): 4; A again (a late announcement of the dead A): 6; B again: 8
   c.ack("r", 0, true, [run(1, 2, 1), run(4, 4, 2), run(6, 6, 1), run(8, 8, 2)]);
   assert.deepEqual(
@@ -442,12 +442,44 @@ Deno.test("client: a refusal by a Subject that has since died, read after its su
   }
 });
 
-Deno.test("incarnationRank: by when an incarnation started, ties by the order heard of; one that did not announce its start ranks below every one that did", () => {
-  assert.ok(incarnationRank(2_000, 2) > incarnationRank(1_000, 3), "started later, heard of earlier");
-  assert.ok(incarnationRank(1_000, 3) > incarnationRank(1_000, 2), "a tie: heard of later");
-  assert.ok(incarnationRank(1, 1) > incarnationRank(undefined, 1000));
-  assert.ok(incarnationRank(undefined, 3) > incarnationRank(undefined, 2));
-  assert.ok(Number.isSafeInteger(incarnationRank(Date.UTC(2200, 0, 1), 1023)), "exact until 2200 and beyond");
+Deno.test("compareRanks: by when two incarnations started when both announced it and it differs, else by the order heard of", () => {
+  assert.ok(
+    compareRanks({ heard: 3, started: 1_000 }, { heard: 2, started: 2_000 }) < 0,
+    "started first, heard of later",
+  );
+  assert.ok(
+    compareRanks({ heard: 3, started: 1_000 }, { heard: 2, started: 1_000 }) > 0,
+    "a tie: heard of later",
+  );
+  assert.ok(
+    compareRanks({ heard: 3 }, { heard: 2, started: 2_000 }) > 0,
+    "one announced none (a rollback): as heard of",
+  );
+  assert.ok(compareRanks({ heard: 2, started: 2_000 }, { heard: 3 }) < 0);
+  assert.equal(compareRanks({ heard: 2, started: 5 }, { heard: 2, started: 5 }), 0);
+});
+
+Deno.test("client: a Subject rolled back to a release that announces no start, after a crash-looping one that did: its refusal of the request sent to it, with a later send named for the dead one (heard of first before it), is not taken for moot", async () => {
+  await using hub = await fakeHub("P", 300);
+  const final = outcome(hub.client.request("Flow", {}, { id: "rollback", timeout: 5000 }));
+  const c1 = await hub.next(); // to P
+  await hub.hello("A", JSON.stringify({ started: 1_000_000 })); // the new release
+  await hub.next(); // to A
+  await hub.hello("B"); // A crash-looped; B, the release before, announces no start
+  const c3 = await hub.next(); // to B
+  await hub.hello("A", JSON.stringify({ started: 1_000_000 })); // A's last announcement, read late
+  const c4 = await hub.next(); // named for A: B drops it unread
+  assert.deepEqual([c3.s, c4.s], ["B", "A"]);
+  await hub.ack(c1, "rollback"); // P's acknowledgement, read late
+  await hub.nack(c3, "rollback", "overloaded", true); // B, over its cap
+  await hub.publish(refusedFinal("rollback"));
+  await hub.hello("B"); // B's next announcement
+  let sent;
+  while ((sent = await hub.poll(2000)) && sent.s !== "B") { /* named for A */ }
+  assert.equal(sent?.s, "B", "sent again to B");
+  await hub.ack(sent!, "rollback");
+  await hub.publish(done("rollback"));
+  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
 });
 
 Deno.test("client: a crash loop P, A, B in which the dead A's last announcement is first heard after B's: B's refusal of the request sent to it is not taken for moot (the send named for A ranked above B's), and the request is sent again and runs", async () => {

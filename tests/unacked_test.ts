@@ -156,19 +156,20 @@ Deno.test("Unacked: a refusal of a send made before the id's first send kept (an
 });
 
 Deno.test("Unacked: sends are recorded in runs by the rank of the incarnation they named; messages waiting to be sent again, none sent since, await no answer", () => {
-  let rank = 1;
+  const [a, b] = [{ heard: 1 }, { heard: 2, started: 5 }];
+  let rank = a;
   const u = new Unacked((frames) => frames, () => rank);
   u.add("a", f("a1"), 0);
   u.add("a", f("a2"), 0); // a resume under the same id
   assert.equal(u.awaits("a"), true);
-  rank = 2;
+  rank = b;
   u.restarted(); // the Subject restarted: to be sent again
   assert.equal(u.awaits("a"), false, "nothing sent to the new Subject yet");
   assert.equal(u.due(1).length, 2);
   assert.equal(u.awaits("a"), true);
   u.add("b", f("b1"), 1, false); // to be sent by the next due()
   assert.equal(u.awaits("b"), false);
-  assert.deepEqual(u.sends("a"), [{ first: 1, last: 2, rank: 1 }, { first: 3, last: 4, rank: 2 }]);
+  assert.deepEqual(u.sends("a"), [{ first: 1, last: 2, rank: a }, { first: 3, last: 4, rank: b }]);
   u.sends("a")[0].last = 99; // a copy
   assert.equal(u.sends("a")[0].last, 2);
   assert.deepEqual(u.sends("b"), []);

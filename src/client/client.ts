@@ -35,8 +35,8 @@ import { RequestRefusedError, RequestTimeoutError } from "./errors.ts";
 import { KeptRequests } from "./kept_requests.ts";
 import { runPublishHandler, takesPublication } from "./publish_handler.ts";
 import { PublicationStream, type Subscription } from "./subscription.ts";
-import { type Refusal, Unacked } from "./unacked.ts";
-import { CopyAnswers, incarnationRank } from "./copies.ts";
+import { type IncarnationRank, NO_INCARNATION, type Refusal, Unacked } from "./unacked.ts";
+import { CopyAnswers } from "./copies.ts";
 import {
   type ClientOptions,
   DEFAULT_REQUEST_TIMEOUT,
@@ -96,8 +96,8 @@ export class Client {
   readonly #sending = new Map<string, { waiting: number; refused?: RequestRefusedError }>();
   /** Copies of one id answered differently (a refusal, then an acceptance): what they come to. */
   readonly #copies = new CopyAnswers();
-  /** Subject incarnations' ranks, by when each started, or was first heard of (`incarnationRank`). */
-  readonly #ranks = new Map<string, number>();
+  /** Subject incarnations' ranks: the order heard of, and when each started (unacked.ts `IncarnationRank`). */
+  readonly #ranks = new Map<string, IncarnationRank>();
   /** `ClientOptions.resendAfter`. */
   #resendAfter = DEFAULT_RESEND_AFTER;
   /** Resumes waiting to learn whether they took their token: by resume id, what to do if so. */
@@ -271,10 +271,10 @@ export class Client {
     this.#untrack(id);
   }
 
-  /** The rank of the incarnation messages are named for now (0: none yet). */
-  #rank(): number {
+  /** The rank of the incarnation messages are named for now. */
+  #rank(): IncarnationRank {
     const s = this.#kept.incarnation;
-    return s === undefined ? 0 : this.#ranks.get(s) ?? 0;
+    return (s === undefined ? undefined : this.#ranks.get(s)) ?? NO_INCARNATION;
   }
 
   /** Forgets what `id`'s copies came to once nobody waits to hear it. */
@@ -296,7 +296,8 @@ export class Client {
    */
   #onHello(incarnation: string, started?: number): void {
     if (!this.#ranks.has(incarnation)) {
-      this.#ranks.set(incarnation, incarnationRank(started, this.#ranks.size + 1));
+      const heard = this.#ranks.size + 1;
+      this.#ranks.set(incarnation, started === undefined ? { heard } : { heard, started });
     }
     const previous = this.#kept.incarnation;
     if (previous === undefined || previous === incarnation) {

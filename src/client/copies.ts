@@ -19,22 +19,28 @@
  * @module
  */
 
-import type { SendRun } from "./unacked.ts";
+import type { IncarnationRank, SendRun } from "./unacked.ts";
 
 /**
- * The rank of a Subject incarnation (`SendRun.rank`): by when it started, as it announced
- * (`started`, ms since the epoch), ties by `heard` (the order the client first heard of
- * incarnations in, from 1); an incarnation that did not announce its start (a Subject older than
- * `started`) ranks by `heard` alone, below every one that did.
+ * Orders two Subject incarnations (negative: `a` is the earlier): by when they started, when both
+ * announced it and it differs; else by the order the client first heard of them in. So a Subject
+ * from before `started` (a rollback, say) and the ones beside it are ordered as heard of, and a
+ * dead Subject whose last announcement is heard of only after its successor's still comes first
+ * when both announce their start (from the hosts' clocks: a successor on a host whose clock is
+ * behind by more than the time between the two starts comes first instead).
  *
  * @example
  * ```ts
- * import { incarnationRank } from "./copies.ts";
- * incarnationRank(1_000, 3) > incarnationRank(999, 4); // true: it started later
+ * import { compareRanks } from "./copies.ts";
+ * compareRanks({ heard: 3, started: 1_000 }, { heard: 2, started: 2_000 }) < 0; // true: it started first
+ * compareRanks({ heard: 3 }, { heard: 2, started: 2_000 }) > 0; // true: heard of later
  * ```
  */
-export function incarnationRank(started: number | undefined, heard: number): number {
-  return started === undefined ? heard : started * 1024 + (heard % 1024);
+export function compareRanks(a: IncarnationRank, b: IncarnationRank): number {
+  if (a.started !== undefined && b.started !== undefined && a.started !== b.started) {
+    return a.started - b.started;
+  }
+  return a.heard - b.heard;
 }
 
 /** The answers to copies of request ids, by id. */
@@ -60,7 +66,7 @@ export class CopyAnswers {
   /**
    * Whether a refusal of send number `t` of `id`, running, is moot: a later send of the id, known
    * when the acceptance was read, named the same Subject incarnation as `t` or one of a higher
-   * rank (a successor: {@linkcode incarnationRank}). That send is answered, by the Subject that refused `t` after
+   * rank (a successor: {@linkcode compareRanks}). That send is answered, by the Subject that refused `t` after
    * it refused `t` (it answers a connection's sends in order), or by a successor, and its answer
    * decides: an acceptance (perhaps the one read), or a refusal, of a send this is then asked
    * about. A refusal without a number, or of a send with no such later one, is not moot: it may be
@@ -73,7 +79,7 @@ export class CopyAnswers {
     if (t === undefined || !runs) return false;
     const run = runs.find((r) => r.first <= t && t <= r.last);
     if (!run) return false;
-    return t < run.last || runs.some((r) => r.first > t && r.rank >= run.rank);
+    return t < run.last || runs.some((r) => r.first > t && compareRanks(r.rank, run.rank) >= 0);
   }
 
   /**

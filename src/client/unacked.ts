@@ -30,14 +30,26 @@ interface Entry {
 }
 
 /**
+ * A Subject incarnation's place among those the client heard of: the order it first heard of it
+ * in (from 1; 0 before any), and when it started, as it announced (ms since the epoch), if it did.
+ * Compared by `compareRanks` (copies.ts).
+ */
+export interface IncarnationRank {
+  readonly heard: number;
+  readonly started?: number;
+}
+
+/** The rank of messages named for no incarnation (none announced yet). */
+export const NO_INCARNATION: IncarnationRank = { heard: 0 };
+
+/**
  * Sends of an id in a row that named one Subject incarnation (`Header.s`): the first and last of
- * their numbers (`Header.t`), and the incarnation's rank (`incarnationRank` in copies.ts: by when
- * it started; 0 before any).
+ * their numbers (`Header.t`), and the incarnation's rank.
  */
 export interface SendRun {
   readonly first: number;
   last: number;
-  readonly rank: number;
+  readonly rank: IncarnationRank;
 }
 
 /** A refusal (`NACK`) of one message, as the client keeps it while other sends of its id wait. */
@@ -76,7 +88,7 @@ export const LOST_ANSWER_MS = 5000;
 export class Unacked {
   readonly #byId = new Map<string, Entry>();
   readonly #stamp: (frames: MessageFrames, t: number) => MessageFrames;
-  readonly #rank: () => number;
+  readonly #rank: () => IncarnationRank;
   #t = 0;
   #waiters: (() => void)[] = [];
   readonly #idWaiters = new Map<string, (() => void)[]>();
@@ -87,7 +99,7 @@ export class Unacked {
    */
   constructor(
     stamp: (frames: MessageFrames, t: number) => MessageFrames = (f) => f,
-    rank: () => number = () => 0,
+    rank: () => IncarnationRank = () => NO_INCARNATION,
   ) {
     this.#stamp = stamp;
     this.#rank = rank;
