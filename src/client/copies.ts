@@ -65,14 +65,14 @@ export class CopyAnswers {
 
   /**
    * Whether a refusal of send number `t` of `id`, running, is moot: a later send of the id, known
-   * when the acceptance was read, named the same Subject incarnation as `t` or one of a higher
-   * rank (a successor: {@linkcode compareRanks}). That send is answered, by the Subject that refused `t` after
-   * it refused `t` (it answers a connection's sends in order), or by a successor, and its answer
-   * decides: an acceptance (perhaps the one read), or a refusal, of a send this is then asked
+   * when the acceptance was read, named the same Subject incarnation as `t` or a later one (a
+   * successor: {@linkcode compareRanks}). That send is answered, by the Subject that refused `t`
+   * after it refused `t` (it answers a connection's sends in order), or by a successor, and its
+   * answer decides: an acceptance (perhaps the one read), or a refusal, of a send this is then asked
    * about. A refusal without a number, or of a send with no such later one, is not moot: it may be
    * a restarted Subject's, the acceptance being its predecessor's, read late (an `ACK` names no
-   * send). A later send named for an incarnation of a lower rank (a dead Subject's announcement
-   * read late) is dropped unanswered by a live Subject, and decides nothing.
+   * send). A later send named for an earlier incarnation (a dead Subject's announcement read
+   * late) is dropped unanswered by a live Subject, and decides nothing.
    */
   refusedEarlier(id: string, t: number | undefined): boolean {
     const runs = this.#running.get(id);
