@@ -31,8 +31,6 @@ export interface ImLinkOptions {
   readonly onBatch?: (batch: Uint8Array) => void;
   /** The Subject's incarnation, announced on `~~~~hello`. */
   readonly incarnation: string;
-  /** When the Subject started, in ms since the epoch, announced with it; by default when the link is made. */
-  readonly started?: number;
   /** The Subject's `max_message_size`, announced with it (services size their batches by it). */
   readonly maxMessageSize?: number;
 }
@@ -66,12 +64,9 @@ export class ImLink {
     this.#hello = [
       utf8(HELLO_TOPIC).slice(),
       encodeHeader({ v: 1, id: options.incarnation, k: "hello" }).slice(),
-      // `started` orders incarnations for a client that hears a dead one's last announcement late.
-      utf8(JSON.stringify(
-        options.maxMessageSize === undefined
-          ? { started: options.started ?? Date.now() }
-          : { max_message_size: options.maxMessageSize, started: options.started ?? Date.now() },
-      )).slice(),
+      // `started` (the link is made as the Subject starts) orders incarnations for a client that
+      // hears a dead one's last announcement late; an undefined max_message_size is left out.
+      utf8(JSON.stringify({ max_message_size: options.maxMessageSize, started: Date.now() })).slice(),
     ];
     sock.onMessage((f) => this.#onAck(f));
   }
