@@ -217,10 +217,9 @@ export class Client {
       // a successor (`CopyAnswers.refusedEarlier`): that one's answer decides, and sent again the
       // request would run twice if the Subject's duplicate window had let the id go by then.
       const t = typeof r.t === "number" ? r.t : undefined;
-      const decided = !this.#unacked.has(id);
-      if (
-        decided && !(this.#copies.running(id) && !this.#copies.refusedEarlier(id, t) && this.#kept.frames(id))
-      ) {
+      const restartedRefused = this.#copies.running(id) && !this.#copies.refusedEarlier(id, t) &&
+        this.#kept.frames(id) !== undefined;
+      if (!this.#unacked.has(id) && !restartedRefused) {
         this.#untrack(id);
         continue;
       }

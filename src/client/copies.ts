@@ -85,12 +85,13 @@ export class CopyAnswers {
   /**
    * A copy of `id` was acknowledged; `waiting`: its copies still without an answer; `waited`: a
    * caller waits for its final (remembered until {@linkcode CopyAnswers.ended}); `sends`: the id's
-   * sends then (see {@linkcode CopyAnswers.refusedEarlier}).
+   * sends then (see {@linkcode CopyAnswers.refusedEarlier}), kept as they are: the caller hands
+   * them over (`Unacked.sends` makes a copy).
    */
-  ack(id: string, waiting: number, waited: boolean, sends: readonly SendRun[] = []): void {
+  ack(id: string, waiting: number, waited: boolean, sends: SendRun[] = []): void {
     if (waited) {
       const known = this.#running.get(id);
-      if (!known) this.#running.set(id, sends.map((r) => ({ ...r })));
+      if (!known) this.#running.set(id, sends);
       else {
         // Two acceptances read: what each knew of, together (a later one knows of later sends).
         for (const r of sends) {
