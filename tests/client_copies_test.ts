@@ -8,7 +8,7 @@ import { compareRanks, CopyAnswers } from "../src/client/copies.ts";
 import { RequestRefusedError } from "../src/client/client.ts";
 import { encodeHeader, errorFrames, type Publication, utf8 } from "../src/wire/protocol.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { fakeHub } from "./fake_hub.ts";
+import { type FakeHub, fakeHub, type Received } from "./fake_hub.ts";
 import { LOST_ANSWER_MS } from "../src/client/unacked.ts";
 
 Deno.test("CopyAnswers: a copy refused while another waits is moot once that one is accepted", () => {
@@ -84,6 +84,14 @@ const finalOf = async (p: Promise<Publication>) => {
   if (typeof o === "string") return o;
   if ("error" in o) return `threw ${String(o.error)}`;
   return o.ok.action === "done" ? "done" : `error:${o.ok.error?.code}`;
+};
+
+/** The next send named for incarnation `s`, past those named for another (a live Subject drops them). */
+const nextNamed = async (hub: FakeHub, s: string, what = ""): Promise<Received> => {
+  let c;
+  while ((c = await hub.poll(2000)) && c.s !== s) { /* named for a dead Subject */ }
+  assert.equal(c?.s, s, `${what}: sent again to ${s}`);
+  return c!;
 };
 
 Deno.test("client: a copy refused overloaded while another copy of the id is accepted: both callers are told accepted, and both finals are the request's own", async () => {
@@ -358,27 +366,6 @@ Deno.test("client: two callers with one id, the first copy refused over the cap 
   }
 });
 
-Deno.test("client: a request sent again to a restarted Subject, then named again for its predecessor by a late announcement of it, whose first acceptance is read only then, and refused by the new Subject: it is still sent again and runs", async () => {
-  await using hub = await fakeHub("A", 100);
-  const final = outcome(hub.client.request("Flow", {}, { id: "flap", timeout: 10_000 }));
-  const c1 = await hub.next();
-  await hub.hello("B"); // A died
-  const c2 = await hub.next(); // to B
-  await hub.hello("A"); // A's last announcement, read late
-  const c3 = await hub.next(); // named for A: B drops it unread
-  assert.deepEqual([c2.s, c3.s], ["B", "A"]);
-  await hub.ack(c1, "flap"); // A's acknowledgement of the first send, read late
-  await hub.nack(c2, "flap", "overloaded", true); // B, over its cap
-  await hub.publish(refusedFinal("flap"));
-  await hub.hello("B"); // B's next announcement
-  let sent;
-  while ((sent = await hub.poll(2000)) && sent.s !== "B") { /* named for A: B drops it */ }
-  assert.equal(sent?.s, "B", "sent again to B");
-  await hub.ack(sent!, "flap");
-  await hub.publish(done("flap"));
-  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
-});
-
 Deno.test("client: a request sent to a restarted Subject, named again for its predecessor by a late announcement, then for the new one again, whose later send the new Subject accepts while refusing the first in one flush: not sent again, and with resends off its caller is told accepted (the refusal was taken for a restarted Subject's)", async () => {
   for (const resendAfter of [100, 0]) {
     await using hub = await fakeHub("A", resendAfter);
@@ -459,55 +446,38 @@ Deno.test("compareRanks: by when two incarnations started when both announced it
   assert.equal(compareRanks({ heard: 2, started: 5 }, { heard: 2, started: 5 }), 0);
 });
 
-Deno.test("client: a Subject rolled back to a release that announces no start, after a crash-looping one that did: its refusal of the request sent to it, with a later send named for the dead one (heard of first before it), is not taken for moot", async () => {
-  await using hub = await fakeHub("P", 300);
-  const final = outcome(hub.client.request("Flow", {}, { id: "rollback", timeout: 5000 }));
-  const c1 = await hub.next(); // to P
-  await hub.hello("A", JSON.stringify({ started: 1_000_000 })); // the new release
-  await hub.next(); // to A
-  await hub.hello("B"); // A crash-looped; B, the release before, announces no start
-  const c3 = await hub.next(); // to B
-  await hub.hello("A", JSON.stringify({ started: 1_000_000 })); // A's last announcement, read late
-  const c4 = await hub.next(); // named for A: B drops it unread
-  assert.deepEqual([c3.s, c4.s], ["B", "A"]);
-  await hub.ack(c1, "rollback"); // P's acknowledgement, read late
-  await hub.nack(c3, "rollback", "overloaded", true); // B, over its cap
-  await hub.publish(refusedFinal("rollback"));
-  await hub.hello("B"); // B's next announcement
-  let sent;
-  while ((sent = await hub.poll(2000)) && sent.s !== "B") { /* named for A */ }
-  assert.equal(sent?.s, "B", "sent again to B");
-  await hub.ack(sent!, "rollback");
-  await hub.publish(done("rollback"));
-  assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
-});
-
-Deno.test("client: a crash loop P, A, B in which the dead A's last announcement is first heard after B's: B's refusal of the request sent to it is not taken for moot (the send named for A ranked above B's), and the request is sent again and runs", async () => {
-  for (const resendAfter of [300, 0]) {
-    await using hub = await fakeHub("P", resendAfter);
-    const final = outcome(hub.client.request("Flow", {}, { id: "loop", timeout: 5000 }));
-    const c1 = await hub.next(); // to P
-    await hub.hello("B", JSON.stringify({ started: 2_000_000 }));
-    const c2 = await hub.next(); // to B
-    await hub.hello("A", JSON.stringify({ started: 1_000_000 })); // A started before B, and died at once
-    const c3 = await hub.next(); // named for A: B drops it unread
-    assert.deepEqual([c1.s, c2.s, c3.s], ["P", "B", "A"]);
-    await hub.ack(c1, "loop"); // P's acknowledgement, read late
-    await hub.nack(c2, "loop", "overloaded", true); // B, over its cap
-    await hub.publish(refusedFinal("loop"));
-    await hub.hello("B", JSON.stringify({ started: 2_000_000 })); // B's next announcement
-    if (resendAfter === 0) {
-      // Nothing sends it again: the refusal stands, and the caller is told (it waited out its timeout).
-      const got = await final as { ok?: { action: string; error?: { code: string } } };
-      assert.equal(got.ok?.action, "error");
-      assert.equal(got.ok?.error?.code, "overloaded");
-      continue;
+Deno.test("client: a restarted Subject B refuses the request sent to it, after its predecessor's acceptance read late, and the only send after B's is named for a dead Subject whose last announcement came later (a flap back to A; a crash loop whose A started before B; a rollback to a B that announces no start): the refusal is not taken for moot, and the request is sent again to B and runs (with resends off, its caller is told overloaded)", async () => {
+  const A = JSON.stringify({ started: 1_000_000 }), B = JSON.stringify({ started: 2_000_000 });
+  const cases = [
+    { name: "flap", first: "A", announced: [["B", "{}"], ["A", "{}"]], b: "{}" },
+    { name: "crash loop", first: "P", announced: [["B", B], ["A", A]], b: B },
+    { name: "rollback", first: "P", announced: [["A", A], ["B", "{}"], ["A", A]], b: "{}" },
+  ];
+  for (const { name, first, announced, b } of cases) {
+    for (const resendAfter of [300, 0]) {
+      const what = `${name}, resendAfter ${resendAfter}`;
+      await using hub = await fakeHub(first, resendAfter);
+      const final = outcome(hub.client.request("Flow", {}, { id: "x", timeout: 5000 }));
+      const c1 = await hub.next(); // to the first Subject, which accepts it and dies
+      const sends: Received[] = [];
+      for (const [s, values] of announced) {
+        await hub.hello(s, values);
+        sends.push(await hub.next()); // to each announced at once
+      }
+      assert.equal(sends.at(-1)!.s, "A", what); // B drops it unread
+      await hub.ack(c1, "x"); // the first Subject's acknowledgement, read late
+      await hub.nack(sends.findLast((c) => c.s === "B")!, "x", "overloaded", true); // B, over its cap
+      await hub.publish(refusedFinal("x"));
+      await hub.hello("B", b); // B's next announcement
+      if (resendAfter === 0) {
+        // Nothing sends it again: the refusal stands, and the caller is told (it waited out its timeout).
+        const got = await final as { ok?: { action: string; error?: { code: string } } };
+        assert.deepEqual([got.ok?.action, got.ok?.error?.code], ["error", "overloaded"], what);
+        continue;
+      }
+      await hub.ack(await nextNamed(hub, "B", what), "x");
+      await hub.publish(done("x"));
+      assert.equal((await final as { ok?: { action: string } }).ok?.action, "done", what);
     }
-    let sent;
-    while ((sent = await hub.poll(2000)) && sent.s !== "B") { /* named for A */ }
-    assert.equal(sent?.s, "B", "sent again to B");
-    await hub.ack(sent!, "loop");
-    await hub.publish(done("loop"));
-    assert.equal((await final as { ok?: { action: string } }).ok?.action, "done");
   }
 });
