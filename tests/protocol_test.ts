@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { parseActionKey } from "../src/topic/action_key.ts";
 import {
   decodeHeader,
@@ -6,11 +7,13 @@ import {
   doneTopic,
   encodeHeader,
   errorTopic,
+  flatHeader,
   formatTopic,
   isFinal,
   parseTopic,
   publicationJson,
   subscriptionPrefix,
+  TopicMemo,
   toPublication,
   utf8,
 } from "../src/wire/protocol.ts";
@@ -60,6 +63,53 @@ Deno.test("headers: version, id and integer positions are checked", () => {
   ) {
     assert.equal(decodeHeader(utf8(bad)), "bad_header", bad);
   }
+});
+
+Deno.test("headers: the byte-level reader gives what JSON.parse gives, or leaves the header to it", () => {
+  const keys = fc.constantFrom(
+    ...["v", "id", "pos", "n", "k", "resume", "r", "keep", "replay", "refused", "s", "t"],
+    ...["", "x", "ID", "__proto__", "constructor", "error", 'i\\"d', "p\\u006fs", "é"],
+  );
+  const values = fc.oneof(
+    fc.nat().map(String),
+    fc.constantFrom("0", "01", "-1", "-0", "1.5", "1e3", "1E3", "123456789012345", "1234567890123456"),
+    fc.constantFrom("true", "null", "{}", "[]", '{"code":"x"}', '"', '"\\"', '""'),
+    fc.string({ unit: "binary", maxLength: 300 }).map((s) => JSON.stringify(s)), // escapes, non-ASCII
+    fc.string({ maxLength: 300 }).map((s) => `"${s}"`), // raw: quotes and backslashes inside
+  );
+  const object = fc.array(fc.tuple(keys, values), { maxLength: 6 })
+    .map((kvs) => `{${kvs.map(([k, v]) => `"${k}":${v}`).join(",")}}`);
+  const text = fc.oneof(
+    { weight: 6, arbitrary: object },
+    object.map((h) => h.replace(",", ", ")), // whitespace
+    object.map((h) => h.replace("}", ",}")), // a trailing comma
+    object.map((h) => `${h} `),
+    object.chain((h) => fc.nat(h.length).map((n) => h.slice(0, n))), // cut short
+    fc.string(),
+  );
+  let read = 0;
+  fc.assert(
+    fc.property(text, (s) => {
+      const bytes = new TextEncoder().encode(s);
+      const flat = flatHeader(bytes);
+      if (flat === undefined) return;
+      read++;
+      const parsed = JSON.parse(s); // a header read here is valid JSON
+      assert.deepStrictEqual(flat, parsed);
+      assert.equal(JSON.stringify(flat), JSON.stringify(parsed)); // the same key order
+    }),
+    { numRuns: 20_000, seed: 23 },
+  );
+  // The usual headers are read without JSON.parse (else the comparison above would prove nothing).
+  assert.ok(read > 1_500, `read ${read} of 20000`);
+  for (const h of ['{"v":1,"id":"b3_12"}', '{"v":1,"id":"c-1","pos":2,"n":1,"s":"0123abcd","t":7}']) {
+    assert.deepStrictEqual(flatHeader(utf8(h)), JSON.parse(h));
+  }
+  for (const h of ['{"v":1,"id":"é"}', '{"v":1,"id":"a\\"b"}', '{"v":1,"__proto__":{"x":1}}', '{ "v":1}']) {
+    assert.equal(flatHeader(utf8(h)), undefined, h);
+  }
+  // Left to JSON.parse, a header reads as before.
+  assert.deepEqual(decodeHeader(utf8('{ "v": 1, "id": "é" }')), { v: 1, id: "é" });
 });
 
 Deno.test("values must be a JSON object", () => {
@@ -125,4 +175,20 @@ Deno.test("utf8: the same bytes as TextEncoder, whether a string is ASCII, not, 
   }
   // Checked after all were made: later strings must not have overwritten earlier ones.
   for (const [s, b] of made) assert.deepEqual([...b], [...enc.encode(s)], JSON.stringify(s));
+});
+
+Deno.test("TopicMemo.getBytes: the value of the topic's text; the same bytes again skip the decoding", () => {
+  const made: string[] = [];
+  const memo = new TopicMemo((t) => {
+    made.push(t);
+    return t.toUpperCase();
+  });
+  const a = new TextEncoder().encode("A~~~~x");
+  assert.equal(memo.getBytes(a), "A~~~~X");
+  assert.equal(memo.getBytes(a.slice()), "A~~~~X");
+  a[0] = 0x42; // the caller's buffer reused (a socket's slab): the memo kept its own copy
+  assert.equal(memo.getBytes(a), "B~~~~X", "same length, other bytes");
+  assert.equal(memo.getBytes(utf8("é~~~~x")), "É~~~~X");
+  assert.equal(memo.getBytes(utf8("A~~~~x")), "A~~~~X", "from the memo by text");
+  assert.deepEqual(made, ["A~~~~x", "B~~~~x", "é~~~~x"]);
 });

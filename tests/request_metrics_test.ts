@@ -55,6 +55,8 @@ Deno.test("request metrics: a final of a request not accepted here is counted, n
 Deno.test("request metrics: a done's id is read from its header bytes; an id with an escape is parsed, and both are timed", () => {
   assert.equal(plainId(enc('{"v":1,"id":"b3_42","n":3}')), "b3_42");
   assert.equal(plainId(enc('{"v":1,"id":"é-ü","n":3}')), "é-ü");
+  assert.equal(plainId(enc('{"v":1,"id":"ab-é\t","n":3}')), "ab-é\t", "ASCII, then not: decoded");
+  assert.equal(plainId(enc(`{"v":1,"id":"${"x".repeat(300)}"}`)), "x".repeat(300));
   assert.equal(plainId(enc('{"v":1,"id":"a\\"b","n":3}')), undefined, "an escape: parse instead");
   assert.equal(plainId(enc('{"v":1,"n":3}')), undefined);
   assert.equal(plainId(enc('{"v":1,"id":"unterminated')), undefined);

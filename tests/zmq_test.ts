@@ -337,6 +337,45 @@ Deno.test("afterReceive runs once a pass has delivered its messages; onIdle when
     assert.equal(events.at(-1), "idle", "idle once the messages are handled");
   }));
 
+Deno.test("now(): one reading for a whole pass (its callbacks and afterReceive), the time now outside passes", () =>
+  withReactor(async (r, dir) => {
+    const pull = r.socket("PULL");
+    const ep = await bound(pull, endpointFor("ipc", dir));
+    // Each message's handler busies the thread for 2 ms: a clock read per message would move.
+    const seen: { pass: number; at: number; real: number }[] = [];
+    let pass = 0;
+    pull.onMessage(() => {
+      seen.push({ pass, at: r.now(), real: performance.now() });
+      const until = performance.now() + 2;
+      while (performance.now() < until) { /* busy */ }
+    });
+    const afters: { pass: number; at: number }[] = [];
+    r.afterReceive(() => afters.push({ pass: pass++, at: r.now() }));
+    const push = r.socket("PUSH");
+    await push.connect(ep);
+    // Queued together, so that passes take several at once.
+    for (let i = 0; i < 20; i++) {
+      push.sendNow([enc.encode(`m${i}`)]) || await push.send([enc.encode(`m${i}`)]);
+    }
+    const deadline = performance.now() + 5000;
+    while (seen.length < 20 && performance.now() < deadline) await delay(10);
+    assert.equal(seen.length, 20);
+    const shared = seen.filter((m, i) => i > 0 && seen[i - 1].pass === m.pass);
+    assert.ok(shared.length > 0, "some pass took several messages");
+    for (const m of seen) {
+      const first = seen.find((x) => x.pass === m.pass)!;
+      assert.equal(m.at, first.at, "the same reading for every message of a pass");
+      assert.ok(m.at <= m.real, "the pass's start, never later than the message");
+      assert.equal(afters.find((a) => a.pass === m.pass)?.at, m.at, "afterReceive reads it too");
+    }
+    for (const m of shared) {
+      assert.ok(m.real - m.at >= 2, "read once: a later message of a pass sees its start");
+    }
+    const outside = r.now();
+    await delay(5);
+    assert.ok(r.now() - outside >= 4, "outside a pass it is the time now");
+  }));
+
 /** Two PAIR sockets connected over inproc, on a reactor that waits in-thread for `syncWaitMs`. */
 function withInThreadPair(
   syncWaitMs: number,

@@ -314,12 +314,11 @@ export class Intake {
       // would settle the new one's wait; refused, it would fail the request.
       return { do: "drop", reason: "stale", detail: `sent to Subject ${JSON.stringify(header.s)}` };
     }
-    const topic = text(frames[0]);
-    const t = this.#topicInfo(this.#flowsFor(header)).get(topic);
+    const t = this.#topicInfo(this.#flowsFor(header)).getBytes(frames[0]);
     if (!t || t.invalid) {
       const why = t?.invalid ?? "the topic is not five fields joined by ~";
       acks.refuse(ack, header.id, "bad_topic", why, sendNumber(header));
-      return { do: "drop", reason: "bad_topic", detail: JSON.stringify(topic.slice(0, 80)) };
+      return { do: "drop", reason: "bad_topic", detail: JSON.stringify(text(frames[0]).slice(0, 80)) };
     }
     const fields = t.fields;
     if (header.k === "ping" && !fields.action.startsWith("ping")) {

@@ -73,9 +73,16 @@ export function plainId(header: Uint8Array): string | undefined {
   outer: for (let k = 0; k <= last; k++) {
     for (let j = 0; j < ID_KEY.length; j++) if (header[k + j] !== ID_KEY[j]) continue outer;
     const from = k + ID_KEY.length;
+    // Built a character at a time while it is printable ASCII (a call into the runtime to decode
+    // costs more for an id this short); decoded otherwise.
+    let id: string | undefined = "";
     for (let e = from; e < header.length; e++) {
-      if (header[e] === BACKSLASH) return undefined;
-      if (header[e] === QUOTE) return text(header.subarray(from, e));
+      const c = header[e];
+      if (c === BACKSLASH) return undefined;
+      if (c === QUOTE) return id ?? text(header.subarray(from, e));
+      if (id !== undefined) {
+        id = c >= 0x20 && c < 0x7f && e - from < 256 ? id + String.fromCharCode(c) : undefined;
+      }
     }
     return undefined;
   }
@@ -140,19 +147,19 @@ export class RequestMetrics {
   /**
    * A batch leaves for the Integration Manager: count and time the final publications in it
    * (not those published again for a copy of their request, `"replay":1`, nor refusals);
-   * `onFinal` is called with each one's request id and frames (views of `batch`). Once per flow on the Subject's hot path, so
-   * it reads what it needs from the bytes: the flow of a topic equal to the previous one is
-   * reused, and a `done`'s id is read from the header's `"id":"…"` (a header where that is not
-   * plain is parsed).
+   * `onFinal` is called with each one's request id and where it is in the batch (`view`, `i`).
+   * Once per flow on the Subject's hot path, so it reads what it needs from the bytes: the flow
+   * of a topic equal to the previous one is reused, and a `done`'s id is read from the header's
+   * `"id":"…"` (a header where that is not plain is parsed).
    */
-  published(batch: Uint8Array, onFinal?: (id: string, frames: readonly Uint8Array[]) => void): void {
+  published(batch: Uint8Array, onFinal?: (id: string, view: BatchView, i: number) => void): void {
     const view = BatchView.of(batch);
     if (!view) return;
     for (let i = 0; i < view.count; i++) {
-      const frames = view.frames(i);
-      const [topic, header] = frames;
+      const topic = view.frameAt(i, 0);
       const done = endsWith(topic, DONE);
       if (!done && !endsWith(topic, ERROR)) continue;
+      const header = view.frameAt(i, 1);
       // A kept final published again: its outcome was counted when it first left. An answer to a
       // message that started no request (a refusal) ends none: a request running under its id goes on.
       if (view.kind(i) === REFUSAL_KIND || endsWith(header, REPLAY_END)) continue;
@@ -179,7 +186,7 @@ export class RequestMetrics {
         );
       }
       f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
-      onFinal?.(id, frames);
+      onFinal?.(id, view, i);
       const start = this.#started.get(id);
       if (start === undefined) continue;
       this.#started.delete(id);

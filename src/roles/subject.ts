@@ -20,7 +20,7 @@
 
 import type { Flow } from "../topic/flow_file.ts";
 import { nextStep } from "../topic/flow_step.ts";
-import { internalFrameLimit } from "../wire/batch.ts";
+import { type BatchView, internalFrameLimit } from "../wire/batch.ts";
 import { logger } from "../log.ts";
 import {
   decodeValues,
@@ -91,7 +91,7 @@ export class Subject {
   readonly #dropped: Record<string, number> = {};
   readonly #limits: LoadLimits;
   /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
-  readonly #requests = new RequestMetrics();
+  readonly #requests: RequestMetrics;
   /** A request ended here (its final left, or it paused): its connection's count and its version let go. */
   readonly #ended = (id: string) => {
     this.#serviceSide.quota.release(id);
@@ -104,10 +104,10 @@ export class Subject {
   /** The tokens taken by resumes, by the request they resumed, until its flow ends or pauses again. */
   readonly #resumedTokens = new Map<string, string>();
   /** A final publication leaves for the IM: the request ended; a resumed one's token is finished once the IM has it. */
-  readonly #finalSent = (id: string, frames: readonly Uint8Array[]) => {
+  readonly #finalSent = (id: string, view: BatchView, i: number) => {
     this.#ended(id);
     // (Called as the batch leaves for the IM: a throw here would keep the batch from leaving.)
-    if (this.#replay.wanting) this.#keepSafely(() => this.#replay.final(id, frames));
+    if (this.#replay.wanting) this.#keepSafely(() => this.#replay.final(id, view.frames(i)));
     if (this.#resumedTokens.size === 0) return;
     const token = this.#resumedTokens.get(id);
     if (token === undefined) return;
@@ -118,6 +118,8 @@ export class Subject {
   private constructor(options: SubjectOptions) {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
+    // Timed by the reactor's pass: one clock reading for all the requests and finals of a pass.
+    this.#requests = new RequestMetrics(() => this.#reactor.now());
     this.#o = resolveSubjectOptions(options);
     this.#limits = { maxPending: this.#o.maxPending, backlog: IM_BACKLOG_LIMIT, held: PENDING_BYTES_LIMIT };
   }
@@ -217,6 +219,7 @@ export class Subject {
       gate,
       log: this.#log,
       reloads: this.#reloads,
+      now: () => this.#reactor.now(),
     });
     this.#reactor.afterReceive(() => this.#flush());
     this.#reactor.onIdle(() => this.#serviceSide.flush());

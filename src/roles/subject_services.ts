@@ -8,7 +8,7 @@
  */
 
 import type { Flow } from "../topic/flow_file.ts";
-import { readBatch } from "../wire/batch.ts";
+import { BatchView } from "../wire/batch.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
 import { decodeHeader, type Header, sendNumber, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
@@ -127,13 +127,13 @@ export class ServiceSide {
   #onMessage(frames: Uint8Array[]): void {
     // [identity, topic, header, values], or [identity, batch of (topic, header, values)]
     if (frames.length === 2) {
-      const records = readBatch(frames[1]);
-      if (!records) {
+      const view = BatchView.of(frames[1]);
+      if (!view) {
         this.#received++;
         return this.#host.drop("bad_batch", "service message");
       }
       const ack = this.#acks.list(frames[0]);
-      for (const r of records) this.#each(ack, r.frames);
+      for (let i = 0; i < view.count; i++) this.#each(ack, view.frames(i));
       return;
     }
     if (frames.length === 3 && isControl(frames[1], "RELOAD")) return this.#host.reload(frames[0], frames[2]);

@@ -50,6 +50,8 @@ export interface WorkerSideOptions {
   readonly log: ReturnType<typeof logger>;
   /** The configuration versions: a joining worker is held until it has them. */
   readonly reloads: Reloads;
+  /** The clock of the pool (ms), read per dispatch and per result batch. @default {performance.now} */
+  readonly now?: () => number;
 }
 
 /** What the Subject keeps with each worker: its routing id, and the steps to send it this turn. */
@@ -89,6 +91,7 @@ export class WorkerSide {
       heartbeatTimeout: options.heartbeatTimeout,
       maxDeliveries: options.maxDeliveries,
       sizeOf: bytesOf,
+      now: options.now,
       // Dispatch numbers grow from a base taken from the clock, so a restarted Subject never
       // reuses the numbers of the one before (workers report the highest number they received).
       firstDispatch: Date.now() * 1000,

@@ -352,6 +352,19 @@ export class BatchView {
     return true;
   }
 
+  /** Record `i`'s frame `k` (0 topic, 1 header, 2 values), as a view into the batch. */
+  frameAt(i: number, k: 0 | 1 | 2): Uint8Array {
+    const o = this.#starts[i];
+    const v = this.#v;
+    const p = o + RECORD_HEAD +
+      (k === 0
+        ? 0
+        : k === 1
+        ? v.getUint32(o + 9, true)
+        : v.getUint32(o + 9, true) + v.getUint32(o + 13, true));
+    return this.frame.subarray(p, p + v.getUint32(o + 9 + 4 * k, true));
+  }
+
   /** Record `i`'s three frames, as views into the batch. */
   frames(i: number): [Uint8Array, Uint8Array, Uint8Array] {
     const o = this.#starts[i];
