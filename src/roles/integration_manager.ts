@@ -9,7 +9,7 @@ import { connectionCallsAvailable } from "./_libc.ts";
 import { publicationBytes, SubscriberGuard } from "./subscriber_guard.ts";
 import { TrimScheduler, watchSubscribers } from "./subscriber_watch.ts";
 import { CONTROL_FRAMES, isControl } from "../wire/control.ts";
-import { internalFrameLimit, isBatch, readBatch } from "../wire/batch.ts";
+import { BatchView, internalFrameLimit, isBatch } from "../wire/batch.ts";
 import { queueHwm, subscriberHwm } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
@@ -249,8 +249,8 @@ export class IntegrationManager {
       // [topic, header, values]; see PROTOCOL.md.
       const n = frames.length - 1;
       if (n === 2 && isBatch(frames[2])) {
-        const records = readBatch(frames[2]);
-        if (!records) return drop(n);
+        const view = BatchView.of(frames[2]);
+        if (!view) return drop(n);
         const seq = ack(frames[0], frames[1]);
         if (seq === undefined) return drop(n);
         if (published.has(seq)) {
@@ -258,8 +258,8 @@ export class IntegrationManager {
           return;
         }
         published.add(seq);
-        stats.received += records.length;
-        for (const r of records) publish(r.frames);
+        stats.received += view.count;
+        for (let i = 0; i < view.count; i++) publish(view.frames(i));
         return;
       }
       if (n === 2 && isControl(frames[1], "PING")) {
@@ -267,10 +267,10 @@ export class IntegrationManager {
         return;
       }
       // A batch without a sequence number, or one message: published, not acknowledged.
-      const records = n === 1 ? readBatch(frames[1]) : undefined;
-      if (records) {
-        stats.received += records.length;
-        for (const r of records) publish(r.frames);
+      const view = n === 1 ? BatchView.of(frames[1]) : undefined;
+      if (view) {
+        stats.received += view.count;
+        for (let i = 0; i < view.count; i++) publish(view.frames(i));
         return;
       }
       stats.received++;

@@ -73,20 +73,25 @@ export function plainId(header: Uint8Array): string | undefined {
   outer: for (let k = 0; k <= last; k++) {
     for (let j = 0; j < ID_KEY.length; j++) if (header[k + j] !== ID_KEY[j]) continue outer;
     const from = k + ID_KEY.length;
-    // Built a character at a time while it is printable ASCII (a call into the runtime to decode
-    // costs more for an id this short); decoded otherwise.
-    let id: string | undefined = "";
+    let ascii = true;
     for (let e = from; e < header.length; e++) {
       const c = header[e];
       if (c === BACKSLASH) return undefined;
-      if (c === QUOTE) return id ?? text(header.subarray(from, e));
-      if (id !== undefined) {
-        id = c >= 0x20 && c < 0x7f && e - from < 256 ? id + String.fromCharCode(c) : undefined;
+      if (c === QUOTE) {
+        return ascii && e - from <= 12 ? shortAscii(header, from, e) : text(header.subarray(from, e));
       }
+      if (c > 0x7e) ascii = false;
     }
     return undefined;
   }
   return undefined;
+}
+
+/** `b[from..to)`, ASCII, built a character at a time: for a short id, cheaper than a call to decode it. */
+function shortAscii(b: Uint8Array, from: number, to: number): string {
+  let s = "";
+  for (let k = from; k < to; k++) s += String.fromCharCode(b[k]);
+  return s;
 }
 
 function endsWith(f: Uint8Array, tail: Uint8Array): boolean {

@@ -11,14 +11,7 @@
 import { ASYNC } from "../topic/action_key.ts";
 import type { Flow } from "../topic/flow_file.ts";
 import { runSegment, type SegmentOutcome, type StepCall, type Values } from "../topic/segment.ts";
-import {
-  decodeHeader,
-  decodeValues,
-  parseTopic,
-  text,
-  type TopicFields,
-  TopicMemo,
-} from "../wire/protocol.ts";
+import { decodeHeader, decodeValues, parseTopic, type TopicFields, TopicMemo } from "../wire/protocol.ts";
 import type { StepResult, StepResults } from "../wire/step_result.ts";
 
 /** Calls the handler of a step (see `HandlerCalls.call`). */
@@ -94,7 +87,7 @@ export class StepRunner {
     d: number,
   ): StepResult | Handoff | Promise<StepResult | Handoff> {
     const encoder = this.#o.encoder;
-    const fields = this.#topicInfo.get(text(topicFrame));
+    const fields = this.#topicInfo.getBytes(topicFrame);
     const header = decodeHeader(headerFrame);
     if (!fields || typeof header === "string" || header.pos === undefined) {
       return encoder.error(
