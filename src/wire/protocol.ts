@@ -337,7 +337,7 @@ function flatKey(b: Uint8Array, from: number, to: number): string | undefined {
  * without escapes or whole numbers of at most 15 digits (no sign, fraction or leading zero):
  * for that subset the result is the one `JSON.parse` gives (tests/protocol_test.ts compares
  * them on generated headers). A header is read once per request by the Subject and once per
- * step by a worker; this reads the usual one in about half the time (docs/performance.md, run 19).
+ * step by a worker; this reads the usual one in about half the time (docs/performance.md, round 12).
  */
 export function flatHeader(b: Uint8Array): Record<string, unknown> | undefined {
   const len = b.length;

@@ -202,9 +202,9 @@ export class Reactor implements SocketHost {
   /**
    * The clock for what is counted per message (`performance.now()`, ms): while the reactor's
    * pass runs (its receive callbacks and `afterReceive` hooks), the time that pass began, read
-   * once for all its messages; otherwise the time now. A pass lasts well under a millisecond at
-   * peak, and reading the clock once per message cost a Subject about 3% of its thread (measured:
-   * docs/performance.md, run 19).
+   * once for all its messages; otherwise the time now. It is earlier than the moment a message
+   * is handled by at most one pass (up to `batch` messages per socket); a reading per message
+   * cost a Subject at peak about 3% of its thread (docs/performance.md, round 12).
    */
   now(): number {
     return this.#passAt ?? performance.now();
