@@ -65,3 +65,21 @@ Deno.test("quota: room() says whether one more request of a connection would be 
   q.release("r1");
   assert.equal(q.room("a"), true);
 });
+
+Deno.test("quota: a connection whose count fell to zero counts afresh when it sends again; stale releases change nothing", () => {
+  const q = new ConnectionQuota({ limit: 2 });
+  assert.ok(q.admit("A", "r1"));
+  q.release("r1");
+  assert.equal(q.inFlight("A"), 0);
+  assert.ok(q.admit("A", "r2"));
+  assert.ok(q.admit("A", "r3"));
+  q.release("r1"); // released already: not counted against the new requests
+  assert.equal(q.inFlight("A"), 2);
+  assert.equal(q.admit("A", "r4"), false);
+  q.release("r2");
+  assert.equal(q.inFlight("A"), 1);
+  assert.ok(q.admit("A", "r4"));
+  for (const id of ["r3", "r4", "r4"]) q.release(id);
+  assert.equal(q.inFlight("A"), 0);
+  assert.equal(q.tracked, 0);
+});

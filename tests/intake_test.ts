@@ -230,6 +230,31 @@ Deno.test("result gate: a plain done passes unparsed; a result for another reque
   );
 });
 
+Deno.test("result gate: a done that names another request in a second id key is no plain done, and is refused", () => {
+  const topics = new TopicCache();
+  const gate = new ResultGate(topics, () => undefined, flows);
+  const step = [topics.step(flow, 1), utf8('{"v":1,"id":"victim","pos":1,"n":0}'), utf8("{}")];
+  gate.sent(step, flow);
+  const out = new BatchWriter();
+  const headers = [
+    '{"v":1,"id":"victim","id":"mine","n":2}', // JSON.parse, and so every subscriber, reads "mine"
+    '{"v":1,"id":"victim","n":2,"id":"mine"}',
+    '{"v":1,"id":"victim","n":2}', // as workers write it
+    '{"v":1,"id":"victim"}',
+    '{"v":1,"id":"victim","n":2,"x":{"id":"mine"}}', // its id is victim: checked in full, and passes
+  ];
+  headers.forEach((h, i) => out.add(i, KIND_CODES.done, topics.done(flow), utf8(h), utf8("{}")));
+  const view = BatchView.of(out.take())!;
+  assert.deepEqual(headers.map((_, i) => gate.plainDone(view, i, step)), [false, false, true, true, false]);
+  assert.deepEqual(headers.map((_, i) => gate.judge(view, i, step).do), [
+    "refuse",
+    "refuse",
+    "publish",
+    "publish",
+    "publish",
+  ]);
+});
+
 Deno.test("result gate: the poisoned error names every failed delivery", () => {
   const step = [utf8("F~~S~F~a"), utf8('{"v":1,"id":"r1","pos":2,"n":1}'), utf8('{"x":1}')];
   const e = poisonedError(step, ["died", "went silent"]);

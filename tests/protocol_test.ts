@@ -108,6 +108,11 @@ Deno.test("headers: the byte-level reader gives what JSON.parse gives, or leaves
   for (const h of ['{"v":1,"id":"é"}', '{"v":1,"id":"a\\"b"}', '{"v":1,"__proto__":{"x":1}}', '{ "v":1}']) {
     assert.equal(flatHeader(utf8(h)), undefined, h);
   }
+  // Over 512 bytes, a header is left to JSON.parse (which copies its strings: a short id sliced
+  // from a padded header would keep the whole header alive).
+  const padded = `{"v":1,"id":"${"p".repeat(600)}","id":"request-000000"}`;
+  assert.equal(flatHeader(utf8(padded)), undefined);
+  assert.deepEqual(decodeHeader(utf8(padded)), { v: 1, id: "request-000000" });
   // Left to JSON.parse, a header reads as before.
   assert.deepEqual(decodeHeader(utf8('{ "v": 1, "id": "é" }')), { v: 1, id: "é" });
 });

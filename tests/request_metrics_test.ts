@@ -1,5 +1,6 @@
 // The Subject's per-flow outcomes and latency histograms (pure, injected clock).
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { BatchWriter } from "../src/wire/batch.ts";
 import { LATENCY_BUCKETS, plainId, REFUSAL_KIND, RequestMetrics } from "../src/roles/request_metrics.ts";
 import { markReplay } from "../src/roles/final_replay.ts";
@@ -52,28 +53,49 @@ Deno.test("request metrics: a final of a request not accepted here is counted, n
   m.published(enc("not a batch"));
 });
 
-Deno.test("request metrics: a done's id is read from its header bytes; an id with an escape is parsed, and both are timed", () => {
+Deno.test("request metrics: a done's id is read from its header bytes; an id with an escape, or a header of another shape, is parsed, and all are timed", () => {
   assert.equal(plainId(enc('{"v":1,"id":"b3_42","n":3}')), "b3_42");
-  assert.equal(plainId(enc('{"v":1,"id":"é-ü","n":3}')), "é-ü");
-  assert.equal(plainId(enc('{"v":1,"id":"ab-é\t","n":3}')), "ab-é\t", "ASCII, then not: decoded");
   assert.equal(plainId(enc(`{"v":1,"id":"${"x".repeat(300)}"}`)), "x".repeat(300));
+  assert.equal(plainId(enc('{"v":1,"id":"é-ü","n":3}')), "é-ü");
   assert.equal(plainId(enc('{"v":1,"id":"a\\"b","n":3}')), undefined, "an escape: parse instead");
   assert.equal(plainId(enc('{"v":1,"n":3}')), undefined);
   assert.equal(plainId(enc('{"v":1,"id":"unterminated')), undefined);
+  // The id JSON.parse reads (and every subscriber): a second id key wins; a nested one is no id.
+  assert.equal(plainId(enc('{"v":1,"id":"victim","id":"mine"}')), undefined);
+  assert.equal(plainId(enc('{"v":1,"t":{"id":"victim"},"id":"mine"}')), undefined);
+  assert.equal(plainId(enc('{"v":1,"id":"victim","n":2,"id":"mine"}')), undefined);
+  assert.equal(
+    plainId(enc('{"v":1,"id":"tab\there","n":2}')),
+    undefined,
+    "a control character: JSON.parse refuses it",
+  );
+  assert.equal(plainId(enc('{"v":1,"id":"a","n":}')), undefined);
+  assert.equal(plainId(enc('{"v":1,"id":"a","n":12}')), "a");
   let now = 0;
   const m = new RequestMetrics(() => now);
   m.accepted('a"b');
   m.accepted("plain");
+  m.accepted("é-ü");
   m.accepted("other");
+  m.accepted("mine");
   now = 2;
   // Same topic twice (the flow is reused), then a topic of the same length of another flow.
-  m.published(batch(["F~~~~done", { v: 1, id: 'a"b' }], ["F~~~~done", { v: 1, id: "plain" }]));
-  m.published(batch(["G~~~~done", { v: 1, id: "other" }]));
+  const ended: string[] = [];
+  m.published(
+    batch(["F~~~~done", { v: 1, id: 'a"b' }], ["F~~~~done", { v: 1, id: "plain" }], ["F~~~~done", {
+      v: 1,
+      id: "é-ü",
+    }]),
+    (id) => ended.push(id),
+  );
+  m.published(batch(["G~~~~done", { v: 1, t: { id: "victim" }, id: "mine" }]), (id) => ended.push(id));
+  m.published(batch(["G~~~~done", { v: 1, id: "other" }]), (id) => ended.push(id));
+  assert.deepEqual(ended, ['a"b', "plain", "é-ü", "mine", "other"]);
   const s = m.snapshot();
-  assert.equal(s.flows.F.count, 2, "both timed");
-  assert.deepEqual(s.flows.F.outcomes, { done: 2 });
-  assert.deepEqual(s.flows.G.outcomes, { done: 1 });
-  assert.equal(s.flows.G.count, 1);
+  assert.equal(s.flows.F.count, 3, "all timed");
+  assert.deepEqual(s.flows.F.outcomes, { done: 3 });
+  assert.deepEqual(s.flows.G.outcomes, { done: 2 });
+  assert.equal(s.flows.G.count, 2);
 });
 
 Deno.test("request metrics: onFinal gets the id of each final publication (the connection cap's release), not of steps", () => {
@@ -123,4 +145,31 @@ Deno.test("request metrics: a refusal (an answer to a message that started no re
   assert.deepEqual(seen, ["r"]);
   assert.deepEqual(m.snapshot().flows.F.outcomes, { done: 1 });
   assert.equal(m.snapshot().flows.F.count, 1, "timed by its own final");
+});
+
+Deno.test("request metrics: an id read from a final's bytes is always the one JSON.parse reads", () => {
+  const id = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: "binary", maxLength: 40 }));
+  const tail = fc.constantFrom(
+    "}",
+    ',"n":3}',
+    ',"n":}',
+    ',"n":3,"id":"x"}',
+    ',"id":"x"}',
+    ',"x":{"id":"y"}}',
+    "} ",
+    ',"n":-1}',
+  );
+  const head = fc.constantFrom('{"v":1,"id":"', '{"v":1, "id":"', '{"id":"');
+  let read = 0;
+  fc.assert(
+    fc.property(head, id, tail, (h, raw, t) => {
+      const header = enc(h + raw + '"' + t);
+      const got = plainId(header);
+      if (got === undefined) return;
+      read++;
+      assert.equal(got, JSON.parse(new TextDecoder().decode(header)).id);
+    }),
+    { numRuns: 20_000, seed: 23 },
+  );
+  assert.ok(read > 1_000, `read ${read}`);
 });

@@ -9,7 +9,7 @@
  */
 
 import { BatchView } from "../wire/batch.ts";
-import { text } from "../wire/protocol.ts";
+import { plainFinalEnd, text } from "../wire/protocol.ts";
 
 /** Upper bounds (seconds) of the latency histogram's buckets (Prometheus `le`), `+Inf` implied. */
 export const LATENCY_BUCKETS: readonly number[] = [
@@ -61,28 +61,30 @@ export const REFUSAL_KIND = 1;
 /** How the header of a final published again for a copy of its request ends (`markReplay`). */
 const REPLAY_END = new TextEncoder().encode(',"replay":1}');
 
-const ID_KEY = new TextEncoder().encode('"id":"');
+const ID_START = new TextEncoder().encode('{"v":1,"id":"');
 const QUOTE = 0x22, BACKSLASH = 0x5c;
 
 /**
- * The id of a header as the roles encode it (`{"v":1,"id":"…",…}`), read from its bytes; `undefined`
- * when the header does not hold a plain `"id":"…"` (an escape in it, say): parse it then.
+ * The id of a final's header as the roles write it (`{"v":1,"id":"…"}`, or with `,"n":<digits>`
+ * after the id: `plainFinalEnd`), read from its bytes; `undefined` for any other header (an
+ * escape, a control character, a second `id` key, anything nested): parse it then. The shape makes
+ * the id the one `JSON.parse`, and so every subscriber, reads. (It once took the first `"id":"`
+ * anywhere in the bytes: a second `id` key, which `JSON.parse` takes instead, named another
+ * request.)
  */
 export function plainId(header: Uint8Array): string | undefined {
-  const last = header.length - ID_KEY.length;
-  outer: for (let k = 0; k <= last; k++) {
-    for (let j = 0; j < ID_KEY.length; j++) if (header[k + j] !== ID_KEY[j]) continue outer;
-    const from = k + ID_KEY.length;
-    let ascii = true;
-    for (let e = from; e < header.length; e++) {
-      const c = header[e];
-      if (c === BACKSLASH) return undefined;
-      if (c === QUOTE) {
-        return ascii && e - from <= 12 ? shortAscii(header, from, e) : text(header.subarray(from, e));
-      }
-      if (c > 0x7e) ascii = false;
+  const from = ID_START.length;
+  if (header.length <= from) return undefined;
+  for (let i = 0; i < from; i++) if (header[i] !== ID_START[i]) return undefined;
+  let ascii = true;
+  for (let e = from; e < header.length; e++) {
+    const c = header[e];
+    if (c === BACKSLASH || c < 0x20) return undefined;
+    if (c === QUOTE) {
+      if (!plainFinalEnd(header, e + 1)) return undefined;
+      return ascii && e - from <= 12 ? shortAscii(header, from, e) : text(header.subarray(from, e));
     }
-    return undefined;
+    if (c > 0x7e) ascii = false;
   }
   return undefined;
 }

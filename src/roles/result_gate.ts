@@ -31,6 +31,7 @@ import { type BatchView, KIND_CODES, KIND_NAMES } from "../wire/batch.ts";
 import {
   decodeHeader,
   parseTopic,
+  plainFinalEnd,
   text,
   type TopicCache,
   type TopicFields,
@@ -122,16 +123,18 @@ export class ResultGate {
   }
 
   /**
-   * The common result, checked without parsing or views: a `done` on its flow's done topic whose
-   * header starts as the step's did, up to the end of the id (as this project's workers write it).
-   * `false` means only "not shown so": the result is then checked in full.
+   * The common result, checked without parsing: a `done` on its flow's done topic whose header
+   * starts as the step's did, up to the end of the id, and ends there or with `,"n":<digits>}` (as
+   * this project's workers write it: nothing after the id may name another request). `false` means
+   * only "not shown so": the result is then checked in full.
    */
   plainDone(batch: BatchView, i: number, step: Step): boolean {
     if (batch.kind(i) !== KIND_CODES.done) return false;
     const flow = step.flow;
     if (!flow || !batch.frameIs(i, 0, this.#topics.done(flow), true)) return false;
     const id = idPrefix(step[1]);
-    return id !== undefined && batch.frameIs(i, 1, id, false);
+    return id !== undefined && batch.frameIs(i, 1, id, false) &&
+      plainFinalEnd(batch.frameAt(i, 1), id.length);
   }
 
   /**

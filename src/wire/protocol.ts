@@ -309,6 +309,9 @@ function asciiText(b: Uint8Array, from: number, to: number): string {
   return s;
 }
 
+/** The longest header {@linkcode flatHeader} reads (the roles' are under 150 bytes). */
+const FLAT_MAX = 512;
+
 /** The header {@linkcode flatHeader} reads now, decoded, once a value needs it. */
 let flatWhole: string | undefined;
 
@@ -334,14 +337,17 @@ function flatKey(b: Uint8Array, from: number, to: number): string | undefined {
  * without decoding them to text first; `undefined` for anything else, to be parsed in full. It
  * reads only a flat object without whitespace whose keys are among `Header`'s plain ones
  * ({@linkcode FLAT_KEYS}: never `__proto__`) and whose values are strings of printable ASCII
- * without escapes or whole numbers of at most 15 digits (no sign, fraction or leading zero):
+ * without escapes or whole numbers of at most 15 digits (no sign, fraction or leading zero), in
+ * at most 512 bytes:
  * for that subset the result is the one `JSON.parse` gives (tests/protocol_test.ts compares
  * them on generated headers). A header is read once per request by the Subject and once per
  * step by a worker; this reads the usual one in about half the time (docs/performance.md, round 12).
  */
 export function flatHeader(b: Uint8Array): Record<string, unknown> | undefined {
   const len = b.length;
-  if (len < 2 || b[0] !== 0x7b || b[len - 1] !== 0x7d) return undefined; // { … }
+  // A longer header is parsed: its values are slices of its text (asciiText), and a short id kept
+  // from a 1 MB header (padded with a first "id" key, say) would keep that megabyte alive.
+  if (len > FLAT_MAX || len < 2 || b[0] !== 0x7b || b[len - 1] !== 0x7d) return undefined; // { … }
   const o: Record<string, unknown> = {};
   if (len === 2) return o;
   flatWhole = undefined;
@@ -378,6 +384,26 @@ export function flatHeader(b: Uint8Array): Record<string, unknown> | undefined {
     if (c !== 0x2c) return undefined; // ,
     i++;
   }
+}
+
+const N_KEY = encoder.encode(',"n":');
+
+/**
+ * Whether `header` ends, from `from` on (just past its id's closing quote), as the roles end the
+ * header of a final: `}` or `,"n":<digits>}`. With `{"v":1,"id":"` before the id, such a header
+ * has one id and nothing nested, so the id read from the bytes is the one `JSON.parse` (and every
+ * subscriber) reads; anything else after the id (a second `"id"` key, which `JSON.parse` takes
+ * over the first) must be parsed.
+ */
+export function plainFinalEnd(header: Uint8Array, from: number): boolean {
+  const end = header.length - 1;
+  if (from > end || header[end] !== 0x7d) return false;
+  if (from === end) return true;
+  let i = from;
+  for (let k = 0; k < N_KEY.length; k++) if (header[i++] !== N_KEY[k]) return false;
+  if (i >= end) return false;
+  for (; i < end; i++) if (header[i] < 0x30 || header[i] > 0x39) return false;
+  return true;
 }
 
 /** Encodes a header. */

@@ -317,16 +317,17 @@ export class Reactor implements SocketHost {
     for (;;) {
       this.#delivered = 0;
       this.#passAt = performance.now();
-      let work = this.#turn(true);
-      if (this.#closing) {
-        this.#passAt = undefined;
-        break;
+      let work: number;
+      try {
+        work = this.#turn(true);
+        if (this.#closing) break;
+        if (this.#delivered > 0) this.#callAll(this.#afterReceive);
+        // Sends queued by the callbacks of that turn. Not another receive pass: each socket's
+        // receive pass ends with a zmq_recv that finds nothing, which costs libzmq a system call.
+        work += this.#turn(false);
+      } finally {
+        this.#passAt = undefined; // (an onError that throws must not leave the clock stopped)
       }
-      if (this.#delivered > 0) this.#callAll(this.#afterReceive);
-      // Sends queued by the callbacks of that turn. Not another receive pass: each socket's
-      // receive pass ends with a zmq_recv that finds nothing, which costs libzmq a system call.
-      work += this.#turn(false);
-      this.#passAt = undefined;
       const now = performance.now();
       if (this.#delivered > 0) this.#lastMessage = now;
       if (work > 0 && now - lastYield < this.#yieldMs) {
