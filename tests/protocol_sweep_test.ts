@@ -180,7 +180,7 @@ Deno.test("resume answers: bad_resume for malformed and unknown-flow tokens; two
   await pauses.return!();
 });
 
-Deno.test("a worker's results are checked: one for another request or on a topic its flow cannot publish is refused", async () => {
+Deno.test("a worker's results are checked: one for another request (also by a second id key) or on a topic its flow cannot publish is refused", async () => {
   // A deployment with no worker of its own; a rogue one, written from PROTOCOL.md, joins.
   await using d = await startDeployment({ workers: 0 });
   await using client = await d.connect();
@@ -203,12 +203,13 @@ Deno.test("a worker's results are checked: one for another request or on a topic
     const answers = [
       client.request("Three", { k: "steals" }, { id: "victim-a", timeout: 10_000 }),
       client.request("Three", { k: "spoofs" }, { id: "victim-b", timeout: 10_000 }),
+      client.request("Three", { k: "twice" }, { id: "victim-c", timeout: 10_000 }),
     ];
     const deadline = performance.now() + 10_000;
-    while (steps.length < 2 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(steps.length, 2, "the rogue worker got both steps");
+    while (steps.length < 3 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(steps.length, 3, "the rogue worker got the three steps");
     const results = new BatchWriter();
-    const [a, b] = steps;
+    const [a, b, c] = steps;
     // For step a: a "done" for some other request. For step b: a publication on a topic of its
     // own choosing, claimed as a @PUBLISH result.
     results.add(
@@ -224,6 +225,15 @@ Deno.test("a worker's results are checked: one for another request or on a topic
       enc.encode("Three~PUBLISH~X~Y~anything"),
       enc.encode(JSON.stringify({ v: 1, id: b.header.id, pos: 1 })),
       enc.encode('{"spoofed":true}'),
+    );
+    // For step c: a "done" that starts as its step's header did, then names another request in a
+    // second id key (the one a JSON parser, so every subscriber, takes).
+    results.add(
+      c.d,
+      KIND_CODES.done,
+      enc.encode("Three~~~~done"),
+      enc.encode(`{"v":1,"id":${JSON.stringify(c.header.id)},"id":"someone-else"}`),
+      enc.encode('{"stolen":true}'),
     );
     await rogue.send([enc.encode("RESULTS"), results.take().slice()]);
     for (const p of await Promise.all(answers)) {
