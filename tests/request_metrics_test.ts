@@ -71,6 +71,8 @@ Deno.test("request metrics: a done's id is read from its header bytes; an id wit
   );
   assert.equal(plainId(enc('{"v":1,"id":"a","n":}')), undefined);
   assert.equal(plainId(enc('{"v":1,"id":"a","n":12}')), "a");
+  assert.equal(plainId(enc('{"v":1,"id":"a","n":0}')), "a");
+  assert.equal(plainId(enc('{"v":1,"id":"a","n":012}')), undefined, "not JSON: parsed, and refused there");
   let now = 0;
   const m = new RequestMetrics(() => now);
   m.accepted('a"b');

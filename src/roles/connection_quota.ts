@@ -51,7 +51,7 @@ export class ConnectionQuota {
   readonly #maxTracked: number;
   /**
    * The count of each request in flight's connection, oldest first: the object `#counts` holds,
-   * so that a request's release is one lookup, not two (measured: docs/performance.md, round 12).
+   * so that a request's release is one lookup, not two.
    */
   readonly #connectionOf = new Map<string, Count>();
   /** Requests in flight per connection (a connection with none is not kept). */

@@ -156,8 +156,8 @@ export class RequestMetrics {
    * (not those published again for a copy of their request, `"replay":1`, nor refusals);
    * `onFinal` is called with each one's request id and where it is in the batch (`view`, `i`).
    * Once per flow on the Subject's hot path, so it reads what it needs from the bytes: the flow
-   * of a topic equal to the previous one is reused, and a `done`'s id is read from the header's
-   * `"id":"…"` (a header where that is not plain is parsed).
+   * of a topic equal to the previous one is reused, and a `done`'s id is read from the bytes of a
+   * header of the shape the roles write ({@linkcode plainId}; any other header is parsed).
    */
   published(batch: Uint8Array, onFinal?: (id: string, view: BatchView, i: number) => void): void {
     const view = BatchView.of(batch);

@@ -298,9 +298,10 @@ export function decodeHeader(frame: Uint8Array): Header | DropReason {
  * `b[from..to)`, known to be ASCII, as a string: built a character at a time when it is short (V8
  * keeps strings of up to 12 characters built so flat; a longer one would be a chain of pieces,
  * slower to hash), else a slice of `b` decoded whole, once per header ({@linkcode flatWhole}:
- * offsets in it are those in `b` while everything before `to` is ASCII). Measured with the Map operations an id
- * goes through, fastest of 5 runs: 9-character ids 197 ns per header against JSON.parse's 408;
- * 36-character ones with `s` and `t` 354 against 484 (506 when each string was decoded apart).
+ * offsets in it are those in `b` while everything before `to` is ASCII). Measured with the Map
+ * operations an id goes through, fastest of 5 runs: 9-character ids 197 ns per header against
+ * JSON.parse's 408; 36-character ones with `s` and `t` 354 against 484 (506 when each string was
+ * decoded apart).
  */
 function asciiText(b: Uint8Array, from: number, to: number): string {
   if (to - from > 12) return (flatWhole ??= decoder.decode(b)).slice(from, to);
@@ -309,7 +310,7 @@ function asciiText(b: Uint8Array, from: number, to: number): string {
   return s;
 }
 
-/** The longest header {@linkcode flatHeader} reads (the roles' are under 150 bytes). */
+/** The longest header {@linkcode flatHeader} reads (the usual ones are under 200 bytes). */
 const FLAT_MAX = 512;
 
 /** The header {@linkcode flatHeader} reads now, decoded, once a value needs it. */
@@ -338,8 +339,7 @@ function flatKey(b: Uint8Array, from: number, to: number): string | undefined {
  * reads only a flat object without whitespace whose keys are among `Header`'s plain ones
  * ({@linkcode FLAT_KEYS}: never `__proto__`) and whose values are strings of printable ASCII
  * without escapes or whole numbers of at most 15 digits (no sign, fraction or leading zero), in
- * at most 512 bytes:
- * for that subset the result is the one `JSON.parse` gives (tests/protocol_test.ts compares
+ * at most 512 bytes: for that subset the result is the one `JSON.parse` gives (tests/protocol_test.ts compares
  * them on generated headers). A header is read once per request by the Subject and once per
  * step by a worker; this reads the usual one in about half the time (docs/performance.md, round 12).
  */
@@ -390,7 +390,7 @@ const N_KEY = encoder.encode(',"n":');
 
 /**
  * Whether `header` ends, from `from` on (just past its id's closing quote), as the roles end the
- * header of a final: `}` or `,"n":<digits>}`. With `{"v":1,"id":"` before the id, such a header
+ * header of a final: `}` or `,"n":<a whole number>}`. With `{"v":1,"id":"` before the id, such a header
  * has one id and nothing nested, so the id read from the bytes is the one `JSON.parse` (and every
  * subscriber) reads; anything else after the id (a second `"id"` key, which `JSON.parse` takes
  * over the first) must be parsed.
@@ -401,7 +401,7 @@ export function plainFinalEnd(header: Uint8Array, from: number): boolean {
   if (from === end) return true;
   let i = from;
   for (let k = 0; k < N_KEY.length; k++) if (header[i++] !== N_KEY[k]) return false;
-  if (i >= end) return false;
+  if (i >= end || (header[i] === 0x30 && i + 1 < end)) return false; // no digit, or a leading zero
   for (; i < end; i++) if (header[i] < 0x30 || header[i] > 0x39) return false;
   return true;
 }
