@@ -9,7 +9,7 @@
  */
 
 import { BatchView } from "../wire/batch.ts";
-import { plainFinalEnd, text } from "../wire/protocol.ts";
+import { ID_START, plainFinalEnd, plainIdEnd, shortAscii, text } from "../wire/protocol.ts";
 
 /** Upper bounds (seconds) of the latency histogram's buckets (Prometheus `le`), `+Inf` implied. */
 export const LATENCY_BUCKETS: readonly number[] = [
@@ -61,9 +61,6 @@ export const REFUSAL_KIND = 1;
 /** How the header of a final published again for a copy of its request ends (`markReplay`). */
 const REPLAY_END = new TextEncoder().encode(',"replay":1}');
 
-const ID_START = new TextEncoder().encode('{"v":1,"id":"');
-const QUOTE = 0x22, BACKSLASH = 0x5c;
-
 /**
  * The id of a final's header as the roles write it (`{"v":1,"id":"…"}`, or with `,"n":<digits>`
  * after the id: `plainFinalEnd`), read from its bytes; `undefined` for any other header (an
@@ -73,27 +70,12 @@ const QUOTE = 0x22, BACKSLASH = 0x5c;
  * request.)
  */
 export function plainId(header: Uint8Array): string | undefined {
+  const end = plainIdEnd(header);
+  if (end < 0 || !plainFinalEnd(header, end + 1)) return undefined;
   const from = ID_START.length;
-  if (header.length <= from) return undefined;
-  for (let i = 0; i < from; i++) if (header[i] !== ID_START[i]) return undefined;
-  let ascii = true;
-  for (let e = from; e < header.length; e++) {
-    const c = header[e];
-    if (c === BACKSLASH || c < 0x20) return undefined;
-    if (c === QUOTE) {
-      if (!plainFinalEnd(header, e + 1)) return undefined;
-      return ascii && e - from <= 12 ? shortAscii(header, from, e) : text(header.subarray(from, e));
-    }
-    if (c > 0x7e) ascii = false;
-  }
-  return undefined;
-}
-
-/** `b[from..to)`, ASCII, built a character at a time: for a short id, cheaper than a call to decode it. */
-function shortAscii(b: Uint8Array, from: number, to: number): string {
-  let s = "";
-  for (let k = from; k < to; k++) s += String.fromCharCode(b[k]);
-  return s;
+  if (end - from > 12) return text(header.subarray(from, end));
+  for (let i = from; i < end; i++) if (header[i] > 0x7e) return text(header.subarray(from, end));
+  return shortAscii(header, from, end);
 }
 
 function endsWith(f: Uint8Array, tail: Uint8Array): boolean {

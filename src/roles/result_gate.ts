@@ -32,11 +32,11 @@ import {
   decodeHeader,
   parseTopic,
   plainFinalEnd,
+  plainIdEnd,
   text,
   type TopicCache,
   type TopicFields,
   TopicMemo,
-  utf8,
 } from "../wire/protocol.ts";
 import type { ErrorSpec } from "./intake.ts";
 
@@ -169,19 +169,11 @@ export function poisonedError(step: Step, whys: readonly string[]): ErrorSpec {
   return { flow: parseTopic(topic)?.flow ?? "", header, values: step[2], code: "poisoned", message };
 }
 
-const ID_START = utf8('{"v":1,"id":"').slice();
-
 /**
  * The first bytes of a header this project wrote, up to and including its id's closing quote
  * (a view, no copy); `undefined` if it does not start with `{"v":1,"id":"` or the id has escapes.
  */
 function idPrefix(header: Uint8Array): Uint8Array | undefined {
-  const n = ID_START.length;
-  if (header.length <= n) return undefined;
-  for (let i = 0; i < n; i++) if (header[i] !== ID_START[i]) return undefined;
-  for (let i = n; i < header.length; i++) {
-    if (header[i] === 0x5c) return undefined; // an escape: leave it to the full check
-    if (header[i] === 0x22) return header.subarray(0, i + 1);
-  }
-  return undefined;
+  const end = plainIdEnd(header);
+  return end < 0 ? undefined : header.subarray(0, end + 1);
 }

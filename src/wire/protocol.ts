@@ -304,7 +304,14 @@ export function decodeHeader(frame: Uint8Array): Header | DropReason {
  * decoded apart).
  */
 function asciiText(b: Uint8Array, from: number, to: number): string {
-  if (to - from > 12) return (flatWhole ??= decoder.decode(b)).slice(from, to);
+  return to - from > 12 ? (flatWhole ??= decoder.decode(b)).slice(from, to) : shortAscii(b, from, to);
+}
+
+/**
+ * `b[from..to)`, ASCII and at most 12 characters, built a character at a time: cheaper than a call
+ * to decode it, and flat (see {@linkcode asciiText}).
+ */
+export function shortAscii(b: Uint8Array, from: number, to: number): string {
   let s = "";
   for (let k = from; k < to; k++) s += String.fromCharCode(b[k]);
   return s;
@@ -384,6 +391,26 @@ export function flatHeader(b: Uint8Array): Record<string, unknown> | undefined {
     if (c !== 0x2c) return undefined; // ,
     i++;
   }
+}
+
+/** How every header the roles write starts: the id comes first. */
+export const ID_START: Uint8Array = encoder.encode('{"v":1,"id":"');
+
+/**
+ * Where the id of a header the roles wrote ends: the index of its closing quote, when the header
+ * starts with {@linkcode ID_START} and the id has no escape or control character (so its bytes
+ * are its text); -1 otherwise (parse it then).
+ */
+export function plainIdEnd(header: Uint8Array): number {
+  const n = ID_START.length;
+  if (header.length <= n) return -1;
+  for (let i = 0; i < n; i++) if (header[i] !== ID_START[i]) return -1;
+  for (let i = n; i < header.length; i++) {
+    const c = header[i];
+    if (c === 0x5c || c < 0x20) return -1;
+    if (c === 0x22) return i;
+  }
+  return -1;
 }
 
 const N_KEY = encoder.encode(',"n":');
