@@ -185,12 +185,17 @@ Deno.test("back-pressure: stop reading at any limit, read again only once all ar
   assert.equal(pressure({ queued: 49, backlog: 500, held: 0 }, limits), undefined);
 });
 
-Deno.test("result gate: a plain done passes unparsed; a result for another request is refused with an error; a pause is taken here", () => {
+/** A result gate that has sent step 1 of `flow` for request `id`. */
+function gateSent(id: string, values = "{}") {
   const topics = new TopicCache();
   const gate = new ResultGate(topics, () => undefined, flows);
-  const step = [topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8('{"in":1}')];
+  const step = [topics.step(flow, 1), utf8(JSON.stringify({ v: 1, id, pos: 1, n: 0 })), utf8(values)];
   gate.sent(step, flow);
-  const out = new BatchWriter();
+  return { topics, gate, step, out: new BatchWriter() };
+}
+
+Deno.test("result gate: a plain done passes unparsed; a result for another request is refused with an error; a pause is taken here", () => {
+  const { topics, gate, step, out } = gateSent("r1", '{"in":1}');
   out.add(1, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":2}'), utf8("{}"));
   out.add(2, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"other","n":2}'), utf8("{}"));
   out.add(
@@ -231,11 +236,7 @@ Deno.test("result gate: a plain done passes unparsed; a result for another reque
 });
 
 Deno.test("result gate: a done that names another request in a second id key is no plain done, and is refused", () => {
-  const topics = new TopicCache();
-  const gate = new ResultGate(topics, () => undefined, flows);
-  const step = [topics.step(flow, 1), utf8('{"v":1,"id":"victim","pos":1,"n":0}'), utf8("{}")];
-  gate.sent(step, flow);
-  const out = new BatchWriter();
+  const { topics, gate, step, out } = gateSent("victim");
   const headers = [
     '{"v":1,"id":"victim","id":"mine","n":2}', // JSON.parse, and so every subscriber, reads "mine"
     '{"v":1,"id":"victim","n":2,"id":"mine"}',
