@@ -23,6 +23,7 @@
 
 import type { SourceFile } from "../topic/catalog.ts";
 import type { Flow } from "../topic/flow_file.ts";
+import { MAX_TRACKED_REQUESTS, type RequestEntry, RequestTable } from "./request_table.ts";
 
 /** What a configuration version is made of. */
 export interface VersionContent {
@@ -39,9 +40,6 @@ export interface ConfigVersion extends VersionContent {
   /** Its number: 1 for what the Subject started with. */
   readonly version: number;
 }
-
-/** Default bound of the requests whose version is remembered (past it the oldest is forgotten). */
-export const MAX_TRACKED_REQUESTS = 200_000;
 
 /**
  * A hash of a file set (names and texts, in order): a worker says which set it loaded from its
@@ -66,17 +64,24 @@ export function versionSlot(version: number): number {
 export class VersionBook {
   readonly #versions = new Map<number, ConfigVersion>();
   readonly #refs = new Map<number, number>();
-  /** Request id → version, oldest first (bounded). */
-  readonly #requests = new Map<string, number>();
-  readonly #maxTracked: number;
+  /** Each request in flight's entry holds its version (`RequestEntry.version`), oldest first (bounded). */
+  readonly #table: RequestTable;
+  #tracked = 0;
   #current = 1;
   #next = 2;
   #pending: number | undefined;
 
-  /** A book whose version 1 is `first`; at most `maxTracked` requests are remembered. */
-  constructor(first: VersionContent, maxTracked = MAX_TRACKED_REQUESTS) {
+  /**
+   * A book whose version 1 is `first`; at most `maxTracked` requests are remembered. With `table`
+   * (the Subject's, shared with its connection quota and request metrics), the table's bound
+   * applies instead.
+   */
+  constructor(first: VersionContent, maxTracked = MAX_TRACKED_REQUESTS, table?: RequestTable) {
     this.#versions.set(1, { ...first, version: 1 });
-    this.#maxTracked = maxTracked;
+    this.#table = table ?? new RequestTable(maxTracked);
+    // A request forgotten past the bound: a later message of it is routed on the current version
+    // (a version it held is retired by the next sweep).
+    this.#table.onEvict((e) => this.#release(e));
   }
 
   /** The version new requests start on. */
@@ -106,18 +111,18 @@ export class VersionBook {
 
   /** Requests whose version is remembered. */
   get tracked(): number {
-    return this.#requests.size;
+    return this.#tracked;
   }
 
   /** The version of request `id`, if it is in flight. */
   versionOf(id: string): number | undefined {
-    return this.#requests.get(id);
+    return this.#table.get(id)?.version || undefined;
   }
 
   /** The flows a message of request `id` is routed with: its version's, else the current ones. */
   flowsFor(id: string | undefined): ReadonlyMap<string, Flow> {
-    const v = id === undefined ? undefined : this.#requests.get(id);
-    return this.#versions.get(v ?? this.#current)!.flows;
+    const v = id === undefined ? 0 : this.#table.get(id)?.version ?? 0;
+    return this.#versions.get(v || this.#current)!.flows;
   }
 
   /**
@@ -126,12 +131,11 @@ export class VersionBook {
    * on the current version (a version it held is retired by the next {@linkcode VersionBook.sweep}).
    */
   begin(id: string, version: number = this.#current): number {
-    if (this.#requests.has(id)) this.#release(id);
-    this.#requests.set(id, version);
+    const e = this.#table.open(id);
+    this.#release(e);
+    e.version = version;
+    this.#tracked++;
     this.#refs.set(version, this.refs(version) + 1);
-    if (this.#requests.size > this.#maxTracked) {
-      this.#release(this.#requests.keys().next().value!);
-    }
     return version;
   }
 
@@ -140,15 +144,19 @@ export class VersionBook {
    * resumes by {@linkcode VersionBook.resumeOn}). Returns the versions retired by it.
    */
   end(id: string): number[] {
-    const v = this.#release(id);
-    return v !== undefined && this.#retirable(v) ? (this.#versions.delete(v), [v]) : [];
+    const e = this.#table.get(id);
+    if (e === undefined) return [];
+    const v = this.#release(e);
+    this.#table.close(id, e);
+    return v !== 0 && this.#retirable(v) ? (this.#versions.delete(v), [v]) : [];
   }
 
-  /** Forgets request `id`; returns its version. Retires nothing (see {@linkcode VersionBook.sweep}). */
-  #release(id: string): number | undefined {
-    const v = this.#requests.get(id);
-    if (v === undefined) return undefined;
-    this.#requests.delete(id);
+  /** Forgets the version of a request's entry; returns it (0: none). Retires nothing (see {@linkcode VersionBook.sweep}). */
+  #release(e: RequestEntry): number {
+    const v = e.version;
+    if (v === 0) return 0;
+    e.version = 0;
+    this.#tracked--;
     const n = this.refs(v) - 1;
     if (n > 0) this.#refs.set(v, n);
     else this.#refs.delete(v);

@@ -25,6 +25,8 @@
  * @module
  */
 
+import { type ConnectionCount, RequestTable } from "./request_table.ts";
+
 /** Options of {@linkcode ConnectionQuota}. */
 export interface ConnectionQuotaOptions {
   /** Requests one connection may have in flight (`max_in_flight_per_connection`). */
@@ -34,34 +36,35 @@ export interface ConnectionQuotaOptions {
    * connection's count goes down): the memory stays bounded (about 50 bytes a request besides its id) and a
    * request that never ends cannot hold a place for ever. The Subject's own queue and its workers'
    * credit keep far fewer than this in flight; the same bound as `RequestMetrics`' timings.
+   * Ignored with `table` (the table's bound applies).
    * @default {200000}
    */
   readonly maxTracked?: number;
-}
-
-/** A connection's requests in flight. */
-interface Count {
-  readonly connection: string;
-  n: number;
+  /**
+   * Where each request's count is kept: the Subject's table, shared with its request metrics and
+   * configuration versions (one entry per request). @default {a table of its own}
+   */
+  readonly table?: RequestTable;
 }
 
 /** Counts the requests in flight per service connection, and refuses a new one over the cap. */
 export class ConnectionQuota {
   readonly #limit: number;
-  readonly #maxTracked: number;
-  /**
-   * The count of each request in flight's connection, oldest first: the object `#counts` holds,
-   * so that a request's release is one lookup, not two.
-   */
-  readonly #connectionOf = new Map<string, Count>();
+  /** Each request in flight's entry holds its connection's count (`RequestEntry.count`), oldest first. */
+  readonly #table: RequestTable;
   /** Requests in flight per connection (a connection with none is not kept). */
-  readonly #counts = new Map<string, Count>();
+  readonly #counts = new Map<string, ConnectionCount>();
+  #tracked = 0;
   #refused = 0;
 
   /** A quota of `options.limit` requests per connection. */
   constructor(options: ConnectionQuotaOptions) {
     this.#limit = options.limit;
-    this.#maxTracked = options.maxTracked ?? 200_000;
+    this.#table = options.table ?? new RequestTable(options.maxTracked);
+    this.#table.onEvict((e) => {
+      if (e.count !== undefined) this.#uncount(e.count);
+      e.count = undefined;
+    });
   }
 
   /** The cap. */
@@ -76,7 +79,7 @@ export class ConnectionQuota {
 
   /** Requests in flight, all connections together. */
   get tracked(): number {
-    return this.#connectionOf.size;
+    return this.#tracked;
   }
 
   /** Requests `connection` has in flight. */
@@ -100,7 +103,7 @@ export class ConnectionQuota {
    * `false` (counted in {@linkcode refused}) if not. A request already in flight counts once.
    */
   admit(connection: string, id: string): boolean {
-    if (this.#connectionOf.has(id)) return true;
+    if (this.#table.get(id)?.count !== undefined) return true;
     let c = this.#counts.get(connection);
     if ((c?.n ?? 0) >= this.#limit) {
       this.#refused++;
@@ -108,16 +111,22 @@ export class ConnectionQuota {
     }
     if (!c) this.#counts.set(connection, c = { connection, n: 0 });
     c.n++;
-    this.#connectionOf.set(id, c);
-    if (this.#connectionOf.size > this.#maxTracked) this.release(this.#connectionOf.keys().next().value!);
+    this.#tracked++;
+    this.#table.open(id).count = c;
     return true;
   }
 
   /** Request `id` ended (its final publication left) or paused; an id not in flight is ignored. */
   release(id: string): void {
-    const c = this.#connectionOf.get(id);
-    if (c === undefined) return;
-    this.#connectionOf.delete(id);
+    const e = this.#table.get(id);
+    if (e?.count === undefined) return;
+    this.#uncount(e.count);
+    e.count = undefined;
+    this.#table.close(id, e);
+  }
+
+  #uncount(c: ConnectionCount): void {
+    this.#tracked--;
     if (--c.n === 0) this.#counts.delete(c.connection);
   }
 }

@@ -10,6 +10,7 @@
 
 import { BatchView } from "../wire/batch.ts";
 import { ID_START, plainFinalEnd, plainIdEnd, shortAscii, text } from "../wire/protocol.ts";
+import { RequestTable } from "./request_table.ts";
 
 /** Upper bounds (seconds) of the latency histogram's buckets (Prometheus `le`), `+Inf` implied. */
 export const LATENCY_BUCKETS: readonly number[] = [
@@ -109,9 +110,8 @@ function endsWith(f: Uint8Array, tail: Uint8Array): boolean {
  */
 export class RequestMetrics {
   readonly #now: () => number;
-  readonly #maxTracked: number;
-  /** Acceptance times (ms) of requests without a final yet, oldest first. */
-  readonly #started = new Map<string, number>();
+  /** Each request without a final yet has its acceptance time (ms) in its entry (`RequestEntry.started`). */
+  readonly #table: RequestTable;
   readonly #flows = new Map<
     string,
     { outcomes: Record<string, number>; buckets: number[]; sum: number; count: number }
@@ -119,18 +119,18 @@ export class RequestMetrics {
 
   /**
    * `now` in milliseconds; at most `maxTracked` requests are timed at once (past it the oldest
-   * is forgotten: its final is counted, not timed).
+   * is forgotten: its final is counted, not timed). With `table` (the Subject's, shared with its
+   * connection quota and configuration versions), the table's bound applies instead.
    */
-  constructor(now: () => number = () => performance.now(), maxTracked = 200_000) {
+  constructor(now: () => number = () => performance.now(), maxTracked = 200_000, table?: RequestTable) {
     this.#now = now;
-    this.#maxTracked = maxTracked;
+    this.#table = table ?? new RequestTable(maxTracked);
   }
 
   /** A new request was accepted. */
   accepted(id: string): void {
-    if (this.#started.has(id)) return;
-    this.#started.set(id, this.#now());
-    if (this.#started.size > this.#maxTracked) this.#started.delete(this.#started.keys().next().value!);
+    const e = this.#table.open(id);
+    if (e.started !== e.started) e.started = this.#now(); // (NaN: not timed yet)
   }
 
   /**
@@ -176,9 +176,11 @@ export class RequestMetrics {
       }
       f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
       onFinal?.(id, view, i);
-      const start = this.#started.get(id);
-      if (start === undefined) continue;
-      this.#started.delete(id);
+      const e = this.#table.get(id);
+      if (e === undefined || e.started !== e.started) continue;
+      const start = e.started;
+      e.started = NaN;
+      this.#table.close(id, e);
       const s = (this.#now() - start) / 1000;
       let b = LATENCY_BUCKETS.findIndex((le) => s <= le);
       if (b < 0) b = LATENCY_BUCKETS.length;

@@ -38,6 +38,7 @@ import { queueHwm as queueBudgetHwm } from "./byte_budget.ts";
 import { ImLink } from "./im_link.ts";
 import { FinalReplay } from "./final_replay.ts";
 import { REFUSAL_KIND, RequestMetrics } from "./request_metrics.ts";
+import { RequestTable } from "./request_table.ts";
 import { bindSecure, connectSecure } from "./security.ts";
 import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
 import { PauseBook } from "./pause_book.ts";
@@ -90,6 +91,11 @@ export class Subject {
   readonly #stats = { resumed: 0, errors: 0, refused: 0 };
   readonly #dropped: Record<string, number> = {};
   readonly #limits: LoadLimits;
+  /**
+   * The requests in flight, one entry each for the connection cap, the request metrics and the
+   * configuration versions (request_table.ts).
+   */
+  readonly #inFlight = new RequestTable();
   /** Per-flow outcomes and latency, acceptance to final publication (in `stats().requests`). */
   readonly #requests: RequestMetrics;
   /** A request ended here (its final left, or it paused): its connection's count and its version let go. */
@@ -119,7 +125,7 @@ export class Subject {
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     // Timed by the reactor's pass: one clock reading for all the requests and finals of a pass.
-    this.#requests = new RequestMetrics(() => this.#reactor.now());
+    this.#requests = new RequestMetrics(() => this.#reactor.now(), undefined, this.#inFlight);
     this.#o = resolveSubjectOptions(options);
     this.#limits = { maxPending: this.#o.maxPending, backlog: IM_BACKLOG_LIMIT, held: PENDING_BYTES_LIMIT };
   }
@@ -136,7 +142,11 @@ export class Subject {
     this.#store = new PausedStore(o.pausedStore);
     this.#replay = this.#keptFinals(o.pausedStore, o.replayBuffer);
     const sources = o.reload.sources ?? [];
-    const book = new VersionBook({ flows: o.flows, sources, hash: await sourcesHash(sources) });
+    const book = new VersionBook(
+      { flows: o.flows, sources, hash: await sourcesHash(sources) },
+      undefined,
+      this.#inFlight,
+    );
     const incarnation = newIncarnation();
     this.#pauses = new PauseBook({
       store: this.#store,
@@ -211,6 +221,7 @@ export class Subject {
       ...o,
       flowsFor,
       incarnation,
+      requests: this.#inFlight,
       kept: (id) => this.#replay.has(id) || this.#pausedBefore(id),
     });
     const gate = new ResultGate(this.#topics, (t) => this.#serviceSide.intake.flowOf(t), o.flows);

@@ -15,6 +15,7 @@ import type { ReactorSocket } from "../zmq/reactor.ts";
 import { AckBook, type AckList, type ErrorSpec, Intake } from "./intake.ts";
 import { METRICS_TOPIC } from "./metrics.ts";
 import { ConnectionQuota } from "./connection_quota.ts";
+import type { RequestTable } from "./request_table.ts";
 
 /** What the service side asks of the Subject. */
 export interface ServiceSideHost {
@@ -62,6 +63,8 @@ export interface ServiceSideOptions {
   readonly incarnation?: string;
   /** Whether a final of a request is kept (see `IntakeOptions.kept`). */
   readonly kept?: (id: string) => boolean;
+  /** Where the cap keeps each request's count: the Subject's table of requests in flight. */
+  readonly requests?: RequestTable;
 }
 
 const { ACK, NACK, RESUMED } = CONTROL_FRAMES;
@@ -95,7 +98,7 @@ export class ServiceSide {
     this.#acks = new AckBook(() => host.scheduleFlush());
     this.#maxMessageSize = options.maxMessageSize;
     this.intake = new Intake(options);
-    this.quota = new ConnectionQuota({ limit: options.maxInFlightPerConnection });
+    this.quota = new ConnectionQuota({ limit: options.maxInFlightPerConnection, table: options.requests });
     sock.raw.onOversize = (f) => this.#onOversize(f);
     sock.onMessage((f) => this.#onMessage(f));
   }
