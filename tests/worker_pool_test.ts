@@ -88,6 +88,36 @@ Deno.test("pool: a worker silent past the heartbeat timeout is dropped; its step
   assert.deepEqual(pool.counts(), { dispatched: 5, redelivered: 2, lost: 0, poisoned: 0 });
 });
 
+Deno.test("pool: a worker's steps come back in dispatch order after results retired its first, middle and last", () => {
+  const { clock, sent, pool, ready, d } = setup(3);
+  ready("w1", 6);
+  const s = steps("a", "b", "c", "e", "f", "g");
+  for (const x of s) pool.submit(x);
+  for (const name of ["a", "c", "g"]) assert.equal(typeof pool.retire("w1", d(name)), "object");
+  assert.deepEqual([...pool.worker("w1")!.inflight], [d("b"), d("e"), d("f")]);
+  assert.equal(pool.worker("w1")!.inflight.size, 3);
+  pool.submit({ name: "h" }); // after the removals: appended last
+  clock.now = HB_TIMEOUT + 1;
+  const [silent] = pool.expire();
+  assert.equal(silent.redelivered, 4);
+  ready("w2", 10);
+  pool.pump();
+  assert.deepEqual(sent.slice(7), ["w2:b", "w2:e", "w2:f", "w2:h"]);
+});
+
+Deno.test("pool: STUCK naming a step sent to another worker pins nothing on it", () => {
+  const { pool, ready, d } = setup(1);
+  ready("w1", 1);
+  ready("w2", 1);
+  const [a, b] = steps("a", "b");
+  pool.submit(a); // w1
+  pool.submit(b); // w2
+  const out = pool.stuck("w1", d("b"), 500)!;
+  assert.deepEqual(out.poisoned, [], "b is w2's: not w1's culprit, though max_deliveries is 1");
+  assert.equal(out.redelivered, 1);
+  assert.equal(pool.retire("w2", d("b")), b, "b is still w2's");
+});
+
 Deno.test("pool: heartbeats keep a worker alive; a result counts as hearing from it", () => {
   const { clock, pool, ready, d } = setup();
   ready("w1", 2);

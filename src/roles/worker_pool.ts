@@ -46,8 +46,8 @@ export interface PoolWorker<L> {
   readonly link: L;
   /** Steps it can take now. */
   credit: number;
-  /** Dispatch numbers of its steps in flight. */
-  readonly inflight: Set<number>;
+  /** Dispatch numbers of its steps in flight, in dispatch order. */
+  readonly inflight: InFlightList;
   /** The clock's time when it was last heard from. */
   lastSeen: number;
   /** It said `BYE`: it gets no more steps, and is forgotten once its steps are back. */
@@ -58,12 +58,60 @@ export interface PoolWorker<L> {
   watch?: string;
 }
 
+/** A link of an {@linkcode InFlightList}: a step at a worker, by its dispatch number. */
+interface Link {
+  readonly d: number;
+  prev: Link | undefined;
+  next: Link | undefined;
+}
+
 /** A step at a worker. */
-interface InFlight<S> {
+interface InFlight<S> extends Link {
   readonly worker: string;
   /** The clock's time when sent (moved on by {@linkcode WorkerPool.paused}). */
   at: number;
   readonly step: S;
+}
+
+/**
+ * A worker's steps in flight, in dispatch order: a list through the steps' own records. A `Set`
+ * of dispatch numbers per worker took an entry per step and, always taking new numbers and
+ * deleting old ones, copied its table every few thousand steps (see request_table.ts).
+ */
+export class InFlightList {
+  #first: Link | undefined;
+  #last: Link | undefined;
+  #size = 0;
+
+  /** Steps in the list. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** @internal Appends a step (the newest dispatch number). */
+  push(l: Link): void {
+    l.prev = this.#last;
+    l.next = undefined;
+    if (this.#last) this.#last.next = l;
+    else this.#first = l;
+    this.#last = l;
+    this.#size++;
+  }
+
+  /** @internal Removes a step of this list. */
+  remove(l: Link): void {
+    if (l.prev) l.prev.next = l.next;
+    else this.#first = l.next;
+    if (l.next) l.next.prev = l.prev;
+    else this.#last = l.prev;
+    l.prev = l.next = undefined;
+    this.#size--;
+  }
+
+  /** The dispatch numbers, oldest first. */
+  *[Symbol.iterator](): IterableIterator<number> {
+    for (let l = this.#first; l; l = l.next) yield l.d;
+  }
 }
 
 /** A step whose workers failed `maxDeliveries` times, the last failure pinned on it. */
@@ -243,7 +291,7 @@ export class WorkerPool<S extends object, L> {
     this.#heldBytes -= this.#o.sizeOf(f.step);
     const owner = this.#workers.get(f.worker);
     if (owner) {
-      owner.inflight.delete(d);
+      owner.inflight.remove(f);
       owner.credit++;
       owner.lastSeen = now;
       this.#maybeForget(owner);
@@ -263,7 +311,7 @@ export class WorkerPool<S extends object, L> {
         key,
         link: link(),
         credit: 0,
-        inflight: new Set(),
+        inflight: new InFlightList(),
         lastSeen: 0,
         leaving: false,
         isolating: false,
@@ -310,7 +358,7 @@ export class WorkerPool<S extends object, L> {
     const steps = lost.sort((a, b) => a - b).map((d) => {
       const f = this.#inflight.get(d)!;
       this.#inflight.delete(d);
-      w.inflight.delete(d);
+      w.inflight.remove(f);
       w.credit++;
       return f.step;
     });
@@ -351,7 +399,8 @@ export class WorkerPool<S extends object, L> {
   stuck(key: string, d: number, ms: number, reason?: string): Dropped<S> | undefined {
     const w = this.#workers.get(key);
     if (!w) return undefined;
-    const culprit = w.inflight.has(d) ? this.#inflight.get(d)!.step : undefined;
+    const f = this.#inflight.get(d);
+    const culprit = f?.worker === key ? f.step : undefined;
     const poisoned: Poisoned<S>[] = [];
     const why = reason
       ? `worker ${key}: ${reason}`
@@ -429,8 +478,9 @@ export class WorkerPool<S extends object, L> {
   #sendTo(w: PoolWorker<L>, step: S): void {
     const d = this.#nextDispatch++;
     w.credit--;
-    w.inflight.add(d);
-    this.#inflight.set(d, { worker: w.key, at: this.#now(), step });
+    const f: InFlight<S> = { d, prev: undefined, next: undefined, worker: w.key, at: this.#now(), step };
+    w.inflight.push(f);
+    this.#inflight.set(d, f);
     this.#dispatched++;
     this.#o.send(w, d, step);
   }
@@ -460,7 +510,8 @@ export class WorkerPool<S extends object, L> {
   /** Forgets a worker and takes back its steps in flight, in dispatch order. */
   #takeSteps(w: PoolWorker<L>): S[] {
     this.#workers.delete(w.key);
-    return [...w.inflight].sort((a, b) => a - b).map((d) => {
+    // (The list is in dispatch order: each step is appended as it is sent, with a new number.)
+    return [...w.inflight].map((d) => {
       const f = this.#inflight.get(d)!;
       this.#inflight.delete(d);
       return f.step;
