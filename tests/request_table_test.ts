@@ -31,29 +31,47 @@ function parts(maxTracked?: number) {
 }
 
 Deno.test("request table: one entry per request for all three parts; it goes when the last part lets go", () => {
-  const { table, quota, metrics, book, accept, tick } = parts();
+  const { table, quota, metrics, book, accept } = parts();
   accept("A", "r1");
   accept("A", "r2");
   assert.equal(table.size, 2, "one entry per request, not one per part");
   assert.equal(quota.tracked, 2);
   assert.equal(book.tracked, 2);
-  // r1 pauses: the cap and its version let go, the metrics still time it (to its final after the resume).
+  // r2 ends the usual way: its final leaves (the metrics time it, then the cap and version let go).
+  metrics.published(final("r2"), (id) => {
+    quota.release(id);
+    book.end(id);
+  });
+  assert.equal(table.size, 1);
+  assert.equal(quota.inFlight("A"), 1);
+  assert.equal(book.refs(1), 1);
+  assert.equal(metrics.snapshot().flows.F.count, 1);
+});
+
+Deno.test("request table: a paused request leaves the table (its time kept by the metrics); resumed, it comes back last", () => {
+  const { table, quota, metrics, book, accept, tick } = parts();
+  accept("A", "r1");
+  accept("A", "r2");
+  // r1 pauses: the cap and its version let go; the metrics keep timing it, outside the table.
   quota.release("r1");
   book.end("r1");
-  assert.equal(table.size, 2);
+  assert.equal(table.size, 1, "a paused request takes no place in the table");
   assert.equal(book.versionOf("r1"), undefined);
+  metrics.accepted("r1"); // a copy of the paused request: still timed from the first acceptance
   tick(40);
-  metrics.published(final("r1"));
-  assert.equal(table.size, 1, "r1's last part let go");
-  assert.equal(metrics.snapshot().flows.F.count, 1);
-  assert.ok(Math.abs(metrics.snapshot().flows.F.sum - 0.04) < 1e-9);
-  // r2 ends the usual way: its final leaves (the cap and version first, then the metrics).
-  quota.release("r2");
-  book.end("r2");
-  metrics.published(final("r2"));
-  assert.equal(table.size, 0);
-  assert.equal(quota.inFlight("A"), 0);
-  assert.equal(book.refs(1), 0);
+  // Resumed (the Subject's #resume): a new entry, after r2's.
+  assert.ok(quota.admit("B", "r1"));
+  book.begin("r1");
+  assert.equal(table.size, 2);
+  tick(10);
+  metrics.published(final("r1"), (id) => {
+    quota.release(id);
+    book.end(id);
+  });
+  assert.equal(table.size, 1);
+  const f = metrics.snapshot().flows.F;
+  assert.equal(f.count, 1);
+  assert.ok(Math.abs(f.sum - 0.05) < 1e-9, `timed from its first acceptance: ${f.sum}`);
 });
 
 Deno.test("request table: a part letting go of what it does not hold changes nothing of the others", () => {
@@ -88,15 +106,34 @@ Deno.test("request table: past its bound the oldest request is forgotten by ever
   assert.equal(table.size, 2);
 });
 
-Deno.test("request table: a paused request's entry (metrics only) is the oldest, so it goes first; live ones stay", () => {
-  const { table, quota, book, accept } = parts(3);
-  accept("A", "paused");
-  quota.release("paused");
-  book.end("paused");
-  accept("A", "r1");
+Deno.test("request table: paused requests push no request in flight out, nor retire its version", () => {
+  const { quota, book, accept } = parts(3);
+  const pause = (id: string) => {
+    quota.release(id);
+    book.end(id);
+  };
+  accept("A", "live"); // long-running, on version 1
+  accept("A", "p1");
+  pause("p1");
+  accept("A", "p2");
+  pause("p2");
+  book.commit(book.propose({ flows: new Map(), sources: [], hash: "b" }));
+  accept("B", "r2"); // two requests in flight (live, r2), under the bound of 3
+  assert.equal(book.versionOf("live"), 1);
+  assert.equal(quota.inFlight("A"), 1);
+  assert.deepEqual(book.sweep(), [], "version 1 is still in use");
+});
+
+Deno.test("request table: past its bound, a request resumed later outlives one accepted before its resume", () => {
+  const { quota, book, accept } = parts(3);
+  accept("A", "p1");
+  quota.release("p1");
+  book.end("p1"); // paused
   accept("A", "r2");
-  accept("A", "r3"); // over 3: "paused" goes, not r1
-  assert.equal(table.get("paused"), undefined);
-  assert.equal(quota.inFlight("A"), 3);
-  assert.equal(book.versionOf("r1"), 1);
+  assert.ok(quota.admit("A", "p1")); // resumed
+  book.begin("p1", 1);
+  accept("A", "r3");
+  accept("A", "r4"); // over 3: the oldest in flight, r2, goes
+  assert.equal(book.versionOf("r2"), undefined);
+  assert.equal(book.versionOf("p1"), 1);
 });

@@ -1,6 +1,6 @@
 // The Subject's worker pool (src/roles/worker_pool.ts): pure, driven by an injected clock, no sockets.
 import assert from "node:assert/strict";
-import { type Poisoned, type PoolWorker, WorkerPool } from "../src/roles/worker_pool.ts";
+import { InFlightList, type Poisoned, type PoolWorker, WorkerPool } from "../src/roles/worker_pool.ts";
 
 /** A step: its name (the pool only needs an object; its size is the name's length). */
 type Step = { readonly name: string };
@@ -317,4 +317,28 @@ Deno.test("pool: READY sets the credit less the steps in flight; an HB without a
   assert.equal(pool.worker("w1")!.credit, 2);
   pool.status("w1", "HB", { credit: 3 }, () => "");
   assert.equal(pool.worker("w1")!.credit, 2, "an HB without a list does not override what the pool counts");
+});
+
+Deno.test("pool: a worker's list of steps: removing a step twice, or one of another list, changes nothing", () => {
+  const link = (d: number) => ({ d, prev: undefined, next: undefined, list: undefined });
+  const a = new InFlightList();
+  const b = new InFlightList();
+  const [x, y, z, w] = [link(1), link(2), link(3), link(4)];
+  a.push(x);
+  a.push(y);
+  a.push(z);
+  b.push(w);
+  a.remove(y);
+  a.remove(y);
+  a.remove(w); // b's
+  assert.deepEqual([...a], [1, 3]);
+  assert.equal(a.size, 2);
+  assert.deepEqual([...b], [4]);
+  assert.throws(() => b.push(x), /in a list already/);
+  a.remove(x);
+  a.remove(z);
+  assert.deepEqual([...a], []);
+  assert.equal(a.size, 0);
+  a.push(y); // removed ones may be pushed again
+  assert.deepEqual([...a], [2]);
 });

@@ -110,8 +110,14 @@ function endsWith(f: Uint8Array, tail: Uint8Array): boolean {
  */
 export class RequestMetrics {
   readonly #now: () => number;
-  /** Each request without a final yet has its acceptance time (ms) in its entry (`RequestEntry.started`). */
+  /** Each request in flight without a final yet has its acceptance time (ms) in its entry (`RequestEntry.started`). */
   readonly #table: RequestTable;
+  /**
+   * The acceptance times of paused requests (their entries left the shared table: `ParkHook`),
+   * oldest first, at most `maxTracked`.
+   */
+  readonly #parked = new Map<string, number>();
+  readonly #maxTracked: number;
   readonly #flows = new Map<
     string,
     { outcomes: Record<string, number>; buckets: number[]; sum: number; count: number }
@@ -124,11 +130,17 @@ export class RequestMetrics {
    */
   constructor(now: () => number = () => performance.now(), maxTracked = 200_000, table?: RequestTable) {
     this.#now = now;
+    this.#maxTracked = maxTracked;
     this.#table = table ?? new RequestTable(maxTracked);
+    this.#table.onPark((id, started) => {
+      this.#parked.set(id, started);
+      if (this.#parked.size > this.#maxTracked) this.#parked.delete(this.#parked.keys().next().value!);
+    });
   }
 
-  /** A new request was accepted. */
+  /** A new request was accepted (timed from its first acceptance, if it is in flight or paused). */
   accepted(id: string): void {
+    if (this.#parked.size !== 0 && this.#parked.has(id)) return; // a copy of a paused request
     const e = this.#table.open(id);
     if (e.started !== e.started) e.started = this.#now(); // (NaN: not timed yet)
   }
@@ -175,12 +187,10 @@ export class RequestMetrics {
         );
       }
       f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
+      // Timed before `onFinal` lets the other parts go: the entry then goes whole, not parked.
+      const start = this.#takeStart(id);
       onFinal?.(id, view, i);
-      const e = this.#table.get(id);
-      if (e === undefined || e.started !== e.started) continue;
-      const start = e.started;
-      e.started = NaN;
-      this.#table.close(id, e);
+      if (start === undefined) continue;
       const s = (this.#now() - start) / 1000;
       let b = LATENCY_BUCKETS.findIndex((le) => s <= le);
       if (b < 0) b = LATENCY_BUCKETS.length;
@@ -188,6 +198,21 @@ export class RequestMetrics {
       f.sum += s;
       f.count++;
     }
+  }
+
+  /** Request `id`'s acceptance time, forgotten here; `undefined` if it is not timed. */
+  #takeStart(id: string): number | undefined {
+    const e = this.#table.get(id);
+    if (e !== undefined && e.started === e.started) {
+      const start = e.started;
+      e.started = NaN;
+      this.#table.close(id, e);
+      return start;
+    }
+    if (!this.#parked.size) return undefined;
+    const start = this.#parked.get(id);
+    if (start !== undefined) this.#parked.delete(id);
+    return start;
   }
 
   #lastTopic = new Uint8Array(0);

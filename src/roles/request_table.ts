@@ -7,7 +7,9 @@
  * compacts away the deleted entries), and each copy, alive, lives on into the old generation: a
  * third of what the Subject's young generation promoted at peak was such tables (a sampling heap
  * profile, docs/performance.md round 13). One table makes one copy where three made three, and
- * an id is looked up once per part instead of twice. Pure: no sockets, no clock.
+ * an id is looked up once per part instead of twice. A request that pauses leaves the table (the
+ * metrics keep its acceptance time apart: {@linkcode ParkHook}), so that the table's bound counts
+ * requests in flight only. Pure: no sockets, no clock.
  *
  * @example
  * ```ts
@@ -44,11 +46,6 @@ export class RequestEntry {
   started = NaN;
   /** Its configuration version while `VersionBook` holds one; 0 when none (versions start at 1). */
   version = 0;
-
-  /** True when no part holds anything of the request. */
-  get empty(): boolean {
-    return this.count === undefined && this.started !== this.started && this.version === 0;
-  }
 }
 
 /**
@@ -57,11 +54,20 @@ export class RequestEntry {
  */
 export type EvictHook = (entry: RequestEntry) => void;
 
+/**
+ * Where a request's acceptance time goes when only the metrics still hold it (the cap and the
+ * version let go: the request paused at an `@ASYNC` step): out of the table, so that paused
+ * requests, which may wait for an hour, neither count against the table's bound nor push requests
+ * in flight out of it; a resumed request comes back with a new entry, at the end.
+ */
+export type ParkHook = (id: string, started: number) => void;
+
 /** The requests in flight, by id, oldest first; at most `maxTracked` of them. */
 export class RequestTable {
   readonly #entries = new Map<string, RequestEntry>();
   readonly #maxTracked: number;
   readonly #hooks: EvictHook[] = [];
+  #park: ParkHook | undefined;
 
   /** A table of at most `maxTracked` requests (at least 1). */
   constructor(maxTracked: number = MAX_TRACKED_REQUESTS) {
@@ -76,6 +82,11 @@ export class RequestTable {
   /** Calls `hook` for each entry forgotten past the bound, before it goes. */
   onEvict(hook: EvictHook): void {
     this.#hooks.push(hook);
+  }
+
+  /** Calls `hook` for each entry left holding only its acceptance time, which then goes (see {@linkcode ParkHook}). */
+  onPark(hook: ParkHook): void {
+    this.#park = hook;
   }
 
   /** The entry of request `id`, if a part holds anything of it. */
@@ -99,8 +110,17 @@ export class RequestTable {
     return e;
   }
 
-  /** A part let go of its field of `entry` (request `id`'s): forgets the request if no part holds any. */
+  /**
+   * A part let go of its field of `entry` (request `id`'s): forgets the request if no part holds
+   * any, and hands an entry left with its acceptance time alone to the park hook (if any).
+   */
   close(id: string, entry: RequestEntry): void {
-    if (entry.empty && this.#entries.get(id) === entry) this.#entries.delete(id);
+    if (entry.count !== undefined || entry.version !== 0 || this.#entries.get(id) !== entry) return;
+    if (entry.started === entry.started) { // (not NaN: timed)
+      if (!this.#park) return;
+      this.#park(id, entry.started);
+      entry.started = NaN;
+    }
+    this.#entries.delete(id);
   }
 }

@@ -63,6 +63,8 @@ interface Link {
   readonly d: number;
   prev: Link | undefined;
   next: Link | undefined;
+  /** The list it is in, if any. */
+  list: InFlightList | undefined;
 }
 
 /** A step at a worker. */
@@ -88,8 +90,10 @@ export class InFlightList {
     return this.#size;
   }
 
-  /** @internal Appends a step (the newest dispatch number). */
+  /** @internal Appends a step (the newest dispatch number) that is in no list. */
   push(l: Link): void {
+    if (l.list !== undefined) throw new Error(`dispatch ${l.d} is in a list already`);
+    l.list = this;
     l.prev = this.#last;
     l.next = undefined;
     if (this.#last) this.#last.next = l;
@@ -98,8 +102,10 @@ export class InFlightList {
     this.#size++;
   }
 
-  /** @internal Removes a step of this list. */
+  /** @internal Removes a step of this list (one not in it, or removed already: nothing). */
   remove(l: Link): void {
+    if (l.list !== this) return;
+    l.list = undefined;
     if (l.prev) l.prev.next = l.next;
     else this.#first = l.next;
     if (l.next) l.next.prev = l.prev;
@@ -478,7 +484,15 @@ export class WorkerPool<S extends object, L> {
   #sendTo(w: PoolWorker<L>, step: S): void {
     const d = this.#nextDispatch++;
     w.credit--;
-    const f: InFlight<S> = { d, prev: undefined, next: undefined, worker: w.key, at: this.#now(), step };
+    const f: InFlight<S> = {
+      d,
+      prev: undefined,
+      next: undefined,
+      list: undefined,
+      worker: w.key,
+      at: this.#now(),
+      step,
+    };
     w.inflight.push(f);
     this.#inflight.set(d, f);
     this.#dispatched++;
