@@ -137,3 +137,9 @@ Deno.test("request table: past its bound, a request resumed later outlives one a
   assert.equal(book.versionOf("r2"), undefined);
   assert.equal(book.versionOf("p1"), 1);
 });
+
+Deno.test("request table: one set of request metrics per table (a second one's park hook is refused)", () => {
+  const table = new RequestTable();
+  new RequestMetrics(() => 0, undefined, table);
+  assert.throws(() => new RequestMetrics(() => 0, undefined, table), /one park hook/);
+});

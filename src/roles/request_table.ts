@@ -84,8 +84,12 @@ export class RequestTable {
     this.#hooks.push(hook);
   }
 
-  /** Calls `hook` for each entry left holding only its acceptance time, which then goes (see {@linkcode ParkHook}). */
+  /**
+   * Calls `hook` for each entry left holding only its acceptance time, which then goes (see
+   * {@linkcode ParkHook}). One hook per table: the metrics' (a second is refused).
+   */
   onPark(hook: ParkHook): void {
+    if (this.#park) throw new Error("a request table takes one park hook");
     this.#park = hook;
   }
 
