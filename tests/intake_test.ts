@@ -243,16 +243,28 @@ Deno.test("result gate: a done that names another request in a second id key is 
     '{"v":1,"id":"victim","n":2}', // as workers write it
     '{"v":1,"id":"victim"}',
     '{"v":1,"id":"victim","n":2,"x":{"id":"mine"}}', // its id is victim: checked in full, and passes
+    '{"v":1,"id":"victim","n":2', // cut short (read in place: the next record's bytes follow it)
+    '{"v":1,"id":"vic"}', // another request, whose id starts as this one's
   ];
   headers.forEach((h, i) => out.add(i, KIND_CODES.done, topics.done(flow), utf8(h), utf8("{}")));
   const view = BatchView.of(out.take())!;
-  assert.deepEqual(headers.map((_, i) => gate.plainDone(view, i, step)), [false, false, true, true, false]);
+  assert.deepEqual(headers.map((_, i) => gate.plainDone(view, i, step)), [
+    false,
+    false,
+    true,
+    true,
+    false,
+    false,
+    false,
+  ]);
   assert.deepEqual(headers.map((_, i) => gate.judge(view, i, step).do), [
     "refuse",
     "refuse",
     "publish",
     "publish",
     "publish",
+    "refuse",
+    "refuse",
   ]);
 });
 

@@ -132,9 +132,11 @@ export class ResultGate {
     if (batch.kind(i) !== KIND_CODES.done) return false;
     const flow = step.flow;
     if (!flow || !batch.frameIs(i, 0, this.#topics.done(flow), true)) return false;
-    const id = idPrefix(step[1]);
-    return id !== undefined && batch.frameIs(i, 1, id, false) &&
-      plainFinalEnd(batch.frameAt(i, 1), id.length);
+    // The step's header up to the end of its id, then the result's header from there on: no views.
+    const n = plainIdEnd(step[1]) + 1;
+    if (n === 0 || !batch.frameIs(i, 1, step[1], false, n)) return false;
+    const p = batch.frameStart(i, 1);
+    return plainFinalEnd(batch.frame, p + n, p + batch.frameLength(i, 1));
   }
 
   /**
@@ -167,13 +169,4 @@ export function poisonedError(step: Step, whys: readonly string[]): ErrorSpec {
     whys.map((w, i) => `(${i + 1}) ${w}`).join("; ");
   const header = typeof h === "string" ? { id: "" } : h;
   return { flow: parseTopic(topic)?.flow ?? "", header, values: step[2], code: "poisoned", message };
-}
-
-/**
- * The first bytes of a header this project wrote, up to and including its id's closing quote
- * (a view, no copy); `undefined` if it does not start with `{"v":1,"id":"` or the id has escapes.
- */
-function idPrefix(header: Uint8Array): Uint8Array | undefined {
-  const end = plainIdEnd(header);
-  return end < 0 ? undefined : header.subarray(0, end + 1);
 }

@@ -337,8 +337,8 @@ export class BatchView {
     return this.#v.getUint8(this.#starts[i] + 8);
   }
 
-  /** Where record `i`'s frame `k` (0 topic, 1 header, 2 values) starts in the batch. */
-  #frameStart(i: number, k: 0 | 1 | 2): number {
+  /** Where record `i`'s frame `k` (0 topic, 1 header, 2 values) starts in {@linkcode BatchView.frame}. */
+  frameStart(i: number, k: 0 | 1 | 2): number {
     const o = this.#starts[i];
     if (k === 0) return o + RECORD_HEAD;
     const la = this.#v.getUint32(o + 9, true);
@@ -346,27 +346,27 @@ export class BatchView {
   }
 
   /** Bytes of record `i`'s frame `k`. */
-  #frameLength(i: number, k: 0 | 1 | 2): number {
+  frameLength(i: number, k: 0 | 1 | 2): number {
     return this.#v.getUint32(this.#starts[i] + 9 + 4 * k, true);
   }
 
   /**
-   * Whether record `i`'s frame `k` (0 topic, 1 header, 2 values) equals `bytes` (`whole`), or
-   * starts with them; without making a view.
+   * Whether record `i`'s frame `k` (0 topic, 1 header, 2 values) equals the first `n` bytes of
+   * `bytes` (`whole`), or starts with them; without making a view.
    */
-  frameIs(i: number, k: 0 | 1 | 2, bytes: Uint8Array, whole: boolean): boolean {
-    const length = this.#frameLength(i, k);
-    if (whole ? length !== bytes.length : length < bytes.length) return false;
-    const p = this.#frameStart(i, k);
+  frameIs(i: number, k: 0 | 1 | 2, bytes: Uint8Array, whole: boolean, n: number = bytes.length): boolean {
+    const length = this.frameLength(i, k);
+    if (whole ? length !== n : length < n) return false;
+    const p = this.frameStart(i, k);
     const f = this.frame;
-    for (let j = 0; j < bytes.length; j++) if (f[p + j] !== bytes[j]) return false;
+    for (let j = 0; j < n; j++) if (f[p + j] !== bytes[j]) return false;
     return true;
   }
 
   /** Record `i`'s frame `k` (0 topic, 1 header, 2 values), as a view into the batch. */
   frameAt(i: number, k: 0 | 1 | 2): Uint8Array {
-    const p = this.#frameStart(i, k);
-    return this.frame.subarray(p, p + this.#frameLength(i, k));
+    const p = this.frameStart(i, k);
+    return this.frame.subarray(p, p + this.frameLength(i, k));
   }
 
   /** Record `i`'s three frames, as views into the batch. */

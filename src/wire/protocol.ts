@@ -416,20 +416,21 @@ export function plainIdEnd(header: Uint8Array): number {
 const N_KEY = encoder.encode(',"n":');
 
 /**
- * Whether `header` ends, from `from` on (just past its id's closing quote), as the roles end the
- * header of a final: `}` or `,"n":<a whole number>}`. With `{"v":1,"id":"` before the id, such a header
- * has one id and nothing nested, so the id read from the bytes is the one `JSON.parse` (and every
- * subscriber) reads; anything else after the id (a second `"id"` key, which `JSON.parse` takes
- * over the first) must be parsed.
+ * Whether a header, `b[..to)`, ends from `from` on (just past its id's closing quote) as the roles
+ * end the header of a final: `}` or `,"n":<a whole number>}`. With `{"v":1,"id":"` before the id,
+ * such a header has one id and nothing nested, so the id read from the bytes is the one
+ * `JSON.parse` (and every subscriber) reads; anything else after the id (a second `"id"` key,
+ * which `JSON.parse` takes over the first) must be parsed. `b` may be the header itself or a batch
+ * holding it (`to`: the header's end there), so that no view need be made.
  */
-export function plainFinalEnd(header: Uint8Array, from: number): boolean {
-  const end = header.length - 1;
-  if (from > end || header[end] !== 0x7d) return false;
+export function plainFinalEnd(b: Uint8Array, from: number, to: number = b.length): boolean {
+  const end = to - 1;
+  if (from > end || b[end] !== 0x7d) return false;
   if (from === end) return true;
   let i = from;
-  for (let k = 0; k < N_KEY.length; k++) if (header[i++] !== N_KEY[k]) return false;
-  if (i >= end || (header[i] === 0x30 && i + 1 < end)) return false; // no digit, or a leading zero
-  for (; i < end; i++) if (header[i] < 0x30 || header[i] > 0x39) return false;
+  for (let k = 0; k < N_KEY.length; k++) if (b[i++] !== N_KEY[k]) return false;
+  if (i >= end || (b[i] === 0x30 && i + 1 < end)) return false; // no digit, or a leading zero
+  for (; i < end; i++) if (b[i] < 0x30 || b[i] > 0x39) return false;
   return true;
 }
 
