@@ -207,9 +207,7 @@ Deno.test("a worker's results are checked: one for another request (also by a se
       client.request("Three", { k: "spoofs" }, { id: "victim-b", timeout: 10_000 }),
       client.request("Three", { k: "twice" }, { id: "victim-c", timeout: 10_000 }),
     ];
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([allSteps.promise, new Promise((r) => timer = setTimeout(r, 10_000))]);
-    clearTimeout(timer);
+    await withTimeout(allSteps.promise, 10_000);
     assert.equal(steps.length, 3, "the rogue worker got the three steps");
     const results = new BatchWriter();
     const [a, b, c] = steps;

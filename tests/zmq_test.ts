@@ -361,7 +361,7 @@ Deno.test("now(): one reading for a whole pass (its callbacks and afterReceive),
     for (let i = 0; i < 20; i++) {
       push.sendNow([enc.encode(`m${i}`)]) || await push.send([enc.encode(`m${i}`)]);
     }
-    await Promise.race([all.promise, delay(5000)]);
+    await withTimeout(all.promise, 5000);
     assert.equal(seen.length, 20);
     const shared = seen.filter((m, i) => i > 0 && seen[i - 1].pass === m.pass);
     assert.ok(shared.length > 0, "some pass took several messages");
