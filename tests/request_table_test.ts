@@ -143,3 +143,22 @@ Deno.test("request table: one set of request metrics per table (a second one's p
   new RequestMetrics(() => 0, undefined, table);
   assert.throws(() => new RequestMetrics(() => 0, undefined, table), /one park hook/);
 });
+
+Deno.test("request table: the paused requests' times are bounded too: past the bound the oldest is counted, not timed", () => {
+  const table = new RequestTable();
+  const quota = new ConnectionQuota({ limit: 100, table });
+  const metrics = new RequestMetrics(() => 0, 2, table);
+  const book = new VersionBook({ flows: new Map(), sources: [], hash: "a" }, undefined, table);
+  for (const id of ["p1", "p2", "p3"]) {
+    quota.admit("A", id);
+    metrics.accepted(id);
+    book.begin(id);
+    quota.release(id); // paused
+    book.end(id);
+  }
+  assert.equal(table.size, 0);
+  for (const id of ["p1", "p2", "p3"]) metrics.published(final(id));
+  const f = metrics.snapshot().flows.F;
+  assert.equal(f.outcomes.done, 3);
+  assert.equal(f.count, 2, "p1's time was forgotten past the bound of 2");
+});
