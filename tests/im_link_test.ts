@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { ImLink } from "../src/roles/im_link.ts";
 import { logger } from "../src/log.ts";
+import { BatchView, BatchWriter } from "../src/wire/batch.ts";
 import { CONTROL_FRAMES } from "../src/wire/control.ts";
 import { text, utf8 } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -55,6 +56,61 @@ Deno.test("im link: whenTaken runs once the IM acknowledges the batch its turn's
     for (let i = 0; i < 100 && calls.length < 2; i++) await new Promise((res) => setTimeout(res, 10));
     assert.deepEqual(calls, ["second", "first"]);
     assert.equal(link.unacked, 0);
+  } finally {
+    await r.close();
+  }
+});
+
+Deno.test("im link: onBatch is told which records of its batch were published as plain finals, and the next batch is told only of its own, even after onBatch threw", async () => {
+  const r = new Reactor();
+  try {
+    const im = r.socket("ROUTER");
+    const ep = `inproc://im-link-${crypto.randomUUID()}`;
+    await im.bind(ep);
+    const sock = r.socket("DEALER");
+    await sock.connect(ep);
+    const seen: { count: number; at: number[]; ids: string[]; flows: string[] }[] = [];
+    let fail = false;
+    const link = new ImLink(sock, {
+      changed: () => {},
+      scheduleFlush: () => {},
+      drop: (reason) => assert.fail(`dropped: ${reason}`),
+      refused: () => {},
+      log: logger("test"),
+      incarnation: "subject-1",
+      onBatch: (batch, finals) => {
+        const n = finals.count;
+        seen.push({
+          count: BatchView.of(batch)!.count,
+          at: finals.at.slice(0, n),
+          ids: finals.ids.slice(0, n),
+          flows: finals.flows.slice(0, n),
+        });
+        if (fail) throw new Error("onBatch failed");
+      },
+    });
+    const results = new BatchWriter();
+    results.add(7, 0, utf8("F~~~~done"), utf8('{"v":1,"id":"a","n":1}'), utf8("{}"));
+    results.add(8, 0, utf8("G~~~~done"), utf8('{"v":1,"id":"b","n":1}'), utf8("{}"));
+    const view = BatchView.of(results.take().slice())!;
+    await r.exec(() => {
+      link.publish(utf8("F~T~F~PUBLISH~x"), utf8('{"v":1,"id":"p","pos":1}'), utf8("{}"));
+      link.publishDone(view, 0, "a", "F");
+      link.publish(utf8("F~~~~error"), utf8('{"v":1,"id":"e","error":{"code":"timeout"}}'), utf8("{}"));
+      link.publishDone(view, 1, "b", "G");
+      link.flush();
+      fail = true;
+      link.publishDone(view, 0, "a", "F");
+      assert.throws(() => link.flush(), /onBatch failed/);
+      fail = false;
+      link.publish(utf8("F~~~~done"), utf8('{"v":1,"id":"c"}'), utf8("{}"));
+      link.flush();
+    });
+    assert.deepEqual(seen, [
+      { count: 4, at: [1, 3], ids: ["a", "b"], flows: ["F", "G"] },
+      { count: 1, at: [0], ids: ["a"], flows: ["F"] },
+      { count: 1, at: [], ids: [], flows: [] },
+    ]);
   } finally {
     await r.close();
   }

@@ -115,6 +115,33 @@ Deno.test("request metrics: onFinal gets the id of each final publication (the c
   assert.deepEqual(ended, ["a", "c"]);
 });
 
+Deno.test("request metrics: finals the publisher names (known) are counted and timed by those names without being read; the other records of the batch are read", () => {
+  let now = 0;
+  const m = new RequestMetrics(() => now);
+  for (const id of ["a", "b", "c"]) m.accepted(id);
+  now = 2;
+  const ended: [string, number][] = [];
+  // Records 0 and 2 are named by the publisher; their bytes say otherwise, and are not read.
+  m.published(
+    batch(
+      ["X~~~~done", { v: 1, id: "other" }],
+      ["G~~~~error", { v: 1, id: "b", error: { code: "timeout", message: "x" } }],
+      ["F~T~F~PUBLISH~x", { v: 1, id: "c", pos: 1 }],
+      ["G~~~~done", { v: 1, id: "d" }],
+    ),
+    (id, _view, i) => ended.push([id, i]),
+    { count: 2, at: [0, 2, 3], ids: ["a", "c", "d"], flows: ["F", "F", "F"] }, // past count: not this batch's
+  );
+  assert.deepEqual(ended, [["a", 0], ["b", 1], ["c", 2], ["d", 3]]);
+  const s = m.snapshot();
+  assert.deepEqual(Object.keys(s.flows).sort(), ["F", "G"]);
+  assert.deepEqual(s.flows.F.outcomes, { done: 2 });
+  assert.equal(s.flows.F.count, 2, "a and c timed from their acceptance");
+  assert.ok(Math.abs(s.flows.F.sum - 0.004) < 1e-9);
+  assert.deepEqual(s.flows.G.outcomes, { timeout: 1, done: 1 });
+  assert.equal(s.flows.G.count, 1, "b timed; d was not accepted here");
+});
+
 Deno.test("request metrics: a kept final published again for a copy (replay) is not counted again, nor handed on", () => {
   const m = new RequestMetrics(() => 0);
   const header = (h: unknown) => new TextDecoder().decode(markReplay(enc(JSON.stringify(h))));

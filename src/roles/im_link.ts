@@ -13,6 +13,7 @@ import { encodeHeader, text, utf8 } from "../wire/protocol.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import type { logger } from "../log.ts";
 import { ImOutbox, type OutboxEntry } from "./im_outbox.ts";
+import type { KnownFinals } from "./request_metrics.ts";
 import { HELLO_TOPIC } from "./subject_options.ts";
 
 /** What {@linkcode ImLink} tells the Subject. */
@@ -27,8 +28,11 @@ export interface ImLinkOptions {
   readonly refused: () => void;
   /** The Subject's logger. */
   readonly log: ReturnType<typeof logger>;
-  /** Sees each batch as it leaves for the IM (the request metrics find final publications in it). */
-  readonly onBatch?: (batch: Uint8Array) => void;
+  /**
+   * Sees each batch as it leaves for the IM (the request metrics find final publications in it),
+   * with the records published with {@linkcode ImLink.publishDone} (`finals`, valid only during the call).
+   */
+  readonly onBatch?: (batch: Uint8Array, finals: KnownFinals) => void;
   /** The Subject's incarnation, announced on `~~~~hello`. */
   readonly incarnation: string;
   /** The Subject's `max_message_size`, announced with it (services size their batches by it). */
@@ -41,6 +45,13 @@ export class ImLink {
   readonly #o: ImLinkOptions;
   /** Publications to send at the end of this turn. */
   readonly #batch = new BatchWriter();
+  /** The records of `#batch` published with `publishDone`, the first `count` of each array (reused). */
+  readonly #finals: { count: number; at: number[]; ids: string[]; flows: string[] } = {
+    count: 0,
+    at: [],
+    ids: [],
+    flows: [],
+  };
   /** Batches until the IM acknowledges them. */
   readonly #outbox = new ImOutbox(Date.now() * 1000);
   /** A batch waiting in the socket's queue for room (at most one: the others wait in the outbox). */
@@ -107,6 +118,20 @@ export class ImLink {
     this.#added();
   }
 
+  /**
+   * Publishes record `i` of `view` as it came, as {@linkcode publishRecord} does: the plain `done`
+   * final of request `id` of flow `flow`, which `onBatch` is told of (`KnownFinals`) instead of
+   * reading it from the batch again.
+   */
+  publishDone(view: BatchView, i: number, id: string, flow: string): void {
+    const f = this.#finals;
+    const k = f.count++;
+    f.at[k] = this.#batch.count;
+    f.ids[k] = id;
+    f.flows[k] = flow;
+    this.publishRecord(view, i);
+  }
+
   /** Publishes the Subject's incarnation announcement (PROTOCOL.md, _Subject restarts_). */
   announce(): void {
     this.#batch.add(0, 0, this.#hello[0], this.#hello[1], this.#hello[2]);
@@ -132,7 +157,12 @@ export class ImLink {
   flush(): void {
     if (!this.#batch.count) return;
     const batch = this.#batch.take().slice(); // the writer reuses its buffer
-    this.#o.onBatch?.(batch);
+    const finals = this.#finals;
+    try {
+      this.#o.onBatch?.(batch, finals);
+    } finally {
+      finals.count = 0; // they named this batch's records
+    }
     const { seq } = this.#outbox.add(batch);
     if (this.#tail.length) {
       this.#waiting.push({ seq, fns: this.#tail });

@@ -31,6 +31,22 @@ export const LATENCY_BUCKETS: readonly number[] = [
   60,
 ];
 
+/**
+ * Records of a batch already known to be plain `done` finals (`ImLink.publishDone`), in record
+ * order: for `k` below `count`, record `at[k]` is the final of request `ids[k]` of flow
+ * `flows[k]`, on its flow's done topic, with a header of the shape {@linkcode plainId} reads (so
+ * neither a refusal nor a replay). (A count, so that the arrays are reused, not grown again for
+ * every batch.)
+ */
+export interface KnownFinals {
+  readonly count: number;
+  readonly at: readonly number[];
+  readonly ids: readonly string[];
+  readonly flows: readonly string[];
+}
+
+const NO_FINALS: KnownFinals = { count: 0, at: [], ids: [], flows: [] };
+
 /** One flow's figures. */
 export interface FlowFigures {
   /** Final publications by outcome: `done` or an error code. */
@@ -149,14 +165,26 @@ export class RequestMetrics {
    * A batch leaves for the Integration Manager: count and time the final publications in it
    * (not those published again for a copy of their request, `"replay":1`, nor refusals);
    * `onFinal` is called with each one's request id and where it is in the batch (`view`, `i`).
-   * Once per flow on the Subject's hot path, so it reads what it needs from the bytes: the flow
-   * of a topic equal to the previous one is reused, and a `done`'s id is read from the bytes of a
-   * header of the shape the roles write ({@linkcode plainId}; any other header is parsed).
+   * Once per flow on the Subject's hot path, so it reads what it needs from the bytes: the records
+   * in `known` are not read at all; of the others, the flow of a topic equal to the previous one is
+   * reused, and a `done`'s id is read from the bytes of a header of the shape the roles write
+   * ({@linkcode plainId}; any other header is parsed).
    */
-  published(batch: Uint8Array, onFinal?: (id: string, view: BatchView, i: number) => void): void {
+  published(
+    batch: Uint8Array,
+    onFinal?: (id: string, view: BatchView, i: number) => void,
+    known: KnownFinals = NO_FINALS,
+  ): void {
     const view = BatchView.of(batch);
     if (!view) return;
+    let k = 0;
+    let nextKnown = known.count ? known.at[0] : -1;
     for (let i = 0; i < view.count; i++) {
+      if (i === nextKnown) {
+        this.#final(known.flows[k], "done", known.ids[k], view, i, onFinal);
+        nextKnown = ++k < known.count ? known.at[k] : -1;
+        continue;
+      }
       const topic = view.frameAt(i, 0);
       const done = endsWith(topic, DONE);
       if (!done && !endsWith(topic, ERROR)) continue;
@@ -179,25 +207,37 @@ export class RequestMetrics {
         if (!done) outcome = String(h.error?.code ?? "error");
         id = String(h.id);
       }
-      let f = this.#flows.get(flow);
-      if (!f) {
-        this.#flows.set(
-          flow,
-          f = { outcomes: {}, buckets: new Array(LATENCY_BUCKETS.length + 1).fill(0), sum: 0, count: 0 },
-        );
-      }
-      f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
-      // Timed before `onFinal` lets the other parts go: the entry then goes whole, not parked.
-      const start = this.#takeStart(id);
-      onFinal?.(id, view, i);
-      if (start === undefined) continue;
-      const s = (this.#now() - start) / 1000;
-      let b = LATENCY_BUCKETS.findIndex((le) => s <= le);
-      if (b < 0) b = LATENCY_BUCKETS.length;
-      f.buckets[b]++;
-      f.sum += s;
-      f.count++;
+      this.#final(flow, outcome, id, view, i, onFinal);
     }
+  }
+
+  /** Counts, and times, the final of request `id` of `flow` (record `i` of `view`). */
+  #final(
+    flow: string,
+    outcome: string,
+    id: string,
+    view: BatchView,
+    i: number,
+    onFinal: ((id: string, view: BatchView, i: number) => void) | undefined,
+  ): void {
+    let f = this.#flows.get(flow);
+    if (!f) {
+      this.#flows.set(
+        flow,
+        f = { outcomes: {}, buckets: new Array(LATENCY_BUCKETS.length + 1).fill(0), sum: 0, count: 0 },
+      );
+    }
+    f.outcomes[outcome] = (f.outcomes[outcome] ?? 0) + 1;
+    // Timed before `onFinal` lets the other parts go: the entry then goes whole, not parked.
+    const start = this.#takeStart(id);
+    onFinal?.(id, view, i);
+    if (start === undefined) return;
+    const s = (this.#now() - start) / 1000;
+    let b = LATENCY_BUCKETS.findIndex((le) => s <= le);
+    if (b < 0) b = LATENCY_BUCKETS.length;
+    f.buckets[b]++;
+    f.sum += s;
+    f.count++;
   }
 
   /** Request `id`'s acceptance time, forgotten here; `undefined` if it is not timed. */

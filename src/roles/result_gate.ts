@@ -14,7 +14,7 @@
  * const topics = new TopicCache();
  * const gate = new ResultGate(topics, () => flow, new Map([["F", flow]]));
  * const step = [topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8("{}")];
- * gate.sent(step, flow);
+ * gate.sent(step, flow, "r1");
  * const out = new BatchWriter();
  * out.add(7, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":1}'), utf8("{}"));
  * out.add(8, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r2","n":1}'), utf8("{}"));
@@ -43,16 +43,21 @@ import type { ErrorSpec } from "./intake.ts";
 /**
  * A step as the Subject sends it: topic, header, values; `slot` is its configuration version's
  * slot (`config_versions.ts`, `versionSlot`), carried in its `STEPS` record's kind byte; `flow`
- * the flow it was made for ({@linkcode ResultGate.sent}), to check its result by without parsing
- * its frames. (Properties of the step itself: a WeakMap from steps to flows cost the Subject's
- * garbage collector an ephemeron per step in flight, measured at about 2% of its thread.)
+ * the flow it was made for and `id` its request's id ({@linkcode ResultGate.sent}), to check its
+ * result by and to name the final it answers with, without parsing its frames. (Properties of the
+ * step itself: a WeakMap from steps to flows cost the Subject's garbage collector an ephemeron per
+ * step in flight, measured at about 2% of its thread.)
  */
-export type Step = readonly Uint8Array[] & { slot?: number; flow?: Flow };
+export type Step = readonly Uint8Array[] & { slot?: number; flow?: Flow; id?: string };
 
 /** What to do with a worker's result. */
 export type Verdict =
-  /** Publish it as it came. */
-  | { readonly do: "publish" }
+  /**
+   * Publish it as it came. `done` is set when it is the common result ({@linkcode ResultGate.plainDone}):
+   * the final of the step's request (`Step.id`), on its flow's done topic, with a header of the
+   * shape `RequestMetrics` reads (no `replay`), so its publisher need not read it again.
+   */
+  | { readonly do: "publish"; readonly done?: true }
   /** Refuse it (counted as `bad_result`), and end its request with `error` when it can be named. */
   | { readonly do: "refuse"; readonly why: string; readonly error: ErrorSpec | undefined }
   /** The flow reached an `@ASYNC` step: pause it here, where the state is kept. */
@@ -68,6 +73,7 @@ export type Verdict =
   | { readonly do: "drop" };
 
 const PUBLISH: Verdict = Object.freeze({ do: "publish" });
+const PUBLISH_DONE: Verdict = Object.freeze({ do: "publish", done: true });
 
 /** Checks workers' results against the steps they answer. */
 export class ResultGate {
@@ -94,7 +100,7 @@ export class ResultGate {
 
   /** What to do with result `i` of a worker's batch, the answer to `step`. */
   judge(batch: BatchView, i: number, step: Step): Verdict {
-    if (this.plainDone(batch, i, step)) return PUBLISH;
+    if (this.plainDone(batch, i, step)) return step.id === undefined ? PUBLISH : PUBLISH_DONE;
     const kind = batch.kind(i);
     const [topic, header, values] = batch.frames(i);
     const why = this.refusal(kind, topic, header, step);
@@ -117,9 +123,13 @@ export class ResultGate {
     return { do: "pause", flow, position: h.pos, id: h.id, n: h.n ?? 0, values };
   }
 
-  /** Remembers that `step` is a step of `flow`. */
-  sent(step: Step, flow: Flow): void {
+  /**
+   * Remembers that `step` is a step of `flow` and of request `id` (the id its header carries:
+   * without it, a plain `done` is published as any other result, and read again there).
+   */
+  sent(step: Step, flow: Flow, id?: string): void {
     step.flow = flow;
+    step.id = id;
   }
 
   /**

@@ -184,6 +184,7 @@ export class Subject {
         this.#imLink.publish(topic, header, values);
       },
       publishRecord: (batch, i) => this.#imLink.publishRecord(batch, i),
+      publishDone: (batch, i, id, flow) => this.#imLink.publishDone(batch, i, id, flow),
       pause: (flow, position, id, n, values) => this.#pause(flow, position, id, n, values),
       errorPublish: (e) => this.#errorPublish(e),
       drop: (reason, detail) => this.#drop(reason, detail),
@@ -209,8 +210,8 @@ export class Subject {
       drop: host.drop,
       refused: () => this.#dropped.im_refused = (this.#dropped.im_refused ?? 0) + 1,
       log: this.#log,
-      onBatch: (batch) => {
-        this.#requests.published(batch, this.#finalSent);
+      onBatch: (batch, finals) => {
+        this.#requests.published(batch, this.#finalSent, finals);
         // The finals it keeps are on disk before the batch leaves: one that anybody got is kept.
         if (this.#kept?.pending) this.#commitKept();
       },
@@ -411,7 +412,7 @@ export class Subject {
     const header = encodeHeader({ v: 1, id, pos: position, n });
     if (kind === "publish") return this.#imLink.publish(topic, header, values);
     const book = this.#reloads.book;
-    this.#dispatch([topic, header, values], flow, book.versionOf(id) ?? book.current);
+    this.#dispatch([topic, header, values], flow, id, book.versionOf(id) ?? book.current);
   }
 
   /**
@@ -532,6 +533,7 @@ export class Subject {
         utf8(r.values),
       ],
       flow,
+      paused.id,
       r.version,
     );
     return paused.id;
@@ -580,9 +582,9 @@ export class Subject {
    * Sends a step of configuration `version` to a worker (or queues it); stops reading requests
    * when too much is held.
    */
-  #dispatch(step: Step, flow: Flow, version: number): void {
+  #dispatch(step: Step, flow: Flow, id: string, version: number): void {
     step.slot = versionSlot(version);
-    const sent = this.#workerSide.dispatch(step, flow);
+    const sent = this.#workerSide.dispatch(step, flow, id);
     const pool = this.#workerSide.pool;
     if (pool.heldBytes >= PENDING_BYTES_LIMIT || (!sent && pool.queued >= this.#o.maxPending)) {
       this.#services.pause();

@@ -26,6 +26,11 @@ export interface WorkerSideHost {
   ping(topic: Uint8Array, header: Uint8Array, values: Uint8Array): void;
   /** Publishes record `i` of a worker's batch as it came. */
   publishRecord(batch: BatchView, i: number): void;
+  /**
+   * Publishes record `i` of a worker's batch as it came: the plain `done` final of request `id`
+   * of flow `flow` (`ResultGate.plainDone`).
+   */
+  publishDone(batch: BatchView, i: number, id: string, flow: string): void;
   /** Pauses request `id` of `flow` at its `@ASYNC` step `position`. */
   pause(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void;
   /** Makes an error publication. */
@@ -113,9 +118,9 @@ export class WorkerSide {
     return this.#lateResults;
   }
 
-  /** Sends step `step` of `flow` to a worker with credit, or queues it; `true` if sent. */
-  dispatch(step: Step, flow: Flow): boolean {
-    this.#gate.sent(step, flow);
+  /** Sends step `step` of `flow` and of request `id` to a worker with credit, or queues it; `true` if sent. */
+  dispatch(step: Step, flow: Flow, id: string): boolean {
+    this.#gate.sent(step, flow, id);
     return this.pool.submit(step);
   }
 
@@ -243,8 +248,10 @@ export class WorkerSide {
       return this.#host.drop("bad_result", "a result for a step sent to another worker");
     }
     const v = this.#gate.judge(batch, i, step);
-    if (v.do === "publish") this.#host.publishRecord(batch, i);
-    else if (v.do === "pause") this.#host.pause(v.flow, v.position, v.id, v.n, v.values);
+    if (v.do === "publish") {
+      if (v.done) this.#host.publishDone(batch, i, step.id!, step.flow!.name);
+      else this.#host.publishRecord(batch, i);
+    } else if (v.do === "pause") this.#host.pause(v.flow, v.position, v.id, v.n, v.values);
     else if (v.do === "drop") this.#host.drop("bad_worker_message", "pause");
     else {
       this.#host.drop("bad_result", v.why);
