@@ -124,12 +124,15 @@ export class ImLink {
    * reading it from the batch again.
    */
   publishDone(view: BatchView, i: number, id: string, flow: string): void {
+    this.#batch.addRecord(view, i, 0, 0);
+    // Noted once the record is in (an add that throws leaves no name behind), before a full batch
+    // leaves in `#added`.
     const f = this.#finals;
     const k = f.count++;
-    f.at[k] = this.#batch.count;
+    f.at[k] = this.#batch.count - 1;
     f.ids[k] = id;
     f.flows[k] = flow;
-    this.publishRecord(view, i);
+    this.#added();
   }
 
   /** Publishes the Subject's incarnation announcement (PROTOCOL.md, _Subject restarts_). */

@@ -84,12 +84,14 @@ const REPLAY_END = new TextEncoder().encode(',"replay":1}');
  * escape, a control character, a second `id` key, anything nested): parse it then. The shape makes
  * the id the one `JSON.parse`, and so every subscriber, reads. (It once took the first `"id":"`
  * anywhere in the bytes: a second `id` key, which `JSON.parse` takes instead, named another
- * request.)
+ * request.) An id that starts with U+FEFF is parsed too: a UTF-8 decoder given the id's bytes
+ * alone drops it as a byte-order mark, and `"\uFEFFx"` was read as `"x"`.
  */
 export function plainId(header: Uint8Array): string | undefined {
   const end = plainIdEnd(header);
   if (end < 0 || !plainFinalEnd(header, end + 1)) return undefined;
   const from = ID_START.length;
+  if (header[from] === 0xef && header[from + 1] === 0xbb && header[from + 2] === 0xbf) return undefined;
   if (end - from > 12) return text(header.subarray(from, end));
   for (let i = from; i < end; i++) if (header[i] > 0x7e) return text(header.subarray(from, end));
   return shortAscii(header, from, end);
