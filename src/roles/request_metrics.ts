@@ -34,9 +34,9 @@ export const LATENCY_BUCKETS: readonly number[] = [
 /**
  * Records of a batch already known to be plain `done` finals (`ImLink.publishDone`), in record
  * order: for `k` below `count`, record `at[k]` is the final of request `ids[k]` of flow
- * `flows[k]`, on its flow's done topic, with a header of the shape {@linkcode plainId} reads (so
- * neither a refusal nor a replay). (A count, so that the arrays are reused, not grown again for
- * every batch.)
+ * `flows[k]`, on its flow's done topic, with a header of the shape the roles write
+ * (`plainFinalEnd`: so neither a refusal nor a replay) whose id is `ids[k]` as `JSON.parse` reads
+ * it. (A count, so that the arrays are reused, not grown again for every batch.)
  */
 export interface KnownFinals {
   readonly count: number;
