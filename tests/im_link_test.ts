@@ -1,34 +1,44 @@
 // The Subject's link to the IM (src/roles/im_link.ts) over an in-process ROUTER that plays the IM:
-// what `whenTaken` waits for.
+// what `whenTaken` waits for, and what `onBatch` is told.
 import assert from "node:assert/strict";
-import { ImLink } from "../src/roles/im_link.ts";
+import { ImLink, type ImLinkOptions } from "../src/roles/im_link.ts";
 import { logger } from "../src/log.ts";
 import { BatchView, BatchWriter } from "../src/wire/batch.ts";
 import { CONTROL_FRAMES } from "../src/wire/control.ts";
 import { text, utf8 } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 
+/**
+ * An IM link on reactor `r` to a ROUTER bound in-process that plays the IM (it reads nothing unless
+ * the test gives it `onMessage`); `onBatch` as the Subject gives it.
+ */
+async function linkToRouter(r: Reactor, onBatch?: ImLinkOptions["onBatch"]) {
+  const im = r.socket("ROUTER");
+  const ep = `inproc://im-link-${crypto.randomUUID()}`;
+  await im.bind(ep);
+  const sock = r.socket("DEALER");
+  await sock.connect(ep);
+  const link = new ImLink(sock, {
+    changed: () => {},
+    scheduleFlush: () => {},
+    drop: (reason) => assert.fail(`dropped: ${reason}`),
+    refused: () => {},
+    log: logger("test"),
+    incarnation: "subject-1",
+    onBatch,
+  });
+  return { im, link };
+}
+
 Deno.test("im link: whenTaken runs once the IM acknowledges the batch its turn's publications went in, not before", async () => {
   const r = new Reactor();
   try {
-    const im = r.socket("ROUTER");
-    const ep = `inproc://im-link-${crypto.randomUUID()}`;
-    await im.bind(ep);
+    const { im, link } = await linkToRouter(r);
     const batches: { from: Uint8Array; seq: number }[] = [];
     let arrived = () => {};
     im.onMessage(([from, seq]) => {
       batches.push({ from: from.slice(), seq: Number(text(seq)) });
       arrived();
-    });
-    const sock = r.socket("DEALER");
-    await sock.connect(ep);
-    const link = new ImLink(sock, {
-      changed: () => {},
-      scheduleFlush: () => {},
-      drop: (reason) => assert.fail(`dropped: ${reason}`),
-      refused: () => {},
-      log: logger("test"),
-      incarnation: "subject-1",
     });
     const next = () => new Promise<void>((res) => arrived = res);
     const calls: string[] = [];
@@ -64,30 +74,17 @@ Deno.test("im link: whenTaken runs once the IM acknowledges the batch its turn's
 Deno.test("im link: onBatch is told which records of its batch were published as plain finals, and the next batch is told only of its own, even after onBatch threw", async () => {
   const r = new Reactor();
   try {
-    const im = r.socket("ROUTER");
-    const ep = `inproc://im-link-${crypto.randomUUID()}`;
-    await im.bind(ep);
-    const sock = r.socket("DEALER");
-    await sock.connect(ep);
     const seen: { count: number; at: number[]; ids: string[]; flows: string[] }[] = [];
     let fail = false;
-    const link = new ImLink(sock, {
-      changed: () => {},
-      scheduleFlush: () => {},
-      drop: (reason) => assert.fail(`dropped: ${reason}`),
-      refused: () => {},
-      log: logger("test"),
-      incarnation: "subject-1",
-      onBatch: (batch, finals) => {
-        const n = finals.count;
-        seen.push({
-          count: BatchView.of(batch)!.count,
-          at: finals.at.slice(0, n),
-          ids: finals.ids.slice(0, n),
-          flows: finals.flows.slice(0, n),
-        });
-        if (fail) throw new Error("onBatch failed");
-      },
+    const { link } = await linkToRouter(r, (batch, finals) => {
+      const n = finals.count;
+      seen.push({
+        count: BatchView.of(batch)!.count,
+        at: finals.at.slice(0, n),
+        ids: finals.ids.slice(0, n),
+        flows: finals.flows.slice(0, n),
+      });
+      if (fail) throw new Error("onBatch failed");
     });
     const results = new BatchWriter();
     results.add(7, 0, utf8("F~~~~done"), utf8('{"v":1,"id":"a","n":1}'), utf8("{}"));

@@ -2,16 +2,12 @@
 // release, src/roles/request_metrics.ts and subject.ts `#finalSent`), through a real Subject, IM,
 // worker and client in one process over ipc: a worker's plain done is named by the step it answers
 // (`ImLink.publishDone`), a final the Subject makes itself is read from its bytes (`plainId`), and
-// either way the request counted, timed and let go is the one every subscriber reads.
+// either way the request counted, timed and let go is the one every subscriber reads
+// (tests/in_process.ts: the roles on one reactor, over ipc).
 import assert from "node:assert/strict";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { Client } from "../src/client/client.ts";
 import { HandlerRegistry } from "../src/handler.ts";
-import { IntegrationManager } from "../src/roles/integration_manager.ts";
-import { Subject } from "../src/roles/subject.ts";
-import { Worker } from "../src/roles/worker.ts";
-import { parseFlowFile } from "../src/topic/flow_file.ts";
-import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
+import { withInProcess } from "./in_process.ts";
 
 const FLOWS = "[Echo]\n?Echo?Push\nS?Echo?One\n??done\n" +
   // The Subject publishes the final itself: the service's continuation lands past the last step.
@@ -19,34 +15,14 @@ const FLOWS = "[Echo]\n?Echo?Push\nS?Echo?One\n??done\n" +
   "[Wait]\n?Wait?Push\nS?Wait?One\nS?Wait@ASYNC?Approve\nS?Wait?Three\n??done\n";
 
 Deno.test("subject finals: each is counted and timed under its own flow and lets its request go, for new, resumed and Subject-made finals, with plain, non-ASCII, long and U+FEFF-led ids", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "zmf" });
-  const flows = new Map(parseFlowFile(FLOWS, "t.ini").flows.map((f) => [f.name, f]));
-  const reactor = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
-  const im = await IntegrationManager.start({
-    reactor,
-    pullAddress: `ipc://${dir}/im-pull`,
-    pubAddress: `ipc://${dir}/im-pub`,
-  });
-  const subject = await Subject.start({
-    reactor,
-    flows,
-    pullAddress: `ipc://${dir}/subject`,
-    workerAddress: `ipc://${dir}/workers`,
-    integrationManagerAddress: `ipc://${dir}/im-pull`,
-    pausedStore: `${dir}/paused.db`,
+  const echo = (v: Record<string, unknown>) => Promise.resolve(v);
+  await withInProcess({
+    flows: FLOWS,
+    handlers: new HandlerRegistry().register("??One", echo).register("??Three", echo),
     // One request in flight per connection: a final that lets go of another request than its own
     // leaves its connection's count behind, and the next request is answered `overloaded`.
-    maxInFlightPerConnection: 1,
-  });
-  const echo = (v: Record<string, unknown>) => Promise.resolve(v);
-  const worker = await Worker.start({
-    reactor,
-    flows,
-    handlers: new HandlerRegistry().register("??One", echo).register("??Three", echo),
-    subjectAddress: `ipc://${dir}/workers`,
-  });
-  const client = await Client.connect({ subject: `ipc://${dir}/subject`, publisher: `ipc://${dir}/im-pub` });
-  try {
+    subject: { maxInFlightPerConnection: 1 },
+  }, async ({ client, subject }) => {
     await client.handle("S?Pub?Mid", (v: Record<string, unknown>) => v, { flow: "Pub" });
     const run = async (flow: string, id: string) => {
       const r = await client.request(flow, { a: 1 }, { id, timeout: 5000 });
@@ -92,12 +68,5 @@ Deno.test("subject finals: each is counted and timed under its own flow and lets
       [{ done: 2 }, 2],
       "each timed by its own final",
     );
-  } finally {
-    await client.close();
-    await worker.close();
-    await subject.close();
-    await im.close();
-    await reactor.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

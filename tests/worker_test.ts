@@ -1,15 +1,12 @@
 // A worker's async handlers: what their abort signal says when a step runs past its timeout or the
 // worker closes. Real Subject, Integration Manager and worker (one shared reactor, ipc in a temp
-// directory) and the bundled client.
+// directory: tests/in_process.ts) and the bundled client.
 import assert from "node:assert/strict";
-import { Client } from "../src/client/client.ts";
+import type { Client } from "../src/client/client.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { parseFlowFile } from "../src/topic/flow_file.ts";
 import { type HandlerContext, HandlerRegistry } from "../src/handler.ts";
-import { IntegrationManager } from "../src/roles/integration_manager.ts";
-import { Subject } from "../src/roles/subject.ts";
-import { Worker } from "../src/roles/worker.ts";
-import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
+import type { Worker } from "../src/roles/worker.ts";
+import { withInProcess } from "./in_process.ts";
 
 /** Resolves with the reason of the handler's signal once it aborts. */
 function untilAborted(ctx: HandlerContext): Promise<unknown> {
@@ -19,45 +16,15 @@ function untilAborted(ctx: HandlerContext): Promise<unknown> {
   });
 }
 
-async function withRoles(
+function withRoles(
   handler: (values: Record<string, unknown>, ctx: HandlerContext) => Promise<Record<string, unknown>>,
   fn: (client: Client, worker: Worker) => Promise<void>,
 ): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "zmw" });
-  const flows = new Map(
-    parseFlowFile("[T]\n?T?Push\nS?T?Wait\n??done\n", "t.ini").flows.map((f) => [f.name, f]),
-  );
-  const reactor = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
-  const im = await IntegrationManager.start({
-    reactor,
-    pullAddress: `ipc://${dir}/im-pull`,
-    pubAddress: `ipc://${dir}/im-pub`,
-  });
-  const subject = await Subject.start({
-    reactor,
-    flows,
-    pullAddress: `ipc://${dir}/subject`,
-    workerAddress: `ipc://${dir}/workers`,
-    integrationManagerAddress: `ipc://${dir}/im-pull`,
-  });
-  const worker = await Worker.start({
-    reactor,
-    flows,
+  return withInProcess({
+    flows: "[T]\n?T?Push\nS?T?Wait\n??done\n",
     handlers: new HandlerRegistry().register("??Wait", handler),
-    subjectAddress: `ipc://${dir}/workers`,
-    handlerTimeout: 100,
-  });
-  const client = await Client.connect({ subject: `ipc://${dir}/subject`, publisher: `ipc://${dir}/im-pub` });
-  try {
-    await fn(client, worker);
-  } finally {
-    await client.close();
-    await worker.close();
-    await subject.close();
-    await im.close();
-    await reactor.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+    worker: { handlerTimeout: 100 },
+  }, ({ client, worker }) => fn(client, worker));
 }
 
 Deno.test("worker: an async step past its timeout ends in a timeout error, and its handler's signal aborts with it", async () => {
