@@ -175,6 +175,17 @@ Deno.test("pool: reconciliation: steps a live worker does not hold were lost; th
   assert.deepEqual(pool.expire(), []);
 });
 
+Deno.test("pool: reconciliation: several lost steps go again in the order they were first sent", () => {
+  const { sent, pool, ready, d } = setup();
+  ready("w1", 5);
+  for (const s of steps("a", "b", "c", "e", "f")) pool.submit(s);
+  pool.retire("w1", d("c")); // a hole in the middle of its list
+  // It received up to f and holds only e: a, b and f were lost on the way.
+  assert.equal(pool.status("w1", "HB", { credit: 4, holding: [d("e")], last: d("f") }, () => ""), 3);
+  pool.pump();
+  assert.deepEqual(sent.slice(5), ["w1:a", "w1:b", "w1:f"]);
+});
+
 Deno.test("pool: a step whose worker dies holding it alone max_deliveries times is poisoned, and no longer held", () => {
   const { clock, sent, pool, ready } = setup(2);
   ready("w1", 1);

@@ -118,6 +118,11 @@ export class InFlightList {
   *[Symbol.iterator](): IterableIterator<number> {
     for (let l = this.#first; l; l = l.next) yield l.d;
   }
+
+  /** @internal The steps' records, oldest first (remove none while iterating). */
+  *links(): IterableIterator<Link> {
+    for (let l = this.#first; l; l = l.next) yield l;
+  }
 }
 
 /** A step whose workers failed `maxDeliveries` times, the last failure pinned on it. */
@@ -354,16 +359,16 @@ export class WorkerPool<S extends object, L> {
    */
   reconcile(w: PoolWorker<L>, holding: ReadonlySet<number>, last: number): number {
     const now = this.#now();
-    const lost: number[] = [];
-    for (const d of w.inflight) {
-      if (holding.has(d)) continue;
-      const f = this.#inflight.get(d);
-      if (f && (d <= last || now - f.at > this.#o.heartbeatTimeout)) lost.push(d);
+    // In dispatch order, as the list keeps them.
+    const lost: InFlight<S>[] = [];
+    for (const l of w.inflight.links()) {
+      const f = l as InFlight<S>; // (the pool puts only its own records in a worker's list)
+      if (holding.has(f.d)) continue;
+      if (f.d <= last || now - f.at > this.#o.heartbeatTimeout) lost.push(f);
     }
     if (!lost.length) return 0;
-    const steps = lost.sort((a, b) => a - b).map((d) => {
-      const f = this.#inflight.get(d)!;
-      this.#inflight.delete(d);
+    const steps = lost.map((f) => {
+      this.#inflight.delete(f.d);
       w.inflight.remove(f);
       w.credit++;
       return f.step;
@@ -525,11 +530,13 @@ export class WorkerPool<S extends object, L> {
   #takeSteps(w: PoolWorker<L>): S[] {
     this.#workers.delete(w.key);
     // (The list is in dispatch order: each step is appended as it is sent, with a new number.)
-    return [...w.inflight].map((d) => {
-      const f = this.#inflight.get(d)!;
-      this.#inflight.delete(d);
-      return f.step;
-    });
+    const steps: S[] = [];
+    for (const l of w.inflight.links()) {
+      const f = l as InFlight<S>;
+      this.#inflight.delete(f.d);
+      steps.push(f.step);
+    }
+    return steps;
   }
 
   /** Puts steps taken back from a worker at the front of the queue, in their order. */
