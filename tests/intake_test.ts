@@ -185,12 +185,12 @@ Deno.test("back-pressure: stop reading at any limit, read again only once all ar
   assert.equal(pressure({ queued: 49, backlog: 500, held: 0 }, limits), undefined);
 });
 
-/** A result gate that has sent step 1 of `flow` for request `id` (told the id unless `named` is false). */
-function gateSent(id: string, values = "{}", named = true) {
+/** A result gate that has sent step 1 of `flow` for request `id`. */
+function gateSent(id: string, values = "{}") {
   const topics = new TopicCache();
   const gate = new ResultGate(topics, () => undefined, flows);
   const step = [topics.step(flow, 1), utf8(JSON.stringify({ v: 1, id, pos: 1, n: 0 })), utf8(values)];
-  gate.sent(step, flow, named ? id : undefined);
+  gate.sent(step, flow, id);
   return { topics, gate, step, out: new BatchWriter() };
 }
 
@@ -265,14 +265,6 @@ Deno.test("result gate: a done that names another request in a second id key is 
     headers.map((_, i) => (gate.judge(view, i, step) as { done?: true }).done === true),
     plain,
   );
-});
-
-Deno.test("result gate: a step sent without its request's id gets its plain done published as any other result", () => {
-  const { topics, gate, step, out } = gateSent("r1", "{}", false);
-  out.add(1, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":2}'), utf8("{}"));
-  const view = BatchView.of(out.take())!;
-  assert.equal(gate.plainDone(view, 0, step), true);
-  assert.deepEqual(gate.judge(view, 0, step), { do: "publish" });
 });
 
 Deno.test("result gate: the poisoned error names every failed delivery", () => {

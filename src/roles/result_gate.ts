@@ -100,7 +100,7 @@ export class ResultGate {
 
   /** What to do with result `i` of a worker's batch, the answer to `step`. */
   judge(batch: BatchView, i: number, step: Step): Verdict {
-    if (this.plainDone(batch, i, step)) return step.id === undefined ? PUBLISH : PUBLISH_DONE;
+    if (this.plainDone(batch, i, step)) return PUBLISH_DONE; // (a step with its flow has its id: `sent`)
     const kind = batch.kind(i);
     const [topic, header, values] = batch.frames(i);
     const why = this.refusal(kind, topic, header, step);
@@ -123,11 +123,8 @@ export class ResultGate {
     return { do: "pause", flow, position: h.pos, id: h.id, n: h.n ?? 0, values };
   }
 
-  /**
-   * Remembers that `step` is a step of `flow` and of request `id` (the id its header carries:
-   * without it, a plain `done` is published as any other result, and read again there).
-   */
-  sent(step: Step, flow: Flow, id?: string): void {
+  /** Remembers that `step` is a step of `flow` and of request `id` (the id its header carries). */
+  sent(step: Step, flow: Flow, id: string): void {
     step.flow = flow;
     step.id = id;
   }
