@@ -26,6 +26,7 @@
 import { delay } from "../_async.ts";
 import { type ConnectionCounters, ConnectionGuard, TrimPolicy } from "./connections.ts";
 import { mallocTrim } from "../roles/_libc.ts";
+import { collectGarbage, TRIM_AFTER_GC_MS } from "../roles/_gc.ts";
 
 /** What {@linkcode serveGuarded} needs. */
 export interface GuardedServerOptions {
@@ -130,10 +131,12 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
     trimTimer = setInterval(() => {
       const now = performance.now();
       if (trim.due(now)) {
-        mallocTrim();
-        trim.trimmed(performance.now());
+        // A collection first: V8 frees the buffers of gone connections only when it collects
+        // them, and the trim comes once it has (see TRIM_AFTER_GC_MS).
+        trim.trimmed(now);
+        void collectGarbage().then(() => Deno.unrefTimer(setTimeout(mallocTrim, TRIM_AFTER_GC_MS)));
       }
-      if (trim.pending) return;
+      if (trim.wanted) return;
       clearInterval(trimTimer);
       trimTimer = undefined;
     }, 500);

@@ -19,6 +19,7 @@ import {
   tcpBytesAcked,
 } from "./_libc.ts";
 import { GUARD_INTERVAL_MS, type SubscriberGuard, WATCH_MS } from "./subscriber_guard.ts";
+import { collectGarbage, TRIM_AFTER_GC_MS } from "./_gc.ts";
 import { logger } from "../log.ts";
 import { MonitorEvent } from "../zmq/ffi.ts";
 import { monitorSocket } from "../zmq/monitor.ts";
@@ -27,9 +28,8 @@ import type { Reactor, ReactorSocket } from "../zmq/reactor.ts";
 /**
  * Hands freed memory back to the system a second after it is asked to, at most once every 10 s
  * (a trim stalls the thread for ~2 ms, or up to ~200 ms when 170 MiB come back): a V8 collection
- * first (received frames are views into buffers only a collection frees; `gc` exists when the
- * process runs with --expose-gc, as `start` runs the IM), then, {@linkcode TRIM_AFTER_GC_MS}
- * later, glibc's `malloc_trim`.
+ * first (received frames are views into buffers only a collection frees; see `collectGarbage`),
+ * then, {@linkcode TRIM_AFTER_GC_MS} later, glibc's `malloc_trim`.
  */
 export class TrimScheduler {
   #timer?: ReturnType<typeof setTimeout>;
@@ -39,30 +39,27 @@ export class TrimScheduler {
   schedule(): void {
     if (this.#timer !== undefined) return;
     const wait = Math.max(1000, this.#last + 10_000 - performance.now());
-    this.#timer = setTimeout(() => {
+    const first = setTimeout(() => {
       this.#last = performance.now();
-      (globalThis as { gc?: () => void }).gc?.();
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        mallocTrim();
-      }, TRIM_AFTER_GC_MS);
-      Deno.unrefTimer(this.#timer);
+      void collectGarbage().then(() => {
+        if (this.#timer !== first) return; // stopped meanwhile
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          mallocTrim();
+        }, TRIM_AFTER_GC_MS);
+        Deno.unrefTimer(this.#timer);
+      });
     }, wait);
-    Deno.unrefTimer(this.#timer);
+    this.#timer = first;
+    Deno.unrefTimer(first);
   }
 
   /** Cancels a pending trim. */
   stop(): void {
     clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }
-
-/**
- * Milliseconds between the collection and the trim: V8 frees the collected buffers' memory on a
- * background thread after the collection returns, so a trim at once missed most of it (measured
- * in the IM after a 1.1 GB flood: 224 MiB, 182 trimmed at once, 100 trimmed 300 ms later).
- */
-export const TRIM_AFTER_GC_MS = 250;
 
 /**
  * Follows `pub`'s connections and cuts those `guard` names, counting them in `stats`; returns a
