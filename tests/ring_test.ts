@@ -100,6 +100,73 @@ Deno.test("ring: a Web Worker writing 200,000 messages of 0-2,000 bytes as fast 
   }
 });
 
+Deno.test("ring: a reader that also waits on its own thread (waitSync, drain) beside serve gets every message of a Web Worker's once, in order; serve still wakes for writes after a waitSync that found none", async () => {
+  const rounds = 40, chunk = 500;
+  const sab = newRing(16 * 1024);
+  // The writer writes a chunk each time it is asked to.
+  const code = `
+    import { RingWriter } from ${JSON.stringify(RING_URL)};
+    ${message.toString()}
+    let w, i = 0;
+    self.onmessage = async (e) => {
+      w ??= new RingWriter(e.data.sab);
+      for (const end = i + e.data.n; i < end; i++) {
+        while (!w.write(message(i, 300), i)) await new Promise((r) => setTimeout(r, 0));
+      }
+    };`;
+  const worker = new Worker(`data:application/javascript,${encodeURIComponent(code)}`, { type: "module" });
+  try {
+    const r = new RingReader(sab);
+    let next = 0, bySync = 0, byServe = 0, syncing = false;
+    const take = (m: { tag: number; bytes: Uint8Array }) => {
+      assert.equal(m.tag, next, "in order");
+      assert.deepEqual(m.bytes, message(next, 300), `message ${next} intact`);
+      syncing ? bySync++ : byServe++;
+      next++;
+    };
+    const served = r.serve(take);
+    const until = async (n: number, wait: () => Promise<unknown> | void) => {
+      const deadline = performance.now() + 5000;
+      while (next < n && performance.now() < deadline) await wait();
+      assert.equal(next, n, `stuck after ${next} messages`);
+    };
+    const serveTurn = () => new Promise((res) => setTimeout(res, 1));
+    for (let k = 0; k < rounds; k++) {
+      // A chunk left to serve; then, while serve sleeps, a wait on this thread that finds
+      // nothing; then another chunk for serve: its pending wait must still be woken by the writes.
+      worker.postMessage({ sab, n: chunk });
+      await until(next + chunk, serveTurn);
+      assert.equal(r.waitSync(1), false);
+      worker.postMessage({ sab, n: chunk });
+      await until(next + chunk, serveTurn);
+      // A chunk taken by waiting on this thread.
+      worker.postMessage({ sab, n: chunk });
+      syncing = true;
+      await until(next + chunk, () => void (r.waitSync(2) && r.drain(take)));
+      syncing = false;
+    }
+    r.close();
+    assert.notEqual(await withTimeout(served, 5000), TIMED_OUT);
+    assert.equal(bySync, rounds * chunk);
+    assert.equal(byServe, 2 * rounds * chunk);
+  } finally {
+    worker.terminate();
+  }
+});
+
+Deno.test("ring: waitSync returns at once with a message waiting or the ring closed, else after its time with none", () => {
+  const sab = newRing(1024);
+  const w = new RingWriter(sab), r = new RingReader(sab);
+  const t0 = performance.now();
+  assert.equal(r.waitSync(20), false);
+  assert.ok(performance.now() - t0 >= 15, "it waited");
+  w.write(new Uint8Array([1]), 1);
+  assert.equal(r.waitSync(10_000), true);
+  assert.equal(r.drain(() => {}), 1);
+  r.close();
+  assert.equal(r.waitSync(10_000), true);
+});
+
 Deno.test("ring: an exception thrown while serving one message is reported as uncaught, and the next is served", async () => {
   const sab = newRing(256);
   const w = new RingWriter(sab), r = new RingReader(sab);

@@ -227,3 +227,72 @@ Deno.test("a sandbox whose handler module posts to the main thread while it is e
     );
   }
 });
+
+Deno.test("a sandbox's results are waited for on the worker's thread: a fast step's come within the wait; after a wait that found none (a slow handler), none more until results come the usual way", async () => {
+  const { loadFiles } = await import("../src/load.ts");
+  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
+  const { encodeHeader, TopicCache, utf8 } = await import("../src/wire/protocol.ts");
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-wait-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/h.ts`,
+      "export const fast = () => ({});\n" +
+        "export const slow = async () => (await new Promise((r) => setTimeout(r, 300)), {});\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/mapping.ini`,
+      "[actionmapping]\n??Fast = ./h.ts#fast\n??Slow = ./h.ts#slow\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/flows.ini`,
+      "[F]\n?F?Push\n??Fast\n??done\n[S]\n?S?Push\n??Slow\n??done\n",
+    );
+    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
+    const results: number[] = [];
+    const { pool } = await SandboxPool.start({
+      groups: sandboxGroups(catalog),
+      flows: catalog.flows,
+      timeouts: new Map(),
+      handlerTimeout: 5000,
+      stepLimit: 10,
+      maxMessageSize: 1 << 20,
+      onResult: (d) => results.push(d),
+      onResultsEnd: () => {},
+      onStuck: () => {},
+      onLost: () => {},
+      onSteps: () => {},
+      onFatal: () => {},
+      hold: () => () => {},
+    });
+    try {
+      const topics = new TopicCache();
+      const send = (d: number, flow: string) => {
+        pool.send(
+          d,
+          topics.step(catalog.flows.get(flow)!, 1),
+          encodeHeader({ v: 1, id: `r${d}`, pos: 1 }),
+          utf8("{}"),
+        );
+        pool.flush();
+      };
+      send(1, "F");
+      assert.equal(pool.waitResults(5000), true, "the fast step's result, within the wait");
+      assert.deepEqual(results, [1]);
+      send(2, "S");
+      assert.equal(pool.waitResults(20), false, "the slow step's is not there in 20 ms");
+      const t0 = performance.now();
+      assert.equal(pool.waitResults(5000), false);
+      assert.ok(performance.now() - t0 < 100, "no second wait after one that found none");
+      // The slow step's result comes through the event loop.
+      for (let i = 0; i < 100 && results.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(results, [1, 2]);
+      send(3, "F");
+      assert.equal(pool.waitResults(5000), true, "waits again once results came");
+      assert.deepEqual(results, [1, 2, 3]);
+    } finally {
+      pool.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

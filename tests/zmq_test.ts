@@ -458,6 +458,37 @@ Deno.test("in-thread wait: holdForEvents waits off-thread, so another thread's m
     }
   }));
 
+Deno.test("in-thread wait: a hold's events waited for on this thread (waitForEventsWith) are taken as they come, and timers still run while they keep coming", () =>
+  withInThreadPair(500, async (r, a, b) => {
+    const inbox = a.messages();
+    await b.send([enc.encode("one")]);
+    await inbox.next();
+    // Events that keep coming: each wait takes 0.2 ms and finds one, for 3 s at most (a loop that
+    // never let the event loop run would hold the timer below that long, not for ever).
+    let waits = 0;
+    const until = performance.now() + 3000;
+    r.waitForEventsWith(() => {
+      waits++;
+      const t = performance.now() + 0.2;
+      while (performance.now() < t) { /* an event comes */ }
+      return performance.now() < until;
+    });
+    const release = r.holdForEvents();
+    try {
+      const t = performance.now();
+      await delay(20);
+      const waited = performance.now() - t;
+      assert.ok(waited < 500, `a 20 ms timer took ${waited.toFixed(0)} ms`);
+      assert.ok(waits > 20, `${waits} waits for events`);
+      assert.equal(r.polling, false, "waiting off-thread while the events came here");
+    } finally {
+      release();
+      r.waitForEventsWith(() => false);
+    }
+    await b.send([enc.encode("two")]);
+    assert.equal(dec.decode((await inbox.next()).value![0]), "two");
+  }));
+
 Deno.test("in-thread wait: after 1 s without a message the reactor sleeps off-thread; the next message still arrives", () =>
   withInThreadPair(10, async (r, a, b) => {
     const inbox = a.messages();

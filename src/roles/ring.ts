@@ -3,7 +3,8 @@
  * messages, the other reads them, in order. The sandbox's steps and results travel through two
  * of them (`sandbox.ts`): a message costs a copy in and a copy out, and a wake-up only when the
  * reader sleeps (`Atomics.waitAsync`, which keeps the reader's event loop running, as async
- * handlers need). Measured alone (`bench/channel_probe.ts`), a round trip cost 27–33 µs of CPU
+ * handlers need; or `Atomics.wait` on a thread with nothing else to do for a moment, as the
+ * worker's between its sockets' messages). Measured alone (`bench/channel_probe.ts`), a round trip cost 27–33 µs of CPU
  * against 42–51 µs with `postMessage`, and its p99 at 10,000/s was 90–111 µs against 265–282.
  *
  * A pending {@linkcode RingReader.wait} does not keep Deno's event loop alive (measured: a test
@@ -187,6 +188,51 @@ export class RingReader extends RingSide {
   }
 
   /**
+   * Blocks this thread for up to `ms` until there may be a message to read (`Atomics.wait`; the
+   * writer wakes it as it would a pending {@linkcode RingReader.wait}). Returns whether there is
+   * one now, or the ring is closed. For a thread with nothing else to do meanwhile: its event loop
+   * does not run while it waits.
+   */
+  waitSync(ms: number): boolean {
+    const seq = Atomics.load(this.ctl, SEQ);
+    if (this.used() > 0 || this.closed) return true;
+    // Left set: a pending `wait` clears it when it resolves (one that is not there costs the
+    // writer a notify no one waits for).
+    Atomics.store(this.ctl, WAITING, 1);
+    if (this.used() > 0 || this.closed) return true;
+    Atomics.wait(this.ctl, SEQ, seq, ms);
+    return this.used() > 0 || this.closed;
+  }
+
+  /**
+   * Hands every message there is now to `onMessage`; returns how many, or -1 if the ring is
+   * corrupt (reported to `onCorrupt`: what follows in it cannot be found, serve it no further).
+   * An exception `onMessage` throws is reported as uncaught (`reportError`).
+   */
+  drain(
+    onMessage: (m: RingMessage) => void,
+    onCorrupt: (e: RangeError) => void = (e) => reportError(e),
+  ): number {
+    let n = 0;
+    for (;;) {
+      let m: RingMessage | undefined;
+      try {
+        m = this.read();
+      } catch (e) {
+        onCorrupt(e as RangeError);
+        return -1;
+      }
+      if (!m || this.closed) return n;
+      n++;
+      try {
+        onMessage(m);
+      } catch (e) {
+        reportError(e);
+      }
+    }
+  }
+
+  /**
    * Hands every message to `onMessage` as it comes, until the ring is closed. Returns when it is.
    * An exception `onMessage` throws is reported as uncaught (`reportError`), as one thrown by a
    * message listener is, and the next message is served.
@@ -196,21 +242,7 @@ export class RingReader extends RingSide {
     onCorrupt: (e: RangeError) => void = (e) => reportError(e),
   ): Promise<void> {
     while (!this.closed) {
-      for (;;) {
-        let m: RingMessage | undefined;
-        try {
-          m = this.read();
-        } catch (e) {
-          // Served no further: what follows in it cannot be found.
-          return onCorrupt(e as RangeError);
-        }
-        if (!m || this.closed) break;
-        try {
-          onMessage(m);
-        } catch (e) {
-          reportError(e);
-        }
-      }
+      if (this.drain(onMessage, onCorrupt) < 0) return;
       await this.wait();
     }
   }

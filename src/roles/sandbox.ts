@@ -36,7 +36,7 @@ import type { Logger } from "@logtape/logtape";
 import { BatchView, BatchWriter, KIND_NAMES } from "../wire/batch.ts";
 import { decodeHeader, parseTopic, text, TopicCache, TopicMemo } from "../wire/protocol.ts";
 import { loopBeatMs, SLOT } from "./loop_monitor.ts";
-import { newRing, RingReader, RingWriter } from "./ring.ts";
+import { newRing, type RingMessage, RingReader, RingWriter } from "./ring.ts";
 import { claimProblem, segmentEnd } from "./segment_claim.ts";
 import {
   type FromSandbox,
@@ -123,7 +123,10 @@ export interface SandboxPoolOptions {
   readonly onSteps: (n: number) => void;
   /** A sandbox that was terminated could not start again: the worker cannot go on. */
   readonly onFatal: (message: string) => void;
-  /** Makes the reactor wait off-thread while any step runs in a sandbox (its results come by message). */
+  /**
+   * Makes the reactor wait for events while any step runs in a sandbox (its results come through
+   * shared memory, or as a message): see `Reactor.holdForEvents` and `SandboxPool.waitResults`.
+   */
   readonly hold: () => () => void;
 }
 
@@ -249,10 +252,7 @@ class Sandbox {
         this.slots = new Float64Array(m.monitor);
         this.#ready = true;
         ready.resolve(m);
-        void results.serve(
-          (r) => this.onMessage(this, { type: "results", batch: r.bytes, steps: r.tag }),
-          (e) => this.onBroken(this, e.message, 0),
-        );
+        void results.serve(this.#onResults, this.#onCorrupt);
         this.flush();
       } else this.onMessage(this, m);
     };
@@ -275,6 +275,20 @@ class Sandbox {
       } else this.onCrash(this, message);
     };
     return ready.promise;
+  }
+
+  readonly #onResults = (r: RingMessage) =>
+    this.onMessage(this, { type: "results", batch: r.bytes, steps: r.tag });
+  readonly #onCorrupt = (e: RangeError) => this.onBroken(this, e.message, 0);
+
+  /**
+   * Waits on this thread, up to `ms`, for results in the ring, and handles those there are:
+   * whether any came.
+   */
+  waitResults(ms: number): boolean {
+    const r = this.#results;
+    if (!this.#ready || !r || !r.waitSync(ms)) return false;
+    return r.drain(this.#onResults, this.#onCorrupt) > 0;
   }
 
   /** Gives it its owners table. */
@@ -336,6 +350,8 @@ export class SandboxPool {
   #owners: Owners = {};
   #watch?: ReturnType<typeof setInterval>;
   #pending = 0;
+  /** A wait for results on the worker's thread found none (see `waitResults`). */
+  #waitMissed = false;
   #release?: () => void;
   #closed = false;
   readonly #route = new TopicMemo<string | undefined>((t) => parseTopic(t)?.flow);
@@ -418,6 +434,30 @@ export class SandboxPool {
       });
     }
     return { pool, unresolved };
+  }
+
+  /**
+   * While steps run in one sandbox only: waits on this thread up to `ms` for its results and
+   * handles them (see `Reactor.eventWait`). Returns whether any came.
+   */
+  waitResults(ms: number): boolean {
+    if (this.#pending === 0 || this.#waitMissed) return false;
+    let busy: Sandbox | undefined;
+    for (const s of this.#sandboxes) {
+      if (s.pending.size === 0) continue;
+      if (busy) return false;
+      busy = s;
+    }
+    if (!busy) return false;
+    // A wait that found nothing (a slow handler): none more until results come another way, so
+    // that messages do not wait behind each.
+    if (!busy.waitResults(ms)) this.#waitMissed = true;
+    return !this.#waitMissed;
+  }
+
+  /** Whether steps are out in its sandboxes. */
+  get busy(): boolean {
+    return this.#pending > 0;
   }
 
   /** How many sandboxes run. */
@@ -583,6 +623,7 @@ export class SandboxPool {
   }
 
   #done(n: number): void {
+    this.#waitMissed = false;
     this.#pending -= n;
     if (this.#pending === 0) {
       this.#release?.();

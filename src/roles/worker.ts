@@ -155,9 +155,10 @@ export class Worker {
   #stopWatchdog?: () => void;
 
   private constructor(options: WorkerOptions) {
-    // With sandboxes, results come back as messages to this thread's event loop, which an
-    // in-thread wait would hold up (measured: the 3-step flow's peak halved): while steps are
-    // in a sandbox the reactor waits off-thread (`holdForEvents`), else in-thread.
+    // With sandboxes, results come back through shared memory, which an in-thread wait on the
+    // sockets does not watch (measured: the 3-step flow's peak halved): while steps are in a
+    // sandbox the reactor waits for their results on this thread for a moment, then off-thread
+    // (`holdForEvents`, `waitForEventsWith`); else in-thread on the sockets.
     this.#reactor = options.reactor ?? new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
     this.#ownsReactor = !options.reactor;
     this.#o = {
@@ -208,6 +209,17 @@ export class Worker {
         },
         hold: () => w.#reactor.holdForEvents(),
       };
+      // A sandbox's results come through shared memory: while one pool has steps out, the
+      // reactor waits for them on this thread a moment before it waits off-thread.
+      w.#reactor.waitForEventsWith((ms) => {
+        let busy: SandboxPool | undefined;
+        for (const r of w.#versions.all()) {
+          if (!r.pool?.busy || r.pool === busy) continue; // (versions may share a pool)
+          if (busy) return false;
+          busy = r.pool;
+        }
+        return busy?.waitResults(ms) ?? false;
+      });
       const started = await SandboxPool.start({ ...w.#sandboxStart, groups: options.sandboxes });
       base = { version: 0, pool: started.pool };
       unresolved = started.unresolved;

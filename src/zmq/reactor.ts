@@ -85,6 +85,12 @@ const IDLE_TICKS = 4;
  */
 const IDLE_HANDOFF_MS = 1000;
 
+/**
+ * Longest wait on the reactor's thread for events a hold is for (see
+ * {@linkcode Reactor.waitForEventsWith}); messages that come meanwhile wait at most this long.
+ */
+const EVENT_WAIT_MS = 0.5;
+
 /** One turn of the event loop: timers, I/O callbacks and promise chains run, in microseconds. */
 function eventLoopTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -112,6 +118,7 @@ export class Reactor implements SocketHost {
   #polling = false;
   #holds = 0;
   #eventHolds = 0;
+  #eventWait?: (ms: number) => boolean;
   #signalled = false;
   #closing = false;
   #loop?: Promise<void>;
@@ -179,6 +186,17 @@ export class Reactor implements SocketHost {
       released = true;
       if (--this.#eventHolds === 0 && this.#syncWaitMs > 0) this.wake();
     };
+  }
+
+  /**
+   * Sets how to wait on this thread for the work {@linkcode Reactor.holdForEvents} holds for,
+   * where it can be waited for without the event loop (results in shared memory): while such a
+   * hold is on and nothing else is to do, the reactor calls `wait(ms)` before it waits
+   * off-thread, and goes round again at once when it returns `true` (it handled something). A
+   * thread hop and an event-loop turn each way are what the off-thread wait costs per wake-up.
+   */
+  waitForEventsWith(wait: (ms: number) => boolean): void {
+    this.#eventWait = wait;
   }
 
   /**
@@ -368,6 +386,16 @@ export class Reactor implements SocketHost {
             }
           }
         } else {
+          // Held for events that can be waited for here (a sandbox's results): a short wait on
+          // this thread first.
+          if (this.#eventHolds > 0 && this.#eventWait?.(EVENT_WAIT_MS)) {
+            // Results that keep coming this way must not hold timers and I/O back for long.
+            if (performance.now() - lastYield >= this.#yieldMs) {
+              await eventLoopTurn();
+              lastYield = performance.now();
+            }
+            continue;
+          }
           // No in-thread waits, or none for a while: wait on another thread with no timeout, so
           // the event loop runs timers as they fall due, and this thread sleeps until a message
           // or an operation (wake()) comes.
