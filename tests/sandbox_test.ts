@@ -296,3 +296,38 @@ Deno.test("a sandbox's results are waited for on the worker's thread: a fast ste
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a sandboxed worker takes its sandbox's results on its own thread (waitResults) as requests come one at a time", async () => {
+  const { loadFiles } = await import("../src/load.ts");
+  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
+  const { HandlerRegistry } = await import("../src/handler.ts");
+  const { withInProcess } = await import("./in_process.ts");
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-worker-" });
+  const flows = "[F]\n?F?Push\n??Fast\n??done\n";
+  // Counted where the worker's reactor calls it: results taken by the wait on the worker's thread.
+  const original = SandboxPool.prototype.waitResults;
+  let taken = 0;
+  SandboxPool.prototype.waitResults = function (ms: number) {
+    const got = original.call(this, ms);
+    if (got) taken++;
+    return got;
+  };
+  try {
+    await Deno.writeTextFile(`${dir}/h.ts`, "export const fast = () => ({ ok: 1 });\n");
+    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??Fast = ./h.ts#fast\n");
+    await Deno.writeTextFile(`${dir}/flows.ini`, flows);
+    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
+    await withInProcess(
+      { flows, handlers: new HandlerRegistry(), worker: { sandboxes: sandboxGroups(catalog) } },
+      async ({ client }) => {
+        for (let i = 0; i < 40; i++) assert.equal((await client.request("F", {})).action, "done");
+      },
+    );
+    // (Before: never; the reactor waited off-thread for each.) Most come this way; a busy
+    // machine may make some waits miss.
+    assert.ok(taken >= 10, `${taken} of 40 results taken on the worker's thread`);
+  } finally {
+    SandboxPool.prototype.waitResults = original;
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -383,6 +383,7 @@ Deno.test("now(): one reading for a whole pass (its callbacks and afterReceive),
 function withInThreadPair(
   syncWaitMs: number,
   fn: (r: Reactor, a: ReactorSocket, b: ReactorSocket) => Promise<void>,
+  more: ReactorOptions = {},
 ): Promise<void> {
   return withReactor(async (r, dir) => {
     const a = r.socket("PAIR");
@@ -390,7 +391,7 @@ function withInThreadPair(
     const b = r.socket("PAIR");
     await b.connect(ep);
     await fn(r, a, b);
-  }, { syncWaitMs });
+  }, { ...more, syncWaitMs });
 }
 
 Deno.test("in-thread wait: a send that a promise continuation defers to a microtask leaves before the reactor waits", () =>
@@ -458,7 +459,7 @@ Deno.test("in-thread wait: holdForEvents waits off-thread, so another thread's m
     }
   }));
 
-Deno.test("in-thread wait: a hold's events waited for on this thread (waitForEventsWith) are taken as they come, and timers still run while they keep coming", () =>
+Deno.test("in-thread wait: a hold's events waited for on this thread (waitForEventsWith) are taken as they come; timers still run and messages are still read while they keep coming", () =>
   withInThreadPair(500, async (r, a, b) => {
     const inbox = a.messages();
     await b.send([enc.encode("one")]);
@@ -479,8 +480,14 @@ Deno.test("in-thread wait: a hold's events waited for on this thread (waitForEve
       await delay(20);
       const waited = performance.now() - t;
       assert.ok(waited < 500, `a 20 ms timer took ${waited.toFixed(0)} ms`);
-      assert.ok(waits > 20, `${waits} waits for events`);
+      assert.ok(waits >= 5, `${waits} waits for events`);
       assert.equal(r.polling, false, "waiting off-thread while the events came here");
+      // A message that comes while they keep coming is read between two waits (not once they stop).
+      const sent = performance.now();
+      await b.send([enc.encode("mid")]);
+      assert.equal(dec.decode((await inbox.next()).value![0]), "mid");
+      const read = performance.now();
+      assert.ok(read < until, `read only once the events stopped (${(read - sent).toFixed(0)} ms)`);
     } finally {
       release();
       r.waitForEventsWith(() => false);
@@ -488,6 +495,27 @@ Deno.test("in-thread wait: a hold's events waited for on this thread (waitForEve
     await b.send([enc.encode("two")]);
     assert.equal(dec.decode((await inbox.next()).value![0]), "two");
   }));
+
+Deno.test("in-thread wait: a waitForEventsWith hook that throws is reported, and the reactor goes on (it stopped for good)", () => {
+  const errors: unknown[] = [];
+  return withInThreadPair(10, async (r, a, b) => {
+    const inbox = a.messages();
+    let thrown = 0;
+    r.waitForEventsWith(() => {
+      if (thrown++ === 0) throw new Error("a hook that fails once");
+      return false;
+    });
+    const release = r.holdForEvents();
+    await delay(50);
+    release();
+    assert.ok(thrown >= 1, "the hook was called");
+    await b.send([enc.encode("after")]);
+    const got = await withTimeout(inbox.next(), 2000);
+    assert.notEqual(got, TIMED_OUT, "no message after the hook threw: the reactor stopped");
+    assert.equal(dec.decode((got as IteratorResult<Uint8Array[]>).value![0]), "after");
+    assert.deepEqual(errors.map((e) => (e as Error).message), ["a hook that fails once"]);
+  }, { onError: (e) => errors.push(e) });
+});
 
 Deno.test("in-thread wait: after 1 s without a message the reactor sleeps off-thread; the next message still arrives", () =>
   withInThreadPair(10, async (r, a, b) => {

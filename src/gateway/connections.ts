@@ -125,11 +125,13 @@ export const TRIM_AFTER = 1000;
  * thread (34–47 ms measured after 2,000 connections), so it comes only after
  * {@linkcode TRIM_AFTER} connections closed or requests answered, once neither happened for a
  * second; and while connections keep closing (a flood of them), every 10 s. Requests that keep
- * coming do not trim: their stall would land on their answers. The server runs a full V8
- * collection before each trim (`collectGarbage`): V8 lets go of much of what those requests held
+ * coming do not trim: their stall would land on their answers. Once quiet, the server runs a full
+ * V8 collection before the trim (`collectGarbage`): V8 lets go of much of what those requests held
  * (their buffers, Deno's resources) only when it collects them, which its memory reducer does some
  * 8 to 25 s into the quiet (5,000 requests of 50 KB left 100 MiB, 73 before, after one trim
- * without it; with it, 74–88 MiB a second after the load). Times are in milliseconds.
+ * without it; with it, 74–88 MiB a second after the load). A flood's trims do without it: a full
+ * collection would add its pause to theirs while connections still come. Times are in
+ * milliseconds.
  */
 export class TrimPolicy {
   #closed = 0;
@@ -159,11 +161,14 @@ export class TrimPolicy {
     return this.#closed >= TRIM_AFTER || this.#answered >= TRIM_AFTER;
   }
 
-  /** Whether to trim at `now`. */
-  due(now: number): boolean {
+  /**
+   * Whether to trim at `now`: `"quiet"` once nothing happened for a second, `"flood"` every 10 s
+   * while connections keep closing, else `false`.
+   */
+  due(now: number): "quiet" | "flood" | false {
     if (!this.wanted) return false;
-    if (now - this.#lastActivity >= 1000) return true;
-    return this.#closed >= TRIM_AFTER && now - this.#lastTrim >= 10_000;
+    if (now - this.#lastActivity >= 1000) return "quiet";
+    return this.#closed >= TRIM_AFTER && now - this.#lastTrim >= 10_000 ? "flood" : false;
   }
 
   /** A trim was made at `now`. */

@@ -130,7 +130,11 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
     if (!wanted || trimTimer !== undefined) return;
     trimTimer = setInterval(() => {
       const now = performance.now();
-      if (trim.due(now)) {
+      const due = trim.due(now);
+      if (due === "flood") {
+        mallocTrim();
+        trim.trimmed(performance.now());
+      } else if (due === "quiet") {
         // A collection first: V8 frees the buffers of gone connections only when it collects
         // them, and the trim comes once it has (see TRIM_AFTER_GC_MS).
         trim.trimmed(now);

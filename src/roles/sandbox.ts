@@ -124,10 +124,11 @@ export interface SandboxPoolOptions {
   /** A sandbox that was terminated could not start again: the worker cannot go on. */
   readonly onFatal: (message: string) => void;
   /**
-   * Makes the reactor wait for events while any step runs in a sandbox (its results come through
-   * shared memory, or as a message): see `Reactor.holdForEvents` and `SandboxPool.waitResults`.
+   * Makes the reactor wait for events while any step runs in one of `pool`'s sandboxes (its results
+   * come through shared memory, or as a message); returns what ends that: see
+   * `Reactor.holdForEvents` and `SandboxPool.waitResults`.
    */
-  readonly hold: () => () => void;
+  readonly hold: (pool: SandboxPool) => () => void;
 }
 
 /** A mapping entry that no sandbox could load. */
@@ -455,11 +456,6 @@ export class SandboxPool {
     return !this.#waitMissed;
   }
 
-  /** Whether steps are out in its sandboxes. */
-  get busy(): boolean {
-    return this.#pending > 0;
-  }
-
   /** How many sandboxes run. */
   get size(): number {
     return this.#sandboxes.length;
@@ -472,7 +468,7 @@ export class SandboxPool {
       const start = this.#start(topic, header);
       this.#sandboxes[this.#firstOwner(start)].add(d, topic, header, values, start);
     }
-    if (this.#pending++ === 0) this.#release = this.#o.hold();
+    if (this.#pending++ === 0) this.#release = this.#o.hold(this);
   }
 
   /** Where a step message's segment starts (`undefined`: a step the sandbox will answer as bad). */

@@ -144,6 +144,8 @@ export class Worker {
   readonly #stats = { received: 0, steps: 0, results: 0, errors: 0, active: 0, sandboxRestarts: 0 };
   /** The configuration versions held, each with what runs its steps. */
   #versions!: WorkerVersions;
+  /** The sandbox pools with steps out (see `SandboxPoolOptions.hold`). */
+  readonly #busyPools = new Set<SandboxPool>();
   /** How a version's sandboxes are started (with sandboxes). */
   #sandboxStart?: Omit<Parameters<typeof SandboxPool.start>[0], "groups">;
   /** CURVE client options towards the Subject (none on ipc or without keys). */
@@ -207,18 +209,22 @@ export class Worker {
           w.#log.error("{message}: the worker stops", { message });
           void w.close().finally(() => Deno.exit(1));
         },
-        hold: () => w.#reactor.holdForEvents(),
+        hold: (pool) => {
+          const release = w.#reactor.holdForEvents();
+          w.#busyPools.add(pool);
+          return () => {
+            w.#busyPools.delete(pool);
+            release();
+          };
+        },
       };
-      // A sandbox's results come through shared memory: while one pool has steps out, the
-      // reactor waits for them on this thread a moment before it waits off-thread.
+      // A sandbox's results come through shared memory: while one pool has steps out (of any
+      // version, a closing incarnation's too), the reactor waits for them on this thread a
+      // moment before it waits off-thread.
       w.#reactor.waitForEventsWith((ms) => {
-        let busy: SandboxPool | undefined;
-        for (const r of w.#versions.all()) {
-          if (!r.pool?.busy || r.pool === busy) continue; // (versions may share a pool)
-          if (busy) return false;
-          busy = r.pool;
-        }
-        return busy?.waitResults(ms) ?? false;
+        if (w.#busyPools.size !== 1) return false;
+        for (const pool of w.#busyPools) return pool.waitResults(ms);
+        return false;
       });
       const started = await SandboxPool.start({ ...w.#sandboxStart, groups: options.sandboxes });
       base = { version: 0, pool: started.pool };

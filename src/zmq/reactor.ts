@@ -388,7 +388,13 @@ export class Reactor implements SocketHost {
         } else {
           // Held for events that can be waited for here (a sandbox's results): a short wait on
           // this thread first.
-          if (this.#eventHolds > 0 && this.#eventWait?.(EVENT_WAIT_MS)) {
+          if (this.#eventHolds > 0 && this.#waitForEvents()) {
+            // Messages that came meanwhile: the sockets are looked at again (a poll that does not
+            // wait), as the wait on them would have.
+            if (fp) {
+              const n = this.#prepareFds(false);
+              if (n > 0) this.#fired(n, fp.poll(this.#fds, BigInt(n), 0));
+            } else this.#anyInput();
             // Results that keep coming this way must not hold timers and I/O back for long.
             if (performance.now() - lastYield >= this.#yieldMs) {
               await eventLoopTurn();
@@ -433,6 +439,16 @@ export class Reactor implements SocketHost {
     for (const s of [...this.#sockets]) s.closeNow();
     this.#signalOut.close();
     this.#signalIn.close();
+  }
+
+  /** Calls the `waitForEventsWith` hook; one that throws is reported and counts as nothing found. */
+  #waitForEvents(): boolean {
+    try {
+      return this.#eventWait?.(EVENT_WAIT_MS) ?? false;
+    } catch (e) {
+      this.#onError(e);
+      return false;
+    }
   }
 
   #callAll(hooks: readonly (() => void)[]): void {
