@@ -4,8 +4,9 @@
  * of them (`sandbox.ts`): a message costs a copy in and a copy out, and a wake-up only when the
  * reader sleeps (`Atomics.waitAsync`, which keeps the reader's event loop running, as async
  * handlers need; or `Atomics.wait` on a thread with nothing else to do for a moment, as the
- * worker's between its sockets' messages). Measured alone (`bench/channel_probe.ts`), a round trip cost 27–33 µs of CPU
- * against 42–51 µs with `postMessage`, and its p99 at 10,000/s was 90–111 µs against 265–282.
+ * worker's between its sockets' messages). Measured alone (`bench/channel_probe.ts`), a round
+ * trip cost 27–33 µs of CPU against 42–51 µs with `postMessage`, and its p99 at 10,000/s was
+ * 90–111 µs against 265–282.
  *
  * A pending {@linkcode RingReader.wait} does not keep Deno's event loop alive (measured: a test
  * awaiting one with nothing else pending ends with "Promise resolution is still pending"): the

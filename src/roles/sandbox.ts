@@ -439,7 +439,7 @@ export class SandboxPool {
 
   /**
    * While steps run in one sandbox only: waits on this thread up to `ms` for its results and
-   * handles them (see `Reactor.eventWait`). Returns whether any came.
+   * handles them (see `Reactor.waitForEventsWith`). Returns whether any came.
    */
   waitResults(ms: number): boolean {
     if (this.#pending === 0 || this.#waitMissed) return false;
