@@ -323,7 +323,7 @@ Deno.test("a sandboxed worker takes its sandbox's results on its own thread (wai
         for (let i = 0; i < 40; i++) assert.equal((await client.request("F", {})).action, "done");
       },
     );
-    // (Before: never; the reactor waited off-thread for each.) Most come this way (37-39 here); a
+    // (Before: never; the reactor waited off-thread for each.) Most come this way (39-40 here); a
     // busy machine makes waits of 0.5 ms miss more often.
     assert.ok(taken >= 5, `${taken} of 40 results taken on the worker's thread`);
   } finally {
