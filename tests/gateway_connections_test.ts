@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   connectionCap,
   ConnectionGuard,
+  FOLLOW_UP_TRIMS,
   RESERVED_FILES,
   softFileLimit,
   TRIM_AFTER,
@@ -87,17 +88,59 @@ Deno.test("connections: memory is trimmed after 1,000 closes or answers, once qu
   assert.equal(p.due(last + 1000), "quiet", "a second after the last answer");
 });
 
-Deno.test("connections: after a trim nothing more is due until another 1,000 closes or answers", () => {
+Deno.test("connections: after a trim come follow-up trims, every 5 s for a minute, each once quiet for a second; a new wave starts them again", () => {
   const p = new TrimPolicy(0);
   for (let i = 1; i <= TRIM_AFTER; i++) p.answered(i);
   assert.equal(p.due(2000), "quiet");
   p.trimmed(2000);
-  assert.equal(p.wanted, false, "the server stops looking");
-  for (let t = 2000; t <= 120_000; t += 500) assert.equal(p.due(t), false, `at ${t}`);
-  for (let i = 1; i < TRIM_AFTER; i++) p.closed(120_000 + i);
-  assert.equal(p.due(200_000), false, "999 closes");
-  p.closed(200_000);
-  assert.equal(p.due(201_000), "quiet");
+  assert.equal(p.wanted, false);
+  assert.equal(p.pending, true, "follow-ups to come");
+  assert.equal(FOLLOW_UP_TRIMS.length, 12);
+  assert.equal(p.due(6999), false);
+  assert.equal(p.due(7000), "quiet", "5 s after the trim");
+  p.trimmed(7000);
+  // An answer 0.5 s before the next follow-up puts it off until a second after the answer.
+  p.answered(11_500);
+  assert.equal(p.due(12_000), false, "an answer 0.5 s ago");
+  assert.equal(p.due(12_500), "quiet", "quiet for a second, past 10 s");
+  p.trimmed(12_500);
+  assert.equal(p.due(16_999), false);
+  assert.equal(p.due(17_000), "quiet");
+  p.trimmed(17_000);
+  // Requests every 0.5 s from 20 to 33 s: the follow-ups of 22, 27 and 32 s wait, then one trim
+  // takes them all.
+  for (let t = 20_000; t <= 33_000; t += 500) {
+    p.answered(t);
+    assert.equal(p.due(t), false, `at ${t}`);
+  }
+  assert.equal(p.due(34_000), "quiet");
+  p.trimmed(34_000);
+  assert.equal(p.due(34_500), false, "the overdue follow-ups went with that trim");
+  assert.equal(p.due(37_000), "quiet", "the next one, 37 s");
+  p.trimmed(37_000);
+  // A new wave before the last follow-up: its own trim, and follow-ups from that trim.
+  for (let i = 0; i < TRIM_AFTER; i++) p.answered(40_000 + i);
+  assert.equal(p.due(41_500), false, "an answer 0.5 s ago");
+  assert.equal(p.due(42_000), "quiet");
+  p.trimmed(42_000);
+  assert.equal(p.due(46_999), false, "the old follow-ups (at 42, 47 ... 62 s) are replaced");
+  for (let t = 47_000; t <= 102_000; t += 5000) {
+    assert.equal(p.due(t), "quiet", `follow-up at ${t}`);
+    p.trimmed(t);
+  }
+  assert.equal(p.pending, false, "twelve follow-ups, then nothing");
+  assert.equal(p.due(1e9), false);
+});
+
+Deno.test("connections: a trim in a quiet second in the middle of a wave: what the rest of the wave leaves (fewer than 1,000 closes) is trimmed by a follow-up once quiet", () => {
+  const p = new TrimPolicy(0);
+  for (let i = 1; i <= 1500; i++) p.closed(i); // a wave's first 1,500 closes, then a pause
+  assert.equal(p.due(2500), "quiet");
+  p.trimmed(2500);
+  for (let t = 3000; t < 3500; t++) p.closed(t); // the rest of the wave: 500 closes
+  assert.equal(p.wanted, false, "fewer than 1,000 since the trim");
+  assert.equal(p.due(4500), false, "no follow-up due yet");
+  assert.equal(p.due(7500), "quiet", "the follow-up 5 s after the trim, a second into the quiet");
 });
 
 Deno.test("a role has V8's collector without --expose-gc (taken at run time for the trims)", async () => {

@@ -140,7 +140,7 @@ export function serveGuarded(o: GuardedServerOptions, handler: Handler): Guarded
         trim.trimmed(now);
         void collectGarbage().then(() => Deno.unrefTimer(setTimeout(mallocTrim, TRIM_AFTER_GC_MS)));
       }
-      if (trim.wanted) return;
+      if (trim.pending) return;
       clearInterval(trimTimer);
       trimTimer = undefined;
     }, 500);
