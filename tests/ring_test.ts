@@ -118,32 +118,37 @@ Deno.test("ring: a reader that also waits on its own thread (waitSync, drain) be
   try {
     const r = new RingReader(sab);
     let next = 0, bySync = 0, byServe = 0, syncing = false;
+    let target = 0, reached = Promise.withResolvers<void>();
     const take = (m: { tag: number; bytes: Uint8Array }) => {
       assert.equal(m.tag, next, "in order");
       assert.deepEqual(m.bytes, message(next, 300), `message ${next} intact`);
       syncing ? bySync++ : byServe++;
-      next++;
+      if (++next === target) reached.resolve();
     };
     const served = r.serve(take);
-    const until = async (n: number, wait: () => Promise<unknown> | void) => {
-      const deadline = performance.now() + 5000;
-      while (next < n && performance.now() < deadline) await wait();
-      assert.equal(next, n, `stuck after ${next} messages`);
+    /** Asks the writer for a chunk and waits until serve has handed every message of it to `take`. */
+    const chunkToServe = async () => {
+      target = next + chunk;
+      reached = Promise.withResolvers<void>();
+      worker.postMessage({ sab, n: chunk });
+      await withTimeout(reached.promise, 5000);
+      assert.equal(next, target, `stuck after ${next} messages`);
     };
-    const serveTurn = () => new Promise((res) => setTimeout(res, 1));
     for (let k = 0; k < rounds; k++) {
       // A chunk left to serve; then, while serve sleeps, a wait on this thread that finds
       // nothing; then another chunk for serve: its pending wait must still be woken by the writes.
-      worker.postMessage({ sab, n: chunk });
-      await until(next + chunk, serveTurn);
+      await chunkToServe();
       assert.equal(r.waitSync(1), false);
-      worker.postMessage({ sab, n: chunk });
-      await until(next + chunk, serveTurn);
-      // A chunk taken by waiting on this thread.
+      await chunkToServe();
+      // A chunk taken by waiting on this thread (its waits are the thread's own: no event loop).
       worker.postMessage({ sab, n: chunk });
       syncing = true;
-      await until(next + chunk, () => void (r.waitSync(2) && r.drain(take)));
+      const deadline = performance.now() + 5000;
+      for (const end = next + chunk; next < end && performance.now() < deadline;) {
+        if (r.waitSync(2)) r.drain(take);
+      }
       syncing = false;
+      assert.equal(next, (k + 1) * 3 * chunk, `stuck after ${next} messages`);
     }
     r.close();
     assert.notEqual(await withTimeout(served, 5000), TIMED_OUT);

@@ -6,6 +6,13 @@
 import assert from "node:assert/strict";
 import { rolePids } from "../testing/deployment.ts";
 import { runCli, startDeployment } from "./helpers.ts";
+import { loadFiles } from "../src/load.ts";
+import type { Catalog } from "../src/topic/catalog.ts";
+import { sandboxGroups, SandboxPool, type SandboxPoolOptions } from "../src/roles/sandbox.ts";
+import { HandlerRegistry } from "../src/handler.ts";
+import { encodeHeader, TopicCache, utf8 } from "../src/wire/protocol.ts";
+import { TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { withInProcess } from "./in_process.ts";
 
 const COMPONENT = new URL("../fixtures/components/sandbox/", import.meta.url);
 const FILES = ["flows.ini", "mapping.ini"].map((f) => new URL(f, COMPONENT).pathname);
@@ -155,37 +162,49 @@ Deno.test("a handler stuck in its sandbox is stopped at its own [actiontimeout],
 });
 
 /**
- * Starts a sandbox pool on `files` (name → text, with `flows.ini` and `mapping.ini`) written to a
- * temporary folder; returns the error it failed with (the test fails if it started).
+ * Writes `files` (name → text, with `flows.ini` and `mapping.ini`) to a temporary folder, loads
+ * them, and runs `fn` on the catalog; the folder is removed after.
  */
-async function sandboxStartError(files: Record<string, string>): Promise<Error> {
-  const { loadFiles } = await import("../src/load.ts");
-  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
-  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-start-" });
+async function withFiles<T>(files: Record<string, string>, fn: (catalog: Catalog) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-" });
   try {
     for (const [name, text] of Object.entries(files)) await Deno.writeTextFile(`${dir}/${name}`, text);
-    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
-    const started = SandboxPool.start({
-      groups: sandboxGroups(catalog),
-      flows: catalog.flows,
-      timeouts: new Map(),
-      handlerTimeout: 1000,
-      stepLimit: 10,
-      maxMessageSize: 1 << 20,
-      onResult: () => {},
-      onResultsEnd: () => {},
-      onStuck: () => {},
-      onLost: () => {},
-      onSteps: () => {},
-      onFatal: () => {},
-      hold: () => () => {},
-    });
-    const e = await started.then((r) => (r.pool.close(), undefined), (e: Error) => e);
-    assert.ok(e, "the sandbox started");
-    return e;
+    return await fn(await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** `SandboxPool.start`'s options for `catalog`'s handlers: callbacks that do nothing but `more`'s. */
+function poolOptions(catalog: Catalog, more: Partial<SandboxPoolOptions> = {}): SandboxPoolOptions {
+  return {
+    groups: sandboxGroups(catalog),
+    flows: catalog.flows,
+    timeouts: new Map(),
+    handlerTimeout: 1000,
+    stepLimit: 10,
+    maxMessageSize: 1 << 20,
+    onResult: () => {},
+    onResultsEnd: () => {},
+    onStuck: () => {},
+    onLost: () => {},
+    onSteps: () => {},
+    onFatal: () => {},
+    hold: () => () => {},
+    ...more,
+  };
+}
+
+/** Starts a sandbox pool on `files` (see `withFiles`); returns the error it failed with (the test fails if it started). */
+function sandboxStartError(files: Record<string, string>): Promise<Error> {
+  return withFiles(files, async (catalog) => {
+    const e = await SandboxPool.start(poolOptions(catalog)).then(
+      (r) => (r.pool.close(), undefined),
+      (e: Error) => e,
+    );
+    assert.ok(e, "the sandbox started");
+    return e;
+  });
 }
 
 const FLOWS_A = "[A]\n?A?Push\n??a\n??done\n";
@@ -229,41 +248,21 @@ Deno.test("a sandbox whose handler module posts to the main thread while it is e
 });
 
 Deno.test("a sandbox's results are waited for on the worker's thread: a fast step's come within the wait; after a wait that found none (a slow handler), none more until results come the usual way", async () => {
-  const { loadFiles } = await import("../src/load.ts");
-  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
-  const { encodeHeader, TopicCache, utf8 } = await import("../src/wire/protocol.ts");
-  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-wait-" });
-  try {
-    await Deno.writeTextFile(
-      `${dir}/h.ts`,
-      "export const fast = () => ({});\n" +
-        "export const slow = async () => (await new Promise((r) => setTimeout(r, 300)), {});\n",
-    );
-    await Deno.writeTextFile(
-      `${dir}/mapping.ini`,
-      "[actionmapping]\n??Fast = ./h.ts#fast\n??Slow = ./h.ts#slow\n",
-    );
-    await Deno.writeTextFile(
-      `${dir}/flows.ini`,
-      "[F]\n?F?Push\n??Fast\n??done\n[S]\n?S?Push\n??Slow\n??done\n",
-    );
-    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
+  await withFiles({
+    "h.ts": "export const fast = () => ({});\n" +
+      "export const slow = async () => (await new Promise((r) => setTimeout(r, 300)), {});\n",
+    "mapping.ini": "[actionmapping]\n??Fast = ./h.ts#fast\n??Slow = ./h.ts#slow\n",
+    "flows.ini": "[F]\n?F?Push\n??Fast\n??done\n[S]\n?S?Push\n??Slow\n??done\n",
+  }, async (catalog) => {
     const results: number[] = [];
-    const { pool } = await SandboxPool.start({
-      groups: sandboxGroups(catalog),
-      flows: catalog.flows,
-      timeouts: new Map(),
+    let arrived = Promise.withResolvers<void>();
+    const { pool } = await SandboxPool.start(poolOptions(catalog, {
       handlerTimeout: 5000,
-      stepLimit: 10,
-      maxMessageSize: 1 << 20,
-      onResult: (d) => results.push(d),
-      onResultsEnd: () => {},
-      onStuck: () => {},
-      onLost: () => {},
-      onSteps: () => {},
-      onFatal: () => {},
-      hold: () => () => {},
-    });
+      onResult: (d) => {
+        results.push(d);
+        arrived.resolve();
+      },
+    }));
     try {
       const topics = new TopicCache();
       const send = (d: number, flow: string) => {
@@ -278,13 +277,14 @@ Deno.test("a sandbox's results are waited for on the worker's thread: a fast ste
       send(1, "F");
       assert.equal(pool.waitResults(5000), true, "the fast step's result, within the wait");
       assert.deepEqual(results, [1]);
+      arrived = Promise.withResolvers<void>();
       send(2, "S");
       assert.equal(pool.waitResults(20), false, "the slow step's is not there in 20 ms");
       const t0 = performance.now();
       assert.equal(pool.waitResults(5000), false);
       assert.ok(performance.now() - t0 < 100, "no second wait after one that found none");
       // The slow step's result comes through the event loop.
-      for (let i = 0; i < 100 && results.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.notEqual(await withTimeout(arrived.promise, 5000), TIMED_OUT, "the slow step's result");
       assert.deepEqual(results, [1, 2]);
       send(3, "F");
       assert.equal(pool.waitResults(5000), true, "waits again once results came");
@@ -292,17 +292,10 @@ Deno.test("a sandbox's results are waited for on the worker's thread: a fast ste
     } finally {
       pool.close();
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a sandboxed worker takes its sandbox's results on its own thread (waitResults) as requests come one at a time", async () => {
-  const { loadFiles } = await import("../src/load.ts");
-  const { SandboxPool, sandboxGroups } = await import("../src/roles/sandbox.ts");
-  const { HandlerRegistry } = await import("../src/handler.ts");
-  const { withInProcess } = await import("./in_process.ts");
-  const dir = await Deno.makeTempDir({ prefix: "zm-sbx-worker-" });
   const flows = "[F]\n?F?Push\n??Fast\n??done\n";
   // Counted where the worker's reactor calls it: results taken by the wait on the worker's thread.
   const original = SandboxPool.prototype.waitResults;
@@ -313,21 +306,21 @@ Deno.test("a sandboxed worker takes its sandbox's results on its own thread (wai
     return got;
   };
   try {
-    await Deno.writeTextFile(`${dir}/h.ts`, "export const fast = () => ({ ok: 1 });\n");
-    await Deno.writeTextFile(`${dir}/mapping.ini`, "[actionmapping]\n??Fast = ./h.ts#fast\n");
-    await Deno.writeTextFile(`${dir}/flows.ini`, flows);
-    const catalog = await loadFiles([`${dir}/flows.ini`, `${dir}/mapping.ini`]);
-    await withInProcess(
-      { flows, handlers: new HandlerRegistry(), worker: { sandboxes: sandboxGroups(catalog) } },
-      async ({ client }) => {
-        for (let i = 0; i < 40; i++) assert.equal((await client.request("F", {})).action, "done");
-      },
-    );
+    await withFiles({
+      "h.ts": "export const fast = () => ({ ok: 1 });\n",
+      "mapping.ini": "[actionmapping]\n??Fast = ./h.ts#fast\n",
+      "flows.ini": flows,
+    }, (catalog) =>
+      withInProcess(
+        { flows, handlers: new HandlerRegistry(), worker: { sandboxes: sandboxGroups(catalog) } },
+        async ({ client }) => {
+          for (let i = 0; i < 40; i++) assert.equal((await client.request("F", {})).action, "done");
+        },
+      ));
     // (Before: never; the reactor waited off-thread for each.) Most come this way (39-40 here); a
     // busy machine makes waits of 0.5 ms miss more often.
     assert.ok(taken >= 5, `${taken} of 40 results taken on the worker's thread`);
   } finally {
     SandboxPool.prototype.waitResults = original;
-    await Deno.remove(dir, { recursive: true });
   }
 });

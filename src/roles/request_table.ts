@@ -7,9 +7,9 @@
  * compacts away the deleted entries), and each copy, alive, lives on into the old generation: a
  * third of what the Subject's young generation promoted at peak was such tables (a sampling heap
  * profile, docs/performance.md round 13). One table makes one copy where three made three. A
- * request that pauses leaves the table (the
- * metrics keep its acceptance time apart: {@linkcode ParkHook}), so that the table's bound counts
- * requests in flight only. Pure: no sockets, no clock.
+ * request that pauses leaves the table (the metrics keep its acceptance time apart:
+ * {@linkcode ParkHook}), so that the table's bound counts requests in flight only. Pure: no
+ * sockets, no clock.
  *
  * @example
  * ```ts

@@ -223,8 +223,8 @@ export class Worker {
       // moment before it waits off-thread.
       w.#reactor.waitForEventsWith((ms) => {
         if (w.#busyPools.size !== 1) return false;
-        for (const pool of w.#busyPools) return pool.waitResults(ms);
-        return false;
+        const [pool] = w.#busyPools;
+        return pool.waitResults(ms);
       });
       const started = await SandboxPool.start({ ...w.#sandboxStart, groups: options.sandboxes });
       base = { version: 0, pool: started.pool };
