@@ -468,3 +468,62 @@ Deno.test("connection cap: another connection's copy of an id, refused overloade
   }
   assert.equal((await holder.final).action, "done");
 });
+
+Deno.test("connection cap: two connections whose libzmq routing ids read as the same UTF-8 text are two connections (each its own acknowledgements and cap)", async () => {
+  // Routing ids as libzmq makes them for peers that name none (a 0 and a counter); these two are
+  // consecutive, and both decode to "\0\x01\x02\x03\uFFFD" as UTF-8. Keyed by that text, the
+  // Subject counted the second request against the first connection's cap of 1 and answered it
+  // overloaded (checked); acknowledgements owed to both in one turn went to one of them only
+  // (intake_test.ts).
+  await using d = await startDeployment({ workers: 1, args: ["--max-in-flight-per-connection", "1"] });
+  const watcher = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const finals = new Map<string, string>();
+    const subscription = await watcher.subscribe("Slow~~~~");
+    void (async () => {
+      for await (const p of subscription) {
+        if (p.action === "done" || p.action === "error") finals.set(p.id, p.error?.code ?? "done");
+      }
+    })();
+    const enc = new TextEncoder();
+    const told = new Map<string, string[]>(); // what each connection was told: "ACK id", "NACK id"
+    const services = [0x80, 0x81].map(async (last, i) => {
+      const name = `svc${i}`;
+      told.set(name, []);
+      const s = reactor.socket("DEALER", { routingId: new Uint8Array([0, 1, 2, 3, last]) });
+      s.onMessage((frames) => {
+        const kind = new TextDecoder().decode(frames[0]);
+        let list: unknown = [];
+        try {
+          list = JSON.parse(new TextDecoder().decode(frames[1]));
+        } catch { /* not a list */ }
+        for (const e of Array.isArray(list) ? list : []) {
+          told.get(name)!.push(`${kind} ${typeof e === "string" ? e : e?.id}`);
+        }
+      });
+      await s.connect(`ipc://${d.dir}/subject`);
+      return s;
+    });
+    const [a, b] = await Promise.all(services);
+    // Both at once, each one request of a 1.5 s step: both in flight together, each within its cap.
+    await Promise.all([a, b].map((s, i) =>
+      s.send([
+        enc.encode("Slow~~~~"),
+        enc.encode(JSON.stringify({ v: 1, id: `r${i}` })),
+        enc.encode(JSON.stringify({ ms: 1500 })),
+      ])
+    ));
+    const deadline = performance.now() + 20_000;
+    while (finals.size < 2 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(
+      Object.fromEntries(finals),
+      { r0: "done", r1: "done" },
+      "both ran, neither was over its cap",
+    );
+    assert.deepEqual(Object.fromEntries(told), { svc0: ["ACK r0"], svc1: ["ACK r1"] });
+  } finally {
+    await reactor.close();
+    await watcher.close();
+  }
+});

@@ -3,7 +3,7 @@
 // publishes. Real processes (`cli.ts start`), real sockets, a real SIGKILL.
 import assert from "node:assert/strict";
 import { Client } from "../src/client/client.ts";
-import { readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { delay, readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { BatchWriter } from "../src/wire/batch.ts";
 import { IntegrationManager } from "../src/roles/integration_manager.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -173,6 +173,47 @@ Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnat
     const s = im.stats();
     assert.equal(s.repeated, 1);
     assert.equal(s.dropped, 0);
+  } finally {
+    await r.close();
+    await im.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("the IM acknowledges each sender on its own connection, also two whose libzmq routing ids read as the same UTF-8 text", async () => {
+  // libzmq's ids for peers that name none are a 0 and a counter; these two are consecutive and
+  // both decode to "\0\x01\x02\x03\uFFFD" as UTF-8. Keyed by that text, the acknowledgements owed
+  // to both in one pass went to one of them (checked: the other missed most of its own).
+  const dir = await Deno.makeTempDir({ prefix: "zmim" });
+  const r = new Reactor();
+  const im = await IntegrationManager.start({
+    pullAddress: `ipc://${dir}/im-pull`,
+    pubAddress: `ipc://${dir}/im-pub`,
+    warmupMs: 0,
+  });
+  try {
+    const enc = new TextEncoder();
+    const dec = new TextDecoder();
+    const n = 300;
+    const senders = await Promise.all([0x80, 0x81].map(async (last, i) => {
+      const s = r.socket("DEALER", { routingId: new Uint8Array([0, 1, 2, 3, last]) });
+      const acked: number[] = [];
+      s.onMessage((f) => {
+        if (dec.decode(f[0]) === "ACK") acked.push(...JSON.parse(dec.decode(f[2])) as number[]);
+      });
+      await s.connect(`ipc://${dir}/im-pull`);
+      return { s, acked, first: 1 + i * 10_000 };
+    }));
+    // Interleaved, so that the IM's passes take pings of both.
+    for (let k = 0; k < n; k++) {
+      for (const { s, first } of senders) await s.send([enc.encode("PING"), enc.encode(String(first + k))]);
+    }
+    const deadline = performance.now() + 10_000;
+    while (senders.some((x) => x.acked.length < n) && performance.now() < deadline) await delay(20);
+    await delay(100); // an acknowledgement sent to the wrong sender would have come by now
+    for (const { acked, first } of senders) {
+      assert.deepEqual(acked, Array.from({ length: n }, (_, k) => first + k), "each its own pings, in order");
+    }
   } finally {
     await r.close();
     await im.close();

@@ -171,6 +171,22 @@ Deno.test("acknowledgements: sent at most once per ACK_EVERY_MS while busy, ever
   assert.deepEqual(acks.take().map((a) => a.ids), [["r2"]]);
 });
 
+Deno.test("acknowledgements: two connections whose routing ids decode to the same UTF-8 text are owed their own", () => {
+  const { acks } = setup();
+  acks.take(); // the set-up's own connection
+  // libzmq's ids for peers that name none: a 0 and a counter. These two, consecutive, both decode
+  // to "\0\x01\x02\x03\uFFFD" as UTF-8, and shared one list (and so one cap) before.
+  const one = new Uint8Array([0, 1, 2, 3, 0x80]);
+  const two = new Uint8Array([0, 1, 2, 3, 0x81]);
+  acks.accept(acks.list(one), "a");
+  acks.accept(acks.list(two), "b");
+  acks.accept(acks.list(one.slice()), "c"); // the same id again, as a new receive's frame
+  const sent = acks.take();
+  assert.deepEqual(sent.map((a) => [[...a.idFrame], a.ids]), [[[...one], ["a", "c"]], [[...two], ["b"]]]);
+  assert.notEqual(sent[0].key, sent[1].key);
+  assert.equal(acks.list(utf8("worker-7")).key, "worker-7", "an ASCII id reads as itself");
+});
+
 Deno.test("back-pressure: stop reading at any limit, read again only once all are below half", () => {
   const limits = { maxPending: 100, backlog: 1000, held: 10_000 };
   assert.equal(pressure({ queued: 100, backlog: 0, held: 0 }, limits), "pause");

@@ -28,6 +28,7 @@ import {
   type ErrorCode,
   type Header,
   parseTopic,
+  routingKey,
   sendNumber,
   text,
   type TopicFields,
@@ -85,7 +86,7 @@ export class AckBook {
 
   /** What the connection with routing id `idFrame` is owed. */
   list(idFrame: Uint8Array): AckList {
-    const k = text(idFrame);
+    const k = routingKey(idFrame);
     let a = this.#acks.get(k);
     if (!a) this.#acks.set(k, a = { idFrame, key: k, ids: [] });
     return a;

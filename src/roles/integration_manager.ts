@@ -13,7 +13,7 @@ import { BatchView, internalFrameLimit, isBatch } from "../wire/batch.ts";
 import { queueHwm, subscriberHwm } from "./byte_budget.ts";
 import { DEFAULT_SUBSCRIBER_BUFFER } from "../config.ts";
 import { logger } from "../log.ts";
-import { DEFAULT_MAX_MESSAGE_SIZE, text, utf8 } from "../wire/protocol.ts";
+import { DEFAULT_MAX_MESSAGE_SIZE, routingKey, text, utf8 } from "../wire/protocol.ts";
 import { Opt } from "../zmq/ffi.ts";
 import { Reactor, type ReactorSocket, ROLE_SYNC_WAIT_MS } from "../zmq/reactor.ts";
 import { bindSecure, type Security } from "./security.ts";
@@ -238,7 +238,7 @@ export class IntegrationManager {
     const ack = (idFrame: Uint8Array, seqFrame: Uint8Array): number | undefined => {
       const seq = Number(text(seqFrame));
       if (!Number.isSafeInteger(seq) || seq <= 0) return undefined;
-      const k = text(idFrame);
+      const k = routingKey(idFrame);
       let a = acks.get(k);
       if (!a) acks.set(k, a = { idFrame, seqs: [] });
       a.seqs.push(seq);

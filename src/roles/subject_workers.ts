@@ -11,7 +11,7 @@
 import type { Flow } from "../topic/flow_file.ts";
 import { BATCH_FLUSH_BYTES, BatchView, BatchWriter, sendBatch } from "../wire/batch.ts";
 import { CONTROL, CONTROL_FRAMES, decodeStuck, decodeWorkerStatus } from "../wire/control.ts";
-import { encodeHeader, text, utf8 } from "../wire/protocol.ts";
+import { encodeHeader, routingKey, text, utf8 } from "../wire/protocol.ts";
 import { METRICS_TOPIC } from "./metrics.ts";
 import type { ReactorSocket } from "../zmq/reactor.ts";
 import type { logger } from "../log.ts";
@@ -176,7 +176,7 @@ export class WorkerSide {
 
   #onMessage(frames: Uint8Array[]): void {
     if (frames.length < 2) return this.#host.drop("frame_count", "worker message without a type");
-    const key = text(frames[0]);
+    const key = routingKey(frames[0]);
     const type = text(frames[1]);
     if (type === CONTROL.RESULTS) {
       // [id, RESULTS, batch of (d, kind, topic, header, values)]
