@@ -533,6 +533,45 @@ Deno.test("in-thread wait: after 1 s without a message the reactor sleeps off-th
     assert.equal(r.polling, false, "a message came: back to in-thread waits");
   }));
 
+Deno.test("in-thread wait: with a second reactor running on the thread, neither blocks it, so neither's messages wait for the other's waits", () =>
+  // The role's in-thread wait is 300 ms: while it blocked the thread, every reply to the client
+  // (on a reactor of its own) waited for its end, about 300 ms a round trip (checked).
+  withInThreadPair(300, async (r, a, b) => {
+    a.onMessage((f) => void a.send(f)); // the role answers from its callback
+    const inbox = b.messages();
+    await b.send([enc.encode("warm")]);
+    await inbox.next();
+    await using client = new Reactor();
+    const c = client.socket("PAIR");
+    const dir = await Deno.makeTempDir({ prefix: "zmt" });
+    try {
+      const echo = r.socket("PAIR");
+      echo.onMessage((f) => void echo.send(f));
+      await c.connect(await bound(echo, endpointFor("ipc", dir)));
+      const replies = c.messages();
+      const trips: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const t = performance.now();
+        await c.send([enc.encode(String(i))]);
+        assert.equal(dec.decode((await replies.next()).value![0]), String(i));
+        trips.push(performance.now() - t);
+      }
+      trips.sort((x, y) => x - y);
+      assert.ok(
+        trips[10] < 100,
+        `round trips ${trips.map((x) => x.toFixed(0))} ms: the role's waits held the client`,
+      );
+      assert.equal(r.polling, true, "with a second reactor running, the role still waits in-thread");
+      // The client closed: alone again, the role's reactor waits in-thread from its next message.
+      await client.close();
+      await b.send([enc.encode("again")]);
+      assert.equal(dec.decode((await inbox.next()).value![0]), "again");
+      assert.equal(r.polling, false, "alone again, yet still waiting off-thread");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
+
 for (const syncWaitMs of [10, 0]) {
   Deno.test(
     `the reactor waits on the sockets' descriptors: sockets that send right after they receive miss no message (${

@@ -39,8 +39,10 @@ export interface ReactorOptions {
    * costs ~0.2 ms per message; an in-thread wait wakes in microseconds and uses no CPU, but
    * holds other JavaScript (timers, I/O callbacks, promise continuations) for at most this
    * long, so it suits processes whose work is done in `onMessage` callbacks (the roles). After
-   * 1 s without a message the reactor waits off-thread until one comes. 0 disables it;
-   * {@linkcode Reactor.holdSyncWait} cuts it to 1 ms while async work is pending. @default {0}
+   * 1 s without a message the reactor waits off-thread until one comes, and it waits off-thread
+   * whenever another reactor runs on the same thread (whose messages the wait would hold up). 0
+   * disables it; {@linkcode Reactor.holdSyncWait} cuts it to 1 ms while async work is pending.
+   * @default {0}
    */
   readonly syncWaitMs?: number;
   /**
@@ -97,6 +99,16 @@ function eventLoopTurn(): Promise<void> {
 }
 
 let reactorCount = 0;
+
+/**
+ * The reactors whose loop runs on this thread (module state is per isolate: a Web Worker has its
+ * own). A reactor blocks the thread in a wait only while it is the only one: during such a wait
+ * another reactor's messages, its completed off-thread wait and every timer wait for the wait's
+ * end (a request through a Subject, an IM and a worker in one process took 22.6 ms at p50 with
+ * the client on a reactor of its own, against 1.2 ms with one shared; docs/performance.md, round
+ * 15). Two or more wait off-thread, each woken through the event loop.
+ */
+const running = new Set<Reactor>();
 
 /** Runs sockets on one off-thread poll. Create sockets with {@linkcode Reactor.socket}. */
 export class Reactor implements SocketHost {
@@ -326,7 +338,14 @@ export class Reactor implements SocketHost {
   }
 
   #start(): void {
-    this.#loop ??= this.#run().catch((e) => this.#onError(e));
+    if (this.#loop) return;
+    running.add(this);
+    this.#loop = this.#run().catch((e) => this.#onError(e)).finally(() => running.delete(this));
+  }
+
+  /** True while this is the only reactor running on this thread (see `running`). */
+  get #alone(): boolean {
+    return running.size === 1;
   }
 
   async #run(): Promise<void> {
@@ -365,7 +384,7 @@ export class Reactor implements SocketHost {
         this.#callAll(this.#onIdle);
       }
       if (work === 0 && this.#ops.length === 0) {
-        const inThread = this.#syncWaitMs > 0 && this.#eventHolds === 0 &&
+        const inThread = this.#syncWaitMs > 0 && this.#eventHolds === 0 && this.#alone &&
           (this.#holds > 0 || now - this.#lastMessage < IDLE_HANDOFF_MS);
         const fp = this.#fdPoll;
         if (inThread) {
@@ -388,7 +407,7 @@ export class Reactor implements SocketHost {
         } else {
           // Held for events that can be waited for here (a sandbox's results): a short wait on
           // this thread first.
-          if (this.#eventHolds > 0 && this.#waitForEvents()) {
+          if (this.#eventHolds > 0 && this.#alone && this.#waitForEvents()) {
             // Messages that came meanwhile: the sockets are looked at again (a poll that does not
             // wait), as the wait on them would have.
             if (fp) {
