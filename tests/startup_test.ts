@@ -8,6 +8,7 @@ import { readUntil } from "../src/_async.ts";
 import { Client } from "../src/client/client.ts";
 import { killRole, rolePids } from "../testing/deployment.ts";
 import { RestartBackoff } from "../src/cli/supervisor.ts";
+import { SUBJECT_V8_FLAGS, WORKER_V8_FLAGS } from "../src/cli/start.ts";
 import { CLI, RUNTIME_FIXTURE, spawnStart, startDeployment } from "./helpers.ts";
 
 const FLOWS = "[Bad]\n?Bad?Push\nT?Bad?go\n??done\n";
@@ -171,20 +172,16 @@ Deno.test("start --strict runs the basic fixture", async () => {
   assert.deepEqual(p.values.trace, ["one", "two", "three"]);
 });
 
-Deno.test("start runs the Subject with the V8 flags the README names (its memory at peak load)", async () => {
+Deno.test("start runs the Subject and the workers with the V8 flags the README names (their memory at peak load)", async () => {
   await using dep = await startDeployment({ workers: 1 });
-  const [pid] = await rolePids(dep.dir, "subject");
-  assert.ok(pid !== undefined, "a Subject");
-  const args = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
-  assert.ok(
-    args.includes("--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50"),
-    `the Subject's command line: ${args.join(" ")}`,
-  );
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
-  assert.ok(
-    readme.includes("`--v8-flags=--max-semi-space-size=8,--heap-growing-percent=50`"),
-    "README says so",
-  );
+  for (const [role, flags] of [["subject", SUBJECT_V8_FLAGS], ["worker", WORKER_V8_FLAGS]]) {
+    const [pid] = await rolePids(dep.dir, role);
+    assert.ok(pid !== undefined, `a ${role}`);
+    const args = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+    assert.ok(args.includes(`--v8-flags=${flags}`), `the ${role}'s command line: ${args.join(" ")}`);
+    assert.ok(readme.includes(`\`--v8-flags=${flags}\``), `README names the ${role}'s flags`);
+  }
 });
 
 Deno.test("a second start on a runtime directory exits 1 naming it and the holder; the first keeps serving", async () => {
