@@ -290,6 +290,77 @@ Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000
   }
 });
 
+/** Waits (10 s at most) until the Subject's counters satisfy `ok`; returns them. */
+async function subjectStats(dir: string, ok: (s: Record<string, unknown>) => boolean) {
+  let s: Record<string, unknown> = {};
+  for (let i = 0; i < 100; i++) {
+    s = await roleStats(dir, "subject").catch(() => ({}));
+    if (ok(s)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return s;
+}
+
+Deno.test("two workers whose routing ids read alike as UTF-8 are two workers: one step each", async () => {
+  // libzmq's own kind of id (a 0 and a counter); both decode to "\0\x01\x02\x03\uFFFD". Keyed by
+  // that text, the Subject took them for one worker and sent it both steps (checked).
+  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "500"] });
+  await using client = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const got = [0, 0];
+    for (const [k, last] of [0x80, 0x81].entries()) {
+      const w = reactor.socket("DEALER", { routingId: new Uint8Array([0, 1, 2, 3, last]) });
+      await w.connect(`ipc://${d.dir}/workers`);
+      w.onMessage((f) => got[k] += readBatch(f[1])?.length ?? 0);
+      await w.send([enc.encode("READY"), enc.encode('{"credit": 1}')]);
+    }
+    assert.equal((await subjectStats(d.dir, (s) => s.workers === 2)).workers, 2, "two workers joined");
+    const pending = [0, 1].map(() => client.request("Three", {}, { timeout: 5000 }).catch(() => undefined));
+    const deadline = performance.now() + 5000;
+    while (got[0] + got[1] < 2 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got, [1, 1], "one step each (credit 1 each)");
+    void pending;
+  } finally {
+    await reactor.close();
+  }
+});
+
+Deno.test("a worker whose name is UTF-8 beyond ASCII reports a blocked handler (STUCK) in that name: the Subject takes it", async () => {
+  // Keyed one character per byte, its key was "wÃ¶rker-Ã¼" and the report's name "wörker-ü": the
+  // report was dropped as a bad worker message (found by an outside review).
+  const id = "wörker-ü";
+  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "500"] });
+  await using client = await d.connect();
+  const reactor = new Reactor();
+  try {
+    const w = reactor.socket("DEALER", { routingId: id });
+    await w.connect(`ipc://${d.dir}/workers`);
+    const tags: number[] = [];
+    w.onMessage((f) => {
+      for (const r of readBatch(f[1]) ?? []) tags.push(r.tag);
+    });
+    await w.send([enc.encode("READY"), enc.encode('{"credit": 10, "watch": "secret"}')]);
+    const pending = client.request("Three", {}, { timeout: 10_000 }).catch(() => undefined);
+    const deadline = performance.now() + 5000;
+    while (!tags.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(tags.length, 1, "the worker got the step");
+    const before = await subjectStats(d.dir, (s) => s.workers === 1);
+    assert.equal(before.workers, 1);
+    const report = { worker: id, d: tags[0], ms: 0, why: "a test", token: "secret" };
+    await w.send([enc.encode("STUCK"), enc.encode(JSON.stringify(report))]);
+    const after = await subjectStats(d.dir, (s) => s.workers === 0);
+    assert.deepEqual(
+      { workers: after.workers, dropped: after.dropped },
+      { workers: 0, dropped: before.dropped },
+      "the report took the worker out, and was not itself dropped",
+    );
+    void pending;
+  } finally {
+    await reactor.close();
+  }
+});
+
 Deno.test("only the worker a step was sent to may answer it: a forged final for another worker's step is refused", async () => {
   await using d = await startDeployment({ workers: 1 });
   await using client = await d.connect();

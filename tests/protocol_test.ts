@@ -10,8 +10,10 @@ import {
   flatHeader,
   formatTopic,
   isFinal,
+  isUtf8,
   parseTopic,
   publicationJson,
+  routingKey,
   subscriptionPrefix,
   TopicMemo,
   toPublication,
@@ -196,4 +198,46 @@ Deno.test("TopicMemo.getBytes: the value of the topic's text; the same bytes aga
   assert.equal(memo.getBytes(utf8("é~~~~x")), "É~~~~X");
   assert.equal(memo.getBytes(utf8("A~~~~x")), "A~~~~X", "from the memo by text");
   assert.deepEqual(made, ["A~~~~x", "B~~~~x", "é~~~~x"]);
+});
+
+Deno.test("routing keys: two ids are one key only when they are the same bytes; UTF-8 ids read as their text", () => {
+  const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const bytes = fc.oneof(
+    fc.uint8Array({ maxLength: 12 }),
+    fc.string({ unit: "grapheme", maxLength: 6 }).map((t) => new TextEncoder().encode(t)),
+    // libzmq's own ids: a 0 and a counter
+    fc.integer({ min: 0, max: 0xffffffff }).map((n) =>
+      new Uint8Array([0, n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255])
+    ),
+  );
+  fc.assert(
+    fc.property(bytes, bytes, (a, b) => {
+      let valid = true;
+      try {
+        strict.decode(a);
+      } catch {
+        valid = false;
+      }
+      assert.equal(isUtf8(a), valid, `isUtf8 of ${[...a]}`);
+      if (valid) assert.equal(routingKey(a), strict.decode(a));
+      const same = a.length === b.length && a.every((x, i) => x === b[i]);
+      assert.equal(routingKey(a) === routingKey(b), same, `${[...a]} and ${[...b]}`);
+    }),
+    { numRuns: 5000 },
+  );
+  // Edge cases of UTF-8 that a loose check lets through: overlong, surrogate, past U+10FFFF, cut short.
+  for (
+    const bad of [[0xc0, 0x80], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [
+      0xe2,
+      0x82,
+    ]]
+  ) {
+    assert.equal(isUtf8(new Uint8Array(bad)), false, `${bad}`);
+  }
+  const bom = new Uint8Array([0xef, 0xbb, 0xbf, 0x61]);
+  assert.notEqual(routingKey(bom), routingKey(new Uint8Array([0x61])), "a leading U+FEFF is kept");
+  assert.equal(routingKey(new TextEncoder().encode("wörker-7")), "wörker-7");
+  // An id that is not UTF-8, one character per byte, against the UTF-8 text of those characters:
+  // [0xc3] would read "Ã", as [0xc3, 0x83] does.
+  assert.notEqual(routingKey(new Uint8Array([0xc3])), routingKey(new Uint8Array([0xc3, 0x83])));
 });

@@ -561,11 +561,14 @@ Deno.test("in-thread wait: with a second reactor running on the thread, neither 
         trips[10] < 100,
         `round trips ${trips.map((x) => x.toFixed(0))} ms: the role's waits held the client`,
       );
+      // A timer runs during an off-thread wait, and only between in-thread waits (`polling` false).
+      await delay(20);
       assert.equal(r.polling, true, "with a second reactor running, the role still waits in-thread");
       // The client closed: alone again, the role's reactor waits in-thread from its next message.
       await client.close();
       await b.send([enc.encode("again")]);
       assert.equal(dec.decode((await inbox.next()).value![0]), "again");
+      await delay(20);
       assert.equal(r.polling, false, "alone again, yet still waiting off-thread");
     } finally {
       await Deno.remove(dir, { recursive: true });

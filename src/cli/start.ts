@@ -132,14 +132,14 @@ async function supervise(config: Config, options: StartOptions): Promise<number>
         // The IM collects garbage before it hands freed memory back (see IntegrationManager).
         ...(role === "integration-manager" ? ["--v8-flags=--expose-gc"] : []),
         // The Subject's young generation capped at 4 MiB a semi-space (8 MiB: peak RSS 186-194 ->
-        // 145-150 MiB; 4 MiB: 116-118 -> 110-114, no loss of peak seen), and its old generation let
+        // 145-150 MiB; 4 MiB: 116-123 -> 109-115, no loss of peak seen), and its old generation let
         // grow to 1.5x what the last full collection kept, where V8 chose up to 4x: about 13 MiB
         // live, so it collects at about 20 MiB instead of 50-60 (peak RSS 150-163 -> 112-122 MiB,
         // the peak rate about 3% lower; a growth factor, not a limit: a Subject that holds more
         // grows with it). docs/performance.md, rounds 3, 5 and 16.
         ...(role === "subject" ? [`--v8-flags=${SUBJECT_V8_FLAGS}${imInSubject ? ",--expose-gc" : ""}`] : []),
         // A worker's young generation (its thread's and each sandbox's) capped the same way: peak
-        // RSS 118-133 -> 103-108 MiB, no loss of peak seen (docs/performance.md, round 16).
+        // RSS 118-143 -> 102-111 MiB, no loss of peak seen (docs/performance.md, round 16).
         ...(role === "worker" ? [`--v8-flags=${WORKER_V8_FLAGS}`] : []),
         // The only way Deno gives a thread permissions of its own (README, "Handler sandbox").
         ...(role === "worker" && config.sandbox ? ["--unstable-worker-options"] : []),

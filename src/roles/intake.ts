@@ -50,7 +50,7 @@ export interface Nack {
 export interface AckList {
   /** Its routing id. */
   readonly idFrame: Uint8Array;
-  /** Its routing id as text (the connection's key). */
+  /** Its routing id as a key (`routingKey`: the connection's key). */
   readonly key: string;
   /** Ids of the messages taken (`ACK`). */
   readonly ids: string[];

@@ -174,23 +174,64 @@ export function text(b: Uint8Array): string {
   return decoder.decode(b);
 }
 
+/** Decodes UTF-8 keeping a leading U+FEFF (for {@linkcode routingKey}: "\uFEFFa" and "a" are two ids). */
+const keyDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
 /**
- * A ROUTER socket's routing id as a map key: one character per byte, so that two ids are the
- * same key only when they are the same bytes. libzmq names a peer that sets no id with 5 bytes,
- * a 0 and a counter, and {@linkcode text} decodes every byte of it that is not valid UTF-8 to
- * U+FFFD: 40 connections to one ROUTER gave 26 keys (measured), so two services shared their
- * acknowledgements and their cap on requests in flight. An ASCII id (a worker's) reads as itself.
+ * A ROUTER socket's routing id as a map key: two ids are the same key only when they are the same
+ * bytes, and an id that is UTF-8 text (a worker's name) reads as that text, so that it matches the
+ * name a worker gives in a report and reads well in logs. Any other id (libzmq names a peer that
+ * sets none with 5 bytes, a 0 and a counter) is a lone U+D800, which no UTF-8 text decodes to,
+ * and then one character per byte. {@linkcode text} was no such key: it decodes every byte that
+ * is not UTF-8 to U+FFFD, so 40 connections to one ROUTER gave 26 keys (measured), and two services
+ * shared their acknowledgements and their cap on requests in flight.
  *
  * @example
  * ```ts
  * import { routingKey } from "./protocol.ts";
  * routingKey(new Uint8Array([0, 1, 2, 3, 0x80])) === routingKey(new Uint8Array([0, 1, 2, 3, 0x81])); // false
- * routingKey(new TextEncoder().encode("worker-7")); // "worker-7"
+ * routingKey(new TextEncoder().encode("wörker-7")); // "wörker-7"
  * ```
  */
 export function routingKey(id: Uint8Array): string {
+  let ascii = true;
+  for (let i = 0; i < id.length; i++) {
+    if (id[i] > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
   // A routing id is at most 255 bytes (libzmq), well within the arguments a call may take.
-  return String.fromCharCode.apply(null, id as unknown as number[]);
+  const bytes = () => String.fromCharCode.apply(null, id as unknown as number[]);
+  if (ascii) return bytes();
+  return isUtf8(id) ? keyDecoder.decode(id) : "\uD800" + bytes();
+}
+
+/** True if `b` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+export function isUtf8(b: Uint8Array): boolean {
+  const n = b.length;
+  for (let i = 0; i < n;) {
+    const c = b[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    let more: number, lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) more = 1;
+    else if (c >= 0xe0 && c <= 0xef) {
+      more = 2;
+      if (c === 0xe0) lo = 0xa0; // overlong
+      else if (c === 0xed) hi = 0x9f; // surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      more = 3;
+      if (c === 0xf0) lo = 0x90; // overlong
+      else if (c === 0xf4) hi = 0x8f; // past U+10FFFF
+    } else return false;
+    if (i + more >= n || b[i + 1] < lo || b[i + 1] > hi) return false;
+    for (let k = 2; k <= more; k++) if (b[i + k] < 0x80 || b[i + k] > 0xbf) return false;
+    i += more + 1;
+  }
+  return true;
 }
 
 /**
