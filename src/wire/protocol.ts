@@ -194,17 +194,9 @@ const keyDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
  * ```
  */
 export function routingKey(id: Uint8Array): string {
-  let ascii = true;
-  for (let i = 0; i < id.length; i++) {
-    if (id[i] > 0x7f) {
-      ascii = false;
-      break;
-    }
-  }
+  if (isUtf8(id)) return keyDecoder.decode(id);
   // A routing id is at most 255 bytes (libzmq), well within the arguments a call may take.
-  const bytes = () => String.fromCharCode.apply(null, id as unknown as number[]);
-  if (ascii) return bytes();
-  return isUtf8(id) ? keyDecoder.decode(id) : "\uD800" + bytes();
+  return "\uD800" + String.fromCharCode.apply(null, id as unknown as number[]);
 }
 
 /** True if `b` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
