@@ -183,7 +183,7 @@ Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnat
 Deno.test("the IM acknowledges each sender on its own connection, also two whose libzmq routing ids read as the same UTF-8 text", async () => {
   // libzmq's ids for peers that name none are a 0 and a counter; these two are consecutive and
   // both decode to "\0\x01\x02\x03\uFFFD" as UTF-8. Keyed by that text, the acknowledgements owed
-  // to both in one pass went to one of them (checked: the other missed most of its own).
+  // to both in one pass went to one of them (checked: the other did not get all of its own).
   const dir = await Deno.makeTempDir({ prefix: "zmim" });
   const r = new Reactor();
   const im = await IntegrationManager.start({

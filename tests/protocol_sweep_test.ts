@@ -303,7 +303,7 @@ async function subjectStats(dir: string, ok: (s: Record<string, unknown>) => boo
 
 Deno.test("two workers whose routing ids read alike as UTF-8 are two workers: one step each", async () => {
   // libzmq's own kind of id (a 0 and a counter); both decode to "\0\x01\x02\x03\uFFFD". Keyed by
-  // that text, the Subject took them for one worker and sent it both steps (checked).
+  // that text, the Subject counted one worker, and one of the two got both steps (checked).
   await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "500"] });
   await using client = await d.connect();
   const reactor = new Reactor();
