@@ -3,7 +3,7 @@
 // publishes. Real processes (`cli.ts start`), real sockets, a real SIGKILL.
 import assert from "node:assert/strict";
 import { Client } from "../src/client/client.ts";
-import { delay, readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
+import { readUntil, TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { BatchWriter } from "../src/wire/batch.ts";
 import { IntegrationManager } from "../src/roles/integration_manager.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -98,7 +98,8 @@ Deno.test("SIGKILL of the IM with 500 requests in flight: start keeps running, o
   assert.match(stderr, /Integration Manager \(pid \d+\) exited/, "a warning about the IM's death");
 });
 
-Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnation, never publishes a seq twice, and still takes plain messages", async () => {
+/** An IM on ipc in a temp directory (no warm-up) and a reactor for the test's sockets, closed after. */
+async function withIM(fn: (r: Reactor, dir: string, im: IntegrationManager) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "zmim" });
   const r = new Reactor();
   const im = await IntegrationManager.start({
@@ -107,6 +108,16 @@ Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnat
     warmupMs: 0,
   });
   try {
+    await fn(r, dir, im);
+  } finally {
+    await r.close();
+    await im.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnation, never publishes a seq twice, and still takes plain messages", () =>
+  withIM(async (r, dir, im) => {
     const sub = r.socket("SUB");
     await sub.connect(`ipc://${dir}/im-pub`);
     await sub.subscribe("T~");
@@ -173,50 +184,37 @@ Deno.test("the IM acknowledges [seq, batch] and pings per pass with its incarnat
     const s = im.stats();
     assert.equal(s.repeated, 1);
     assert.equal(s.dropped, 0);
-  } finally {
-    await r.close();
-    await im.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-});
+  }));
 
-Deno.test("the IM acknowledges each sender on its own connection, also two whose libzmq routing ids read as the same UTF-8 text", async () => {
+Deno.test("the IM acknowledges each sender on its own connection, also two whose libzmq routing ids read as the same UTF-8 text", () =>
   // libzmq's ids for peers that name none are a 0 and a counter; these two are consecutive and
   // both decode to "\0\x01\x02\x03\uFFFD" as UTF-8. Keyed by that text, the acknowledgements owed
   // to both in one pass went to one of them (checked: the other did not get all of its own).
-  const dir = await Deno.makeTempDir({ prefix: "zmim" });
-  const r = new Reactor();
-  const im = await IntegrationManager.start({
-    pullAddress: `ipc://${dir}/im-pull`,
-    pubAddress: `ipc://${dir}/im-pub`,
-    warmupMs: 0,
-  });
-  try {
+  withIM(async (r, dir) => {
     const enc = new TextEncoder();
     const dec = new TextDecoder();
     const n = 300;
     const senders = await Promise.all([0x80, 0x81].map(async (last, i) => {
       const s = r.socket("DEALER", { routingId: new Uint8Array([0, 1, 2, 3, last]) });
+      const first = 1 + i * 10_000;
       const acked: number[] = [];
+      // The IM acknowledges one connection's messages in order: its last ping's comes last.
+      const all = Promise.withResolvers<void>();
       s.onMessage((f) => {
-        if (dec.decode(f[0]) === "ACK") acked.push(...JSON.parse(dec.decode(f[2])) as number[]);
+        if (dec.decode(f[0]) !== "ACK") return;
+        acked.push(...JSON.parse(dec.decode(f[2])) as number[]);
+        if (acked.includes(first + n - 1)) all.resolve();
       });
       await s.connect(`ipc://${dir}/im-pull`);
-      return { s, acked, first: 1 + i * 10_000 };
+      return { s, acked, first, all: all.promise };
     }));
     // Interleaved, so that the IM's passes take pings of both.
     for (let k = 0; k < n; k++) {
       for (const { s, first } of senders) await s.send([enc.encode("PING"), enc.encode(String(first + k))]);
     }
-    const deadline = performance.now() + 10_000;
-    while (senders.some((x) => x.acked.length < n) && performance.now() < deadline) await delay(20);
-    await delay(100); // an acknowledgement sent to the wrong sender would have come by now
+    const got = await withTimeout(Promise.all(senders.map((x) => x.all)), 10_000);
     for (const { acked, first } of senders) {
       assert.deepEqual(acked, Array.from({ length: n }, (_, k) => first + k), "each its own pings, in order");
     }
-  } finally {
-    await r.close();
-    await im.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-});
+    assert.notEqual(got, TIMED_OUT);
+  }));
