@@ -255,6 +255,17 @@ Deno.test("a worker's results are checked: one for another request (also by a se
   }
 });
 
+/** Waits (10 s at most) until the Subject's counters satisfy `ok`; returns them. */
+async function subjectStats(dir: string, ok: (s: Record<string, unknown>) => boolean) {
+  let s: Record<string, unknown> = {};
+  for (let i = 0; i < 100; i++) {
+    s = await roleStats(dir, "subject").catch(() => ({}));
+    if (ok(s)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return s;
+}
+
 Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000 stops new steps until credit comes back", async () => {
   // A short drain at the end: the step this worker takes is never answered.
   await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "500"] });
@@ -270,13 +281,8 @@ Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000
     // The request comes on another socket: wait until the Subject has read the heartbeat (its
     // counters: one worker, no credit), else it may take the request while READY's credit holds,
     // and rightly send the step.
-    let read = false;
-    for (let i = 0; i < 100 && !read; i++) {
-      const s = await roleStats(d.dir, "subject").catch(() => ({} as Record<string, unknown>));
-      read = s.workers === 1 && s.credit === 0;
-      if (!read) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(read, "the Subject's counters show the worker with credit 0");
+    const s = await subjectStats(d.dir, (s) => s.workers === 1 && s.credit === 0);
+    assert.ok(s.workers === 1 && s.credit === 0, "the Subject's counters show the worker with credit 0");
     const pending = client.request("Three", {}, { timeout: 10_000 }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 800));
     assert.equal(received, 0, "no step while the worker's credit is 0");
@@ -290,17 +296,6 @@ Deno.test("a worker's heartbeat sets its credit: credit 0 after READY with 1,000
   }
 });
 
-/** Waits (10 s at most) until the Subject's counters satisfy `ok`; returns them. */
-async function subjectStats(dir: string, ok: (s: Record<string, unknown>) => boolean) {
-  let s: Record<string, unknown> = {};
-  for (let i = 0; i < 100; i++) {
-    s = await roleStats(dir, "subject").catch(() => ({}));
-    if (ok(s)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return s;
-}
-
 Deno.test("two workers whose routing ids read alike as UTF-8 are two workers: one step each", async () => {
   // libzmq's own kind of id (a 0 and a counter); both decode to "\0\x01\x02\x03\uFFFD". Keyed by
   // that text, the Subject counted one worker, and one of the two got both steps (checked).
@@ -309,16 +304,19 @@ Deno.test("two workers whose routing ids read alike as UTF-8 are two workers: on
   const reactor = new Reactor();
   try {
     const got = [0, 0];
+    const both = Promise.withResolvers<void>();
     for (const [k, last] of [0x80, 0x81].entries()) {
       const w = reactor.socket("DEALER", { routingId: new Uint8Array([0, 1, 2, 3, last]) });
       await w.connect(`ipc://${d.dir}/workers`);
-      w.onMessage((f) => got[k] += readBatch(f[1])?.length ?? 0);
+      w.onMessage((f) => {
+        got[k] += readBatch(f[1])?.length ?? 0;
+        if (got[0] + got[1] >= 2) both.resolve();
+      });
       await w.send([enc.encode("READY"), enc.encode('{"credit": 1}')]);
     }
     assert.equal((await subjectStats(d.dir, (s) => s.workers === 2)).workers, 2, "two workers joined");
     const pending = [0, 1].map(() => client.request("Three", {}, { timeout: 5000 }).catch(() => undefined));
-    const deadline = performance.now() + 5000;
-    while (got[0] + got[1] < 2 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await withTimeout(both.promise, 5000);
     assert.deepEqual(got, [1, 1], "one step each (credit 1 each)");
     void pending;
   } finally {
@@ -330,20 +328,26 @@ Deno.test("a worker whose name is UTF-8 beyond ASCII reports a blocked handler (
   // Keyed one character per byte, its key was "wÃ¶rker-Ã¼" and the report's name "wörker-ü": the
   // report was dropped as a bad worker message (found by an outside review).
   const id = "wörker-ü";
-  await using d = await startDeployment({ workers: 0, args: ["--handler-timeout", "500"] });
+  // A heartbeat timeout longer than the test: the worker, which sends no heartbeat, can leave only
+  // through its report.
+  await using d = await startDeployment({
+    workers: 0,
+    args: ["--handler-timeout", "500", "--heartbeat-timeout", "30000"],
+  });
   await using client = await d.connect();
   const reactor = new Reactor();
   try {
     const w = reactor.socket("DEALER", { routingId: id });
     await w.connect(`ipc://${d.dir}/workers`);
     const tags: number[] = [];
+    const stepped = Promise.withResolvers<void>();
     w.onMessage((f) => {
       for (const r of readBatch(f[1]) ?? []) tags.push(r.tag);
+      stepped.resolve();
     });
     await w.send([enc.encode("READY"), enc.encode('{"credit": 10, "watch": "secret"}')]);
     const pending = client.request("Three", {}, { timeout: 10_000 }).catch(() => undefined);
-    const deadline = performance.now() + 5000;
-    while (!tags.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await withTimeout(stepped.promise, 5000);
     assert.equal(tags.length, 1, "the worker got the step");
     const before = await subjectStats(d.dir, (s) => s.workers === 1);
     assert.equal(before.workers, 1);
