@@ -199,7 +199,11 @@ export function routingKey(id: Uint8Array): string {
   return "\uD800" + String.fromCharCode.apply(null, id as unknown as number[]);
 }
 
-/** True if `b` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+/**
+ * True if `b` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past
+ * U+10FFFF). By hand because the platform's only check is a `fatal` decoder, which throws for
+ * every id that is not UTF-8: most of libzmq's, on every message the Subject and the IM take.
+ */
 export function isUtf8(b: Uint8Array): boolean {
   const n = b.length;
   for (let i = 0; i < n;) {
