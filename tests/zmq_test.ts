@@ -501,12 +501,14 @@ Deno.test("in-thread wait: a waitForEventsWith hook that throws is reported, and
   return withInThreadPair(10, async (r, a, b) => {
     const inbox = a.messages();
     let thrown = 0;
+    const called = Promise.withResolvers<void>();
     r.waitForEventsWith(() => {
+      called.resolve();
       if (thrown++ === 0) throw new Error("a hook that fails once");
       return false;
     });
     const release = r.holdForEvents();
-    await delay(50);
+    await withTimeout(called.promise, 2000);
     release();
     assert.ok(thrown >= 1, "the hook was called");
     await b.send([enc.encode("after")]);
