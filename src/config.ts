@@ -54,6 +54,8 @@ export interface Config {
   readonly async_store: string;
   /** Deliveries of a step that may end in its worker's failure before the request is `poisoned`. */
   readonly max_deliveries: number;
+  /** Milliseconds: steps go to the first worker that keeps up within this before spreading; 0: spread. */
+  readonly worker_pack_window: number;
   /** Milliseconds a handler module may take to import when `start` or `worker` checks it at start-up. */
   readonly handler_import_timeout: number;
   /** Bytes of publications the Integration Manager queues for one subscriber that stops reading. */
@@ -129,6 +131,8 @@ export const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION = 100_000;
 export const DEFAULT_ASYNC_TIMEOUT = 3_600_000;
 /** Deliveries of a step that may end in its worker's failure, by default. */
 export const DEFAULT_MAX_DELIVERIES = 2;
+/** Default of `worker_pack_window`, in ms. */
+export const DEFAULT_WORKER_PACK_WINDOW = 1;
 /** Milliseconds a handler module may take to import at start-up, by default. */
 export const DEFAULT_HANDLER_IMPORT_TIMEOUT = 10_000;
 /** Bytes of publications queued for one subscriber that stops reading, by default (64 MiB). */
@@ -173,6 +177,7 @@ export const CONFIG_KEYS: readonly (keyof Config)[] = [
   "async_timeout",
   "async_store",
   "max_deliveries",
+  "worker_pack_window",
   "handler_import_timeout",
   "subscriber_buffer",
   "sandbox",
@@ -275,6 +280,11 @@ export const SETTINGS_DOC: Readonly<
   max_deliveries: {
     default: String(DEFAULT_MAX_DELIVERIES),
     meaning: "deliveries of a step that may end in its worker's failure (then `poisoned`)",
+  },
+  worker_pack_window: {
+    default: String(DEFAULT_WORKER_PACK_WINDOW),
+    meaning:
+      "ms: a step goes to the first worker whose steps come back within this (a light load keeps to one), else to the most free credit (0: always); see [Design notes](#design-notes)",
   },
   handler_import_timeout: {
     default: String(DEFAULT_HANDLER_IMPORT_TIMEOUT),
@@ -568,6 +578,7 @@ export function resolveConfig(...layers: PartialConfig[]): Config {
     async_timeout: num("async_timeout", DEFAULT_ASYNC_TIMEOUT, 1),
     async_store: String(merged.async_store ?? `${dir}/paused.sqlite`),
     max_deliveries: num("max_deliveries", DEFAULT_MAX_DELIVERIES, 1),
+    worker_pack_window: num("worker_pack_window", DEFAULT_WORKER_PACK_WINDOW, 0),
     handler_import_timeout: num("handler_import_timeout", DEFAULT_HANDLER_IMPORT_TIMEOUT, 1),
     subscriber_buffer: num("subscriber_buffer", DEFAULT_SUBSCRIBER_BUFFER, 1024 * 1024),
     sandbox: onOff("sandbox", merged.sandbox, true),

@@ -1,6 +1,12 @@
 // The Subject's worker pool (src/roles/worker_pool.ts): pure, driven by an injected clock, no sockets.
 import assert from "node:assert/strict";
-import { InFlightList, type Poisoned, type PoolWorker, WorkerPool } from "../src/roles/worker_pool.ts";
+import {
+  InFlightList,
+  PACK_MAX_STEPS,
+  type Poisoned,
+  type PoolWorker,
+  WorkerPool,
+} from "../src/roles/worker_pool.ts";
 
 /** A step: its name (the pool only needs an object; its size is the name's length). */
 type Step = { readonly name: string };
@@ -8,7 +14,7 @@ type Step = { readonly name: string };
 const HB_TIMEOUT = 1000;
 
 /** A pool whose sends are recorded as `worker:step`, on a clock the test moves. */
-function setup(maxDeliveries = 2) {
+function setup(maxDeliveries = 2, packWindow = 0) {
   const clock = { now: 0 };
   const sent: string[] = [];
   const events: string[] = [];
@@ -16,6 +22,7 @@ function setup(maxDeliveries = 2) {
   const pool = new WorkerPool<Step, string>({
     heartbeatTimeout: HB_TIMEOUT,
     maxDeliveries,
+    packWindow,
     now: () => clock.now,
     sizeOf: (s) => s.name.length,
     firstDispatch: 100,
@@ -352,4 +359,106 @@ Deno.test("pool: a worker's list of steps: removing a step twice, or one of anot
   assert.equal(a.size, 0);
   a.push(y); // removed ones may be pushed again
   assert.deepEqual([...a], [2]);
+});
+
+Deno.test("pool: with a pack window, steps keep to the first worker while its steps come back in time", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 4);
+  ready("w2", 4);
+  // Neither has shown how fast its steps come back: the most credit first, as without a window.
+  const [a, b] = steps("a", "b");
+  pool.submit(a);
+  pool.submit(b);
+  assert.deepEqual(sent, ["w1:a", "w2:b"]);
+  clock.now = 0.5;
+  pool.retire("w1", d("a"));
+  pool.retire("w2", d("b"));
+  // Both came back in 0.5 ms: the first to join now takes them, several in flight at once.
+  for (const s of steps("c", "e", "f")) pool.submit(s);
+  assert.deepEqual(sent.slice(2), ["w1:c", "w1:e", "w1:f"]);
+  // The same load without a window spreads by credit.
+  const spread = setup(2, 0);
+  spread.ready("w1", 4);
+  spread.ready("w2", 4);
+  for (const s of steps("a", "b")) spread.pool.submit(s);
+  spread.clock.now = 0.5;
+  spread.pool.retire("w1", spread.d("a"));
+  spread.pool.retire("w2", spread.d("b"));
+  for (const s of steps("c", "e", "f")) spread.pool.submit(s);
+  assert.deepEqual(spread.sent.slice(2), ["w1:c", "w2:e", "w1:f"]);
+});
+
+Deno.test("pool: with a pack window, a worker holding a step older than the window is passed over", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 4);
+  ready("w2", 4);
+  for (const s of steps("a", "b")) pool.submit(s);
+  clock.now = 0.2;
+  pool.retire("w1", d("a"));
+  pool.retire("w2", d("b"));
+  pool.submit({ name: "c" }); // w1, kept in flight (a slow handler)
+  clock.now = 1.2;
+  pool.submit({ name: "e" }); // c is 1 ms old: w2, which keeps up
+  assert.deepEqual(sent.slice(2), ["w1:c", "w2:e"]);
+  clock.now = 2.3;
+  // Both now hold a step older than the window: the most credit (w1 3, w2 3: the first to join).
+  pool.submit({ name: "f" });
+  pool.submit({ name: "g" });
+  assert.deepEqual(sent.slice(4), ["w1:f", "w2:g"]);
+});
+
+Deno.test("pool: with a pack window, a worker whose steps come back slowly is passed over even when idle", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 4);
+  ready("w2", 4);
+  for (const s of steps("a", "b")) pool.submit(s);
+  assert.deepEqual(sent, ["w1:a", "w2:b"]);
+  clock.now = 0.3;
+  pool.retire("w2", d("b")); // w2: back in 0.3 ms
+  clock.now = 5;
+  pool.retire("w1", d("a")); // w1: back in 5 ms
+  assert.ok(pool.worker("w1")!.roundTrip >= 1 && pool.worker("w2")!.roundTrip < 1);
+  for (const s of steps("p", "q", "r")) pool.submit(s);
+  assert.deepEqual(sent.slice(2), ["w2:p", "w2:q", "w2:r"], "the one in time, though it joined second");
+});
+
+Deno.test("pool: with a pack window, steps waiting for credit are spread by credit", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 2);
+  ready("w2", 2);
+  for (const s of steps("a", "b")) pool.submit(s);
+  clock.now = 0.2;
+  pool.retire("w1", d("a"));
+  pool.retire("w2", d("b"));
+  // w1 and w2 both keep up; w1 takes the new ones until out of credit, then w2, then they wait.
+  for (const s of steps("c", "e", "f", "g", "h", "i")) pool.submit(s);
+  assert.deepEqual(sent.slice(2), ["w1:c", "w1:e", "w2:f", "w2:g"]);
+  assert.equal(pool.queued, 2);
+  clock.now = 0.4;
+  pool.retire("w1", d("c"));
+  pool.retire("w2", d("f"));
+  pool.retire("w2", d("g"));
+  // w1 (1 credit) keeps up and joined first, but with a backlog the most credit goes first: w2.
+  pool.pump();
+  assert.deepEqual(sent.slice(6), ["w2:h", "w1:i"]);
+  // And a new step while steps still wait is spread too.
+  pool.submit({ name: "j" });
+  pool.submit({ name: "k" });
+  assert.deepEqual(sent.slice(8), ["w2:j"]);
+  assert.equal(pool.queued, 1);
+});
+
+Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, though its worker keeps up", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 100);
+  ready("w2", 100);
+  for (const s of steps("a", "b")) pool.submit(s);
+  clock.now = 0.2;
+  pool.retire("w1", d("a"));
+  pool.retire("w2", d("b"));
+  // One pass: the clock does not move, so every step is "young".
+  for (let i = 0; i < PACK_MAX_STEPS + 2; i++) pool.submit({ name: `s${i}` });
+  const burst = sent.slice(2).map((s) => s.split(":")[0]);
+  assert.deepEqual(burst.slice(0, PACK_MAX_STEPS), Array(PACK_MAX_STEPS).fill("w1"));
+  assert.deepEqual(burst.slice(PACK_MAX_STEPS), ["w2", "w2"]);
 });

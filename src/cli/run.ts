@@ -409,6 +409,7 @@ export async function runSubject(
       pausedStore: config.async_store,
       asyncTimeout: config.async_timeout,
       maxDeliveries: config.max_deliveries,
+      packWindow: config.worker_pack_window,
       reload,
     })
   );

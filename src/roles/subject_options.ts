@@ -14,6 +14,7 @@ import {
   DEFAULT_MAX_DELIVERIES,
   DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
   DEFAULT_MAX_PENDING,
+  DEFAULT_WORKER_PACK_WINDOW,
 } from "../config.ts";
 import type { Reactor } from "../zmq/reactor.ts";
 import type { RequestFigures } from "./request_metrics.ts";
@@ -75,6 +76,12 @@ export interface SubjectOptions {
    * `poisoned` error publication instead of another delivery. @default {2}
    */
   readonly maxDeliveries?: number;
+  /**
+   * Milliseconds: a step goes to the first worker, in the order they joined, whose steps come back
+   * within this on average and none of whose steps in flight is older; when none does, to the
+   * worker with the most free credit. 0: always the one with the most free credit. @default {1}
+   */
+  readonly packWindow?: number;
   /** Reloads (`subject_reload.ts`); without a `key` every reload is refused. */
   readonly reload?: SubjectReloadOptions;
 }
@@ -213,6 +220,7 @@ export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectO
     pausedStore: options.pausedStore ?? ":memory:",
     asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
+    packWindow: options.packWindow ?? DEFAULT_WORKER_PACK_WINDOW,
     imInProcess: options.imInProcess ?? false,
     security: options.security,
     reload: options.reload ?? {},

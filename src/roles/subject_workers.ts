@@ -49,6 +49,8 @@ export interface WorkerSideOptions {
   readonly heartbeatTimeout: number;
   /** See `SubjectOptions.maxDeliveries`. */
   readonly maxDeliveries: number;
+  /** See `SubjectOptions.packWindow`. */
+  readonly packWindow: number;
   /** Checks results against their steps. */
   readonly gate: ResultGate;
   /** The Subject's logger. */
@@ -95,6 +97,7 @@ export class WorkerSide {
     this.pool = new WorkerPool<Step, WorkerLink>({
       heartbeatTimeout: options.heartbeatTimeout,
       maxDeliveries: options.maxDeliveries,
+      packWindow: options.packWindow,
       sizeOf: bytesOf,
       now: options.now,
       // Dispatch numbers grow from a base taken from the clock, so a restarted Subject never

@@ -5,8 +5,13 @@
  * carries the decisions out (it writes each step the pool hands to `send` into that worker's
  * batch, and publishes the errors of the steps it reports poisoned).
  *
- * Workers get steps only while they have credit (one per step they run at once), the one with
- * the most credit first. Every step sent stays in flight until its result comes back. A worker
+ * Workers get steps only while they have credit (one per step they run at once). With a pack
+ * window (`packWindow`), a step goes to the first worker, in the order they joined, that keeps up:
+ * its steps have come back within the window on average, none of those it holds was sent longer
+ * than the window ago, and it holds fewer than {@linkcode PACK_MAX_STEPS}. So a light load keeps to one worker, which then takes its steps in
+ * larger batches and wakes fewer threads per step, and the others join in as soon as that one
+ * falls behind. When none keeps up, when steps are waiting for credit, or without a window, the
+ * one with the most credit gets it. Every step sent stays in flight until its result comes back. A worker
  * silent past the heartbeat timeout, or whose watchdog reports a handler blocking its event
  * loop, is dropped and its steps go back to the front of the queue. A step whose workers failed
  * `maxDeliveries` times is poisoned when the last failure is pinned on it; otherwise it runs
@@ -50,6 +55,8 @@ export interface PoolWorker<L> {
   readonly inflight: InFlightList;
   /** The clock's time when it was last heard from. */
   lastSeen: number;
+  /** How long its steps took to come back, in ms: a moving average (the pack window until one has). */
+  roundTrip: number;
   /** It said `BYE`: it gets no more steps, and is forgotten once its steps are back. */
   leaving: boolean;
   /** Reserved for a suspect step, which it runs alone (it gets no other step meanwhile). */
@@ -119,11 +126,24 @@ export class InFlightList {
     for (let l = this.#first; l; l = l.next) yield l.d;
   }
 
+  /** @internal The oldest step's record. */
+  get first(): Link | undefined {
+    return this.#first;
+  }
+
   /** @internal The steps' records, oldest first (remove none while iterating). */
   *links(): IterableIterator<Link> {
     for (let l = this.#first; l; l = l.next) yield l;
   }
 }
+
+/** A worker's round trip moves by 1/this of the difference with each step back (a moving average). */
+const ROUND_TRIP_WEIGHT = 8;
+/**
+ * A worker holding this many steps is not given more for keeping up: a burst that arrives at once
+ * (in one pass, when the clock does not move) is spread past it, whatever its steps cost.
+ */
+export const PACK_MAX_STEPS = 64;
 
 /** A step whose workers failed `maxDeliveries` times, the last failure pinned on it. */
 export interface Poisoned<S> {
@@ -156,6 +176,12 @@ export interface WorkerPoolOptions<S extends object, L> {
   readonly maxDeliveries: number;
   /** The clock, in ms. @default {performance.now} */
   readonly now?: () => number;
+  /**
+   * Milliseconds: a step goes to the first worker (in the order they joined) whose steps come
+   * back within this on average and none of whose steps in flight is older, before the one with
+   * the most credit (see the module doc). 0: always the one with the most credit. @default {0}
+   */
+  readonly packWindow?: number;
   /** Bytes of a step. */
   readonly sizeOf: (step: S) => number;
   /** The first dispatch number (the Subject takes its clock, so a restart never reuses one). */
@@ -258,11 +284,12 @@ export class WorkerPool<S extends object, L> {
     };
   }
 
-  /** Takes a new step: to the worker with the most credit (returns `true`), or to the queue. */
+  /** Takes a new step: to a worker with credit (returns `true`; see the module doc for which), or to the queue. */
   submit(step: S): boolean {
     const bytes = this.#o.sizeOf(step);
     this.#heldBytes += bytes;
-    const w = this.#pick();
+    // With steps waiting for credit the workers are all busy: spread, as `pump` does.
+    const w = this.#pick(this.#pendingHead === this.#pending.length);
     if (w) {
       this.#sendTo(w, step);
       return true;
@@ -276,7 +303,7 @@ export class WorkerPool<S extends object, L> {
   pump(): void {
     this.#pumpSuspects();
     while (this.#pendingHead < this.#pending.length) {
-      const w = this.#pick();
+      const w = this.#pick(false);
       if (!w) break;
       const step = this.#pending[this.#pendingHead];
       this.#pendingBytes -= this.#o.sizeOf(step);
@@ -305,6 +332,7 @@ export class WorkerPool<S extends object, L> {
       owner.inflight.remove(f);
       owner.credit++;
       owner.lastSeen = now;
+      owner.roundTrip += (now - f.at - owner.roundTrip) / ROUND_TRIP_WEIGHT;
       this.#maybeForget(owner);
     }
     return f.step;
@@ -324,6 +352,8 @@ export class WorkerPool<S extends object, L> {
         credit: 0,
         inflight: new InFlightList(),
         lastSeen: 0,
+        // Unknown until its steps come back: no step goes to it for keeping up before then.
+        roundTrip: this.#o.packWindow ?? 0,
         leaving: false,
         isolating: false,
       };
@@ -478,7 +508,17 @@ export class WorkerPool<S extends object, L> {
     return false;
   }
 
-  #pick(): PoolWorker<L> | undefined {
+  #pick(pack: boolean): PoolWorker<L> | undefined {
+    const window = this.#o.packWindow ?? 0;
+    if (pack && window > 0) {
+      const now = this.#now();
+      for (const w of this.#workers.values()) {
+        if (w.leaving || w.isolating || w.credit <= 0 || w.roundTrip >= window) continue;
+        if (w.inflight.size >= PACK_MAX_STEPS) continue;
+        const oldest = w.inflight.first as InFlight<S> | undefined;
+        if (!oldest || now - oldest.at < window) return w;
+      }
+    }
     let best: PoolWorker<L> | undefined;
     for (const w of this.#workers.values()) {
       if (!w.leaving && !w.isolating && w.credit > 0 && (!best || w.credit > best.credit)) best = w;
