@@ -284,7 +284,7 @@ export const SETTINGS_DOC: Readonly<
   worker_pack_window: {
     default: String(DEFAULT_WORKER_PACK_WINDOW),
     meaning:
-      "ms: a step goes to the first worker whose steps come back within this (a light load keeps to one), else to the most free credit (0: always); see [Design notes](#design-notes)",
+      "ms: a step goes to a worker whose steps come back within this (a light load keeps to one), else to the most free credit (0: always); see [Design notes](#design-notes)",
   },
   handler_import_timeout: {
     default: String(DEFAULT_HANDLER_IMPORT_TIMEOUT),

@@ -1,5 +1,5 @@
-// Which worker a step goes to (`worker_pack_window`, README, _Design notes_): a load the first
-// worker keeps up with stays on it; a step that arrives while it is behind goes to another. Real
+// Which worker a step goes to (`worker_pack_window`, README, _Design notes_): a load the worker
+// that has it keeps up with stays on it; a step that arrives while it is behind goes to another. Real
 // processes: `start` with two sandboxed workers, the poison component's handler (it answers with
 // its worker's pid, and can hold its sandbox's thread for a while).
 import assert from "node:assert/strict";
@@ -39,7 +39,7 @@ async function lanes(client: Client, total: number, lanes: number): Promise<numb
 
 for (const window of [50, 0]) {
   const what = window
-    ? "a load the first worker keeps up with stays on it; a step that arrives while it is behind goes to the other"
+    ? "a load one worker keeps up with stays on it; a step that arrives while it is behind goes to the other, which keeps the load"
     : "worker_pack_window 0: the same load is spread by free credit";
   Deno.test(what, async () => {
     // A 50 ms window: the test asserts the policy, not this machine's speed (a step comes back in
@@ -63,18 +63,18 @@ for (const window of [50, 0]) {
     }
     assert.deepEqual(counts.toSorted((a, b) => a - b), [0, 200], `four at a time on one worker: ${counts}`);
     const first = pids[0];
-    // The first worker's sandbox busy for 600 ms: once that step is older than the window, the
+    // That worker's sandbox busy for 600 ms: once that step is older than the window, the
     // next steps go to the other worker, and so do the quick ones meanwhile.
     const slow = client.request("Hang", { block: 600 }, { timeout: 10_000 });
     await new Promise((r) => setTimeout(r, 150));
     const during = await lanes(client, 20, 2);
-    assert.equal(Number((await slow).values.pid), first, "the slow step went to the first worker");
+    assert.equal(Number((await slow).values.pid), first, "the slow step went to the worker with the load");
     assert.ok(
       during.every((p) => p !== first),
       `steps sent while it was behind went to the other: ${during}`,
     );
-    // The first worker's average is now past the window (one 600 ms step), so the load keeps to
-    // the other one.
+    // The other worker has the load now, and keeps it: the first one's steps do not come back in
+    // under half its time (its average took the 600 ms step as twice the window).
     const after = await lanes(client, 40, 2);
     assert.ok(after.every((p) => p !== first), `kept to the other worker: ${after}`);
   });

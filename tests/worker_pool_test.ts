@@ -1,5 +1,6 @@
 // The Subject's worker pool (src/roles/worker_pool.ts): pure, driven by an injected clock, no sockets.
 import assert from "node:assert/strict";
+import { resolveSubjectOptions } from "../src/roles/subject_options.ts";
 import {
   InFlightList,
   PACK_MAX_STEPS,
@@ -430,7 +431,7 @@ Deno.test("pool: with a pack window, steps waiting for credit are spread by cred
   clock.now = 0.2;
   pool.retire("w1", d("a"));
   pool.retire("w2", d("b"));
-  // w1 and w2 both keep up; w1 takes the new ones until out of credit, then w2, then they wait.
+  // Both keep up; w1 takes the new ones until out of credit, then w2, then they wait.
   for (const s of steps("c", "e", "f", "g", "h", "i")) pool.submit(s);
   assert.deepEqual(sent.slice(2), ["w1:c", "w1:e", "w2:f", "w2:g"]);
   assert.equal(pool.queued, 2);
@@ -438,14 +439,80 @@ Deno.test("pool: with a pack window, steps waiting for credit are spread by cred
   pool.retire("w1", d("c"));
   pool.retire("w2", d("f"));
   pool.retire("w2", d("g"));
-  // w1 (1 credit) keeps up and joined first, but with a backlog the most credit goes first: w2.
-  pool.pump();
-  assert.deepEqual(sent.slice(6), ["w2:h", "w1:i"]);
-  // And a new step while steps still wait is spread too.
+  // h and i still wait: a new step goes to the most credit, w2, though only w1 keeps up (1
+  // credit, its step e 0.2 ms old; w2's average just now past the window).
+  pool.worker("w2")!.roundTrip = 1;
   pool.submit({ name: "j" });
-  pool.submit({ name: "k" });
-  assert.deepEqual(sent.slice(8), ["w2:j"]);
-  assert.equal(pool.queued, 1);
+  assert.deepEqual(sent.slice(6), ["w2:j"]);
+  // The waiting ones likewise: w2 (2 credits) before w1 (1), though only w1 keeps up.
+  clock.now = 0.45;
+  pool.retire("w2", d("j"));
+  pool.worker("w2")!.roundTrip = 1;
+  pool.pump();
+  assert.deepEqual(sent.slice(7), ["w2:h", "w1:i"]);
+  assert.equal(pool.queued, 0);
+});
+
+Deno.test("pool: with a pack window, the load goes to the worker whose steps come back soonest, though it joined second", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  const rt = (k: string) => pool.worker(k)!.roundTrip;
+  ready("w1", 8);
+  ready("w2", 8);
+  for (const s of steps("a", "b")) pool.submit(s);
+  clock.now = 0.2;
+  pool.retire("w2", d("b")); // w2: 0.2 ms
+  clock.now = 0.9;
+  pool.retire("w1", d("a")); // w1: 0.9 ms (within the window too)
+  assert.equal(rt("w1"), 1 + (0.9 - 1) / 8, "a moving average, weight 1/8, from the window");
+  assert.equal(rt("w2"), 1 + (0.2 - 1) / 8);
+  for (const s of steps("c", "e")) pool.submit(s);
+  assert.deepEqual(sent.slice(2), ["w2:c", "w2:e"]);
+});
+
+Deno.test("pool: with a pack window, the worker that has the load keeps it until another's steps come back in under half its time", () => {
+  /** Where step e goes once w1's step a, sent before w2 took the load, comes back and w1's average was `w1` before it. */
+  const where = (w1: number) => {
+    const { clock, sent, pool, ready, d } = setup(2, 1);
+    ready("w1", 8);
+    ready("w2", 8);
+    for (const s of steps("a", "b")) pool.submit(s); // a to w1, b to w2: neither's pace known
+    clock.now = 0.6;
+    pool.retire("w2", d("b")); // w2: 0.95 ms on average
+    pool.submit({ name: "c" }); // w2 keeps up, w1 is not known to: w2 takes the load
+    pool.worker("w1")!.roundTrip = w1; // as if w1's earlier steps had come back so
+    clock.now = 0.65;
+    pool.retire("w1", d("a")); // 0.65 ms
+    pool.submit({ name: "e" });
+    return sent.slice(2);
+  };
+  assert.deepEqual(where(0.6), ["w2:c", "w2:e"], "w1 at 0.61 against w2's 0.95: w2 keeps it");
+  assert.deepEqual(where(0.3), ["w2:c", "w1:e"], "w1 at 0.34, under half of 0.95: w1 takes it");
+});
+
+Deno.test("pool: with a pack window, one slow step counts at most twice the window in the average", () => {
+  const { clock, pool, ready, d } = setup(2, 1);
+  ready("w1", 4);
+  pool.submit({ name: "a" });
+  clock.now = 30_000; // a 30 s step
+  pool.retire("w1", d("a"));
+  assert.equal(pool.worker("w1")!.roundTrip, 1 + (2 - 1) / 8);
+});
+
+Deno.test("pool: with a pack window, a leaving worker or one reserved for a suspect is not given steps for keeping up", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 8);
+  ready("w2", 8);
+  ready("w3", 8);
+  for (const s of steps("a", "b", "c")) pool.submit(s);
+  clock.now = 0.2;
+  for (const s of ["a", "b", "c"]) pool.retire(sent.find((x) => x.endsWith(`:${s}`))!.split(":")[0], d(s));
+  pool.submit({ name: "e" });
+  assert.deepEqual(sent.slice(3), ["w1:e"], "w1 keeps up, and joined first");
+  pool.bye("w1");
+  pool.submit({ name: "f" });
+  pool.worker("w2")!.isolating = true;
+  pool.submit({ name: "g" });
+  assert.deepEqual(sent.slice(4), ["w2:f", "w3:g"]);
 });
 
 Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, though its worker keeps up", () => {
@@ -461,4 +528,39 @@ Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, thou
   const burst = sent.slice(2).map((s) => s.split(":")[0]);
   assert.deepEqual(burst.slice(0, PACK_MAX_STEPS), Array(PACK_MAX_STEPS).fill("w1"));
   assert.deepEqual(burst.slice(PACK_MAX_STEPS), ["w2", "w2"]);
+});
+
+Deno.test("pool: with a pack window, a worker dropped while it had the load gets no more steps", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 8);
+  ready("w2", 8);
+  for (const s of steps("a", "b")) pool.submit(s);
+  clock.now = 0.2;
+  pool.retire("w1", d("a"));
+  pool.retire("w2", d("b"));
+  pool.submit({ name: "c" });
+  clock.now = 0.4;
+  pool.retire("w1", d("c"));
+  assert.deepEqual(sent.slice(2), ["w1:c"]);
+  // w1 falls silent; w2 does not.
+  clock.now = HB_TIMEOUT + 1;
+  pool.status("w2", "HB", { credit: 8 }, () => "link-w2");
+  const [silent] = pool.expire();
+  assert.equal(silent.key, "w1");
+  pool.submit({ name: "e" });
+  assert.deepEqual(sent.slice(3), ["w2:e"]);
+});
+
+Deno.test("subject options: a pack window that is not a number of ms, 0 or more, is refused", () => {
+  const base = {
+    flows: new Map(),
+    pullAddress: "inproc://p",
+    workerAddress: "inproc://w",
+    integrationManagerAddress: "inproc://i",
+  };
+  for (const packWindow of [Infinity, -1, NaN]) {
+    assert.throws(() => resolveSubjectOptions({ ...base, packWindow }), RangeError, String(packWindow));
+  }
+  assert.equal(resolveSubjectOptions({ ...base, packWindow: 0.5 }).packWindow, 0.5);
+  assert.equal(resolveSubjectOptions(base).packWindow, 1, "the default");
 });

@@ -77,9 +77,9 @@ export interface SubjectOptions {
    */
   readonly maxDeliveries?: number;
   /**
-   * Milliseconds: a step goes to the first worker, in the order they joined, whose steps come back
-   * within this on average and none of whose steps in flight is older; when none does, to the
-   * worker with the most free credit. 0: always the one with the most free credit. @default {1}
+   * Milliseconds: a step goes to a worker whose steps come back within this on average and none
+   * of whose steps in flight is older (`WorkerPool`'s module doc); when none does, to the worker
+   * with the most free credit. 0: always the one with the most free credit. @default {1}
    */
   readonly packWindow?: number;
   /** Reloads (`subject_reload.ts`); without a `key` every reload is refused. */
@@ -205,6 +205,10 @@ export type ResolvedSubjectOptions =
 
 /** `options` with their defaults filled in. */
 export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectOptions {
+  const packWindow = options.packWindow ?? DEFAULT_WORKER_PACK_WINDOW;
+  if (!Number.isFinite(packWindow) || packWindow < 0) {
+    throw new RangeError(`packWindow must be a number of milliseconds, 0 or more, got ${packWindow}`);
+  }
   return {
     flows: options.flows,
     pullAddress: options.pullAddress,
@@ -220,7 +224,7 @@ export function resolveSubjectOptions(options: SubjectOptions): ResolvedSubjectO
     pausedStore: options.pausedStore ?? ":memory:",
     asyncTimeout: options.asyncTimeout ?? DEFAULT_ASYNC_TIMEOUT,
     maxDeliveries: options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
-    packWindow: options.packWindow ?? DEFAULT_WORKER_PACK_WINDOW,
+    packWindow,
     imInProcess: options.imInProcess ?? false,
     security: options.security,
     reload: options.reload ?? {},

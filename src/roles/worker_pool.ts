@@ -6,12 +6,15 @@
  * batch, and publishes the errors of the steps it reports poisoned).
  *
  * Workers get steps only while they have credit (one per step they run at once). With a pack
- * window (`packWindow`), a step goes to the first worker, in the order they joined, that keeps up:
- * its steps have come back within the window on average, none of those it holds was sent longer
- * than the window ago, and it holds fewer than {@linkcode PACK_MAX_STEPS}. So a light load keeps to one worker, which then takes its steps in
- * larger batches and wakes fewer threads per step, and the others join in as soon as that one
- * falls behind. When none keeps up, when steps are waiting for credit, or without a window, the
- * one with the most credit gets it. Every step sent stays in flight until its result comes back. A worker
+ * window (`packWindow`), a step goes to a worker that keeps up: its steps have come back within
+ * the window on average, none of those it holds was sent longer than the window ago, and it holds
+ * fewer than {@linkcode PACK_MAX_STEPS}. Of those, the one that took the last such step keeps
+ * them (its "home") until it falls behind or another's steps come back in under half its time;
+ * otherwise the one whose steps come back soonest. So a light load keeps to one worker, which
+ * then takes its steps in larger batches and wakes fewer threads per step, and the others join in
+ * as soon as that one falls behind. When none keeps up, when steps are waiting for credit, or
+ * without a window, the one with the most credit gets it. Every step sent stays in flight until
+ * its result comes back. A worker
  * silent past the heartbeat timeout, or whose watchdog reports a handler blocking its event
  * loop, is dropped and its steps go back to the front of the queue. A step whose workers failed
  * `maxDeliveries` times is poisoned when the last failure is pinned on it; otherwise it runs
@@ -177,9 +180,9 @@ export interface WorkerPoolOptions<S extends object, L> {
   /** The clock, in ms. @default {performance.now} */
   readonly now?: () => number;
   /**
-   * Milliseconds: a step goes to the first worker (in the order they joined) whose steps come
-   * back within this on average and none of whose steps in flight is older, before the one with
-   * the most credit (see the module doc). 0: always the one with the most credit. @default {0}
+   * Milliseconds: a step goes to a worker whose steps come back within this on average and none
+   * of whose steps in flight is older, before the one with the most credit (see the module doc).
+   * 0: always the one with the most credit. @default {0}
    */
   readonly packWindow?: number;
   /** Bytes of a step. */
@@ -210,6 +213,8 @@ export class WorkerPool<S extends object, L> {
   readonly #failures = new WeakMap<S, string[]>();
   /** Steps that failed `maxDeliveries` times among others, waiting to run alone on a worker. */
   #suspects: S[] = [];
+  /** The worker that took the last step for keeping up (see the module doc). */
+  #home: PoolWorker<L> | undefined;
   #dispatched = 0;
   #redelivered = 0;
   #lost = 0;
@@ -332,7 +337,8 @@ export class WorkerPool<S extends object, L> {
       owner.inflight.remove(f);
       owner.credit++;
       owner.lastSeen = now;
-      owner.roundTrip += (now - f.at - owner.roundTrip) / ROUND_TRIP_WEIGHT;
+      const window = this.#o.packWindow ?? 0;
+      if (window > 0) this.#paced(owner, Math.min(now - f.at, 2 * window), window);
       this.#maybeForget(owner);
     }
     return f.step;
@@ -508,16 +514,36 @@ export class WorkerPool<S extends object, L> {
     return false;
   }
 
+  /**
+   * A step of `w` came back after `ms` (at most twice the window, so that one slow step does not
+   * keep a worker out for long): its moving average moves, and if that is now under half the home
+   * worker's, `w` becomes the home worker.
+   */
+  #paced(w: PoolWorker<L>, ms: number, window: number): void {
+    w.roundTrip += (ms - w.roundTrip) / ROUND_TRIP_WEIGHT;
+    const home = this.#home;
+    if (home && home !== w && w.roundTrip < window && w.roundTrip * 2 < home.roundTrip) this.#home = w;
+  }
+
+  /** `w` keeps up (see the module doc). */
+  #keepsUp(w: PoolWorker<L>, now: number, window: number): boolean {
+    if (w.leaving || w.isolating || w.credit <= 0 || w.roundTrip >= window) return false;
+    if (w.inflight.size >= PACK_MAX_STEPS) return false;
+    const oldest = w.inflight.first as InFlight<S> | undefined;
+    return !oldest || now - oldest.at < window;
+  }
+
   #pick(pack: boolean): PoolWorker<L> | undefined {
     const window = this.#o.packWindow ?? 0;
     if (pack && window > 0) {
       const now = this.#now();
+      const home = this.#home;
+      if (home && this.#workers.get(home.key) === home && this.#keepsUp(home, now, window)) return home;
+      let fastest: PoolWorker<L> | undefined;
       for (const w of this.#workers.values()) {
-        if (w.leaving || w.isolating || w.credit <= 0 || w.roundTrip >= window) continue;
-        if (w.inflight.size >= PACK_MAX_STEPS) continue;
-        const oldest = w.inflight.first as InFlight<S> | undefined;
-        if (!oldest || now - oldest.at < window) return w;
+        if ((!fastest || w.roundTrip < fastest.roundTrip) && this.#keepsUp(w, now, window)) fastest = w;
       }
+      if (fastest) return this.#home = fastest;
     }
     let best: PoolWorker<L> | undefined;
     for (const w of this.#workers.values()) {
