@@ -54,7 +54,7 @@ export interface Config {
   readonly async_store: string;
   /** Deliveries of a step that may end in its worker's failure before the request is `poisoned`. */
   readonly max_deliveries: number;
-  /** Milliseconds: steps go to the first worker that keeps up within this before spreading; 0: spread. */
+  /** Milliseconds: steps go to a worker whose steps come back within this before spreading by credit; 0: spread. */
   readonly worker_pack_window: number;
   /** Milliseconds a handler module may take to import when `start` or `worker` checks it at start-up. */
   readonly handler_import_timeout: number;

@@ -362,7 +362,7 @@ Deno.test("pool: a worker's list of steps: removing a step twice, or one of anot
   assert.deepEqual([...a], [2]);
 });
 
-Deno.test("pool: with a pack window, steps keep to the first worker while its steps come back in time", () => {
+Deno.test("pool: with a pack window, steps keep to one worker while its steps come back in time", () => {
   const { clock, sent, pool, ready, d } = setup(2, 1);
   ready("w1", 4);
   ready("w2", 4);
@@ -374,7 +374,7 @@ Deno.test("pool: with a pack window, steps keep to the first worker while its st
   clock.now = 0.5;
   pool.retire("w1", d("a"));
   pool.retire("w2", d("b"));
-  // Both came back in 0.5 ms: the first to join now takes them, several in flight at once.
+  // Both came back in 0.5 ms: one takes them all (on a tie, the first to join), several in flight at once.
   for (const s of steps("c", "e", "f")) pool.submit(s);
   assert.deepEqual(sent.slice(2), ["w1:c", "w1:e", "w1:f"]);
   // The same load without a window spreads by credit.
@@ -463,39 +463,104 @@ Deno.test("pool: with a pack window, the load goes to the worker whose steps com
   pool.retire("w2", d("b")); // w2: 0.2 ms
   clock.now = 0.9;
   pool.retire("w1", d("a")); // w1: 0.9 ms (within the window too)
-  assert.equal(rt("w1"), 1 + (0.9 - 1) / 8, "a moving average, weight 1/8, from the window");
-  assert.equal(rt("w2"), 1 + (0.2 - 1) / 8);
+  assert.deepEqual([rt("w1"), rt("w2")], [0.9, 0.2], "the first step's time");
   for (const s of steps("c", "e")) pool.submit(s);
   assert.deepEqual(sent.slice(2), ["w2:c", "w2:e"]);
+  clock.now = 1.3;
+  pool.retire("w2", d("c"));
+  assert.equal(rt("w2"), 0.2 + (0.4 - 0.2) / 8, "then a moving average, weight 1/8");
 });
 
-Deno.test("pool: with a pack window, the worker that has the load keeps it until another's steps come back in under half its time", () => {
+Deno.test("pool: with a pack window, the worker that has the load keeps it until another's average is under half of its", () => {
   /** Where step e goes once w1's step a, sent before w2 took the load, comes back and w1's average was `w1` before it. */
   const where = (w1: number) => {
     const { clock, sent, pool, ready, d } = setup(2, 1);
     ready("w1", 8);
     ready("w2", 8);
     for (const s of steps("a", "b")) pool.submit(s); // a to w1, b to w2: neither's pace known
-    clock.now = 0.6;
-    pool.retire("w2", d("b")); // w2: 0.95 ms on average
+    clock.now = 0.9;
+    pool.retire("w2", d("b")); // w2: 0.9 ms
     pool.submit({ name: "c" }); // w2 keeps up, w1 is not known to: w2 takes the load
-    pool.worker("w1")!.roundTrip = w1; // as if w1's earlier steps had come back so
-    clock.now = 0.65;
-    pool.retire("w1", d("a")); // 0.65 ms
+    Object.assign(pool.worker("w1")!, { roundTrip: w1, measured: true }); // as if w1's earlier steps had come back so
+    clock.now = 0.95;
+    pool.retire("w1", d("a")); // 0.95 ms
     pool.submit({ name: "e" });
     return sent.slice(2);
   };
-  assert.deepEqual(where(0.6), ["w2:c", "w2:e"], "w1 at 0.61 against w2's 0.95: w2 keeps it");
-  assert.deepEqual(where(0.3), ["w2:c", "w1:e"], "w1 at 0.34, under half of 0.95: w1 takes it");
+  assert.deepEqual(where(0.6), ["w2:c", "w2:e"], "w1 at 0.64 against w2's 0.9: w2 keeps it");
+  assert.deepEqual(where(0.3), ["w2:c", "w1:e"], "w1 at 0.38, under half of 0.9: w1 takes it");
+});
+
+Deno.test("pool: with a pack window, when the home worker's own steps slow down, a worker under half its average takes the load", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 8);
+  ready("w2", 8);
+  for (const s of steps("a", "b")) pool.submit(s);
+  clock.now = 0.3;
+  pool.retire("w1", d("a")); // w1: 0.3 ms
+  clock.now = 0.4;
+  pool.retire("w2", d("b")); // w2: 0.4 ms
+  // w1 has the load; its steps now take 0.95 ms each.
+  let n = 0;
+  for (; n < 40 && sent.at(-1) !== `w2:s${n - 1}`; n++) {
+    pool.submit({ name: `s${n}` });
+    const [w] = sent.at(-1)!.split(":");
+    clock.now += 0.95;
+    pool.retire(w, d(`s${n}`));
+  }
+  const w1 = sent.slice(2).filter((x) => x.startsWith("w1")).length;
+  assert.ok(n < 40, "w2 took the load");
+  // w1's average passes 0.8 (twice w2's 0.4) with its 11th slow step (0.95 - 0.65 * (7/8)^11 =
+  // 0.80): the 12th goes to w2.
+  assert.equal(w1, 11, sent.slice(2).join(" "));
+});
+
+Deno.test("pool: with a pack window, a worker whose pace is not known gets one step at a time until it is, and takes the load if it is faster", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 8);
+  pool.submit({ name: "a" });
+  clock.now = 0.6;
+  pool.retire("w1", d("a")); // w1: 0.6 ms, and the load
+  pool.submit({ name: "b" });
+  ready("w3", 8); // joins later
+  for (const s of steps("c", "e")) pool.submit(s);
+  assert.deepEqual(sent.slice(1), ["w1:b", "w3:c", "w1:e"], "one step to w3 while its pace is unknown");
+  clock.now = 0.7;
+  pool.retire("w3", d("c")); // w3: 0.1 ms, under half of w1's 0.6
+  pool.submit({ name: "f" });
+  assert.deepEqual(sent.slice(4), ["w3:f"]);
+  assert.equal(pool.worker("w3")!.measured, true);
 });
 
 Deno.test("pool: with a pack window, one slow step counts at most twice the window in the average", () => {
   const { clock, pool, ready, d } = setup(2, 1);
   ready("w1", 4);
   pool.submit({ name: "a" });
-  clock.now = 30_000; // a 30 s step
+  clock.now = 0.5;
   pool.retire("w1", d("a"));
-  assert.equal(pool.worker("w1")!.roundTrip, 1 + (2 - 1) / 8);
+  pool.submit({ name: "b" });
+  clock.now = 30_000.5; // a 30 s step
+  pool.retire("w1", d("b"));
+  const after = 0.5 + (2 - 0.5) / 8;
+  assert.equal(pool.worker("w1")!.roundTrip, after);
+  // A result timed before its step was sent (a clock read early) counts as 0, never less.
+  pool.submit({ name: "c" });
+  pool.retire("w1", d("c"), clock.now - 5);
+  assert.equal(pool.worker("w1")!.roundTrip, after - after / 8);
+});
+
+Deno.test("pool: with a pack window, a worker dropped before its pace was known gets no step", () => {
+  const { clock, sent, pool, ready, d } = setup(2, 1);
+  ready("w1", 8);
+  pool.submit({ name: "a" });
+  clock.now = 0.5;
+  pool.retire("w1", d("a")); // w1 has the load
+  ready("w2", 8); // joins, and falls silent before any step
+  clock.now = HB_TIMEOUT + 1;
+  pool.status("w1", "HB", { credit: 8 }, () => "link-w1");
+  assert.deepEqual(pool.expire().map((x) => x.key), ["w2"]);
+  for (const s of steps("b", "c")) pool.submit(s);
+  assert.deepEqual(sent.slice(1), ["w1:b", "w1:c"]);
 });
 
 Deno.test("pool: with a pack window, a leaving worker or one reserved for a suspect is not given steps for keeping up", () => {
@@ -507,7 +572,7 @@ Deno.test("pool: with a pack window, a leaving worker or one reserved for a susp
   clock.now = 0.2;
   for (const s of ["a", "b", "c"]) pool.retire(sent.find((x) => x.endsWith(`:${s}`))!.split(":")[0], d(s));
   pool.submit({ name: "e" });
-  assert.deepEqual(sent.slice(3), ["w1:e"], "w1 keeps up, and joined first");
+  assert.deepEqual(sent.slice(3), ["w1:e"], "all three keep up alike: the first to join");
   pool.bye("w1");
   pool.submit({ name: "f" });
   pool.worker("w2")!.isolating = true;
@@ -549,6 +614,11 @@ Deno.test("pool: with a pack window, a worker dropped while it had the load gets
   assert.equal(silent.key, "w1");
   pool.submit({ name: "e" });
   assert.deepEqual(sent.slice(3), ["w2:e"]);
+  // w1 comes back under the same id: a new worker, its pace unknown: one step at a time.
+  ready("w1", 8);
+  assert.equal(pool.worker("w1")!.measured, false);
+  for (const s of steps("f", "g")) pool.submit(s);
+  assert.deepEqual(sent.slice(4), ["w1:f", "w2:g"]);
 });
 
 Deno.test("subject options: a pack window that is not a number of ms, 0 or more, is refused", () => {

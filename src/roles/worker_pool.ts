@@ -9,8 +9,10 @@
  * window (`packWindow`), a step goes to a worker that keeps up: its steps have come back within
  * the window on average, none of those it holds was sent longer than the window ago, and it holds
  * fewer than {@linkcode PACK_MAX_STEPS}. Of those, the one that took the last such step keeps
- * them (its "home") until it falls behind or another's steps come back in under half its time;
- * otherwise the one whose steps come back soonest. So a light load keeps to one worker, which
+ * them (its "home") until it falls behind or another's average is under half of its (checked as
+ * either's steps come back); otherwise the one whose steps come back soonest. A worker whose pace
+ * is not known yet (no step of it has come back) gets one step at a time while the home keeps up,
+ * so that a faster worker that joins later is found. So a light load keeps to one worker, which
  * then takes its steps in larger batches and wakes fewer threads per step, and the others join in
  * as soon as that one falls behind. When none keeps up, when steps are waiting for credit, or
  * without a window, the one with the most credit gets it. Every step sent stays in flight until
@@ -58,8 +60,13 @@ export interface PoolWorker<L> {
   readonly inflight: InFlightList;
   /** The clock's time when it was last heard from. */
   lastSeen: number;
-  /** How long its steps took to come back, in ms: a moving average (the pack window until one has). */
+  /**
+   * How long its steps take to come back, in ms: its first step's time, then a moving average (the
+   * pack window until a step has come back: see `measured`).
+   */
   roundTrip: number;
+  /** A step of it has come back, so `roundTrip` is its own. */
+  measured: boolean;
   /** It said `BYE`: it gets no more steps, and is forgotten once its steps are back. */
   leaving: boolean;
   /** Reserved for a suspect step, which it runs alone (it gets no other step meanwhile). */
@@ -143,8 +150,9 @@ export class InFlightList {
 /** A worker's round trip moves by 1/this of the difference with each step back (a moving average). */
 const ROUND_TRIP_WEIGHT = 8;
 /**
- * A worker holding this many steps is not given more for keeping up: a burst that arrives at once
- * (in one pass, when the clock does not move) is spread past it, whatever its steps cost.
+ * A worker holding this many steps is not given more for keeping up: of a burst that arrives at
+ * once (in one pass, when the clock does not move) the rest goes to other workers, whatever its
+ * steps cost.
  */
 export const PACK_MAX_STEPS = 64;
 
@@ -215,6 +223,8 @@ export class WorkerPool<S extends object, L> {
   #suspects: S[] = [];
   /** The worker that took the last step for keeping up (see the module doc). */
   #home: PoolWorker<L> | undefined;
+  /** Workers none of whose steps has come back yet. */
+  readonly #unmeasured = new Set<PoolWorker<L>>();
   #dispatched = 0;
   #redelivered = 0;
   #lost = 0;
@@ -338,7 +348,7 @@ export class WorkerPool<S extends object, L> {
       owner.credit++;
       owner.lastSeen = now;
       const window = this.#o.packWindow ?? 0;
-      if (window > 0) this.#paced(owner, Math.min(now - f.at, 2 * window), window);
+      if (window > 0) this.#paced(owner, now - f.at, window);
       this.#maybeForget(owner);
     }
     return f.step;
@@ -360,10 +370,12 @@ export class WorkerPool<S extends object, L> {
         lastSeen: 0,
         // Unknown until its steps come back: no step goes to it for keeping up before then.
         roundTrip: this.#o.packWindow ?? 0,
+        measured: false,
         leaving: false,
         isolating: false,
       };
       this.#workers.set(key, w);
+      this.#unmeasured.add(w);
       this.#o.observer?.joined?.(key, status.credit);
     }
     w.lastSeen = this.#now();
@@ -515,14 +527,32 @@ export class WorkerPool<S extends object, L> {
   }
 
   /**
-   * A step of `w` came back after `ms` (at most twice the window, so that one slow step does not
-   * keep a worker out for long): its moving average moves, and if that is now under half the home
-   * worker's, `w` becomes the home worker.
+   * A step of `w` came back after `ms`: its average moves (the first step's time is its first
+   * average; a sample counts at most twice the window, so that one slow step does not keep a
+   * worker out for long). Then the home worker changes to a worker whose average is under half
+   * the home's: to `w`, or, when the step was the home's own, to the fastest other that could
+   * take steps now.
    */
   #paced(w: PoolWorker<L>, ms: number, window: number): void {
-    w.roundTrip += (ms - w.roundTrip) / ROUND_TRIP_WEIGHT;
+    const sample = Math.max(0, Math.min(ms, 2 * window));
+    if (w.measured) w.roundTrip += (sample - w.roundTrip) / ROUND_TRIP_WEIGHT;
+    else {
+      w.roundTrip = sample;
+      w.measured = true;
+    }
+    this.#unmeasured.delete(w);
     const home = this.#home;
-    if (home && home !== w && w.roundTrip < window && w.roundTrip * 2 < home.roundTrip) this.#home = w;
+    if (!home) return;
+    if (w !== home) {
+      if (w.roundTrip * 2 < home.roundTrip) this.#home = w;
+      return;
+    }
+    let fastest: PoolWorker<L> | undefined;
+    for (const o of this.#workers.values()) {
+      if (o === home || !o.measured || o.leaving || o.isolating || o.credit <= 0) continue;
+      if (!fastest || o.roundTrip < fastest.roundTrip) fastest = o;
+    }
+    if (fastest && fastest.roundTrip * 2 < home.roundTrip) this.#home = fastest;
   }
 
   /** `w` keeps up (see the module doc). */
@@ -538,7 +568,14 @@ export class WorkerPool<S extends object, L> {
     if (pack && window > 0) {
       const now = this.#now();
       const home = this.#home;
-      if (home && this.#workers.get(home.key) === home && this.#keepsUp(home, now, window)) return home;
+      if (home && this.#workers.get(home.key) === home && this.#keepsUp(home, now, window)) {
+        // A worker whose pace is not known yet gets one step at a time until it is.
+        for (const w of this.#unmeasured) {
+          if (w.leaving || w.isolating || w.credit <= 0 || w.inflight.size > 0) continue;
+          if (this.#workers.get(w.key) === w) return w;
+        }
+        return home;
+      }
       let fastest: PoolWorker<L> | undefined;
       for (const w of this.#workers.values()) {
         if ((!fastest || w.roundTrip < fastest.roundTrip) && this.#keepsUp(w, now, window)) fastest = w;
@@ -594,7 +631,7 @@ export class WorkerPool<S extends object, L> {
 
   /** Forgets a worker and takes back its steps in flight, in dispatch order. */
   #takeSteps(w: PoolWorker<L>): S[] {
-    this.#workers.delete(w.key);
+    this.#remove(w);
     // (The list is in dispatch order: each step is appended as it is sent, with a new number.)
     const steps: S[] = [];
     for (const l of w.inflight.links()) {
@@ -615,8 +652,15 @@ export class WorkerPool<S extends object, L> {
 
   #maybeForget(w: PoolWorker<L>): void {
     if (w.leaving && w.inflight.size === 0) {
-      this.#workers.delete(w.key);
+      this.#remove(w);
       this.#o.observer?.left?.(w.key);
     }
+  }
+
+  /** `w` is no longer one of the workers. */
+  #remove(w: PoolWorker<L>): void {
+    this.#workers.delete(w.key);
+    this.#unmeasured.delete(w);
+    if (this.#home === w) this.#home = undefined;
   }
 }
