@@ -6,21 +6,21 @@
  * batch, and publishes the errors of the steps it reports poisoned).
  *
  * Workers get steps only while they have credit (one per step they run at once). With a pack
- * window (`packWindow`), a step goes to a worker that keeps up: its steps have come back within
- * the window on average, none of those it holds was sent longer than the window ago, and it holds
- * fewer than {@linkcode PACK_MAX_STEPS}. Of those, the one that took the last such step keeps
- * them (its "home") until it falls behind or another's average is under half of its (checked as
- * either's steps come back); otherwise the one whose steps come back soonest. A worker whose pace
- * is not known yet (no step of it has come back) gets one step at a time while the home keeps up,
- * so that a faster worker that joins later is found. So a light load keeps to one worker, which
- * then takes its steps in larger batches and wakes fewer threads per step, and the others join in
- * as soon as that one falls behind. When none keeps up, when steps are waiting for credit, or
- * without a window, the one with the most credit gets it. Every step sent stays in flight until
- * its result comes back. A worker
- * silent past the heartbeat timeout, or whose watchdog reports a handler blocking its event
- * loop, is dropped and its steps go back to the front of the queue. A step whose workers failed
- * `maxDeliveries` times is poisoned when the last failure is pinned on it; otherwise it runs
- * once more, alone on a reserved worker (see {@linkcode WorkerPool.deliveryFailed}).
+ * window (`packWindow`), a step goes to a worker that keeps up: its steps come back in less than
+ * the window on average, none of those it holds was sent a window or more ago, and it holds fewer
+ * than {@linkcode PACK_MAX_STEPS}. Of those, the one that took the last such step keeps them (its
+ * "home") until it falls behind or another's average is under half of its (checked as either's
+ * steps come back); otherwise the one whose steps come back soonest. A worker whose pace is not
+ * known yet (no step of it has come back) gets one step at a time while the home keeps up, so that
+ * a faster worker that joins later is found. So a light load keeps to one worker, which then takes
+ * its steps in larger batches and wakes fewer threads per step, and the others join in as soon as
+ * that one falls behind. When none keeps up, when steps are waiting for credit, or without a
+ * window, the one with the most credit gets it. Every step sent stays in flight until its result
+ * comes back. A worker silent past the heartbeat timeout, or whose watchdog reports a handler
+ * blocking its event loop, is dropped and its steps go back to the front of the queue. A step
+ * whose workers failed `maxDeliveries` times is poisoned when the last failure is pinned on it;
+ * otherwise it runs once more, alone on a reserved worker (see
+ * {@linkcode WorkerPool.deliveryFailed}).
  *
  * @example
  * ```ts
@@ -188,8 +188,8 @@ export interface WorkerPoolOptions<S extends object, L> {
   /** The clock, in ms. @default {performance.now} */
   readonly now?: () => number;
   /**
-   * Milliseconds: a step goes to a worker whose steps come back within this on average and none
-   * of whose steps in flight is older, before the one with the most credit (see the module doc).
+   * Milliseconds: a step goes to a worker whose steps come back in less than this on average and
+   * none of whose steps in flight is this old, before the one with the most credit (module doc).
    * 0: always the one with the most credit. @default {0}
    */
   readonly packWindow?: number;
@@ -299,7 +299,7 @@ export class WorkerPool<S extends object, L> {
     };
   }
 
-  /** Takes a new step: to a worker with credit (returns `true`; see the module doc for which), or to the queue. */
+  /** Takes a new step: to a worker with credit (returns `true`; the module doc says which), or queues it. */
   submit(step: S): boolean {
     const bytes = this.#o.sizeOf(step);
     this.#heldBytes += bytes;
