@@ -41,6 +41,24 @@ function setup(maxDeliveries = 2, packWindow = 0) {
 
 const steps = (...names: string[]): Step[] => names.map((name) => ({ name }));
 
+/**
+ * A pool with a 1 ms pack window and workers w1 and w2 of `credit` each, whose first steps (a to
+ * w1, b to w2, by credit: neither's pace is known yet) came back after `w1Ms` and `w2Ms`.
+ */
+function paced(credit: number, w1Ms: number, w2Ms: number) {
+  const t = setup(2, 1);
+  t.ready("w1", credit);
+  t.ready("w2", credit);
+  for (const s of steps("a", "b")) t.pool.submit(s);
+  assert.deepEqual(t.sent, ["w1:a", "w2:b"], "neither's pace known: by credit");
+  const back: [string, string, number][] = [["w1", "a", w1Ms], ["w2", "b", w2Ms]];
+  for (const [w, step, ms] of back.toSorted((x, y) => x[2] - y[2])) {
+    t.clock.now = ms;
+    t.pool.retire(w, t.d(step));
+  }
+  return t;
+}
+
 Deno.test("pool: steps go to the worker with the most credit, the rest wait; a result gives the credit back", () => {
   const { sent, events, pool, ready, d } = setup();
   ready("w1", 1);
@@ -390,13 +408,7 @@ Deno.test("pool: with a pack window, steps keep to one worker while its steps co
 });
 
 Deno.test("pool: with a pack window, a worker holding a step older than the window is passed over", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
-  ready("w1", 4);
-  ready("w2", 4);
-  for (const s of steps("a", "b")) pool.submit(s);
-  clock.now = 0.2;
-  pool.retire("w1", d("a"));
-  pool.retire("w2", d("b"));
+  const { clock, sent, pool } = paced(4, 0.2, 0.2);
   pool.submit({ name: "c" }); // w1, kept in flight (a slow handler)
   clock.now = 1.2;
   pool.submit({ name: "e" }); // c is 1 ms old: w2, which keeps up
@@ -409,28 +421,14 @@ Deno.test("pool: with a pack window, a worker holding a step older than the wind
 });
 
 Deno.test("pool: with a pack window, a worker whose steps come back slowly is passed over even when idle", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
-  ready("w1", 4);
-  ready("w2", 4);
-  for (const s of steps("a", "b")) pool.submit(s);
-  assert.deepEqual(sent, ["w1:a", "w2:b"]);
-  clock.now = 0.3;
-  pool.retire("w2", d("b")); // w2: back in 0.3 ms
-  clock.now = 5;
-  pool.retire("w1", d("a")); // w1: back in 5 ms
+  const { sent, pool } = paced(4, 5, 0.3); // w1's step back in 5 ms, w2's in 0.3
   assert.ok(pool.worker("w1")!.roundTrip >= 1 && pool.worker("w2")!.roundTrip < 1);
   for (const s of steps("p", "q", "r")) pool.submit(s);
   assert.deepEqual(sent.slice(2), ["w2:p", "w2:q", "w2:r"], "the one in time, though it joined second");
 });
 
 Deno.test("pool: with a pack window, steps waiting for credit are spread by credit", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
-  ready("w1", 2);
-  ready("w2", 2);
-  for (const s of steps("a", "b")) pool.submit(s);
-  clock.now = 0.2;
-  pool.retire("w1", d("a"));
-  pool.retire("w2", d("b"));
+  const { clock, sent, pool, d } = paced(2, 0.2, 0.2);
   // Both keep up; w1 takes the new ones until out of credit, then w2, then they wait.
   for (const s of steps("c", "e", "f", "g", "h", "i")) pool.submit(s);
   assert.deepEqual(sent.slice(2), ["w1:c", "w1:e", "w2:f", "w2:g"]);
@@ -454,15 +452,8 @@ Deno.test("pool: with a pack window, steps waiting for credit are spread by cred
 });
 
 Deno.test("pool: with a pack window, the load goes to the worker whose steps come back soonest, though it joined second", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
+  const { clock, sent, pool, d } = paced(8, 0.9, 0.2); // w1 within the window too
   const rt = (k: string) => pool.worker(k)!.roundTrip;
-  ready("w1", 8);
-  ready("w2", 8);
-  for (const s of steps("a", "b")) pool.submit(s);
-  clock.now = 0.2;
-  pool.retire("w2", d("b")); // w2: 0.2 ms
-  clock.now = 0.9;
-  pool.retire("w1", d("a")); // w1: 0.9 ms (within the window too)
   assert.deepEqual([rt("w1"), rt("w2")], [0.9, 0.2], "the first step's time");
   for (const s of steps("c", "e")) pool.submit(s);
   assert.deepEqual(sent.slice(2), ["w2:c", "w2:e"]);
@@ -492,14 +483,7 @@ Deno.test("pool: with a pack window, the worker that has the load keeps it until
 });
 
 Deno.test("pool: with a pack window, when the home worker's own steps slow down, a worker under half its average takes the load", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
-  ready("w1", 8);
-  ready("w2", 8);
-  for (const s of steps("a", "b")) pool.submit(s);
-  clock.now = 0.3;
-  pool.retire("w1", d("a")); // w1: 0.3 ms
-  clock.now = 0.4;
-  pool.retire("w2", d("b")); // w2: 0.4 ms
+  const { clock, sent, pool, d } = paced(8, 0.3, 0.4);
   // w1 has the load; its steps now take 0.95 ms each.
   let n = 0;
   for (; n < 40 && sent.at(-1) !== `w2:s${n - 1}`; n++) {
@@ -581,13 +565,7 @@ Deno.test("pool: with a pack window, a leaving worker or one reserved for a susp
 });
 
 Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, though its worker keeps up", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
-  ready("w1", 100);
-  ready("w2", 100);
-  for (const s of steps("a", "b")) pool.submit(s);
-  clock.now = 0.2;
-  pool.retire("w1", d("a"));
-  pool.retire("w2", d("b"));
+  const { sent, pool } = paced(100, 0.2, 0.2);
   // One pass: the clock does not move, so every step is "young".
   for (let i = 0; i < PACK_MAX_STEPS + 2; i++) pool.submit({ name: `s${i}` });
   const burst = sent.slice(2).map((s) => s.split(":")[0]);
@@ -596,13 +574,7 @@ Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, thou
 });
 
 Deno.test("pool: with a pack window, a worker dropped while it had the load gets no more steps", () => {
-  const { clock, sent, pool, ready, d } = setup(2, 1);
-  ready("w1", 8);
-  ready("w2", 8);
-  for (const s of steps("a", "b")) pool.submit(s);
-  clock.now = 0.2;
-  pool.retire("w1", d("a"));
-  pool.retire("w2", d("b"));
+  const { clock, sent, pool, ready, d } = paced(8, 0.2, 0.2);
   pool.submit({ name: "c" });
   clock.now = 0.4;
   pool.retire("w1", d("c"));
