@@ -210,6 +210,8 @@ export interface WorkerPoolOptions<S extends object, L> {
 export class WorkerPool<S extends object, L> {
   readonly #o: WorkerPoolOptions<S, L>;
   readonly #now: () => number;
+  /** `packWindow`, or 0. */
+  readonly #window: number;
   readonly #workers = new Map<string, PoolWorker<L>>();
   readonly #inflight = new Map<number, InFlight<S>>();
   #pending: S[] = [];
@@ -223,7 +225,10 @@ export class WorkerPool<S extends object, L> {
   #suspects: S[] = [];
   /** The worker that took the last step for keeping up (see the module doc). */
   #home: PoolWorker<L> | undefined;
-  /** Workers none of whose steps has come back yet. */
+  /**
+   * Workers none of whose steps has come back yet: those whose `measured` is false, kept apart so
+   * that a pick need not look at every worker.
+   */
   readonly #unmeasured = new Set<PoolWorker<L>>();
   #dispatched = 0;
   #redelivered = 0;
@@ -234,6 +239,7 @@ export class WorkerPool<S extends object, L> {
   constructor(options: WorkerPoolOptions<S, L>) {
     this.#o = options;
     this.#now = options.now ?? (() => performance.now());
+    this.#window = options.packWindow ?? 0;
     this.#nextDispatch = options.firstDispatch;
   }
 
@@ -347,8 +353,7 @@ export class WorkerPool<S extends object, L> {
       owner.inflight.remove(f);
       owner.credit++;
       owner.lastSeen = now;
-      const window = this.#o.packWindow ?? 0;
-      if (window > 0) this.#paced(owner, now - f.at, window);
+      if (this.#window > 0) this.#paced(owner, now - f.at, this.#window);
       this.#maybeForget(owner);
     }
     return f.step;
@@ -369,7 +374,7 @@ export class WorkerPool<S extends object, L> {
         inflight: new InFlightList(),
         lastSeen: 0,
         // Unknown until its steps come back: no step goes to it for keeping up before then.
-        roundTrip: this.#o.packWindow ?? 0,
+        roundTrip: this.#window,
         measured: false,
         leaving: false,
         isolating: false,
@@ -564,7 +569,7 @@ export class WorkerPool<S extends object, L> {
   }
 
   #pick(pack: boolean): PoolWorker<L> | undefined {
-    const window = this.#o.packWindow ?? 0;
+    const window = this.#window;
     if (pack && window > 0) {
       const now = this.#now();
       const home = this.#home;
