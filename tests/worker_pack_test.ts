@@ -21,8 +21,8 @@ async function bothJoined(dir: string): Promise<void> {
   }
 }
 
-/** `total` quick requests, `lanes` in flight at a time; the worker pids that answered, in order. */
-async function lanes(client: Client, total: number, lanes: number): Promise<number[]> {
+/** `total` quick requests, `width` in flight at a time; the worker pids that answered, in order. */
+async function lanes(client: Client, total: number, width: number): Promise<number[]> {
   const pids: number[] = [];
   let sent = 0;
   const lane = async () => {
@@ -33,7 +33,7 @@ async function lanes(client: Client, total: number, lanes: number): Promise<numb
       pids.push(Number(p.values.pid));
     }
   };
-  await Promise.all(Array.from({ length: lanes }, lane));
+  await Promise.all(Array.from({ length: width }, lane));
   return pids;
 }
 
@@ -78,6 +78,7 @@ for (const window of [200, 0]) {
     // That worker's sandbox busy for 1.5 s: once that step is older than the window, the next
     // steps go to the other worker, and so do the quick ones meanwhile.
     const slow = client.request("Hang", { block: 1500 }, { timeout: 10_000 });
+    // The rule under test is the step's age: no message tells when it passed the window.
     await new Promise((r) => setTimeout(r, 400));
     const during = await lanes(client, 20, 2);
     assert.equal(Number((await slow).values.pid), home, "the slow step went to the worker with the load");
