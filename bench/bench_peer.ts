@@ -10,6 +10,10 @@
  *   relay IN OUT TYPE one stage of the bare pipeline: PULL single-frame messages from IN and
  *                     forward each as it comes to OUT (a TYPE socket: PUSH or PUB), until stdin
  *                     closes; an endpoint written "@ENDPOINT" is bound, else connected
+ *   zmtp-echo PATH    ZMTP on Deno's sockets (src/zmtp), no libzmq: a DEALER connected to the
+ *                     Unix socket PATH echoes every message back until the other side closes
+ *   zmtp-push PATH N S the same, a PUSH: N copies of the request (S as for push), then waits for
+ *                     the other side to close
  *
  * @module
  */
@@ -18,6 +22,7 @@ import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
 import { Context } from "../src/zmq/socket.ts";
 import { delay } from "../src/_async.ts";
 import { DONTWAIT, i64, libzmq, POLLIN } from "../src/zmq/ffi.ts";
+import { ZmtpConnection } from "../src/zmtp/connection.ts";
 
 /** This module, to run as the other process: `deno run -A PEER_MODULE push …`. */
 export const PEER_MODULE: string = import.meta.url;
@@ -80,6 +85,21 @@ if (import.meta.main) {
   const n = Number(count);
   if (mode === "relay") {
     await relay(endpoint, Deno.args[2], Deno.args[3] === "PUB" ? "PUB" : "PUSH");
+    Deno.exit(0);
+  }
+  if (mode === "zmtp-echo" || mode === "zmtp-push") {
+    const echo = mode === "zmtp-echo";
+    const z = await ZmtpConnection.open(await Deno.connect({ transport: "unix", path: endpoint }), {
+      socketType: echo ? "DEALER" : "PUSH",
+    });
+    if (!echo) {
+      const frames = Deno.args[3] === "1" ? [new Uint8Array(REQUEST_BYTES).fill(120)] : benchFrames();
+      for (let i = 0; i < n; i++) {
+        z.send(frames);
+        if (z.queuedBytes > 1 << 20) await z.flush(); // a high-water mark, as PUSH has
+      }
+    }
+    await z.listen((frames) => echo && z.send(frames));
     Deno.exit(0);
   }
   const reactor = new Reactor(

@@ -3,6 +3,7 @@ import { benchId } from "../bench/generator.ts";
 import { httpClosedLoop } from "../bench/http_load.ts";
 import { moleculerRun } from "../bench/moleculer.ts";
 import { goal } from "../bench/report.ts";
+import { transportRound } from "../bench/transport.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
@@ -114,5 +115,14 @@ Deno.test("bench: the HTTP load generator keeps one request in flight per connec
     assert.ok(r.times.every((t, i) => t > 0 && (i === 0 || t >= r.times[i - 1])), "ascending times");
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("bench: the transport comparison runs both transports' round trips and pushes to the end", async () => {
+  const rows = await transportRound(200, 20_000, true);
+  assert.deepEqual(rows.map((r) => r.transport), ["zmtp", "libzmq"]);
+  for (const r of rows) {
+    assert.ok(r.trip_p50_ms > 0 && r.trip_p99_ms >= r.trip_p50_ms, JSON.stringify(r));
+    assert.ok(r.push_per_s > 0 && r.trip_cpu_us >= 0 && r.push_cpu_us >= 0, JSON.stringify(r));
   }
 });

@@ -43,6 +43,12 @@ Deno.test("the topic system (src/topic/) is pure: no Deno API, node:, npm: or so
   }
 });
 
+Deno.test("the ZMTP codec (src/zmtp/codec.ts) is pure: no Deno API and no imports", async () => {
+  const { code, specifiers } = await importsOf("src/zmtp/codec.ts");
+  assert.doesNotMatch(code, /\bDeno\./, "the codec uses the Deno API");
+  assert.deepEqual(specifiers, []);
+});
+
 Deno.test("nothing under src/ imports the tooling (testing/, bench/)", async () => {
   for (const f of await tsFiles("src/")) {
     for (const s of (await importsOf(f)).specifiers) {

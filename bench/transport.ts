@@ -1,0 +1,208 @@
+/**
+ * libzmq (through the project's binding, as the roles use it) against ZMTP on Deno's own
+ * sockets (`src/zmtp`), between two processes over a Unix socket: one round trip at a time
+ * and one-way throughput of request-sized three-frame messages, each with the CPU both
+ * processes used. The measurement behind docs/performance.md, round 18:
+ *
+ * ```sh
+ * deno run -A bench/transport.ts [ROUNDS]
+ * ```
+ *
+ * Each round measures both transports, in alternated order; one JSON line per transport and
+ * round. Not part of `deno task bench`: the roles do not use `src/zmtp` yet.
+ *
+ * @module
+ */
+
+import { benchFrames, PEER_MODULE } from "./bench_peer.ts";
+import { cpuTicks } from "./proc.ts";
+import { percentile, round3 } from "./report.ts";
+import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
+import { ZmtpConnection } from "../src/zmtp/connection.ts";
+
+/** One transport's figures in one round. */
+export interface TransportRow {
+  readonly transport: "libzmq" | "zmtp";
+  /** One round trip at a time, back to back: p50 and p99 in ms. */
+  readonly trip_p50_ms: number;
+  readonly trip_p99_ms: number;
+  /** CPU of both processes per round trip, µs. */
+  readonly trip_cpu_us: number;
+  /** One way, as fast as it goes: messages per second. */
+  readonly push_per_s: number;
+  /** CPU of both processes per message one way, µs. */
+  readonly push_cpu_us: number;
+}
+
+/** µs of CPU (user and system) both processes used since `before`. */
+const TICK_US = 10_000;
+const cpuOf = (pids: number[]) => pids.reduce((n, p) => n + cpuTicks(p), 0);
+
+function peer(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", PEER_MODULE, ...args],
+    stdin: "piped",
+    stdout: "null",
+  }).spawn();
+}
+
+async function stop(p: Deno.ChildProcess): Promise<void> {
+  await p.stdin.close().catch(() => {});
+  await p.status;
+}
+
+interface Trips {
+  rtt: number[];
+  cpuUs: number;
+}
+
+/** Round trips to an echo peer; `trip` sends and resolves on the answer. */
+async function timeTrips(pids: number[], n: number, trip: () => Promise<void>): Promise<Trips> {
+  for (let i = 0; i < Math.min(n, 1000); i++) await trip(); // warm up
+  const before = cpuOf(pids);
+  const rtt: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await trip();
+    rtt.push(performance.now() - t);
+  }
+  return { rtt: rtt.sort((a, b) => a - b), cpuUs: ((cpuOf(pids) - before) * TICK_US) / n };
+}
+
+async function libzmqTrips(dir: string, n: number): Promise<Trips> {
+  // Both ends wait for messages in-thread, as the roles do.
+  const r = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
+  const router = r.socket("ROUTER");
+  const ep = `ipc://${dir}/lz-trip`;
+  await router.bind(ep);
+  const p = peer(["echo", ep, "in-thread"]);
+  try {
+    const it = router.messages();
+    const id = (await it.next()).value![0];
+    const frames = benchFrames();
+    return await timeTrips([Deno.pid, p.pid], n, async () => {
+      await router.send([id, ...frames]);
+      await it.next();
+    });
+  } finally {
+    await stop(p);
+    await r.close();
+  }
+}
+
+async function zmtpTrips(dir: string, n: number): Promise<Trips> {
+  const path = `${dir}/z-trip`;
+  const l = Deno.listen({ transport: "unix", path });
+  const p = peer(["zmtp-echo", path]);
+  const z = await ZmtpConnection.open(await l.accept(), { socketType: "ROUTER" });
+  l.close();
+  let answered = () => {};
+  const listening = z.listen(() => answered());
+  try {
+    const frames = benchFrames();
+    return await timeTrips([Deno.pid, p.pid], n, () => {
+      const done = new Promise<void>((resolve) => (answered = resolve));
+      z.send(frames);
+      return done;
+    });
+  } finally {
+    z.close();
+    await listening.catch(() => {});
+    await stop(p);
+  }
+}
+
+interface Push {
+  perS: number;
+  cpuUs: number;
+}
+
+async function libzmqPush(dir: string, n: number): Promise<Push> {
+  const r = new Reactor();
+  const pull = r.socket("PULL", { receiveHighWaterMark: 100_000 });
+  const ep = `ipc://${dir}/lz-push`;
+  await pull.bind(ep);
+  const before = cpuTicks(Deno.pid);
+  const p = peer(["push", ep, String(n), "3"]);
+  try {
+    let count = 0, first = 0, last = 0, peerTicks = 0;
+    await new Promise<void>((resolve) =>
+      pull.onMessage(() => {
+        if (count++ === 0) first = performance.now();
+        if (count === n) {
+          last = performance.now();
+          peerTicks = cpuTicks(p.pid);
+          resolve();
+        }
+      })
+    );
+    const ticks = cpuTicks(Deno.pid) - before + peerTicks;
+    return { perS: (n - 1) / ((last - first) / 1000), cpuUs: (ticks * TICK_US) / n };
+  } finally {
+    await stop(p);
+    await r.close();
+  }
+}
+
+async function zmtpPush(dir: string, n: number): Promise<Push> {
+  const path = `${dir}/z-push`;
+  const l = Deno.listen({ transport: "unix", path });
+  const before = cpuTicks(Deno.pid);
+  const p = peer(["zmtp-push", path, String(n), "3"]);
+  const z = await ZmtpConnection.open(await l.accept(), { socketType: "PULL" });
+  l.close();
+  try {
+    let count = 0, first = 0, last = 0, peerTicks = 0;
+    await new Promise<void>((resolve, reject) => {
+      z.listen(() => {
+        if (count++ === 0) first = performance.now();
+        if (count === n) {
+          last = performance.now();
+          peerTicks = cpuTicks(p.pid);
+          resolve();
+        }
+      }).then(() => reject(new Error(`the ZMTP pusher left after ${count} of ${n}`)), reject);
+    });
+    const ticks = cpuTicks(Deno.pid) - before + peerTicks;
+    return { perS: (n - 1) / ((last - first) / 1000), cpuUs: (ticks * TICK_US) / n };
+  } finally {
+    z.close();
+    await stop(p);
+  }
+}
+
+/** One round: both transports, `trips` round trips and `messages` one-way messages each, `zmtpFirst` or not. */
+export async function transportRound(
+  trips: number,
+  messages: number,
+  zmtpFirst: boolean,
+): Promise<TransportRow[]> {
+  const dir = await Deno.makeTempDir({ prefix: "ztr" });
+  try {
+    const rows: TransportRow[] = [];
+    for (const t of zmtpFirst ? ["zmtp", "libzmq"] as const : ["libzmq", "zmtp"] as const) {
+      const trip = await (t === "zmtp" ? zmtpTrips : libzmqTrips)(dir, trips);
+      const push = await (t === "zmtp" ? zmtpPush : libzmqPush)(dir, messages);
+      rows.push({
+        transport: t,
+        trip_p50_ms: round3(percentile(trip.rtt, 50)),
+        trip_p99_ms: round3(percentile(trip.rtt, 99)),
+        trip_cpu_us: Math.round(trip.cpuUs * 10) / 10,
+        push_per_s: Math.round(push.perS),
+        push_cpu_us: Math.round(push.cpuUs * 100) / 100,
+      });
+    }
+    return rows;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+if (import.meta.main) {
+  const rounds = Number(Deno.args[0] ?? 3);
+  for (let i = 0; i < rounds; i++) {
+    for (const row of await transportRound(20_000, 1_000_000, i % 2 === 1)) {
+      console.log(JSON.stringify({ round: i + 1, ...row }));
+    }
+  }
+}

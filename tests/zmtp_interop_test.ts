@@ -1,0 +1,218 @@
+/**
+ * The ZMTP connection against libzmq (the project's FFI layer, the same library the roles use):
+ * both directions of the handshake, messages of every frame size, socket types refused, frames
+ * over the limit, libzmq's heartbeats, and peers that do not speak ZMTP.
+ */
+import assert from "node:assert/strict";
+import { Reactor } from "../src/zmq/reactor.ts";
+import { ZmtpConnection } from "../src/zmtp/connection.ts";
+import { ZmtpError } from "../src/zmtp/codec.ts";
+import { TIMED_OUT, withTimeout } from "../src/_async.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function withLibzmq(fn: (r: Reactor, dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "zmtp" });
+  const r = new Reactor(); // waits off-thread: the event loop keeps running for Deno's sockets
+  try {
+    await fn(r, dir);
+  } finally {
+    await r.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The next message from `it`, within 5 s. */
+async function next(it: AsyncIterableIterator<Uint8Array[]>): Promise<Uint8Array[]> {
+  const got = await withTimeout(it.next(), 5000);
+  assert.notEqual(got, TIMED_OUT, "no message within 5 s");
+  return (got as IteratorResult<Uint8Array[]>).value;
+}
+
+/** A listening Unix socket's first connection, opened as a ZMTP `socketType` peer. */
+async function acceptOne(path: string, open: (c: Deno.Conn) => Promise<ZmtpConnection>) {
+  const l = Deno.listen({ transport: "unix", path });
+  try {
+    return await open(await l.accept());
+  } finally {
+    l.close();
+  }
+}
+
+function frames(...sizes: number[]): Uint8Array[] {
+  return sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
+}
+
+Deno.test("a ZMTP DEALER talks to a libzmq ROUTER: its Identity is the routing id, frames of every size both ways", async () => {
+  await withLibzmq(async (r, dir) => {
+    const router = r.socket("ROUTER");
+    await router.bind(`ipc://${dir}/router`);
+    const it = router.messages();
+    const z = await ZmtpConnection.open(await Deno.connect({ transport: "unix", path: `${dir}/router` }), {
+      socketType: "DEALER",
+      identity: enc.encode("native-1"),
+    });
+    assert.equal(z.peer.socketType, "ROUTER");
+    const replies: Uint8Array[][] = [];
+    const listening = z.listen((f) => replies.push(f.map((x) => x.slice())));
+    const sent = frames(0, 1, 255, 256, 70_000, 2_000_000);
+    z.send(sent);
+    const [id, ...got] = await next(it);
+    assert.equal(dec.decode(id), "native-1");
+    assert.deepEqual(got, sent);
+    await router.send([id, ...frames(3, 300)]);
+    await router.send([id, enc.encode("last")]);
+    for (let i = 0; i < 100 && replies.length < 2; i++) await new Promise((res) => setTimeout(res, 10));
+    assert.deepEqual(replies, [frames(3, 300), [enc.encode("last")]]);
+    z.close();
+    await listening;
+  });
+});
+
+Deno.test("a libzmq DEALER talks to a ZMTP ROUTER over TCP: 2,000 messages each way, in order", async () => {
+  await withLibzmq(async (r) => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const dealer = r.socket("DEALER", { routingId: "lz-dealer", sendHighWaterMark: 10_000 });
+    await dealer.connect(`tcp://127.0.0.1:${(l.addr as Deno.NetAddr).port}`);
+    const z = await ZmtpConnection.open(await l.accept(), { socketType: "ROUTER" });
+    l.close();
+    assert.equal(z.peer.socketType, "DEALER");
+    assert.equal(dec.decode(z.peer.identity), "lz-dealer");
+    const got: string[] = [];
+    const listening = z.listen((f) => got.push(f.map((x) => dec.decode(x)).join("|")));
+    for (let i = 0; i < 2000; i++) await dealer.send([enc.encode(`m${i}`), new Uint8Array(i % 400)]);
+    for (let i = 0; i < 500 && got.length < 2000; i++) await new Promise((res) => setTimeout(res, 10));
+    assert.equal(got.length, 2000);
+    assert.ok(got.every((g, i) => g.startsWith(`m${i}|`)));
+    const it = dealer.messages(5000);
+    for (let i = 0; i < 2000; i++) z.send([enc.encode(`r${i}`)]);
+    await z.flush();
+    for (let i = 0; i < 2000; i++) assert.equal(dec.decode((await next(it))[0]), `r${i}`);
+    z.close();
+    await listening;
+  });
+});
+
+Deno.test("ZMTP PUSH to libzmq PULL and libzmq PUSH to ZMTP PULL", async () => {
+  await withLibzmq(async (r, dir) => {
+    const pull = r.socket("PULL");
+    await pull.bind(`ipc://${dir}/pull`);
+    const it = pull.messages(20_000);
+    const push = await ZmtpConnection.open(await Deno.connect({ transport: "unix", path: `${dir}/pull` }), {
+      socketType: "PUSH",
+    });
+    for (let i = 0; i < 10_000; i++) push.send([enc.encode(String(i))]);
+    for (let i = 0; i < 10_000; i++) assert.equal(dec.decode((await next(it))[0]), String(i));
+    push.close();
+
+    const lzPush = r.socket("PUSH");
+    const path = `${dir}/zpull`;
+    const accepted = acceptOne(path, (c) => ZmtpConnection.open(c, { socketType: "PULL" }));
+    await new Promise((res) => setTimeout(res, 50)); // the listener exists before libzmq connects
+    await lzPush.connect(`ipc://${path}`);
+    const zPull = await accepted;
+    const got: Uint8Array[][] = [];
+    const listening = zPull.listen((f) => got.push(f.map((x) => x.slice())));
+    await lzPush.send(frames(10, 1_000_000, 0));
+    for (let i = 0; i < 500 && got.length < 1; i++) await new Promise((res) => setTimeout(res, 10));
+    assert.deepEqual(got, [frames(10, 1_000_000, 0)]);
+    zPull.close();
+    await listening;
+  });
+});
+
+Deno.test("a socket type that cannot talk to the peer's is refused, by libzmq and by this side", async () => {
+  await withLibzmq(async (r, dir) => {
+    const router = r.socket("ROUTER");
+    await router.bind(`ipc://${dir}/router`);
+    // libzmq reads our READY first and closes.
+    await assert.rejects(
+      async () =>
+        await ZmtpConnection.open(await Deno.connect({ transport: "unix", path: `${dir}/router` }), {
+          socketType: "PUSH",
+        }),
+      (e) => e instanceof ZmtpError && /closed the connection during the handshake/.test(e.message),
+    );
+    // Two ZMTP connections: each refuses the other.
+    const path = `${dir}/z`;
+    const accepted = acceptOne(path, (c) => ZmtpConnection.open(c, { socketType: "ROUTER" }));
+    await new Promise((res) => setTimeout(res, 20));
+    const [server, client] = await Promise.allSettled([
+      accepted,
+      Deno.connect({ transport: "unix", path }).then((c) => ZmtpConnection.open(c, { socketType: "PUSH" })),
+    ]);
+    assert.ok(
+      server.status === "rejected" &&
+        /a ROUTER socket cannot talk to a PUSH peer/.test(server.reason.message),
+    );
+    assert.ok(
+      client.status === "rejected" &&
+        /a PUSH socket cannot talk to a ROUTER peer/.test(client.reason.message),
+    );
+  });
+});
+
+Deno.test("a frame over the limit closes the connection with a ZmtpError", async () => {
+  await withLibzmq(async (r, dir) => {
+    const path = `${dir}/zpull`;
+    const push = r.socket("PUSH");
+    const accepted = acceptOne(
+      path,
+      (c) => ZmtpConnection.open(c, { socketType: "PULL", maxFrameSize: 1000 }),
+    );
+    await new Promise((res) => setTimeout(res, 50));
+    await push.connect(`ipc://${path}`);
+    const z = await accepted;
+    const got: number[] = [];
+    const listening = z.listen((f) => got.push(f[0].length));
+    await push.send([new Uint8Array(1000)]);
+    await push.send([new Uint8Array(1001)]);
+    await assert.rejects(listening, /a frame of 1001 bytes, over the limit of 1000/);
+    assert.deepEqual(got, [1000]);
+    assert.ok(z.closed);
+  });
+});
+
+Deno.test("libzmq's heartbeats are answered: an idle connection outlives the peer's heartbeat timeout", async () => {
+  await withLibzmq(async (r, dir) => {
+    const router = r.socket("ROUTER", { heartbeatInterval: 50, heartbeatTimeout: 150 });
+    await router.bind(`ipc://${dir}/router`);
+    const it = router.messages();
+    const z = await ZmtpConnection.open(await Deno.connect({ transport: "unix", path: `${dir}/router` }), {
+      socketType: "DEALER",
+      identity: enc.encode("idle"),
+    });
+    const listening = z.listen(() => {});
+    await new Promise((res) => setTimeout(res, 800)); // 16 heartbeats; without PONGs libzmq drops us after 150 ms
+    assert.ok(!z.closed, "libzmq closed the connection");
+    z.send([enc.encode("still here")]);
+    const [id, body] = await next(it);
+    assert.deepEqual([dec.decode(id), dec.decode(body)], ["idle", "still here"]);
+    z.close();
+    await listening;
+  });
+});
+
+Deno.test("a peer that does not speak ZMTP, or says nothing, fails the handshake", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const server = (async () => {
+    const http = await l.accept();
+    await http.write(enc.encode("HTTP/1.1 400 Bad Request\r\n\r\n"));
+    const silent = await l.accept();
+    return [http, silent];
+  })();
+  await assert.rejects(
+    ZmtpConnection.open(await Deno.connect({ port }), { socketType: "DEALER" }),
+    (e) => e instanceof ZmtpError && /bad signature/.test(e.message),
+  );
+  const t = performance.now();
+  await assert.rejects(
+    ZmtpConnection.open(await Deno.connect({ port }), { socketType: "DEALER", handshakeTimeoutMs: 200 }),
+    (e) => e instanceof ZmtpError && /no ZMTP handshake within 200 ms/.test(e.message),
+  );
+  assert.ok(performance.now() - t < 2000);
+  for (const c of await server) c.close();
+  l.close();
+});
