@@ -23,8 +23,11 @@ export interface BareRun {
    * through the whole pipeline per second, over `seconds` after a second of warm-up.
    */
   peak: number;
-  /** Per offered rate: round trips in ms (sorted) and the CPU of its processes together (cores). */
-  runs: { rate: number; rtt: number[]; busyCores: number }[];
+  /**
+   * Per offered rate: round trips in ms (sorted), the CPU of its processes together (cores), and
+   * each process's: the four relays in the pipeline's order, then the generator.
+   */
+  runs: { rate: number; rtt: number[]; busyCores: number; processCores: number[] }[];
 }
 
 /**
@@ -35,17 +38,29 @@ export interface BareRun {
  * then `zmq_recv`/`zmq_send` on one buffer, no reactor, no routing); this process paces and
  * reads as the flows' generator does. Run open loop at the offered rates of the flows, it shows
  * what this machine's wake-ups cost before any framework work: the floor of the latency rows.
+ * `transport: "zmtp"` runs the relays over ZMTP on Deno's own sockets instead (`src/zmtp`; the
+ * generator stays libzmq): the same shape without libzmq's I/O threads in the relays.
  */
-export async function barePipeline(rates: readonly number[], seconds: number): Promise<BareRun> {
+export async function barePipeline(
+  rates: readonly number[],
+  seconds: number,
+  transport: "libzmq" | "zmtp" = "libzmq",
+): Promise<BareRun> {
   const dir = await Deno.makeTempDir({ prefix: "zmp" });
   const ep = (name: string) => `ipc://${dir}/${name}`;
+  // The relays' endpoints: libzmq's, or the same Unix socket paths for ZMTP on Deno's sockets
+  // (`bench_peer.ts zmtp-relay`); the generator below is libzmq either way.
+  const at = (name: string) => (transport === "zmtp" ? `${dir}/${name}` : ep(name));
   const stages = [
-    [`@${ep("in")}`, `@${ep("work")}`, "PUSH"],
-    [ep("work"), ep("im"), "PUSH"],
-    [ep("work"), ep("im"), "PUSH"],
-    [`@${ep("im")}`, `@${ep("out")}`, "PUB"],
+    [`@${at("in")}`, `@${at("work")}`, "PUSH"],
+    [at("work"), at("im"), "PUSH"],
+    [at("work"), at("im"), "PUSH"],
+    [`@${at("im")}`, `@${at("out")}`, "PUB"],
   ].map((args) =>
-    new Deno.Command(Deno.execPath(), { args: ["run", "-A", PEER, "relay", ...args], stdin: "piped" }).spawn()
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", PEER, transport === "zmtp" ? "zmtp-relay" : "relay", ...args],
+      stdin: "piped",
+    }).spawn()
   );
   const r = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
   try {
@@ -135,7 +150,7 @@ export async function barePipeline(rates: readonly number[], seconds: number): P
           });
           return rtt.sort((a, b) => a - b);
         }));
-      runs.push({ rate, rtt, busyCores: round2(sum(cores)) });
+      runs.push({ rate, rtt, busyCores: round2(sum(cores)), processCores: cores.map(round2) });
     }
     return { sequential: sequential.sort((a, b) => a - b), peak, runs };
   } finally {

@@ -14,6 +14,10 @@
  *                     Unix socket PATH echoes every message back until the other side closes
  *   zmtp-push PATH N S the same, a PUSH: N copies of the request (S as for push), then waits for
  *                     the other side to close
+ *   zmtp-relay IN OUT TYPE
+ *                     relay's stage over ZMTP on Deno's sockets: IN and OUT are Unix socket
+ *                     paths ("@PATH" listened on, any number of peers; else connected); messages
+ *                     from any IN peer go to one OUT peer in turn (PUSH) or to every one (PUB)
  *
  * @module
  */
@@ -80,11 +84,59 @@ async function relay(input: string, output: string, type: "PUSH" | "PUB"): Promi
   await ctx.terminate();
 }
 
+/**
+ * A stage of the bare pipeline over ZMTP on Deno's sockets (`src/zmtp`): what {@linkcode relay}
+ * does, read and written on the event loop's thread instead of through libzmq. Its peers may be
+ * libzmq sockets (the bare pipeline's generator is).
+ */
+async function zmtpRelay(input: string, output: string, type: "PUSH" | "PUB"): Promise<void> {
+  const outs: ZmtpConnection[] = [];
+  let next = 0;
+  const forward = (frames: Uint8Array[]) => {
+    if (!outs.length) return; // nobody to send to yet: dropped, as the path's probes expect
+    if (type === "PUB") { for (const o of outs) o.send(frames); }
+    else outs[next++ % outs.length].send(frames);
+  };
+  const listeners: Deno.Listener[] = [];
+  const side = (ep: string, socketType: "PULL" | "PUSH" | "PUB", onOpen: (z: ZmtpConnection) => void) => {
+    const open = (c: Deno.Conn) => ZmtpConnection.open(c, { socketType }).then(onOpen, () => {});
+    if (ep.startsWith("@")) {
+      const l = Deno.listen({ transport: "unix", path: ep.slice(1) });
+      listeners.push(l);
+      (async () => {
+        for await (const c of l) void open(c);
+      })().catch(() => {});
+    } else {
+      (async () => {
+        for (;;) {
+          try {
+            return void open(await Deno.connect({ transport: "unix", path: ep }));
+          } catch {
+            await delay(20); // not listening yet
+          }
+        }
+      })();
+    }
+  };
+  side(output, type, (z) => {
+    outs.push(z);
+    // Read to answer heartbeats; what a subscriber sends (its subscription) is not needed here.
+    z.listen(() => {}).catch(() => {}).finally(() => outs.splice(outs.indexOf(z), 1));
+  });
+  side(input, "PULL", (z) => void z.listen(forward).catch(() => {}));
+  for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
+  for (const l of listeners) l.close();
+}
+
 if (import.meta.main) {
   const [mode, endpoint, count] = Deno.args;
   const n = Number(count);
   if (mode === "relay") {
     await relay(endpoint, Deno.args[2], Deno.args[3] === "PUB" ? "PUB" : "PUSH");
+    Deno.exit(0);
+  }
+  if (mode === "zmtp-relay") {
+    await zmtpRelay(endpoint, Deno.args[2], Deno.args[3] === "PUB" ? "PUB" : "PUSH");
     Deno.exit(0);
   }
   if (mode === "zmtp-echo" || mode === "zmtp-push") {

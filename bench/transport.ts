@@ -1,19 +1,21 @@
 /**
  * libzmq (through the project's binding, as the roles use it) against ZMTP on Deno's own
- * sockets (`src/zmtp`), between two processes over a Unix socket: one round trip at a time
+ * sockets (`src/zmtp`): between two processes over a Unix socket, one round trip at a time
  * and one-way throughput of request-sized three-frame messages, each with the CPU both
- * processes used. The measurement behind docs/performance.md, round 18:
+ * processes used; then the bare pipeline (`bare.ts`, the deployment's shape with relays) with
+ * its relays on either. The measurement behind docs/performance.md, round 18:
  *
  * ```sh
  * deno run -A bench/transport.ts [ROUNDS]
  * ```
  *
- * Each round measures both transports, in alternated order; one JSON line per transport and
- * round. Not part of `deno task bench`: the roles do not use `src/zmtp` yet.
+ * Each round measures both transports, in alternated order; JSON lines. Not part of `deno task
+ * bench`: the roles do not use `src/zmtp`.
  *
  * @module
  */
 
+import { barePipeline } from "./bare.ts";
 import { benchFrames, PEER_MODULE } from "./bench_peer.ts";
 import { cpuTicks } from "./proc.ts";
 import { percentile, round3 } from "./report.ts";
@@ -198,11 +200,50 @@ export async function transportRound(
   }
 }
 
+/** {@linkcode bareRow}'s figures. */
+export interface BareRow {
+  readonly transport: "libzmq" | "zmtp";
+  readonly bare_peak_per_s: number;
+  readonly bare_one_at_a_time_p50_ms: number;
+  /** Per offered rate; `process_cores`: the four relays in the pipeline's order, then the generator. */
+  readonly open: readonly {
+    rate: number;
+    p50_ms: number;
+    p99_ms: number;
+    cpu_us_per_message: number;
+    process_cores: number[];
+  }[];
+}
+
+/** The bare pipeline with its relays on `transport`: peak, one at a time, and open loops at `rates`. */
+export async function bareRow(
+  transport: "libzmq" | "zmtp",
+  rates: readonly number[],
+  seconds: number,
+): Promise<BareRow> {
+  const b = await barePipeline(rates, seconds, transport);
+  return {
+    transport,
+    bare_peak_per_s: Math.round(b.peak),
+    bare_one_at_a_time_p50_ms: round3(percentile(b.sequential, 50)),
+    open: b.runs.map((r) => ({
+      rate: r.rate,
+      p50_ms: round3(percentile(r.rtt, 50)),
+      p99_ms: round3(percentile(r.rtt, 99)),
+      cpu_us_per_message: Math.round((r.busyCores / r.rate) * 1e6),
+      process_cores: r.processCores,
+    })),
+  };
+}
+
 if (import.meta.main) {
   const rounds = Number(Deno.args[0] ?? 3);
   for (let i = 0; i < rounds; i++) {
     for (const row of await transportRound(20_000, 1_000_000, i % 2 === 1)) {
       console.log(JSON.stringify({ round: i + 1, ...row }));
+    }
+    for (const t of i % 2 ? ["zmtp", "libzmq"] as const : ["libzmq", "zmtp"] as const) {
+      console.log(JSON.stringify({ round: i + 1, ...await bareRow(t, [10_000, 50_000], 3) }));
     }
   }
 }

@@ -5,13 +5,13 @@
  *
  * Why by hand: npm holds no ZMTP implementation over TCP for JavaScript other than bindings to
  * libzmq (`zeromq`, `zmq`; `jszmq` speaks ZWS over WebSocket), and libzmq moves every message
- * through an I/O thread of its own: on the 2-vCPU machines this project is measured on, a round
- * trip between two processes took 0.10 ms and 115 µs of CPU through libzmq, against 0.023 ms
- * and 28 µs over Deno's sockets (docs/performance.md, round 18).
+ * through an I/O thread of its own: between two processes that answer each other at once, a round
+ * trip took 0.09–0.11 ms and 108–124 µs of CPU through libzmq, 0.03 ms and 37–40 µs here
+ * (`bench/transport.ts`; docs/performance.md, round 18, also says where it does not help).
  *
- * What it does not do yet: socket semantics over several connections (routing, round robin,
+ * What it does not do: socket semantics over several connections (routing, round robin,
  * subscriptions), reconnection, heartbeats of its own (it answers a peer's `PING`), PLAIN and
- * CURVE. The roles do not use it yet.
+ * CURVE. The roles do not use it; the bench's transport comparison does.
  *
  * @module
  */
@@ -171,9 +171,9 @@ export class ZmtpConnection {
 
   /**
    * Reads messages until the peer closes or {@linkcode close} is called, calling `onMessage` with
-   * each one's frames, in order (frames are views: copy what you keep past the call if you must
-   * change it). Answers the peer's `PING`s. Rejects with {@linkcode ZmtpError} (after closing)
-   * on a protocol violation, a frame over the limit, or the peer's `ERROR`.
+   * each one's frames, in order (views into memory that is not reused: they may be kept). Answers
+   * the peer's `PING`s. Rejects with {@linkcode ZmtpError} (after closing) on a protocol violation,
+   * a frame over the limit, or the peer's `ERROR`, and with what `onMessage` throws.
    */
   async listen(onMessage: (frames: Uint8Array[]) => void): Promise<void> {
     const early = this.#early;
