@@ -121,7 +121,10 @@ async function zmtpRelay(input: string, output: string, type: "PUSH" | "PUB"): P
   side(output, type, (z) => {
     outs.push(z);
     // Read to answer heartbeats; what a subscriber sends (its subscription) is not needed here.
-    z.listen(() => {}).catch(() => {}).finally(() => outs.splice(outs.indexOf(z), 1));
+    z.listen(() => {}).catch(() => {}).finally(() => {
+      const i = outs.indexOf(z);
+      if (i >= 0) outs.splice(i, 1);
+    });
   });
   side(input, "PULL", (z) => void z.listen(forward).catch(() => {}));
   for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }

@@ -6,7 +6,16 @@
 import assert from "node:assert/strict";
 import { Reactor } from "../src/zmq/reactor.ts";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
-import { ZmtpError } from "../src/zmtp/codec.ts";
+import {
+  decodeCommand,
+  encodeCommand,
+  encodeGreeting,
+  encodeProperties,
+  FrameReader,
+  FrameWriter,
+  GREETING_SIZE,
+  ZmtpError,
+} from "../src/zmtp/codec.ts";
 import { TIMED_OUT, withTimeout } from "../src/_async.ts";
 
 const enc = new TextEncoder();
@@ -215,4 +224,76 @@ Deno.test("a peer that does not speak ZMTP, or says nothing, fails the handshake
   assert.ok(performance.now() - t < 2000);
   for (const c of await server) c.close();
   l.close();
+});
+
+Deno.test("what comes in the same read as the peer's READY is delivered, and its PING answered", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const peer = (async () => {
+    const c = await l.accept();
+    const w = new FrameWriter();
+    w.addRaw(encodeCommand("READY", encodeProperties({ "Socket-Type": "ROUTER" })));
+    w.add([enc.encode("first"), enc.encode("message")]);
+    w.addRaw(encodeCommand("PING", new Uint8Array([0, 0, 7, 7])));
+    // The greeting, READY, a message and a PING in one write.
+    const greeting = encodeGreeting();
+    const rest = w.take();
+    const all = new Uint8Array(greeting.length + rest.length);
+    all.set(greeting);
+    all.set(rest, greeting.length);
+    await c.write(all);
+    // Read what comes back until the PONG: the other side's greeting, READY, then PONG [7, 7].
+    const reader = new FrameReader(1 << 20);
+    const buf = new Uint8Array(4096);
+    let skip = GREETING_SIZE;
+    const got: string[] = [];
+    while (!got.includes("PONG 7,7")) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      let piece = buf.slice(0, n);
+      const drop = Math.min(skip, piece.length);
+      skip -= drop;
+      piece = piece.subarray(drop);
+      reader.push(piece, (d) => {
+        if (d.command) {
+          const { name, data } = decodeCommand(d.body);
+          got.push(`${name} ${[...data].join(",")}`.trim());
+        }
+      });
+    }
+    c.close();
+    return got;
+  })();
+  const z = await ZmtpConnection.open(await Deno.connect({ port }), { socketType: "DEALER" });
+  const messages: string[] = [];
+  const listening = z.listen((f) => messages.push(f.map((x) => dec.decode(x)).join(" ")));
+  const commands = await withTimeout(peer, 5000);
+  assert.notEqual(commands, TIMED_OUT, "no PONG within 5 s");
+  if (commands === TIMED_OUT) return;
+  assert.equal(commands[0].startsWith("READY"), true);
+  assert.ok(commands.includes("PONG 7,7"), JSON.stringify(commands));
+  await listening;
+  assert.deepEqual(messages, ["first message"]);
+  l.close();
+});
+
+Deno.test("listen() is called once; an identity is 1 to 255 octets, not starting with 0", async () => {
+  await withLibzmq(async (r, dir) => {
+    const router = r.socket("ROUTER");
+    await router.bind(`ipc://${dir}/router`);
+    const connect = () => Deno.connect({ transport: "unix", path: `${dir}/router` });
+    for (const identity of [new Uint8Array(256).fill(1), new Uint8Array([0, 1])]) {
+      const c = await connect();
+      await assert.rejects(ZmtpConnection.open(c, { socketType: "DEALER", identity }), RangeError);
+      c.close();
+    }
+    const z = await ZmtpConnection.open(await connect(), {
+      socketType: "DEALER",
+      identity: new Uint8Array(255).fill(1),
+    });
+    const first = z.listen(() => {});
+    await assert.rejects(z.listen(() => {}), /already called/);
+    z.close();
+    await first;
+  });
 });

@@ -78,8 +78,9 @@ export class ZmtpConnection {
   readonly #out = new FrameWriter();
   #slab: Uint8Array<ArrayBuffer>;
   #slabAt: number;
-  /** Messages that came in the same read as the peer's READY, for `listen`. */
-  #early: Uint8Array[][];
+  /** What came in the same read as the peer's READY (messages, commands), for `listen`. */
+  #early: Decoded[];
+  #listening = false;
   #writing = false;
   #inFlight = 0;
   #waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
@@ -105,7 +106,14 @@ export class ZmtpConnection {
     const maxFrame = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
     const reader = new FrameReader(maxFrame);
     const props: Record<string, Uint8Array | string> = { "Socket-Type": options.socketType };
-    if (options.identity?.length) props.Identity = options.identity;
+    const id = options.identity;
+    if (id?.length) {
+      // libzmq's rule for routing ids: 1 to 255 octets, and a leading zero octet is its own.
+      if (id.length > 255 || id[0] === 0) {
+        throw new RangeError("an identity is 1 to 255 octets, not starting with 0");
+      }
+      props.Identity = id;
+    }
     const hello = concat(encodeGreeting(), encodeCommand("READY", encodeProperties(props)));
     const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     let timedOut = false;
@@ -176,11 +184,13 @@ export class ZmtpConnection {
    * a frame over the limit, or the peer's `ERROR`, and with what `onMessage` throws.
    */
   async listen(onMessage: (frames: Uint8Array[]) => void): Promise<void> {
-    const early = this.#early;
-    this.#early = [];
-    for (const frames of early) onMessage(frames);
+    if (this.#listening) throw new Error("listen() was already called on this connection");
+    this.#listening = true;
     const out = (d: Decoded) => (d.command ? this.#onCommand(d.body) : onMessage(d.frames));
     try {
+      const early = this.#early;
+      this.#early = [];
+      for (const d of early) out(d);
       for (;;) {
         const piece = await this.#read();
         if (piece === null) return;
@@ -267,12 +277,12 @@ export class ZmtpConnection {
 interface Handshake {
   readonly version: readonly [number, number];
   readonly properties: Map<string, Uint8Array>;
-  readonly early: Uint8Array[][];
+  readonly early: Decoded[];
   readonly slab: Uint8Array<ArrayBuffer>;
   readonly slabAt: number;
 }
 
-/** Reads the peer's greeting and its READY (or ERROR); messages in the same reads are kept. */
+/** Reads the peer's greeting and its READY (or ERROR); what follows in the same reads is kept. */
 async function readHandshake(conn: Deno.Conn, reader: FrameReader): Promise<Handshake> {
   const greeting = new Uint8Array(GREETING_SIZE);
   let have = 0;
@@ -280,12 +290,9 @@ async function readHandshake(conn: Deno.Conn, reader: FrameReader): Promise<Hand
   let at = 0;
   let version: readonly [number, number] | undefined;
   let properties: Map<string, Uint8Array> | undefined;
-  const early: Uint8Array[][] = [];
+  const early: Decoded[] = [];
   const out = (d: Decoded) => {
-    if (properties) {
-      if (!d.command) early.push(d.frames);
-      return; // a command after READY in the same read: nothing this side acts on before listen
-    }
+    if (properties) return void early.push(d); // for listen, which reads on from here
     if (!d.command) throw new ZmtpError("a message before the peer's READY");
     const { name, data } = decodeCommand(d.body);
     if (name === "ERROR") {
