@@ -92,10 +92,18 @@ async function relay(input: string, output: string, type: "PUSH" | "PUB"): Promi
 async function zmtpRelay(input: string, output: string, type: "PUSH" | "PUB"): Promise<void> {
   const outs: ZmtpConnection[] = [];
   let next = 0;
+  // A peer that has just gone is still listed until its listen ends: skipped, so that what it
+  // can no longer take never closes the upstream connection that brought it.
   const forward = (frames: Uint8Array[]) => {
-    if (!outs.length) return; // nobody to send to yet: dropped, as the path's probes expect
-    if (type === "PUB") { for (const o of outs) o.send(frames); }
-    else outs[next++ % outs.length].send(frames);
+    if (type === "PUB") {
+      for (const o of outs) if (!o.closed) o.send(frames);
+      return;
+    }
+    for (let tries = 0; tries < outs.length; tries++) {
+      const o = outs[next++ % outs.length];
+      if (!o.closed) return o.send(frames);
+    }
+    // Nobody to send to yet: dropped, as the bare pipeline's probes expect.
   };
   const listeners: Deno.Listener[] = [];
   const side = (ep: string, socketType: "PULL" | "PUSH" | "PUB", onOpen: (z: ZmtpConnection) => void) => {

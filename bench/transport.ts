@@ -36,8 +36,9 @@ export interface TransportRow {
   readonly push_cpu_us: number;
 }
 
-/** µs of CPU (user and system) both processes used since `before`. */
+/** µs of CPU in one of /proc's clock ticks. */
 const TICK_US = 10_000;
+/** Clock ticks of CPU (user and system) the processes have used. */
 const cpuOf = (pids: number[]) => pids.reduce((n, p) => n + cpuTicks(p), 0);
 
 function peer(args: string[]): Deno.ChildProcess {
@@ -60,6 +61,8 @@ interface Trips {
 
 /** Round trips to an echo peer; `trip` sends and resolves on the answer. */
 async function timeTrips(pids: number[], n: number, trip: () => Promise<void>): Promise<Trips> {
+  // No timer per trip: a pending timer changes how the libzmq reactor waits (a trip then took 10
+  // ms). A peer that dies ends the trip with an error instead (see the callers).
   for (let i = 0; i < Math.min(n, 1000); i++) await trip(); // warm up
   const before = cpuOf(pids);
   const rtt: number[] = [];
@@ -78,13 +81,15 @@ async function libzmqTrips(dir: string, n: number): Promise<Trips> {
   const ep = `ipc://${dir}/lz-trip`;
   await router.bind(ep);
   const p = peer(["echo", ep, "in-thread"]);
+  // The peer's exit closes the socket, which ends the iterator a trip waits on.
+  void p.status.then(() => router.close());
   try {
     const it = router.messages();
     const id = (await it.next()).value![0];
     const frames = benchFrames();
     return await timeTrips([Deno.pid, p.pid], n, async () => {
       await router.send([id, ...frames]);
-      await it.next();
+      if ((await it.next()).done) throw new Error("transport: the libzmq echo peer is gone");
     });
   } finally {
     await stop(p);
@@ -99,12 +104,21 @@ async function zmtpTrips(dir: string, n: number): Promise<Trips> {
   const z = await ZmtpConnection.open(await l.accept(), { socketType: "ROUTER" });
   l.close();
   let answered = () => {};
-  const listening = z.listen(() => answered());
+  let ended = false;
+  let gone = () => {};
+  const listening = z.listen(() => answered()).finally(() => {
+    ended = true;
+    gone();
+  });
   try {
     const frames = benchFrames();
     return await timeTrips([Deno.pid, p.pid], n, () => {
-      const done = new Promise<void>((resolve) => (answered = resolve));
-      z.send(frames);
+      const done = new Promise<void>((resolve, reject) => {
+        answered = resolve;
+        gone = () => reject(new Error("transport: the ZMTP echo peer is gone"));
+      });
+      if (ended) gone();
+      else z.send(frames);
       return done;
     });
   } finally {

@@ -15,11 +15,14 @@ import {
   FrameReader,
   FrameWriter,
   GREETING_SIZE,
+  isSocketType,
   ZmtpError,
+  type ZmtpSocketType,
 } from "../src/zmtp/codec.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const frames = (...sizes: number[]) => sizes.map((n) => new Uint8Array(n).fill(n & 0xff));
 
 /** Everything `reader` decodes from `pieces`, in order. */
 function decodeAll(reader: FrameReader, pieces: Uint8Array[]): Decoded[] {
@@ -46,7 +49,7 @@ Deno.test("a greeting with a bad signature or a version before 3 is refused", ()
   assert.throws(() => decodeGreeting(g), ZmtpError);
   const old = encodeGreeting();
   old[10] = 2;
-  assert.throws(() => decodeGreeting(old), /ZMTP 2\.x/);
+  assert.throws(() => decodeGreeting(old), /ZMTP before 3\.0 \(revision octet 2\)/);
   const later = encodeGreeting();
   later[11] = 7; // a later minor version is accepted (RFC 37)
   assert.deepEqual(decodeGreeting(later).version, [3, 7]);
@@ -81,12 +84,30 @@ Deno.test("malformed metadata is a ZmtpError, not a read past the end", () => {
   assert.throws(() => decodeProperties(new Uint8Array([0, 0, 0, 0, 0])), /a name/);
 });
 
-Deno.test("the socket-type table is RFC 37's, both ways", () => {
-  assert.ok(compatible("DEALER", "ROUTER") && compatible("ROUTER", "DEALER"));
-  assert.ok(compatible("PUSH", "PULL") && compatible("PULL", "PUSH"));
-  assert.ok(compatible("XPUB", "SUB") && compatible("SUB", "XPUB"));
-  assert.ok(!compatible("PUSH", "ROUTER") && !compatible("ROUTER", "PUSH"));
-  assert.ok(!compatible("PUSH", "PUSH") && !compatible("PUB", "PUB"));
+Deno.test("the socket-type table is RFC 37's: every pair of the 11 types, both ways", () => {
+  // RFC 37's table, row by row: the peers each type may talk to.
+  const rfc: Record<ZmtpSocketType, ZmtpSocketType[]> = {
+    REQ: ["REP", "ROUTER"],
+    REP: ["REQ", "DEALER"],
+    DEALER: ["REP", "DEALER", "ROUTER"],
+    ROUTER: ["REQ", "DEALER", "ROUTER"],
+    PUB: ["SUB", "XSUB"],
+    XPUB: ["SUB", "XSUB"],
+    SUB: ["PUB", "XPUB"],
+    XSUB: ["PUB", "XPUB"],
+    PUSH: ["PULL"],
+    PULL: ["PUSH"],
+    PAIR: ["PAIR"],
+  };
+  const types = Object.keys(rfc) as ZmtpSocketType[];
+  for (const a of types) {
+    assert.ok(isSocketType(a));
+    for (const b of types) {
+      assert.equal(compatible(a, b), rfc[a].includes(b), `${a} with ${b}`);
+      assert.equal(compatible(a, b), compatible(b, a), `${a} and ${b} agree`);
+    }
+  }
+  assert.ok(!isSocketType("STREAM") && !isSocketType("dealer"));
 });
 
 const frameArb = fc.oneof(
@@ -158,6 +179,39 @@ Deno.test("a frame within one piece is a view into it; one across pieces is copi
   assert.ok(!whole.command && whole.frames[0].buffer === stream.buffer);
   const [split] = decodeAll(new FrameReader(100), [stream.slice(0, 3), stream.slice(3)]);
   assert.ok(!split.command && dec.decode(split.frames[0]) === "abc");
+});
+
+Deno.test("limits that are not whole numbers of 0 or more are refused", () => {
+  for (const bad of [NaN, Infinity, -1, 1.5]) {
+    assert.throws(() => new FrameReader(bad), RangeError, String(bad));
+    assert.throws(() => new FrameReader(100, bad), RangeError, String(bad));
+    assert.throws(() => (new FrameReader(100).maxMessageSize = bad), RangeError, String(bad));
+  }
+});
+
+Deno.test("a message's frames count together against the size limit, and their number against maxFrames", () => {
+  const w = new FrameWriter();
+  w.add(frames(60, 40)); // 100: within
+  w.add(frames(60, 41)); // 101: over
+  const stream = w.take();
+  const got: Decoded[] = [];
+  assert.throws(
+    () => new FrameReader(100).push(stream, (d) => got.push(d)),
+    /a message of more than 100 bytes/,
+  );
+  assert.equal(got.length, 1);
+  const many = new FrameWriter();
+  many.add(frames(0, 0, 0));
+  many.add(frames(0, 0, 0, 0));
+  const seen: Decoded[] = [];
+  assert.throws(() => new FrameReader(100, 3).push(many.take(), (d) => seen.push(d)), /more than 3 frames/);
+  assert.equal(seen.length, 1);
+  // Commands are not messages: their size alone is limited.
+  const cmd = new FrameWriter();
+  cmd.add(frames(90));
+  cmd.addRaw(encodeCommand("PING", new Uint8Array(90)));
+  cmd.add(frames(90));
+  assert.equal(decodeAll(new FrameReader(100), [cmd.take()]).length, 3);
 });
 
 Deno.test("violations are ZmtpErrors: reserved bits, a command with MORE or inside a message, a frame over the limit", () => {

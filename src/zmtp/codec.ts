@@ -102,7 +102,12 @@ export function decodeGreeting(b: Uint8Array): Greeting {
     throw new RangeError(`a greeting is ${GREETING_SIZE} octets, got ${b.length}`);
   }
   if (b[0] !== 0xff || b[9] !== 0x7f) throw new ZmtpError("not a ZMTP greeting (bad signature)");
-  if (b[10] < 3) throw new ZmtpError(`ZMTP ${b[10]}.x peer: only 3.0 and later are spoken`);
+  if (b[10] < 3) {
+    // ZMTP 2.0 puts its revision (1) here; 1.0 has no such signature at all.
+    throw new ZmtpError(
+      `a peer speaking ZMTP before 3.0 (revision octet ${b[10]}): only 3.0 and later are spoken`,
+    );
+  }
   let end = 12;
   while (end < 32 && b[end] !== 0) end++;
   return { version: [b[10], b[11]], mechanism: text.decode(b.subarray(12, end)), asServer: b[32] === 1 };
@@ -249,13 +254,21 @@ export type Decoded =
   | { readonly command: false; readonly frames: Uint8Array[] }
   | { readonly command: true; readonly body: Uint8Array };
 
+/** The most frames a message may have by default (libzmq sets no limit; this project's messages have 3 or 4). */
+export const DEFAULT_MAX_FRAMES = 1024;
+
 /**
  * Decodes frames from a byte stream in pieces of any size. A frame that lies within one piece is
  * handed out as a view into it, so a piece's bytes must not change once pushed (read each into
  * fresh memory); a frame split across pieces is copied together.
+ *
+ * What a peer can make it hold is bounded: a message's frames together (and a command) at most
+ * `maxMessageSize` bytes, and a message at most `maxFrames` frames (an empty frame is 2 octets on
+ * the wire and over 100 bytes of heap). Past either, `push` throws a {@linkcode ZmtpError}.
  */
 export class FrameReader {
-  readonly #maxFrame: number;
+  #maxMessage: number;
+  readonly #maxFrames: number;
   readonly #head = new Uint8Array(9);
   readonly #headView = new DataView(this.#head.buffer);
   #headFill = 0;
@@ -264,10 +277,20 @@ export class FrameReader {
   #bodyFill = 0;
   #flags = 0;
   #frames: Uint8Array[] = [];
+  /** Bytes of the frames of the message being read. */
+  #messageBytes = 0;
 
-  /** `maxFrameSize`: a frame whose size is larger is a {@linkcode ZmtpError} (the connection closes). */
-  constructor(maxFrameSize: number) {
-    this.#maxFrame = maxFrameSize;
+  constructor(maxMessageSize: number, maxFrames: number = DEFAULT_MAX_FRAMES) {
+    this.#maxMessage = checkLimit("maxMessageSize", maxMessageSize);
+    this.#maxFrames = checkLimit("maxFrames", maxFrames);
+  }
+
+  /** The largest message (its frames together) or command accepted from here on. */
+  get maxMessageSize(): number {
+    return this.#maxMessage;
+  }
+  set maxMessageSize(n: number) {
+    this.#maxMessage = checkLimit("maxMessageSize", n);
   }
 
   /** Decodes what `piece` completes; calls `out` for each message and command, in order. */
@@ -292,12 +315,10 @@ export class FrameReader {
         if (!(flags & FLAG_LONG)) {
           // The common case, whole in this piece: no copy of the head.
           this.#check(flags);
-          const size = piece[at + 1];
-          if (size > this.#maxFrame) {
-            throw new ZmtpError(`a frame of ${size} bytes, over the limit of ${this.#maxFrame}`);
-          }
-          at += 2;
           this.#flags = flags;
+          const size = piece[at + 1];
+          this.#admit(size);
+          at += 2;
           if (piece.length - at >= size) {
             this.#done(piece.subarray(at, at + size), out);
             at += size;
@@ -311,15 +332,15 @@ export class FrameReader {
       if (this.#headFill < need) continue;
       this.#headFill = 0;
       this.#flags = this.#head[0];
-      const size = need === 9 ? this.#headView.getBigUint64(1) : BigInt(this.#head[1]);
-      if (size > BigInt(this.#maxFrame)) {
-        throw new ZmtpError(`a frame of ${size} bytes, over the limit of ${this.#maxFrame}`);
-      }
-      const n = Number(size);
-      if (piece.length - at >= n) {
-        this.#done(piece.subarray(at, at + n), out);
-        at += n;
-      } else this.#startBody(n);
+      const big = need === 9 ? this.#headView.getBigUint64(1) : BigInt(this.#head[1]);
+      // Compared as a BigInt first: a size of 2^53 or more has no exact Number.
+      if (big > BigInt(this.#maxMessage)) this.#tooLarge(big);
+      const size = Number(big);
+      this.#admit(size);
+      if (piece.length - at >= size) {
+        this.#done(piece.subarray(at, at + size), out);
+        at += size;
+      } else this.#startBody(size);
     }
   }
 
@@ -338,10 +359,24 @@ export class FrameReader {
     }
   }
 
-  #startBody(size: number): void {
-    if (size > this.#maxFrame) {
-      throw new ZmtpError(`a frame of ${size} bytes, over the limit of ${this.#maxFrame}`);
+  /** Takes a frame of `size` (its flags read) into the limits, or throws. */
+  #admit(size: number): void {
+    if (size > this.#maxMessage) this.#tooLarge(size);
+    if (this.#flags & FLAG_COMMAND) return;
+    if (this.#frames.length >= this.#maxFrames) {
+      throw new ZmtpError(`a message of more than ${this.#maxFrames} frames`);
     }
+    this.#messageBytes += size;
+    if (this.#messageBytes > this.#maxMessage) {
+      throw new ZmtpError(`a message of more than ${this.#maxMessage} bytes`);
+    }
+  }
+
+  #tooLarge(size: number | bigint): never {
+    throw new ZmtpError(`a frame of ${size} bytes, over the limit of ${this.#maxMessage}`);
+  }
+
+  #startBody(size: number): void {
     this.#body = new Uint8Array(size);
     this.#bodyFill = 0;
   }
@@ -353,6 +388,14 @@ export class FrameReader {
     if (flags & FLAG_MORE) return;
     const frames = this.#frames;
     this.#frames = [];
+    this.#messageBytes = 0;
     out({ command: false, frames });
   }
+}
+
+function checkLimit(name: string, n: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new RangeError(`${name} must be a whole number, 0 or more: ${n}`);
+  }
+  return n;
 }

@@ -1,12 +1,14 @@
 /**
  * One ZMTP 3.1 connection over a Deno connection (TCP or a Unix socket), NULL mechanism: the
  * handshake, then multipart messages both ways, read and written on the event loop's thread.
- * It speaks to libzmq peers (and to itself); a libzmq socket cannot tell it from another libzmq.
+ * It speaks to libzmq peers (and to itself) on their wire format; over TCP it turns Nagle's
+ * algorithm off, as libzmq does. It ignores a peer's SUBSCRIBE and CANCEL commands and the TTL
+ * of its PINGs (it answers each PING).
  *
  * Why by hand: npm holds no ZMTP implementation over TCP for JavaScript other than bindings to
  * libzmq (`zeromq`, `zmq`; `jszmq` speaks ZWS over WebSocket), and libzmq moves every message
  * through an I/O thread of its own: between two processes that answer each other at once, a round
- * trip took 0.09–0.11 ms and 108–124 µs of CPU through libzmq, 0.03 ms and 37–40 µs here
+ * trip took 0.09–0.11 ms and 108–124 µs of CPU through libzmq, 0.028–0.035 ms and 37–45 µs here
  * (`bench/transport.ts`; docs/performance.md, round 18, also says where it does not help).
  *
  * What it does not do: socket semantics over several connections (routing, round robin,
@@ -22,6 +24,7 @@ import {
   type Decoded,
   decodeGreeting,
   decodeProperties,
+  DEFAULT_MAX_FRAMES,
   encodeCommand,
   encodeGreeting,
   encodeProperties,
@@ -36,8 +39,11 @@ import {
 /** Milliseconds the handshake may take before the connection is closed (libzmq's `ZMQ_HANDSHAKE_IVL` is 30 s). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
-/** The largest frame accepted by default: a peer that sends a larger one is disconnected. */
-export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024;
+/** The largest message (its frames together) accepted by default: a peer that sends a larger one is disconnected. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
+
+/** The most a peer may send before its READY is in (a READY is a few hundred bytes). */
+const HANDSHAKE_BYTES = 192 * 1024;
 
 const SLAB_SIZE = 256 * 1024;
 const MIN_READ = 64 * 1024;
@@ -48,8 +54,10 @@ export interface ZmtpOptions {
   readonly socketType: ZmtpSocketType;
   /** The identity announced (`Identity`): a libzmq ROUTER uses it as the peer's routing id. */
   readonly identity?: Uint8Array;
-  /** A frame larger than this from the peer closes the connection. @default {DEFAULT_MAX_FRAME_SIZE} */
-  readonly maxFrameSize?: number;
+  /** A message (its frames together) or command larger than this from the peer closes the connection. @default {DEFAULT_MAX_MESSAGE_SIZE} */
+  readonly maxMessageSize?: number;
+  /** A message of more frames than this from the peer closes the connection. @default {DEFAULT_MAX_FRAMES} */
+  readonly maxFrames?: number;
   /** @default {DEFAULT_HANDSHAKE_TIMEOUT_MS} */
   readonly handshakeTimeoutMs?: number;
 }
@@ -98,31 +106,36 @@ export class ZmtpConnection {
 
   /**
    * Runs the handshake on `conn` (greeting and `READY` both ways) and returns the connection.
-   * Throws {@linkcode ZmtpError} (and closes `conn`) if the peer is not a ZMTP 3 peer using the
-   * NULL mechanism, announces a socket type this one may not talk to, refuses with `ERROR`, or
-   * does not finish within `handshakeTimeoutMs`.
+   * Throws {@linkcode ZmtpError} if the peer is not a ZMTP 3 peer using the NULL mechanism,
+   * announces a socket type this one may not talk to, refuses with `ERROR`, sends more than 192
+   * KiB before its `READY`, or does not finish within `handshakeTimeoutMs`; a `RangeError` for
+   * bad options (an identity that is not 1 to 255 octets or starts with a zero octet, as libzmq
+   * requires of routing ids). `conn` is closed whenever it throws.
    */
   static async open(conn: Deno.Conn, options: ZmtpOptions): Promise<ZmtpConnection> {
-    const maxFrame = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
-    const reader = new FrameReader(maxFrame);
-    const props: Record<string, Uint8Array | string> = { "Socket-Type": options.socketType };
-    const id = options.identity;
-    if (id?.length) {
-      // libzmq's rule for routing ids: 1 to 255 octets, and a leading zero octet is its own.
-      if (id.length > 255 || id[0] === 0) {
-        throw new RangeError("an identity is 1 to 255 octets, not starting with 0");
-      }
-      props.Identity = id;
-    }
-    const hello = concat(encodeGreeting(), encodeCommand("READY", encodeProperties(props)));
     const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      closeQuietly(conn);
-    }, timeoutMs);
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const [, got] = await Promise.all([writeAll(conn, hello), readHandshake(conn, reader)]);
+      const maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+      const reader = new FrameReader(maxMessage, options.maxFrames ?? DEFAULT_MAX_FRAMES);
+      const props: Record<string, Uint8Array | string> = { "Socket-Type": options.socketType };
+      const id = options.identity;
+      if (id?.length) {
+        if (id.length > 255 || id[0] === 0) {
+          throw new RangeError("an identity is 1 to 255 octets, not starting with a zero octet");
+        }
+        props.Identity = id;
+      }
+      // libzmq sets TCP_NODELAY on every TCP socket; left on, Nagle's algorithm holds a small
+      // write back until the last is acknowledged (a delayed ACK: about 40 ms).
+      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+      const hello = concat(encodeGreeting(), encodeCommand("READY", encodeProperties(props)));
+      timer = setTimeout(() => {
+        timedOut = true;
+        closeQuietly(conn);
+      }, timeoutMs);
+      const [, got] = await Promise.all([writeAll(conn, hello), readHandshake(conn, reader, maxMessage)]);
       const peerType = utf8(got.properties.get("socket-type"));
       if (!isSocketType(peerType)) {
         throw new ZmtpError(`the peer announced no known socket type (${peerType})`);
@@ -170,36 +183,51 @@ export class ZmtpConnection {
     }
   }
 
-  /** Resolves once everything queued so far is written; rejects if the connection failed first. */
+  /**
+   * Resolves once everything queued so far is written; rejects if the connection failed, or was
+   * closed with something still queued, first.
+   */
   flush(): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    if (!this.#writing && this.#out.size === 0) return Promise.resolve();
+    if (this.#closed || (!this.#writing && this.#out.size === 0)) return Promise.resolve();
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
   /**
    * Reads messages until the peer closes or {@linkcode close} is called, calling `onMessage` with
-   * each one's frames, in order (views into memory that is not reused: they may be kept). Answers
-   * the peer's `PING`s. Rejects with {@linkcode ZmtpError} (after closing) on a protocol violation,
-   * a frame over the limit, or the peer's `ERROR`, and with what `onMessage` throws.
+   * each one's frames, in order (views into memory that is not reused: they may be kept); after
+   * `close()`, even from inside `onMessage`, nothing more is delivered. Answers the peer's
+   * `PING`s. Resolves when the peer closes (or resets) the connection or `close()` is called;
+   * rejects, after closing, with a {@linkcode ZmtpError} on a protocol violation, a message over
+   * the limits, or the peer's `ERROR`, and with whatever `onMessage` throws.
    */
   async listen(onMessage: (frames: Uint8Array[]) => void): Promise<void> {
     if (this.#listening) throw new Error("listen() was already called on this connection");
     this.#listening = true;
-    const out = (d: Decoded) => (d.command ? this.#onCommand(d.body) : onMessage(d.frames));
+    const out = (d: Decoded) => {
+      if (this.#closed) return;
+      if (d.command) this.#onCommand(d.body);
+      else onMessage(d.frames);
+    };
     try {
       const early = this.#early;
       this.#early = [];
       for (const d of early) out(d);
-      for (;;) {
-        const piece = await this.#read();
+      while (!this.#closed) {
+        let piece: Uint8Array | null;
+        try {
+          piece = await this.#read();
+        } catch (e) {
+          // Closed here under the read, or the peer went away: the end, not a failure.
+          if (this.#closed) return;
+          if (e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe) return;
+          throw e;
+        }
         if (piece === null) return;
         this.#reader.push(piece, out);
       }
     } catch (e) {
-      if (this.#closed && !(e instanceof ZmtpError)) return; // closed here, under the read
       this.#fail(e);
-      if (e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe) return;
       throw e;
     } finally {
       this.close();
@@ -282,8 +310,13 @@ interface Handshake {
   readonly slabAt: number;
 }
 
-/** Reads the peer's greeting and its READY (or ERROR); what follows in the same reads is kept. */
-async function readHandshake(conn: Deno.Conn, reader: FrameReader): Promise<Handshake> {
+/**
+ * Reads the peer's greeting and its READY (or ERROR); what follows in the same reads is kept.
+ * Until the READY is in, the reader takes no frame over `HANDSHAKE_BYTES`, so that a peer cannot
+ * make it allocate `maxMessage` bytes before it has said what it is.
+ */
+async function readHandshake(conn: Deno.Conn, reader: FrameReader, maxMessage: number): Promise<Handshake> {
+  reader.maxMessageSize = Math.min(maxMessage, HANDSHAKE_BYTES);
   const greeting = new Uint8Array(GREETING_SIZE);
   let have = 0;
   const slab = new Uint8Array(SLAB_SIZE);
@@ -300,9 +333,10 @@ async function readHandshake(conn: Deno.Conn, reader: FrameReader): Promise<Hand
     }
     if (name !== "READY") throw new ZmtpError(`a ${name} command where READY was expected`);
     properties = decodeProperties(data);
+    reader.maxMessageSize = maxMessage;
   };
   while (!properties) {
-    if (slab.length - at < MIN_READ) throw new ZmtpError("a handshake larger than 192 KiB");
+    if (slab.length - at < MIN_READ) throw new ZmtpError("more than 192 KiB before the peer's READY");
     const n = await conn.read(slab.subarray(at));
     if (n === null) throw new ZmtpError("the peer closed the connection during the handshake");
     let piece = slab.subarray(at, at + n);
