@@ -49,6 +49,15 @@ function peer(args: string[]): Deno.ChildProcess {
   }).spawn();
 }
 
+/** The first connection to `l`, or an error if `p`, which should make it, exits first. */
+async function acceptFrom(l: Deno.Listener, p: Deno.ChildProcess): Promise<Deno.Conn> {
+  const exited = p.status.then(() => null);
+  const c = await Promise.race([l.accept(), exited]);
+  l.close();
+  if (!c) throw new Error("transport: the ZMTP peer exited before it connected");
+  return c;
+}
+
 async function stop(p: Deno.ChildProcess): Promise<void> {
   await p.stdin.close().catch(() => {});
   await p.status;
@@ -85,7 +94,9 @@ async function libzmqTrips(dir: string, n: number): Promise<Trips> {
   void p.status.then(() => router.close());
   try {
     const it = router.messages();
-    const id = (await it.next()).value![0];
+    const hello = await it.next();
+    if (hello.done) throw new Error("transport: the libzmq echo peer is gone");
+    const id = hello.value[0];
     const frames = benchFrames();
     return await timeTrips([Deno.pid, p.pid], n, async () => {
       await router.send([id, ...frames]);
@@ -101,8 +112,13 @@ async function zmtpTrips(dir: string, n: number): Promise<Trips> {
   const path = `${dir}/z-trip`;
   const l = Deno.listen({ transport: "unix", path });
   const p = peer(["zmtp-echo", path]);
-  const z = await ZmtpConnection.open(await l.accept(), { socketType: "ROUTER" });
-  l.close();
+  const z = await ZmtpConnection.open(
+    await acceptFrom(l, p).catch(async (e) => {
+      await stop(p);
+      throw e;
+    }),
+    { socketType: "ROUTER" },
+  );
   let answered = () => {};
   let ended = false;
   let gone = () => {};
@@ -142,7 +158,10 @@ async function libzmqPush(dir: string, n: number): Promise<Push> {
   const p = peer(["push", ep, String(n), "3"]);
   try {
     let count = 0, first = 0, last = 0, peerTicks = 0;
-    await new Promise<void>((resolve) =>
+    await new Promise<void>((resolve, reject) => {
+      // The pusher waits for its stdin to close once it has sent all: its exit before the last
+      // message came means it died.
+      void p.status.then(() => reject(new Error(`transport: the libzmq pusher died after ${count} of ${n}`)));
       pull.onMessage(() => {
         if (count++ === 0) first = performance.now();
         if (count === n) {
@@ -150,8 +169,8 @@ async function libzmqPush(dir: string, n: number): Promise<Push> {
           peerTicks = cpuTicks(p.pid);
           resolve();
         }
-      })
-    );
+      });
+    });
     const ticks = cpuTicks(Deno.pid) - before + peerTicks;
     return { perS: (n - 1) / ((last - first) / 1000), cpuUs: (ticks * TICK_US) / n };
   } finally {
@@ -165,8 +184,13 @@ async function zmtpPush(dir: string, n: number): Promise<Push> {
   const l = Deno.listen({ transport: "unix", path });
   const before = cpuTicks(Deno.pid);
   const p = peer(["zmtp-push", path, String(n), "3"]);
-  const z = await ZmtpConnection.open(await l.accept(), { socketType: "PULL" });
-  l.close();
+  const z = await ZmtpConnection.open(
+    await acceptFrom(l, p).catch(async (e) => {
+      await stop(p);
+      throw e;
+    }),
+    { socketType: "PULL" },
+  );
   try {
     let count = 0, first = 0, last = 0, peerTicks = 0;
     await new Promise<void>((resolve, reject) => {
@@ -187,13 +211,18 @@ async function zmtpPush(dir: string, n: number): Promise<Push> {
   }
 }
 
-/** One round: both transports, `trips` round trips and `messages` one-way messages each, `zmtpFirst` or not. */
+/**
+ * One round: both transports, `trips` round trips and `messages` one-way messages each, `zmtpFirst`
+ * or not; its sockets in a temporary directory (under `parent` if given: the peers' command lines
+ * name it).
+ */
 export async function transportRound(
   trips: number,
   messages: number,
   zmtpFirst: boolean,
+  parent?: string,
 ): Promise<TransportRow[]> {
-  const dir = await Deno.makeTempDir({ prefix: "ztr" });
+  const dir = await Deno.makeTempDir({ prefix: "ztr", dir: parent });
   try {
     const rows: TransportRow[] = [];
     for (const t of zmtpFirst ? ["zmtp", "libzmq"] as const : ["libzmq", "zmtp"] as const) {

@@ -145,65 +145,67 @@ Deno.test("bench: the transport comparison runs both transports' round trips and
   }
 });
 
-Deno.test("bench: the ZMTP PUB relay goes on when subscribers leave while it writes to them (its upstream stays open)", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "zmr" });
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  const connect = async (path: string, socketType: "PUSH" | "SUB") => {
-    for (let i = 0; i < 200; i++) {
-      try {
-        return await ZmtpConnection.open(await Deno.connect({ transport: "unix", path }), { socketType });
-      } catch {
-        await sleep(25); // not listening yet
+for (const [type, peerType] of [["PUB", "SUB"], ["PUSH", "PULL"]] as const) {
+  Deno.test(`bench: the ZMTP ${type} relay goes on when a ${peerType} peer leaves while it writes to it (its upstream stays open)`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zmr" });
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const connect = async (path: string, socketType: "PUSH" | "SUB" | "PULL") => {
+      for (let i = 0; i < 200; i++) {
+        try {
+          return await ZmtpConnection.open(await Deno.connect({ transport: "unix", path }), { socketType });
+        } catch {
+          await sleep(25); // not listening yet
+        }
       }
-    }
-    throw new Error(`no relay at ${path}`);
-  };
-  const relay = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../bench/bench_peer.ts", import.meta.url).href,
-      "zmtp-relay",
-      `@${dir}/in`,
-      `@${dir}/out`,
-      "PUB",
-    ],
-    stdin: "piped",
-  }).spawn();
-  try {
-    const push = await connect(`${dir}/in`, "PUSH");
-    const keep = await connect(`${dir}/out`, "SUB");
-    let kept = 0;
-    const keeping = keep.listen(() => kept++).catch(() => {});
-    const pushLeft = push.listen(() => {}).catch(() => {});
-    let pushing = true;
-    const msg = [new Uint8Array(2000).fill(7)];
-    const pumping = (async () => {
-      while (pushing && !push.closed) {
-        for (let i = 0; i < 50; i++) push.send(msg);
-        await push.flush().catch(() => {});
-        await sleep(0);
+      throw new Error(`no relay at ${path}`);
+    };
+    const relay = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../bench/bench_peer.ts", import.meta.url).href,
+        "zmtp-relay",
+        `@${dir}/in`,
+        `@${dir}/out`,
+        type,
+      ],
+      stdin: "piped",
+    }).spawn();
+    try {
+      const push = await connect(`${dir}/in`, "PUSH");
+      const keep = await connect(`${dir}/out`, peerType);
+      let kept = 0;
+      const keeping = keep.listen(() => kept++).catch(() => {});
+      const pushLeft = push.listen(() => {}).catch(() => {});
+      let pushing = true;
+      const msg = [new Uint8Array(2000).fill(7)];
+      const pumping = (async () => {
+        while (pushing && !push.closed) {
+          for (let i = 0; i < 50; i++) push.send(msg);
+          await push.flush().catch(() => {});
+          await sleep(0);
+        }
+      })();
+      for (let round = 0; round < 20; round++) {
+        // A peer that reads nothing, so that the relay's writes to it pile up, then leaves.
+        const leaver = await connect(`${dir}/out`, peerType);
+        await sleep(20);
+        leaver.close();
+        await sleep(20);
+        const before = kept;
+        await sleep(100);
+        assert.ok(!push.closed, `round ${round}: the relay closed its upstream connection`);
+        assert.ok(kept > before, `round ${round}: the peer that stayed got nothing after one left`);
       }
-    })();
-    for (let round = 0; round < 20; round++) {
-      // A subscriber that reads nothing, so that the relay's writes to it pile up, then leaves.
-      const leaver = await connect(`${dir}/out`, "SUB");
-      await sleep(20);
-      leaver.close();
-      await sleep(20);
-      const before = kept;
-      await sleep(100);
-      assert.ok(!push.closed, `round ${round}: the relay closed its upstream connection`);
-      assert.ok(kept > before, `round ${round}: the subscriber that stayed got nothing after one left`);
+      pushing = false;
+      await pumping;
+      push.close();
+      keep.close();
+      await Promise.all([keeping, pushLeft]);
+    } finally {
+      await relay.stdin.close().catch(() => {});
+      await relay.status;
+      await Deno.remove(dir, { recursive: true });
     }
-    pushing = false;
-    await pumping;
-    push.close();
-    keep.close();
-    await Promise.all([keeping, pushLeft]);
-  } finally {
-    await relay.stdin.close().catch(() => {});
-    await relay.status;
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  });
+}

@@ -322,3 +322,225 @@ Deno.test("a PING with a 20-octet context gets a PONG with 16 (RFC 37's maximum)
   z.close();
   await listening;
 });
+
+/** A raw TCP server peer and a ZMTP DEALER client connected to it. */
+async function pair(): Promise<{ raw: Deno.Conn; z: ZmtpConnection }> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const accepted = l.accept();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const raw = await accepted;
+  l.close();
+  await writeAll(raw, hello());
+  const z = await ZmtpConnection.open(c, { socketType: "DEALER" });
+  return { raw, z };
+}
+
+Deno.test("close() inside onMessage, then a bad frame in the same read: listen() still resolves", async () => {
+  const { raw, z } = await pair();
+  const got: string[] = [];
+  const listening = z.listen((f) => {
+    got.push(dec.decode(f[0]));
+    z.close();
+  });
+  await sleep(50);
+  // A message, then a frame with reserved flag bits, in one write.
+  await writeAll(raw, cat(messages([[enc.encode("a")]]), new Uint8Array([0x80, 0])));
+  const how = await withTimeout(listening.then(() => "resolved", (e) => `rejected: ${e}`), 2000);
+  raw.close();
+  assert.deepEqual(got, ["a"]);
+  const flushed = await z.flush().then(() => "resolved", (e) => `rejected: ${e}`);
+  console.log({ how, flushed });
+  assert.equal(how, "resolved", "listen() after close() from onMessage");
+  assert.equal(flushed, "resolved", "flush() with nothing queued, after close()");
+});
+
+Deno.test("a peer that sends PINGs and reads nothing cannot grow the PONG queue", async () => {
+  const { raw, z } = await pair();
+  const listening = z.listen(() => {});
+  const ping = encodeCommand("PING", cat(new Uint8Array([0, 0]), new Uint8Array(16).fill(7)));
+  const burst = new Uint8Array(ping.length * 10_000);
+  for (let i = 0; i < 10_000; i++) burst.set(ping, i * ping.length);
+  let peak = 0;
+  for (let i = 0; i < 300 && peak < 32 << 20; i++) {
+    await writeAll(raw, burst); // ~250 KB of PINGs; the answers are never read
+    peak = Math.max(peak, z.queuedBytes);
+  }
+  z.close();
+  await listening;
+  raw.close();
+  assert.ok(peak < 8 << 20, `PONGs queued for a peer that reads nothing: ${(peak / 2 ** 20).toFixed(1)} MiB`);
+});
+
+Deno.test("a 1 MiB message in the same write as READY is taken (the handshake's 192 KiB limit is raised)", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const accepted = l.accept();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const raw = await accepted;
+  l.close();
+  const big = new Uint8Array(1 << 20).fill(3);
+  const writing = writeAll(raw, cat(hello(), messages([[enc.encode("head"), big]])));
+  const z = await ZmtpConnection.open(c, { socketType: "DEALER" });
+  await writing;
+  let size = -1;
+  const listening = z.listen((f) => {
+    size = f[1].length;
+    z.close();
+  });
+  await withTimeout(listening, 3000);
+  raw.close();
+  assert.equal(size, 1 << 20);
+});
+
+Deno.test("the peer resetting the connection ends listen() (resolves); a flush() pending then rejects", async () => {
+  const { raw, z } = await pair();
+  const listening = z.listen(() => {});
+  // Fill the peer's receive buffer (it reads nothing), then close it with data unread: a RST.
+  const chunk = new Uint8Array(1 << 20);
+  for (let i = 0; i < 8; i++) z.send([chunk]);
+  const flushed = z.flush().then(() => "resolved", (e) => `rejected: ${e?.name}`);
+  await sleep(100);
+  raw.close();
+  const how = await withTimeout(listening.then(() => "resolved", (e) => `rejected: ${e}`), 3000);
+  assert.equal(how, "resolved");
+  assert.match(String(await flushed), /rejected/);
+  assert.ok(z.closed);
+});
+
+Deno.test("what onMessage throws rejects listen() with it, and closes; nothing is delivered after", async () => {
+  const { raw, z } = await pair();
+  const got: string[] = [];
+  const oops = new Error("oops");
+  const listening = z.listen((f) => {
+    got.push(dec.decode(f[0]));
+    throw oops;
+  });
+  await writeAll(raw, messages([[enc.encode("a")], [enc.encode("b")]]));
+  await assert.rejects(withTimeout(listening, 2000), (e) => e === oops);
+  assert.ok(z.closed);
+  assert.deepEqual(got, ["a"]);
+  raw.close();
+});
+
+Deno.test("a message after READY in the same read is not limited to 192 KiB, but a malformed one fails open()", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const accepted = l.accept();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const raw = await accepted;
+  l.close();
+  // READY then a message of MORE frames that never ends and crosses maxFrames.
+  const many = new Uint8Array(2 * 2000);
+  for (let i = 0; i < many.length; i += 2) many[i] = FLAG_MORE;
+  await writeAll(raw, cat(hello(), many));
+  await assert.rejects(ZmtpConnection.open(c, { socketType: "DEALER" }), /more than 1024 frames/);
+  raw.close();
+});
+
+// --- TCP_NODELAY on both sides, read back with getsockopt(2) -----------------------------------
+
+const libc = Deno.dlopen("libc.so.6", {
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+});
+
+/** The fd of this process's TCP socket from local port `lp` to remote port `rp`. */
+function fdOf(lp: number, rp: number): number {
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, "0");
+  let inode = "";
+  for (const line of Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    if (f[1].endsWith(`:${hex(lp)}`) && f[2].endsWith(`:${hex(rp)}`)) inode = f[9];
+  }
+  assert.ok(inode, `no socket ${lp}->${rp}`);
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`) === `socket:[${inode}]`) return Number(e.name);
+    } catch { /* gone */ }
+  }
+  throw new Error(`no fd for inode ${inode}`);
+}
+function noDelay(fd: number): number {
+  const v = new Int32Array(1), len = new Uint32Array([4]);
+  assert.equal(libc.symbols.getsockopt(fd, 6, /* IPPROTO_TCP */ 1, /* TCP_NODELAY */ v, len), 0);
+  return v[0];
+}
+
+Deno.test("TCP_NODELAY is set on the connecting and the accepting side (getsockopt)", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const accepted = l.accept();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const s = await accepted;
+  l.close();
+  const cp = (c.localAddr as Deno.NetAddr).port;
+  assert.equal(noDelay(fdOf(cp, port)), 0, "control: Deno leaves Nagle on by default");
+  assert.equal(noDelay(fdOf(port, cp)), 0, "control: Deno leaves Nagle on by default");
+  const [zc, zs] = await Promise.all([
+    ZmtpConnection.open(c, { socketType: "DEALER" }),
+    ZmtpConnection.open(s, { socketType: "ROUTER" }),
+  ]);
+  assert.equal(noDelay(fdOf(cp, port)), 1, "connecting side");
+  assert.equal(noDelay(fdOf(port, cp)), 1, "accepting side");
+  zc.close();
+  zs.close();
+});
+
+Deno.test("over a Unix socket open() does not touch setNoDelay, and works both ways", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/s`;
+  const l = Deno.listen({ transport: "unix", path });
+  const accepted = l.accept();
+  const c = await Deno.connect({ transport: "unix", path });
+  const s = await accepted;
+  l.close();
+  const [zc, zs] = await Promise.all([
+    ZmtpConnection.open(c, { socketType: "PUSH" }),
+    ZmtpConnection.open(s, { socketType: "PULL" }),
+  ]);
+  const got: string[] = [];
+  const listening = zs.listen((f) => {
+    got.push(dec.decode(f[0]));
+    zs.close();
+  });
+  zc.send([enc.encode("u")]);
+  await zc.flush();
+  assert.notEqual(await withTimeout(listening, 2000), TIMED_OUT);
+  zc.close();
+  assert.deepEqual(got, ["u"]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("queuedBytes is 0 after close() dropped what was queued", async () => {
+  const { raw, z } = await pair();
+  z.send([new Uint8Array(1000)]);
+  z.close();
+  await sleep(10);
+  raw.close();
+  assert.equal(z.queuedBytes, 0, `queuedBytes ${z.queuedBytes} after close() dropped the queue`);
+});
+
+Deno.test("open() over TLS (a connection that says tcp and has no setNoDelay), both sides", async () => {
+  const dir = new URL("./testdata/tls/", import.meta.url);
+  const read = (f: string) => Deno.readTextFileSync(new URL(f, dir));
+  const l = Deno.listenTls({ hostname: "localhost", port: 0, cert: read("cert.pem"), key: read("key.pem") });
+  const port = (l.addr as Deno.NetAddr).port;
+  const accepted = l.accept();
+  const c = await Deno.connectTls({ hostname: "localhost", port, caCerts: [read("ca.pem")] });
+  const s = await accepted;
+  l.close();
+  const [dealerSide, routerSide] = await Promise.all([
+    ZmtpConnection.open(c, { socketType: "DEALER" }),
+    ZmtpConnection.open(s, { socketType: "ROUTER" }),
+  ]);
+  const got: string[] = [];
+  const listening = routerSide.listen((f) => got.push(dec.decode(f[0])));
+  dealerSide.send([enc.encode("over tls")]);
+  await dealerSide.flush();
+  for (let i = 0; i < 100 && !got.length; i++) await sleep(10);
+  assert.deepEqual(got, ["over tls"]);
+  dealerSide.close();
+  routerSide.close();
+  await listening;
+});

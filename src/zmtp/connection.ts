@@ -45,6 +45,9 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 /** The most a peer may send before its READY is in (a READY is a few hundred bytes). */
 const HANDSHAKE_BYTES = 192 * 1024;
 
+/** Thrown by `listen`'s decoding callback to stop at `close()`. */
+const CLOSED = Symbol("closed");
+
 const SLAB_SIZE = 256 * 1024;
 const MIN_READ = 64 * 1024;
 
@@ -89,6 +92,8 @@ export class ZmtpConnection {
   /** What came in the same read as the peer's READY (messages, commands), for `listen`. */
   #early: Decoded[];
   #listening = false;
+  /** A PONG is in `#out`, not yet taken for writing. */
+  #pongQueued = false;
   #writing = false;
   #inFlight = 0;
   #waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
@@ -107,7 +112,7 @@ export class ZmtpConnection {
   /**
    * Runs the handshake on `conn` (greeting and `READY` both ways) and returns the connection.
    * Throws {@linkcode ZmtpError} if the peer is not a ZMTP 3 peer using the NULL mechanism,
-   * announces a socket type this one may not talk to, refuses with `ERROR`, sends more than 192
+   * announces a socket type this one may not talk to, refuses with `ERROR`, sends a frame of more than 192
    * KiB before its `READY`, or does not finish within `handshakeTimeoutMs`; a `RangeError` for
    * bad options (an identity that is not 1 to 255 octets or starts with a zero octet, as libzmq
    * requires of routing ids). `conn` is closed whenever it throws.
@@ -129,7 +134,9 @@ export class ZmtpConnection {
       }
       // libzmq sets TCP_NODELAY on every TCP socket; left on, Nagle's algorithm holds a small
       // write back until the last is acknowledged (a delayed ACK: about 40 ms).
-      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+      // (A TLS connection reports "tcp" too, but has no setNoDelay.)
+      const tcp = conn as Partial<Deno.TcpConn>;
+      if (conn.remoteAddr.transport === "tcp" && typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
       const hello = concat(encodeGreeting(), encodeCommand("READY", encodeProperties(props)));
       timer = setTimeout(() => {
         timedOut = true;
@@ -162,7 +169,7 @@ export class ZmtpConnection {
 
   /** Bytes queued by {@linkcode send} and not yet written. */
   get queuedBytes(): number {
-    return this.#out.size + this.#inFlight;
+    return this.#closed ? 0 : this.#out.size + this.#inFlight;
   }
 
   /** True once the connection is closed, by either side. */
@@ -204,10 +211,19 @@ export class ZmtpConnection {
   async listen(onMessage: (frames: Uint8Array[]) => void): Promise<void> {
     if (this.#listening) throw new Error("listen() was already called on this connection");
     this.#listening = true;
+    // After close() (from onMessage, say) the rest of the read is not decoded: nothing in it is
+    // delivered, and nothing in it (a malformed frame) can fail a connection already closed.
+    // What onMessage throws is the caller's, and rejects listen() whenever it comes.
+    let thrown: { e: unknown } | undefined;
     const out = (d: Decoded) => {
-      if (this.#closed) return;
-      if (d.command) this.#onCommand(d.body);
-      else onMessage(d.frames);
+      if (this.#closed) throw CLOSED;
+      if (d.command) return this.#onCommand(d.body);
+      try {
+        onMessage(d.frames);
+      } catch (e) {
+        thrown = { e };
+        throw e;
+      }
     };
     try {
       const early = this.#early;
@@ -227,6 +243,7 @@ export class ZmtpConnection {
         this.#reader.push(piece, out);
       }
     } catch (e) {
+      if (!thrown && this.#closed) return; // CLOSED, or a frame decoded after close(): not a failure
       this.#fail(e);
       throw e;
     } finally {
@@ -242,12 +259,16 @@ export class ZmtpConnection {
     if (this.#out.size || this.#writing) {
       this.#fail(new Deno.errors.BadResource("the ZMTP connection is closed"));
     }
+    this.#out.take(); // dropped
   }
 
   #onCommand(body: Uint8Array): void {
     const { name, data } = decodeCommand(body);
     if (name === "PING") {
-      // PING: a 2-octet TTL, then up to 16 octets of context, which PONG gives back.
+      // PING: a 2-octet TTL, then up to 16 octets of context, which PONG gives back. One PONG
+      // waits at most (as in libzmq): a peer that pings and reads nothing cannot grow the queue.
+      if (this.#pongQueued) return;
+      this.#pongQueued = true;
       this.#out.addRaw(encodeCommand("PONG", data.subarray(2, 18)));
       if (!this.#writing) {
         this.#writing = true;
@@ -264,6 +285,7 @@ export class ZmtpConnection {
     try {
       while (this.#out.size && !this.#closed) {
         const bytes = this.#out.take();
+        this.#pongQueued = false;
         this.#inFlight = bytes.length;
         await writeAll(this.#conn, bytes);
         this.#inFlight = 0;
