@@ -154,6 +154,11 @@ export function encodeProperties(props: Readonly<Record<string, Uint8Array | str
     new DataView(head.buffer).setUint32(1 + name.length, value.length);
     parts.push(head, value);
   }
+  return concat(...parts);
+}
+
+/** The bytes of `parts`, one after the other, in one new array. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {

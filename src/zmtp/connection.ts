@@ -20,6 +20,7 @@
 
 import {
   compatible,
+  concat,
   decodeCommand,
   type Decoded,
   decodeGreeting,
@@ -399,13 +400,6 @@ function closeQuietly(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch { /* already closed */ }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 const text = new TextDecoder();
