@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
 import {
+  concat,
   decodeCommand,
   encodeCommand,
   encodeGreeting,
@@ -24,19 +25,9 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function cat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** Greeting + READY of a ROUTER peer. */
 function hello(type = "ROUTER"): Uint8Array {
-  return cat(encodeGreeting(), encodeCommand("READY", encodeProperties({ "Socket-Type": type })));
+  return concat(encodeGreeting(), encodeCommand("READY", encodeProperties({ "Socket-Type": type })));
 }
 
 function messages(list: Uint8Array[][]): Uint8Array {
@@ -49,7 +40,53 @@ async function writeAll(c: Deno.Conn, b: Uint8Array) {
   for (let at = 0; at < b.length;) at += await c.write(b.subarray(at));
 }
 
-/** A raw TCP peer: `script` drives the accepted connection; the ZMTP side is a DEALER client. */
+/**
+ * Reads what the other side sends until it closes the connection (5 s at most), so that closing
+ * this side never resets a connection the other still reads (nor waits on a guess of how long).
+ */
+async function untilClosed(c: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  const drained = (async () => {
+    while ((await c.read(buf).catch(() => null)) !== null) { /* discard */ }
+  })();
+  await withTimeout(drained, 5000);
+}
+
+/** The commands `c` receives after the other side's greeting, as "NAME data,octets", until `done` says so or it closes. */
+async function commandsFrom(c: Deno.Conn, done: (got: string[]) => boolean): Promise<string[]> {
+  const reader = new FrameReader(1 << 20);
+  const buf = new Uint8Array(4096);
+  let skip = GREETING_SIZE;
+  const got: string[] = [];
+  while (!done(got)) {
+    const n = await c.read(buf);
+    if (n === null) break;
+    const piece = buf.slice(Math.min(skip, n), n);
+    skip = Math.max(0, skip - n);
+    reader.push(piece, (d) => {
+      if (d.command) {
+        const { name, data } = decodeCommand(d.body);
+        got.push(`${name} ${[...data].join(",")}`.trim());
+      }
+    });
+  }
+  return got;
+}
+
+/** A TCP connection over loopback: `raw`, accepted, and `c`, the side that connected. */
+async function tcpPair(): Promise<{ raw: Deno.Conn; c: Deno.Conn }> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = l.accept();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: (l.addr as Deno.NetAddr).port });
+  const raw = await accepted;
+  l.close();
+  return { raw, c };
+}
+
+/**
+ * A raw TCP peer: `script` drives the accepted connection, which is then held until the ZMTP side
+ * (a DEALER client by default) closes it; `server` settles after that.
+ */
 async function rawPeer<T>(
   script: (c: Deno.Conn) => Promise<T>,
   open: (port: number) => Promise<ZmtpConnection | unknown>,
@@ -59,7 +96,9 @@ async function rawPeer<T>(
   const server = (async () => {
     const c = await l.accept();
     try {
-      return await script(c);
+      const result = await script(c);
+      await untilClosed(c);
+      return result;
     } finally {
       try {
         c.close();
@@ -89,7 +128,6 @@ Deno.test("close() inside onMessage stops delivery (messages later in the same r
     await writeAll(c, hello());
     await go; // the client is listening now
     await writeAll(c, messages([[enc.encode("a")], [enc.encode("b")], [enc.encode("c")]]));
-    await sleep(200);
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
@@ -106,8 +144,7 @@ Deno.test("close() inside onMessage stops delivery (messages later in the same r
 
 Deno.test("close() before listen() delivers nothing (messages that came with READY)", async () => {
   const { client, server } = await rawPeer(async (c) => {
-    await writeAll(c, cat(hello(), messages([[enc.encode("early")]])));
-    await sleep(100);
+    await writeAll(c, concat(hello(), messages([[enc.encode("early")]])));
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
@@ -123,9 +160,8 @@ Deno.test("the peer's ERROR during the handshake is a ZmtpError with its reason"
   const { client, server } = await rawPeer(async (c) => {
     await writeAll(
       c,
-      cat(encodeGreeting(), encodeCommand("ERROR", cat(new Uint8Array([reason.length]), reason))),
+      concat(encodeGreeting(), encodeCommand("ERROR", concat(new Uint8Array([reason.length]), reason))),
     );
-    await sleep(100);
   }, (p) => dealer(p));
   await server;
   assert.ok(!client.ok);
@@ -139,9 +175,7 @@ Deno.test("the peer's ERROR after the handshake rejects listen() and closes", as
   const reason = enc.encode("bye");
   const { client, server } = await rawPeer(async (c) => {
     await writeAll(c, hello());
-    await sleep(50);
-    await writeAll(c, encodeCommand("ERROR", cat(new Uint8Array([reason.length]), reason)));
-    await sleep(100);
+    await writeAll(c, encodeCommand("ERROR", concat(new Uint8Array([reason.length]), reason)));
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
@@ -151,18 +185,20 @@ Deno.test("the peer's ERROR after the handshake rejects listen() and closes", as
 });
 
 Deno.test("a handshake trickled one octet per write completes, and its message arrives", async () => {
-  const all = cat(hello(), messages([[enc.encode("x"), new Uint8Array(300).fill(5)]]));
+  const all = concat(hello(), messages([[enc.encode("x"), new Uint8Array(300).fill(5)]]));
   const { client, server } = await rawPeer(async (c) => {
     for (let i = 0; i < all.length; i++) {
       await writeAll(c, all.subarray(i, i + 1));
       if (i % 8 === 0) await sleep(1);
     }
-    await sleep(100);
   }, (p) => dealer(p));
   assert.ok(client.ok, String((client as { e?: unknown }).e));
   const z = client.v as ZmtpConnection;
   const got: Uint8Array[][] = [];
-  await z.listen((f) => got.push(f));
+  await z.listen((f) => {
+    got.push(f);
+    z.close();
+  });
   await server;
   assert.equal(got.length, 1);
   assert.equal(got[0][1].length, 300);
@@ -192,11 +228,10 @@ Deno.test("a READY that claims 32 MiB is refused at once: no more than 192 KiB i
   head[0] = FLAG_COMMAND | FLAG_LONG;
   new DataView(head.buffer).setBigUint64(1, 32n << 20n);
   const { client, server } = await rawPeer(async (c) => {
-    await writeAll(c, cat(encodeGreeting(), head));
+    await writeAll(c, concat(encodeGreeting(), head));
     try {
       for (let i = 0; i < 64; i++) await writeAll(c, new Uint8Array(16 * 1024));
     } catch { /* refused */ }
-    await sleep(50);
   }, (p) => dealer(p));
   await server;
   assert.ok(!client.ok);
@@ -215,12 +250,14 @@ Deno.test("frames kept from onMessage stay intact after many later reads (slab a
       await writeAll(c, messages(batch));
       if (i % 100 === 0) await sleep(1);
     }
-    await sleep(200);
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
   const kept: Uint8Array[][] = [];
-  await z.listen((f) => kept.push(f)); // kept as handed out, no copy
+  await z.listen((f) => {
+    kept.push(f); // kept as handed out, no copy
+    if (kept.length === N) z.close();
+  });
   await server;
   assert.equal(kept.length, N);
   for (let j = 0; j < N; j++) {
@@ -232,7 +269,6 @@ Deno.test("frames kept from onMessage stay intact after many later reads (slab a
 Deno.test("send() after close throws; a flush pending at close rejects", async () => {
   const { client, server } = await rawPeer(async (c) => {
     await writeAll(c, hello());
-    await sleep(100);
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
@@ -250,8 +286,10 @@ Deno.test("a PING that arrives after close() leaves nothing queued, and flush() 
   const { client, server } = await rawPeer(async (c) => {
     await writeAll(c, hello());
     await go;
-    await writeAll(c, cat(messages([[enc.encode("a")]]), encodeCommand("PING", new Uint8Array([0, 10, 1]))));
-    await sleep(200);
+    await writeAll(
+      c,
+      concat(messages([[enc.encode("a")]]), encodeCommand("PING", new Uint8Array([0, 10, 1]))),
+    );
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
@@ -276,7 +314,6 @@ Deno.test("a message of 2,000,000 empty frames is refused at maxFrames, before i
     try {
       for (let i = 0; i < FRAMES / 100_000; i++) await writeAll(c, chunk);
     } catch { /* refused */ }
-    await sleep(100);
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
@@ -291,46 +328,57 @@ Deno.test("a message of 2,000,000 empty frames is refused at maxFrames, before i
 });
 
 Deno.test("a PING with a 20-octet context gets a PONG with 16 (RFC 37's maximum)", async () => {
+  let pong = (_: string[]) => {};
+  const answered = new Promise<string[]>((r) => (pong = r));
   const { client, server } = await rawPeer(async (c) => {
     await writeAll(c, hello());
-    await writeAll(c, encodeCommand("PING", cat(new Uint8Array([0, 0]), new Uint8Array(20).fill(9))));
-    const reader = new FrameReader(1 << 20);
-    const buf = new Uint8Array(4096);
-    let skip = GREETING_SIZE;
-    const cmds: string[] = [];
-    while (!cmds.some((x) => x.startsWith("PONG"))) {
-      const n = await withTimeout(c.read(buf), 2000);
-      if (n === TIMED_OUT || n === null) break;
-      let piece = buf.slice(0, n);
-      const d = Math.min(skip, piece.length);
-      skip -= d;
-      piece = piece.subarray(d);
-      reader.push(piece, (x) => {
-        if (x.command) {
-          const { name, data } = decodeCommand(x.body);
-          cmds.push(`${name} ${data.length}`);
-        }
-      });
-    }
-    return cmds;
+    await writeAll(c, encodeCommand("PING", concat(new Uint8Array([0, 0]), new Uint8Array(20).fill(9))));
+    pong(await commandsFrom(c, (got) => got.some((x) => x.startsWith("PONG"))));
   }, (p) => dealer(p));
   assert.ok(client.ok);
   const z = client.v as ZmtpConnection;
   const listening = z.listen(() => {});
-  const cmds = await server;
-  assert.ok(cmds.includes("PONG 16"), JSON.stringify(cmds));
+  const cmds = await withTimeout(answered, 5000);
   z.close();
   await listening;
+  await server;
+  assert.notEqual(cmds, TIMED_OUT, "no PONG within 5 s");
+  assert.ok(
+    cmds !== TIMED_OUT && cmds.includes(`PONG ${new Array(16).fill(9).join(",")}`),
+    JSON.stringify(cmds),
+  );
+});
+
+Deno.test("what comes in the same read as the peer's READY is delivered, and its PING answered", async () => {
+  let pong = (_: string[]) => {};
+  const answered = new Promise<string[]>((r) => (pong = r));
+  const w = new FrameWriter();
+  w.add([enc.encode("first"), enc.encode("message")]);
+  w.addRaw(encodeCommand("PING", new Uint8Array([0, 0, 7, 7])));
+  const { client, server } = await rawPeer(async (c) => {
+    // The greeting, READY, a message and a PING in one write.
+    await writeAll(c, concat(hello(), w.take()));
+    pong(await commandsFrom(c, (got) => got.includes("PONG 7,7")));
+  }, (p) => dealer(p));
+  assert.ok(client.ok);
+  const z = client.v as ZmtpConnection;
+  const got: string[] = [];
+  const listening = z.listen((f) => got.push(f.map((x) => dec.decode(x)).join(" ")));
+  const cmds = await withTimeout(answered, 5000);
+  z.close();
+  await listening;
+  await server;
+  assert.notEqual(cmds, TIMED_OUT, "no PONG within 5 s");
+  assert.ok(
+    cmds !== TIMED_OUT && cmds[0].startsWith("READY") && cmds.includes("PONG 7,7"),
+    JSON.stringify(cmds),
+  );
+  assert.deepEqual(got, ["first message"]);
 });
 
 /** A raw TCP server peer and a ZMTP DEALER client connected to it. */
 async function pair(): Promise<{ raw: Deno.Conn; z: ZmtpConnection }> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  const accepted = l.accept();
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  const raw = await accepted;
-  l.close();
+  const { raw, c } = await tcpPair();
   await writeAll(raw, hello());
   const z = await ZmtpConnection.open(c, { socketType: "DEALER" });
   return { raw, z };
@@ -343,14 +391,12 @@ Deno.test("close() inside onMessage, then a bad frame in the same read: listen()
     got.push(dec.decode(f[0]));
     z.close();
   });
-  await sleep(50);
   // A message, then a frame with reserved flag bits, in one write.
-  await writeAll(raw, cat(messages([[enc.encode("a")]]), new Uint8Array([0x80, 0])));
+  await writeAll(raw, concat(messages([[enc.encode("a")]]), new Uint8Array([0x80, 0])));
   const how = await withTimeout(listening.then(() => "resolved", (e) => `rejected: ${e}`), 2000);
   raw.close();
   assert.deepEqual(got, ["a"]);
   const flushed = await z.flush().then(() => "resolved", (e) => `rejected: ${e}`);
-  console.log({ how, flushed });
   assert.equal(how, "resolved", "listen() after close() from onMessage");
   assert.equal(flushed, "resolved", "flush() with nothing queued, after close()");
 });
@@ -358,7 +404,7 @@ Deno.test("close() inside onMessage, then a bad frame in the same read: listen()
 Deno.test("a peer that sends PINGs and reads nothing cannot grow the PONG queue", async () => {
   const { raw, z } = await pair();
   const listening = z.listen(() => {});
-  const ping = encodeCommand("PING", cat(new Uint8Array([0, 0]), new Uint8Array(16).fill(7)));
+  const ping = encodeCommand("PING", concat(new Uint8Array([0, 0]), new Uint8Array(16).fill(7)));
   const burst = new Uint8Array(ping.length * 10_000);
   for (let i = 0; i < 10_000; i++) burst.set(ping, i * ping.length);
   let peak = 0;
@@ -373,14 +419,9 @@ Deno.test("a peer that sends PINGs and reads nothing cannot grow the PONG queue"
 });
 
 Deno.test("a 1 MiB message in the same write as READY is taken (the handshake's 192 KiB limit is raised)", async () => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  const accepted = l.accept();
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  const raw = await accepted;
-  l.close();
+  const { raw, c } = await tcpPair();
   const big = new Uint8Array(1 << 20).fill(3);
-  const writing = writeAll(raw, cat(hello(), messages([[enc.encode("head"), big]])));
+  const writing = writeAll(raw, concat(hello(), messages([[enc.encode("head"), big]])));
   const z = await ZmtpConnection.open(c, { socketType: "DEALER" });
   await writing;
   let size = -1;
@@ -400,7 +441,7 @@ Deno.test("the peer resetting the connection ends listen() (resolves); a flush()
   const chunk = new Uint8Array(1 << 20);
   for (let i = 0; i < 8; i++) z.send([chunk]);
   const flushed = z.flush().then(() => "resolved", (e) => `rejected: ${e?.name}`);
-  await sleep(100);
+  await raw.read(new Uint8Array(1)); // data has come: closing now leaves the rest unread, a reset
   raw.close();
   const how = await withTimeout(listening.then(() => "resolved", (e) => `rejected: ${e}`), 3000);
   assert.equal(how, "resolved");
@@ -423,17 +464,12 @@ Deno.test("what onMessage throws rejects listen() with it, and closes; nothing i
   raw.close();
 });
 
-Deno.test("a message after READY in the same read is not limited to 192 KiB, but a malformed one fails open()", async () => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  const accepted = l.accept();
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  const raw = await accepted;
-  l.close();
+Deno.test("a message in the same read as READY that breaks the limits fails open()", async () => {
+  const { raw, c } = await tcpPair();
   // READY then a message of MORE frames that never ends and crosses maxFrames.
   const many = new Uint8Array(2 * 2000);
   for (let i = 0; i < many.length; i += 2) many[i] = FLAG_MORE;
-  await writeAll(raw, cat(hello(), many));
+  await writeAll(raw, concat(hello(), many));
   await assert.rejects(ZmtpConnection.open(c, { socketType: "DEALER" }), /more than 1024 frames/);
   raw.close();
 });
@@ -516,7 +552,6 @@ Deno.test("queuedBytes is 0 after close() dropped what was queued", async () => 
   const { raw, z } = await pair();
   z.send([new Uint8Array(1000)]);
   z.close();
-  await sleep(10);
   raw.close();
   assert.equal(z.queuedBytes, 0, `queuedBytes ${z.queuedBytes} after close() dropped the queue`);
 });
@@ -535,12 +570,13 @@ Deno.test("open() over TLS (a connection that says tcp and has no setNoDelay), b
     ZmtpConnection.open(s, { socketType: "ROUTER" }),
   ]);
   const got: string[] = [];
-  const listening = routerSide.listen((f) => got.push(dec.decode(f[0])));
+  const listening = routerSide.listen((f) => {
+    got.push(dec.decode(f[0]));
+    routerSide.close();
+  });
   dealerSide.send([enc.encode("over tls")]);
   await dealerSide.flush();
-  for (let i = 0; i < 100 && !got.length; i++) await sleep(10);
-  assert.deepEqual(got, ["over tls"]);
+  assert.notEqual(await withTimeout(listening, 5000), TIMED_OUT, "nothing came over TLS");
   dealerSide.close();
-  routerSide.close();
-  await listening;
+  assert.deepEqual(got, ["over tls"]);
 });
