@@ -53,78 +53,37 @@ async function outcome(p: Promise<unknown>, ms: number): Promise<string> {
   return r === TIMED_OUT ? "hung" : r as string;
 }
 
-const opts = { sanitizeOps: false, sanitizeResources: false, sanitizeExit: false };
+// [which peer, killed when, the round's arguments (trips, one-way messages, ZMTP first), the error it must end with]
+const cases: [string, string, number, [number, number, boolean], RegExp][] = [
+  ["the ZMTP echo peer", "mid-trips", 1500, [5_000_000, 1000, true], /ZMTP echo peer is gone/],
+  ["the libzmq echo peer", "mid-trips", 2500, [5_000_000, 1000, false], /libzmq echo peer is gone/],
+  ["the ZMTP echo peer", "before it connects", 0, [1000, 1000, true], /ZMTP peer exited before it connected/],
+  ["the libzmq echo peer", "before it connects", 0, [1000, 1000, false], /libzmq echo peer is gone/],
+  ["the libzmq push peer", "mid-push", 1500, [200, 100_000_000, false], /libzmq pusher died after/],
+  ["the ZMTP push peer", "mid-push", 1500, [200, 100_000_000, true], /ZMTP pusher left after/],
+];
+const MODES: Record<string, string> = {
+  "the ZMTP echo peer": "zmtp-echo",
+  "the libzmq echo peer": "echo",
+  "the libzmq push peer": "push",
+  "the ZMTP push peer": "zmtp-push",
+};
 
-Deno.test({
-  name: "transport: the ZMTP echo peer killed mid-trips ends the round with an error",
-  ...opts,
-  fn: async () => {
-    const round = transportRound(5_000_000, 1000, true, DIR);
-    await killWhenSeen("zmtp-echo", 1500);
-    const how = await outcome(round, 10_000);
-    cleanup();
-    assert.match(how, /rejected: .*ZMTP echo peer is gone/);
-  },
-});
-
-Deno.test({
-  name: "transport: the libzmq echo peer killed mid-trips ends the round with an error",
-  ...opts,
-  fn: async () => {
-    const round = transportRound(5_000_000, 1000, false, DIR);
-    await killWhenSeen("echo", 2500);
-    const how = await outcome(round, 10_000);
-    cleanup();
-    assert.match(how, /rejected: .*libzmq echo peer is gone/);
-  },
-});
-
-Deno.test({
-  name: "transport: the ZMTP echo peer killed before it connects ends the round (no hang)",
-  ...opts,
-  fn: async () => {
-    const round = transportRound(1000, 1000, true, DIR);
-    await killWhenSeen("zmtp-echo", 0);
-    const how = await outcome(round, 10_000);
-    cleanup();
-    assert.match(how, /rejected/);
-  },
-});
-
-Deno.test({
-  name: "transport: the libzmq push peer killed mid-push ends the round (no hang)",
-  ...opts,
-  fn: async () => {
-    const round = transportRound(200, 100_000_000, false, DIR);
-    await killWhenSeen("push", 1500);
-    const how = await outcome(round, 10_000);
-    cleanup();
-    assert.match(how, /rejected/);
-  },
-});
-
-Deno.test({
-  name: "transport: the ZMTP push peer killed mid-push ends the round (no hang)",
-  ...opts,
-  fn: async () => {
-    const round = transportRound(200, 100_000_000, true, DIR);
-    await killWhenSeen("zmtp-push", 1500);
-    const how = await outcome(round, 10_000);
-    cleanup();
-    assert.match(how, /rejected/);
-  },
-});
-
-Deno.test({
-  name: "transport: the libzmq echo peer killed before it connects ends the round (no hang)",
-  ...opts,
-  fn: async () => {
-    const round = transportRound(1000, 1000, false, DIR);
-    await killWhenSeen("echo", 0);
-    const how = await outcome(round, 10_000);
-    cleanup();
-    assert.match(how, /rejected/);
-  },
-});
+for (const [peer, when, afterMs, [trips, messages, zmtpFirst], error] of cases) {
+  Deno.test({
+    name: `transport: ${peer} killed ${when} ends the round with an error, not a hang`,
+    // The killed peer's pipes and sockets are the round's to close; they may outlive the test.
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const round = transportRound(trips, messages, zmtpFirst, DIR);
+      await killWhenSeen(MODES[peer], afterMs);
+      const how = await outcome(round, 10_000);
+      cleanup();
+      assert.match(how, /^rejected: /);
+      assert.match(how, error);
+    },
+  });
+}
 
 Deno.test("transport: clean up", () => Deno.removeSync(DIR, { recursive: true }));
