@@ -273,12 +273,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/13: raw PUSH->PULL one hop between two processes (ipc)");
+  say("bench 1/14: raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/13: raw PUB->SUB one hop between two processes (ipc)");
+  say("bench 2/14: raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/13: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  say("bench 3/14: raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
@@ -296,16 +296,16 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   for (const [steps, workers, sandbox] of shapes) {
     const latency = steps === 3 && workers === 2 && sandbox;
     say(
-      `bench ${stage++}/13: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
+      `bench ${stage++}/14: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
         sandbox ? "" : ", --no-sandbox"
       }, closed loop${latency ? " then open loop at 50% of peak" : ""}`,
     );
     runs.push(await flowRun(steps, workers, seconds, { latency, sandbox }));
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2 && r.sandbox)!;
-  const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox)!;
+  const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox && !r.imInSubject)!;
   say(
-    `bench ${stage++}/13: 3-step flow, 2 workers, the IM in the Subject's process; open loops at the rates above`,
+    `bench ${stage++}/14: 3-step flow, 2 workers, the IM in the Subject's process; open loops at the rates above`,
   );
   const inSubject = await flowRun(3, 2, seconds, {
     latency: true,
@@ -313,17 +313,27 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     rates: { rate: main.latency!.rate, lowRate: main.latency!.lowRate },
   });
   runs.push(inSubject);
-  say("bench 10/13: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
+  say(
+    `bench ${stage++}/14: 3-step flow, 2 workers, --no-sandbox and the IM in the Subject's process; open loops at the rates above`,
+  );
+  const fastest = await flowRun(3, 2, seconds, {
+    latency: true,
+    sandbox: false,
+    imInSubject: true,
+    rates: { rate: main.latency!.rate, lowRate: main.latency!.lowRate },
+  });
+  runs.push(fastest);
+  say("bench 11/14: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
   const curve = libzmq().curve ? await flowRun(3, 2, seconds, { curve: true }) : undefined;
-  say("bench 11/13: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  say("bench 12/14: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate, EFFICIENCY_RATE], seconds);
-  say("bench 12/13: Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
+  say("bench 13/14: Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
   const moleculer = await moleculerRun(seconds, WARM_UP_SECONDS, [EFFICIENCY_RATE]).catch((e) => {
     say(`  Moleculer: not measured (${e instanceof Error ? e.message : e})`);
     return null;
   });
   say(
-    "bench 13/13 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
+    "bench 14/14 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
       "alternated with a bare Deno.serve and the ZeroMQ generator at 64 outstanding",
   );
   const gateway = await gatewayRun(seconds);
@@ -402,11 +412,13 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     },
     zmanager,
     zmanager_im_in_subject: measured(inSubject),
+    zmanager_no_sandbox_im_in_subject: measured(fastest),
     bare: bareFigures,
     moleculer,
     gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
     goals: goals(zmanager, bareFigures, moleculer),
     goals_im_in_subject: goals(measured(inSubject), bareFigures, moleculer),
+    goals_no_sandbox_im_in_subject: goals(measured(fastest), bareFigures, moleculer),
   };
   say("bench: done");
   printTable(result);

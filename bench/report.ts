@@ -82,7 +82,7 @@ export interface BenchResult {
     readonly curve_peak_flows_per_s: number | null;
     /** `peak_flows_per_s / curve_peak_flows_per_s`. */
     readonly curve_cost: number | null;
-    /** Every closed-loop run (flow shapes, sandbox on and off, the IM in the Subject's process). */
+    /** Every closed-loop run (flow shapes, sandbox on and off, the IM in the Subject's process, both). */
     readonly runs: readonly FlowRun[];
   };
   /**
@@ -91,6 +91,12 @@ export interface BenchResult {
    * 10% of that peak), so that both compare with the bare pipeline's.
    */
   readonly zmanager_im_in_subject: LatencyFigures;
+  /**
+   * The same deployment with `--no-sandbox` and the IM in the Subject's process, the placement
+   * for the lowest latency per request (handlers on the workers' threads with every permission;
+   * one process fewer to fail apart), at the same offered rates as `zmanager`'s.
+   */
+  readonly zmanager_no_sandbox_im_in_subject: LatencyFigures;
   /**
    * The bare pipeline: the deployment's shape (four hops, five processes) with relays that only
    * forward each message (libzmq's loop called from Deno), at the same offered rates.
@@ -111,6 +117,8 @@ export interface BenchResult {
   readonly goals: readonly Goal[];
   /** The same goals for `zmanager_im_in_subject`. */
   readonly goals_im_in_subject: readonly Goal[];
+  /** The same goals for `zmanager_no_sandbox_im_in_subject`. */
+  readonly goals_no_sandbox_im_in_subject: readonly Goal[];
 }
 
 /** A deployment's figures under load: its peak, latencies at named loads, CPU, memory, idle. */
@@ -322,6 +330,8 @@ export function printTable(r: BenchResult): void {
     "",
     ...flowTable("IM in the Subject", r.zmanager_im_in_subject, r),
     "",
+    ...flowTable("--no-sandbox, IM in the Subject", r.zmanager_no_sandbox_im_in_subject, r),
+    "",
     "| more of ZManager | figure |",
     "| --- | ---: |",
     ...z.runs.map((x) =>
@@ -378,6 +388,8 @@ export function printTable(r: BenchResult): void {
     ...r.goals.map(goalLine),
     "The same goals with the IM in the Subject's process (`integration_manager_in_subject = on`):",
     ...r.goals_im_in_subject.map(goalLine),
+    "The same goals with `--no-sandbox` and the IM in the Subject's process:",
+    ...r.goals_no_sandbox_im_in_subject.map(goalLine),
   ];
   console.log(lines.join("\n"));
 }
