@@ -93,7 +93,7 @@ export interface BenchResult {
   readonly zmanager_im_in_subject: LatencyFigures;
   /**
    * The same deployment with `--no-sandbox` and the IM in the Subject's process, the placement
-   * for the lowest latency per request (handlers on the workers' threads with every permission;
+   * for the lowest p50 per request (handlers on the workers' threads with every permission;
    * one process fewer to fail apart), at the same offered rates as `zmanager`'s.
    */
   readonly zmanager_no_sandbox_im_in_subject: LatencyFigures;
@@ -195,7 +195,7 @@ function flowTable(name: string, z: LatencyFigures, r: BenchResult): string[] {
       b.open_loop_10pct_of_peak,
     ]] as const).map(([share, zz, bb]) =>
       row(
-        `open loop at ${share} of our peak (${fmt(zz.offered_per_s)} flows/s offered): p50 / p99`,
+        `open loop at ${share} of the default's peak (${fmt(zz.offered_per_s)} flows/s offered): p50 / p99`,
         ms(zz),
         ms(bb),
         "–",
