@@ -232,15 +232,18 @@ function flowTable(name: string, z: LatencyFigures, r: BenchResult): string[] {
   ];
 }
 
-/** A goal from its ratio and bound; `met` is false when the ratio could not be measured. */
+/**
+ * A goal from its ratio and bound; `met` is false when the ratio could not be measured. `value`
+ * is kept to three decimals; `met` is decided on the ratio as given, so that one just past the
+ * limit is not met because it rounds to it.
+ */
 export function goal(name: string, value: number, bound: "min" | "max", limit: number): Goal {
-  const v = Math.round(value * 1000) / 1000;
   return {
     name,
-    value: v,
+    value: Math.round(value * 1000) / 1000,
     bound,
     limit,
-    met: Number.isFinite(v) && (bound === "min" ? v >= limit : v <= limit),
+    met: Number.isFinite(value) && (bound === "min" ? value >= limit : value <= limit),
   };
 }
 

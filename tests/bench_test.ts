@@ -85,6 +85,10 @@ Deno.test("bench: a goal is met only when its measured ratio is on the right sid
   assert.equal(goal("x", Number.NaN, "max", 2).met, false);
   assert.equal(goal("x", Number.POSITIVE_INFINITY, "min", 3).met, false);
   assert.equal(goal("x", 1.23456, "max", 2).value, 1.235);
+  // Decided on the ratio as measured, not as printed: just past the limit is not met though it
+  // prints as the limit.
+  assert.deepEqual([goal("x", 1.5004, "max", 1.5).met, goal("x", 1.5004, "max", 1.5).value], [false, 1.5]);
+  assert.deepEqual([goal("x", 2.9996, "min", 3).met, goal("x", 2.9996, "min", 3).value], [false, 3]);
 });
 
 Deno.test("bench: the Moleculer peer runs the 3-action chain over its TCP transporter and reports its figures", async () => {
