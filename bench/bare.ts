@@ -10,7 +10,7 @@ import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
 import { delay, TIMED_OUT, withTimeout } from "../src/_async.ts";
 import { CLOSED_LOOP_WINDOW, nap, pace } from "./generator.ts";
 import { withCpu } from "./proc.ts";
-import { round2, sum } from "./report.ts";
+import { sum } from "./report.ts";
 
 const PEER = PEER_MODULE;
 
@@ -150,7 +150,7 @@ export async function barePipeline(
           });
           return rtt.sort((a, b) => a - b);
         }));
-      runs.push({ rate, rtt, busyCores: round2(sum(cores)), processCores: cores.map(round2) });
+      runs.push({ rate, rtt, busyCores: sum(cores), processCores: cores });
     }
     return { sequential: sequential.sort((a, b) => a - b), peak, runs };
   } finally {

@@ -18,7 +18,7 @@
 import { barePipeline } from "./bare.ts";
 import { benchFrames, PEER_MODULE } from "./bench_peer.ts";
 import { cpuTicks } from "./proc.ts";
-import { percentile, round3 } from "./report.ts";
+import { percentile, round2, round3 } from "./report.ts";
 import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
 
@@ -274,7 +274,7 @@ export async function bareRow(
       p50_ms: round3(percentile(r.rtt, 50)),
       p99_ms: round3(percentile(r.rtt, 99)),
       cpu_us_per_message: Math.round((r.busyCores / r.rate) * 1e6),
-      process_cores: r.processCores,
+      process_cores: r.processCores.map(round2),
     })),
   };
 }
