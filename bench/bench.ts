@@ -21,21 +21,18 @@ import { parseKeyFile } from "../src/roles/zap.ts";
 import { barePipeline } from "./bare.ts";
 import { gatewayRun } from "./gateway_bench.ts";
 import { CLOSED_LOOP_WINDOW, Generator } from "./generator.ts";
-import { type MoleculerRun, moleculerRun } from "./moleculer.ts";
+import { moleculerRun } from "./moleculer.ts";
 import { contextSwitches, kernelMemoryMonitors, peakRssMiB, roleProcesses, withCpu } from "./proc.ts";
-import { machine, nodeZeromq, rawPubSub, rawPushPull, rawRoundTrip } from "./raw.ts";
 import {
-  type BenchResult,
-  type FlowRun,
-  type Goal,
-  goal,
-  type LatencyFigures,
-  percentile,
-  printTable,
-  round2,
-  round3,
-  sum,
-} from "./report.ts";
+  bareFigures,
+  EFFICIENCY_RATE,
+  goals,
+  latencyFigures,
+  type LatencyMeasures,
+  roundTrips,
+} from "./figures.ts";
+import { machine, nodeZeromq, rawPubSub, rawPushPull, rawRoundTrip } from "./raw.ts";
+import { type BenchResult, type FlowRun, percentile, printTable, round2, round3, sum } from "./report.ts";
 
 export type { BenchResult, FlowRun } from "./report.ts";
 
@@ -125,25 +122,7 @@ async function flowRun(
   workers: number,
   seconds: number,
   options: FlowRunOptions = {},
-): Promise<
-  FlowRun & {
-    latency?: {
-      rate: number;
-      rtt: number[];
-      sequential: number[];
-      busyCores: number;
-      monitorCores: number | null;
-      low: number[];
-      lowRate: number;
-      lowBusyCores: number;
-      at10k: number[];
-      at10kCores: number;
-      at10kRoleCores: number;
-      idleCpu: number;
-      idleSwitches: number;
-    };
-  }
-> {
+): Promise<FlowRun & { latency?: LatencyMeasures }> {
   const { latency = false, sandbox = true, curve = false, imInSubject = false } = options;
   const d = await deploy(workers, sandbox, curve, imInSubject);
   const g = new Generator(`Bench${steps}`);
@@ -220,55 +199,11 @@ async function flowRun(
   }
 }
 
-/** A figure as measured (no rounding). */
-const same = (n: number): number => n;
-
-/** The fixed offered rate of the efficiency figure (µs of CPU per flow), flows/s. */
-const EFFICIENCY_RATE = 10_000;
-
 /** Seconds the main deployment is watched idle after its load. */
 const IDLE_SECONDS = 3;
 
 /** Seconds of closed-loop load each deployment runs before its peak is measured. */
 const WARM_UP_SECONDS = 8;
-
-/** Issue 23's goals as ratios of this run's figures. */
-function goals(z: LatencyFigures, b: BenchResult["bare"], mol: MoleculerRun | null): Goal[] {
-  const nan = Number.NaN;
-  const z50 = z.open_loop_50pct_of_peak, z10 = z.open_loop_10pct_of_peak;
-  const b50 = b.open_loop_50pct_of_peak, b10 = b.open_loop_10pct_of_peak;
-  const worstRole = Math.max(
-    ...Object.entries(z.peak_rss_mib).filter(([k]) => k !== "load generator").map(([, v]) => v),
-  );
-  return [
-    goal("peak flows/s / Moleculer's", mol ? z.peak_flows_per_s / mol.flows_per_s : nan, "min", 3),
-    goal("peak flows/s / raw one-hop msgs/s", z.peak_to_raw_hop, "min", 0.15),
-    goal(
-      "one at a time p50 / Moleculer's",
-      mol ? z.one_at_a_time.p50_ms / mol.one_at_a_time_p50_ms : nan,
-      "max",
-      2,
-    ),
-    goal("one at a time p50 / bare pipeline's", z.one_at_a_time.p50_ms / b.one_at_a_time.p50_ms, "max", 1.5),
-    goal(
-      "one at a time p99 / Moleculer's",
-      mol ? z.one_at_a_time.p99_ms / mol.one_at_a_time_p99_ms : nan,
-      "max",
-      2,
-    ),
-    goal("10% of peak: p50 / bare pipeline's", z10.p50_ms / b10.p50_ms, "max", 1.5),
-    goal("10% of peak: p99 / bare pipeline's", z10.p99_ms / b10.p99_ms, "max", 2),
-    goal("50% of peak: p50 / bare pipeline's", z50.p50_ms / b50.p50_ms, "max", 2),
-    goal("50% of peak: p99 / bare pipeline's", z50.p99_ms / b50.p99_ms, "max", 3),
-    goal(
-      "CPU per flow at 10,000/s / bare pipeline's",
-      z.open_loop_10000_per_s.cpu_us_per_flow / b.open_loop_10000_per_s.cpu_us_per_flow,
-      "max",
-      1,
-    ),
-    goal("largest role's peak RSS at peak load, MiB", worstRole, "max", 120),
-  ];
-}
 
 /** Runs the benchmark and prints the table; returns the figures. */
 export async function runBench(options: BenchOptions = {}): Promise<BenchResult> {
@@ -347,46 +282,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     }), p50 ${gateway.p50_ms} ms, p99 ${gateway.p99_ms} ms; bare Deno.serve ${gateway.floor.perSecond} req/s; ` +
       `ZeroMQ at ${gateway.connections} outstanding ${gateway.zeromqAtConnections} flows/s`,
   );
-  // Figures are printed and written rounded; the goals are judged on them unrounded (`exact`), so
-  // that a ratio near a goal's limit is not put on either side of it by the rounding. (Peak RSS
-  // stays at 0.1 MiB, as `/proc` is read: the RSS goal can be met by 0.05 MiB of rounding.)
-  const open = (rtt: number[], rate: number, cores: number, exact = false) => ({
-    offered_per_s: rate,
-    p50_ms: (exact ? same : round3)(percentile(rtt, 50)),
-    p99_ms: (exact ? same : round3)(percentile(rtt, 99)),
-    busy_cores: (exact ? same : round2)(cores),
-    cpu_us_per_flow: (exact ? same : round2)((cores / rate) * 1e6),
-  });
-  const trip = (sorted: number[], exact = false) => ({
-    p50_ms: (exact ? same : round3)(percentile(sorted, 50)),
-    p99_ms: (exact ? same : round3)(percentile(sorted, 99)),
-  });
-  /** The figures of a run measured with `latency`; `exact`: unrounded, for the goals. */
-  const measured = (run: typeof main, exact = false): LatencyFigures => {
-    const lat = run.latency!;
-    const r = exact ? same : round3;
-    return {
-      peak_flows_per_s: exact ? run.flowsPerSecond : Math.round(run.flowsPerSecond),
-      peak_to_raw_hop: exact
-        ? run.flowsPerSecond / rawHop
-        : Math.round((run.flowsPerSecond / rawHop) * 10000) / 10000,
-      one_at_a_time: trip(lat.sequential, exact),
-      open_loop_50pct_of_peak: {
-        ...open(lat.rtt, lat.rate, lat.busyCores, exact),
-        p90_ms: r(percentile(lat.rtt, 90)),
-        kdamond_cores: lat.monitorCores,
-      },
-      open_loop_10pct_of_peak: open(lat.low, lat.lowRate, lat.lowBusyCores, exact),
-      open_loop_10000_per_s: {
-        ...open(lat.at10k, EFFICIENCY_RATE, lat.at10kCores, exact),
-        roles_cpu_us_per_flow: round2((lat.at10kRoleCores / EFFICIENCY_RATE) * 1e6),
-      },
-      peak_rss_mib: Object.fromEntries(Object.entries(run.roles).map(([k, v]) => [k, v.rssMiB])),
-      idle: { cpu_cores: lat.idleCpu, context_switches_per_s: lat.idleSwitches },
-    };
-  };
   const zmanager: BenchResult["zmanager"] = {
-    ...measured(main),
+    ...latencyFigures(main, rawHop),
     no_sandbox_peak_flows_per_s: Math.round(unboxed.flowsPerSecond),
     sandbox_cost: Math.round((1 - main.flowsPerSecond / unboxed.flowsPerSecond) * 1000) / 1000,
     curve_peak_flows_per_s: curve ? Math.round(curve.flowsPerSecond) : null,
@@ -397,17 +294,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       warmUpFlowsPerSecond: Math.round(r.warmUpFlowsPerSecond),
     })),
   };
-  const bareRun = (i: number, exact: boolean) =>
-    open(bare.runs[i].rtt, bare.runs[i].rate, bare.runs[i].busyCores, exact);
-  const bareAt = (exact: boolean): BenchResult["bare"] => ({
-    peak_flows_per_s: exact ? bare.peak : Math.round(bare.peak),
-    one_at_a_time: trip(bare.sequential, exact),
-    open_loop_50pct_of_peak: bareRun(0, exact),
-    open_loop_10pct_of_peak: bareRun(1, exact),
-    open_loop_10000_per_s: bareRun(2, exact),
-  });
-  const bareFigures = bareAt(false);
-  const bareExact = bareAt(true);
+  const bareRounded = bareFigures(bare);
+  const bareExact = bareFigures(bare, true);
   const result: BenchResult = {
     machine: m,
     seconds,
@@ -417,20 +305,21 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       hop_msgs_per_s: Math.round(rawHop),
       hop_3frame_msgs_per_s: Math.round(rawHop3),
       pubsub_msgs_per_s: Math.round(rawPub),
-      one_at_a_time: trip(rtt),
+      one_at_a_time: roundTrips(rtt),
       one_at_a_time_after_idle_p50_ms: round3(percentile(idleRtt, 50)),
-      one_at_a_time_in_thread: trip(inThreadRtt),
+      one_at_a_time_in_thread: roundTrips(inThreadRtt),
       node_zeromq: node,
     },
     zmanager,
-    zmanager_im_in_subject: measured(inSubject),
-    zmanager_no_sandbox_im_in_subject: measured(fastest),
-    bare: bareFigures,
+    zmanager_im_in_subject: latencyFigures(inSubject, rawHop),
+    zmanager_no_sandbox_im_in_subject: latencyFigures(fastest, rawHop),
+    bare: bareRounded,
     moleculer,
     gateway: { ...gateway, ratio_to_zeromq_client: toZmq },
-    goals: goals(measured(main, true), bareExact, moleculer),
-    goals_im_in_subject: goals(measured(inSubject, true), bareExact, moleculer),
-    goals_no_sandbox_im_in_subject: goals(measured(fastest, true), bareExact, moleculer),
+    // Judged on the figures unrounded (see `latencyFigures`).
+    goals: goals(latencyFigures(main, rawHop, true), bareExact, moleculer),
+    goals_im_in_subject: goals(latencyFigures(inSubject, rawHop, true), bareExact, moleculer),
+    goals_no_sandbox_im_in_subject: goals(latencyFigures(fastest, rawHop, true), bareExact, moleculer),
   };
   say("bench: done");
   printTable(result);

@@ -3,6 +3,8 @@ import { benchId } from "../bench/generator.ts";
 import { httpClosedLoop } from "../bench/http_load.ts";
 import { moleculerRun } from "../bench/moleculer.ts";
 import { goal } from "../bench/report.ts";
+import type { BareRun } from "../bench/bare.ts";
+import { bareFigures, goals, latencyFigures, type MeasuredRun } from "../bench/figures.ts";
 import { transportRound } from "../bench/transport.ts";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
@@ -89,6 +91,59 @@ Deno.test("bench: a goal is met only when its measured ratio is on the right sid
   // prints as the limit.
   assert.deepEqual([goal("x", 1.5004, "max", 1.5).met, goal("x", 1.5004, "max", 1.5).value], [false, 1.5]);
   assert.deepEqual([goal("x", 2.9996, "min", 3).met, goal("x", 2.9996, "min", 3).value], [false, 3]);
+});
+
+Deno.test("bench: the figures are rounded as printed, and the goals are judged on them unrounded", () => {
+  // One at a time 0.30049 ms against the bare pipeline's 0.2 (1.50245, over the 1.5 limit; 0.300 / 0.2
+  // rounded), and 144.501 µs of CPU per flow at 10,000/s against 144.5 (over the limit of 1; 144.5 rounded).
+  const run: MeasuredRun = {
+    flowsPerSecond: 100_000.4,
+    roles: { subject: { cpu: 0.5, rssMiB: 110 }, "load generator": { cpu: 0.3, rssMiB: 150 } },
+    latency: {
+      rate: 50_000,
+      rtt: [1.0004],
+      busyCores: 1.5,
+      monitorCores: null,
+      sequential: [0.30049],
+      low: [0.6],
+      lowRate: 10_000,
+      lowBusyCores: 1.2,
+      at10k: [0.7],
+      at10kCores: 1.44501,
+      at10kRoleCores: 1.1,
+      idleCpu: 0.02,
+      idleSwitches: 100,
+    },
+  };
+  const open = (rate: number, rtt: number, busyCores: number) => ({
+    rate,
+    rtt: [rtt],
+    busyCores,
+    processCores: [],
+  });
+  const bare: BareRun = {
+    sequential: [0.2],
+    peak: 400_000,
+    runs: [open(50_000, 0.5, 1.5), open(10_000, 0.4, 1.2), open(10_000, 0.4, 1.445)],
+  };
+  const printed = latencyFigures(run, 1_000_000), exact = latencyFigures(run, 1_000_000, true);
+  assert.equal(printed.one_at_a_time.p50_ms, 0.3);
+  assert.equal(printed.open_loop_10000_per_s.cpu_us_per_flow, 144.5);
+  assert.equal(printed.peak_flows_per_s, 100_000);
+  assert.equal(exact.one_at_a_time.p50_ms, 0.30049);
+  assert.ok(Math.abs(exact.open_loop_10000_per_s.cpu_us_per_flow - 144.501) < 1e-9);
+  assert.equal(exact.peak_flows_per_s, 100_000.4);
+  const verdicts = (z: typeof printed, b: ReturnType<typeof bareFigures>) =>
+    Object.fromEntries(goals(z, b, null).map((g) => [g.name, g.met]));
+  const judged = verdicts(exact, bareFigures(bare, true));
+  assert.equal(judged["one at a time p50 / bare pipeline's"], false);
+  assert.equal(judged["CPU per flow at 10,000/s / bare pipeline's"], false);
+  // The same run judged on its printed figures would have met both: what the exact figures are for.
+  const onPrinted = verdicts(printed, bareFigures(bare));
+  assert.equal(onPrinted["one at a time p50 / bare pipeline's"], true);
+  assert.equal(onPrinted["CPU per flow at 10,000/s / bare pipeline's"], true);
+  // Without Moleculer's figures its goals are not met, never NaN taken for met.
+  assert.equal(judged["peak flows/s / Moleculer's"], false);
 });
 
 Deno.test("bench: the Moleculer peer runs the 3-action chain over its TCP transporter and reports its figures", async () => {
