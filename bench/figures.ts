@@ -1,7 +1,7 @@
 /**
  * The benchmark's figures from what a run measured: the latency figures of a deployment and of
  * the bare pipeline, rounded as they are printed and written or unrounded for the goals, and
- * issue 23's goals as ratios of them. Pure: no processes, no sockets.
+ * issue 23's goals as ratios of them. Arithmetic only: no processes, no sockets, no clock.
  *
  * @module
  */
@@ -22,7 +22,11 @@ import {
 /** The fixed offered rate of the efficiency figure (µs of CPU per flow), flows/s. */
 export const EFFICIENCY_RATE = 10_000;
 
-/** What a deployment's latency run measured (round trips in ms, sorted; CPU in cores). */
+/**
+ * What a deployment's latency run measured: round trips in ms, sorted; CPU in cores (the open
+ * loops' at 50% and 10% of the peak, the monitor's and the idle CPU come rounded to 0.01 from the
+ * run; the CPU at {@linkcode EFFICIENCY_RATE}, which the CPU goal reads, unrounded).
+ */
 export interface LatencyMeasures {
   /** The open loop at 50% of the peak: its offered rate, round trips, CPU, and the kernel monitor's. */
   readonly rate: number;
@@ -74,9 +78,9 @@ export function roundTrips(sorted: number[], exact = false): RoundTrip {
 /**
  * The figures of a deployment's run measured with latency, `rawHop` the raw one-hop rate. Rounded
  * as printed and written (ms to 1 µs, cores and µs to 0.01, flows/s to whole numbers), or with
- * `exact` as measured, which is how the goals are judged: a ratio near a goal's limit is not put on
- * either side of it by the rounding. Peak RSS is as `/proc` gives it, to 0.1 MiB, either way (so
- * the RSS goal can be met by 0.05 MiB of rounding).
+ * `exact` as they came (see {@linkcode LatencyMeasures}), which is how the goals are judged: a
+ * ratio near a goal's limit is not put on either side of it by the rounding. Peak RSS is to 0.1
+ * MiB either way, as the bench reads it (so the RSS goal can be met by 0.05 MiB of rounding).
  */
 export function latencyFigures(run: MeasuredRun, rawHop: number, exact = false): LatencyFigures {
   const lat = run.latency;

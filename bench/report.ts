@@ -1,6 +1,7 @@
 /**
- * The benchmark's figures: what a run measures (`BenchResult`, also written as JSON with
- * `--json`), the arithmetic on them, and the table `deno task bench` prints.
+ * The benchmark's result: its types (`BenchResult`, also written as JSON with `--json`), how one
+ * goal is judged, small arithmetic, and the table `deno task bench` prints. The figures and goals
+ * are made from what a run measured in `figures.ts`.
  *
  * @module
  */

@@ -4,7 +4,13 @@ import { httpClosedLoop } from "../bench/http_load.ts";
 import { moleculerRun } from "../bench/moleculer.ts";
 import { goal } from "../bench/report.ts";
 import type { BareRun } from "../bench/bare.ts";
-import { bareFigures, goals, latencyFigures, type MeasuredRun } from "../bench/figures.ts";
+import {
+  bareFigures,
+  goals,
+  latencyFigures,
+  type LatencyMeasures,
+  type MeasuredRun,
+} from "../bench/figures.ts";
 import { transportRound } from "../bench/transport.ts";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
@@ -94,56 +100,110 @@ Deno.test("bench: a goal is met only when its measured ratio is on the right sid
 });
 
 Deno.test("bench: the figures are rounded as printed, and the goals are judged on them unrounded", () => {
-  // One at a time 0.30049 ms against the bare pipeline's 0.2 (1.50245, over the 1.5 limit; 0.300 / 0.2
-  // rounded), and 144.501 µs of CPU per flow at 10,000/s against 144.5 (over the limit of 1; 144.5 rounded).
-  const run: MeasuredRun = {
-    flowsPerSecond: 100_000.4,
+  // A run and a bare pipeline whose figures are round, but for the one a case changes.
+  const run = (over: Partial<LatencyMeasures> = {}, flowsPerSecond = 100_000): MeasuredRun => ({
+    flowsPerSecond,
     roles: { subject: { cpu: 0.5, rssMiB: 110 }, "load generator": { cpu: 0.3, rssMiB: 150 } },
     latency: {
       rate: 50_000,
-      rtt: [1.0004],
+      rtt: [0.1, 0.9, 5],
       busyCores: 1.5,
       monitorCores: null,
-      sequential: [0.30049],
-      low: [0.6],
+      sequential: [0.1, 0.3, 2],
+      low: [0.1, 0.6, 3],
       lowRate: 10_000,
       lowBusyCores: 1.2,
       at10k: [0.7],
-      at10kCores: 1.44501,
+      at10kCores: 1.445,
       at10kRoleCores: 1.1,
       idleCpu: 0.02,
       idleSwitches: 100,
+      ...over,
     },
-  };
-  const open = (rate: number, rtt: number, busyCores: number) => ({
+  });
+  const open = (rate: number, rtt: number[], busyCores: number) => ({
     rate,
-    rtt: [rtt],
+    rtt,
     busyCores,
     processCores: [],
   });
-  const bare: BareRun = {
-    sequential: [0.2],
+  const bare = (seq = 0.2, at10kCores = 1.445): BareRun => ({
+    sequential: [0.05, seq, 0.4],
     peak: 400_000,
-    runs: [open(50_000, 0.5, 1.5), open(10_000, 0.4, 1.2), open(10_000, 0.4, 1.445)],
-  };
-  const printed = latencyFigures(run, 1_000_000), exact = latencyFigures(run, 1_000_000, true);
-  assert.equal(printed.one_at_a_time.p50_ms, 0.3);
-  assert.equal(printed.open_loop_10000_per_s.cpu_us_per_flow, 144.5);
+    runs: [
+      open(50_000, [0.1, 0.45, 1], 1.5),
+      open(10_000, [0.1, 0.4, 1], 1.2),
+      open(10_000, [0.4], at10kCores),
+    ],
+  });
+  const verdict = (name: string, r: MeasuredRun, b: BareRun, rawHop: number, exact: boolean) =>
+    goals(latencyFigures(r, rawHop, exact), bareFigures(b, exact), null).find((g) => g.name === name)!.met;
+  // Each case puts one figure just past its goal's limit by less than the printed rounding: judged on the
+  // exact figures it is missed, on the printed ones it would have been met.
+  const cases: [string, string, MeasuredRun, BareRun, number][] = [
+    [
+      "our one-at-a-time p50",
+      "one at a time p50 / bare pipeline's",
+      run({ sequential: [0.1, 0.30049, 2] }),
+      bare(),
+      1e6,
+    ],
+    [
+      "the bare pipeline's one-at-a-time p50",
+      "one at a time p50 / bare pipeline's",
+      run(),
+      bare(0.19996),
+      1e6,
+    ],
+    [
+      "our p50 at 10% of peak",
+      "10% of peak: p50 / bare pipeline's",
+      run({ low: [0.1, 0.60049, 3] }),
+      bare(),
+      1e6,
+    ],
+    [
+      "our p50 at 50% of peak",
+      "50% of peak: p50 / bare pipeline's",
+      run({ rtt: [0.1, 0.90049, 5] }),
+      bare(),
+      1e6,
+    ],
+    [
+      "our CPU at 10,000/s",
+      "CPU per flow at 10,000/s / bare pipeline's",
+      run({ at10kCores: 1.44501 }),
+      bare(),
+      1e6,
+    ],
+    [
+      "the bare pipeline's CPU",
+      "CPU per flow at 10,000/s / bare pipeline's",
+      run({ at10kCores: 1.44499 }),
+      bare(0.2, 1.444985),
+      1e6,
+    ],
+    ["the peak to the raw hop", "peak flows/s / raw one-hop msgs/s", run({}, 149_996), bare(), 1e6],
+  ];
+  for (const [what, name, r, b, hop] of cases) {
+    assert.equal(verdict(name, r, b, hop, true), false, `${what}: judged on the exact figures`);
+    assert.equal(verdict(name, r, b, hop, false), true, `${what}: the printed figures would have met it`);
+  }
+  // The printed rounding: ms to 1 µs, CPU to 0.01 (µs and cores), flows/s whole, and p50 apart from p99.
+  const printed = latencyFigures(
+    run({ sequential: [0.1, 0.12345, 2], at10kCores: 1.2345678 }, 100_000.4),
+    1e6,
+  );
+  assert.deepEqual(printed.one_at_a_time, { p50_ms: 0.123, p99_ms: 2 });
+  assert.equal(latencyFigures(run({ low: [0.1, 0.61234, 3] }), 1e6).open_loop_10pct_of_peak.p50_ms, 0.612);
+  assert.equal(printed.open_loop_10000_per_s.cpu_us_per_flow, 123.46);
+  assert.equal(printed.open_loop_10000_per_s.busy_cores, 1.23);
   assert.equal(printed.peak_flows_per_s, 100_000);
-  assert.equal(exact.one_at_a_time.p50_ms, 0.30049);
-  assert.ok(Math.abs(exact.open_loop_10000_per_s.cpu_us_per_flow - 144.501) < 1e-9);
-  assert.equal(exact.peak_flows_per_s, 100_000.4);
-  const verdicts = (z: typeof printed, b: ReturnType<typeof bareFigures>) =>
-    Object.fromEntries(goals(z, b, null).map((g) => [g.name, g.met]));
-  const judged = verdicts(exact, bareFigures(bare, true));
-  assert.equal(judged["one at a time p50 / bare pipeline's"], false);
-  assert.equal(judged["CPU per flow at 10,000/s / bare pipeline's"], false);
-  // The same run judged on its printed figures would have met both: what the exact figures are for.
-  const onPrinted = verdicts(printed, bareFigures(bare));
-  assert.equal(onPrinted["one at a time p50 / bare pipeline's"], true);
-  assert.equal(onPrinted["CPU per flow at 10,000/s / bare pipeline's"], true);
-  // Without Moleculer's figures its goals are not met, never NaN taken for met.
-  assert.equal(judged["peak flows/s / Moleculer's"], false);
+  assert.equal(bareFigures(bare(0.12345, 1.2345678)).open_loop_10000_per_s.cpu_us_per_flow, 123.46);
+  assert.equal(bareFigures(bare(0.12345)).one_at_a_time.p50_ms, 0.123);
+  // Without Moleculer's figures its goals are missed, the bounded-above ones too (never NaN taken for met).
+  const noPeer = goals(latencyFigures(run(), 1e6, true), bareFigures(bare(), true), null);
+  assert.equal(noPeer.find((g) => g.name === "one at a time p50 / Moleculer's")!.met, false);
 });
 
 Deno.test("bench: the Moleculer peer runs the 3-action chain over its TCP transporter and reports its figures", async () => {
