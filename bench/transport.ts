@@ -63,6 +63,20 @@ async function stop(p: Deno.ChildProcess): Promise<void> {
   await p.status;
 }
 
+/** ZMTP as `socketType` over `p`'s connection to `l`; `p` is stopped if that fails. */
+async function openFrom(
+  l: Deno.Listener,
+  p: Deno.ChildProcess,
+  socketType: "ROUTER" | "PULL",
+): Promise<ZmtpConnection> {
+  try {
+    return await ZmtpConnection.open(await acceptFrom(l, p), { socketType });
+  } catch (e) {
+    await stop(p);
+    throw e;
+  }
+}
+
 interface Trips {
   rtt: number[];
   cpuUs: number;
@@ -112,13 +126,7 @@ async function zmtpTrips(dir: string, n: number): Promise<Trips> {
   const path = `${dir}/z-trip`;
   const l = Deno.listen({ transport: "unix", path });
   const p = peer(["zmtp-echo", path]);
-  const z = await ZmtpConnection.open(
-    await acceptFrom(l, p).catch(async (e) => {
-      await stop(p);
-      throw e;
-    }),
-    { socketType: "ROUTER" },
-  );
+  const z = await openFrom(l, p, "ROUTER");
   let answered = () => {};
   let ended = false;
   let gone = () => {};
@@ -149,6 +157,34 @@ interface Push {
   cpuUs: number;
 }
 
+/**
+ * Counts `n` one-way messages (`onMessage`; `all` settles on the last): the rate from the first to
+ * the last, and the CPU per message of this process since `before` (ticks) and of the pusher `pid`.
+ */
+function arrivals(n: number, pid: number, before: number) {
+  let count = 0, first = 0, last = 0, peerTicks = 0;
+  let done = () => {};
+  const all = new Promise<void>((resolve) => done = resolve);
+  return {
+    all,
+    get count() {
+      return count;
+    },
+    onMessage: () => {
+      if (count++ === 0) first = performance.now();
+      if (count === n) {
+        last = performance.now();
+        peerTicks = cpuTicks(pid);
+        done();
+      }
+    },
+    result: (): Push => ({
+      perS: (n - 1) / ((last - first) / 1000),
+      cpuUs: ((cpuTicks(Deno.pid) - before + peerTicks) * TICK_US) / n,
+    }),
+  };
+}
+
 async function libzmqPush(dir: string, n: number): Promise<Push> {
   const r = new Reactor();
   const pull = r.socket("PULL", { receiveHighWaterMark: 100_000 });
@@ -157,22 +193,17 @@ async function libzmqPush(dir: string, n: number): Promise<Push> {
   const before = cpuTicks(Deno.pid);
   const p = peer(["push", ep, String(n), "3"]);
   try {
-    let count = 0, first = 0, last = 0, peerTicks = 0;
-    await new Promise<void>((resolve, reject) => {
+    const c = arrivals(n, p.pid, before);
+    pull.onMessage(c.onMessage);
+    await Promise.race([
+      c.all,
       // The pusher waits for its stdin to close once it has sent all: its exit before the last
       // message came means it died.
-      void p.status.then(() => reject(new Error(`transport: the libzmq pusher died after ${count} of ${n}`)));
-      pull.onMessage(() => {
-        if (count++ === 0) first = performance.now();
-        if (count === n) {
-          last = performance.now();
-          peerTicks = cpuTicks(p.pid);
-          resolve();
-        }
-      });
-    });
-    const ticks = cpuTicks(Deno.pid) - before + peerTicks;
-    return { perS: (n - 1) / ((last - first) / 1000), cpuUs: (ticks * TICK_US) / n };
+      p.status.then(() => {
+        throw new Error(`transport: the libzmq pusher died after ${c.count} of ${n}`);
+      }),
+    ]);
+    return c.result();
   } finally {
     await stop(p);
     await r.close();
@@ -184,27 +215,16 @@ async function zmtpPush(dir: string, n: number): Promise<Push> {
   const l = Deno.listen({ transport: "unix", path });
   const before = cpuTicks(Deno.pid);
   const p = peer(["zmtp-push", path, String(n), "3"]);
-  const z = await ZmtpConnection.open(
-    await acceptFrom(l, p).catch(async (e) => {
-      await stop(p);
-      throw e;
-    }),
-    { socketType: "PULL" },
-  );
+  const z = await openFrom(l, p, "PULL");
   try {
-    let count = 0, first = 0, last = 0, peerTicks = 0;
-    await new Promise<void>((resolve, reject) => {
-      z.listen(() => {
-        if (count++ === 0) first = performance.now();
-        if (count === n) {
-          last = performance.now();
-          peerTicks = cpuTicks(p.pid);
-          resolve();
-        }
-      }).then(() => reject(new Error(`the ZMTP pusher left after ${count} of ${n}`)), reject);
-    });
-    const ticks = cpuTicks(Deno.pid) - before + peerTicks;
-    return { perS: (n - 1) / ((last - first) / 1000), cpuUs: (ticks * TICK_US) / n };
+    const c = arrivals(n, p.pid, before);
+    await Promise.race([
+      c.all,
+      z.listen(c.onMessage).then(() => {
+        throw new Error(`the ZMTP pusher left after ${c.count} of ${n}`);
+      }),
+    ]);
+    return c.result();
   } finally {
     z.close();
     await stop(p);
