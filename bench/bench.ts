@@ -199,6 +199,12 @@ async function flowRun(
   }
 }
 
+/**
+ * The stages `runBench` announces: the raw hops (3), the closed-loop shapes (5), the other two
+ * placements, CURVE, the bare pipeline, Moleculer, the gateway.
+ */
+const STAGES = 14;
+
 /** Seconds the main deployment is watched idle after its load. */
 const IDLE_SECONDS = 3;
 
@@ -211,19 +217,21 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const seconds = options.seconds ?? 3;
   const m = machine();
   const dir = await Deno.makeTempDir({ prefix: "zmb" });
-  say("bench 1/14: raw PUSH->PULL one hop between two processes (ipc)");
+  let stage = 0;
+  /** Announces the next of the bench's {@linkcode STAGES} stages. */
+  const step = (what: string) => say(`bench ${++stage}/${STAGES}: ${what}`);
+  step("raw PUSH->PULL one hop between two processes (ipc)");
   const rawHop = await rawPushPull(dir, 1_000_000, "1");
   const rawHop3 = await rawPushPull(dir, 500_000, "3");
-  say("bench 2/14: raw PUB->SUB one hop between two processes (ipc)");
+  step("raw PUB->SUB one hop between two processes (ipc)");
   const rawPub = await rawPubSub(dir, 300_000);
-  say("bench 3/14: raw round trips between two processes (ipc), and zeromq.js on Node if present");
+  step("raw round trips between two processes (ipc), and zeromq.js on Node if present");
   const rtt = await rawRoundTrip(dir, 2000);
   const idleRtt = await rawRoundTrip(dir, 200, 2);
   const inThreadRtt = await rawRoundTrip(dir, 2000, 0, true);
   const node = await nodeZeromq(dir);
   await Deno.remove(dir, { recursive: true });
   const runs: Awaited<ReturnType<typeof flowRun>>[] = [];
-  let stage = 4;
   // The handler sandbox (the default) on, then the main shape again with it off, one after the
   // other so that the machine's drift touches both alike.
   const shapes: [number, number, boolean][] = [[1, 1, true], [1, 2, true], [3, 1, true], [3, 2, true], [
@@ -233,8 +241,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   ]];
   for (const [steps, workers, sandbox] of shapes) {
     const latency = steps === 3 && workers === 2 && sandbox;
-    say(
-      `bench ${stage++}/14: ${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
+    step(
+      `${steps}-step flow, ${workers} worker${workers > 1 ? "s" : ""}${
         sandbox ? "" : ", --no-sandbox"
       }, closed loop${latency ? " then open loop at 50% of peak" : ""}`,
     );
@@ -242,36 +250,31 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   }
   const main = runs.find((r) => r.steps === 3 && r.workers === 2 && r.sandbox)!;
   const unboxed = runs.find((r) => r.steps === 3 && r.workers === 2 && !r.sandbox && !r.imInSubject)!;
-  say(
-    `bench ${stage++}/14: 3-step flow, 2 workers, the IM in the Subject's process; open loops at the rates above`,
-  );
-  const inSubject = await flowRun(3, 2, seconds, {
-    latency: true,
-    imInSubject: true,
-    rates: { rate: main.latency!.rate, lowRate: main.latency!.lowRate },
-  });
-  runs.push(inSubject);
-  say(
-    `bench ${stage++}/14: 3-step flow, 2 workers, --no-sandbox and the IM in the Subject's process; open loops at the rates above`,
-  );
-  const fastest = await flowRun(3, 2, seconds, {
-    latency: true,
-    sandbox: false,
-    imInSubject: true,
-    rates: { rate: main.latency!.rate, lowRate: main.latency!.lowRate },
-  });
-  runs.push(fastest);
-  say("bench 11/14: 3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
+  // The other placements, at the default's offered rates so that all compare with the bare pipeline's.
+  const placement = async (what: string, sandbox: boolean) => {
+    step(`3-step flow, 2 workers, ${what}; open loops at the rates above`);
+    const run = await flowRun(3, 2, seconds, {
+      latency: true,
+      sandbox,
+      imInSubject: true,
+      rates: { rate: main.latency!.rate, lowRate: main.latency!.lowRate },
+    });
+    runs.push(run);
+    return run;
+  };
+  const inSubject = await placement("the IM in the Subject's process", true);
+  const fastest = await placement("--no-sandbox and the IM in the Subject's process", false);
+  step("3-step flow, 2 workers, tcp with CURVE on loopback, closed loop");
   const curve = libzmq().curve ? await flowRun(3, 2, seconds, { curve: true }) : undefined;
-  say("bench 12/14: the bare pipeline (the deployment's shape, no framework) at the same offered rates");
+  step("the bare pipeline (the deployment's shape, no framework) at the same offered rates");
   const bare = await barePipeline([main.latency!.rate, main.latency!.lowRate, EFFICIENCY_RATE], seconds);
-  say("bench 13/14: Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
+  step("Moleculer (TCP transporter, caller + 2 worker nodes), the same chain of 3 actions");
   const moleculer = await moleculerRun(seconds, WARM_UP_SECONDS, [EFFICIENCY_RATE]).catch((e) => {
     say(`  Moleculer: not measured (${e instanceof Error ? e.message : e})`);
     return null;
   });
-  say(
-    "bench 14/14 (gateway): 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
+  step(
+    "the gateway: 3-step flow over HTTP/1.1 keep-alive, 64 connections, 2 workers, closed loop; " +
       "alternated with a bare Deno.serve and the ZeroMQ generator at 64 outstanding",
   );
   const gateway = await gatewayRun(seconds);

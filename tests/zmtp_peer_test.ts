@@ -551,7 +551,7 @@ async function oneAcross(
   return got;
 }
 
-Deno.test("over a Unix socket open() does not touch setNoDelay, and works both ways", async () => {
+Deno.test("over a Unix socket open() does not touch setNoDelay on either side, and a message crosses", async () => {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/s`;
   const l = Deno.listen({ transport: "unix", path });
