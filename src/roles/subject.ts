@@ -29,6 +29,7 @@ import {
   errorFrames,
   type Header,
   newIncarnation,
+  stepHeader,
   text,
   TopicCache,
   utf8,
@@ -400,7 +401,7 @@ export class Subject {
   #route(flow: Flow, position: number, id: string, n: number, values: Uint8Array): void {
     const kind = nextStep(flow, position, n, this.#o.stepLimit);
     if (kind === "done") {
-      return this.#imLink.publish(this.#topics.done(flow), encodeHeader({ v: 1, id, n }), values);
+      return this.#imLink.publish(this.#topics.done(flow), stepHeader(id, undefined, n), values);
     }
     if (kind === "step_limit") {
       const message = `request ran ${n} steps, the limit is ${this.#o.stepLimit}`;
@@ -409,7 +410,7 @@ export class Subject {
     }
     if (kind === "pause") return this.#pause(flow, position, id, n, values);
     const topic = this.#topics.step(flow, position);
-    const header = encodeHeader({ v: 1, id, pos: position, n });
+    const header = stepHeader(id, position, n);
     if (kind === "publish") return this.#imLink.publish(topic, header, values);
     const book = this.#reloads.book;
     this.#dispatch([topic, header, values], flow, id, book.versionOf(id) ?? book.current);

@@ -499,6 +499,63 @@ export function encodeHeader(h: Header): Uint8Array {
   return utf8(JSON.stringify(h));
 }
 
+const POS_KEY = encoder.encode(',"pos":');
+
+/** Writes `v` (a safe whole number, not negative) in decimal at `b[at]`; returns where it ends. */
+function writeWhole(b: Uint8Array, at: number, v: number): number {
+  let end = at + 1;
+  for (let x = v; x >= 10; x = Math.floor(x / 10)) end++;
+  let x = v;
+  for (let i = end - 1; i >= at; i--) {
+    b[i] = 0x30 + (x % 10);
+    x = Math.floor(x / 10);
+  }
+  return end;
+}
+
+/**
+ * The header of a step (`pos` given) or of a final, as {@linkcode encodeHeader} encodes
+ * `{ v: 1, id, pos, n }` or `{ v: 1, id, n }`: the same bytes, written by hand when the id is
+ * printable ASCII without a quote or backslash (then its JSON text is its characters), which
+ * takes about a third of the time of `JSON.stringify` and `encodeInto` and makes no object or
+ * string; any other id goes through {@linkcode encodeHeader}. The Subject writes one per request
+ * and a worker one per segment it runs (docs/performance.md, round 21). A view into the shared
+ * slab, as {@linkcode utf8} returns.
+ */
+export function stepHeader(id: string, pos: number | undefined, n: number): Uint8Array {
+  const len = id.length;
+  // the id, its closing quote, both keys, two numbers of up to 16 digits (safe integers) and `}`
+  const max = ID_START.length + len + 1 + POS_KEY.length + N_KEY.length + 2 * 16 + 1;
+  const plain = max <= ENCODE_SLAB / 16 && Number.isSafeInteger(n) && n >= 0 &&
+    (pos === undefined || (Number.isSafeInteger(pos) && pos >= 0));
+  if (!plain) return encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n });
+  if (encodeOffset + max > ENCODE_SLAB) {
+    encodeSlab = new Uint8Array(ENCODE_SLAB);
+    encodeOffset = 0;
+  }
+  const b = encodeSlab;
+  const start = encodeOffset;
+  b.set(ID_START, start);
+  let i = start + ID_START.length;
+  for (let k = 0; k < len; k++) {
+    const c = id.charCodeAt(k);
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) {
+      return encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n });
+    }
+    b[i++] = c;
+  }
+  b[i++] = 0x22;
+  if (pos !== undefined) {
+    b.set(POS_KEY, i);
+    i = writeWhole(b, i + POS_KEY.length, pos);
+  }
+  b.set(N_KEY, i);
+  i = writeWhole(b, i + N_KEY.length, n);
+  b[i++] = 0x7d;
+  encodeOffset = i;
+  return b.subarray(start, i);
+}
+
 /** Parses a values frame: it must be a JSON object. */
 export function decodeValues(frame: Uint8Array): Record<string, unknown> | DropReason {
   let v: unknown;

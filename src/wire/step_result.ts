@@ -12,11 +12,11 @@ import type { Flow } from "../topic/flow_file.ts";
 import { describeError, type SegmentOutcome, type StepRun, type Values } from "../topic/segment.ts";
 import {
   decodeHeader,
-  encodeHeader,
   type ErrorCode,
   errorFrames,
   type Header,
   parseTopic,
+  stepHeader,
   text,
   TopicCache,
 } from "./protocol.ts";
@@ -47,11 +47,11 @@ export class StepResults {
     const body = encodeValues(out.values, this.#max);
     if (typeof body === "string") return this.#unsendable(flow, id, out.ran, body);
     if (out.kind === "done") {
-      return { kind: "done", frames: [this.#topics.done(flow), encodeHeader({ v: 1, id, n }), body] };
+      return { kind: "done", frames: [this.#topics.done(flow), stepHeader(id, undefined, n), body] };
     }
     return {
       kind: out.kind,
-      frames: [this.#topics.step(flow, pos), encodeHeader({ v: 1, id, pos, n }), body],
+      frames: [this.#topics.step(flow, pos), stepHeader(id, pos, n), body],
     };
   }
 
