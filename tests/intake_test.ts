@@ -2,7 +2,7 @@
 // decisions on requests and results, acknowledgement batching on an injected clock, back-pressure.
 import assert from "node:assert/strict";
 import { ACK_EVERY_MS, AckBook, type Admission, Intake, pressure } from "../src/roles/intake.ts";
-import { poisonedError, ResultGate } from "../src/roles/result_gate.ts";
+import { poisonedError, ResultGate, Step } from "../src/roles/result_gate.ts";
 import { parseFlowFile } from "../src/topic/flow_file.ts";
 import { BatchView, BatchWriter, KIND_CODES } from "../src/wire/batch.ts";
 import { TopicCache, utf8 } from "../src/wire/protocol.ts";
@@ -205,7 +205,7 @@ Deno.test("back-pressure: stop reading at any limit, read again only once all ar
 function gateSent(id: string, values = "{}") {
   const topics = new TopicCache();
   const gate = new ResultGate(topics, () => undefined, flows);
-  const step = [topics.step(flow, 1), utf8(JSON.stringify({ v: 1, id, pos: 1, n: 0 })), utf8(values)];
+  const step = new Step(topics.step(flow, 1), utf8(JSON.stringify({ v: 1, id, pos: 1, n: 0 })), utf8(values));
   gate.sent(step, flow, id);
   return { topics, gate, step, out: new BatchWriter() };
 }
@@ -244,7 +244,7 @@ Deno.test("result gate: a plain done passes unparsed; a result for another reque
   ]);
   const noPos = gate.judge(view, 3, step);
   assert.deepEqual(noPos.do === "refuse" && noPos.why, "a pause result must name (pos) a @ASYNC step of F");
-  const unknown = [utf8("Z~~~Z~z"), utf8('{"v":1,"id":"r9"}'), utf8("{}")];
+  const unknown = new Step(utf8("Z~~~Z~z"), utf8('{"v":1,"id":"r9"}'), utf8("{}"));
   assert.equal(
     gate.refusal(KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r9"}'), unknown),
     "the step it answers is not known",
@@ -284,7 +284,7 @@ Deno.test("result gate: a done that names another request in a second id key is 
 });
 
 Deno.test("result gate: the poisoned error names every failed delivery", () => {
-  const step = [utf8("F~~S~F~a"), utf8('{"v":1,"id":"r1","pos":2,"n":1}'), utf8('{"x":1}')];
+  const step = new Step(utf8("F~~S~F~a"), utf8('{"v":1,"id":"r1","pos":2,"n":1}'), utf8('{"x":1}'));
   const e = poisonedError(step, ["died", "went silent"]);
   assert.deepEqual([e.flow, e.header.id, e.header.pos, e.code], ["F", "r1", 2, "poisoned"]);
   assert.equal(

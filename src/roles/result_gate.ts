@@ -6,14 +6,14 @@
  *
  * @example
  * ```ts
- * import { ResultGate } from "./result_gate.ts";
+ * import { ResultGate, Step } from "./result_gate.ts";
  * import { BatchView, BatchWriter, KIND_CODES } from "../wire/batch.ts";
  * import { parseFlowFile } from "../topic/flow_file.ts";
  * import { TopicCache, utf8 } from "../wire/protocol.ts";
  * const flow = parseFlowFile("[F]\n?F?Push\nS?F?a\n??done\n", "f.ini").flows[0];
  * const topics = new TopicCache();
  * const gate = new ResultGate(topics, () => flow, new Map([["F", flow]]));
- * const step = [topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8("{}")];
+ * const step = new Step(topics.step(flow, 1), utf8('{"v":1,"id":"r1","pos":1,"n":0}'), utf8("{}"));
  * gate.sent(step, flow, "r1");
  * const out = new BatchWriter();
  * out.add(7, KIND_CODES.done, topics.done(flow), utf8('{"v":1,"id":"r1","n":1}'), utf8("{}"));
@@ -44,11 +44,28 @@ import type { ErrorSpec } from "./intake.ts";
  * A step as the Subject sends it: topic, header, values; `slot` is its configuration version's
  * slot (`config_versions.ts`, `versionSlot`), carried in its `STEPS` record's kind byte; `flow`
  * the flow it was made for and `id` its request's id ({@linkcode ResultGate.sent}), to check its
- * result by and to name the final it answers with, without parsing its frames. (Properties of the
+ * result by and to name the final it answers with, without parsing its frames. (Fields of the
  * step itself: a WeakMap from steps to flows cost the Subject's garbage collector an ephemeron per
- * step in flight, measured at about 2% of its thread.)
+ * step in flight, measured at about 2% of its thread. One object with fields, not an array of the
+ * three frames with properties, which is three objects: a step is kept while its request is at a
+ * worker, at peak long enough to be promoted to the old generation; docs/performance.md, round 21.)
  */
-export type Step = readonly Uint8Array[] & { slot?: number; flow?: Flow; id?: string };
+export class Step {
+  /** Its configuration version's slot; 0 until it is dispatched. */
+  slot = 0;
+  /** The flow it was made for, once sent. */
+  flow: Flow | undefined = undefined;
+  /** Its request's id, once sent. */
+  id: string | undefined = undefined;
+
+  /** A step of these three frames. */
+  constructor(readonly topic: Uint8Array, readonly header: Uint8Array, readonly values: Uint8Array) {}
+
+  /** Bytes of its frames. */
+  get size(): number {
+    return this.topic.length + this.header.length + this.values.length;
+  }
+}
 
 /** What to do with a worker's result. */
 export type Verdict =
@@ -105,11 +122,11 @@ export class ResultGate {
     const [topic, header, values] = batch.frames(i);
     const why = this.refusal(kind, topic, header, step);
     if (why !== undefined) {
-      const flow = parseTopic(text(step[0]))?.flow;
-      const h = decodeHeader(step[1]);
+      const flow = parseTopic(text(step.topic))?.flow;
+      const h = decodeHeader(step.header);
       const message = `the worker's result was refused: ${why}`;
       const error: ErrorSpec | undefined = flow !== undefined && typeof h !== "string"
-        ? { flow, header: h, values: step[2], code: "handler_error", message }
+        ? { flow, header: h, values: step.values, code: "handler_error", message }
         : undefined;
       return { do: "refuse", why, error };
     }
@@ -140,8 +157,8 @@ export class ResultGate {
     const flow = step.flow;
     if (!flow || !batch.frameIs(i, 0, this.#topics.done(flow), true)) return false;
     // The step's header up to the end of its id, then the result's header from there on: no views.
-    const n = plainIdEnd(step[1]) + 1;
-    if (n === 0 || !batch.frameIs(i, 1, step[1], false, n)) return false;
+    const n = plainIdEnd(step.header) + 1;
+    if (n === 0 || !batch.frameIs(i, 1, step.header, false, n)) return false;
     const p = batch.frameStart(i, 1);
     return plainFinalEnd(batch.frame, p + n, p + batch.frameLength(i, 1));
   }
@@ -151,8 +168,8 @@ export class ResultGate {
    * `undefined` (see `result_check.ts`).
    */
   refusal(kind: number, topic: Uint8Array, header: Uint8Array, step: Step): string | undefined {
-    const flow = step.flow ?? this.#flowOf(text(step[0]));
-    const sent = decodeHeader(step[1]);
+    const flow = step.flow ?? this.#flowOf(text(step.topic));
+    const sent = decodeHeader(step.header);
     if (!flow || typeof sent === "string") return "the step it answers is not known";
     const name = KIND_NAMES[kind] as ResultKind | undefined;
     return checkResult(
@@ -170,10 +187,10 @@ export class ResultGate {
  * the reasons `whys`.
  */
 export function poisonedError(step: Step, whys: readonly string[]): ErrorSpec {
-  const topic = text(step[0]);
-  const h = decodeHeader(step[1]);
+  const topic = text(step.topic);
+  const h = decodeHeader(step.header);
   const message = `step ${topic} was delivered ${whys.length} times and its worker failed each time: ` +
     whys.map((w, i) => `(${i + 1}) ${w}`).join("; ");
   const header = typeof h === "string" ? { id: "" } : h;
-  return { flow: parseTopic(topic)?.flow ?? "", header, values: step[2], code: "poisoned", message };
+  return { flow: parseTopic(topic)?.flow ?? "", header, values: step.values, code: "poisoned", message };
 }

@@ -45,7 +45,7 @@ import { type ErrorSpec, type LoadLimits, pressure } from "./intake.ts";
 import { PauseBook } from "./pause_book.ts";
 import { PausedStore } from "./paused_store.ts";
 import { KeptStore } from "./kept_store.ts";
-import { ResultGate, type Step } from "./result_gate.ts";
+import { ResultGate, Step } from "./result_gate.ts";
 import {
   HELLO_EVERY_MS,
   IM_BACKLOG_LIMIT,
@@ -413,7 +413,7 @@ export class Subject {
     const header = stepHeader(id, position, n);
     if (kind === "publish") return this.#imLink.publish(topic, header, values);
     const book = this.#reloads.book;
-    this.#dispatch([topic, header, values], flow, id, book.versionOf(id) ?? book.current);
+    this.#dispatch(new Step(topic, header, values), flow, id, book.versionOf(id) ?? book.current);
   }
 
   /**
@@ -528,11 +528,11 @@ export class Subject {
     this.#serviceSide.quota.admit(connection, paused.id); // room was checked: it is admitted
     this.#reloads.book.begin(paused.id, r.version);
     this.#dispatch(
-      [
+      new Step(
         this.#topics.step(flow, paused.position),
         encodeHeader({ v: 1, id: paused.id, pos: paused.position, n: paused.n, r: 1 }),
         utf8(r.values),
-      ],
+      ),
       flow,
       paused.id,
       r.version,

@@ -70,8 +70,8 @@ interface WorkerLink {
 const METRICS_TOPIC_FRAME = utf8(METRICS_TOPIC).slice();
 const METRICS_HEADER = encodeHeader({ v: 1, id: "metrics-worker", k: "ping" }).slice();
 
-/** Bytes of a message's frames. */
-const bytesOf = (frames: Step): number => frames.reduce((n, f) => n + f.length, 0);
+/** Bytes of a step's frames. */
+const bytesOf = (step: Step): number => step.size;
 
 /** The Subject's workers, on its worker ROUTER socket. */
 export class WorkerSide {
@@ -164,7 +164,7 @@ export class WorkerSide {
 
   /** Writes a step the pool gave a worker into its batch, sent at the end of the turn (or now, when full). */
   #send(w: WorkerLink, d: number, step: Step): void {
-    w.batch.add(d, step.slot ?? 0, step[0], step[1], step[2]);
+    w.batch.add(d, step.slot, step.topic, step.header, step.values);
     if (w.batch.size >= BATCH_FLUSH_BYTES) this.#flushSteps(w);
     else {
       this.#stepsFor.add(w);
