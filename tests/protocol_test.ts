@@ -21,42 +21,101 @@ import {
   utf8,
 } from "../src/wire/protocol.ts";
 
+/** The header `stepHeader` is to write, as JSON.stringify and TextEncoder write it. */
+function headerBytes(id: string, pos: number | undefined, n: number): number[] {
+  return [
+    ...new TextEncoder().encode(JSON.stringify(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n })),
+  ];
+}
+
+/** Runs `f` with JSON.stringify throwing: what it encodes must have been written by hand. */
+function withoutStringify<T>(f: () => T): T {
+  const stringify = JSON.stringify;
+  JSON.stringify = () => {
+    throw new Error("JSON.stringify was called");
+  };
+  try {
+    return f();
+  } finally {
+    JSON.stringify = stringify;
+  }
+}
+
 Deno.test("stepHeader writes the bytes encodeHeader writes, for every id and count, and never changes a view it handed out", () => {
-  const decode = new TextDecoder("utf-8", { ignoreBOM: true });
   const ids = fc.oneof(
     fc.string({ unit: "binary", maxLength: 80 }), // any code points: quotes, backslashes, controls, U+FEFF, non-ASCII
     fc.string({
-      unit: fc.constantFrom("a", "-", "_", "0", '"', "\\", " ", "~", "\u007f", "é"),
+      unit: fc.constantFrom("a", "-", "_", "0", '"', "\\", " ", "~", "\u007f", "\u001f", "\n", "é"),
       maxLength: 40,
     }),
     fc.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/),
     fc.nat({ max: 6000 }).map((k) => "x".repeat(k)), // past what is written by hand (then encodeHeader)
   );
   const counts = fc.oneof(fc.nat({ max: 12 }), fc.constantFrom(9, 10, 99, 100, 1e15, 2 ** 53 - 1), fc.nat());
-  const handedOut: [Uint8Array, string][] = [];
+  const handedOut: [Uint8Array, number[]][] = [];
   let byHand = 0;
   fc.assert(
     fc.property(ids, fc.option(counts, { nil: undefined }), counts, (id, pos, n) => {
-      const got = stepHeader(id, pos, n);
-      const want = encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n });
-      const text = decode.decode(got);
-      assert.equal(text, decode.decode(want));
-      assert.equal(text, JSON.stringify(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n }));
-      if (/^[\x20-\x7e]*$/.test(id) && !/["\\]/.test(id) && id.length < 1000) byHand++;
-      handedOut.push([got, text]);
+      const plain = /^[\x20-\x7e]*$/.test(id) && !/["\\]/.test(id) && id.length < 4000;
+      // A plain id is written by hand (JSON.stringify is not called); any other goes through encodeHeader.
+      const got = plain ? withoutStringify(() => stepHeader(id, pos, n)) : stepHeader(id, pos, n);
+      if (plain) byHand++;
+      const want = headerBytes(id, pos, n);
+      assert.deepEqual([...got], want);
+      assert.deepEqual([...encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n })], want);
+      handedOut.push([got, want]);
     }),
     { numRuns: 5_000, seed: 21 },
   );
   // Enough headers went the hand-written way for the comparison to test it, and past the slab's
   // end (64 KiB) several times: none of the views handed out was written over.
   assert.ok(byHand > 1_500, `${byHand} of 5000 by hand`);
-  for (const [view, text] of handedOut) assert.equal(decode.decode(view), text);
+  for (const [view, want] of handedOut) assert.deepEqual([...view], want);
   // Numbers JSON writes as they are; -0 as 0, like JSON.stringify.
-  assert.equal(decode.decode(stepHeader("a", -0, 0)), '{"v":1,"id":"a","pos":0,"n":0}');
+  assert.deepEqual([...stepHeader("a", -0, 0)], [...utf8('{"v":1,"id":"a","pos":0,"n":0}')]);
   // What is not a safe whole number goes through JSON.stringify, as before.
   for (const n of [-1, 1.5, 2 ** 53, Number.NaN, Infinity]) {
-    assert.equal(decode.decode(stepHeader("a", undefined, n)), JSON.stringify({ v: 1, id: "a", n }));
-    assert.equal(decode.decode(stepHeader("a", n, 1)), JSON.stringify({ v: 1, id: "a", pos: n, n: 1 }));
+    assert.deepEqual([...stepHeader("a", undefined, n)], headerBytes("a", undefined, n));
+    assert.deepEqual([...stepHeader("a", n, 1)], headerBytes("a", n, 1));
+  }
+});
+
+Deno.test("stepHeader at the end of the shared slab: the longest header it writes by hand fits, a byte short goes to a new slab", () => {
+  // The slab is 64 KiB; utf8 writes a string of at most 4,096 / 3 characters into it, a short
+  // ASCII one taking its length, and starts a new slab when 3 bytes a character would not fit.
+  const SLAB = 64 * 1024;
+  const fresh = () => {
+    for (let i = 0; i < 100; i++) if (utf8("f".repeat(1365)).byteOffset === 0) return 1365;
+    throw new Error("no new slab");
+  };
+  const fillTo = (offset: number) => {
+    let at = fresh();
+    while (at < offset) {
+      const k = Math.min(32, offset - at);
+      const v = utf8("f".repeat(k));
+      assert.equal(v.byteOffset, at);
+      at += k;
+    }
+  };
+  const M = Number.MAX_SAFE_INTEGER;
+  for (const length of [1, 300, 4_000]) {
+    const id = "a".repeat(length);
+    // The most a hand-written header takes: the id, two numbers of 16 digits, keys and braces.
+    const longest = headerBytes(id, M, M).length;
+    for (let slack = -3; slack <= 3; slack++) {
+      for (const pos of [M, undefined]) {
+        fillTo(SLAB - longest - slack - 1);
+        const before = utf8("b"); // the last byte before the header: `longest + slack` bytes are left
+        const got = withoutStringify(() => stepHeader(id, pos, M));
+        assert.deepEqual([...got], headerBytes(id, pos, M), `length ${length}, slack ${slack}`);
+        // In the same slab when the longest header fits in what is left, else at the start of a new one.
+        assert.equal(got.buffer === before.buffer, slack >= 0, `length ${length}, slack ${slack}`);
+        if (slack >= 0) assert.equal(got.byteOffset, before.byteOffset + 1);
+        else assert.equal(got.byteOffset, 0);
+        assert.equal(before[0], 0x62, "the view before it is unchanged");
+        assert.ok(got.byteOffset + got.length <= got.buffer.byteLength);
+      }
+    }
   }
 });
 
