@@ -128,6 +128,18 @@ const decoder = new TextDecoder();
 const ENCODE_SLAB = 64 * 1024;
 let encodeSlab = new Uint8Array(ENCODE_SLAB);
 let encodeOffset = 0;
+/**
+ * Where `max` more bytes can be written in the shared slab: its offset now, or 0 in a new slab
+ * when they would not fit (views handed out keep the old one).
+ */
+function slabRoom(max: number): number {
+  if (encodeOffset + max > ENCODE_SLAB) {
+    encodeSlab = new Uint8Array(ENCODE_SLAB);
+    encodeOffset = 0;
+  }
+  return encodeOffset;
+}
+
 /** Longest string {@linkcode utf8} encodes by hand when it is ASCII (beyond this `encodeInto` is as fast). */
 const ASCII_BY_HAND = 32;
 
@@ -138,11 +150,7 @@ const ASCII_BY_HAND = 32;
 export function utf8(s: string): Uint8Array {
   const max = s.length * 3;
   if (max > ENCODE_SLAB / 16) return encoder.encode(s);
-  if (encodeOffset + max > ENCODE_SLAB) {
-    encodeSlab = new Uint8Array(ENCODE_SLAB);
-    encodeOffset = 0;
-  }
-  const start = encodeOffset;
+  const start = slabRoom(max);
   const slab = encodeSlab;
   const n = s.length;
   // Short ASCII text (topics, small headers) is copied by hand: `encodeInto` is a call into
@@ -528,20 +536,15 @@ export function stepHeader(id: string, pos: number | undefined, n: number): Uint
   const max = ID_START.length + len + 1 + POS_KEY.length + N_KEY.length + 2 * 16 + 1;
   const plain = max <= ENCODE_SLAB / 16 && Number.isSafeInteger(n) && n >= 0 &&
     (pos === undefined || (Number.isSafeInteger(pos) && pos >= 0));
-  if (!plain) return encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n });
-  if (encodeOffset + max > ENCODE_SLAB) {
-    encodeSlab = new Uint8Array(ENCODE_SLAB);
-    encodeOffset = 0;
-  }
+  if (!plain) return stepHeaderJson(id, pos, n);
+  const start = slabRoom(max);
   const b = encodeSlab;
-  const start = encodeOffset;
   b.set(ID_START, start);
   let i = start + ID_START.length;
   for (let k = 0; k < len; k++) {
     const c = id.charCodeAt(k);
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) {
-      return encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n });
-    }
+    // (what was written of it is left: the offset has not moved)
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return stepHeaderJson(id, pos, n);
     b[i++] = c;
   }
   b[i++] = 0x22;
@@ -554,6 +557,11 @@ export function stepHeader(id: string, pos: number | undefined, n: number): Uint
   b[i++] = 0x7d;
   encodeOffset = i;
   return b.subarray(start, i);
+}
+
+/** {@linkcode stepHeader}'s header through `JSON.stringify`, for what it does not write by hand. */
+function stepHeaderJson(id: string, pos: number | undefined, n: number): Uint8Array {
+  return encodeHeader(pos === undefined ? { v: 1, id, n } : { v: 1, id, pos, n });
 }
 
 /** Parses a values frame: it must be a JSON object. */
