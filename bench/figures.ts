@@ -57,9 +57,14 @@ export interface MeasuredRun {
 
 const same = (n: number): number => n;
 
+/** How figures are written: ms to 1 µs and cores and µs to 0.01, or with `exact` as they came. */
+function rounding(exact: boolean) {
+  return { ms: exact ? same : round3, two: exact ? same : round2 };
+}
+
 /** An open loop's figures. */
 function open(rtt: number[], rate: number, cores: number, exact: boolean) {
-  const ms = exact ? same : round3, two = exact ? same : round2;
+  const { ms, two } = rounding(exact);
   return {
     offered_per_s: rate,
     p50_ms: ms(percentile(rtt, 50)),
@@ -71,7 +76,7 @@ function open(rtt: number[], rate: number, cores: number, exact: boolean) {
 
 /** The p50 and p99 of round trips (ms, sorted); `exact` as in {@linkcode latencyFigures}. */
 export function roundTrips(sorted: number[], exact = false): RoundTrip {
-  const ms = exact ? same : round3;
+  const { ms } = rounding(exact);
   return { p50_ms: ms(percentile(sorted, 50)), p99_ms: ms(percentile(sorted, 99)) };
 }
 
@@ -85,6 +90,7 @@ export function roundTrips(sorted: number[], exact = false): RoundTrip {
 export function latencyFigures(run: MeasuredRun, rawHop: number, exact = false): LatencyFigures {
   const lat = run.latency;
   if (!lat) throw new Error("latencyFigures: the run was not measured with latency");
+  const { ms, two } = rounding(exact);
   return {
     peak_flows_per_s: exact ? run.flowsPerSecond : Math.round(run.flowsPerSecond),
     peak_to_raw_hop: exact
@@ -93,13 +99,13 @@ export function latencyFigures(run: MeasuredRun, rawHop: number, exact = false):
     one_at_a_time: roundTrips(lat.sequential, exact),
     open_loop_50pct_of_peak: {
       ...open(lat.rtt, lat.rate, lat.busyCores, exact),
-      p90_ms: (exact ? same : round3)(percentile(lat.rtt, 90)),
+      p90_ms: ms(percentile(lat.rtt, 90)),
       kdamond_cores: lat.monitorCores,
     },
     open_loop_10pct_of_peak: open(lat.low, lat.lowRate, lat.lowBusyCores, exact),
     open_loop_10000_per_s: {
       ...open(lat.at10k, EFFICIENCY_RATE, lat.at10kCores, exact),
-      roles_cpu_us_per_flow: (exact ? same : round2)((lat.at10kRoleCores / EFFICIENCY_RATE) * 1e6),
+      roles_cpu_us_per_flow: two((lat.at10kRoleCores / EFFICIENCY_RATE) * 1e6),
     },
     peak_rss_mib: Object.fromEntries(Object.entries(run.roles).map(([k, v]) => [k, v.rssMiB])),
     idle: { cpu_cores: lat.idleCpu, context_switches_per_s: lat.idleSwitches },
