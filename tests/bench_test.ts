@@ -12,6 +12,8 @@ import {
   type MeasuredRun,
 } from "../bench/figures.ts";
 import { transportRound } from "../bench/transport.ts";
+import { type FloorRun, goalRatios } from "../bench/tools/floor.ts";
+import { ACK, FLOOR_PREFIX, REQUEST, RESULT } from "../bench/tools/floor_steps.ts";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -83,6 +85,136 @@ for (const kind of ["relay", "zmtp-relay"] as const) {
     }
   });
 }
+
+for (
+  const [mode, im] of [
+    ["thread", "im"],
+    ["thread-sync", "im"],
+    ["json", "im"],
+    ["relay", "im"],
+    ["thread", "in the Subject"],
+  ] as const
+) {
+  Deno.test(`bench: the structure's floor (workers "${mode}", the IM ${im}) answers every request through its steps and exits when stdin closes`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "zmt" });
+    const at = (name: string) => `ipc://${dir}/${name}`;
+    const peer = new URL("../bench/tools/floor_peer.ts", import.meta.url).href;
+    const stages = [
+      ["subject", `@${at("in")}`, `@${at("work")}`, im === "im" ? at("im") : `pub:@${at("out")}`, "1"],
+      ["worker", at("work"), at("in"), mode],
+      ["worker", at("work"), at("in"), mode],
+      ...(im === "im" ? [["im", `@${at("im")}`, `@${at("out")}`, "1", at("in")]] : []),
+    ];
+    const procs = stages.map((args) =>
+      new Deno.Command(Deno.execPath(), { args: ["run", "-A", peer, ...args], stdin: "piped" }).spawn()
+    );
+    const r = new Reactor();
+    try {
+      const push = r.socket("PUSH");
+      const sub = r.socket("SUB");
+      await sub.subscribe("");
+      await push.connect(at("in"));
+      await sub.connect(at("out"));
+      const it = sub.messages();
+      // Values as a client might write them: spaced, so that a result shows whether they were parsed
+      // and stringified (the steps ran) or forwarded as they came.
+      const request = (i: number, kind = REQUEST) => {
+        const values = new TextEncoder().encode(`{ "i" : ${i}, "payload" : "${"x".repeat(40)}" }`);
+        const m = new Uint8Array(FLOOR_PREFIX + values.length);
+        new DataView(m.buffer).setFloat64(0, i, true);
+        m[8] = kind;
+        m.set(values, FLOOR_PREFIX);
+        return m;
+      };
+      const read = async () => {
+        const next = await withTimeout(it.next(), 5000);
+        assert.notEqual(next, TIMED_OUT, "no result within 5 s");
+        const f = (next as IteratorResult<Uint8Array[]>).value![0];
+        return {
+          i: new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true),
+          kind: f[8],
+          values: new TextDecoder().decode(f.subarray(FLOOR_PREFIX)),
+        };
+      };
+      // A PUB drops what it publishes before the SUB has joined: probe (index -1) until one comes.
+      let through = false;
+      for (let i = 0; i < 100 && !through; i++) {
+        await push.send([request(-1)]);
+        through = (await withTimeout(it.next(), 50)) !== TIMED_OUT;
+      }
+      assert.ok(through, "nothing came through the floor");
+      // An acknowledgement sent to the Subject as a request would be is dropped, never published.
+      await push.send([request(-2, ACK)]);
+      const n = 2000;
+      for (let i = 0; i < n; i++) await push.send([request(i)]);
+      const seen = new Set<number>();
+      while (seen.size < n) {
+        const m = await read();
+        if (m.i === -1) continue; // a probe that came after the first one through
+        assert.ok(m.i >= 0 && m.i < n && !seen.has(m.i), `result ${m.i}: unexpected or twice`);
+        seen.add(m.i);
+        assert.equal(m.kind, RESULT);
+        const spaced = `{ "i" : ${m.i}, "payload" : "${"x".repeat(40)}" }`;
+        assert.equal(m.values, mode === "relay" ? spaced : JSON.stringify(JSON.parse(spaced)));
+      }
+      assert.equal(await withTimeout(it.next(), 200), TIMED_OUT, "more results than requests");
+      for (const p of procs) await p.stdin.close();
+      for (const [k, p] of procs.entries()) {
+        const status = await withTimeout(p.status, 5000);
+        assert.notEqual(status, TIMED_OUT, `${stages[k][0]} did not exit within 5 s of stdin closing`);
+        assert.equal(status !== TIMED_OUT && status.code, 0, `${stages[k][0]}'s exit code`);
+      }
+    } finally {
+      for (const p of procs) {
+        try {
+          p.kill("SIGKILL");
+        } catch { /* exited */ }
+        await p.status;
+      }
+      await r.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("bench: the structure's floor judges each variant against its own round's bare pipeline and Moleculer", () => {
+  const run = (name: string, seq: number, peak: number, o10: number[], o55: number[]): FloorRun => ({
+    name,
+    seqP50: seq,
+    seqP99: 2 * seq,
+    peak,
+    peakCores: 1.8,
+    peakRolesUs: 8,
+    peakGeneratorUs: 2,
+    open: [{ rate: 10_000, p50: o10[0], p99: o10[1], cpuUs: o10[2] }, {
+      rate: 55_000,
+      p50: o55[0],
+      p99: o55[1],
+      cpuUs: o55[2],
+    }],
+  });
+  const bare = run("bare4", 0.2, 400_000, [0.4, 2, 140], [0.5, 4, 30]);
+  const floor = run("+sandbox", 0.4, 180_000, [0.9, 3, 168], [1.5, 8, 33]);
+  const ratios = goalRatios(floor, bare, { peak: 60_000, seqP50: 0.16, seqP99: 0.2 });
+  const near = (key: string, want: number) =>
+    assert.ok(Math.abs(ratios[key] - want) < 1e-9, `${key}: ${ratios[key]}`);
+  near("one at a time p50 ÷ bare", 2);
+  near("10k/s p50 ÷ bare", 2.25);
+  near("10k/s p99 ÷ bare", 1.5);
+  near("55k/s p50 ÷ bare", 3);
+  near("55k/s p99 ÷ bare", 2);
+  near("CPU at 10k/s ÷ bare", 1.2);
+  near("peak ÷ Moleculer", 3);
+  near("one at a time p50 ÷ Moleculer", 2.5);
+  near("one at a time p99 ÷ Moleculer", 4);
+  // 1.8 cores at 180,000/s is 10 µs per message; at 3 × 60,000/s the same, less the generator's 2.
+  near("roles' µs per message 3× Moleculer's peak allows", 8);
+  assert.equal(
+    goalRatios(floor, bare)["peak ÷ Moleculer"],
+    undefined,
+    "no Moleculer ratios without Moleculer",
+  );
+});
 
 Deno.test("bench: a goal is met only when its measured ratio is on the right side of its limit", () => {
   assert.equal(goal("x", 3.2, "min", 3).met, true);
