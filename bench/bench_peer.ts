@@ -44,6 +44,15 @@ export function benchFrames(flow = "Bench3"): Uint8Array[] {
 /** Bytes of a benchmark request, its three frames together. */
 export const REQUEST_BYTES: number = benchFrames().reduce((n, f) => n + f.length, 0);
 
+/** One `zmq_pollitem_t` (socket, fd, events, revents) asking `zmq_poll` for input on `socket`. */
+export function pollIn(socket: { readonly pointer: Deno.PointerValue }): Uint8Array {
+  const item = new Uint8Array(16);
+  const view = new DataView(item.buffer);
+  view.setBigUint64(0, BigInt(Deno.UnsafePointer.value(socket.pointer)), true);
+  view.setInt16(12, POLLIN, true);
+  return item;
+}
+
 /**
  * A stage of the bare pipeline: libzmq's own loop, with nothing of this project's above the
  * binding (no reactor, no frame copies, no routing). It waits in `zmq_poll` in-thread and
@@ -65,10 +74,7 @@ async function relay(input: string, output: string, type: "PUSH" | "PUB"): Promi
     for await (const _ of Deno.stdin.readable) { /* until the bench closes stdin */ }
     open = false;
   })();
-  const items = new Uint8Array(16); // one zmq_pollitem_t: socket, fd, events, revents
-  const view = new DataView(items.buffer);
-  view.setBigUint64(0, BigInt(Deno.UnsafePointer.value(pull.pointer)), true);
-  view.setInt16(12, POLLIN, true);
+  const items = pollIn(pull);
   const buf = new Uint8Array(64 * 1024);
   const size = i64(buf.length);
   const ip = pull.pointer, op = out.pointer;

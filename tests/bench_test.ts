@@ -95,18 +95,23 @@ for (
     ["thread", "in the Subject"],
   ] as const
 ) {
-  Deno.test(`bench: the structure's floor (workers "${mode}", the IM ${im}) answers every request through its steps and exits when stdin closes`, async () => {
+  Deno.test(`bench: the structure's floor (workers "${mode}", the IM ${im}) answers every request through its steps, packs a light load on one worker, and exits when stdin closes`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "zmt" });
     const at = (name: string) => `ipc://${dir}/${name}`;
     const peer = new URL("../bench/tools/floor_peer.ts", import.meta.url).href;
     const stages = [
       ["subject", `@${at("in")}`, `@${at("work")}`, im === "im" ? at("im") : `pub:@${at("out")}`, "1"],
-      ["worker", at("work"), at("in"), mode],
-      ["worker", at("work"), at("in"), mode],
+      ["worker", "0", at("work"), at("in"), mode],
+      ["worker", "1", at("work"), at("in"), mode],
       ...(im === "im" ? [["im", `@${at("im")}`, `@${at("out")}`, "1", at("in")]] : []),
     ];
-    const procs = stages.map((args) =>
-      new Deno.Command(Deno.execPath(), { args: ["run", "-A", peer, ...args], stdin: "piped" }).spawn()
+    // The Subject says what it counted on stdout when it ends.
+    const procs = stages.map((args, k) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", peer, ...args],
+        stdin: "piped",
+        stdout: k === 0 ? "piped" : "null",
+      }).spawn()
     );
     const r = new Reactor();
     try {
@@ -133,6 +138,7 @@ for (
         return {
           i: new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true),
           kind: f[8],
+          worker: f[9],
           values: new TextDecoder().decode(f.subarray(FLOOR_PREFIX)),
         };
       };
@@ -145,25 +151,66 @@ for (
       assert.ok(through, "nothing came through the floor");
       // An acknowledgement sent to the Subject as a request would be is dropped, never published.
       await push.send([request(-2, ACK)]);
-      const n = 2000;
-      for (let i = 0; i < n; i++) await push.send([request(i)]);
-      const seen = new Set<number>();
-      while (seen.size < n) {
-        const m = await read();
-        if (m.i === -1) continue; // a probe that came after the first one through
-        assert.ok(m.i >= 0 && m.i < n && !seen.has(m.i), `result ${m.i}: unexpected or twice`);
-        seen.add(m.i);
+      const check = (m: Awaited<ReturnType<typeof read>>) => {
         assert.equal(m.kind, RESULT);
         const spaced = `{ "i" : ${m.i}, "payload" : "${"x".repeat(40)}" }`;
         assert.equal(m.values, mode === "relay" ? spaced : JSON.stringify(JSON.parse(spaced)));
+      };
+      // One at a time, a light load: all to worker 0, as the Subject packs it.
+      for (let i = 0; i < 50; i++) {
+        await push.send([request(10_000 + i)]);
+        let m = await read();
+        while (m.i === -1) m = await read(); // a probe that came after the first one through
+        assert.equal(m.i, 10_000 + i);
+        assert.equal(m.worker, 0, `request ${m.i} one at a time went to worker ${m.worker}`);
+        check(m);
+      }
+      // Worker 0 stopped, 70 requests: it is given the first 64 (fewer than 64 held), worker 1 the
+      // other six, which alone come back until worker 0 runs again.
+      Deno.kill(procs[1].pid, "SIGSTOP");
+      try {
+        for (let i = 0; i < 70; i++) await push.send([request(20_000 + i)]);
+        const early: number[] = [];
+        for (let next; (next = await withTimeout(it.next(), 500)) !== TIMED_OUT;) {
+          const f = (next as IteratorResult<Uint8Array[]>).value![0];
+          early.push(new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true));
+        }
+        assert.deepEqual(early, [20_064, 20_065, 20_066, 20_067, 20_068, 20_069]);
+      } finally {
+        Deno.kill(procs[1].pid, "SIGCONT");
+      }
+      for (const late = new Set<number>(); late.size < 64;) {
+        const m = await read();
+        assert.ok(m.i >= 20_000 && m.i < 20_064 && !late.has(m.i), `result ${m.i} after worker 0 ran again`);
+        assert.equal(m.worker, 0);
+        late.add(m.i);
+        check(m);
+      }
+      const n = 2000;
+      for (let i = 0; i < n; i++) await push.send([request(i)]);
+      const seen = new Set<number>();
+      const byWorker = [0, 0];
+      while (seen.size < n) {
+        const m = await read();
+        assert.ok(m.i >= 0 && m.i < n && !seen.has(m.i), `result ${m.i}: unexpected or twice`);
+        seen.add(m.i);
+        byWorker[m.worker]++;
+        check(m);
       }
       assert.equal(await withTimeout(it.next(), 200), TIMED_OUT, "more results than requests");
+      // 2,000 at once is more than worker 0 may hold: worker 1 took some (how many depends on pace).
+      assert.ok(byWorker[1] > 0 && byWorker[0] > 0, `2,000 at once split ${byWorker}`);
       for (const p of procs) await p.stdin.close();
       for (const [k, p] of procs.entries()) {
         const status = await withTimeout(p.status, 5000);
         assert.notEqual(status, TIMED_OUT, `${stages[k][0]} did not exit within 5 s of stdin closing`);
         assert.equal(status !== TIMED_OUT && status.code, 0, `${stages[k][0]}'s exit code`);
       }
+      // The Subject kept each request until its result, and heard the IM's acknowledgements.
+      const said = JSON.parse(new TextDecoder().decode((await procs[0].output()).stdout));
+      assert.equal(said.kept, 0, "requests kept after their results");
+      if (im === "im") assert.ok(said.acks > 1, `${said.acks} acknowledgements, the test's own among them`);
+      else assert.equal(said.acks, 1, "only the test's own acknowledgement");
     } finally {
       for (const p of procs) {
         try {

@@ -14,6 +14,7 @@ import { FLOOR_PREFIX, type FloorThreadSetup, RESULT, runSteps } from "./floor_s
 const scope = self as unknown as { onmessage: ((e: MessageEvent<FloorThreadSetup>) => void) | null };
 scope.onmessage = (e) => {
   const steps = new RingReader(e.data.steps), results = new RingWriter(e.data.results);
+  // A batch is at most 1 MiB, and the floor's results are as long as their requests (compact JSON).
   const out = new Uint8Array(1 << 20);
   const lengths = new DataView(out.buffer);
   const onBatch = (m: RingMessage) => {
@@ -23,6 +24,7 @@ scope.onmessage = (e) => {
       const n = v.getUint32(p, true);
       out.set(b.subarray(p + 4, p + 12), at + 4);
       out[at + 12] = RESULT;
+      out[at + 13] = e.data.worker;
       const written = runSteps(
         b.subarray(p + 4 + FLOOR_PREFIX, p + 4 + n),
         out.subarray(at + 4 + FLOOR_PREFIX),
@@ -31,7 +33,8 @@ scope.onmessage = (e) => {
       at += 4 + FLOOR_PREFIX + written;
       p += 4 + n;
     }
-    while (!results.write(out.subarray(0, at), m.tag)) { /* the worker's thread reads it soon */ }
+    // Full: the worker's thread empties it after each batch it writes (4 MiB rings, 1 MiB batches).
+    while (!results.write(out.subarray(0, at), m.tag)) { /* spin */ }
   };
   if (e.data.sync) {
     while (!steps.closed) if (steps.waitSync(50)) steps.drain(onBatch);

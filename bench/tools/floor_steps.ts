@@ -5,8 +5,11 @@
  * @module
  */
 
-/** Bytes before a message's values: the generator's index (float64), then the kind. */
-export const FLOOR_PREFIX = 9;
+/**
+ * Bytes before a message's values: the generator's index (float64), the kind, and in a result the
+ * number of the worker that ran it.
+ */
+export const FLOOR_PREFIX = 10;
 /** A message's kinds (its byte 8). */
 export const REQUEST = 0, RESULT = 1, ACK = 2;
 
@@ -16,6 +19,8 @@ export interface FloorThreadSetup {
   readonly steps: SharedArrayBuffer;
   /** The ring the results go out by. */
   readonly results: SharedArrayBuffer;
+  /** The worker's number, written into each result. */
+  readonly worker: number;
   /** Wait in `Atomics.wait` instead of `Atomics.waitAsync`. */
   readonly sync: boolean;
 }
