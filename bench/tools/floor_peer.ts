@@ -5,14 +5,15 @@
  *
  *   subject IN WORK IM KEEP  PULL bound at IN: requests (kind 0) go to worker 0 or 1 through a PUSH
  *                            bound at WORK0 or WORK1 (the endpoint WORK with 0 or 1 after it),
- *                            packed as the Subject packs a light load (`worker_pack_window`): to
- *                            worker 0 while it holds fewer than 64 requests, else to the one that
- *                            holds fewer; results (kind 1) to a PUSH connected to IM, or with IM
+ *                            packed as the Subject packs a light load (`worker_pack_window`), but
+ *                            by count alone: to worker 0 while it holds fewer than 64 requests,
+ *                            else to the one that holds fewer (ties to worker 0); results (kind 1) to a PUSH connected to IM, or with IM
  *                            written "pub:@ENDPOINT" to a PUB bound there (the IM in the Subject's
  *                            process); acknowledgements (kind 2) are counted. KEEP "1": a copy of
  *                            each request is kept (in a slab, found through a `Map`) until its
- *                            result comes, the least a Subject that redelivers must do. When stdin closes it prints
- *                            `{"acks": N, "kept": N}` (what it counted, what it still keeps)
+ *                            result comes, the least a Subject that redelivers must do. When
+ *                            stdin closes it prints `{"acks": N, "kept": N, "most": N}`
+ *                            (acknowledgements counted, copies still kept, the most kept at once)
  *   worker N WORK IN MODE    worker N (0 or 1): PULL connected to WORK with N after it, PUSH
  *                            connected to IN; MODE "relay" forwards, "json" parses each request's
  *                            values, calls three handlers that return them and stringifies the
@@ -75,7 +76,7 @@ async function subject(input: string, work: string, im: string, keep: boolean): 
   const slab = new Uint8Array(8 << 20);
   let slabAt = 0;
   const held = [0, 0];
-  let acks = 0;
+  let acks = 0, most = 0;
   const index = new DataView(buf.buffer);
   const ip = pull.pointer, fp = fin.pointer;
   while (open) {
@@ -88,6 +89,7 @@ async function subject(input: string, work: string, im: string, keep: boolean): 
           slab.set(buf.subarray(0, n), slabAt);
           kept.set(index.getFloat64(0, true), slabAt);
           slabAt += n;
+          if (kept.size > most) most = kept.size;
         }
         const w = held[0] < PACK_MAX || held[0] <= held[1] ? 0 : 1;
         held[w]++;
@@ -99,7 +101,7 @@ async function subject(input: string, work: string, im: string, keep: boolean): 
       } else if (buf[8] === ACK) acks++;
     }
   }
-  console.log(JSON.stringify({ acks, kept: kept.size }));
+  console.log(JSON.stringify({ acks, kept: kept.size, most }));
 }
 
 async function integrationManager(im: string, out: string, ack: boolean, input: string): Promise<void> {
