@@ -34,8 +34,8 @@
  *
  * Each is the cheapest form tried of what it stands for, not a proven least (round 22 found the
  * figures move with it: packing and how the copies are kept). Left out on purpose, as the
- * framework's own work: headers, ids, topics and routing, the
- * duplicate filter, credit, timers, metrics, logging, three frames per message instead of one.
+ * framework's own work: headers, ids, topics and routing, the duplicate filter, credit, timers,
+ * metrics, logging, three frames per message instead of one.
  *
  * @module
  */

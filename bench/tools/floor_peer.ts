@@ -82,7 +82,8 @@ async function subject(input: string, work: string, im: string, keep: boolean): 
   while (open) {
     if (!await ready(item)) continue;
     for (let n = z.zmq_recv(ip, buf, size, DONTWAIT); n >= 0; n = z.zmq_recv(ip, buf, size, DONTWAIT)) {
-      const length = i64(Math.min(n, buf.length));
+      n = Math.min(n, buf.length); // a longer message was cut to the buffer
+      const length = i64(n);
       if (buf[8] === REQUEST) {
         if (keep) {
           if (slabAt + n > slab.length) slabAt = 0;
