@@ -178,8 +178,8 @@ for (
       try {
         for (let i = 0; i < 70; i++) await push.send([request(20_000 + i)]);
         const early: number[] = [];
-        // Up to 5 s for the first (worker 1's first steps, on a loaded machine), then until 500 ms pass.
-        for (let next; (next = await withTimeout(it.next(), early.length ? 500 : 5000)) !== TIMED_OUT;) {
+        // Up to 5 s for the first (worker 1's first steps, on a loaded machine), then until 1 s passes.
+        for (let next; (next = await withTimeout(it.next(), early.length ? 1000 : 5000)) !== TIMED_OUT;) {
           const f = (next as IteratorResult<Uint8Array[]>).value![0];
           early.push(new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true));
         }
@@ -200,7 +200,9 @@ for (
       Deno.kill(procs[2].pid, "SIGSTOP");
       try {
         for (let i = 0; i < 140; i++) await push.send([request(30_000 + i)]);
-        await new Promise((res) => setTimeout(res, 200)); // the Subject has passed them on
+        // The Subject passes them on in microseconds; a second leaves room for a loaded machine. Had it
+        // not passed them all on before the workers run again, the split below would be off.
+        await new Promise((res) => setTimeout(res, 1000));
       } finally {
         Deno.kill(procs[1].pid, "SIGCONT");
         Deno.kill(procs[2].pid, "SIGCONT");
