@@ -7,8 +7,7 @@
 
 import { PEER_MODULE, REQUEST_BYTES } from "./bench_peer.ts";
 import { Reactor, ROLE_SYNC_WAIT_MS } from "../src/zmq/reactor.ts";
-import { delay, TIMED_OUT, withTimeout } from "../src/_async.ts";
-import { CLOSED_LOOP_WINDOW, nap, pace } from "./generator.ts";
+import { RelayLoad, stopRelays } from "./relay_load.ts";
 import { withCpu } from "./proc.ts";
 import { sum } from "./report.ts";
 
@@ -19,7 +18,7 @@ export interface BareRun {
   /** One message at a time, back to back: round trips in ms, sorted. */
   sequential: number[];
   /**
-   * Closed loop, {@linkcode CLOSED_LOOP_WINDOW} messages outstanding like the flows' peak: messages
+   * Closed loop, `CLOSED_LOOP_WINDOW` (`generator.ts`) messages outstanding like the flows' peak: messages
    * through the whole pipeline per second, over `seconds` after a second of warm-up.
    */
   peak: number;
@@ -64,105 +63,22 @@ export async function barePipeline(
   );
   const r = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
   try {
-    const hwm = { sendHighWaterMark: 1_000_000, receiveHighWaterMark: 1_000_000 };
-    const push = r.socket("PUSH", hwm);
-    await push.connect(ep("in"));
-    const sub = r.socket("SUB", hwm);
-    await sub.subscribe("");
-    await sub.connect(ep("out"));
-    const msg = new Uint8Array(REQUEST_BYTES).fill(120);
-    const index = new DataView(msg.buffer);
-    // On the reactor's turn (inside `exec`): straight to libzmq.
-    const sendNow = (i: number) => {
-      index.setFloat64(0, i, true);
-      while (!push.raw.trySend([msg])) nap(0.05);
-    };
-    // Outside it (the reactor may be polling on another thread): through the reactor.
-    const send = (i: number) => {
-      index.setFloat64(0, i, true);
-      return push.send([msg]);
-    };
-    let arrived = (_i: number, _at: number) => {};
-    const onFrames = (frames: Uint8Array[]) => {
-      const f = frames[0];
-      arrived(new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true), performance.now());
-    };
-    sub.onMessage(onFrames);
-    // Until the whole path is up: a PUB drops what it publishes before the SUB has joined.
-    let up = false;
-    arrived = () => (up = true);
-    for (let i = 0; i < 500 && !up; i++) {
-      await send(-1);
-      await delay(20);
-    }
-    if (!up) throw new Error("the bare pipeline did not come up in 10 s");
-    await delay(100);
-    const sequential: number[] = [];
-    for (let i = 0; i < 500; i++) {
-      const t = performance.now();
-      const done = new Promise<void>((resolve) => (arrived = (j) => j === i && resolve()));
-      await send(i);
-      await done;
-      sequential.push(performance.now() - t);
-    }
-    // The peak: as many outstanding as the flows' closed loop, numbered -1 (the open loops below
-    // take none of them for theirs), then drained before those start.
-    const peak = await r.exec(() => {
-      index.setFloat64(0, -1, true);
-      const warmUntil = performance.now() + 1000;
-      const end = warmUntil + seconds * 1000;
-      let outstanding = 0, counted = 0;
-      for (let now = performance.now(); now < end; now = performance.now()) {
-        while (outstanding < CLOSED_LOOP_WINDOW && push.raw.trySend([msg])) outstanding++;
-        let got = 0;
-        while (sub.raw.tryReceive()) got++;
-        outstanding -= got;
-        if (now >= warmUntil) counted += got;
-        if (!got) nap(0.02);
-      }
-      for (const until = performance.now() + 10_000; outstanding > 0 && performance.now() < until;) {
-        if (sub.raw.tryReceive()) outstanding--;
-        else nap(0.05);
-      }
-      return counted / seconds;
-    });
+    const load = await RelayLoad.connect(r, ep("in"), ep("out"), new Uint8Array(REQUEST_BYTES).fill(120));
+    await load.waitUp("the bare pipeline", 100);
+    const sequential = await load.oneAtATime(500);
+    // The peak: as many outstanding as the flows' closed loop, counted after a second of warm-up,
+    // then drained before the open loops start.
+    const peak = (await load.closed(1000 + seconds * 1000, 1000)).counted / seconds;
     const pids = [...stages.map((p) => p.pid), Deno.pid];
     const runs: BareRun["runs"] = [];
     for (const rate of rates) {
-      const [rtt, cores] = await withCpu(pids, () =>
-        r.exec(() => {
-          const sentAt = new Float64Array(Math.round(rate * seconds));
-          const rtt: number[] = [];
-          arrived = (i, at) => {
-            if (i >= 0 && i < sentAt.length) rtt.push(at - sentAt[i]);
-          };
-          pace(rate, sentAt, () => rtt.length >= sentAt.length, {
-            add: sendNow,
-            flush: () => {},
-            poll: () => {
-              let got = 0;
-              for (let f = sub.raw.tryReceive(); f; f = sub.raw.tryReceive()) {
-                onFrames(f);
-                got++;
-              }
-              return got;
-            },
-          });
-          return rtt.sort((a, b) => a - b);
-        }));
+      const [rtt, cores] = await withCpu(pids, () => load.open(rate, seconds));
       runs.push({ rate, rtt, busyCores: sum(cores), processCores: cores });
     }
-    return { sequential: sequential.sort((a, b) => a - b), peak, runs };
+    return { sequential, peak, runs };
   } finally {
     await r.close();
-    for (const p of stages) {
-      await p.stdin.close().catch(() => {});
-      // A relay blocked in a send (its peer gone) never sees stdin close.
-      if (await withTimeout(p.status, 5000) === TIMED_OUT) {
-        p.kill("SIGKILL");
-        await p.status;
-      }
-    }
+    await stopRelays(stages);
     await Deno.remove(dir, { recursive: true });
   }
 }

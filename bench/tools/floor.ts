@@ -42,10 +42,10 @@
 
 import { PEER_MODULE, REQUEST_BYTES } from "../bench_peer.ts";
 import { Reactor, ROLE_SYNC_WAIT_MS } from "../../src/zmq/reactor.ts";
-import { delay, TIMED_OUT, withTimeout } from "../../src/_async.ts";
-import { CLOSED_LOOP_WINDOW, nap, pace } from "../generator.ts";
 import { withCpu } from "../proc.ts";
 import { moleculerRun } from "../moleculer.ts";
+import { percentile, sum } from "../report.ts";
+import { RelayLoad, stopRelays } from "../relay_load.ts";
 import { FLOOR_PREFIX } from "./floor_steps.ts";
 
 const FLOOR = new URL("./floor_peer.ts", import.meta.url).href;
@@ -102,10 +102,6 @@ export interface FloorRun {
   open: { rate: number; p50: number; p99: number; cpuUs: number }[];
 }
 
-const quantile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
-
 async function runVariant(v: Variant, seconds: number): Promise<FloorRun> {
   const dir = await Deno.makeTempDir({ prefix: "zmf" });
   const at = (name: string) => `ipc://${dir}/${name}`;
@@ -118,117 +114,35 @@ async function runVariant(v: Variant, seconds: number): Promise<FloorRun> {
   );
   const r = new Reactor({ syncWaitMs: ROLE_SYNC_WAIT_MS });
   try {
-    const hwm = { sendHighWaterMark: 1_000_000, receiveHighWaterMark: 1_000_000 };
-    const push = r.socket("PUSH", hwm);
-    await push.connect(at("in"));
-    const sub = r.socket("SUB", hwm);
-    await sub.subscribe("");
-    await sub.connect(at("out"));
     // The bench's request size: the index and kind, then values of a 60-odd-character payload.
     const values = JSON.stringify({ payload: "x".repeat(REQUEST_BYTES - FLOOR_PREFIX - 15) });
     const msg = new Uint8Array(FLOOR_PREFIX + values.length);
     new TextEncoder().encodeInto(values, msg.subarray(FLOOR_PREFIX));
-    const index = new DataView(msg.buffer);
-    const sendNow = (i: number) => {
-      index.setFloat64(0, i, true);
-      while (!push.raw.trySend([msg])) nap(0.05);
-    };
-    const send = (i: number) => {
-      index.setFloat64(0, i, true);
-      return push.send([msg]);
-    };
-    let arrived = (_i: number, _at: number) => {};
-    const onFrames = (frames: Uint8Array[]) => {
-      const f = frames[0];
-      arrived(new DataView(f.buffer, f.byteOffset, 8).getFloat64(0, true), performance.now());
-    };
-    sub.onMessage(onFrames);
-    let up = false;
-    arrived = () => (up = true);
-    for (let i = 0; i < 500 && !up; i++) {
-      await send(-1);
-      await delay(20);
-    }
-    if (!up) throw new Error(`floor: ${v.name} did not come up in 10 s`);
-    await delay(300);
-    const sequential: number[] = [];
-    for (let i = 0; i < 500; i++) {
-      const t = performance.now();
-      const done = new Promise<void>((resolve) => (arrived = (j) => j === i && resolve()));
-      await send(i);
-      await done;
-      sequential.push(performance.now() - t);
-    }
-    sequential.sort((a, b) => a - b);
+    const load = await RelayLoad.connect(r, at("in"), at("out"), msg);
+    await load.waitUp(`floor: ${v.name}`, 300);
+    const sequential = await load.oneAtATime(500);
     const pids = [...relays.map((p) => p.pid), Deno.pid];
-    // Closed loop for `ms`, then drained: the messages that came back. Each request has an index of
-    // its own (below -1: not timed), so that the Subject keeps as many copies as are outstanding.
-    let untimed = -2;
-    const closed = (ms: number) =>
-      r.exec(() => {
-        const end = performance.now() + ms;
-        let outstanding = 0, counted = 0;
-        for (let now = performance.now(); now < end; now = performance.now()) {
-          for (; outstanding < CLOSED_LOOP_WINDOW; outstanding++) {
-            index.setFloat64(0, untimed, true);
-            if (!push.raw.trySend([msg])) break;
-            untimed--;
-          }
-          let got = 0;
-          while (sub.raw.tryReceive()) got++;
-          outstanding -= got;
-          counted += got;
-          if (!got) nap(0.02);
-        }
-        for (const until = performance.now() + 10_000; outstanding > 0 && performance.now() < until;) {
-          if (sub.raw.tryReceive()) {
-            outstanding--;
-            counted++;
-          } else nap(0.05);
-        }
-        return counted;
-      });
-    await closed(1000);
+    await load.closed(1000); // warm-up
     // Messages per second over the timed loop and its drain, and the CPU over the same time.
     const t0 = performance.now();
     const [peak, peakCores] = await withCpu(pids, async () => {
-      const n = await closed(seconds * 1000);
-      return n / ((performance.now() - t0) / 1000);
+      const { counted, drained } = await load.closed(seconds * 1000);
+      return (counted + drained) / ((performance.now() - t0) / 1000);
     });
     const open: FloorRun["open"] = [];
     for (const rate of RATES) {
-      const [rtt, cores] = await withCpu(pids, () =>
-        r.exec(() => {
-          const sentAt = new Float64Array(Math.round(rate * OPEN_SECONDS));
-          const rtt: number[] = [];
-          arrived = (i, at) => {
-            if (i >= 0 && i < sentAt.length) rtt.push(at - sentAt[i]);
-          };
-          pace(rate, sentAt, () => rtt.length >= sentAt.length, {
-            add: sendNow,
-            flush: () => {},
-            poll: () => {
-              let got = 0;
-              for (let f = sub.raw.tryReceive(); f; f = sub.raw.tryReceive()) {
-                onFrames(f);
-                got++;
-              }
-              return got;
-            },
-          });
-          return rtt.sort((a, b) => a - b);
-        }));
+      const [rtt, cores] = await withCpu(pids, () => load.open(rate, OPEN_SECONDS));
       open.push({
         rate,
-        p50: quantile(rtt, 0.5),
-        p99: quantile(rtt, 0.99),
+        p50: percentile(rtt, 50),
+        p99: percentile(rtt, 99),
         cpuUs: (sum(cores) / rate) * 1e6,
       });
     }
     return {
       name: v.name,
-      seqP50: quantile(sequential, 0.5),
-      seqP99: quantile(sequential, 0.99),
+      seqP50: percentile(sequential, 50),
+      seqP99: percentile(sequential, 99),
       peak,
       peakCores: sum(peakCores),
       peakRolesUs: (sum(peakCores.slice(0, -1)) / peak) * 1e6,
@@ -237,13 +151,7 @@ async function runVariant(v: Variant, seconds: number): Promise<FloorRun> {
     };
   } finally {
     await r.close();
-    for (const p of relays) {
-      await p.stdin.close().catch(() => {});
-      if (await withTimeout(p.status, 5000) === TIMED_OUT) {
-        p.kill("SIGKILL");
-        await p.status;
-      }
-    }
+    await stopRelays(relays);
     await Deno.remove(dir, { recursive: true });
   }
 }
