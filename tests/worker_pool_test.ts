@@ -5,12 +5,17 @@ import {
   InFlightList,
   PACK_MAX_STEPS,
   type Poisoned,
+  PoolStep,
   type PoolWorker,
   WorkerPool,
 } from "../src/roles/worker_pool.ts";
 
-/** A step: its name (the pool only needs an object; its size is the name's length). */
-type Step = { readonly name: string };
+/** A step: its name (the pool keeps its record in the step's `PoolStep` fields; its size is the name's length). */
+class Step extends PoolStep {
+  constructor(readonly name: string) {
+    super();
+  }
+}
 
 const HB_TIMEOUT = 1000;
 
@@ -39,7 +44,7 @@ function setup(maxDeliveries = 2, packWindow = 0) {
   return { clock, sent, events, pool, ready, d };
 }
 
-const steps = (...names: string[]): Step[] => names.map((name) => ({ name }));
+const steps = (...names: string[]): Step[] => names.map((name) => new Step(name));
 
 /**
  * A pool with a 1 ms pack window and workers w1 and w2 of `credit` each, whose first steps (a to
@@ -95,6 +100,38 @@ Deno.test("pool: a result for a step no longer in flight is late; one from anoth
   assert.equal(pool.retire("w1", 12345), "late");
 });
 
+Deno.test("pool: a step sent again is in flight under its new number only; its first delivery's result is late, to either worker", () => {
+  const { clock, sent, pool, ready, d } = setup(3);
+  ready("w1", 1);
+  const [a] = steps("a");
+  pool.submit(a);
+  const first = d("a");
+  clock.now = HB_TIMEOUT + 1;
+  pool.expire(); // w1 dropped: a goes back to the queue
+  ready("w1", 1); // the same worker, back under the same key
+  pool.pump();
+  const second = d("a");
+  assert.deepEqual([sent, second > first], [["w1:a", "w1:a"], true]);
+  assert.equal(pool.retire("w1", first), "late", "the first delivery's result");
+  assert.deepEqual(
+    [pool.inFlight, pool.worker("w1")!.credit],
+    [1, 0],
+    "the second delivery is still in flight",
+  );
+  // Found lost there (a heartbeat after it that does not hold it): sent to w2, then w1's result is late.
+  ready("w2", 1);
+  clock.now += 1;
+  assert.equal(pool.status("w1", "HB", { credit: 0, holding: [], last: second }, () => ""), 1);
+  pool.pump();
+  const third = d("a");
+  assert.deepEqual([sent.at(-1), third > second], ["w2:a", true]);
+  assert.equal(pool.retire("w1", second), "late");
+  assert.deepEqual([...pool.worker("w1")!.inflight], [], "no longer in w1's list");
+  assert.deepEqual([...pool.worker("w2")!.inflight], [third]);
+  assert.equal(pool.retire("w2", third), a);
+  assert.deepEqual([pool.inFlight, pool.heldBytes], [0, 0]);
+});
+
 Deno.test("pool: a worker silent past the heartbeat timeout is dropped; its steps go first to another worker, in order", () => {
   const { clock, sent, pool, ready } = setup(3);
   ready("w1", 2);
@@ -122,7 +159,7 @@ Deno.test("pool: a worker's steps come back in dispatch order after results reti
   for (const name of ["a", "c", "g"]) assert.equal(typeof pool.retire("w1", d(name)), "object");
   assert.deepEqual([...pool.worker("w1")!.inflight], [d("b"), d("e"), d("f")]);
   assert.equal(pool.worker("w1")!.inflight.size, 3);
-  pool.submit({ name: "h" }); // after the removals: appended last
+  pool.submit(new Step("h")); // after the removals: appended last
   clock.now = HB_TIMEOUT + 1;
   const [silent] = pool.expire();
   assert.equal(silent.redelivered, 4);
@@ -147,8 +184,8 @@ Deno.test("pool: STUCK naming a step sent to another worker pins nothing on it",
 Deno.test("pool: heartbeats keep a worker alive; a result counts as hearing from it", () => {
   const { clock, pool, ready, d } = setup();
   ready("w1", 2);
-  pool.submit({ name: "a" });
-  pool.submit({ name: "b" });
+  pool.submit(new Step("a"));
+  pool.submit(new Step("b"));
   clock.now = 900;
   pool.status("w1", "HB", { credit: 0 }, () => "unused");
   clock.now = 1800;
@@ -162,9 +199,9 @@ Deno.test("pool: heartbeats keep a worker alive; a result counts as hearing from
 Deno.test("pool: time this process did not run (paused) is not a worker's silence, nor a step's time on its way", () => {
   const { clock, pool, ready, d } = setup();
   ready("w1", 2);
-  pool.submit({ name: "a" });
+  pool.submit(new Step("a"));
   clock.now = 500;
-  pool.submit({ name: "b" });
+  pool.submit(new Step("b"));
   clock.now = 4000; // stopped from 500 to 3900: its workers' heartbeats of that time are unread
   pool.paused(3400);
   assert.deepEqual(pool.expire(), [], "heard from at 0, 600 ms of live time ago");
@@ -251,7 +288,7 @@ Deno.test("pool: a step that failed max_deliveries times among others runs once 
   assert.deepEqual([dead.redelivered, dead.poisoned], [0, []], "not pinned on either: both are suspects");
   assert.equal(pool.pendingCount, 2);
   pool.pump();
-  pool.submit({ name: "z" }); // ordinary work meanwhile
+  pool.submit(new Step("z")); // ordinary work meanwhile
   // One worker is reserved; it runs the suspects one at a time, and gets nothing else.
   assert.deepEqual(sent.slice(2), ["w2:x", "w3:z"]);
   assert.equal(pool.worker("w2")!.isolating, true);
@@ -272,8 +309,8 @@ Deno.test("pool: a step that failed max_deliveries times among others runs once 
 Deno.test("pool: the reserved worker goes back to ordinary work when no suspect is left", () => {
   const { clock, sent, pool, ready, d } = setup(1);
   ready("w1", 2);
-  pool.submit({ name: "x" });
-  pool.submit({ name: "y" });
+  pool.submit(new Step("x"));
+  pool.submit(new Step("y"));
   clock.now = 2000;
   ready("w2", 1);
   pool.expire();
@@ -283,7 +320,7 @@ Deno.test("pool: the reserved worker goes back to ordinary work when no suspect 
   assert.equal(typeof pool.retire("w2", d("y")), "object");
   pool.pump();
   assert.equal(pool.worker("w2")!.isolating, false);
-  pool.submit({ name: "z" });
+  pool.submit(new Step("z"));
   assert.equal(sent.at(-1), "w2:z");
 });
 
@@ -335,10 +372,10 @@ Deno.test("pool: STUCK pins the failure on the named step; the worker's other st
 Deno.test("pool: a worker that says BYE gets no more steps and is forgotten once its steps are back", () => {
   const { sent, events, pool, ready, d } = setup();
   ready("w1", 2);
-  pool.submit({ name: "a" });
+  pool.submit(new Step("a"));
   pool.bye("w1");
   assert.equal(pool.credit, 0, "a leaving worker's credit is not counted");
-  pool.submit({ name: "b" });
+  pool.submit(new Step("b"));
   assert.deepEqual(sent, ["w1:a"]);
   assert.equal(pool.size, 1);
   pool.retire("w1", d("a"));
@@ -349,7 +386,7 @@ Deno.test("pool: a worker that says BYE gets no more steps and is forgotten once
 Deno.test("pool: READY sets the credit less the steps in flight; an HB without a list only while it holds nothing", () => {
   const { pool, ready } = setup();
   ready("w1", 3);
-  pool.submit({ name: "a" });
+  pool.submit(new Step("a"));
   ready("w1", 3); // the same worker, again (a restart of its connection)
   assert.equal(pool.worker("w1")!.credit, 2);
   pool.status("w1", "HB", { credit: 3 }, () => "");
@@ -409,14 +446,14 @@ Deno.test("pool: with a pack window, steps keep to one worker while its steps co
 
 Deno.test("pool: with a pack window, a worker holding a step older than the window is passed over", () => {
   const { clock, sent, pool } = paced(4, 0.2, 0.2);
-  pool.submit({ name: "c" }); // w1, kept in flight (a slow handler)
+  pool.submit(new Step("c")); // w1, kept in flight (a slow handler)
   clock.now = 1.2;
-  pool.submit({ name: "e" }); // c is 1 ms old: w2, which keeps up
+  pool.submit(new Step("e")); // c is 1 ms old: w2, which keeps up
   assert.deepEqual(sent.slice(2), ["w1:c", "w2:e"]);
   clock.now = 2.3;
   // Both now hold a step older than the window: the most credit (w1 3, w2 3: the first to join).
-  pool.submit({ name: "f" });
-  pool.submit({ name: "g" });
+  pool.submit(new Step("f"));
+  pool.submit(new Step("g"));
   assert.deepEqual(sent.slice(4), ["w1:f", "w2:g"]);
 });
 
@@ -440,7 +477,7 @@ Deno.test("pool: with a pack window, steps waiting for credit are spread by cred
   // h and i still wait: a new step goes to the most credit, w2, though only w1 keeps up (1
   // credit, its step e 0.2 ms old; w2's average just now past the window).
   pool.worker("w2")!.roundTrip = 1;
-  pool.submit({ name: "j" });
+  pool.submit(new Step("j"));
   assert.deepEqual(sent.slice(6), ["w2:j"]);
   // The waiting ones likewise: w2 (2 credits) before w1 (1), though only w1 keeps up.
   clock.now = 0.45;
@@ -471,11 +508,11 @@ Deno.test("pool: with a pack window, the worker that has the load keeps it until
     for (const s of steps("a", "b")) pool.submit(s); // a to w1, b to w2: neither's pace known
     clock.now = 0.9;
     pool.retire("w2", d("b")); // w2: 0.9 ms
-    pool.submit({ name: "c" }); // w2 keeps up, w1 is not known to: w2 takes the load
+    pool.submit(new Step("c")); // w2 keeps up, w1 is not known to: w2 takes the load
     Object.assign(pool.worker("w1")!, { roundTrip: w1, measured: true }); // as if w1's earlier steps had come back so
     clock.now = 0.95;
     pool.retire("w1", d("a")); // 0.95 ms
-    pool.submit({ name: "e" });
+    pool.submit(new Step("e"));
     return sent.slice(2);
   };
   assert.deepEqual(where(0.6), ["w2:c", "w2:e"], "w1 at 0.64 against w2's 0.9: w2 keeps it");
@@ -487,7 +524,7 @@ Deno.test("pool: with a pack window, when the home worker's own steps slow down,
   // w1 has the load; its steps now take 0.95 ms each.
   let n = 0;
   for (; n < 40 && sent.at(-1) !== `w2:s${n - 1}`; n++) {
-    pool.submit({ name: `s${n}` });
+    pool.submit(new Step(`s${n}`));
     const [w] = sent.at(-1)!.split(":");
     clock.now += 0.95;
     pool.retire(w, d(`s${n}`));
@@ -502,16 +539,16 @@ Deno.test("pool: with a pack window, when the home worker's own steps slow down,
 Deno.test("pool: with a pack window, a worker whose pace is not known gets one step at a time until it is, and takes the load if it is faster", () => {
   const { clock, sent, pool, ready, d } = setup(2, 1);
   ready("w1", 8);
-  pool.submit({ name: "a" });
+  pool.submit(new Step("a"));
   clock.now = 0.6;
   pool.retire("w1", d("a")); // w1: 0.6 ms, and the load
-  pool.submit({ name: "b" });
+  pool.submit(new Step("b"));
   ready("w3", 8); // joins later
   for (const s of steps("c", "e")) pool.submit(s);
   assert.deepEqual(sent.slice(1), ["w1:b", "w3:c", "w1:e"], "one step to w3 while its pace is unknown");
   clock.now = 0.7;
   pool.retire("w3", d("c")); // w3: 0.1 ms, under half of w1's 0.6
-  pool.submit({ name: "f" });
+  pool.submit(new Step("f"));
   assert.deepEqual(sent.slice(4), ["w3:f"]);
   assert.equal(pool.worker("w3")!.measured, true);
 });
@@ -519,16 +556,16 @@ Deno.test("pool: with a pack window, a worker whose pace is not known gets one s
 Deno.test("pool: with a pack window, one slow step counts at most twice the window in the average", () => {
   const { clock, pool, ready, d } = setup(2, 1);
   ready("w1", 4);
-  pool.submit({ name: "a" });
+  pool.submit(new Step("a"));
   clock.now = 0.5;
   pool.retire("w1", d("a"));
-  pool.submit({ name: "b" });
+  pool.submit(new Step("b"));
   clock.now = 30_000.5; // a 30 s step
   pool.retire("w1", d("b"));
   const after = 0.5 + (2 - 0.5) / 8;
   assert.equal(pool.worker("w1")!.roundTrip, after);
   // A result timed before its step was sent (a clock read early) counts as 0, never less.
-  pool.submit({ name: "c" });
+  pool.submit(new Step("c"));
   pool.retire("w1", d("c"), clock.now - 5);
   assert.equal(pool.worker("w1")!.roundTrip, after - after / 8);
 });
@@ -536,7 +573,7 @@ Deno.test("pool: with a pack window, one slow step counts at most twice the wind
 Deno.test("pool: with a pack window, a worker dropped before its pace was known gets no step", () => {
   const { clock, sent, pool, ready, d } = setup(2, 1);
   ready("w1", 8);
-  pool.submit({ name: "a" });
+  pool.submit(new Step("a"));
   clock.now = 0.5;
   pool.retire("w1", d("a")); // w1 has the load
   ready("w2", 8); // joins, and falls silent before any step
@@ -555,19 +592,19 @@ Deno.test("pool: with a pack window, a leaving worker or one reserved for a susp
   for (const s of steps("a", "b", "c")) pool.submit(s);
   clock.now = 0.2;
   for (const s of ["a", "b", "c"]) pool.retire(sent.find((x) => x.endsWith(`:${s}`))!.split(":")[0], d(s));
-  pool.submit({ name: "e" });
+  pool.submit(new Step("e"));
   assert.deepEqual(sent.slice(3), ["w1:e"], "all three keep up alike: the first to join");
   pool.bye("w1");
-  pool.submit({ name: "f" });
+  pool.submit(new Step("f"));
   pool.worker("w2")!.isolating = true;
-  pool.submit({ name: "g" });
+  pool.submit(new Step("g"));
   assert.deepEqual(sent.slice(4), ["w2:f", "w3:g"]);
 });
 
 Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, though its worker keeps up", () => {
   const { sent, pool } = paced(100, 0.2, 0.2);
   // One pass: the clock does not move, so every step is "young".
-  for (let i = 0; i < PACK_MAX_STEPS + 2; i++) pool.submit({ name: `s${i}` });
+  for (let i = 0; i < PACK_MAX_STEPS + 2; i++) pool.submit(new Step(`s${i}`));
   const burst = sent.slice(2).map((s) => s.split(":")[0]);
   assert.deepEqual(burst.slice(0, PACK_MAX_STEPS), Array(PACK_MAX_STEPS).fill("w1"));
   assert.deepEqual(burst.slice(PACK_MAX_STEPS), ["w2", "w2"]);
@@ -575,7 +612,7 @@ Deno.test("pool: with a pack window, a burst past PACK_MAX_STEPS is spread, thou
 
 Deno.test("pool: with a pack window, a worker dropped while it had the load gets no more steps", () => {
   const { clock, sent, pool, ready, d } = paced(8, 0.2, 0.2);
-  pool.submit({ name: "c" });
+  pool.submit(new Step("c"));
   clock.now = 0.4;
   pool.retire("w1", d("c"));
   assert.deepEqual(sent.slice(2), ["w1:c"]);
@@ -584,7 +621,7 @@ Deno.test("pool: with a pack window, a worker dropped while it had the load gets
   pool.status("w2", "HB", { credit: 8 }, () => "link-w2");
   const [silent] = pool.expire();
   assert.equal(silent.key, "w1");
-  pool.submit({ name: "e" });
+  pool.submit(new Step("e"));
   assert.deepEqual(sent.slice(3), ["w2:e"]);
   // w1 comes back under the same id: a new worker, its pace unknown: one step at a time.
   ready("w1", 8);

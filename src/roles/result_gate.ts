@@ -39,6 +39,7 @@ import {
   TopicMemo,
 } from "../wire/protocol.ts";
 import type { ErrorSpec } from "./intake.ts";
+import { PoolStep } from "./worker_pool.ts";
 
 /**
  * A step as the Subject sends it: topic, header, values; `slot` is its configuration version's
@@ -48,9 +49,11 @@ import type { ErrorSpec } from "./intake.ts";
  * step itself: a WeakMap from steps to flows cost the Subject's garbage collector an ephemeron per
  * step in flight, measured at about 2% of its thread. One object with fields, not an array of the
  * three frames with properties, which is three objects: a step is kept while its request is at a
- * worker, at peak long enough to be promoted to the old generation; docs/performance.md, round 21.)
+ * worker, at peak long enough to be promoted to the old generation; docs/performance.md, round 21.
+ * For the same reason the worker pool keeps its record of a step in flight in the step's own
+ * fields, which it extends: round 23.)
  */
-export class Step {
+export class Step extends PoolStep {
   /** Its configuration version's slot; 0 until it is dispatched. */
   slot = 0;
   /** The flow it was made for, once sent. */
@@ -59,7 +62,9 @@ export class Step {
   id: string | undefined = undefined;
 
   /** A step of these three frames. */
-  constructor(readonly topic: Uint8Array, readonly header: Uint8Array, readonly values: Uint8Array) {}
+  constructor(readonly topic: Uint8Array, readonly header: Uint8Array, readonly values: Uint8Array) {
+    super();
+  }
 
   /** Bytes of its frames. */
   get size(): number {

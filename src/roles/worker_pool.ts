@@ -24,20 +24,25 @@
  *
  * @example
  * ```ts
- * import { WorkerPool } from "./worker_pool.ts";
+ * import { PoolStep, WorkerPool } from "./worker_pool.ts";
+ * class Job extends PoolStep {
+ *   constructor(readonly name: string) {
+ *     super();
+ *   }
+ * }
  * let now = 0;
  * const sent: number[] = [];
- * const pool = new WorkerPool<string[], string>({
+ * const pool = new WorkerPool<Job, string>({
  *   heartbeatTimeout: 100,
  *   maxDeliveries: 2,
  *   now: () => now,
- *   sizeOf: (s) => s.length,
+ *   sizeOf: (s) => s.name.length,
  *   firstDispatch: 1,
  *   send: (_w, d) => sent.push(d),
  * });
  * pool.status("w1", "READY", { credit: 1 }, () => "link of w1");
- * pool.submit(["a"]);
- * pool.submit(["b"]); // no credit left: it waits
+ * pool.submit(new Job("a"));
+ * pool.submit(new Job("b")); // no credit left: it waits
  * now = 101;
  * const [silent] = pool.expire(); // w1 went silent: both steps wait for another worker
  * console.log(sent, silent.redelivered, pool.pendingCount); // [1] 1 2
@@ -76,20 +81,38 @@ export interface PoolWorker<L> {
 }
 
 /** A link of an {@linkcode InFlightList}: a step at a worker, by its dispatch number. */
-interface Link {
+export interface Link {
+  /** Its dispatch number. */
   readonly d: number;
+  /** The step sent before it to the same worker, while both are in flight. */
   prev: Link | undefined;
+  /** The step sent after it to the same worker, while both are in flight. */
   next: Link | undefined;
   /** The list it is in, if any. */
   list: InFlightList | undefined;
 }
 
-/** A step at a worker. */
-interface InFlight<S> extends Link {
-  readonly worker: string;
-  /** The clock's time when sent (moved on by {@linkcode WorkerPool.paused}). */
-  at: number;
-  readonly step: S;
+/**
+ * What the pool keeps of a step while it is at a worker, in fields of the step itself: the pool's
+ * steps extend this class. (A record of its own per delivery, which pointed at the step, was kept
+ * as long as the step and, at peak, promoted to the old generation with it: 122 bytes per flow of
+ * the Subject's, plus its `Map` entry's; docs/performance.md, round 23.) A step is at one worker
+ * at most: the pool takes it back (out of its worker's list and the pool's map) before it sends
+ * it again, with a new dispatch number.
+ */
+export class PoolStep implements Link {
+  /** @internal Its dispatch number while in flight; that of its last delivery after. */
+  d = 0;
+  /** @internal See {@linkcode Link}. */
+  prev: Link | undefined = undefined;
+  /** @internal See {@linkcode Link}. */
+  next: Link | undefined = undefined;
+  /** @internal See {@linkcode Link}. */
+  list: InFlightList | undefined = undefined;
+  /** @internal The worker it was last sent to. */
+  worker = "";
+  /** @internal The clock's time when sent (moved on by {@linkcode WorkerPool.paused}). */
+  at = 0;
 }
 
 /**
@@ -180,7 +203,7 @@ export interface Silent<S> extends Dropped<S> {
 }
 
 /** Options of {@linkcode WorkerPool}. */
-export interface WorkerPoolOptions<S extends object, L> {
+export interface WorkerPoolOptions<S extends PoolStep, L> {
   /** Milliseconds of silence after which a worker is dropped and its steps given to another. */
   readonly heartbeatTimeout: number;
   /** Failed deliveries of one step before it is poisoned (see the module doc). */
@@ -207,13 +230,13 @@ export interface WorkerPoolOptions<S extends object, L> {
 }
 
 /** Workers, their credit, the steps at them and the steps waiting for them. */
-export class WorkerPool<S extends object, L> {
+export class WorkerPool<S extends PoolStep, L> {
   readonly #o: WorkerPoolOptions<S, L>;
   readonly #now: () => number;
   /** `packWindow`, or 0. */
   readonly #window: number;
   readonly #workers = new Map<string, PoolWorker<L>>();
-  readonly #inflight = new Map<number, InFlight<S>>();
+  readonly #inflight = new Map<number, S>();
   #pending: S[] = [];
   #pendingHead = 0;
   #pendingBytes = 0;
@@ -347,7 +370,7 @@ export class WorkerPool<S extends object, L> {
     if (!f) return "late";
     if (f.worker !== key) return "foreign";
     this.#inflight.delete(d);
-    this.#heldBytes -= this.#o.sizeOf(f.step);
+    this.#heldBytes -= this.#o.sizeOf(f);
     const owner = this.#workers.get(f.worker);
     if (owner) {
       owner.inflight.remove(f);
@@ -356,7 +379,7 @@ export class WorkerPool<S extends object, L> {
       if (this.#window > 0) this.#paced(owner, now - f.at, this.#window);
       this.#maybeForget(owner);
     }
-    return f.step;
+    return f;
   }
 
   /**
@@ -413,19 +436,18 @@ export class WorkerPool<S extends object, L> {
   reconcile(w: PoolWorker<L>, holding: ReadonlySet<number>, last: number): number {
     const now = this.#now();
     // In dispatch order, as the list keeps them.
-    const lost: InFlight<S>[] = [];
+    const steps: S[] = [];
     for (const l of w.inflight.links()) {
-      const f = l as InFlight<S>; // (the pool puts only its own records in a worker's list)
+      const f = l as S; // (the pool puts only its own steps in a worker's list)
       if (holding.has(f.d)) continue;
-      if (f.d <= last || now - f.at > this.#o.heartbeatTimeout) lost.push(f);
+      if (f.d <= last || now - f.at > this.#o.heartbeatTimeout) steps.push(f);
     }
-    if (!lost.length) return 0;
-    const steps = lost.map((f) => {
+    if (!steps.length) return 0;
+    for (const f of steps) {
       this.#inflight.delete(f.d);
       w.inflight.remove(f);
       w.credit++;
-      return f.step;
-    });
+    }
     this.#lost += steps.length;
     this.#redeliver(steps);
     return steps.length;
@@ -464,7 +486,7 @@ export class WorkerPool<S extends object, L> {
     const w = this.#workers.get(key);
     if (!w) return undefined;
     const f = this.#inflight.get(d);
-    const culprit = f?.worker === key ? f.step : undefined;
+    const culprit = f?.worker === key ? f : undefined;
     const poisoned: Poisoned<S>[] = [];
     const why = reason
       ? `worker ${key}: ${reason}`
@@ -564,7 +586,7 @@ export class WorkerPool<S extends object, L> {
   #keepsUp(w: PoolWorker<L>, now: number, window: number): boolean {
     if (w.leaving || w.isolating || w.credit <= 0 || w.roundTrip >= window) return false;
     if (w.inflight.size >= PACK_MAX_STEPS) return false;
-    const oldest = w.inflight.first as InFlight<S> | undefined;
+    const oldest = w.inflight.first as S | undefined;
     return !oldest || now - oldest.at < window;
   }
 
@@ -597,17 +619,11 @@ export class WorkerPool<S extends object, L> {
   #sendTo(w: PoolWorker<L>, step: S): void {
     const d = this.#nextDispatch++;
     w.credit--;
-    const f: InFlight<S> = {
-      d,
-      prev: undefined,
-      next: undefined,
-      list: undefined,
-      worker: w.key,
-      at: this.#now(),
-      step,
-    };
-    w.inflight.push(f);
-    this.#inflight.set(d, f);
+    step.d = d;
+    step.worker = w.key;
+    step.at = this.#now();
+    w.inflight.push(step);
+    this.#inflight.set(d, step);
     this.#dispatched++;
     this.#o.send(w, d, step);
   }
@@ -639,10 +655,10 @@ export class WorkerPool<S extends object, L> {
     this.#remove(w);
     // (The list is in dispatch order: each step is appended as it is sent, with a new number.)
     const steps: S[] = [];
-    for (const l of w.inflight.links()) {
-      const f = l as InFlight<S>;
+    for (const l of w.inflight.links()) steps.push(l as S);
+    for (const f of steps) {
       this.#inflight.delete(f.d);
-      steps.push(f.step);
+      w.inflight.remove(f); // (out of the forgotten worker's list: it may be sent again)
     }
     return steps;
   }
