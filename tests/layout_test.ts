@@ -83,6 +83,7 @@ Deno.test("a service that only wants a client loads no node:sqlite (the token co
 /** The roles' pure bookkeeping: decisions the Subject (and the IM link) carry out on sockets. */
 const PURE_ROLE_PARTS = [
   "src/roles/worker_pool.ts",
+  "src/roles/dispatch_table.ts",
   "src/roles/pause_book.ts",
   "src/roles/intake.ts",
   "src/roles/result_gate.ts",

@@ -52,6 +52,7 @@
  */
 
 import type { WorkerStatus } from "../wire/control.ts";
+import { DispatchTable } from "./dispatch_table.ts";
 
 /** A worker, as the pool knows it. `L` is what the Subject keeps with it (its socket identity…). */
 export interface PoolWorker<L> {
@@ -236,7 +237,7 @@ export class WorkerPool<S extends PoolStep, L> {
   /** `packWindow`, or 0. */
   readonly #window: number;
   readonly #workers = new Map<string, PoolWorker<L>>();
-  readonly #inflight = new Map<number, S>();
+  readonly #inflight = new DispatchTable<S>();
   #pending: S[] = [];
   #pendingHead = 0;
   #pendingBytes = 0;
@@ -623,7 +624,7 @@ export class WorkerPool<S extends PoolStep, L> {
     step.worker = w.key;
     step.at = this.#now();
     w.inflight.push(step);
-    this.#inflight.set(d, step);
+    this.#inflight.set(step);
     this.#dispatched++;
     this.#o.send(w, d, step);
   }
