@@ -89,4 +89,13 @@ Deno.test("DispatchTable: only whole numbers from 0 to 2⁵³ − 1 are dispatch
   assert.equal(t.get(2 ** 53 - 1)?.d, 2 ** 53 - 1);
   assert.equal(t.get(2 ** 53 - 1 - 64), undefined, "another number of the same slot");
   assert.equal(t.size, 1);
+  assert.throws(() => t.set({ d: 2 ** 53 - 1 }), /held already/, "a number held already");
+  // Numbers a worker may send back that no step has: found nowhere, and nothing deleted.
+  for (let d = 0; d < 100; d++) t.set({ d });
+  for (const d of [-1, -64, 1.5, 0.5, NaN, Infinity, -Infinity, 2 ** 53, 2 ** 53 + 64, 2 ** 64, 1e300]) {
+    assert.equal(t.get(d), undefined, String(d));
+    assert.equal(t.delete(d), false, String(d));
+  }
+  assert.equal(t.size, 101);
+  for (let d = 0; d < 100; d++) assert.equal(t.get(d)?.d, d);
 });

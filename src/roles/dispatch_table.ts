@@ -10,7 +10,8 @@
  * 190–210 ns against 90–100 in a microbenchmark), and, always taking new keys and deleting old
  * ones, copied its table every few thousand steps: copies that, alive at peak, were promoted to
  * the Subject's old generation (docs/performance.md, round 23). The array grows with the steps in
- * flight and shrinks when they fall below an eighth of it. Pure: no sockets, no clock.
+ * flight and shrinks when they fall below an eighth of it; at a resize every value is placed again
+ * (a straggler may take a slot then, or stay one). Pure: no sockets, no clock.
  *
  * @example
  * ```ts
@@ -64,6 +65,7 @@ export class DispatchTable<T extends Dispatched> {
   /** Adds `v` under its number, which no value held may have. */
   set(v: T): void {
     if (!Number.isSafeInteger(v.d) || v.d < 0) throw new RangeError(`not a dispatch number: ${v.d}`);
+    if (this.get(v.d) !== undefined) throw new RangeError(`dispatch number ${v.d} is held already`);
     if (2 * (this.#size + 1) > this.#slots.length) this.#resize(this.#slots.length * 2);
     this.#place(v);
     this.#size++;

@@ -98,7 +98,7 @@ export interface Link {
  * steps extend this class. (A record of its own per delivery, which pointed at the step, was kept
  * as long as the step and, at peak, promoted to the old generation with it: 122 bytes per flow of
  * the Subject's, plus its `Map` entry's; docs/performance.md, round 23.) A step is at one worker
- * at most: the pool takes it back (out of its worker's list and the pool's map) before it sends
+ * at most: the pool takes it back (out of its worker's list and its dispatch table) before it sends
  * it again, with a new dispatch number.
  */
 export class PoolStep implements Link {
@@ -618,6 +618,8 @@ export class WorkerPool<S extends PoolStep, L> {
   }
 
   #sendTo(w: PoolWorker<L>, step: S): void {
+    // (Checked before anything changes: a step still in a list is still at a worker.)
+    if (step.list !== undefined) throw new Error(`the step of dispatch ${step.d} is at a worker still`);
     const d = this.#nextDispatch++;
     w.credit--;
     step.d = d;
