@@ -18,9 +18,10 @@
  * window, the one with the most credit gets it. Every step sent stays in flight until its result
  * comes back. A worker silent past the heartbeat timeout, or whose watchdog reports a handler
  * blocking its event loop, is dropped and its steps go back to the front of the queue. A step
- * whose workers failed `maxDeliveries` times is poisoned when the last failure is pinned on it;
- * otherwise it runs once more, alone on a reserved worker (see
- * {@linkcode WorkerPool.deliveryFailed}).
+ * whose workers failed `maxDeliveries` times is poisoned when the last failure is pinned on it (its
+ * worker's watchdog named it, or it was the only step its worker held); otherwise it runs once
+ * more, alone on a reserved worker, so that innocent steps that shared two dying workers with a
+ * poison one are not poisoned with it.
  *
  * @example
  * ```ts
@@ -493,7 +494,7 @@ export class WorkerPool<S extends PoolStep, L> {
       ? `worker ${key}: ${reason}`
       : `worker ${key}: the handler blocked its event loop for ${ms} ms`;
     const steps = this.#takeSteps(w).filter((s) =>
-      s !== culprit || this.deliveryFailed(s, why, true, poisoned)
+      s !== culprit || this.#deliveryFailed(s, why, true, poisoned)
     );
     this.#redeliver(steps);
     return { key, redelivered: steps.length, poisoned };
@@ -523,7 +524,7 @@ export class WorkerPool<S extends PoolStep, L> {
       const why = `worker ${w.key} went silent for ${ms} ms (it died, hung or was stopped)`;
       const held = this.#takeSteps(w);
       const poisoned: Poisoned<S>[] = [];
-      const lost = held.filter((s) => this.deliveryFailed(s, why, held.length === 1, poisoned));
+      const lost = held.filter((s) => this.#deliveryFailed(s, why, held.length === 1, poisoned));
       this.#redeliver(lost);
       out.push({ key: w.key, ms, redelivered: lost.length, poisoned });
     }
@@ -536,9 +537,10 @@ export class WorkerPool<S extends PoolStep, L> {
    * `poisoned`, no longer held) when the last failure is pinned on it: its worker's watchdog named
    * it, or it was the only step its worker held. A step whose worker died holding other steps too
    * may only have been unlucky: it gets one more delivery, alone on a reserved worker, so innocent
-   * steps that shared two dying workers with a poison one are not poisoned with it.
+   * steps that shared two dying workers with a poison one are not poisoned with it. Only for steps
+   * the pool has taken back from their worker (a step still in flight would be queued twice).
    */
-  deliveryFailed(step: S, why: string, pinned: boolean, poisoned: Poisoned<S>[]): boolean {
+  #deliveryFailed(step: S, why: string, pinned: boolean, poisoned: Poisoned<S>[]): boolean {
     let whys = this.#failures.get(step);
     if (!whys) this.#failures.set(step, whys = []);
     whys.push(why);
