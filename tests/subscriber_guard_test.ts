@@ -270,3 +270,29 @@ Deno.test("tcp: a watch that saw bytes leave does not mark the connection caught
   g.published(200);
   assert.deepEqual(g.sample(all({ full: true, queued: 500, sent })), { cut: [], watch: [] });
 });
+
+Deno.test("Unix socket: a subscriber stopped as a burst begins, its buffer filling between looks (the figure rising), is cut though nothing is published after", () => {
+  const g = new SubscriberGuard(1_000);
+  g.connected(1);
+  g.sample(all({ full: false, queued: 0 })); // reading: caught up
+  // The burst: libzmq fills its buffer while its reader is stopped, the figure rising at each look.
+  g.published(600);
+  assert.deepEqual(
+    ids(g.sample(all({ full: true, queued: 100_000 })).watch),
+    [1],
+    "more queued is no reading",
+  );
+  g.published(2_000);
+  const { watch } = g.sample(all({ full: true, queued: 212_992 }));
+  assert.deepEqual(watch.map((w) => [w.id, w.behind]), [[1, 2_600]], "behind by the whole burst");
+  unread(g, 1, watch[0].seen);
+  // The burst is over: nothing more is published, and it is cut all the same.
+  assert.deepEqual(g.sample(all({ full: true, queued: 212_992 })).cut, [{ id: 1, behind: 2_600 }]);
+  // A figure that falls is a reader's: caught up.
+  const h = new SubscriberGuard(1_000);
+  h.connected(2);
+  h.sample(all({ full: true, queued: 212_992 }));
+  h.published(2_000);
+  const look = h.sample(all({ full: true, queued: 110_000 }));
+  assert.deepEqual(look, { cut: [], watch: [] }, "it took bytes: caught up");
+});

@@ -3,8 +3,9 @@
  * subscriber's publications in the IM up to a high-water mark counted in messages, so 16,384
  * publications of 100 KB would hold 1.6 GB for one stalled subscriber. The guard bounds it in
  * bytes instead: every {@linkcode GUARD_INTERVAL_MS} it asks the kernel about each subscriber
- * connection. One whose send buffer is not full, or whose queued bytes moved since the last look,
- * is reading; what it is behind counts from then (its mark).
+ * connection. One whose send buffer is not full, or whose queued bytes fell since the last look,
+ * is reading; what it is behind counts from then (its mark). (More bytes queued proves nothing:
+ * libzmq filling the buffer of a reader that stopped raises the figure too.)
  *
  * A full buffer whose figure did not move is no proof that nothing was read. With publications
  * larger than a quarter of the kernel's buffer, a reader that reads but is behind shows the same
@@ -256,7 +257,10 @@ export class SubscriberGuard {
         continue;
       }
       if (st.sent === undefined) {
-        if (st.queued !== before) {
+        // Fewer bytes queued: its reader took some. More is no proof: libzmq filling the buffer of
+        // a reader that stopped raises the figure too (with a burst that ends before the buffer
+        // stays full, taking that for reading left the stopped subscriber caught up for good).
+        if (before !== undefined && st.queued < before) {
           this.#seenReading(c);
           continue;
         }
