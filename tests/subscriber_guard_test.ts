@@ -296,3 +296,11 @@ Deno.test("Unix socket: a subscriber stopped as a burst begins, its buffer filli
   const look = h.sample(all({ full: true, queued: 110_000 }));
   assert.deepEqual(look, { cut: [], watch: [] }, "it took bytes: caught up");
 });
+
+Deno.test("Unix socket: a new connection's first look, full, is no reading: it is behind from when it connected", () => {
+  const g = new SubscriberGuard(1_000);
+  g.connected(1);
+  g.published(600);
+  const { watch } = g.sample(all({ full: true, queued: 212_992 }));
+  assert.deepEqual(watch.map((w) => [w.id, w.behind]), [[1, 600]]);
+});

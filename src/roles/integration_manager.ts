@@ -109,7 +109,7 @@ export interface IntegrationManagerStats {
   /** Subscriber connections now open. */
   subscribers: number;
   /**
-   * Subscribers disconnected because they read nothing (their connection full and not moving)
+   * Subscribers disconnected because they read nothing (their connection full and not falling)
    * while the IM published `subscriber_buffer` bytes (see subscriber_guard.ts).
    */
   subscribersCut: number;

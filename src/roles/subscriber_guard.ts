@@ -7,7 +7,7 @@
  * is reading; what it is behind counts from then (its mark). (More bytes queued proves nothing:
  * libzmq filling the buffer of a reader that stopped raises the figure too.)
  *
- * A full buffer whose figure did not move is no proof that nothing was read. With publications
+ * A full buffer whose figure did not fall is no proof that nothing was read. With publications
  * larger than a quarter of the kernel's buffer, a reader that reads but is behind shows the same
  * figure at every look (one publication queued: libzmq writes the next as soon as the reader takes
  * one), exactly like a stopped one; cutting on that figure alone disconnected live clients and
@@ -205,7 +205,7 @@ export class SubscriberGuard {
     c.unread = 0;
   }
 
-  /** Room in its buffer, or its figure moved (a Unix socket): it reads, and is caught up. */
+  /** Room in its buffer, or its figure fell (a Unix socket): it reads, and is caught up. */
   #seenReading(c: Tracked): void {
     c.mark = c.sentMark = this.#published;
     c.seen = ++this.#sightings;

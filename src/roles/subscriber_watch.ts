@@ -137,7 +137,7 @@ export async function watchSubscribers(
     }
     stats.subscribers = guard.size;
     if (watching || !watch.length) return;
-    // Is a full connection whose figure did not move reading all the same? (subscriber_guard.ts)
+    // Is a full connection whose figure did not fall reading all the same? (subscriber_guard.ts)
     const watched = watch.flatMap((w) => {
       const cookie = cookies.get(w.id);
       if (connectionCookie(w.id) !== cookie) return [];
