@@ -13,7 +13,7 @@ import {
 } from "../bench/figures.ts";
 import { transportRound } from "../bench/transport.ts";
 import { type FloorRun, goalRatios } from "../bench/tools/floor.ts";
-import { ACK, FLOOR_PREFIX, REQUEST, RESULT } from "../bench/tools/floor_steps.ts";
+import { ACK, FLOOR_PREFIX, REQUEST, RESULT, STATUS } from "../bench/tools/floor_steps.ts";
 import { ZmtpConnection } from "../src/zmtp/connection.ts";
 import { encodeHeader } from "../src/wire/protocol.ts";
 import { Reactor } from "../src/zmq/reactor.ts";
@@ -196,13 +196,24 @@ for (
       }
       // Both stopped, 140 requests: 64 to worker 0, then to the one holding fewer: 64 to worker 1,
       // then the last twelve in turn, 70 each.
+      /** Requests the Subject has passed on so far (its answer to a status request). */
+      const passed = async () => {
+        await push.send([request(-3, STATUS)]);
+        const next = await withTimeout(it.next(), 5000);
+        assert.notEqual(next, TIMED_OUT, "no answer to a status request within 5 s");
+        const f = (next as IteratorResult<Uint8Array[]>).value![0];
+        assert.equal(f[8], STATUS, "nothing but the status answer comes while both workers are stopped");
+        return JSON.parse(new TextDecoder().decode(f.subarray(FLOOR_PREFIX))).passed as number;
+      };
       Deno.kill(procs[1].pid, "SIGSTOP");
       Deno.kill(procs[2].pid, "SIGSTOP");
       try {
+        const before = await passed();
         for (let i = 0; i < 140; i++) await push.send([request(30_000 + i)]);
-        // The Subject passes them on in microseconds; a second leaves room for a loaded machine. Had it
-        // not passed them all on before the workers run again, the split below would be off.
-        await new Promise((res) => setTimeout(res, 1000));
+        // Until the Subject has passed all 140 on (else the split below would be off), or 10 s.
+        let now = before;
+        for (const end = Date.now() + 10_000; now < before + 140 && Date.now() < end;) now = await passed();
+        assert.equal(now, before + 140, "the Subject passed the 140 on while both workers were stopped");
       } finally {
         Deno.kill(procs[1].pid, "SIGCONT");
         Deno.kill(procs[2].pid, "SIGCONT");

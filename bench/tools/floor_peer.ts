@@ -11,7 +11,9 @@
  *                            written "pub:@ENDPOINT" to a PUB bound there (the IM in the Subject's
  *                            process); acknowledgements (kind 2) are counted. KEEP "1": a copy of
  *                            each request is kept (in a slab, found through a `Map`) until its
- *                            result comes, the least a Subject that redelivers must do. When
+ *                            result comes, the least a Subject that redelivers must do. A
+ *                            status request (kind 3, for the tests) is answered on the results'
+ *                            way with values `{"passed": N}`, the requests passed on so far. When
  *                            stdin closes it prints `{"acks": N, "kept": N, "most": N}`
  *                            (acknowledgements counted, copies still kept, the most kept at once)
  *   worker N WORK IN MODE    worker N (0 or 1): PULL connected to WORK with N after it, PUSH
@@ -39,7 +41,15 @@ import { delay } from "../../src/_async.ts";
 import { DONTWAIT, i64, libzmq } from "../../src/zmq/ffi.ts";
 import { newRing, RingReader, RingWriter } from "../../src/roles/ring.ts";
 import { pollIn } from "../bench_peer.ts";
-import { ACK, FLOOR_PREFIX, type FloorThreadSetup, REQUEST, RESULT, runSteps } from "./floor_steps.ts";
+import {
+  ACK,
+  FLOOR_PREFIX,
+  type FloorThreadSetup,
+  REQUEST,
+  RESULT,
+  runSteps,
+  STATUS,
+} from "./floor_steps.ts";
 
 /** Requests worker 0 may hold before others get them: the Subject's `PACK_MAX_STEPS`. */
 const PACK_MAX = 64;
@@ -76,8 +86,9 @@ async function subject(input: string, work: string, im: string, keep: boolean): 
   const slab = new Uint8Array(8 << 20);
   let slabAt = 0;
   const held = [0, 0];
-  let acks = 0, most = 0;
+  let acks = 0, most = 0, passed = 0;
   const index = new DataView(buf.buffer);
+  const status = new Uint8Array(FLOOR_PREFIX + 32);
   const ip = pull.pointer, fp = fin.pointer;
   while (open) {
     if (!await ready(item)) continue;
@@ -94,12 +105,21 @@ async function subject(input: string, work: string, im: string, keep: boolean): 
         }
         const w = held[0] < PACK_MAX || held[0] <= held[1] ? 0 : 1;
         held[w]++;
+        passed++;
         z.zmq_send(workers[w], buf, length, 0);
       } else if (buf[8] === RESULT) {
         if (keep) kept.delete(index.getFloat64(0, true));
         held[buf[9]]--;
         z.zmq_send(fp, buf, length, 0);
       } else if (buf[8] === ACK) acks++;
+      else if (buf[8] === STATUS) {
+        status.set(buf.subarray(0, FLOOR_PREFIX));
+        const { written } = new TextEncoder().encodeInto(
+          `{"passed":${passed}}`,
+          status.subarray(FLOOR_PREFIX),
+        );
+        z.zmq_send(fp, status, i64(FLOOR_PREFIX + written), 0);
+      }
     }
   }
   console.log(JSON.stringify({ acks, kept: kept.size, most }));

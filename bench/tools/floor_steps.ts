@@ -11,7 +11,7 @@
  */
 export const FLOOR_PREFIX = 10;
 /** A message's kinds (its byte 8). */
-export const REQUEST = 0, RESULT = 1, ACK = 2;
+export const REQUEST = 0, RESULT = 1, ACK = 2, STATUS = 3;
 
 /** What the sandbox thread (`floor_sandbox.ts`) is sent first. */
 export interface FloorThreadSetup {
